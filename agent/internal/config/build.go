@@ -1,0 +1,225 @@
+package config
+
+import (
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// builder accumulates problems while a File is turned into a Config.
+type builder struct{ problems Problems }
+
+func (b *builder) addf(key, format string, args ...any) {
+	b.problems = append(b.problems, Problem{Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// Build resolves defaults and validates f. Problems carry key paths but no file
+// or line; Parse fills those in.
+func Build(f File) (*Config, Problems) {
+	b := &builder{}
+	cfg := &Config{
+		Node:     b.node(f.Node),
+		Identity: b.identity(f.Identity),
+		Admin:    b.admin(f.Admin),
+		Log:      b.log(f.Log),
+	}
+	cfg.Workloads = b.workloads(f.Workload)
+	if len(b.problems) > 0 {
+		return nil, b.problems
+	}
+	return cfg, nil
+}
+
+func (b *builder) node(f NodeFile) Node {
+	n := Node{
+		Name:         f.Name,
+		TrustDomain:  orDefault(f.TrustDomain, DefaultTrustDomain),
+		Network:      f.Network,
+		ClusterID:    f.ClusterID,
+		DrainTimeout: b.duration("node.drain_timeout", f.DrainTimeout, DefaultDrainTimeout),
+	}
+	if n.Name == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			b.addf("node.name", "not set and the hostname is unknown (%v); set it", err)
+		}
+		n.Name = strings.ToLower(strings.SplitN(host, ".", 2)[0])
+		if err == nil && !isDNSLabel(n.Name) {
+			b.addf("node.name", "not set and the hostname %q is not a DNS label; set it", host)
+		}
+	} else if !isDNSLabel(n.Name) {
+		b.addf("node.name", "%q is not a DNS label (lowercase letters, digits and '-', at most 63)", n.Name)
+	}
+	if _, err := spiffeid.TrustDomainFromString(n.TrustDomain); err != nil || strings.Contains(n.TrustDomain, "/") {
+		b.addf("node.trust_domain", "%q is not a valid SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')", n.TrustDomain)
+	}
+	if n.Network != "" && !isDNSSubdomain(n.Network) {
+		b.addf("node.network", "%q is not a DNS name", n.Network)
+	}
+	if n.ClusterID != "" && !isDNSSubdomain(n.ClusterID) {
+		b.addf("node.cluster_id", "%q is not a DNS name", n.ClusterID)
+	}
+	if n.DrainTimeout <= 0 || n.DrainTimeout > 10*time.Minute {
+		b.addf("node.drain_timeout", "%s is out of range (0s, 10m]", n.DrainTimeout)
+	}
+	return n
+}
+
+func (b *builder) identity(f IdentityFile) Identity {
+	id := Identity{
+		Source:      orDefault(f.Source, DefaultIdentitySource),
+		Dir:         orDefault(f.Dir, DefaultIdentityDir),
+		SpireSocket: orDefault(f.SpireSocket, DefaultSpireSocket),
+	}
+	switch id.Source {
+	case SourceFiles, SourceSpire:
+	default:
+		b.addf("identity.source", "%q is not one of %q, %q", id.Source, SourceFiles, SourceSpire)
+	}
+	if !strings.HasPrefix(id.Dir, "/") {
+		b.addf("identity.dir", "%q is not an absolute path", id.Dir)
+	}
+	if !strings.HasPrefix(id.SpireSocket, "/") {
+		b.addf("identity.spire_socket", "%q is not an absolute path", id.SpireSocket)
+	}
+	return id
+}
+
+func (b *builder) workloads(fs []WorkloadFile) []Workload {
+	out := make([]Workload, 0, len(fs))
+	names := map[string]string{}
+	owners := map[netip.Addr]string{}
+	for i, f := range fs {
+		key := fmt.Sprintf("workload[%d]", i)
+		w := Workload{
+			Name:           f.Name,
+			Namespace:      orDefault(f.Namespace, DefaultNamespace),
+			ServiceAccount: orDefault(f.ServiceAccount, DefaultServiceAccount),
+			Labels:         f.Labels,
+		}
+		switch {
+		case w.Name == "":
+			b.addf(key+".name", "is required")
+		case !isDNSLabel(w.Name):
+			b.addf(key+".name", "%q is not a DNS label", w.Name)
+		}
+		if !isDNSLabel(w.Namespace) {
+			b.addf(key+".namespace", "%q is not a DNS label", w.Namespace)
+		}
+		if !isDNSSubdomain(w.ServiceAccount) {
+			b.addf(key+".service_account", "%q is not a DNS name", w.ServiceAccount)
+		}
+		qualified := w.Namespace + "/" + w.Name
+		if prev, dup := names[qualified]; dup && w.Name != "" {
+			b.addf(key+".name", "%q in namespace %q is already declared by %s", w.Name, w.Namespace, prev)
+		}
+		names[qualified] = key
+		if len(f.Addresses) == 0 {
+			b.addf(key+".addresses", "at least one address is required")
+		}
+		for j, s := range f.Addresses {
+			akey := fmt.Sprintf("%s.addresses[%d]", key, j)
+			a, ok := b.workloadAddr(akey, s)
+			if !ok {
+				continue
+			}
+			if prev, dup := owners[a]; dup {
+				b.addf(akey, "%s is already used by %s", a, prev)
+				continue
+			}
+			owners[a] = key
+			w.Addresses = append(w.Addresses, a)
+		}
+		for k := range f.Labels {
+			if k == "" || len(k) > 317 {
+				b.addf(key+".labels", "label key %q is empty or too long", k)
+			}
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
+func (b *builder) workloadAddr(key, s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		b.addf(key, "%q is not an IP address", s)
+		return a, false
+	}
+	if a.Zone() != "" || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
+		b.addf(key, "%s cannot be a workload address (unspecified, loopback, multicast or zoned)", a)
+		return a, false
+	}
+	return a.Unmap(), true
+}
+
+func (b *builder) admin(f AdminFile) Admin {
+	a := Admin{
+		Address:          b.addrPort("admin.address", orDefault(f.Address, DefaultAdminAddress)),
+		ReadinessAddress: b.addrPort("admin.readiness_address", orDefault(f.ReadinessAddress, DefaultReadinessAddress)),
+	}
+	// The admin API can stop the agent and change its logging: loopback only.
+	if a.Address.IsValid() && !a.Address.Addr().IsLoopback() {
+		b.addf("admin.address", "%s is not a loopback address; the admin API must not be reachable from the network", a.Address)
+	}
+	if a.Address.IsValid() && a.Address == a.ReadinessAddress {
+		b.addf("admin.readiness_address", "%s is also admin.address", a.ReadinessAddress)
+	}
+	return a
+}
+
+func (b *builder) log(f LogFile) Log {
+	l := Log{Format: orDefault(f.Format, FormatText)}
+	if err := l.Level.UnmarshalText([]byte(orDefault(f.Level, "info"))); err != nil {
+		b.addf("log.level", "%q is not one of debug, info, warn, error", f.Level)
+	}
+	if l.Format != FormatText && l.Format != FormatJSON {
+		b.addf("log.format", "%q is not one of %q, %q", l.Format, FormatText, FormatJSON)
+	}
+	return l
+}
+
+// ParseLevel parses a log level name as used in [log] level and by the admin API.
+func ParseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return 0, fmt.Errorf("%q is not one of debug, info, warn, error", s)
+	}
+	return l, nil
+}
+
+func (b *builder) duration(key, s string, def time.Duration) time.Duration {
+	if s == "" {
+		return def
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		b.addf(key, "%q is not a duration (e.g. \"5s\", \"1m30s\")", s)
+		return def
+	}
+	return d
+}
+
+func (b *builder) addrPort(key, s string) netip.AddrPort {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		b.addf(key, "%q is not an ip:port address", s)
+		return ap
+	}
+	if ap.Port() == 0 {
+		b.addf(key, "port 0 is not allowed")
+	}
+	return ap
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

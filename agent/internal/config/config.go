@@ -1,0 +1,81 @@
+package config
+
+import (
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Defaults of the runtime configuration, also documented in conf/config.toml.
+const (
+	DefaultPath             = "/etc/ambient-agent/config.toml"
+	DefaultTrustDomain      = "cluster.local"
+	DefaultNamespace        = "default"
+	DefaultServiceAccount   = "default"
+	DefaultDrainTimeout     = 5 * time.Second
+	DefaultIdentitySource   = SourceFiles
+	DefaultIdentityDir      = "/etc/ambient-agent/identity"
+	DefaultSpireSocket      = "/run/spire/agent/public/api.sock"
+	DefaultAdminAddress     = "127.0.0.1:15000"
+	DefaultReadinessAddress = "0.0.0.0:15021"
+)
+
+// Identity sources.
+const (
+	SourceFiles = "files"
+	SourceSpire = "spire"
+)
+
+// Log formats.
+const (
+	FormatText = "text"
+	FormatJSON = "json"
+)
+
+// Config is the validated runtime configuration: defaults resolved, values parsed.
+// It is immutable once built; a reload builds a new one.
+type Config struct {
+	Path      string     `json:"path"`
+	Node      Node       `json:"node"`
+	Identity  Identity   `json:"identity"`
+	Workloads []Workload `json:"workloads"`
+	Admin     Admin      `json:"admin"`
+	Log       Log        `json:"log"`
+}
+
+// Node describes this host.
+type Node struct {
+	Name         string        `json:"name"`
+	TrustDomain  string        `json:"trustDomain"`
+	Network      string        `json:"network"`
+	ClusterID    string        `json:"clusterId"`
+	DrainTimeout time.Duration `json:"drainTimeout"`
+}
+
+// Identity says where the certificates of the local workloads come from.
+type Identity struct {
+	Source      string `json:"source"`
+	Dir         string `json:"dir"`
+	SpireSocket string `json:"spireSocket"`
+}
+
+// Workload is a local workload of this host.
+type Workload struct {
+	Name           string            `json:"name"`
+	Namespace      string            `json:"namespace"`
+	ServiceAccount string            `json:"serviceAccount"`
+	Addresses      []netip.Addr      `json:"addresses"`
+	Labels         map[string]string `json:"labels,omitempty"`
+}
+
+// Admin holds the addresses of the operator endpoints.
+type Admin struct {
+	Address          netip.AddrPort `json:"address"`
+	ReadinessAddress netip.AddrPort `json:"readinessAddress"`
+}
+
+// Log is the logging setup.
+type Log struct {
+	Level  slog.Level `json:"level"`
+	Format string     `json:"format"`
+}

@@ -1,0 +1,48 @@
+package config
+
+// File is the TOML document as the user writes it. Every field is optional in the
+// file; Build resolves defaults. Pointers mark values whose zero is meaningful.
+type File struct {
+	Node     NodeFile       `toml:"node"`
+	Identity IdentityFile   `toml:"identity"`
+	Workload []WorkloadFile `toml:"workload"`
+	Admin    AdminFile      `toml:"admin"`
+	Log      LogFile        `toml:"log"`
+}
+
+// NodeFile is the [node] table.
+type NodeFile struct {
+	Name         string `toml:"name"`
+	TrustDomain  string `toml:"trust_domain"`
+	Network      string `toml:"network"`
+	ClusterID    string `toml:"cluster_id"`
+	DrainTimeout string `toml:"drain_timeout"`
+}
+
+// IdentityFile is the [identity] table.
+type IdentityFile struct {
+	Source      string `toml:"source"`
+	Dir         string `toml:"dir"`
+	SpireSocket string `toml:"spire_socket"`
+}
+
+// WorkloadFile is one [[workload]] entry.
+type WorkloadFile struct {
+	Name           string            `toml:"name"`
+	Namespace      string            `toml:"namespace"`
+	ServiceAccount string            `toml:"service_account"`
+	Addresses      []string          `toml:"addresses"`
+	Labels         map[string]string `toml:"labels"`
+}
+
+// AdminFile is the [admin] table.
+type AdminFile struct {
+	Address          string `toml:"address"`
+	ReadinessAddress string `toml:"readiness_address"`
+}
+
+// LogFile is the [log] table.
+type LogFile struct {
+	Level  string `toml:"level"`
+	Format string `toml:"format"`
+}
