@@ -20,6 +20,24 @@ const (
 	DefaultReadinessAddress = "0.0.0.0:15021"
 )
 
+// The agent's own ports, as ztunnel's (spec/hbone.md).
+const (
+	PortOutbound  = 15001
+	PortInbound   = 15006
+	PortHBONE     = 15008
+	PortDNS       = 15053
+	PortAdmin     = 15000
+	PortMetrics   = 15020
+	PortReadiness = 15021
+)
+
+// DefaultMark is the socket mark of the agent's own connections (SO_MARK), which
+// capture lets through.
+const DefaultMark = 0x539
+
+// DefaultExcludeInboundPorts are the inbound ports left uncaptured unless configured.
+var DefaultExcludeInboundPorts = []uint16{22}
+
 // Identity sources.
 const (
 	SourceFiles = "files"
@@ -38,6 +56,7 @@ type Config struct {
 	Path      string     `json:"path"`
 	Node      Node       `json:"node"`
 	Identity  Identity   `json:"identity"`
+	Capture   Capture    `json:"capture"`
 	Workloads []Workload `json:"workloads"`
 	Admin     Admin      `json:"admin"`
 	Log       Log        `json:"log"`
@@ -78,4 +97,15 @@ type Admin struct {
 type Log struct {
 	Level  slog.Level `json:"level"`
 	Format string     `json:"format"`
+}
+
+// Capture says which traffic nftables redirects to the agent.
+type Capture struct {
+	Enabled              bool           `json:"enabled"`
+	Mark                 uint32         `json:"mark"`
+	ExcludeInboundPorts  []uint16       `json:"excludeInboundPorts"`
+	ExcludeOutboundPorts []uint16       `json:"excludeOutboundPorts"`
+	ExcludeCIDRs         []netip.Prefix `json:"excludeCidrs"`
+	ExcludeUIDs          []uint32       `json:"excludeUids"`
+	ExcludeGIDs          []uint32       `json:"excludeGids"`
 }

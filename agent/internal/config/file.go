@@ -5,6 +5,7 @@ package config
 type File struct {
 	Node     NodeFile       `toml:"node"`
 	Identity IdentityFile   `toml:"identity"`
+	Capture  CaptureFile    `toml:"capture"`
 	Workload []WorkloadFile `toml:"workload"`
 	Admin    AdminFile      `toml:"admin"`
 	Log      LogFile        `toml:"log"`
@@ -45,4 +46,15 @@ type AdminFile struct {
 type LogFile struct {
 	Level  string `toml:"level"`
 	Format string `toml:"format"`
+}
+
+// CaptureFile is the [capture] table.
+type CaptureFile struct {
+	Enabled              *bool    `toml:"enabled"`
+	Mark                 *int64   `toml:"mark"`
+	ExcludeInboundPorts  []int64  `toml:"exclude_inbound_ports"`
+	ExcludeOutboundPorts []int64  `toml:"exclude_outbound_ports"`
+	ExcludeCIDRs         []string `toml:"exclude_cidrs"`
+	ExcludeUIDs          []int64  `toml:"exclude_uids"`
+	ExcludeGIDs          []int64  `toml:"exclude_gids"`
 }
