@@ -1,0 +1,96 @@
+package admin
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/pprof"
+	"strings"
+)
+
+// Hooks connect the admin endpoints to the running agent.
+type Hooks struct {
+	// ConfigDump returns the value served as /config_dump (marshalled as JSON).
+	// It must never contain private keys or other secrets.
+	ConfigDump func() any
+	// Level and SetLevel read and change the log level at run time.
+	Level    func() slog.Level
+	SetLevel func(slog.Level)
+	// ParseLevel turns a level name into a level, or says what is wrong.
+	ParseLevel func(string) (slog.Level, error)
+	// Quit asks the agent to shut down gracefully.
+	Quit func()
+	// Ready reports readiness and, when not ready, what is missing.
+	Ready func() (bool, []string)
+}
+
+// AdminHandler returns the handler of the loopback admin API.
+func AdminHandler(h Hooks, log *slog.Logger) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, h.ConfigDump())
+	})
+	mux.HandleFunc("/logging", func(w http.ResponseWriter, r *http.Request) {
+		serveLogging(w, r, h, log)
+	})
+	mux.HandleFunc("POST /quitquitquit", func(w http.ResponseWriter, r *http.Request) {
+		log.Info("shutdown requested through the admin API")
+		fmt.Fprintln(w, "OK")
+		h.Quit()
+	})
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	mux.HandleFunc("GET /healthz/ready", readyHandler(h))
+	return mux
+}
+
+// ReadinessHandler returns the handler of the readiness port.
+func ReadinessHandler(h Hooks) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz/ready", readyHandler(h))
+	return mux
+}
+
+func readyHandler(h Hooks) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ok, missing := h.Ready()
+		if !ok {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, "not ready: %s\n", strings.Join(missing, ", "))
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	}
+}
+
+// serveLogging shows the level (GET) or changes it (POST ?level=debug).
+func serveLogging(w http.ResponseWriter, r *http.Request, h Hooks, log *slog.Logger) {
+	switch r.Method {
+	case http.MethodGet:
+		fmt.Fprintf(w, "level: %s\n", strings.ToLower(h.Level().String()))
+	case http.MethodPost, http.MethodPut:
+		name := r.URL.Query().Get("level")
+		lvl, err := h.ParseLevel(name)
+		if err != nil {
+			http.Error(w, "level: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		h.SetLevel(lvl)
+		log.Info("log level changed through the admin API", "level", lvl.String())
+		fmt.Fprintf(w, "level: %s\n", strings.ToLower(lvl.String()))
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		http.Error(w, "use GET to read or POST ?level= to change", http.StatusMethodNotAllowed)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}

@@ -1,0 +1,55 @@
+package admin
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Server is one HTTP endpoint on a listener bound by the caller, so that a busy
+// port is an error at start and not a surprise later.
+type Server struct {
+	name string
+	ln   net.Listener
+	srv  *http.Server
+}
+
+// NewServer serves h on ln once Run is called.
+func NewServer(name string, ln net.Listener, h http.Handler) *Server {
+	return &Server{name: name, ln: ln, srv: &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       60 * time.Second,
+	}}
+}
+
+// Addr is the address the server listens on.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Run serves until ctx is done, then shuts down, waiting for in-flight requests
+// until the deadline of shutdownCtx.
+func (s *Server) Run(ctx context.Context, shutdownCtx func() (context.Context, context.CancelFunc)) error {
+	errc := make(chan error, 1)
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("admin: %s server on %s: %w", s.name, s.ln.Addr(), err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := shutdownCtx()
+	defer cancel()
+	err := s.srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		err = s.srv.Close()
+	}
+	if serr := <-errc; !errors.Is(serr, http.ErrServerClosed) && serr != nil && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("admin: %s server shutdown: %w", s.name, err)
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+)
+
+// App is the running agent: its configuration, its components and their state.
+type App struct {
+	path    string
+	cfg     atomic.Pointer[config.Config]
+	log     *slog.Logger
+	level   *slog.LevelVar
+	ready   *readiness
+	notify  notifier
+	started time.Time
+	quit    chan struct{} // closed by /quitquitquit
+
+	adminSrv *admin.Server
+	readySrv *admin.Server
+}
+
+// Condition names reported by readiness.
+const condListeners = "listeners"
+
+// New builds the agent from a validated config and binds its listeners. Nothing
+// runs until Run.
+func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, error) {
+	a := &App{
+		path:    cfg.Path,
+		log:     log,
+		level:   level,
+		ready:   newReadiness(),
+		notify:  notifier{log: log},
+		started: time.Now(),
+		quit:    make(chan struct{}),
+	}
+	a.cfg.Store(cfg)
+	a.ready.require(condListeners)
+	if err := a.bindAdmin(cfg.Admin); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *App) bindAdmin(c config.Admin) error {
+	hooks := a.adminHooks()
+	adminLn, err := net.Listen("tcp", c.Address.String())
+	if err != nil {
+		return fmt.Errorf("admin: listen on %s (admin.address): %w", c.Address, err)
+	}
+	readyLn, err := net.Listen("tcp", c.ReadinessAddress.String())
+	if err != nil {
+		adminLn.Close()
+		return fmt.Errorf("admin: listen on %s (admin.readiness_address): %w", c.ReadinessAddress, err)
+	}
+	a.adminSrv = admin.NewServer("admin", adminLn, admin.AdminHandler(hooks, a.log))
+	a.readySrv = admin.NewServer("readiness", readyLn, admin.ReadinessHandler(hooks))
+	return nil
+}
+
+// Run runs every component until ctx is done, /quitquitquit is called or a
+// component fails; then it drains within the configured deadline.
+func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	drain := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), a.cfg.Load().Node.DrainTimeout)
+	}
+	g.Go(func() error { return a.adminSrv.Run(gctx, drain) })
+	g.Go(func() error { return a.readySrv.Run(gctx, drain) })
+	g.Go(func() error { return a.notify.watchdog(gctx, a.healthy) })
+	g.Go(func() error { return a.reloadLoop(gctx, hup) })
+	g.Go(func() error {
+		select {
+		case <-a.quit:
+			cancel()
+		case <-gctx.Done():
+		}
+		return nil
+	})
+
+	a.ready.set(condListeners, true)
+	a.log.Info("agent started", "version", Version, "node", a.cfg.Load().Node.Name,
+		"admin", a.adminSrv.Addr().String(), "readiness", a.readySrv.Addr().String())
+	a.notify.ready(a.statusLine())
+
+	<-gctx.Done()
+	a.notify.stopping()
+	a.log.Info("agent stopping", "drain_timeout", a.cfg.Load().Node.DrainTimeout.String())
+	err := g.Wait()
+	if err != nil {
+		a.log.Error("agent stopped with an error", "err", err)
+		return err
+	}
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// healthy is what the watchdog checks before it pings systemd.
+func (a *App) healthy() bool {
+	ok, _ := a.ready.state()
+	return ok
+}
+
+func (a *App) statusLine() string {
+	if ok, missing := a.ready.state(); !ok {
+		return fmt.Sprintf("not ready: waiting for %v", missing)
+	}
+	return fmt.Sprintf("ready: %d local workloads", len(a.cfg.Load().Workloads))
+}
+
+func (a *App) adminHooks() admin.Hooks {
+	return admin.Hooks{
+		ConfigDump: a.configDump,
+		Level:      a.level.Level,
+		SetLevel:   a.level.Set,
+		ParseLevel: config.ParseLevel,
+		Quit:       a.requestQuit,
+		Ready:      a.ready.state,
+	}
+}
+
+func (a *App) requestQuit() {
+	select {
+	case <-a.quit:
+	default:
+		close(a.quit)
+	}
+}

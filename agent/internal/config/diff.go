@@ -1,0 +1,35 @@
+package config
+
+import (
+	"reflect"
+	"sort"
+)
+
+// Diff returns the keys whose values differ between two configurations, as
+// section-level paths ("log.level", "node", "workload"), sorted.
+func Diff(old, new *Config) []string {
+	var out []string
+	if !reflect.DeepEqual(old.Node, new.Node) {
+		out = append(out, "node")
+	}
+	if !reflect.DeepEqual(old.Identity, new.Identity) {
+		out = append(out, "identity")
+	}
+	if !reflect.DeepEqual(old.Capture, new.Capture) {
+		out = append(out, "capture")
+	}
+	if !reflect.DeepEqual(old.Workloads, new.Workloads) {
+		out = append(out, "workload")
+	}
+	if old.Admin != new.Admin {
+		out = append(out, "admin")
+	}
+	if old.Log.Level != new.Log.Level {
+		out = append(out, "log.level")
+	}
+	if old.Log.Format != new.Log.Format {
+		out = append(out, "log.format")
+	}
+	sort.Strings(out)
+	return out
+}
