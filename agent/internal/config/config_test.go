@@ -1,0 +1,190 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func mustParse(t *testing.T, src string) *Config {
+	t.Helper()
+	cfg, err := Parse("test.toml", []byte(src))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return cfg
+}
+
+func problems(t *testing.T, src string) []string {
+	t.Helper()
+	_, err := Parse("test.toml", []byte(src))
+	var ps Problems
+	if !errors.As(err, &ps) {
+		t.Fatalf("Parse: want Problems, got %v", err)
+	}
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.String()
+	}
+	return out
+}
+
+func TestShippedConfigIsValid(t *testing.T) {
+	path := filepath.Join("..", "..", "..", "conf", "config.toml")
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatalf("conf/config.toml does not validate:\n%v", err)
+	}
+	if cfg.Node.TrustDomain != DefaultTrustDomain || cfg.Identity.Source != SourceFiles ||
+		cfg.Admin.Address.String() != DefaultAdminAddress || cfg.Node.DrainTimeout != DefaultDrainTimeout {
+		t.Errorf("shipped config does not carry the defaults: %+v", cfg)
+	}
+}
+
+// Every key of the user struct must be documented in conf/config.toml.
+func TestShippedConfigDocumentsEveryKey(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "..", "..", "conf", "config.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{
+		"[node]", "name", "trust_domain", "network", "cluster_id", "drain_timeout",
+		"[identity]", "source", "dir", "spire_socket",
+		"[capture]", "enabled", "mark", "exclude_inbound_ports", "exclude_outbound_ports", "exclude_cidrs",
+		"exclude_uids", "exclude_gids",
+		"[[workload]]", "namespace", "service_account", "addresses", "labels",
+		"[admin]", "address", "readiness_address", "[log]", "level", "format",
+	} {
+		if !strings.Contains(string(src), key) {
+			t.Errorf("conf/config.toml does not mention %s", key)
+		}
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	cfg := mustParse(t, "[node]\nname = \"vm-1\"\n")
+	if cfg.Node.Name != "vm-1" || cfg.Log.Format != FormatText || !cfg.Capture.Enabled ||
+		cfg.Capture.Mark != DefaultMark || len(cfg.Workloads) != 0 {
+		t.Errorf("defaults not resolved: %+v", cfg)
+	}
+	if got := cfg.Capture.InboundExcludedPorts(); len(got) != 8 || got[0] != 22 {
+		t.Errorf("InboundExcludedPorts = %v, want 22 and the agent's 7 ports", got)
+	}
+}
+
+func TestFullConfig(t *testing.T) {
+	cfg := mustParse(t, `
+[node]
+name = "vm-1"
+trust_domain = "example.org"
+drain_timeout = "2s"
+[capture]
+enabled = false
+mark = 0x10
+exclude_cidrs = ["169.254.169.254/32", "fd00::/8"]
+[[workload]]
+name = "reviews"
+namespace = "shop"
+service_account = "reviews-sa"
+addresses = ["10.0.0.5", "fd00::5"]
+labels = { app = "reviews", version = "v1" }
+[[workload]]
+name = "ratings"
+addresses = ["10.0.0.6"]
+[log]
+level = "debug"
+format = "json"
+`)
+	if cfg.Node.DrainTimeout != 2*time.Second || cfg.Capture.Enabled || cfg.Capture.Mark != 0x10 ||
+		len(cfg.Capture.ExcludeCIDRs) != 2 {
+		t.Errorf("node/capture wrong: %+v %+v", cfg.Node, cfg.Capture)
+	}
+	w := cfg.Workloads[1]
+	if w.Namespace != DefaultNamespace || w.ServiceAccount != DefaultServiceAccount || w.Addresses[0].String() != "10.0.0.6" {
+		t.Errorf("workload defaults wrong: %+v", w)
+	}
+	if cfg.Workloads[0].Labels["version"] != "v1" {
+		t.Errorf("labels lost: %+v", cfg.Workloads[0])
+	}
+}
+
+func TestProblems(t *testing.T) {
+	cases := []struct {
+		name, src string
+		want      []string
+	}{
+		{"unknown key", "[node]\nname = \"a\"\n[gossip]\njion = [\"a\"]\n",
+			[]string{"test.toml:4: gossip.jion: unknown key"}},
+		{"unknown key in known table", "[node]\nnmae = \"a\"\n",
+			[]string{"test.toml:2: node.nmae: unknown key"}},
+		{"unknown empty table", "[nope]\n", []string{"test.toml:1: nope: unknown table"}},
+		{"wrong type", "[node]\nname = 5\n",
+			[]string{"test.toml:2: node.name: wrong type: TOML value has type int64; destination has type string"}},
+		{"syntax error", "[node\n", []string{"test.toml:2: expected"}},
+		{"unknown key in second workload", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[[workload]]\nname = \"b\"\naddress = \"x\"\n",
+			[]string{"test.toml:6: workload[1].address: unknown key"}},
+		{"bad names", "[node]\nname = \"Bad_Name\"\ntrust_domain = \"Not A Domain\"\n",
+			[]string{"test.toml:2: node.name: \"Bad_Name\" is not a DNS label", "test.toml:3: node.trust_domain: "}},
+		{"bad addresses", "[[workload]]\nname = \"a\"\naddresses = [\n  \"10.0.0.1\",\n  \"nope\",\n  \"127.0.0.1\",\n]\n[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n",
+			[]string{"test.toml:3: workload[0].addresses[1]: \"nope\" is not an IP address",
+				"test.toml:3: workload[0].addresses[2]: 127.0.0.1 cannot be a workload address",
+				"test.toml:10: workload[1].addresses[0]: 10.0.0.1 is already used by workload[0]",
+				"test.toml:9: workload[1].name: \"a\" in namespace \"default\" is already declared by workload[0]"}},
+		{"missing workload fields", "[[workload]]\nnamespace = \"x\"\n",
+			[]string{"test.toml:1: workload[0].addresses: at least one address is required", "test.toml:1: workload[0].name: is required"}},
+		{"bad cidr and ports", "[capture]\nexclude_cidrs = [\"10.0.0.0/33\", \"10.0.0.1/8\"]\nexclude_inbound_ports = [0, 70000]\nmark = 0\n",
+			[]string{"capture.exclude_cidrs[0]: \"10.0.0.0/33\" is not a CIDR", "capture.exclude_cidrs[1]: \"10.0.0.1/8\" has host bits set",
+				"capture.exclude_inbound_ports[0]: 0 is not a port", "capture.exclude_inbound_ports[1]: 70000 is not a port",
+				"test.toml:4: capture.mark: 0 is not a non-zero 32-bit mark"}},
+		{"admin not loopback", "[admin]\naddress = \"0.0.0.0:15000\"\n",
+			[]string{"test.toml:2: admin.address: 0.0.0.0:15000 is not a loopback address"}},
+		{"bad enum values", "[identity]\nsource = \"vault\"\n[log]\nlevel = \"loud\"\nformat = \"xml\"\n",
+			[]string{"test.toml:2: identity.source: \"vault\" is not one of", "test.toml:4: log.level:", "test.toml:5: log.format:"}},
+		{"bad duration", "[node]\ndrain_timeout = \"soon\"\n", []string{"test.toml:2: node.drain_timeout: \"soon\" is not a duration"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got := problems(t, tc.src)
+			joined := strings.Join(got, "\n")
+			for _, w := range tc.want {
+				if !strings.Contains(joined, w) {
+					t.Errorf("problems do not contain %q:\n%s", w, joined)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Errorf("got %d problems, want %d:\n%s", len(got), len(tc.want), joined)
+			}
+		})
+	}
+}
+
+func TestDiff(t *testing.T) {
+	a := mustParse(t, "[node]\nname = \"a\"\n")
+	b := mustParse(t, "[node]\nname = \"a\"\n[log]\nlevel = \"debug\"\n")
+	c := mustParse(t, "[node]\nname = \"b\"\n")
+	if d := Diff(a, a); len(d) != 0 {
+		t.Errorf("Diff(a, a) = %v", d)
+	}
+	if d := Diff(a, b); strings.Join(d, ",") != "log.level" {
+		t.Errorf("Diff(a, b) = %v", d)
+	}
+	if d := Diff(a, c); strings.Join(d, ",") != "node" {
+		t.Errorf("Diff(a, c) = %v", d)
+	}
+}
+
+func TestKeyLines(t *testing.T) {
+	src := "a = 1\n[t]\n\"q.k\" = 2\nx.y = 3 # c\nmulti = \"\"\"\nz = 4\n\"\"\"\n[[arr]]\nb = 1\n[arr.sub]\nc = 2\n[[arr]]\nb = 2\n"
+	kl := indexKeyLines(src)
+	for path, line := range map[string]int{
+		"a": 1, "t": 2, "t.q.k": 3, "t.x.y": 4, "t.multi": 5, "arr[0].b": 9, "arr[0].sub.c": 11,
+		"arr[1].b": 13, "arr[1].nothing": 12, "t.z": 2,
+	} {
+		if got := kl.Lookup(path); got != line {
+			t.Errorf("Lookup(%q) = %d, want %d", path, got, line)
+		}
+	}
+}
