@@ -1,0 +1,31 @@
+// Package e2e holds the black-box scenarios: the real ambient-agent binary in
+// lab hosts (network namespaces) with the real kernel.
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"testing"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab"
+)
+
+// agentBin is the binary under test, built once per run.
+var agentBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ambient-agent-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	agentBin, err = lab.BuildAgent(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}

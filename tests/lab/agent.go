@@ -1,0 +1,128 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// RepoRoot is the root of the repository this package is in.
+func RepoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// BuildAgent builds the ambient-agent binary into dir and returns its path.
+func BuildAgent(dir string) (string, error) {
+	bin := filepath.Join(dir, "ambient-agent")
+	cmd := exec.Command("go", "build", "-o", bin, "./agent/cmd/ambient-agent")
+	cmd.Dir = RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build ambient-agent: %w\n%s", err, out)
+	}
+	return bin, nil
+}
+
+// Agent is an ambient-agent process in a host.
+type Agent struct {
+	*Proc
+	Host       *Host
+	ConfigPath string
+}
+
+// WriteConfig writes the agent configuration file of the host.
+func (h *Host) WriteConfig(config string) string {
+	h.lab.t.Helper()
+	path := filepath.Join(h.Dir, "config.toml")
+	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
+		h.lab.t.Fatal(err)
+	}
+	return path
+}
+
+// StartAgent writes config and starts the agent binary bin in the host.
+func (h *Host) StartAgent(bin, config string) *Agent {
+	h.lab.t.Helper()
+	path := h.WriteConfig(config)
+	p := h.Start("agent", bin, "run", "-config", path)
+	return &Agent{Proc: p, Host: h, ConfigPath: path}
+}
+
+// HTTPClient returns a client whose connections originate in the host.
+func (h *Host) HTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{
+		Timeout: timeout,
+		Transport: &http.Transport{
+			DialContext:       func(ctx context.Context, n, a string) (net.Conn, error) { return h.Dial(ctx, n, a) },
+			DisableKeepAlives: true,
+		},
+	}
+}
+
+// Get fetches url from inside the host and returns the status and body.
+func (h *Host) Get(url string) (int, string, error) {
+	resp, err := h.HTTPClient(5 * time.Second).Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// Ready reports whether the agent's readiness endpoint answers 200.
+func (a *Agent) Ready() bool {
+	code, _, err := a.Host.Get("http://127.0.0.1:15021/healthz/ready")
+	return err == nil && code == http.StatusOK
+}
+
+// WaitReady waits until the agent is ready, failing the test after d or if the
+// agent exits.
+func (a *Agent) WaitReady(t testing.TB, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if a.Exited() {
+			t.Fatalf("agent on %s exited before it was ready:\n%s", a.Host.Name, a.Log())
+		}
+		if a.Ready() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("agent on %s not ready after %s:\n%s", a.Host.Name, d, a.Log())
+}
+
+// WaitLog waits until the agent's log contains s.
+func (a *Agent) WaitLog(t testing.TB, s string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if strings.Contains(a.Log(), s) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("agent log on %s does not contain %q after %s:\n%s", a.Host.Name, s, d, a.Log())
+}
+
+// Admin fetches a path of the agent's admin API.
+func (a *Agent) Admin(path string) (string, error) {
+	code, body, err := a.Host.Get("http://127.0.0.1:15000" + path)
+	if err != nil {
+		return "", err
+	}
+	if code != http.StatusOK {
+		return body, fmt.Errorf("admin %s: status %d: %s", path, code, body)
+	}
+	return body, nil
+}

@@ -1,0 +1,136 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Host is one network namespace of a lab.
+type Host struct {
+	lab   *Lab
+	Name  string     // "h1", "h2", ...
+	NS    string     // namespace name
+	Addr  netip.Addr // IPv4 address on the bridge
+	Addr6 netip.Addr // IPv6 address on the bridge
+	Dir   string     // a scratch directory for this host's files
+
+	mu    sync.Mutex
+	procs []*Proc
+}
+
+// Command returns a command that runs inside the host's namespace.
+func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
+	// No Pdeathsig: it fires when the forking OS thread exits, and Dial retires
+	// threads. If the test binary dies, Sweep kills what ran in its namespaces.
+	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+}
+
+// Run runs a command in the host and returns its combined output.
+func (h *Host) Run(ctx context.Context, name string, args ...string) (string, error) {
+	out, err := h.Command(ctx, name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s on %s: %w: %s", name, h.Name, err, strings.TrimSpace(string(out)))
+	}
+	return string(out), nil
+}
+
+// MustRun is Run that fails the test on error.
+func (h *Host) MustRun(name string, args ...string) string {
+	h.lab.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := h.Run(ctx, name, args...)
+	if err != nil {
+		h.lab.t.Fatal(err)
+	}
+	return out
+}
+
+// Start starts a long-running command in the host; its output goes to a log file
+// that is shown if the test fails. It is stopped when the lab closes.
+func (h *Host) Start(label, name string, args ...string) *Proc {
+	h.lab.t.Helper()
+	logPath := fmt.Sprintf("%s/%s.log", h.Dir, label)
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		h.lab.t.Fatal(err)
+	}
+	cmd := h.Command(context.Background(), name, args...)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		logFile.Close()
+		h.lab.t.Fatalf("start %s on %s: %v", name, h.Name, err)
+	}
+	p := &Proc{host: h, Label: label, cmd: cmd, logPath: logPath, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		logFile.Close()
+		close(p.done)
+	}()
+	h.mu.Lock()
+	h.procs = append(h.procs, p)
+	h.mu.Unlock()
+	return p
+}
+
+func (h *Host) stopAll(showLogs bool) {
+	h.mu.Lock()
+	procs := h.procs
+	h.mu.Unlock()
+	for _, p := range procs {
+		p.Kill()
+		if showLogs {
+			h.lab.t.Logf("--- log of %s on %s ---\n%s", p.Label, h.Name, p.Log())
+		}
+	}
+}
+
+// Dial opens a connection from inside the host's namespace. The socket keeps
+// its namespace, so the caller can use it from any goroutine.
+func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	type result struct {
+		c   net.Conn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// Switch this thread into the host's namespace for the dial only, then
+		// back. If switching back fails the thread stays locked, and Go discards
+		// it when the goroutine ends.
+		runtime.LockOSThread()
+		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{err: fmt.Errorf("open own netns: %w", err)}
+			return
+		}
+		defer unix.Close(orig)
+		fd, err := unix.Open("/run/netns/"+h.NS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			ch <- result{err: fmt.Errorf("open netns %s: %w", h.NS, err)}
+			return
+		}
+		defer unix.Close(fd)
+		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("setns %s: %w", h.NS, err)}
+			return
+		}
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, addr)
+		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
+}
