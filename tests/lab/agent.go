@@ -11,7 +11,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"testing"
 	"time"
 )
 
@@ -87,7 +86,7 @@ func (a *Agent) Ready() bool {
 
 // WaitReady waits until the agent is ready, failing the test after d or if the
 // agent exits.
-func (a *Agent) WaitReady(t testing.TB, d time.Duration) {
+func (a *Agent) WaitReady(t T, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
@@ -103,7 +102,7 @@ func (a *Agent) WaitReady(t testing.TB, d time.Duration) {
 }
 
 // WaitLog waits until the agent's log contains s.
-func (a *Agent) WaitLog(t testing.TB, s string, d time.Duration) {
+func (a *Agent) WaitLog(t T, s string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {

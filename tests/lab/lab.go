@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"testing"
 	"time"
 )
 
@@ -27,7 +26,7 @@ var (
 
 // Lab is a set of hosts on one bridge.
 type Lab struct {
-	t      testing.TB
+	t      T
 	ID     string // unique per run: "<pid>-<rand>"
 	sw     string // the namespace holding the bridge
 	dir    string
@@ -37,7 +36,7 @@ type Lab struct {
 
 // New creates a lab of n hosts, each with addresses on a shared bridge. It is
 // torn down when the test ends.
-func New(t testing.TB, n int) *Lab {
+func New(t T, n int) *Lab {
 	t.Helper()
 	Require(t)
 	Sweep()

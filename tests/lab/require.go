@@ -3,12 +3,11 @@ package lab
 import (
 	"os"
 	"os/exec"
-	"testing"
 )
 
 // Require stops a test that cannot run the lab: it fails under CI=true (where a
 // skipped lab test would look like a pass) and skips elsewhere.
-func Require(t testing.TB, tools ...string) {
+func Require(t T, tools ...string) {
 	t.Helper()
 	var missing string
 	switch {

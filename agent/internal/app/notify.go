@@ -17,9 +17,9 @@ func (n notifier) send(state string) {
 	}
 }
 
-func (n notifier) ready(status string) { n.send(daemon.SdNotifyReady + "\nSTATUS=" + status) }
+func (n notifier) ready(status string)  { n.send(daemon.SdNotifyReady + "\nSTATUS=" + status) }
 func (n notifier) status(status string) { n.send("STATUS=" + status) }
-func (n notifier) stopping() { n.send(daemon.SdNotifyStopping + "\nSTATUS=draining connections") }
+func (n notifier) stopping()            { n.send(daemon.SdNotifyStopping + "\nSTATUS=draining connections") }
 
 // watchdog pings systemd at half the WATCHDOG_USEC interval while healthy()
 // holds, until ctx is done. Without a watchdog it returns at once.

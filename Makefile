@@ -1,0 +1,31 @@
+# ambient-agent: build, test, lint, demo. `make test` and `make demo` need root
+# (network namespaces, nftables); see README.md.
+
+GO      ?= go
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
+LDFLAGS := -X github.com/ambient-agent/ambient-agent/agent/internal/app.Version=$(VERSION)
+BIN     := bin/ambient-agent
+
+.PHONY: build test unit lint demo clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./agent/cmd/ambient-agent
+
+# Everything CI runs: unit tests, the netns lab and the real-peer tests.
+test:
+	$(GO) test -count=1 -timeout 30m ./...
+
+# Unit tests only (no root needed; lab tests skip outside CI).
+unit:
+	$(GO) test -count=1 ./agent/... ./nft/... 2>/dev/null || $(GO) test -count=1 ./agent/...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+# A small mesh of lab hosts on this machine; Ctrl-C stops it and cleans up.
+demo:
+	$(GO) run ./tests/demo
+
+clean:
+	rm -rf bin
