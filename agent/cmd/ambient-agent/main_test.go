@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func run(args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := dispatch(args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestHelpListsCommands(t *testing.T) {
+	code, out, _ := run("-h")
+	if code != 0 {
+		t.Fatalf("-h exited %d", code)
+	}
+	for _, c := range []string{"run", "validate", "cleanup", "version", "help"} {
+		if !strings.Contains(out, "  "+c) {
+			t.Errorf("-h does not list %s:\n%s", c, out)
+		}
+	}
+}
+
+func TestWrongUsageExits2(t *testing.T) {
+	for _, args := range [][]string{{}, {"nope"}, {"validate", "-nope"}, {"validate", "extra"}, {"version", "x"}} {
+		code, _, errOut := run(args...)
+		if code != 2 || !strings.Contains(errOut, "usage: ambient-agent") {
+			t.Errorf("%v: exit %d, stderr %q; want 2 and a usage line", args, code, errOut)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	shipped := filepath.Join("..", "..", "..", "conf", "config.toml")
+	code, out, errOut := run("validate", "-config", shipped)
+	if code != 0 || strings.TrimSpace(out) != "ok" {
+		t.Fatalf("validate shipped config: exit %d, out %q, err %q", code, out, errOut)
+	}
+	src, err := os.ReadFile(shipped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.toml")
+	src = append(src, []byte("\n[gossip]\njion = [\"a\"]\n")...)
+	if err := os.WriteFile(bad, src, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	line := strings.Count(string(src), "\n")
+	code, _, errOut = run("validate", "-config", bad)
+	want := bad + ":" + strconv.Itoa(line) + ": gossip.jion: unknown key"
+	if code != 1 || !strings.Contains(errOut, want) {
+		t.Fatalf("validate bad config: exit %d, stderr %q; want 1 and %q", code, errOut, want)
+	}
+	code, _, errOut = run("validate", "-config", filepath.Join(t.TempDir(), "missing.toml"))
+	if code != 1 || !strings.Contains(errOut, "no such file") {
+		t.Fatalf("validate missing file: exit %d, stderr %q", code, errOut)
+	}
+}

@@ -1,0 +1,179 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+)
+
+// testConfig writes a config file and returns it loaded, with ephemeral ports.
+func testConfig(t *testing.T, src string) *config.Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "config.toml")
+	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Admin.Address = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Admin.ReadinessAddress = netip.MustParseAddrPort("127.0.0.1:0")
+	return cfg
+}
+
+// notifySocket listens where sd_notify writes and collects the messages.
+type notifySocket struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func listenNotify(t *testing.T) *notifySocket {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "notify.sock")
+	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("NOTIFY_SOCKET", path)
+	n := &notifySocket{}
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := conn.Read(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, string(buf[:k]))
+			n.mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() { conn.Close() })
+	return n
+}
+
+func (n *notifySocket) wait(t *testing.T, s string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n.mu.Lock()
+		all := strings.Join(n.msgs, "\n")
+		n.mu.Unlock()
+		if strings.Contains(all, s) {
+			return
+		}
+	}
+	t.Fatalf("sd_notify never sent %q; got %q", s, n.msgs)
+}
+
+func startApp(t *testing.T, cfg *config.Config) (*App, chan error, *bytes.Buffer, context.CancelFunc) {
+	t.Helper()
+	var logs bytes.Buffer
+	level := new(slog.LevelVar)
+	a, err := New(cfg, newLogger(cfg.Log, &syncWriter{w: &logs}, level), level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx, make(chan os.Signal)) }()
+	return a, done, &logs, cancel
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func TestNotifyReadyAndStopping(t *testing.T) {
+	n := listenNotify(t)
+	t.Setenv("WATCHDOG_USEC", "100000")
+	t.Setenv("WATCHDOG_PID", "")
+	a, done, _, cancel := startApp(t, testConfig(t, "[node]\nname = \"t\"\n"))
+	n.wait(t, "READY=1")
+	n.wait(t, "STATUS=ready")
+	n.wait(t, "WATCHDOG=1")
+	resp, err := http.Get("http://" + a.readySrv.Addr().String() + "/healthz/ready")
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("readiness: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	n.wait(t, "STOPPING=1")
+}
+
+func TestQuitQuitQuit(t *testing.T) {
+	a, done, _, cancel := startApp(t, testConfig(t, "[node]\nname = \"t\"\n"))
+	defer cancel()
+	resp, err := http.Post("http://"+a.adminSrv.Addr().String()+"/quitquitquit", "", nil)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("quitquitquit: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("agent did not stop after /quitquitquit")
+	}
+}
+
+func TestReloadKeepsConfigOnError(t *testing.T) {
+	cfg := testConfig(t, "[node]\nname = \"t\"\n")
+	a, done, logs, cancel := startApp(t, cfg)
+	defer func() { cancel(); <-done }()
+	if err := os.WriteFile(cfg.Path, []byte("[node]\nname = \"t\"\nbogus = 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.reload()
+	if a.cfg.Load() != cfg {
+		t.Fatal("a rejected reload replaced the running config")
+	}
+	if !strings.Contains(logs.String(), "config.toml:3: node.bogus: unknown key") {
+		t.Errorf("log does not name the problem:\n%s", logs.String())
+	}
+	if err := os.WriteFile(cfg.Path, []byte("[node]\nname = \"t\"\n[log]\nlevel = \"debug\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.reload()
+	if a.level.Level() != slog.LevelDebug || a.cfg.Load().Log.Level != slog.LevelDebug {
+		t.Error("a good reload did not apply log.level")
+	}
+}
+
+func TestBusyPortIsAnErrorAtStart(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cfg := testConfig(t, "[node]\nname = \"t\"\n")
+	cfg.Admin.Address = netip.MustParseAddrPort(ln.Addr().String())
+	level := new(slog.LevelVar)
+	if _, err := New(cfg, slog.New(slog.DiscardHandler), level); err == nil || !strings.Contains(err.Error(), "admin.address") {
+		t.Fatalf("New with a busy admin port: %v", err)
+	}
+}
