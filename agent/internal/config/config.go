@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/json"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -108,4 +109,13 @@ type Capture struct {
 	ExcludeCIDRs         []netip.Prefix `json:"excludeCidrs"`
 	ExcludeUIDs          []uint32       `json:"excludeUids"`
 	ExcludeGIDs          []uint32       `json:"excludeGids"`
+}
+
+// MarshalJSON shows durations as "5s" rather than nanoseconds.
+func (n Node) MarshalJSON() ([]byte, error) {
+	type plain Node
+	return json.Marshal(struct {
+		plain
+		DrainTimeout string `json:"drainTimeout"`
+	}{plain(n), n.DrainTimeout.String()})
 }
