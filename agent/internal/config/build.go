@@ -29,7 +29,9 @@ func Build(f File) (*Config, Problems) {
 		Admin:    b.admin(f.Admin),
 		Log:      b.log(f.Log),
 	}
-	cfg.Workloads = b.workloads(f.Workload)
+	owners := map[netip.Addr]string{}
+	cfg.Workloads = b.workloads("workload", f.Workload, owners)
+	cfg.Remotes = b.remotes(f.Remote, owners)
 	if len(b.problems) > 0 {
 		return nil, b.problems
 	}
@@ -91,12 +93,13 @@ func (b *builder) identity(f IdentityFile) Identity {
 	return id
 }
 
-func (b *builder) workloads(fs []WorkloadFile) []Workload {
+// workloads validates a list of workloads under table; owners records which
+// entry holds each address, across lists, so that no address has two owners.
+func (b *builder) workloads(table string, fs []WorkloadFile, owners map[netip.Addr]string) []Workload {
 	out := make([]Workload, 0, len(fs))
 	names := map[string]string{}
-	owners := map[netip.Addr]string{}
 	for i, f := range fs {
-		key := fmt.Sprintf("workload[%d]", i)
+		key := fmt.Sprintf("%s[%d]", table, i)
 		w := Workload{
 			Name:           f.Name,
 			Namespace:      orDefault(f.Namespace, DefaultNamespace),
@@ -223,4 +226,24 @@ func orDefault(s, def string) string {
 		return def
 	}
 	return s
+}
+
+func (b *builder) remotes(fs []RemoteFile, owners map[netip.Addr]string) []Remote {
+	plain := make([]WorkloadFile, len(fs))
+	for i, f := range fs {
+		plain[i] = f.WorkloadFile
+	}
+	ws := b.workloads("remote_workload", plain, owners)
+	out := make([]Remote, len(fs))
+	for i, f := range fs {
+		key := fmt.Sprintf("remote_workload[%d]", i)
+		out[i] = Remote{Workload: ws[i], Node: f.Node, Tunnel: orDefault(f.Tunnel, TunnelHBONE)}
+		if f.Node != "" && !isDNSLabel(f.Node) {
+			b.addf(key+".node", "%q is not a DNS label", f.Node)
+		}
+		if t := out[i].Tunnel; t != TunnelHBONE && t != TunnelNone {
+			b.addf(key+".tunnel", "%q is not one of %q, %q", t, TunnelHBONE, TunnelNone)
+		}
+	}
+	return out
 }

@@ -59,6 +59,7 @@ type Config struct {
 	Identity  Identity   `json:"identity"`
 	Capture   Capture    `json:"capture"`
 	Workloads []Workload `json:"workloads"`
+	Remotes   []Remote   `json:"remoteWorkloads"`
 	Admin     Admin      `json:"admin"`
 	Log       Log        `json:"log"`
 }
@@ -86,6 +87,19 @@ type Workload struct {
 	ServiceAccount string            `json:"serviceAccount"`
 	Addresses      []netip.Addr      `json:"addresses"`
 	Labels         map[string]string `json:"labels,omitempty"`
+}
+
+// Tunnel protocols of remote workloads.
+const (
+	TunnelHBONE = "hbone" // reached over HBONE (captured by an agent or a ztunnel)
+	TunnelNone  = "none"  // reached in plaintext
+)
+
+// Remote is a workload on another host, declared statically.
+type Remote struct {
+	Workload
+	Node   string `json:"node"`
+	Tunnel string `json:"tunnel"`
 }
 
 // Admin holds the addresses of the operator endpoints.

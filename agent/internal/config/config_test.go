@@ -55,7 +55,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"[identity]", "source", "dir", "spire_socket",
 		"[capture]", "enabled", "mark", "exclude_inbound_ports", "exclude_outbound_ports", "exclude_cidrs",
 		"exclude_uids", "exclude_gids",
-		"[[workload]]", "namespace", "service_account", "addresses", "labels",
+		"[[workload]]", "[[remote_workload]]", "node", "tunnel", "namespace", "service_account", "addresses", "labels",
 		"[admin]", "address", "readiness_address", "[log]", "level", "format",
 	} {
 		if !strings.Contains(string(src), key) {
@@ -94,10 +94,20 @@ labels = { app = "reviews", version = "v1" }
 [[workload]]
 name = "ratings"
 addresses = ["10.0.0.6"]
+[[remote_workload]]
+name = "details"
+addresses = ["10.0.1.9"]
+node = "vm-2"
+tunnel = "none"
+labels = { app = "details" }
 [log]
 level = "debug"
 format = "json"
 `)
+	if r := cfg.Remotes[0]; r.Name != "details" || r.Node != "vm-2" || r.Tunnel != TunnelNone || r.Labels["app"] != "details" ||
+		r.Namespace != DefaultNamespace {
+		t.Errorf("remote workload wrong: %+v", r)
+	}
 	if cfg.Node.DrainTimeout != 2*time.Second || cfg.Capture.Enabled || cfg.Capture.Mark != 0x10 ||
 		len(cfg.Capture.ExcludeCIDRs) != 2 {
 		t.Errorf("node/capture wrong: %+v %+v", cfg.Node, cfg.Capture)
@@ -133,6 +143,8 @@ func TestProblems(t *testing.T) {
 				"test.toml:3: workload[0].addresses[2]: 127.0.0.1 cannot be a workload address",
 				"test.toml:10: workload[1].addresses[0]: 10.0.0.1 is already used by workload[0]",
 				"test.toml:9: workload[1].name: \"a\" in namespace \"default\" is already declared by workload[0]"}},
+		{"remote address taken and bad tunnel", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[[remote_workload]]\nname = \"b\"\naddresses = [\"10.0.0.1\"]\ntunnel = \"gre\"\n",
+			[]string{"test.toml:6: remote_workload[0].addresses[0]: 10.0.0.1 is already used by workload[0]", "test.toml:7: remote_workload[0].tunnel: \"gre\" is not one of"}},
 		{"missing workload fields", "[[workload]]\nnamespace = \"x\"\n",
 			[]string{"test.toml:1: workload[0].addresses: at least one address is required", "test.toml:1: workload[0].name: is required"}},
 		{"bad cidr and ports", "[capture]\nexclude_cidrs = [\"10.0.0.0/33\", \"10.0.0.1/8\"]\nexclude_inbound_ports = [0, 70000]\nmark = 0\n",

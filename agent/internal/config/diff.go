@@ -21,6 +21,9 @@ func Diff(old, new *Config) []string {
 	if !reflect.DeepEqual(old.Workloads, new.Workloads) {
 		out = append(out, "workload")
 	}
+	if !reflect.DeepEqual(old.Remotes, new.Remotes) {
+		out = append(out, "remote_workload")
+	}
 	if old.Admin != new.Admin {
 		out = append(out, "admin")
 	}

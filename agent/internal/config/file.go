@@ -7,6 +7,7 @@ type File struct {
 	Identity IdentityFile   `toml:"identity"`
 	Capture  CaptureFile    `toml:"capture"`
 	Workload []WorkloadFile `toml:"workload"`
+	Remote   []RemoteFile   `toml:"remote_workload"`
 	Admin    AdminFile      `toml:"admin"`
 	Log      LogFile        `toml:"log"`
 }
@@ -57,4 +58,12 @@ type CaptureFile struct {
 	ExcludeCIDRs         []string `toml:"exclude_cidrs"`
 	ExcludeUIDs          []int64  `toml:"exclude_uids"`
 	ExcludeGIDs          []int64  `toml:"exclude_gids"`
+}
+
+// RemoteFile is one [[remote_workload]] entry: a workload on another host,
+// declared statically (small fixed meshes, tests).
+type RemoteFile struct {
+	WorkloadFile
+	Node   string `toml:"node"`
+	Tunnel string `toml:"tunnel"`
 }
