@@ -1,0 +1,121 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/meshca"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// runCA is `ambient-agent ca`, the built-in offline mesh CA (package meshca):
+//
+//	ca init  -dir DIR [-trust-domain TD]
+//	ca issue -dir DIR [-namespace NS] [-service-account SA] [-ttl 720h] -out OUT
+//
+// It returns 0 on success, 1 on failure and 2 on wrong usage.
+func runCA(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		caUsage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "init":
+		return runCAInit(args[1:], stdout, stderr)
+	case "issue":
+		return runCAIssue(args[1:], stdout, stderr)
+	case "-h", "-help", "--help", "help":
+		caUsage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "ambient-agent ca: unknown command %q\n", args[0])
+	caUsage(stderr)
+	return 2
+}
+
+func caUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: ambient-agent ca <command> [flags]")
+	fmt.Fprintln(w, "\ncommands:")
+	fmt.Fprintln(w, "  init       create a mesh root (root-cert.pem, root-key.pem) in a new directory")
+	fmt.Fprintln(w, "  issue      issue a workload certificate into an [identity] dir layout")
+	fmt.Fprintln(w, "\nRun 'ambient-agent ca <command> -h' for the flags of a command.")
+}
+
+func runCAInit(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("ca init", "ca init -dir DIR [-trust-domain TD]", stderr)
+	dir := fs.String("dir", "", "`directory` for root-cert.pem and root-key.pem (required)")
+	tdName := fs.String("trust-domain", "cluster.local", "the mesh's SPIFFE trust `domain`")
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
+	}
+	if *dir == "" {
+		return usageError(fs, "-dir is required")
+	}
+	td, err := spiffeid.TrustDomainFromString(*tdName)
+	if err != nil || strings.Contains(*tdName, "/") {
+		return usageError(fs, fmt.Sprintf("-trust-domain %q is not a valid SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')", *tdName))
+	}
+	ca, err := meshca.Init(*dir, td)
+	if err != nil {
+		fmt.Fprintf(stderr, "ambient-agent ca init: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "created the root of trust domain %q in %s (%s, %s; serial %s, expires %s)\n",
+		td.Name(), *dir, meshca.RootCertFile, meshca.RootKeyFile, ca.Root().SerialNumber.Text(16),
+		ca.Root().NotAfter.UTC().Format(time.DateOnly))
+	fmt.Fprintf(stdout, "keep %s offline; copy only %s to hosts (ca issue does that)\n", meshca.RootKeyFile, meshca.RootCertFile)
+	return 0
+}
+
+func runCAIssue(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("ca issue", "ca issue -dir DIR [-namespace NS] [-service-account SA] [-ttl 720h] -out OUT", stderr)
+	dir := fs.String("dir", "", "the CA `directory` made by ca init (required)")
+	ns := fs.String("namespace", identity.DefaultNamespace, "the workload's `namespace`")
+	sa := fs.String("service-account", identity.DefaultServiceAccount, "the workload's service `account`")
+	ttl := fs.Duration("ttl", meshca.DefaultTTL, "certificate lifetime")
+	out := fs.String("out", "", "output `directory`, usable as [identity] dir (required)")
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
+	}
+	switch {
+	case *dir == "":
+		return usageError(fs, "-dir is required")
+	case *out == "":
+		return usageError(fs, "-out is required")
+	case *ttl <= 0:
+		return usageError(fs, fmt.Sprintf("-ttl %s is not positive", *ttl))
+	}
+	ca, err := meshca.Load(*dir)
+	if err != nil {
+		fmt.Fprintf(stderr, "ambient-agent ca issue: %v\n", err)
+		return 1
+	}
+	id, err := identity.IstioID(ca.TrustDomain(), *ns, *sa)
+	if err != nil {
+		return usageError(fs, err.Error())
+	}
+	svid, err := ca.Issue(id, *ttl)
+	if err != nil {
+		fmt.Fprintf(stderr, "ambient-agent ca issue: %v\n", err)
+		return 1
+	}
+	if err := ca.WriteIdentity(*out, svid); err != nil {
+		fmt.Fprintf(stderr, "ambient-agent ca issue: %v\n", err)
+		return 1
+	}
+	nsName, saName, _ := identity.ParseIstioID(id)
+	fmt.Fprintf(stdout, "issued %s (serial %s, expires %s) into %s, %s and %s\n", id,
+		svid.Leaf.SerialNumber.Text(16), svid.Leaf.NotAfter.UTC().Format(time.RFC3339),
+		identity.ChainPath(*out, nsName, saName), identity.KeyPath(*out, nsName, saName), identity.BundlePath(*out))
+	return 0
+}
+
+func usageError(fs *flag.FlagSet, msg string) int {
+	fmt.Fprintf(fs.Output(), "ambient-agent %s: %s\n", fs.Name(), msg)
+	fs.Usage()
+	return 2
+}
