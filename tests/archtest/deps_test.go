@@ -25,7 +25,7 @@ var rank = map[string]int{
 	"agent/internal/telemetry": 0,
 	"nft":                      0,
 	"agent/internal/identity":  1,
-	"agent/internal/meshca":    1,
+	"agent/internal/meshca":    2,
 	"agent/internal/policy":    2,
 	"agent/internal/state":     3,
 	"agent/internal/discovery": 4,

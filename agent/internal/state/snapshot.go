@@ -1,0 +1,87 @@
+package state
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Snapshot is an immutable view of the mesh, indexed for the data path.
+type Snapshot struct {
+	version   uint64
+	workloads []*Workload
+	byAddr    map[netip.Addr]*Workload
+	conflicts []Conflict
+}
+
+// Conflict records two workloads that claim one address; Winner is the one the
+// snapshot routes to (local first, then the smallest UID), everywhere the same.
+type Conflict struct {
+	Address netip.Addr `json:"address"`
+	Winner  string     `json:"winner"`
+	Loser   string     `json:"loser"`
+}
+
+func (c Conflict) String() string {
+	return fmt.Sprintf("address %s claimed by %s and %s; using %s", c.Address, c.Winner, c.Loser, c.Winner)
+}
+
+// NewSnapshot indexes workloads. The workloads must not be changed afterwards.
+func NewSnapshot(version uint64, workloads []*Workload) *Snapshot {
+	s := &Snapshot{version: version, byAddr: make(map[netip.Addr]*Workload, len(workloads))}
+	ws := slices.Clone(workloads)
+	slices.SortFunc(ws, func(a, b *Workload) int { return strings.Compare(a.UID, b.UID) })
+	s.workloads = ws
+	for _, w := range ws {
+		for _, a := range w.Addresses {
+			prev, taken := s.byAddr[a]
+			if !taken {
+				s.byAddr[a] = w
+				continue
+			}
+			winner, loser := prev, w
+			if w.Local && !prev.Local {
+				winner, loser = w, prev
+			}
+			s.byAddr[a] = winner
+			s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: winner.UID, Loser: loser.UID})
+		}
+	}
+	return s
+}
+
+// Version orders snapshots: a newer snapshot has a larger version.
+func (s *Snapshot) Version() uint64 { return s.version }
+
+// Workloads returns every workload, ordered by UID. Do not modify.
+func (s *Snapshot) Workloads() []*Workload { return s.workloads }
+
+// Conflicts returns the address conflicts found when the snapshot was built.
+func (s *Snapshot) Conflicts() []Conflict { return s.conflicts }
+
+// WorkloadByAddr finds the workload that owns address a.
+func (s *Snapshot) WorkloadByAddr(a netip.Addr) (*Workload, bool) {
+	w, ok := s.byAddr[a.Unmap()]
+	return w, ok
+}
+
+// LocalByAddr finds the local workload that owns address a.
+func (s *Snapshot) LocalByAddr(a netip.Addr) (*Workload, bool) {
+	w, ok := s.WorkloadByAddr(a)
+	if !ok || !w.Local {
+		return nil, false
+	}
+	return w, true
+}
+
+// Local returns the workloads of this host.
+func (s *Snapshot) Local() []*Workload {
+	var out []*Workload
+	for _, w := range s.workloads {
+		if w.Local {
+			out = append(out, w)
+		}
+	}
+	return out
+}

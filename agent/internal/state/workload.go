@@ -1,0 +1,49 @@
+package state
+
+import (
+	"net/netip"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// TunnelProtocol says how a workload is reached.
+type TunnelProtocol string
+
+// Tunnel protocols, as istio.workload.TunnelProtocol.
+const (
+	TunnelHBONE TunnelProtocol = "HBONE" // captured: reached over HBONE on port 15008
+	TunnelNone  TunnelProtocol = "NONE"  // reached in plaintext
+)
+
+// Workload is one workload of the mesh, local or remote.
+type Workload struct {
+	UID            string            `json:"uid"` // unique in the mesh: "<node>/<namespace>/<name>"
+	Name           string            `json:"name"`
+	Namespace      string            `json:"namespace"`
+	ServiceAccount string            `json:"serviceAccount"`
+	TrustDomain    string            `json:"trustDomain"`
+	Addresses      []netip.Addr      `json:"addresses"`
+	Network        string            `json:"network,omitempty"`
+	Node           string            `json:"node,omitempty"`
+	Tunnel         TunnelProtocol    `json:"tunnelProtocol"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	Healthy        bool              `json:"healthy"`
+	Capacity       uint32            `json:"capacity"`
+	Local          bool              `json:"local"` // runs on this host
+}
+
+// Identity is the workload's SPIFFE identity, Istio style:
+// spiffe://<trust domain>/ns/<namespace>/sa/<service account>.
+func (w *Workload) Identity() (spiffeid.ID, error) {
+	td, err := spiffeid.TrustDomainFromString(w.TrustDomain)
+	if err != nil {
+		return spiffeid.ID{}, err
+	}
+	return spiffeid.FromSegments(td, "ns", w.Namespace, "sa", w.ServiceAccount)
+}
+
+// HasAddress reports whether a is one of the workload's addresses.
+func (w *Workload) HasAddress(a netip.Addr) bool {
+	return slices.Contains(w.Addresses, a.Unmap())
+}
