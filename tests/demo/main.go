@@ -39,7 +39,8 @@ func run(d *demoT, n int, once bool) {
 	l := lab.New(d, n)
 	var agents []*lab.Agent
 	for _, h := range l.Hosts {
-		cfg := fmt.Sprintf("[node]\nname = %q\n\n[[workload]]\nname = \"app-%s\"\naddresses = [%q]\n", h.Name, h.Name, h.Addr)
+		cfg := fmt.Sprintf("[node]\nname = %q\n[identity]\ndir = %q\n\n[[workload]]\nname = \"app-%s\"\naddresses = [%q]\n",
+			h.Name, h.Issue(bin, "default", "default"), h.Name, h.Addr)
 		agents = append(agents, h.StartAgent(bin, cfg))
 	}
 	for _, a := range agents {

@@ -15,11 +15,13 @@ func agentConfig(h *lab.Host, extra string) string {
 	return fmt.Sprintf(`[node]
 name = %q
 drain_timeout = "3s"
+[identity]
+dir = %q
 
 [[workload]]
 name = "app-%s"
 addresses = [%q]
-%s`, h.Name, h.Name, h.Addr, extra)
+%s`, h.Name, h.IdentityDir(), h.Name, h.Addr, extra)
 }
 
 // Two hosts, an agent each: both become ready; a SIGHUP with a broken config
@@ -29,6 +31,7 @@ func TestLifecycleTwoHosts(t *testing.T) {
 	l := lab.New(t, 2)
 	var agents []*lab.Agent
 	for _, h := range l.Hosts {
+		h.Issue(agentBin, "default", "default")
 		a := h.StartAgent(agentBin, agentConfig(h, ""))
 		agents = append(agents, a)
 	}
@@ -46,7 +49,7 @@ func TestLifecycleTwoHosts(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.WaitLog(t, "gossip.jion: unknown key", 5*time.Second)
-	if !strings.Contains(a.Log(), "config.toml:10: gossip.jion") {
+	if !strings.Contains(a.Log(), "config.toml:12: gossip.jion") {
 		t.Errorf("reload error does not name file and line:\n%s", a.Log())
 	}
 	if !a.Ready() {

@@ -32,6 +32,7 @@ type Lab struct {
 	dir    string
 	Hosts  []*Host
 	closed bool
+	ca     ca
 }
 
 // New creates a lab of n hosts, each with addresses on a shared bridge. It is

@@ -21,6 +21,7 @@ func commands() map[string]command {
 		"run":      {"run the agent (the daemon)", runDaemon},
 		"validate": {"check a configuration file and print ok or every problem", runValidate},
 		"cleanup":  {"remove every piece of host state the agent may have left", runCleanup},
+		"ca":       {"the built-in offline mesh CA: ca init, ca issue", runCA},
 		"version":  {"print the version", runVersion},
 		"help":     {"show this help", runHelp},
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 )
 
 // App is the running agent: its configuration, its components and their state.
@@ -26,6 +27,7 @@ type App struct {
 	started time.Time
 	quit    chan struct{} // closed by /quitquitquit
 
+	ids      identity.Source // nil when the host runs no workload
 	adminSrv *admin.Server
 	readySrv *admin.Server
 }
@@ -47,6 +49,14 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	}
 	a.cfg.Store(cfg)
 	a.ready.require(condListeners)
+	ids, err := newIdentitySource(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if ids != nil {
+		a.ids = ids
+		a.ready.require(condCertificates)
+	}
 	if err := a.bindAdmin(cfg.Admin); err != nil {
 		return nil, err
 	}
@@ -82,6 +92,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.readySrv.Run(gctx, drain) })
 	g.Go(func() error { return a.notify.watchdog(gctx, a.healthy) })
 	g.Go(func() error { return a.reloadLoop(gctx, hup) })
+	g.Go(func() error { return a.runIdentity(gctx) })
 	g.Go(func() error {
 		select {
 		case <-a.quit:

@@ -177,3 +177,12 @@ func TestBusyPortIsAnErrorAtStart(t *testing.T) {
 		t.Fatalf("New with a busy admin port: %v", err)
 	}
 }
+
+func TestRefusesToStartWithoutCertificates(t *testing.T) {
+	dir := t.TempDir()
+	cfg := testConfig(t, "[node]\nname = \"t\"\n[identity]\ndir = \""+dir+"\"\n[[workload]]\nname = \"w\"\naddresses = [\"10.1.2.3\"]\n")
+	_, err := New(cfg, slog.New(slog.DiscardHandler), new(slog.LevelVar))
+	if err == nil || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("New without certificates: %v; want an error naming %s", err, dir)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 )
 
 // configDump is what /config_dump serves: the effective runtime configuration
@@ -15,15 +16,21 @@ type configDump struct {
 	Ready   bool           `json:"ready"`
 	Waiting []string       `json:"waitingFor,omitempty"`
 	Config  *config.Config `json:"config"`
+	// Certificates held for the local workloads: identity and expiry, never keys.
+	Certificates []identity.CertInfo `json:"certificates"`
 }
 
 func (a *App) configDump() any {
 	ok, missing := a.ready.state()
-	return configDump{
+	d := configDump{
 		Version: Version,
 		Uptime:  time.Since(a.started).Round(time.Second).String(),
 		Ready:   ok,
 		Waiting: missing,
 		Config:  a.cfg.Load(),
 	}
+	if a.ids != nil {
+		d.Certificates = a.ids.Certificates()
+	}
+	return d
 }

@@ -1,0 +1,82 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+)
+
+const condCertificates = "certificates"
+
+// localIdentities are the identities of the host's own workloads: the only ones
+// the agent holds certificates for.
+func localIdentities(cfg *config.Config) ([]spiffeid.ID, error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("node.trust_domain: %w", err)
+	}
+	var ids []spiffeid.ID
+	for _, w := range cfg.Workloads {
+		id, err := identity.IstioID(td, w.Namespace, w.ServiceAccount)
+		if err != nil {
+			return nil, fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+		ids = append(ids, id)
+	}
+	return ids, nil
+}
+
+// newIdentitySource builds the certificate source of the local workloads, or nil
+// when the host runs none. A files source with a missing, expired or foreign
+// certificate is an error here: the agent refuses to start.
+func newIdentitySource(cfg *config.Config, log *slog.Logger) (identity.Source, error) {
+	ids, err := localIdentities(cfg)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	td, _ := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
+	src, err := identity.New(identity.Options{
+		Source:      cfg.Identity.Source,
+		Dir:         cfg.Identity.Dir,
+		SpireSocket: cfg.Identity.SpireSocket,
+		TrustDomain: td,
+		Identities:  ids,
+		Logger:      log.With("component", "identity"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("identity (source %q): %w", cfg.Identity.Source, err)
+	}
+	return src, nil
+}
+
+// runIdentity keeps the certificates current and mirrors their readiness.
+func (a *App) runIdentity(ctx context.Context) error {
+	if a.ids == nil {
+		return nil
+	}
+	go a.trackIdentityReadiness(ctx)
+	return a.ids.Run(ctx)
+}
+
+func (a *App) trackIdentityReadiness(ctx context.Context) {
+	// Readiness also lapses when a certificate expires without a change event,
+	// so poll as well as listen.
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		ready := a.ids.Ready()
+		a.ready.set(condCertificates, ready)
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.ids.Changed():
+		case <-t.C:
+		}
+	}
+}
