@@ -1,0 +1,61 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+)
+
+// closeWriter is a connection that can half-close: TCP, and HBONE streams.
+type closeWriter interface {
+	CloseWrite() error
+}
+
+// Bytes counts what a relay carried.
+type Bytes struct {
+	Sent     int64 // from the downstream (client) side to the upstream
+	Received int64 // from the upstream back to the downstream
+}
+
+// relay copies both ways until both directions end. EOF on one side becomes a
+// half-close of the other, so the other direction keeps flowing; an error on
+// either side closes both. It closes both connections before returning.
+func relay(down, up net.Conn) (Bytes, error) {
+	var (
+		b    Bytes
+		wg   sync.WaitGroup
+		errs [2]error
+	)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		b.Received, errs[1] = pipe(down, up)
+	}()
+	b.Sent, errs[0] = pipe(up, down)
+	wg.Wait()
+	down.Close()
+	up.Close()
+	return b, errors.Join(errs[0], errs[1])
+}
+
+// pipe copies src to dst, then half-closes dst. On an error it closes both so
+// that the other direction stops too. io.Copy lets TCP-to-TCP use splice.
+func pipe(dst, src net.Conn) (int64, error) {
+	n, err := io.Copy(dst, src)
+	if err != nil {
+		dst.Close()
+		src.Close()
+		return n, err
+	}
+	if cw, ok := dst.(closeWriter); ok {
+		if err := cw.CloseWrite(); err != nil {
+			dst.Close()
+			src.Close()
+			return n, err
+		}
+		return n, nil
+	}
+	dst.Close()
+	return n, nil
+}
