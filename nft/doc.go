@@ -1,0 +1,34 @@
+// Package nft is the agent's nftables ruleset as Go code: it renders the one table
+// the agent owns, inet ambient_agent, from a Spec, and applies it to the kernel.
+//
+// Rendering and applying are separate. Render is pure: it validates a Spec and
+// returns a Ruleset whose String method prints it in the syntax of `nft list table`,
+// so golden files check the rules without root. Apply sends a Ruleset to the kernel
+// over netlink (github.com/google/nftables) as one atomic batch that deletes our
+// table if it exists and adds it again whole; Delete removes it. Nothing here reads,
+// flushes or changes any other table: hosts run firewalld, ufw and Docker.
+//
+// The rules (see outbound.go and inbound.go):
+//
+//   - outbound, hook output: locally originated TCP is redirected to the agent's
+//     outbound port (15001) unless the socket carries the agent's mark, the packet
+//     is delivered locally (leaves through lo: loopback and the host's own
+//     addresses), or its destination CIDR, destination port, or the process's uid or
+//     gid is excluded;
+//   - inbound, hook prerouting: TCP arriving for a local workload address on a port
+//     that is not excluded is redirected to the inbound plaintext port (15006). The
+//     HBONE port (15008) must be in the excluded ports so that it reaches the agent.
+//
+// Capture uses REDIRECT (nat), not TPROXY: the proxies find the original
+// destination with SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST. REDIRECT needs nothing
+// outside our table (TPROXY also needs policy routing: an ip rule and a local route
+// that would be host state of their own to install and clean up), and it fails
+// closed by itself: with the agent down and the table in place, a redirected
+// connection meets a closed port and is reset, it never reaches its destination in
+// plaintext. The cost: inbound, the application sees the agent's connection (from
+// the host), not the client's address. Inbound REDIRECT rewrites the destination to
+// the primary address of the receiving interface, so the inbound listener must bind
+// the wildcard address; outbound it rewrites to 127.0.0.1 or ::1.
+//
+// nft is a leaf: it must not import any package of the agent.
+package nft

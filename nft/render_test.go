@@ -1,0 +1,145 @@
+package nft
+
+import (
+	"flag"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current rendering")
+
+// agentPorts is what config.Capture.InboundExcludedPorts gives by default: 22, the
+// agent's own ports and gossip.
+var agentPorts = []uint16{22, 7946, 15000, 15001, 15006, 15008, 15020, 15021, 15053}
+
+func addrs(ss ...string) []netip.Addr {
+	out := make([]netip.Addr, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParseAddr(s)
+	}
+	return out
+}
+
+func prefixes(ss ...string) []netip.Prefix {
+	out := make([]netip.Prefix, len(ss))
+	for i, s := range ss {
+		out[i] = netip.MustParsePrefix(s)
+	}
+	return out
+}
+
+// goldenSpecs are the Specs with a golden file each, testdata/<name>.golden.
+func goldenSpecs() map[string]Spec {
+	return map[string]Spec{
+		"defaults": {Inbound: true, Outbound: true, InboundExcludedPorts: agentPorts},
+		"workloads": {
+			Inbound: true, Outbound: true, InboundExcludedPorts: agentPorts,
+			Workloads: addrs("10.0.0.6", "fd00:1::5", "10.0.0.5", "::ffff:192.168.7.1", "2001:db8::1"),
+		},
+		"exclusions": {
+			Inbound: true, Outbound: true,
+			Mark: 0x10000, OutboundPort: 16001, InboundPort: 16006,
+			Workloads:             addrs("10.0.0.5", "fd00:1::5"),
+			InboundExcludedPorts:  append([]uint16{8443, 22, 22}, agentPorts...),
+			OutboundExcludedPorts: []uint16{5432, 443, 5432},
+			ExcludedCIDRs: prefixes("10.0.0.0/8", "10.1.0.0/16", "11.0.0.0/8", "192.168.1.7/32",
+				"169.254.0.0/16", "fd00::/8", "2001:db8::/32", "2001:db8:1::/48", "ff00::/8"),
+			ExcludedUIDs: []uint32{1000, 0, 65534},
+			ExcludedGIDs: []uint32{998},
+		},
+		"inbound_only":  {Inbound: true, InboundExcludedPorts: agentPorts, Workloads: addrs("10.0.0.5")},
+		"outbound_only": {Outbound: true, ExcludedCIDRs: prefixes("0.0.0.0/0")},
+		"disabled":      {},
+	}
+}
+
+func TestGolden(t *testing.T) {
+	for name, spec := range goldenSpecs() {
+		t.Run(name, func(t *testing.T) {
+			rs, err := Render(spec)
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			checkGolden(t, filepath.Join("testdata", name+".golden"), rs.String())
+		})
+	}
+}
+
+func checkGolden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./nft -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("rendering differs from %s (go test ./nft -update rewrites it)\n--- got\n%s\n--- want\n%s", path, got, want)
+	}
+}
+
+func TestRenderIgnoresOrderAndDuplicates(t *testing.T) {
+	a := Spec{
+		Inbound: true, Outbound: true,
+		Workloads:            addrs("10.0.0.5", "fd00::1", "10.0.0.4"),
+		InboundExcludedPorts: []uint16{22, 15008},
+		ExcludedCIDRs:        prefixes("10.0.0.0/8", "10.2.0.0/16", "fd00::/8"),
+		ExcludedUIDs:         []uint32{5, 1},
+	}
+	b := Spec{
+		Inbound: true, Outbound: true,
+		Workloads:            addrs("fd00::1", "10.0.0.4", "10.0.0.5", "10.0.0.4"),
+		InboundExcludedPorts: []uint16{15008, 22, 15008},
+		ExcludedCIDRs:        prefixes("fd00::/8", "10.2.0.0/16", "10.0.0.0/8"),
+		ExcludedUIDs:         []uint32{1, 5, 5},
+	}
+	ra, err := Render(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := Render(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra.String() != rb.String() {
+		t.Errorf("equal specs render differently:\n%s\n%s", ra, rb)
+	}
+}
+
+func TestRenderRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		want []string // substrings of the error
+	}{
+		{"same ports", Spec{OutboundPort: 15006}, []string{"OutboundPort and InboundPort are both 15006"}},
+		{"loopback workload", Spec{Workloads: addrs("10.0.0.1", "127.0.0.1")}, []string{"Workloads[1]", "loopback"}},
+		{"unspecified workload", Spec{Workloads: addrs("::")}, []string{"Workloads[0]", "unspecified"}},
+		{"zone", Spec{Workloads: addrs("fe80::1%eth0")}, []string{"Workloads[0]", "zone"}},
+		{"multicast", Spec{Workloads: addrs("224.0.0.1")}, []string{"Workloads[0]", "multicast"}},
+		{"invalid workload", Spec{Workloads: []netip.Addr{{}}}, []string{"Workloads[0]", "not a valid address"}},
+		{"invalid prefix", Spec{ExcludedCIDRs: []netip.Prefix{{}}}, []string{"ExcludedCIDRs[0]"}},
+		{"mapped prefix", Spec{ExcludedCIDRs: prefixes("::ffff:10.0.0.0/104")}, []string{"ExcludedCIDRs[0]", "IPv4-mapped"}},
+		{"port 0", Spec{InboundExcludedPorts: []uint16{0}, OutboundExcludedPorts: []uint16{1, 0}},
+			[]string{"InboundExcludedPorts: port 0", "OutboundExcludedPorts: port 0"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Render(tc.spec)
+			if err == nil {
+				t.Fatal("Render accepted an invalid spec")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+		})
+	}
+}
