@@ -1,0 +1,19 @@
+// Package capture puts the host's workload traffic into the agent: it installs,
+// replaces and removes the agent's nftables table (rendered by package nft), finds
+// the original destination of a redirected connection, and marks the agent's own
+// sockets so that capture lets them through.
+//
+// Lifecycle, as the app drives it: Install once the outbound and inbound
+// listeners accept (a rule installed earlier would redirect connections into
+// nothing), Install again on reload, Remove on stop, and Cleanup from
+// `ambient-agent cleanup` after a crash. While the table is in place and the agent
+// is not running, captured connections are refused (the redirect target port is
+// closed): traffic fails closed, never in plaintext.
+//
+// Capture uses REDIRECT (see package nft): the proxies read the original
+// destination with OriginalDst, and an inbound application sees the agent as its
+// client, not the remote address.
+//
+// capture imports nft and the standard library only; it must not import config
+// (the app maps config to nft.Spec), state, proxy or anything above them.
+package capture
