@@ -53,3 +53,6 @@ func (s *Server) Run(ctx context.Context, shutdownCtx func() (context.Context, c
 	}
 	return nil
 }
+
+// Close releases the listener of a server that will never Run.
+func (s *Server) Close() error { return s.ln.Close() }

@@ -14,6 +14,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
 // App is the running agent: its configuration, its components and their state.
@@ -28,6 +29,8 @@ type App struct {
 	quit    chan struct{} // closed by /quitquitquit
 
 	ids      identity.Source // nil when the host runs no workload
+	state    *state.Store
+	dp       dataPath
 	adminSrv *admin.Server
 	readySrv *admin.Server
 }
@@ -48,6 +51,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 		quit:    make(chan struct{}),
 	}
 	a.cfg.Store(cfg)
+	a.state = state.NewStore(state.NewSnapshot(1, state.FromConfig(cfg)))
 	a.ready.require(condListeners)
 	ids, err := newIdentitySource(cfg, log)
 	if err != nil {
@@ -60,7 +64,20 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	if err := a.bindAdmin(cfg.Admin); err != nil {
 		return nil, err
 	}
+	if err := a.bindDataPath(cfg, a.tunnels()); err != nil {
+		a.closeListeners()
+		return nil, err
+	}
 	return a, nil
+}
+
+// closeListeners releases what New bound when New fails half-way.
+func (a *App) closeListeners() {
+	for _, s := range []*admin.Server{a.adminSrv, a.readySrv} {
+		if s != nil {
+			s.Close()
+		}
+	}
 }
 
 func (a *App) bindAdmin(c config.Admin) error {
@@ -93,6 +110,16 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.notify.watchdog(gctx, a.healthy) })
 	g.Go(func() error { return a.reloadLoop(gctx, hup) })
 	g.Go(func() error { return a.runIdentity(gctx) })
+	g.Go(func() error { return a.dp.outbound.Run(gctx, drain) })
+	g.Go(func() error { return a.dp.inbound.Run(gctx, drain) })
+	// The listeners are bound, so they accept: capture can go in now.
+	if err := a.installCapture(gctx); err != nil {
+		a.log.Error("capture rules not installed", "err", err)
+		cancel()
+		g.Wait()
+		a.removeCapture()
+		return err
+	}
 	g.Go(func() error {
 		select {
 		case <-a.quit:
@@ -111,6 +138,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	a.notify.stopping()
 	a.log.Info("agent stopping", "drain_timeout", a.cfg.Load().Node.DrainTimeout.String())
 	err := g.Wait()
+	a.removeCapture()
 	if err != nil {
 		a.log.Error("agent stopped with an error", "err", err)
 		return err

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
@@ -49,7 +50,8 @@ func Main(path string, stderr io.Writer) int {
 	return 0
 }
 
-// Cleanup removes every piece of host state the agent may have left behind.
+// Cleanup removes every piece of host state the agent may have left behind:
+// its nftables table (other tables are never touched).
 func Cleanup() error {
-	return nil
+	return capture.Cleanup()
 }

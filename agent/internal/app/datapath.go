@@ -1,0 +1,101 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/nft"
+)
+
+const condCapture = "capture"
+
+// dataPath is the proxies and the capture rules that feed them.
+type dataPath struct {
+	outbound *proxy.Outbound
+	inbound  *proxy.InboundPlain
+	capture  *capture.Capture // nil when capture is disabled
+	spec     nft.Spec
+}
+
+// markedDialer is how the agent connects: its sockets carry the capture mark,
+// so they are never redirected back into the agent.
+func markedDialer(c config.Capture) *net.Dialer {
+	return &net.Dialer{Timeout: proxy.ConnectTimeout, Control: capture.MarkControl(c.Mark)}
+}
+
+// bindDataPath binds the proxy listeners. Capture rules come later, in Run,
+// once these accept, so no connection is ever redirected into nothing.
+func (a *App) bindDataPath(cfg *config.Config, tunnels proxy.TunnelDialer) error {
+	snap := a.state.Load
+	dialer := markedDialer(cfg.Capture)
+	outLn, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(config.PortOutbound))
+	if err != nil {
+		return fmt.Errorf("proxy: listen on the outbound port: %w", err)
+	}
+	inLn, err := net.Listen("tcp", ":"+strconv.Itoa(config.PortInbound))
+	if err != nil {
+		outLn.Close()
+		return fmt.Errorf("proxy: listen on the inbound plaintext port: %w", err)
+	}
+	a.dp.outbound = proxy.NewOutbound(outLn, snap, tunnels, dialer, a.log)
+	a.dp.inbound = proxy.NewInboundPlain(inLn, snap, dialer, a.log)
+	if cfg.Capture.Enabled {
+		a.dp.capture = capture.New()
+		a.dp.spec = captureSpec(cfg, a.state.Load())
+		a.ready.require(condCapture)
+	}
+	return nil
+}
+
+// captureSpec says what to capture: inbound to the local workloads' addresses,
+// outbound of local processes, minus the configured exclusions.
+func captureSpec(cfg *config.Config, snap *state.Snapshot) nft.Spec {
+	s := nft.Spec{
+		Outbound:              true,
+		Inbound:               true,
+		Mark:                  cfg.Capture.Mark,
+		OutboundPort:          config.PortOutbound,
+		InboundPort:           config.PortInbound,
+		InboundExcludedPorts:  cfg.Capture.InboundExcludedPorts(),
+		OutboundExcludedPorts: cfg.Capture.ExcludeOutboundPorts,
+		ExcludedCIDRs:         cfg.Capture.ExcludeCIDRs,
+		ExcludedUIDs:          cfg.Capture.ExcludeUIDs,
+		ExcludedGIDs:          cfg.Capture.ExcludeGIDs,
+	}
+	for _, w := range snap.Local() {
+		s.Workloads = append(s.Workloads, w.Addresses...)
+	}
+	return s
+}
+
+// installCapture puts the rules in place; the listeners are bound already.
+func (a *App) installCapture(ctx context.Context) error {
+	if a.dp.capture == nil {
+		return nil
+	}
+	if err := a.dp.capture.Install(ctx, a.dp.spec); err != nil {
+		return err
+	}
+	a.ready.set(condCapture, true)
+	a.log.Info("capture rules installed", "table", "inet ambient_agent", "workload_addresses", len(a.dp.spec.Workloads))
+	return nil
+}
+
+// removeCapture deletes the rules at shutdown, after the proxies drained.
+func (a *App) removeCapture() {
+	if a.dp.capture == nil {
+		return
+	}
+	a.ready.set(condCapture, false)
+	if err := a.dp.capture.Remove(); err != nil {
+		a.log.Error("removing capture rules failed; run `ambient-agent cleanup`", "err", err)
+		return
+	}
+	a.log.Info("capture rules removed")
+}
