@@ -11,19 +11,22 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 )
 
-// NewStatic returns a Source holding fixed certificates, validated like the other sources' (valid now, matching
-// key, one SPIFFE URI SAN, chaining to bundle). It is for tests of the packages that take a Source; the agent
-// itself uses New.
-func NewStatic(bundle *x509bundle.Bundle, svids ...*x509svid.SVID) (Source, error) {
-	if bundle == nil || bundle.Empty() {
-		return nil, errors.New("identity: static source: empty trust bundle")
-	}
+// NewStatic returns a Source holding fixed certificates for td, validated like the other sources' (valid now,
+// matching key, one SPIFFE URI SAN of td, chaining to the bundle of td). bundles must hold td's bundle and may
+// hold federated ones. It is for tests of the packages that take a Source; the agent itself uses New.
+func NewStatic(td spiffeid.TrustDomain, svids []*x509svid.SVID, bundles ...*x509bundle.Bundle) (Source, error) {
 	now := time.Now()
-	snap := &Snapshot{svids: map[spiffeid.ID]*heldSVID{}, bundles: x509bundle.NewSet(bundle)}
+	snap := &Snapshot{svids: map[spiffeid.ID]*heldSVID{}, bundles: x509bundle.NewSet(bundles...)}
+	if !snap.hasBundle(td) {
+		return nil, fmt.Errorf("identity: static source: no trust bundle for %q", td)
+	}
 	var want []spiffeid.ID
 	for _, s := range svids {
 		if s == nil || len(s.Certificates) == 0 {
 			return nil, errors.New("identity: static source: empty SVID")
+		}
+		if !s.ID.MemberOf(td) {
+			return nil, fmt.Errorf("identity: static source: %s is not in trust domain %q", s.ID, td)
 		}
 		v, err := newSVID(s.ID, s.Certificates, s.PrivateKey, snap, now)
 		if err != nil {
@@ -32,7 +35,7 @@ func NewStatic(bundle *x509bundle.Bundle, svids ...*x509svid.SVID) (Source, erro
 		snap.svids[v.ID] = newHeldSVID(v)
 		want = append(want, v.ID)
 	}
-	st := &staticSource{store: newStore(bundle.TrustDomain(), want, time.Now)}
+	st := &staticSource{store: newStore(td, want, time.Now)}
 	st.publish(snap)
 	return st, nil
 }
