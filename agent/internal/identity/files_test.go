@@ -116,12 +116,12 @@ func TestFilesSourceRefusesBadFiles(t *testing.T) {
 		"key of another certificate": {func(t *testing.T, f *filesFixture, _, key string) {
 			writeFile(t, key, f.ca.workload(t, idA).keyPEM)
 		}, "key", "private key does not match the certificate"},
-		"no URI SAN":             {leafWith(nil), "chain", "no URI SAN"},
-		"two URI SANs":           {leafWith([]string{idA.String(), idB.String()}), "chain", "2 URI SANs"},
-		"non-SPIFFE URI SAN":     {leafWith([]string{"https://web.shop/"}), "chain", "is not a SPIFFE ID"},
-		"another trust domain":   {leafWith([]string{idOtherT.String()}), "chain", `of trust domain "other.local", not "cluster.local"`},
-		"another identity":       {leafWith([]string{idB.String()}), "chain", "is for " + idB.String() + ", not " + idA.String()},
-		"leaf is a CA":           {leafWith([]string{idA.String()}, func(c *x509.Certificate) { c.IsCA = true; c.KeyUsage |= x509.KeyUsageCertSign }), "chain", "CA"},
+		"no URI SAN":           {leafWith(nil), "chain", "no URI SAN"},
+		"two URI SANs":         {leafWith([]string{idA.String(), idB.String()}), "chain", "2 URI SANs"},
+		"non-SPIFFE URI SAN":   {leafWith([]string{"https://web.shop/"}), "chain", "is not a SPIFFE ID"},
+		"another trust domain": {leafWith([]string{idOtherT.String()}), "chain", `of trust domain "other.local", not "cluster.local"`},
+		"another identity":     {leafWith([]string{idB.String()}), "chain", "is for " + idB.String() + ", not " + idA.String()},
+		"leaf is a CA":         {leafWith([]string{idA.String()}, func(c *x509.Certificate) { c.IsCA = true; c.KeyUsage |= x509.KeyUsageCertSign }), "chain", "CA"},
 		"issued by another root": {func(t *testing.T, f *filesFixture, chain, key string) {
 			l := other.workload(t, idA)
 			writeFile(t, chain, l.chainPEM)
