@@ -56,6 +56,13 @@ func New(t T, n int) *Lab {
 	return l
 }
 
+// ctx bounds a lab command.
+func (l *Lab) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	l.t.Cleanup(cancel)
+	return ctx
+}
+
 func (l *Lab) nsName(suffix string) string { return Prefix + l.ID + "-" + suffix }
 
 func (l *Lab) addHost(i int) {
@@ -176,4 +183,11 @@ func RootLinksContaining(s string) []string {
 		}
 	}
 	return links
+}
+
+// Timeout returns a context for one command; it is cancelled by the deadline.
+func Timeout(d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	time.AfterFunc(d, cancel)
+	return ctx
 }

@@ -1,0 +1,191 @@
+package e2e
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab"
+)
+
+const marker = "ambient-marker-7f3a9c"
+
+// meshConfig is the config of a captured host whose peers are declared
+// statically as captured (HBONE) remote workloads.
+func meshConfig(h *lab.Host, peers ...*lab.Host) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, `[node]
+name = %q
+drain_timeout = "2s"
+[identity]
+dir = %q
+[[workload]]
+name = "app-%s"
+addresses = [%q]
+`, h.Name, h.IdentityDir(), h.Name, h.Addr)
+	for _, p := range peers {
+		fmt.Fprintf(&b, "[[remote_workload]]\nname = \"app-%s\"\naddresses = [%q]\nnode = %q\n", p.Name, p.Addr, p.Name)
+	}
+	return b.String()
+}
+
+// datapathLab: A and B captured with agents, C uncaptured (no agent).
+type datapathLab struct {
+	*lab.Lab
+	a, b, c      *lab.Host
+	agentA       *lab.Agent
+	agentB       *lab.Agent
+	filterBefore string
+}
+
+func newDatapathLab(t *testing.T) *datapathLab {
+	lab.Require(t, "nginx", "curl", "tcpdump", "nft", "ss")
+	l := lab.New(t, 3)
+	d := &datapathLab{Lab: l, a: l.Hosts[0], b: l.Hosts[1], c: l.Hosts[2]}
+	// A firewall table of the host's own on B, which the agent must not touch.
+	d.b.MustRun("nft", "add", "table", "inet", "filter")
+	d.b.MustRun("nft", "add", "chain", "inet", "filter", "input", "{ type filter hook input priority 0; policy accept; }")
+	d.b.MustRun("nft", "add", "rule", "inet", "filter", "input", "tcp", "dport", "9999", "counter", "drop")
+	d.filterBefore = d.b.MustRun("nft", "list", "table", "inet", "filter")
+
+	d.b.StartNginx(marker, 8080, 22)
+	d.c.StartNginx("c-"+marker, 8080)
+	for _, h := range []*lab.Host{d.a, d.b} {
+		h.Issue(agentBin, "default", "default")
+	}
+	d.agentA = d.a.StartAgent(agentBin, meshConfig(d.a, d.b))
+	d.agentB = d.b.StartAgent(agentBin, meshConfig(d.b, d.a))
+	d.agentA.WaitReady(t, 15*time.Second)
+	d.agentB.WaitReady(t, 15*time.Second)
+	return d
+}
+
+func curl(h *lab.Host, url string) (string, error) {
+	ctx := lab.Timeout(10 * time.Second)
+	return h.Run(ctx, "curl", "-sS", "--max-time", "5", url)
+}
+
+// The filter table of the host's own is exactly as before.
+func (d *datapathLab) checkFilterUntouched(t *testing.T, when string) {
+	t.Helper()
+	if now := d.b.MustRun("nft", "list", "table", "inet", "filter"); now != d.filterBefore {
+		t.Errorf("inet filter changed %s:\nbefore:\n%s\nafter:\n%s", when, d.filterBefore, now)
+	}
+}
+
+func hasTable(h *lab.Host) bool {
+	_, err := h.Run(lab.Timeout(10*time.Second), "nft", "list", "table", "inet", "ambient_agent")
+	return err == nil
+}
+
+// An uncaptured host reaches a captured one in plaintext through its 15006;
+// the application sees the agent's connection, the agent logs it.
+func TestPlaintextInboundFromUncapturedHost(t *testing.T) {
+	d := newDatapathLab(t)
+	out, err := curl(d.c, fmt.Sprintf("http://%s:8080/", d.b.Addr))
+	if err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("C -> B:8080: %v %q", err, out)
+	}
+	d.agentB.WaitLog(t, "inbound plaintext connection closed", 5*time.Second)
+	// Through the agent (REDIRECT), nginx sees B's own address as the client.
+	if log := d.b.NginxAccessLog(); !slices.Contains(log, fmt.Sprintf("%s 8080", d.b.Addr)) {
+		t.Errorf("nginx on B did not get the request from its agent: %v", log)
+	}
+}
+
+// An excluded port (22) is reached directly, not through the agent.
+func TestExcludedPortIsNotCaptured(t *testing.T) {
+	d := newDatapathLab(t)
+	out, err := curl(d.c, fmt.Sprintf("http://%s:22/", d.b.Addr))
+	if err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("C -> B:22: %v %q", err, out)
+	}
+	if log := d.b.NginxAccessLog(); !slices.Contains(log, fmt.Sprintf("%s 22", d.c.Addr)) {
+		t.Errorf("port 22 was not reached directly from C: %v", log)
+	}
+	if strings.Contains(d.agentB.Log(), ":22") {
+		t.Errorf("B's agent handled port 22:\n%s", d.agentB.Log())
+	}
+}
+
+// A destination outside the mesh passes through unchanged.
+func TestPassthroughToUnknownDestination(t *testing.T) {
+	d := newDatapathLab(t)
+	out, err := curl(d.a, fmt.Sprintf("http://%s:8080/", d.c.Addr))
+	if err != nil || !strings.Contains(out, "c-"+marker) {
+		t.Fatalf("A -> C:8080: %v %q", err, out)
+	}
+	if log := d.c.NginxAccessLog(); !slices.Contains(log, fmt.Sprintf("%s 8080", d.a.Addr)) {
+		t.Errorf("C did not see A as the client: %v", log)
+	}
+}
+
+// Stop removes the table; kill -9 leaves it and captured traffic fails closed;
+// a restart restores service; cleanup after kill -9 restores the host.
+func TestCaptureFailsClosedAndCleansUp(t *testing.T) {
+	d := newDatapathLab(t)
+	url := fmt.Sprintf("http://%s:8080/", d.b.Addr)
+	rulesetBefore := "" // B's ruleset before any agent: the filter table alone
+	if !hasTable(d.b) {
+		t.Fatal("B's agent is ready but its table is missing")
+	}
+	if err := d.agentB.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	d.agentB.WaitLog(t, "configuration reloaded", 5*time.Second)
+	d.checkFilterUntouched(t, "by start and reload")
+
+	// Graceful stop removes the table.
+	if err := d.agentB.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, ok := d.agentB.Wait(10 * time.Second); !ok || code != 0 {
+		t.Fatalf("B's agent: exit %d (exited %v)", code, ok)
+	}
+	if hasTable(d.b) {
+		t.Fatal("table left after a graceful stop")
+	}
+	d.checkFilterUntouched(t, "by stop")
+	rulesetBefore = d.b.MustRun("nft", "list", "ruleset")
+
+	// kill -9: the rules stay and captured connections fail closed.
+	agent := d.b.StartAgent(agentBin, meshConfig(d.b, d.a))
+	agent.WaitReady(t, 15*time.Second)
+	if out, err := curl(d.c, url); err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("C -> B after restart: %v %q", err, out)
+	}
+	if err := agent.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	agent.Wait(5 * time.Second)
+	if !hasTable(d.b) {
+		t.Fatal("kill -9 removed the table?")
+	}
+	seen := len(d.b.NginxAccessLog())
+	if out, err := curl(d.c, url); err == nil {
+		t.Fatalf("C -> B with the agent dead succeeded: %q", out)
+	}
+	if got := len(d.b.NginxAccessLog()); got != seen {
+		t.Fatalf("a request reached B's application while its agent was dead")
+	}
+
+	// A restart restores service.
+	agent = d.b.StartAgent(agentBin, meshConfig(d.b, d.a))
+	agent.WaitReady(t, 15*time.Second)
+	if out, err := curl(d.c, url); err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("C -> B after restart: %v %q", err, out)
+	}
+
+	// kill -9 again, then cleanup: the host is as before the agent started.
+	agent.Signal(syscall.SIGKILL)
+	agent.Wait(5 * time.Second)
+	d.b.MustRun(agentBin, "cleanup")
+	if now := d.b.MustRun("nft", "list", "ruleset"); now != rulesetBefore {
+		t.Errorf("ruleset after cleanup differs:\nbefore:\n%s\nafter:\n%s", rulesetBefore, now)
+	}
+	d.checkFilterUntouched(t, "by cleanup")
+	d.b.MustRun(agentBin, "cleanup") // idempotent
+}
