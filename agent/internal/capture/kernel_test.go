@@ -71,9 +71,14 @@ func TestOutboundCapture(t *testing.T) {
 			dst := join(fam.peer, appPort)
 
 			l.a.mustDial(t, dst, nil, nil)
-			got := origDst(t, accepted(t, agent, "captured"))
-			if want := netip.MustParseAddrPort(dst); got != want {
+			c := accepted(t, agent, "captured")
+			if got, want := origDst(t, c), netip.MustParseAddrPort(dst); got != want {
 				t.Errorf("captured: original destination %s, want %s", got, want)
+			}
+			// REDIRECT sends IPv4 to 127.0.0.1 and IPv6 to ::1: the agent must
+			// listen on both loopback addresses.
+			if got := addrPort(c.LocalAddr()).Addr(); !got.IsLoopback() || got.Is4() != (fam.name == "ipv4") {
+				t.Errorf("captured: arrived at %s, want the %s loopback address", got, fam.name)
 			}
 			notAccepted(t, peer, "captured")
 
