@@ -34,7 +34,9 @@ func markedDialer(c config.Capture) *net.Dialer {
 func (a *App) bindDataPath(cfg *config.Config, tunnels proxy.TunnelDialer) error {
 	snap := a.state.Load
 	dialer := markedDialer(cfg.Capture)
-	outLn, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(config.PortOutbound))
+	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
+	// through the wildcard; the proxy refuses anything not arriving on loopback.
+	outLn, err := net.Listen("tcp", ":"+strconv.Itoa(config.PortOutbound))
 	if err != nil {
 		return fmt.Errorf("proxy: listen on the outbound port: %w", err)
 	}

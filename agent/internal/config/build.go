@@ -25,6 +25,7 @@ func Build(f File) (*Config, Problems) {
 	cfg := &Config{
 		Node:     b.node(f.Node),
 		Identity: b.identity(f.Identity),
+		Gossip:   b.gossip(f.Gossip),
 		Capture:  b.capture(f.Capture),
 		Admin:    b.admin(f.Admin),
 		Log:      b.log(f.Log),

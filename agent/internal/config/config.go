@@ -32,6 +32,13 @@ const (
 	PortReadiness = 15021
 )
 
+// Gossip defaults.
+const (
+	DefaultGossipPort  = 7946
+	DefaultGossipKey   = "/etc/ambient-agent/gossip.key"
+	DefaultGracePeriod = 30 * time.Second
+)
+
 // DefaultMark is the socket mark of the agent's own connections (SO_MARK), which
 // capture lets through.
 const DefaultMark = 0x539
@@ -57,6 +64,7 @@ type Config struct {
 	Path      string     `json:"path"`
 	Node      Node       `json:"node"`
 	Identity  Identity   `json:"identity"`
+	Gossip    Gossip     `json:"gossip"`
 	Capture   Capture    `json:"capture"`
 	Workloads []Workload `json:"workloads"`
 	Remotes   []Remote   `json:"remoteWorkloads"`
@@ -132,4 +140,22 @@ func (n Node) MarshalJSON() ([]byte, error) {
 		plain
 		DrainTimeout string `json:"drainTimeout"`
 	}{plain(n), n.DrainTimeout.String()})
+}
+
+// Gossip is the membership and discovery setup.
+type Gossip struct {
+	Enabled bool `json:"enabled"`
+	// Bind is the address memberlist listens on (TCP and UDP).
+	Bind netip.AddrPort `json:"bind"`
+	// Advertise is the address other nodes use to reach this one; invalid
+	// (zero) means: the bind address, or the host's address when bind is
+	// unspecified.
+	Advertise netip.AddrPort `json:"advertise"`
+	// Join are the seeds: host:port or ip:port of other nodes.
+	Join []string `json:"join"`
+	// KeyFile holds the encryption keys, base64, one per line, first one used
+	// to send. Only its path is kept here, never the keys.
+	KeyFile         string        `json:"keyFile"`
+	InsecureDevMode bool          `json:"insecureDevMode"`
+	GracePeriod     time.Duration `json:"gracePeriod"`
 }

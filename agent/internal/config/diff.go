@@ -15,6 +15,9 @@ func Diff(old, new *Config) []string {
 	if !reflect.DeepEqual(old.Identity, new.Identity) {
 		out = append(out, "identity")
 	}
+	if !reflect.DeepEqual(old.Gossip, new.Gossip) {
+		out = append(out, "gossip")
+	}
 	if !reflect.DeepEqual(old.Capture, new.Capture) {
 		out = append(out, "capture")
 	}

@@ -5,6 +5,7 @@ package config
 type File struct {
 	Node     NodeFile       `toml:"node"`
 	Identity IdentityFile   `toml:"identity"`
+	Gossip   GossipFile     `toml:"gossip"`
 	Capture  CaptureFile    `toml:"capture"`
 	Workload []WorkloadFile `toml:"workload"`
 	Remote   []RemoteFile   `toml:"remote_workload"`
@@ -66,4 +67,15 @@ type RemoteFile struct {
 	WorkloadFile
 	Node   string `toml:"node"`
 	Tunnel string `toml:"tunnel"`
+}
+
+// GossipFile is the [gossip] table.
+type GossipFile struct {
+	Enabled         *bool    `toml:"enabled"`
+	Bind            string   `toml:"bind"`
+	Advertise       string   `toml:"advertise"`
+	Join            []string `toml:"join"`
+	KeyFile         string   `toml:"key_file"`
+	InsecureDevMode bool     `toml:"insecure_dev_mode"`
+	GracePeriod     string   `toml:"grace_period"`
 }

@@ -56,7 +56,9 @@ func (o *Outbound) Run(ctx context.Context, drain func() (context.Context, conte
 func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	src := addrPort(c.RemoteAddr())
 	tc, ok := c.(*net.TCPConn)
-	if !ok {
+	if !ok || !addrPort(c.LocalAddr()).Addr().IsLoopback() {
+		// Only captured local traffic arrives on loopback; a peer reaching
+		// 15001 over the network is not ours to proxy.
 		return
 	}
 	dst, err := capture.OriginalDst(tc)

@@ -1,0 +1,59 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+)
+
+func (b *builder) gossip(f GossipFile) Gossip {
+	g := Gossip{
+		Enabled:         f.Enabled == nil || *f.Enabled,
+		Join:            f.Join,
+		KeyFile:         orDefault(f.KeyFile, DefaultGossipKey),
+		InsecureDevMode: f.InsecureDevMode,
+		GracePeriod:     b.duration("gossip.grace_period", f.GracePeriod, DefaultGracePeriod),
+	}
+	g.Bind = b.addrPort("gossip.bind", orDefault(f.Bind, "0.0.0.0:"+strconv.Itoa(DefaultGossipPort)))
+	if f.Advertise != "" {
+		g.Advertise = b.addrPort("gossip.advertise", f.Advertise)
+		if g.Advertise.IsValid() && g.Advertise.Addr().IsUnspecified() {
+			b.addf("gossip.advertise", "%s is unspecified; give the address other hosts reach this one on", g.Advertise)
+		}
+	}
+	for i, seed := range f.Join {
+		host, port, err := net.SplitHostPort(seed)
+		key := fmt.Sprintf("gossip.join[%d]", i)
+		if err != nil {
+			b.addf(key, "%q is not host:port (e.g. \"10.0.0.2:7946\")", seed)
+			continue
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			b.addf(key, "%q has no valid port", seed)
+		}
+		if _, err := netip.ParseAddr(host); err != nil && !isDNSSubdomain(host) {
+			b.addf(key, "%q is neither an IP address nor a DNS name", host)
+		}
+	}
+	if g.GracePeriod < 0 || g.GracePeriod > 24*time.Hour {
+		b.addf("gossip.grace_period", "%s is out of range [0s, 24h]", g.GracePeriod)
+	}
+	if g.Bind.IsValid() {
+		for _, p := range agentPorts {
+			if g.Bind.Port() == p {
+				b.addf("gossip.bind", "port %d is one of the agent's own ports", p)
+			}
+		}
+	}
+	return g
+}
+
+// GossipPort is the port capture must leave alone inbound.
+func (c *Config) GossipPort() uint16 {
+	if !c.Gossip.Enabled {
+		return 0
+	}
+	return c.Gossip.Bind.Port()
+}
