@@ -70,6 +70,9 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot) nft.Spec {
 		ExcludedUIDs:          cfg.Capture.ExcludeUIDs,
 		ExcludedGIDs:          cfg.Capture.ExcludeGIDs,
 	}
+	if p := cfg.GossipPort(); p != 0 {
+		s.InboundExcludedPorts = append(s.InboundExcludedPorts, p)
+	}
 	for _, w := range snap.Local() {
 		s.Workloads = append(s.Workloads, w.Addresses...)
 	}

@@ -55,6 +55,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"[identity]", "source", "dir", "spire_socket",
 		"[capture]", "enabled", "mark", "exclude_inbound_ports", "exclude_outbound_ports", "exclude_cidrs",
 		"exclude_uids", "exclude_gids",
+		"[gossip]", "bind", "advertise", "join", "key_file", "insecure_dev_mode", "grace_period",
 		"[[workload]]", "[[remote_workload]]", "node", "tunnel", "namespace", "service_account", "addresses", "labels",
 		"[admin]", "address", "readiness_address", "[log]", "level", "format",
 	} {
@@ -155,6 +156,9 @@ func TestProblems(t *testing.T) {
 			[]string{"test.toml:2: admin.address: 0.0.0.0:15000 is not a loopback address"}},
 		{"bad enum values", "[identity]\nsource = \"vault\"\n[log]\nlevel = \"loud\"\nformat = \"xml\"\n",
 			[]string{"test.toml:2: identity.source: \"vault\" is not one of", "test.toml:4: log.level:", "test.toml:5: log.format:"}},
+		{"bad gossip", "[gossip]\nbind = \"0.0.0.0:15008\"\njoin = [\"nohost\", \"a b:1\"]\nadvertise = \"0.0.0.0:7946\"\n",
+			[]string{"test.toml:2: gossip.bind: port 15008 is one of the agent's own ports", "test.toml:3: gossip.join[0]:",
+				"test.toml:3: gossip.join[1]:", "test.toml:4: gossip.advertise:"}},
 		{"bad duration", "[node]\ndrain_timeout = \"soon\"\n", []string{"test.toml:2: node.drain_timeout: \"soon\" is not a duration"}},
 	}
 	for _, tc := range cases {

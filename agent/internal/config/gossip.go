@@ -10,7 +10,7 @@ import (
 
 func (b *builder) gossip(f GossipFile) Gossip {
 	g := Gossip{
-		Enabled:         f.Enabled == nil || *f.Enabled,
+		Enabled:         f.Enabled != nil && *f.Enabled,
 		Join:            f.Join,
 		KeyFile:         orDefault(f.KeyFile, DefaultGossipKey),
 		InsecureDevMode: f.InsecureDevMode,
