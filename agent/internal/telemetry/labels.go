@@ -1,0 +1,110 @@
+package telemetry
+
+// Unknown is the value of a label the agent does not know, as in Istio.
+const Unknown = "unknown"
+
+// Reporters.
+const (
+	ReporterSource      = "source"      // the outbound side
+	ReporterDestination = "destination" // the inbound side
+)
+
+// Connection security policies.
+const (
+	SecurityMutualTLS = "mutual_tls"
+	SecurityUnknown   = "unknown"
+)
+
+// Response flags: the closed vocabulary of ways a connection ends.
+const (
+	FlagNone       = "-"           // carried and closed normally
+	FlagDeny       = "DENY"        // refused by authorization
+	FlagConnect    = "CONNECT"     // the upstream (or HBONE peer) could not be reached or refused
+	FlagTLSFailure = "TLS_FAILURE" // the mTLS handshake failed
+	FlagNoRoute    = "NR"          // no route: dropped before any connect (loop, no identity)
+)
+
+// ConnLabels are the labels of Istio's connection metrics. Empty fields are
+// reported as "unknown".
+type ConnLabels struct {
+	Reporter string
+
+	SourceWorkload           string
+	SourceCanonicalService   string
+	SourceCanonicalRevision  string
+	SourceWorkloadNamespace  string
+	SourcePrincipal          string
+	SourceApp                string
+	SourceVersion            string
+	SourceCluster            string
+	DestinationService       string
+	DestinationServiceNS     string
+	DestinationServiceName   string
+	DestinationWorkload      string
+	DestinationCanonicalSvc  string
+	DestinationCanonicalRev  string
+	DestinationWorkloadNS    string
+	DestinationPrincipal     string
+	DestinationApp           string
+	DestinationVersion       string
+	DestinationCluster       string
+	ConnectionSecurityPolicy string
+}
+
+// connLabelNames are the label names, in the order of values().
+var connLabelNames = []string{
+	"reporter",
+	"source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace",
+	"source_principal", "source_app", "source_version", "source_cluster",
+	"destination_service", "destination_service_namespace", "destination_service_name",
+	"destination_workload", "destination_canonical_service", "destination_canonical_revision",
+	"destination_workload_namespace", "destination_principal", "destination_app", "destination_version",
+	"destination_cluster", "request_protocol", "connection_security_policy", "response_flags",
+}
+
+func (l *ConnLabels) values(flag string) []string {
+	v := []string{
+		l.Reporter,
+		l.SourceWorkload, l.SourceCanonicalService, l.SourceCanonicalRevision, l.SourceWorkloadNamespace,
+		l.SourcePrincipal, l.SourceApp, l.SourceVersion, l.SourceCluster,
+		l.DestinationService, l.DestinationServiceNS, l.DestinationServiceName,
+		l.DestinationWorkload, l.DestinationCanonicalSvc, l.DestinationCanonicalRev,
+		l.DestinationWorkloadNS, l.DestinationPrincipal, l.DestinationApp, l.DestinationVersion,
+		l.DestinationCluster, "tcp", l.ConnectionSecurityPolicy, flag,
+	}
+	for i, s := range v {
+		if s == "" {
+			v[i] = Unknown
+		}
+	}
+	return v
+}
+
+// CanonicalService and CanonicalRevision read Istio's canonical labels of a
+// workload, falling back to app and version as Istio does.
+func CanonicalService(labels map[string]string, name string) string {
+	if v := labels["service.istio.io/canonical-name"]; v != "" {
+		return v
+	}
+	if v := labels["app.kubernetes.io/name"]; v != "" {
+		return v
+	}
+	if v := labels["app"]; v != "" {
+		return v
+	}
+	return name
+}
+
+// CanonicalRevision is the workload's revision label, or "latest".
+func CanonicalRevision(labels map[string]string) string {
+	if v := labels["service.istio.io/canonical-revision"]; v != "" {
+		return v
+	}
+	if v := labels["app.kubernetes.io/version"]; v != "" {
+		return v
+	}
+	if v := labels["version"]; v != "" {
+		return v
+	}
+	return "latest"
+}

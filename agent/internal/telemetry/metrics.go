@@ -1,0 +1,63 @@
+package telemetry
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// Metrics are the agent's Prometheus metrics, registered on a caller's registry.
+type Metrics struct {
+	opened   *prometheus.CounterVec
+	closed   *prometheus.CounterVec
+	received *prometheus.CounterVec
+	sent     *prometheus.CounterVec
+	failed   *prometheus.CounterVec
+	open     *prometheus.GaugeVec
+
+	CertExpiry      *prometheus.GaugeVec   // identity, kind -> unix seconds
+	GossipMembers   prometheus.Gauge       // alive members seen
+	GossipEvents    *prometheus.CounterVec // event: join, leave, update
+	PolicyDecisions *prometheus.CounterVec // decision: allow, deny; reporter
+	DNSRequests     *prometheus.CounterVec // istio_dns_requests_total
+}
+
+// NewMetrics creates the metrics and registers them, with Go and process
+// collectors, on reg.
+func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
+	counter := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, connLabelNames)
+	}
+	m := &Metrics{
+		opened:   counter("istio_tcp_connections_opened_total", "The total number of TCP connections opened."),
+		closed:   counter("istio_tcp_connections_closed_total", "The total number of TCP connections closed."),
+		received: counter("istio_tcp_received_bytes_total", "The size of total bytes received during request in case of a TCP connection."),
+		sent:     counter("istio_tcp_sent_bytes_total", "The size of total bytes sent during response in case of a TCP connection."),
+		failed:   counter("istio_tcp_connections_failed_total", "The total number of TCP connections that failed to establish."),
+		open: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "istio_tcp_sockets_open", Help: "The number of TCP connections open now.",
+		}, []string{"reporter"}),
+		CertExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ambient_agent_certificate_expiry_seconds", Help: "When a held certificate expires, in Unix seconds.",
+		}, []string{"identity", "kind"}),
+		GossipMembers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "ambient_agent_gossip_members", Help: "The number of alive gossip members this node sees, itself included.",
+		}),
+		GossipEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ambient_agent_gossip_events_total", Help: "Gossip membership events by kind.",
+		}, []string{"event"}),
+		PolicyDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ambient_agent_policy_decisions_total", Help: "Authorization decisions by outcome.",
+		}, []string{"decision"}),
+		DNSRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "istio_dns_requests_total", Help: "The total number of DNS requests.",
+		}, []string{"request_type"}),
+	}
+	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "istio_build", Help: "Istio component build info.",
+	}, []string{"component", "tag"})
+	build.WithLabelValues("ztunnel", version).Set(1)
+	reg.MustRegister(m.opened, m.closed, m.received, m.sent, m.failed, m.open, build,
+		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.DNSRequests,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,115 @@
+package telemetry
+
+import (
+	"bytes"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+)
+
+func TestMetricNamesLint(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg, "test")
+	c := m.Open(slog.New(slog.DiscardHandler), ConnInfo{}, ConnLabels{Reporter: ReporterSource})
+	c.Close(1, 2, FlagNone, "")
+	m.GossipEvents.WithLabelValues("join").Inc()
+	m.PolicyDecisions.WithLabelValues("allow").Inc()
+	m.DNSRequests.WithLabelValues("A").Inc()
+	m.CertExpiry.WithLabelValues("spiffe://x", "workload").Set(1)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	problems, err := promlint.NewWithMetricFamilies(mfs).Lint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		// istio_build is Istio's own name, kept for its dashboards.
+		if p.Metric == "istio_build" {
+			continue
+		}
+		t.Errorf("promlint: %s: %s", p.Metric, p.Text)
+	}
+}
+
+func TestConnCountsAndAccessLog(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg, "test")
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	labels := ConnLabels{Reporter: ReporterDestination, SourcePrincipal: "spiffe://cluster.local/ns/a/sa/b",
+		DestinationWorkload: "web", ConnectionSecurityPolicy: SecurityMutualTLS}
+	info := ConnInfo{Direction: "inbound", Src: netip.MustParseAddrPort("10.0.0.1:5"), Dst: netip.MustParseAddrPort("10.0.0.2:80")}
+	c := m.Open(log, info, labels)
+	if got := testutil.ToFloat64(m.open.WithLabelValues(ReporterDestination)); got != 1 {
+		t.Errorf("sockets open = %v", got)
+	}
+	c.Close(100, 2000, FlagNone, "")
+	c.Close(100, 2000, FlagNone, "") // only the first counts
+	v := labels.values(FlagNone)
+	if got := testutil.ToFloat64(m.received.WithLabelValues(v...)); got != 100 {
+		t.Errorf("received bytes = %v", got)
+	}
+	if got := testutil.ToFloat64(m.sent.WithLabelValues(v...)); got != 2000 {
+		t.Errorf("sent bytes = %v", got)
+	}
+	if got := testutil.ToFloat64(m.open.WithLabelValues(ReporterDestination)); got != 0 {
+		t.Errorf("sockets open after close = %v", got)
+	}
+	d := m.Open(log, info, labels)
+	d.Close(0, 0, FlagDeny, "policy ns/deny-b")
+	if got := testutil.ToFloat64(m.failed.WithLabelValues(labels.values(FlagDeny)...)); got != 1 {
+		t.Errorf("failed{DENY} = %v", got)
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], "response_flags=DENY") || !strings.Contains(lines[0], "bytes_sent=100") {
+		t.Errorf("access log:\n%s", logs.String())
+	}
+	if strings.Contains(lines[0], "source_workload") || !strings.Contains(lines[0], "src_workload=unknown") {
+		t.Errorf("unknown values not reported as unknown:\n%s", lines[0])
+	}
+}
+
+func TestLimiter(t *testing.T) {
+	l := NewLimiter(50 * time.Millisecond)
+	if ok, _ := l.Allow("a"); !ok {
+		t.Fatal("first event suppressed")
+	}
+	for i := 0; i < 3; i++ {
+		if ok, _ := l.Allow("a"); ok {
+			t.Fatal("event within the interval let through")
+		}
+	}
+	if ok, _ := l.Allow("b"); !ok {
+		t.Fatal("another key suppressed")
+	}
+	time.Sleep(60 * time.Millisecond)
+	if ok, n := l.Allow("a"); !ok || n != 3 {
+		t.Fatalf("after the interval: %v, %d suppressed; want true, 3", ok, n)
+	}
+}
+
+func TestCanonicalLabels(t *testing.T) {
+	if got := CanonicalService(map[string]string{"app": "a"}, "w"); got != "a" {
+		t.Error(got)
+	}
+	if got := CanonicalService(map[string]string{"service.istio.io/canonical-name": "c", "app": "a"}, "w"); got != "c" {
+		t.Error(got)
+	}
+	if got := CanonicalService(nil, "w"); got != "w" {
+		t.Error(got)
+	}
+	if got := CanonicalRevision(map[string]string{"version": "v2"}); got != "v2" {
+		t.Error(got)
+	}
+	if got := CanonicalRevision(nil); got != "latest" {
+		t.Error(got)
+	}
+}
