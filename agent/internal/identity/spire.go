@@ -120,7 +120,29 @@ func (s *spireSource) OnX509ContextUpdate(c *workloadapi.X509Context) {
 		}
 	}
 	s.reportProblems(problems)
-	s.publish(next)
+	if !sameSnapshot(prev, next) {
+		s.publish(next)
+	}
+}
+
+// sameSnapshot reports whether two Snapshots hold the same SVIDs and bundles, so that SPIRE's updates about
+// identities we do not hold wake no one.
+func sameSnapshot(a, b *Snapshot) bool {
+	if len(a.svids) != len(b.svids) || a.bundles.Len() != b.bundles.Len() {
+		return false
+	}
+	for id, h := range a.svids {
+		if b.svids[id] != h {
+			return false
+		}
+	}
+	for _, ab := range a.bundles.Bundles() {
+		bb, ok := b.bundles.Get(ab.TrustDomain())
+		if !ok || !ab.Equal(bb) {
+			return false
+		}
+	}
+	return true
 }
 
 // reportProblems logs problems when they differ from the previous update's, not on every rotation.
