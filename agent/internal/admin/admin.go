@@ -7,6 +7,9 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
 // Hooks connect the admin endpoints to the running agent.
@@ -45,6 +48,16 @@ func AdminHandler(h Hooks, log *slog.Logger) http.Handler {
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /healthz/ready", readyHandler(h))
+	return mux
+}
+
+// MetricsHandler serves the registry at /metrics and at /stats/prometheus,
+// where Istio's scrapers look.
+func MetricsHandler(g prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	h := promhttp.HandlerFor(g, promhttp.HandlerOpts{})
+	mux.Handle("GET /metrics", h)
+	mux.Handle("GET /stats/prometheus", h)
 	return mux
 }
 

@@ -9,12 +9,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
 
 // App is the running agent: its configuration, its components and their state.
@@ -33,6 +35,9 @@ type App struct {
 	dp       dataPath
 	adminSrv *admin.Server
 	readySrv *admin.Server
+	metrSrv  *admin.Server
+	registry *prometheus.Registry
+	metrics  *telemetry.Metrics
 }
 
 // Condition names reported by readiness.
@@ -51,6 +56,8 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 		quit:    make(chan struct{}),
 	}
 	a.cfg.Store(cfg)
+	a.registry = prometheus.NewRegistry()
+	a.metrics = telemetry.NewMetrics(a.registry, Version)
 	a.state = state.NewStore(state.NewSnapshot(1, state.FromConfig(cfg)))
 	a.ready.require(condListeners)
 	ids, err := newIdentitySource(cfg, log)
@@ -73,7 +80,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 
 // closeListeners releases what New bound when New fails half-way.
 func (a *App) closeListeners() {
-	for _, s := range []*admin.Server{a.adminSrv, a.readySrv} {
+	for _, s := range []*admin.Server{a.adminSrv, a.readySrv, a.metrSrv} {
 		if s != nil {
 			s.Close()
 		}
@@ -91,8 +98,15 @@ func (a *App) bindAdmin(c config.Admin) error {
 		adminLn.Close()
 		return fmt.Errorf("admin: listen on %s (admin.readiness_address): %w", c.ReadinessAddress, err)
 	}
+	metricsLn, err := net.Listen("tcp", c.MetricsAddress.String())
+	if err != nil {
+		adminLn.Close()
+		readyLn.Close()
+		return fmt.Errorf("admin: listen on %s (admin.metrics_address): %w", c.MetricsAddress, err)
+	}
 	a.adminSrv = admin.NewServer("admin", adminLn, admin.AdminHandler(hooks, a.log))
 	a.readySrv = admin.NewServer("readiness", readyLn, admin.ReadinessHandler(hooks))
+	a.metrSrv = admin.NewServer("metrics", metricsLn, admin.MetricsHandler(a.registry))
 	return nil
 }
 
@@ -107,6 +121,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	}
 	g.Go(func() error { return a.adminSrv.Run(gctx, drain) })
 	g.Go(func() error { return a.readySrv.Run(gctx, drain) })
+	g.Go(func() error { return a.metrSrv.Run(gctx, drain) })
 	g.Go(func() error { return a.notify.watchdog(gctx, a.healthy) })
 	g.Go(func() error { return a.reloadLoop(gctx, hup) })
 	g.Go(func() error { return a.runIdentity(gctx) })

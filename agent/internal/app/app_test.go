@@ -31,6 +31,7 @@ func testConfig(t *testing.T, src string) *config.Config {
 	}
 	cfg.Admin.Address = netip.MustParseAddrPort("127.0.0.1:0")
 	cfg.Admin.ReadinessAddress = netip.MustParseAddrPort("127.0.0.1:0")
+	cfg.Admin.MetricsAddress = netip.MustParseAddrPort("127.0.0.1:0")
 	// Unit tests run in the machine's own namespace: never touch its nftables.
 	cfg.Capture.Enabled = false
 	return cfg

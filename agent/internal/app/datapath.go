@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
 
@@ -32,8 +34,15 @@ func markedDialer(c config.Capture) *net.Dialer {
 // bindDataPath binds the proxy listeners. Capture rules come later, in Run,
 // once these accept, so no connection is ever redirected into nothing.
 func (a *App) bindDataPath(cfg *config.Config, tunnels proxy.TunnelDialer) error {
-	snap := a.state.Load
-	dialer := markedDialer(cfg.Capture)
+	deps := &proxy.Deps{
+		Snap:    a.state.Load,
+		Dialer:  markedDialer(cfg.Capture),
+		Tunnels: tunnels,
+		Metrics: a.metrics,
+		Access:  a.log.With("log", "access"),
+		Log:     a.log.With("component", "proxy"),
+		Warn:    telemetry.NewLimiter(time.Second),
+	}
 	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
 	// through the wildcard; the proxy refuses anything not arriving on loopback.
 	outLn, err := net.Listen("tcp", ":"+strconv.Itoa(config.PortOutbound))
@@ -45,8 +54,8 @@ func (a *App) bindDataPath(cfg *config.Config, tunnels proxy.TunnelDialer) error
 		outLn.Close()
 		return fmt.Errorf("proxy: listen on the inbound plaintext port: %w", err)
 	}
-	a.dp.outbound = proxy.NewOutbound(outLn, snap, tunnels, dialer, a.log)
-	a.dp.inbound = proxy.NewInboundPlain(inLn, snap, dialer, a.log)
+	a.dp.outbound = proxy.NewOutbound(outLn, deps)
+	a.dp.inbound = proxy.NewInboundPlain(inLn, deps)
 	if cfg.Capture.Enabled {
 		a.dp.capture = capture.New()
 		a.dp.spec = captureSpec(cfg, a.state.Load())

@@ -167,6 +167,7 @@ func (b *builder) admin(f AdminFile) Admin {
 	a := Admin{
 		Address:          b.addrPort("admin.address", orDefault(f.Address, DefaultAdminAddress)),
 		ReadinessAddress: b.addrPort("admin.readiness_address", orDefault(f.ReadinessAddress, DefaultReadinessAddress)),
+		MetricsAddress:   b.addrPort("admin.metrics_address", orDefault(f.MetricsAddress, DefaultMetricsAddress)),
 	}
 	// The admin API can stop the agent and change its logging: loopback only.
 	if a.Address.IsValid() && !a.Address.Addr().IsLoopback() {
@@ -174,6 +175,9 @@ func (b *builder) admin(f AdminFile) Admin {
 	}
 	if a.Address.IsValid() && a.Address == a.ReadinessAddress {
 		b.addf("admin.readiness_address", "%s is also admin.address", a.ReadinessAddress)
+	}
+	if a.MetricsAddress.IsValid() && (a.MetricsAddress == a.Address || a.MetricsAddress == a.ReadinessAddress) {
+		b.addf("admin.metrics_address", "%s is also used by another admin endpoint", a.MetricsAddress)
 	}
 	return a
 }

@@ -19,6 +19,7 @@ const (
 	DefaultSpireSocket      = "/run/spire/agent/public/api.sock"
 	DefaultAdminAddress     = "127.0.0.1:15000"
 	DefaultReadinessAddress = "0.0.0.0:15021"
+	DefaultMetricsAddress   = "0.0.0.0:15020"
 )
 
 // The agent's own ports, as ztunnel's (spec/hbone.md).
@@ -114,6 +115,7 @@ type Remote struct {
 type Admin struct {
 	Address          netip.AddrPort `json:"address"`
 	ReadinessAddress netip.AddrPort `json:"readinessAddress"`
+	MetricsAddress   netip.AddrPort `json:"metricsAddress"`
 }
 
 // Log is the logging setup.

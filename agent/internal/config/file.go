@@ -42,6 +42,7 @@ type WorkloadFile struct {
 type AdminFile struct {
 	Address          string `toml:"address"`
 	ReadinessAddress string `toml:"readiness_address"`
+	MetricsAddress   string `toml:"metrics_address"`
 }
 
 // LogFile is the [log] table.

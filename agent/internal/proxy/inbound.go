@@ -2,28 +2,23 @@ package proxy
 
 import (
 	"context"
-	"log/slog"
 	"net"
-	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
-	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
 
 // InboundPlain is the inbound plaintext proxy on 15006: captured connections to
 // local workloads that did not arrive over HBONE (clients outside the mesh).
 type InboundPlain struct {
-	l      *listener
-	snap   func() *state.Snapshot
-	dialer *net.Dialer
-	log    *slog.Logger
+	l *listener
+	d *Deps
 }
 
-// NewInboundPlain serves captured inbound connections accepted on ln. dialer
-// must mark its sockets so that they bypass capture.
-func NewInboundPlain(ln net.Listener, snap func() *state.Snapshot, dialer *net.Dialer, log *slog.Logger) *InboundPlain {
-	p := &InboundPlain{snap: snap, dialer: dialer, log: log.With("listener", "inbound_plaintext")}
-	p.l = newListener("inbound_plaintext", ln, p.log, p.handle)
+// NewInboundPlain serves captured inbound connections accepted on ln.
+func NewInboundPlain(ln net.Listener, d *Deps) *InboundPlain {
+	p := &InboundPlain{d: d}
+	p.l = newListener("inbound_plaintext", ln, d.Log, p.handle)
 	return p
 }
 
@@ -40,28 +35,32 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 	}
 	dst, err := capture.OriginalDst(tc)
 	if err != nil {
-		p.log.Warn("no original destination; closing", "src", src, "err", err)
+		p.d.warn("inbound-origdst", "inbound plaintext: no original destination; closing", "src", src, "err", err)
 		return
 	}
-	log := p.log.With("src", src, "dst", dst)
-	w, ok := p.snap().LocalByAddr(dst.Addr())
+	snap := p.d.Snap()
+	w, ok := snap.LocalByAddr(dst.Addr())
+	srcW, _ := snap.WorkloadByAddr(src.Addr())
+	rec := p.d.Metrics.Open(p.d.Access,
+		telemetry.ConnInfo{Direction: "inbound_plaintext", Src: src, Dst: dst, Route: "plaintext"},
+		connLabels(telemetry.ReporterDestination, srcW, "", w, "", false))
+	// A plaintext source has no identity, whatever gossip says it is.
+	rec.Labels().SourcePrincipal = ""
 	switch {
 	case !ok:
-		log.Warn("inbound plaintext to an address of no local workload; closing")
+		rec.Close(0, 0, telemetry.FlagNoRoute, "no local workload has the destination address")
 		return
 	case IllegalPort(dst.Port()):
-		log.Warn("inbound plaintext to an agent port; closing")
+		rec.Close(0, 0, telemetry.FlagNoRoute, "destination is an agent port")
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
-	up, err := p.dialer.DialContext(dctx, "tcp", dst.String())
+	up, err := p.d.Dialer.DialContext(dctx, "tcp", dst.String())
 	cancel()
 	if err != nil {
-		log.Warn("inbound plaintext: connect to the workload failed", "workload", w.Name, "err", err)
+		rec.Close(0, 0, telemetry.FlagConnect, err.Error())
 		return
 	}
-	start := time.Now()
 	b, err := relay(c, up)
-	log.Info("inbound plaintext connection closed", "workload", w.Name, "sent", b.Sent, "received", b.Received,
-		"duration", time.Since(start).Round(time.Millisecond), "err", err)
+	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
 }

@@ -2,7 +2,7 @@ package proxy
 
 import (
 	"context"
-	"log/slog"
+	"errors"
 	"net"
 	"net/netip"
 	"time"
@@ -10,7 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
-	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
 
 // ConnectTimeout bounds every upstream connect of the data path.
@@ -25,26 +25,29 @@ type Tunnel struct {
 	Client   netip.AddrPort // the original client, for `forwarded`
 }
 
-// TunnelDialer opens HBONE streams (the hbone client pool).
+// TunnelDialer opens HBONE streams (the hbone client pool). Errors should
+// carry a response flag through ResponseFlag.
 type TunnelDialer interface {
 	DialTunnel(ctx context.Context, t Tunnel) (net.Conn, error)
+}
+
+// FlagError is an error that knows its response flag.
+type FlagError interface {
+	error
+	ResponseFlag() string
 }
 
 // Outbound is the outbound proxy on 15001: it receives the captured TCP
 // connections of local processes and routes them.
 type Outbound struct {
-	l       *listener
-	snap    func() *state.Snapshot
-	tunnels TunnelDialer
-	dialer  *net.Dialer
-	log     *slog.Logger
+	l *listener
+	d *Deps
 }
 
-// NewOutbound serves captured outbound connections accepted on ln. dialer
-// must mark its sockets so that they bypass capture.
-func NewOutbound(ln net.Listener, snap func() *state.Snapshot, tunnels TunnelDialer, dialer *net.Dialer, log *slog.Logger) *Outbound {
-	o := &Outbound{snap: snap, tunnels: tunnels, dialer: dialer, log: log.With("listener", "outbound")}
-	o.l = newListener("outbound", ln, o.log, o.handle)
+// NewOutbound serves captured outbound connections accepted on ln.
+func NewOutbound(ln net.Listener, d *Deps) *Outbound {
+	o := &Outbound{d: d}
+	o.l = newListener("outbound", ln, d.Log, o.handle)
 	return o
 }
 
@@ -63,20 +66,25 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	}
 	dst, err := capture.OriginalDst(tc)
 	if err != nil {
-		o.log.Warn("no original destination; closing", "src", src, "err", err)
+		o.d.warn("outbound-origdst", "outbound: no original destination; closing", "src", src, "err", err)
 		return
 	}
-	route := DecideOutbound(o.snap(), src, dst)
-	log := o.log.With("src", src, "dst", dst, "route", route.Kind.String())
+	snap := o.d.Snap()
+	route := DecideOutbound(snap, src, dst)
+	srcW, _ := snap.LocalByAddr(src.Addr())
+	if srcW == nil && route.Kind == RouteHBONE {
+		srcW = firstLocal(snap)
+	}
+	rec := o.d.Metrics.Open(o.d.Access,
+		telemetry.ConnInfo{Direction: "outbound", Src: src, Dst: dst, Route: route.Kind.String()},
+		connLabels(telemetry.ReporterSource, srcW, idString(route.Source), route.Dest, "", route.Kind == RouteHBONE))
 	up, err := o.connect(ctx, route, src)
 	if err != nil {
-		log.Warn("outbound connection failed", "err", err)
+		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), err.Error())
 		return
 	}
-	start := time.Now()
 	b, err := relay(c, up)
-	log.Debug("outbound connection closed", "sent", b.Sent, "received", b.Received,
-		"duration", time.Since(start).Round(time.Millisecond), "err", err)
+	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
 }
 
 func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort) (net.Conn, error) {
@@ -84,9 +92,9 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort) (ne
 	defer cancel()
 	switch r.Kind {
 	case RouteHBONE:
-		return o.tunnels.DialTunnel(ctx, Tunnel{Source: r.Source, Expected: r.Expected, Gateway: r.Gateway, Target: r.Target, Client: src})
+		return o.d.Tunnels.DialTunnel(ctx, Tunnel{Source: r.Source, Expected: r.Expected, Gateway: r.Gateway, Target: r.Target, Client: src})
 	case RoutePlain, RoutePassthrough:
-		return o.dialer.DialContext(ctx, "tcp", r.Target.String())
+		return o.d.Dialer.DialContext(ctx, "tcp", r.Target.String())
 	}
 	return nil, &RouteError{Route: r}
 }
@@ -95,6 +103,31 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort) (ne
 type RouteError struct{ Route Route }
 
 func (e *RouteError) Error() string { return "dropped: " + e.Route.Reason }
+
+// ResponseFlag marks a dropped connection as having no route.
+func (e *RouteError) ResponseFlag() string { return telemetry.FlagNoRoute }
+
+func responseFlag(err error, def string) string {
+	var fe FlagError
+	if errors.As(err, &fe) {
+		return fe.ResponseFlag()
+	}
+	return def
+}
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
+
+func idString(id spiffeid.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}
 
 func addrPort(a net.Addr) netip.AddrPort {
 	if ta, ok := a.(*net.TCPAddr); ok {

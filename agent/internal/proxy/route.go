@@ -85,12 +85,17 @@ func DecideOutbound(snap *state.Snapshot, src, dst netip.AddrPort) Route {
 func sourceIdentity(snap *state.Snapshot, src netip.Addr) (spiffeid.ID, bool) {
 	w, ok := snap.LocalByAddr(src)
 	if !ok {
-		local := snap.Local()
-		if len(local) == 0 {
+		if w = firstLocal(snap); w == nil {
 			return spiffeid.ID{}, false
 		}
-		w = local[0]
 	}
 	id, err := w.Identity()
 	return id, err == nil
+}
+
+func firstLocal(snap *state.Snapshot) *state.Workload {
+	if local := snap.Local(); len(local) > 0 {
+		return local[0]
+	}
+	return nil
 }

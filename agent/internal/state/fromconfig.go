@@ -34,6 +34,7 @@ func workload(cfg *config.Config, w config.Workload, node string, tunnel TunnelP
 		TrustDomain:    cfg.Node.TrustDomain,
 		Addresses:      w.Addresses,
 		Network:        cfg.Node.Network,
+		ClusterID:      cfg.Node.ClusterID,
 		Node:           node,
 		Tunnel:         tunnel,
 		Labels:         w.Labels,

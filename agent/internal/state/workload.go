@@ -25,6 +25,7 @@ type Workload struct {
 	TrustDomain    string            `json:"trustDomain"`
 	Addresses      []netip.Addr      `json:"addresses"`
 	Network        string            `json:"network,omitempty"`
+	ClusterID      string            `json:"clusterId,omitempty"`
 	Node           string            `json:"node,omitempty"`
 	Tunnel         TunnelProtocol    `json:"tunnelProtocol"`
 	Labels         map[string]string `json:"labels,omitempty"`

@@ -1,0 +1,38 @@
+package proxy
+
+import (
+	"log/slog"
+	"net"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+)
+
+// Deps are what the proxies share, given by the composition root.
+type Deps struct {
+	// Snap returns the current mesh snapshot.
+	Snap func() *state.Snapshot
+	// Dialer connects upstream; it must mark its sockets so that they bypass
+	// capture.
+	Dialer *net.Dialer
+	// Tunnels opens HBONE streams.
+	Tunnels TunnelDialer
+	// Metrics records connections; Access is the access logger.
+	Metrics *telemetry.Metrics
+	Access  *slog.Logger
+	Log     *slog.Logger
+	// Warn rate-limits per-connection warnings.
+	Warn *telemetry.Limiter
+}
+
+// warn logs a per-connection warning, at most once per second per key.
+func (d *Deps) warn(key, msg string, args ...any) {
+	ok, suppressed := d.Warn.Allow(key)
+	if !ok {
+		return
+	}
+	if suppressed > 0 {
+		args = append(args, "suppressed", suppressed)
+	}
+	d.Log.Warn(msg, args...)
+}

@@ -1,0 +1,53 @@
+package proxy
+
+import (
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+)
+
+// connLabels builds Istio's connection labels from what the proxy knows of
+// both ends. Unknown ends stay empty and are reported as "unknown".
+func connLabels(reporter string, src *state.Workload, srcPrincipal string, dst *state.Workload, dstPrincipal string, mtls bool) telemetry.ConnLabels {
+	l := telemetry.ConnLabels{
+		Reporter:                 reporter,
+		SourcePrincipal:          srcPrincipal,
+		DestinationPrincipal:     dstPrincipal,
+		ConnectionSecurityPolicy: telemetry.SecurityUnknown,
+	}
+	if mtls {
+		l.ConnectionSecurityPolicy = telemetry.SecurityMutualTLS
+	}
+	if src != nil {
+		l.SourceWorkload = src.Name
+		l.SourceWorkloadNamespace = src.Namespace
+		l.SourceCanonicalService = telemetry.CanonicalService(src.Labels, src.Name)
+		l.SourceCanonicalRevision = telemetry.CanonicalRevision(src.Labels)
+		l.SourceApp = src.Labels["app"]
+		l.SourceVersion = src.Labels["version"]
+		l.SourceCluster = src.ClusterID
+		if l.SourcePrincipal == "" {
+			l.SourcePrincipal = principal(src)
+		}
+	}
+	if dst != nil {
+		l.DestinationWorkload = dst.Name
+		l.DestinationWorkloadNS = dst.Namespace
+		l.DestinationCanonicalSvc = telemetry.CanonicalService(dst.Labels, dst.Name)
+		l.DestinationCanonicalRev = telemetry.CanonicalRevision(dst.Labels)
+		l.DestinationApp = dst.Labels["app"]
+		l.DestinationVersion = dst.Labels["version"]
+		l.DestinationCluster = dst.ClusterID
+		if l.DestinationPrincipal == "" {
+			l.DestinationPrincipal = principal(dst)
+		}
+	}
+	return l
+}
+
+func principal(w *state.Workload) string {
+	id, err := w.Identity()
+	if err != nil {
+		return ""
+	}
+	return id.String()
+}
