@@ -72,11 +72,20 @@ func (a *App) trackIdentityReadiness(ctx context.Context) {
 	for {
 		ready := a.ids.Ready()
 		a.ready.set(condCertificates, ready)
+		a.exportCertExpiry()
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.ids.Changed():
 		case <-t.C:
 		}
+	}
+}
+
+// exportCertExpiry publishes the expiry of every held certificate.
+func (a *App) exportCertExpiry() {
+	a.metrics.CertExpiry.Reset()
+	for _, c := range a.ids.Certificates() {
+		a.metrics.CertExpiry.WithLabelValues(c.Identity, c.Kind).Set(float64(c.NotAfter.Unix()))
 	}
 }
