@@ -5,6 +5,8 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/nft"
 )
 
 // configDump is what /config_dump serves: the effective runtime configuration
@@ -18,6 +20,16 @@ type configDump struct {
 	Config  *config.Config `json:"config"`
 	// Certificates held for the local workloads: identity and expiry, never keys.
 	Certificates []identity.CertInfo `json:"certificates"`
+	Workloads    []*state.Workload   `json:"workloads"`
+	Conflicts    []state.Conflict    `json:"conflicts,omitempty"`
+	Capture      captureDump         `json:"capture"`
+}
+
+type captureDump struct {
+	Enabled   bool     `json:"enabled"`
+	Installed bool     `json:"installed"`
+	Table     string   `json:"table"`
+	Chains    []string `json:"chains,omitempty"` // what a complete table has
 }
 
 func (a *App) configDump() any {
@@ -31,6 +43,17 @@ func (a *App) configDump() any {
 	}
 	if a.ids != nil {
 		d.Certificates = a.ids.Certificates()
+	}
+	snap := a.state.Load()
+	d.Workloads = snap.Workloads()
+	d.Conflicts = snap.Conflicts()
+	d.Capture.Table = nft.TableFamily + " " + nft.TableName
+	if c := a.dp.capture; c != nil {
+		d.Capture.Enabled = true
+		if rs := c.Installed(); rs != nil {
+			d.Capture.Installed = true
+			d.Capture.Chains = rs.ChainNames()
+		}
 	}
 	return d
 }
