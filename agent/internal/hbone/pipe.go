@@ -1,0 +1,89 @@
+package hbone
+
+import (
+	"errors"
+	"net"
+	"sync/atomic"
+
+	"golang.org/x/net/http2"
+)
+
+var errRevoked = errors.New("tunnel revoked")
+
+// pipe copies bytes between an established inbound tunnel and its upstream connection until both directions
+// have ended. An end of stream in one direction is passed on as a half-close (END_STREAM <-> CloseWrite) while
+// the other keeps flowing; an error in either direction tears both down. A peer's RST_STREAM with NO_ERROR or
+// CANCEL is an end of stream, not an error. It returns FlagNone for a tunnel that ended normally, else the flag
+// and cause. Closing revoke ends the tunnel with FlagRevoked.
+func pipe(st *Stream, up net.Conn, revoke <-chan struct{}) (Flag, error) {
+	var revoked atomic.Bool
+	stop := make(chan struct{})
+	watcherDone := make(chan struct{})
+	if revoke != nil {
+		go func() {
+			defer close(watcherDone)
+			select {
+			case <-revoke:
+				revoked.Store(true)
+				st.cancelWith(errRevoked)
+				_ = up.Close()
+			case <-stop:
+			}
+		}()
+	} else {
+		close(watcherDone)
+	}
+
+	upDone := make(chan error, 1)
+	go func() { // upstream -> tunnel
+		_, err := st.ReadFrom(up)
+		if err == nil {
+			err = st.CloseWrite()
+		}
+		if err != nil {
+			st.cancelWith(err)
+			_ = up.Close()
+		}
+		upDone <- err
+	}()
+
+	_, downErr := st.WriteTo(up) // tunnel -> upstream
+	if downErr == nil {
+		downErr = closeWrite(up)
+	}
+	if downErr != nil {
+		st.cancelWith(downErr)
+		_ = up.Close()
+	}
+	upErr := <-upDone
+	close(stop)
+	<-watcherDone
+
+	switch {
+	case revoked.Load():
+		return FlagRevoked, newError(FlagRevoked, "tunnel", st.c.remote.String(), errRevoked)
+	case downErr != nil:
+		return FlagOf(downErr), downErr
+	case upErr != nil && !st.endedByPeer():
+		return FlagOf(upErr), upErr
+	}
+	return FlagNone, nil
+}
+
+// closeWrite half-closes c if it can; a connection without half-close keeps both directions open.
+func closeWrite(c net.Conn) error {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok {
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+			return err
+		}
+	}
+	return nil
+}
+
+// endedByPeer reports whether the peer ended the stream with RST_STREAM NO_ERROR or CANCEL.
+func (st *Stream) endedByPeer() bool {
+	c := st.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return st.reset && st.resetRemote && (st.resetCode == http2.ErrCodeNo || st.resetCode == http2.ErrCodeCancel)
+}

@@ -1,0 +1,321 @@
+package hbone
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// PoolKey identifies the HTTP/2 connections a tunnel may share (spec/hbone.md "Connection pooling"): source
+// identity, expected destination identities, destination address (ip:15008) and original client IP. Build it
+// with NewPoolKey so that Expected is canonical.
+type PoolKey struct {
+	Source spiffeid.ID
+	// Expected is the sorted, de-duplicated, comma-joined set of SPIFFE IDs the server may present.
+	Expected string
+	Addr     netip.AddrPort
+	ClientIP netip.Addr
+}
+
+// NewPoolKey builds a PoolKey, canonicalizing the expected identities.
+func NewPoolKey(src spiffeid.ID, expected []spiffeid.ID, addr netip.AddrPort, clientIP netip.Addr) PoolKey {
+	ids := make([]string, 0, len(expected))
+	for _, id := range expected {
+		if !id.IsZero() {
+			ids = append(ids, id.String())
+		}
+	}
+	slices.Sort(ids)
+	return PoolKey{
+		Source:   src,
+		Expected: strings.Join(slices.Compact(ids), ","),
+		Addr:     netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port()),
+		ClientIP: clientIP.Unmap(),
+	}
+}
+
+// expects reports whether the server identity id is one of the key's expected identities (any, if none).
+func (k PoolKey) expects(id spiffeid.ID) bool {
+	if k.Expected == "" {
+		return true
+	}
+	want := id.String()
+	for e := range strings.SplitSeq(k.Expected, ",") {
+		if e == want {
+			return true
+		}
+	}
+	return false
+}
+
+// Destination says where a tunnel goes and how to reach it.
+type Destination struct {
+	Key PoolKey
+	// TLS returns the client configuration for a new connection (identity.ClientTLSConfig: the source's
+	// certificate, no SNI, the server's SPIFFE ID verified against Key's expected identities). It is only called
+	// when the pool opens a new connection. hbone also checks the server's identity against the key.
+	TLS func() (*tls.Config, error)
+	// Dial, when set, makes the TCP connection instead of the pool's Dialer.
+	Dial func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
+}
+
+// ConnectRequest is what one tunnel asks of the peer.
+type ConnectRequest struct {
+	// Authority is the CONNECT :authority: "ip:port", "[ipv6]:port", or "host:port" for double HBONE.
+	Authority string
+	// Baggage describes the source workload (header omitted when empty).
+	Baggage Baggage
+	// ForwardedFor is the original client address for the forwarded header (omitted when invalid);
+	// ForwardedHost adds ";host=" when the destination service is known.
+	ForwardedFor  netip.AddrPort
+	ForwardedHost string
+	// Tag is passed to Telemetry in TunnelInfo.Tag.
+	Tag any
+}
+
+// PoolConfig configures a Pool. Zero values mean ztunnel's defaults.
+type PoolConfig struct {
+	// Dialer makes TCP connections to peers. Set its Control to mark sockets (SO_MARK) so that the agent's own
+	// traffic bypasses capture. Default: TCP keepalive 180 s idle, 180 s interval, 9 probes.
+	Dialer    *net.Dialer
+	Logger    *slog.Logger
+	Telemetry Telemetry
+
+	MaxStreamsPerConn int           // a new connection once one carries min(this, peer's limit) streams (100)
+	IdleTimeout       time.Duration // a connection without streams is closed after this (5 min); <0 disables
+	ConnectTimeout    time.Duration // TCP connect plus TLS handshake (10 s)
+	ResponseTimeout   time.Duration // waiting for the CONNECT answer (15 s)
+	KeepAliveInterval time.Duration // PING every (10 s)
+	KeepAliveTimeout  time.Duration // connection dropped when a PING is unanswered this long (20 s)
+}
+
+// Pool is the HBONE client: it keeps HTTP/2 connections per PoolKey and opens tunnels over them. Close it to
+// release every connection; it owns their goroutines.
+type Pool struct {
+	cfg    PoolConfig
+	dialer *net.Dialer
+	log    *slog.Logger
+	tel    Telemetry
+	lim    connLimits
+	bufs   *bufPool
+
+	mu      sync.Mutex
+	entries map[PoolKey]*poolEntry
+	closed  bool
+	wg      sync.WaitGroup // one per connection
+}
+
+type poolEntry struct {
+	conns []*conn
+	dial  *pendingDial // a connection being opened; others wait for it rather than opening their own
+}
+
+type pendingDial struct {
+	done chan struct{}
+	err  error
+}
+
+// NewPool returns an empty Pool.
+func NewPool(cfg PoolConfig) *Pool {
+	setDefault(&cfg.IdleTimeout, defaultClientIdle)
+	setDefault(&cfg.ConnectTimeout, defaultConnectTimeout)
+	setDefault(&cfg.ResponseTimeout, defaultResponseTimeout)
+	setDefault(&cfg.KeepAliveInterval, defaultKeepAliveInterval)
+	setDefault(&cfg.KeepAliveTimeout, defaultKeepAliveTimeout)
+	if cfg.MaxStreamsPerConn <= 0 {
+		cfg.MaxStreamsPerConn = clientStreamsPerConn
+	}
+	p := &Pool{
+		cfg:     cfg,
+		dialer:  cfg.Dialer,
+		log:     cfg.Logger,
+		tel:     cfg.Telemetry,
+		bufs:    newBufPool(),
+		entries: make(map[PoolKey]*poolEntry),
+		lim: connLimits{
+			keepAliveInterval: cfg.KeepAliveInterval,
+			keepAliveTimeout:  cfg.KeepAliveTimeout,
+			idleTimeout:       max(cfg.IdleTimeout, 0),
+			maxHeaderList:     clientMaxHeaderList,
+			maxStreams:        cfg.MaxStreamsPerConn,
+		},
+	}
+	if p.dialer == nil {
+		p.dialer = &net.Dialer{KeepAliveConfig: net.KeepAliveConfig{
+			Enable: true, Idle: tcpKeepAlive, Interval: tcpKeepAlive, Count: tcpKeepAliveCount,
+		}}
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.tel == nil {
+		p.tel = NopTelemetry{}
+	}
+	return p
+}
+
+// Close closes every connection (their tunnels fail with FlagShutdown) and waits for their goroutines. Dial
+// fails with ErrPoolClosed afterwards.
+func (p *Pool) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	var conns []*conn
+	for _, e := range p.entries {
+		conns = append(conns, e.conns...)
+	}
+	p.mu.Unlock()
+	for _, c := range conns {
+		c.closeWithError(newError(FlagShutdown, "pool", c.remote.String(), ErrPoolClosed))
+	}
+	p.wg.Wait()
+	return nil
+}
+
+// Conns returns how many HTTP/2 connections the pool holds for key.
+func (p *Pool) Conns(key PoolKey) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.entries[key]; e != nil {
+		return len(e.conns)
+	}
+	return 0
+}
+
+// acquire returns a connection for dst with a stream slot reserved, opening one if none has room.
+func (p *Pool) acquire(ctx context.Context, dst *Destination) (*conn, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return nil, newError(FlagShutdown, "dial", dst.Key.Addr.String(), ErrPoolClosed)
+		}
+		e := p.entries[dst.Key]
+		if e == nil {
+			e = &poolEntry{}
+			p.entries[dst.Key] = e
+		}
+		for _, c := range e.conns {
+			if c.tryReserve(p.lim.maxStreams) {
+				p.mu.Unlock()
+				return c, nil
+			}
+		}
+		if pd := e.dial; pd != nil {
+			p.mu.Unlock()
+			select {
+			case <-pd.done:
+				if pd.err != nil {
+					return nil, pd.err
+				}
+				continue
+			case <-ctx.Done():
+				return nil, newError(timeoutFlag(ctx.Err(), FlagDial), "dial", dst.Key.Addr.String(), ctx.Err())
+			}
+		}
+		pd := &pendingDial{done: make(chan struct{})}
+		e.dial = pd
+		p.mu.Unlock()
+
+		c, err := p.dialConn(ctx, dst)
+
+		p.mu.Lock()
+		e.dial = nil
+		pd.err = err
+		close(pd.done)
+		if err == nil && p.closed {
+			err = newError(FlagShutdown, "dial", dst.Key.Addr.String(), ErrPoolClosed)
+			_ = c.nc.Close()
+		}
+		if err != nil {
+			if len(e.conns) == 0 && p.entries[dst.Key] == e {
+				delete(p.entries, dst.Key)
+			}
+			p.mu.Unlock()
+			return nil, err
+		}
+		e.conns = append(e.conns, c)
+		c.onClose = func(c *conn) { p.forget(dst.Key, c) }
+		reserved := c.tryReserve(p.lim.maxStreams)
+		p.wg.Add(1)
+		p.mu.Unlock()
+		go func() {
+			defer p.wg.Done()
+			c.serve()
+		}()
+		if reserved {
+			return c, nil
+		}
+	}
+}
+
+// forget drops a closed connection from its entry.
+func (p *Pool) forget(key PoolKey, c *conn) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.entries[key]
+	if e == nil {
+		return
+	}
+	if i := slices.Index(e.conns, c); i >= 0 {
+		e.conns = slices.Delete(e.conns, i, i+1)
+	}
+	if len(e.conns) == 0 && e.dial == nil {
+		delete(p.entries, key)
+	}
+}
+
+// dialConn opens a new HBONE connection: TCP, TLS with ALPN h2, the server's identity checked, HTTP/2 preface.
+func (p *Pool) dialConn(ctx context.Context, dst *Destination) (*conn, error) {
+	addr := dst.Key.Addr.String()
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancel()
+	if dst.TLS == nil {
+		return nil, newError(FlagTLS, "dial", addr, errors.New("destination has no TLS configuration"))
+	}
+	cfg, err := dst.TLS()
+	if err != nil {
+		return nil, newError(FlagTLS, "dial", addr, err)
+	}
+	var nc net.Conn
+	if dst.Dial != nil {
+		nc, err = dst.Dial(ctx, dst.Key.Addr)
+	} else {
+		nc, err = p.dialer.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, newError(timeoutFlag(err, FlagDial), "dial", addr, err)
+	}
+	setTCPOptions(nc)
+	tc := tls.Client(nc, withH2(cfg))
+	if err := tc.HandshakeContext(ctx); err != nil {
+		_ = nc.Close()
+		return nil, newError(timeoutFlag(err, FlagTLS), "handshake", addr, err)
+	}
+	cs := tc.ConnectionState()
+	peer, err := peerID(cs)
+	switch {
+	case cs.NegotiatedProtocol != "h2" && cs.NegotiatedProtocol != "":
+		err = errors.New("server did not negotiate h2")
+	case err == nil && !dst.Key.expects(peer):
+		err = errors.New("server identity " + peer.String() + " is not one of " + dst.Key.Expected)
+	}
+	if err != nil {
+		_ = nc.Close()
+		return nil, newError(FlagTLS, "handshake", addr, err)
+	}
+	c := newConn(tc, connOptions{server: false, lim: p.lim, log: p.log, bufs: p.bufs, peer: peer})
+	if err := c.writePreamble(); err != nil {
+		_ = nc.Close()
+		return nil, newError(FlagReset, "preface", addr, err)
+	}
+	return c, nil
+}

@@ -1,0 +1,340 @@
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// ServerConfig configures a Server. TLS and Authorize are required; zero values elsewhere mean ztunnel's
+// defaults.
+type ServerConfig struct {
+	// TLS is the server configuration (identity.ServerTLSConfig): TLS 1.3, client certificates required and
+	// verified, the certificate chosen by local address. "h2" is added to NextProtos if missing.
+	TLS *tls.Config
+	// Authorize decides every tunnel that passed the protocol checks.
+	Authorize AuthorizeFunc
+	// Dialer connects to Decision.Target when the decision has no Dial. Default: a plain net.Dialer.
+	Dialer *net.Dialer
+	Logger *slog.Logger
+	// Telemetry receives tunnel events; default NopTelemetry.
+	Telemetry Telemetry
+
+	HandshakeTimeout time.Duration // TLS handshake (10 s)
+	HeaderTimeout    time.Duration // HTTP/2 preface and first SETTINGS after the handshake (10 s)
+	ConnectTimeout   time.Duration // upstream connect (10 s); after it the answer is 503
+	IdleTimeout      time.Duration // a connection without streams is closed after this (10 min); <0 disables
+	// KeepAliveInterval and KeepAliveTimeout: a PING every 10 s, the connection dropped after 20 s unanswered.
+	KeepAliveInterval time.Duration
+	KeepAliveTimeout  time.Duration
+	// MaxConcurrentStreams per connection (200); more are refused with REFUSED_STREAM.
+	MaxConcurrentStreams int
+}
+
+// Server is the HBONE server (port 15008). Serve it on one or more listeners; stop it with Shutdown or Close.
+type Server struct {
+	cfg    ServerConfig
+	tls    *tls.Config
+	dialer *net.Dialer
+	log    *slog.Logger
+	tel    Telemetry
+	lim    connLimits
+	bufs   *bufPool
+
+	ctx    context.Context // cancelled by Close: aborts handshakes and stream contexts
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	accepted  map[net.Conn]*conn // every live accepted connection; its HTTP/2 conn once past the preface
+	draining  bool
+	wg        sync.WaitGroup // one per accepted connection
+}
+
+// NewServer checks cfg and returns a Server.
+func NewServer(cfg ServerConfig) (*Server, error) {
+	if cfg.TLS == nil {
+		return nil, errors.New("hbone: server: no TLS configuration")
+	}
+	if cfg.Authorize == nil {
+		return nil, errors.New("hbone: server: no Authorize callback")
+	}
+	setDefault(&cfg.HandshakeTimeout, defaultHandshakeTimeout)
+	setDefault(&cfg.HeaderTimeout, defaultHeaderTimeout)
+	setDefault(&cfg.ConnectTimeout, defaultConnectTimeout)
+	setDefault(&cfg.IdleTimeout, defaultServerIdle)
+	setDefault(&cfg.KeepAliveInterval, defaultKeepAliveInterval)
+	setDefault(&cfg.KeepAliveTimeout, defaultKeepAliveTimeout)
+	if cfg.MaxConcurrentStreams <= 0 {
+		cfg.MaxConcurrentStreams = serverMaxStreams
+	}
+	s := &Server{
+		cfg:       cfg,
+		tls:       withH2(cfg.TLS),
+		dialer:    cfg.Dialer,
+		log:       cfg.Logger,
+		tel:       cfg.Telemetry,
+		bufs:      newBufPool(),
+		listeners: make(map[net.Listener]struct{}),
+		accepted:  make(map[net.Conn]*conn),
+		lim: connLimits{
+			keepAliveInterval: cfg.KeepAliveInterval,
+			keepAliveTimeout:  cfg.KeepAliveTimeout,
+			idleTimeout:       max(cfg.IdleTimeout, 0),
+			maxHeaderList:     serverMaxHeaderList,
+			maxStreams:        cfg.MaxConcurrentStreams,
+		},
+	}
+	if s.dialer == nil {
+		s.dialer = &net.Dialer{}
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.tel == nil {
+		s.tel = NopTelemetry{}
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+func setDefault(d *time.Duration, def time.Duration) {
+	if *d == 0 {
+		*d = def
+	}
+}
+
+// withH2 returns cfg with ALPN "h2", cloning it only if needed.
+func withH2(cfg *tls.Config) *tls.Config {
+	if slices.Contains(cfg.NextProtos, "h2") {
+		return cfg
+	}
+	c := cfg.Clone()
+	c.NextProtos = []string{"h2"}
+	return c
+}
+
+// Serve accepts HBONE connections on ln until Shutdown or Close, which make it return ErrServerClosed. It owns
+// the goroutines of the connections it accepts; Shutdown and Close wait for them.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.listeners, ln)
+		s.mu.Unlock()
+	}()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if s.isDraining() {
+				return ErrServerClosed
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("hbone: accept on %s: %w", ln.Addr(), err)
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("hbone: accept failed; retrying", "addr", ln.Addr(), "err", err, "backoff", backoff)
+			select {
+			case <-time.After(backoff):
+			case <-s.ctx.Done():
+				return ErrServerClosed
+			}
+			continue
+		}
+		backoff = 0
+		s.mu.Lock()
+		if s.draining {
+			s.mu.Unlock()
+			_ = nc.Close()
+			return ErrServerClosed
+		}
+		s.wg.Add(1)
+		s.accepted[nc] = nil
+		s.mu.Unlock()
+		go s.serveConn(nc)
+	}
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// Shutdown stops accepting, sends every connection a graceful GOAWAY, and waits for their streams to end. When
+// ctx ends first it closes everything (Close) and returns ctx's error.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.draining = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	var conns []*conn
+	for _, c := range s.accepted {
+		if c != nil {
+			conns = append(conns, c)
+		}
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.goAway() // connections still in their handshake see draining when they get here
+	}
+	done := make(chan struct{})
+	go func() { // ends when the connections have; Close below guarantees that
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		s.cancel()
+		return nil
+	case <-ctx.Done():
+		_ = s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Close closes the listeners and every connection at once, and waits for their goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.draining = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	var conns []*conn
+	for nc, c := range s.accepted {
+		if c != nil {
+			conns = append(conns, c)
+		} else {
+			_ = nc.Close() // still in the handshake or preface
+		}
+	}
+	s.mu.Unlock()
+	s.cancel()
+	for _, c := range conns {
+		c.closeWithError(newError(FlagShutdown, "serve", c.remote.String(), ErrServerClosed))
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// serveConn runs one accepted connection: TLS handshake, HTTP/2 preface, then frames until it closes.
+func (s *Server) serveConn(nc net.Conn) {
+	defer s.wg.Done()
+	defer func() {
+		s.mu.Lock()
+		delete(s.accepted, nc)
+		s.mu.Unlock()
+	}()
+	setTCPOptions(nc)
+	info := &TunnelInfo{Direction: Inbound, Local: addrPortOf(nc.LocalAddr()), Remote: addrPortOf(nc.RemoteAddr()), Start: time.Now()}
+	fail := func(flag Flag, op string, err error) {
+		_ = nc.Close()
+		err = newError(flag, op, info.Remote.String(), err)
+		s.log.Debug("hbone: inbound connection failed", "err", err)
+		s.tel.TunnelFailed(info, flag, err)
+	}
+
+	tc := tls.Server(nc, s.tls)
+	hctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		fail(timeoutFlag(err, FlagTLS), "handshake", err)
+		return
+	}
+	cs := tc.ConnectionState()
+	if cs.NegotiatedProtocol != "h2" && cs.NegotiatedProtocol != "" {
+		fail(FlagTLS, "handshake", fmt.Errorf("ALPN %q, want h2", cs.NegotiatedProtocol))
+		return
+	}
+	peer, err := peerID(cs)
+	if err != nil {
+		fail(FlagTLS, "handshake", err)
+		return
+	}
+	info.Peer = peer
+	s.serveH2(nc, tc, info)
+}
+
+// serveH2 runs HTTP/2 on an established (TLS) connection nc whose peer identity is in info; raw is the accepted
+// connection it came from.
+func (s *Server) serveH2(raw, nc net.Conn, info *TunnelInfo) {
+	defer func() {
+		s.mu.Lock()
+		delete(s.accepted, raw)
+		s.mu.Unlock()
+	}()
+	// The header timeout runs until the client's first SETTINGS frame has been read (readloop.go clears it).
+	_ = nc.SetReadDeadline(time.Now().Add(s.cfg.HeaderTimeout))
+	if err := readPreface(nc); err != nil {
+		_ = nc.Close()
+		err = newError(timeoutFlag(err, FlagProtocol), "preface", info.Remote.String(), err)
+		s.log.Debug("hbone: inbound connection failed", "err", err)
+		s.tel.TunnelFailed(info, FlagOf(err), err)
+		return
+	}
+	c := newConn(nc, connOptions{server: true, lim: s.lim, log: s.log, bufs: s.bufs, peer: info.Peer})
+	c.onStream = func(st *Stream, f *http2.MetaHeadersFrame) { s.onStream(c, st, f) }
+	if err := c.writePreamble(); err != nil {
+		_ = nc.Close()
+		return
+	}
+	s.mu.Lock()
+	draining := s.draining
+	s.accepted[raw] = c
+	s.mu.Unlock()
+	if draining {
+		c.goAway()
+	}
+	c.serve()
+}
+
+func readPreface(r io.Reader) error {
+	var buf [len(http2.ClientPreface)]byte
+	if _, err := io.ReadFull(r, buf[:]); err != nil {
+		return fmt.Errorf("reading client preface: %w", err)
+	}
+	if !bytes.Equal(buf[:], []byte(http2.ClientPreface)) {
+		return fmt.Errorf("bad client preface %q", buf[:])
+	}
+	return nil
+}
+
+// setTCPOptions applies ztunnel's TCP settings: no Nagle, keepalive 180 s idle / 180 s interval / 9 probes.
+func setTCPOptions(nc net.Conn) {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+		_ = tc.SetKeepAliveConfig(net.KeepAliveConfig{
+			Enable: true, Idle: tcpKeepAlive, Interval: tcpKeepAlive, Count: tcpKeepAliveCount,
+		})
+	}
+}
+
+// timeoutFlag is FlagTimeout for deadline errors, else flag.
+func timeoutFlag(err error, flag Flag) Flag {
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return FlagTimeout
+	}
+	return flag
+}
