@@ -23,6 +23,6 @@
 // Both TLS configurations read the current Snapshot on every handshake, so a rotated certificate is used by the
 // next handshake while established connections keep running.
 //
-// identity imports only go-spiffe and the standard library. It must not import app, admin, proxy, hbone, state,
-// policy or discovery: those depend on it.
+// identity imports no other agent package, only go-spiffe (and gRPC, for SPIRE's Workload API) and the standard
+// library. It must not import app, admin, proxy, hbone, state, policy or discovery: those depend on it.
 package identity

@@ -14,7 +14,7 @@ import (
 // Source holds the certificates of the local workloads and the trust bundle, and keeps them current.
 type Source interface {
 	// Run keeps the certificates current (polls the files, or streams from SPIRE, retrying with backoff while
-	// the socket is not there) until ctx is done. It returns nil when ctx is done.
+	// the socket is not there) until ctx is done. It returns nil when ctx is done. Call it once.
 	Run(ctx context.Context) error
 	// Ready reports whether every wanted identity has a currently valid certificate and the bundle is there.
 	Ready() bool
