@@ -18,12 +18,16 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"run":      {"run the agent (the daemon)", runDaemon},
-		"validate": {"check a configuration file and print ok or every problem", runValidate},
-		"cleanup":  {"remove every piece of host state the agent may have left", runCleanup},
-		"ca":       {"the built-in offline mesh CA: ca init, ca issue", runCA},
-		"version":  {"print the version", runVersion},
-		"help":     {"show this help", runHelp},
+		"run":       {"run the agent (the daemon)", runDaemon},
+		"validate":  {"check a configuration file and print ok or every problem", runValidate},
+		"cleanup":   {"remove every piece of host state the agent may have left", runCleanup},
+		"ca":        {"the built-in offline mesh CA: ca init, ca issue", runCA},
+		"version":   {"print the version", runVersion},
+		"status":    {"show whether the local agent is ready, and why not", runStatus},
+		"workloads": {"list the workloads the local agent knows", runWorkloads},
+		"certs":     {"list the certificates the local agent holds (never keys)", runCerts},
+		"doctor":    {"check this host's setup and say what is wrong and how to fix it", runDoctor},
+		"help":      {"show this help", runHelp},
 	}
 }
 

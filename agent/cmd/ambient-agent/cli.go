@@ -1,0 +1,137 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// dumpView is the part of /config_dump the host CLI reads.
+type dumpView struct {
+	Version string   `json:"version"`
+	Uptime  string   `json:"uptime"`
+	Ready   bool     `json:"ready"`
+	Waiting []string `json:"waitingFor"`
+	Config  struct {
+		Node struct {
+			Name        string `json:"name"`
+			TrustDomain string `json:"trustDomain"`
+		} `json:"node"`
+		Gossip struct {
+			Enabled bool   `json:"enabled"`
+			KeyFile string `json:"keyFile"`
+		} `json:"gossip"`
+	} `json:"config"`
+	Certificates []certView     `json:"certificates"`
+	Workloads    []workloadView `json:"workloads"`
+	Conflicts    []struct {
+		Address string `json:"address"`
+		Winner  string `json:"winner"`
+		Loser   string `json:"loser"`
+	} `json:"conflicts"`
+	Capture struct {
+		Enabled   bool     `json:"enabled"`
+		Installed bool     `json:"installed"`
+		Table     string   `json:"table"`
+		Chains    []string `json:"chains"`
+	} `json:"capture"`
+}
+
+type certView struct {
+	Kind      string    `json:"kind"`
+	Identity  string    `json:"identity"`
+	Serial    string    `json:"serial"`
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
+}
+
+type workloadView struct {
+	UID            string            `json:"uid"`
+	Name           string            `json:"name"`
+	Namespace      string            `json:"namespace"`
+	ServiceAccount string            `json:"serviceAccount"`
+	TrustDomain    string            `json:"trustDomain"`
+	Addresses      []string          `json:"addresses"`
+	Node           string            `json:"node"`
+	Tunnel         string            `json:"tunnelProtocol"`
+	Healthy        bool              `json:"healthy"`
+	Local          bool              `json:"local"`
+	Labels         map[string]string `json:"labels"`
+}
+
+func (w workloadView) identity() string {
+	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", w.TrustDomain, w.Namespace, w.ServiceAccount)
+}
+
+// cliFlags are the flags every admin-API command shares.
+type cliFlags struct {
+	admin  *string
+	asJSON *bool
+}
+
+func newCLIFlags(fs *flag.FlagSet) cliFlags {
+	return cliFlags{
+		admin:  fs.String("admin", "127.0.0.1:15000", "the agent's admin `address`"),
+		asJSON: fs.Bool("json", false, "print JSON instead of text"),
+	}
+}
+
+func fetchDump(admin string) (*dumpView, []byte, error) {
+	c := &http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + admin + "/config_dump")
+	if err != nil {
+		return nil, nil, fmt.Errorf("the agent's admin API at %s does not answer (is the agent running? systemctl status ambient-agent): %w", admin, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, nil, fmt.Errorf("admin API: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("admin API: %s", resp.Status)
+	}
+	var d dumpView
+	if err := json.Unmarshal(body, &d); err != nil {
+		return nil, nil, fmt.Errorf("admin API: bad /config_dump: %w", err)
+	}
+	return &d, body, nil
+}
+
+// adminCommand runs a command that reads the dump and prints it as text, or
+// prints the JSON of view(d) with -json.
+func adminCommand(name string, args []string, stdout, stderr io.Writer, view func(*dumpView) any, text func(io.Writer, *dumpView)) int {
+	fs := newFlags(name, name+" [-admin ADDR] [-json]", stderr)
+	f := newCLIFlags(fs)
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
+	}
+	d, _, err := fetchDump(*f.admin)
+	if err != nil {
+		fmt.Fprintf(stderr, "ambient-agent %s: %v\n", name, err)
+		return 1
+	}
+	if *f.asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(view(d)); err != nil {
+			return 1
+		}
+		return 0
+	}
+	text(stdout, d)
+	return 0
+}
+
+func until(t time.Time) string {
+	d := time.Until(t)
+	if d < 0 {
+		return "EXPIRED " + (-d).Round(time.Minute).String() + " ago"
+	}
+	if d > 48*time.Hour {
+		return fmt.Sprintf("in %dd", int(d.Hours()/24))
+	}
+	return "in " + d.Round(time.Minute).String()
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/nft"
+)
+
+// check is one line of the doctor's checklist.
+type check struct {
+	Name   string `json:"name"`
+	OK     bool   `json:"ok"`
+	Detail string `json:"detail"`
+	Fix    string `json:"fix,omitempty"`
+}
+
+func runDoctor(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("doctor", "doctor [-admin ADDR] [-json]", stderr)
+	f := newCLIFlags(fs)
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
+	}
+	checks := diagnose(*f.admin, time.Now())
+	failed := slices.ContainsFunc(checks, func(c check) bool { return !c.OK })
+	if *f.asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(checks)
+	} else {
+		for _, c := range checks {
+			mark := "OK  "
+			if !c.OK {
+				mark = "FAIL"
+			}
+			fmt.Fprintf(stdout, "[%s] %s: %s\n", mark, c.Name, c.Detail)
+			if !c.OK && c.Fix != "" {
+				fmt.Fprintf(stdout, "       fix: %s\n", c.Fix)
+			}
+		}
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+// diagnose runs every check it can; later checks need the agent's dump.
+func diagnose(admin string, now time.Time) []check {
+	var out []check
+	kernel, kerr := nft.Inspect(0)
+	out = append(out, checkKernel(kerr))
+	d, _, err := fetchDump(admin)
+	if err != nil {
+		return append(out, check{Name: "agent", Detail: err.Error(),
+			Fix: "start it: systemctl start ambient-agent; see journalctl -u ambient-agent"})
+	}
+	out = append(out, checkReady(d))
+	if kerr == nil {
+		out = append(out, checkTable(d, kernel))
+	}
+	out = append(out, checkListeners(d)...)
+	out = append(out, checkClock(d, now))
+	out = append(out, checkCerts(d, now)...)
+	if d.Config.Gossip.Enabled {
+		out = append(out, checkGossipKey(d.Config.Gossip.KeyFile))
+	}
+	return out
+}
+
+func checkKernel(err error) check {
+	if err != nil {
+		return check{Name: "kernel nftables", Detail: err.Error(),
+			Fix: "the kernel needs nf_tables with nat (modprobe nf_tables nft_redirect); run as root or with CAP_NET_ADMIN"}
+	}
+	return check{Name: "kernel nftables", OK: true, Detail: "netlink answers"}
+}
+
+func checkReady(d *dumpView) check {
+	if !d.Ready {
+		return check{Name: "agent ready", Detail: "waiting for " + strings.Join(d.Waiting, ", "),
+			Fix: "see journalctl -u ambient-agent for why"}
+	}
+	return check{Name: "agent ready", OK: true, Detail: "version " + d.Version + ", up " + d.Uptime}
+}
+
+func checkTable(d *dumpView, k nft.State) check {
+	c := check{Name: "capture rules"}
+	switch {
+	case !d.Capture.Enabled:
+		c.OK, c.Detail = true, "capture is off ([capture] enabled = false)"
+	case !k.Present:
+		c.Detail = "table " + d.Capture.Table + " is missing: captured traffic is not redirected"
+		c.Fix = "restart the agent to reinstall it: systemctl restart ambient-agent (something deleted it: check other firewall tools)"
+	default:
+		var missing []string
+		for _, ch := range d.Capture.Chains {
+			if !slices.Contains(k.Chains, ch) {
+				missing = append(missing, ch)
+			}
+		}
+		if len(missing) > 0 {
+			c.Detail = fmt.Sprintf("table %s lacks chains %v", d.Capture.Table, missing)
+			c.Fix = "restart the agent to reinstall it: systemctl restart ambient-agent"
+		} else {
+			c.OK, c.Detail = true, fmt.Sprintf("table %s present with chains %v", d.Capture.Table, k.Chains)
+		}
+	}
+	return c
+}
+
+// checkListeners looks for the agent's ports in the kernel's socket tables.
+func checkListeners(d *dumpView) []check {
+	listening := listeningPorts()
+	want := []struct {
+		port uint16
+		role string
+	}{{15001, "outbound"}, {15006, "inbound plaintext"}, {15021, "readiness"}, {15020, "metrics"}}
+	var out []check
+	for _, w := range want {
+		c := check{Name: fmt.Sprintf("listener %d", w.port), OK: listening[w.port], Detail: w.role}
+		if !c.OK {
+			c.Detail = w.role + ": nothing listens"
+			c.Fix = "another process may hold the port (ss -ltnp); restart the agent"
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+func checkClock(d *dumpView, now time.Time) check {
+	for _, c := range d.Certificates {
+		if now.Before(c.NotBefore) {
+			return check{Name: "clock", Detail: fmt.Sprintf("now (%s) is before certificate %s is valid (%s)", now.UTC().Format(time.RFC3339), c.Identity, c.NotBefore.UTC().Format(time.RFC3339)),
+				Fix: "synchronise the clock (timedatectl set-ntp true)"}
+		}
+	}
+	if now.Year() < 2025 {
+		return check{Name: "clock", Detail: "the year is " + fmt.Sprint(now.Year()), Fix: "synchronise the clock (timedatectl set-ntp true)"}
+	}
+	return check{Name: "clock", OK: true, Detail: now.UTC().Format(time.RFC3339)}
+}
+
+func checkCerts(d *dumpView, now time.Time) []check {
+	var out []check
+	for _, c := range d.Certificates {
+		if c.Kind != "workload" {
+			continue
+		}
+		left := c.NotAfter.Sub(now)
+		ck := check{Name: "certificate " + c.Identity, OK: left > 24*time.Hour, Detail: "expires " + until(c.NotAfter)}
+		if !ck.OK {
+			ck.Fix = "renew it (ambient-agent ca issue ..., or check the SPIRE agent); the agent picks up new files by itself"
+		}
+		out = append(out, ck)
+	}
+	if len(out) == 0 {
+		out = append(out, check{Name: "certificates", OK: true, Detail: "no local workload, no certificate needed"})
+	}
+	return out
+}
+
+func checkGossipKey(path string) check {
+	if _, err := os.ReadFile(path); err != nil {
+		return check{Name: "gossip key", Detail: err.Error(), Fix: "create it: head -c 32 /dev/urandom | base64 > " + path}
+	}
+	return check{Name: "gossip key", OK: true, Detail: path + " readable"}
+}

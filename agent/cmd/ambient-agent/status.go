@@ -1,0 +1,92 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+)
+
+func runStatus(args []string, stdout, stderr io.Writer) int {
+	return adminCommand("status", args, stdout, stderr, func(d *dumpView) any {
+		return map[string]any{
+			"ready": d.Ready, "waitingFor": d.Waiting, "version": d.Version, "uptime": d.Uptime,
+			"node": d.Config.Node.Name, "certificates": d.Certificates, "capture": d.Capture,
+			"workloads": len(d.Workloads),
+		}
+	}, printStatus)
+}
+
+func printStatus(w io.Writer, d *dumpView) {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	ready := "yes"
+	if !d.Ready {
+		ready = "NO: waiting for " + strings.Join(d.Waiting, ", ")
+	}
+	fmt.Fprintf(tw, "Ready:\t%s\n", ready)
+	fmt.Fprintf(tw, "Version:\t%s\n", d.Version)
+	fmt.Fprintf(tw, "Uptime:\t%s\n", d.Uptime)
+	fmt.Fprintf(tw, "Node:\t%s (trust domain %s)\n", d.Config.Node.Name, d.Config.Node.TrustDomain)
+	capture := "off"
+	if d.Capture.Enabled {
+		capture = "on (" + d.Capture.Table + ")"
+		if !d.Capture.Installed {
+			capture = "NOT INSTALLED (" + d.Capture.Table + ")"
+		}
+	}
+	fmt.Fprintf(tw, "Capture:\t%s\n", capture)
+	local, remote := 0, 0
+	for _, wl := range d.Workloads {
+		if wl.Local {
+			local++
+		} else {
+			remote++
+		}
+	}
+	fmt.Fprintf(tw, "Workloads:\t%d local, %d known elsewhere\n", local, remote)
+	for _, c := range d.Certificates {
+		if c.Kind == "workload" {
+			fmt.Fprintf(tw, "Identity:\t%s (expires %s)\n", c.Identity, until(c.NotAfter))
+		}
+	}
+	for _, c := range d.Conflicts {
+		fmt.Fprintf(tw, "Conflict:\t%s claimed by %s and %s; using %s\n", c.Address, c.Winner, c.Loser, c.Winner)
+	}
+	tw.Flush()
+}
+
+func runWorkloads(args []string, stdout, stderr io.Writer) int {
+	return adminCommand("workloads", args, stdout, stderr, func(d *dumpView) any { return d.Workloads },
+		func(w io.Writer, d *dumpView) {
+			expiry := map[string]string{}
+			for _, c := range d.Certificates {
+				expiry[c.Identity] = until(c.NotAfter)
+			}
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tWHERE\tADDRESSES\tTUNNEL\tIDENTITY\tCERT EXPIRES")
+			for _, wl := range d.Workloads {
+				where, exp := wl.Node, "-"
+				if wl.Local {
+					where = "local"
+					if e, ok := expiry[wl.identity()]; ok {
+						exp = e
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", wl.Namespace, wl.Name, where,
+					strings.Join(wl.Addresses, ","), wl.Tunnel, wl.identity(), exp)
+			}
+			tw.Flush()
+		})
+}
+
+func runCerts(args []string, stdout, stderr io.Writer) int {
+	return adminCommand("certs", args, stdout, stderr, func(d *dumpView) any { return d.Certificates },
+		func(w io.Writer, d *dumpView) {
+			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "KIND\tIDENTITY\tSERIAL\tNOT AFTER\tEXPIRES")
+			for _, c := range d.Certificates {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.Kind, c.Identity, c.Serial, c.NotAfter.UTC().Format("2006-01-02 15:04Z"), until(c.NotAfter))
+			}
+			tw.Flush()
+		})
+}
