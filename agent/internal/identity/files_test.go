@@ -233,7 +233,9 @@ func keptSerial(t *testing.T, src identity.Source, log *logBuffer, before int, i
 	}
 }
 
-func refusals(log *logBuffer) int { return strings.Count(log.String(), "kept the previous certificate") }
+func refusals(log *logBuffer) int {
+	return strings.Count(log.String(), "kept the previous certificate")
+}
 
 func serial(i issued) string { return i.cert.SerialNumber.Text(16) }
 
