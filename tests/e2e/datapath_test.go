@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"syscall"
@@ -191,4 +193,44 @@ func TestCaptureFailsClosedAndCleansUp(t *testing.T) {
 	}
 	d.checkFilterUntouched(t, "by cleanup")
 	d.b.MustRun(agentBin, "cleanup") // idempotent
+}
+
+// A captured curl from A to B's server crosses the network only inside HBONE:
+// the bridge sees TCP to 15008 only and never the request's marker.
+func TestCapturedTrafficCrossesOnlyInHBONE(t *testing.T) {
+	d := newDatapathLab(t)
+	stop := d.Capture("hbone", d.a)
+	url := fmt.Sprintf("http://%s:8080/%s", d.b.Addr, marker+"-request")
+	out, err := curl(d.a, url)
+	pcap := stop()
+	if err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("A -> B:8080: %v %q\nA's agent:\n%s\nB's agent:\n%s", err, out, d.agentA.Log(), d.agentB.Log())
+	}
+	raw, err := os.ReadFile(pcap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(raw, []byte(marker)) {
+		t.Fatalf("the marker crossed the bridge in plaintext")
+	}
+	summary := d.PcapSummary(pcap)
+	ab := 0
+	for _, line := range strings.Split(strings.TrimSpace(summary), "\n") {
+		if !strings.Contains(line, d.a.Addr.String()) {
+			continue
+		}
+		ab++
+		if !strings.Contains(line, fmt.Sprintf("%s.15008", d.b.Addr)) {
+			t.Errorf("traffic between A and B not on port 15008: %s", line)
+		}
+	}
+	if ab == 0 {
+		t.Fatalf("no packet between A and B captured:\n%s\nA:\n%s\nB:\n%s", summary, d.agentA.Log(), d.agentB.Log())
+	}
+	// Both agents carried it: A as the source, B as the destination over HBONE.
+	d.agentA.WaitLog(t, "direction=outbound", 5*time.Second)
+	d.agentB.WaitLog(t, "direction=inbound", 5*time.Second)
+	if !strings.Contains(d.agentA.Log(), "route=hbone") || !strings.Contains(d.agentB.Log(), "src_identity=spiffe://cluster.local/ns/default/sa/default") {
+		t.Errorf("access logs do not show the HBONE path:\nA:\n%s\nB:\n%s", d.agentA.Log(), d.agentB.Log())
+	}
 }

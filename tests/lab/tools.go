@@ -69,13 +69,15 @@ func (h *Host) WaitListening(port int, d time.Duration) {
 	h.lab.t.Fatalf("nothing listens on port %d in %s after %s", port, h.Name, d)
 }
 
-// Capture records the traffic crossing the lab's bridge until the returned
-// function is called; that function returns the pcap file's path.
-func (l *Lab) Capture(name string) func() string {
+// Capture records the TCP traffic of host h as it crosses the lab's switch
+// (its bridge port: a bridge device itself does not see frames it forwards
+// between ports) until the returned function is called; that function returns
+// the pcap file's path.
+func (l *Lab) Capture(name string, h *Host) func() string {
 	l.t.Helper()
 	path := filepath.Join(l.dir, name+".pcap")
 	sw := &Host{lab: l, Name: "switch", NS: l.sw, Dir: l.dir}
-	p := sw.Start("tcpdump-"+name, "tcpdump", "-i", "br0", "-U", "-n", "-s", "0", "-w", path, "tcp")
+	p := sw.Start("tcpdump-"+name, "tcpdump", "--immediate-mode", "-i", h.Name, "-U", "-n", "-s", "0", "-w", path, "tcp")
 	// tcpdump says "listening on br0" once the capture runs.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if strings.Contains(p.Log(), "listening on") {
@@ -83,8 +85,10 @@ func (l *Lab) Capture(name string) func() string {
 		}
 	}
 	return func() string {
-		time.Sleep(200 * time.Millisecond) // let the last packets reach the file
+		// --immediate-mode hands packets over at once; give the last ones a moment.
+		time.Sleep(200 * time.Millisecond)
 		p.Kill()
+		l.t.Logf("tcpdump on %s: %s", h.Name, strings.TrimSpace(p.Log()))
 		return path
 	}
 }

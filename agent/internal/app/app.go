@@ -14,6 +14,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
@@ -33,6 +34,8 @@ type App struct {
 	ids      identity.Source // nil when the host runs no workload
 	state    *state.Store
 	dp       dataPath
+	pool     *hbone.Pool
+	hbone    *hboneServer
 	adminSrv *admin.Server
 	readySrv *admin.Server
 	metrSrv  *admin.Server
@@ -71,7 +74,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	if err := a.bindAdmin(cfg.Admin); err != nil {
 		return nil, err
 	}
-	if err := a.bindDataPath(cfg, a.tunnels()); err != nil {
+	if err := a.bindDataPath(cfg); err != nil {
 		a.closeListeners()
 		return nil, err
 	}
@@ -127,6 +130,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.runIdentity(gctx) })
 	g.Go(func() error { return a.dp.outbound.Run(gctx, drain) })
 	g.Go(func() error { return a.dp.inbound.Run(gctx, drain) })
+	g.Go(func() error { return a.runHBONE(gctx, drain) })
 	// The listeners are bound, so they accept: capture can go in now.
 	if err := a.installCapture(gctx); err != nil {
 		a.log.Error("capture rules not installed", "err", err)

@@ -33,11 +33,10 @@ func markedDialer(c config.Capture) *net.Dialer {
 
 // bindDataPath binds the proxy listeners. Capture rules come later, in Run,
 // once these accept, so no connection is ever redirected into nothing.
-func (a *App) bindDataPath(cfg *config.Config, tunnels proxy.TunnelDialer) error {
+func (a *App) bindDataPath(cfg *config.Config) error {
 	deps := &proxy.Deps{
 		Snap:    a.state.Load,
 		Dialer:  markedDialer(cfg.Capture),
-		Tunnels: tunnels,
 		Metrics: a.metrics,
 		Access:  a.log.With("log", "access"),
 		Log:     a.log.With("component", "proxy"),
@@ -45,13 +44,18 @@ func (a *App) bindDataPath(cfg *config.Config, tunnels proxy.TunnelDialer) error
 	}
 	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
 	// through the wildcard; the proxy refuses anything not arriving on loopback.
+	if err := a.bindHBONE(cfg, deps); err != nil {
+		return err
+	}
 	outLn, err := net.Listen("tcp", ":"+strconv.Itoa(config.PortOutbound))
 	if err != nil {
+		a.closeHBONE()
 		return fmt.Errorf("proxy: listen on the outbound port: %w", err)
 	}
 	inLn, err := net.Listen("tcp", ":"+strconv.Itoa(config.PortInbound))
 	if err != nil {
 		outLn.Close()
+		a.closeHBONE()
 		return fmt.Errorf("proxy: listen on the inbound plaintext port: %w", err)
 	}
 	a.dp.outbound = proxy.NewOutbound(outLn, deps)
@@ -112,4 +116,11 @@ func (a *App) removeCapture() {
 		return
 	}
 	a.log.Info("capture rules removed")
+}
+
+func (a *App) closeHBONE() {
+	if a.hbone != nil {
+		a.hbone.ln.Close()
+	}
+	a.pool.Close()
 }

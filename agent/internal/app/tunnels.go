@@ -3,16 +3,73 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"strconv"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 )
 
-// errNoHBONE is returned until the HBONE client is wired in.
-var errNoHBONE = errors.New("hbone: client not available")
+// hboneServer is the inbound HBONE server on 15008; nil when the host runs no
+// workload (it has no certificate to present).
+type hboneServer struct {
+	srv *hbone.Server
+	ln  net.Listener
+}
 
-type noTunnels struct{}
+// bindHBONE builds the HBONE client pool and, with local workloads, binds the
+// HBONE server.
+func (a *App) bindHBONE(cfg *config.Config, deps *proxy.Deps) error {
+	a.pool = hbone.NewPool(hbone.PoolConfig{Dialer: deps.Dialer, Logger: a.log.With("component", "hbone-client")})
+	deps.Tunnels = &proxy.HBONEClient{Pool: a.pool, IDs: a.ids}
+	if a.ids == nil {
+		return nil
+	}
+	inbound := proxy.NewInboundHBONE(deps)
+	srv, err := hbone.NewServer(hbone.ServerConfig{
+		TLS:       identity.ServerTLSConfig(a.ids, inbound.LocalIdentity),
+		Authorize: inbound.Authorize,
+		Dialer:    deps.Dialer,
+		Logger:    a.log.With("component", "hbone-server"),
+		Telemetry: inbound.Telemetry(),
+	})
+	if err != nil {
+		return fmt.Errorf("hbone: %w", err)
+	}
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(config.PortHBONE))
+	if err != nil {
+		return fmt.Errorf("hbone: listen on the HBONE port: %w", err)
+	}
+	a.hbone = &hboneServer{srv: srv, ln: ln}
+	return nil
+}
 
-func (noTunnels) DialTunnel(context.Context, proxy.Tunnel) (net.Conn, error) { return nil, errNoHBONE }
-
-func (a *App) tunnels() proxy.TunnelDialer { return noTunnels{} }
+// runHBONE serves HBONE until ctx is done, then shuts down gracefully (GOAWAY)
+// within the drain deadline, and closes the client pool.
+func (a *App) runHBONE(ctx context.Context, drain func() (context.Context, context.CancelFunc)) error {
+	defer a.pool.Close()
+	if a.hbone == nil {
+		<-ctx.Done()
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- a.hbone.srv.Serve(a.hbone.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("hbone: serve: %w", err)
+	case <-ctx.Done():
+	}
+	dctx, cancel := drain()
+	defer cancel()
+	if err := a.hbone.srv.Shutdown(dctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		a.log.Warn("hbone: shutdown", "err", err)
+	}
+	a.hbone.srv.Close()
+	if err := <-errc; err != nil && !errors.Is(err, hbone.ErrServerClosed) {
+		return fmt.Errorf("hbone: serve: %w", err)
+	}
+	return nil
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
 
@@ -23,6 +24,8 @@ type Tunnel struct {
 	Gateway  netip.AddrPort // the peer's HBONE address (ip:15008)
 	Target   netip.AddrPort // the :authority
 	Client   netip.AddrPort // the original client, for `forwarded`
+	// SourceWorkload describes the client in the request's baggage.
+	SourceWorkload *state.Workload
 }
 
 // TunnelDialer opens HBONE streams (the hbone client pool). Errors should
@@ -78,7 +81,7 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	rec := o.d.Metrics.Open(o.d.Access,
 		telemetry.ConnInfo{Direction: "outbound", Src: src, Dst: dst, Route: route.Kind.String()},
 		connLabels(telemetry.ReporterSource, srcW, idString(route.Source), route.Dest, "", route.Kind == RouteHBONE))
-	up, err := o.connect(ctx, route, src)
+	up, err := o.connect(ctx, route, src, srcW)
 	if err != nil {
 		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), err.Error())
 		return
@@ -87,12 +90,13 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
 }
 
-func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort) (net.Conn, error) {
+func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, srcW *state.Workload) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
 	switch r.Kind {
 	case RouteHBONE:
-		return o.d.Tunnels.DialTunnel(ctx, Tunnel{Source: r.Source, Expected: r.Expected, Gateway: r.Gateway, Target: r.Target, Client: src})
+		return o.d.Tunnels.DialTunnel(ctx, Tunnel{Source: r.Source, Expected: r.Expected, Gateway: r.Gateway,
+			Target: r.Target, Client: src, SourceWorkload: srcW})
 	case RoutePlain, RoutePassthrough:
 		return o.d.Dialer.DialContext(ctx, "tcp", r.Target.String())
 	}

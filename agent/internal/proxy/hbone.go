@@ -1,0 +1,176 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+)
+
+// HBONEClient opens tunnels through the hbone pool with the local workloads'
+// certificates.
+type HBONEClient struct {
+	Pool *hbone.Pool
+	IDs  identity.Source
+}
+
+// DialTunnel opens one HBONE stream for t.
+func (c *HBONEClient) DialTunnel(ctx context.Context, t Tunnel) (net.Conn, error) {
+	if c.IDs == nil {
+		return nil, &RouteError{Route: Route{Kind: RouteDrop, Reason: "this host holds no identity"}}
+	}
+	key := hbone.NewPoolKey(t.Source, t.Expected, t.Gateway, t.Client.Addr())
+	dst := hbone.Destination{Key: key, TLS: func() (*tls.Config, error) {
+		return identity.ClientTLSConfig(c.IDs, t.Source, t.Expected), nil
+	}}
+	req := hbone.ConnectRequest{Authority: t.Target.String(), ForwardedFor: t.Client, Baggage: baggage(t.SourceWorkload)}
+	s, err := c.Pool.Dial(ctx, dst, req)
+	if err != nil {
+		return nil, tunnelError{err}
+	}
+	return s, nil
+}
+
+// tunnelError carries hbone's failure flag as an Istio response flag.
+type tunnelError struct{ err error }
+
+func (e tunnelError) Error() string        { return e.err.Error() }
+func (e tunnelError) Unwrap() error        { return e.err }
+func (e tunnelError) ResponseFlag() string { return istioFlag(hbone.FlagOf(e.err)) }
+
+// istioFlag maps hbone's failure vocabulary onto Istio's response flags.
+func istioFlag(f hbone.Flag) string {
+	switch f {
+	case hbone.FlagNone:
+		return telemetry.FlagNone
+	case hbone.FlagDenied:
+		return telemetry.FlagDeny
+	case hbone.FlagTLS:
+		return telemetry.FlagTLSFailure
+	case hbone.FlagConnect, hbone.FlagDial, hbone.FlagUpstreamConnect, hbone.FlagUpstreamTimeout, hbone.FlagTimeout:
+		return telemetry.FlagConnect
+	}
+	return string(f)
+}
+
+func baggage(w *state.Workload) hbone.Baggage {
+	if w == nil {
+		return hbone.Baggage{}
+	}
+	return hbone.Baggage{
+		ClusterName:    w.ClusterID,
+		Namespace:      w.Namespace,
+		WorkloadName:   w.Name,
+		ServiceName:    telemetry.CanonicalService(w.Labels, w.Name),
+		ServiceVersion: telemetry.CanonicalRevision(w.Labels),
+	}
+}
+
+// InboundHBONE decides the tunnels the HBONE server (15008) receives and
+// records their telemetry. It connects only to a local workload on the
+// address the tunnel arrived on: never an open proxy.
+type InboundHBONE struct{ d *Deps }
+
+// NewInboundHBONE returns the decision callback and telemetry of the server.
+func NewInboundHBONE(d *Deps) *InboundHBONE { return &InboundHBONE{d: d} }
+
+// LocalIdentity is the server's certificate choice: the identity of the local
+// workload that owns the address a connection arrived on.
+func (h *InboundHBONE) LocalIdentity(a netip.Addr) (spiffeid.ID, bool) {
+	w, ok := h.d.Snap().LocalByAddr(a)
+	if !ok {
+		return spiffeid.ID{}, false
+	}
+	id, err := w.Identity()
+	return id, err == nil
+}
+
+// inboundTag travels from Authorize to the telemetry callbacks.
+type inboundTag struct {
+	dst *state.Workload
+	rec *telemetry.Conn
+}
+
+// Authorize is the hbone server's callback (spec/routing.md, inbound over HBONE).
+func (h *InboundHBONE) Authorize(ctx context.Context, req *hbone.Request) hbone.Decision {
+	if req.Target.IsHostname() {
+		return hbone.Refuse(hbone.FlagBadRequest, errors.New("hostname targets (double HBONE) are not supported"))
+	}
+	target := req.Target.Addr
+	if target.Addr() != req.LocalAddr.Addr().Unmap() {
+		return hbone.Refuse(hbone.FlagWrongTarget, fmt.Errorf("target %s is not the address the connection arrived on (%s)", target.Addr(), req.LocalAddr.Addr()))
+	}
+	w, ok := h.d.Snap().LocalByAddr(target.Addr())
+	if !ok {
+		return hbone.Refuse(hbone.FlagUnknownWorkload, fmt.Errorf("no local workload has address %s", target.Addr()))
+	}
+	d := hbone.Allow(target)
+	d.Dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
+		return h.d.Dialer.DialContext(ctx, "tcp", t.String())
+	}
+	d.Tag = &inboundTag{dst: w}
+	return d
+}
+
+// Telemetry adapts hbone's tunnel events to Istio's metrics and the access log.
+func (h *InboundHBONE) Telemetry() hbone.Telemetry { return inboundTelemetry{h} }
+
+type inboundTelemetry struct{ h *InboundHBONE }
+
+func (t inboundTelemetry) open(info *hbone.TunnelInfo) *telemetry.Conn {
+	var dst *state.Workload
+	if tag, ok := info.Tag.(*inboundTag); ok {
+		dst = tag.dst
+	}
+	snap := t.h.d.Snap()
+	if dst == nil {
+		dst, _ = snap.LocalByAddr(info.Local.Addr())
+	}
+	peer := ""
+	if !info.Peer.IsZero() {
+		peer = info.Peer.String()
+	}
+	src := info.Remote
+	if info.ForwardedFor.IsValid() {
+		src = info.ForwardedFor
+	}
+	srcW, _ := snap.WorkloadByAddr(src.Addr())
+	if srcW != nil && principal(srcW) != peer {
+		srcW = nil // gossip says who is where; only the certificate says who it is
+	}
+	dstAddr := info.Target
+	if !dstAddr.IsValid() {
+		dstAddr = info.Local
+	}
+	return t.h.d.Metrics.Open(t.h.d.Access,
+		telemetry.ConnInfo{Direction: "inbound", Src: src, Dst: dstAddr, Route: "hbone"},
+		connLabels(telemetry.ReporterDestination, srcW, peer, dst, "", true))
+}
+
+func (t inboundTelemetry) TunnelOpened(info *hbone.TunnelInfo) {
+	if tag, ok := info.Tag.(*inboundTag); ok {
+		tag.rec = t.open(info)
+	}
+}
+
+func (t inboundTelemetry) TunnelClosed(info *hbone.TunnelInfo, s hbone.TunnelStats) {
+	tag, ok := info.Tag.(*inboundTag)
+	if !ok || tag.rec == nil {
+		return
+	}
+	// Inbound, the peer is the client: what it sent us is the request side.
+	tag.rec.Close(s.BytesReceived, s.BytesSent, istioFlag(s.Flag), errString(s.Err))
+}
+
+func (t inboundTelemetry) TunnelFailed(info *hbone.TunnelInfo, flag hbone.Flag, err error) {
+	t.open(info).Close(0, 0, istioFlag(flag), errString(err))
+}
