@@ -176,6 +176,12 @@ func (b *builder) admin(f AdminFile) Admin {
 	if a.Address.IsValid() && a.Address == a.ReadinessAddress {
 		b.addf("admin.readiness_address", "%s is also admin.address", a.ReadinessAddress)
 	}
+	for key, ap := range map[string]netip.AddrPort{"admin.address": a.Address, "admin.readiness_address": a.ReadinessAddress, "admin.metrics_address": a.MetricsAddress} {
+		switch ap.Port() {
+		case PortOutbound, PortInbound, PortHBONE, PortDNS:
+			b.addf(key, "port %d is one of the agent's data-path ports (15001, 15006, 15008, 15053)", ap.Port())
+		}
+	}
 	if a.MetricsAddress.IsValid() && (a.MetricsAddress == a.Address || a.MetricsAddress == a.ReadinessAddress) {
 		b.addf("admin.metrics_address", "%s is also used by another admin endpoint", a.MetricsAddress)
 	}

@@ -154,6 +154,8 @@ func TestProblems(t *testing.T) {
 				"test.toml:4: capture.mark: 0 is not a non-zero 32-bit mark"}},
 		{"admin not loopback", "[admin]\naddress = \"0.0.0.0:15000\"\n",
 			[]string{"test.toml:2: admin.address: 0.0.0.0:15000 is not a loopback address"}},
+		{"admin on a data-path port", "[admin]\nmetrics_address = \"0.0.0.0:15008\"\n",
+			[]string{"test.toml:2: admin.metrics_address: port 15008 is one of the agent's data-path ports"}},
 		{"bad enum values", "[identity]\nsource = \"vault\"\n[log]\nlevel = \"loud\"\nformat = \"xml\"\n",
 			[]string{"test.toml:2: identity.source: \"vault\" is not one of", "test.toml:4: log.level:", "test.toml:5: log.format:"}},
 		{"bad gossip", "[gossip]\nbind = \"0.0.0.0:15008\"\njoin = [\"nohost\", \"a b:1\"]\nadvertise = \"0.0.0.0:7946\"\n",
