@@ -1,6 +1,7 @@
 // Command demo brings up a small mesh of lab hosts (network namespaces) on this
-// machine, each running the real ambient-agent, and shows what each host is
-// doing. It cleans up on exit and on Ctrl-C. Run it with `make demo` (as root).
+// machine, each captured host running the real ambient-agent, shows traffic
+// crossing it and what each host is doing. It cleans up on exit and on Ctrl-C.
+// Run it with `make demo` (as root).
 package main
 
 import (
@@ -9,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,7 +18,6 @@ import (
 )
 
 func main() {
-	hosts := flag.Int("hosts", 3, "number of hosts")
 	once := flag.Bool("once", false, "show the mesh once and exit (for smoke tests)")
 	flag.Parse()
 
@@ -24,29 +25,69 @@ func main() {
 	code := 0
 	func() {
 		defer d.recover(&code)
-		run(d, *hosts, *once)
+		run(d, *once)
 	}()
 	d.runCleanups()
 	os.Exit(code)
 }
 
-func run(d *demoT, n int, once bool) {
+// The demo mesh: h1 and h2 are captured hosts with agents (h2 serves HTTP on
+// 8080), h3 is an ordinary host outside the mesh.
+func run(d *demoT, once bool) {
+	step("building the agent")
 	bin, err := lab.BuildAgent(d.TempDir())
 	if err != nil {
 		d.Fatal(err)
 	}
-	step("building a lab of %d hosts (network namespaces on one bridge)", n)
-	l := lab.New(d, n)
+	step("creating 3 hosts (network namespaces on one bridge) and a mesh CA (ambient-agent ca init)")
+	l := lab.New(d, 3)
+	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	h2.StartNginx("hello from h2", 8080)
 	var agents []*lab.Agent
-	for _, h := range l.Hosts {
-		cfg := fmt.Sprintf("[node]\nname = %q\n[identity]\ndir = %q\n\n[[workload]]\nname = \"app-%s\"\naddresses = [%q]\n",
-			h.Name, h.Issue(bin, "default", "default"), h.Name, h.Addr)
+	for _, pair := range [][2]*lab.Host{{h1, h2}, {h2, h1}} {
+		h, peer := pair[0], pair[1]
+		cfg := fmt.Sprintf(`[node]
+name = %q
+[identity]
+dir = %q
+[[workload]]
+name = "app-%[3]s"
+service_account = "app-%[3]s"
+addresses = [%[4]q]
+labels = { app = "app-%[3]s", version = "v1" }
+[[remote_workload]]
+name = "app-%[5]s"
+service_account = "app-%[5]s"
+addresses = [%[6]q]
+node = %[5]q
+`, h.Name, h.Issue(bin, "default", "app-"+h.Name), h.Name, h.Addr, peer.Name, peer.Addr)
 		agents = append(agents, h.StartAgent(bin, cfg))
 	}
 	for _, a := range agents {
 		a.WaitReady(d, 15*time.Second)
 	}
 	show(agents)
+
+	url := fmt.Sprintf("http://%s:8080/", h2.Addr)
+	step("h1 (captured) -> curl %s: carried over HBONE (mTLS, port 15008)", url)
+	demoCurl(h1, url)
+	step("h3 (outside the mesh) -> curl %s: plaintext, received by h2's agent on 15006", url)
+	demoCurl(h3, url)
+	time.Sleep(200 * time.Millisecond)
+	step("h2's access log (one line per connection):")
+	for _, line := range strings.Split(agents[1].Log(), "\n") {
+		if strings.Contains(line, "msg=access") {
+			fmt.Println("   ", line)
+		}
+	}
+	step("h2's metrics (istio_tcp_connections_opened_total, as a ztunnel reports them):")
+	if _, body, err := h2.Get("http://127.0.0.1:15020/metrics"); err == nil {
+		for _, line := range strings.Split(body, "\n") {
+			if strings.HasPrefix(line, "istio_tcp_connections_opened_total{") {
+				fmt.Println("   ", shorten(line))
+			}
+		}
+	}
 	if once {
 		return
 	}
@@ -66,35 +107,57 @@ func run(d *demoT, n int, once bool) {
 	}
 }
 
+func demoCurl(h *lab.Host, url string) {
+	out, err := h.Run(lab.Timeout(10*time.Second), "curl", "-sS", "--max-time", "5", url)
+	if err != nil {
+		fmt.Printf("    %s: %v\n", h.Name, err)
+		return
+	}
+	fmt.Printf("    %s got: %s\n", h.Name, strings.TrimSpace(out))
+}
+
+// shorten keeps the labels a reader looks at first.
+func shorten(line string) string {
+	var keep []string
+	for _, l := range strings.Split(line[strings.Index(line, "{")+1:strings.LastIndex(line, "}")], ",") {
+		for _, k := range []string{"reporter=", "source_principal=", "destination_workload=", "connection_security_policy=", "response_flags="} {
+			if strings.HasPrefix(l, k) {
+				keep = append(keep, l)
+			}
+		}
+	}
+	return "{" + strings.Join(keep, ",") + "} " + line[strings.LastIndex(line, "}")+2:]
+}
+
 func show(agents []*lab.Agent) {
-	fmt.Printf("\n%-5s %-16s %-8s %-10s %s\n", "HOST", "ADDRESS", "READY", "UPTIME", "WORKLOADS")
+	fmt.Printf("\n    %-5s %-12s %-6s %-8s %-26s %s\n", "HOST", "ADDRESS", "READY", "UPTIME", "LOCAL WORKLOAD", "IDENTITY")
 	for _, a := range agents {
 		var dump struct {
-			Uptime string `json:"uptime"`
-			Ready  bool   `json:"ready"`
-			Config struct {
-				Workloads []struct {
-					Name      string   `json:"name"`
-					Namespace string   `json:"namespace"`
-					Addresses []string `json:"addresses"`
-				} `json:"workloads"`
-			} `json:"config"`
+			Uptime    string `json:"uptime"`
+			Ready     bool   `json:"ready"`
+			Workloads []struct {
+				Name           string `json:"name"`
+				Namespace      string `json:"namespace"`
+				ServiceAccount string `json:"serviceAccount"`
+				Local          bool   `json:"local"`
+			} `json:"workloads"`
 		}
 		body, err := a.Admin("/config_dump")
 		if err == nil {
 			err = json.Unmarshal([]byte(body), &dump)
 		}
 		if err != nil {
-			fmt.Printf("%-5s %-16s error: %v\n", a.Host.Name, a.Host.Addr, err)
+			fmt.Printf("    %-5s error: %v\n", a.Host.Name, err)
 			continue
 		}
-		var wl []string
-		for _, w := range dump.Config.Workloads {
-			wl = append(wl, fmt.Sprintf("%s/%s %v", w.Namespace, w.Name, w.Addresses))
+		for _, w := range dump.Workloads {
+			if w.Local {
+				fmt.Printf("    %-5s %-12s %-6v %-8s %-26s spiffe://cluster.local/ns/%s/sa/%s\n", a.Host.Name, a.Host.Addr,
+					dump.Ready, dump.Uptime, w.Namespace+"/"+w.Name, w.Namespace, w.ServiceAccount)
+			}
 		}
-		fmt.Printf("%-5s %-16s %-8v %-10s %v\n", a.Host.Name, a.Host.Addr, dump.Ready, dump.Uptime, wl)
 	}
-	fmt.Println()
+	fmt.Printf("    %-5s %-12s (no agent: outside the mesh)\n\n", "h3", "10.77.0.13")
 }
 
 func step(format string, args ...any) {
