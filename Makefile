@@ -6,14 +6,19 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.
 LDFLAGS := -X github.com/ambient-agent/ambient-agent/agent/internal/app.Version=$(VERSION)
 BIN     := bin/ambient-agent
 
-.PHONY: build test unit lint demo clean
+.PHONY: build test unit lint demo clean tools
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./agent/cmd/ambient-agent
 
 # Everything CI runs: unit tests, the netns lab and the real-peer tests.
-test:
+test: tools
 	$(GO) test -count=1 -timeout 30m ./...
+
+# Slow-to-build test tools (real SPIRE), cached outside the repository
+# ($$AMBIENT_TOOLS_CACHE, default ~/.cache/ambient-agent): only the first run pays.
+tools:
+	tests/tools/build-spire.sh >/dev/null
 
 # Unit tests only (no root needed; lab tests skip outside CI).
 unit:
