@@ -1,0 +1,154 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+)
+
+// DefaultRootNamespace is Istio's default root namespace.
+const DefaultRootNamespace = "istio-system"
+
+// Options tune Compile.
+type Options struct {
+	// RootNamespace is Istio's root namespace: its policies without a selector are GLOBAL, those with a
+	// selector select workloads in every namespace, and its PeerAuthentication is the mesh-wide one.
+	// Empty means DefaultRootNamespace.
+	RootNamespace string
+}
+
+// Set is a compiled, immutable, indexed set of policies. Build it with Compile (or Load) and swap it in
+// whole; it is safe for concurrent use. A nil *Set holds no policies.
+type Set struct {
+	rootNamespace string
+	policies      []*Authorization // every compiled Authorization, by (namespace, name, kind); ord is the index
+	global        []*Authorization // GLOBAL scope
+	rootSelectors selectorIndex    // WORKLOAD_SELECTOR policies of the root namespace: every namespace
+	namespaces    map[string]*namespacePolicies
+	peers         peerIndex
+	waypoint      []Resource // policies with targetRefs, kept for the waypoint role
+	summary       []PolicySummary
+}
+
+type namespacePolicies struct {
+	wide      []*Authorization // NAMESPACE scope
+	selectors selectorIndex    // WORKLOAD_SELECTOR scope
+}
+
+// Compile converts resources to the L4 form and indexes them by namespace and selector, so an evaluation
+// looks only at the policies that can apply to its destination. It never fails: what the node agent
+// cannot enforce is skipped or narrowed, as istiod does for ztunnel, and each such case is a Warning.
+// Duplicates are not rejected here (LoadDir and Parse do that); both copies apply.
+//
+// The Set keeps references to the resources' maps and slices: do not modify them afterwards.
+func Compile(resources []Resource, opts Options) (*Set, []Warning) {
+	s := &Set{rootNamespace: cmp.Or(opts.RootNamespace, DefaultRootNamespace), namespaces: map[string]*namespacePolicies{}}
+	var warnings []Warning
+	var compiled []*Authorization
+	var peerAuthns []*Resource
+	res := slices.Clone(resources)
+	for i := range res {
+		r := &res[i]
+		switch {
+		case r.Kind == KindAuthorizationPolicy && r.AuthorizationPolicy != nil:
+			a, ws := convertAuthorizationPolicy(r, s.rootNamespace)
+			warnings = append(warnings, ws...)
+			if a != nil {
+				compiled = append(compiled, a)
+			} else if len(r.AuthorizationPolicy.TargetRefs) > 0 {
+				s.waypoint = append(s.waypoint, *r)
+			}
+			s.summary = append(s.summary, summarizeAuthorizationPolicy(r, a, ws))
+		case r.Kind == KindPeerAuthentication && r.PeerAuthentication != nil:
+			peerAuthns = append(peerAuthns, r)
+		default:
+			warnings = append(warnings, Warning{Source: r.Source, Policy: r.Key(),
+				Msg: fmt.Sprintf("%s (%s) is not used by the node agent; ignored", r.Kind, r.APIVersion)})
+		}
+	}
+
+	// Oldest first: the oldest PeerAuthentication of a level wins. Without timestamps, input order decides.
+	slices.SortStableFunc(peerAuthns, func(a, b *Resource) int { return a.CreationTimestamp.Compare(b.CreationTimestamp) })
+	peers, ws, ignored := compilePeerAuthentications(peerAuthns, s.rootNamespace)
+	s.peers = peers
+	warnings = append(warnings, ws...)
+	for _, r := range peerAuthns {
+		s.summary = append(s.summary, summarizePeerAuthentication(r, s.rootNamespace, ignored[r], ws))
+	}
+
+	s.policies = append(compiled, peers.all()...)
+	slices.SortStableFunc(s.policies, comparePolicies)
+	for i, a := range s.policies {
+		a.ord, a.key = i, a.Namespace+"/"+a.Name
+	}
+	for _, a := range compiled {
+		s.index(a)
+	}
+	slices.SortStableFunc(s.summary, func(a, b PolicySummary) int {
+		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind))
+	})
+	return s, warnings
+}
+
+func comparePolicies(a, b *Authorization) int {
+	return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind))
+}
+
+func (s *Set) index(a *Authorization) {
+	switch {
+	case a.Scope == ScopeGlobal:
+		s.global = append(s.global, a)
+	case a.Scope == ScopeWorkloadSelector && a.Namespace == s.rootNamespace:
+		s.rootSelectors.add(a)
+	default:
+		np := s.namespaces[a.Namespace]
+		if np == nil {
+			np = &namespacePolicies{}
+			s.namespaces[a.Namespace] = np
+		}
+		if a.Scope == ScopeWorkloadSelector {
+			np.selectors.add(a)
+		} else {
+			np.wide = append(np.wide, a)
+		}
+	}
+}
+
+// Len is the number of compiled Authorizations (from AuthorizationPolicies, and the DENY policies derived
+// from PeerAuthentications).
+func (s *Set) Len() int {
+	if s == nil {
+		return 0
+	}
+	return len(s.policies)
+}
+
+// RootNamespace is the root namespace the set was compiled with.
+func (s *Set) RootNamespace() string {
+	if s == nil {
+		return DefaultRootNamespace
+	}
+	return s.rootNamespace
+}
+
+// Authorizations returns the compiled policies, sorted by namespace, name and kind. They are shared with
+// the Set: read them, never modify them.
+func (s *Set) Authorizations() []Authorization {
+	if s == nil {
+		return nil
+	}
+	out := make([]Authorization, len(s.policies))
+	for i, a := range s.policies {
+		out[i] = *a
+	}
+	return out
+}
+
+// WaypointPolicies returns the AuthorizationPolicies with targetRef/targetRefs: not enforced by the node
+// agent, kept for the waypoint role.
+func (s *Set) WaypointPolicies() []Resource {
+	if s == nil {
+		return nil
+	}
+	return slices.Clone(s.waypoint)
+}

@@ -1,0 +1,221 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// convertAuthorizationPolicy compiles one AuthorizationPolicy into the L4 form, as istiod does for ztunnel
+// (pilot/pkg/serviceregistry/kube/controller/ambient, convertAuthorizationPolicy). It returns nil for a
+// policy the node agent does not enforce: one for waypoints (targetRef/targetRefs), or with action AUDIT
+// or CUSTOM. Each such decision, and each L7 attribute dropped, is a warning.
+func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorization, []Warning) {
+	spec := r.AuthorizationPolicy
+	warn := func(field, format string, args ...any) Warning {
+		return Warning{Source: r.Source, Policy: r.Key(), Field: field, Msg: fmt.Sprintf(format, args...)}
+	}
+	if len(spec.TargetRefs) > 0 {
+		return nil, []Warning{warn("spec.targetRefs", "applies to a waypoint (%s), not enforced by the node agent", targetRefsString(spec.TargetRefs))}
+	}
+	if spec.Action != ActionAllow && spec.Action != ActionDeny {
+		return nil, []Warning{warn("spec.action", "action %s is not an L4 action (ztunnel does not enforce it either); policy skipped", spec.Action)}
+	}
+	a := &Authorization{
+		Name:      r.Name,
+		Namespace: r.Namespace,
+		Kind:      KindAuthorizationPolicy,
+		Scope:     scopeOf(r.Namespace, spec.Selector, rootNamespace),
+		Action:    spec.Action,
+		Selector:  spec.Selector,
+		DryRun:    r.DryRun(),
+		Source:    r.Source,
+		Rules:     []Rule{},
+	}
+	var warnings []Warning
+	for i, rs := range spec.Rules {
+		rule, l7 := convertRule(i, rs, r.Namespace)
+		field := fmt.Sprintf("spec.rules[%d]", i)
+		switch {
+		case len(l7) == 0:
+			a.Rules = append(a.Rules, rule)
+		case a.Action == ActionAllow:
+			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in an ALLOW policy the whole rule is dropped and can no longer allow anything; enforce L7 rules with a waypoint", strings.Join(l7, ", ")))
+		case ruleCanMatch(rule):
+			a.Rules = append(a.Rules, rule)
+			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in a DENY policy they are removed, so the rule denies more than written; enforce L7 rules with a waypoint", strings.Join(l7, ", ")))
+		default:
+			a.Rules = append(a.Rules, rule)
+			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in a DENY policy they are removed, which leaves a condition that cannot match, so the rule never denies; enforce L7 rules with a waypoint", strings.Join(l7, ", ")))
+		}
+	}
+	if a.Action == ActionAllow && len(spec.Rules) > 0 && len(a.Rules) == 0 {
+		warnings = append(warnings, warn("spec.rules", "every rule was dropped: this ALLOW policy still applies but allows nothing"))
+	}
+	return a, warnings
+}
+
+// scopeOf: a selector makes a WORKLOAD_SELECTOR policy; otherwise the root namespace makes it GLOBAL.
+func scopeOf(namespace string, selector map[string]string, rootNamespace string) Scope {
+	switch {
+	case len(selector) > 0:
+		return ScopeWorkloadSelector
+	case namespace == rootNamespace:
+		return ScopeGlobal
+	}
+	return ScopeNamespace
+}
+
+// convertRule turns one YAML rule into clauses: one for all `to` operations, one for all `from` sources,
+// one per `when` condition. L7 attributes are left out and named in the second result.
+func convertRule(index int, rs RuleSpec, namespace string) (Rule, []string) {
+	rule := Rule{Index: index, Clauses: []Clause{}}
+	var l7 []string
+	if len(rs.To) > 0 {
+		c := Clause{Matches: make([]Match, 0, len(rs.To))}
+		for i, op := range rs.To {
+			l7 = append(l7, operationL7(fmt.Sprintf("to[%d].operation", i), op)...)
+			c.Matches = append(c.Matches, Match{
+				DestinationPorts:    ports(op.Ports),
+				NotDestinationPorts: ports(op.NotPorts),
+			})
+		}
+		rule.Clauses = append(rule.Clauses, c)
+	}
+	if len(rs.From) > 0 {
+		c := Clause{Matches: make([]Match, 0, len(rs.From))}
+		for i, src := range rs.From {
+			l7 = append(l7, sourceL7(fmt.Sprintf("from[%d].source", i), src)...)
+			c.Matches = append(c.Matches, Match{
+				Namespaces:         stringMatches(src.Namespaces),
+				NotNamespaces:      stringMatches(src.NotNamespaces),
+				ServiceAccounts:    serviceAccounts(src.ServiceAccounts, namespace),
+				NotServiceAccounts: serviceAccounts(src.NotServiceAccounts, namespace),
+				Principals:         stringMatches(src.Principals),
+				NotPrincipals:      stringMatches(src.NotPrincipals),
+				SourceIPs:          prefixes(src.IPBlocks),
+				NotSourceIPs:       prefixes(src.NotIPBlocks),
+			})
+		}
+		rule.Clauses = append(rule.Clauses, c)
+	}
+	for i, cond := range rs.When {
+		if !isL4Attribute(cond.Key) {
+			l7 = append(l7, fmt.Sprintf("when[%d] %s", i, cond.Key))
+		}
+		rule.Clauses = append(rule.Clauses, Clause{Matches: []Match{conditionMatch(cond)}})
+	}
+	return rule, l7
+}
+
+// conditionMatch converts one `when` entry; an L7 key gives an empty match, which never matches.
+func conditionMatch(c ConditionSpec) Match {
+	var m Match
+	switch c.Key {
+	case "source.ip":
+		m.SourceIPs, m.NotSourceIPs = prefixes(c.Values), prefixes(c.NotValues)
+	case "source.namespace":
+		m.Namespaces, m.NotNamespaces = stringMatches(c.Values), stringMatches(c.NotValues)
+	case "source.principal":
+		m.Principals, m.NotPrincipals = stringMatches(c.Values), stringMatches(c.NotValues)
+	case "destination.ip":
+		m.DestinationIPs, m.NotDestinationIPs = prefixes(c.Values), prefixes(c.NotValues)
+	case "destination.port":
+		m.DestinationPorts, m.NotDestinationPorts = ports(c.Values), ports(c.NotValues)
+	}
+	return m
+}
+
+func operationL7(prefix string, op OperationSpec) []string {
+	return present(prefix, []namedValues{{"hosts", op.Hosts}, {"notHosts", op.NotHosts}, {"methods", op.Methods},
+		{"notMethods", op.NotMethods}, {"paths", op.Paths}, {"notPaths", op.NotPaths}})
+}
+
+func sourceL7(prefix string, s SourceSpec) []string {
+	return present(prefix, []namedValues{{"requestPrincipals", s.RequestPrincipals}, {"notRequestPrincipals", s.NotRequestPrincipals},
+		{"remoteIpBlocks", s.RemoteIPBlocks}, {"notRemoteIpBlocks", s.NotRemoteIPBlocks}})
+}
+
+func present(prefix string, fields []namedValues) []string {
+	var out []string
+	for _, f := range fields {
+		if len(f.values) > 0 {
+			out = append(out, prefix+"."+f.name)
+		}
+	}
+	return out
+}
+
+// ruleCanMatch is false when a clause has matches and all of them are empty.
+func ruleCanMatch(r Rule) bool {
+	for _, c := range r.Clauses {
+		if len(c.Matches) == 0 {
+			continue
+		}
+		usable := false
+		for i := range c.Matches {
+			if !c.Matches[i].IsEmpty() {
+				usable = true
+				break
+			}
+		}
+		if !usable {
+			return false
+		}
+	}
+	return true
+}
+
+// The converters below see only values Parse has validated; anything else is skipped, as istiod does.
+
+func stringMatches(vs []string) []StringMatch {
+	if len(vs) == 0 {
+		return nil
+	}
+	out := make([]StringMatch, 0, len(vs))
+	for _, v := range vs {
+		out = append(out, ParseStringMatch(v))
+	}
+	return out
+}
+
+func serviceAccounts(vs []string, namespace string) []ServiceAccountMatch {
+	var out []ServiceAccountMatch
+	for _, v := range vs {
+		if sa, err := parseServiceAccount(v, namespace); err == nil {
+			out = append(out, sa)
+		}
+	}
+	return out
+}
+
+func prefixes(vs []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, v := range vs {
+		if p, err := parseIPBlock(v); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func ports(vs []string) []uint16 {
+	var out []uint16
+	for _, v := range vs {
+		if p, err := parsePort(v); err == nil {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func targetRefsString(refs []TargetRef) string {
+	parts := make([]string, len(refs))
+	for i, r := range refs {
+		parts[i] = r.Kind + " " + r.Name
+		if r.Namespace != "" {
+			parts[i] = r.Kind + " " + r.Namespace + "/" + r.Name
+		}
+	}
+	return strings.Join(parts, ", ")
+}

@@ -1,0 +1,68 @@
+package policy
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// This is the only file of the package that touches the filesystem.
+
+// LoadDir reads every *.yaml and *.yml file directly in dir (not in subdirectories; hidden files are
+// skipped), in name order, with Parse. The load is all or nothing: if any file has a problem, or two files
+// define the same resource, it returns no resources and a Problems error listing every problem, so the
+// caller keeps the set it has.
+func LoadDir(dir string) ([]Resource, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, Problems{{Source: Source{File: dir}, Msg: "cannot read the policy directory: " + unwrapPathError(err)}}
+	}
+	var resources []Resource
+	var problems Problems
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
+			continue
+		}
+		path := filepath.Join(dir, name)
+		info, err := os.Stat(path) // follows symlinks, as ConfigMap mounts use them
+		if err != nil {
+			problems = append(problems, Problem{Source: Source{File: path}, Msg: "cannot read: " + unwrapPathError(err)})
+			continue
+		}
+		if !info.Mode().IsRegular() {
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			problems = append(problems, Problem{Source: Source{File: path}, Msg: "cannot read: " + unwrapPathError(err)})
+			continue
+		}
+		rs, ps := Parse(path, data)
+		resources = append(resources, rs...)
+		problems = append(problems, ps...)
+	}
+	problems = append(problems, Duplicates(resources)...)
+	if len(problems) > 0 {
+		return nil, problems
+	}
+	return resources, nil
+}
+
+// Load is LoadDir then Compile: what the agent does on start, on a file change and on SIGHUP, and what
+// `authz check` does. On error the caller keeps its current Set.
+func Load(dir string, opts Options) (*Set, []Warning, error) {
+	resources, err := LoadDir(dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	set, warnings := Compile(resources, opts)
+	return set, warnings, nil
+}
+
+func unwrapPathError(err error) string {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err.Error()
+	}
+	return err.Error()
+}

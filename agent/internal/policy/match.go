@@ -1,0 +1,154 @@
+package policy
+
+import (
+	"net/netip"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+)
+
+// peer is the source of a connection as the matchers compare it. A plaintext source has no identity:
+// every positive principal, namespace and service-account match fails (even "*"), every negated one holds.
+type peer struct {
+	principal      string // the identity without "spiffe://", e.g. "cluster.local/ns/default/sa/sleep"
+	namespace      string // from an Istio-shaped identity (/ns/<ns>/sa/<sa>); "" otherwise
+	serviceAccount string
+	ip             netip.Addr
+}
+
+func peerOf(id spiffeid.ID, ip netip.Addr) peer {
+	p := peer{ip: ip.Unmap()}
+	if id.IsZero() {
+		return p
+	}
+	p.principal = strings.TrimPrefix(id.String(), "spiffe://")
+	if rest, ok := strings.CutPrefix(id.Path(), "/ns/"); ok {
+		if ns, sa, ok := strings.Cut(rest, "/sa/"); ok && ns != "" && sa != "" && !strings.Contains(sa, "/") {
+			p.namespace, p.serviceAccount = ns, sa
+		}
+	}
+	return p
+}
+
+// target is the destination as the matchers compare it.
+type target struct {
+	ip   netip.Addr
+	port uint16
+}
+
+// matches reports whether the policy matches and, if so, the Index of the first rule that did.
+// No rules: never. A rule with no clauses: always.
+func (a *Authorization) matches(src *peer, dst target) (int, bool) {
+	for i := range a.Rules {
+		if a.Rules[i].matches(src, dst) {
+			return a.Rules[i].Index, true
+		}
+	}
+	return -1, false
+}
+
+// matches: every clause must match; a clause matches if any of its matches does, or if it has none.
+func (r *Rule) matches(src *peer, dst target) bool {
+	for i := range r.Clauses {
+		c := &r.Clauses[i]
+		if len(c.Matches) == 0 {
+			continue
+		}
+		ok := false
+		for j := range c.Matches {
+			if c.Matches[j].matches(src, dst) {
+				ok = true
+				break
+			}
+		}
+		if !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// matches: a match with no field never matches; otherwise every set field must hold (values OR'd) and no
+// value of a negated field may hold.
+func (m *Match) matches(src *peer, dst target) bool {
+	if m.IsEmpty() {
+		return false
+	}
+	if len(m.DestinationIPs) > 0 && !anyPrefix(m.DestinationIPs, dst.ip) || anyPrefix(m.NotDestinationIPs, dst.ip) {
+		return false
+	}
+	if len(m.DestinationPorts) > 0 && !anyPort(m.DestinationPorts, dst.port) || anyPort(m.NotDestinationPorts, dst.port) {
+		return false
+	}
+	if len(m.SourceIPs) > 0 && !anyPrefix(m.SourceIPs, src.ip) || anyPrefix(m.NotSourceIPs, src.ip) {
+		return false
+	}
+	if len(m.Principals) > 0 && !anyString(m.Principals, src.principal) || anyString(m.NotPrincipals, src.principal) {
+		return false
+	}
+	if len(m.Namespaces) > 0 && !anyString(m.Namespaces, src.namespace) || anyString(m.NotNamespaces, src.namespace) {
+		return false
+	}
+	if len(m.ServiceAccounts) > 0 && !anyServiceAccount(m.ServiceAccounts, src) || anyServiceAccount(m.NotServiceAccounts, src) {
+		return false
+	}
+	return true
+}
+
+// matches compares s with v. An empty v (no identity) matches nothing, not even presence.
+func (s StringMatch) matches(v string) bool {
+	if v == "" {
+		return false
+	}
+	switch s.Type {
+	case MatchExact:
+		return v == s.Value
+	case MatchPrefix:
+		return strings.HasPrefix(v, s.Value)
+	case MatchSuffix:
+		return strings.HasSuffix(v, s.Value)
+	case MatchPresence:
+		return true
+	}
+	return false
+}
+
+func anyString(ms []StringMatch, v string) bool {
+	for _, m := range ms {
+		if m.matches(v) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyServiceAccount(ms []ServiceAccountMatch, src *peer) bool {
+	if src.serviceAccount == "" {
+		return false
+	}
+	for _, m := range ms {
+		if m.Namespace == src.namespace && m.ServiceAccount == src.serviceAccount {
+			return true
+		}
+	}
+	return false
+}
+
+// anyPrefix: an invalid address (unknown) is in no prefix.
+func anyPrefix(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyPort(ps []uint16, port uint16) bool {
+	for _, p := range ps {
+		if p == port {
+			return true
+		}
+	}
+	return false
+}

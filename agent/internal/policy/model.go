@@ -1,0 +1,162 @@
+package policy
+
+import (
+	"net/netip"
+	"strconv"
+)
+
+// Scope says which destination workloads an Authorization applies to, as in
+// istio.security.Scope.
+type Scope string
+
+// Scopes of a compiled Authorization.
+const (
+	// ScopeGlobal: a policy of the root namespace without a selector; it applies to every workload.
+	ScopeGlobal Scope = "GLOBAL"
+	// ScopeNamespace: a policy without a selector; it applies to every workload of its namespace.
+	ScopeNamespace Scope = "NAMESPACE"
+	// ScopeWorkloadSelector: a policy with selector.matchLabels; it applies to the workloads whose labels
+	// match, in its namespace, or in every namespace when it lives in the root namespace.
+	ScopeWorkloadSelector Scope = "WORKLOAD_SELECTOR"
+)
+
+// Action is what a matching Authorization does: ALLOW or DENY. AUDIT and CUSTOM are not L4 actions and
+// never reach the compiled form.
+type Action string
+
+// Actions, as in the AuthorizationPolicy YAML.
+const (
+	ActionAllow  Action = "ALLOW"
+	ActionDeny   Action = "DENY"
+	ActionAudit  Action = "AUDIT"
+	ActionCustom Action = "CUSTOM"
+)
+
+// Authorization is one compiled L4 policy, the form istiod sends to ztunnels (istio.security.Authorization):
+// rules -> clauses -> matches. A policy matches if any rule matches; a rule if all its clauses match; a
+// clause if any of its matches matches.
+type Authorization struct {
+	Name      string            `json:"name"`
+	Namespace string            `json:"namespace"`
+	Kind      Kind              `json:"kind"` // the resource it came from
+	Scope     Scope             `json:"scope"`
+	Action    Action            `json:"action"`
+	Selector  map[string]string `json:"selector,omitempty"` // matchLabels, for ScopeWorkloadSelector
+	Rules     []Rule            `json:"rules"`
+	DryRun    bool              `json:"dryRun,omitempty"`
+	Source    Source            `json:"source"`
+
+	ord int    // position in Set.policies: breaks ties between matching policies deterministically
+	key string // Key(), computed once by Compile
+}
+
+// Key is "namespace/name", the name a Decision gives the policy.
+func (a *Authorization) Key() string {
+	if a.key != "" {
+		return a.key
+	}
+	return a.Namespace + "/" + a.Name
+}
+
+// Rule is one compiled rule: every clause must match. Index is the rule's position in the resource's
+// spec.rules (for a PeerAuthentication, in the converted form), so a Decision can point at the YAML.
+type Rule struct {
+	Index   int      `json:"index"`
+	Clauses []Clause `json:"clauses"`
+}
+
+// Clause is one condition of a rule (the `from` list, the `to` list, or one `when` entry): any match may
+// hold.
+type Clause struct {
+	Matches []Match `json:"matches"`
+}
+
+// Match is one source / operation / condition. Every field that is set must hold (its values are OR'd), and
+// so must every Not field (none of its values may hold). A Match with no field set never matches.
+type Match struct {
+	Namespaces          []StringMatch         `json:"namespaces,omitempty"`
+	NotNamespaces       []StringMatch         `json:"notNamespaces,omitempty"`
+	ServiceAccounts     []ServiceAccountMatch `json:"serviceAccounts,omitempty"`
+	NotServiceAccounts  []ServiceAccountMatch `json:"notServiceAccounts,omitempty"`
+	Principals          []StringMatch         `json:"principals,omitempty"`
+	NotPrincipals       []StringMatch         `json:"notPrincipals,omitempty"`
+	SourceIPs           []netip.Prefix        `json:"sourceIps,omitempty"`
+	NotSourceIPs        []netip.Prefix        `json:"notSourceIps,omitempty"`
+	DestinationIPs      []netip.Prefix        `json:"destinationIps,omitempty"`
+	NotDestinationIPs   []netip.Prefix        `json:"notDestinationIps,omitempty"`
+	DestinationPorts    []uint16              `json:"destinationPorts,omitempty"`
+	NotDestinationPorts []uint16              `json:"notDestinationPorts,omitempty"`
+}
+
+// IsEmpty reports whether no field is set; such a match never matches.
+func (m *Match) IsEmpty() bool {
+	return len(m.Namespaces) == 0 && len(m.NotNamespaces) == 0 &&
+		len(m.ServiceAccounts) == 0 && len(m.NotServiceAccounts) == 0 &&
+		len(m.Principals) == 0 && len(m.NotPrincipals) == 0 &&
+		len(m.SourceIPs) == 0 && len(m.NotSourceIPs) == 0 &&
+		len(m.DestinationIPs) == 0 && len(m.NotDestinationIPs) == 0 &&
+		len(m.DestinationPorts) == 0 && len(m.NotDestinationPorts) == 0
+}
+
+// MatchType is how a StringMatch compares.
+type MatchType string
+
+// String match types. In the YAML: "x" exact, "x*" prefix, "*x" suffix, "*" presence.
+const (
+	MatchExact    MatchType = "exact"
+	MatchPrefix   MatchType = "prefix"
+	MatchSuffix   MatchType = "suffix"
+	MatchPresence MatchType = "presence"
+)
+
+// StringMatch matches a principal or a namespace.
+type StringMatch struct {
+	Type  MatchType `json:"type"`
+	Value string    `json:"value,omitempty"` // empty for presence
+}
+
+// ParseStringMatch converts an Istio value the way istiod does: "*" is presence, a leading "*" a suffix
+// match, a trailing "*" a prefix match, anything else exact.
+func ParseStringMatch(v string) StringMatch {
+	switch {
+	case v == "*":
+		return StringMatch{Type: MatchPresence}
+	case len(v) > 0 && v[0] == '*':
+		return StringMatch{Type: MatchSuffix, Value: v[1:]}
+	case len(v) > 0 && v[len(v)-1] == '*':
+		return StringMatch{Type: MatchPrefix, Value: v[:len(v)-1]}
+	}
+	return StringMatch{Type: MatchExact, Value: v}
+}
+
+// String is the Istio spelling of the match.
+func (s StringMatch) String() string {
+	switch s.Type {
+	case MatchPresence:
+		return "*"
+	case MatchSuffix:
+		return "*" + s.Value
+	case MatchPrefix:
+		return s.Value + "*"
+	}
+	return s.Value
+}
+
+// ServiceAccountMatch matches a peer's (namespace, service account); the trust domain is ignored.
+type ServiceAccountMatch struct {
+	Namespace      string `json:"namespace"`
+	ServiceAccount string `json:"serviceAccount"`
+}
+
+func (s ServiceAccountMatch) String() string { return s.Namespace + "/" + s.ServiceAccount }
+
+func portsString(ps []uint16) string {
+	b := make([]byte, 0, 8*len(ps))
+	for i, p := range ps {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = strconv.AppendUint(b, uint64(p), 10)
+	}
+	return string(b)
+}

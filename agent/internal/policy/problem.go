@@ -1,0 +1,75 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+)
+
+// Source is where a resource, a problem or a warning comes from.
+type Source struct {
+	File string `json:"file,omitempty"` // the name given to Parse (a path for LoadDir)
+	Doc  int    `json:"doc,omitempty"`  // 1-based index of the YAML document in the file
+	Line int    `json:"line,omitempty"` // 1-based line in the file; 0 when unknown
+}
+
+func (s Source) String() string {
+	loc := s.File
+	if loc == "" {
+		loc = "<input>"
+	}
+	if s.Line > 0 {
+		loc = fmt.Sprintf("%s:%d", loc, s.Line)
+	}
+	if s.Doc > 0 {
+		loc = fmt.Sprintf("%s (document %d)", loc, s.Doc)
+	}
+	return loc
+}
+
+// Problem is one thing wrong with a policy file: the file cannot be used.
+type Problem struct {
+	Source
+	Policy string // "namespace/name" when known
+	Field  string // field path, e.g. "spec.rules[0].from[1].source.ipBlocks[2]"
+	Msg    string
+}
+
+func (p Problem) String() string { return describe(p.Source, p.Policy, p.Field, p.Msg) }
+
+// Problems is the error LoadDir returns: every problem found, in file and document order.
+type Problems []Problem
+
+func (ps Problems) Error() string {
+	lines := make([]string, len(ps))
+	for i, p := range ps {
+		lines[i] = p.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Warning is something a user should know about a policy that is nevertheless used: an L7 field dropped,
+// a policy skipped, a policy meant for a waypoint. Callers log them.
+type Warning struct {
+	Source
+	Policy string // "namespace/name"
+	Field  string
+	Msg    string
+}
+
+func (w Warning) String() string { return describe(w.Source, w.Policy, w.Field, w.Msg) }
+
+func describe(src Source, policy, field, msg string) string {
+	var b strings.Builder
+	b.WriteString(src.String())
+	b.WriteString(": ")
+	if policy != "" {
+		b.WriteString(policy)
+		b.WriteString(": ")
+	}
+	if field != "" {
+		b.WriteString(field)
+		b.WriteString(": ")
+	}
+	b.WriteString(msg)
+	return b.String()
+}
