@@ -1,8 +1,10 @@
 package policy
 
 import (
+	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 )
 
 // Scope says which destination workloads an Authorization applies to, as in
@@ -159,4 +161,55 @@ func portsString(ps []uint16) string {
 		b = strconv.AppendUint(b, uint64(p), 10)
 	}
 	return string(b)
+}
+
+// String renders the rule for humans: clauses joined by AND, the matches of a clause by OR, e.g.
+// "[ports 8080 | ports 9090] AND [principals cluster.local/ns/a/sa/b]". An empty match is "{}".
+func (r Rule) String() string {
+	if len(r.Clauses) == 0 {
+		return "always"
+	}
+	parts := make([]string, len(r.Clauses))
+	for i, c := range r.Clauses {
+		ms := make([]string, len(c.Matches))
+		for j := range c.Matches {
+			ms[j] = c.Matches[j].String()
+		}
+		parts[i] = "[" + strings.Join(ms, " | ") + "]"
+	}
+	return strings.Join(parts, " AND ")
+}
+
+// String renders the set fields of the match, e.g. "namespaces default,prod* notPorts 22".
+func (m *Match) String() string {
+	var parts []string
+	add := func(name, values string) {
+		if values != "" {
+			parts = append(parts, name+" "+values)
+		}
+	}
+	add("namespaces", joinStrings(m.Namespaces))
+	add("notNamespaces", joinStrings(m.NotNamespaces))
+	add("serviceAccounts", joinStrings(m.ServiceAccounts))
+	add("notServiceAccounts", joinStrings(m.NotServiceAccounts))
+	add("principals", joinStrings(m.Principals))
+	add("notPrincipals", joinStrings(m.NotPrincipals))
+	add("sourceIPs", joinStrings(m.SourceIPs))
+	add("notSourceIPs", joinStrings(m.NotSourceIPs))
+	add("destinationIPs", joinStrings(m.DestinationIPs))
+	add("notDestinationIPs", joinStrings(m.NotDestinationIPs))
+	add("ports", portsString(m.DestinationPorts))
+	add("notPorts", portsString(m.NotDestinationPorts))
+	if len(parts) == 0 {
+		return "{}"
+	}
+	return strings.Join(parts, " ")
+}
+
+func joinStrings[T fmt.Stringer](vs []T) string {
+	parts := make([]string, len(vs))
+	for i, v := range vs {
+		parts[i] = v.String()
+	}
+	return strings.Join(parts, ",")
 }

@@ -204,14 +204,13 @@ func (d *decoder) operation(p fieldPath, m map[string]any) OperationSpec {
 
 func (d *decoder) condition(p fieldPath, m map[string]any, action Action) ConditionSpec {
 	d.fields(p, m, "key", "values", "notValues")
-	c := ConditionSpec{
-		Key:       d.str(p.key("key"), m["key"]),
-		Values:    d.strList(p.key("values"), m["values"]),
-		NotValues: d.strList(p.key("notValues"), m["notValues"]),
-	}
+	c := ConditionSpec{Key: d.str(p.key("key"), m["key"])}
 	if c.Key == "destination.port" {
 		c.Values = d.portList(p.key("values"), m["values"])
 		c.NotValues = d.portList(p.key("notValues"), m["notValues"])
+	} else {
+		c.Values = d.strList(p.key("values"), m["values"])
+		c.NotValues = d.strList(p.key("notValues"), m["notValues"])
 	}
 	switch {
 	case c.Key == "":
