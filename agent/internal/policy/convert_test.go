@@ -30,13 +30,13 @@ func authzYAML(action, rules string) string {
 // One test per conversion rule of spec/authz.md "Conversion from the YAML".
 func TestConversion(t *testing.T) {
 	cases := []struct {
-		name      string
-		action    string
-		rules     string
-		want      []string // compiled rules, "index: rendering"
-		warnings  []string // substrings, one per expected warning
-		allowed   []Conn   // connections the policy set must allow
-		denied    []Conn   // and deny
+		name     string
+		action   string
+		rules    string
+		want     []string // compiled rules, "index: rendering"
+		warnings []string // substrings, one per expected warning
+		allowed  []Conn   // connections the policy set must allow
+		denied   []Conn   // and deny
 	}{
 		{
 			name:   "from.source principals, namespaces and their not forms",
@@ -85,18 +85,18 @@ func TestConversion(t *testing.T) {
 			denied: []Conn{conn("spiffe://cluster.local/ns/a-prod/sa/x", ""), conn("", ""), conn("spiffe://cluster.local/ns/x/sa/admins", "")},
 		},
 		{
-			name:   "presence on principals admits any identity, no plaintext",
-			action: "ALLOW",
-			rules:  "  - from:\n    - source: {principals: [\"*\"]}\n",
-			want:   []string{"0: [principals *]"},
+			name:    "presence on principals admits any identity, no plaintext",
+			action:  "ALLOW",
+			rules:   "  - from:\n    - source: {principals: [\"*\"]}\n",
+			want:    []string{"0: [principals *]"},
 			allowed: []Conn{conn(sleep, "")},
 			denied:  []Conn{conn("", "10.0.0.1")},
 		},
 		{
-			name:   "serviceAccounts: name alone is in the policy's namespace",
-			action: "ALLOW",
-			rules:  "  - from:\n    - source: {serviceAccounts: [sleep, other/robot]}\n",
-			want:   []string{"0: [serviceAccounts default/sleep,other/robot]"},
+			name:    "serviceAccounts: name alone is in the policy's namespace",
+			action:  "ALLOW",
+			rules:   "  - from:\n    - source: {serviceAccounts: [sleep, other/robot]}\n",
+			want:    []string{"0: [serviceAccounts default/sleep,other/robot]"},
 			allowed: []Conn{conn(sleep, ""), conn("spiffe://elsewhere.td/ns/other/sa/robot", "")},
 			denied:  []Conn{conn("spiffe://cluster.local/ns/other/sa/sleep", ""), conn("", "")},
 		},
@@ -193,13 +193,13 @@ func TestConversion(t *testing.T) {
 			allowed:  []Conn{conn(sleep, "")},
 		},
 		{
-			name:    "a DENY rule with one usable and one L7-only operation denies on the usable one",
-			action:  "DENY",
-			rules:   "  - to:\n    - operation: {hosts: [example.com]}\n    - operation: {ports: [\"9090\"]}\n",
-			want:    []string{"0: [{} | ports 9090]"},
+			name:     "a DENY rule with one usable and one L7-only operation denies on the usable one",
+			action:   "DENY",
+			rules:    "  - to:\n    - operation: {hosts: [example.com]}\n    - operation: {ports: [\"9090\"]}\n",
+			want:     []string{"0: [{} | ports 9090]"},
 			warnings: []string{"(to[0].operation.hosts): in a DENY policy they are removed, so the rule denies more than written"},
-			allowed: []Conn{conn(sleep, "")},
-			denied:  []Conn{withPort(conn(sleep, ""), 9090)},
+			allowed:  []Conn{conn(sleep, "")},
+			denied:   []Conn{withPort(conn(sleep, ""), 9090)},
 		},
 	}
 	for _, tc := range cases {

@@ -198,7 +198,7 @@ func TestStringMatch(t *testing.T) {
 
 func TestPeerOf(t *testing.T) {
 	cases := []struct {
-		id                 string
+		id                string
 		principal, ns, sa string
 	}{
 		{"spiffe://cluster.local/ns/default/sa/sleep", "cluster.local/ns/default/sa/sleep", "default", "sleep"},
