@@ -1,0 +1,257 @@
+package discovery
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+var (
+	testKey  = bytes.Repeat([]byte{0x42}, KeySize)
+	otherKey = bytes.Repeat([]byte{0x17}, KeySize)
+)
+
+// testTiming shortens memberlist and discovery timings for loopback tests. The values leave room for a loaded
+// 2-core machine under -race: probes time out after 500 ms, not the 10 ms loopback needs.
+func testTiming(c *memberlist.Config) {
+	c.GossipInterval = 50 * time.Millisecond
+	c.GossipNodes = 3
+	c.ProbeInterval = 500 * time.Millisecond
+	c.ProbeTimeout = 400 * time.Millisecond
+	c.SuspicionMult = 2
+	c.SuspicionMaxTimeoutMult = 2
+	c.PushPullInterval = 3 * time.Second
+	c.GossipToTheDeadTime = 2 * time.Second
+	c.TCPTimeout = 2 * time.Second
+}
+
+// testNode is one Discovery running in this process, on 127.0.0.1 with a kernel-chosen port.
+type testNode struct {
+	name   string
+	d      *Discovery
+	tr     *testTransport
+	logs   *logSink
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+// nodeConfig adjusts the options of a test node before New.
+type nodeConfig func(*Options)
+
+func withSeeds(nodes ...*testNode) nodeConfig {
+	return func(o *Options) {
+		for _, n := range nodes {
+			o.Join = append(o.Join, n.d.LocalAddr().String())
+		}
+	}
+}
+
+func withKeys(keys ...[]byte) nodeConfig { return func(o *Options) { o.Keys = keys } }
+
+func withGrace(g time.Duration) nodeConfig { return func(o *Options) { o.GracePeriod = g } }
+
+func withMemberlist(f func(*memberlist.Config)) nodeConfig {
+	return func(o *Options) {
+		prev := o.Tuning.Memberlist
+		o.Tuning.Memberlist = func(c *memberlist.Config) { prev(c); f(c) }
+	}
+}
+
+// startNode builds, publishes and runs a node; it is stopped (gracefully) when the test ends.
+func startNode(t testing.TB, name string, rec *Record, cfgs ...nodeConfig) *testNode {
+	t.Helper()
+	n := &testNode{name: name, logs: &logSink{}, done: make(chan error, 1)}
+	opts := Options{
+		NodeName:     name,
+		Bind:         netip.MustParseAddrPort("127.0.0.1:0"),
+		Keys:         [][]byte{testKey},
+		GracePeriod:  2 * time.Second,
+		AgentVersion: "test",
+		Logger:       slog.New(n.logs),
+		Tuning: Tuning{
+			Memberlist: func(c *memberlist.Config) {
+				testTiming(c)
+				n.tr = wrapTransport(c.Transport.(memberlist.NodeAwareTransport))
+				c.Transport = n.tr
+			},
+			JoinBackoffMin: 100 * time.Millisecond,
+			JoinBackoffMax: time.Second,
+			Reconnect:      time.Second,
+			RepairDelay:    time.Second,
+			LeaveTimeout:   time.Second,
+			WarnInterval:   time.Second,
+		},
+	}
+	for _, c := range cfgs {
+		c(&opts)
+	}
+	d, err := New(opts)
+	if err != nil {
+		t.Fatalf("New(%s): %v", name, err)
+	}
+	n.d = d
+	if rec != nil {
+		if err := d.SetLocal(*rec); err != nil {
+			t.Fatalf("SetLocal(%s): %v", name, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	go func() { n.done <- d.Run(ctx) }()
+	select {
+	case <-d.Started():
+	case err := <-n.done:
+		t.Fatalf("Run(%s): %v", name, err)
+	}
+	t.Cleanup(func() { n.stop(t) })
+	return n
+}
+
+// stop leaves gracefully and waits for Run to return.
+func (n *testNode) stop(t testing.TB) {
+	n.once.Do(func() {
+		n.cancel()
+		select {
+		case err := <-n.done:
+			if err != nil {
+				t.Errorf("Run(%s) returned %v", n.name, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("Run(%s) did not return within 30s of its context ending", n.name)
+		}
+	})
+}
+
+// testRecord is a record with count workloads; addresses are derived from id so that every node's differ.
+func testRecord(id, count int) *Record {
+	r := &Record{}
+	for i := range count {
+		r.Workloads = append(r.Workloads, testWorkload(id, i))
+	}
+	return r
+}
+
+func testWorkload(id, i int) *state.Workload {
+	return &state.Workload{
+		Name:           fmt.Sprintf("w%d", i),
+		Namespace:      "default",
+		ServiceAccount: "sa",
+		TrustDomain:    "cluster.local",
+		Addresses:      []netip.Addr{netip.AddrFrom4([4]byte{10, byte(id >> 8), byte(id), byte(i + 1)})},
+		Tunnel:         state.TunnelHBONE,
+		Labels:         map[string]string{"app": "w"},
+		Healthy:        true,
+		Capacity:       1,
+	}
+}
+
+// hasWorkload reports whether n sees the workload uid.
+func (n *testNode) hasWorkload(uid string) bool {
+	return slices.ContainsFunc(n.d.Workloads(), func(w *state.Workload) bool { return w.UID == uid })
+}
+
+// waitFor polls cond until it holds or the bound passes; it returns how long it took.
+func waitFor(t testing.TB, bound time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > bound {
+			t.Fatalf("%s: not within %s", what, bound)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// holdsFor checks that cond stays true for the whole duration.
+func holdsFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if !cond() {
+			t.Fatalf("%s: stopped holding", what)
+		}
+	}
+}
+
+// checkNoLeaks fails the test if goroutines of discovery or memberlist are still running once every node has
+// stopped. Register it first so that it runs after the nodes' cleanups.
+func checkNoLeaks(t testing.TB) {
+	t.Cleanup(func() {
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			leaked := ourGoroutines()
+			if len(leaked) == 0 {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%d goroutines leaked, the first:\n%s", len(leaked), leaked[0])
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+}
+
+func ourGoroutines() []string {
+	buf := make([]byte, 1<<22)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "hashicorp/memberlist") || strings.Contains(g, "discovery.(*") {
+			out = append(out, g)
+		}
+	}
+	return out
+}
+
+// logSink is a slog handler that keeps warnings and errors for the test to inspect.
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (s *logSink) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (s *logSink) WithAttrs([]slog.Attr) slog.Handler          { return s }
+func (s *logSink) WithGroup(string) slog.Handler               { return s }
+func (s *logSink) Handle(_ context.Context, r slog.Record) error {
+	var b strings.Builder
+	b.WriteString(r.Level.String() + " " + r.Message)
+	r.Attrs(func(a slog.Attr) bool {
+		fmt.Fprintf(&b, " %s=%v", a.Key, a.Value)
+		return true
+	})
+	s.mu.Lock()
+	s.lines = append(s.lines, b.String())
+	s.mu.Unlock()
+	return nil
+}
+
+// find returns the kept lines that contain every one of parts.
+func (s *logSink) find(parts ...string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range s.lines {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(l, p)
+		}
+		if all {
+			out = append(out, l)
+		}
+	}
+	return out
+}

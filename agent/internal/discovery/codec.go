@@ -1,0 +1,349 @@
+package discovery
+
+import (
+	"math"
+	"net/netip"
+	"slices"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+// Limits of one record. A record over them is refused by SetLocal and dropped by receivers.
+const (
+	MaxRecordBytes = 64 << 10 // encoded size
+	MaxWorkloads   = 256
+	MaxServices    = 256
+
+	maxAddresses = 16 // per workload, service or waypoint
+	maxLabels    = 64
+	maxPorts     = 64
+)
+
+// Field numbers of the record format. Never reuse a number; add new ones.
+const (
+	recNode, recVersion, recAgentVersion, recWorkload, recService, recWaypoint protowire.Number = 1, 2, 3, 4, 5, 6
+
+	wlName, wlNamespace, wlServiceAccount, wlTrustDomain, wlAddress, wlNetwork, wlTunnel, wlLabel, wlStatus, wlCapacity protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+
+	labelKey, labelValue protowire.Number = 1, 2
+
+	svcName, svcNamespace, svcHostname, svcAddress, svcPort, svcWorkload protowire.Number = 1, 2, 3, 4, 5, 6
+
+	portPort, portTarget, portAppProtocol protowire.Number = 1, 2, 3
+
+	wpAddress, wpNamespace, wpServiceAccount, wpTrustDomain, wpForServiceAccount protowire.Number = 1, 2, 3, 4, 5
+)
+
+// Wire values of enums, as istio.workload.TunnelProtocol and WorkloadStatus.
+const (
+	tunnelNone, tunnelHBONE        uint64 = 0, 1
+	statusHealthy, statusUnhealthy uint64 = 0, 1
+)
+
+// encodeRecord writes r as it goes on the wire. Encoding is deterministic for a normalized record.
+func encodeRecord(r *Record) []byte {
+	b := appendHeader(make([]byte, 0, 256))
+	b = appendString(b, recNode, r.Node)
+	b = appendUint(b, recVersion, r.Version)
+	b = appendString(b, recAgentVersion, r.AgentVersion)
+	for _, w := range r.Workloads {
+		b = appendMessage(b, recWorkload, func(b []byte) []byte { return appendWorkload(b, w) })
+	}
+	for i := range r.Services {
+		b = appendMessage(b, recService, func(b []byte) []byte { return appendService(b, &r.Services[i]) })
+	}
+	if r.Waypoint != nil {
+		b = appendMessage(b, recWaypoint, func(b []byte) []byte { return appendWaypoint(b, r.Waypoint) })
+	}
+	return b
+}
+
+func appendWorkload(b []byte, w *state.Workload) []byte {
+	b = appendString(b, wlName, w.Name)
+	b = appendString(b, wlNamespace, w.Namespace)
+	b = appendString(b, wlServiceAccount, w.ServiceAccount)
+	b = appendString(b, wlTrustDomain, w.TrustDomain)
+	b = appendAddrs(b, wlAddress, w.Addresses)
+	b = appendString(b, wlNetwork, w.Network)
+	if w.Tunnel == state.TunnelHBONE {
+		b = appendUint(b, wlTunnel, tunnelHBONE)
+	}
+	keys := make([]string, 0, len(w.Labels))
+	for k := range w.Labels {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		b = appendMessage(b, wlLabel, func(b []byte) []byte {
+			return appendString(appendString(b, labelKey, k), labelValue, w.Labels[k])
+		})
+	}
+	if !w.Healthy {
+		b = appendUint(b, wlStatus, statusUnhealthy)
+	}
+	return appendUint(b, wlCapacity, uint64(w.Capacity))
+}
+
+func appendService(b []byte, s *Service) []byte {
+	b = appendString(b, svcName, s.Name)
+	b = appendString(b, svcNamespace, s.Namespace)
+	b = appendString(b, svcHostname, s.Hostname)
+	b = appendAddrs(b, svcAddress, s.Addresses)
+	for _, p := range s.Ports {
+		b = appendMessage(b, svcPort, func(b []byte) []byte {
+			b = appendUint(b, portPort, uint64(p.Port))
+			b = appendUint(b, portTarget, uint64(p.TargetPort))
+			return appendString(b, portAppProtocol, p.AppProtocol)
+		})
+	}
+	for _, w := range s.Workloads {
+		b = appendBytes(b, svcWorkload, []byte(w))
+	}
+	return b
+}
+
+func appendWaypoint(b []byte, w *Waypoint) []byte {
+	b = appendAddrs(b, wpAddress, w.Addresses)
+	b = appendString(b, wpNamespace, w.Namespace)
+	b = appendString(b, wpServiceAccount, w.ServiceAccount)
+	b = appendString(b, wpTrustDomain, w.TrustDomain)
+	return appendString(b, wpForServiceAccount, w.ForServiceAccount)
+}
+
+func appendAddrs(b []byte, num protowire.Number, addrs []netip.Addr) []byte {
+	for _, a := range addrs {
+		b = appendBytes(b, num, a.Unmap().AsSlice())
+	}
+	return b
+}
+
+// decodeRecord reads and validates a record received from the network. Any error is a *dropError; on error
+// nothing of the record is returned.
+func decodeRecord(raw []byte) (*Record, error) {
+	if len(raw) > MaxRecordBytes {
+		return nil, drop(reasonTooLarge, "record of %d bytes, the limit is %d", len(raw), MaxRecordBytes)
+	}
+	body, err := checkHeader(raw)
+	if err != nil {
+		return nil, err
+	}
+	r := &Record{}
+	err = eachField(body, func(f field) error {
+		var err error
+		switch f.num {
+		case recNode:
+			r.Node, err = f.str()
+		case recVersion:
+			r.Version, err = f.uint(math.MaxUint64)
+		case recAgentVersion:
+			r.AgentVersion, err = f.str()
+		case recWorkload:
+			if len(r.Workloads) == MaxWorkloads {
+				return drop(reasonTooLarge, "more than %d workloads", MaxWorkloads)
+			}
+			var w *state.Workload
+			if w, err = decodeWorkload(f); err == nil {
+				r.Workloads = append(r.Workloads, w)
+			}
+		case recService:
+			if len(r.Services) == MaxServices {
+				return drop(reasonTooLarge, "more than %d services", MaxServices)
+			}
+			var s Service
+			if s, err = decodeService(f); err == nil {
+				r.Services = append(r.Services, s)
+			}
+		case recWaypoint:
+			r.Waypoint, err = decodeWaypoint(f)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := validateRecord(r); err != nil {
+		return nil, &dropError{reason: reasonInvalid, err: err}
+	}
+	return r, nil
+}
+
+func decodeWorkload(f field) (*state.Workload, error) {
+	b, err := f.bytes()
+	if err != nil {
+		return nil, err
+	}
+	w := &state.Workload{Tunnel: state.TunnelNone, Healthy: true}
+	err = eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case wlName:
+			w.Name, err = f.str()
+		case wlNamespace:
+			w.Namespace, err = f.str()
+		case wlServiceAccount:
+			w.ServiceAccount, err = f.str()
+		case wlTrustDomain:
+			w.TrustDomain, err = f.str()
+		case wlAddress:
+			w.Addresses, err = appendAddr(w.Addresses, f)
+		case wlNetwork:
+			w.Network, err = f.str()
+		case wlTunnel:
+			var t uint64
+			if t, err = f.uint(tunnelHBONE); err == nil && t == tunnelHBONE {
+				w.Tunnel = state.TunnelHBONE
+			}
+		case wlLabel:
+			if len(w.Labels) == maxLabels {
+				return drop(reasonTooLarge, "more than %d labels", maxLabels)
+			}
+			err = decodeLabel(f, w)
+		case wlStatus:
+			var s uint64
+			if s, err = f.uint(statusUnhealthy); err == nil {
+				w.Healthy = s == statusHealthy
+			}
+		case wlCapacity:
+			var c uint64
+			c, err = f.uint(math.MaxUint32)
+			w.Capacity = uint32(c)
+		}
+		return err
+	})
+	return w, err
+}
+
+func decodeLabel(f field, w *state.Workload) error {
+	b, err := f.bytes()
+	if err != nil {
+		return err
+	}
+	var k, v string
+	err = eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case labelKey:
+			k, err = f.str()
+		case labelValue:
+			v, err = f.str()
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if w.Labels == nil {
+		w.Labels = map[string]string{}
+	}
+	if _, dup := w.Labels[k]; dup {
+		return drop(reasonInvalid, "label %q appears twice", k)
+	}
+	w.Labels[k] = v
+	return nil
+}
+
+func decodeService(f field) (Service, error) {
+	var s Service
+	b, err := f.bytes()
+	if err != nil {
+		return s, err
+	}
+	err = eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case svcName:
+			s.Name, err = f.str()
+		case svcNamespace:
+			s.Namespace, err = f.str()
+		case svcHostname:
+			s.Hostname, err = f.str()
+		case svcAddress:
+			s.Addresses, err = appendAddr(s.Addresses, f)
+		case svcPort:
+			if len(s.Ports) == maxPorts {
+				return drop(reasonTooLarge, "more than %d ports", maxPorts)
+			}
+			var p ServicePort
+			if p, err = decodePort(f); err == nil {
+				s.Ports = append(s.Ports, p)
+			}
+		case svcWorkload:
+			if len(s.Workloads) == MaxWorkloads {
+				return drop(reasonTooLarge, "more than %d backing workloads", MaxWorkloads)
+			}
+			var w string
+			if w, err = f.str(); err == nil {
+				s.Workloads = append(s.Workloads, w)
+			}
+		}
+		return err
+	})
+	return s, err
+}
+
+func decodePort(f field) (ServicePort, error) {
+	var p ServicePort
+	b, err := f.bytes()
+	if err != nil {
+		return p, err
+	}
+	err = eachField(b, func(f field) error {
+		var err error
+		var v uint64
+		switch f.num {
+		case portPort:
+			v, err = f.uint(math.MaxUint16)
+			p.Port = uint16(v)
+		case portTarget:
+			v, err = f.uint(math.MaxUint16)
+			p.TargetPort = uint16(v)
+		case portAppProtocol:
+			p.AppProtocol, err = f.str()
+		}
+		return err
+	})
+	return p, err
+}
+
+func decodeWaypoint(f field) (*Waypoint, error) {
+	b, err := f.bytes()
+	if err != nil {
+		return nil, err
+	}
+	w := &Waypoint{}
+	err = eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case wpAddress:
+			w.Addresses, err = appendAddr(w.Addresses, f)
+		case wpNamespace:
+			w.Namespace, err = f.str()
+		case wpServiceAccount:
+			w.ServiceAccount, err = f.str()
+		case wpTrustDomain:
+			w.TrustDomain, err = f.str()
+		case wpForServiceAccount:
+			w.ForServiceAccount, err = f.str()
+		}
+		return err
+	})
+	return w, err
+}
+
+// appendAddr decodes an address field: 4 or 16 bytes, as istio.workload.Workload.addresses.
+func appendAddr(addrs []netip.Addr, f field) ([]netip.Addr, error) {
+	b, err := f.bytes()
+	if err != nil {
+		return nil, err
+	}
+	if len(addrs) == maxAddresses {
+		return nil, drop(reasonTooLarge, "more than %d addresses", maxAddresses)
+	}
+	a, ok := netip.AddrFromSlice(b)
+	if !ok {
+		return nil, drop(reasonInvalid, "an address of %d bytes", len(b))
+	}
+	return append(addrs, a.Unmap()), nil
+}

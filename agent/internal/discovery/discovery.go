@@ -1,0 +1,260 @@
+package discovery
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/hashicorp/memberlist"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+// gossipLabel is memberlist's packet and stream label (GCM additional data when encrypted): a memberlist pool of
+// another application on the same port is refused even if it happens to share a key.
+const gossipLabel = "ambient-agent"
+
+// Discovery is one node of the gossip pool. Build it with New, run it with Run, publish with SetLocal, read with
+// Workloads, Records and Members.
+type Discovery struct {
+	name   string
+	opts   Options
+	tuning Tuning
+	keys   [][]byte
+	log    *slog.Logger
+	warn   *limiter
+
+	queue     *memberlist.TransmitLimitedQueue
+	numAlive  atomic.Int64
+	ml        atomic.Pointer[memberlist.Memberlist]
+	addr      atomic.Pointer[netip.AddrPort]
+	ran       atomic.Bool
+	started   chan struct{}
+	changed   chan struct{}
+	announce  chan struct{}
+	replies   chan string
+	stateSize atomic.Int64
+
+	mu       sync.Mutex
+	table    *table
+	local    *localRecord
+	replying map[string]bool
+	view     *view
+	drops    map[string]uint64
+}
+
+// view is the output computed for one generation of the table.
+type view struct {
+	gen       uint64
+	workloads []*state.Workload
+	records   []Record
+}
+
+// New validates the options and reads the key file. It binds nothing; Run does.
+func New(opts Options) (*Discovery, error) {
+	keys, err := opts.validate()
+	if err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	tuning := opts.Tuning.withDefaults()
+	d := &Discovery{
+		name:     opts.NodeName,
+		opts:     opts,
+		tuning:   tuning,
+		keys:     keys,
+		log:      log,
+		warn:     newLimiter(log, tuning.WarnInterval),
+		started:  make(chan struct{}),
+		changed:  make(chan struct{}, 1),
+		announce: make(chan struct{}, 1),
+		replies:  make(chan string, replyQueue),
+		table:    newTable(opts.NodeName, opts.GracePeriod, tuning.ReconnectTimeout),
+		replying: map[string]bool{},
+	}
+	d.numAlive.Store(1)
+	d.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return int(d.numAlive.Load()) }, RetransmitMult: 4}
+	if len(keys) == 0 {
+		log.Warn("gossip: encryption is off (insecure dev mode): anyone who reaches the gossip port can join and read")
+	} else if opts.Keys == nil && keyFileExposed(opts.KeyFile) {
+		log.Warn("gossip: the key file is readable by every user of this host; make it 0600 or 0640", "file", opts.KeyFile)
+	}
+	return d, nil
+}
+
+// Run binds the gossip port, joins the pool and keeps this node in it until ctx is done; then it leaves
+// gracefully and stops every goroutine it started. It returns an error only if the pool cannot be started.
+func (d *Discovery) Run(ctx context.Context) error {
+	if !d.ran.CompareAndSwap(false, true) {
+		return errors.New("gossip: Run called twice")
+	}
+	ml, err := d.create()
+	if err != nil {
+		return err
+	}
+	d.ml.Store(ml)
+	local := ml.LocalNode()
+	addr := addrPort(local.Addr, local.Port)
+	d.addr.Store(&addr)
+	close(d.started)
+	d.log.Info("gossip: listening", "node", d.name, "bind", d.opts.Bind, "advertise", addr,
+		"encrypted", len(d.keys) > 0, "seeds", strings.Join(d.opts.Join, ","))
+
+	loops, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { d.joinLoop(loops, ml) })
+	wg.Go(func() { d.maintainLoop(loops, ml) })
+	wg.Go(func() { d.announceLoop(loops, ml) })
+	wg.Go(func() { d.replyLoop(loops, ml) })
+	<-ctx.Done()
+	stop()
+	if err := ml.Leave(d.tuning.LeaveTimeout); err != nil {
+		d.log.Warn("gossip: leave", "err", err)
+	}
+	if err := ml.Shutdown(); err != nil {
+		d.log.Warn("gossip: shutdown", "err", err)
+	}
+	wg.Wait()
+	d.log.Info("gossip: left the pool", "node", d.name)
+	return nil
+}
+
+// create builds memberlist: our transport, encryption, delegates and timings.
+func (d *Discovery) create() (*memberlist.Memberlist, error) {
+	conf := memberlist.DefaultLANConfig()
+	conf.Name = d.name
+	conf.Label = gossipLabel
+	conf.Logger = memberlistLogger(d.warn)
+	g := &delegate{d}
+	conf.Delegate, conf.Events, conf.Conflict = g, g, g
+	if len(d.keys) > 0 {
+		kr, err := newKeyring(d.keys)
+		if err != nil {
+			return nil, err
+		}
+		conf.Keyring = kr
+	}
+	conf.GossipVerifyIncoming = !d.opts.InsecureDevMode
+	conf.GossipVerifyOutgoing = !d.opts.InsecureDevMode
+	if a := d.opts.Advertise; a.IsValid() {
+		conf.AdvertiseAddr, conf.AdvertisePort = a.Addr().String(), int(a.Port())
+	}
+	nt, err := d.bind()
+	if err != nil {
+		return nil, err
+	}
+	conf.Transport = nt
+	conf.BindAddr, conf.BindPort = d.opts.Bind.Addr().String(), nt.GetAutoBindPort()
+	if d.tuning.Memberlist != nil {
+		d.tuning.Memberlist(conf)
+	}
+	d.queue.RetransmitMult = conf.RetransmitMult
+	ml, err := memberlist.Create(conf)
+	if err != nil {
+		_ = nt.Shutdown()
+		return nil, fmt.Errorf("gossip: start memberlist on %s: %w", d.opts.Bind, err)
+	}
+	return ml, nil
+}
+
+// bind opens the TCP and UDP listeners. Port 0 asks the kernel for a port; as TCP and UDP must share it, a few
+// attempts may be needed.
+func (d *Discovery) bind() (*memberlist.NetTransport, error) {
+	attempts := 1
+	if d.opts.Bind.Port() == 0 {
+		attempts = 10
+	}
+	var err error
+	for range attempts {
+		var nt *memberlist.NetTransport
+		nt, err = memberlist.NewNetTransport(&memberlist.NetTransportConfig{
+			BindAddrs: []string{d.opts.Bind.Addr().String()},
+			BindPort:  int(d.opts.Bind.Port()),
+			Logger:    memberlistLogger(d.warn),
+		})
+		if err == nil {
+			return nt, nil
+		}
+	}
+	return nil, fmt.Errorf("gossip: bind %s: %w", d.opts.Bind, err)
+}
+
+// Started is closed once the gossip port is bound (Run has started).
+func (d *Discovery) Started() <-chan struct{} { return d.started }
+
+// LocalAddr is the address this node advertises; zero before Started.
+func (d *Discovery) LocalAddr() netip.AddrPort {
+	if p := d.addr.Load(); p != nil {
+		return *p
+	}
+	return netip.AddrPort{}
+}
+
+// Changed receives a value after the remote workloads or records changed. It is 1-buffered: a slow reader skips
+// stale versions and reads the latest.
+func (d *Discovery) Changed() <-chan struct{} { return d.changed }
+
+// Workloads returns the workloads of the other nodes' current records, ordered by UID. The workloads are shared:
+// do not modify them.
+func (d *Discovery) Workloads() []*state.Workload {
+	return d.output().workloads
+}
+
+// Records returns the other nodes' current records, ordered by node name. They are shared: do not modify them.
+func (d *Discovery) Records() []Record {
+	return d.output().records
+}
+
+func (d *Discovery) output() *view {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.view != nil && d.view.gen == d.table.gen {
+		return d.view
+	}
+	v := &view{gen: d.table.gen}
+	for _, h := range d.table.current() {
+		v.workloads = append(v.workloads, h.workloads...)
+		v.records = append(v.records, *h.rec)
+	}
+	slices.SortFunc(v.workloads, func(a, b *state.Workload) int { return strings.Compare(a.UID, b.UID) })
+	d.view = v
+	return v
+}
+
+// notify wakes the reader of Changed.
+func (d *Discovery) notify() {
+	select {
+	case d.changed <- struct{}{}:
+	default:
+	}
+}
+
+func addrPort(ip net.IP, port uint16) netip.AddrPort {
+	a, _ := netip.AddrFromSlice(ip)
+	return netip.AddrPortFrom(a.Unmap(), port)
+}
+
+// parseSeed returns the address of a literal "ip:port" seed.
+func parseSeed(s string) (netip.AddrPort, bool) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	a, err := netip.ParseAddr(host)
+	p, perr := strconv.ParseUint(port, 10, 16)
+	if err != nil || perr != nil {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(a.Unmap(), uint16(p)), true
+}

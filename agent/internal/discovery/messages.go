@@ -1,0 +1,137 @@
+package discovery
+
+import (
+	"crypto/sha256"
+	"math"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// Messages between agents (memberlist user messages and push/pull state): header, kind, body.
+const (
+	kindBroadcast byte = 1 // body: one encoded record, gossiped by its node or relayed by others
+	kindRequest   byte = 2 // body: request; "send me your record"
+	kindState     byte = 3 // body: state; every record the sender holds (push/pull)
+	kindReply     byte = 4 // body: one encoded record, the answer to a request
+)
+
+const (
+	metaVersion, metaDigest, metaSize protowire.Number = 1, 2, 3
+	requestFrom                       protowire.Number = 1
+	stateRecord                       protowire.Number = 1
+)
+
+// maxBroadcastBytes is the largest record sent as a gossip broadcast: what fits in one memberlist packet (1400
+// bytes by default) after encryption, label and framing. Larger records travel as direct replies.
+const maxBroadcastBytes = 1200
+
+// maxStateRecords bounds the records of one push/pull state (memberlist bounds its bytes).
+const maxStateRecords = 8192
+
+// advert is what a node advertises in its memberlist metadata about the record it publishes.
+type advert struct {
+	version uint64
+	digest  [sha256.Size]byte
+	size    int
+}
+
+func advertOf(raw []byte, version uint64) advert {
+	return advert{version: version, digest: sha256.Sum256(raw), size: len(raw)}
+}
+
+func encodeMeta(a advert) []byte {
+	b := appendHeader(make([]byte, 0, 64))
+	b = appendUint(b, metaVersion, a.version)
+	b = appendBytes(b, metaDigest, a.digest[:])
+	return appendUint(b, metaSize, uint64(a.size))
+}
+
+// decodeMeta reads a node's metadata; ok is false when the node advertises no record.
+func decodeMeta(b []byte) (a advert, ok bool, err error) {
+	if len(b) == 0 {
+		return a, false, nil
+	}
+	body, err := checkHeader(b)
+	if err != nil {
+		return a, false, err
+	}
+	var digest []byte
+	err = eachField(body, func(f field) error {
+		var err error
+		var v uint64
+		switch f.num {
+		case metaVersion:
+			a.version, err = f.uint(math.MaxUint64)
+		case metaDigest:
+			digest, err = f.bytes()
+		case metaSize:
+			v, err = f.uint(math.MaxInt32)
+			a.size = int(v)
+		}
+		return err
+	})
+	if err != nil {
+		return advert{}, false, err
+	}
+	if len(digest) != sha256.Size {
+		return advert{}, false, drop(reasonMalformed, "metadata digest of %d bytes", len(digest))
+	}
+	copy(a.digest[:], digest)
+	return a, true, nil
+}
+
+func encodeMessage(kind byte, body []byte) []byte {
+	b := appendHeader(make([]byte, 0, 3+len(body)))
+	return append(append(b, kind), body...)
+}
+
+func decodeMessage(b []byte) (kind byte, body []byte, err error) {
+	rest, err := checkHeader(b)
+	if err != nil {
+		return 0, nil, err
+	}
+	if len(rest) == 0 {
+		return 0, nil, drop(reasonMalformed, "message without a kind")
+	}
+	return rest[0], rest[1:], nil
+}
+
+func encodeRequest(from string) []byte {
+	return encodeMessage(kindRequest, appendString(nil, requestFrom, from))
+}
+
+func decodeRequest(body []byte) (from string, err error) {
+	err = eachField(body, func(f field) error {
+		var err error
+		if f.num == requestFrom {
+			from, err = f.str()
+		}
+		return err
+	})
+	return from, err
+}
+
+func encodeState(records [][]byte) []byte {
+	var body []byte
+	for _, r := range records {
+		body = appendBytes(body, stateRecord, r)
+	}
+	return encodeMessage(kindState, body)
+}
+
+// decodeState splits a push/pull state into its encoded records, each still to be decoded on its own.
+func decodeState(body []byte) ([][]byte, error) {
+	var out [][]byte
+	err := eachField(body, func(f field) error {
+		if f.num != stateRecord {
+			return nil
+		}
+		if len(out) == maxStateRecords {
+			return drop(reasonTooLarge, "more than %d records", maxStateRecords)
+		}
+		b, err := f.bytes()
+		out = append(out, b)
+		return err
+	})
+	return out, err
+}

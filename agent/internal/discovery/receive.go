@@ -1,0 +1,207 @@
+package discovery
+
+import (
+	"bytes"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+const warnLevel = slog.LevelWarn
+
+// maxStateBytes bounds the push/pull state this node sends (memberlist refuses more than 20 MiB).
+const maxStateBytes = 16 << 20
+
+// memberUp handles memberlist's join and update events: a node is alive and advertises a record.
+func (d *Discovery) memberUp(n *memberlist.Node) {
+	if n.Name == d.name {
+		return
+	}
+	a, ok, err := decodeMeta(n.Meta)
+	if err != nil {
+		d.dropped(err, n.Name, "advertisement")
+	}
+	d.mu.Lock()
+	p := d.table.peers[n.Name]
+	wasAlive := p != nil && p.status == statusAlive
+	gen := d.table.gen
+	relay := d.table.up(n.Name, addrPort(n.Addr, n.Port), a, ok, time.Now())
+	changed := gen != d.table.gen
+	d.numAlive.Store(int64(d.table.alive()))
+	d.mu.Unlock()
+	if !wasAlive {
+		d.log.Info("gossip: node up", "node", n.Name, "address", n.Address())
+	}
+	if relay != nil {
+		d.relay(relay)
+	}
+	if changed {
+		d.notify()
+	}
+}
+
+// memberDown handles memberlist's leave event (a node left or was declared dead).
+func (d *Discovery) memberDown(n *memberlist.Node) {
+	if n.Name == d.name {
+		return
+	}
+	d.mu.Lock()
+	gen := d.table.gen
+	d.table.down(n.Name, time.Now())
+	changed := gen != d.table.gen
+	d.numAlive.Store(int64(d.table.alive()))
+	d.mu.Unlock()
+	d.log.Info("gossip: node down; its records stay in use for the grace period", "node", n.Name,
+		"address", n.Address(), "grace", d.opts.GracePeriod)
+	if changed {
+		d.notify()
+	}
+}
+
+// receive handles a user message: a record or a request.
+func (d *Discovery) receive(b []byte) {
+	kind, body, err := decodeMessage(b)
+	if err != nil {
+		d.dropped(err, "", "message")
+		return
+	}
+	switch kind {
+	case kindBroadcast:
+		d.offer(body, true)
+	case kindReply:
+		d.offer(body, false)
+	case kindRequest:
+		from, err := decodeRequest(body)
+		if err != nil {
+			d.dropped(err, "", "request")
+			return
+		}
+		d.queueReply(from)
+	default:
+		d.log.Debug("gossip: ignoring a message of an unknown kind", "kind", kind)
+	}
+}
+
+// mergeState takes the records of a push/pull. A broken state is dropped whole; each record in it stands or
+// falls on its own (its digest must be the one its node advertises).
+func (d *Discovery) mergeState(b []byte) {
+	kind, body, err := decodeMessage(b)
+	if err == nil && kind != kindState {
+		err = drop(reasonMalformed, "push/pull state of kind %d", kind)
+	}
+	var records [][]byte
+	if err == nil {
+		records, err = decodeState(body)
+	}
+	if err != nil {
+		d.dropped(err, "", "push/pull state")
+		return
+	}
+	for _, r := range records {
+		d.offer(r, false)
+	}
+}
+
+// localState is this node's record and every record it uses, for a push/pull.
+func (d *Discovery) localState() []byte {
+	d.mu.Lock()
+	var records [][]byte
+	size := 0
+	if d.local != nil {
+		records = append(records, d.local.raw)
+		size += len(d.local.raw)
+	}
+	for _, h := range d.table.current() {
+		if size += len(h.raw); size > maxStateBytes {
+			break
+		}
+		records = append(records, h.raw)
+	}
+	d.mu.Unlock()
+	return encodeState(records)
+}
+
+// offer decodes a received record and proposes it to the table; relay says it came as a broadcast.
+func (d *Discovery) offer(b []byte, relay bool) {
+	raw := bytes.Clone(b)
+	rec, err := decodeRecord(raw)
+	if err != nil {
+		d.dropped(err, "", "record")
+		return
+	}
+	h := newHeld(rec, raw, relay)
+	d.mu.Lock()
+	gen := d.table.gen
+	out, err := d.table.offer(h, time.Now())
+	changed := gen != d.table.gen
+	d.mu.Unlock()
+	switch out {
+	case accepted:
+		d.log.Debug("gossip: record", "node", rec.Node, "version", rec.Version, "workloads", len(rec.Workloads))
+		if relay {
+			d.relay(h)
+		}
+	case dropped:
+		d.dropped(err, rec.Node, "record")
+	}
+	if changed {
+		d.notify()
+	}
+}
+
+// dropped counts and reports input that was not used. Races of normal operation (an old relay, a record of a
+// node not known yet) are debug messages; anything that looks broken or hostile is a rate-limited warning.
+func (d *Discovery) dropped(err error, node, what string) {
+	reason := reasonOf(err)
+	d.mu.Lock()
+	if d.drops == nil {
+		d.drops = map[string]uint64{}
+	}
+	d.drops[reason]++
+	d.mu.Unlock()
+	args := []any{"what", what, "reason", reason, "err", err}
+	if node != "" {
+		args = append(args, "node", node)
+	}
+	switch reason {
+	case reasonStale, reasonUnknownNode, reasonSelf:
+		d.log.Debug("gossip: dropped", args...)
+	default:
+		d.warn.logf(warnLevel, "drop:"+reason, "gossip: dropped bad input", args...)
+	}
+}
+
+// Dropped returns how many records and messages were dropped, by reason (for status and tests).
+func (d *Discovery) Dropped() map[string]uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]uint64, len(d.drops))
+	for k, v := range d.drops {
+		out[k] = v
+	}
+	return out
+}
+
+// relay queues a verified record for gossip, if it fits a packet.
+func (d *Discovery) relay(h *held) {
+	msg := encodeMessage(kindBroadcast, h.raw)
+	if len(msg) > maxBroadcastBytes {
+		return
+	}
+	d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + h.rec.Node, msg: msg})
+}
+
+// recordBroadcast is one node's record in the gossip queue; a newer one of the same node replaces it.
+type recordBroadcast struct {
+	name string
+	msg  []byte
+}
+
+func (b *recordBroadcast) Name() string    { return b.name }
+func (b *recordBroadcast) Message() []byte { return b.msg }
+func (b *recordBroadcast) Finished()       {}
+func (b *recordBroadcast) Invalidates(other memberlist.Broadcast) bool {
+	o, ok := other.(*recordBroadcast)
+	return ok && o.name == b.name
+}

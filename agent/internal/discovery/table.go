@@ -1,0 +1,266 @@
+package discovery
+
+import (
+	"bytes"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+// held is a record as received: decoded, with its wire bytes and what they hash to.
+type held struct {
+	rec       *Record
+	raw       []byte
+	advert    advert
+	workloads []*state.Workload
+	relay     bool // arrived as a gossip broadcast: pass it on once it is verified
+}
+
+func newHeld(rec *Record, raw []byte, relay bool) *held {
+	return &held{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), workloads: remoteWorkloads(rec), relay: relay}
+}
+
+// memberStatus is what memberlist last told us about a node.
+type memberStatus int
+
+// memberlist does not tell a node that left from one that failed in its events, so neither do we.
+const (
+	statusAlive memberStatus = iota
+	statusDown
+)
+
+func (s memberStatus) String() string {
+	return [...]string{"alive", "down"}[s]
+}
+
+// peer is what this node knows about another one.
+type peer struct {
+	name       string
+	addr       netip.AddrPort
+	status     memberStatus
+	since      time.Time // of the last status change
+	advertised advert
+	hasAdvert  bool
+	current    *held // the record in use
+	pending    *held // a newer record whose advertisement has not arrived yet
+	missing    time.Time
+	requested  time.Time
+}
+
+func (p *peer) holds(a advert) bool { return p.current != nil && p.current.advert.digest == a.digest }
+
+// outcome of offering a record to the table.
+type outcome int
+
+const (
+	accepted  outcome = iota // now the node's current record
+	heldBack                 // kept until the node advertises it
+	duplicate                // the current record already
+	dropped                  // see the error
+)
+
+// table decides which record of each node is current (see the package comment). It is pure: the caller holds the
+// lock, passes the time, and does the I/O the results ask for.
+type table struct {
+	self      string
+	grace     time.Duration
+	reconnect time.Duration // how long a failed node's address is kept for rejoining
+	peers     map[string]*peer
+	gen       uint64 // changes whenever the set of current records changes
+}
+
+func newTable(self string, grace, reconnect time.Duration) *table {
+	return &table{self: self, grace: grace, reconnect: max(grace, reconnect), peers: map[string]*peer{}}
+}
+
+// up records that name is an alive member advertising a (ok false: no record). It returns a held record that was
+// waiting for this advertisement and arrived by broadcast, to be relayed.
+func (t *table) up(name string, addr netip.AddrPort, a advert, ok bool, now time.Time) *held {
+	if name == t.self {
+		return nil
+	}
+	p := t.peers[name]
+	if p == nil {
+		p = &peer{name: name, since: now}
+		t.peers[name] = p
+	}
+	if p.status != statusAlive {
+		if now.Sub(p.since) >= t.grace {
+			t.setCurrent(p, nil) // expired, though expire has not run yet
+		}
+		p.status, p.since = statusAlive, now
+	}
+	p.addr = addr
+	p.advertised, p.hasAdvert = a, ok
+	if !ok {
+		p.pending, p.missing = nil, time.Time{}
+		t.setCurrent(p, nil)
+		return nil
+	}
+	switch {
+	case p.holds(a):
+		p.missing = time.Time{}
+		if p.pending != nil && p.pending.advert.version <= a.version {
+			p.pending = nil
+		}
+		return nil
+	case p.pending != nil && p.pending.advert.digest == a.digest:
+		h := p.pending
+		p.pending, p.missing = nil, time.Time{}
+		t.setCurrent(p, h)
+		if h.relay {
+			return h
+		}
+		return nil
+	}
+	if p.pending != nil && p.pending.advert.version <= a.version {
+		p.pending = nil
+	}
+	if p.missing.IsZero() {
+		p.missing = now
+	}
+	return nil
+}
+
+// down records that a node failed or left. Its record stays in use for the grace period.
+func (t *table) down(name string, now time.Time) {
+	p := t.peers[name]
+	if p == nil || p.status == statusDown {
+		return
+	}
+	p.status, p.since = statusDown, now
+	p.pending, p.missing = nil, time.Time{}
+	if t.grace == 0 {
+		t.setCurrent(p, nil)
+	}
+}
+
+// offer proposes a record received from the network. err is a *dropError when the outcome is dropped.
+func (t *table) offer(h *held, now time.Time) (outcome, error) {
+	name := h.rec.Node
+	if name == t.self {
+		return dropped, drop(reasonSelf, "a record in this node's name (version %d)", h.advert.version)
+	}
+	p := t.peers[name]
+	if p == nil || (p.status != statusAlive && now.Sub(p.since) >= t.grace) {
+		return dropped, drop(reasonUnknownNode, "node %q is not a member", name)
+	}
+	if p.holds(h.advert) {
+		return duplicate, nil
+	}
+	if p.hasAdvert && p.advertised.digest == h.advert.digest {
+		p.pending, p.missing = nil, time.Time{}
+		t.setCurrent(p, h)
+		return accepted, nil
+	}
+	switch {
+	case !p.hasAdvert || h.advert.version > p.advertised.version:
+		if p.status == statusAlive && (p.pending == nil || h.advert.version > p.pending.advert.version) {
+			p.pending = h
+		}
+		return heldBack, nil
+	case h.advert.version == p.advertised.version:
+		return dropped, drop(reasonMismatch, "node %q advertises another record with version %d", name, h.advert.version)
+	}
+	return dropped, drop(reasonStale, "version %d of node %q, it advertises %d", h.advert.version, name, p.advertised.version)
+}
+
+// expire drops the records of nodes gone for longer than the grace period, and forgets them after the reconnect
+// period. It returns the nodes whose records it dropped.
+func (t *table) expire(now time.Time) []string {
+	var gone []string
+	for name, p := range t.peers {
+		if p.status == statusAlive {
+			continue
+		}
+		age := now.Sub(p.since)
+		if age >= t.grace && p.current != nil {
+			t.setCurrent(p, nil)
+			gone = append(gone, name)
+		}
+		if age >= t.reconnect {
+			delete(t.peers, name)
+		}
+	}
+	slices.Sort(gone)
+	return gone
+}
+
+// wanted returns the alive nodes to ask for their advertised record: missing for longer than delay (at once when
+// the record is too large to come as a broadcast), and not asked within retry.
+func (t *table) wanted(now time.Time, delay, retry time.Duration) []string {
+	var out []string
+	for name, p := range t.peers {
+		if p.status != statusAlive || p.missing.IsZero() {
+			continue
+		}
+		wait := delay
+		if p.advertised.size > maxBroadcastBytes {
+			wait = 0
+		}
+		if now.Sub(p.missing) >= wait && now.Sub(p.requested) >= retry {
+			p.requested = now
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func (t *table) setCurrent(p *peer, h *held) {
+	if p.current == h || (p.current != nil && h != nil && bytes.Equal(p.current.raw, h.raw)) {
+		p.current = h
+		return
+	}
+	p.current = h
+	t.gen++
+}
+
+// current returns the records in use, ordered by node name.
+func (t *table) current() []*held {
+	out := make([]*held, 0, len(t.peers))
+	for _, p := range t.peers {
+		if p.current != nil {
+			out = append(out, p.current)
+		}
+	}
+	slices.SortFunc(out, func(a, b *held) int { return strings.Compare(a.rec.Node, b.rec.Node) })
+	return out
+}
+
+// aliveAddrs returns the addresses of the alive members.
+func (t *table) aliveAddrs() map[netip.AddrPort]bool {
+	out := make(map[netip.AddrPort]bool, len(t.peers))
+	for _, p := range t.peers {
+		if p.status == statusAlive {
+			out[p.addr] = true
+		}
+	}
+	return out
+}
+
+// alive counts the alive members, this node included.
+func (t *table) alive() int {
+	n := 1
+	for _, p := range t.peers {
+		if p.status == statusAlive {
+			n++
+		}
+	}
+	return n
+}
+
+// downAddrs returns the addresses of nodes that are down, candidates for rejoining.
+func (t *table) downAddrs() []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, p := range t.peers {
+		if p.status == statusDown && p.addr.IsValid() {
+			out = append(out, p.addr)
+		}
+	}
+	slices.SortFunc(out, netip.AddrPort.Compare)
+	return out
+}

@@ -1,0 +1,217 @@
+package discovery
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"unicode"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+// Bounds of free-text fields.
+const (
+	maxLabelKey     = 317 // as config: a qualified Kubernetes label key
+	maxLabelValue   = 1024
+	maxAgentVersion = 64
+	maxAppProtocol  = 64
+)
+
+// validateRecord checks every name, address and reference of a record. The same rules apply to the local record
+// (SetLocal) and to received ones, so a record this agent publishes is never dropped by its peers.
+func validateRecord(r *Record) error {
+	if !isDNSLabel(r.Node) {
+		return fmt.Errorf("node name %q is not a DNS label", r.Node)
+	}
+	if len(r.AgentVersion) > maxAgentVersion || !printable(r.AgentVersion) {
+		return fmt.Errorf("agent version %q is not printable or too long", r.AgentVersion)
+	}
+	if len(r.Workloads) > MaxWorkloads || len(r.Services) > MaxServices {
+		return fmt.Errorf("%d workloads and %d services, the limits are %d and %d",
+			len(r.Workloads), len(r.Services), MaxWorkloads, MaxServices)
+	}
+	names := make(map[string]bool, len(r.Workloads))
+	owners := map[netip.Addr]string{}
+	for i, w := range r.Workloads {
+		if w == nil {
+			return fmt.Errorf("workload[%d] is nil", i)
+		}
+		key := w.Namespace + "/" + w.Name
+		if err := validateWorkload(w); err != nil {
+			return fmt.Errorf("workload[%d] %q: %w", i, key, err)
+		}
+		if names[key] {
+			return fmt.Errorf("workload %q appears twice", key)
+		}
+		names[key] = true
+		for _, a := range w.Addresses {
+			if prev, dup := owners[a]; dup {
+				return fmt.Errorf("address %s is claimed by both %q and %q", a, prev, key)
+			}
+			owners[a] = key
+		}
+	}
+	services := make(map[string]bool, len(r.Services))
+	for i := range r.Services {
+		s := &r.Services[i]
+		key := s.Namespace + "/" + s.Name
+		if err := validateService(s, names); err != nil {
+			return fmt.Errorf("service[%d] %q: %w", i, key, err)
+		}
+		if services[key] {
+			return fmt.Errorf("service %q appears twice", key)
+		}
+		services[key] = true
+	}
+	if r.Waypoint != nil {
+		if err := validateWaypoint(r.Waypoint); err != nil {
+			return fmt.Errorf("waypoint: %w", err)
+		}
+	}
+	return nil
+}
+
+func validateWorkload(w *state.Workload) error {
+	switch {
+	case !isDNSLabel(w.Name):
+		return fmt.Errorf("name %q is not a DNS label", w.Name)
+	case !isDNSLabel(w.Namespace):
+		return fmt.Errorf("namespace %q is not a DNS label", w.Namespace)
+	case !isDNSSubdomain(w.ServiceAccount):
+		return fmt.Errorf("service account %q is not a DNS name", w.ServiceAccount)
+	case w.Network != "" && !isDNSSubdomain(w.Network):
+		return fmt.Errorf("network %q is not a DNS name", w.Network)
+	case w.Tunnel != state.TunnelHBONE && w.Tunnel != state.TunnelNone:
+		return fmt.Errorf("tunnel protocol %q is not %s or %s", w.Tunnel, state.TunnelHBONE, state.TunnelNone)
+	case len(w.Labels) > maxLabels:
+		return fmt.Errorf("%d labels, the limit is %d", len(w.Labels), maxLabels)
+	}
+	if err := validateTrustDomain(w.TrustDomain); err != nil {
+		return err
+	}
+	if err := validateAddrs(w.Addresses, 1); err != nil {
+		return err
+	}
+	for k, v := range w.Labels {
+		if k == "" || len(k) > maxLabelKey || !printable(k) || len(v) > maxLabelValue || !printable(v) {
+			return fmt.Errorf("label %q=%q is empty, too long or not printable", k, v)
+		}
+	}
+	return nil
+}
+
+func validateService(s *Service, workloads map[string]bool) error {
+	switch {
+	case !isDNSLabel(s.Name):
+		return fmt.Errorf("name %q is not a DNS label", s.Name)
+	case !isDNSLabel(s.Namespace):
+		return fmt.Errorf("namespace %q is not a DNS label", s.Namespace)
+	case !isDNSSubdomain(s.Hostname):
+		return fmt.Errorf("hostname %q is not a DNS name", s.Hostname)
+	case len(s.Ports) == 0 || len(s.Ports) > maxPorts:
+		return fmt.Errorf("%d ports, want 1 to %d", len(s.Ports), maxPorts)
+	case len(s.Workloads) > MaxWorkloads:
+		return fmt.Errorf("%d backing workloads, the limit is %d", len(s.Workloads), MaxWorkloads)
+	}
+	if err := validateAddrs(s.Addresses, 0); err != nil {
+		return err
+	}
+	ports := make(map[uint16]bool, len(s.Ports))
+	for _, p := range s.Ports {
+		if p.Port == 0 || ports[p.Port] {
+			return fmt.Errorf("port %d is zero or appears twice", p.Port)
+		}
+		ports[p.Port] = true
+		if len(p.AppProtocol) > maxAppProtocol || !printable(p.AppProtocol) {
+			return fmt.Errorf("port %d: app protocol %q is not printable or too long", p.Port, p.AppProtocol)
+		}
+	}
+	for _, w := range s.Workloads {
+		if !workloads[w] {
+			return fmt.Errorf("backing workload %q is not in the record", w)
+		}
+	}
+	return nil
+}
+
+func validateWaypoint(w *Waypoint) error {
+	switch {
+	case !isDNSLabel(w.Namespace):
+		return fmt.Errorf("namespace %q is not a DNS label", w.Namespace)
+	case !isDNSSubdomain(w.ServiceAccount):
+		return fmt.Errorf("service account %q is not a DNS name", w.ServiceAccount)
+	case w.ForServiceAccount != "" && !isDNSSubdomain(w.ForServiceAccount):
+		return fmt.Errorf("scope service account %q is not a DNS name", w.ForServiceAccount)
+	}
+	if err := validateTrustDomain(w.TrustDomain); err != nil {
+		return err
+	}
+	return validateAddrs(w.Addresses, 1)
+}
+
+func validateTrustDomain(td string) error {
+	if _, err := spiffeid.TrustDomainFromString(td); err != nil || strings.Contains(td, "/") {
+		return fmt.Errorf("trust domain %q is not a SPIFFE trust domain", td)
+	}
+	return nil
+}
+
+// validateAddrs accepts min to maxAddresses distinct unicast addresses; loopback, unspecified, multicast and
+// zoned addresses would let a record redirect traffic meant for this host or nowhere.
+func validateAddrs(addrs []netip.Addr, min int) error {
+	if len(addrs) < min || len(addrs) > maxAddresses {
+		return fmt.Errorf("%d addresses, want %d to %d", len(addrs), min, maxAddresses)
+	}
+	for i, a := range addrs {
+		if !a.IsValid() || a.Zone() != "" || a.IsUnspecified() || a.IsLoopback() || a.IsMulticast() {
+			return fmt.Errorf("address %s cannot be used (invalid, unspecified, loopback, multicast or zoned)", a)
+		}
+		for _, b := range addrs[:i] {
+			if a.Unmap() == b.Unmap() {
+				return fmt.Errorf("address %s appears twice", a)
+			}
+		}
+	}
+	return nil
+}
+
+// isDNSLabel reports whether s is an RFC 1123 label: lowercase alphanumerics and '-', starting and ending
+// alphanumeric, at most 63 characters (the rule config applies to node and workload names).
+func isDNSLabel(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+		if !alnum && (c != '-' || i == 0 || i == len(s)-1) {
+			return false
+		}
+	}
+	return true
+}
+
+// isDNSSubdomain reports whether s is dot-separated DNS labels, at most 253 characters.
+func isDNSSubdomain(s string) bool {
+	if len(s) == 0 || len(s) > 253 {
+		return false
+	}
+	for l := range strings.SplitSeq(s, ".") {
+		if !isDNSLabel(l) {
+			return false
+		}
+	}
+	return true
+}
+
+// printable reports whether s has no control characters (it is UTF-8 already: the decoder checks).
+func printable(s string) bool {
+	for _, r := range s {
+		if unicode.IsControl(r) || r == unicode.ReplacementChar {
+			return false
+		}
+	}
+	return true
+}
