@@ -46,12 +46,21 @@ func TestValidate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The shipped file has a [gossip] table: misspell its join key.
 	bad := filepath.Join(t.TempDir(), "bad.toml")
-	src = append(src, []byte("\n[gossip]\njion = [\"a\"]\n")...)
-	if err := os.WriteFile(bad, src, 0o644); err != nil {
+	lines := strings.Split(string(src), "\n")
+	line := 0
+	for i, l := range lines {
+		if strings.HasPrefix(l, "join = ") {
+			lines[i], line = `jion = ["a"]`, i+1
+		}
+	}
+	if line == 0 {
+		t.Fatal("conf/config.toml has no join key")
+	}
+	if err := os.WriteFile(bad, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	line := strings.Count(string(src), "\n")
 	code, _, errOut = run("validate", "-config", bad)
 	want := bad + ":" + strconv.Itoa(line) + ": gossip.jion: unknown key"
 	if code != 1 || !strings.Contains(errOut, want) {
