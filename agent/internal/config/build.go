@@ -27,6 +27,7 @@ func Build(f File) (*Config, Problems) {
 		Identity: b.identity(f.Identity),
 		Gossip:   b.gossip(f.Gossip),
 		Capture:  b.capture(f.Capture),
+		Policy:   b.policy(f.Policy),
 		Admin:    b.admin(f.Admin),
 		Log:      b.log(f.Log),
 	}
@@ -161,6 +162,17 @@ func (b *builder) workloadAddr(key, s string) (netip.Addr, bool) {
 		return a, false
 	}
 	return a.Unmap(), true
+}
+
+func (b *builder) policy(f PolicyFile) Policy {
+	p := Policy{Dir: orDefault(f.Dir, DefaultPolicyDir), RootNamespace: orDefault(f.RootNamespace, DefaultRootNamespace)}
+	if !strings.HasPrefix(p.Dir, "/") {
+		b.addf("policy.dir", "%q is not an absolute path", p.Dir)
+	}
+	if !isDNSLabel(p.RootNamespace) {
+		b.addf("policy.root_namespace", "%q is not a DNS label", p.RootNamespace)
+	}
+	return p
 }
 
 func (b *builder) admin(f AdminFile) Admin {

@@ -17,6 +17,8 @@ const (
 	DefaultIdentitySource   = SourceFiles
 	DefaultIdentityDir      = "/etc/ambient-agent/identity"
 	DefaultSpireSocket      = "/run/spire/agent/public/api.sock"
+	DefaultPolicyDir        = "/etc/ambient-agent/policies"
+	DefaultRootNamespace    = "istio-system"
 	DefaultAdminAddress     = "127.0.0.1:15000"
 	DefaultReadinessAddress = "0.0.0.0:15021"
 	DefaultMetricsAddress   = "0.0.0.0:15020"
@@ -69,6 +71,7 @@ type Config struct {
 	Capture   Capture    `json:"capture"`
 	Workloads []Workload `json:"workloads"`
 	Remotes   []Remote   `json:"remoteWorkloads"`
+	Policy    Policy     `json:"policy"`
 	Admin     Admin      `json:"admin"`
 	Log       Log        `json:"log"`
 }
@@ -160,4 +163,12 @@ type Gossip struct {
 	KeyFile         string        `json:"keyFile"`
 	InsecureDevMode bool          `json:"insecureDevMode"`
 	GracePeriod     time.Duration `json:"gracePeriod"`
+}
+
+// Policy says where Istio AuthorizationPolicy and PeerAuthentication YAML is.
+type Policy struct {
+	// Dir holds *.yaml / *.yml files; a missing directory means no policy.
+	Dir string `json:"dir"`
+	// RootNamespace is where policies apply mesh-wide (Istio's root namespace).
+	RootNamespace string `json:"rootNamespace"`
 }

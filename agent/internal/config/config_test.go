@@ -57,7 +57,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"exclude_uids", "exclude_gids",
 		"[gossip]", "bind", "advertise", "join", "key_file", "insecure_dev_mode", "grace_period",
 		"[[workload]]", "[[remote_workload]]", "node", "tunnel", "namespace", "service_account", "addresses", "labels",
-		"[admin]", "address", "readiness_address", "metrics_address", "[log]", "level", "format",
+		"[policy]", "root_namespace", "[admin]", "address", "readiness_address", "metrics_address", "[log]", "level", "format",
 	} {
 		if !strings.Contains(string(src), key) {
 			t.Errorf("conf/config.toml does not mention %s", key)

@@ -27,6 +27,9 @@ func Diff(old, new *Config) []string {
 	if !reflect.DeepEqual(old.Remotes, new.Remotes) {
 		out = append(out, "remote_workload")
 	}
+	if old.Policy != new.Policy {
+		out = append(out, "policy")
+	}
 	if old.Admin != new.Admin {
 		out = append(out, "admin")
 	}

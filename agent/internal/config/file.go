@@ -9,6 +9,7 @@ type File struct {
 	Capture  CaptureFile    `toml:"capture"`
 	Workload []WorkloadFile `toml:"workload"`
 	Remote   []RemoteFile   `toml:"remote_workload"`
+	Policy   PolicyFile     `toml:"policy"`
 	Admin    AdminFile      `toml:"admin"`
 	Log      LogFile        `toml:"log"`
 }
@@ -79,4 +80,10 @@ type GossipFile struct {
 	KeyFile         string   `toml:"key_file"`
 	InsecureDevMode bool     `toml:"insecure_dev_mode"`
 	GracePeriod     string   `toml:"grace_period"`
+}
+
+// PolicyFile is the [policy] table.
+type PolicyFile struct {
+	Dir           string `toml:"dir"`
+	RootNamespace string `toml:"root_namespace"`
 }
