@@ -62,7 +62,11 @@ func Compile(resources []Resource, opts Options) (*Set, []Warning) {
 		case r.Kind == KindPeerAuthentication && r.PeerAuthentication != nil:
 			peerAuthns = append(peerAuthns, r)
 		default:
-			warnings = append(warnings, Warning{Source: r.Source, Policy: r.Key(),
+			name := r.Name
+			if r.Namespace != "" {
+				name = r.Key()
+			}
+			warnings = append(warnings, Warning{Source: r.Source, Policy: name,
 				Msg: fmt.Sprintf("%s (%s) is not used by the node agent; ignored", r.Kind, r.APIVersion)})
 		}
 	}
@@ -80,6 +84,7 @@ func Compile(resources []Resource, opts Options) (*Set, []Warning) {
 	slices.SortStableFunc(s.policies, comparePolicies)
 	for i, a := range s.policies {
 		a.ord, a.key = i, a.Namespace+"/"+a.Name
+		a.prepare()
 	}
 	for _, a := range compiled {
 		s.index(a)

@@ -123,8 +123,8 @@ func cutKey(s, key string) (string, bool) {
 // valueBlock is the value of the key at line i, column c; rest is the text after the colon.
 func (l *lineLocator) valueBlock(i, c int, rest string) block {
 	rest = strings.TrimSpace(rest)
-	if rest != "" && rest[0] != '#' && rest[0] != '|' && rest[0] != '>' && rest[0] != '&' && rest[0] != '!' {
-		return block{from: i, to: i + 1, col: c, inline: true}
+	if rest != "" && rest[0] != '#' && rest[0] != '&' && rest[0] != '!' {
+		return block{from: i, to: i + 1, col: c, inline: true} // a scalar, a flow collection or a block scalar
 	}
 	next := l.nextContent(i+1, len(l.lines))
 	if next < 0 {

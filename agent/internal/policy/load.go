@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,7 @@ import (
 func LoadDir(dir string) ([]Resource, error) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, Problems{{Source: Source{File: dir}, Msg: "cannot read the policy directory: " + unwrapPathError(err)}}
+		return nil, Problems{{Source: Source{File: dir}, Msg: "cannot read the policy directory: " + unwrapPathError(err), Err: err}}
 	}
 	var resources []Resource
 	var problems Problems
@@ -27,7 +28,7 @@ func LoadDir(dir string) ([]Resource, error) {
 		path := filepath.Join(dir, name)
 		info, err := os.Stat(path) // follows symlinks, as ConfigMap mounts use them
 		if err != nil {
-			problems = append(problems, Problem{Source: Source{File: path}, Msg: "cannot read: " + unwrapPathError(err)})
+			problems = append(problems, Problem{Source: Source{File: path}, Msg: "cannot read: " + unwrapPathError(err), Err: err})
 			continue
 		}
 		if !info.Mode().IsRegular() {
@@ -35,7 +36,7 @@ func LoadDir(dir string) ([]Resource, error) {
 		}
 		data, err := os.ReadFile(path)
 		if err != nil {
-			problems = append(problems, Problem{Source: Source{File: path}, Msg: "cannot read: " + unwrapPathError(err)})
+			problems = append(problems, Problem{Source: Source{File: path}, Msg: "cannot read: " + unwrapPathError(err), Err: err})
 			continue
 		}
 		rs, ps := Parse(path, data)
@@ -50,7 +51,8 @@ func LoadDir(dir string) ([]Resource, error) {
 }
 
 // Load is LoadDir then Compile: what the agent does on start, on a file change and on SIGHUP, and what
-// `authz check` does. On error the caller keeps its current Set.
+// `authz check` does. On error the caller keeps its current Set. A missing directory is an error too;
+// errors.Is(err, fs.ErrNotExist) tells it apart, for a caller that treats it as "no policy".
 func Load(dir string, opts Options) (*Set, []Warning, error) {
 	resources, err := LoadDir(dir)
 	if err != nil {
@@ -61,7 +63,8 @@ func Load(dir string, opts Options) (*Set, []Warning, error) {
 }
 
 func unwrapPathError(err error) string {
-	if pe, ok := err.(*os.PathError); ok {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
 		return pe.Err.Error()
 	}
 	return err.Error()

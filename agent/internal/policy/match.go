@@ -69,28 +69,41 @@ func (r *Rule) matches(src *peer, dst target) bool {
 }
 
 // matches: a match with no field never matches; otherwise every set field must hold (values OR'd) and no
-// value of a negated field may hold.
+// value of a negated field may hold. Only the fields that are set are looked at, cheap comparisons first.
 func (m *Match) matches(src *peer, dst target) bool {
-	if m.IsEmpty() {
+	fields := m.mask()
+	if fields == 0 {
 		return false
 	}
-	if len(m.DestinationIPs) > 0 && !anyPrefix(m.DestinationIPs, dst.ip) || anyPrefix(m.NotDestinationIPs, dst.ip) {
-		return false
+	if fields&(hasDestinationPorts|hasNotDestinationPorts) != 0 {
+		if fields&hasDestinationPorts != 0 && !anyPort(m.DestinationPorts, dst.port) || anyPort(m.NotDestinationPorts, dst.port) {
+			return false
+		}
 	}
-	if len(m.DestinationPorts) > 0 && !anyPort(m.DestinationPorts, dst.port) || anyPort(m.NotDestinationPorts, dst.port) {
-		return false
+	if fields&(hasDestinationIPs|hasNotDestinationIPs) != 0 {
+		if fields&hasDestinationIPs != 0 && !anyPrefix(m.DestinationIPs, dst.ip) || anyPrefix(m.NotDestinationIPs, dst.ip) {
+			return false
+		}
 	}
-	if len(m.SourceIPs) > 0 && !anyPrefix(m.SourceIPs, src.ip) || anyPrefix(m.NotSourceIPs, src.ip) {
-		return false
+	if fields&(hasSourceIPs|hasNotSourceIPs) != 0 {
+		if fields&hasSourceIPs != 0 && !anyPrefix(m.SourceIPs, src.ip) || anyPrefix(m.NotSourceIPs, src.ip) {
+			return false
+		}
 	}
-	if len(m.Principals) > 0 && !anyString(m.Principals, src.principal) || anyString(m.NotPrincipals, src.principal) {
-		return false
+	if fields&(hasNamespaces|hasNotNamespaces) != 0 {
+		if fields&hasNamespaces != 0 && !anyString(m.Namespaces, src.namespace) || anyString(m.NotNamespaces, src.namespace) {
+			return false
+		}
 	}
-	if len(m.Namespaces) > 0 && !anyString(m.Namespaces, src.namespace) || anyString(m.NotNamespaces, src.namespace) {
-		return false
+	if fields&(hasServiceAccounts|hasNotServiceAccounts) != 0 {
+		if fields&hasServiceAccounts != 0 && !anyServiceAccount(m.ServiceAccounts, src) || anyServiceAccount(m.NotServiceAccounts, src) {
+			return false
+		}
 	}
-	if len(m.ServiceAccounts) > 0 && !anyServiceAccount(m.ServiceAccounts, src) || anyServiceAccount(m.NotServiceAccounts, src) {
-		return false
+	if fields&(hasPrincipals|hasNotPrincipals) != 0 {
+		if fields&hasPrincipals != 0 && !anyString(m.Principals, src.principal) || anyString(m.NotPrincipals, src.principal) {
+			return false
+		}
 	}
 	return true
 }

@@ -76,6 +76,8 @@ type Clause struct {
 // Match is one source / operation / condition. Every field that is set must hold (its values are OR'd), and
 // so must every Not field (none of its values may hold). A Match with no field set never matches.
 type Match struct {
+	set fieldMask // fields() | prepared, computed once by Compile; zero for a hand-built Match
+
 	Namespaces          []StringMatch         `json:"namespaces,omitempty"`
 	NotNamespaces       []StringMatch         `json:"notNamespaces,omitempty"`
 	ServiceAccounts     []ServiceAccountMatch `json:"serviceAccounts,omitempty"`
@@ -91,25 +93,91 @@ type Match struct {
 }
 
 // IsEmpty reports whether no field is set; such a match never matches.
-func (m *Match) IsEmpty() bool {
-	return len(m.Namespaces) == 0 && len(m.NotNamespaces) == 0 &&
-		len(m.ServiceAccounts) == 0 && len(m.NotServiceAccounts) == 0 &&
-		len(m.Principals) == 0 && len(m.NotPrincipals) == 0 &&
-		len(m.SourceIPs) == 0 && len(m.NotSourceIPs) == 0 &&
-		len(m.DestinationIPs) == 0 && len(m.NotDestinationIPs) == 0 &&
-		len(m.DestinationPorts) == 0 && len(m.NotDestinationPorts) == 0
+func (m *Match) IsEmpty() bool { return m.fields() == 0 }
+
+// fieldMask has a bit per Match field that is set, so evaluation looks only at those.
+type fieldMask uint16
+
+const (
+	hasNamespaces fieldMask = 1 << iota
+	hasNotNamespaces
+	hasServiceAccounts
+	hasNotServiceAccounts
+	hasPrincipals
+	hasNotPrincipals
+	hasSourceIPs
+	hasNotSourceIPs
+	hasDestinationIPs
+	hasNotDestinationIPs
+	hasDestinationPorts
+	hasNotDestinationPorts
+	prepared // set holds the mask
+)
+
+// mask is fields(), precomputed when Compile prepared the match.
+func (m *Match) mask() fieldMask {
+	if m.set&prepared != 0 {
+		return m.set &^ prepared
+	}
+	return m.fields()
+}
+
+func (m *Match) fields() fieldMask {
+	var f fieldMask
+	set := func(n int, bit fieldMask) {
+		if n > 0 {
+			f |= bit
+		}
+	}
+	set(len(m.Namespaces), hasNamespaces)
+	set(len(m.NotNamespaces), hasNotNamespaces)
+	set(len(m.ServiceAccounts), hasServiceAccounts)
+	set(len(m.NotServiceAccounts), hasNotServiceAccounts)
+	set(len(m.Principals), hasPrincipals)
+	set(len(m.NotPrincipals), hasNotPrincipals)
+	set(len(m.SourceIPs), hasSourceIPs)
+	set(len(m.NotSourceIPs), hasNotSourceIPs)
+	set(len(m.DestinationIPs), hasDestinationIPs)
+	set(len(m.NotDestinationIPs), hasNotDestinationIPs)
+	set(len(m.DestinationPorts), hasDestinationPorts)
+	set(len(m.NotDestinationPorts), hasNotDestinationPorts)
+	return f
+}
+
+// prepare computes what evaluation precomputes; Compile calls it before the Set is shared.
+func (a *Authorization) prepare() {
+	for i := range a.Rules {
+		for j := range a.Rules[i].Clauses {
+			c := &a.Rules[i].Clauses[j]
+			for k := range c.Matches {
+				c.Matches[k].set = c.Matches[k].fields() | prepared
+			}
+		}
+	}
 }
 
 // MatchType is how a StringMatch compares.
-type MatchType string
+type MatchType uint8
 
 // String match types. In the YAML: "x" exact, "x*" prefix, "*x" suffix, "*" presence.
 const (
-	MatchExact    MatchType = "exact"
-	MatchPrefix   MatchType = "prefix"
-	MatchSuffix   MatchType = "suffix"
-	MatchPresence MatchType = "presence"
+	MatchExact MatchType = iota
+	MatchPrefix
+	MatchSuffix
+	MatchPresence
 )
+
+var matchTypeNames = [...]string{MatchExact: "exact", MatchPrefix: "prefix", MatchSuffix: "suffix", MatchPresence: "presence"}
+
+func (t MatchType) String() string {
+	if int(t) < len(matchTypeNames) {
+		return matchTypeNames[t]
+	}
+	return "MatchType(" + strconv.Itoa(int(t)) + ")"
+}
+
+// MarshalText writes the type's name, so JSON dumps read "prefix", not 1.
+func (t MatchType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
 
 // StringMatch matches a principal or a namespace.
 type StringMatch struct {

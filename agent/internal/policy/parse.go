@@ -126,16 +126,18 @@ func parseDocument(file string, doc document) (*Resource, []Problem) {
 		d.fail(fieldPath{}.key("kind"), "required (AuthorizationPolicy or PeerAuthentication)")
 	}
 	group, version, _ := strings.Cut(r.APIVersion, "/")
+	otherMetadata(r, top["metadata"])
 	if group != istioSecurityGroup || (r.Kind != KindAuthorizationPolicy && r.Kind != KindPeerAuthentication) {
-		otherMetadata(r, top["metadata"])
 		return r, d.problems
+	}
+	if r.Name != "" && r.Namespace != "" {
+		d.policy = r.Key()
 	}
 	if version != "v1" && version != "v1beta1" {
 		d.fail(fieldPath{}.key("apiVersion"), "%s is not supported for %s: use %s/v1 (or v1beta1)", r.APIVersion, r.Kind, istioSecurityGroup)
 	}
 	d.fields(fieldPath{}, top, "apiVersion", "kind", "metadata", "spec", "status")
 	d.metadata(r, top["metadata"])
-	d.policy = r.Key()
 	spec := fieldPath{}.key("spec")
 	if r.Kind == KindAuthorizationPolicy {
 		r.AuthorizationPolicy = d.authorizationPolicy(spec, d.object(spec, top["spec"]))

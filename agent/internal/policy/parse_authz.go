@@ -127,6 +127,7 @@ func (d *decoder) rule(p fieldPath, m map[string]any, action Action) RuleSpec {
 }
 
 func (d *decoder) source(p fieldPath, m map[string]any, action Action) SourceSpec {
+	problemsBefore := len(d.problems)
 	d.fields(p, m, "principals", "notPrincipals", "requestPrincipals", "notRequestPrincipals",
 		"namespaces", "notNamespaces", "serviceAccounts", "notServiceAccounts",
 		"ipBlocks", "notIpBlocks", "remoteIpBlocks", "notRemoteIpBlocks")
@@ -160,7 +161,7 @@ func (d *decoder) source(p fieldPath, m map[string]any, action Action) SourceSpe
 		d.fail(p, "serviceAccounts cannot be set together with namespaces or principals")
 	}
 	if identity+len(s.ServiceAccounts)+len(s.NotServiceAccounts)+len(s.RequestPrincipals)+len(s.NotRequestPrincipals)+
-		len(s.IPBlocks)+len(s.NotIPBlocks)+len(s.RemoteIPBlocks)+len(s.NotRemoteIPBlocks) == 0 {
+		len(s.IPBlocks)+len(s.NotIPBlocks)+len(s.RemoteIPBlocks)+len(s.NotRemoteIPBlocks) == 0 && len(d.problems) == problemsBefore {
 		d.fail(p, "must not be empty")
 	}
 	if action == ActionCustom {
@@ -177,6 +178,7 @@ func (d *decoder) source(p fieldPath, m map[string]any, action Action) SourceSpe
 }
 
 func (d *decoder) operation(p fieldPath, m map[string]any) OperationSpec {
+	problemsBefore := len(d.problems)
 	d.fields(p, m, "hosts", "notHosts", "ports", "notPorts", "methods", "notMethods", "paths", "notPaths")
 	field := func(name string) []string {
 		vs := d.strList(p.key(name), m[name])
@@ -196,7 +198,7 @@ func (d *decoder) operation(p fieldPath, m map[string]any) OperationSpec {
 	d.checkPorts(p.key("ports"), op.Ports)
 	d.checkPorts(p.key("notPorts"), op.NotPorts)
 	if len(op.Hosts)+len(op.NotHosts)+len(op.Ports)+len(op.NotPorts)+len(op.Methods)+len(op.NotMethods)+
-		len(op.Paths)+len(op.NotPaths) == 0 {
+		len(op.Paths)+len(op.NotPaths) == 0 && len(d.problems) == problemsBefore {
 		d.fail(p, "must not be empty")
 	}
 	return op

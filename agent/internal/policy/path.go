@@ -49,8 +49,10 @@ func (p fieldPath) String() string {
 	return b.String()
 }
 
+// plainKey: starts with a letter, then letters, digits, '_' and '-'; other keys (label keys, port
+// numbers) are written in brackets.
 func plainKey(k string) bool {
-	if k == "" {
+	if k == "" || !(k[0] >= 'a' && k[0] <= 'z' || k[0] >= 'A' && k[0] <= 'Z') {
 		return false
 	}
 	for _, c := range k {

@@ -32,12 +32,24 @@ type Problem struct {
 	Policy string // "namespace/name" when known
 	Field  string // field path, e.g. "spec.rules[0].from[1].source.ipBlocks[2]"
 	Msg    string
+	Err    error // the underlying error, for errors.Is (e.g. fs.ErrNotExist for a missing directory)
 }
 
 func (p Problem) String() string { return describe(p.Source, p.Policy, p.Field, p.Msg) }
 
 // Problems is the error LoadDir returns: every problem found, in file and document order.
 type Problems []Problem
+
+// Unwrap exposes the underlying errors: errors.Is(err, fs.ErrNotExist) tells a missing policy directory.
+func (ps Problems) Unwrap() []error {
+	var errs []error
+	for _, p := range ps {
+		if p.Err != nil {
+			errs = append(errs, p.Err)
+		}
+	}
+	return errs
+}
 
 func (ps Problems) Error() string {
 	lines := make([]string, len(ps))

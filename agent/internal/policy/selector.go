@@ -13,49 +13,53 @@ func selects(selector, labels map[string]string) bool {
 }
 
 // selectorIndex finds the WORKLOAD_SELECTOR policies that select a workload without scanning them all:
-// each policy is filed under one of its labels (the smallest key), and a lookup visits only the policies
-// filed under the workload's own labels, then checks their full selector.
+// each policy is filed under one label of its selector (the smallest key), and a lookup visits only the
+// policies filed under the workload's own labels, then checks their whole selector.
 type selectorIndex struct {
-	byLabel map[string]map[string][]*Authorization // label key -> value -> policies
+	byLabel map[label][]*Authorization
+	keys    []string // the label keys policies are filed under, sorted
 }
+
+type label struct{ key, value string }
 
 func (x *selectorIndex) add(a *Authorization) {
 	keys := sortedKeys(a.Selector)
 	if len(keys) == 0 {
 		return
 	}
-	k := keys[0]
+	l := label{keys[0], a.Selector[keys[0]]}
 	if x.byLabel == nil {
-		x.byLabel = map[string]map[string][]*Authorization{}
+		x.byLabel = map[label][]*Authorization{}
 	}
-	if x.byLabel[k] == nil {
-		x.byLabel[k] = map[string][]*Authorization{}
+	x.byLabel[l] = append(x.byLabel[l], a)
+	if i, found := slices.BinarySearch(x.keys, l.key); !found {
+		x.keys = slices.Insert(x.keys, i, l.key)
 	}
-	x.byLabel[k][a.Selector[k]] = append(x.byLabel[k][a.Selector[k]], a)
 }
 
-// collect appends the policies that select labels to out.
+// collect appends the policies that select labels to out. It walks whichever is shorter: the workload's
+// labels or the keys policies are filed under (usually just "app").
 func (x *selectorIndex) collect(labels map[string]string, out []*Authorization) []*Authorization {
-	if len(x.byLabel) == 0 {
+	if len(x.byLabel) == 0 || len(labels) == 0 {
 		return out
 	}
-	for k, v := range labels {
-		for _, a := range x.byLabel[k][v] {
+	visit := func(k, v string) {
+		for _, a := range x.byLabel[label{k, v}] {
 			if selects(a.Selector, labels) {
 				out = append(out, a)
 			}
 		}
 	}
-	return out
-}
-
-// all lists the indexed policies (in no particular order).
-func (x *selectorIndex) all() []*Authorization {
-	var out []*Authorization
-	for _, byValue := range x.byLabel {
-		for _, as := range byValue {
-			out = append(out, as...)
+	if len(x.keys) <= len(labels) {
+		for _, k := range x.keys {
+			if v, ok := labels[k]; ok {
+				visit(k, v)
+			}
 		}
+		return out
 	}
-	return slices.Clip(out)
+	for k, v := range labels {
+		visit(k, v)
+	}
+	return out
 }

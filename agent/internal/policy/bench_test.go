@@ -1,0 +1,153 @@
+package policy
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+)
+
+const (
+	benchNamespaces      = 500
+	benchPoliciesPerNS   = 20 // 4 namespace-wide + 16 selector policies
+	benchSelectorsPerNS  = 16
+	benchTotalPolicies   = benchNamespaces * benchPoliciesPerNS
+	benchConnectionCycle = 1024
+)
+
+// benchPolicies is 10,000 AuthorizationPolicies over 500 namespaces, each with 4 namespace-wide policies
+// (ALLOW and DENY, identities, IPs, ports) and 16 selector policies (app: svc-N), plus 2 GLOBAL policies
+// and a mesh-wide STRICT PeerAuthentication.
+func benchPolicies() string {
+	var b strings.Builder
+	doc := func(format string, args ...any) {
+		fmt.Fprintf(&b, format, args...)
+		b.WriteString("---\n")
+	}
+	for n := range benchNamespaces {
+		ns := fmt.Sprintf("ns-%d", n)
+		doc("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-same-ns, namespace: %s}\n"+
+			"spec:\n  rules:\n  - from: [{source: {namespaces: [%s]}}]\n  - from: [{source: {principals: [\"cluster.local/ns/gateway/sa/*\"]}}]\n", ns, ns)
+		doc("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: allow-monitoring, namespace: %s}\n"+
+			"spec:\n  rules:\n  - from: [{source: {namespaces: [monitoring]}}]\n    to: [{operation: {ports: [\"15020\", \"9090\"]}}]\n", ns)
+		doc("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-untrusted, namespace: %s}\n"+
+			"spec:\n  action: DENY\n  rules:\n  - from: [{source: {principals: [\"cluster.local/ns/untrusted/*\"]}}]\n  - from: [{source: {ipBlocks: [192.0.2.0/24]}}]\n", ns)
+		doc("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-admin-port, namespace: %s}\n"+
+			"spec:\n  action: DENY\n  rules:\n  - to: [{operation: {ports: [\"8443\"]}}]\n    from: [{source: {notNamespaces: [%s, admin]}}]\n", ns, ns)
+		for s := range benchSelectorsPerNS {
+			action := "ALLOW"
+			if s%4 == 3 {
+				action = "DENY"
+			}
+			doc("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: svc-%d, namespace: %s}\n"+
+				"spec:\n  selector: {matchLabels: {app: svc-%d}}\n  action: %s\n  rules:\n"+
+				"  - from: [{source: {principals: [cluster.local/ns/ns-%d/sa/client-%d]}}]\n    to: [{operation: {ports: [\"8080\"]}}]\n"+
+				"    when: [{key: source.ip, values: [10.0.0.0/8]}]\n",
+				s, ns, s, action, (n+1)%benchNamespaces, s)
+		}
+	}
+	doc("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-blocked, namespace: istio-system}\n" +
+		"spec:\n  action: DENY\n  rules:\n  - from: [{source: {ipBlocks: [203.0.113.0/24]}}]\n")
+	doc("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: deny-legacy, namespace: istio-system}\n" +
+		"spec:\n  action: DENY\n  rules:\n  - from: [{source: {namespaces: [legacy]}}]\n")
+	doc("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata: {name: mesh, namespace: istio-system}\nspec: {mtls: {mode: STRICT}}\n")
+	return b.String()
+}
+
+func benchSet(b *testing.B) *Set {
+	b.Helper()
+	rs, ps := Parse("bench.yaml", []byte(benchPolicies()))
+	if len(ps) > 0 {
+		b.Fatalf("problems: %v", Problems(ps))
+	}
+	set, ws := Compile(rs, Options{})
+	if len(ws) > 0 {
+		b.Fatalf("warnings: %s", warningsString(ws))
+	}
+	if got := set.Len(); got != benchTotalPolicies+3 {
+		b.Fatalf("compiled %d policies", got)
+	}
+	return set
+}
+
+// benchConns cycles through destinations in many namespaces and workloads, with sources that are allowed
+// by a selector policy, denied by one, or fall through to the namespace-wide policies.
+func benchConns() []Conn {
+	conns := make([]Conn, benchConnectionCycle)
+	for i := range conns {
+		n := (i * 7) % benchNamespaces
+		s := i % benchSelectorsPerNS
+		src := fmt.Sprintf("spiffe://cluster.local/ns/ns-%d/sa/client-%d", (n+1)%benchNamespaces, s)
+		if i%5 == 4 {
+			src = fmt.Sprintf("spiffe://cluster.local/ns/other-%d/sa/default", i)
+		}
+		conns[i] = Conn{
+			DestNamespace:  fmt.Sprintf("ns-%d", n),
+			DestLabels:     map[string]string{"app": fmt.Sprintf("svc-%d", s), "version": "v1", "pod-template-hash": "abc123"},
+			DestIP:         addr(fmt.Sprintf("10.1.%d.%d", n%250, s+1)),
+			DestPort:       8080,
+			SourceIdentity: id(src),
+			SourceIP:       addr(fmt.Sprintf("10.2.%d.%d", i%250, i%200+1)),
+		}
+	}
+	return conns
+}
+
+// BenchmarkEvaluate reports ns per decision against 10,000 policies.
+func BenchmarkEvaluate(b *testing.B) {
+	set := benchSet(b)
+	conns := benchConns()
+	var allowed int
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; b.Loop(); i++ {
+		if set.Evaluate(conns[i%len(conns)]).Allow {
+			allowed++
+		}
+	}
+	if allowed == 0 {
+		b.Fatal("nothing allowed: the benchmark does not exercise ALLOW matches")
+	}
+}
+
+// BenchmarkEvaluateOneConn is a single hot connection, for comparison.
+func BenchmarkEvaluateOneConn(b *testing.B) {
+	set := benchSet(b)
+	c := benchConns()[0]
+	b.ReportAllocs()
+	for b.Loop() {
+		set.Evaluate(c)
+	}
+}
+
+// BenchmarkCompile is what a reload of 10,000 policies costs, parsed YAML to indexed Set.
+func BenchmarkCompile(b *testing.B) {
+	rs, ps := Parse("bench.yaml", []byte(benchPolicies()))
+	if len(ps) > 0 {
+		b.Fatal(Problems(ps))
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		Compile(rs, Options{})
+	}
+}
+
+// The benchmark's connections cover every outcome, so the number means something.
+func TestBenchmarkCoversOutcomes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds 10,000 policies")
+	}
+	rs, ps := Parse("bench.yaml", []byte(benchPolicies()))
+	if len(ps) > 0 {
+		t.Fatal(Problems(ps))
+	}
+	set, _ := Compile(rs, Options{})
+	seen := map[Reason]int{}
+	for _, c := range benchConns() {
+		seen[set.Evaluate(c).Reason]++
+	}
+	for _, r := range []Reason{ReasonDenyMatched, ReasonAllowMatched, ReasonNoAllowMatched} {
+		if seen[r] == 0 {
+			t.Errorf("no connection ends with %q: %v", r, seen)
+		}
+	}
+}
