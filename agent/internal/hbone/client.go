@@ -96,8 +96,8 @@ func (p *Pool) roundTrip(ctx context.Context, c *conn, req *ConnectRequest) (*St
 	}
 	c.mu.Unlock()
 	switch {
-	case status == 200 && !reset:
-		return st, nil
+	case status == 200:
+		return st, nil // established; a reset that followed at once is seen by Read
 	case status != 0:
 		_ = st.Close()
 		return nil, &Error{Flag: FlagConnect, Status: status, Op: "connect", Addr: req.Authority}

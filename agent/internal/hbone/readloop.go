@@ -42,8 +42,7 @@ func (c *conn) readLoop() error {
 		} else {
 			var f http2.Frame
 			f, err = c.fr.ReadFrameForHeader(fh)
-			var se http2.StreamError
-			if errors.As(err, &se) {
+			if se, ok := err.(http2.StreamError); ok {
 				c.onStreamError(se)
 				continue
 			}
