@@ -24,7 +24,8 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
-	if _, err := config.Load(*path); err != nil {
+	cfg, err := config.Load(*path)
+	if err != nil {
 		var ps config.Problems
 		if errors.As(err, &ps) {
 			for _, p := range ps {
@@ -33,6 +34,11 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		} else {
 			fmt.Fprintln(stderr, err)
 		}
+		return 1
+	}
+	// The policies are part of what a reload applies: check them too.
+	if _, _, err := app.LoadPolicies(cfg.Policy); err != nil {
+		fmt.Fprintln(stderr, err)
 		return 1
 	}
 	fmt.Fprintln(stdout, "ok")

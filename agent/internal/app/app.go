@@ -16,6 +16,8 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
@@ -34,6 +36,8 @@ type App struct {
 	ids      identity.Source // nil when the host runs no workload
 	state    *state.Store
 	dp       dataPath
+	policies atomic.Pointer[policy.Set] // nil: no policy
+	live     *proxy.Live
 	pool     *hbone.Pool
 	hbone    *hboneServer
 	adminSrv *admin.Server
@@ -63,6 +67,15 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	a.metrics = telemetry.NewMetrics(a.registry, Version)
 	a.state = state.NewStore(state.NewSnapshot(1, state.FromConfig(cfg)))
 	a.ready.require(condListeners)
+	set, warnings, err := LoadPolicies(cfg.Policy)
+	for _, w := range warnings {
+		log.Warn("policy", "warning", fmt.Sprint(w))
+	}
+	if err != nil {
+		return nil, err
+	}
+	a.policies.Store(set)
+	a.live = proxy.NewLive()
 	ids, err := newIdentitySource(cfg, log)
 	if err != nil {
 		return nil, err
@@ -128,6 +141,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.notify.watchdog(gctx, a.healthy) })
 	g.Go(func() error { return a.reloadLoop(gctx, hup) })
 	g.Go(func() error { return a.runIdentity(gctx) })
+	g.Go(func() error { return a.watchPolicies(gctx) })
 	g.Go(func() error { return a.dp.outbound.Run(gctx, drain) })
 	g.Go(func() error { return a.dp.inbound.Run(gctx, drain) })
 	g.Go(func() error { return a.runHBONE(gctx, drain) })

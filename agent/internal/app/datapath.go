@@ -41,6 +41,8 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		Access:  a.log.With("log", "access"),
 		Log:     a.log.With("component", "proxy"),
 		Warn:    telemetry.NewLimiter(time.Second),
+		Policy:  a.policies.Load,
+		Live:    a.live,
 	}
 	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
 	// through the wildcard; the proxy refuses anything not arriving on loopback.

@@ -5,6 +5,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
@@ -19,10 +20,11 @@ type configDump struct {
 	Waiting []string       `json:"waitingFor,omitempty"`
 	Config  *config.Config `json:"config"`
 	// Certificates held for the local workloads: identity and expiry, never keys.
-	Certificates []identity.CertInfo `json:"certificates"`
-	Workloads    []*state.Workload   `json:"workloads"`
-	Conflicts    []state.Conflict    `json:"conflicts,omitempty"`
-	Capture      captureDump         `json:"capture"`
+	Certificates []identity.CertInfo    `json:"certificates"`
+	Workloads    []*state.Workload      `json:"workloads"`
+	Conflicts    []state.Conflict       `json:"conflicts,omitempty"`
+	Capture      captureDump            `json:"capture"`
+	Policies     []policy.PolicySummary `json:"policies"`
 }
 
 type captureDump struct {
@@ -44,6 +46,7 @@ func (a *App) configDump() any {
 	if a.ids != nil {
 		d.Certificates = a.ids.Certificates()
 	}
+	d.Policies = a.policies.Load().Summary()
 	snap := a.state.Load()
 	d.Workloads = snap.Workloads()
 	d.Conflicts = snap.Conflicts()

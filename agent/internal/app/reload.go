@@ -45,6 +45,7 @@ func (a *App) reload() {
 		a.log.Warn("reloaded; some changes take effect only after a restart", "keys", restart)
 	}
 	a.log.Info("configuration reloaded", "changed", changed)
+	_ = a.reloadPolicies("reload")
 	a.notify.status(a.statusLine())
 }
 

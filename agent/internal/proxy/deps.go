@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
@@ -23,6 +24,10 @@ type Deps struct {
 	Log     *slog.Logger
 	// Warn rate-limits per-connection warnings.
 	Warn *telemetry.Limiter
+	// Policy returns the current authorization set (nil: no policy).
+	Policy func() *policy.Set
+	// Live tracks allowed inbound connections for re-evaluation.
+	Live *Live
 }
 
 // warn logs a per-connection warning, at most once per second per key.

@@ -52,7 +52,7 @@ func istioFlag(f hbone.Flag) string {
 	switch f {
 	case hbone.FlagNone:
 		return telemetry.FlagNone
-	case hbone.FlagDenied:
+	case hbone.FlagDenied, hbone.FlagRevoked:
 		return telemetry.FlagDeny
 	case hbone.FlagTLS:
 		return telemetry.FlagTLSFailure
@@ -96,8 +96,9 @@ func (h *InboundHBONE) LocalIdentity(a netip.Addr) (spiffeid.ID, bool) {
 
 // inboundTag travels from Authorize to the telemetry callbacks.
 type inboundTag struct {
-	dst *state.Workload
-	rec *telemetry.Conn
+	dst     *state.Workload
+	rec     *telemetry.Conn
+	untrack func() // stops re-evaluation once the tunnel is over
 }
 
 // Authorize is the hbone server's callback (spec/routing.md, inbound over HBONE).
@@ -113,11 +114,19 @@ func (h *InboundHBONE) Authorize(ctx context.Context, req *hbone.Request) hbone.
 	if !ok {
 		return hbone.Refuse(hbone.FlagUnknownWorkload, fmt.Errorf("no local workload has address %s", target.Addr()))
 	}
+	conn := authzConn(w, target, req.PeerIdentity, req.RemoteAddr.Addr().Unmap())
+	if dec := h.d.authorize(conn); !dec.Allow {
+		return hbone.Refuse(hbone.FlagDenied, errors.New(dec.String()))
+	}
 	d := hbone.Allow(target)
 	d.Dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
 		return h.d.Dialer.DialContext(ctx, "tcp", t.String())
 	}
-	d.Tag = &inboundTag{dst: w}
+	revoke := make(chan struct{})
+	tag := &inboundTag{dst: w}
+	tag.untrack = h.d.Live.add(conn, func() { close(revoke) })
+	d.Revoke = revoke
+	d.Tag = tag
 	return d
 }
 
@@ -164,7 +173,13 @@ func (t inboundTelemetry) TunnelOpened(info *hbone.TunnelInfo) {
 
 func (t inboundTelemetry) TunnelClosed(info *hbone.TunnelInfo, s hbone.TunnelStats) {
 	tag, ok := info.Tag.(*inboundTag)
-	if !ok || tag.rec == nil {
+	if !ok {
+		return
+	}
+	if tag.untrack != nil {
+		tag.untrack()
+	}
+	if tag.rec == nil {
 		return
 	}
 	// Inbound, the peer is the client: what it sent us is the request side.
@@ -172,5 +187,8 @@ func (t inboundTelemetry) TunnelClosed(info *hbone.TunnelInfo, s hbone.TunnelSta
 }
 
 func (t inboundTelemetry) TunnelFailed(info *hbone.TunnelInfo, flag hbone.Flag, err error) {
+	if tag, ok := info.Tag.(*inboundTag); ok && tag.untrack != nil {
+		tag.untrack()
+	}
 	t.open(info).Close(0, 0, istioFlag(flag), errString(err))
 }

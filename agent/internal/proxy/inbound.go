@@ -4,6 +4,8 @@ import (
 	"context"
 	"net"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
@@ -54,6 +56,12 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		rec.Close(0, 0, telemetry.FlagNoRoute, "destination is an agent port")
 		return
 	}
+	conn := authzConn(w, dst, spiffeid.ID{}, src.Addr())
+	if dec := p.d.authorize(conn); !dec.Allow {
+		reset(tc)
+		rec.Close(0, 0, telemetry.FlagDeny, dec.String())
+		return
+	}
 	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	up, err := p.d.Dialer.DialContext(dctx, "tcp", dst.String())
 	cancel()
@@ -61,6 +69,22 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		rec.Close(0, 0, telemetry.FlagConnect, err.Error())
 		return
 	}
+	revoked := make(chan struct{})
+	untrack := p.d.Live.add(conn, func() { close(revoked); reset(tc); up.Close() })
 	b, err := relay(c, up)
-	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
+	untrack()
+	flag, reason := telemetry.FlagNone, errString(err)
+	select {
+	case <-revoked:
+		flag, reason = telemetry.FlagDeny, "closed: a policy change denies it now"
+	default:
+	}
+	rec.Close(b.Sent, b.Received, flag, reason)
+}
+
+// reset closes c with a TCP RST (SO_LINGER 0): a denied client learns at once
+// and nothing it sent is forwarded.
+func reset(c *net.TCPConn) {
+	_ = c.SetLinger(0)
+	_ = c.Close()
 }

@@ -1,0 +1,93 @@
+package app
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
+)
+
+// policyPollInterval is how often the policy directory is checked for changes.
+const policyPollInterval = 2 * time.Second
+
+// LoadPolicies compiles the policy directory of cfg. A missing directory
+// means no policy; any bad file fails the whole load.
+func LoadPolicies(cfg config.Policy) (*policy.Set, []policy.Warning, error) {
+	set, warnings, err := policy.Load(cfg.Dir, policy.Options{RootNamespace: cfg.RootNamespace})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil, nil
+	}
+	if err != nil {
+		return nil, warnings, fmt.Errorf("policy dir %s: %w", cfg.Dir, err)
+	}
+	return set, warnings, nil
+}
+
+// reloadPolicies loads the policy directory and, when it is good, swaps the set
+// in and closes the live connections it no longer allows. A bad directory
+// changes nothing.
+func (a *App) reloadPolicies(why string) error {
+	cfg := a.cfg.Load().Policy
+	set, warnings, err := LoadPolicies(cfg)
+	for _, w := range warnings {
+		a.log.Warn("policy", "warning", fmt.Sprint(w))
+	}
+	if err != nil {
+		a.log.Error("policies rejected, keeping the running set", "reason", why, "err", err)
+		return err
+	}
+	a.policies.Store(set)
+	closed := a.live.Reevaluate(set)
+	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(), "connections_closed", closed)
+	return nil
+}
+
+// watchPolicies reloads the policy directory when its files change.
+func (a *App) watchPolicies(ctx context.Context) error {
+	last := dirDigest(a.cfg.Load().Policy.Dir)
+	t := time.NewTicker(policyPollInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		now := dirDigest(a.cfg.Load().Policy.Dir)
+		if now == last {
+			continue
+		}
+		// A bad set is reported once; the next change of the files tries again.
+		_ = a.reloadPolicies("files changed")
+		last = now
+	}
+}
+
+// dirDigest sums the names, sizes and modification times of the policy files.
+func dirDigest(dir string) [32]byte {
+	entries, _ := os.ReadDir(dir)
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	sort.Strings(names)
+	h := sha256.New()
+	for _, n := range names {
+		fi, err := os.Stat(filepath.Join(dir, n))
+		if err != nil {
+			continue
+		}
+		fmt.Fprintf(h, "%s\x00%d\x00%d\x00", n, fi.Size(), fi.ModTime().UnixNano())
+	}
+	var sum [32]byte
+	copy(sum[:], h.Sum(nil))
+	return sum
+}
