@@ -145,3 +145,30 @@ func TestExamplePolicies(t *testing.T) {
 		t.Error("no policy compiled from the examples")
 	}
 }
+
+// The YAML examples of docs/authorization.md must load without problems or warnings.
+func TestDocExamples(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join("..", "..", "..", "docs", "authorization.md"))
+	if err != nil {
+		t.Skipf("no docs: %v", err)
+	}
+	blocks := 0
+	for _, part := range strings.Split(string(doc), "```yaml\n")[1:] {
+		block, _, ok := strings.Cut(part, "```")
+		if !ok {
+			t.Fatal("unterminated yaml block")
+		}
+		blocks++
+		rs, ps := Parse("authorization.md", []byte(block))
+		if len(ps) > 0 {
+			t.Errorf("example %d:\n%s", blocks, Problems(ps))
+			continue
+		}
+		if _, ws := Compile(rs, Options{}); len(ws) > 0 {
+			t.Errorf("example %d:\n%s", blocks, warningsString(ws))
+		}
+	}
+	if blocks < 5 {
+		t.Errorf("found only %d examples", blocks)
+	}
+}
