@@ -23,16 +23,14 @@ var (
 	otherKey = bytes.Repeat([]byte{0x17}, KeySize)
 )
 
-// testTiming shortens memberlist and discovery timings for loopback tests. The values leave room for a loaded
-// 2-core machine under -race: probes time out after 500 ms, not the 10 ms loopback needs.
+// testTiming shortens memberlist's timings for loopback tests: gossip and push/pull run often, so that the
+// tests are quick. Failure detection keeps memberlist's LAN values (probe every second, 500 ms timeout): dozens
+// of nodes in one process on a loaded 2-core machine miss tighter deadlines, and false deaths make the pool flap.
 func testTiming(c *memberlist.Config) {
 	c.GossipInterval = 50 * time.Millisecond
-	c.GossipNodes = 3
-	c.ProbeInterval = 500 * time.Millisecond
-	c.ProbeTimeout = 400 * time.Millisecond
-	c.SuspicionMult = 2
-	c.SuspicionMaxTimeoutMult = 2
-	c.PushPullInterval = 3 * time.Second
+	c.PushPullInterval = time.Second
+	c.SuspicionMult = 3
+	c.SuspicionMaxTimeoutMult = 3
 	c.GossipToTheDeadTime = 2 * time.Second
 	c.TCPTimeout = 2 * time.Second
 }
@@ -135,6 +133,15 @@ func (n *testNode) stop(t testing.TB) {
 	})
 }
 
+// stopAll stops nodes concurrently, as hosts shutting down at once would.
+func stopAll(t testing.TB, nodes []*testNode) {
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Go(func() { n.stop(t) })
+	}
+	wg.Wait()
+}
+
 // testRecord is a record with count workloads; addresses are derived from id so that every node's differ.
 func testRecord(id, count int) *Record {
 	r := &Record{}
@@ -224,8 +231,8 @@ type logSink struct {
 }
 
 func (s *logSink) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
-func (s *logSink) WithAttrs([]slog.Attr) slog.Handler          { return s }
-func (s *logSink) WithGroup(string) slog.Handler               { return s }
+func (s *logSink) WithAttrs([]slog.Attr) slog.Handler           { return s }
+func (s *logSink) WithGroup(string) slog.Handler                { return s }
 func (s *logSink) Handle(_ context.Context, r slog.Record) error {
 	var b strings.Builder
 	b.WriteString(r.Level.String() + " " + r.Message)

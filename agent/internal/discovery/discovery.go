@@ -32,16 +32,16 @@ type Discovery struct {
 	log    *slog.Logger
 	warn   *limiter
 
-	queue     *memberlist.TransmitLimitedQueue
-	numAlive  atomic.Int64
-	ml        atomic.Pointer[memberlist.Memberlist]
-	addr      atomic.Pointer[netip.AddrPort]
-	ran       atomic.Bool
-	started   chan struct{}
-	changed   chan struct{}
-	announce  chan struct{}
-	replies   chan string
-	stateSize atomic.Int64
+	queue    *memberlist.TransmitLimitedQueue
+	numAlive atomic.Int64
+	ml       atomic.Pointer[memberlist.Memberlist]
+	addr     atomic.Pointer[netip.AddrPort]
+	ran      atomic.Bool
+	started  chan struct{}
+	changed  chan struct{}
+	announce chan struct{}
+	replies  chan request
+	stats    counters
 
 	mu       sync.Mutex
 	table    *table
@@ -49,6 +49,11 @@ type Discovery struct {
 	replying map[string]bool
 	view     *view
 	drops    map[string]uint64
+}
+
+// counters count what discovery did, for status and tests.
+type counters struct {
+	accepted, relayed, requested, replied atomic.Uint64
 }
 
 // view is the output computed for one generation of the table.
@@ -79,7 +84,7 @@ func New(opts Options) (*Discovery, error) {
 		started:  make(chan struct{}),
 		changed:  make(chan struct{}, 1),
 		announce: make(chan struct{}, 1),
-		replies:  make(chan string, replyQueue),
+		replies:  make(chan request, replyQueue),
 		table:    newTable(opts.NodeName, opts.GracePeriod, tuning.ReconnectTimeout),
 		replying: map[string]bool{},
 	}

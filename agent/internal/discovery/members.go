@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -57,4 +58,29 @@ func (d *Discovery) Members() []Member {
 	}
 	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// Stats counts what this node did with records since it started.
+type Stats struct {
+	Accepted  uint64 `json:"accepted"`  // records of other nodes taken into use
+	Relayed   uint64 `json:"relayed"`   // records passed on by gossip
+	Requested uint64 `json:"requested"` // records asked for because gossip had not delivered them
+	Replied   uint64 `json:"replied"`   // this node's record sent on request
+	// Dropped counts input not used, by reason (malformed, too_large, incompatible_version, invalid,
+	// digest_mismatch, stale, unknown_node, self).
+	Dropped map[string]uint64 `json:"dropped,omitempty"`
+}
+
+// Stats returns the counters.
+func (d *Discovery) Stats() Stats {
+	s := Stats{
+		Accepted:  d.stats.accepted.Load(),
+		Relayed:   d.stats.relayed.Load(),
+		Requested: d.stats.requested.Load(),
+		Replied:   d.stats.replied.Load(),
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	s.Dropped = maps.Clone(d.drops)
+	return s
 }

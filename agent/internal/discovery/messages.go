@@ -3,6 +3,7 @@ package discovery
 import (
 	"crypto/sha256"
 	"math"
+	"net/netip"
 
 	"google.golang.org/protobuf/encoding/protowire"
 )
@@ -16,9 +17,9 @@ const (
 )
 
 const (
-	metaVersion, metaDigest, metaSize protowire.Number = 1, 2, 3
-	requestFrom                       protowire.Number = 1
-	stateRecord                       protowire.Number = 1
+	metaVersion, metaDigest, metaSize     protowire.Number = 1, 2, 3
+	requestFrom, requestAddr, requestPort protowire.Number = 1, 2, 3
+	stateRecord                           protowire.Number = 1
 )
 
 // maxBroadcastBytes is the largest record sent as a gossip broadcast: what fits in one memberlist packet (1400
@@ -96,19 +97,51 @@ func decodeMessage(b []byte) (kind byte, body []byte, err error) {
 	return rest[0], rest[1:], nil
 }
 
-func encodeRequest(from string) []byte {
-	return encodeMessage(kindRequest, appendString(nil, requestFrom, from))
+// request asks a node for its record. It carries the requester's gossip address for the reply, used when the
+// requester is not (yet) an alive member in the answering node's view.
+type request struct {
+	from string
+	addr netip.AddrPort
 }
 
-func decodeRequest(body []byte) (from string, err error) {
-	err = eachField(body, func(f field) error {
+func encodeRequest(r request) []byte {
+	b := appendString(nil, requestFrom, r.from)
+	if r.addr.IsValid() {
+		b = appendBytes(b, requestAddr, r.addr.Addr().AsSlice())
+		b = appendUint(b, requestPort, uint64(r.addr.Port()))
+	}
+	return encodeMessage(kindRequest, b)
+}
+
+func decodeRequest(body []byte) (request, error) {
+	var r request
+	var addr netip.Addr
+	var port uint64
+	err := eachField(body, func(f field) error {
 		var err error
-		if f.num == requestFrom {
-			from, err = f.str()
+		switch f.num {
+		case requestFrom:
+			r.from, err = f.str()
+		case requestAddr:
+			var b []byte
+			if b, err = f.bytes(); err == nil {
+				addr, _ = netip.AddrFromSlice(b)
+			}
+		case requestPort:
+			port, err = f.uint(math.MaxUint16)
 		}
 		return err
 	})
-	return from, err
+	if err != nil {
+		return request{}, err
+	}
+	if !isDNSLabel(r.from) {
+		return request{}, drop(reasonInvalid, "request from %q", r.from)
+	}
+	if addr.IsValid() && port != 0 {
+		r.addr = netip.AddrPortFrom(addr.Unmap(), uint16(port))
+	}
+	return r, nil
 }
 
 func encodeState(records [][]byte) []byte {

@@ -26,15 +26,18 @@ func (d *Discovery) memberUp(n *memberlist.Node) {
 	p := d.table.peers[n.Name]
 	wasAlive := p != nil && p.status == statusAlive
 	gen := d.table.gen
-	relay := d.table.up(n.Name, addrPort(n.Addr, n.Port), a, ok, time.Now())
+	promoted := d.table.up(n.Name, addrPort(n.Addr, n.Port), a, ok, time.Now())
 	changed := gen != d.table.gen
 	d.numAlive.Store(int64(d.table.alive()))
 	d.mu.Unlock()
 	if !wasAlive {
 		d.log.Info("gossip: node up", "node", n.Name, "address", n.Address())
 	}
-	if relay != nil {
-		d.relay(relay)
+	if promoted != nil {
+		d.stats.accepted.Add(1)
+		if promoted.relay {
+			d.relay(promoted)
+		}
 	}
 	if changed {
 		d.notify()
@@ -72,19 +75,20 @@ func (d *Discovery) receive(b []byte) {
 	case kindReply:
 		d.offer(body, false)
 	case kindRequest:
-		from, err := decodeRequest(body)
+		req, err := decodeRequest(body)
 		if err != nil {
 			d.dropped(err, "", "request")
 			return
 		}
-		d.queueReply(from)
+		d.queueReply(req)
 	default:
 		d.log.Debug("gossip: ignoring a message of an unknown kind", "kind", kind)
 	}
 }
 
 // mergeState takes the records of a push/pull. A broken state is dropped whole; each record in it stands or
-// falls on its own (its digest must be the one its node advertises).
+// falls on its own (its digest must be the one its node advertises). The first record is the sender's own: when
+// it is news here (the sender has just joined through this node), it is relayed like a broadcast.
 func (d *Discovery) mergeState(b []byte) {
 	kind, body, err := decodeMessage(b)
 	if err == nil && kind != kindState {
@@ -98,12 +102,12 @@ func (d *Discovery) mergeState(b []byte) {
 		d.dropped(err, "", "push/pull state")
 		return
 	}
-	for _, r := range records {
-		d.offer(r, false)
+	for i, r := range records {
+		d.offer(r, i == 0)
 	}
 }
 
-// localState is this node's record and every record it uses, for a push/pull.
+// localState is this node's record (first) and every record it uses, for a push/pull.
 func (d *Discovery) localState() []byte {
 	d.mu.Lock()
 	var records [][]byte
@@ -138,6 +142,7 @@ func (d *Discovery) offer(b []byte, relay bool) {
 	d.mu.Unlock()
 	switch out {
 	case accepted:
+		d.stats.accepted.Add(1)
 		d.log.Debug("gossip: record", "node", rec.Node, "version", rec.Version, "workloads", len(rec.Workloads))
 		if relay {
 			d.relay(h)
@@ -172,23 +177,13 @@ func (d *Discovery) dropped(err error, node, what string) {
 	}
 }
 
-// Dropped returns how many records and messages were dropped, by reason (for status and tests).
-func (d *Discovery) Dropped() map[string]uint64 {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	out := make(map[string]uint64, len(d.drops))
-	for k, v := range d.drops {
-		out[k] = v
-	}
-	return out
-}
-
 // relay queues a verified record for gossip, if it fits a packet.
 func (d *Discovery) relay(h *held) {
 	msg := encodeMessage(kindBroadcast, h.raw)
 	if len(msg) > maxBroadcastBytes {
 		return
 	}
+	d.stats.relayed.Add(1)
 	d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + h.rec.Node, msg: msg})
 }
 

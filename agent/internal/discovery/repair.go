@@ -48,35 +48,35 @@ func (d *Discovery) maintainLoop(ctx context.Context, ml *memberlist.Memberlist)
 }
 
 // request asks nodes for their records (best effort: a lost request is repeated).
-func (d *Discovery) request(ml *memberlist.Memberlist, names []string) {
-	msg := encodeRequest(d.name)
-	for _, n := range members(ml, names) {
-		if err := ml.SendBestEffort(n, msg); err != nil {
-			d.log.Debug("gossip: asking for a record", "node", n.Name, "err", err)
+func (d *Discovery) request(ml *memberlist.Memberlist, targets []target) {
+	msg := encodeRequest(request{from: d.name, addr: d.LocalAddr()})
+	for _, t := range targets {
+		d.stats.requested.Add(1)
+		if err := ml.SendBestEffort(t.node(), msg); err != nil {
+			d.log.Debug("gossip: asking for a record", "node", t.name, "err", err)
 		}
 	}
 }
 
-// queueReply schedules sending this node's record to an alive member that asked for it.
-func (d *Discovery) queueReply(from string) {
+// queueReply schedules sending this node's record to a node that asked for it. Only members (holders of the
+// key) can ask; one that is not alive in this node's view yet (views differ while nodes join) is answered at the
+// address it gave.
+func (d *Discovery) queueReply(r request) {
 	d.mu.Lock()
-	p := d.table.peers[from]
-	if p == nil || p.status != statusAlive {
-		d.mu.Unlock()
-		d.dropped(drop(reasonNotMember, "a request from %q", from), from, "request")
-		return
+	if p := d.table.peers[r.from]; p != nil && p.status == statusAlive {
+		r.addr = p.addr
 	}
-	if d.local == nil || d.replying[from] {
+	if d.local == nil || d.replying[r.from] || !r.addr.IsValid() || r.from == d.name {
 		d.mu.Unlock()
 		return
 	}
-	d.replying[from] = true
+	d.replying[r.from] = true
 	d.mu.Unlock()
 	select {
-	case d.replies <- from:
+	case d.replies <- r:
 	default: // full: the requester asks again
 		d.mu.Lock()
-		delete(d.replying, from)
+		delete(d.replying, r.from)
 		d.mu.Unlock()
 	}
 }
@@ -90,8 +90,8 @@ func (d *Discovery) replyLoop(ctx context.Context, ml *memberlist.Memberlist) {
 				select {
 				case <-ctx.Done():
 					return
-				case name := <-d.replies:
-					d.reply(ml, name)
+				case r := <-d.replies:
+					d.reply(ml, r)
 				}
 			}
 		})
@@ -99,34 +99,23 @@ func (d *Discovery) replyLoop(ctx context.Context, ml *memberlist.Memberlist) {
 	wg.Wait()
 }
 
-func (d *Discovery) reply(ml *memberlist.Memberlist, name string) {
+func (d *Discovery) reply(ml *memberlist.Memberlist, r request) {
 	d.mu.Lock()
-	delete(d.replying, name)
+	delete(d.replying, r.from)
 	var raw []byte
 	if d.local != nil {
 		raw = d.local.raw
 	}
 	d.mu.Unlock()
-	nodes := members(ml, []string{name})
-	if raw == nil || len(nodes) == 0 {
+	if raw == nil {
 		return
 	}
-	if err := ml.SendReliable(nodes[0], encodeMessage(kindReply, raw)); err != nil {
-		d.log.Debug("gossip: sending this node's record", "to", name, "err", err)
+	d.stats.replied.Add(1)
+	if err := ml.SendReliable(target{r.from, r.addr}.node(), encodeMessage(kindReply, raw)); err != nil {
+		d.log.Debug("gossip: sending this node's record", "to", r.from, "address", r.addr, "err", err)
 	}
 }
 
-// members returns memberlist's alive nodes with the given names.
-func members(ml *memberlist.Memberlist, names []string) []*memberlist.Node {
-	want := make(map[string]bool, len(names))
-	for _, n := range names {
-		want[n] = true
-	}
-	var out []*memberlist.Node
-	for _, n := range ml.Members() {
-		if want[n.Name] {
-			out = append(out, n)
-		}
-	}
-	return out
+func (t target) node() *memberlist.Node {
+	return &memberlist.Node{Name: t.name, Addr: t.addr.Addr().AsSlice(), Port: t.addr.Port()}
 }

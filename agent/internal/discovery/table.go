@@ -76,8 +76,8 @@ func newTable(self string, grace, reconnect time.Duration) *table {
 	return &table{self: self, grace: grace, reconnect: max(grace, reconnect), peers: map[string]*peer{}}
 }
 
-// up records that name is an alive member advertising a (ok false: no record). It returns a held record that was
-// waiting for this advertisement and arrived by broadcast, to be relayed.
+// up records that name is an alive member advertising a (ok false: no record). It returns the held record that
+// was waiting for this advertisement and is now current, if any.
 func (t *table) up(name string, addr netip.AddrPort, a advert, ok bool, now time.Time) *held {
 	if name == t.self {
 		return nil
@@ -111,10 +111,7 @@ func (t *table) up(name string, addr netip.AddrPort, a advert, ok bool, now time
 		h := p.pending
 		p.pending, p.missing = nil, time.Time{}
 		t.setCurrent(p, h)
-		if h.relay {
-			return h
-		}
-		return nil
+		return h
 	}
 	if p.pending != nil && p.pending.advert.version <= a.version {
 		p.pending = nil
@@ -189,10 +186,16 @@ func (t *table) expire(now time.Time) []string {
 	return gone
 }
 
+// target is a node to send something to.
+type target struct {
+	name string
+	addr netip.AddrPort
+}
+
 // wanted returns the alive nodes to ask for their advertised record: missing for longer than delay (at once when
 // the record is too large to come as a broadcast), and not asked within retry.
-func (t *table) wanted(now time.Time, delay, retry time.Duration) []string {
-	var out []string
+func (t *table) wanted(now time.Time, delay, retry time.Duration) []target {
+	var out []target
 	for name, p := range t.peers {
 		if p.status != statusAlive || p.missing.IsZero() {
 			continue
@@ -203,10 +206,10 @@ func (t *table) wanted(now time.Time, delay, retry time.Duration) []string {
 		}
 		if now.Sub(p.missing) >= wait && now.Sub(p.requested) >= retry {
 			p.requested = now
-			out = append(out, name)
+			out = append(out, target{name: name, addr: p.addr})
 		}
 	}
-	slices.Sort(out)
+	slices.SortFunc(out, func(a, b target) int { return strings.Compare(a.name, b.name) })
 	return out
 }
 

@@ -27,7 +27,6 @@ const (
 	reasonStale        = "stale"                // older than the record its node advertises
 	reasonMismatch     = "digest_mismatch"      // the version its node advertises, but other content: forged
 	reasonSelf         = "self"                 // claims to be this node's record
-	reasonNotMember    = "not_member"           // a request from a node that is not an alive member
 )
 
 // dropError says why input was dropped; reason is one of the reason constants.

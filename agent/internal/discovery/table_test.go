@@ -1,0 +1,170 @@
+package discovery
+
+import (
+	"errors"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+// rec builds a held record of node with version and one workload per id.
+func rec(node string, version uint64, relay bool, ids ...int) *held {
+	r := &Record{Node: node, Version: version}
+	for _, id := range ids {
+		r.Workloads = append(r.Workloads, testWorkload(id, 0))
+	}
+	return newHeld(r, encodeRecord(r), relay)
+}
+
+var addrB = netip.MustParseAddrPort("10.9.0.2:7946")
+
+func mustOutcome(t *testing.T, tb *table, h *held, want outcome, reason string) {
+	t.Helper()
+	got, err := tb.offer(h, t0)
+	var d *dropError
+	if got != want || (reason != "" && (!errors.As(err, &d) || d.reason != reason)) {
+		t.Fatalf("offer(%s v%d) = %v, %v; want %v %s", h.rec.Node, h.advert.version, got, err, want, reason)
+	}
+}
+
+func TestTableUsesOnlyTheAdvertisedRecord(t *testing.T) {
+	tb := newTable("a", time.Minute, time.Hour)
+	v1, v2 := rec("b", 1, false, 1), rec("b", 2, true, 2)
+
+	mustOutcome(t, tb, v1, dropped, reasonUnknownNode) // not a member yet
+	tb.up("b", addrB, v1.advert, true, t0)
+	mustOutcome(t, tb, v1, accepted, "")
+	mustOutcome(t, tb, v1, duplicate, "")
+	if cur := tb.current(); len(cur) != 1 || cur[0] != v1 {
+		t.Fatalf("current = %v", cur)
+	}
+
+	// A newer record before its advertisement waits; the advertisement makes it current.
+	gen := tb.gen
+	mustOutcome(t, tb, v2, heldBack, "")
+	if tb.gen != gen || tb.current()[0] != v1 {
+		t.Fatal("a record was used before its node advertised it")
+	}
+	if got := tb.up("b", addrB, v2.advert, true, t0); got != v2 || tb.current()[0] != v2 || tb.gen == gen {
+		t.Fatalf("the advertisement did not promote the held record: %v", got)
+	}
+
+	// The old one, relayed late or pushed by a peer, is stale.
+	mustOutcome(t, tb, v1, dropped, reasonStale)
+	// Same version, other content: forged (or two nodes with one name).
+	forged := rec("b", 2, true, 9)
+	mustOutcome(t, tb, forged, dropped, reasonMismatch)
+	// A record in this node's own name is never taken.
+	mustOutcome(t, tb, rec("a", 99, true, 3), dropped, reasonSelf)
+	if tb.current()[0] != v2 {
+		t.Fatal("current record replaced")
+	}
+}
+
+func TestTableForgedNewerRecordIsNeverUsed(t *testing.T) {
+	tb := newTable("a", time.Minute, time.Hour)
+	v1 := rec("b", 1, false, 1)
+	tb.up("b", addrB, v1.advert, true, t0)
+	mustOutcome(t, tb, v1, accepted, "")
+	forged := rec("b", 1000, true, 66)
+	mustOutcome(t, tb, forged, heldBack, "")
+	// b publishes its real v2: the held forgery is discarded, not promoted.
+	v2 := rec("b", 2, false, 2)
+	if got := tb.up("b", addrB, v2.advert, true, t0); got != nil {
+		t.Fatalf("promoted %v", got)
+	}
+	if tb.peers["b"].pending != forged {
+		t.Fatal("a held record newer than the advertisement was dropped") // still newer: kept, harmless
+	}
+	mustOutcome(t, tb, v2, accepted, "")
+	if tb.current()[0] != v2 {
+		t.Fatal("the forgery was used")
+	}
+}
+
+func TestTableGracePeriod(t *testing.T) {
+	grace := 30 * time.Second
+	tb := newTable("a", grace, time.Hour)
+	v1 := rec("b", 1, false, 1)
+	tb.up("b", addrB, v1.advert, true, t0)
+	mustOutcome(t, tb, v1, accepted, "")
+
+	tb.down("b", t0)
+	if gone := tb.expire(t0.Add(grace - time.Second)); len(gone) != 0 || len(tb.current()) != 1 {
+		t.Fatal("records dropped within the grace period")
+	}
+	gen := tb.gen
+	if gone := tb.expire(t0.Add(grace)); len(gone) != 1 || len(tb.current()) != 0 || tb.gen == gen {
+		t.Fatalf("records kept after the grace period: %v", gone)
+	}
+	// After the grace period, push/pull from a peer that still has the record cannot bring it back.
+	if out, err := tb.offer(v1, t0.Add(grace+time.Second)); out != dropped || reasonOf(err) != reasonUnknownNode {
+		t.Fatalf("a dead node's record was resurrected: %v %v", out, err)
+	}
+	if got := tb.downAddrs(); len(got) != 1 || got[0] != addrB {
+		t.Errorf("rejoin candidates = %v", got)
+	}
+	// Alive again (a healed partition): the advertised record is wanted and accepted again.
+	tb.up("b", addrB, v1.advert, true, t0.Add(2*grace))
+	if w := tb.wanted(t0.Add(2*grace), 0, time.Second); len(w) != 1 || w[0].name != "b" || w[0].addr != addrB {
+		t.Fatalf("wanted = %v", w)
+	}
+	mustOutcome(t, tb, v1, accepted, "")
+	// Forgotten after the reconnect period.
+	tb.down("b", t0.Add(3*grace))
+	tb.expire(t0.Add(3*grace + time.Hour))
+	if len(tb.peers) != 0 {
+		t.Error("a node down for longer than the reconnect period is still kept")
+	}
+}
+
+func TestTableBackWithinGraceKeepsRecord(t *testing.T) {
+	tb := newTable("a", time.Minute, time.Hour)
+	v1 := rec("b", 1, false, 1)
+	tb.up("b", addrB, v1.advert, true, t0)
+	mustOutcome(t, tb, v1, accepted, "")
+	tb.down("b", t0)
+	gen := tb.gen
+	tb.up("b", addrB, v1.advert, true, t0.Add(10*time.Second))
+	tb.expire(t0.Add(2 * time.Minute))
+	if len(tb.current()) != 1 || tb.gen != gen {
+		t.Fatal("a node back within the grace period lost its record")
+	}
+}
+
+func TestTableZeroGrace(t *testing.T) {
+	tb := newTable("a", 0, 0)
+	v1 := rec("b", 1, false, 1)
+	tb.up("b", addrB, v1.advert, true, t0)
+	mustOutcome(t, tb, v1, accepted, "")
+	tb.down("b", t0)
+	if len(tb.current()) != 0 {
+		t.Fatal("grace 0 kept the record")
+	}
+}
+
+func TestTableWanted(t *testing.T) {
+	tb := newTable("a", time.Minute, time.Hour)
+	small := rec("b", 1, false, 1)
+	tb.up("b", addrB, small.advert, true, t0)
+	big := advert{version: 1, size: maxBroadcastBytes + 1}
+	tb.up("c", netip.MustParseAddrPort("10.9.0.3:7946"), big, true, t0)
+	tb.up("d", netip.MustParseAddrPort("10.9.0.4:7946"), advert{}, false, t0) // publishes nothing
+
+	delay, retry := 2*time.Second, 4*time.Second
+	if w := tb.wanted(t0, delay, retry); len(w) != 1 || w[0].name != "c" {
+		t.Fatalf("at once only the record too large to gossip: %v", w)
+	}
+	if w := tb.wanted(t0.Add(delay), delay, retry); len(w) != 1 || w[0].name != "b" {
+		t.Fatalf("after the delay the missing small one (c was just asked): %v", w)
+	}
+	if w := tb.wanted(t0.Add(delay+time.Second), delay, retry); len(w) != 0 {
+		t.Fatalf("asked again within the retry interval: %v", w)
+	}
+	mustOutcome(t, tb, small, accepted, "")
+	if w := tb.wanted(t0.Add(time.Hour), delay, retry); len(w) != 1 || w[0].name != "c" {
+		t.Fatalf("after b's record arrived: %v", w)
+	}
+}
