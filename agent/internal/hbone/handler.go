@@ -166,12 +166,15 @@ func (st *Stream) respond(status int, end bool) bool {
 	return true
 }
 
-// cancelWith resets the stream from our side (RST_STREAM CANCEL) without releasing it.
+// cancelWith resets the stream from our side without releasing it. It uses
+// CONNECT_ERROR (RFC 9113 8.5: the tunneled connection was reset or closed
+// abnormally), not CANCEL, because peers read a CANCEL as a clean EOF and a
+// revoked tunnel must end as a failure on the client side too.
 func (st *Stream) cancelWith(cause error) {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if !st.released && !st.reset && !(st.sendEnded && st.recvEnded) {
-		c.resetStreamLocked(st, http2.ErrCodeCancel, cause)
+		c.resetStreamLocked(st, http2.ErrCodeConnect, cause)
 	}
 }

@@ -39,23 +39,32 @@ func relay(down, up net.Conn) (Bytes, error) {
 	return b, errors.Join(errs[0], errs[1])
 }
 
-// pipe copies src to dst, then half-closes dst. On an error it closes both so
-// that the other direction stops too. io.Copy lets TCP-to-TCP use splice.
+// pipe copies src to dst, then half-closes dst. On an error it aborts both so
+// that the other direction stops too and a TCP end learns of the failure by a
+// reset rather than a clean close. io.Copy lets TCP-to-TCP use splice.
 func pipe(dst, src net.Conn) (int64, error) {
 	n, err := io.Copy(dst, src)
 	if err != nil {
-		dst.Close()
-		src.Close()
+		abort(dst)
+		abort(src)
 		return n, err
 	}
 	if cw, ok := dst.(closeWriter); ok {
 		if err := cw.CloseWrite(); err != nil {
-			dst.Close()
-			src.Close()
+			abort(dst)
+			abort(src)
 			return n, err
 		}
 		return n, nil
 	}
 	dst.Close()
 	return n, nil
+}
+
+// abort closes c; a TCP connection is reset (SO_LINGER 0).
+func abort(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0)
+	}
+	_ = c.Close()
 }

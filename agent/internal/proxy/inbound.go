@@ -82,9 +82,6 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 	rec.Close(b.Sent, b.Received, flag, reason)
 }
 
-// reset closes c with a TCP RST (SO_LINGER 0): a denied client learns at once
-// and nothing it sent is forwarded.
-func reset(c *net.TCPConn) {
-	_ = c.SetLinger(0)
-	_ = c.Close()
-}
+// reset closes c with a TCP RST: a denied client learns at once and nothing
+// it sent is forwarded.
+func reset(c *net.TCPConn) { abort(c) }
