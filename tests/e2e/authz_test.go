@@ -124,6 +124,9 @@ func TestDenyPolicyForOneIdentity(t *testing.T) {
 	if n, ok := metricValue(t, metrics, "istio_tcp_connections_failed_total", denied); !ok || n < 1 {
 		t.Errorf("the denied connection is not counted with DENY:\n%s", grepIstio(metrics))
 	}
+	if out := z.b.MustRun(agentBin, "policies"); !strings.Contains(out, "deny-sleep") || !strings.Contains(out, "DENY") {
+		t.Errorf("policies does not list deny-sleep:\n%s", out)
+	}
 	if len(z.b.NginxAccessLog()) != 1 {
 		t.Errorf("nginx saw %d requests, want only C's", len(z.b.NginxAccessLog()))
 	}

@@ -32,7 +32,8 @@ type dumpView struct {
 		Winner  string `json:"winner"`
 		Loser   string `json:"loser"`
 	} `json:"conflicts"`
-	Capture struct {
+	Policies json.RawMessage `json:"policies"`
+	Capture  struct {
 		Enabled   bool     `json:"enabled"`
 		Installed bool     `json:"installed"`
 		Table     string   `json:"table"`

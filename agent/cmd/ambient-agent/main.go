@@ -26,6 +26,7 @@ func commands() map[string]command {
 		"status":    {"show whether the local agent is ready, and why not", runStatus},
 		"workloads": {"list the workloads the local agent knows", runWorkloads},
 		"certs":     {"list the certificates the local agent holds (never keys)", runCerts},
+		"policies":  {"list the authorization policies the local agent enforces", runPolicies},
 		"doctor":    {"check this host's setup and say what is wrong and how to fix it", runDoctor},
 		"help":      {"show this help", runHelp},
 	}
