@@ -156,9 +156,11 @@ func decodeYAML(d *decoder, doc document) (map[string]any, bool) {
 	j, err := yaml.YAMLToJSONStrict([]byte(doc.text))
 	if err != nil {
 		line, msg := yamlError(err)
+		// The parser may point one past the end of an unterminated document.
+		line = min(line, strings.Count(doc.text, "\n")+1)
 		src := d.src
 		src.Line = doc.firstLine + line - 1
-		if line == 0 {
+		if line <= 0 {
 			src.Line = d.lines.firstLine()
 		}
 		d.problems = append(d.problems, Problem{Source: src, Msg: "invalid YAML: " + msg})
