@@ -26,7 +26,10 @@ var (
 // testTiming shortens memberlist's timings for loopback tests: gossip and push/pull run often, so that the
 // tests are quick. Failure detection keeps memberlist's LAN values (probe every second, 500 ms timeout): dozens
 // of nodes in one process on a loaded 2-core machine miss tighter deadlines, and false deaths make the pool flap.
+// An isolated node's self-doubt (Lifeguard awareness) is capped lower so that a cut-off node gives up on the others
+// within seconds.
 func testTiming(c *memberlist.Config) {
+	c.AwarenessMaxMultiplier = 3
 	c.GossipInterval = 50 * time.Millisecond
 	c.PushPullInterval = time.Second
 	c.SuspicionMult = 3
@@ -47,26 +50,26 @@ type testNode struct {
 }
 
 // nodeConfig adjusts the options of a test node before New.
-type nodeConfig func(*Options)
+type nodeConfig func(*testNode, *Options)
 
 func withSeeds(nodes ...*testNode) nodeConfig {
-	return func(o *Options) {
+	return func(_ *testNode, o *Options) {
 		for _, n := range nodes {
 			o.Join = append(o.Join, n.d.LocalAddr().String())
 		}
 	}
 }
 
-func withKeys(keys ...[]byte) nodeConfig { return func(o *Options) { o.Keys = keys } }
+func withKeys(keys ...[]byte) nodeConfig { return func(_ *testNode, o *Options) { o.Keys = keys } }
 
-func withGrace(g time.Duration) nodeConfig { return func(o *Options) { o.GracePeriod = g } }
-
-func withMemberlist(f func(*memberlist.Config)) nodeConfig {
-	return func(o *Options) {
-		prev := o.Tuning.Memberlist
-		o.Tuning.Memberlist = func(c *memberlist.Config) { prev(c); f(c) }
-	}
+func withGrace(g time.Duration) nodeConfig {
+	return func(_ *testNode, o *Options) { o.GracePeriod = g }
 }
+
+func withDevMode(_ *testNode, o *Options) { o.InsecureDevMode = true }
+
+// withProductionTiming keeps memberlist's and discovery's production timings (benchmarks).
+func withProductionTiming(n *testNode, o *Options) { o.Tuning = Tuning{Memberlist: n.wrap} }
 
 // startNode builds, publishes and runs a node; it is stopped (gracefully) when the test ends.
 func startNode(t testing.TB, name string, rec *Record, cfgs ...nodeConfig) *testNode {
@@ -82,8 +85,7 @@ func startNode(t testing.TB, name string, rec *Record, cfgs ...nodeConfig) *test
 		Tuning: Tuning{
 			Memberlist: func(c *memberlist.Config) {
 				testTiming(c)
-				n.tr = wrapTransport(c.Transport.(memberlist.NodeAwareTransport))
-				c.Transport = n.tr
+				n.wrap(c)
 			},
 			JoinBackoffMin: 100 * time.Millisecond,
 			JoinBackoffMax: time.Second,
@@ -94,7 +96,7 @@ func startNode(t testing.TB, name string, rec *Record, cfgs ...nodeConfig) *test
 		},
 	}
 	for _, c := range cfgs {
-		c(&opts)
+		c(n, &opts)
 	}
 	d, err := New(opts)
 	if err != nil {
@@ -116,6 +118,12 @@ func startNode(t testing.TB, name string, rec *Record, cfgs ...nodeConfig) *test
 	}
 	t.Cleanup(func() { n.stop(t) })
 	return n
+}
+
+// wrap puts the test transport under memberlist.
+func (n *testNode) wrap(c *memberlist.Config) {
+	n.tr = wrapTransport(c.Transport.(memberlist.NodeAwareTransport))
+	c.Transport = n.tr
 }
 
 // stop leaves gracefully and waits for Run to return.

@@ -26,7 +26,7 @@ func (d *Discovery) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 			} else {
 				wait = jitter(backoff)
 				d.warn.logf(warnLevel, "join", "gossip: no seed answered; retrying", "seeds", strings.Join(seeds, ","),
-					"retry_in", wait.Round(time.Millisecond), "err", err)
+					"retry_in", wait.Round(time.Millisecond), "err", oneLine(err))
 				backoff = min(2*backoff, d.tuning.JoinBackoffMax)
 			}
 		} else if c := d.reconnectCandidate(seeds); c != "" {
@@ -80,4 +80,13 @@ func (d *Discovery) reconnectCandidate(seeds []string) string {
 // jitter spreads a wait over [0.8, 1.2) of its length, so that nodes restarted together do not retry together.
 func jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+}
+
+// oneLine flattens memberlist's multi-line join errors (one line per seed) for the log.
+func oneLine(err error) string {
+	if err == nil {
+		return ""
+	}
+	lines := strings.Fields(strings.ReplaceAll(err.Error(), "\n", " "))
+	return strings.Join(lines, " ")
 }

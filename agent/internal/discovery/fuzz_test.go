@@ -1,0 +1,66 @@
+package discovery
+
+import (
+	"net"
+	"net/netip"
+	"reflect"
+	"testing"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// FuzzDecodeRecord: any input either decodes to a valid record, whose canonical encoding decodes to the same
+// record, or is dropped with a reason from the closed vocabulary. Never a panic, never a partial record.
+// Seeds: testdata/fuzz/FuzzDecodeRecord and the ones added here.
+func FuzzDecodeRecord(f *testing.F) {
+	f.Add(encodeRecord(fullRecord()))
+	f.Add(encodeRecord(&Record{Node: "n"}))
+	f.Add(encodeRecord(testRecord(1, 3)))
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		r, err := decodeRecord(raw)
+		if err != nil {
+			if r != nil {
+				t.Fatal("a dropped record was returned")
+			}
+			switch reasonOf(err) {
+			case reasonMalformed, reasonTooLarge, reasonIncompatible, reasonInvalid:
+			default:
+				t.Fatalf("reason %q outside the vocabulary: %v", reasonOf(err), err)
+			}
+			return
+		}
+		if err := validateRecord(r); err != nil {
+			t.Fatalf("decoded an invalid record: %v", err)
+		}
+		again, err := decodeRecord(encodeRecord(r))
+		if err != nil || !reflect.DeepEqual(again, r) {
+			t.Fatalf("re-encoding changed the record: %v\n%+v\n%+v", err, r, again)
+		}
+	})
+}
+
+// FuzzReceive feeds arbitrary bytes to every entry point memberlist calls with network data: user messages,
+// push/pull state and node metadata. Nothing may panic, and no record may come into use: no node advertises one
+// that matches.
+func FuzzReceive(f *testing.F) {
+	f.Add(encodeMessage(kindBroadcast, encodeRecord(fullRecord())))
+	f.Add(encodeState([][]byte{encodeRecord(fullRecord()), []byte("x")}))
+	f.Add(encodeRequest(request{from: "vm-2", addr: netip.MustParseAddrPort("10.0.0.2:7946")}))
+	f.Add(encodeMeta(advertOf([]byte("r"), 1)))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := New(Options{NodeName: "self", Bind: netip.MustParseAddrPort("127.0.0.1:0"), InsecureDevMode: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g := &delegate{d}
+		g.NotifyJoin(&memberlist.Node{Name: "vm-1", Addr: net.IPv4(10, 0, 0, 1), Port: 7946, Meta: b})
+		g.NotifyMsg(b)
+		g.MergeRemoteState(b, false)
+		g.NotifyUpdate(&memberlist.Node{Name: "vm-2", Addr: net.IPv4(10, 0, 0, 2), Port: 7946, Meta: b})
+		g.NotifyLeave(&memberlist.Node{Name: "vm-1"})
+		if len(d.Workloads()) != 0 {
+			t.Fatalf("a record came into use: %+v", d.Records())
+		}
+		_ = g.LocalState(false)
+	})
+}

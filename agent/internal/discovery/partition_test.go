@@ -1,0 +1,72 @@
+package discovery
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// The in-process version of the lab's link test: cutting one host off removes it from the others after the
+// grace period; restoring the link brings it back, with no seed list change and no restart.
+func TestPartitionHeals(t *testing.T) {
+	checkNoLeaks(t)
+	var nodes []*testNode
+	for i := range 4 {
+		var seeds []*testNode
+		if i > 0 {
+			seeds = nodes[:1]
+		}
+		nodes = append(nodes, startNode(t, fmt.Sprintf("h%d", i+1), testRecord(i, 1), withSeeds(seeds...)))
+	}
+	all := func(cond func(n, m *testNode) bool) func() bool {
+		return func() bool {
+			for _, n := range nodes {
+				for _, m := range nodes {
+					if n != m && !cond(n, m) {
+						return false
+					}
+				}
+			}
+			return true
+		}
+	}
+	sees := func(n, m *testNode) bool { return n.hasWorkload(m.name + "/default/w0") }
+	waitFor(t, 20*time.Second, "4 hosts form a mesh", all(sees))
+
+	h4 := nodes[3]
+	h4.tr.cut.Store(true)
+	took := waitFor(t, 60*time.Second, "h4 is removed from the others", all(func(n, m *testNode) bool {
+		return n == h4 || sees(n, m) == (m != h4)
+	}))
+	t.Logf("cut: h4 gone from the others after %s", took)
+
+	h4.tr.cut.Store(false)
+	took = waitFor(t, 30*time.Second, "h4 is back everywhere", all(sees))
+	t.Logf("healed: h4 back everywhere after %s", took)
+}
+
+// A graceful leave is seen at once (no failure detection); the records still stay for the grace period.
+func TestLeaveKeepsRecordsForTheGracePeriod(t *testing.T) {
+	checkNoLeaks(t)
+	a := startNode(t, "a", testRecord(1, 1), withGrace(3*time.Second))
+	b := startNode(t, "b", testRecord(2, 1), withSeeds(a))
+	waitFor(t, 20*time.Second, "a sees b", func() bool { return a.hasWorkload("b/default/w0") })
+	b.stop(t)
+	left := time.Now()
+	waitFor(t, 5*time.Second, "a sees b down", func() bool {
+		ms := a.d.Members()
+		return len(ms) == 2 && ms[1].State == "down"
+	})
+	if !a.hasWorkload("b/default/w0") && time.Since(left) < 3*time.Second {
+		t.Fatal("b's workload was removed before the grace period")
+	}
+	waitFor(t, 10*time.Second, "b's workload is removed", func() bool { return !a.hasWorkload("b/default/w0") })
+	if gone := time.Since(left); gone < 3*time.Second {
+		t.Errorf("removed %s after the leave, before the 3s grace period", gone)
+	}
+	select {
+	case <-a.d.Changed():
+	default:
+		t.Error("no change notification")
+	}
+}
