@@ -191,3 +191,14 @@ func Timeout(d time.Duration) context.Context {
 	time.AfterFunc(d, cancel)
 	return ctx
 }
+
+// SetLink brings host h's port on the switch up or down: down cuts the host
+// off the network without touching anything inside it.
+func (l *Lab) SetLink(h *Host, up bool) {
+	l.t.Helper()
+	state := "down"
+	if up {
+		state = "up"
+	}
+	l.mustIP("-n", l.sw, "link", "set", h.Name, state)
+}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
@@ -38,6 +39,7 @@ type App struct {
 	dp       dataPath
 	policies atomic.Pointer[policy.Set] // nil: no policy
 	live     *proxy.Live
+	gossip   *discovery.Discovery // nil when gossip is off
 	pool     *hbone.Pool
 	hbone    *hboneServer
 	adminSrv *admin.Server
@@ -65,7 +67,15 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	a.cfg.Store(cfg)
 	a.registry = prometheus.NewRegistry()
 	a.metrics = telemetry.NewMetrics(a.registry, Version)
-	a.state = state.NewStore(state.NewSnapshot(1, state.FromConfig(cfg)))
+	a.state = state.NewStore(state.NewSnapshot(stateVersion.Add(1), state.FromConfig(cfg)))
+	gossip, err := newDiscovery(cfg, a)
+	if err != nil {
+		return nil, err
+	}
+	if gossip != nil {
+		a.gossip = gossip
+		a.ready.require(condGossip)
+	}
 	a.ready.require(condListeners)
 	set, warnings, err := LoadPolicies(cfg.Policy)
 	for _, w := range warnings {
@@ -142,6 +152,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.reloadLoop(gctx, hup) })
 	g.Go(func() error { return a.runIdentity(gctx) })
 	g.Go(func() error { return a.watchPolicies(gctx) })
+	g.Go(func() error { return a.runGossip(gctx) })
 	g.Go(func() error { return a.dp.outbound.Run(gctx, drain) })
 	g.Go(func() error { return a.dp.inbound.Run(gctx, drain) })
 	g.Go(func() error { return a.runHBONE(gctx, drain) })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"time"
 
@@ -80,7 +81,7 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot) nft.Spec {
 		OutboundPort:          config.PortOutbound,
 		InboundPort:           config.PortInbound,
 		InboundExcludedPorts:  cfg.Capture.InboundExcludedPorts(),
-		OutboundExcludedPorts: cfg.Capture.ExcludeOutboundPorts,
+		OutboundExcludedPorts: append(slices.Clone(cfg.Capture.ExcludeOutboundPorts), gossipPorts(cfg.Gossip)...),
 		ExcludedCIDRs:         cfg.Capture.ExcludeCIDRs,
 		ExcludedUIDs:          cfg.Capture.ExcludeUIDs,
 		ExcludedGIDs:          cfg.Capture.ExcludeGIDs,

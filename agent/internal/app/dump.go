@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -25,6 +26,7 @@ type configDump struct {
 	Conflicts    []state.Conflict       `json:"conflicts,omitempty"`
 	Capture      captureDump            `json:"capture"`
 	Policies     []policy.PolicySummary `json:"policies"`
+	Peers        []discovery.Member     `json:"peers"`
 }
 
 type captureDump struct {
@@ -47,6 +49,9 @@ func (a *App) configDump() any {
 		d.Certificates = a.ids.Certificates()
 	}
 	d.Policies = a.policies.Load().Summary()
+	if a.gossip != nil {
+		d.Peers = a.gossip.Members()
+	}
 	snap := a.state.Load()
 	d.Workloads = snap.Workloads()
 	d.Conflicts = snap.Conflicts()

@@ -1,0 +1,124 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+const condGossip = "gossip"
+
+// newDiscovery builds the gossip node, or nil when gossip is off. A missing
+// or bad key file is an error here: the agent refuses to start.
+func newDiscovery(cfg *config.Config, a *App) (*discovery.Discovery, error) {
+	if !cfg.Gossip.Enabled {
+		return nil, nil
+	}
+	d, err := discovery.New(discovery.Options{
+		NodeName:        cfg.Node.Name,
+		Bind:            cfg.Gossip.Bind,
+		Advertise:       cfg.Gossip.Advertise,
+		Join:            cfg.Gossip.Join,
+		KeyFile:         cfg.Gossip.KeyFile,
+		InsecureDevMode: cfg.Gossip.InsecureDevMode,
+		GracePeriod:     cfg.Gossip.GracePeriod,
+		AgentVersion:    Version,
+		Logger:          a.log.With("component", "gossip"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gossip: %w", err)
+	}
+	var local []*state.Workload
+	for _, w := range state.FromConfig(cfg) {
+		if w.Local {
+			local = append(local, w)
+		}
+	}
+	if err := d.SetLocal(discovery.Record{Workloads: local}); err != nil {
+		return nil, fmt.Errorf("gossip: this host's record: %w", err)
+	}
+	return d, nil
+}
+
+// runGossip keeps this node in the pool and feeds what it learns into the
+// mesh state: every change publishes a new snapshot.
+func (a *App) runGossip(ctx context.Context) error {
+	if a.gossip == nil {
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- a.gossip.Run(ctx) }()
+	// Membership changes without a record change (a seed answering) show in
+	// readiness through the tick.
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-a.gossip.Changed():
+			a.publishState()
+		case <-t.C:
+		}
+		a.updateGossipReadiness()
+	}
+}
+
+// updateGossipReadiness: ready once the port is bound and this node has met
+// another (or has no seed to meet).
+func (a *App) updateGossipReadiness() {
+	select {
+	case <-a.gossip.Started():
+	default:
+		return
+	}
+	alive := 0
+	for _, m := range a.gossip.Members() {
+		if m.State == "alive" || m.State == "suspect" || m.State == "self" {
+			alive++
+		}
+	}
+	a.metrics.GossipMembers.Set(float64(alive))
+	a.ready.set(condGossip, alive > 1 || len(a.cfg.Load().Gossip.Join) == 0)
+}
+
+// stateVersion numbers published snapshots.
+var stateVersion atomic.Uint64
+
+// publishState builds a snapshot from the configuration and what gossip knows.
+func (a *App) publishState() {
+	ws := state.FromConfig(a.cfg.Load())
+	if a.gossip != nil {
+		ws = append(ws, a.gossip.Workloads()...)
+	}
+	snap := state.NewSnapshot(stateVersion.Add(1), ws)
+	for _, c := range snap.Conflicts() {
+		a.log.Warn("address conflict", "conflict", c.String())
+	}
+	a.state.Publish(snap)
+}
+
+// gossipPorts are the destination ports of gossip traffic, left uncaptured
+// outbound so the agent's own gossip is never redirected into its proxy.
+func gossipPorts(g config.Gossip) []uint16 {
+	if !g.Enabled {
+		return nil
+	}
+	ports := []uint16{g.Bind.Port()}
+	for _, seed := range g.Join {
+		if _, p, err := net.SplitHostPort(seed); err == nil {
+			if n, err := strconv.Atoi(p); err == nil && !slices.Contains(ports, uint16(n)) {
+				ports = append(ports, uint16(n))
+			}
+		}
+	}
+	return ports
+}

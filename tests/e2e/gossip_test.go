@@ -1,0 +1,159 @@
+package e2e
+
+import (
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab"
+)
+
+func gossipConfig(h *lab.Host, keyFile string, seeds ...*lab.Host) string {
+	var join []string
+	for _, s := range seeds {
+		join = append(join, fmt.Sprintf("%q", s.Addr.String()+":7946"))
+	}
+	return fmt.Sprintf(`[node]
+name = %q
+drain_timeout = "2s"
+[identity]
+dir = %q
+[gossip]
+enabled = true
+join = [%s]
+key_file = %q
+grace_period = "2s"
+[[workload]]
+name = "app-%s"
+addresses = [%q]
+`, h.Name, h.IdentityDir(), strings.Join(join, ", "), keyFile, h.Name, h.Addr)
+}
+
+// knownWorkloads lists the names of the workloads an agent knows.
+func knownWorkloads(a *lab.Agent) []string {
+	body, err := a.Admin("/config_dump")
+	if err != nil {
+		return nil
+	}
+	var d struct {
+		Workloads []struct{ Name string } `json:"workloads"`
+	}
+	if json.Unmarshal([]byte(body), &d) != nil {
+		return nil
+	}
+	var names []string
+	for _, w := range d.Workloads {
+		names = append(names, w.Name)
+	}
+	return names
+}
+
+func waitWorkloads(t *testing.T, a *lab.Agent, d time.Duration, ok func([]string) bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var got []string
+	for time.Now().Before(deadline) {
+		if got = knownWorkloads(a); ok(got) {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s: agent on %s knows %v after %s", what, a.Host.Name, got, d)
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Four hosts with only seeds configured form a mesh: captured curl from each
+// to each works over HBONE; cutting one host's link removes it from the
+// others; restoring the link brings it back.
+func TestGossipMeshOfFourHosts(t *testing.T) {
+	lab.Require(t, "nginx", "curl")
+	l := lab.New(t, 4)
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(l.Hosts[0].Dir, "..", "gossip.key")
+	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var agents []*lab.Agent
+	for i, h := range l.Hosts {
+		h.StartNginx("hello from "+h.Name, 8080)
+		h.Issue(agentBin, "default", "default")
+		var seeds []*lab.Host
+		if i > 0 {
+			seeds = append(seeds, l.Hosts[0])
+		}
+		agents = append(agents, h.StartAgent(agentBin, gossipConfig(h, keyFile, seeds...)))
+	}
+	for _, a := range agents {
+		a.WaitReady(t, 20*time.Second)
+	}
+	start := time.Now()
+	for _, a := range agents {
+		waitWorkloads(t, a, 20*time.Second, func(ws []string) bool { return len(ws) == 4 }, "convergence")
+	}
+	t.Logf("4 hosts converged in %s after readiness", time.Since(start).Round(time.Millisecond))
+
+	for i, from := range l.Hosts {
+		for j, to := range l.Hosts {
+			if i == j {
+				continue
+			}
+			out, err := curl(from, fmt.Sprintf("http://%s:8080/", to.Addr))
+			if err != nil || !strings.Contains(out, "hello from "+to.Name) {
+				t.Fatalf("%s -> %s: %v %q", from.Name, to.Name, err, out)
+			}
+		}
+		if n := countLines(agents[i].Log(), "direction=outbound", "route=hbone"); n != 3 {
+			t.Errorf("%s carried %d of its 3 connections over HBONE:\n%s", from.Name, n, agents[i].Log())
+		}
+	}
+
+	// Cut h4 off the switch: the others drop its workload after the grace period.
+	cut := l.Hosts[3]
+	l.SetLink(cut, false)
+	start = time.Now()
+	for _, a := range agents[:3] {
+		waitWorkloads(t, a, 40*time.Second, func(ws []string) bool { return !contains(ws, "app-h4") }, "after the cut")
+	}
+	t.Logf("h4 removed %s after its link was cut", time.Since(start).Round(time.Millisecond))
+	l.SetLink(cut, true)
+	start = time.Now()
+	for _, a := range agents[:3] {
+		waitWorkloads(t, a, 90*time.Second, func(ws []string) bool { return contains(ws, "app-h4") }, "after the link came back")
+	}
+	t.Logf("h4 back %s after its link was restored", time.Since(start).Round(time.Millisecond))
+	if out, err := curl(l.Hosts[0], fmt.Sprintf("http://%s:8080/", cut.Addr)); err != nil || !strings.Contains(out, "hello from h4") {
+		t.Fatalf("h1 -> h4 after the link came back: %v %q", err, out)
+	}
+}
+
+// countLines counts the lines of log that contain every one of subs.
+func countLines(log string, subs ...string) int {
+	n := 0
+	for _, line := range strings.Split(log, "\n") {
+		all := true
+		for _, s := range subs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
