@@ -23,6 +23,8 @@ func commands() map[string]command {
 		"cleanup":   {"remove every piece of host state the agent may have left", runCleanup},
 		"ca":        {"the built-in offline mesh CA: ca init, ca issue", runCA},
 		"version":   {"print the version", runVersion},
+		"authz":     {"explain an authorization decision: authz check ...", runAuthz},
+		"gossip":    {"gossip helpers: gossip keygen", runGossip},
 		"status":    {"show whether the local agent is ready, and why not", runStatus},
 		"workloads": {"list the workloads the local agent knows", runWorkloads},
 		"certs":     {"list the certificates the local agent holds (never keys)", runCerts},
