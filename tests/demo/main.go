@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -43,29 +44,40 @@ func run(d *demoT, once bool) {
 	l := lab.New(d, 3)
 	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
 	h2.StartNginx("hello from h2", 8080)
+	step("making a gossip key (ambient-agent gossip keygen); h2 joins h1 by gossip, no static peers")
+	keyFile := filepath.Join(d.TempDir(), "gossip.key")
+	if _, err := h1.Run(lab.Timeout(10*time.Second), bin, "gossip", "keygen", "-out", keyFile); err != nil {
+		d.Fatal(err)
+	}
 	var agents []*lab.Agent
-	for _, pair := range [][2]*lab.Host{{h1, h2}, {h2, h1}} {
-		h, peer := pair[0], pair[1]
+	for _, pair := range [][2]*lab.Host{{h1, nil}, {h2, h1}} {
+		h, seed := pair[0], pair[1]
+		join := ""
+		if seed != nil {
+			join = fmt.Sprintf("%q", seed.Addr.String()+":7946")
+		}
 		cfg := fmt.Sprintf(`[node]
-name = %q
+name = %[1]q
 [identity]
-dir = %q
+dir = %[2]q
+[gossip]
+enabled = true
+join = [%[5]s]
+key_file = %[6]q
 [[workload]]
-name = "app-%[3]s"
-service_account = "app-%[3]s"
-addresses = [%[4]q]
-labels = { app = "app-%[3]s", version = "v1" }
-[[remote_workload]]
-name = "app-%[5]s"
-service_account = "app-%[5]s"
-addresses = [%[6]q]
-node = %[5]q
-`, h.Name, h.Issue(bin, "default", "app-"+h.Name), h.Name, h.Addr, peer.Name, peer.Addr)
+name = "app-%[1]s"
+service_account = "app-%[1]s"
+addresses = [%[3]q]
+labels = { app = "app-%[1]s", version = "v1" }
+[policy]
+dir = %[4]q
+`, h.Name, h.Issue(bin, "default", "app-"+h.Name), h.Addr, filepath.Join(h.Dir, "policies"), join, keyFile)
 		agents = append(agents, h.StartAgent(bin, cfg))
 	}
 	for _, a := range agents {
-		a.WaitReady(d, 15*time.Second)
+		a.WaitReady(d, 20*time.Second)
 	}
+	waitPeers(d, agents)
 	show(agents)
 
 	url := fmt.Sprintf("http://%s:8080/", h2.Addr)
@@ -80,11 +92,34 @@ node = %[5]q
 			fmt.Println("   ", line)
 		}
 	}
-	step("h2's metrics (istio_tcp_connections_opened_total, as a ztunnel reports them):")
+	step("h2 denies h1 with Istio's own AuthorizationPolicy YAML (a DENY for h1's identity):")
+	policy := `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-h1
+  namespace: default
+spec:
+  action: DENY
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/app-h1"]
+`
+	fmt.Print(indent(policy))
+	if err := os.MkdirAll(filepath.Join(h2.Dir, "policies"), 0o755); err != nil {
+		d.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(h2.Dir, "policies", "deny-h1.yaml"), []byte(policy), 0o644); err != nil {
+		d.Fatal(err)
+	}
+	agents[1].WaitLog(d, "policies=1", 10*time.Second)
+	step("h1 -> curl %s again: refused by h2's agent (HTTP/2 401 on the CONNECT)", url)
+	demoCurl(h1, url)
+	step("h2's metrics (istio_tcp_connections_opened/failed_total, as a ztunnel reports them):")
 	if _, body, err := h2.Get("http://127.0.0.1:15020/metrics"); err == nil {
 		for _, line := range strings.Split(body, "\n") {
-			if strings.HasPrefix(line, "istio_tcp_connections_opened_total{") {
-				fmt.Println("   ", shorten(line))
+			if strings.HasPrefix(line, "istio_tcp_connections_opened_total{") || strings.HasPrefix(line, "istio_tcp_connections_failed_total{") {
+				fmt.Println("   ", line[:strings.Index(line, "{")], shorten(line))
 			}
 		}
 	}
@@ -162,4 +197,23 @@ func show(agents []*lab.Agent) {
 
 func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
+}
+
+// waitPeers waits until every agent knows the others' workloads by gossip.
+func waitPeers(d *demoT, agents []*lab.Agent) {
+	for _, a := range agents {
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			body, err := a.Admin("/config_dump")
+			if err == nil && strings.Count(body, `"uid"`) >= len(agents) {
+				break
+			}
+			if time.Now().After(deadline) {
+				d.Fatalf("%s did not learn its peers by gossip", a.Host.Name)
+			}
+		}
+	}
+}
+
+func indent(s string) string {
+	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ") + "\n"
 }
