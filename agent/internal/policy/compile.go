@@ -43,33 +43,8 @@ type namespacePolicies struct {
 // The Set keeps references to the resources' maps and slices: do not modify them afterwards.
 func Compile(resources []Resource, opts Options) (*Set, []Warning) {
 	s := &Set{rootNamespace: cmp.Or(opts.RootNamespace, DefaultRootNamespace), namespaces: map[string]*namespacePolicies{}}
-	var warnings []Warning
-	var compiled []*Authorization
-	var peerAuthns []*Resource
 	res := slices.Clone(resources)
-	for i := range res {
-		r := &res[i]
-		switch {
-		case r.Kind == KindAuthorizationPolicy && r.AuthorizationPolicy != nil:
-			a, ws := convertAuthorizationPolicy(r, s.rootNamespace)
-			warnings = append(warnings, ws...)
-			if a != nil {
-				compiled = append(compiled, a)
-			} else if len(r.AuthorizationPolicy.TargetRefs) > 0 {
-				s.waypoint = append(s.waypoint, *r)
-			}
-			s.summary = append(s.summary, summarizeAuthorizationPolicy(r, a, ws))
-		case r.Kind == KindPeerAuthentication && r.PeerAuthentication != nil:
-			peerAuthns = append(peerAuthns, r)
-		default:
-			name := r.Name
-			if r.Namespace != "" {
-				name = r.Key()
-			}
-			warnings = append(warnings, Warning{Source: r.Source, Policy: name,
-				Msg: fmt.Sprintf("%s (%s) is not used by the node agent; ignored", r.Kind, r.APIVersion)})
-		}
-	}
+	compiled, peerAuthns, warnings := s.convert(res)
 
 	// Oldest first: the oldest PeerAuthentication of a level wins. Without timestamps, input order decides.
 	slices.SortStableFunc(peerAuthns, func(a, b *Resource) int { return a.CreationTimestamp.Compare(b.CreationTimestamp) })
@@ -93,6 +68,38 @@ func Compile(resources []Resource, opts Options) (*Set, []Warning) {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind))
 	})
 	return s, warnings
+}
+
+// convert compiles the AuthorizationPolicies, keeps those for waypoints aside, and returns the
+// PeerAuthentications, which are resolved together.
+func (s *Set) convert(res []Resource) ([]*Authorization, []*Resource, []Warning) {
+	var compiled []*Authorization
+	var peerAuthns []*Resource
+	var warnings []Warning
+	for i := range res {
+		r := &res[i]
+		switch {
+		case r.Kind == KindAuthorizationPolicy && r.AuthorizationPolicy != nil:
+			a, ws := convertAuthorizationPolicy(r, s.rootNamespace)
+			warnings = append(warnings, ws...)
+			if a != nil {
+				compiled = append(compiled, a)
+			} else if len(r.AuthorizationPolicy.TargetRefs) > 0 {
+				s.waypoint = append(s.waypoint, *r)
+			}
+			s.summary = append(s.summary, summarizeAuthorizationPolicy(r, a, ws))
+		case r.Kind == KindPeerAuthentication && r.PeerAuthentication != nil:
+			peerAuthns = append(peerAuthns, r)
+		default:
+			name := r.Name
+			if r.Namespace != "" {
+				name = r.Key()
+			}
+			warnings = append(warnings, Warning{Source: r.Source, Policy: name,
+				Msg: fmt.Sprintf("%s (%s) is not used by the node agent; ignored", r.Kind, r.APIVersion)})
+		}
+	}
+	return compiled, peerAuthns, warnings
 }
 
 func comparePolicies(a, b *Authorization) int {
