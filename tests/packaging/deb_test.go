@@ -1,0 +1,84 @@
+package packaging
+
+import (
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+)
+
+// TestDebInstallInBootedSystemd installs the .deb the way users do, with apt-get from a repository, and
+// takes it through the service's life, an upgrade, removal and purge.
+func TestDebInstallInBootedSystemd(t *testing.T) {
+	require(t, true, "systemd-nspawn", "nsenter", "debootstrap", "dpkg-scanpackages", "tar")
+	t.Parallel()
+	a := built(t)
+	root := bootableRoot(t)
+
+	// A file-based apt repository, as `make apt-repo` makes; bound read-only into the machine as /repo,
+	// where the root's only apt source points.
+	repo := filepath.Join(t.TempDir(), "repo")
+	addToRepo(t, repo, a.path(t, "deb", runtime.GOARCH))
+	m := boot(t, root, map[string]string{repo: "/repo"})
+
+	// Install: the unit is enabled, the user and directories exist, nothing is started yet.
+	m.run("apt-get update -q && apt-get install -y -q ambient-agent")
+	if v := m.run("dpkg-query -W -f='${Version}' ambient-agent"); v != firstVersion+"-"+release {
+		t.Fatalf("installed version %q, want %s-%s", v, firstVersion, release)
+	}
+	if out := strings.TrimSpace(m.run("systemctl is-enabled ambient-agent")); out != "enabled" {
+		t.Fatalf("after install the unit is %q, want enabled", out)
+	}
+	expectActive(m, "inactive")
+	m.run("getent passwd ambient-agent")
+	if owner := strings.TrimSpace(m.run("stat -c %U:%a /etc/ambient-agent/identity")); owner != "ambient-agent:750" {
+		t.Fatalf("/etc/ambient-agent/identity is %s, want ambient-agent:750", owner)
+	}
+	checkUnit(m, "/lib/systemd/system/ambient-agent.service")
+
+	configure(m)
+	serviceLifecycle(m)
+
+	// Upgrade to a newer package: the edited config stays, the running agent is restarted on the new binary.
+	sum := m.run("sha256sum /etc/ambient-agent/config.toml")
+	pid := mainPID(m)
+	addToRepo(t, repo, a.upgrade)
+	m.run("apt-get update -q && apt-get install -y -q ambient-agent")
+	if v := m.run("dpkg-query -W -f='${Version}' ambient-agent"); v != secondVersion+"-"+release {
+		t.Fatalf("after the upgrade the version is %q, want %s-%s", v, secondVersion, release)
+	}
+	if after := m.run("sha256sum /etc/ambient-agent/config.toml"); after != sum {
+		t.Fatalf("the upgrade changed the edited config:\n%s", m.run("cat /etc/ambient-agent/config.toml"))
+	}
+	expectActive(m, "active")
+	if after := mainPID(m); after == pid {
+		t.Fatalf("the upgrade did not restart the running agent (MainPID still %d)", pid)
+	}
+	if v := m.run("ambient-agent version"); !strings.Contains(v, secondVersion) {
+		t.Fatalf("after the upgrade `ambient-agent version` says %q, want %s", strings.TrimSpace(v), secondVersion)
+	}
+	expectTable(m, true)
+
+	// Remove: the agent is stopped, its table gone, the binary gone; the configuration stays.
+	m.run("apt-get remove -y -q ambient-agent")
+	expectActive(m, "inactive")
+	expectTable(m, false)
+	expectNoAgentProcess(m)
+	m.run("! test -e /usr/bin/ambient-agent && ! test -e /lib/systemd/system/ambient-agent.service")
+	m.run("test -f /etc/ambient-agent/config.toml")
+
+	// Purge: configuration, certificates, state and the unit's enablement are gone.
+	m.run("apt-get purge -y -q ambient-agent")
+	m.run("! test -e /etc/ambient-agent && ! test -e /var/lib/ambient-agent")
+	m.run("! test -e /etc/systemd/system/multi-user.target.wants/ambient-agent.service")
+	if out, code := m.try("dpkg-query -W -f='${Status}' ambient-agent"); code == 0 && !strings.Contains(out, "not-installed") {
+		t.Fatalf("after purge dpkg still knows ambient-agent: %s", out)
+	}
+}
+
+// addToRepo adds a .deb to a flat apt repository with packaging/apt-repo.sh (what `make apt-repo` runs).
+func addToRepo(t *testing.T, repo, deb string) {
+	t.Helper()
+	root := repoRoot(t)
+	run(t, root, filepath.Join(root, "packaging", "apt-repo.sh"), repo, deb)
+}
