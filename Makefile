@@ -34,3 +34,23 @@ demo:
 
 clean:
 	rm -rf bin
+
+# Packages and the tarball installer (docs/install.md), built by packaging/build.sh into $(DIST):
+#   make deb rpm tarball      ambient-agent_<version>-<release>_<arch>.deb/.rpm, ambient-agent_<version>_linux_<arch>.tar.gz
+#   make apt-repo             $(DIST)/apt: a flat apt repository (deb [trusted=yes] file:$(DIST)/apt ./)
+# The version comes from the latest v* tag (packaging/version.sh); override: make deb PKG_VERSION=1.2.3.
+# Lint them with packaging/lint.sh $(DIST)/*.deb $(DIST)/*.rpm.
+ifeq ($(origin PKG_VERSION),undefined)
+PKG_VERSION := $(shell packaging/version.sh)
+endif
+PKG_RELEASE ?= 1
+PKG_ARCHS   ?= amd64 arm64
+DIST        ?= dist
+
+.PHONY: deb rpm tarball apt-repo
+
+deb rpm tarball:
+	PKG_RELEASE=$(PKG_RELEASE) packaging/build.sh -v "$(PKG_VERSION)" -a "$(PKG_ARCHS)" -o $(DIST) $@ >/dev/null
+
+apt-repo: deb
+	packaging/apt-repo.sh $(DIST)/apt $(foreach a,$(PKG_ARCHS),$(DIST)/ambient-agent_$(PKG_VERSION)-$(PKG_RELEASE)_$(a).deb)
