@@ -3,6 +3,7 @@ package policy
 import (
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -245,4 +246,27 @@ func dryRun(yaml string) string { return annotate(yaml, `istio.io/dry-run: "true
 
 func annotate(yaml, annotation string) string {
 	return strings.Replace(yaml, "metadata:\n", "metadata:\n  annotations:\n    "+annotation+"\n", 1)
+}
+
+// A Set is shared by every connection goroutine: Evaluate and the accessors only read (run with -race).
+func TestConcurrentEvaluate(t *testing.T) {
+	set, _ := compileYAML(t, allowFrom("allow", "default", "namespaces: [default]")+"---\n"+
+		pa("strict", "default", "", "STRICT", "")+dryRun(denyFrom("dry", "default", "namespaces: [x]")))
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				c := conn(sleep, "10.0.0.1")
+				if (g+i)%2 == 0 {
+					c.SourceIdentity = id("")
+				}
+				set.Evaluate(c)
+				set.Applicable(c)
+				set.Summary()
+			}
+		}()
+	}
+	wg.Wait()
 }

@@ -167,11 +167,16 @@ const (
 	MatchPresence
 )
 
-var matchTypeNames = [...]string{MatchExact: "exact", MatchPrefix: "prefix", MatchSuffix: "suffix", MatchPresence: "presence"}
-
 func (t MatchType) String() string {
-	if int(t) < len(matchTypeNames) {
-		return matchTypeNames[t]
+	switch t {
+	case MatchExact:
+		return "exact"
+	case MatchPrefix:
+		return "prefix"
+	case MatchSuffix:
+		return "suffix"
+	case MatchPresence:
+		return "presence"
 	}
 	return "MatchType(" + strconv.Itoa(int(t)) + ")"
 }

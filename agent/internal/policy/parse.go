@@ -200,16 +200,14 @@ func yamlError(err error) (int, string) {
 	return n, strings.TrimSpace(strings.TrimPrefix(rest[j:], ":"))
 }
 
-// metadataFields are the metadata keys Kubernetes fills in: accepted and ignored, so that the output of
-// `kubectl get -o yaml` loads.
-var metadataFields = []string{"name", "namespace", "annotations", "labels", "creationTimestamp",
-	"uid", "resourceVersion", "generation", "managedFields", "selfLink", "ownerReferences", "finalizers",
-	"generateName", "deletionTimestamp", "deletionGracePeriodSeconds"}
-
 func (d *decoder) metadata(r *Resource, v any) {
 	p := fieldPath{}.key("metadata")
 	m := d.object(p, v)
-	d.fields(p, m, metadataFields...)
+	// Beyond the five we read, the keys Kubernetes fills in are accepted and ignored, so that the output of
+	// `kubectl get -o yaml` loads.
+	d.fields(p, m, "name", "namespace", "annotations", "labels", "creationTimestamp",
+		"uid", "resourceVersion", "generation", "managedFields", "selfLink", "ownerReferences", "finalizers",
+		"generateName", "deletionTimestamp", "deletionGracePeriodSeconds")
 	r.Name = d.str(p.key("name"), m["name"])
 	r.Namespace = d.str(p.key("namespace"), m["namespace"])
 	r.Annotations = d.strMap(p.key("annotations"), m["annotations"])

@@ -52,14 +52,11 @@ func parseServiceAccount(v, policyNamespace string) (ServiceAccountMatch, error)
 	return ServiceAccountMatch{Namespace: ns, ServiceAccount: name}, nil
 }
 
-// l4Attributes are the `when` keys a node agent can evaluate; istiod keeps exactly these for ztunnel.
-var l4Attributes = []string{"source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port"}
-
+// isL4Attribute: the `when` keys a node agent can evaluate; istiod keeps exactly these for ztunnel.
 func isL4Attribute(key string) bool {
-	for _, a := range l4Attributes {
-		if key == a {
-			return true
-		}
+	switch key {
+	case "source.ip", "source.namespace", "source.principal", "destination.ip", "destination.port":
+		return true
 	}
 	return false
 }
