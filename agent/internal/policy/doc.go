@@ -15,8 +15,12 @@
 //	                                            (L7 fields, targetRef, AUDIT/CUSTOM, PeerAuthentication
 //	                                            modes), indexed by namespace and selector label.
 //	Load(dir, Options) (*Set, []Warning, error) LoadDir + Compile.
-//	(*Set).Evaluate(Conn) Decision              evaluate.go, match.go: deny first, then allow.
-//	(*Set).Summary() []PolicySummary            summary.go: JSON-friendly, for /config_dump.
+//	(*Set).Evaluate(Conn) Decision              evaluate.go, match.go: deny first, then allow. A Decision
+//	                                            is an Outcome (Allow, Reason, Policy "ns/name", Kind, Rule)
+//	                                            plus DryRun *Outcome when dry-run policies apply.
+//	(*Set).Applicable(Conn) []Authorization     the policies a decision considers, for explanations.
+//	(*Set).Summary() []PolicySummary            summary.go: JSON-friendly, for /config_dump; with
+//	(*Set).Authorizations(), Len(), WaypointPolicies().
 //
 // How the agent uses it: on start, on a change in [policy] dir and on SIGHUP, call Load with the
 // configured root namespace; on error log the Problems and keep the current Set; otherwise log the

@@ -2,12 +2,16 @@ package policy
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 )
 
 // This is the only file of the package that touches the filesystem.
+
+// maxFileSize bounds what LoadDir reads: policy files are small, and a huge file is a mistake.
+const maxFileSize = 16 << 20
 
 // LoadDir reads every *.yaml and *.yml file directly in dir (not in subdirectories; hidden files are
 // skipped), in name order, with Parse. The load is all or nothing: if any file has a problem, or two files
@@ -32,6 +36,10 @@ func LoadDir(dir string) ([]Resource, error) {
 			continue
 		}
 		if !info.Mode().IsRegular() {
+			continue
+		}
+		if info.Size() > maxFileSize {
+			problems = append(problems, Problem{Source: Source{File: path}, Msg: fmt.Sprintf("%d bytes: larger than the %d a policy file may have", info.Size(), maxFileSize)})
 			continue
 		}
 		data, err := os.ReadFile(path)
