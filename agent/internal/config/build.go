@@ -54,19 +54,19 @@ func (b *builder) node(f NodeFile) Node {
 			b.addf("node.name", "not set and the hostname is unknown (%v); set it", err)
 		}
 		n.Name = strings.ToLower(strings.SplitN(host, ".", 2)[0])
-		if err == nil && !isDNSLabel(n.Name) {
+		if err == nil && !IsDNSLabel(n.Name) {
 			b.addf("node.name", "not set and the hostname %q is not a DNS label; set it", host)
 		}
-	} else if !isDNSLabel(n.Name) {
+	} else if !IsDNSLabel(n.Name) {
 		b.addf("node.name", "%q is not a DNS label (lowercase letters, digits and '-', at most 63)", n.Name)
 	}
 	if _, err := spiffeid.TrustDomainFromString(n.TrustDomain); err != nil || strings.Contains(n.TrustDomain, "/") {
 		b.addf("node.trust_domain", "%q is not a valid SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')", n.TrustDomain)
 	}
-	if n.Network != "" && !isDNSSubdomain(n.Network) {
+	if n.Network != "" && !IsDNSSubdomain(n.Network) {
 		b.addf("node.network", "%q is not a DNS name", n.Network)
 	}
-	if n.ClusterID != "" && !isDNSSubdomain(n.ClusterID) {
+	if n.ClusterID != "" && !IsDNSSubdomain(n.ClusterID) {
 		b.addf("node.cluster_id", "%q is not a DNS name", n.ClusterID)
 	}
 	if n.DrainTimeout <= 0 || n.DrainTimeout > 10*time.Minute {
@@ -111,13 +111,13 @@ func (b *builder) workloads(table string, fs []WorkloadFile, owners map[netip.Ad
 		switch {
 		case w.Name == "":
 			b.addf(key+".name", "is required")
-		case !isDNSLabel(w.Name):
+		case !IsDNSLabel(w.Name):
 			b.addf(key+".name", "%q is not a DNS label", w.Name)
 		}
-		if !isDNSLabel(w.Namespace) {
+		if !IsDNSLabel(w.Namespace) {
 			b.addf(key+".namespace", "%q is not a DNS label", w.Namespace)
 		}
-		if !isDNSSubdomain(w.ServiceAccount) {
+		if !IsDNSSubdomain(w.ServiceAccount) {
 			b.addf(key+".service_account", "%q is not a DNS name", w.ServiceAccount)
 		}
 		qualified := w.Namespace + "/" + w.Name
@@ -169,7 +169,7 @@ func (b *builder) policy(f PolicyFile) Policy {
 	if !strings.HasPrefix(p.Dir, "/") {
 		b.addf("policy.dir", "%q is not an absolute path", p.Dir)
 	}
-	if !isDNSLabel(p.RootNamespace) {
+	if !IsDNSLabel(p.RootNamespace) {
 		b.addf("policy.root_namespace", "%q is not a DNS label", p.RootNamespace)
 	}
 	return p
@@ -261,7 +261,7 @@ func (b *builder) remotes(fs []RemoteFile, owners map[netip.Addr]string) []Remot
 	for i, f := range fs {
 		key := fmt.Sprintf("remote_workload[%d]", i)
 		out[i] = Remote{Workload: ws[i], Node: f.Node, Tunnel: orDefault(f.Tunnel, TunnelHBONE)}
-		if f.Node != "" && !isDNSLabel(f.Node) {
+		if f.Node != "" && !IsDNSLabel(f.Node) {
 			b.addf(key+".node", "%q is not a DNS label", f.Node)
 		}
 		if t := out[i].Tunnel; t != TunnelHBONE && t != TunnelNone {

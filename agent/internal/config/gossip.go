@@ -33,7 +33,7 @@ func (b *builder) gossip(f GossipFile) Gossip {
 		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
 			b.addf(key, "%q has no valid port", seed)
 		}
-		if _, err := netip.ParseAddr(host); err != nil && !isDNSSubdomain(host) {
+		if _, err := netip.ParseAddr(host); err != nil && !IsDNSSubdomain(host) {
 			b.addf(key, "%q is neither an IP address nor a DNS name", host)
 		}
 	}

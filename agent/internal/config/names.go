@@ -2,9 +2,9 @@ package config
 
 import "strings"
 
-// isDNSLabel reports whether s is an RFC 1123 label: lowercase alphanumerics and
+// IsDNSLabel reports whether s is an RFC 1123 label: lowercase alphanumerics and
 // '-', starting and ending alphanumeric, at most 63 characters.
-func isDNSLabel(s string) bool {
+func IsDNSLabel(s string) bool {
 	if len(s) == 0 || len(s) > 63 {
 		return false
 	}
@@ -18,14 +18,14 @@ func isDNSLabel(s string) bool {
 	return true
 }
 
-// isDNSSubdomain reports whether s is an RFC 1123 subdomain: dot-separated labels,
+// IsDNSSubdomain reports whether s is an RFC 1123 subdomain: dot-separated labels,
 // at most 253 characters (Kubernetes' rule for service account names).
-func isDNSSubdomain(s string) bool {
+func IsDNSSubdomain(s string) bool {
 	if len(s) == 0 || len(s) > 253 {
 		return false
 	}
 	for _, l := range strings.Split(s, ".") {
-		if !isDNSLabel(l) {
+		if !IsDNSLabel(l) {
 			return false
 		}
 	}

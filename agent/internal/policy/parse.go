@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 const istioSecurityGroup = "security.istio.io"
@@ -215,13 +217,13 @@ func (d *decoder) metadata(r *Resource, v any) {
 	switch {
 	case r.Name == "":
 		d.fail(p.key("name"), "required")
-	case !isDNSSubdomain(r.Name):
+	case !config.IsDNSSubdomain(r.Name):
 		d.fail(p.key("name"), "%q is not a valid name (lowercase letters, digits, '-' and '.', at most 253)", r.Name)
 	}
 	switch {
 	case r.Namespace == "":
 		d.fail(p.key("namespace"), "required: a host has no `kubectl -n`, so every policy names its namespace")
-	case !isDNSLabel(r.Namespace):
+	case !config.IsDNSLabel(r.Namespace):
 		d.fail(p.key("namespace"), "%q is not a valid namespace (lowercase letters, digits and '-', at most 63)", r.Namespace)
 	}
 	if ts := d.str(p.key("creationTimestamp"), m["creationTimestamp"]); ts != "" {
