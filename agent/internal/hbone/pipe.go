@@ -1,6 +1,7 @@
 package hbone
 
 import (
+	"context"
 	"errors"
 	"net"
 	"sync/atomic"
@@ -15,7 +16,12 @@ var errRevoked = errors.New("tunnel revoked")
 // the other keeps flowing; an error in either direction tears both down. A peer's RST_STREAM with NO_ERROR or
 // CANCEL is an end of stream, not an error. It returns FlagNone for a tunnel that ended normally, else the flag
 // and cause. Closing revoke ends the tunnel with FlagRevoked.
+//
+// A stream that is reset (by either side) or loses its connection can carry nothing more in either direction,
+// so the upstream connection is closed at once: a copy blocked reading an idle upstream must not outlive it.
 func pipe(st *Stream, up net.Conn, revoke <-chan struct{}) (Flag, error) {
+	stopCloser := context.AfterFunc(st.ctx, func() { _ = up.Close() })
+	defer stopCloser()
 	var revoked atomic.Bool
 	stop := make(chan struct{})
 	watcherDone := make(chan struct{})

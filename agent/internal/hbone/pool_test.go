@@ -189,8 +189,10 @@ func TestKeepaliveDropsDeadPeer(t *testing.T) {
 	if e := time.Since(start); e < 250*time.Millisecond || e > 3*time.Second {
 		t.Errorf("dropped after %v, want about the 300 ms keepalive timeout", e)
 	}
-	if n := pool.Conns(dst.Key); n != 0 {
-		t.Errorf("pool still holds %d connections", n)
+	for deadline := time.Now().Add(5 * time.Second); pool.Conns(dst.Key) != 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("pool still holds the dead connection")
+		}
 	}
 }
 

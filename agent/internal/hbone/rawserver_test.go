@@ -116,4 +116,3 @@ func (fr *fieldRecorder) add(f []hpack.HeaderField) {
 	fr.reqs = append(fr.reqs, f)
 	fr.mu.Unlock()
 }
-
