@@ -19,7 +19,7 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 	// where the root's only apt source points.
 	repo := filepath.Join(t.TempDir(), "repo")
 	addToRepo(t, repo, a.path(t, "deb", runtime.GOARCH))
-	m := boot(t, root, map[string]string{repo: "/repo"})
+	m := boot(t, root, machineOpts{readOnly: map[string]string{repo: "/repo"}})
 
 	// Install: the unit is enabled, the user and directories exist, nothing is started yet.
 	m.run("apt-get update -q && apt-get install -y -q ambient-agent")

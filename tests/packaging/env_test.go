@@ -203,6 +203,14 @@ func unpackRoot(repo string) (string, error) {
 	return root, nil
 }
 
+// runErr runs a host command and returns its output and error.
+func runErr(name string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
+	return string(out), err
+}
+
 // run runs a host command and fails the test with its output if it fails.
 func run(t *testing.T, dir string, name string, args ...string) string {
 	t.Helper()

@@ -16,7 +16,7 @@ import (
 )
 
 // machine is a Debian booted with systemd as PID 1 in systemd-nspawn: its own network (so nftables is
-// its own), a throwaway overlay over the shared root, and host directories bound read-only into it.
+// its own), a throwaway overlay over the shared root, and host directories bound into it.
 // PID 1 here is not systemd and there is no system bus, so commands enter it with nsenter.
 type machine struct {
 	t       *testing.T
@@ -33,13 +33,21 @@ var machineEnv = []string{
 	"HOME=/root", "LANG=C.UTF-8", "DEBIAN_FRONTEND=noninteractive", "SYSTEMD_PAGER=", "SYSTEMD_COLORS=0",
 }
 
-// boot starts a machine from root with binds (host path -> path inside, read-only) and waits until its
-// systemd reports the system running. The machine is stopped when the test ends, whatever happens.
-func boot(t *testing.T, root string, binds map[string]string) *machine {
+// machineOpts says what a machine sees of the host.
+type machineOpts struct {
+	name     string            // distinguishes machines of one test (it leads the name, as it must in the bridge's interface names)
+	readOnly map[string]string // host path -> path inside
+	writable map[string]string // host path -> path inside
+	bridge   string            // a host bridge to attach the machine's host0 to; default: no network at all
+}
+
+// boot starts a machine from root and waits until its systemd reports the system running. The machine
+// is stopped when the test ends, whatever happens.
+func boot(t *testing.T, root string, opts machineOpts) *machine {
 	t.Helper()
 	m := &machine{
 		t:       t,
-		name:    fmt.Sprintf("aa-%s-%d", shortName(t.Name()), os.Getpid()),
+		name:    strings.ReplaceAll(fmt.Sprintf("aa-%s-%s-%d", opts.name, shortName(t.Name()), os.Getpid()), "--", "-"),
 		exited:  make(chan struct{}),
 		bootLog: filepath.Join(t.TempDir(), "boot.log"),
 	}
@@ -49,9 +57,17 @@ func boot(t *testing.T, root string, binds map[string]string) *machine {
 	}
 	defer log.Close()
 	args := []string{"-D", root, "--boot", "--machine=" + m.name, "--register=no", "--keep-unit",
-		"--private-network", "--console=passive", "--volatile=overlay"}
-	for host, inside := range binds {
+		"--console=passive", "--volatile=overlay"}
+	if opts.bridge != "" {
+		args = append(args, "--network-bridge="+opts.bridge)
+	} else {
+		args = append(args, "--private-network")
+	}
+	for host, inside := range opts.readOnly {
 		args = append(args, "--bind-ro="+host+":"+inside)
+	}
+	for host, inside := range opts.writable {
+		args = append(args, "--bind="+host+":"+inside)
 	}
 	m.nspawn = exec.Command("systemd-nspawn", args...)
 	m.nspawn.Stdout, m.nspawn.Stderr = log, log
@@ -108,8 +124,8 @@ func shortName(name string) string {
 		}
 	}
 	s := strings.TrimPrefix(b.String(), "test")
-	if len(s) > 40 {
-		s = s[:40]
+	if len(s) > 32 {
+		s = s[:32]
 	}
 	return s
 }

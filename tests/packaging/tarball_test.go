@@ -16,7 +16,7 @@ func TestTarballInstaller(t *testing.T) {
 	a := built(t)
 	root := bootableRoot(t)
 	tarball := a.path(t, "tarball", runtime.GOARCH)
-	m := boot(t, root, map[string]string{filepath.Dir(tarball): "/dist"})
+	m := boot(t, root, machineOpts{readOnly: map[string]string{filepath.Dir(tarball): "/dist"}})
 
 	dir := "/root/" + strings.TrimSuffix(filepath.Base(tarball), ".tar.gz")
 	m.run("tar -xzf /dist/" + filepath.Base(tarball) + " -C /root")

@@ -5,7 +5,8 @@
 #
 #   tests/tools/build-nspawn-root.sh
 #
-# man-db lets `systemd-analyze verify` check the unit's Documentation=man:ambient-agent(8).
+# man-db lets `systemd-analyze verify` check the unit's Documentation=man:ambient-agent(8); busybox gives
+# the two-host test an HTTP server and client (httpd, wget).
 #
 # Env: AMBIENT_TOOLS_CACHE (default $HOME/.cache/ambient-agent), NSPAWN_SUITE (default bookworm),
 #      DEBIAN_MIRROR (default: the Debian mirror in /etc/apt/sources.list*, else http://deb.debian.org/debian).
@@ -18,7 +19,7 @@ suite="${NSPAWN_SUITE:-bookworm}"
 cache="${AMBIENT_TOOLS_CACHE:-$HOME/.cache/ambient-agent}"
 # Bump layout when the customisation below changes.
 layout=1
-packages=(systemd systemd-sysv dbus iproute2 nftables init-system-helpers man-db)
+packages=(systemd systemd-sysv dbus iproute2 nftables init-system-helpers man-db busybox)
 
 key="$(printf '%s\n' "$suite" "$layout" "${packages[@]}" | sha256sum | cut -c1-12)"
 tarball="$cache/nspawn-root-$suite-$key.tar"
