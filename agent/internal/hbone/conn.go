@@ -57,9 +57,7 @@ type conn struct {
 	peerWindow  int64  // the peer's SETTINGS_INITIAL_WINDOW_SIZE
 	peerFrame   int    // the peer's SETTINGS_MAX_FRAME_SIZE
 	peerStreams int    // the peer's SETTINGS_MAX_CONCURRENT_STREAMS
-	sawSettings bool
 	goingAway   bool   // no new streams: GOAWAY sent or received, idle, or closed
-	goAwayID    uint32 // client: the last stream ID the server said it processes
 	closed      bool
 	err         error
 	idleSince   time.Time
@@ -67,6 +65,9 @@ type conn struct {
 	pingAt      time.Time
 	pingData    [8]byte
 	refused     int // server: streams refused for being over the limit
+	lingerTimer *time.Timer
+
+	sawSettings bool // the peer's first SETTINGS arrived; read loop only
 
 	ctx      context.Context // cancelled when the connection closes; parent of server stream contexts
 	cancel   context.CancelCauseFunc
@@ -156,6 +157,9 @@ func (c *conn) closeWithError(err error) {
 		delete(c.streams, id)
 	}
 	c.sendCond.Broadcast()
+	if c.lingerTimer != nil {
+		c.lingerTimer.Stop()
+	}
 	c.mu.Unlock()
 	close(c.done)
 	_ = c.nc.Close()
@@ -165,13 +169,20 @@ func (c *conn) closeWithError(err error) {
 	}
 }
 
-// isClosed reports whether the connection is closed.
-func (c *conn) isClosed() bool {
-	select {
-	case <-c.done:
-		return true
-	default:
-		return false
+// closeAfterGoAway ends the connection once its final GOAWAY is written. Closing the socket at once could lose
+// the GOAWAY: with the peer's latest frames still unread, the kernel answers with a reset. So our side is
+// half-closed (TLS close_notify) and the peer gets goAwayFlushTimeout to read everything and close; its EOF ends
+// the read loop, or the timer ends the connection.
+func (c *conn) closeAfterGoAway() {
+	c.mu.Lock()
+	if c.closed || c.lingerTimer != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.lingerTimer = time.AfterFunc(goAwayFlushTimeout, func() { c.closeWithError(errGoAwaySent) })
+	c.mu.Unlock()
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite() // writes the close_notify alert: never under mu
 	}
 }
 

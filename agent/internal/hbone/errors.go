@@ -65,13 +65,12 @@ var (
 	// ErrPoolClosed is returned by Dial after the pool was closed.
 	ErrPoolClosed = errors.New("hbone: pool closed")
 
-	errConnClosed     = errors.New("http2 connection closed")
-	errPingTimeout    = errors.New("keepalive ping not answered")
-	errWriteAfterEnd  = fmt.Errorf("write after CloseWrite: %w", net.ErrClosed)
-	errStreamRefused  = errors.New("stream refused by peer")
-	errGoAway         = errors.New("peer sent GOAWAY")
-	errIdle           = errors.New("idle timeout")
-	errStreamsExhaust = errors.New("stream IDs exhausted")
+	errConnClosed    = errors.New("http2 connection closed")
+	errPingTimeout   = errors.New("keepalive ping not answered")
+	errWriteAfterEnd = fmt.Errorf("write after CloseWrite: %w", net.ErrClosed)
+	errStreamRefused = errors.New("stream refused by peer")
+	errGoAway        = errors.New("peer sent GOAWAY")
+	errIdle          = errors.New("idle timeout")
 )
 
 var (

@@ -258,7 +258,7 @@ func (c *conn) onSettings(f *http2.SettingsFrame) error {
 		}
 		switch st.ID {
 		case http2.SettingHeaderTableSize:
-			ack.end, ack.val = true, st.Val
+			ack.table, ack.val = true, st.Val
 		case http2.SettingInitialWindowSize:
 			delta := int64(st.Val) - c.peerWindow
 			c.peerWindow = int64(st.Val)
@@ -345,7 +345,6 @@ func (c *conn) onReset(f *http2.RSTStreamFrame) error {
 func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 	c.mu.Lock()
 	c.goingAway = true
-	c.goAwayID = f.LastStreamID
 	if !c.server {
 		for id, s := range c.streams {
 			if id > f.LastStreamID {

@@ -56,6 +56,12 @@ type Stream struct {
 	onClose  func(*Stream) // runs once, after Close released the stream
 }
 
+var (
+	_ net.Conn      = (*Stream)(nil)
+	_ io.ReaderFrom = (*Stream)(nil)
+	_ io.WriterTo   = (*Stream)(nil)
+)
+
 func newStream(c *conn, id uint32) *Stream {
 	s := &Stream{
 		c:          c,

@@ -58,8 +58,10 @@ type TunnelStats struct {
 }
 
 // Telemetry receives tunnel events. Implementations must be fast and safe for concurrent use: they are called
-// from connection goroutines. TunnelOpened and TunnelClosed come in pairs; TunnelFailed is for tunnels that were
-// never established (a refused CONNECT, a failed dial or handshake) and has no TunnelOpened before it.
+// from connection goroutines (a refusal that needs no policy is reported from the connection's read loop).
+// TunnelOpened and TunnelClosed come in pairs; TunnelFailed is for tunnels that were never established (a refused
+// CONNECT, a failed dial or handshake) and has no TunnelOpened before it. Inbound connections that fail before
+// any request (TLS handshake, HTTP/2 preface) are reported with TunnelFailed too, with an empty Authority.
 type Telemetry interface {
 	TunnelOpened(t *TunnelInfo)
 	TunnelClosed(t *TunnelInfo, s TunnelStats)

@@ -37,7 +37,8 @@ type ctrlFrame struct {
 	stream uint32
 	val    uint32 // window increment, error code, :status or the peer's header table size (settings ack)
 	data   [8]byte
-	end    bool // response: END_STREAM; settings ack: val holds a header table size to apply
+	end    bool // response: END_STREAM
+	table  bool // settings ack: first apply val as the peer's HPACK table size limit
 	close  bool // GOAWAY: close the connection once written
 }
 
@@ -116,7 +117,7 @@ func (c *conn) lastPeerIDSnapshot() uint32 {
 func (c *conn) appendCtrlFrame(f *ctrlFrame) (closeAfter bool) {
 	switch f.kind {
 	case ctrlSettingsAck:
-		if f.end {
+		if f.table {
 			c.henc.SetMaxDynamicTableSizeLimit(f.val)
 		}
 		_ = c.fr.WriteSettingsAck()
@@ -198,7 +199,7 @@ func (c *conn) flushCtrl() {
 	_ = c.flushLocked() // a failure closes the connection
 	c.unlockWrite()
 	if closeAfter {
-		c.closeWithError(errGoAwaySent)
+		c.closeAfterGoAway()
 	}
 }
 
@@ -237,7 +238,7 @@ func (c *conn) writeData(s *Stream, p []byte) error {
 			err = ferr
 		}
 		if closeAfter {
-			c.closeWithError(errGoAwaySent)
+			c.closeAfterGoAway()
 			if err == nil {
 				err = errConnClosed
 			}
@@ -291,7 +292,7 @@ func (c *conn) writeRequest(fields []hpack.HeaderField) (*Stream, error) {
 		c.mu.Unlock()
 		_ = c.flushLocked()
 		if closeAfter {
-			c.closeWithError(errGoAwaySent)
+			c.closeAfterGoAway()
 		}
 		if err == nil {
 			err = errConnClosed
