@@ -54,3 +54,13 @@ deb rpm tarball:
 
 apt-repo: deb
 	packaging/apt-repo.sh $(DIST)/apt $(foreach a,$(PKG_ARCHS),$(DIST)/ambient-agent_$(PKG_VERSION)-$(PKG_RELEASE)_$(a).deb)
+
+# Data-path benchmarks on the netns lab (root; needs iperf3 and nft): throughput, latency, connection rate, CPU and
+# memory, direct vs meshed vs Istio's Go HBONE (docs/benchmarks.md). `make bench QUICK=1` is the smoke run (under a
+# minute). BENCH_OUT is the JSON results file; BENCH_FLAGS adds flags: -rounds N, -profile DIR, -agent BIN, -markdown.
+BENCH_OUT   ?= tests/bench/results.json
+BENCH_FLAGS ?=
+
+.PHONY: bench
+bench:
+	$(GO) run ./tests/bench/cmd/bench $(if $(QUICK),-quick) -out $(BENCH_OUT) $(BENCH_FLAGS)
