@@ -24,13 +24,14 @@ func TestShutdownGraceful(t *testing.T) {
 	// refuses.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		_, err := h.pool.Dial(context.Background(), h.dst, ConnectRequest{Authority: echo.String()})
+		extra, err := h.pool.Dial(context.Background(), h.dst, ConnectRequest{Authority: echo.String()})
 		if err != nil {
 			if FlagOf(err) != FlagDial {
 				t.Fatalf("new tunnel during shutdown: %v, want DIAL", err)
 			}
 			break
 		}
+		_ = extra.Close() // dialed before the GOAWAY went out
 		if time.Now().After(deadline) {
 			t.Fatal("server kept accepting tunnels after Shutdown")
 		}

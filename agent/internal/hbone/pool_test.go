@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/netip"
 	"regexp"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -299,5 +301,34 @@ func TestPoolDialFailure(t *testing.T) {
 	_ = h.pool.Close()
 	if _, err := h.pool.Dial(context.Background(), h.dst, ConnectRequest{Authority: "10.0.0.1:80"}); FlagOf(err) != FlagShutdown || !errors.Is(err, ErrPoolClosed) {
 		t.Errorf("dial after Close: %v, want SHUTDOWN", err)
+	}
+}
+
+// TestPoolDialerHooks: the pool makes its TCP connections with the configured Dialer (whose Control is where the
+// agent sets SO_MARK), and a Destination's own Dial takes precedence.
+func TestPoolDialerHooks(t *testing.T) {
+	var marked dialLog
+	h := newHarness(t, harnessOpts{pool: func(c *PoolConfig) { c.Dialer = &net.Dialer{Control: marked.control} }})
+	echo := echoServer(t)
+	st := h.dial(t, echo)
+	_ = st.Close()
+	if got := marked.list(); len(got) != 1 || got[0] != h.srvAddr.String() {
+		t.Errorf("dialer Control saw %v, want [%s]", got, h.srvAddr)
+	}
+
+	var custom atomic.Int32
+	dst := h.dst
+	dst.Key.ClientIP = netip.MustParseAddr("10.7.7.7") // another key: a new connection
+	dst.Dial = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+		custom.Add(1)
+		return (&net.Dialer{}).DialContext(ctx, "tcp", addr.String())
+	}
+	st, err := h.pool.Dial(context.Background(), dst, ConnectRequest{Authority: echo.String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = st.Close()
+	if custom.Load() != 1 || len(marked.list()) != 1 {
+		t.Errorf("destination Dial used %d times, pool dialer %d times; want 1 and still 1", custom.Load(), len(marked.list()))
 	}
 }

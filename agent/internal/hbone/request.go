@@ -34,6 +34,12 @@ func (r *Request) Header(name string) string {
 	return ""
 }
 
+// TargetIsLocal reports whether the target is the address the connection was accepted on: ztunnel answers 400
+// (FlagWrongTarget) otherwise, unless this agent is a waypoint for the target (spec/routing.md, inbound step 3).
+func (r *Request) TargetIsLocal() bool {
+	return !r.Target.IsHostname() && r.Target.Addr.Addr() == r.LocalAddr.Addr()
+}
+
 // Decision is the Authorize callback's answer: either refuse (Refuse set), or connect to Target.
 type Decision struct {
 	// Refuse, when not FlagNone, refuses the tunnel: the server answers Refuse.Status() (400, 401 or 503) and

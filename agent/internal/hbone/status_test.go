@@ -64,7 +64,7 @@ func newStatusHarness(t *testing.T) *statusHarness {
 
 func (sh *statusHarness) authorize(ctx context.Context, req *Request) Decision {
 	sh.calls.Add(1)
-	if req.Target.IsHostname() || req.Target.Addr.Addr() != req.LocalAddr.Addr() {
+	if !req.TargetIsLocal() {
 		return Refuse(FlagWrongTarget, errors.New("target is not this connection's local address"))
 	}
 	switch req.Header("x-test") {
