@@ -161,24 +161,27 @@ func (c *conn) onData(fh http2.FrameHeader) error {
 	}
 	c.recvWindow -= int64(n)
 	s := c.streams[fh.StreamID]
-	var refuse http2.ErrCode = 0xff
-	switch {
-	case s == nil && c.idleStreamLocked(fh.StreamID):
+	if s == nil && c.idleStreamLocked(fh.StreamID) {
 		c.mu.Unlock()
 		return connErr(http2.ErrCodeProtocol, "DATA on idle stream %d", fh.StreamID)
-	case s == nil || s.recvEnded:
-		refuse = http2.ErrCodeStreamClosed
-	case !c.server && s.status == 0:
-		refuse = http2.ErrCodeProtocol // DATA before the response headers
-	case int64(n) > s.recvWindow:
-		refuse = http2.ErrCodeFlowControl
 	}
-	if refuse != 0xff || s.reset || s.released {
+	refuse, code := true, http2.ErrCodeStreamClosed
+	switch {
+	case s == nil || s.recvEnded:
+	case !c.server && s.status == 0:
+		code = http2.ErrCodeProtocol // DATA before the response headers
+	case int64(n) > s.recvWindow:
+		code = http2.ErrCodeFlowControl
+	default:
+		refuse = false
+	}
+	if refuse || s.reset {
 		c.creditLocked(nil, n) // nobody will consume it
-		if s != nil && refuse != 0xff {
-			c.resetStreamLocked(s, refuse, fmt.Errorf("peer sent DATA: %v", refuse))
-		} else if s == nil {
-			c.queueCtrl(ctrlFrame{kind: ctrlReset, stream: fh.StreamID, val: uint32(refuse)})
+		switch {
+		case s == nil:
+			c.queueCtrl(ctrlFrame{kind: ctrlReset, stream: fh.StreamID, val: uint32(code)})
+		case refuse:
+			c.resetStreamLocked(s, code, fmt.Errorf("peer sent DATA: %v", code))
 		}
 		c.mu.Unlock()
 		return c.discard(n - boolInt(padded))
