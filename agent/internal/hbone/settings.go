@@ -72,8 +72,8 @@ func (l connLimits) settings(server bool) []http2.Setting {
 // tick is how often a connection's control loop wakes to send PINGs and check timeouts.
 func (l connLimits) tick() time.Duration {
 	t := l.keepAliveInterval
-	if l.keepAliveTimeout/2 < t {
-		t = l.keepAliveTimeout / 2
+	if l.keepAliveTimeout/4 < t {
+		t = l.keepAliveTimeout / 4 // an unanswered PING is noticed within a quarter of the timeout
 	}
 	if l.idleTimeout > 0 && l.idleTimeout/4 < t {
 		t = l.idleTimeout / 4
