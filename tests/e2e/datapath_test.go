@@ -234,3 +234,34 @@ func TestCapturedTrafficCrossesOnlyInHBONE(t *testing.T) {
 		t.Errorf("access logs do not show the HBONE path:\nA:\n%s\nB:\n%s", d.agentA.Log(), d.agentB.Log())
 	}
 }
+
+// A reload that adds a workload address applies at once: the new address is
+// captured (plaintext from C reaches B's agent on 15006) without a restart.
+func TestReloadAddsWorkloadAddressLive(t *testing.T) {
+	d := newDatapathLab(t)
+	extra := "10.77.0.99"
+	d.b.MustRun("ip", "addr", "add", extra+"/24", "dev", "eth0")
+	url := fmt.Sprintf("http://%s:8080/", extra)
+	if out, err := curl(d.c, url); err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("C -> B's new address before the reload: %v %q", err, out)
+	}
+	if log := d.b.NginxAccessLog(); !slices.Contains(log, fmt.Sprintf("%s 8080", d.c.Addr)) {
+		t.Fatalf("before the reload the new address should be reached directly: %v", log)
+	}
+	cfg := strings.Replace(meshConfig(d.b, d.a), fmt.Sprintf("addresses = [%q]", d.b.Addr),
+		fmt.Sprintf("addresses = [%q, %q]", d.b.Addr, extra), 1)
+	if err := os.WriteFile(d.agentB.ConfigPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.agentB.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	d.agentB.WaitLog(t, "capture rules updated", 5*time.Second)
+	if strings.Contains(d.agentB.Log(), "take effect only after a restart") {
+		t.Errorf("the new address was not applied live:\n%s", d.agentB.Log())
+	}
+	if out, err := curl(d.c, url); err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("C -> B's new address after the reload: %v %q", err, out)
+	}
+	d.agentB.WaitLog(t, "dst="+extra+":8080", 5*time.Second)
+}

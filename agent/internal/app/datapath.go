@@ -127,3 +127,18 @@ func (a *App) closeHBONE() {
 	}
 	a.pool.Close()
 }
+
+// reinstallCapture replaces the capture rules with those of next (atomically;
+// on error the old ones stay).
+func (a *App) reinstallCapture(next *config.Config) error {
+	if a.dp.capture == nil {
+		return nil
+	}
+	spec := captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)))
+	if err := a.dp.capture.Install(context.Background(), spec); err != nil {
+		return err
+	}
+	a.dp.spec = spec
+	a.log.Info("capture rules updated", "workload_addresses", len(spec.Workloads))
+	return nil
+}

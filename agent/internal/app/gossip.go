@@ -36,16 +36,31 @@ func newDiscovery(cfg *config.Config, a *App) (*discovery.Discovery, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
+	if err := d.SetLocal(localRecord(cfg)); err != nil {
+		return nil, fmt.Errorf("gossip: this host's record: %w", err)
+	}
+	return d, nil
+}
+
+// localRecord is what this host publishes: its own workloads.
+func localRecord(cfg *config.Config) discovery.Record {
 	var local []*state.Workload
 	for _, w := range state.FromConfig(cfg) {
 		if w.Local {
 			local = append(local, w)
 		}
 	}
-	if err := d.SetLocal(discovery.Record{Workloads: local}); err != nil {
-		return nil, fmt.Errorf("gossip: this host's record: %w", err)
+	return discovery.Record{Workloads: local}
+}
+
+// republishGossip publishes this host's record again after a reload.
+func (a *App) republishGossip(cfg *config.Config) {
+	if a.gossip == nil {
+		return
 	}
-	return d, nil
+	if err := a.gossip.SetLocal(localRecord(cfg)); err != nil {
+		a.log.Error("gossip: this host's new record was refused; peers keep the old one", "err", err)
+	}
 }
 
 // runGossip keeps this node in the pool and feeds what it learns into the

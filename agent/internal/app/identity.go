@@ -89,3 +89,11 @@ func (a *App) exportCertExpiry() {
 		a.metrics.CertExpiry.WithLabelValues(c.Identity, c.Kind).Set(float64(c.NotAfter.Unix()))
 	}
 }
+
+func dedupe(ids []spiffeid.ID) map[string]bool {
+	set := map[string]bool{}
+	for _, id := range ids {
+		set[id.String()] = true
+	}
+	return set
+}

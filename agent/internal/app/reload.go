@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"errors"
+	"maps"
 	"os"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
@@ -38,9 +39,22 @@ func (a *App) reload() {
 	}
 	prev := a.cfg.Load()
 	changed := config.Diff(prev, next)
-	restart := applyLive(changed)
+	live, restart := a.splitLive(prev, next, changed)
+	// The capture rules are the one part that can fail: apply them first, so a
+	// failure leaves everything as it was (the table swap is atomic).
+	if live["capture"] || live["workload"] {
+		if err := a.reinstallCapture(next); err != nil {
+			a.log.Error("reload rejected, keeping the running configuration", "err", err)
+			a.notify.status("reload rejected: " + firstLine(err.Error()))
+			return
+		}
+	}
 	a.level.Set(next.Log.Level)
 	a.cfg.Store(next)
+	if live["workload"] || live["remote_workload"] {
+		a.publishState()
+		a.republishGossip(next)
+	}
 	if len(restart) > 0 {
 		a.log.Warn("reloaded; some changes take effect only after a restart", "keys", restart)
 	}
@@ -49,18 +63,39 @@ func (a *App) reload() {
 	a.notify.status(a.statusLine())
 }
 
-// liveKeys are the keys a reload applies to the running agent.
-var liveKeys = map[string]bool{"log.level": true}
-
-// applyLive returns the changed keys that need a restart to take effect.
-func applyLive(changed []string) []string {
+// splitLive sorts changed keys into those a reload applies now and those that
+// need a restart. Workloads apply live while their identities stay the same
+// (new identities need new certificates from the identity source).
+func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string]bool, []string) {
+	live := map[string]bool{}
 	var restart []string
 	for _, k := range changed {
-		if !liveKeys[k] {
+		switch k {
+		case "log.level", "policy", "remote_workload":
+			live[k] = true
+		case "capture":
+			if prev.Capture.Enabled == next.Capture.Enabled {
+				live[k] = true
+			} else {
+				restart = append(restart, k+".enabled")
+			}
+		case "workload":
+			if sameIdentities(prev, next) {
+				live[k] = true
+			} else {
+				restart = append(restart, "workload (identities changed)")
+			}
+		default:
 			restart = append(restart, k)
 		}
 	}
-	return restart
+	return live, restart
+}
+
+func sameIdentities(a, b *config.Config) bool {
+	ia, errA := localIdentities(a)
+	ib, errB := localIdentities(b)
+	return errA == nil && errB == nil && maps.Equal(dedupe(ia), dedupe(ib))
 }
 
 func firstLine(s string) string {
