@@ -71,7 +71,7 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 	}
 	revoked := make(chan struct{})
 	untrack := p.d.Live.add(conn, func() { close(revoked); reset(tc); up.Close() })
-	b, err := relay(c, up)
+	b, err := relay(c, up, nil) // TCP to TCP: splice, no buffers
 	untrack()
 	flag, reason := telemetry.FlagNone, errString(err)
 	select {

@@ -43,13 +43,14 @@ type FlagError interface {
 // Outbound is the outbound proxy on 15001: it receives the captured TCP
 // connections of local processes and routes them.
 type Outbound struct {
-	l *listener
-	d *Deps
+	l    *listener
+	d    *Deps
+	bufs *bufPool // bulk buffers of the copies into tunnels
 }
 
 // NewOutbound serves captured outbound connections accepted on ln.
 func NewOutbound(ln net.Listener, d *Deps) *Outbound {
-	o := &Outbound{d: d}
+	o := &Outbound{d: d, bufs: newBufPool()}
 	o.l = newListener("outbound", ln, d.Log, o.handle)
 	return o
 }
@@ -86,7 +87,7 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), err.Error())
 		return
 	}
-	b, err := relay(c, up)
+	b, err := relay(c, up, o.bufs)
 	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
 }
 
