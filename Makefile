@@ -11,9 +11,20 @@ BIN     := bin/ambient-agent
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./agent/cmd/ambient-agent
 
-# Everything CI runs: unit tests, the netns lab and the real-peer tests.
+# Everything CI runs: unit tests, the netns lab and the real-peer tests, the
+# interop module (Istio's own HBONE code; its own go.mod) and short fuzz runs.
+FUZZTIME ?= 10s
+FUZZ     := ./agent/internal/hbone:FuzzParseAuthority ./agent/internal/hbone:FuzzServerFrames \
+            ./agent/internal/policy:FuzzParse ./agent/internal/discovery:FuzzDecodeRecord \
+            ./agent/internal/discovery:FuzzReceive
+
 test: tools
 	$(GO) test -count=1 -timeout 30m ./...
+	cd tests/interop && $(GO) test -count=1 -timeout 20m ./...
+	@for f in $(FUZZ); do pkg=$${f%%:*}; fn=$${f##*:}; \
+		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run='^$$' -fuzz="^$$fn\$$" -fuzztime=$(FUZZTIME) $$pkg >/tmp/fuzz-$$fn.log 2>&1 || { cat /tmp/fuzz-$$fn.log; exit 1; }; \
+	done
 
 # Slow-to-build test tools (real SPIRE), cached outside the repository
 # ($$AMBIENT_TOOLS_CACHE, default ~/.cache/ambient-agent): only the first run pays.
