@@ -17,6 +17,9 @@ type Options struct {
 	Rounds int  // 0: 1 quick, 5 full
 	// Agent is a prebuilt ambient-agent binary; empty builds the working tree.
 	Agent string
+	// Compare, when set, is a second prebuilt agent measured on its own pair of hosts in the same rounds, back
+	// to back with the first (a before/after comparison that the machine's load drift does not blur).
+	Compare string
 	// ProfileDir, when set, receives CPU profiles of both agents under extra throughput and latency runs, and
 	// heap profiles with 1,000 and 10,000 open connections (go tool pprof -top FILE).
 	ProfileDir string
@@ -54,10 +57,10 @@ func newPlan(o Options) plan {
 
 // samples collects every round's measurements, per path.
 type samples struct {
-	tp1, tp8 [3][]float64
-	lat      [3][]Percentiles
-	conn     [3][]float64
-	cpu      []PerAgent
+	tp1, tp8 map[path][]float64
+	lat      map[path][]Percentiles
+	conn     map[path][]float64
+	cpu      map[path][]PerAgent
 }
 
 // Run builds the binaries, sets up the lab and measures. It fails t on any error: a benchmark that cannot
@@ -80,21 +83,27 @@ func Run(t lab.T, o Options) *Result {
 	}
 
 	progress("building the agent, loadgen and the Istio HBONE peer")
-	lab.Require(t, "iperf3", "nft", "ss")
-	bins, err := build(t.TempDir(), o.Agent)
+	lab.Require(t, "iperf3", "nft", "ss", "stunnel4")
+	bins, err := build(t.TempDir(), o.Agent, o.Compare)
 	if err != nil {
 		t.Fatal(err)
 	}
-	progress("setting up 6 lab hosts: meshed h1->h2, direct h3->h4, istio peer h5->h6")
+	progress("setting up the lab: direct h1->h2, meshed h3->h4, istio peer h5->h6, stunnel h7->h8%s",
+		map[bool]string{true: ", compared agent h9->h10"}[o.Compare != ""])
 	tp := setUp(t, bins)
 
 	progress("memory: agents idle, then holding 1,000 and 10,000 meshed connections")
-	res.RSS = tp.memory(t, pl)
+	res.RSS = tp.memory(t, meshed, pl)
+	var cmpRSS RSS
+	if o.Compare != "" {
+		cmpRSS = tp.memory(t, compare, pl)
+	}
 
-	var s samples
+	s := samples{tp1: map[path][]float64{}, tp8: map[path][]float64{}, lat: map[path][]Percentiles{},
+		conn: map[path][]float64{}, cpu: map[path][]PerAgent{}}
 	for r := range pl.rounds {
 		// Rotate the order of the paths so that no path always runs first (or right after another).
-		order := rotate([]path{direct, meshed, peer}, r)
+		order := rotate(tp.paths, r)
 		progress("round %d/%d: throughput (1 and 8 streams), latency, connection rate; order %v", r+1, pl.rounds, order)
 		for _, streams := range []int{1, 8} {
 			for _, p := range order {
@@ -110,18 +119,21 @@ func Run(t lab.T, o Options) *Result {
 			}
 		}
 		for _, p := range order {
+			if p == stunnel {
+				continue // a throughput baseline only
+			}
 			lat, cpu, err := tp.latency(p, pl)
 			if err != nil {
 				t.Fatal(err)
 			}
 			s.lat[p] = append(s.lat[p], lat)
-			if p == meshed {
-				s.cpu = append(s.cpu, cpu)
+			if _, ok := tp.agents[p]; ok {
+				s.cpu[p] = append(s.cpu[p], cpu)
 			}
 		}
 		for _, p := range order {
-			if p == peer {
-				continue // the peer is compared on throughput and latency
+			if p == peer || p == stunnel {
+				continue // compared on throughput (and the peer on latency) only
 			}
 			c, err := tp.connRate(p, pl)
 			if err != nil {
@@ -131,32 +143,46 @@ func Run(t lab.T, o Options) *Result {
 		}
 	}
 	if pl.profileDir != "" {
-		progress("profiling both agents under throughput and latency load into %s", pl.profileDir)
-		secs := max(pl.iperfSeconds, 5)
-		prof := pl
-		prof.iperfSeconds, prof.iperfOmit = secs, 0
-		tp.profile(t, pl.profileDir, "cpu-throughput1", secs, func() error { _, err := tp.iperf(meshed, 1, prof); return err })
-		tp.profile(t, pl.profileDir, "cpu-throughput8", secs, func() error { _, err := tp.iperf(meshed, 8, prof); return err })
-		prof.rrDuration = time.Duration(secs) * time.Second
-		tp.profile(t, pl.profileDir, "cpu-latency", secs, func() error { _, _, err := tp.latency(meshed, prof); return err })
-		prof.connDuration = time.Duration(secs) * time.Second
-		tp.profile(t, pl.profileDir, "cpu-connrate", secs, func() error { _, err := tp.connRate(meshed, prof); return err })
+		progress("profiling the agents under throughput and latency load into %s", pl.profileDir)
+		for p := range tp.agents {
+			tp.profileAll(t, p, pl)
+		}
 	}
 	s.summarize(res, pl)
+	if o.Compare != "" {
+		res.Compare = s.compared(o.Compare, cmpRSS, pl.rate)
+	}
 	res.Machine.LoadAfter = loadAverage()
 	res.Seconds = time.Since(start).Seconds()
 	return res
 }
 
+// profileAll records CPU profiles of p's agents under one extra run of each kind of load.
+func (tp *topology) profileAll(t lab.T, p path, pl plan) {
+	t.Helper()
+	secs := max(pl.iperfSeconds, 5)
+	prof := pl
+	prof.iperfSeconds, prof.iperfOmit = secs, 0
+	prof.rrDuration = time.Duration(secs) * time.Second
+	prof.connDuration = time.Duration(secs) * time.Second
+	tp.profile(t, p, pl.profileDir, "cpu-throughput1", secs, func() error { _, err := tp.iperf(p, 1, prof); return err })
+	tp.profile(t, p, pl.profileDir, "cpu-throughput8", secs, func() error { _, err := tp.iperf(p, 8, prof); return err })
+	tp.profile(t, p, pl.profileDir, "cpu-latency", secs, func() error { _, _, err := tp.latency(p, prof); return err })
+	tp.profile(t, p, pl.profileDir, "cpu-connrate", secs, func() error { _, err := tp.connRate(p, prof); return err })
+}
+
 func (s *samples) summarize(res *Result, pl plan) {
-	tput := func(streams int, x [3][]float64) (Throughput, PeerThroughput) {
+	tput := func(streams int, x map[path][]float64) (Throughput, PeerThroughput, Baseline) {
 		return Throughput{Streams: streams, Direct: median(x[direct]), Meshed: median(x[meshed]),
 				Ratio: median(ratios(x[meshed], x[direct])), DirectRuns: x[direct], MeshedRuns: x[meshed]},
 			PeerThroughput{Gbps: median(x[peer]), RatioToDirect: median(ratios(x[peer], x[direct])),
-				AgentOverPeer: median(ratios(x[meshed], x[peer])), Runs: x[peer]}
+				AgentOverPeer: median(ratios(x[meshed], x[peer])), Runs: x[peer]},
+			Baseline{Gbps: median(x[stunnel]), RatioToDirect: median(ratios(x[stunnel], x[direct])),
+				AgentOverBaseline: median(ratios(x[meshed], x[stunnel])), Runs: x[stunnel]}
 	}
-	res.Throughput1, res.Peer.Throughput1 = tput(1, s.tp1)
-	res.Throughput8, res.Peer.Throughput8 = tput(8, s.tp8)
+	res.Throughput1, res.Peer.Throughput1, res.TLSBaseline.Throughput1 = tput(1, s.tp1)
+	res.Throughput8, res.Peer.Throughput8, res.TLSBaseline.Throughput8 = tput(8, s.tp8)
+	res.TLSBaseline.Implementation = "stunnel4 (OpenSSL), TLS 1.3, mutual, same certificates, no HTTP/2"
 	res.Latency = Latency{Rate: pl.rate, Conns: pl.conns, Size: 1024,
 		Direct: medianPercentiles(s.lat[direct]), Meshed: medianPercentiles(s.lat[meshed]),
 		Added: medianPercentiles(diffPercentiles(s.lat[meshed], s.lat[direct]))}
@@ -165,12 +191,36 @@ func (s *samples) summarize(res *Result, pl plan) {
 	res.Peer.Implementation = "istio.io/istio/pkg/hbone " + istioVersion()
 	res.ConnRate = ConnRate{Workers: pl.workers, Direct: median(s.conn[direct]), Meshed: median(s.conn[meshed]),
 		Ratio: median(ratios(s.conn[meshed], s.conn[direct])), DirectRuns: s.conn[direct], MeshedRuns: s.conn[meshed]}
-	var cc, cs []float64
-	for _, c := range s.cpu {
-		cc, cs = append(cc, c.Client), append(cs, c.Server)
+	res.CPU = medianCPU(s.cpu[meshed], pl.rate)
+}
+
+func medianCPU(xs []PerAgent, rate float64) CPU {
+	var c, v []float64
+	for _, x := range xs {
+		c, v = append(c, x.Client), append(v, x.Server)
 	}
-	res.CPU = CPU{Rate: pl.rate, Client: median(cc), Server: median(cs)}
-	res.CPU.Total = res.CPU.Client + res.CPU.Server
+	out := CPU{Rate: rate, Client: median(c), Server: median(v)}
+	out.Total = out.Client + out.Server
+	return out
+}
+
+// compared summarizes the compared agent against direct and against the first agent, round by round.
+func (s *samples) compared(agent string, rss RSS, rate float64) *Compare {
+	tp := func(x map[path][]float64) CompareThroughput {
+		return CompareThroughput{Gbps: median(x[compare]), RatioToDirect: median(ratios(x[compare], x[direct])),
+			OverAgent: median(ratios(x[compare], x[meshed])), Runs: x[compare]}
+	}
+	return &Compare{
+		Agent:       agent,
+		Throughput1: tp(s.tp1),
+		Throughput8: tp(s.tp8),
+		Latency: PeerLatency{Percentiles: medianPercentiles(s.lat[compare]),
+			Added: medianPercentiles(diffPercentiles(s.lat[compare], s.lat[direct]))},
+		ConnRate: CompareRate{PerSecond: median(s.conn[compare]), RatioToDirect: median(ratios(s.conn[compare], s.conn[direct])),
+			OverAgent: median(ratios(s.conn[compare], s.conn[meshed])), Runs: s.conn[compare]},
+		CPU: medianCPU(s.cpu[compare], rate),
+		RSS: rss,
+	}
 }
 
 func rotate[T any](xs []T, n int) []T {
@@ -264,5 +314,6 @@ func (r *Result) Check() []string {
 		pos("rss."+name+".server", m.Server)
 	}
 	want(r.RSS.Conns10kMB.Client >= r.RSS.IdleMB.Client, "rss: the client agent holds 10,000 connections in less memory than idle")
+	pos("tls_baseline.throughput_1.gbps", r.TLSBaseline.Throughput1.Gbps)
 	return bad
 }

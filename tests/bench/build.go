@@ -11,13 +11,13 @@ import (
 
 // binaries are the programs a run needs, built into a temporary directory.
 type binaries struct {
-	agent, loadgen, peer string
+	agent, compare, loadgen, peer string
 }
 
 // build compiles the agent (unless given), loadgen and the Istio peer (its own module: the first build of Istio's
 // packages takes minutes; later ones come from the Go build cache).
-func build(dir, agent string) (binaries, error) {
-	b := binaries{agent: agent, loadgen: filepath.Join(dir, "loadgen"), peer: filepath.Join(dir, "hbonepeer")}
+func build(dir, agent, compare string) (binaries, error) {
+	b := binaries{agent: agent, compare: compare, loadgen: filepath.Join(dir, "loadgen"), peer: filepath.Join(dir, "hbonepeer")}
 	if b.agent == "" {
 		var err error
 		if b.agent, err = lab.BuildAgent(dir); err != nil {

@@ -54,12 +54,13 @@ type rrResult struct {
 	P99      float64 `json:"p99_ms"`
 }
 
-// latency runs fixed-rate request/response over p. For the meshed path it also returns the CPU both agents used
-// (vCPU per 1000 requests/s).
+// latency runs fixed-rate request/response over p. For a path with agents it also returns the CPU both agents
+// used (vCPU per 1000 requests/s).
 func (tp *topology) latency(p path, pl plan) (Percentiles, PerAgent, error) {
 	var before [2]float64
-	if p == meshed {
-		for i, a := range tp.agents {
+	agents, withAgents := tp.agents[p]
+	if withAgents {
+		for i, a := range agents {
 			before[i] = cpuSeconds(a.Pid())
 		}
 	}
@@ -68,10 +69,10 @@ func (tp *topology) latency(p path, pl plan) (Percentiles, PerAgent, error) {
 		"-conns", strconv.Itoa(pl.conns), "-size", "1024", "-duration", pl.rrDuration.String(), "-warmup", pl.warmup.String())
 	elapsed := time.Since(start).Seconds()
 	var cpu PerAgent
-	if p == meshed {
+	if withAgents {
 		// Per 1000 req/s: CPU seconds / elapsed seconds / (rate / 1000). The elapsed time includes loadgen's
 		// connection set-up and warm-up, spent at the same rate, so the ratio holds.
-		per := func(i int) float64 { return (cpuSeconds(tp.agents[i].Pid()) - before[i]) / elapsed / (pl.rate / 1000) }
+		per := func(i int) float64 { return (cpuSeconds(agents[i].Pid()) - before[i]) / elapsed / (pl.rate / 1000) }
 		cpu = PerAgent{Client: per(0), Server: per(1)}
 	}
 	if err != nil {
@@ -108,49 +109,49 @@ func (tp *topology) connRate(p path, pl plan) (float64, error) {
 	return r.PerSecond, nil
 }
 
-// memory measures both agents idle, then holding 1,000 and 10,000 meshed connections.
-func (tp *topology) memory(t lab.T, pl plan) RSS {
+// memory measures both agents of p idle, then holding 1,000 and 10,000 connections through them.
+func (tp *topology) memory(t lab.T, p path, pl plan) RSS {
 	t.Helper()
 	var r RSS
-	r.IdleMB, r.Heap.IdleMB = tp.rss(), tp.heap(t)
+	r.IdleMB, r.Heap.IdleMB = tp.rss(p), tp.heap(t, p)
 	var held []*lab.Proc
 	total := 0
 	for i, n := range []int{1000, 10000} {
-		p := tp.client[meshed].Start(fmt.Sprintf("hold-%d", n), tp.bins.loadgen, "hold",
-			"-target", fmt.Sprintf("%s:%d", tp.server[meshed].Addr, echoPort), "-n", strconv.Itoa(n-total))
-		held = append(held, p)
+		h := tp.client[p].Start(fmt.Sprintf("hold-%d", n), tp.bins.loadgen, "hold",
+			"-target", fmt.Sprintf("%s:%d", tp.server[p].Addr, echoPort), "-n", strconv.Itoa(n-total))
+		held = append(held, h)
 		total = n
-		waitFor(t, p, `"open"`, 120*time.Second)
+		waitFor(t, h, `"open"`, 120*time.Second)
 		time.Sleep(pl.settle) // let the agents finish setting up and the runtime settle
 		if i == 0 {
-			r.Conns1kMB, r.Heap.Conns1kMB = tp.rss(), tp.heap(t)
+			r.Conns1kMB, r.Heap.Conns1kMB = tp.rss(p), tp.heap(t, p)
 		} else {
-			r.Conns10kMB, r.Heap.Conns10kMB = tp.rss(), tp.heap(t)
+			r.Conns10kMB, r.Heap.Conns10kMB = tp.rss(p), tp.heap(t, p)
 		}
 		if pl.profileDir != "" {
-			tp.saveProfile(t, pl.profileDir, fmt.Sprintf("heap-%dconns", n), "/debug/pprof/heap", 10*time.Second)
+			tp.saveProfile(t, p, pl.profileDir, fmt.Sprintf("heap-%dconns", n), "/debug/pprof/heap", 10*time.Second)
 		}
 	}
-	for _, p := range held {
-		p.Kill()
+	for _, h := range held {
+		h.Kill()
 	}
 	perConn := func(at1k, at10k PerAgent) PerAgent {
 		return PerAgent{Client: (at10k.Client - at1k.Client) * 1024 / 9000, Server: (at10k.Server - at1k.Server) * 1024 / 9000}
 	}
 	r.PerConnKB = perConn(r.Conns1kMB, r.Conns10kMB)
 	r.Heap.PerConnKB = perConn(r.Heap.Conns1kMB, r.Heap.Conns10kMB)
-	tp.waitIdle(t)
+	tp.waitIdle(t, p)
 	return r
 }
 
-// waitIdle waits until the held connections are gone from the meshed client host: the application's and the
-// agent's ends (the pooled HBONE connections stay, as they should).
-func (tp *topology) waitIdle(t lab.T) {
+// waitIdle waits until the held connections are gone from p's client host: the application's and the agent's
+// ends (the pooled HBONE connections stay, as they should).
+func (tp *topology) waitIdle(t lab.T, p path) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	filter := fmt.Sprintf("( dport = :%d or sport = :15001 )", echoPort)
 	for time.Now().Before(deadline) {
-		out, err := tp.client[meshed].Run(lab.Timeout(10*time.Second), "ss", "-Htn", filter)
+		out, err := tp.client[p].Run(lab.Timeout(10*time.Second), "ss", "-Htn", filter)
 		if err == nil && strings.Count(out, "\n") < 50 {
 			return
 		}
@@ -172,16 +173,17 @@ func waitFor(t lab.T, p *lab.Proc, s string, d time.Duration) {
 	t.Fatalf("%s: no %q after %s: %s", p.Label, s, d, p.Log())
 }
 
-// rss is both agents' VmRSS in MB.
-func (tp *topology) rss() PerAgent {
-	return PerAgent{Client: vmRSS(tp.agents[0].Pid()), Server: vmRSS(tp.agents[1].Pid())}
+// rss is the VmRSS of p's agents in MB.
+func (tp *topology) rss(p path) PerAgent {
+	a := tp.agents[p]
+	return PerAgent{Client: vmRSS(a[0].Pid()), Server: vmRSS(a[1].Pid())}
 }
 
-// heap is both agents' Go HeapInuse in MB after a garbage collection (from the admin API's heap profile).
-func (tp *topology) heap(t lab.T) PerAgent {
+// heap is the Go HeapInuse of p's agents in MB after a garbage collection (from the admin API's heap profile).
+func (tp *topology) heap(t lab.T, p path) PerAgent {
 	t.Helper()
 	var mb [2]float64
-	for i, a := range tp.agents {
+	for i, a := range tp.agents[p] {
 		resp, err := a.Host.HTTPClient(20 * time.Second).Get("http://127.0.0.1:15000/debug/pprof/heap?debug=1&gc=1")
 		if err != nil {
 			t.Fatalf("heap of the agent on %s: %v", a.Host.Name, err)
@@ -229,9 +231,9 @@ func cpuSeconds(pid int) float64 {
 // clockTicks is USER_HZ, 100 on every Linux architecture Go supports.
 const clockTicks = 100
 
-// saveProfile fetches an admin pprof path from both meshed agents into dir as <name>-client.pprof and
-// <name>-server.pprof.
-func (tp *topology) saveProfile(t lab.T, dir, name, urlPath string, timeout time.Duration) {
+// saveProfile fetches an admin pprof path from both agents of p into dir as <name>-client.pprof and
+// <name>-server.pprof (with a "-compare" suffix for the compared agent).
+func (tp *topology) saveProfile(t lab.T, p path, dir, name, urlPath string, timeout time.Duration) {
 	t.Helper()
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -239,14 +241,18 @@ func (tp *topology) saveProfile(t lab.T, dir, name, urlPath string, timeout time
 	errs := make(chan error, 2)
 	for i, role := range []string{"client", "server"} {
 		go func() {
-			h := tp.agents[i].Host
+			h := tp.agents[p][i].Host
 			resp, err := h.HTTPClient(timeout).Get("http://127.0.0.1:15000" + urlPath)
 			if err != nil {
 				errs <- err
 				return
 			}
 			defer resp.Body.Close()
-			f, err := os.Create(filepath.Join(dir, name+"-"+role+".pprof"))
+			suffix := ""
+			if p == compare {
+				suffix = "-compare"
+			}
+			f, err := os.Create(filepath.Join(dir, name+"-"+role+suffix+".pprof"))
 			if err == nil {
 				_, err = io.Copy(f, resp.Body)
 				f.Close()
@@ -261,13 +267,13 @@ func (tp *topology) saveProfile(t lab.T, dir, name, urlPath string, timeout time
 	}
 }
 
-// profile records CPU profiles of both agents while load runs on the meshed path.
-func (tp *topology) profile(t lab.T, dir, name string, seconds int, load func() error) {
+// profile records CPU profiles of both agents of p while load runs on p.
+func (tp *topology) profile(t lab.T, p path, dir, name string, seconds int, load func() error) {
 	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tp.saveProfile(t, dir, name, fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), time.Duration(seconds+15)*time.Second)
+		tp.saveProfile(t, p, dir, name, fmt.Sprintf("/debug/pprof/profile?seconds=%d", seconds), time.Duration(seconds+15)*time.Second)
 	}()
 	time.Sleep(200 * time.Millisecond)
 	if err := load(); err != nil {

@@ -21,6 +21,53 @@ type Result struct {
 	CPU         CPU        `json:"cpu_per_1k_rps"`
 	RSS         RSS        `json:"rss"`
 	Peer        Peer       `json:"peer"`
+	// TLSBaseline is bulk throughput through a plain TLS tunnel in C (stunnel4): what TLS alone costs on this
+	// machine, a ceiling for any HBONE implementation here.
+	TLSBaseline TLSBaseline `json:"tls_baseline"`
+	// Compare is a second agent binary measured in the same rounds (Options.Compare).
+	Compare *Compare `json:"compare,omitempty"`
+}
+
+// TLSBaseline is the stunnel4 path's throughput.
+type TLSBaseline struct {
+	Implementation string   `json:"implementation"`
+	Throughput1    Baseline `json:"throughput_1"`
+	Throughput8    Baseline `json:"throughput_8"`
+}
+
+// Baseline compares a tunnel with the direct path and with the agent.
+type Baseline struct {
+	Gbps              float64   `json:"gbps"`
+	RatioToDirect     float64   `json:"ratio"`
+	AgentOverBaseline float64   `json:"agent_vs_baseline"` // meshed / baseline
+	Runs              []float64 `json:"runs"`
+}
+
+// Compare is the compared agent's results, as ratios to direct and to the first agent (above 1: better).
+type Compare struct {
+	Agent       string            `json:"agent"`
+	Throughput1 CompareThroughput `json:"throughput_1"`
+	Throughput8 CompareThroughput `json:"throughput_8"`
+	Latency     PeerLatency       `json:"latency_1k"`
+	ConnRate    CompareRate       `json:"conn_rate"`
+	CPU         CPU               `json:"cpu_per_1k_rps"`
+	RSS         RSS               `json:"rss"`
+}
+
+// CompareThroughput is the compared agent's throughput.
+type CompareThroughput struct {
+	Gbps          float64   `json:"gbps"`
+	RatioToDirect float64   `json:"ratio"`
+	OverAgent     float64   `json:"vs_agent"` // compared / first agent
+	Runs          []float64 `json:"runs"`
+}
+
+// CompareRate is the compared agent's connection rate.
+type CompareRate struct {
+	PerSecond     float64   `json:"per_s"`
+	RatioToDirect float64   `json:"ratio"`
+	OverAgent     float64   `json:"vs_agent"`
+	Runs          []float64 `json:"runs"`
 }
 
 // Machine describes where the run happened; the load average says how busy the machine was with others' work.
@@ -217,6 +264,23 @@ func (r *Result) Print(w io.Writer) {
 		h.PerConnKB.Client, h.PerConnKB.Server)
 	fmt.Fprintf(w, "peer: %s; agent/peer throughput_1 %.2f, throughput_8 %.2f\n", r.Peer.Implementation,
 		r.Peer.Throughput1.AgentOverPeer, r.Peer.Throughput8.AgentOverPeer)
+	b := r.TLSBaseline
+	fmt.Fprintf(w, "tls baseline (%s): throughput_1 %.2f Gbit/s (%.2f of direct), throughput_8 %.2f Gbit/s (%.2f of direct); agent/baseline %.2f, %.2f\n",
+		b.Implementation, b.Throughput1.Gbps, b.Throughput1.RatioToDirect, b.Throughput8.Gbps, b.Throughput8.RatioToDirect,
+		b.Throughput1.AgentOverBaseline, b.Throughput8.AgentOverBaseline)
+	if c := r.Compare; c != nil {
+		fmt.Fprintf(w, "\ncompared agent %s, same rounds (ratio to direct; compared/first agent):\n", c.Agent)
+		fmt.Fprintf(w, "  throughput_1 %.2f Gbit/s (%.2f; %.2f)  throughput_8 %.2f Gbit/s (%.2f; %.2f)\n",
+			c.Throughput1.Gbps, c.Throughput1.RatioToDirect, c.Throughput1.OverAgent,
+			c.Throughput8.Gbps, c.Throughput8.RatioToDirect, c.Throughput8.OverAgent)
+		fmt.Fprintf(w, "  latency_1k p50/p90/p99 %.3f/%.3f/%.3f ms, added +%.3f/+%.3f/+%.3f\n", c.Latency.P50, c.Latency.P90,
+			c.Latency.P99, c.Latency.Added.P50, c.Latency.Added.P90, c.Latency.Added.P99)
+		fmt.Fprintf(w, "  conn_rate %.0f/s (%.2f; %.2f)  cpu_per_1k_rps %.3f (client %.3f, server %.3f)\n", c.ConnRate.PerSecond,
+			c.ConnRate.RatioToDirect, c.ConnRate.OverAgent, c.CPU.Total, c.CPU.Client, c.CPU.Server)
+		fmt.Fprintf(w, "  rss per conn %.1f/%.1f KB, go heap per conn %.1f/%.1f KB, rss idle %.1f/%.1f MB\n",
+			c.RSS.PerConnKB.Client, c.RSS.PerConnKB.Server, c.RSS.Heap.PerConnKB.Client, c.RSS.Heap.PerConnKB.Server,
+			c.RSS.IdleMB.Client, c.RSS.IdleMB.Server)
+	}
 }
 
 // Markdown writes the main table as Markdown (for docs/benchmarks.md).
@@ -234,12 +298,16 @@ func (r *Result) Markdown(w io.Writer) {
 	fmt.Fprintf(w, "| latency_1k p90 (ms) | %s | %s | +%s | %s | +%s | |\n", f3(l.Direct.P90), f3(l.Meshed.P90), f3(l.Added.P90), f3(pl.P90), f3(pl.Added.P90))
 	fmt.Fprintf(w, "| latency_1k p99 (ms) | %s | %s | +%s | %s | +%s | added <= 0.200 |\n", f3(l.Direct.P99), f3(l.Meshed.P99), f3(l.Added.P99), f3(pl.P99), f3(pl.Added.P99))
 	fmt.Fprintf(w, "| conn_rate (conn/s) | %s | %s | %s | | | ratio >= 0.5 |\n", f0(r.ConnRate.Direct), f0(r.ConnRate.Meshed), f2(r.ConnRate.Ratio))
+
 	fmt.Fprintf(w, "| cpu_per_1k_rps (vCPU, both agents) | | %.3f | | | | <= 0.06 |\n", r.CPU.Total)
 	fmt.Fprintf(w, "| rss idle (MB, client/server) | | %.1f / %.1f | | | | <= 20 |\n", r.RSS.IdleMB.Client, r.RSS.IdleMB.Server)
 	fmt.Fprintf(w, "| rss 1,000 conns (MB) | | %.1f / %.1f | | | | |\n", r.RSS.Conns1kMB.Client, r.RSS.Conns1kMB.Server)
 	fmt.Fprintf(w, "| rss 10,000 conns (MB) | | %.1f / %.1f | | | | |\n", r.RSS.Conns10kMB.Client, r.RSS.Conns10kMB.Server)
 	fmt.Fprintf(w, "| rss per conn (KB) | | %.1f / %.1f | | | | <= 10 |\n", r.RSS.PerConnKB.Client, r.RSS.PerConnKB.Server)
 	fmt.Fprintf(w, "| go heap in use per conn (KB) | | %.1f / %.1f | | | | |\n", r.RSS.Heap.PerConnKB.Client, r.RSS.Heap.PerConnKB.Server)
+	b := r.TLSBaseline
+	fmt.Fprintf(w, "\nTLS baseline (%s): throughput_1 %s Gbit/s (%s of direct), throughput_8 %s Gbit/s (%s of direct).\n",
+		b.Implementation, f2(b.Throughput1.Gbps), f2(b.Throughput1.RatioToDirect), f2(b.Throughput8.Gbps), f2(b.Throughput8.RatioToDirect))
 }
 
 func f0(x float64) string { return fmt.Sprintf("%.0f", x) }

@@ -1,6 +1,6 @@
 // Command bench runs the data-path benchmarks on the netns lab and prints the table (`make bench`, as root).
 //
-//	go run ./tests/bench/cmd/bench [-quick] [-rounds N] [-out FILE] [-profile DIR] [-agent BIN] [-markdown]
+//	go run ./tests/bench/cmd/bench [-quick] [-rounds N] [-out FILE] [-profile DIR] [-agent BIN] [-compare BIN] [-markdown]
 package main
 
 import (
@@ -20,6 +20,7 @@ func main() {
 	flag.BoolVar(&o.Quick, "quick", false, "the smoke run: one short round, under a minute")
 	flag.IntVar(&o.Rounds, "rounds", 0, "rounds (default 1 quick, 5 full)")
 	flag.StringVar(&o.Agent, "agent", "", "a prebuilt ambient-agent binary (default: build the working tree)")
+	flag.StringVar(&o.Compare, "compare", "", "a second prebuilt agent to measure in the same rounds (before/after)")
 	flag.StringVar(&o.ProfileDir, "profile", "", "write CPU and heap profiles of both agents into this directory")
 	out := flag.String("out", filepath.Join(lab.RepoRoot(), "tests", "bench", "results.json"), "write the results as JSON here")
 	markdown := flag.Bool("markdown", false, "also print the table as Markdown (for docs/benchmarks.md)")
