@@ -132,6 +132,13 @@ func TestGossipMeshOfFourHosts(t *testing.T) {
 		}
 	}
 
+	if out := l.Hosts[0].MustRun(agentBin, "peers"); strings.Count(out, " alive ") != 3 || !strings.Contains(out, "self") {
+		t.Errorf("peers on h1 does not show 3 alive peers and itself:\n%s", out)
+	}
+	if out := l.Hosts[0].MustRun(agentBin, "status"); !strings.Contains(out, "Peers:      3 alive of 3 known") {
+		t.Errorf("status on h1 does not count the peers:\n%s", out)
+	}
+
 	// Cut h4 off the switch: the others drop its workload after the grace period.
 	cut := l.Hosts[3]
 	l.SetLink(cut, false)

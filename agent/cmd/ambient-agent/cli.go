@@ -33,6 +33,7 @@ type dumpView struct {
 		Loser   string `json:"loser"`
 	} `json:"conflicts"`
 	Policies json.RawMessage `json:"policies"`
+	Peers    json.RawMessage `json:"peers"`
 	Capture  struct {
 		Enabled   bool     `json:"enabled"`
 		Installed bool     `json:"installed"`

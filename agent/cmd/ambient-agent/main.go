@@ -29,6 +29,7 @@ func commands() map[string]command {
 		"workloads": {"list the workloads the local agent knows", runWorkloads},
 		"certs":     {"list the certificates the local agent holds (never keys)", runCerts},
 		"policies":  {"list the authorization policies the local agent enforces", runPolicies},
+		"peers":     {"list the gossip peers the local agent sees", runPeers},
 		"doctor":    {"check this host's setup and say what is wrong and how to fix it", runDoctor},
 		"help":      {"show this help", runHelp},
 	}

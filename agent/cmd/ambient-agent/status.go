@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -44,6 +45,17 @@ func printStatus(w io.Writer, d *dumpView) {
 		}
 	}
 	fmt.Fprintf(tw, "Workloads:\t%d local, %d known elsewhere\n", local, remote)
+	if d.Config.Gossip.Enabled {
+		var peers []peerView
+		_ = json.Unmarshal(d.Peers, &peers)
+		alive := 0
+		for _, p := range peers {
+			if p.State == "alive" || p.State == "suspect" {
+				alive++
+			}
+		}
+		fmt.Fprintf(tw, "Peers:\t%d alive of %d known (gossip)\n", alive, len(peers)-1)
+	}
 	for _, c := range d.Certificates {
 		if c.Kind == "workload" {
 			fmt.Fprintf(tw, "Identity:\t%s (expires %s)\n", c.Identity, until(c.NotAfter))
