@@ -139,6 +139,10 @@ func TestGossipMeshOfFourHosts(t *testing.T) {
 		t.Errorf("status on h1 does not count the peers:\n%s", out)
 	}
 
+	if out := l.Hosts[1].MustRun(agentBin, "doctor"); !strings.Contains(out, "[OK  ] gossip peers: 3 alive") {
+		t.Errorf("doctor on h2 does not see its peers:\n%s", out)
+	}
+
 	// Cut h4 off the switch: the others drop its workload after the grace period.
 	cut := l.Hosts[3]
 	l.SetLink(cut, false)

@@ -21,8 +21,9 @@ type dumpView struct {
 			TrustDomain string `json:"trustDomain"`
 		} `json:"node"`
 		Gossip struct {
-			Enabled bool   `json:"enabled"`
-			KeyFile string `json:"keyFile"`
+			Enabled bool     `json:"enabled"`
+			KeyFile string   `json:"keyFile"`
+			Join    []string `json:"join"`
 		} `json:"gossip"`
 	} `json:"config"`
 	Certificates []certView     `json:"certificates"`

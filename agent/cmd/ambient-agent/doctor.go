@@ -68,7 +68,7 @@ func diagnose(admin string, now time.Time) []check {
 	out = append(out, checkClock(d, now))
 	out = append(out, checkCerts(d, now)...)
 	if d.Config.Gossip.Enabled {
-		out = append(out, checkGossipKey(d.Config.Gossip.KeyFile))
+		out = append(out, checkGossipKey(d.Config.Gossip.KeyFile), checkPeers(d))
 	}
 	return out
 }
@@ -170,4 +170,23 @@ func checkGossipKey(path string) check {
 		return check{Name: "gossip key", Detail: err.Error(), Fix: "create it: head -c 32 /dev/urandom | base64 > " + path}
 	}
 	return check{Name: "gossip key", OK: true, Detail: path + " readable"}
+}
+
+func checkPeers(d *dumpView) check {
+	var peers []peerView
+	_ = json.Unmarshal(d.Peers, &peers)
+	alive := 0
+	for _, p := range peers {
+		if p.State == "alive" || p.State == "suspect" {
+			alive++
+		}
+	}
+	switch {
+	case alive > 0:
+		return check{Name: "gossip peers", OK: true, Detail: fmt.Sprintf("%d alive", alive)}
+	case len(d.Config.Gossip.Join) == 0:
+		return check{Name: "gossip peers", OK: true, Detail: "none yet; this host has no seeds and waits to be joined"}
+	}
+	return check{Name: "gossip peers", Detail: "no peer reachable",
+		Fix: "check [gossip] join, that TCP and UDP on the gossip port are open between hosts, and that every host has the same key"}
 }
