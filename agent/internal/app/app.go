@@ -148,7 +148,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.adminSrv.Run(gctx, drain) })
 	g.Go(func() error { return a.readySrv.Run(gctx, drain) })
 	g.Go(func() error { return a.metrSrv.Run(gctx, drain) })
-	g.Go(func() error { return a.notify.watchdog(gctx, a.healthy) })
+	g.Go(func() error { return a.notify.watchdog(gctx, a.alive) })
 	g.Go(func() error { return a.reloadLoop(gctx, hup) })
 	g.Go(func() error { return a.runIdentity(gctx) })
 	g.Go(func() error { return a.watchPolicies(gctx) })
@@ -191,10 +191,19 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	return nil
 }
 
-// healthy is what the watchdog checks before it pings systemd.
-func (a *App) healthy() bool {
-	ok, _ := a.ready.state()
-	return ok
+// alive is what the watchdog checks before it pings systemd: liveness, not
+// readiness. An agent waiting for a seed or for SPIRE is alive and must not be
+// restarted by the watchdog; one whose readiness state cannot be read (a
+// deadlock) is not.
+func (a *App) alive() bool {
+	done := make(chan struct{})
+	go func() { a.ready.state(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-time.After(time.Second):
+		return false
+	}
 }
 
 func (a *App) statusLine() string {
