@@ -106,9 +106,11 @@ for arch in $archs; do
 	# nfpm.yaml names its sources relative to the stage.
 	for d in systemd conf packaging docs; do ln -s "$root/$d" "$stage/$d"; done
 	echo "build: ambient-agent $version linux/$arch" >&2
+	step=$SECONDS
 	(cd "$root" && CGO_ENABLED=0 GOOS=linux GOARCH="$arch" "$GO" build -trimpath -buildmode=pie \
 		-ldflags "-s -w -X github.com/ambient-agent/ambient-agent/agent/internal/app.Version=$version" \
 		-o "$stage/ambient-agent" ./agent/cmd/ambient-agent)
+	echo "build: compiled linux/$arch in $((SECONDS - step))s" >&2
 
 	for f in "${formats[@]}"; do
 		case "$f" in
@@ -133,7 +135,7 @@ for arch in $archs; do
 			mv "$target.tmp" "$target"
 			;;
 		esac
-		echo "build: wrote $target" >&2
+		echo "build: wrote $target (${SECONDS}s since start)" >&2
 		echo "$target"
 	done
 done

@@ -13,8 +13,9 @@ import (
 func TestTarballInstaller(t *testing.T) {
 	require(t, true, "systemd-nspawn", "nsenter", "debootstrap", "tar")
 	t.Parallel()
-	a := built(t)
+	// The other way round from the .deb test: run in parallel, one debootstraps while the other builds.
 	root := bootableRoot(t)
+	a := built(t)
 	tarball := a.path(t, "tarball", runtime.GOARCH)
 	m := boot(t, root, machineOpts{readOnly: map[string]string{filepath.Dir(tarball): "/dist"}})
 
