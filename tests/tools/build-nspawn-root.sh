@@ -25,6 +25,7 @@ key="$(printf '%s\n' "$suite" "$layout" "${packages[@]}" | sha256sum | cut -c1-1
 tarball="$cache/nspawn-root-$suite-$key.tar"
 
 if [[ -s "$tarball" ]]; then
+	touch "$tarball" # in use: see the clean-up below
 	echo "$tarball"
 	exit 0
 fi
@@ -90,9 +91,7 @@ echo ambient-test >"$root/etc/hostname"
 
 tar --numeric-owner --xattrs --xattrs-include='*' -C "$root" -cf "$work/root.tar" .
 mv "$work/root.tar" "$tarball"
-# Tarballs of older keys are dead weight.
-for old in "$cache"/nspawn-root-"$suite"-*.tar; do
-	[[ "$old" == "$tarball" ]] || rm -f "$old"
-done
+# Tarballs of other keys may belong to other checkouts sharing this cache: remove only those unused for a week.
+find "$cache" -maxdepth 1 -name "nspawn-root-$suite-*.tar" ! -name "${tarball##*/}" -mtime +7 -delete
 echo "build-nspawn-root: built $tarball in $((SECONDS - start))s" >&2
 echo "$tarball"
