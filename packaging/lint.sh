@@ -14,11 +14,10 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 shim="$(mktemp -d)"
 trap 'rm -rf "$shim"' EXIT
-cat >"$shim/cpio" <<'SH'
-#!/bin/sh
-exec /usr/bin/cpio --no-absolute-filenames "$@"
-SH
-chmod +x "$shim/cpio"
+if cpio="$(command -v cpio)"; then
+	printf '#!/bin/sh\nexec %s --no-absolute-filenames "$@"\n' "$cpio" >"$shim/cpio"
+	chmod +x "$shim/cpio"
+fi
 
 status=0
 for pkg in "$@"; do
@@ -30,6 +29,7 @@ for pkg in "$@"; do
 		;;
 	*.rpm)
 		echo "lint: rpmlint $pkg"
+		[[ -x "$shim/cpio" ]] || { echo "lint: cpio is missing (apt-get install rpmlint pulls it in)" >&2; exit 1; }
 		PATH="$shim:$PATH" rpmlint --config "$here/rpmlint.toml" "$pkg" || status=1
 		;;
 	*)

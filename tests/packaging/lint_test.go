@@ -26,11 +26,18 @@ func TestPackagesLint(t *testing.T) {
 	for _, arch := range []string{"amd64", "arm64"} {
 		pkgs = append(pkgs, a.path(t, "deb", arch), a.path(t, "rpm", arch))
 	}
+	// rpmlint unpacks with cpio, and nfpm's payload paths are absolute: lint.sh must keep it out of /.
+	const canary = "/usr/share/licenses/ambient-agent"
+	_, statErr := os.Stat(canary)
+	hadCanary := statErr == nil
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(root, "packaging", "lint.sh"), pkgs...)
 	out, err := cmd.CombinedOutput()
 	t.Logf("packaging/lint.sh:\n%s", out)
+	if _, statErr := os.Stat(canary); statErr == nil && !hadCanary {
+		t.Errorf("linting unpacked the rpm into this machine's / (%s appeared)", canary)
+	}
 	if err != nil {
 		t.Fatalf("lint reported errors: %v", err)
 	}
