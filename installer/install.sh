@@ -120,7 +120,8 @@ systemctl enable --quiet "$unit"
 say "installed ambient-agent $VERSION ($("$bin" version)) into $bin; $unit is enabled"
 
 if [[ $was_active == yes ]]; then
-	systemctl restart "$unit"
+	systemctl restart "$unit" ||
+		die "the files are installed but the agent did not restart: see systemctl status ambient-agent and journalctl -u ambient-agent"
 	say "restarted the running agent"
 else
 	say "not started. Write /etc/ambient-agent/config.toml, check it with: ambient-agent validate"

@@ -45,7 +45,7 @@ func serviceLifecycle(m *machine) {
 	m.t.Helper()
 
 	// Type=notify: the start job ends, and the unit is active, only once the agent sent READY=1.
-	m.run("systemctl enable --now ambient-agent")
+	systemctl(m, "enable --now")
 	expectActive(m, "active")
 	if status := m.run("systemctl show -P StatusText ambient-agent"); !strings.HasPrefix(status, "ready") {
 		m.t.Fatalf("after enable --now: StatusText %q, want the agent's ready status", strings.TrimSpace(status))
@@ -59,8 +59,16 @@ func serviceLifecycle(m *machine) {
 	pid := mainPID(m)
 	m.run(`cp /etc/ambient-agent/config.toml /root/good.toml
 sed -i 's/^\[node\]$/[node]\nbogus_key = 1/' /etc/ambient-agent/config.toml`)
-	if out, code := m.try("systemctl reload ambient-agent"); code == 0 {
-		m.t.Fatalf("systemctl reload with a broken config succeeded, want it refused:\n%s", out)
+	for attempt := 1; ; attempt++ {
+		flakes := cgroupFailures(m)
+		out, code := m.try("systemctl reload ambient-agent")
+		if code == 0 {
+			m.t.Fatalf("systemctl reload with a broken config succeeded, want it refused:\n%s", out)
+		}
+		if cgroupFailures(m) == flakes || attempt == maxAttempts {
+			break
+		}
+		m.t.Logf("systemctl reload: validate was not started (%s); again", cgroupFlake)
 	}
 	expectActive(m, "active")
 	if after := mainPID(m); after != pid {
@@ -74,16 +82,18 @@ sed -i 's/^\[node\]$/[node]\nbogus_key = 1/' /etc/ambient-agent/config.toml`)
 		"journalctl --no-pager -o cat _PID="+strconv.Itoa(pid)+" | grep -F bogus_key")
 	expectActive(m, "active")
 	expectTable(m, true)
-	m.run("cp /root/good.toml /etc/ambient-agent/config.toml && systemctl reload ambient-agent")
+	m.run("cp /root/good.toml /etc/ambient-agent/config.toml")
+	systemctl(m, "reload")
 	expectActive(m, "active")
 
 	// Stop: the agent drains and removes its table.
+	flakes := cgroupFailures(m)
 	m.run("systemctl stop ambient-agent")
-	expectActive(m, "inactive")
+	expectStopped(m, flakes)
 	expectTable(m, false)
 
 	// A crash: systemd restarts the agent (Restart=on-failure); ExecStopPost cleaned up in between.
-	m.run("systemctl start ambient-agent")
+	systemctl(m, "start")
 	expectActive(m, "active")
 	pid = mainPID(m)
 	m.run("kill -9 " + strconv.Itoa(pid))
@@ -94,6 +104,61 @@ pid=$(systemctl show -P MainPID ambient-agent)
 		m.t.Fatalf("NRestarts is 0 after the agent was killed and came back")
 	}
 	expectTable(m, true)
+}
+
+// cgroupFlake is what systemd in these nspawn machines now and then does, with any unit, under load: it
+// creates a unit's cgroup and then fails to move the new process into it (ENOENT), and the process exits
+// 219/CGROUP before running anything. The tests retry what it breaks and log it; it is not the agent's.
+const cgroupFlake = "systemd could not attach the process to the unit's cgroup (219/CGROUP, an nspawn quirk here)"
+
+const maxAttempts = 4
+
+// cgroupFailures counts the unit's processes that exited 219/CGROUP so far.
+func cgroupFailures(m *machine) int {
+	m.t.Helper()
+	out, _ := m.try("journalctl -u ambient-agent --no-pager -o cat | grep -c 'status=219/CGROUP'")
+	n, _ := strconv.Atoi(strings.TrimSpace(out))
+	return n
+}
+
+// systemctl runs `systemctl VERB ambient-agent`, which must succeed; a failure caused by cgroupFlake is
+// retried (systemd is also restarting the unit by itself then, Restart=on-failure).
+func systemctl(m *machine, verb string) {
+	m.t.Helper()
+	for attempt := 1; ; attempt++ {
+		flakes := cgroupFailures(m)
+		out, code := m.try("systemctl " + verb + " ambient-agent")
+		if code == 0 {
+			return
+		}
+		if cgroupFailures(m) == flakes || attempt == maxAttempts {
+			m.t.Fatalf("systemctl %s ambient-agent: exit %d\n%s", verb, code, out)
+		}
+		m.t.Logf("systemctl %s ambient-agent: %s; again", verb, cgroupFlake)
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// expectStopped checks that the unit is stopped: inactive, or failed only because its ExecStopPost hit
+// cgroupFlake since flakesBefore (the agent itself removes its table when it stops).
+func expectStopped(m *machine, flakesBefore int) {
+	m.t.Helper()
+	out, _ := m.try("systemctl is-active ambient-agent")
+	switch state := strings.TrimSpace(out); {
+	case state == "inactive":
+	case state == "failed" && cgroupFailures(m) > flakesBefore:
+		m.t.Logf("ambient-agent stopped as failed: %s", cgroupFlake)
+		m.try("systemctl reset-failed ambient-agent")
+	default:
+		m.t.Fatalf("ambient-agent is %q, want it stopped (inactive)", state)
+	}
+}
+
+// expectActiveAgain waits for the unit to be active after a restart it did not ask for itself (a package
+// upgrade, install.sh): a restart hit by cgroupFlake is redone by Restart=on-failure within seconds.
+func expectActiveAgain(m *machine) {
+	m.t.Helper()
+	m.eventually(30*time.Second, "ambient-agent is active again", "[ \"$(systemctl is-active ambient-agent)\" = active ]")
 }
 
 func expectActive(m *machine, want string) {

@@ -84,8 +84,10 @@ node = "%[4]s"
 tunnel = "hbone"
 EOF`, h.name, h.addr, h.sa, h.peerName, h.peerAddr, h.peerSA))
 		// 5. Validate and start.
-		h.m.run("ambient-agent validate && systemctl enable --now ambient-agent && ambient-agent status")
+		h.m.run("ambient-agent validate")
+		systemctl(h.m, "enable --now")
 		expectActive(h.m, "active")
+		h.m.run("ambient-agent status")
 	}
 
 	// 6. vm-2 serves, vm-1 asks.
