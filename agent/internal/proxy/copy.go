@@ -4,7 +4,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
+	"sync/atomic"
+	"syscall"
 )
 
 // closeWriter is a connection that can half-close: TCP, and HBONE streams.
@@ -21,8 +24,8 @@ type Bytes struct {
 // relay copies both ways until both directions end. EOF on one side becomes a
 // half-close of the other, so the other direction keeps flowing; an error on
 // either side closes both. It closes both connections before returning.
-// Copies into a connection that is not TCP (an HBONE stream) borrow their bulk
-// buffers from bufs (see copyAdaptive); with bufs nil every copy is io.Copy.
+// Copies from TCP into a connection that is not TCP (an HBONE stream) borrow
+// their buffers from bufs (see copyPooled); with bufs nil every copy is io.Copy.
 func relay(down, up net.Conn, bufs *bufPool) (Bytes, error) {
 	var (
 		b    Bytes
@@ -50,8 +53,9 @@ func pipe(dst, src net.Conn, bufs *bufPool) (int64, error) {
 		n   int64
 		err error
 	)
-	if _, tcp := dst.(*net.TCPConn); bufs != nil && !tcp {
-		n, err = copyAdaptive(dst, src, bufs)
+	srcTCP, fromTCP := src.(*net.TCPConn)
+	if _, toTCP := dst.(*net.TCPConn); bufs != nil && fromTCP && !toTCP {
+		n, err = copyPooled(dst, srcTCP, bufs)
 	} else {
 		n, err = io.Copy(dst, src)
 	}
@@ -80,70 +84,89 @@ func abort(c net.Conn) {
 	_ = c.Close()
 }
 
-// Buffer sizes of copyAdaptive.
-const (
-	smallBuf = 4 << 10  // held by a copy waiting on an idle connection
-	largeBuf = 64 << 10 // borrowed while data keeps coming: one DATA frame of four full TLS records per read
-)
+// bufPool lends the buffers of copyPooled. It belongs to a proxy, not to the
+// package.
+type bufPool struct {
+	p    sync.Pool
+	lent atomic.Int64 // buffers out now (tests)
+}
 
-// bufPool lends the large buffers of copyAdaptive. It belongs to a proxy, not
-// to the package.
-type bufPool struct{ p sync.Pool }
+// pooledBuf is the size of copyPooled's buffers: one DATA frame of four full
+// TLS records per read, as the stream's own ReadFrom used.
+const pooledBuf = 64 << 10
 
 func newBufPool() *bufPool {
 	return &bufPool{p: sync.Pool{New: func() any {
-		b := make([]byte, largeBuf)
+		b := make([]byte, pooledBuf)
 		return &b
 	}}}
 }
 
-func (bp *bufPool) get() *[]byte  { return bp.p.Get().(*[]byte) }
-func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
+func (bp *bufPool) get() *[]byte {
+	bp.lent.Add(1)
+	return bp.p.Get().(*[]byte)
+}
 
-// copyAdaptive copies src to dst as io.Copy does, but holds only a small
-// buffer while src is idle. Most tunnels are idle most of the time, and a
-// large buffer held by every blocked read costs its full size per open
-// connection (64 KiB through the stream's own ReadFrom). A read that fills the
-// small buffer means more is waiting: the copy borrows a large buffer and keeps
-// it while reads fill it, and gives it back after the first read that does not
-// (src is drained, so the next read is likely to block).
-func copyAdaptive(dst io.Writer, src io.Reader, bufs *bufPool) (int64, error) {
-	small := make([]byte, smallBuf)
-	var large *[]byte
-	defer func() {
-		if large != nil {
-			bufs.put(large)
-		}
-	}()
+func (bp *bufPool) put(b *[]byte) {
+	bp.lent.Add(-1)
+	bp.p.Put(b)
+}
+
+// copyPooled copies src to dst as io.Copy does, but holds no buffer while src
+// is idle. Most tunnels are idle most of the time, and a buffer held by every
+// blocked read costs its full size per open connection (64 KiB through the
+// stream's own ReadFrom). The read itself runs on the raw socket: a buffer is
+// borrowed for a read attempt, given back at once if the socket has nothing
+// (EAGAIN), and the copy then waits for readability with empty hands.
+func copyPooled(dst io.Writer, src *net.TCPConn, bufs *bufPool) (int64, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
 	var total int64
 	for {
-		buf := small
-		if large != nil {
-			buf = *large
-		}
-		n, rerr := src.Read(buf)
-		if n > 0 {
-			w, werr := dst.Write(buf[:n])
-			total += int64(w)
-			if werr == nil && w < n {
-				werr = io.ErrShortWrite
+		var (
+			buf  *[]byte
+			n    int
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			buf = bufs.get()
+			for {
+				n, rerr = syscall.Read(int(fd), *buf)
+				if rerr != syscall.EINTR {
+					break
+				}
 			}
-			if werr != nil {
-				return total, werr
+			if rerr == syscall.EAGAIN {
+				bufs.put(buf)
+				buf = nil
+				return false // wait for data, holding nothing
 			}
+			return true
+		})
+		if err == nil && rerr != nil {
+			err = &net.OpError{Op: "read", Net: "tcp", Source: src.LocalAddr(), Addr: src.RemoteAddr(),
+				Err: os.NewSyscallError("read", rerr)}
 		}
-		switch {
-		case large == nil && n == len(buf):
-			large = bufs.get()
-		case large != nil && n < len(buf):
-			bufs.put(large)
-			large = nil
+		if err != nil {
+			if buf != nil {
+				bufs.put(buf)
+			}
+			return total, err
 		}
-		if rerr == io.EOF {
+		if n == 0 { // EOF
+			bufs.put(buf)
 			return total, nil
 		}
-		if rerr != nil {
-			return total, rerr
+		w, werr := dst.Write((*buf)[:n])
+		bufs.put(buf)
+		total += int64(w)
+		if werr == nil && w < n {
+			werr = io.ErrShortWrite
+		}
+		if werr != nil {
+			return total, werr
 		}
 	}
 }

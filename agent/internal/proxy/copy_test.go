@@ -2,11 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
-	"slices"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -73,7 +74,7 @@ func TestRelayHalfClose(t *testing.T) {
 
 // unixPair returns the two ends of a unix stream connection: a net.Conn that
 // half-closes like an HBONE stream but is not TCP, so relay copies into it
-// with copyAdaptive.
+// with copyPooled.
 func unixPair(t *testing.T) (net.Conn, net.Conn) {
 	t.Helper()
 	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
@@ -93,7 +94,7 @@ func unixPair(t *testing.T) (net.Conn, net.Conn) {
 	return c, <-ch
 }
 
-// Through the adaptive copy (into a connection that is not TCP): every byte
+// Through the pooled copy (into a connection that is not TCP): every byte
 // arrives in order, half-close travels through and the counts are right.
 func TestRelayIntoTunnelLikeConn(t *testing.T) {
 	client, down := tcpPair(t)
@@ -109,7 +110,7 @@ func TestRelayIntoTunnelLikeConn(t *testing.T) {
 		req[i] = byte(rng.Uint32())
 	}
 	go func() {
-		// Writes of every size, with pauses, so that reads are full and partial.
+		// Writes of every size, with pauses, so that reads are full, partial and would block.
 		for i, off := 0, 0; off < len(req); i++ {
 			n := min(len(req)-off, []int{1, 100, 4096, 4097, 70000, 1 << 20}[i%6])
 			if _, err := client.Write(req[off : off+n]); err != nil {
@@ -146,39 +147,61 @@ func TestRelayIntoTunnelLikeConn(t *testing.T) {
 	client.Close()
 }
 
-// scriptedReader returns the given read sizes in turn (bounded by the buffer)
-// and records the size of every buffer it was handed.
-type scriptedReader struct {
-	sizes []int
-	bufs  []int
-}
-
-func (r *scriptedReader) Read(p []byte) (int, error) {
-	r.bufs = append(r.bufs, len(p))
-	if len(r.sizes) == 0 {
-		return 0, io.EOF
+// A copy into a tunnel waits on an idle connection without a buffer: it
+// borrows one only to read what has arrived.
+func TestCopyPooledHoldsNoBufferWhileIdle(t *testing.T) {
+	client, down := tcpPair(t)
+	up, server := unixPair(t)
+	bufs := newBufPool()
+	done := make(chan struct{})
+	go func() {
+		relay(down, up, bufs)
+		close(done)
+	}()
+	for range 3 {
+		if _, err := client.Write([]byte("hello")); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, 5)
+		if _, err := io.ReadFull(server, got); err != nil || string(got) != "hello" {
+			t.Fatalf("server read %q, %v", got, err)
+		}
+		time.Sleep(20 * time.Millisecond) // the copy is back waiting
+		if n := bufs.lent.Load(); n != 0 {
+			t.Fatalf("%d buffers held by an idle copy", n)
+		}
 	}
-	n := min(r.sizes[0], len(p))
-	r.sizes = r.sizes[1:]
-	return n, nil
+	client.Close()
+	server.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("relay did not end")
+	}
+	if n := bufs.lent.Load(); n != 0 {
+		t.Fatalf("%d buffers not given back", n)
+	}
 }
 
-// A copy waits on an idle source with the small buffer only: it borrows a
-// large one after a full small read and returns it after the first read that
-// does not fill it.
-func TestCopyAdaptiveHoldsLargeBufferOnlyWhileBusy(t *testing.T) {
-	r := &scriptedReader{sizes: []int{100, smallBuf, largeBuf, largeBuf, 10, 200, smallBuf, 5}}
-	var out bytes.Buffer
-	n, err := copyAdaptive(&out, r, newBufPool())
-	if err != nil {
+// A reset by the client is an error of the copy (and of the relay), reported
+// as the net package reports it; the buffer goes back.
+func TestCopyPooledReset(t *testing.T) {
+	client, down := tcpPair(t)
+	defer down.Close()
+	if _, err := client.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	want := []int{smallBuf, smallBuf, largeBuf, largeBuf, largeBuf, smallBuf, smallBuf, largeBuf, smallBuf}
-	if !slices.Equal(r.bufs, want) {
-		t.Errorf("buffers handed to Read: %v, want %v", r.bufs, want)
+	client.(*net.TCPConn).SetLinger(0)
+	client.Close()
+	bufs := newBufPool()
+	var out bytes.Buffer
+	n, err := copyPooled(&out, down.(*net.TCPConn), bufs)
+	var oe *net.OpError
+	if !errors.As(err, &oe) || !errors.Is(err, syscall.ECONNRESET) || oe.Op != "read" {
+		t.Fatalf("copied %d, err %v: want a read OpError wrapping ECONNRESET", n, err)
 	}
-	if total := 100 + smallBuf + 2*largeBuf + 10 + 200 + smallBuf + 5; n != int64(total) || out.Len() != total {
-		t.Errorf("copied %d (buffer %d), want %d", n, out.Len(), total)
+	if l := bufs.lent.Load(); l != 0 {
+		t.Fatalf("%d buffers not given back", l)
 	}
 }
 
@@ -187,8 +210,18 @@ type shortWriter struct{}
 
 func (shortWriter) Write(p []byte) (int, error) { return len(p) / 2, nil }
 
-func TestCopyAdaptiveShortWrite(t *testing.T) {
-	if _, err := copyAdaptive(shortWriter{}, bytes.NewReader(make([]byte, 100)), newBufPool()); err != io.ErrShortWrite {
+func TestCopyPooledShortWrite(t *testing.T) {
+	client, down := tcpPair(t)
+	defer down.Close()
+	if _, err := client.Write(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	client.Close()
+	bufs := newBufPool()
+	if _, err := copyPooled(shortWriter{}, down.(*net.TCPConn), bufs); err != io.ErrShortWrite {
 		t.Fatalf("err %v, want io.ErrShortWrite", err)
+	}
+	if l := bufs.lent.Load(); l != 0 {
+		t.Fatalf("%d buffers not given back", l)
 	}
 }
