@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
@@ -98,6 +100,27 @@ func (ca *CA) WriteIdentity(out string, svid *SVID) error {
 	}
 	if err := identity.WriteFiles(out, ns, sa, svid.ChainPEM, svid.KeyPEM); err != nil {
 		return fmt.Errorf("meshca: write %s: %w", svid.ID, err)
+	}
+	return matchOwner(out, identity.BundlePath(out), filepath.Join(out, ns), filepath.Join(out, ns, sa),
+		identity.ChainPath(out, ns, sa), identity.KeyPath(out, ns, sa))
+}
+
+// matchOwner gives paths the owner of dir. The packaged service runs as its own
+// user and owns its identity directory: a key written there by root must stay
+// readable by that user, and by no one else (the key is 0600).
+func matchOwner(dir string, paths ...string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("meshca: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || int(st.Uid) == os.Geteuid() && int(st.Gid) == os.Getegid() {
+		return nil
+	}
+	for _, p := range paths {
+		if err := os.Lchown(p, int(st.Uid), int(st.Gid)); err != nil {
+			return fmt.Errorf("meshca: give %s to the owner of %s (uid %d): %w", p, dir, st.Uid, err)
+		}
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -224,5 +225,44 @@ func TestWriteIdentityKeepsOneRootPerDirectory(t *testing.T) {
 	}
 	if got := parseCert(t, identity.ChainPath(out, "a", "b")); got.SerialNumber.Cmp(again.Leaf.SerialNumber) != 0 {
 		t.Error("a refused WriteIdentity replaced the certificate")
+	}
+}
+
+// Written into a directory owned by another user (the service's identity dir),
+// the files get that owner, so the service can read its key.
+func TestWriteIdentityKeepsTheDirectoryOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("needs root to chown (CI=true)")
+		}
+		t.Skip("needs root to chown")
+	}
+	ca, err := meshca.Init(filepath.Join(t.TempDir(), "ca"), spiffeid.RequireTrustDomainFromString("cluster.local"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "identity")
+	if err := os.Mkdir(out, 0o750); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(out, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	id := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/web")
+	svid, err := ca.Issue(id, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ca.WriteIdentity(out, svid); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"root-cert.pem", "default", "default/web", "default/web/key.pem", "default/web/cert-chain.pem"} {
+		fi, err := os.Stat(filepath.Join(out, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := fi.Sys().(*syscall.Stat_t); st.Uid != 65534 || st.Gid != 65534 {
+			t.Errorf("%s owned by %d:%d, want 65534:65534", p, st.Uid, st.Gid)
+		}
 	}
 }
