@@ -143,6 +143,10 @@ func TestGossipMeshOfFourHosts(t *testing.T) {
 		t.Errorf("doctor on h2 does not see its peers:\n%s", out)
 	}
 
+	if n, ok := metricValue(t, scrape(t, l.Hosts[0]), "ambient_agent_gossip_events_total", map[string]string{"event": "records_changed"}); !ok || n < 1 {
+		t.Errorf("h1 counted no gossip record changes")
+	}
+
 	// Cut h4 off the switch: the others drop its workload after the grace period.
 	cut := l.Hosts[3]
 	l.SetLink(cut, false)
@@ -151,6 +155,9 @@ func TestGossipMeshOfFourHosts(t *testing.T) {
 		waitWorkloads(t, a, 40*time.Second, func(ws []string) bool { return !contains(ws, "app-h4") }, "after the cut")
 	}
 	t.Logf("h4 removed %s after its link was cut", time.Since(start).Round(time.Millisecond))
+	if n, ok := metricValue(t, scrape(t, l.Hosts[0]), "ambient_agent_gossip_events_total", map[string]string{"event": "member_down"}); !ok || n < 1 {
+		t.Errorf("h1 counted no member going down")
+	}
 	l.SetLink(cut, true)
 	start = time.Now()
 	for _, a := range agents[:3] {

@@ -40,13 +40,15 @@ type App struct {
 	policies atomic.Pointer[policy.Set] // nil: no policy
 	live     *proxy.Live
 	gossip   *discovery.Discovery // nil when gossip is off
-	pool     *hbone.Pool
-	hbone    *hboneServer
-	adminSrv *admin.Server
-	readySrv *admin.Server
-	metrSrv  *admin.Server
-	registry *prometheus.Registry
-	metrics  *telemetry.Metrics
+	// gossipAlive is the alive member count last seen, for member events.
+	gossipAlive atomic.Int64
+	pool        *hbone.Pool
+	hbone       *hboneServer
+	adminSrv    *admin.Server
+	readySrv    *admin.Server
+	metrSrv     *admin.Server
+	registry    *prometheus.Registry
+	metrics     *telemetry.Metrics
 }
 
 // Condition names reported by readiness.

@@ -80,6 +80,7 @@ func (a *App) runGossip(ctx context.Context) error {
 		case err := <-errc:
 			return err
 		case <-a.gossip.Changed():
+			a.metrics.GossipEvents.WithLabelValues("records_changed").Inc()
 			a.publishState()
 		case <-t.C:
 		}
@@ -100,6 +101,13 @@ func (a *App) updateGossipReadiness() {
 		if m.State == "alive" || m.State == "suspect" || m.State == "self" {
 			alive++
 		}
+	}
+	prev := a.gossipAlive.Swap(int64(alive))
+	switch {
+	case int64(alive) > prev && prev > 0:
+		a.metrics.GossipEvents.WithLabelValues("member_up").Add(float64(int64(alive) - prev))
+	case int64(alive) < prev:
+		a.metrics.GossipEvents.WithLabelValues("member_down").Add(float64(prev - int64(alive)))
 	}
 	a.metrics.GossipMembers.Set(float64(alive))
 	a.ready.set(condGossip, alive > 1 || len(a.cfg.Load().Gossip.Join) == 0)

@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 			Name: "ambient_agent_gossip_members", Help: "The number of alive gossip members this node sees, itself included.",
 		}),
 		GossipEvents: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "ambient_agent_gossip_events_total", Help: "Gossip membership events by kind.",
+			Name: "ambient_agent_gossip_events_total", Help: "Gossip events: member_up, member_down, records_changed.",
 		}, []string{"event"}),
 		PolicyDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ambient_agent_policy_decisions_total", Help: "Authorization decisions by outcome.",
