@@ -64,7 +64,7 @@ func runPool(b *testing.B, members int) poolResult {
 	complete := func(count int) func() bool {
 		return func() bool {
 			for _, n := range nodes {
-				if len(n.d.Workloads()) != count {
+				if n.d.workloadCount() != count {
 					return false
 				}
 			}

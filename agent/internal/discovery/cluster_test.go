@@ -173,6 +173,19 @@ func testWorkload(id, i int) *state.Workload {
 	}
 }
 
+// workloadCount counts n's remote workloads without building its output: tests poll it for every node.
+func (d *Discovery) workloadCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	n := 0
+	for _, p := range d.table.peers {
+		if p.current != nil {
+			n += len(p.current.workloads)
+		}
+	}
+	return n
+}
+
 // hasWorkload reports whether n sees the workload uid.
 func (n *testNode) hasWorkload(uid string) bool {
 	return slices.ContainsFunc(n.d.Workloads(), func(w *state.Workload) bool { return w.UID == uid })
@@ -186,7 +199,7 @@ func waitFor(t testing.TB, bound time.Duration, what string, cond func() bool) t
 		if time.Since(start) > bound {
 			t.Fatalf("%s: not within %s", what, bound)
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	return time.Since(start)
 }

@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"encoding/binary"
 	"math"
 	"net/netip"
 	"slices"
@@ -23,7 +24,7 @@ const (
 
 // Field numbers of the record format. Never reuse a number; add new ones.
 const (
-	recNode, recVersion, recAgentVersion, recWorkload, recService, recWaypoint protowire.Number = 1, 2, 3, 4, 5, 6
+	recNode, recVersion, recAgentVersion, recWorkload, recService, recWaypoint, recAddress protowire.Number = 1, 2, 3, 4, 5, 6, 7
 
 	wlName, wlNamespace, wlServiceAccount, wlTrustDomain, wlAddress, wlNetwork, wlTunnel, wlLabel, wlStatus, wlCapacity protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
 
@@ -48,6 +49,9 @@ func encodeRecord(r *Record) []byte {
 	b = appendString(b, recNode, r.Node)
 	b = appendUint(b, recVersion, r.Version)
 	b = appendString(b, recAgentVersion, r.AgentVersion)
+	if r.Address.IsValid() {
+		b = appendBytes(b, recAddress, binary.BigEndian.AppendUint16(r.Address.Addr().Unmap().AsSlice(), r.Address.Port()))
+	}
 	for _, w := range r.Workloads {
 		b = appendMessage(b, recWorkload, func(b []byte) []byte { return appendWorkload(b, w) })
 	}
@@ -157,6 +161,8 @@ func decodeRecord(raw []byte) (*Record, error) {
 			}
 		case recWaypoint:
 			r.Waypoint, err = decodeWaypoint(f)
+		case recAddress:
+			r.Address, err = decodeAddrPort(f)
 		}
 		return err
 	})
@@ -330,6 +336,19 @@ func decodeWaypoint(f field) (*Waypoint, error) {
 		return err
 	})
 	return w, err
+}
+
+// decodeAddrPort reads an address (4 or 16 bytes) followed by a big-endian port.
+func decodeAddrPort(f field) (netip.AddrPort, error) {
+	b, err := f.bytes()
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	if len(b) != 6 && len(b) != 18 {
+		return netip.AddrPort{}, drop(reasonInvalid, "a node address of %d bytes", len(b))
+	}
+	a, _ := netip.AddrFromSlice(b[:len(b)-2])
+	return netip.AddrPortFrom(a.Unmap(), binary.BigEndian.Uint16(b[len(b)-2:])), nil
 }
 
 // appendAddr decodes an address field: 4 or 16 bytes, as istio.workload.Workload.addresses.

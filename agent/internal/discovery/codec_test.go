@@ -19,6 +19,7 @@ func fullRecord() *Record {
 		Node:         "vm-1",
 		Version:      1_700_000_000_000_000_001,
 		AgentVersion: "1.2.3",
+		Address:      netip.MustParseAddrPort("192.168.1.10:7946"),
 		Workloads: []*state.Workload{{
 			Name: "web", Namespace: "shop", ServiceAccount: "web-sa", TrustDomain: "example.org",
 			Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")},
@@ -121,6 +122,8 @@ func TestBadRecordsAreDropped(t *testing.T) {
 		{"duplicate address", mutate(func(r *Record) { r.Workloads[1].Addresses = r.Workloads[0].Addresses[:1] }), reasonInvalid},
 		{"service of another node's workload", mutate(func(r *Record) { r.Services[0].Workloads = []string{"shop/nope"} }), reasonInvalid},
 		{"port zero", mutate(func(r *Record) { r.Services[0].Ports[0].Port = 0 }), reasonInvalid},
+		{"node address without port", mutate(func(r *Record) { r.Address = netip.MustParseAddrPort("10.0.0.1:0") }), reasonInvalid},
+		{"node address of 3 bytes", withField(recAddress, protowire.BytesType, []byte{1, 2, 3}), reasonInvalid},
 	} {
 		rec, err := decodeRecord(c.raw)
 		var d *dropError
@@ -146,12 +149,12 @@ func TestMessagesRoundTrip(t *testing.T) {
 		t.Errorf("meta is %d bytes; memberlist allows 512, keep it small", len(encodeMeta(a)))
 	}
 
-	req := request{from: "vm-2", addr: netip.MustParseAddrPort("[fd00::2]:7946")}
+	req := request{from: "vm-2", addr: netip.MustParseAddrPort("[fd00::2]:7946"), want: []string{"vm-3", "vm-4"}}
 	kind, body, err := decodeMessage(encodeRequest(req))
 	if err != nil || kind != kindRequest {
 		t.Fatalf("request: %v %v", kind, err)
 	}
-	if got, err := decodeRequest(body); err != nil || got != req {
+	if got, err := decodeRequest(body); err != nil || !reflect.DeepEqual(got, req) {
 		t.Errorf("request: %+v %v", got, err)
 	}
 

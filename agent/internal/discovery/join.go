@@ -3,20 +3,38 @@ package discovery
 import (
 	"context"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 )
 
-// joinLoop keeps this node in the pool. While it is alone it joins the seeds, with exponential backoff and
-// jitter while none answers. Once in, every Reconnect interval it tries to rejoin one node that went down or a
-// seed that is not a member: memberlist forgets dead nodes, so without this two halves of a healed partition
-// would stay apart.
+// hintQueue bounds the addresses of unknown nodes waiting to be joined.
+const hintQueue = 16
+
+// joinLoop keeps this node in the pool.
+//
+//   - While it is alone it joins the seeds, with exponential backoff and jitter while none answers.
+//   - Once in, every Reconnect interval it tries to rejoin one node that went down or a seed that is not a member:
+//     memberlist forgets dead nodes, so without this the two halves of a healed partition would stay apart.
+//   - When a record arrives from a node memberlist has not told us about (its membership gossip can miss a node
+//     now and then; push/pull would fix that only minutes later in a large pool), it joins that node's address.
 func (d *Discovery) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 	seeds := d.seeds()
 	backoff := d.tuning.JoinBackoffMin
+	tried := map[netip.AddrPort]time.Time{}
+	timer := time.NewTimer(0)
+	defer timer.Stop()
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-d.hints:
+			d.joinHint(ml, a, tried)
+			continue
+		case <-timer.C:
+		}
 		wait := d.tuning.Reconnect
 		if d.alone() && len(seeds) > 0 {
 			n, err := ml.Join(seeds)
@@ -34,12 +52,40 @@ func (d *Discovery) joinLoop(ctx context.Context, ml *memberlist.Memberlist) {
 				d.log.Debug("gossip: rejoining", "address", c, "err", err)
 			}
 		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(wait):
+		timer.Reset(wait)
+	}
+}
+
+// hint asks the join loop to join the node at a (dropped when the loop is busy: the record comes again).
+func (d *Discovery) hint(a netip.AddrPort) {
+	select {
+	case d.hints <- a:
+	default:
+	}
+}
+
+// joinHint joins an address learned from a record, at most once per Reconnect interval per address.
+func (d *Discovery) joinHint(ml *memberlist.Memberlist, a netip.AddrPort, tried map[netip.AddrPort]time.Time) {
+	now := time.Now()
+	d.mu.Lock()
+	alive := d.table.aliveAddrs()[a]
+	d.mu.Unlock()
+	if alive || a == d.LocalAddr() || now.Sub(tried[a]) < d.tuning.Reconnect {
+		return
+	}
+	if len(tried) >= 4*hintQueue {
+		for k, t := range tried {
+			if now.Sub(t) >= d.tuning.Reconnect {
+				delete(tried, k)
+			}
 		}
 	}
+	tried[a] = now
+	if _, err := ml.Join([]string{a.String()}); err != nil {
+		d.log.Debug("gossip: joining a node known from its record", "address", a, "err", err)
+		return
+	}
+	d.log.Info("gossip: joined a node known only from its record", "address", a)
 }
 
 // seeds are the configured seeds without this node's own address.
@@ -87,6 +133,5 @@ func oneLine(err error) string {
 	if err == nil {
 		return ""
 	}
-	lines := strings.Fields(strings.ReplaceAll(err.Error(), "\n", " "))
-	return strings.Join(lines, " ")
+	return strings.Join(strings.Fields(err.Error()), " ")
 }

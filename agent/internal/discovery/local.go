@@ -33,6 +33,7 @@ func (d *Discovery) SetLocal(r Record) error {
 	}
 	rec := normalize(r)
 	rec.Node = d.name
+	rec.Address = d.LocalAddr()
 	if rec.AgentVersion == "" {
 		rec.AgentVersion = d.opts.AgentVersion
 	}
@@ -69,6 +70,17 @@ func (d *Discovery) SetLocal(r Record) error {
 	return nil
 }
 
+// addressKnown puts the gossip address, known once the port is bound, into a record published before Run.
+func (d *Discovery) addressKnown() error {
+	d.mu.Lock()
+	l := d.local
+	d.mu.Unlock()
+	if l == nil || l.rec.Address == d.LocalAddr() {
+		return nil
+	}
+	return d.SetLocal(*l.rec)
+}
+
 // Local returns this node's published record, if any. It is shared: do not modify it.
 func (d *Discovery) Local() (Record, bool) {
 	d.mu.Lock()
@@ -103,7 +115,7 @@ func (d *Discovery) announceLoop(ctx context.Context, ml *memberlist.Memberlist)
 // normalize deep-copies a record into its canonical form: addresses unmapped, everything sorted, so that equal
 // content encodes to equal bytes.
 func normalize(r Record) *Record {
-	out := &Record{Node: r.Node, AgentVersion: r.AgentVersion}
+	out := &Record{Node: r.Node, AgentVersion: r.AgentVersion, Address: r.Address}
 	for _, w := range r.Workloads {
 		if w == nil {
 			out.Workloads = append(out.Workloads, nil) // validation reports it

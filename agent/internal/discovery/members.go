@@ -64,8 +64,8 @@ func (d *Discovery) Members() []Member {
 type Stats struct {
 	Accepted  uint64 `json:"accepted"`  // records of other nodes taken into use
 	Relayed   uint64 `json:"relayed"`   // records passed on by gossip
-	Requested uint64 `json:"requested"` // records asked for because gossip had not delivered them
-	Replied   uint64 `json:"replied"`   // this node's record sent on request
+	Requested uint64 `json:"requested"` // requests sent because gossip had not delivered advertised records
+	Replied   uint64 `json:"replied"`   // requests answered
 	// Dropped counts input not used, by reason (malformed, too_large, incompatible_version, invalid,
 	// digest_mismatch, stale, unknown_node, self).
 	Dropped map[string]uint64 `json:"dropped,omitempty"`

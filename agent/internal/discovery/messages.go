@@ -13,13 +13,14 @@ const (
 	kindBroadcast byte = 1 // body: one encoded record, gossiped by its node or relayed by others
 	kindRequest   byte = 2 // body: request; "send me your record"
 	kindState     byte = 3 // body: state; every record the sender holds (push/pull)
-	kindReply     byte = 4 // body: one encoded record, the answer to a request
+	kindReply     byte = 4 // body: one encoded record, the answer to a request for the sender's own record
+	kindRecords   byte = 5 // body: state; the records a request named, as far as the sender holds them
 )
 
 const (
-	metaVersion, metaDigest, metaSize     protowire.Number = 1, 2, 3
-	requestFrom, requestAddr, requestPort protowire.Number = 1, 2, 3
-	stateRecord                           protowire.Number = 1
+	metaVersion, metaDigest, metaSize                  protowire.Number = 1, 2, 3
+	requestFrom, requestAddr, requestPort, requestWant protowire.Number = 1, 2, 3, 4
+	stateRecord                                        protowire.Number = 1
 )
 
 // maxBroadcastBytes is the largest record sent as a gossip broadcast: what fits in one memberlist packet (1400
@@ -97,11 +98,19 @@ func decodeMessage(b []byte) (kind byte, body []byte, err error) {
 	return rest[0], rest[1:], nil
 }
 
-// request asks a node for its record. It carries the requester's gossip address for the reply, used when the
-// requester is not (yet) an alive member in the answering node's view.
+// maxWant bounds the records one request names; maxAnswerBytes the records sent back for it.
+const (
+	maxWant        = 256
+	maxAnswerBytes = 4 << 20
+)
+
+// request asks a node for its own record (want empty) or for the records of the nodes named in want. It carries
+// the requester's gossip address for the reply, used when the requester is not (yet) an alive member in the
+// answering node's view.
 type request struct {
 	from string
 	addr netip.AddrPort
+	want []string
 }
 
 func encodeRequest(r request) []byte {
@@ -109,6 +118,9 @@ func encodeRequest(r request) []byte {
 	if r.addr.IsValid() {
 		b = appendBytes(b, requestAddr, r.addr.Addr().AsSlice())
 		b = appendUint(b, requestPort, uint64(r.addr.Port()))
+	}
+	for _, w := range r.want {
+		b = appendString(b, requestWant, w)
 	}
 	return encodeMessage(kindRequest, b)
 }
@@ -129,6 +141,14 @@ func decodeRequest(body []byte) (request, error) {
 			}
 		case requestPort:
 			port, err = f.uint(math.MaxUint16)
+		case requestWant:
+			if len(r.want) == maxWant {
+				return drop(reasonTooLarge, "a request for more than %d records", maxWant)
+			}
+			var w string
+			if w, err = f.str(); err == nil {
+				r.want = append(r.want, w)
+			}
 		}
 		return err
 	})
@@ -144,12 +164,15 @@ func decodeRequest(body []byte) (request, error) {
 	return r, nil
 }
 
-func encodeState(records [][]byte) []byte {
+func encodeState(records [][]byte) []byte { return encodeMessage(kindState, stateBody(records)) }
+
+// stateBody lists records, for a push/pull (kindState) or an answer to a request (kindRecords).
+func stateBody(records [][]byte) []byte {
 	var body []byte
 	for _, r := range records {
 		body = appendBytes(body, stateRecord, r)
 	}
-	return encodeMessage(kindState, body)
+	return body
 }
 
 // decodeState splits a push/pull state into its encoded records, each still to be decoded on its own.

@@ -70,3 +70,20 @@ func TestLeaveKeepsRecordsForTheGracePeriod(t *testing.T) {
 		t.Error("no change notification")
 	}
 }
+
+// memberlist's membership gossip can miss a node now and then; a record of that node, relayed by others, carries
+// its address, and the receiver joins it at once rather than at the next push/pull.
+func TestRecordOfUnknownNodeJoinsIt(t *testing.T) {
+	checkNoLeaks(t)
+	a := startNode(t, "a", testRecord(1, 1))
+	b := startNode(t, "b", testRecord(2, 1)) // not told about a, nor a about b
+	bRec, _ := b.d.Local()
+	if bRec.Address != b.d.LocalAddr() {
+		t.Fatalf("b's record carries address %s, b is at %s", bRec.Address, b.d.LocalAddr())
+	}
+	holdsFor(t, time.Second, "two separate pools", func() bool { return len(a.d.Members()) == 1 })
+	a.d.receive(encodeMessage(kindBroadcast, encodeRecord(&bRec))) // as if relayed by a third node
+	waitFor(t, 20*time.Second, "a joins b", func() bool {
+		return a.hasWorkload("b/default/w0") && b.hasWorkload("a/default/w0")
+	})
+}

@@ -74,6 +74,15 @@ func (d *Discovery) receive(b []byte) {
 		d.offer(body, true)
 	case kindReply:
 		d.offer(body, false)
+	case kindRecords:
+		records, err := decodeState(body)
+		if err != nil {
+			d.dropped(err, "", "records")
+			return
+		}
+		for _, r := range records {
+			d.offer(r, false)
+		}
 	case kindRequest:
 		req, err := decodeRequest(body)
 		if err != nil {
@@ -149,6 +158,9 @@ func (d *Discovery) offer(b []byte, relay bool) {
 		}
 	case dropped:
 		d.dropped(err, rec.Node, "record")
+		if reasonOf(err) == reasonUnknownNode && rec.Address.IsValid() {
+			d.hint(rec.Address)
+		}
 	}
 	if changed {
 		d.notify()

@@ -17,6 +17,10 @@ type Record struct {
 	// records are newer than the ones before the restart).
 	Version      uint64 `json:"version"`
 	AgentVersion string `json:"agentVersion,omitempty"`
+	// Address is the node's gossip address; discovery fills it in. A node that receives the record of a node it
+	// does not know yet (memberlist's membership gossip missed it) joins it there instead of waiting for the next
+	// push/pull.
+	Address netip.AddrPort `json:"address,omitzero"`
 	// Workloads are the node's workloads. On the wire only the fields of Istio's Workload travel; UID, Node and
 	// Local are derived by the receiver ("<node>/<namespace>/<name>", the publishing node, false).
 	Workloads []*state.Workload `json:"workloads,omitempty"`

@@ -8,15 +8,18 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// Replies to record requests: how many may wait, and how many are sent at once (a reply to an unreachable node
-// blocks for memberlist's TCP timeout).
+// Repair limits. Asking each node for its own record is right when a few are missing; when many are (this node
+// has just joined or healed, or gossip lags behind a burst of joins) one request to one member, naming them all,
+// costs one reply, where a request per record would have every node answering every other at once.
 const (
-	replyQueue   = 256
-	replyWorkers = 4
+	maxRequests  = 4   // records asked for from their nodes per round; more missing: one request to one member
+	replyQueue   = 256 // requests waiting for a reply
+	replyWorkers = 4   // replies sent at once (one to an unreachable node blocks for memberlist's TCP timeout)
+	replyRate    = 50  // replies per second at most, whatever the number of requesters
 )
 
-// maintainLoop expires the records of nodes gone for longer than the grace period and asks nodes for their
-// advertised records when gossip has not delivered them.
+// maintainLoop expires the records of nodes gone for longer than the grace period and asks for the advertised
+// records that gossip has not delivered.
 func (d *Discovery) maintainLoop(ctx context.Context, ml *memberlist.Memberlist) {
 	delay := d.tuning.RepairDelay
 	tick := time.NewTicker(max(delay/4, 10*time.Millisecond))
@@ -32,6 +35,10 @@ func (d *Discovery) maintainLoop(ctx context.Context, ml *memberlist.Memberlist)
 		gen := d.table.gen
 		gone := d.table.expire(now)
 		want := d.table.wanted(now, delay, 2*delay)
+		var peer target
+		if len(want) > maxRequests {
+			peer = d.table.randomAlive()
+		}
 		changed := gen != d.table.gen
 		d.numAlive.Store(int64(d.table.alive()))
 		d.mu.Unlock()
@@ -41,13 +48,30 @@ func (d *Discovery) maintainLoop(ctx context.Context, ml *memberlist.Memberlist)
 		if changed {
 			d.notify()
 		}
-		if len(want) > 0 {
+		if len(want) > maxRequests {
+			d.requestMany(ml, peer, want)
+		} else if len(want) > 0 {
 			d.request(ml, want)
 		}
 	}
 }
 
-// request asks nodes for their records (best effort: a lost request is repeated).
+// requestMany asks one member for many records at once.
+func (d *Discovery) requestMany(ml *memberlist.Memberlist, peer target, want []target) {
+	if !peer.addr.IsValid() {
+		return
+	}
+	r := request{from: d.name, addr: d.LocalAddr()}
+	for _, w := range want[:min(len(want), maxWant)] {
+		r.want = append(r.want, w.name)
+	}
+	d.stats.requested.Add(1)
+	if err := ml.SendBestEffort(peer.node(), encodeRequest(r)); err != nil {
+		d.log.Debug("gossip: asking for records", "node", peer.name, "records", len(r.want), "err", err)
+	}
+}
+
+// request asks nodes for their own records (best effort: a lost request is repeated).
 func (d *Discovery) request(ml *memberlist.Memberlist, targets []target) {
 	msg := encodeRequest(request{from: d.name, addr: d.LocalAddr()})
 	for _, t := range targets {
@@ -58,7 +82,7 @@ func (d *Discovery) request(ml *memberlist.Memberlist, targets []target) {
 	}
 }
 
-// queueReply schedules sending this node's record to a node that asked for it. Only members (holders of the
+// queueReply schedules the answer to a request. Only members (holders of the
 // key) can ask; one that is not alive in this node's view yet (views differ while nodes join) is answered at the
 // address it gave.
 func (d *Discovery) queueReply(r request) {
@@ -66,7 +90,7 @@ func (d *Discovery) queueReply(r request) {
 	if p := d.table.peers[r.from]; p != nil && p.status == statusAlive {
 		r.addr = p.addr
 	}
-	if d.local == nil || d.replying[r.from] || !r.addr.IsValid() || r.from == d.name {
+	if d.replying[r.from] || !r.addr.IsValid() || r.from == d.name {
 		d.mu.Unlock()
 		return
 	}
@@ -81,9 +105,25 @@ func (d *Discovery) queueReply(r request) {
 	}
 }
 
-// replyLoop sends this node's record to the members that asked for it, a few at a time.
+// replyLoop sends this node's record to the members that asked for it, a few at a time and at most replyRate a
+// second: when a large record changes, every node asks at once.
 func (d *Discovery) replyLoop(ctx context.Context, ml *memberlist.Memberlist) {
-	var wg sync.WaitGroup
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		next time.Time // when the next reply may go
+	)
+	pace := func() time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		now := time.Now()
+		if next.Before(now) {
+			next = now
+		}
+		wait := next.Sub(now)
+		next = next.Add(time.Second / replyRate)
+		return wait
+	}
 	for range replyWorkers {
 		wg.Go(func() {
 			for {
@@ -91,6 +131,9 @@ func (d *Discovery) replyLoop(ctx context.Context, ml *memberlist.Memberlist) {
 				case <-ctx.Done():
 					return
 				case r := <-d.replies:
+					if !sleep(ctx, pace()) {
+						return
+					}
 					d.reply(ml, r)
 				}
 			}
@@ -99,21 +142,63 @@ func (d *Discovery) replyLoop(ctx context.Context, ml *memberlist.Memberlist) {
 	wg.Wait()
 }
 
-func (d *Discovery) reply(ml *memberlist.Memberlist, r request) {
-	d.mu.Lock()
-	delete(d.replying, r.from)
-	var raw []byte
-	if d.local != nil {
-		raw = d.local.raw
+// sleep waits for d or until ctx is done; it reports whether it waited the whole time.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
 	}
-	d.mu.Unlock()
-	if raw == nil {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (d *Discovery) reply(ml *memberlist.Memberlist, r request) {
+	msg := d.answer(r)
+	if msg == nil {
 		return
 	}
 	d.stats.replied.Add(1)
-	if err := ml.SendReliable(target{r.from, r.addr}.node(), encodeMessage(kindReply, raw)); err != nil {
-		d.log.Debug("gossip: sending this node's record", "to", r.from, "address", r.addr, "err", err)
+	if err := ml.SendReliable(target{r.from, r.addr}.node(), msg); err != nil {
+		d.log.Debug("gossip: answering a request", "to", r.from, "address", r.addr, "err", err)
 	}
+}
+
+// answer builds the message that answers r: this node's record, or the records r names that this node holds
+// (nil: nothing to send).
+func (d *Discovery) answer(r request) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.replying, r.from)
+	if len(r.want) == 0 {
+		if d.local == nil {
+			return nil
+		}
+		return encodeMessage(kindReply, d.local.raw)
+	}
+	var records [][]byte
+	size := 0
+	for _, name := range r.want {
+		var raw []byte
+		if name == d.name && d.local != nil {
+			raw = d.local.raw
+		} else if p := d.table.peers[name]; p != nil && p.current != nil {
+			raw = p.current.raw
+		}
+		if raw == nil || size+len(raw) > maxAnswerBytes {
+			continue
+		}
+		size += len(raw)
+		records = append(records, raw)
+	}
+	if len(records) == 0 {
+		return nil
+	}
+	return encodeMessage(kindRecords, stateBody(records))
 }
 
 func (t target) node() *memberlist.Node {

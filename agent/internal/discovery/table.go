@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -265,5 +266,20 @@ func (t *table) downAddrs() []netip.AddrPort {
 		}
 	}
 	slices.SortFunc(out, netip.AddrPort.Compare)
+	return out
+}
+
+// randomAlive picks an alive member (zero if there is none).
+func (t *table) randomAlive() target {
+	n := 0
+	var out target
+	for name, p := range t.peers {
+		if p.status != statusAlive {
+			continue
+		}
+		if n++; rand.IntN(n) == 0 { // reservoir sampling: each alive member equally likely
+			out = target{name: name, addr: p.addr}
+		}
+	}
 	return out
 }

@@ -168,3 +168,45 @@ func TestTableWanted(t *testing.T) {
 		t.Fatalf("after b's record arrived: %v", w)
 	}
 }
+
+func TestAnswerNamesRecords(t *testing.T) {
+	d, err := New(Options{NodeName: "a", Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{testKey}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg := d.answer(request{from: "z"}); msg != nil {
+		t.Fatal("answered with a record before having one")
+	}
+	if err := d.SetLocal(*testRecord(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	b, c := rec("b", 1, false, 2), rec("c", 1, false, 3)
+	for _, h := range []*held{b, c} {
+		d.table.up(h.rec.Node, addrB, h.advert, true, t0)
+		mustOutcome(t, d.table, h, accepted, "")
+	}
+	kind, body, err := decodeMessage(d.answer(request{from: "z"}))
+	if err != nil || kind != kindReply {
+		t.Fatalf("own record: %v %v", kind, err)
+	}
+	if r, err := decodeRecord(body); err != nil || r.Node != "a" {
+		t.Fatalf("own record: %+v %v", r, err)
+	}
+	kind, body, err = decodeMessage(d.answer(request{from: "z", want: []string{"c", "nobody", "a"}}))
+	if err != nil || kind != kindRecords {
+		t.Fatalf("named records: %v %v", kind, err)
+	}
+	records, err := decodeState(body)
+	if err != nil || len(records) != 2 || string(records[0]) != string(c.raw) {
+		t.Fatalf("named records: %d %v", len(records), err)
+	}
+	if r, _ := decodeRecord(records[1]); r.Node != "a" {
+		t.Errorf("second record is %s's", r.Node)
+	}
+	if d.answer(request{from: "z", want: []string{"nobody"}}) != nil {
+		t.Error("answered a request for records this node does not hold")
+	}
+	if got := d.table.randomAlive(); got.name != "b" && got.name != "c" {
+		t.Errorf("randomAlive = %+v", got)
+	}
+}

@@ -25,6 +25,9 @@ func validateRecord(r *Record) error {
 	if !isDNSLabel(r.Node) {
 		return fmt.Errorf("node name %q is not a DNS label", r.Node)
 	}
+	if a := r.Address; a.IsValid() && (a.Port() == 0 || a.Addr().IsUnspecified() || a.Addr().IsMulticast()) {
+		return fmt.Errorf("node address %s cannot be used", a)
+	}
 	if len(r.AgentVersion) > maxAgentVersion || !printable(r.AgentVersion) {
 		return fmt.Errorf("agent version %q is not printable or too long", r.AgentVersion)
 	}
