@@ -82,7 +82,7 @@ func (tp *topology) latency(p path, pl plan) (Percentiles, PerAgent, error) {
 	if err := json.Unmarshal(out, &r); err != nil {
 		return Percentiles{}, cpu, fmt.Errorf("loadgen rr %s: %w: %s", p, err, out)
 	}
-	if r.Errors > 0 || r.Rate < 0.9*pl.rate {
+	if r.Errors > 0 || r.Rate < 0.8*pl.rate { // well behind the schedule: the machine could not keep up
 		return Percentiles{}, cpu, fmt.Errorf("loadgen rr %s: %d errors, %.0f req/s of %.0f", p, r.Errors, r.Rate, pl.rate)
 	}
 	return Percentiles{P50: r.P50, P90: r.P90, P99: r.P99}, cpu, nil
