@@ -6,6 +6,8 @@ import (
 	"net/netip"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 // Messages between agents (memberlist user messages and push/pull state): header, kind, body.
@@ -155,7 +157,7 @@ func decodeRequest(body []byte) (request, error) {
 	if err != nil {
 		return request{}, err
 	}
-	if !isDNSLabel(r.from) {
+	if !config.IsDNSLabel(r.from) {
 		return request{}, drop(reasonInvalid, "request from %q", r.from)
 	}
 	if addr.IsValid() && port != 0 {

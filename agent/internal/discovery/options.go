@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 // Options configure a Discovery. The app fills them from config.Gossip; Tuning is for tests and benchmarks.
@@ -78,7 +80,7 @@ func (t Tuning) withDefaults() Tuning {
 
 // validate checks the options and loads the keys. It returns the keys to use (nil: plaintext, dev mode only).
 func (o *Options) validate() ([][]byte, error) {
-	if !isDNSLabel(o.NodeName) {
+	if !config.IsDNSLabel(o.NodeName) {
 		return nil, fmt.Errorf("gossip: node name %q is not a DNS label", o.NodeName)
 	}
 	if !o.Bind.IsValid() {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
@@ -22,7 +23,7 @@ const (
 // validateRecord checks every name, address and reference of a record. The same rules apply to the local record
 // (SetLocal) and to received ones, so a record this agent publishes is never dropped by its peers.
 func validateRecord(r *Record) error {
-	if !isDNSLabel(r.Node) {
+	if !config.IsDNSLabel(r.Node) {
 		return fmt.Errorf("node name %q is not a DNS label", r.Node)
 	}
 	if a := r.Address; a.IsValid() && (a.Port() == 0 || a.Addr().IsUnspecified() || a.Addr().IsMulticast()) {
@@ -78,13 +79,13 @@ func validateRecord(r *Record) error {
 
 func validateWorkload(w *state.Workload) error {
 	switch {
-	case !isDNSLabel(w.Name):
+	case !config.IsDNSLabel(w.Name):
 		return fmt.Errorf("name %q is not a DNS label", w.Name)
-	case !isDNSLabel(w.Namespace):
+	case !config.IsDNSLabel(w.Namespace):
 		return fmt.Errorf("namespace %q is not a DNS label", w.Namespace)
-	case !isDNSSubdomain(w.ServiceAccount):
+	case !config.IsDNSSubdomain(w.ServiceAccount):
 		return fmt.Errorf("service account %q is not a DNS name", w.ServiceAccount)
-	case w.Network != "" && !isDNSSubdomain(w.Network):
+	case w.Network != "" && !config.IsDNSSubdomain(w.Network):
 		return fmt.Errorf("network %q is not a DNS name", w.Network)
 	case w.Tunnel != state.TunnelHBONE && w.Tunnel != state.TunnelNone:
 		return fmt.Errorf("tunnel protocol %q is not %s or %s", w.Tunnel, state.TunnelHBONE, state.TunnelNone)
@@ -107,11 +108,11 @@ func validateWorkload(w *state.Workload) error {
 
 func validateService(s *Service, workloads map[string]bool) error {
 	switch {
-	case !isDNSLabel(s.Name):
+	case !config.IsDNSLabel(s.Name):
 		return fmt.Errorf("name %q is not a DNS label", s.Name)
-	case !isDNSLabel(s.Namespace):
+	case !config.IsDNSLabel(s.Namespace):
 		return fmt.Errorf("namespace %q is not a DNS label", s.Namespace)
-	case !isDNSSubdomain(s.Hostname):
+	case !config.IsDNSSubdomain(s.Hostname):
 		return fmt.Errorf("hostname %q is not a DNS name", s.Hostname)
 	case len(s.Ports) == 0 || len(s.Ports) > maxPorts:
 		return fmt.Errorf("%d ports, want 1 to %d", len(s.Ports), maxPorts)
@@ -141,11 +142,11 @@ func validateService(s *Service, workloads map[string]bool) error {
 
 func validateWaypoint(w *Waypoint) error {
 	switch {
-	case !isDNSLabel(w.Namespace):
+	case !config.IsDNSLabel(w.Namespace):
 		return fmt.Errorf("namespace %q is not a DNS label", w.Namespace)
-	case !isDNSSubdomain(w.ServiceAccount):
+	case !config.IsDNSSubdomain(w.ServiceAccount):
 		return fmt.Errorf("service account %q is not a DNS name", w.ServiceAccount)
-	case w.ForServiceAccount != "" && !isDNSSubdomain(w.ForServiceAccount):
+	case w.ForServiceAccount != "" && !config.IsDNSSubdomain(w.ForServiceAccount):
 		return fmt.Errorf("scope service account %q is not a DNS name", w.ForServiceAccount)
 	}
 	if err := validateTrustDomain(w.TrustDomain); err != nil {
@@ -178,35 +179,6 @@ func validateAddrs(addrs []netip.Addr, min int) error {
 		}
 	}
 	return nil
-}
-
-// isDNSLabel reports whether s is an RFC 1123 label: lowercase alphanumerics and '-', starting and ending
-// alphanumeric, at most 63 characters (the rule config applies to node and workload names).
-func isDNSLabel(s string) bool {
-	if len(s) == 0 || len(s) > 63 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		alnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
-		if !alnum && (c != '-' || i == 0 || i == len(s)-1) {
-			return false
-		}
-	}
-	return true
-}
-
-// isDNSSubdomain reports whether s is dot-separated DNS labels, at most 253 characters.
-func isDNSSubdomain(s string) bool {
-	if len(s) == 0 || len(s) > 253 {
-		return false
-	}
-	for l := range strings.SplitSeq(s, ".") {
-		if !isDNSLabel(l) {
-			return false
-		}
-	}
-	return true
 }
 
 // printable reports whether s has no control characters (it is UTF-8 already: the decoder checks).
