@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"slices"
@@ -65,8 +66,12 @@ func (d *Discovery) SetLocal(r Record) error {
 	case d.announce <- struct{}{}:
 	default:
 	}
-	d.log.Info("gossip: publishing this node's record", "version", rec.Version, "bytes", len(raw),
-		"workloads", len(rec.Workloads), "services", len(rec.Services), "waypoint", rec.Waypoint != nil)
+	level := slog.LevelInfo
+	if !rec.Address.IsValid() {
+		level = slog.LevelDebug // before Run; published with the gossip address once it is bound
+	}
+	d.log.Log(context.Background(), level, "gossip: publishing this node's record", "version", rec.Version,
+		"bytes", len(raw), "workloads", len(rec.Workloads), "services", len(rec.Services), "waypoint", rec.Waypoint != nil)
 	return nil
 }
 
