@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
 
@@ -165,11 +165,13 @@ func checkCerts(d *dumpView, now time.Time) []check {
 	return out
 }
 
+// checkGossipKey reads the key file the way the agent does (base64, 32 bytes).
 func checkGossipKey(path string) check {
-	if _, err := os.ReadFile(path); err != nil {
-		return check{Name: "gossip key", Detail: err.Error(), Fix: "create it: head -c 32 /dev/urandom | base64 > " + path}
+	keys, err := discovery.ReadKeyFile(path)
+	if err != nil {
+		return check{Name: "gossip key", Detail: err.Error(), Fix: "create it: ambient-agent gossip keygen -out " + path}
 	}
-	return check{Name: "gossip key", OK: true, Detail: path + " readable"}
+	return check{Name: "gossip key", OK: true, Detail: fmt.Sprintf("%s: %d valid key(s)", path, len(keys))}
 }
 
 func checkPeers(d *dumpView) check {
