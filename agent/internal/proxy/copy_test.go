@@ -12,10 +12,11 @@ import (
 	"time"
 )
 
-// tcpPair returns the two ends of a real loopback TCP connection.
-func tcpPair(t *testing.T) (net.Conn, net.Conn) {
+// connPair returns the two ends of a real connection on a listener of network
+// at addr.
+func connPair(t *testing.T, network, addr string) (net.Conn, net.Conn) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,12 +26,15 @@ func tcpPair(t *testing.T) (net.Conn, net.Conn) {
 		c, _ := ln.Accept()
 		ch <- c
 	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial(network, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c, <-ch
 }
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (net.Conn, net.Conn) { return connPair(t, "tcp", "127.0.0.1:0") }
 
 // client <-> [down | relay | up] <-> server: half-close travels through and the
 // other direction keeps flowing.
@@ -76,22 +80,7 @@ func TestRelayHalfClose(t *testing.T) {
 // half-closes like an HBONE stream but is not TCP, so relay copies into it
 // with copyPooled.
 func unixPair(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	c, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c, <-ch
+	return connPair(t, "unix", filepath.Join(t.TempDir(), "s"))
 }
 
 // Through the pooled copy (into a connection that is not TCP): every byte
