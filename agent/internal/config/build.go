@@ -34,6 +34,10 @@ func Build(f File) (*Config, Problems) {
 	owners := map[netip.Addr]string{}
 	cfg.Workloads = b.workloads("workload", f.Workload, owners)
 	cfg.Remotes = b.remotes(f.Remote, owners)
+	cfg.Waypoint = b.waypoint(f.Waypoint, cfg.Node, owners)
+	cfg.Services = b.services(f.Service, cfg.Workloads, owners)
+	cfg.DNS = b.dns(f.DNS)
+	cfg.Policy.WaypointEnforcement = b.enforcement(f.Policy.WaypointEnforcement)
 	if len(b.problems) > 0 {
 		return nil, b.problems
 	}
@@ -107,7 +111,11 @@ func (b *builder) workloads(table string, fs []WorkloadFile, owners map[netip.Ad
 			Namespace:      orDefault(f.Namespace, DefaultNamespace),
 			ServiceAccount: orDefault(f.ServiceAccount, DefaultServiceAccount),
 			Labels:         f.Labels,
+			UseWaypoint:    f.UseWaypoint,
+			Capacity:       b.capacity(key+".capacity", f.Capacity),
+			Health:         b.health(key+".health", f.Health),
 		}
+		b.useWaypoint(key+".use_waypoint", f.UseWaypoint)
 		switch {
 		case w.Name == "":
 			b.addf(key+".name", "is required")
@@ -263,6 +271,9 @@ func (b *builder) remotes(fs []RemoteFile, owners map[netip.Addr]string) []Remot
 		out[i] = Remote{Workload: ws[i], Node: f.Node, Tunnel: orDefault(f.Tunnel, TunnelHBONE)}
 		if f.Node != "" && !IsDNSLabel(f.Node) {
 			b.addf(key+".node", "%q is not a DNS label", f.Node)
+		}
+		if f.Health != nil {
+			b.addf(key+".health", "health checks run on the workload's own host; declare it there")
 		}
 		if t := out[i].Tunnel; t != TunnelHBONE && t != TunnelNone {
 			b.addf(key+".tunnel", "%q is not one of %q, %q", t, TunnelHBONE, TunnelNone)

@@ -71,6 +71,9 @@ type Config struct {
 	Capture   Capture    `json:"capture"`
 	Workloads []Workload `json:"workloads"`
 	Remotes   []Remote   `json:"remoteWorkloads"`
+	Services  []Service  `json:"services"`
+	Waypoint  Waypoint   `json:"waypoint"`
+	DNS       DNS        `json:"dns"`
 	Policy    Policy     `json:"policy"`
 	Admin     Admin      `json:"admin"`
 	Log       Log        `json:"log"`
@@ -99,6 +102,12 @@ type Workload struct {
 	ServiceAccount string            `json:"serviceAccount"`
 	Addresses      []netip.Addr      `json:"addresses"`
 	Labels         map[string]string `json:"labels,omitempty"`
+	// UseWaypoint is "" (the waypoint of the workload's scope, if any), "none",
+	// or a waypoint's "name" (same namespace) or "namespace/name".
+	UseWaypoint string `json:"useWaypoint,omitempty"`
+	// Capacity weighs the workload among a service's endpoints.
+	Capacity uint32       `json:"capacity"`
+	Health   *HealthCheck `json:"health,omitempty"`
 }
 
 // Tunnel protocols of remote workloads.
@@ -171,4 +180,7 @@ type Policy struct {
 	Dir string `json:"dir"`
 	// RootNamespace is where policies apply mesh-wide (Istio's root namespace).
 	RootNamespace string `json:"rootNamespace"`
+	// WaypointEnforcement is what happens to callers that bypass a local
+	// workload's waypoint: "hairpin" or "policy" (spec/routing.md).
+	WaypointEnforcement string `json:"waypointEnforcement"`
 }

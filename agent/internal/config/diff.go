@@ -27,6 +27,15 @@ func Diff(old, new *Config) []string {
 	if !reflect.DeepEqual(old.Remotes, new.Remotes) {
 		out = append(out, "remote_workload")
 	}
+	if !reflect.DeepEqual(old.Services, new.Services) {
+		out = append(out, "service")
+	}
+	if !reflect.DeepEqual(old.Waypoint, new.Waypoint) {
+		out = append(out, "waypoint")
+	}
+	if !reflect.DeepEqual(old.DNS, new.DNS) {
+		out = append(out, "dns")
+	}
 	if old.Policy != new.Policy {
 		out = append(out, "policy")
 	}

@@ -9,6 +9,9 @@ type File struct {
 	Capture  CaptureFile    `toml:"capture"`
 	Workload []WorkloadFile `toml:"workload"`
 	Remote   []RemoteFile   `toml:"remote_workload"`
+	Service  []ServiceFile  `toml:"service"`
+	Waypoint WaypointFile   `toml:"waypoint"`
+	DNS      DNSFile        `toml:"dns"`
 	Policy   PolicyFile     `toml:"policy"`
 	Admin    AdminFile      `toml:"admin"`
 	Log      LogFile        `toml:"log"`
@@ -37,6 +40,57 @@ type WorkloadFile struct {
 	ServiceAccount string            `toml:"service_account"`
 	Addresses      []string          `toml:"addresses"`
 	Labels         map[string]string `toml:"labels"`
+	UseWaypoint    string            `toml:"use_waypoint"`
+	Capacity       *int64            `toml:"capacity"`
+	Health         *HealthFile       `toml:"health"`
+}
+
+// HealthFile is a workload's [workload.health] table.
+type HealthFile struct {
+	Kind               string `toml:"kind"`
+	Port               int64  `toml:"port"`
+	Path               string `toml:"path"`
+	Interval           string `toml:"interval"`
+	Timeout            string `toml:"timeout"`
+	UnhealthyThreshold int64  `toml:"unhealthy_threshold"`
+	HealthyThreshold   int64  `toml:"healthy_threshold"`
+}
+
+// ServiceFile is one [[service]] entry.
+type ServiceFile struct {
+	Name        string            `toml:"name"`
+	Namespace   string            `toml:"namespace"`
+	Hostname    string            `toml:"hostname"`
+	VIPs        []string          `toml:"vips"`
+	Ports       []ServicePortFile `toml:"ports"`
+	Workloads   []string          `toml:"workloads"`
+	UseWaypoint string            `toml:"use_waypoint"`
+}
+
+// ServicePortFile is one entry of a service's ports.
+type ServicePortFile struct {
+	Port        int64  `toml:"port"`
+	TargetPort  int64  `toml:"target_port"`
+	AppProtocol string `toml:"app_protocol"`
+}
+
+// WaypointFile is the [waypoint] table.
+type WaypointFile struct {
+	Enabled           *bool    `toml:"enabled"`
+	Name              string   `toml:"name"`
+	Namespace         string   `toml:"namespace"`
+	ServiceAccount    string   `toml:"service_account"`
+	ForServiceAccount string   `toml:"for_service_account"`
+	Addresses         []string `toml:"addresses"`
+}
+
+// DNSFile is the [dns] table.
+type DNSFile struct {
+	Enabled   *bool    `toml:"enabled"`
+	Listen    string   `toml:"listen"`
+	Capture   bool     `toml:"capture"`
+	Upstreams []string `toml:"upstreams"`
+	Domains   []string `toml:"domains"`
 }
 
 // AdminFile is the [admin] table.
@@ -84,6 +138,7 @@ type GossipFile struct {
 
 // PolicyFile is the [policy] table.
 type PolicyFile struct {
-	Dir           string `toml:"dir"`
-	RootNamespace string `toml:"root_namespace"`
+	Dir                 string `toml:"dir"`
+	RootNamespace       string `toml:"root_namespace"`
+	WaypointEnforcement string `toml:"waypoint_enforcement"`
 }

@@ -39,7 +39,56 @@ func workload(cfg *config.Config, w config.Workload, node string, tunnel TunnelP
 		Tunnel:         tunnel,
 		Labels:         w.Labels,
 		Healthy:        true,
-		Capacity:       1,
+		Capacity:       max(w.Capacity, 1),
+		UseWaypoint:    w.UseWaypoint,
 		Local:          local,
 	}
+}
+
+// InputFromConfig is what a configuration declares: its workloads, the
+// services the local workloads back, and this host's waypoint.
+func InputFromConfig(cfg *config.Config) Input {
+	return Input{Workloads: FromConfig(cfg), Services: ServicesFromConfig(cfg), Waypoints: WaypointsFromConfig(cfg)}
+}
+
+// ServicesFromConfig declares the services this host's workloads back.
+func ServicesFromConfig(cfg *config.Config) []ServiceDecl {
+	out := make([]ServiceDecl, 0, len(cfg.Services))
+	for _, s := range cfg.Services {
+		d := ServiceDecl{
+			Node:        cfg.Node.Name,
+			Local:       true,
+			Name:        s.Name,
+			Namespace:   s.Namespace,
+			Hostname:    s.Hostname,
+			VIPs:        s.VIPs,
+			UseWaypoint: s.UseWaypoint,
+		}
+		for _, p := range s.Ports {
+			d.Ports = append(d.Ports, ServicePort{Port: p.Port, TargetPort: p.TargetPort, AppProtocol: p.AppProtocol})
+		}
+		for _, name := range s.Workloads {
+			d.Workloads = append(d.Workloads, cfg.Node.Name+"/"+s.Namespace+"/"+name)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// WaypointsFromConfig is this host's waypoint instance, if it runs one.
+func WaypointsFromConfig(cfg *config.Config) []*Waypoint {
+	wp := cfg.Waypoint
+	if !wp.Enabled {
+		return nil
+	}
+	return []*Waypoint{{
+		Name:              wp.Name,
+		Namespace:         wp.Namespace,
+		ServiceAccount:    wp.ServiceAccount,
+		TrustDomain:       cfg.Node.TrustDomain,
+		ForServiceAccount: wp.ForServiceAccount,
+		Addresses:         wp.Addresses,
+		Node:              cfg.Node.Name,
+		Local:             true,
+	}}
 }

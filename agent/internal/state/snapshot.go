@@ -11,8 +11,23 @@ import (
 type Snapshot struct {
 	version   uint64
 	workloads []*Workload
+	byUID     map[string]*Workload
 	byAddr    map[netip.Addr]*Workload
 	conflicts []Conflict
+
+	services     []*Service
+	byVIP        map[netip.Addr]*Service
+	byHostname   map[string]*Service
+	svcConflicts []ServiceConflict
+	wps          waypointIndex
+}
+
+// Input is what a snapshot is built from: workloads (local and learned),
+// every node's service declarations, and waypoint instances.
+type Input struct {
+	Workloads []*Workload
+	Services  []ServiceDecl
+	Waypoints []*Waypoint
 }
 
 // Conflict records two workloads that claim one address; Winner is the one the
@@ -27,13 +42,28 @@ func (c Conflict) String() string {
 	return fmt.Sprintf("address %s claimed by %s and %s; using %s", c.Address, c.Winner, c.Loser, c.Winner)
 }
 
-// NewSnapshot indexes workloads. The workloads must not be changed afterwards.
+// NewSnapshot indexes workloads alone. The workloads must not be changed afterwards.
 func NewSnapshot(version uint64, workloads []*Workload) *Snapshot {
-	s := &Snapshot{version: version, byAddr: make(map[netip.Addr]*Workload, len(workloads))}
+	return Build(version, Input{Workloads: workloads})
+}
+
+// Build indexes in. Nothing in it may be changed afterwards.
+func Build(version uint64, in Input) *Snapshot {
+	s := &Snapshot{version: version}
+	s.indexWorkloads(in.Workloads)
+	s.wps = newWaypointIndex(in.Waypoints)
+	s.buildServices(in.Services)
+	return s
+}
+
+func (s *Snapshot) indexWorkloads(workloads []*Workload) {
+	s.byAddr = make(map[netip.Addr]*Workload, len(workloads))
+	s.byUID = make(map[string]*Workload, len(workloads))
 	ws := slices.Clone(workloads)
 	slices.SortFunc(ws, func(a, b *Workload) int { return strings.Compare(a.UID, b.UID) })
 	s.workloads = ws
 	for _, w := range ws {
+		s.byUID[w.UID] = w
 		for _, a := range w.Addresses {
 			prev, taken := s.byAddr[a]
 			if !taken {
@@ -48,7 +78,6 @@ func NewSnapshot(version uint64, workloads []*Workload) *Snapshot {
 			s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: winner.UID, Loser: loser.UID})
 		}
 	}
-	return s
 }
 
 // Version orders snapshots: a newer snapshot has a larger version.
@@ -59,6 +88,12 @@ func (s *Snapshot) Workloads() []*Workload { return s.workloads }
 
 // Conflicts returns the address conflicts found when the snapshot was built.
 func (s *Snapshot) Conflicts() []Conflict { return s.conflicts }
+
+// WorkloadByUID finds a workload by its UID.
+func (s *Snapshot) WorkloadByUID(uid string) (*Workload, bool) {
+	w, ok := s.byUID[uid]
+	return w, ok
+}
 
 // WorkloadByAddr finds the workload that owns address a.
 func (s *Snapshot) WorkloadByAddr(a netip.Addr) (*Workload, bool) {

@@ -31,7 +31,10 @@ type Workload struct {
 	Labels         map[string]string `json:"labels,omitempty"`
 	Healthy        bool              `json:"healthy"`
 	Capacity       uint32            `json:"capacity"`
-	Local          bool              `json:"local"` // runs on this host
+	// UseWaypoint is "" (the waypoint of its scope), "none", or a waypoint's
+	// "name" (same namespace) or "namespace/name".
+	UseWaypoint string `json:"useWaypoint,omitempty"`
+	Local       bool   `json:"local"` // runs on this host
 }
 
 // Identity is the workload's SPIFFE identity, Istio style:

@@ -1,0 +1,280 @@
+package config
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+func (b *builder) capacity(key string, c *int64) uint32 {
+	if c == nil {
+		return 1
+	}
+	if *c < 1 || *c > 1000 {
+		b.addf(key, "%d is out of range [1, 1000]", *c)
+		return 1
+	}
+	return uint32(*c)
+}
+
+// useWaypoint checks a use_waypoint value: "", "none", "name" or "namespace/name".
+func (b *builder) useWaypoint(key, s string) {
+	if s == "" || s == UseWaypointNone {
+		return
+	}
+	ns, name, qualified := strings.Cut(s, "/")
+	if !qualified {
+		ns, name = DefaultNamespace, s
+	}
+	if !IsDNSLabel(ns) || !IsDNSLabel(name) {
+		b.addf(key, "%q is not \"none\", a waypoint name or \"namespace/name\"", s)
+	}
+}
+
+func (b *builder) health(key string, f *HealthFile) *HealthCheck {
+	if f == nil {
+		return nil
+	}
+	h := &HealthCheck{
+		Kind:               f.Kind,
+		Path:               f.Path,
+		Interval:           b.duration(key+".interval", f.Interval, DefaultHealthInterval),
+		Timeout:            b.duration(key+".timeout", f.Timeout, DefaultHealthTimeout),
+		UnhealthyThreshold: int(f.UnhealthyThreshold),
+		HealthyThreshold:   int(f.HealthyThreshold),
+	}
+	switch h.Kind {
+	case HealthTCP:
+		if h.Path != "" {
+			b.addf(key+".path", "only an \"http\" check has a path")
+		}
+	case HealthHTTP:
+		if h.Path == "" {
+			h.Path = "/"
+		}
+		if !strings.HasPrefix(h.Path, "/") {
+			b.addf(key+".path", "%q does not start with \"/\"", h.Path)
+		}
+	default:
+		b.addf(key+".kind", "%q is not one of %q, %q", h.Kind, HealthTCP, HealthHTTP)
+	}
+	if f.Port < 1 || f.Port > 65535 {
+		b.addf(key+".port", "%d is not a port (1-65535)", f.Port)
+	}
+	h.Port = uint16(f.Port)
+	if h.Interval < 100*time.Millisecond || h.Interval > time.Hour {
+		b.addf(key+".interval", "%s is out of range [100ms, 1h]", h.Interval)
+	}
+	if h.Timeout <= 0 || h.Timeout > h.Interval {
+		b.addf(key+".timeout", "%s must be positive and at most the interval (%s)", h.Timeout, h.Interval)
+	}
+	h.UnhealthyThreshold = b.threshold(key+".unhealthy_threshold", f.UnhealthyThreshold, DefaultUnhealthyThreshold)
+	h.HealthyThreshold = b.threshold(key+".healthy_threshold", f.HealthyThreshold, DefaultHealthyThreshold)
+	return h
+}
+
+func (b *builder) threshold(key string, v int64, def int) int {
+	if v == 0 {
+		return def
+	}
+	if v < 1 || v > 100 {
+		b.addf(key, "%d is out of range [1, 100]", v)
+		return def
+	}
+	return int(v)
+}
+
+func (b *builder) services(fs []ServiceFile, local []Workload, owners map[netip.Addr]string) []Service {
+	out := make([]Service, 0, len(fs))
+	names := map[string]string{}
+	hosts := map[string]string{}
+	for i, f := range fs {
+		key := fmt.Sprintf("service[%d]", i)
+		s := Service{
+			Name:        f.Name,
+			Namespace:   orDefault(f.Namespace, DefaultNamespace),
+			Hostname:    strings.ToLower(strings.TrimSuffix(f.Hostname, ".")),
+			Workloads:   f.Workloads,
+			UseWaypoint: f.UseWaypoint,
+		}
+		switch {
+		case s.Name == "":
+			b.addf(key+".name", "is required")
+		case !IsDNSLabel(s.Name):
+			b.addf(key+".name", "%q is not a DNS label", s.Name)
+		}
+		if !IsDNSLabel(s.Namespace) {
+			b.addf(key+".namespace", "%q is not a DNS label", s.Namespace)
+		}
+		if s.Hostname == "" {
+			s.Hostname = s.Name + "." + s.Namespace + ".svc." + DefaultClusterDomain
+		}
+		if !IsDNSSubdomain(s.Hostname) {
+			b.addf(key+".hostname", "%q is not a DNS name", f.Hostname)
+		}
+		if prev, dup := names[s.Namespace+"/"+s.Name]; dup {
+			b.addf(key+".name", "%q in namespace %q is already declared by %s", s.Name, s.Namespace, prev)
+		}
+		names[s.Namespace+"/"+s.Name] = key
+		if prev, dup := hosts[s.Hostname]; dup {
+			b.addf(key+".hostname", "%q is already the hostname of %s", s.Hostname, prev)
+		}
+		hosts[s.Hostname] = key
+		b.useWaypoint(key+".use_waypoint", f.UseWaypoint)
+		s.VIPs = b.vips(key, f.VIPs, owners)
+		s.Ports = b.servicePorts(key, f.Ports)
+		b.serviceWorkloads(key, s, local)
+		out = append(out, s)
+	}
+	return out
+}
+
+func (b *builder) vips(key string, in []string, owners map[netip.Addr]string) []netip.Addr {
+	var out []netip.Addr
+	for j, v := range in {
+		vkey := fmt.Sprintf("%s.vips[%d]", key, j)
+		a, ok := b.workloadAddr(vkey, v)
+		if !ok {
+			continue
+		}
+		if prev, dup := owners[a]; dup {
+			b.addf(vkey, "%s is already used by %s", a, prev)
+			continue
+		}
+		owners[a] = key
+		out = append(out, a)
+	}
+	return out
+}
+
+func (b *builder) servicePorts(key string, in []ServicePortFile) []ServicePort {
+	if len(in) == 0 {
+		b.addf(key+".ports", "at least one port is required, e.g. ports = [{ port = 80, target_port = 8080 }]")
+	}
+	out := make([]ServicePort, 0, len(in))
+	seen := map[uint16]bool{}
+	for j, p := range in {
+		pkey := fmt.Sprintf("%s.ports[%d]", key, j)
+		if p.Port < 1 || p.Port > 65535 {
+			b.addf(pkey+".port", "%d is not a port (1-65535)", p.Port)
+			continue
+		}
+		target := p.TargetPort
+		if target == 0 {
+			target = p.Port
+		}
+		if target < 1 || target > 65535 {
+			b.addf(pkey+".target_port", "%d is not a port (1-65535)", p.TargetPort)
+			continue
+		}
+		if seen[uint16(p.Port)] {
+			b.addf(pkey+".port", "port %d is listed twice", p.Port)
+			continue
+		}
+		seen[uint16(p.Port)] = true
+		out = append(out, ServicePort{Port: uint16(p.Port), TargetPort: uint16(target), AppProtocol: p.AppProtocol})
+	}
+	return out
+}
+
+// serviceWorkloads checks that a service names local workloads of its namespace.
+func (b *builder) serviceWorkloads(key string, s Service, local []Workload) {
+	for j, name := range s.Workloads {
+		if !slices.ContainsFunc(local, func(w Workload) bool { return w.Name == name && w.Namespace == s.Namespace }) {
+			b.addf(fmt.Sprintf("%s.workloads[%d]", key, j), "no [[workload]] named %q in namespace %q", name, s.Namespace)
+		}
+	}
+}
+
+func (b *builder) waypoint(f WaypointFile, node Node, owners map[netip.Addr]string) Waypoint {
+	if f.Enabled == nil || !*f.Enabled {
+		if len(f.Addresses) > 0 || f.Name != "" {
+			b.addf("waypoint.enabled", "the [waypoint] table is set but not enabled; add enabled = true or remove it")
+		}
+		return Waypoint{}
+	}
+	w := Waypoint{
+		Enabled:           true,
+		Name:              orDefault(f.Name, DefaultWaypointName),
+		Namespace:         orDefault(f.Namespace, DefaultNamespace),
+		ServiceAccount:    orDefault(f.ServiceAccount, DefaultWaypointSA),
+		ForServiceAccount: f.ForServiceAccount,
+	}
+	if !IsDNSLabel(w.Name) {
+		b.addf("waypoint.name", "%q is not a DNS label", w.Name)
+	}
+	if !IsDNSLabel(w.Namespace) {
+		b.addf("waypoint.namespace", "%q is not a DNS label", w.Namespace)
+	}
+	if !IsDNSSubdomain(w.ServiceAccount) {
+		b.addf("waypoint.service_account", "%q is not a DNS name", w.ServiceAccount)
+	}
+	if w.ForServiceAccount != "" && !IsDNSSubdomain(w.ForServiceAccount) {
+		b.addf("waypoint.for_service_account", "%q is not a DNS name", w.ForServiceAccount)
+	}
+	if len(f.Addresses) == 0 {
+		b.addf("waypoint.addresses", "at least one address of this host is required: peers send HBONE there")
+	}
+	for j, s := range f.Addresses {
+		akey := fmt.Sprintf("waypoint.addresses[%d]", j)
+		a, ok := b.workloadAddr(akey, s)
+		if !ok {
+			continue
+		}
+		if prev, dup := owners[a]; dup {
+			b.addf(akey, "%s is already used by %s; a waypoint needs an address of its own", a, prev)
+			continue
+		}
+		owners[a] = "waypoint"
+		w.Addresses = append(w.Addresses, a)
+	}
+	return w
+}
+
+func (b *builder) dns(f DNSFile) DNS {
+	d := DNS{
+		Enabled: f.Enabled == nil || *f.Enabled,
+		Listen:  b.addrPort("dns.listen", orDefault(f.Listen, DefaultDNSListen)),
+		Capture: f.Capture,
+		Domains: f.Domains,
+	}
+	if f.Domains == nil {
+		d.Domains = []string{"default.svc." + DefaultClusterDomain, "svc." + DefaultClusterDomain, DefaultClusterDomain}
+	}
+	if d.Listen.IsValid() && !d.Listen.Addr().IsLoopback() {
+		b.addf("dns.listen", "%s is not a loopback address; the DNS proxy serves this host only", d.Listen)
+	}
+	if d.Capture && !d.Enabled {
+		b.addf("dns.capture", "capturing DNS needs the proxy: set enabled = true")
+	}
+	if d.Capture && d.Listen.IsValid() && d.Listen.Addr() != netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
+		b.addf("dns.listen", "%s: captured DNS is redirected to 127.0.0.1; listen there", d.Listen)
+	}
+	for i, u := range f.Upstreams {
+		key := fmt.Sprintf("dns.upstreams[%d]", i)
+		if a, err := netip.ParseAddr(u); err == nil {
+			d.Upstreams = append(d.Upstreams, netip.AddrPortFrom(a, 53))
+			continue
+		}
+		ap := b.addrPort(key, u)
+		if ap.IsValid() {
+			d.Upstreams = append(d.Upstreams, ap)
+		}
+	}
+	for i, dom := range d.Domains {
+		if !IsDNSSubdomain(strings.TrimSuffix(dom, ".")) {
+			b.addf(fmt.Sprintf("dns.domains[%d]", i), "%q is not a DNS name", dom)
+		}
+	}
+	return d
+}
+
+func (b *builder) enforcement(s string) string {
+	s = orDefault(s, EnforceHairpin)
+	if s != EnforceHairpin && s != EnforcePolicy {
+		b.addf("policy.waypoint_enforcement", "%q is not one of %q, %q", s, EnforceHairpin, EnforcePolicy)
+	}
+	return s
+}

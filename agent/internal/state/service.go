@@ -1,0 +1,93 @@
+package state
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Service is a mesh service: the union of what every node that backs it
+// declares (istio.workload.Service). Do not modify.
+type Service struct {
+	Name      string        `json:"name"`
+	Namespace string        `json:"namespace"`
+	Hostname  string        `json:"hostname"`
+	Addresses []netip.Addr  `json:"addresses"` // VIPs, explicit or allocated
+	Allocated bool          `json:"allocated,omitempty"`
+	Ports     []ServicePort `json:"ports"`
+	// UseWaypoint is "", "none", "name" or "namespace/name" (as a workload's).
+	UseWaypoint string      `json:"useWaypoint,omitempty"`
+	Endpoints   []*Endpoint `json:"endpoints"`
+	// Nodes are the nodes that declare the service, the defining one first.
+	Nodes []string `json:"nodes"`
+}
+
+// ServicePort maps a service port to the port the endpoints listen on.
+type ServicePort struct {
+	Port        uint16 `json:"port"`
+	TargetPort  uint16 `json:"targetPort"`
+	AppProtocol string `json:"appProtocol,omitempty"`
+}
+
+// Endpoint is one workload behind a service, with the port mapping its node
+// declared (so a node that does not serve a port is never picked for it).
+type Endpoint struct {
+	Workload *Workload     `json:"-"`
+	UID      string        `json:"workload"`
+	Ports    []ServicePort `json:"ports"`
+}
+
+// TargetPort is where the endpoint serves service port p; false when it does not.
+func (e *Endpoint) TargetPort(p uint16) (uint16, bool) {
+	for _, sp := range e.Ports {
+		if sp.Port == p {
+			return sp.TargetPort, true
+		}
+	}
+	return 0, false
+}
+
+// Key is the service's "namespace/name".
+func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
+
+// HasAddress reports whether a is one of the service's VIPs.
+func (s *Service) HasAddress(a netip.Addr) bool { return slices.Contains(s.Addresses, a.Unmap()) }
+
+// HasPort reports whether the service exposes port p.
+func (s *Service) HasPort(p uint16) bool {
+	return slices.ContainsFunc(s.Ports, func(sp ServicePort) bool { return sp.Port == p })
+}
+
+// ServiceDecl is one node's declaration of a service it backs: the input the
+// snapshot merges into Services.
+type ServiceDecl struct {
+	Node        string
+	Local       bool // declared by this host
+	Name        string
+	Namespace   string
+	Hostname    string
+	VIPs        []netip.Addr // empty: allocate
+	Ports       []ServicePort
+	Workloads   []string // UIDs of the backing workloads
+	UseWaypoint string
+}
+
+func (d *ServiceDecl) key() string { return d.Namespace + "/" + d.Name }
+
+// sameDefinition reports whether two declarations agree on what the service is.
+func (d *ServiceDecl) sameDefinition(o *ServiceDecl) bool {
+	return d.Hostname == o.Hostname && slices.Equal(d.VIPs, o.VIPs) && d.UseWaypoint == o.UseWaypoint
+}
+
+// ServiceConflict is a service two nodes declare differently, or a VIP two
+// services claim. The snapshot uses Winner's view, everywhere the same.
+type ServiceConflict struct {
+	Service string `json:"service"`
+	Winner  string `json:"winner"`
+	Loser   string `json:"loser"`
+	What    string `json:"what"`
+}
+
+func (c ServiceConflict) String() string {
+	return fmt.Sprintf("service %s: %s (using %s over %s)", c.Service, c.What, c.Winner, c.Loser)
+}
