@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -124,4 +125,19 @@ func (a *Agent) Admin(path string) (string, error) {
 		return body, fmt.Errorf("admin %s: status %d: %s", path, code, body)
 	}
 	return body, nil
+}
+
+// Reload sends SIGHUP and waits until the agent reports the reload done.
+func (a *Agent) Reload(t T) {
+	t.Helper()
+	before := strings.Count(a.Log(), "configuration reloaded")
+	if err := a.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if strings.Count(a.Log(), "configuration reloaded") > before {
+			return
+		}
+	}
+	t.Fatalf("agent on %s did not reload:\n%s", a.Host.Name, a.Log())
 }

@@ -134,3 +134,28 @@ func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error)
 	r := <-ch
 	return r.c, r.err
 }
+
+// netnsEtc is where `ip netns exec` finds per-namespace files: it bind-mounts
+// /etc/netns/<ns>/resolv.conf over /etc/resolv.conf for the commands it runs.
+const netnsEtc = "/etc/netns"
+
+// SetResolvConf gives the host its own /etc/resolv.conf (for every command
+// started after the call). It is removed with the namespace.
+func (h *Host) SetResolvConf(content string) {
+	h.lab.t.Helper()
+	dir := netnsEtc + "/" + h.NS
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		h.lab.t.Fatal(err)
+	}
+	if err := os.WriteFile(dir+"/resolv.conf", []byte(content), 0o644); err != nil {
+		h.lab.t.Fatal(err)
+	}
+}
+
+// DefaultRoute gives the host a default route over its link, as real hosts
+// have: traffic to service VIPs needs a route before capture redirects it.
+func (h *Host) DefaultRoute() {
+	h.lab.t.Helper()
+	h.MustRun("ip", "route", "add", "default", "dev", "eth0")
+	h.MustRun("ip", "-6", "route", "add", "default", "dev", "eth0")
+}

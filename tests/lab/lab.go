@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -156,6 +157,7 @@ func removeNamespace(ns string) {
 		}
 	}
 	_, _ = ip("netns", "del", ns)
+	_ = os.RemoveAll(filepath.Join(netnsEtc, ns))
 }
 
 func namespacesWithPrefix(prefix string) []string {

@@ -57,6 +57,10 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"exclude_uids", "exclude_gids",
 		"[gossip]", "bind", "advertise", "join", "key_file", "insecure_dev_mode", "grace_period",
 		"[[workload]]", "[[remote_workload]]", "node", "tunnel", "namespace", "service_account", "addresses", "labels",
+		"use_waypoint", "capacity", "[workload.health]", "kind", "port", "path", "interval", "timeout",
+		"unhealthy_threshold", "healthy_threshold",
+		"[[service]]", "hostname", "vips", "ports", "target_port", "app_protocol", "workloads",
+		"[waypoint]", "for_service_account", "[dns]", "listen", "capture", "upstreams", "domains", "waypoint_enforcement",
 		"[policy]", "root_namespace", "[admin]", "address", "readiness_address", "metrics_address", "[log]", "level", "format",
 	} {
 		if !strings.Contains(string(src), key) {
@@ -162,6 +166,22 @@ func TestProblems(t *testing.T) {
 			[]string{"test.toml:2: gossip.bind: port 15008 is one of the agent's own ports", "test.toml:3: gossip.join[0]:",
 				"test.toml:3: gossip.join[1]:", "test.toml:4: gossip.advertise:"}},
 		{"bad duration", "[node]\ndrain_timeout = \"soon\"\n", []string{"test.toml:2: node.drain_timeout: \"soon\" is not a duration"}},
+		{"bad service", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[[service]]\nname = \"s\"\nvips = [\"10.0.0.1\"]\n" +
+			"ports = [{ port = 80, target_port = 70000 }, { port = 0 }]\nworkloads = [\"b\"]\nuse_waypoint = \"a/b/c\"\n",
+			[]string{"test.toml:6: service[0].vips[0]: 10.0.0.1 is already used by workload[0]",
+				"test.toml:7: service[0].ports[0].target_port: 70000 is not a port",
+				"test.toml:7: service[0].ports[1].port: 0 is not a port",
+				"test.toml:8: service[0].workloads[0]: no [[workload]] named \"b\" in namespace \"default\"",
+				"test.toml:9: service[0].use_waypoint: \"a/b/c\" is not"}},
+		{"service without ports", "[[service]]\nname = \"s\"\n", []string{"test.toml:1: service[0].ports: at least one port is required"}},
+		{"bad health", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[workload.health]\nkind = \"icmp\"\nport = 0\ninterval = \"1s\"\ntimeout = \"2s\"\n",
+			[]string{"test.toml:5: workload[0].health.kind: \"icmp\" is not one of", "test.toml:6: workload[0].health.port: 0 is not a port",
+				"test.toml:8: workload[0].health.timeout: 2s must be positive and at most the interval (1s)"}},
+		{"bad waypoint and dns", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[waypoint]\nenabled = true\naddresses = [\"10.0.0.1\"]\n" +
+			"[dns]\nlisten = \"10.0.0.1:53\"\n[policy]\nwaypoint_enforcement = \"strict\"\n",
+			[]string{"test.toml:6: waypoint.addresses[0]: 10.0.0.1 is already used by workload[0]; a waypoint needs an address of its own",
+				"test.toml:8: dns.listen: 10.0.0.1:53 is not a loopback address",
+				"test.toml:10: policy.waypoint_enforcement: \"strict\" is not one of"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

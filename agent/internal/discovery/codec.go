@@ -26,15 +26,15 @@ const (
 const (
 	recNode, recVersion, recAgentVersion, recWorkload, recService, recWaypoint, recAddress protowire.Number = 1, 2, 3, 4, 5, 6, 7
 
-	wlName, wlNamespace, wlServiceAccount, wlTrustDomain, wlAddress, wlNetwork, wlTunnel, wlLabel, wlStatus, wlCapacity protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+	wlName, wlNamespace, wlServiceAccount, wlTrustDomain, wlAddress, wlNetwork, wlTunnel, wlLabel, wlStatus, wlCapacity, wlUseWaypoint protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 
 	labelKey, labelValue protowire.Number = 1, 2
 
-	svcName, svcNamespace, svcHostname, svcAddress, svcPort, svcWorkload protowire.Number = 1, 2, 3, 4, 5, 6
+	svcName, svcNamespace, svcHostname, svcAddress, svcPort, svcWorkload, svcUseWaypoint protowire.Number = 1, 2, 3, 4, 5, 6, 7
 
 	portPort, portTarget, portAppProtocol protowire.Number = 1, 2, 3
 
-	wpAddress, wpNamespace, wpServiceAccount, wpTrustDomain, wpForServiceAccount protowire.Number = 1, 2, 3, 4, 5
+	wpAddress, wpNamespace, wpServiceAccount, wpTrustDomain, wpForServiceAccount, wpName protowire.Number = 1, 2, 3, 4, 5, 6
 )
 
 // Wire values of enums, as istio.workload.TunnelProtocol and WorkloadStatus.
@@ -87,7 +87,8 @@ func appendWorkload(b []byte, w *state.Workload) []byte {
 	if !w.Healthy {
 		b = appendUint(b, wlStatus, statusUnhealthy)
 	}
-	return appendUint(b, wlCapacity, uint64(w.Capacity))
+	b = appendUint(b, wlCapacity, uint64(w.Capacity))
+	return appendString(b, wlUseWaypoint, w.UseWaypoint)
 }
 
 func appendService(b []byte, s *Service) []byte {
@@ -105,7 +106,7 @@ func appendService(b []byte, s *Service) []byte {
 	for _, w := range s.Workloads {
 		b = appendBytes(b, svcWorkload, []byte(w))
 	}
-	return b
+	return appendString(b, svcUseWaypoint, s.UseWaypoint)
 }
 
 func appendWaypoint(b []byte, w *Waypoint) []byte {
@@ -113,7 +114,8 @@ func appendWaypoint(b []byte, w *Waypoint) []byte {
 	b = appendString(b, wpNamespace, w.Namespace)
 	b = appendString(b, wpServiceAccount, w.ServiceAccount)
 	b = appendString(b, wpTrustDomain, w.TrustDomain)
-	return appendString(b, wpForServiceAccount, w.ForServiceAccount)
+	b = appendString(b, wpForServiceAccount, w.ForServiceAccount)
+	return appendString(b, wpName, w.Name)
 }
 
 func appendAddrs(b []byte, num protowire.Number, addrs []netip.Addr) []byte {
@@ -215,6 +217,8 @@ func decodeWorkload(f field) (*state.Workload, error) {
 			var c uint64
 			c, err = f.uint(math.MaxUint32)
 			w.Capacity = uint32(c)
+		case wlUseWaypoint:
+			w.UseWaypoint, err = f.str()
 		}
 		return err
 	})
@@ -283,6 +287,8 @@ func decodeService(f field) (Service, error) {
 			if w, err = f.str(); err == nil {
 				s.Workloads = append(s.Workloads, w)
 			}
+		case svcUseWaypoint:
+			s.UseWaypoint, err = f.str()
 		}
 		return err
 	})
@@ -332,6 +338,8 @@ func decodeWaypoint(f field) (*Waypoint, error) {
 			w.TrustDomain, err = f.str()
 		case wpForServiceAccount:
 			w.ForServiceAccount, err = f.str()
+		case wpName:
+			w.Name, err = f.str()
 		}
 		return err
 	})

@@ -23,7 +23,7 @@ func fullRecord() *Record {
 		Workloads: []*state.Workload{{
 			Name: "web", Namespace: "shop", ServiceAccount: "web-sa", TrustDomain: "example.org",
 			Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")},
-			Network:   "net-1", Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 3,
+			Network:   "net-1", Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 3, UseWaypoint: "shop/wp",
 			Labels: map[string]string{"app": "web", "version": "v1", "service.istio.io/canonical-name": "web"},
 		}, {
 			Name: "db", Namespace: "shop", ServiceAccount: "db", TrustDomain: "example.org",
@@ -33,9 +33,10 @@ func fullRecord() *Record {
 			Name: "web", Namespace: "shop", Hostname: "web.shop.svc.cluster.local",
 			Addresses: []netip.Addr{netip.MustParseAddr("240.240.0.1")},
 			Ports:     []ServicePort{{Port: 80, TargetPort: 8080, AppProtocol: "http"}, {Port: 443}},
-			Workloads: []string{"shop/web"},
+			Workloads: []string{"shop/web"}, UseWaypoint: "none",
 		}},
 		Waypoint: &Waypoint{
+			Name:      "wp",
 			Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.9")}, Namespace: "shop",
 			ServiceAccount: "waypoint", TrustDomain: "example.org", ForServiceAccount: "web-sa",
 		},
@@ -58,6 +59,13 @@ func TestRecordRoundTrip(t *testing.T) {
 	ws := remoteWorkloads(got)
 	if ws[0].UID != "vm-1/shop/web" || ws[0].Node != "vm-1" || ws[1].Capacity != 1 || ws[1].Healthy {
 		t.Errorf("derived workloads: %+v %+v", ws[0], ws[1])
+	}
+	svcs := remoteServices(got)
+	if len(svcs) != 1 || svcs[0].Workloads[0] != "vm-1/shop/web" || svcs[0].Ports[1].TargetPort != 443 || svcs[0].UseWaypoint != "none" {
+		t.Errorf("derived services: %+v", svcs)
+	}
+	if wp := remoteWaypoint(got); wp == nil || wp.Key() != "shop/wp" || wp.Node != "vm-1" || wp.ForServiceAccount != "web-sa" {
+		t.Errorf("derived waypoint: %+v", wp)
 	}
 }
 

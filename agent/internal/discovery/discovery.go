@@ -61,6 +61,8 @@ type counters struct {
 type view struct {
 	gen       uint64
 	workloads []*state.Workload
+	services  []state.ServiceDecl
+	waypoints []*state.Waypoint
 	records   []Record
 }
 
@@ -229,6 +231,16 @@ func (d *Discovery) Workloads() []*state.Workload {
 	return d.output().workloads
 }
 
+// Services returns the services the other nodes declare. They are shared: do not modify them.
+func (d *Discovery) Services() []state.ServiceDecl {
+	return d.output().services
+}
+
+// Waypoints returns the waypoints the other nodes run. They are shared: do not modify them.
+func (d *Discovery) Waypoints() []*state.Waypoint {
+	return d.output().waypoints
+}
+
 // Records returns the other nodes' current records, ordered by node name. They are shared: do not modify them.
 func (d *Discovery) Records() []Record {
 	return d.output().records
@@ -243,6 +255,10 @@ func (d *Discovery) output() *view {
 	v := &view{gen: d.table.gen}
 	for _, h := range d.table.current() {
 		v.workloads = append(v.workloads, h.workloads...)
+		v.services = append(v.services, remoteServices(h.rec)...)
+		if w := remoteWaypoint(h.rec); w != nil {
+			v.waypoints = append(v.waypoints, w)
+		}
 		v.records = append(v.records, *h.rec)
 	}
 	slices.SortFunc(v.workloads, func(a, b *state.Workload) int { return strings.Compare(a.UID, b.UID) })

@@ -39,6 +39,8 @@ type Service struct {
 	Ports     []ServicePort `json:"ports"`
 	// Workloads are "namespace/name" of the record's workloads that back the service.
 	Workloads []string `json:"workloads"`
+	// UseWaypoint is "", "none", "name" or "namespace/name".
+	UseWaypoint string `json:"useWaypoint,omitempty"`
 }
 
 // ServicePort maps a service port to the port the backing workloads listen on.
@@ -51,6 +53,8 @@ type ServicePort struct {
 
 // Waypoint is a waypoint the publishing node runs: where it is, who it is, and what it serves.
 type Waypoint struct {
+	// Name names the waypoint within Namespace; instances on several nodes share it. Empty reads as "waypoint".
+	Name      string       `json:"name,omitempty"`
 	Addresses []netip.Addr `json:"addresses"`
 	// Namespace, ServiceAccount and TrustDomain are the waypoint's identity; its scope is Namespace.
 	Namespace      string `json:"namespace"`
@@ -75,4 +79,67 @@ func remoteWorkloads(r *Record) []*state.Workload {
 		out = append(out, &c)
 	}
 	return out
+}
+
+// remoteServices derives the service declarations of a record received from another node.
+func remoteServices(r *Record) []state.ServiceDecl {
+	out := make([]state.ServiceDecl, 0, len(r.Services))
+	for _, s := range r.Services {
+		d := state.ServiceDecl{Node: r.Node, Name: s.Name, Namespace: s.Namespace, Hostname: s.Hostname,
+			VIPs: s.Addresses, UseWaypoint: s.UseWaypoint}
+		for _, p := range s.Ports {
+			target := p.TargetPort
+			if target == 0 {
+				target = p.Port
+			}
+			d.Ports = append(d.Ports, state.ServicePort{Port: p.Port, TargetPort: target, AppProtocol: p.AppProtocol})
+		}
+		for _, w := range s.Workloads {
+			d.Workloads = append(d.Workloads, r.Node+"/"+w)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// remoteWaypoint derives the waypoint instance of a record received from another node.
+func remoteWaypoint(r *Record) *state.Waypoint {
+	if r.Waypoint == nil {
+		return nil
+	}
+	w := r.Waypoint
+	name := w.Name
+	if name == "" {
+		name = "waypoint"
+	}
+	return &state.Waypoint{Name: name, Namespace: w.Namespace, ServiceAccount: w.ServiceAccount, TrustDomain: w.TrustDomain,
+		ForServiceAccount: w.ForServiceAccount, Addresses: w.Addresses, Node: r.Node}
+}
+
+// LocalServices converts the services of this node's record into the form Record carries.
+func LocalServices(decls []state.ServiceDecl) []Service {
+	out := make([]Service, 0, len(decls))
+	for _, d := range decls {
+		s := Service{Name: d.Name, Namespace: d.Namespace, Hostname: d.Hostname, Addresses: d.VIPs, UseWaypoint: d.UseWaypoint}
+		for _, p := range d.Ports {
+			s.Ports = append(s.Ports, ServicePort{Port: p.Port, TargetPort: p.TargetPort, AppProtocol: p.AppProtocol})
+		}
+		prefix := d.Node + "/"
+		for _, uid := range d.Workloads {
+			if len(uid) > len(prefix) && uid[:len(prefix)] == prefix {
+				s.Workloads = append(s.Workloads, uid[len(prefix):])
+			}
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// LocalWaypoint converts this node's waypoint instance into the form Record carries.
+func LocalWaypoint(w *state.Waypoint) *Waypoint {
+	if w == nil {
+		return nil
+	}
+	return &Waypoint{Name: w.Name, Addresses: w.Addresses, Namespace: w.Namespace, ServiceAccount: w.ServiceAccount,
+		TrustDomain: w.TrustDomain, ForServiceAccount: w.ForServiceAccount}
 }

@@ -91,6 +91,8 @@ func validateWorkload(w *state.Workload) error {
 		return fmt.Errorf("tunnel protocol %q is not %s or %s", w.Tunnel, state.TunnelHBONE, state.TunnelNone)
 	case len(w.Labels) > maxLabels:
 		return fmt.Errorf("%d labels, the limit is %d", len(w.Labels), maxLabels)
+	case !validWaypointRef(w.UseWaypoint):
+		return fmt.Errorf("use_waypoint %q is not none, name or namespace/name", w.UseWaypoint)
 	}
 	if err := validateTrustDomain(w.TrustDomain); err != nil {
 		return err
@@ -118,6 +120,8 @@ func validateService(s *Service, workloads map[string]bool) error {
 		return fmt.Errorf("%d ports, want 1 to %d", len(s.Ports), maxPorts)
 	case len(s.Workloads) > MaxWorkloads:
 		return fmt.Errorf("%d backing workloads, the limit is %d", len(s.Workloads), MaxWorkloads)
+	case !validWaypointRef(s.UseWaypoint):
+		return fmt.Errorf("use_waypoint %q is not none, name or namespace/name", s.UseWaypoint)
 	}
 	if err := validateAddrs(s.Addresses, 0); err != nil {
 		return err
@@ -142,6 +146,8 @@ func validateService(s *Service, workloads map[string]bool) error {
 
 func validateWaypoint(w *Waypoint) error {
 	switch {
+	case w.Name != "" && !config.IsDNSLabel(w.Name):
+		return fmt.Errorf("name %q is not a DNS label", w.Name)
 	case !config.IsDNSLabel(w.Namespace):
 		return fmt.Errorf("namespace %q is not a DNS label", w.Namespace)
 	case !config.IsDNSSubdomain(w.ServiceAccount):
@@ -189,4 +195,16 @@ func printable(s string) bool {
 		}
 	}
 	return true
+}
+
+// validWaypointRef accepts "", "none", "name" and "namespace/name".
+func validWaypointRef(ref string) bool {
+	if ref == "" || ref == state.UseWaypointNone {
+		return true
+	}
+	ns, name, qualified := strings.Cut(ref, "/")
+	if !qualified {
+		return config.IsDNSLabel(ref)
+	}
+	return config.IsDNSLabel(ns) && config.IsDNSLabel(name)
 }
