@@ -55,7 +55,8 @@ func Compile(resources []Resource, opts Options) (*Set, []Warning) {
 		s.summary = append(s.summary, summarizePeerAuthentication(r, s.rootNamespace, ignored[r], ws))
 	}
 
-	s.policies = append(compiled, peers.all()...)
+	// A new array: the sort below must not reorder compiled, which is indexed after it.
+	s.policies = slices.Concat(compiled, peers.all())
 	slices.SortStableFunc(s.policies, comparePolicies)
 	for i, a := range s.policies {
 		a.ord, a.key = i, a.Namespace+"/"+a.Name

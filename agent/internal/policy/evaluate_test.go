@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -269,4 +270,35 @@ func TestConcurrentEvaluate(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// Compile indexes every compiled policy whatever the slice capacities: appending the PeerAuthentication
+// DENYs to the compiled list once shared its array, and the sort then left some policies out of the index
+// and others (the DENYs) in it twice.
+func TestEveryPolicyIsIndexed(t *testing.T) {
+	for n := range 12 {
+		yaml := selectorPolicy("web", "default", "app: web") + "---\n" +
+			strings.Replace(denyFrom("web-deny", "default", "namespaces: [default]"), "spec:\n", "spec:\n  selector: {matchLabels: {app: web}}\n", 1)
+		for i := range n {
+			yaml += "---\n" + allowFrom(fmt.Sprintf("p%d", i), fmt.Sprintf("ns%d", i), "namespaces: [nobody]")
+		}
+		yaml += "---\n" + pa("strict", "default", "", "STRICT", "")
+		set, _ := compileYAML(t, yaml)
+		var got []string
+		for _, a := range set.Applicable(conn(sleep, "10.0.0.1")) {
+			got = append(got, a.Key())
+		}
+		if want := []string{"default/strict", "default/web", "default/web-deny"}; !slices.Equal(got, want) {
+			t.Errorf("%d other policies: applicable %v, want %v", n, got, want)
+		}
+		if d := set.Evaluate(conn(sleep, "10.0.0.1")); d.Policy != "default/web-deny" {
+			t.Errorf("%d other policies: %v", n, d)
+		}
+		for i := range n {
+			key := fmt.Sprintf("ns%d/p%d", i, i)
+			if got := set.Applicable(Conn{DestNamespace: fmt.Sprintf("ns%d", i)}); len(got) != 1 || got[0].Key() != key {
+				t.Errorf("%d other policies: %s is not indexed: %v", n, key, got)
+			}
+		}
+	}
 }
