@@ -123,6 +123,54 @@ func benchEvaluate(b *testing.B, namespaces, cycle int) {
 	}
 }
 
+// BenchmarkEvaluateWaypoint is the waypoint's decision against the same 10,000 node policies plus 2,500
+// targetRefs ones (per namespace: an ALLOW on its waypoint Gateway, a DENY on 4 of its services) and a
+// GatewayClass DENY for every waypoint; two connections in three are for a service, the others for a workload.
+func BenchmarkEvaluateWaypoint(b *testing.B) {
+	rs, ps := Parse("bench.yaml", []byte(benchPolicies(benchNamespaces)+benchWaypointPolicies(benchNamespaces)))
+	if len(ps) > 0 {
+		b.Fatal(Problems(ps))
+	}
+	set, _ := Compile(rs, Options{})
+	conns := benchConns(benchNamespaces)
+	targets := make([]WaypointTarget, len(conns))
+	for i, c := range conns {
+		targets[i] = WaypointTarget{WaypointNamespace: c.DestNamespace, WaypointName: "waypoint"}
+		if i%3 != 0 {
+			targets[i].ServiceNamespace, targets[i].ServiceName = c.DestNamespace, c.DestLabels["app"]
+		}
+	}
+	seen := map[Reason]int{}
+	for i := range conns {
+		seen[set.EvaluateWaypoint(conns[i], targets[i]).Reason]++
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		set.EvaluateWaypoint(conns[i%len(conns)], targets[i%len(targets)])
+	}
+	if seen[ReasonAllowMatched] == 0 || seen[ReasonDenyMatched] == 0 || seen[ReasonNoAllowMatched] == 0 {
+		b.Fatalf("the benchmark does not exercise every outcome: %v", seen)
+	}
+}
+
+func benchWaypointPolicies(namespaces int) string {
+	var b strings.Builder
+	for n := range namespaces {
+		fmt.Fprintf(&b, "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: waypoint-allow, namespace: ns-%d}\n"+
+			"spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}]\n  rules:\n"+
+			"  - from: [{source: {principals: [\"cluster.local/ns/ns-%d/sa/*\"]}}]\n---\n", n, (n+1)%namespaces)
+		for s := 3; s < benchSelectorsPerNS; s += 4 {
+			fmt.Fprintf(&b, "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: svc-%d-deny, namespace: ns-%d}\n"+
+				"spec:\n  targetRefs: [{kind: Service, name: svc-%d}]\n  action: DENY\n  rules:\n"+
+				"  - from: [{source: {principals: [cluster.local/ns/ns-%d/sa/client-%d]}}]\n---\n", s, n, s, (n+1)%namespaces, s)
+		}
+	}
+	b.WriteString("apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: every-waypoint, namespace: istio-system}\n" +
+		"spec:\n  targetRefs: [{group: gateway.networking.k8s.io, kind: GatewayClass, name: istio-waypoint}]\n  action: DENY\n" +
+		"  rules:\n  - from: [{source: {ipBlocks: [203.0.113.0/24]}}]\n")
+	return b.String()
+}
+
 // BenchmarkCompile is what a reload of 10,000 policies costs, parsed YAML to indexed Set.
 func BenchmarkCompile(b *testing.B) {
 	rs, ps := Parse("bench.yaml", []byte(benchPolicies(benchNamespaces)))

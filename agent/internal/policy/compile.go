@@ -26,7 +26,7 @@ type Set struct {
 	rootSelectors selectorIndex    // WORKLOAD_SELECTOR policies of the root namespace: every namespace
 	namespaces    map[string]*namespacePolicies
 	peers         peerIndex
-	waypoint      []Resource // policies with targetRefs, kept for the waypoint role
+	waypoint      waypointIndex // policies with targetRefs, for EvaluateWaypoint; not in policies
 	summary       []PolicySummary
 }
 
@@ -44,7 +44,7 @@ type namespacePolicies struct {
 func Compile(resources []Resource, opts Options) (*Set, []Warning) {
 	s := &Set{rootNamespace: cmp.Or(opts.RootNamespace, DefaultRootNamespace), namespaces: map[string]*namespacePolicies{}}
 	res := slices.Clone(resources)
-	compiled, peerAuthns, warnings := s.convert(res)
+	compiled, atWaypoint, peerAuthns, warnings := s.convert(res)
 
 	// Oldest first: the oldest PeerAuthentication of a level wins. Without timestamps, input order decides.
 	slices.SortStableFunc(peerAuthns, func(a, b *Resource) int { return a.CreationTimestamp.Compare(b.CreationTimestamp) })
@@ -65,28 +65,36 @@ func Compile(resources []Resource, opts Options) (*Set, []Warning) {
 	for _, a := range compiled {
 		s.index(a)
 	}
+	slices.SortStableFunc(atWaypoint, comparePolicies)
+	for i, a := range atWaypoint {
+		a.ord, a.key = i, a.Namespace+"/"+a.Name
+		a.prepare()
+		s.waypoint.add(a, s.rootNamespace)
+	}
+	s.waypoint.policies = atWaypoint
 	slices.SortStableFunc(s.summary, func(a, b PolicySummary) int {
 		return cmp.Or(cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.Name, b.Name), cmp.Compare(a.Kind, b.Kind))
 	})
 	return s, warnings
 }
 
-// convert compiles the AuthorizationPolicies, keeps those for waypoints aside, and returns the
-// PeerAuthentications, which are resolved together.
-func (s *Set) convert(res []Resource) ([]*Authorization, []*Resource, []Warning) {
-	var compiled []*Authorization
-	var peerAuthns []*Resource
-	var warnings []Warning
+// convert compiles the AuthorizationPolicies, those for the node agent apart from those for waypoints,
+// and returns the PeerAuthentications, which are resolved together.
+func (s *Set) convert(res []Resource) (compiled, atWaypoint []*Authorization, peerAuthns []*Resource, warnings []Warning) {
 	for i := range res {
 		r := &res[i]
 		switch {
 		case r.Kind == KindAuthorizationPolicy && r.AuthorizationPolicy != nil:
 			a, ws := convertAuthorizationPolicy(r, s.rootNamespace)
 			warnings = append(warnings, ws...)
-			if a != nil {
+			switch {
+			case a != nil && a.Scope == ScopeWaypoint:
+				atWaypoint = append(atWaypoint, a)
+			case a != nil:
 				compiled = append(compiled, a)
-			} else if len(r.AuthorizationPolicy.TargetRefs) > 0 {
-				s.waypoint = append(s.waypoint, *r)
+			}
+			if len(r.AuthorizationPolicy.TargetRefs) > 0 {
+				s.waypoint.resources = append(s.waypoint.resources, *r)
 			}
 			s.summary = append(s.summary, summarizeAuthorizationPolicy(r, a, ws))
 		case r.Kind == KindPeerAuthentication && r.PeerAuthentication != nil:
@@ -100,7 +108,7 @@ func (s *Set) convert(res []Resource) ([]*Authorization, []*Resource, []Warning)
 				Msg: fmt.Sprintf("%s (%s) is not used by the node agent; ignored", r.Kind, r.APIVersion)})
 		}
 	}
-	return compiled, peerAuthns, warnings
+	return compiled, atWaypoint, peerAuthns, warnings
 }
 
 func comparePolicies(a, b *Authorization) int {
@@ -127,8 +135,8 @@ func (s *Set) index(a *Authorization) {
 	}
 }
 
-// Len is the number of compiled Authorizations (from AuthorizationPolicies, and the DENY policies derived
-// from PeerAuthentications).
+// Len is the number of compiled Authorizations the node agent enforces (from AuthorizationPolicies, and
+// the DENY policies derived from PeerAuthentications); waypoint policies are not counted.
 func (s *Set) Len() int {
 	if s == nil {
 		return 0
@@ -144,8 +152,8 @@ func (s *Set) RootNamespace() string {
 	return s.rootNamespace
 }
 
-// Authorizations returns the compiled policies, sorted by namespace, name and kind. They are shared with
-// the Set: read them, never modify them.
+// Authorizations returns the compiled policies the node agent enforces, sorted by namespace, name and
+// kind; waypoint policies are not among them. They are shared with the Set: read them, never modify them.
 func (s *Set) Authorizations() []Authorization {
 	if s == nil {
 		return nil
@@ -157,11 +165,11 @@ func (s *Set) Authorizations() []Authorization {
 	return out
 }
 
-// WaypointPolicies returns the AuthorizationPolicies with targetRef/targetRefs: not enforced by the node
-// agent, kept for the waypoint role.
+// WaypointPolicies returns the AuthorizationPolicies with targetRef/targetRefs, in input order: not
+// enforced by the node agent, enforced by EvaluateWaypoint (except AUDIT and CUSTOM ones, skipped).
 func (s *Set) WaypointPolicies() []Resource {
 	if s == nil {
 		return nil
 	}
-	return slices.Clone(s.waypoint)
+	return slices.Clone(s.waypoint.resources)
 }

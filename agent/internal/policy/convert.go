@@ -7,18 +7,24 @@ import (
 )
 
 // convertAuthorizationPolicy compiles one AuthorizationPolicy into the L4 form, as istiod does for ztunnel
-// (pilot/pkg/serviceregistry/kube/controller/ambient, convertAuthorizationPolicy). It returns nil for a
-// policy the node agent does not enforce: one for waypoints (targetRef/targetRefs), or with action AUDIT
-// or CUSTOM. Each such decision, and each L7 attribute dropped, is a warning.
+// (pilot/pkg/serviceregistry/kube/controller/ambient, convertAuthorizationPolicy). A policy with
+// targetRef/targetRefs compiles the same way, with ScopeWaypoint: it is for the waypoint role, which is L4
+// only too. It returns nil for a policy with action AUDIT or CUSTOM, which neither enforces. Each such
+// decision, each L7 attribute dropped and each target that attaches to nothing is a warning.
 func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorization, []Warning) {
 	spec := r.AuthorizationPolicy
 	warn := func(field, format string, args ...any) Warning {
 		return Warning{Source: r.Source, Policy: r.Key(), Field: field, Msg: fmt.Sprintf(format, args...)}
 	}
-	if len(spec.TargetRefs) > 0 {
-		return nil, []Warning{warn("spec.targetRefs", "applies to a waypoint (%s), not enforced by the node agent", targetRefsString(spec.TargetRefs))}
+	atWaypoint := len(spec.TargetRefs) > 0
+	l7Hint := "enforce L7 rules with a waypoint"
+	if atWaypoint {
+		l7Hint = "the agent's waypoint is L4 only"
 	}
-	if spec.Action != ActionAllow && spec.Action != ActionDeny {
+	switch {
+	case spec.Action != ActionAllow && spec.Action != ActionDeny && atWaypoint:
+		return nil, []Warning{warn("spec.action", "action %s is not an L4 action and the agent's waypoint is L4 only (Istio's Envoy waypoint enforces it); policy skipped", spec.Action)}
+	case spec.Action != ActionAllow && spec.Action != ActionDeny:
 		return nil, []Warning{warn("spec.action", "action %s is not an L4 action (ztunnel does not enforce it either); policy skipped", spec.Action)}
 	}
 	a := &Authorization{
@@ -33,6 +39,11 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 		Rules:     []Rule{},
 	}
 	var warnings []Warning
+	if atWaypoint {
+		a.Scope, a.TargetRefs = ScopeWaypoint, spec.TargetRefs
+		warnings = append(warnings, warn("spec.targetRefs", "applies to a waypoint (%s): enforced by the waypoint, not by the node agent", targetRefsString(spec.TargetRefs)))
+		warnings = append(warnings, attachWarnings(r, rootNamespace, warn)...)
+	}
 	for i, rs := range spec.Rules {
 		rule, l7 := convertRule(i, rs, r.Namespace)
 		field := fmt.Sprintf("spec.rules[%d]", i)
@@ -40,13 +51,13 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 		case len(l7) == 0:
 			a.Rules = append(a.Rules, rule)
 		case a.Action == ActionAllow:
-			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in an ALLOW policy the whole rule is dropped and can no longer allow anything; enforce L7 rules with a waypoint", strings.Join(l7, ", ")))
+			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in an ALLOW policy the whole rule is dropped and can no longer allow anything; %s", strings.Join(l7, ", "), l7Hint))
 		case ruleCanMatch(rule):
 			a.Rules = append(a.Rules, rule)
-			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in a DENY policy they are removed, so the rule denies more than written; enforce L7 rules with a waypoint", strings.Join(l7, ", ")))
+			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in a DENY policy they are removed, so the rule denies more than written; %s", strings.Join(l7, ", "), l7Hint))
 		default:
 			a.Rules = append(a.Rules, rule)
-			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in a DENY policy they are removed, which leaves a condition that cannot match, so the rule never denies; enforce L7 rules with a waypoint", strings.Join(l7, ", ")))
+			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in a DENY policy they are removed, which leaves a condition that cannot match, so the rule never denies; %s", strings.Join(l7, ", "), l7Hint))
 		}
 	}
 	if a.Action == ActionAllow && len(spec.Rules) > 0 && len(a.Rules) == 0 {

@@ -247,6 +247,7 @@ func TestScopes(t *testing.T) {
 	}
 }
 
+// Policies with targetRefs are compiled for the waypoint role (waypoint_test.go), never for the node.
 func TestTargetRefPoliciesAreForWaypoints(t *testing.T) {
 	for _, ref := range []string{
 		"targetRef: {kind: Gateway, group: gateway.networking.k8s.io, name: waypoint}",
@@ -257,7 +258,8 @@ func TestTargetRefPoliciesAreForWaypoints(t *testing.T) {
 		if set.Len() != 0 {
 			t.Errorf("%s: a waypoint policy was compiled for the node", ref)
 		}
-		if len(ws) != 1 || !strings.Contains(ws[0].Msg, "applies to a waypoint") {
+		// The waypoint is L4 only: the L7 rule is narrowed there as it would be at the node.
+		if len(ws) != 2 || !strings.Contains(ws[0].Msg, "applies to a waypoint") || !strings.Contains(ws[1].Msg, "the rule never denies; the agent's waypoint is L4 only") {
 			t.Errorf("%s: warnings:\n%s", ref, warningsString(ws))
 		}
 		wp := set.WaypointPolicies()
@@ -265,7 +267,7 @@ func TestTargetRefPoliciesAreForWaypoints(t *testing.T) {
 			t.Errorf("%s: waypoint policies = %+v", ref, wp)
 		}
 		sum := set.Summary()
-		if len(sum) != 1 || sum[0].Enforced || len(sum[0].TargetRefs) != 1 {
+		if len(sum) != 1 || !sum[0].Enforced || sum[0].Scope != ScopeWaypoint || len(sum[0].TargetRefs) != 1 || sum[0].Rules != 1 {
 			t.Errorf("%s: summary = %+v", ref, sum)
 		}
 		if !set.Evaluate(conn("", "")).Allow {

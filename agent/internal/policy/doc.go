@@ -19,6 +19,12 @@
 //	                                            is an Outcome (Allow, Reason, Policy "ns/name", Kind, Rule)
 //	                                            plus DryRun *Outcome when dry-run policies apply.
 //	(*Set).Applicable(Conn) []Authorization     the policies a decision considers, for explanations.
+//	(*Set).EvaluateWaypoint(Conn, WaypointTarget) Decision
+//	                                            waypoint.go: the same steps over the policies with targetRefs
+//	                                            attached to the waypoint's Gateway, the target's Service or
+//	                                            ServiceEntry, and the istio-waypoint GatewayClass; no
+//	                                            selector policy, no PeerAuthentication. ApplicableWaypoint
+//	                                            lists them.
 //	(*Set).Summary() []PolicySummary            summary.go: JSON-friendly, for /config_dump; with
 //	(*Set).Authorizations(), Len(), WaypointPolicies().
 //
@@ -30,15 +36,21 @@
 // Evaluate the live connections again against the new Set and close those now denied. Decision.DryRun,
 // when set, is logged and never enforced. A nil *Set allows everything.
 //
+// As a waypoint, the agent calls EvaluateWaypoint per connection with the caller's verified identity and
+// the target (service VIP or workload address, and port) and re-evaluates live connections after a swap
+// the same way.
+//
 // Other kinds of resources in the files are ignored with a warning. Policies with targetRef/targetRefs are
-// for waypoints: not enforced here, kept in (*Set).WaypointPolicies for the waypoint role.
+// for waypoints: Evaluate never considers them, EvaluateWaypoint only them; (*Set).WaypointPolicies lists
+// them as parsed. The waypoint is L4 only: their L7 attributes are handled as for the node agent.
 //
 // Deviations from istiod, on purpose: a namespace is required in metadata (a host has no `kubectl -n`);
 // two resources of the same kind, namespace and name are an error; port-level PeerAuthentication follows
 // the documented inheritance (a port's mode overrides the workload's) where istiod's converter has
 // corner cases (a DISABLE port under an inherited STRICT mode stays STRICT there, and is exempt here).
 // A STRICT PeerAuthentication's DENY is reported under the PeerAuthentication's own name rather than
-// istiod's synthetic "istio_converted_static_strict".
+// istiod's synthetic "istio_converted_static_strict". At a waypoint, a Service and a ServiceEntry reference
+// of the same name attach to the same service: a host's services come from one registry.
 //
 // policy is pure: no sockets, no net/http, no os/exec, no gossip, no netlink, no logging; it imports only
 // go-spiffe's spiffeid and sigs.k8s.io/yaml beyond the standard library, and no agent package.

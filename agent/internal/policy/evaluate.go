@@ -7,7 +7,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Conn is one inbound connection to a local workload, as authorization sees it.
+// Conn is one inbound connection to a local workload, as authorization sees it (EvaluateWaypoint reads
+// it for a connection through a waypoint: the destination is then the target, a service or a workload).
 type Conn struct {
 	DestNamespace  string            // the destination workload's namespace
 	DestLabels     map[string]string // the destination workload's labels, for selectors
@@ -79,7 +80,11 @@ const maxInlinePolicies = 16
 // several policies match, the one first by (namespace, name, kind) is reported.
 func (s *Set) Evaluate(c Conn) Decision {
 	var buf [maxInlinePolicies]*Authorization
-	applicable := s.applicable(&c, buf[:0])
+	return evaluate(s.applicable(&c, buf[:0]), &c)
+}
+
+// evaluate runs decide over the applicable policies, and again with the dry-run ones when some apply.
+func evaluate(applicable []*Authorization, c *Conn) Decision {
 	src := peerOf(c.SourceIdentity, c.SourceIP)
 	dst := target{ip: c.DestIP.Unmap(), port: c.DestPort}
 	d := Decision{Outcome: decide(applicable, &src, dst, false)}
@@ -119,13 +124,17 @@ func (s *Set) applicable(c *Conn, out []*Authorization) []*Authorization {
 	if pa := s.peers.effective(c.DestNamespace, c.DestLabels); pa != nil {
 		out = append(out, pa)
 	}
-	// Insertion sort: the list is short, and this keeps the evaluation free of allocations.
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].ord < out[j-1].ord; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
+	sortByOrd(out)
+	return out
+}
+
+// sortByOrd is an insertion sort: the list is short, and this keeps the evaluation free of allocations.
+func sortByOrd(as []*Authorization) {
+	for i := 1; i < len(as); i++ {
+		for j := i; j > 0 && as[j].ord < as[j-1].ord; j-- {
+			as[j], as[j-1] = as[j-1], as[j]
 		}
 	}
-	return out
 }
 
 // decide runs the four steps over the applicable policies; withDryRun enforces the dry-run ones too.

@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// FuzzParse feeds arbitrary bytes to Parse, and whatever parses to Compile and Evaluate: none may panic,
-// a file with problems yields no resources, and every problem says where it is. The seed corpus is in
-// testdata/fuzz/FuzzParse. Run it with: go test -fuzz FuzzParse ./agent/internal/policy
+// FuzzParse feeds arbitrary bytes to Parse, and whatever parses to Compile, Evaluate and EvaluateWaypoint:
+// none may panic, a file with problems yields no resources, and every problem says where it is. The seed
+// corpus is in testdata/fuzz/FuzzParse. Run it with: go test -fuzz FuzzParse ./agent/internal/policy
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(allowFrom("a", "default", "namespaces: [x]") + "---\n" + pa("m", "istio-system", "", "STRICT", "")))
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -30,6 +30,9 @@ func FuzzParse(f *testing.F) {
 			{DestNamespace: "istio-system", DestLabels: map[string]string{"app": "x"}}} {
 			d := set.Evaluate(c)
 			_ = d.String()
+			for _, t := range []WaypointTarget{{}, {"ns", "wp", "ns", "s"}, {"istio-system", "waypoint", "default", "x"}} {
+				_ = set.EvaluateWaypoint(c, t).String()
+			}
 		}
 		_ = set.Summary()
 		_ = set.Authorizations()

@@ -20,6 +20,10 @@ const (
 	// ScopeWorkloadSelector: a policy with selector.matchLabels; it applies to the workloads whose labels
 	// match, in its namespace, or in every namespace when it lives in the root namespace.
 	ScopeWorkloadSelector Scope = "WORKLOAD_SELECTOR"
+	// ScopeWaypoint is ours, not istio.security.Scope (ztunnels never receive such policies): a policy with
+	// targetRefs, attached to a waypoint Gateway, a Service or ServiceEntry, or the istio-waypoint
+	// GatewayClass. Only (*Set).EvaluateWaypoint considers it.
+	ScopeWaypoint Scope = "WAYPOINT"
 )
 
 // Action is what a matching Authorization does: ALLOW or DENY. AUDIT and CUSTOM are not L4 actions and
@@ -38,17 +42,18 @@ const (
 // rules -> clauses -> matches. A policy matches if any rule matches; a rule if all its clauses match; a
 // clause if any of its matches matches.
 type Authorization struct {
-	Name      string            `json:"name"`
-	Namespace string            `json:"namespace"`
-	Kind      Kind              `json:"kind"` // the resource it came from
-	Scope     Scope             `json:"scope"`
-	Action    Action            `json:"action"`
-	Selector  map[string]string `json:"selector,omitempty"` // matchLabels, for ScopeWorkloadSelector
-	Rules     []Rule            `json:"rules"`
-	DryRun    bool              `json:"dryRun,omitempty"`
-	Source    Source            `json:"source"`
+	Name       string            `json:"name"`
+	Namespace  string            `json:"namespace"`
+	Kind       Kind              `json:"kind"` // the resource it came from
+	Scope      Scope             `json:"scope"`
+	Action     Action            `json:"action"`
+	Selector   map[string]string `json:"selector,omitempty"`   // matchLabels, for ScopeWorkloadSelector
+	TargetRefs []TargetRef       `json:"targetRefs,omitempty"` // what a ScopeWaypoint policy attaches to
+	Rules      []Rule            `json:"rules"`
+	DryRun     bool              `json:"dryRun,omitempty"`
+	Source     Source            `json:"source"`
 
-	ord int    // position in Set.policies: breaks ties between matching policies deterministically
+	ord int    // position in Set.policies (waypoint ones: in the waypoint index): breaks ties deterministically
 	key string // Key(), computed once by Compile
 }
 

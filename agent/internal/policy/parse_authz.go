@@ -11,7 +11,11 @@ func (d *decoder) authorizationPolicy(p fieldPath, spec map[string]any) *Authori
 	if ref := d.object(p.key("targetRef"), spec["targetRef"]); ref != nil {
 		out.TargetRefs = append(out.TargetRefs, d.targetRef(p.key("targetRef"), ref))
 	}
-	for i, v := range d.list(p.key("targetRefs"), spec["targetRefs"]) {
+	refs := d.list(p.key("targetRefs"), spec["targetRefs"])
+	if len(refs) > maxTargetRefs {
+		d.fail(p.key("targetRefs"), "at most %d references, not %d", maxTargetRefs, len(refs))
+	}
+	for i, v := range refs {
 		q := p.key("targetRefs").index(i)
 		if ref := d.object(q, v); ref != nil {
 			out.TargetRefs = append(out.TargetRefs, d.targetRef(q, ref))
@@ -86,8 +90,17 @@ func (d *decoder) targetRef(p fieldPath, m map[string]any) TargetRef {
 	if ref.Name == "" {
 		d.fail(p.key("name"), "required")
 	}
+	if ref.Namespace != "" {
+		d.fail(p.key("namespace"), "must not be set: cross namespace referencing is not supported (the target is in the policy's namespace)")
+	}
+	if ref.Kind != "" && kindOf(ref) == refUnsupported {
+		d.fail(p.key("kind"), "%s is not a target: use a Service (group \"\"), a networking.istio.io ServiceEntry, or a gateway.networking.k8s.io Gateway or GatewayClass", groupKind(ref))
+	}
 	return ref
 }
+
+// maxTargetRefs is the CRD's limit on spec.targetRefs.
+const maxTargetRefs = 16
 
 func (d *decoder) rule(p fieldPath, m map[string]any, action Action) RuleSpec {
 	d.fields(p, m, "from", "to", "when")

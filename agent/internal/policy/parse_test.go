@@ -173,12 +173,26 @@ func TestParseProblems(t *testing.T) {
 		},
 		{
 			name: "selector with targetRef; provider without CUSTOM; CUSTOM without provider",
-			file: header + "spec:\n  selector: {matchLabels: {app: web}}\n  targetRef: {kind: Gateway, name: wp}\n  provider: {name: opa}\n  rules: [{}]\n---\n" +
+			file: header + "spec:\n  selector: {matchLabels: {app: web}}\n  targetRef: {group: gateway.networking.k8s.io, kind: Gateway, name: wp}\n  provider: {name: opa}\n  rules: [{}]\n---\n" +
 				header2 + "spec:\n  action: CUSTOM\n  rules: [{}]\n",
 			want: []string{
 				"f.yaml:7 (document 1): default/p: spec.selector: only one of targetRefs or selector can be set",
 				"f.yaml:9 (document 1): default/p: spec.provider: must not be set with action ALLOW, only with CUSTOM",
 				"f.yaml:17 (document 2): default/q: spec.provider.name: required with action CUSTOM",
+			},
+		},
+		{
+			name: "targetRefs as istiod's webhook and CRD check them",
+			file: header + "spec:\n  targetRefs:\n  - {kind: Gateway, name: wp}\n  - {kind: Pod, name: web}\n" +
+				"  - {group: gateway.networking.k8s.io, kind: Gateway, name: wp, namespace: other}\n" +
+				"  - {group: core, kind: Service, name: ok}\n  - {group: networking.istio.io, kind: ServiceEntry, name: ok}\n" +
+				"  - {group: gateway.networking.k8s.io, kind: GatewayClass, name: istio-waypoint}\n---\n" +
+				header2 + "spec:\n  targetRefs: [" + strings.Repeat("{kind: Service, name: s}, ", 16) + "{kind: Service, name: s}]\n",
+			want: []string{
+				"f.yaml:8 (document 1): default/p: spec.targetRefs[0].kind: core/Gateway is not a target: use a Service (group \"\"), a networking.istio.io ServiceEntry, or a gateway.networking.k8s.io Gateway or GatewayClass",
+				"f.yaml:9 (document 1): default/p: spec.targetRefs[1].kind: core/Pod is not a target: use a Service (group \"\"), a networking.istio.io ServiceEntry, or a gateway.networking.k8s.io Gateway or GatewayClass",
+				"f.yaml:10 (document 1): default/p: spec.targetRefs[2].namespace: must not be set: cross namespace referencing is not supported (the target is in the policy's namespace)",
+				"f.yaml:21 (document 2): default/q: spec.targetRefs: at most 16 references, not 17",
 			},
 		},
 		{

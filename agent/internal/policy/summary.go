@@ -11,7 +11,7 @@ type PolicySummary struct {
 	Rules         int               `json:"rules"`                  // rules in the compiled form
 	DroppedRules  int               `json:"droppedRules,omitempty"` // ALLOW rules dropped for their L7 attributes
 	DryRun        bool              `json:"dryRun,omitempty"`
-	Enforced      bool              `json:"enforced"` // false: skipped, shadowed, or for a waypoint
+	Enforced      bool              `json:"enforced"` // false: skipped or shadowed; Scope WAYPOINT: at a waypoint
 	TargetRefs    []TargetRef       `json:"targetRefs,omitempty"`
 	MTLSMode      MTLSMode          `json:"mtlsMode,omitempty"`      // PeerAuthentication
 	PortLevelMTLS string            `json:"portLevelMtls,omitempty"` // PeerAuthentication: "8080=PERMISSIVE,..."
@@ -41,6 +41,10 @@ func summarizeAuthorizationPolicy(r *Resource, a *Authorization, ws []Warning) P
 		TargetRefs: spec.TargetRefs,
 		Warnings:   len(ws),
 		Source:     r.Source,
+	}
+	if len(spec.TargetRefs) > 0 {
+		// Enforced where it attaches (Set.EvaluateWaypoint), never by the node agent.
+		sum.Scope = ScopeWaypoint
 	}
 	if a != nil {
 		sum.Scope = a.Scope
