@@ -25,7 +25,11 @@ func authzConn(w *state.Workload, dst netip.AddrPort, peer spiffeid.ID, src neti
 // authorize evaluates c against the current policy set, counts the decision
 // and logs dry-run outcomes (never enforced).
 func (d *Deps) authorize(c policy.Conn) policy.Decision {
-	dec := d.Policy().Evaluate(c)
+	return d.count(c, d.Policy().Evaluate(c))
+}
+
+// count records a decision made for c.
+func (d *Deps) count(c policy.Conn, dec policy.Decision) policy.Decision {
 	outcome := "allow"
 	if !dec.Allow {
 		outcome = "deny"
@@ -46,9 +50,9 @@ type Live struct {
 }
 
 type liveConn struct {
-	conn policy.Conn
-	end  func()
-	once sync.Once
+	allowed func(*policy.Set) bool
+	end     func()
+	once    sync.Once
 }
 
 // NewLive returns an empty registry.
@@ -57,7 +61,12 @@ func NewLive() *Live { return &Live{conns: map[*liveConn]struct{}{}} }
 // add registers an allowed connection; end closes it. The returned func
 // removes it again when the connection ends by itself.
 func (l *Live) add(c policy.Conn, end func()) func() {
-	lc := &liveConn{conn: c, end: end}
+	return l.addFunc(func(set *policy.Set) bool { return set.Evaluate(c).Allow }, end)
+}
+
+// addFunc registers a connection that allowed decides on.
+func (l *Live) addFunc(allowed func(*policy.Set) bool, end func()) func() {
+	lc := &liveConn{allowed: allowed, end: end}
 	l.mu.Lock()
 	l.conns[lc] = struct{}{}
 	l.mu.Unlock()
@@ -74,7 +83,7 @@ func (l *Live) Reevaluate(set *policy.Set) int {
 	l.mu.Lock()
 	var denied []*liveConn
 	for lc := range l.conns {
-		if !set.Evaluate(lc.conn).Allow {
+		if !lc.allowed(set) {
 			denied = append(denied, lc)
 			delete(l.conns, lc)
 		}

@@ -28,6 +28,9 @@ type Deps struct {
 	Policy func() *policy.Set
 	// Live tracks allowed inbound connections for re-evaluation.
 	Live *Live
+	// Enforcement returns how callers that bypass a local workload's
+	// waypoint are handled: config.EnforceHairpin or config.EnforcePolicy.
+	Enforcement func() string
 }
 
 // warn logs a per-connection warning, at most once per second per key.

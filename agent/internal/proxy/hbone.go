@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -86,7 +87,12 @@ func NewInboundHBONE(d *Deps) *InboundHBONE { return &InboundHBONE{d: d} }
 // LocalIdentity is the server's certificate choice: the identity of the local
 // workload that owns the address a connection arrived on.
 func (h *InboundHBONE) LocalIdentity(a netip.Addr) (spiffeid.ID, bool) {
-	w, ok := h.d.Snap().LocalByAddr(a)
+	snap := h.d.Snap()
+	if wp, ok := snap.WaypointByAddr(a); ok && wp.Local {
+		id, err := wp.Identity()
+		return id, err == nil
+	}
+	w, ok := snap.LocalByAddr(a)
 	if !ok {
 		return spiffeid.ID{}, false
 	}
@@ -97,6 +103,8 @@ func (h *InboundHBONE) LocalIdentity(a netip.Addr) (spiffeid.ID, bool) {
 // inboundTag travels from Authorize to the telemetry callbacks.
 type inboundTag struct {
 	dst     *state.Workload
+	svc     *state.Service // the service target, at a waypoint
+	route   string         // "hbone", or "waypoint" for the waypoint role
 	rec     *telemetry.Conn
 	untrack func() // stops re-evaluation once the tunnel is over
 }
@@ -106,13 +114,20 @@ func (h *InboundHBONE) Authorize(ctx context.Context, req *hbone.Request) hbone.
 	if req.Target.IsHostname() {
 		return hbone.Refuse(hbone.FlagBadRequest, errors.New("hostname targets (double HBONE) are not supported"))
 	}
+	snap := h.d.Snap()
+	if wp, ok := snap.WaypointByAddr(req.LocalAddr.Addr()); ok && wp.Local {
+		return h.authorizeWaypoint(req, snap, wp)
+	}
 	target := req.Target.Addr
 	if target.Addr() != req.LocalAddr.Addr().Unmap() {
 		return hbone.Refuse(hbone.FlagWrongTarget, fmt.Errorf("target %s is not the address the connection arrived on (%s)", target.Addr(), req.LocalAddr.Addr()))
 	}
-	w, ok := h.d.Snap().LocalByAddr(target.Addr())
+	w, ok := snap.LocalByAddr(target.Addr())
 	if !ok {
 		return hbone.Refuse(hbone.FlagUnknownWorkload, fmt.Errorf("no local workload has address %s", target.Addr()))
+	}
+	if err := h.bypassed(snap, w, req.PeerIdentity); err != nil {
+		return hbone.Refuse(hbone.FlagDenied, err)
 	}
 	conn := authzConn(w, target, req.PeerIdentity, req.RemoteAddr.Addr().Unmap())
 	if dec := h.d.authorize(conn); !dec.Allow {
@@ -123,7 +138,7 @@ func (h *InboundHBONE) Authorize(ctx context.Context, req *hbone.Request) hbone.
 		return h.d.Dialer.DialContext(ctx, "tcp", t.String())
 	}
 	revoke := make(chan struct{})
-	tag := &inboundTag{dst: w}
+	tag := &inboundTag{dst: w, route: "hbone"}
 	tag.untrack = h.d.Live.add(conn, func() { close(revoke) })
 	d.Revoke = revoke
 	d.Tag = tag
@@ -137,8 +152,10 @@ type inboundTelemetry struct{ h *InboundHBONE }
 
 func (t inboundTelemetry) open(info *hbone.TunnelInfo) *telemetry.Conn {
 	var dst *state.Workload
+	var svc *state.Service
+	route := "hbone"
 	if tag, ok := info.Tag.(*inboundTag); ok {
-		dst = tag.dst
+		dst, svc, route = tag.dst, tag.svc, tag.route
 	}
 	snap := t.h.d.Snap()
 	if dst == nil {
@@ -160,9 +177,10 @@ func (t inboundTelemetry) open(info *hbone.TunnelInfo) *telemetry.Conn {
 	if !dstAddr.IsValid() {
 		dstAddr = info.Local
 	}
+	labels := connLabels(telemetry.ReporterDestination, srcW, peer, dst, "", true)
+	withService(&labels, svc)
 	return t.h.d.Metrics.Open(t.h.d.Access,
-		telemetry.ConnInfo{Direction: "inbound", Src: src, Dst: dstAddr, Route: "hbone"},
-		connLabels(telemetry.ReporterDestination, srcW, peer, dst, "", true))
+		telemetry.ConnInfo{Direction: "inbound", Src: src, Dst: dstAddr, Route: route}, labels)
 }
 
 func (t inboundTelemetry) TunnelOpened(info *hbone.TunnelInfo) {
@@ -191,4 +209,38 @@ func (t inboundTelemetry) TunnelFailed(info *hbone.TunnelInfo, flag hbone.Flag, 
 		tag.untrack()
 	}
 	t.open(info).Close(0, 0, istioFlag(flag), errString(err))
+}
+
+// bypassed refuses, under hairpin enforcement, an HBONE caller of a
+// waypoint-enabled local workload that is not its waypoint: the caller went
+// around the waypoint, and its identity cannot be carried through a hairpin.
+func (h *InboundHBONE) bypassed(snap *state.Snapshot, w *state.Workload, peer spiffeid.ID) error {
+	if h.d.Enforcement == nil || h.d.Enforcement() != config.EnforceHairpin {
+		return nil
+	}
+	wps := snap.WaypointOf(w)
+	if len(wps) == 0 {
+		return nil
+	}
+	for _, wp := range append(wps, serviceWaypoints(snap, w)...) {
+		if id, err := wp.Identity(); err == nil && id == peer {
+			return nil
+		}
+	}
+	return fmt.Errorf("bypassed waypoint: %s is served by waypoint %s and %s is not it", w.Name, wps[0].Key(), idString(peer))
+}
+
+// serviceWaypoints are the waypoints of the services w backs: a service's
+// waypoint forwards to its endpoints directly, whatever their own waypoint.
+func serviceWaypoints(snap *state.Snapshot, w *state.Workload) []*state.Waypoint {
+	var out []*state.Waypoint
+	for _, svc := range snap.Services() {
+		for _, e := range svc.Endpoints {
+			if e.Workload == w {
+				out = append(out, snap.ServiceWaypoint(svc)...)
+				break
+			}
+		}
+	}
+	return out
 }

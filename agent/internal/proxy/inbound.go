@@ -2,24 +2,29 @@ package proxy
 
 import (
 	"context"
+	"math/rand/v2"
 	"net"
+	"net/netip"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
 
 // InboundPlain is the inbound plaintext proxy on 15006: captured connections to
 // local workloads that did not arrive over HBONE (clients outside the mesh).
 type InboundPlain struct {
-	l *listener
-	d *Deps
+	l    *listener
+	d    *Deps
+	bufs *bufPool // bulk buffers of hairpin tunnels
 }
 
 // NewInboundPlain serves captured inbound connections accepted on ln.
 func NewInboundPlain(ln net.Listener, d *Deps) *InboundPlain {
-	p := &InboundPlain{d: d}
+	p := &InboundPlain{d: d, bufs: newBufPool()}
 	p.l = newListener("inbound_plaintext", ln, d.Log, p.handle)
 	return p
 }
@@ -43,8 +48,12 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 	snap := p.d.Snap()
 	w, ok := snap.LocalByAddr(dst.Addr())
 	srcW, _ := snap.WorkloadByAddr(src.Addr())
+	route, wps := "plaintext", p.hairpinWaypoints(snap, w)
+	if len(wps) > 0 {
+		route = "hairpin"
+	}
 	rec := p.d.Metrics.Open(p.d.Access,
-		telemetry.ConnInfo{Direction: "inbound_plaintext", Src: src, Dst: dst, Route: "plaintext"},
+		telemetry.ConnInfo{Direction: "inbound_plaintext", Src: src, Dst: dst, Route: route},
 		connLabels(telemetry.ReporterDestination, srcW, "", w, "", false))
 	// A plaintext source has no identity, whatever gossip says it is.
 	rec.Labels().SourcePrincipal = ""
@@ -54,6 +63,10 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		return
 	case IllegalPort(dst.Port()):
 		rec.Close(0, 0, telemetry.FlagNoRoute, "destination is an agent port")
+		return
+	}
+	if len(wps) > 0 {
+		p.hairpin(ctx, c, rec, w, wps, src, dst)
 		return
 	}
 	conn := authzConn(w, dst, spiffeid.ID{}, src.Addr())
@@ -85,3 +98,41 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 // reset closes c with a TCP RST: a denied client learns at once and nothing
 // it sent is forwarded.
 func reset(c *net.TCPConn) { abort(c) }
+
+// hairpinWaypoints are the waypoint instances a plaintext caller of w is sent
+// through under hairpin enforcement; none otherwise.
+func (p *InboundPlain) hairpinWaypoints(snap *state.Snapshot, w *state.Workload) []*state.Waypoint {
+	if w == nil || p.d.Enforcement == nil || p.d.Enforcement() != config.EnforceHairpin {
+		return nil
+	}
+	return snap.WaypointOf(w)
+}
+
+// hairpin sends a plaintext caller of a waypoint-enabled workload through its
+// waypoint (spec/routing.md): HBONE to the waypoint with the workload as
+// target and the client in `forwarded`, presenting the workload's identity.
+// The waypoint authorizes and tunnels back to the workload.
+func (p *InboundPlain) hairpin(ctx context.Context, c net.Conn, rec *telemetry.Conn, w *state.Workload, wps []*state.Waypoint, src, dst netip.AddrPort) {
+	wp := wps[rand.IntN(len(wps))]
+	source, err := w.Identity()
+	if err != nil {
+		rec.Close(0, 0, telemetry.FlagNoRoute, "workload has no valid identity: "+err.Error())
+		return
+	}
+	expected, err := wp.Identity()
+	if err != nil {
+		rec.Close(0, 0, telemetry.FlagNoRoute, "waypoint has no valid identity: "+err.Error())
+		return
+	}
+	rec.Labels().DestinationPrincipal = expected.String()
+	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	up, err := p.d.Tunnels.DialTunnel(dctx, Tunnel{Source: source, Expected: []spiffeid.ID{expected},
+		Gateway: netip.AddrPortFrom(sameFamily(wp.Addresses, dst.Addr()), HBONEPort), Target: dst, Client: src, SourceWorkload: w})
+	cancel()
+	if err != nil {
+		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), "hairpin to waypoint "+wp.Key()+": "+err.Error())
+		return
+	}
+	b, err := relay(c, up, p.bufs)
+	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
+}

@@ -51,3 +51,14 @@ func principal(w *state.Workload) string {
 	}
 	return id.String()
 }
+
+// withService sets the destination service labels (at a waypoint, or for a
+// connection that was addressed to a VIP).
+func withService(l *telemetry.ConnLabels, svc *state.Service) {
+	if svc == nil {
+		return
+	}
+	l.DestinationService = svc.Hostname
+	l.DestinationServiceName = svc.Name
+	l.DestinationServiceNS = svc.Namespace
+}

@@ -79,9 +79,18 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	if srcW == nil && route.Kind == RouteHBONE {
 		srcW = firstLocal(snap)
 	}
-	rec := o.d.Metrics.Open(o.d.Access,
-		telemetry.ConnInfo{Direction: "outbound", Src: src, Dst: dst, Route: route.Kind.String()},
-		connLabels(telemetry.ReporterSource, srcW, idString(route.Source), route.Dest, "", route.Kind == RouteHBONE))
+	labels := connLabels(telemetry.ReporterSource, srcW, idString(route.Source), route.Dest, "", route.Kind == RouteHBONE)
+	withService(&labels, route.Service)
+	if route.Waypoint != nil && labels.DestinationPrincipal == "" {
+		if id, err := route.Waypoint.Identity(); err == nil {
+			labels.DestinationPrincipal = id.String()
+		}
+	}
+	info := telemetry.ConnInfo{Direction: "outbound", Src: src, Dst: dst, Route: route.Kind.String()}
+	if route.Waypoint != nil {
+		info.Route = "waypoint"
+	}
+	rec := o.d.Metrics.Open(o.d.Access, info, labels)
 	up, err := o.connect(ctx, route, src, srcW)
 	if err != nil {
 		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), err.Error())

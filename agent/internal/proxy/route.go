@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -41,6 +43,8 @@ type Route struct {
 	Expected []spiffeid.ID   // identities the HBONE peer may present
 	Source   spiffeid.ID     // the local identity to present, for RouteHBONE
 	Dest     *state.Workload // the destination workload, when known
+	Service  *state.Service  // the service, when the destination was a VIP
+	Waypoint *state.Waypoint // the waypoint the connection goes through, if any
 	Reason   string          // why, for drops and logs
 }
 
@@ -48,16 +52,56 @@ type Route struct {
 const HBONEPort = 15008
 
 // DecideOutbound routes a captured connection from src to its original
-// destination dst, per spec/routing.md (services and waypoints come later).
+// destination dst, per spec/routing.md: a service VIP goes to the service's
+// waypoint or to one of its endpoints, a workload to its waypoint or to it,
+// anything else passes through.
 func DecideOutbound(snap *state.Snapshot, src, dst netip.AddrPort) Route {
+	return decideOutbound(snap, src, dst, rand.IntN)
+}
+
+func decideOutbound(snap *state.Snapshot, src, dst netip.AddrPort, intn func(int) int) Route {
 	dstIP := dst.Addr().Unmap()
 	dst = netip.AddrPortFrom(dstIP, dst.Port())
 	if dstIP.IsLoopback() && IllegalPort(dst.Port()) {
 		return Route{Kind: RouteDrop, Target: dst, Reason: "loopback destination on an agent port"}
 	}
+	if svc, ok := snap.ServiceByVIP(dstIP); ok {
+		return routeService(snap, src, dst, svc, intn)
+	}
 	w, known := snap.WorkloadByAddr(dstIP)
 	if !known {
 		return Route{Kind: RoutePassthrough, Target: dst}
+	}
+	return routeWorkload(snap, src, dst, w, intn)
+}
+
+// routeService sends a connection for a VIP to the service's waypoint with
+// the service as target, or to one endpoint; never to the VIP in plaintext.
+func routeService(snap *state.Snapshot, src, dst netip.AddrPort, svc *state.Service, intn func(int) int) Route {
+	if !svc.HasPort(dst.Port()) {
+		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s has no port %d", svc.Hostname, dst.Port())}
+	}
+	if wps := snap.ServiceWaypoint(svc); len(wps) > 0 && !fromWaypoint(src.Addr(), wps) {
+		r := viaWaypoint(snap, src, dst, wps, intn)
+		r.Service = svc
+		return r
+	}
+	e, target, ok := state.PickEndpoint(svc, dst.Port(), intn)
+	if !ok {
+		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s has no healthy endpoint for port %d", svc.Hostname, dst.Port())}
+	}
+	r := routeWorkload(snap, src, netip.AddrPortFrom(sameFamily(e.Workload.Addresses, dst.Addr()), target), e.Workload, intn)
+	r.Service = svc
+	return r
+}
+
+// routeWorkload sends a connection for a workload address to the workload's
+// waypoint, to the workload over HBONE, or in plaintext when it is not captured.
+func routeWorkload(snap *state.Snapshot, src, dst netip.AddrPort, w *state.Workload, intn func(int) int) Route {
+	if wps := snap.WaypointOf(w); len(wps) > 0 && !fromWaypoint(src.Addr(), wps) {
+		r := viaWaypoint(snap, src, dst, wps, intn)
+		r.Dest = w
+		return r
 	}
 	if w.Tunnel != state.TunnelHBONE {
 		return Route{Kind: RoutePlain, Target: dst, Dest: w}
@@ -73,11 +117,56 @@ func DecideOutbound(snap *state.Snapshot, src, dst netip.AddrPort) Route {
 	return Route{
 		Kind:     RouteHBONE,
 		Target:   dst,
-		Gateway:  netip.AddrPortFrom(dstIP, HBONEPort),
+		Gateway:  netip.AddrPortFrom(dst.Addr(), HBONEPort),
 		Expected: []spiffeid.ID{expected},
 		Source:   source,
 		Dest:     w,
 	}
+}
+
+// viaWaypoint tunnels to one instance of a waypoint, with target as :authority.
+func viaWaypoint(snap *state.Snapshot, src, target netip.AddrPort, wps []*state.Waypoint, intn func(int) int) Route {
+	wp := wps[intn(len(wps))]
+	source, ok := sourceIdentity(snap, src.Addr())
+	if !ok {
+		return Route{Kind: RouteDrop, Target: target, Waypoint: wp, Reason: "no local workload identity for a waypoint"}
+	}
+	expected, err := wp.Identity()
+	if err != nil {
+		return Route{Kind: RouteDrop, Target: target, Waypoint: wp, Reason: "waypoint has no valid identity: " + err.Error()}
+	}
+	return Route{
+		Kind:     RouteHBONE,
+		Target:   target,
+		Gateway:  netip.AddrPortFrom(sameFamily(wp.Addresses, target.Addr()), HBONEPort),
+		Expected: []spiffeid.ID{expected},
+		Source:   source,
+		Waypoint: wp,
+	}
+}
+
+// fromWaypoint reports whether a connection from src comes from one of the
+// waypoint's instances: a waypoint is never sent back to itself.
+func fromWaypoint(src netip.Addr, wps []*state.Waypoint) bool {
+	for _, wp := range wps {
+		if wp.HasAddress(src) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameFamily picks the first address of the family of like, else the first.
+func sameFamily(addrs []netip.Addr, like netip.Addr) netip.Addr {
+	for _, a := range addrs {
+		if a.Is4() == like.Is4() {
+			return a
+		}
+	}
+	if len(addrs) == 0 {
+		return netip.Addr{}
+	}
+	return addrs[0]
 }
 
 // sourceIdentity is the identity a connection from src presents: that of the

@@ -62,3 +62,97 @@ func TestNoLocalIdentityNeverPlaintext(t *testing.T) {
 		t.Fatalf("HBONE destination without a local identity: %s, want drop", r.Kind)
 	}
 }
+
+// meshSnapshot: a local client, a service "reviews" with two remote endpoints
+// (r1 captured, r2 plain), and a namespace waypoint in "wp-ns".
+func meshSnapshot(waypoints ...*state.Waypoint) *state.Snapshot {
+	mk := func(uid, ns, sa string, local bool, tunnel state.TunnelProtocol, addr string) *state.Workload {
+		return &state.Workload{UID: uid, Name: uid, Namespace: ns, ServiceAccount: sa, TrustDomain: "cluster.local",
+			Addresses: []netip.Addr{netip.MustParseAddr(addr)}, Tunnel: tunnel, Local: local, Healthy: true, Capacity: 1}
+	}
+	return state.Build(1, state.Input{
+		Workloads: []*state.Workload{
+			mk("client", "default", "client", true, state.TunnelHBONE, "10.0.0.1"),
+			mk("r1", "default", "reviews", false, state.TunnelHBONE, "10.0.0.11"),
+			mk("r2", "default", "reviews-plain", false, state.TunnelNone, "10.0.0.12"),
+			mk("other", "other", "o", false, state.TunnelHBONE, "10.0.0.13"),
+		},
+		Services: []state.ServiceDecl{{Node: "n", Name: "reviews", Namespace: "default", Hostname: "reviews.default.svc.cluster.local",
+			VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")}, Ports: []state.ServicePort{{Port: 9080, TargetPort: 8080}},
+			Workloads: []string{"r1", "r2"}}},
+		Waypoints: waypoints,
+	})
+}
+
+func wp(name, forSA, addr string) *state.Waypoint {
+	return &state.Waypoint{Name: name, Namespace: "default", ServiceAccount: name, TrustDomain: "cluster.local",
+		ForServiceAccount: forSA, Addresses: []netip.Addr{netip.MustParseAddr(addr)}, Node: name}
+}
+
+func TestServiceRoutes(t *testing.T) {
+	snap := meshSnapshot()
+	first := func(int) int { return 0 }
+	second := func(n int) int { return n - 1 }
+	r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), first)
+	if r.Kind != RouteHBONE || r.Target != ap("10.0.0.11:8080") || r.Gateway != ap("10.0.0.11:15008") || r.Service == nil ||
+		r.Expected[0].String() != "spiffe://cluster.local/ns/default/sa/reviews" {
+		t.Errorf("VIP to captured endpoint: %+v", r)
+	}
+	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), second); r.Kind != RoutePlain || r.Target != ap("10.0.0.12:8080") {
+		t.Errorf("VIP to plain endpoint: %+v", r)
+	}
+	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:80"), first); r.Kind != RouteDrop {
+		t.Errorf("VIP on a port the service lacks: %s, want drop", r.Kind)
+	}
+	for _, e := range snap.Services()[0].Endpoints {
+		e.Workload.Healthy = false
+	}
+	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), first); r.Kind != RouteDrop {
+		t.Errorf("VIP with no healthy endpoint: %s, never plaintext to the VIP", r.Kind)
+	}
+}
+
+func TestWaypointRoutes(t *testing.T) {
+	first := func(int) int { return 0 }
+	ns := wp("ns-wp", "", "10.0.0.50")
+	snap := meshSnapshot(ns)
+	r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), first)
+	if r.Kind != RouteHBONE || r.Target != ap("10.96.0.1:9080") || r.Gateway != ap("10.0.0.50:15008") || r.Waypoint != ns ||
+		r.Expected[0].String() != "spiffe://cluster.local/ns/default/sa/ns-wp" {
+		t.Errorf("service with a waypoint must go to it with the service as target: %+v", r)
+	}
+	r = decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.11:8080"), first)
+	if r.Kind != RouteHBONE || r.Target != ap("10.0.0.11:8080") || r.Gateway != ap("10.0.0.50:15008") {
+		t.Errorf("workload with a waypoint must go to it with the workload as target: %+v", r)
+	}
+	if r := decideOutbound(snap, ap("10.0.0.50:5000"), ap("10.0.0.11:8080"), first); r.Gateway != ap("10.0.0.11:15008") {
+		t.Errorf("the waypoint itself is sent back to its waypoint: %+v", r)
+	}
+	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.12:8080"), first); r.Kind != RoutePlain {
+		t.Errorf("an uncaptured workload has no waypoint: %+v", r)
+	}
+	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.13:80"), first); r.Waypoint != nil {
+		t.Errorf("a workload of another namespace used this waypoint: %+v", r)
+	}
+	// A service-account waypoint takes over for its account's workloads.
+	sa := wp("sa-wp", "reviews", "10.0.0.51")
+	snap = meshSnapshot(ns, sa)
+	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.11:8080"), first); r.Waypoint != sa {
+		t.Errorf("service-account waypoint must win: %+v", r.Waypoint)
+	}
+}
+
+func TestMixedEndpointsWithoutServiceWaypoint(t *testing.T) {
+	// Only r1's account has a waypoint: the service itself has none, so the
+	// decision is per endpoint.
+	sa := wp("sa-wp", "reviews", "10.0.0.51")
+	snap := meshSnapshot(sa)
+	r1 := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), func(int) int { return 0 })
+	if r1.Waypoint != sa || r1.Target != ap("10.0.0.11:8080") || r1.Gateway != ap("10.0.0.51:15008") {
+		t.Errorf("waypoint-enabled endpoint: %+v", r1)
+	}
+	r2 := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), func(n int) int { return n - 1 })
+	if r2.Waypoint != nil || r2.Kind != RoutePlain || r2.Target != ap("10.0.0.12:8080") {
+		t.Errorf("plain endpoint: %+v", r2)
+	}
+}

@@ -1,0 +1,164 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+// The waypoint role (spec/routing.md): tunnels that arrive on the address of
+// a waypoint this host runs are for a service VIP or a workload the waypoint
+// manages. They are authorized with the caller's identity against the
+// policies attached to the waypoint or the service, then forwarded to the
+// workload, or to one endpoint of the service, with the waypoint's identity.
+// Anything the waypoint does not manage is refused: never an open proxy.
+
+// waypointTarget is what one waypoint tunnel is for.
+type waypointTarget struct {
+	wp  *state.Waypoint
+	svc *state.Service  // a service target
+	dst *state.Workload // a workload target
+}
+
+// authorizeWaypoint decides a tunnel that arrived on the address of wp.
+func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapshot, wp *state.Waypoint) hbone.Decision {
+	target := req.Target.Addr
+	wt, err := managedTarget(snap, wp, target)
+	if err != nil {
+		return refuseAt(hbone.FlagWrongTarget, err)
+	}
+	src := req.RemoteAddr.Addr().Unmap()
+	if req.ForwardedFor.IsValid() {
+		src = req.ForwardedFor.Addr()
+	}
+	conn := policy.Conn{DestNamespace: wt.namespace(), DestIP: target.Addr(), DestPort: target.Port(),
+		SourceIdentity: req.PeerIdentity, SourceIP: src}
+	if wt.dst != nil {
+		conn.DestLabels = wt.dst.Labels
+	}
+	at := wt.policyTarget()
+	if dec := h.d.count(conn, h.d.Policy().EvaluateWaypoint(conn, at)); !dec.Allow {
+		d := refuseAt(hbone.FlagDenied, errors.New(dec.String()))
+		d.Tag.(*inboundTag).svc, d.Tag.(*inboundTag).dst = wt.svc, wt.dst
+		return d
+	}
+	client := netip.AddrPortFrom(req.RemoteAddr.Addr().Unmap(), req.RemoteAddr.Port())
+	if req.ForwardedFor.IsValid() {
+		client = req.ForwardedFor
+	}
+	tag := &inboundTag{svc: wt.svc, dst: wt.dst, route: "waypoint"}
+	d := hbone.Allow(target)
+	d.Dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
+		up, w, err := h.forward(ctx, snap, wt, t, client)
+		if w != nil {
+			tag.dst = w
+		}
+		return up, err
+	}
+	revoke := make(chan struct{})
+	tag.untrack = h.d.Live.addFunc(func(set *policy.Set) bool { return set.EvaluateWaypoint(conn, at).Allow },
+		func() { close(revoke) })
+	d.Revoke = revoke
+	d.Tag = tag
+	return d
+}
+
+// refuseAt refuses a waypoint tunnel; the tag marks its telemetry as the waypoint's.
+func refuseAt(flag hbone.Flag, err error) hbone.Decision {
+	d := hbone.Refuse(flag, err)
+	d.Tag = &inboundTag{route: "waypoint"}
+	return d
+}
+
+// managedTarget resolves a target the waypoint manages: a VIP of a service
+// whose waypoint it is or that has an endpoint it serves, or the address of a
+// workload it serves.
+func managedTarget(snap *state.Snapshot, wp *state.Waypoint, target netip.AddrPort) (waypointTarget, error) {
+	if svc, ok := snap.ServiceByVIP(target.Addr()); ok {
+		if !managesService(snap, wp, svc) {
+			return waypointTarget{}, fmt.Errorf("service %s is not managed by waypoint %s", svc.Hostname, wp.Key())
+		}
+		if !svc.HasPort(target.Port()) {
+			return waypointTarget{}, fmt.Errorf("service %s has no port %d", svc.Hostname, target.Port())
+		}
+		return waypointTarget{wp: wp, svc: svc}, nil
+	}
+	if w, ok := snap.WorkloadByAddr(target.Addr()); ok && isWaypoint(snap.WaypointOf(w), wp) {
+		return waypointTarget{wp: wp, dst: w}, nil
+	}
+	return waypointTarget{}, fmt.Errorf("target %s is not a service or workload managed by waypoint %s", target, wp.Key())
+}
+
+func managesService(snap *state.Snapshot, wp *state.Waypoint, svc *state.Service) bool {
+	if isWaypoint(snap.ServiceWaypoint(svc), wp) {
+		return true
+	}
+	for _, e := range svc.Endpoints {
+		if isWaypoint(snap.WaypointOf(e.Workload), wp) {
+			return true
+		}
+	}
+	return false
+}
+
+// isWaypoint reports whether wp is one of the instances.
+func isWaypoint(instances []*state.Waypoint, wp *state.Waypoint) bool {
+	for _, i := range instances {
+		if i.Key() == wp.Key() {
+			return true
+		}
+	}
+	return false
+}
+
+func (wt waypointTarget) namespace() string {
+	if wt.svc != nil {
+		return wt.svc.Namespace
+	}
+	return wt.dst.Namespace
+}
+
+func (wt waypointTarget) policyTarget() policy.WaypointTarget {
+	t := policy.WaypointTarget{WaypointNamespace: wt.wp.Namespace, WaypointName: wt.wp.Name}
+	if wt.svc != nil {
+		t.ServiceNamespace, t.ServiceName = wt.svc.Namespace, wt.svc.Name
+	}
+	return t
+}
+
+// forward connects the waypoint to the workload target, or to an endpoint of
+// the service target, over HBONE when it is captured, presenting the
+// waypoint's identity. It returns the workload it reached.
+func (h *InboundHBONE) forward(ctx context.Context, snap *state.Snapshot, wt waypointTarget, t, client netip.AddrPort) (net.Conn, *state.Workload, error) {
+	w, upstream := wt.dst, t
+	if wt.svc != nil {
+		e, port, ok := state.PickEndpoint(wt.svc, t.Port(), nil)
+		if !ok {
+			return nil, nil, fmt.Errorf("service %s has no healthy endpoint for port %d", wt.svc.Hostname, t.Port())
+		}
+		w, upstream = e.Workload, netip.AddrPortFrom(sameFamily(e.Workload.Addresses, t.Addr()), port)
+	}
+	if w.Tunnel != state.TunnelHBONE {
+		up, err := h.d.Dialer.DialContext(ctx, "tcp", upstream.String())
+		return up, w, err
+	}
+	source, err := wt.wp.Identity()
+	if err != nil {
+		return nil, w, err
+	}
+	expected, err := w.Identity()
+	if err != nil {
+		return nil, w, err
+	}
+	up, err := h.d.Tunnels.DialTunnel(ctx, Tunnel{Source: source, Expected: []spiffeid.ID{expected},
+		Gateway: netip.AddrPortFrom(upstream.Addr(), HBONEPort), Target: upstream, Client: client})
+	return up, w, err
+}
