@@ -32,25 +32,32 @@ func main() {
 	os.Exit(code)
 }
 
-// The demo mesh: h1 and h2 are captured hosts with agents (h2 serves HTTP on
-// 8080), h3 is an ordinary host outside the mesh.
+// The demo mesh: h1, h2 and h4 are captured hosts with agents (h2 and h4 serve
+// HTTP on 8080 and back the service "reviews"), h5 runs an agent as a
+// waypoint for h4's service account, h3 is an ordinary host outside the mesh.
 func run(d *demoT, once bool) {
 	step("building the agent")
 	bin, err := lab.BuildAgent(d.TempDir())
 	if err != nil {
 		d.Fatal(err)
 	}
-	step("creating 3 hosts (network namespaces on one bridge) and a mesh CA (ambient-agent ca init)")
-	l := lab.New(d, 3)
-	h1, h2, h3 := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	step("creating 5 hosts (network namespaces on one bridge) and a mesh CA (ambient-agent ca init)")
+	l := lab.New(d, 5)
+	h1, h2, h3, h4, h5 := l.Hosts[0], l.Hosts[1], l.Hosts[2], l.Hosts[3], l.Hosts[4]
 	h2.StartNginx("hello from h2", 8080)
+	h4.StartNginx("hello from h4", 8080)
+	for _, h := range []*lab.Host{h1, h2, h4, h5} {
+		h.DefaultRoute()
+	}
+	// h1's resolver points anywhere: its DNS is captured into the agent's DNS proxy.
+	h1.SetResolvConf("nameserver 192.0.2.53\n")
 	step("making a gossip key (ambient-agent gossip keygen); h2 joins h1 by gossip, no static peers")
 	keyFile := filepath.Join(d.TempDir(), "gossip.key")
 	if _, err := h1.Run(lab.Timeout(10*time.Second), bin, "gossip", "keygen", "-out", keyFile); err != nil {
 		d.Fatal(err)
 	}
 	var agents []*lab.Agent
-	for _, pair := range [][2]*lab.Host{{h1, nil}, {h2, h1}} {
+	for _, pair := range [][2]*lab.Host{{h1, nil}, {h2, h1}, {h4, h1}, {h5, h1}} {
 		h, seed := pair[0], pair[1]
 		join := ""
 		if seed != nil {
@@ -64,14 +71,10 @@ dir = %[2]q
 enabled = true
 join = [%[5]s]
 key_file = %[6]q
-[[workload]]
-name = "app-%[1]s"
-service_account = "app-%[1]s"
-addresses = [%[3]q]
-labels = { app = "app-%[1]s", version = "v1" }
 [policy]
 dir = %[4]q
 `, h.Name, h.Issue(bin, "default", "app-"+h.Name), h.Addr, filepath.Join(h.Dir, "policies"), join, keyFile)
+		cfg += roleConfig(h.Name, h.Addr.String())
 		agents = append(agents, h.StartAgent(bin, cfg))
 	}
 	for _, a := range agents {
@@ -92,6 +95,8 @@ dir = %[4]q
 			fmt.Println("   ", line)
 		}
 	}
+	serviceSteps(d, bin, h1, agents[3])
+
 	step("h2 denies h1 with Istio's own AuthorizationPolicy YAML (a DENY for h1's identity):")
 	policy := `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -192,19 +197,25 @@ func show(agents []*lab.Agent) {
 			}
 		}
 	}
-	fmt.Printf("    %-5s %-12s (no agent: outside the mesh)\n\n", "h3", "10.77.0.13")
+	fmt.Printf("    %-5s %-12s (no agent: outside the mesh)\n", "h3", "10.77.0.13")
+	fmt.Printf("    %-5s %-12s (waypoint for spiffe://cluster.local/ns/default/sa/app-h4)\n\n", "h5", "10.77.0.15")
 }
 
 func step(format string, args ...any) {
 	fmt.Printf("==> "+format+"\n", args...)
 }
 
-// waitPeers waits until every agent knows the others' workloads by gossip.
+// waitPeers waits until every agent knows the three workloads and the
+// waypoint by gossip.
 func waitPeers(d *demoT, agents []*lab.Agent) {
 	for _, a := range agents {
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 			body, err := a.Admin("/config_dump")
-			if err == nil && strings.Count(body, `"uid"`) >= len(agents) {
+			var dump struct {
+				Workloads []struct{} `json:"workloads"`
+				Waypoints []struct{} `json:"waypoints"`
+			}
+			if err == nil && json.Unmarshal([]byte(body), &dump) == nil && len(dump.Workloads) >= 3 && len(dump.Waypoints) == 1 {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -216,4 +227,65 @@ func waitPeers(d *demoT, agents []*lab.Agent) {
 
 func indent(s string) string {
 	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ") + "\n"
+}
+
+// roleConfig is what each demo host adds to the common config: a workload,
+// the service it backs, the DNS capture of the client, or the waypoint role.
+func roleConfig(name, addr string) string {
+	workload := fmt.Sprintf(`[[workload]]
+name = "app-%[1]s"
+service_account = "app-%[1]s"
+addresses = [%[2]q]
+labels = { app = "app-%[1]s", version = "v1" }
+`, name, addr)
+	switch name {
+	case "h1":
+		return workload + "[dns]\ncapture = true\nupstreams = [\"192.0.2.53\"]\n"
+	case "h5":
+		return fmt.Sprintf(`[waypoint]
+enabled = true
+for_service_account = "app-h4"
+service_account = "app-h5"
+addresses = [%q]
+`, addr)
+	}
+	return workload + fmt.Sprintf(`[[service]]
+name = "reviews"
+ports = [{ port = 9080, target_port = 8080 }]
+workloads = ["app-%s"]
+`, name)
+}
+
+// serviceSteps shows the service: DNS by name, load balancing over h2 and
+// h4, and h5's waypoint in the path to h4.
+func serviceSteps(d *demoT, bin string, h1 *lab.Host, waypoint *lab.Agent) {
+	step("h1 resolves the service by name through the agent's DNS proxy (captured port 53 -> 127.0.0.1:15053):")
+	out, err := h1.Run(lab.Timeout(10*time.Second), "getent", "ahostsv4", "reviews.default.svc.cluster.local")
+	if err != nil {
+		d.Fatal(err)
+	}
+	fmt.Print(indent(firstLine(out)))
+	step("h1's view of the service (ambient-agent services): a VIP allocated from 240.240.0.0/16, two endpoints")
+	if out, err := h1.Run(lab.Timeout(10*time.Second), bin, "services"); err == nil {
+		fmt.Print(indent(out))
+	}
+	url := "http://reviews.default.svc.cluster.local:9080/"
+	step("h1 -> curl %s six times: spread over h2 and h4", url)
+	for range 6 {
+		demoCurl(h1, url)
+	}
+	time.Sleep(200 * time.Millisecond)
+	step("h5, the waypoint for h4's service account, carried the requests for h4 (its access log):")
+	for _, line := range strings.Split(waypoint.Log(), "\n") {
+		if strings.Contains(line, "route=waypoint") {
+			fmt.Println("   ", line)
+		}
+	}
+}
+
+func firstLine(s string) string {
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i+1]
+	}
+	return s
 }

@@ -1,12 +1,8 @@
 package e2e
 
 import (
-	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,25 +10,8 @@ import (
 	"github.com/ambient-agent/ambient-agent/tests/lab"
 )
 
-func gossipConfig(h *lab.Host, keyFile string, seeds ...*lab.Host) string {
-	var join []string
-	for _, s := range seeds {
-		join = append(join, fmt.Sprintf("%q", s.Addr.String()+":7946"))
-	}
-	return fmt.Sprintf(`[node]
-name = %q
-drain_timeout = "2s"
-[identity]
-dir = %q
-[gossip]
-enabled = true
-join = [%s]
-key_file = %q
-grace_period = "2s"
-[[workload]]
-name = "app-%s"
-addresses = [%q]
-`, h.Name, h.IdentityDir(), strings.Join(join, ", "), keyFile, h.Name, h.Addr)
+func gossipConfig(h *lab.Host, keyFile string, seed *lab.Host) string {
+	return meshHost(h, keyFile, seed, fmt.Sprintf("[[workload]]\nname = \"app-%s\"\naddresses = [%q]\n", h.Name, h.Addr))
 }
 
 // knownWorkloads lists the names of the workloads an agent knows.
@@ -82,23 +61,12 @@ func contains(list []string, s string) bool {
 func TestGossipMeshOfFourHosts(t *testing.T) {
 	lab.Require(t, "nginx", "curl")
 	l := lab.New(t, 4)
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(l.Hosts[0].Dir, "..", "gossip.key")
-	if err := os.WriteFile(keyFile, []byte(base64.StdEncoding.EncodeToString(key)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	keyFile := gossipKey(t, l)
 	var agents []*lab.Agent
-	for i, h := range l.Hosts {
+	for _, h := range l.Hosts {
 		h.StartNginx("hello from "+h.Name, 8080)
 		h.Issue(agentBin, "default", "default")
-		var seeds []*lab.Host
-		if i > 0 {
-			seeds = append(seeds, l.Hosts[0])
-		}
-		agents = append(agents, h.StartAgent(agentBin, gossipConfig(h, keyFile, seeds...)))
+		agents = append(agents, h.StartAgent(agentBin, gossipConfig(h, keyFile, l.Hosts[0])))
 	}
 	for _, a := range agents {
 		a.WaitReady(t, 20*time.Second)

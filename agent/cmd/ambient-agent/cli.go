@@ -33,9 +33,11 @@ type dumpView struct {
 		Winner  string `json:"winner"`
 		Loser   string `json:"loser"`
 	} `json:"conflicts"`
-	Policies json.RawMessage `json:"policies"`
-	Peers    json.RawMessage `json:"peers"`
-	Capture  struct {
+	Services         []serviceView   `json:"services"`
+	ServiceConflicts json.RawMessage `json:"serviceConflicts"`
+	Policies         json.RawMessage `json:"policies"`
+	Peers            json.RawMessage `json:"peers"`
+	Capture          struct {
 		Enabled   bool     `json:"enabled"`
 		Installed bool     `json:"installed"`
 		Table     string   `json:"table"`

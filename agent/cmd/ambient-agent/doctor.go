@@ -67,6 +67,9 @@ func diagnose(admin string, now time.Time) []check {
 	out = append(out, checkListeners(d)...)
 	out = append(out, checkClock(d, now))
 	out = append(out, checkCerts(d, now)...)
+	if len(d.Services) > 0 {
+		out = append(out, checkVIPRoutes(d))
+	}
 	if d.Config.Gossip.Enabled {
 		out = append(out, checkGossipKey(d.Config.Gossip.KeyFile), checkPeers(d))
 	}

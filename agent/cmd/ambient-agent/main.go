@@ -30,6 +30,7 @@ func commands() map[string]command {
 		"certs":     {"list the certificates the local agent holds (never keys)", runCerts},
 		"policies":  {"list the authorization policies the local agent enforces", runPolicies},
 		"peers":     {"list the gossip peers the local agent sees", runPeers},
+		"services":  {"list the mesh services, their VIPs, endpoints and waypoints", runServices},
 		"doctor":    {"check this host's setup and say what is wrong and how to fix it", runDoctor},
 		"help":      {"show this help", runHelp},
 	}

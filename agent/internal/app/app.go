@@ -16,6 +16,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/health"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
@@ -37,9 +38,11 @@ type App struct {
 	ids      identity.Source // nil when the host runs no workload
 	state    *state.Store
 	dp       dataPath
+	dns      dnsProxy
 	policies atomic.Pointer[policy.Set] // nil: no policy
 	live     *proxy.Live
 	gossip   *discovery.Discovery // nil when gossip is off
+	health   *health.Checker
 	// gossipAlive is the alive member count last seen, for member events.
 	gossipAlive atomic.Int64
 	pool        *hbone.Pool
@@ -69,7 +72,10 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	a.cfg.Store(cfg)
 	a.registry = prometheus.NewRegistry()
 	a.metrics = telemetry.NewMetrics(a.registry, Version)
-	a.state = state.NewStore(state.NewSnapshot(stateVersion.Add(1), state.FromConfig(cfg)))
+	if err := a.newHealth(cfg); err != nil {
+		return nil, fmt.Errorf("health checks: %w", err)
+	}
+	a.state = state.NewStore(state.Build(stateVersion.Add(1), a.localInput(cfg)))
 	gossip, err := newDiscovery(cfg, a)
 	if err != nil {
 		return nil, err
@@ -99,8 +105,13 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	if err := a.bindAdmin(cfg.Admin); err != nil {
 		return nil, err
 	}
+	if err := a.bindDNS(cfg); err != nil {
+		a.closeListeners()
+		return nil, err
+	}
 	if err := a.bindDataPath(cfg); err != nil {
 		a.closeListeners()
+		a.closeDNS()
 		return nil, err
 	}
 	return a, nil
@@ -155,14 +166,17 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.runIdentity(gctx) })
 	g.Go(func() error { return a.watchPolicies(gctx) })
 	g.Go(func() error { return a.runGossip(gctx) })
+	g.Go(func() error { return a.runHealth(gctx) })
 	g.Go(func() error { return a.dp.outbound.Run(gctx, drain) })
 	g.Go(func() error { return a.dp.inbound.Run(gctx, drain) })
 	g.Go(func() error { return a.runHBONE(gctx, drain) })
+	g.Go(func() error { return a.runDNS(gctx) })
 	// The listeners are bound, so they accept: capture can go in now.
-	if err := a.installCapture(gctx); err != nil {
+	if err := a.installCaptures(gctx); err != nil {
 		a.log.Error("capture rules not installed", "err", err)
 		cancel()
 		g.Wait()
+		a.removeDNSCapture()
 		a.removeCapture()
 		return err
 	}
@@ -183,6 +197,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	<-gctx.Done()
 	a.notify.stopping()
 	a.log.Info("agent stopping", "drain_timeout", a.cfg.Load().Node.DrainTimeout.String())
+	a.removeDNSCapture() // DNS fails open: the host's resolver answers while we drain
 	err := g.Wait()
 	a.removeCapture()
 	if err != nil {

@@ -44,6 +44,9 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		Warn:    telemetry.NewLimiter(time.Second),
 		Policy:  a.policies.Load,
 		Live:    a.live,
+		Enforcement: func() string {
+			return a.cfg.Load().Policy.WaypointEnforcement
+		},
 	}
 	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
 	// through the wildcard; the proxy refuses anything not arriving on loopback.

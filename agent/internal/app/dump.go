@@ -21,12 +21,56 @@ type configDump struct {
 	Waiting []string       `json:"waitingFor,omitempty"`
 	Config  *config.Config `json:"config"`
 	// Certificates held for the local workloads: identity and expiry, never keys.
-	Certificates []identity.CertInfo    `json:"certificates"`
-	Workloads    []*state.Workload      `json:"workloads"`
-	Conflicts    []state.Conflict       `json:"conflicts,omitempty"`
-	Capture      captureDump            `json:"capture"`
-	Policies     []policy.PolicySummary `json:"policies"`
-	Peers        []discovery.Member     `json:"peers"`
+	Certificates []identity.CertInfo `json:"certificates"`
+	Workloads    []*state.Workload   `json:"workloads"`
+	Conflicts    []state.Conflict    `json:"conflicts,omitempty"`
+	Services     []serviceDump       `json:"services"`
+	Waypoints    []*state.Waypoint   `json:"waypoints"`
+	// ServiceConflicts are services declared differently by two nodes, and VIP collisions.
+	ServiceConflicts []state.ServiceConflict `json:"serviceConflicts,omitempty"`
+	Capture          captureDump             `json:"capture"`
+	Policies         []policy.PolicySummary  `json:"policies"`
+	Peers            []discovery.Member      `json:"peers"`
+}
+
+// serviceDump is a service with the health of its endpoints and the waypoint it uses.
+type serviceDump struct {
+	*state.Service
+	Endpoints []endpointDump `json:"endpoints"`
+	Waypoint  string         `json:"waypoint,omitempty"`
+}
+
+type endpointDump struct {
+	Workload  string              `json:"workload"`
+	Addresses []string            `json:"addresses"`
+	Healthy   bool                `json:"healthy"`
+	Capacity  uint32              `json:"capacity"`
+	Ports     []state.ServicePort `json:"ports"`
+	Waypoint  string              `json:"waypoint,omitempty"`
+}
+
+func servicesDump(snap *state.Snapshot) []serviceDump {
+	out := make([]serviceDump, 0, len(snap.Services()))
+	for _, svc := range snap.Services() {
+		sd := serviceDump{Service: svc, Endpoints: []endpointDump{}, Waypoint: waypointKey(snap.ServiceWaypoint(svc))}
+		for _, e := range svc.Endpoints {
+			ed := endpointDump{Workload: e.UID, Healthy: e.Workload.Healthy, Capacity: e.Workload.Capacity, Ports: e.Ports,
+				Waypoint: waypointKey(snap.WaypointOf(e.Workload))}
+			for _, a := range e.Workload.Addresses {
+				ed.Addresses = append(ed.Addresses, a.String())
+			}
+			sd.Endpoints = append(sd.Endpoints, ed)
+		}
+		out = append(out, sd)
+	}
+	return out
+}
+
+func waypointKey(instances []*state.Waypoint) string {
+	if len(instances) == 0 {
+		return ""
+	}
+	return instances[0].Key()
 }
 
 type captureDump struct {
@@ -55,6 +99,9 @@ func (a *App) configDump() any {
 	snap := a.state.Load()
 	d.Workloads = snap.Workloads()
 	d.Conflicts = snap.Conflicts()
+	d.Services = servicesDump(snap)
+	d.Waypoints = snap.Waypoints()
+	d.ServiceConflicts = snap.ServiceConflicts()
 	d.Capture.Table = nft.TableFamily + " " + nft.TableName
 	if c := a.dp.capture; c != nil {
 		d.Capture.Enabled = true

@@ -36,21 +36,41 @@ func newDiscovery(cfg *config.Config, a *App) (*discovery.Discovery, error) {
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)
 	}
-	if err := d.SetLocal(localRecord(cfg)); err != nil {
+	if err := d.SetLocal(a.localRecord(cfg)); err != nil {
 		return nil, fmt.Errorf("gossip: this host's record: %w", err)
 	}
 	return d, nil
 }
 
-// localRecord is what this host publishes: its own workloads.
-func localRecord(cfg *config.Config) discovery.Record {
+// localRecord is what this host publishes: its own workloads (with their
+// health), the services they back, and its waypoint.
+func (a *App) localRecord(cfg *config.Config) discovery.Record {
+	in := a.localInput(cfg)
 	var local []*state.Workload
-	for _, w := range state.FromConfig(cfg) {
+	for _, w := range in.Workloads {
 		if w.Local {
 			local = append(local, w)
 		}
 	}
-	return discovery.Record{Workloads: local}
+	r := discovery.Record{Workloads: local, Services: discovery.LocalServices(in.Services)}
+	if len(in.Waypoints) > 0 {
+		r.Waypoint = discovery.LocalWaypoint(in.Waypoints[0])
+	}
+	return r
+}
+
+// localInput is what the configuration declares, with the health of the
+// local workloads as the checks last saw it.
+func (a *App) localInput(cfg *config.Config) state.Input {
+	in := state.InputFromConfig(cfg)
+	for i, w := range in.Workloads {
+		if w.Local && !a.healthy(w.Name, w.Namespace) {
+			c := *w
+			c.Healthy = false
+			in.Workloads[i] = &c
+		}
+	}
+	return in
 }
 
 // republishGossip publishes this host's record again after a reload.
@@ -58,7 +78,7 @@ func (a *App) republishGossip(cfg *config.Config) {
 	if a.gossip == nil {
 		return
 	}
-	if err := a.gossip.SetLocal(localRecord(cfg)); err != nil {
+	if err := a.gossip.SetLocal(a.localRecord(cfg)); err != nil {
 		a.log.Error("gossip: this host's new record was refused; peers keep the old one", "err", err)
 	}
 }
@@ -118,13 +138,18 @@ var stateVersion atomic.Uint64
 
 // publishState builds a snapshot from the configuration and what gossip knows.
 func (a *App) publishState() {
-	ws := state.FromConfig(a.cfg.Load())
+	in := a.localInput(a.cfg.Load())
 	if a.gossip != nil {
-		ws = append(ws, a.gossip.Workloads()...)
+		in.Workloads = append(in.Workloads, a.gossip.Workloads()...)
+		in.Services = append(in.Services, a.gossip.Services()...)
+		in.Waypoints = append(in.Waypoints, a.gossip.Waypoints()...)
 	}
-	snap := state.NewSnapshot(stateVersion.Add(1), ws)
+	snap := state.Build(stateVersion.Add(1), in)
 	for _, c := range snap.Conflicts() {
 		a.log.Warn("address conflict", "conflict", c.String())
+	}
+	for _, c := range snap.ServiceConflicts() {
+		a.log.Warn("service conflict", "conflict", c.String())
 	}
 	a.state.Publish(snap)
 }

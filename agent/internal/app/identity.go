@@ -14,8 +14,8 @@ import (
 
 const condCertificates = "certificates"
 
-// localIdentities are the identities of the host's own workloads: the only ones
-// the agent holds certificates for.
+// localIdentities are the identities of the host's own workloads and of its
+// waypoint: the only ones the agent holds certificates for.
 func localIdentities(cfg *config.Config) ([]spiffeid.ID, error) {
 	td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
 	if err != nil {
@@ -26,6 +26,13 @@ func localIdentities(cfg *config.Config) ([]spiffeid.ID, error) {
 		id, err := identity.IstioID(td, w.Namespace, w.ServiceAccount)
 		if err != nil {
 			return nil, fmt.Errorf("workload %s: %w", w.Name, err)
+		}
+		ids = append(ids, id)
+	}
+	if wp := cfg.Waypoint; wp.Enabled {
+		id, err := identity.IstioID(td, wp.Namespace, wp.ServiceAccount)
+		if err != nil {
+			return nil, fmt.Errorf("waypoint: %w", err)
 		}
 		ids = append(ids, id)
 	}

@@ -49,9 +49,19 @@ func (a *App) reload() {
 			return
 		}
 	}
+	if live["workload"] {
+		if err := a.health.Set(healthChecks(next)); err != nil {
+			a.log.Error("reload rejected, keeping the running configuration", "err", err)
+			a.notify.status("reload rejected: " + firstLine(err.Error()))
+			if live["capture"] || live["workload"] {
+				_ = a.reinstallCapture(prev)
+			}
+			return
+		}
+	}
 	a.level.Set(next.Log.Level)
 	a.cfg.Store(next)
-	if live["workload"] || live["remote_workload"] {
+	if live["workload"] || live["remote_workload"] || live["service"] {
 		a.publishState()
 		a.republishGossip(next)
 	}
@@ -71,7 +81,7 @@ func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string
 	var restart []string
 	for _, k := range changed {
 		switch k {
-		case "log.level", "policy", "remote_workload":
+		case "log.level", "policy", "remote_workload", "service":
 			live[k] = true
 		case "capture":
 			if prev.Capture.Enabled == next.Capture.Enabled {

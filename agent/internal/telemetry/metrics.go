@@ -19,6 +19,7 @@ type Metrics struct {
 	GossipEvents    *prometheus.CounterVec // event: join, leave, update
 	PolicyDecisions *prometheus.CounterVec // decision: allow, deny; reporter
 	DNSRequests     *prometheus.CounterVec // istio_dns_requests_total
+	HealthChanges   *prometheus.CounterVec // to: healthy, unhealthy
 }
 
 // NewMetrics creates the metrics and registers them, with Go and process
@@ -51,13 +52,16 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		DNSRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "istio_dns_requests_total", Help: "The total number of DNS requests.",
 		}, []string{"request_type"}),
+		HealthChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ambient_agent_health_changes_total", Help: "Local workload health changes, by the new status.",
+		}, []string{"to"}),
 	}
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "istio_build", Help: "Istio component build info.",
 	}, []string{"component", "tag"})
 	build.WithLabelValues("ztunnel", version).Set(1)
 	reg.MustRegister(m.opened, m.closed, m.received, m.sent, m.failed, m.open, build,
-		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.DNSRequests,
+		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.DNSRequests, m.HealthChanges,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

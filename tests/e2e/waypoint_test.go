@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab"
+)
+
+// waypointLab: h1 a captured client, h2 the backend "reviews" (service
+// account reviews), h3 a backend "ratings" that opts out of waypoints, h4 the
+// namespace waypoint, h5 a service-account waypoint for "reviews" (started
+// later), h6 a host outside the mesh.
+type waypointLab struct {
+	*lab.Lab
+	client, reviews, ratings, nsWP, saWP, outside *lab.Host
+	agents                                        map[string]*lab.Agent
+	key                                           string
+}
+
+const reviewsBody = `
+[[workload]]
+name = "reviews"
+service_account = "reviews"
+addresses = [%q]
+[[service]]
+name = "reviews"
+ports = [{ port = 9080, target_port = 8080 }]
+workloads = ["reviews"]
+[[service]]
+name = "mixed"
+use_waypoint = "none"
+ports = [{ port = 9080, target_port = 8080 }]
+workloads = ["reviews"]
+[policy]
+waypoint_enforcement = %q
+`
+
+const ratingsBody = `
+[[workload]]
+name = "ratings"
+service_account = "ratings"
+use_waypoint = "none"
+addresses = [%q]
+[[service]]
+name = "mixed"
+use_waypoint = "none"
+ports = [{ port = 9080, target_port = 8080 }]
+workloads = ["ratings"]
+`
+
+const waypointBody = `
+[waypoint]
+enabled = true
+name = %q
+service_account = %q
+for_service_account = %q
+addresses = [%q]
+`
+
+func newWaypointLab(t *testing.T) *waypointLab {
+	lab.Require(t, "nginx", "curl")
+	l := lab.New(t, 6)
+	w := &waypointLab{Lab: l, client: l.Hosts[0], reviews: l.Hosts[1], ratings: l.Hosts[2], nsWP: l.Hosts[3],
+		saWP: l.Hosts[4], outside: l.Hosts[5], agents: map[string]*lab.Agent{}, key: gossipKey(t, l)}
+	for _, h := range l.Hosts[:5] {
+		h.DefaultRoute()
+	}
+	w.reviews.StartNginx("reviews from h2", 8080)
+	w.ratings.StartNginx("ratings from h3", 8080)
+	w.client.Issue(agentBin, "default", "client")
+	w.reviews.Issue(agentBin, "default", "reviews")
+	w.ratings.Issue(agentBin, "default", "ratings")
+	w.nsWP.Issue(agentBin, "default", "ns-wp")
+	w.saWP.Issue(agentBin, "default", "sa-wp")
+	// The client also believes in a workload at an address nobody has: the
+	// waypoint must refuse it as a target.
+	w.start(t, w.client, fmt.Sprintf(`
+[[workload]]
+name = "client"
+service_account = "client"
+addresses = [%q]
+[[remote_workload]]
+name = "ghost"
+addresses = ["10.77.0.99"]
+`, w.client.Addr))
+	w.start(t, w.reviews, fmt.Sprintf(reviewsBody, w.reviews.Addr, "hairpin"))
+	w.start(t, w.ratings, fmt.Sprintf(ratingsBody, w.ratings.Addr))
+	w.start(t, w.nsWP, fmt.Sprintf(waypointBody, "ns-wp", "ns-wp", "", w.nsWP.Addr))
+	return w
+}
+
+func (w *waypointLab) start(t *testing.T, h *lab.Host, body string) {
+	a := h.StartAgent(agentBin, meshHost(h, w.key, w.client, body))
+	a.WaitReady(t, 20*time.Second)
+	w.agents[h.Name] = a
+}
+
+func TestWaypoints(t *testing.T) {
+	w := newWaypointLab(t)
+	client, reviewsAgent := w.agents["h1"], w.agents["h2"]
+	m := waitMesh(t, client, 30*time.Second, "namespace waypoint known", func(m meshDump) bool {
+		return len(m.Waypoints) == 1 && m.serviceVIP("reviews") != "" && m.serviceVIP("mixed") != "" && len(m.Services) == 2
+	})
+	vip := m.serviceVIP("reviews")
+	nsAgent := w.agents["h4"]
+
+	// A service with a waypoint: the waypoint sees the service as the target.
+	mustCurl(t, w.client, fmt.Sprintf("http://%s:9080/", vip), "reviews from h2")
+	waitCount(t, nsAgent, 1, 5*time.Second, "msg=access", "direction=inbound", "route=waypoint",
+		"dst="+vip+":9080", "dst_service=reviews.default.svc.cluster.local", "src_identity=spiffe://cluster.local/ns/default/sa/client")
+	metrics := scrape(t, w.nsWP)
+	if v, ok := metricValue(t, metrics, "istio_tcp_connections_opened_total", map[string]string{
+		"destination_service": "reviews.default.svc.cluster.local", "source_principal": "spiffe://cluster.local/ns/default/sa/client"}); !ok || v < 1 {
+		t.Errorf("waypoint metrics do not show the service target:\n%s", grepIstio(metrics))
+	}
+	// The backend sees the waypoint as its caller.
+	waitCount(t, reviewsAgent, 1, 5*time.Second, "direction=inbound", "route=hbone", "src_identity=spiffe://cluster.local/ns/default/sa/ns-wp")
+
+	// A workload address: the waypoint sees the workload as the target.
+	mustCurl(t, w.client, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
+	waitCount(t, nsAgent, 1, 5*time.Second, "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr), "response_flags=-")
+
+	// A target the waypoint does not manage is refused.
+	if out, err := curl(w.client, "http://10.77.0.99:80/"); err == nil {
+		t.Errorf("a CONNECT for an unmanaged target went through: %q", out)
+	}
+	waitCount(t, nsAgent, 1, 5*time.Second, "route=waypoint", "dst=10.77.0.99:80", "not a service or workload managed by waypoint default/ns-wp")
+
+	// A service-account waypoint for reviews takes over the workload.
+	w.start(t, w.saWP, fmt.Sprintf(waypointBody, "sa-wp", "sa-wp", "reviews", w.saWP.Addr))
+	saAgent := w.agents["h5"]
+	waitMesh(t, client, 30*time.Second, "service-account waypoint known", func(m meshDump) bool { return len(m.Waypoints) == 2 })
+	waitMesh(t, reviewsAgent, 30*time.Second, "service-account waypoint known by the backend", func(m meshDump) bool { return len(m.Waypoints) == 2 })
+	before := countLines(nsAgent.Log(), "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
+	mustCurl(t, w.client, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
+	waitCount(t, saAgent, 1, 5*time.Second, "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr), "response_flags=-")
+	if after := countLines(nsAgent.Log(), "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr)); after != before {
+		t.Errorf("the namespace waypoint still carried the workload target after the service-account waypoint came")
+	}
+
+	// "mixed" has no waypoint of its own; its endpoints are reviews (behind
+	// the service-account waypoint) and ratings (opted out): the decision is
+	// per endpoint.
+	mixed := m.serviceVIP("mixed")
+	saBefore := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
+	bodies := map[string]int{}
+	for range 30 {
+		out, err := curl(w.client, fmt.Sprintf("http://%s:9080/", mixed))
+		if err != nil {
+			t.Fatalf("curl mixed: %v", err)
+		}
+		bodies[strings.TrimSpace(out)]++
+	}
+	if bodies["reviews from h2"] == 0 || bodies["ratings from h3"] == 0 {
+		t.Fatalf("mixed service did not reach both endpoints: %v", bodies)
+	}
+	waitCount(t, saAgent, saBefore+bodies["reviews from h2"], 5*time.Second, "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
+	ratingsDirect := waitCount(t, w.agents["h3"], bodies["ratings from h3"], 5*time.Second,
+		"direction=inbound", "route=hbone", "src_identity=spiffe://cluster.local/ns/default/sa/client")
+	if ratingsDirect != bodies["ratings from h3"] {
+		t.Errorf("ratings got %d direct tunnels from the client, want %d", ratingsDirect, bodies["ratings from h3"])
+	}
+
+	// hairpin: a host outside the mesh calling reviews directly is sent
+	// through its waypoint.
+	mustCurl(t, w.outside, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
+	waitCount(t, reviewsAgent, 1, 5*time.Second, "direction=inbound_plaintext", "route=hairpin", fmt.Sprintf("src=%s:", w.outside.Addr), "response_flags=-")
+	waitCount(t, saAgent, 1, 5*time.Second, "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr), fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
+
+	// policy: the same call reaches the workload directly.
+	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, fmt.Sprintf(reviewsBody, w.reviews.Addr, "policy")))
+	reviewsAgent.Reload(t)
+	saHairpins := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr))
+	mustCurl(t, w.outside, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
+	waitCount(t, reviewsAgent, 1, 5*time.Second, "direction=inbound_plaintext", "route=plaintext", fmt.Sprintf("src=%s:", w.outside.Addr))
+	if n := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr)); n != saHairpins {
+		t.Errorf("under policy enforcement the call still crossed the waypoint")
+	}
+}
