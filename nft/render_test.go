@@ -53,6 +53,22 @@ func goldenSpecs() map[string]Spec {
 		"inbound_only":  {Inbound: true, InboundExcludedPorts: agentPorts, Workloads: addrs("10.0.0.5")},
 		"outbound_only": {Outbound: true, ExcludedCIDRs: prefixes("0.0.0.0/0")},
 		"disabled":      {},
+		"classes": {
+			Outbound: true, ExcludedUIDs: []uint32{0},
+			OutboundClasses: []OutboundClass{
+				{Name: "web", Port: 15101, UIDs: []uint32{1001, 1000, 1001}},
+				{Name: "billing", Port: 15102, GIDs: []uint32{2000}, Cgroups: []CgroupMatch{
+					{Path: `system.slice/billing\x2dv2.service`, Level: 2, ID: 4242}, // systemd's escaping
+					{Level: 3, ID: 77}, // no path: printed as its id
+				}},
+			},
+		},
+		"unmatched_bypass": {
+			Outbound: true, UnmatchedBypass: true,
+			OutboundClasses: []OutboundClass{
+				{Name: "web", Port: 15101, UIDs: []uint32{1000}, GIDs: []uint32{1000}},
+			},
+		},
 	}
 }
 
@@ -92,6 +108,9 @@ func TestRenderIgnoresOrderAndDuplicates(t *testing.T) {
 		InboundExcludedPorts: []uint16{22, 15008},
 		ExcludedCIDRs:        prefixes("10.0.0.0/8", "10.2.0.0/16", "fd00::/8"),
 		ExcludedUIDs:         []uint32{5, 1},
+		OutboundClasses: []OutboundClass{{Name: "web", Port: 15101, UIDs: []uint32{7, 3}, Cgroups: []CgroupMatch{
+			{Path: "b", Level: 1, ID: 9}, {Path: "a", Level: 1, ID: 8},
+		}}},
 	}
 	b := Spec{
 		Inbound: true, Outbound: true,
@@ -99,6 +118,9 @@ func TestRenderIgnoresOrderAndDuplicates(t *testing.T) {
 		InboundExcludedPorts: []uint16{15008, 22, 15008},
 		ExcludedCIDRs:        prefixes("fd00::/8", "10.2.0.0/16", "10.0.0.0/8"),
 		ExcludedUIDs:         []uint32{1, 5, 5},
+		OutboundClasses: []OutboundClass{{Name: "web", Port: 15101, UIDs: []uint32{3, 7, 3}, Cgroups: []CgroupMatch{
+			{Path: "a", Level: 1, ID: 8}, {Path: "b", Level: 1, ID: 9}, {Path: "a", Level: 1, ID: 8},
+		}}},
 	}
 	ra, err := Render(a)
 	if err != nil {
@@ -127,6 +149,38 @@ func TestRenderRejects(t *testing.T) {
 		{"invalid workload", Spec{Workloads: []netip.Addr{{}}}, []string{"Workloads[0]", "not a valid address"}},
 		{"invalid prefix", Spec{ExcludedCIDRs: []netip.Prefix{{}}}, []string{"ExcludedCIDRs[0]"}},
 		{"mapped prefix", Spec{ExcludedCIDRs: prefixes("::ffff:10.0.0.0/104")}, []string{"ExcludedCIDRs[0]", "IPv4-mapped"}},
+		{"class port 0", Spec{OutboundClasses: []OutboundClass{{Name: "a", UIDs: []uint32{1}}}},
+			[]string{"OutboundClasses[0]: Port 0"}},
+		{"class on the outbound port", Spec{OutboundPort: 16001, OutboundClasses: []OutboundClass{{Name: "a", Port: 16001, UIDs: []uint32{1}}}},
+			[]string{"OutboundClasses[0]: Port 16001 is OutboundPort"}},
+		{"class on the inbound port", Spec{OutboundClasses: []OutboundClass{{Name: "a", Port: 15006, UIDs: []uint32{1}}}},
+			[]string{"OutboundClasses[0]: Port 15006 is InboundPort"}},
+		{"class on the HBONE port", Spec{OutboundClasses: []OutboundClass{{Name: "a", Port: 15008, UIDs: []uint32{1}}}},
+			[]string{"OutboundClasses[0]: Port 15008 is the HBONE port"}},
+		{"class on the DNS port", Spec{OutboundClasses: []OutboundClass{{Name: "a", Port: 15053, UIDs: []uint32{1}}}},
+			[]string{"OutboundClasses[0]: Port 15053 is the DNS proxy port"}},
+		{"classes on one port", Spec{OutboundClasses: []OutboundClass{
+			{Name: "a", Port: 15101, UIDs: []uint32{1}},
+			{Name: "b", Port: 15102, UIDs: []uint32{2}},
+			{Name: "c", Port: 15101, GIDs: []uint32{3}},
+		}}, []string{"OutboundClasses[2]: Port 15101 is the port of OutboundClasses[0]"}},
+		{"class without matcher", Spec{OutboundClasses: []OutboundClass{{Name: "a", Port: 15101}}},
+			[]string{"OutboundClasses[0]: no UIDs, GIDs or Cgroups"}},
+		{"class without name", Spec{OutboundClasses: []OutboundClass{{Port: 15101, UIDs: []uint32{1}}}},
+			[]string{"OutboundClasses[0]: Name: empty"}},
+		{"class name with a quote", Spec{OutboundClasses: []OutboundClass{{Name: `a"b`, Port: 15101, UIDs: []uint32{1}}}},
+			[]string{"OutboundClasses[0]: Name:", "a quote, a backslash or an unprintable character"}},
+		{"class name too long", Spec{OutboundClasses: []OutboundClass{{Name: strings.Repeat("a", 101), Port: 15101, UIDs: []uint32{1}}}},
+			[]string{"OutboundClasses[0]: Name: longer than 100 bytes"}},
+		{"cgroup level", Spec{OutboundClasses: []OutboundClass{{Name: "a", Port: 15101, Cgroups: []CgroupMatch{
+			{Level: 1, ID: 5}, {Level: 0, ID: 5}, {Level: 256, ID: 5},
+		}}}}, []string{"Cgroups[1]: level 0, want 1 to 255", "Cgroups[2]: level 256, want 1 to 255"}},
+		{"cgroup id", Spec{OutboundClasses: []OutboundClass{{Name: "a", Port: 15101, Cgroups: []CgroupMatch{{Level: 1}}}}},
+			[]string{"OutboundClasses[0]: Cgroups[0]: id 0"}},
+		{"cgroup path", Spec{OutboundClasses: []OutboundClass{{Name: "a", Port: 15101, Cgroups: []CgroupMatch{
+			{Path: "/system.slice/a.service", Level: 2, ID: 5}, {Path: "x\ny", Level: 1, ID: 5},
+		}}}}, []string{"Cgroups[0]: path \"/system.slice/a.service\" is absolute",
+			`Cgroups[1]: path "x\ny" holds a quote or a control character`}},
 		{"port 0", Spec{InboundExcludedPorts: []uint16{0}, OutboundExcludedPorts: []uint16{1, 0}},
 			[]string{"InboundExcludedPorts: port 0", "OutboundExcludedPorts: port 0"}},
 	} {

@@ -47,4 +47,42 @@ type Spec struct {
 	// captured outbound.
 	ExcludedUIDs []uint32
 	ExcludedGIDs []uint32
+
+	// OutboundClasses tell local workloads apart: the outbound TCP of a process
+	// that matches a class is redirected to the class's port instead of
+	// OutboundPort, so the agent knows which workload opened it. They are tried in
+	// order, after the exclusions; the first that matches wins.
+	OutboundClasses []OutboundClass
+	// UnmatchedBypass leaves the outbound TCP of processes that match no class
+	// uncaptured; by default it goes to OutboundPort.
+	UnmatchedBypass bool
+}
+
+// OutboundClass sends the captured outbound TCP of one local workload's processes
+// to its own port. A process matches when its socket's owner uid is in UIDs, or
+// its gid in GIDs, or it was opened in one of Cgroups (or below). Lists may be in
+// any order and hold duplicates.
+type OutboundClass struct {
+	Name    string        // the workload, for the rules' comment
+	Port    uint16        // where its connections are redirected, e.g. 15101
+	UIDs    []uint32      // socket owner uid (meta skuid)
+	GIDs    []uint32      // socket owner gid (meta skgid)
+	Cgroups []CgroupMatch // socket cgroup v2 (socket cgroupv2 level L)
+}
+
+// CgroupMatch is a cgroup v2 directory, as the kernel compares it: the socket's
+// cgroup's ancestor at Level (the directory's depth below the root of the v2
+// hierarchy, 2 for /system.slice/foo.service) must have the id ID (the inode
+// number of the directory). The id is that of one directory's lifetime: when a
+// unit restarts, systemd creates its cgroup anew and the match must be rebuilt.
+// capture.Cgroup resolves a unit's cgroup path.
+type CgroupMatch struct {
+	// Path is the directory relative to /sys/fs/cgroup, the way nft names it
+	// ("system.slice/foo.service"; on hybrid hosts, where cgroup v2 is mounted at
+	// /sys/fs/cgroup/unified, "unified/system.slice/foo.service"). Only the text
+	// form uses it; when empty, that prints ID, as nft does for a cgroup it cannot
+	// find.
+	Path  string
+	Level uint32
+	ID    uint64
 }

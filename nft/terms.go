@@ -3,6 +3,7 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
+	"strconv"
 
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
@@ -98,6 +99,24 @@ func socketGIDIn(s set) term {
 	return term{
 		text:  "meta skgid @" + s.name,
 		exprs: []expr.Any{&expr.Meta{Key: expr.MetaKeySKGID, Register: reg}, lookup(s)},
+	}
+}
+
+// socketCgroupIs matches sockets opened in the cgroup v2 directory g or below it:
+// the kernel loads the id of the socket's cgroup's ancestor at g's level (8 bytes,
+// host order) and compares it with g's id. nft prints the directory's path when
+// it finds a directory with that id under /sys/fs/cgroup, else the id.
+func socketCgroupIs(g CgroupMatch) term {
+	dir := strconv.FormatUint(g.ID, 10)
+	if g.Path != "" {
+		dir = `"` + g.Path + `"`
+	}
+	return term{
+		text: fmt.Sprintf("socket cgroupv2 level %d %s", g.Level, dir),
+		exprs: []expr.Any{
+			&expr.Socket{Key: expr.SocketKeyCgroupv2, Level: g.Level, Register: reg},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: binary.NativeEndian.AppendUint64(nil, g.ID)},
+		},
 	}
 }
 

@@ -6,6 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // normalized is a Spec with defaults resolved, addresses split by family, and every
@@ -20,6 +24,17 @@ type normalized struct {
 	outboundExcludedPorts      []uint16
 	excluded4, excluded6       []netip.Prefix
 	excludedUIDs, excludedGIDs []uint32
+
+	classes         []outboundClass
+	unmatchedBypass bool
+}
+
+// outboundClass is an OutboundClass checked, its lists sorted and deduplicated.
+type outboundClass struct {
+	name       string
+	port       uint16
+	uids, gids []uint32
+	cgroups    []CgroupMatch
 }
 
 // normalize validates s and resolves it. Every problem is reported, each naming
@@ -31,6 +46,8 @@ func normalize(s Spec) (normalized, error) {
 		mark:         cmp.Or(s.Mark, DefaultMark),
 		outboundPort: cmp.Or(s.OutboundPort, DefaultOutboundPort),
 		inboundPort:  cmp.Or(s.InboundPort, DefaultInboundPort),
+
+		unmatchedBypass: s.UnmatchedBypass,
 	}
 	var errs []error
 	if n.outboundPort == n.inboundPort {
@@ -73,10 +90,115 @@ func normalize(s Spec) (normalized, error) {
 	n.excluded6 = outermost(n.excluded6)
 	n.excludedUIDs = sortedUnique(s.ExcludedUIDs)
 	n.excludedGIDs = sortedUnique(s.ExcludedGIDs)
+	var classErrs []error
+	n.classes, classErrs = outboundClasses(s.OutboundClasses, n)
+	errs = append(errs, classErrs...)
 	if len(errs) > 0 {
 		return normalized{}, fmt.Errorf("nft: invalid spec: %w", errors.Join(errs...))
 	}
 	return n, nil
+}
+
+// hbonePort is the agent's HBONE listener (spec/hbone.md), which a class port must
+// not take.
+const hbonePort = 15008
+
+// maxClassName keeps the rule comment ("workload " + name) within the 128 bytes
+// nft allows.
+const maxClassName = 100
+
+// outboundClasses checks the classes against each other and against the agent's
+// own ports, and resolves them.
+func outboundClasses(in []OutboundClass, n normalized) ([]outboundClass, []error) {
+	reserved := map[uint16]string{
+		n.outboundPort: "OutboundPort",
+		n.inboundPort:  "InboundPort",
+		hbonePort:      "the HBONE port",
+		DefaultDNSPort: "the DNS proxy port",
+	}
+	var out []outboundClass
+	var errs []error
+	for i, c := range in {
+		fail := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("OutboundClasses[%d]: %s", i, fmt.Sprintf(format, args...)))
+		}
+		if err := className(c.Name); err != nil {
+			fail("Name: %v", err)
+		}
+		switch owner, taken := reserved[c.Port]; {
+		case c.Port == 0:
+			fail("Port 0")
+		case taken:
+			fail("Port %d is %s", c.Port, owner)
+		default:
+			reserved[c.Port] = fmt.Sprintf("the port of OutboundClasses[%d]", i)
+		}
+		if len(c.UIDs)+len(c.GIDs)+len(c.Cgroups) == 0 {
+			fail("no UIDs, GIDs or Cgroups: it would match no process")
+		}
+		for j, g := range c.Cgroups {
+			if err := cgroupMatch(g); err != nil {
+				fail("Cgroups[%d]: %v", j, err)
+			}
+		}
+		out = append(out, outboundClass{
+			name:    c.Name,
+			port:    c.Port,
+			uids:    sortedUnique(c.UIDs),
+			gids:    sortedUnique(c.GIDs),
+			cgroups: sortedCgroups(c.Cgroups),
+		})
+	}
+	return out, errs
+}
+
+// className checks that a class name fits a rule comment and prints the same in
+// our text, which quotes comments the Go way, and in nft's, which does not escape.
+func className(name string) error {
+	switch {
+	case name == "":
+		return errors.New("empty")
+	case len(name) > maxClassName:
+		return fmt.Errorf("longer than %d bytes", maxClassName)
+	case !utf8.ValidString(name) || strings.ContainsFunc(name, func(r rune) bool {
+		return r == '"' || r == '\\' || !strconv.IsPrint(r)
+	}):
+		return fmt.Errorf("%q holds a quote, a backslash or an unprintable character", name)
+	}
+	return nil
+}
+
+// cgroupMatch checks g. Its path may hold backslashes: systemd escapes unit names
+// with them (foo\x2dbar.service), and both nft and we print the path as is.
+func cgroupMatch(g CgroupMatch) error {
+	switch {
+	case g.Level < 1 || g.Level > 255:
+		// Level 0 is the root, which every process is in; the kernel takes at most 255.
+		return fmt.Errorf("level %d, want 1 to 255", g.Level)
+	case g.ID == 0:
+		return errors.New("id 0")
+	case strings.HasPrefix(g.Path, "/"):
+		return fmt.Errorf("path %q is absolute, want it relative to /sys/fs/cgroup", g.Path)
+	case !plainText(g.Path):
+		return fmt.Errorf("path %q holds a quote or a control character", g.Path)
+	}
+	return nil
+}
+
+// plainText reports whether s is valid UTF-8 with no double quote or control
+// character: text that nft can print between quotes as it is.
+func plainText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool {
+		return r == '"' || unicode.IsControl(r)
+	})
+}
+
+func sortedCgroups(in []CgroupMatch) []CgroupMatch {
+	out := slices.Clone(in)
+	slices.SortFunc(out, func(a, b CgroupMatch) int {
+		return cmp.Or(cmp.Compare(a.Level, b.Level), cmp.Compare(a.ID, b.ID), strings.Compare(a.Path, b.Path))
+	})
+	return slices.Compact(out)
 }
 
 // workloadAddr checks that a can be a local workload's address, unmapping
