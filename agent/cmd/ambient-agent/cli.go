@@ -26,8 +26,9 @@ type dumpView struct {
 			Join    []string `json:"join"`
 		} `json:"gossip"`
 	} `json:"config"`
-	Certificates []certView     `json:"certificates"`
-	Workloads    []workloadView `json:"workloads"`
+	Certificates []certView        `json:"certificates"`
+	Workloads    []workloadView    `json:"workloads"`
+	Recognition  map[string]string `json:"recognition"`
 	Conflicts    []struct {
 		Address string `json:"address"`
 		Winner  string `json:"winner"`
@@ -60,6 +61,7 @@ type workloadView struct {
 	ServiceAccount string            `json:"serviceAccount"`
 	TrustDomain    string            `json:"trustDomain"`
 	Addresses      []string          `json:"addresses"`
+	Ports          []uint16          `json:"ports"`
 	Node           string            `json:"node"`
 	Tunnel         string            `json:"tunnelProtocol"`
 	Healthy        bool              `json:"healthy"`

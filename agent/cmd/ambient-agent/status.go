@@ -75,17 +75,24 @@ func runWorkloads(args []string, stdout, stderr io.Writer) int {
 				expiry[c.Identity] = until(c.NotAfter)
 			}
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAMESPACE\tNAME\tWHERE\tADDRESSES\tTUNNEL\tIDENTITY\tCERT EXPIRES")
+			fmt.Fprintln(tw, "NAMESPACE\tNAME\tWHERE\tADDRESSES\tTUNNEL\tIDENTITY\tCERT EXPIRES\tRECOGNISED BY")
 			for _, wl := range d.Workloads {
-				where, exp := wl.Node, "-"
+				where, exp, how := wl.Node, "-", "-"
 				if wl.Local {
 					where = "local"
 					if e, ok := expiry[wl.identity()]; ok {
 						exp = e
 					}
+					if r, ok := d.Recognition[wl.UID]; ok {
+						how = r
+					}
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", wl.Namespace, wl.Name, where,
-					strings.Join(wl.Addresses, ","), wl.Tunnel, wl.identity(), exp)
+				addrs := strings.Join(wl.Addresses, ",")
+				if len(wl.Ports) > 0 {
+					addrs += fmt.Sprintf(" ports %v", wl.Ports)
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", wl.Namespace, wl.Name, where,
+					addrs, wl.Tunnel, wl.identity(), exp, how)
 			}
 			tw.Flush()
 		})

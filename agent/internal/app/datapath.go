@@ -24,6 +24,7 @@ type dataPath struct {
 	inbound  *proxy.InboundPlain
 	capture  *capture.Capture // nil when capture is disabled
 	spec     nft.Spec
+	classes  []workloadClass // workloads recognised by their processes, with their own outbound listeners
 }
 
 // markedDialer is how the agent connects: its sockets carry the capture mark,
@@ -47,6 +48,13 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		Enforcement: func() string {
 			return a.cfg.Load().Policy.WaypointEnforcement
 		},
+		DefaultWorkload: func() string {
+			cfg := a.cfg.Load()
+			if cfg.Capture.DefaultWorkload == "" {
+				return ""
+			}
+			return cfg.Node.Name + "/" + cfg.Capture.DefaultWorkload
+		},
 	}
 	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
 	// through the wildcard; the proxy refuses anything not arriving on loopback.
@@ -64,19 +72,26 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		a.closeHBONE()
 		return fmt.Errorf("proxy: listen on the inbound plaintext port: %w", err)
 	}
+	if err := a.bindClasses(cfg, deps); err != nil {
+		outLn.Close()
+		inLn.Close()
+		a.closeHBONE()
+		return err
+	}
 	a.dp.outbound = proxy.NewOutbound(outLn, deps)
 	a.dp.inbound = proxy.NewInboundPlain(inLn, deps)
 	if cfg.Capture.Enabled {
 		a.dp.capture = capture.New()
-		a.dp.spec = captureSpec(cfg, a.state.Load())
+		a.dp.spec = a.captureSpec(cfg, a.state.Load())
 		a.ready.require(condCapture)
 	}
 	return nil
 }
 
 // captureSpec says what to capture: inbound to the local workloads' addresses,
-// outbound of local processes, minus the configured exclusions.
-func captureSpec(cfg *config.Config, snap *state.Snapshot) nft.Spec {
+// outbound of local processes (those of recognised workloads to their own
+// ports), minus the configured exclusions.
+func (a *App) captureSpec(cfg *config.Config, snap *state.Snapshot) nft.Spec {
 	s := nft.Spec{
 		Outbound:              true,
 		Inbound:               true,
@@ -92,6 +107,12 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot) nft.Spec {
 	if p := cfg.GossipPort(); p != 0 {
 		s.InboundExcludedPorts = append(s.InboundExcludedPorts, p)
 	}
+	classes := workloadClasses(cfg)
+	for _, c := range classes {
+		s.InboundExcludedPorts = append(s.InboundExcludedPorts, c.port)
+	}
+	s.OutboundClasses = a.outboundClasses(classes)
+	s.UnmatchedBypass = cfg.Capture.Unmatched == config.UnmatchedPassthrough
 	for _, w := range snap.Local() {
 		s.Workloads = append(s.Workloads, w.Addresses...)
 	}
@@ -137,7 +158,7 @@ func (a *App) reinstallCapture(next *config.Config) error {
 	if a.dp.capture == nil {
 		return nil
 	}
-	spec := captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)))
+	spec := a.captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)))
 	if err := a.dp.capture.Install(context.Background(), spec); err != nil {
 		return err
 	}

@@ -23,9 +23,11 @@ type configDump struct {
 	// Certificates held for the local workloads: identity and expiry, never keys.
 	Certificates []identity.CertInfo `json:"certificates"`
 	Workloads    []*state.Workload   `json:"workloads"`
-	Conflicts    []state.Conflict    `json:"conflicts,omitempty"`
-	Services     []serviceDump       `json:"services"`
-	Waypoints    []*state.Waypoint   `json:"waypoints"`
+	// Recognition says, per local workload UID, how its connections are attributed to it.
+	Recognition map[string]string `json:"recognition"`
+	Conflicts   []state.Conflict  `json:"conflicts,omitempty"`
+	Services    []serviceDump     `json:"services"`
+	Waypoints   []*state.Waypoint `json:"waypoints"`
 	// ServiceConflicts are services declared differently by two nodes, and VIP collisions.
 	ServiceConflicts []state.ServiceConflict `json:"serviceConflicts,omitempty"`
 	Capture          captureDump             `json:"capture"`
@@ -98,6 +100,7 @@ func (a *App) configDump() any {
 	}
 	snap := a.state.Load()
 	d.Workloads = snap.Workloads()
+	d.Recognition = recognition(d.Config)
 	d.Conflicts = snap.Conflicts()
 	d.Services = servicesDump(snap)
 	d.Waypoints = snap.Waypoints()

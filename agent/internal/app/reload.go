@@ -90,10 +90,13 @@ func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string
 				restart = append(restart, k+".enabled")
 			}
 		case "workload":
-			if sameIdentities(prev, next) {
-				live[k] = true
-			} else {
+			switch {
+			case !sameIdentities(prev, next):
 				restart = append(restart, "workload (identities changed)")
+			case !sameRecognition(prev, next):
+				restart = append(restart, "workload (user, group or unit changed)")
+			default:
+				live[k] = true
 			}
 		default:
 			restart = append(restart, k)
@@ -106,6 +109,21 @@ func sameIdentities(a, b *config.Config) bool {
 	ia, errA := localIdentities(a)
 	ib, errB := localIdentities(b)
 	return errA == nil && errB == nil && maps.Equal(dedupe(ia), dedupe(ib))
+}
+
+// sameRecognition reports whether the workloads recognised by their
+// processes, and their outbound ports, are unchanged.
+func sameRecognition(a, b *config.Config) bool {
+	ca, cb := workloadClasses(a), workloadClasses(b)
+	if len(ca) != len(cb) {
+		return false
+	}
+	for i := range ca {
+		if ca[i].uid != cb[i].uid || ca[i].port != cb[i].port || ca[i].match.String() != cb[i].match.String() {
+			return false
+		}
+	}
+	return true
 }
 
 func firstLine(s string) string {

@@ -33,6 +33,8 @@ func Build(f File) (*Config, Problems) {
 	}
 	owners := map[netip.Addr]string{}
 	cfg.Workloads = b.workloads("workload", f.Workload, owners)
+	b.checkSharing(cfg.Workloads)
+	b.unmatched(&cfg.Capture, f.Capture, cfg.Workloads)
 	cfg.Remotes = b.remotes(f.Remote, owners)
 	cfg.Waypoint = b.waypoint(f.Waypoint, cfg.Node, owners)
 	cfg.Services = b.services(f.Service, cfg.Workloads, owners)
@@ -114,6 +116,8 @@ func (b *builder) workloads(table string, fs []WorkloadFile, owners map[netip.Ad
 			UseWaypoint:    f.UseWaypoint,
 			Capacity:       b.capacity(key+".capacity", f.Capacity),
 			Health:         b.health(key+".health", f.Health),
+			Ports:          b.workloadPorts(key+".ports", f.Ports),
+			Processes:      b.processMatch(key, f),
 		}
 		b.useWaypoint(key+".use_waypoint", f.UseWaypoint)
 		switch {
@@ -142,11 +146,13 @@ func (b *builder) workloads(table string, fs []WorkloadFile, owners map[netip.Ad
 			if !ok {
 				continue
 			}
-			if prev, dup := owners[a]; dup {
+			if prev, dup := owners[a]; dup && !(table == "workload" && strings.HasPrefix(prev, "workload[")) {
 				b.addf(akey, "%s is already used by %s", a, prev)
 				continue
 			}
-			owners[a] = key
+			if _, dup := owners[a]; !dup {
+				owners[a] = key
+			}
 			w.Addresses = append(w.Addresses, a)
 		}
 		for k := range f.Labels {
@@ -274,6 +280,9 @@ func (b *builder) remotes(fs []RemoteFile, owners map[netip.Addr]string) []Remot
 		}
 		if f.Health != nil {
 			b.addf(key+".health", "health checks run on the workload's own host; declare it there")
+		}
+		if f.User != "" || f.Group != "" || f.Unit != "" {
+			b.addf(key, "user, group and unit recognise processes of this host; a remote workload has none here")
 		}
 		if t := out[i].Tunnel; t != TunnelHBONE && t != TunnelNone {
 			b.addf(key+".tunnel", "%q is not one of %q, %q", t, TunnelHBONE, TunnelNone)

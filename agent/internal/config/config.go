@@ -108,6 +108,11 @@ type Workload struct {
 	// Capacity weighs the workload among a service's endpoints.
 	Capacity uint32       `json:"capacity"`
 	Health   *HealthCheck `json:"health,omitempty"`
+	// Ports are the ports the workload serves; required when workloads share an address.
+	Ports []uint16 `json:"ports,omitempty"`
+	// Processes says how the agent recognises the workload's processes; empty
+	// for a workload recognised by its source address only.
+	Processes ProcessMatch `json:"processes,omitzero"`
 }
 
 // Tunnel protocols of remote workloads.
@@ -145,6 +150,12 @@ type Capture struct {
 	ExcludeCIDRs         []netip.Prefix `json:"excludeCidrs"`
 	ExcludeUIDs          []uint32       `json:"excludeUids"`
 	ExcludeGIDs          []uint32       `json:"excludeGids"`
+	// Unmatched is what happens to outbound TCP of processes that belong to no
+	// workload recognised by user, group or unit: UnmatchedDefault or UnmatchedPassthrough.
+	Unmatched string `json:"unmatched"`
+	// DefaultWorkload is the workload ("namespace/name") whose identity such
+	// processes use; "" means the workload owning the source address, else the first.
+	DefaultWorkload string `json:"defaultWorkload,omitempty"`
 }
 
 // MarshalJSON shows durations as "5s" rather than nanoseconds.

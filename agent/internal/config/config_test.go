@@ -177,6 +177,15 @@ func TestProblems(t *testing.T) {
 		{"bad health", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[workload.health]\nkind = \"icmp\"\nport = 0\ninterval = \"1s\"\ntimeout = \"2s\"\n",
 			[]string{"test.toml:5: workload[0].health.kind: \"icmp\" is not one of", "test.toml:6: workload[0].health.port: 0 is not a port",
 				"test.toml:8: workload[0].health.timeout: 2s must be positive and at most the interval (1s)"}},
+		{"shared address", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\nports = [80, 81]\nuser = \"1001\"\n" +
+			"[[workload]]\nname = \"b\"\naddresses = [\"10.0.0.1\"]\nports = [81]\nuser = \"1001\"\nunit = \"nope\"\ngroup = \"no-such-group-here\"\n" +
+			"[capture]\nunmatched = \"drop\"\ndefault_workload = \"c\"\n",
+			[]string{"workload[1].ports: port 81 on 10.0.0.1 is already served by workload \"a\"",
+				"test.toml:6: workload[1]: uid 1001 already recognises workload \"a\"",
+				"test.toml:11: workload[1].unit: \"nope\" is not a unit name",
+				"test.toml:12: workload[1].group: \"no-such-group-here\" is neither a number nor known on this host",
+				"test.toml:14: capture.unmatched: \"drop\" is not one of",
+				"test.toml:15: capture.default_workload: no [[workload]] \"c\" on this host"}},
 		{"bad waypoint and dns", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[waypoint]\nenabled = true\naddresses = [\"10.0.0.1\"]\n" +
 			"[dns]\nlisten = \"10.0.0.1:53\"\n[policy]\nwaypoint_enforcement = \"strict\"\n",
 			[]string{"test.toml:6: waypoint.addresses[0]: 10.0.0.1 is already used by workload[0]; a waypoint needs an address of its own",
@@ -196,6 +205,38 @@ func TestProblems(t *testing.T) {
 				t.Errorf("got %d problems, want %d:\n%s", len(got), len(tc.want), joined)
 			}
 		})
+	}
+}
+
+func TestSharedAddressAndProcesses(t *testing.T) {
+	cfg, err := Parse("t.toml", []byte(`
+[[workload]]
+name = "alice"
+addresses = ["10.0.0.1"]
+ports = [8081]
+user = "2001"
+[[workload]]
+name = "bob"
+addresses = ["10.0.0.1"]
+ports = [8082]
+group = "0"
+unit = "bob.service"
+[capture]
+unmatched = "passthrough"
+default_workload = "alice"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b := cfg.Workloads[0].Processes, cfg.Workloads[1].Processes
+	if a.UID == nil || *a.UID != 2001 || b.GID == nil || *b.GID != 0 || b.Cgroup != "system.slice/bob.service" {
+		t.Errorf("process matches: %+v %+v", a, b)
+	}
+	if cfg.Capture.Unmatched != UnmatchedPassthrough || cfg.Capture.DefaultWorkload != "default/alice" {
+		t.Errorf("capture: %+v", cfg.Capture)
+	}
+	if got := b.String(); got != "group 0 (gid 0), unit bob.service (cgroup system.slice/bob.service)" {
+		t.Errorf("String() = %q", got)
 	}
 }
 

@@ -43,6 +43,10 @@ type WorkloadFile struct {
 	UseWaypoint    string            `toml:"use_waypoint"`
 	Capacity       *int64            `toml:"capacity"`
 	Health         *HealthFile       `toml:"health"`
+	Ports          []int64           `toml:"ports"`
+	User           string            `toml:"user"`
+	Group          string            `toml:"group"`
+	Unit           string            `toml:"unit"`
 }
 
 // HealthFile is a workload's [workload.health] table.
@@ -115,6 +119,8 @@ type CaptureFile struct {
 	ExcludeCIDRs         []string `toml:"exclude_cidrs"`
 	ExcludeUIDs          []int64  `toml:"exclude_uids"`
 	ExcludeGIDs          []int64  `toml:"exclude_gids"`
+	Unmatched            string   `toml:"unmatched"`
+	DefaultWorkload      string   `toml:"default_workload"`
 }
 
 // RemoteFile is one [[remote_workload]] entry: a workload on another host,

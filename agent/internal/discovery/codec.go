@@ -26,7 +26,7 @@ const (
 const (
 	recNode, recVersion, recAgentVersion, recWorkload, recService, recWaypoint, recAddress protowire.Number = 1, 2, 3, 4, 5, 6, 7
 
-	wlName, wlNamespace, wlServiceAccount, wlTrustDomain, wlAddress, wlNetwork, wlTunnel, wlLabel, wlStatus, wlCapacity, wlUseWaypoint protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+	wlName, wlNamespace, wlServiceAccount, wlTrustDomain, wlAddress, wlNetwork, wlTunnel, wlLabel, wlStatus, wlCapacity, wlUseWaypoint, wlPort protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
 
 	labelKey, labelValue protowire.Number = 1, 2
 
@@ -88,7 +88,12 @@ func appendWorkload(b []byte, w *state.Workload) []byte {
 		b = appendUint(b, wlStatus, statusUnhealthy)
 	}
 	b = appendUint(b, wlCapacity, uint64(w.Capacity))
-	return appendString(b, wlUseWaypoint, w.UseWaypoint)
+	b = appendString(b, wlUseWaypoint, w.UseWaypoint)
+	for _, p := range w.Ports {
+		b = protowire.AppendTag(b, wlPort, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(p))
+	}
+	return b
 }
 
 func appendService(b []byte, s *Service) []byte {
@@ -219,6 +224,14 @@ func decodeWorkload(f field) (*state.Workload, error) {
 			w.Capacity = uint32(c)
 		case wlUseWaypoint:
 			w.UseWaypoint, err = f.str()
+		case wlPort:
+			if len(w.Ports) == maxPorts {
+				return drop(reasonTooLarge, "more than %d ports", maxPorts)
+			}
+			var p uint64
+			if p, err = f.uint(math.MaxUint16); err == nil {
+				w.Ports = append(w.Ports, uint16(p))
+			}
 		}
 		return err
 	})

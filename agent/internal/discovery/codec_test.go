@@ -23,7 +23,7 @@ func fullRecord() *Record {
 		Workloads: []*state.Workload{{
 			Name: "web", Namespace: "shop", ServiceAccount: "web-sa", TrustDomain: "example.org",
 			Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")},
-			Network:   "net-1", Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 3, UseWaypoint: "shop/wp",
+			Network:   "net-1", Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 3, UseWaypoint: "shop/wp", Ports: []uint16{80, 8080},
 			Labels: map[string]string{"app": "web", "version": "v1", "service.istio.io/canonical-name": "web"},
 		}, {
 			Name: "db", Namespace: "shop", ServiceAccount: "db", TrustDomain: "example.org",

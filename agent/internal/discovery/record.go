@@ -76,8 +76,10 @@ func remoteWorkloads(r *Record) []*state.Workload {
 		if c.Capacity == 0 {
 			c.Capacity = 1
 		}
+		c.Primary = false
 		out = append(out, &c)
 	}
+	state.MarkPrimaries(out)
 	return out
 }
 

@@ -3,6 +3,7 @@ package discovery
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -37,7 +38,8 @@ func validateRecord(r *Record) error {
 			len(r.Workloads), len(r.Services), MaxWorkloads, MaxServices)
 	}
 	names := make(map[string]bool, len(r.Workloads))
-	owners := map[netip.Addr]string{}
+	owners := map[netip.Addr]*state.Workload{}
+	served := map[netip.AddrPort]string{}
 	for i, w := range r.Workloads {
 		if w == nil {
 			return fmt.Errorf("workload[%d] is nil", i)
@@ -51,10 +53,19 @@ func validateRecord(r *Record) error {
 		}
 		names[key] = true
 		for _, a := range w.Addresses {
-			if prev, dup := owners[a]; dup {
-				return fmt.Errorf("address %s is claimed by both %q and %q", a, prev, key)
+			if prev, dup := owners[a]; dup && (len(prev.Ports) == 0 || len(w.Ports) == 0) {
+				return fmt.Errorf("address %s is claimed by both %q and %q, and not both list their ports", a, prev.Namespace+"/"+prev.Name, key)
 			}
-			owners[a] = key
+			if _, dup := owners[a]; !dup {
+				owners[a] = w
+			}
+			for _, p := range w.Ports {
+				ap := netip.AddrPortFrom(a, p)
+				if prev, dup := served[ap]; dup {
+					return fmt.Errorf("%s is served by both %q and %q", ap, prev, key)
+				}
+				served[ap] = key
+			}
 		}
 	}
 	services := make(map[string]bool, len(r.Services))
@@ -93,6 +104,13 @@ func validateWorkload(w *state.Workload) error {
 		return fmt.Errorf("%d labels, the limit is %d", len(w.Labels), maxLabels)
 	case !validWaypointRef(w.UseWaypoint):
 		return fmt.Errorf("use_waypoint %q is not none, name or namespace/name", w.UseWaypoint)
+	case len(w.Ports) > maxPorts:
+		return fmt.Errorf("%d ports, the limit is %d", len(w.Ports), maxPorts)
+	}
+	for i, p := range w.Ports {
+		if p == 0 || slices.Contains(w.Ports[:i], p) {
+			return fmt.Errorf("port %d is zero or appears twice", p)
+		}
 	}
 	if err := validateTrustDomain(w.TrustDomain); err != nil {
 		return err

@@ -28,6 +28,8 @@ type conn struct {
 	bufs   *bufPool
 	fr     *http2.Framer
 	peer   spiffeid.ID
+	// serverName is the SNI of the TLS handshake (server side; "" when none).
+	serverName string
 	local  netip.AddrPort
 	remote netip.AddrPort
 
@@ -85,6 +87,8 @@ type connOptions struct {
 	log    *slog.Logger
 	bufs   *bufPool
 	peer   spiffeid.ID
+	// serverName is the SNI the client sent (server side).
+	serverName string
 }
 
 func newConn(nc net.Conn, o connOptions) *conn {
@@ -95,6 +99,7 @@ func newConn(nc net.Conn, o connOptions) *conn {
 		log:         o.log,
 		bufs:        o.bufs,
 		peer:        o.peer,
+		serverName:  o.serverName,
 		local:       addrPortOf(nc.LocalAddr()),
 		remote:      addrPortOf(nc.RemoteAddr()),
 		kick:        make(chan struct{}, 1),

@@ -44,7 +44,7 @@ func checkRequest(c *conn, f *http2.MetaHeadersFrame, info *TunnelInfo) (*Reques
 	if IllegalPort(target.Port) {
 		return nil, FlagIllegalPort, fmt.Errorf("target port %d is one of the agent's own", target.Port)
 	}
-	req := &Request{PeerIdentity: c.peer, LocalAddr: c.local, RemoteAddr: c.remote, Target: target}
+	req := &Request{PeerIdentity: c.peer, LocalAddr: c.local, RemoteAddr: c.remote, Target: target, ServerName: c.serverName}
 	for _, h := range f.RegularFields() {
 		req.Headers = append(req.Headers, Header{Name: h.Name, Value: h.Value})
 		if h.Name == "forwarded" && !req.ForwardedFor.IsValid() {

@@ -22,6 +22,9 @@ type Request struct {
 	Headers []Header
 	// ForwardedFor is the original client address from the forwarded header, if any (port 0 when absent).
 	ForwardedFor netip.AddrPort
+	// ServerName is the SNI the client sent in the TLS handshake ("" when none): with it, the server chose
+	// which certificate to present.
+	ServerName string
 }
 
 // Header returns the value of the first header with that (case-insensitive) name, or "".

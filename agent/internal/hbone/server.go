@@ -273,6 +273,7 @@ func (s *Server) serveConn(nc net.Conn) {
 		return
 	}
 	info.Peer = peer
+	info.ServerName = cs.ServerName
 	s.serveH2(nc, tc, info)
 }
 
@@ -293,7 +294,7 @@ func (s *Server) serveH2(raw, nc net.Conn, info *TunnelInfo) {
 		s.tel.TunnelFailed(info, FlagOf(err), err)
 		return
 	}
-	c := newConn(nc, connOptions{server: true, lim: s.lim, log: s.log, bufs: s.bufs, peer: info.Peer})
+	c := newConn(nc, connOptions{server: true, lim: s.lim, log: s.log, bufs: s.bufs, peer: info.Peer, serverName: info.ServerName})
 	c.onStream = func(st *Stream, f *http2.MetaHeadersFrame) { s.onStream(c, st, f) }
 	if err := c.writePreamble(); err != nil {
 		_ = nc.Close()

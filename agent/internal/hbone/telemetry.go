@@ -32,6 +32,8 @@ type TunnelInfo struct {
 	Direction Direction
 	// Peer is the SPIFFE ID of the other end (zero when the failure came before the TLS handshake finished).
 	Peer spiffeid.ID
+	// ServerName is the SNI of the TLS handshake, inbound ("" when the client sent none).
+	ServerName string
 	// Local and Remote are the addresses of the HBONE (TLS) connection.
 	Local, Remote netip.AddrPort
 	// Authority is the CONNECT :authority as sent or received ("" when none was parsed).

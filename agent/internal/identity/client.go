@@ -16,7 +16,8 @@ import (
 // expected (DNS names are never checked), and speaks only TLS 1.3 with AES-GCM and ALPN h2. An empty expected
 // accepts no server.
 //
-// Leave ServerName empty: Go sends no SNI then, or for an IP address.
+// ServerName is left empty: Go sends no SNI then (as ztunnel). The caller sets it only to pick one of several
+// workloads that share an address on a host running our agent (docs/identity.md).
 func ClientTLSConfig(src Source, local spiffeid.ID, expected []spiffeid.ID) *tls.Config {
 	cfg := baseTLSConfig()
 	// The standard verification checks host names, which SPIFFE certificates do not carry; the chain and the

@@ -10,12 +10,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 )
 
-// LocalIdentity maps the local address a connection arrived on to the identity of the local workload it is
-// for. With transparent capture the local address is the workload's own address.
-type LocalIdentity func(netip.Addr) (spiffeid.ID, bool)
+// LocalIdentity maps the local address a connection arrived on, and the SNI the client sent ("" when none), to
+// the identity of the local workload it is for. With transparent capture the local address is the workload's own
+// address; SNI tells apart workloads that share one.
+type LocalIdentity func(addr netip.Addr, serverName string) (spiffeid.ID, bool)
 
 // ServerTLSConfig is the HBONE server's TLS configuration. For each connection it presents the current
-// certificate of the workload that owns the connection's local address (never chosen by SNI), requires a client
+// certificate of the workload local picks from the connection's local address and SNI, requires a client
 // certificate that chains to the bundle and carries a SPIFFE ID of that workload's trust domain, and speaks only
 // TLS 1.3 with AES-GCM and ALPN h2. Who may talk to whom is for authorization to decide, after the handshake
 // (see PeerID). A connection to an address no local workload owns fails the handshake.
@@ -27,7 +28,7 @@ func ServerTLSConfig(src Source, local LocalIdentity) *tls.Config {
 		if err != nil {
 			return nil, err
 		}
-		id, ok := local(addr)
+		id, ok := local(addr, hello.ServerName)
 		if !ok {
 			return nil, fmt.Errorf("identity: no local workload owns %s", addr)
 		}

@@ -171,7 +171,7 @@ func rawClient(cert issued, edit func(*tls.Config)) *tls.Config {
 
 func onlyAddr(ip string, id spiffeid.ID) identity.LocalIdentity {
 	want := netip.MustParseAddr(ip)
-	return func(a netip.Addr) (spiffeid.ID, bool) { return id, a == want }
+	return func(a netip.Addr, _ string) (spiffeid.ID, bool) { return id, a == want }
 }
 
 func peerSerial(cs tls.ConnectionState) string {
@@ -220,7 +220,7 @@ func TestHandshakeNegotiatesHBONEParameters(t *testing.T) {
 func TestServerPresentsCertificateOfLocalAddress(t *testing.T) {
 	m := newMesh(t, "cluster.local", idA, idB)
 	byAddr := map[netip.Addr]spiffeid.ID{netip.MustParseAddr("127.0.0.1"): idA, netip.MustParseAddr("127.0.0.2"): idB}
-	cfg := identity.ServerTLSConfig(m.source(t, idA, idB), func(a netip.Addr) (spiffeid.ID, bool) {
+	cfg := identity.ServerTLSConfig(m.source(t, idA, idB), func(a netip.Addr, _ string) (spiffeid.ID, bool) {
 		id, ok := byAddr[a]
 		return id, ok
 	})
@@ -284,6 +284,39 @@ func TestClientRejectsUnexpectedServer(t *testing.T) {
 		t.Errorf("client error %v; want an unknown-authority failure", err)
 	}
 	srvOther.next(t)
+}
+
+// Two workloads on one address: the server picks the certificate by SNI, and
+// presents the address's primary workload's to a client that sends none.
+func TestServerPicksCertificateBySNIOnSharedAddress(t *testing.T) {
+	m := newMesh(t, "cluster.local", idA, idB)
+	cfg := identity.ServerTLSConfig(m.source(t, idA, idB), func(a netip.Addr, sni string) (spiffeid.ID, bool) {
+		if sni == "b.shop.workload.ambient-agent" {
+			return idB, true
+		}
+		return idA, a == netip.MustParseAddr("127.0.0.1")
+	})
+	srv := startTLSServer(t, "127.0.0.1:0", cfg)
+	client := newMesh(t, "cluster.local")
+	client.ca = m.ca
+	clientID := spiffeid.RequireFromString("spiffe://cluster.local/ns/shop/sa/client")
+	client.certs[clientID] = m.ca.workload(t, clientID)
+	src := client.source(t, clientID)
+	for _, tc := range []struct {
+		sni  string
+		want spiffeid.ID
+	}{{"b.shop.workload.ambient-agent", idB}, {"", idA}} {
+		cc := identity.ClientTLSConfig(src, clientID, []spiffeid.ID{tc.want})
+		cc.ServerName = tc.sni
+		c, err := dial(t, srv.addr(), cc)
+		if err != nil {
+			t.Fatalf("SNI %q: %v", tc.sni, err)
+		}
+		if id, _ := identity.PeerID(c.ConnectionState()); id != tc.want {
+			t.Errorf("SNI %q: server presented %s, want %s", tc.sni, id, tc.want)
+		}
+		srv.next(t)
+	}
 }
 
 func TestServerRejectsClientOfAnotherTrustDomain(t *testing.T) {

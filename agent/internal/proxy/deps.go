@@ -31,6 +31,9 @@ type Deps struct {
 	// Enforcement returns how callers that bypass a local workload's
 	// waypoint are handled: config.EnforceHairpin or config.EnforcePolicy.
 	Enforcement func() string
+	// DefaultWorkload returns the UID of the local workload whose identity
+	// connections of unrecognised processes present ("": by source address).
+	DefaultWorkload func() string
 }
 
 // warn logs a per-connection warning, at most once per second per key.

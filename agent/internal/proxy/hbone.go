@@ -31,7 +31,9 @@ func (c *HBONEClient) DialTunnel(ctx context.Context, t Tunnel) (net.Conn, error
 	}
 	key := hbone.NewPoolKey(t.Source, t.Expected, t.Gateway, t.Client.Addr())
 	dst := hbone.Destination{Key: key, TLS: func() (*tls.Config, error) {
-		return identity.ClientTLSConfig(c.IDs, t.Source, t.Expected), nil
+		cfg := identity.ClientTLSConfig(c.IDs, t.Source, t.Expected)
+		cfg.ServerName = t.ServerName
+		return cfg, nil
 	}}
 	req := hbone.ConnectRequest{Authority: t.Target.String(), ForwardedFor: t.Client, Baggage: baggage(t.SourceWorkload)}
 	s, err := c.Pool.Dial(ctx, dst, req)
@@ -84,15 +86,20 @@ type InboundHBONE struct{ d *Deps }
 // NewInboundHBONE returns the decision callback and telemetry of the server.
 func NewInboundHBONE(d *Deps) *InboundHBONE { return &InboundHBONE{d: d} }
 
-// LocalIdentity is the server's certificate choice: the identity of the local
-// workload that owns the address a connection arrived on.
-func (h *InboundHBONE) LocalIdentity(a netip.Addr) (spiffeid.ID, bool) {
+// LocalIdentity is the server's certificate choice: the identity of the
+// waypoint or local workload that owns the address a connection arrived on;
+// among workloads that share the address, the one the SNI names, else the
+// address's primary workload (a client without SNI, such as a ztunnel).
+func (h *InboundHBONE) LocalIdentity(a netip.Addr, serverName string) (spiffeid.ID, bool) {
 	snap := h.d.Snap()
 	if wp, ok := snap.WaypointByAddr(a); ok && wp.Local {
 		id, err := wp.Identity()
 		return id, err == nil
 	}
-	w, ok := snap.LocalByAddr(a)
+	w, ok := snap.LocalByServerName(a, serverName)
+	if !ok {
+		w, ok = snap.LocalByAddr(a)
+	}
 	if !ok {
 		return spiffeid.ID{}, false
 	}
@@ -122,9 +129,12 @@ func (h *InboundHBONE) Authorize(ctx context.Context, req *hbone.Request) hbone.
 	if target.Addr() != req.LocalAddr.Addr().Unmap() {
 		return hbone.Refuse(hbone.FlagWrongTarget, fmt.Errorf("target %s is not the address the connection arrived on (%s)", target.Addr(), req.LocalAddr.Addr()))
 	}
-	w, ok := snap.LocalByAddr(target.Addr())
+	w, ok := snap.LocalFor(target)
 	if !ok {
 		return hbone.Refuse(hbone.FlagUnknownWorkload, fmt.Errorf("no local workload has address %s", target.Addr()))
+	}
+	if err := h.presented(w, req); err != nil {
+		return hbone.Refuse(hbone.FlagWrongTarget, err)
 	}
 	if err := h.bypassed(snap, w, req.PeerIdentity); err != nil {
 		return hbone.Refuse(hbone.FlagDenied, err)
@@ -209,6 +219,19 @@ func (t inboundTelemetry) TunnelFailed(info *hbone.TunnelInfo, flag hbone.Flag, 
 		tag.untrack()
 	}
 	t.open(info).Close(0, 0, istioFlag(flag), errString(err))
+}
+
+// presented refuses a tunnel for a workload other than the one whose
+// certificate the TLS handshake presented: on an address several workloads
+// share, the client verified that identity, not the target port's owner's.
+func (h *InboundHBONE) presented(w *state.Workload, req *hbone.Request) error {
+	id, ok := h.LocalIdentity(req.LocalAddr.Addr().Unmap(), req.ServerName)
+	want, err := w.Identity()
+	if !ok || err != nil || id == want {
+		return nil
+	}
+	return fmt.Errorf("port %d of %s is served by workload %s (%s), but the handshake presented %s (SNI %q)",
+		req.Target.Addr.Port(), req.Target.Addr.Addr(), w.Name, want, id, req.ServerName)
 }
 
 // bypassed refuses, under hairpin enforcement, an HBONE caller of a

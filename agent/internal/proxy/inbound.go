@@ -46,7 +46,7 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	snap := p.d.Snap()
-	w, ok := snap.LocalByAddr(dst.Addr())
+	w, ok := snap.LocalFor(dst)
 	srcW, _ := snap.WorkloadByAddr(src.Addr())
 	route, wps := "plaintext", p.hairpinWaypoints(snap, w)
 	if len(wps) > 0 {

@@ -26,6 +26,9 @@ type Tunnel struct {
 	Client   netip.AddrPort // the original client, for `forwarded`
 	// SourceWorkload describes the client in the request's baggage.
 	SourceWorkload *state.Workload
+	// ServerName is the SNI to send ("" for none): it selects the destination
+	// workload on a node where workloads share an address.
+	ServerName string
 }
 
 // TunnelDialer opens HBONE streams (the hbone client pool). Errors should
@@ -46,12 +49,26 @@ type Outbound struct {
 	l    *listener
 	d    *Deps
 	bufs *bufPool // bulk buffers of the copies into tunnels
+	// workload is the UID of the local workload whose processes capture sends
+	// to this listener; "" for the default listener (15001).
+	workload string
 }
 
 // NewOutbound serves captured outbound connections accepted on ln.
 func NewOutbound(ln net.Listener, d *Deps) *Outbound {
-	o := &Outbound{d: d, bufs: newBufPool()}
-	o.l = newListener("outbound", ln, d.Log, o.handle)
+	return NewWorkloadOutbound(ln, d, "")
+}
+
+// NewWorkloadOutbound serves the captured outbound connections of one local
+// workload's processes (recognised by capture and sent to their own port):
+// they present that workload's identity.
+func NewWorkloadOutbound(ln net.Listener, d *Deps, workloadUID string) *Outbound {
+	o := &Outbound{d: d, bufs: newBufPool(), workload: workloadUID}
+	name := "outbound"
+	if workloadUID != "" {
+		name = "outbound:" + workloadUID
+	}
+	o.l = newListener(name, ln, d.Log, o.handle)
 	return o
 }
 
@@ -59,6 +76,9 @@ func NewOutbound(ln net.Listener, d *Deps) *Outbound {
 func (o *Outbound) Run(ctx context.Context, drain func() (context.Context, context.CancelFunc)) error {
 	return o.l.run(ctx, drain)
 }
+
+// Close stops accepting; for a listener that never ran.
+func (o *Outbound) Close() error { return o.l.ln.Close() }
 
 func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	src := addrPort(c.RemoteAddr())
@@ -74,11 +94,8 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	snap := o.d.Snap()
-	route := DecideOutbound(snap, src, dst)
-	srcW, _ := snap.LocalByAddr(src.Addr())
-	if srcW == nil && route.Kind == RouteHBONE {
-		srcW = firstLocal(snap)
-	}
+	srcW := o.source(snap, src)
+	route := DecideOutboundFrom(snap, srcW, src, dst)
 	labels := connLabels(telemetry.ReporterSource, srcW, idString(route.Source), route.Dest, "", route.Kind == RouteHBONE)
 	withService(&labels, route.Service)
 	if route.Waypoint != nil && labels.DestinationPrincipal == "" {
@@ -106,11 +123,27 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, src
 	switch r.Kind {
 	case RouteHBONE:
 		return o.d.Tunnels.DialTunnel(ctx, Tunnel{Source: r.Source, Expected: r.Expected, Gateway: r.Gateway,
-			Target: r.Target, Client: src, SourceWorkload: srcW})
+			Target: r.Target, Client: src, SourceWorkload: srcW, ServerName: r.ServerName})
 	case RoutePlain, RoutePassthrough:
 		return o.d.Dialer.DialContext(ctx, "tcp", r.Target.String())
 	}
 	return nil, &RouteError{Route: r}
+}
+
+// source is the local workload that opened a connection from src: this
+// listener's workload, else the configured default workload, else the owner
+// of the source address, else the host's first workload.
+func (o *Outbound) source(snap *state.Snapshot, src netip.AddrPort) *state.Workload {
+	uid := o.workload
+	if uid == "" && o.d.DefaultWorkload != nil {
+		uid = o.d.DefaultWorkload()
+	}
+	if uid != "" {
+		if w, ok := snap.WorkloadByUID(uid); ok && w.Local {
+			return w
+		}
+	}
+	return DefaultSource(snap, src.Addr())
 }
 
 // RouteError is a connection the route refused to carry.

@@ -45,7 +45,9 @@ type Route struct {
 	Dest     *state.Workload // the destination workload, when known
 	Service  *state.Service  // the service, when the destination was a VIP
 	Waypoint *state.Waypoint // the waypoint the connection goes through, if any
-	Reason   string          // why, for drops and logs
+	// ServerName is the SNI that selects Dest on its node (workloads sharing an address), for RouteHBONE.
+	ServerName string
+	Reason     string // why, for drops and logs
 }
 
 // HBONEPort is where peers accept HBONE.
@@ -56,57 +58,91 @@ const HBONEPort = 15008
 // waypoint or to one of its endpoints, a workload to its waypoint or to it,
 // anything else passes through.
 func DecideOutbound(snap *state.Snapshot, src, dst netip.AddrPort) Route {
-	return decideOutbound(snap, src, dst, rand.IntN)
+	return decideOutbound(snap, DefaultSource(snap, src.Addr()), src, dst, rand.IntN)
 }
 
-func decideOutbound(snap *state.Snapshot, src, dst netip.AddrPort, intn func(int) int) Route {
+// DecideOutboundFrom is DecideOutbound for a connection opened by the local
+// workload from (nil: none, so no identity to present).
+func DecideOutboundFrom(snap *state.Snapshot, from *state.Workload, src, dst netip.AddrPort) Route {
+	return decideOutbound(snap, from, src, dst, rand.IntN)
+}
+
+// DefaultSource is the local workload a connection from src is attributed
+// to when its process was not recognised: the owner of the source address,
+// else the host's first workload.
+func DefaultSource(snap *state.Snapshot, src netip.Addr) *state.Workload {
+	if w, ok := snap.LocalByAddr(src); ok {
+		return w
+	}
+	return firstLocal(snap)
+}
+
+func decideOutbound(snap *state.Snapshot, from *state.Workload, src, dst netip.AddrPort, intn func(int) int) Route {
+	o := outbound{snap: snap, from: from, src: src, intn: intn}
 	dstIP := dst.Addr().Unmap()
 	dst = netip.AddrPortFrom(dstIP, dst.Port())
 	if dstIP.IsLoopback() && IllegalPort(dst.Port()) {
 		return Route{Kind: RouteDrop, Target: dst, Reason: "loopback destination on an agent port"}
 	}
 	if svc, ok := snap.ServiceByVIP(dstIP); ok {
-		return routeService(snap, src, dst, svc, intn)
+		return o.service(dst, svc)
 	}
-	w, known := snap.WorkloadByAddr(dstIP)
+	w, known := snap.WorkloadFor(dst)
 	if !known {
 		return Route{Kind: RoutePassthrough, Target: dst}
 	}
-	return routeWorkload(snap, src, dst, w, intn)
+	return o.workload(dst, w)
+}
+
+// outbound is one outbound decision in the making.
+type outbound struct {
+	snap *state.Snapshot
+	from *state.Workload // the local workload that opened the connection
+	src  netip.AddrPort
+	intn func(int) int
+}
+
+// identity is the local identity the connection presents.
+func (o outbound) identity() (spiffeid.ID, bool) {
+	if o.from == nil {
+		return spiffeid.ID{}, false
+	}
+	id, err := o.from.Identity()
+	return id, err == nil
 }
 
 // routeService sends a connection for a VIP to the service's waypoint with
 // the service as target, or to one endpoint; never to the VIP in plaintext.
-func routeService(snap *state.Snapshot, src, dst netip.AddrPort, svc *state.Service, intn func(int) int) Route {
+func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 	if !svc.HasPort(dst.Port()) {
 		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s has no port %d", svc.Hostname, dst.Port())}
 	}
-	if wps := snap.ServiceWaypoint(svc); len(wps) > 0 && !fromWaypoint(src.Addr(), wps) {
-		r := viaWaypoint(snap, src, dst, wps, intn)
+	if wps := o.snap.ServiceWaypoint(svc); len(wps) > 0 && !fromWaypoint(o.src.Addr(), wps) {
+		r := o.viaWaypoint(dst, wps)
 		r.Service = svc
 		return r
 	}
-	e, target, ok := state.PickEndpoint(svc, dst.Port(), intn)
+	e, target, ok := state.PickEndpoint(svc, dst.Port(), o.intn)
 	if !ok {
 		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s has no healthy endpoint for port %d", svc.Hostname, dst.Port())}
 	}
-	r := routeWorkload(snap, src, netip.AddrPortFrom(sameFamily(e.Workload.Addresses, dst.Addr()), target), e.Workload, intn)
+	r := o.workload(netip.AddrPortFrom(sameFamily(e.Workload.Addresses, dst.Addr()), target), e.Workload)
 	r.Service = svc
 	return r
 }
 
 // routeWorkload sends a connection for a workload address to the workload's
 // waypoint, to the workload over HBONE, or in plaintext when it is not captured.
-func routeWorkload(snap *state.Snapshot, src, dst netip.AddrPort, w *state.Workload, intn func(int) int) Route {
-	if wps := snap.WaypointOf(w); len(wps) > 0 && !fromWaypoint(src.Addr(), wps) {
-		r := viaWaypoint(snap, src, dst, wps, intn)
+func (o outbound) workload(dst netip.AddrPort, w *state.Workload) Route {
+	if wps := o.snap.WaypointOf(w); len(wps) > 0 && !fromWaypoint(o.src.Addr(), wps) {
+		r := o.viaWaypoint(dst, wps)
 		r.Dest = w
 		return r
 	}
 	if w.Tunnel != state.TunnelHBONE {
 		return Route{Kind: RoutePlain, Target: dst, Dest: w}
 	}
-	source, ok := sourceIdentity(snap, src.Addr())
+	source, ok := o.identity()
 	if !ok {
 		return Route{Kind: RouteDrop, Target: dst, Dest: w, Reason: "no local workload identity for an HBONE destination"}
 	}
@@ -115,19 +151,20 @@ func routeWorkload(snap *state.Snapshot, src, dst netip.AddrPort, w *state.Workl
 		return Route{Kind: RouteDrop, Target: dst, Dest: w, Reason: "destination has no valid identity: " + err.Error()}
 	}
 	return Route{
-		Kind:     RouteHBONE,
-		Target:   dst,
-		Gateway:  netip.AddrPortFrom(dst.Addr(), HBONEPort),
-		Expected: []spiffeid.ID{expected},
-		Source:   source,
-		Dest:     w,
+		Kind:       RouteHBONE,
+		Target:     dst,
+		Gateway:    netip.AddrPortFrom(dst.Addr(), HBONEPort),
+		Expected:   []spiffeid.ID{expected},
+		Source:     source,
+		Dest:       w,
+		ServerName: w.ServerName(),
 	}
 }
 
 // viaWaypoint tunnels to one instance of a waypoint, with target as :authority.
-func viaWaypoint(snap *state.Snapshot, src, target netip.AddrPort, wps []*state.Waypoint, intn func(int) int) Route {
-	wp := wps[intn(len(wps))]
-	source, ok := sourceIdentity(snap, src.Addr())
+func (o outbound) viaWaypoint(target netip.AddrPort, wps []*state.Waypoint) Route {
+	wp := wps[o.intn(len(wps))]
+	source, ok := o.identity()
 	if !ok {
 		return Route{Kind: RouteDrop, Target: target, Waypoint: wp, Reason: "no local workload identity for a waypoint"}
 	}
@@ -167,19 +204,6 @@ func sameFamily(addrs []netip.Addr, like netip.Addr) netip.Addr {
 		return netip.Addr{}
 	}
 	return addrs[0]
-}
-
-// sourceIdentity is the identity a connection from src presents: that of the
-// local workload owning src, else that of the host's first local workload.
-func sourceIdentity(snap *state.Snapshot, src netip.Addr) (spiffeid.ID, bool) {
-	w, ok := snap.LocalByAddr(src)
-	if !ok {
-		if w = firstLocal(snap); w == nil {
-			return spiffeid.ID{}, false
-		}
-	}
-	id, err := w.Identity()
-	return id, err == nil
 }
 
 func firstLocal(snap *state.Snapshot) *state.Workload {

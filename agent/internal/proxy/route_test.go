@@ -93,21 +93,21 @@ func TestServiceRoutes(t *testing.T) {
 	snap := meshSnapshot()
 	first := func(int) int { return 0 }
 	second := func(n int) int { return n - 1 }
-	r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), first)
+	r := decide(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), first)
 	if r.Kind != RouteHBONE || r.Target != ap("10.0.0.11:8080") || r.Gateway != ap("10.0.0.11:15008") || r.Service == nil ||
 		r.Expected[0].String() != "spiffe://cluster.local/ns/default/sa/reviews" {
 		t.Errorf("VIP to captured endpoint: %+v", r)
 	}
-	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), second); r.Kind != RoutePlain || r.Target != ap("10.0.0.12:8080") {
+	if r := decide(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), second); r.Kind != RoutePlain || r.Target != ap("10.0.0.12:8080") {
 		t.Errorf("VIP to plain endpoint: %+v", r)
 	}
-	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:80"), first); r.Kind != RouteDrop {
+	if r := decide(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:80"), first); r.Kind != RouteDrop {
 		t.Errorf("VIP on a port the service lacks: %s, want drop", r.Kind)
 	}
 	for _, e := range snap.Services()[0].Endpoints {
 		e.Workload.Healthy = false
 	}
-	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), first); r.Kind != RouteDrop {
+	if r := decide(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), first); r.Kind != RouteDrop {
 		t.Errorf("VIP with no healthy endpoint: %s, never plaintext to the VIP", r.Kind)
 	}
 }
@@ -116,28 +116,28 @@ func TestWaypointRoutes(t *testing.T) {
 	first := func(int) int { return 0 }
 	ns := wp("ns-wp", "", "10.0.0.50")
 	snap := meshSnapshot(ns)
-	r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), first)
+	r := decide(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), first)
 	if r.Kind != RouteHBONE || r.Target != ap("10.96.0.1:9080") || r.Gateway != ap("10.0.0.50:15008") || r.Waypoint != ns ||
 		r.Expected[0].String() != "spiffe://cluster.local/ns/default/sa/ns-wp" {
 		t.Errorf("service with a waypoint must go to it with the service as target: %+v", r)
 	}
-	r = decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.11:8080"), first)
+	r = decide(snap, ap("10.0.0.1:5000"), ap("10.0.0.11:8080"), first)
 	if r.Kind != RouteHBONE || r.Target != ap("10.0.0.11:8080") || r.Gateway != ap("10.0.0.50:15008") {
 		t.Errorf("workload with a waypoint must go to it with the workload as target: %+v", r)
 	}
-	if r := decideOutbound(snap, ap("10.0.0.50:5000"), ap("10.0.0.11:8080"), first); r.Gateway != ap("10.0.0.11:15008") {
+	if r := decide(snap, ap("10.0.0.50:5000"), ap("10.0.0.11:8080"), first); r.Gateway != ap("10.0.0.11:15008") {
 		t.Errorf("the waypoint itself is sent back to its waypoint: %+v", r)
 	}
-	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.12:8080"), first); r.Kind != RoutePlain {
+	if r := decide(snap, ap("10.0.0.1:5000"), ap("10.0.0.12:8080"), first); r.Kind != RoutePlain {
 		t.Errorf("an uncaptured workload has no waypoint: %+v", r)
 	}
-	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.13:80"), first); r.Waypoint != nil {
+	if r := decide(snap, ap("10.0.0.1:5000"), ap("10.0.0.13:80"), first); r.Waypoint != nil {
 		t.Errorf("a workload of another namespace used this waypoint: %+v", r)
 	}
 	// A service-account waypoint takes over for its account's workloads.
 	sa := wp("sa-wp", "reviews", "10.0.0.51")
 	snap = meshSnapshot(ns, sa)
-	if r := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.11:8080"), first); r.Waypoint != sa {
+	if r := decide(snap, ap("10.0.0.1:5000"), ap("10.0.0.11:8080"), first); r.Waypoint != sa {
 		t.Errorf("service-account waypoint must win: %+v", r.Waypoint)
 	}
 }
@@ -147,12 +147,16 @@ func TestMixedEndpointsWithoutServiceWaypoint(t *testing.T) {
 	// decision is per endpoint.
 	sa := wp("sa-wp", "reviews", "10.0.0.51")
 	snap := meshSnapshot(sa)
-	r1 := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), func(int) int { return 0 })
+	r1 := decide(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), func(int) int { return 0 })
 	if r1.Waypoint != sa || r1.Target != ap("10.0.0.11:8080") || r1.Gateway != ap("10.0.0.51:15008") {
 		t.Errorf("waypoint-enabled endpoint: %+v", r1)
 	}
-	r2 := decideOutbound(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), func(n int) int { return n - 1 })
+	r2 := decide(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), func(n int) int { return n - 1 })
 	if r2.Waypoint != nil || r2.Kind != RoutePlain || r2.Target != ap("10.0.0.12:8080") {
 		t.Errorf("plain endpoint: %+v", r2)
 	}
+}
+
+func decide(snap *state.Snapshot, src, dst netip.AddrPort, intn func(int) int) Route {
+	return decideOutbound(snap, DefaultSource(snap, src.Addr()), src, dst, intn)
 }

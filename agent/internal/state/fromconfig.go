@@ -11,6 +11,7 @@ func FromConfig(cfg *config.Config) []*Workload {
 	for _, w := range cfg.Workloads {
 		out = append(out, workload(cfg, w, cfg.Node.Name, TunnelHBONE, true))
 	}
+	MarkPrimaries(out)
 	for _, r := range cfg.Remotes {
 		tunnel := TunnelHBONE
 		if r.Tunnel == config.TunnelNone {
@@ -41,6 +42,7 @@ func workload(cfg *config.Config, w config.Workload, node string, tunnel TunnelP
 		Healthy:        true,
 		Capacity:       max(w.Capacity, 1),
 		UseWaypoint:    w.UseWaypoint,
+		Ports:          w.Ports,
 		Local:          local,
 	}
 }

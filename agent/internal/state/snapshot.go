@@ -12,8 +12,10 @@ type Snapshot struct {
 	version   uint64
 	workloads []*Workload
 	byUID     map[string]*Workload
-	byAddr    map[netip.Addr]*Workload
-	conflicts []Conflict
+	byAddr    map[netip.Addr]*Workload // the primary workload of each address
+	// byAddrPort finds workloads that declare their ports (those that may share an address).
+	byAddrPort map[netip.AddrPort]*Workload
+	conflicts  []Conflict
 
 	services     []*Service
 	byVIP        map[netip.Addr]*Service
@@ -62,12 +64,22 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload) {
 	ws := slices.Clone(workloads)
 	slices.SortFunc(ws, func(a, b *Workload) int { return strings.Compare(a.UID, b.UID) })
 	s.workloads = ws
+	s.byAddrPort = map[netip.AddrPort]*Workload{}
 	for _, w := range ws {
 		s.byUID[w.UID] = w
 		for _, a := range w.Addresses {
+			for _, p := range w.Ports {
+				s.byAddrPort[netip.AddrPortFrom(a, p)] = w
+			}
 			prev, taken := s.byAddr[a]
 			if !taken {
 				s.byAddr[a] = w
+				continue
+			}
+			if sharing(prev, w) {
+				if w.Primary {
+					s.byAddr[a] = w
+				}
 				continue
 			}
 			winner, loser := prev, w
@@ -76,6 +88,26 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload) {
 			}
 			s.byAddr[a] = winner
 			s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: winner.UID, Loser: loser.UID})
+		}
+	}
+}
+
+// sharing reports whether two workloads may share an address: workloads of
+// one node that each declare the ports they serve.
+func sharing(a, b *Workload) bool {
+	return a.Node == b.Node && len(a.Ports) > 0 && len(b.Ports) > 0
+}
+
+// MarkPrimaries marks, in declaration order, the first workload on each
+// address as its primary.
+func MarkPrimaries(ws []*Workload) {
+	seen := map[netip.Addr]bool{}
+	for _, w := range ws {
+		for _, a := range w.Addresses {
+			if !seen[a] {
+				seen[a] = true
+				w.Primary = true
+			}
 		}
 	}
 }
@@ -99,6 +131,34 @@ func (s *Snapshot) WorkloadByUID(uid string) (*Workload, bool) {
 func (s *Snapshot) WorkloadByAddr(a netip.Addr) (*Workload, bool) {
 	w, ok := s.byAddr[a.Unmap()]
 	return w, ok
+}
+
+// WorkloadFor finds the workload a connection to ap is for: the one that
+// declares the port on that address, else the address's primary workload.
+func (s *Snapshot) WorkloadFor(ap netip.AddrPort) (*Workload, bool) {
+	if w, ok := s.byAddrPort[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]; ok {
+		return w, true
+	}
+	return s.WorkloadByAddr(ap.Addr())
+}
+
+// LocalFor is WorkloadFor for local workloads only.
+func (s *Snapshot) LocalFor(ap netip.AddrPort) (*Workload, bool) {
+	w, ok := s.WorkloadFor(ap)
+	if !ok || !w.Local {
+		return nil, false
+	}
+	return w, true
+}
+
+// LocalByServerName finds the local workload with address a that SNI sn selects.
+func (s *Snapshot) LocalByServerName(a netip.Addr, sn string) (*Workload, bool) {
+	for _, w := range s.workloads {
+		if w.Local && w.ServerName() == sn && sn != "" && w.HasAddress(a) {
+			return w, true
+		}
+	}
+	return nil, false
 }
 
 // LocalByAddr finds the local workload that owns address a.

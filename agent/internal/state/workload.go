@@ -34,7 +34,14 @@ type Workload struct {
 	// UseWaypoint is "" (the waypoint of its scope), "none", or a waypoint's
 	// "name" (same namespace) or "namespace/name".
 	UseWaypoint string `json:"useWaypoint,omitempty"`
-	Local       bool   `json:"local"` // runs on this host
+	// Ports are the ports the workload serves, when it declares them: then it
+	// may share its addresses with other workloads of its node, and agents
+	// reach it with SNI (ServerName) so that its node presents its certificate.
+	Ports []uint16 `json:"ports,omitempty"`
+	// Primary marks the first workload of its node on each of its addresses:
+	// the one a client without SNI (a ztunnel) reaches.
+	Primary bool `json:"primary,omitempty"`
+	Local   bool `json:"local"` // runs on this host
 }
 
 // Identity is the workload's SPIFFE identity, Istio style:
@@ -46,6 +53,21 @@ func (w *Workload) Identity() (spiffeid.ID, error) {
 	}
 	return spiffeid.FromSegments(td, "ns", w.Namespace, "sa", w.ServiceAccount)
 }
+
+// ServerName is the SNI that selects this workload on a node where it shares
+// an address; "" for a workload that declares no ports (one per address).
+func (w *Workload) ServerName() string {
+	if len(w.Ports) == 0 {
+		return ""
+	}
+	return w.Name + "." + w.Namespace + ServerNameSuffix
+}
+
+// ServerNameSuffix ends every SNI our agents send.
+const ServerNameSuffix = ".workload.ambient-agent"
+
+// Serves reports whether the workload declares port p.
+func (w *Workload) Serves(p uint16) bool { return slices.Contains(w.Ports, p) }
 
 // HasAddress reports whether a is one of the workload's addresses.
 func (w *Workload) HasAddress(a netip.Addr) bool {

@@ -1,0 +1,124 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
+	"github.com/ambient-agent/ambient-agent/nft"
+)
+
+// FirstClassPort is the outbound port of the first workload recognised by its
+// processes; the next ones follow (15101, 15102, ...). Like 15001, these
+// ports accept only connections redirected by capture (on loopback).
+const FirstClassPort = 15101
+
+// workloadClass is one local workload recognised by its processes: capture
+// sends their outbound TCP to its own port, whose listener presents its identity.
+type workloadClass struct {
+	uid      string // state UID: node/namespace/name
+	port     uint16
+	match    config.ProcessMatch
+	outbound *proxy.Outbound
+}
+
+// workloadClasses lists the local workloads recognised by user, group or
+// unit, in configuration order, with their ports.
+func workloadClasses(cfg *config.Config) []workloadClass {
+	var out []workloadClass
+	for _, w := range cfg.Workloads {
+		if w.Processes.IsZero() {
+			continue
+		}
+		out = append(out, workloadClass{
+			uid:   cfg.Node.Name + "/" + w.Namespace + "/" + w.Name,
+			port:  uint16(FirstClassPort + len(out)),
+			match: w.Processes,
+		})
+	}
+	return out
+}
+
+// bindClasses binds one outbound listener per recognised workload.
+func (a *App) bindClasses(cfg *config.Config, deps *proxy.Deps) error {
+	classes := workloadClasses(cfg)
+	for i := range classes {
+		ln, err := net.Listen("tcp", ":"+strconv.Itoa(int(classes[i].port)))
+		if err != nil {
+			for _, c := range classes[:i] {
+				c.outbound.Close()
+			}
+			return fmt.Errorf("proxy: listen on port %d for workload %s: %w", classes[i].port, classes[i].uid, err)
+		}
+		classes[i].outbound = proxy.NewWorkloadOutbound(ln, deps, classes[i].uid)
+	}
+	a.dp.classes = classes
+	return nil
+}
+
+// runClasses serves the workloads' outbound listeners until ctx is done.
+func (a *App) runClasses(ctx context.Context, drain func() (context.Context, context.CancelFunc)) error {
+	errc := make(chan error, len(a.dp.classes))
+	for _, c := range a.dp.classes {
+		go func() { errc <- c.outbound.Run(ctx, drain) }()
+	}
+	var first error
+	for range a.dp.classes {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// outboundClasses are the capture rules of the recognised workloads. A unit
+// whose cgroup does not exist yet (not running) is skipped with a warning:
+// its processes follow the default until the rules are installed again.
+func (a *App) outboundClasses(classes []workloadClass) []nft.OutboundClass {
+	out := make([]nft.OutboundClass, 0, len(classes))
+	for _, c := range classes {
+		oc := nft.OutboundClass{Name: c.uid, Port: c.port}
+		if c.match.UID != nil {
+			oc.UIDs = []uint32{*c.match.UID}
+		}
+		if c.match.GID != nil {
+			oc.GIDs = []uint32{*c.match.GID}
+		}
+		if c.match.Cgroup != "" {
+			cg, err := capture.Cgroup(c.match.Cgroup)
+			if err != nil {
+				a.log.Warn("workload unit not recognised yet; its processes follow the default", "workload", c.uid, "unit", c.match.Unit, "err", err)
+			} else {
+				oc.Cgroups = []nft.CgroupMatch{cg}
+			}
+		}
+		if len(oc.UIDs)+len(oc.GIDs)+len(oc.Cgroups) > 0 {
+			out = append(out, oc)
+		}
+	}
+	return out
+}
+
+// recognition says, per local workload UID, how its outbound connections are
+// attributed to it, for /config_dump and `ambient-agent workloads`.
+func recognition(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for _, c := range workloadClasses(cfg) {
+		out[c.uid] = fmt.Sprintf("%s -> outbound port %d", c.match, c.port)
+	}
+	for _, w := range cfg.Workloads {
+		uid := cfg.Node.Name + "/" + w.Namespace + "/" + w.Name
+		if _, ok := out[uid]; ok {
+			continue
+		}
+		out[uid] = "source address"
+		if cfg.Capture.DefaultWorkload == w.Namespace+"/"+w.Name {
+			out[uid] = "default for unrecognised processes"
+		}
+	}
+	return out
+}

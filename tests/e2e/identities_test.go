@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab"
+)
+
+const allowAlice = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: only-alice
+  namespace: default
+spec:
+  action: ALLOW
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/alice"]
+`
+
+// carolAddr is a second address of h1, carol's own.
+const carolAddr = "10.77.0.111"
+
+// Several workloads on h1, each with its own identity: alice and bob share
+// h1's address (ports 8081 and 8082) and are recognised by their users (uid
+// 2001 and 2002); carol has an address of her own. Processes of no declared
+// workload are not captured. h2 serves 8080 and allows only alice.
+func TestSeveralIdentitiesOnOneHost(t *testing.T) {
+	lab.Require(t, "nginx", "curl", "setpriv")
+	l := lab.New(t, 2)
+	key := gossipKey(t, l)
+	multi, server := l.Hosts[0], l.Hosts[1]
+	multi.MustRun("ip", "addr", "add", carolAddr+"/24", "dev", "eth0")
+	multi.StartNginx("hello from h1", 8080, 8081, 8082)
+	server.StartNginx("hello from h2", 8080)
+	for _, sa := range []string{"alice", "bob", "carol"} {
+		multi.Issue(agentBin, "default", sa)
+	}
+	server.Issue(agentBin, "default", "server")
+	policyDir := filepath.Join(server.Dir, "policies")
+	if err := os.MkdirAll(policyDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(policyDir, "only-alice.yaml"), []byte(allowAlice), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	multiAgent := multi.StartAgent(agentBin, meshHost(multi, key, multi, fmt.Sprintf(`
+[capture]
+unmatched = "passthrough"
+[[workload]]
+name = "alice"
+service_account = "alice"
+addresses = [%[1]q]
+ports = [8081]
+user = "2001"
+[[workload]]
+name = "bob"
+service_account = "bob"
+addresses = [%[1]q]
+ports = [8082]
+user = "2002"
+[[workload]]
+name = "carol"
+service_account = "carol"
+addresses = [%[2]q]
+`, multi.Addr, carolAddr)))
+	serverAgent := server.StartAgent(agentBin, meshHost(server, key, multi, fmt.Sprintf(`
+[[workload]]
+name = "server"
+service_account = "server"
+addresses = [%q]
+[policy]
+dir = %q
+`, server.Addr, policyDir)))
+	multiAgent.WaitReady(t, 20*time.Second)
+	serverAgent.WaitReady(t, 20*time.Second)
+	waitWorkloads(t, serverAgent, 20*time.Second, func(ws []string) bool { return len(ws) == 4 }, "h2 learns h1's three workloads")
+	waitWorkloads(t, multiAgent, 20*time.Second, func(ws []string) bool { return len(ws) == 4 }, "h1 learns h2's workload")
+	if out := multi.MustRun(agentBin, "workloads"); !strings.Contains(out, "user 2001 (uid 2001) -> outbound port 15101") ||
+		!strings.Contains(out, "user 2002 (uid 2002) -> outbound port 15102") || !strings.Contains(out, "source address") {
+		t.Errorf("workloads does not say how each local workload is recognised:\n%s", out)
+	}
+
+	url := fmt.Sprintf("http://%s:8080/", server.Addr)
+	as := func(uid string) (string, error) {
+		return multi.Run(lab.Timeout(10*time.Second), "setpriv", "--reuid="+uid, "--regid="+uid, "--clear-groups",
+			"curl", "-sS", "--max-time", "5", url)
+	}
+	if out, err := as("2001"); err != nil || !strings.Contains(out, "hello from h2") {
+		t.Fatalf("alice (uid 2001) -> h2: %v %q", err, out)
+	}
+	if out, err := as("2002"); err == nil {
+		t.Fatalf("bob (uid 2002) reached h2, which allows only alice: %q", out)
+	}
+	alice := map[string]string{"source_principal": "spiffe://cluster.local/ns/default/sa/alice", "reporter": "destination"}
+	bob := map[string]string{"source_principal": "spiffe://cluster.local/ns/default/sa/bob", "response_flags": "DENY"}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		metrics := scrape(t, server)
+		opened, ok1 := metricValue(t, metrics, "istio_tcp_connections_opened_total", alice)
+		denied, ok2 := metricValue(t, metrics, "istio_tcp_connections_failed_total", bob)
+		if ok1 && ok2 && opened >= 1 && denied >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("h2's metrics do not show alice allowed and bob denied:\n%s", grepIstio(metrics))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A process of no declared workload is not captured ("passthrough"): h2
+	// sees it in plaintext, without an identity, and its policy refuses it.
+	if out, err := as("2003"); err == nil {
+		t.Errorf("an uncaptured process reached h2 past its ALLOW-only-alice policy: %q", out)
+	}
+	waitCount(t, serverAgent, 1, 5*time.Second, "direction=inbound_plaintext", fmt.Sprintf("src=%s:", multi.Addr), "response_flags=DENY")
+
+	// h2 reaches each of h1's workloads; its client verifies each one's
+	// identity, so a success means h1 presented the right certificate.
+	for _, tc := range []struct{ addr, sa string }{
+		{carolAddr + ":8080", "carol"}, {multi.Addr.String() + ":8081", "alice"}, {multi.Addr.String() + ":8082", "bob"},
+	} {
+		mustCurl(t, server, "http://"+tc.addr+"/", "hello from h1")
+		waitCount(t, serverAgent, 1, 5*time.Second, "direction=outbound", "dst="+tc.addr, "route=hbone",
+			"dst_identity=spiffe://cluster.local/ns/default/sa/"+tc.sa, "response_flags=-")
+		waitCount(t, multiAgent, 1, 5*time.Second, "direction=inbound", "dst="+tc.addr,
+			"dst_identity=spiffe://cluster.local/ns/default/sa/"+tc.sa, "response_flags=-")
+	}
+}
