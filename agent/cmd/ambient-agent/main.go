@@ -32,6 +32,7 @@ func commands() map[string]command {
 		"peers":     {"list the gossip peers the local agent sees", runPeers},
 		"services":  {"list the mesh services, their VIPs, endpoints and waypoints", runServices},
 		"doctor":    {"check this host's setup and say what is wrong and how to fix it", runDoctor},
+		"export":    {"print this host's workloads and services as Kubernetes objects (export kubernetes)", runExport},
 		"help":      {"show this help", runHelp},
 	}
 }

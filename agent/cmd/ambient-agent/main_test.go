@@ -20,7 +20,7 @@ func TestHelpListsCommands(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("-h exited %d", code)
 	}
-	for _, c := range []string{"run", "validate", "cleanup", "version", "help", "ca", "authz", "gossip", "status", "workloads", "certs", "policies", "peers", "services", "doctor"} {
+	for _, c := range []string{"run", "validate", "cleanup", "version", "help", "ca", "authz", "gossip", "status", "workloads", "certs", "policies", "peers", "services", "doctor", "export"} {
 		if !strings.Contains(out, "  "+c) {
 			t.Errorf("-h does not list %s:\n%s", c, out)
 		}
