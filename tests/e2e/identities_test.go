@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -32,14 +33,14 @@ const carolAddr = "10.77.0.111"
 // 2001 and 2002); carol has an address of her own. Processes of no declared
 // workload are not captured. h2 serves 8080 and allows only alice.
 func TestSeveralIdentitiesOnOneHost(t *testing.T) {
-	lab.Require(t, "nginx", "curl", "setpriv")
+	lab.Require(t, "nginx", "curl", "setpriv", "nsenter")
 	l := lab.New(t, 2)
 	key := gossipKey(t, l)
 	multi, server := l.Hosts[0], l.Hosts[1]
 	multi.MustRun("ip", "addr", "add", carolAddr+"/24", "dev", "eth0")
 	multi.StartNginx("hello from h1", 8080, 8081, 8082)
 	server.StartNginx("hello from h2", 8080)
-	for _, sa := range []string{"alice", "bob", "carol"} {
+	for _, sa := range []string{"alice", "bob", "carol", "dave"} {
 		multi.Issue(agentBin, "default", sa)
 	}
 	server.Issue(agentBin, "default", "server")
@@ -50,7 +51,14 @@ func TestSeveralIdentitiesOnOneHost(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(policyDir, "only-alice.yaml"), []byte(allowAlice), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	multiAgent := multi.StartAgent(agentBin, meshHost(multi, key, multi, fmt.Sprintf(`
+	// dave is a "unit": a cgroup that does not exist yet when the agent starts.
+	cgroupRoot := "/sys/fs/cgroup"
+	if _, err := os.Stat(cgroupRoot + "/cgroup.controllers"); err != nil {
+		cgroupRoot += "/unified" // a hybrid host: cgroup v2 beside v1
+	}
+	daveCgroup := fmt.Sprintf("aalab-%d-dave", os.Getpid())
+	t.Cleanup(func() { os.Remove(filepath.Join(cgroupRoot, daveCgroup)) })
+	multiAgent := multi.StartAgentWithHostSys(agentBin, meshHost(multi, key, multi, fmt.Sprintf(`
 [capture]
 unmatched = "passthrough"
 [[workload]]
@@ -69,7 +77,13 @@ user = "2002"
 name = "carol"
 service_account = "carol"
 addresses = [%[2]q]
-`, multi.Addr, carolAddr)))
+[[workload]]
+name = "dave"
+service_account = "dave"
+addresses = [%[1]q]
+ports = [8083]
+unit = "/%[3]s"
+`, multi.Addr, carolAddr, daveCgroup)))
 	serverAgent := server.StartAgent(agentBin, meshHost(server, key, multi, fmt.Sprintf(`
 [[workload]]
 name = "server"
@@ -80,8 +94,8 @@ dir = %q
 `, server.Addr, policyDir)))
 	multiAgent.WaitReady(t, 20*time.Second)
 	serverAgent.WaitReady(t, 20*time.Second)
-	waitWorkloads(t, serverAgent, 20*time.Second, func(ws []string) bool { return len(ws) == 4 }, "h2 learns h1's three workloads")
-	waitWorkloads(t, multiAgent, 20*time.Second, func(ws []string) bool { return len(ws) == 4 }, "h1 learns h2's workload")
+	waitWorkloads(t, serverAgent, 20*time.Second, func(ws []string) bool { return len(ws) == 5 }, "h2 learns h1's four workloads")
+	waitWorkloads(t, multiAgent, 20*time.Second, func(ws []string) bool { return len(ws) == 5 }, "h1 learns h2's workload")
 	if out := multi.MustRun(agentBin, "workloads"); !strings.Contains(out, "user 2001 (uid 2001) -> outbound port 15101") ||
 		!strings.Contains(out, "user 2002 (uid 2002) -> outbound port 15102") || !strings.Contains(out, "source address") {
 		t.Errorf("workloads does not say how each local workload is recognised:\n%s", out)
@@ -112,6 +126,28 @@ dir = %q
 			t.Fatalf("h2's metrics do not show alice allowed and bob denied:\n%s", grepIstio(metrics))
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+
+	// dave's unit starts: within the watch interval its processes are
+	// recognised, and present dave's identity (which h2 refuses).
+	multiAgent.WaitLog(t, "workload unit not running", 5*time.Second)
+	if err := os.Mkdir(filepath.Join(cgroupRoot, daveCgroup), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	multiAgent.WaitLog(t, "capture rules updated: a recognised unit started", 10*time.Second)
+	inUnit := exec.Command("nsenter", "--net=/run/netns/"+multi.NS, "sh", "-c",
+		fmt.Sprintf("echo $$ > %s/%s/cgroup.procs && exec curl -sS --max-time 5 %s", cgroupRoot, daveCgroup, url))
+	if out, err := inUnit.CombinedOutput(); err == nil {
+		t.Errorf("dave's unit reached h2, which allows only alice: %q", out)
+	}
+	daveDenied := map[string]string{"source_principal": "spiffe://cluster.local/ns/default/sa/dave", "response_flags": "DENY"}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if v, ok := metricValue(t, scrape(t, server), "istio_tcp_connections_failed_total", daveDenied); ok && v >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("h2's metrics do not show dave's unit denied:\n%s", grepIstio(scrape(t, server)))
+		}
 	}
 
 	// A process of no declared workload is not captured ("passthrough"): h2

@@ -57,6 +57,15 @@ func (h *Host) StartAgent(bin, config string) *Agent {
 	return &Agent{Proc: p, Host: h, ConfigPath: path}
 }
 
+// StartAgentWithHostSys is StartAgent for an agent that must see the
+// machine's cgroups (workloads recognised by systemd unit).
+func (h *Host) StartAgentWithHostSys(bin, config string) *Agent {
+	h.lab.t.Helper()
+	path := h.WriteConfig(config)
+	p := h.StartWithHostSys("agent", bin, "run", "-config", path)
+	return &Agent{Proc: p, Host: h, ConfigPath: path}
+}
+
 // HTTPClient returns a client whose connections originate in the host.
 func (h *Host) HTTPClient(timeout time.Duration) *http.Client {
 	return &http.Client{

@@ -60,16 +60,29 @@ func (h *Host) MustRun(name string, args ...string) string {
 // that is shown if the test fails. It is stopped when the lab closes.
 func (h *Host) Start(label, name string, args ...string) *Proc {
 	h.lab.t.Helper()
+	return h.start(label, h.Command(context.Background(), name, args...))
+}
+
+// StartWithHostSys is Start through nsenter rather than `ip netns exec`,
+// which mounts a fresh sysfs and so hides /sys/fs/cgroup: for processes that
+// must see the machine's cgroups.
+func (h *Host) StartWithHostSys(label, name string, args ...string) *Proc {
+	h.lab.t.Helper()
+	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + h.NS, "--", name}, args...)...)
+	return h.start(label, cmd)
+}
+
+func (h *Host) start(label string, cmd *exec.Cmd) *Proc {
+	h.lab.t.Helper()
 	logPath := fmt.Sprintf("%s/%s.log", h.Dir, label)
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		h.lab.t.Fatal(err)
 	}
-	cmd := h.Command(context.Background(), name, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		logFile.Close()
-		h.lab.t.Fatalf("start %s on %s: %v", name, h.Name, err)
+		h.lab.t.Fatalf("start %s on %s: %v", cmd.Args, h.Name, err)
 	}
 	p := &Proc{host: h, Label: label, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {

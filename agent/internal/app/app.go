@@ -169,6 +169,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.runHealth(gctx) })
 	g.Go(func() error { return a.dp.outbound.Run(gctx, drain) })
 	g.Go(func() error { return a.runClasses(gctx, drain) })
+	g.Go(func() error { return a.watchCgroups(gctx) })
 	g.Go(func() error { return a.dp.inbound.Run(gctx, drain) })
 	g.Go(func() error { return a.runHBONE(gctx, drain) })
 	g.Go(func() error { return a.runDNS(gctx) })

@@ -6,6 +6,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
@@ -23,6 +24,7 @@ type dataPath struct {
 	outbound *proxy.Outbound
 	inbound  *proxy.InboundPlain
 	capture  *capture.Capture // nil when capture is disabled
+	specMu   sync.Mutex       // one writer of the table at a time: reload, or the cgroup watch
 	spec     nft.Spec
 	classes  []workloadClass // workloads recognised by their processes, with their own outbound listeners
 }
@@ -159,6 +161,8 @@ func (a *App) reinstallCapture(next *config.Config) error {
 		return nil
 	}
 	spec := a.captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)))
+	a.dp.specMu.Lock()
+	defer a.dp.specMu.Unlock()
 	if err := a.dp.capture.Install(context.Background(), spec); err != nil {
 		return err
 	}
