@@ -30,8 +30,8 @@ type conn struct {
 	peer   spiffeid.ID
 	// serverName is the SNI of the TLS handshake (server side; "" when none).
 	serverName string
-	local  netip.AddrPort
-	remote netip.AddrPort
+	local      netip.AddrPort
+	remote     netip.AddrPort
 
 	// Write side, under wmu (writer.go).
 	wmu  sync.Mutex
