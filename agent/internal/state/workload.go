@@ -41,6 +41,9 @@ type Workload struct {
 	// Primary marks the first workload of its node on each of its addresses:
 	// the one a client without SNI (a ztunnel) reaches.
 	Primary bool `json:"primary,omitempty"`
+	// AuthorizationPolicies are the "namespace/name" keys of the policies
+	// istiod bound to the workload (its selector policies, resolved by istiod).
+	AuthorizationPolicies []string `json:"authorizationPolicies,omitempty"`
 	Local   bool `json:"local"` // runs on this host
 }
 
