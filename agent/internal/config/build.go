@@ -39,6 +39,7 @@ func Build(f File) (*Config, Problems) {
 	cfg.Waypoint = b.waypoint(f.Waypoint, cfg.Node, owners)
 	cfg.Services = b.services(f.Service, cfg.Workloads, owners)
 	cfg.DNS = b.dns(f.DNS)
+	cfg.Istio = b.istio(f.Istio, cfg.Identity)
 	cfg.Policy.WaypointEnforcement = b.enforcement(f.Policy.WaypointEnforcement)
 	if len(b.problems) > 0 {
 		return nil, b.problems
@@ -88,9 +89,9 @@ func (b *builder) identity(f IdentityFile) Identity {
 		SpireSocket: orDefault(f.SpireSocket, DefaultSpireSocket),
 	}
 	switch id.Source {
-	case SourceFiles, SourceSpire:
+	case SourceFiles, SourceSpire, SourceIstio:
 	default:
-		b.addf("identity.source", "%q is not one of %q, %q", id.Source, SourceFiles, SourceSpire)
+		b.addf("identity.source", "%q is not one of %q, %q, %q", id.Source, SourceFiles, SourceSpire, SourceIstio)
 	}
 	if !strings.HasPrefix(id.Dir, "/") {
 		b.addf("identity.dir", "%q is not an absolute path", id.Dir)

@@ -53,6 +53,7 @@ var DefaultExcludeInboundPorts = []uint16{22}
 const (
 	SourceFiles = "files"
 	SourceSpire = "spire"
+	SourceIstio = "istio" // istiod's CA, with the [istio] settings
 )
 
 // Log formats.
@@ -74,6 +75,7 @@ type Config struct {
 	Services  []Service  `json:"services"`
 	Waypoint  Waypoint   `json:"waypoint"`
 	DNS       DNS        `json:"dns"`
+	Istio     Istio      `json:"istio"`
 	Policy    Policy     `json:"policy"`
 	Admin     Admin      `json:"admin"`
 	Log       Log        `json:"log"`

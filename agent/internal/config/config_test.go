@@ -59,6 +59,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"[[workload]]", "[[remote_workload]]", "node", "tunnel", "namespace", "service_account", "addresses", "labels",
 		"use_waypoint", "capacity", "[workload.health]", "kind", "port", "path", "interval", "timeout",
 		"unhealthy_threshold", "healthy_threshold", "user", "group", "unit", "unmatched", "default_workload",
+		"[istio]", "server_name", "root_cert", "token_dir", "discovery", "insecure_plaintext",
 		"[[service]]", "hostname", "vips", "ports", "target_port", "app_protocol", "workloads",
 		"[waypoint]", "for_service_account", "[dns]", "listen", "capture", "upstreams", "domains", "waypoint_enforcement",
 		"[policy]", "root_namespace", "[admin]", "address", "readiness_address", "metrics_address", "[log]", "level", "format",

@@ -36,6 +36,9 @@ func Diff(old, new *Config) []string {
 	if !reflect.DeepEqual(old.DNS, new.DNS) {
 		out = append(out, "dns")
 	}
+	if old.Istio != new.Istio {
+		out = append(out, "istio")
+	}
 	if old.Policy != new.Policy {
 		out = append(out, "policy")
 	}

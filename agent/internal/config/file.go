@@ -12,6 +12,7 @@ type File struct {
 	Service  []ServiceFile  `toml:"service"`
 	Waypoint WaypointFile   `toml:"waypoint"`
 	DNS      DNSFile        `toml:"dns"`
+	Istio    IstioFile      `toml:"istio"`
 	Policy   PolicyFile     `toml:"policy"`
 	Admin    AdminFile      `toml:"admin"`
 	Log      LogFile        `toml:"log"`
@@ -147,4 +148,15 @@ type PolicyFile struct {
 	Dir                 string `toml:"dir"`
 	RootNamespace       string `toml:"root_namespace"`
 	WaypointEnforcement string `toml:"waypoint_enforcement"`
+}
+
+// IstioFile is the [istio] table.
+type IstioFile struct {
+	Enabled           bool   `toml:"enabled"`
+	Address           string `toml:"address"`
+	ServerName        string `toml:"server_name"`
+	RootCert          string `toml:"root_cert"`
+	TokenDir          string `toml:"token_dir"`
+	Discovery         *bool  `toml:"discovery"`
+	InsecurePlaintext bool   `toml:"insecure_plaintext"`
 }
