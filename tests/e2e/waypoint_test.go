@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -58,6 +60,27 @@ name = %q
 service_account = %q
 for_service_account = %q
 addresses = [%q]
+[policy]
+dir = %q
+`
+
+// denyClientAtWaypoint attaches to the waypoint sa-wp (targetRefs): it
+// denies the client, whatever the target.
+const denyClientAtWaypoint = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-client
+  namespace: default
+spec:
+  targetRefs:
+  - group: gateway.networking.k8s.io
+    kind: Gateway
+    name: sa-wp
+  action: DENY
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/client"]
 `
 
 func newWaypointLab(t *testing.T) *waypointLab {
@@ -88,7 +111,7 @@ addresses = ["10.77.0.99"]
 `, w.client.Addr))
 	w.start(t, w.reviews, fmt.Sprintf(reviewsBody, w.reviews.Addr, "hairpin"))
 	w.start(t, w.ratings, fmt.Sprintf(ratingsBody, w.ratings.Addr))
-	w.start(t, w.nsWP, fmt.Sprintf(waypointBody, "ns-wp", "ns-wp", "", w.nsWP.Addr))
+	w.start(t, w.nsWP, fmt.Sprintf(waypointBody, "ns-wp", "ns-wp", "", w.nsWP.Addr, filepath.Join(w.nsWP.Dir, "policies")))
 	return w
 }
 
@@ -130,7 +153,8 @@ func TestWaypoints(t *testing.T) {
 	waitCount(t, nsAgent, 1, 5*time.Second, "route=waypoint", "dst=10.77.0.99:80", "not a service or workload managed by waypoint default/ns-wp")
 
 	// A service-account waypoint for reviews takes over the workload.
-	w.start(t, w.saWP, fmt.Sprintf(waypointBody, "sa-wp", "sa-wp", "reviews", w.saWP.Addr))
+	saPolicies := filepath.Join(w.saWP.Dir, "policies")
+	w.start(t, w.saWP, fmt.Sprintf(waypointBody, "sa-wp", "sa-wp", "reviews", w.saWP.Addr, saPolicies))
 	saAgent := w.agents["h5"]
 	waitMesh(t, client, 30*time.Second, "service-account waypoint known", func(m meshDump) bool { return len(m.Waypoints) == 2 })
 	waitMesh(t, reviewsAgent, 30*time.Second, "service-account waypoint known by the backend", func(m meshDump) bool { return len(m.Waypoints) == 2 })
@@ -179,4 +203,20 @@ func TestWaypoints(t *testing.T) {
 	if n := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr)); n != saHairpins {
 		t.Errorf("under policy enforcement the call still crossed the waypoint")
 	}
+
+	// The waypoint authorizes with the caller's identity: a policy attached
+	// to it (targetRefs) denies the client, and only at the waypoint.
+	if err := os.MkdirAll(saPolicies, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(saPolicies, "deny-client.yaml"), []byte(denyClientAtWaypoint), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	saAgent.WaitLog(t, `reason="files changed"`, 10*time.Second)
+	if out, err := curl(w.client, fmt.Sprintf("http://%s:8080/", w.reviews.Addr)); err == nil {
+		t.Errorf("the client went through a waypoint whose policy denies it: %q", out)
+	}
+	waitCount(t, saAgent, 1, 5*time.Second, "route=waypoint", "src_identity=spiffe://cluster.local/ns/default/sa/client", "response_flags=DENY")
+	// ratings has no waypoint: the policy of sa-wp does not apply there.
+	mustCurl(t, w.client, fmt.Sprintf("http://%s:8080/", w.ratings.Addr), "ratings from h3")
 }
