@@ -20,6 +20,9 @@ type dumpView struct {
 			Name        string `json:"name"`
 			TrustDomain string `json:"trustDomain"`
 		} `json:"node"`
+		DNS struct {
+			Enabled bool `json:"enabled"`
+		} `json:"dns"`
 		Gossip struct {
 			Enabled bool     `json:"enabled"`
 			KeyFile string   `json:"keyFile"`

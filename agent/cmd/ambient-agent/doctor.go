@@ -124,6 +124,12 @@ func checkListeners(d *dumpView) []check {
 		port uint16
 		role string
 	}{{15001, "outbound"}, {15006, "inbound plaintext"}, {15021, "readiness"}, {15020, "metrics"}}
+	if d.Config.DNS.Enabled {
+		want = append(want, struct {
+			port uint16
+			role string
+		}{15053, "DNS proxy"})
+	}
 	var out []check
 	for _, w := range want {
 		c := check{Name: fmt.Sprintf("listener %d", w.port), OK: listening[w.port], Detail: w.role}
