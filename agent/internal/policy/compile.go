@@ -17,8 +17,8 @@ type Options struct {
 	RootNamespace string
 }
 
-// Set is a compiled, immutable, indexed set of policies. Build it with Compile (or Load) and swap it in
-// whole; it is safe for concurrent use. A nil *Set holds no policies.
+// Set is a compiled, immutable, indexed set of policies. Build it with Compile (or Load), add istiod's
+// policies with WithXDS, and swap it in whole; it is safe for concurrent use. A nil *Set holds no policies.
 type Set struct {
 	rootNamespace string
 	policies      []*Authorization // every compiled Authorization, by (namespace, name, kind); ord is the index
@@ -28,6 +28,7 @@ type Set struct {
 	peers         peerIndex
 	waypoint      waypointIndex // policies with targetRefs, for EvaluateWaypoint; not in policies
 	summary       []PolicySummary
+	xds           *xdsIndex // istiod's policies (WithXDS); nil when there are none
 }
 
 type namespacePolicies struct {
@@ -135,13 +136,13 @@ func (s *Set) index(a *Authorization) {
 	}
 }
 
-// Len is the number of compiled Authorizations the node agent enforces (from AuthorizationPolicies, and
-// the DENY policies derived from PeerAuthentications); waypoint policies are not counted.
+// Len is the number of compiled Authorizations the node agent enforces (from AuthorizationPolicies, the
+// DENY policies derived from PeerAuthentications, and istiod's); waypoint policies are not counted.
 func (s *Set) Len() int {
 	if s == nil {
 		return 0
 	}
-	return len(s.policies)
+	return len(s.policies) + s.xdsLen()
 }
 
 // RootNamespace is the root namespace the set was compiled with.
@@ -152,15 +153,21 @@ func (s *Set) RootNamespace() string {
 	return s.rootNamespace
 }
 
-// Authorizations returns the compiled policies the node agent enforces, sorted by namespace, name and
-// kind; waypoint policies are not among them. They are shared with the Set: read them, never modify them.
+// Authorizations returns the compiled policies the node agent enforces, the local ones sorted by
+// namespace, name and kind, then istiod's by namespace and name; waypoint policies are not among them.
+// Their rules are shared with the Set: read them, never modify them.
 func (s *Set) Authorizations() []Authorization {
 	if s == nil {
 		return nil
 	}
-	out := make([]Authorization, len(s.policies))
-	for i, a := range s.policies {
-		out[i] = *a
+	out := make([]Authorization, 0, s.Len())
+	for _, a := range s.policies {
+		out = append(out, *a)
+	}
+	if s.xds != nil {
+		for _, a := range s.xds.policies {
+			out = append(out, *a)
+		}
 	}
 	return out
 }

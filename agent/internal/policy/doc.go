@@ -27,14 +27,23 @@
 //	                                            lists them.
 //	(*Set).Summary() []PolicySummary            summary.go: JSON-friendly, for /config_dump; with
 //	(*Set).Authorizations(), Len(), WaypointPolicies().
+//	(*Set).WithXDS([]XDSAuthorization) (*Set, []Warning)
+//	                                            xds.go, bind.go: the policies istiod sends ztunnels
+//	                                            (istio.security.Authorization, decoded by the xDS client
+//	                                            into plain XDS* types), compiled by CompileXDS and enforced
+//	                                            next to the local ones in a new Set: GLOBAL, NAMESPACE, and
+//	                                            WORKLOAD_SELECTOR by the keys istiod binds to the
+//	                                            destination workload (Conn.BoundPolicies), as ztunnel does.
 //
 // How the agent uses it: on start, on a change in [policy] dir and on SIGHUP, call Load with the
 // configured root namespace; on error log the Problems and keep the current Set; otherwise log the
-// Warnings and swap the new *Set into an atomic.Pointer. Per inbound connection call Evaluate with the
-// destination workload (namespace, labels, address, target port) and the peer (verified SPIFFE ID, or the
-// zero ID for plaintext, and its address): deny -> HTTP 401 on HBONE, close on plaintext. After a swap,
-// Evaluate the live connections again against the new Set and close those now denied. Decision.DryRun,
-// when set, is logged and never enforced. A nil *Set allows everything.
+// Warnings and swap the new *Set into an atomic.Pointer. With istiod, keep the Set Load returned and swap
+// in its WithXDS(istiod's latest policies) instead, after every reload and every xDS update. Per inbound
+// connection call Evaluate with the destination workload (namespace, labels, address, target port, and
+// the policy keys istiod bound to it) and the peer (verified SPIFFE ID, or the zero ID for plaintext, and
+// its address): deny -> HTTP 401 on HBONE, close on plaintext. After a swap, Evaluate the live connections
+// again against the new Set and close those now denied. Decision.DryRun, when set, is logged and never
+// enforced. A nil *Set allows everything.
 //
 // As a waypoint, the agent calls EvaluateWaypoint per connection with the caller's verified identity and
 // the target (service VIP or workload address, and port) and re-evaluates live connections after a swap

@@ -16,6 +16,10 @@ type Conn struct {
 	DestPort       uint16            // the final target port (after any service port mapping)
 	SourceIdentity spiffeid.ID       // the peer's verified identity; the zero ID for a plaintext source
 	SourceIP       netip.Addr
+	// BoundPolicies are the "namespace/name" keys of the istiod policies istiod bound to the destination
+	// workload (its Workload's authorization_policies): how istiod's WORKLOAD_SELECTOR policies apply.
+	// nil for a workload istiod does not know. Local policies use DestLabels, never this.
+	BoundPolicies []string
 }
 
 // Reason says why a Decision went the way it did: a closed vocabulary for logs, metrics and `authz check`.
@@ -70,14 +74,16 @@ const maxInlinePolicies = 16
 
 // Evaluate decides one connection (spec/authz.md "Evaluation"): the policies considered are the GLOBAL
 // ones, the NAMESPACE ones of the destination's namespace, the WORKLOAD_SELECTOR ones that select it (from
-// its namespace or the root namespace) and the DENY derived from its effective PeerAuthentication.
+// its namespace or the root namespace) and the DENY derived from its effective PeerAuthentication; and of
+// istiod's policies (WithXDS), the GLOBAL ones, the NAMESPACE ones of its namespace and those named in
+// c.BoundPolicies, as ztunnel does.
 //  1. any DENY policy matches: deny;
 //  2. no ALLOW policy applies: allow;
 //  3. any ALLOW policy matches: allow;
 //  4. otherwise deny.
 //
 // Dry-run policies take no part; when some apply, Decision.DryRun says what they would change. When
-// several policies match, the one first by (namespace, name, kind) is reported.
+// several policies match, the one first by (namespace, name, kind) is reported, local ones before istiod's.
 func (s *Set) Evaluate(c Conn) Decision {
 	var buf [maxInlinePolicies]*Authorization
 	return evaluate(s.applicable(&c, buf[:0]), &c)
@@ -123,6 +129,9 @@ func (s *Set) applicable(c *Conn, out []*Authorization) []*Authorization {
 	out = s.rootSelectors.collect(c.DestLabels, out)
 	if pa := s.peers.effective(c.DestNamespace, c.DestLabels); pa != nil {
 		out = append(out, pa)
+	}
+	if s.xds != nil {
+		out = s.xds.collect(c, out)
 	}
 	sortByOrd(out)
 	return out

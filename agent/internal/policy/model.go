@@ -52,8 +52,11 @@ type Authorization struct {
 	Rules      []Rule            `json:"rules"`
 	DryRun     bool              `json:"dryRun,omitempty"`
 	Source     Source            `json:"source"`
+	Origin     Origin            `json:"origin,omitempty"` // OriginIstiod for istiod's policies (WithXDS)
 
-	ord int    // position in Set.policies (waypoint ones: in the waypoint index): breaks ties deterministically
+	// ord breaks ties deterministically: the position in Set.policies, after them for istiod's policies
+	// (waypoint ones: the position in the waypoint index).
+	ord int
 	key string // Key(), computed once by Compile
 }
 

@@ -17,16 +17,16 @@ type PolicySummary struct {
 	PortLevelMTLS string            `json:"portLevelMtls,omitempty"` // PeerAuthentication: "8080=PERMISSIVE,..."
 	Warnings      int               `json:"warnings,omitempty"`
 	Source        Source            `json:"source"`
+	Origin        Origin            `json:"origin,omitempty"` // OriginIstiod: sent by istiod (WithXDS)
 }
 
-// Summary lists every AuthorizationPolicy and PeerAuthentication of the set, by namespace, name and kind.
+// Summary lists every AuthorizationPolicy and PeerAuthentication of the set, and every policy istiod sent
+// (Origin "istiod", Source "istiod"; a policy skipped has Enforced false), by namespace, name and kind.
 func (s *Set) Summary() []PolicySummary {
 	if s == nil {
 		return nil
 	}
-	out := make([]PolicySummary, len(s.summary))
-	copy(out, s.summary)
-	return out
+	return s.mergedSummary()
 }
 
 func summarizeAuthorizationPolicy(r *Resource, a *Authorization, ws []Warning) PolicySummary {
