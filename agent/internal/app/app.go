@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -39,10 +40,14 @@ type App struct {
 	state    *state.Store
 	dp       dataPath
 	dns      dnsProxy
-	policies atomic.Pointer[policy.Set] // nil: no policy
-	live     *proxy.Live
-	gossip   *discovery.Discovery // nil when gossip is off
-	health   *health.Checker
+	policies atomic.Pointer[policy.Set] // what is enforced: local and istiod's; nil: no policy
+	// localPolicies are the policy directory's; xdsPolicies istiod's last ones (nil: none).
+	localPolicies atomic.Pointer[policy.Set]
+	xdsPolicies   atomic.Pointer[[]policy.XDSAuthorization]
+	policyMu      sync.Mutex // one swap at a time
+	live          *proxy.Live
+	gossip        *discovery.Discovery // nil when gossip is off
+	health        *health.Checker
 	// gossipAlive is the alive member count last seen, for member events.
 	gossipAlive atomic.Int64
 	pool        *hbone.Pool
@@ -93,6 +98,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 		return nil, err
 	}
 	a.policies.Store(set)
+	a.localPolicies.Store(set)
 	a.live = proxy.NewLive()
 	ids, err := newIdentitySource(cfg, log)
 	if err != nil {

@@ -44,10 +44,27 @@ func (a *App) reloadPolicies(why string) error {
 		a.log.Error("policies rejected, keeping the running set", "reason", why, "err", err)
 		return err
 	}
-	a.policies.Store(set)
-	closed := a.live.Reevaluate(set)
+	a.localPolicies.Store(set)
+	closed := a.swapPolicies()
 	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(), "connections_closed", closed)
 	return nil
+}
+
+// swapPolicies puts in place the local policies together with the ones
+// istiod sent last, and closes the live connections they no longer allow.
+func (a *App) swapPolicies() int {
+	a.policyMu.Lock()
+	defer a.policyMu.Unlock()
+	set := a.localPolicies.Load()
+	if xds := a.xdsPolicies.Load(); xds != nil {
+		var warnings []policy.Warning
+		set, warnings = set.WithXDS(*xds)
+		for _, w := range warnings {
+			a.log.Warn("policy from istiod", "warning", fmt.Sprint(w))
+		}
+	}
+	a.policies.Store(set)
+	return a.live.Reevaluate(set)
 }
 
 // watchPolicies reloads the policy directory when its files change.

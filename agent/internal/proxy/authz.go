@@ -19,6 +19,7 @@ func authzConn(w *state.Workload, dst netip.AddrPort, peer spiffeid.ID, src neti
 		DestPort:       dst.Port(),
 		SourceIdentity: peer,
 		SourceIP:       src,
+		BoundPolicies:  w.AuthorizationPolicies,
 	}
 }
 
