@@ -1,10 +1,13 @@
 package identity
 
 import (
+	"context"
 	"math/rand/v2"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // Retry delays of spec/identity.md: exponential from 0.5 s to 150 s, with ±20% jitter.
@@ -37,3 +40,25 @@ func (b *backoff) Reset() { b.next = b.min }
 type backoffStrategy struct{ min, max time.Duration }
 
 func (s backoffStrategy) NewBackoff() workloadapi.Backoff { return newBackoff(s.min, s.max) }
+
+// sleep waits d, or until ctx is done; it reports whether the whole of d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// grpcConnectParams keep gRPC's own reconnect backoff short (its default grows to 2 minutes), so that a server
+// that comes back (a SPIRE socket that appears, istiod restarted) is used by the next attempt, whose pace our
+// backoff sets.
+func grpcConnectParams() grpc.DialOption {
+	return grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff:           grpcbackoff.Config{BaseDelay: backoffMin, Multiplier: 1.6, Jitter: backoffJitter, MaxDelay: 5 * time.Second},
+		MinConnectTimeout: 5 * time.Second,
+	})
+}

@@ -92,14 +92,7 @@ func (ca *testCA) leaf(t *testing.T, uris []string, edit ...func(*x509.Certifica
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          randSerial(t),
-		NotBefore:             time.Now().Add(-time.Minute),
-		NotAfter:              time.Now().Add(time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		BasicConstraintsValid: true,
-	}
+	tmpl := workloadTemplate(randSerial(t))
 	for _, u := range uris {
 		parsed, err := url.Parse(u)
 		if err != nil {
@@ -113,15 +106,32 @@ func (ca *testCA) leaf(t *testing.T, uris []string, edit ...func(*x509.Certifica
 	for _, e := range edit {
 		e(tmpl)
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	cert, err := ca.issue(tmpl, &key.PublicKey)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
+	return issued{cert: cert, key: key, chainPEM: pemCert(cert.Raw), keyPEM: pemKey(t, key)}
+}
+
+// workloadTemplate is a workload certificate without SANs, valid from a minute ago for an hour.
+func workloadTemplate(serial *big.Int) *x509.Certificate {
+	return &x509.Certificate{
+		SerialNumber:          serial,
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
 	}
-	return issued{cert: cert, key: key, chainPEM: pemCert(der), keyPEM: pemKey(t, key)}
+}
+
+// issue signs tmpl for pub. It does not fail the test, so that a server goroutine can use it.
+func (ca *testCA) issue(tmpl *x509.Certificate, pub crypto.PublicKey) (*x509.Certificate, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, pub, ca.key)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParseCertificate(der)
 }
 
 // workload issues a valid SVID for id.

@@ -31,6 +31,7 @@ type Source interface {
 const (
 	SourceFiles = "files"
 	SourceSpire = "spire"
+	SourceIstio = "istio"
 )
 
 // DefaultPollInterval is how often the files source looks for changed files.
@@ -38,16 +39,18 @@ const DefaultPollInterval = time.Second
 
 // Options configure New.
 type Options struct {
-	// Source is SourceFiles or SourceSpire.
+	// Source is SourceFiles, SourceSpire or SourceIstio.
 	Source string
 	// Dir is the files source's directory (see BundlePath, ChainPath, KeyPath).
 	Dir string
 	// SpireSocket is the path of the SPIRE agent's Workload API socket.
 	SpireSocket string
+	// Istio configures the istio source: istiod's CA and the service-account tokens.
+	Istio IstioOptions
 	// TrustDomain is the mesh's trust domain; every identity must belong to it.
 	TrustDomain spiffeid.TrustDomain
 	// Identities are the local workloads' identities: the only ones the Source holds certificates for.
-	// The files source needs them in the Istio form (spiffe://td/ns/NS/sa/SA), which names their files.
+	// The files and istio sources need them in the Istio form (spiffe://td/ns/NS/sa/SA), which names their files.
 	Identities []spiffeid.ID
 	// Logger receives reload and rotation events and errors; nil discards them.
 	Logger *slog.Logger
@@ -57,7 +60,8 @@ type Options struct {
 
 // New validates opts and builds the Source. It does not wait for anything. The files source loads its files
 // once here and refuses to start (returns the error, naming the file and identity) when any of them is missing
-// or invalid; the spire source starts empty and not ready, and connects in Run.
+// or invalid; the istio source reads its root certificate here; the spire and istio sources start without
+// certificates and not ready, and connect in Run.
 func New(opts Options) (Source, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
@@ -74,6 +78,8 @@ func New(opts Options) (Source, error) {
 			interval = DefaultPollInterval
 		}
 		return newFilesSource(opts.Dir, opts.TrustDomain, want, interval, log.With("source", SourceFiles), time.Now)
+	case SourceIstio:
+		return newIstioSource(opts.Istio, opts.TrustDomain, want, log.With("source", SourceIstio), time.Now)
 	default:
 		return newSpireSource(opts.SpireSocket, opts.TrustDomain, want, log.With("source", SourceSpire), time.Now), nil
 	}
@@ -93,8 +99,10 @@ func (o Options) validate() error {
 		if !filepath.IsAbs(o.SpireSocket) {
 			errs = append(errs, fmt.Errorf("spire source: socket %q is not an absolute path", o.SpireSocket))
 		}
+	case SourceIstio:
+		errs = append(errs, o.Istio.validate()...)
 	default:
-		errs = append(errs, fmt.Errorf("source %q is not %q or %q", o.Source, SourceFiles, SourceSpire))
+		errs = append(errs, fmt.Errorf("source %q is not %q, %q or %q", o.Source, SourceFiles, SourceSpire, SourceIstio))
 	}
 	for _, id := range o.Identities {
 		switch {
@@ -102,9 +110,9 @@ func (o Options) validate() error {
 			errs = append(errs, errors.New("an identity is empty"))
 		case !id.MemberOf(o.TrustDomain):
 			errs = append(errs, fmt.Errorf("identity %s is not in trust domain %q", id, o.TrustDomain))
-		case o.Source == SourceFiles:
+		case o.Source == SourceFiles || o.Source == SourceIstio:
 			if _, _, ok := ParseIstioID(id); !ok {
-				errs = append(errs, fmt.Errorf("files source: identity %s is not of the form spiffe://<td>/ns/<ns>/sa/<sa>", id))
+				errs = append(errs, fmt.Errorf("%s source: identity %s is not of the form spiffe://<td>/ns/<ns>/sa/<sa>", o.Source, id))
 			}
 		}
 	}

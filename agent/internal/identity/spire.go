@@ -10,8 +10,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
-	"google.golang.org/grpc"
-	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
@@ -38,12 +36,7 @@ func (s *spireSource) Run(ctx context.Context) error {
 	client, err := workloadapi.New(ctx,
 		workloadapi.WithAddr("unix://"+s.socket),
 		workloadapi.WithBackoffStrategy(backoffStrategy{min: backoffMin, max: backoffMax}),
-		// gRPC's own reconnect backoff grows to 2 minutes; keep it short so that a socket that appears is
-		// used by the next watch attempt, whose pace our backoff sets.
-		workloadapi.WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           grpcbackoff.Config{BaseDelay: backoffMin, Multiplier: 1.6, Jitter: backoffJitter, MaxDelay: 5 * time.Second},
-			MinConnectTimeout: 5 * time.Second,
-		})),
+		workloadapi.WithDialOptions(grpcConnectParams()),
 	)
 	if err != nil {
 		return fmt.Errorf("identity: spire workload API %s: %w", s.socket, err)
@@ -58,10 +51,8 @@ func (s *spireSource) Run(ctx context.Context) error {
 			return nil
 		}
 		s.log.Error("identity: SPIRE workload API watch ended; retrying", "socket", s.socket, "err", err)
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, retry.Next()) {
 			return nil
-		case <-time.After(retry.Next()):
 		}
 	}
 }
