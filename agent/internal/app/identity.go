@@ -55,6 +55,7 @@ func newIdentitySource(cfg *config.Config, log *slog.Logger) (identity.Source, e
 		TrustDomain: td,
 		Identities:  ids,
 		Logger:      log.With("component", "identity"),
+		Istio:       istioCA(cfg),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("identity (source %q): %w", cfg.Identity.Source, err)
@@ -103,4 +104,20 @@ func dedupe(ids []spiffeid.ID) map[string]bool {
 		set[id.String()] = true
 	}
 	return set
+}
+
+// istioCA is where the `istio` source asks for certificates: istiod, as [istio] says.
+func istioCA(cfg *config.Config) identity.IstioOptions {
+	o := identity.IstioOptions{
+		Address:    cfg.Istio.Address,
+		ServerName: cfg.Istio.ServerName,
+		RootCert:   cfg.Istio.RootCert,
+		TokenDir:   cfg.Istio.TokenDir,
+		ClusterID:  cfg.Node.ClusterID,
+		Plaintext:  cfg.Istio.InsecurePlaintext,
+	}
+	if o.Plaintext {
+		o.RootCert = ""
+	}
+	return o
 }

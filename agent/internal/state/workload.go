@@ -44,7 +44,7 @@ type Workload struct {
 	// AuthorizationPolicies are the "namespace/name" keys of the policies
 	// istiod bound to the workload (its selector policies, resolved by istiod).
 	AuthorizationPolicies []string `json:"authorizationPolicies,omitempty"`
-	Local   bool `json:"local"` // runs on this host
+	Local                 bool     `json:"local"` // runs on this host
 }
 
 // Identity is the workload's SPIFFE identity, Istio style:
