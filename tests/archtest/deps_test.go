@@ -33,6 +33,7 @@ var rank = map[string]int{
 	"agent/internal/capture":   4,
 	"agent/internal/dns":       4,
 	"agent/internal/health":    4,
+	"agent/internal/xds":       4,
 	"agent/internal/proxy":     5,
 	"agent/internal/admin":     6,
 	"agent/internal/app":       7,

@@ -1,0 +1,425 @@
+package xds
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"strings"
+)
+
+// Field numbers of istio.workload (workload.proto). Never renumbered upstream; new fields get new numbers.
+const (
+	// Address: oneof type { Workload workload = 1; Service service = 2; }
+	addrWorkload, addrService = 1, 2
+
+	// Workload
+	wlName, wlNamespace, wlAddresses, wlNetwork, wlTunnelProtocol     = 1, 2, 3, 4, 5
+	wlTrustDomain, wlServiceAccount, wlWaypoint, wlNode               = 6, 7, 8, 9
+	wlCanonicalName, wlCanonicalRevision, wlWorkloadType, wlWorkloadN = 10, 11, 12, 13
+	wlNativeTunnel, wlAuthorizationPolicies, wlStatus, wlClusterID    = 14, 16, 17, 18
+	wlNetworkGateway, wlUID, wlHostname, wlServices, wlAppTunnel      = 19, 20, 21, 22, 23
+	wlCapacity                                                        = 27 // google.protobuf.UInt32Value
+	// 24 locality, 25 network_mode, 26 extensions: not used by the agent, skipped.
+
+	// Workload.services is map<string, PortList>: entries with key = 1, value = 2; PortList: repeated Port ports = 1.
+	mapKey, mapValue = 1, 2
+	portListPorts    = 1
+
+	// Port
+	portServicePort, portTargetPort, portAppProtocol = 1, 2, 3
+
+	// Service
+	svcName, svcNamespace, svcHostname, svcAddresses, svcPorts = 1, 2, 3, 4, 5
+	svcSubjectAltNames, svcWaypoint                            = 6, 7
+	// 8 load_balancing, 9 ip_families, 10 extensions, 11 canonical, 12 ingress_use_waypoint,
+	// 13 weighted_waypoints, 14 visibility: not used by the agent, skipped.
+
+	// GatewayAddress: oneof destination { NamespacedHostname hostname = 1; NetworkAddress address = 2; }
+	gwHostname, gwAddress, gwHBONEMTLSPort = 1, 2, 3
+	// NamespacedHostname
+	nhNamespace, nhHostname = 1, 2
+	// NetworkAddress
+	naNetwork, naAddress = 1, 2
+	// google.protobuf.UInt32Value
+	wrapperValue = 1
+)
+
+// Enum values of workload.proto.
+const (
+	tunnelNone, tunnelHBONE, tunnelLegacyIstioMTLS = 0, 1, 2 // TunnelProtocol
+	statusHealthy, statusUnhealthy                 = 0, 1    // WorkloadStatus
+	workloadTypeLast                               = 3       // WorkloadType: DEPLOYMENT, CRONJOB, POD, JOB
+	appProtocolLast                                = 5       // AppProtocol: UNKNOWN, HTTP11, HTTP2, GRPC, TCP, TLS
+)
+
+// workload is an istio.workload.Workload as received: the fields the agent uses.
+type workload struct {
+	UID, Name, Namespace, Hostname string
+	Addresses                      []netip.Addr
+	Network, TrustDomain           string
+	ServiceAccount, Node           string
+	Tunnel                         uint64
+	NativeTunnel                   bool
+	Waypoint, NetworkGateway       *gatewayAddress
+	CanonicalName                  string
+	CanonicalRevision              string
+	WorkloadName                   string
+	WorkloadType                   uint64
+	Services                       map[string][]port // "namespace/hostname" -> the workload's port mapping
+	AuthorizationPolicies          []string          // "namespace/name"
+	Status                         uint64
+	ClusterID                      string
+	Capacity                       uint32 // 1 when absent, as in ztunnel
+}
+
+// service is an istio.workload.Service as received.
+type service struct {
+	Name, Namespace, Hostname string
+	Addresses                 []networkAddress
+	Ports                     []port
+	SubjectAltNames           []string
+	Waypoint                  *gatewayAddress
+}
+
+type port struct {
+	ServicePort, TargetPort uint16
+	AppProtocol             uint64
+}
+
+type networkAddress struct {
+	Network string
+	Addr    netip.Addr
+}
+
+// gatewayAddress is a waypoint or network gateway reference: a service by namespace and hostname, or an address.
+type gatewayAddress struct {
+	Namespace, Hostname string // set for the hostname form
+	Address             networkAddress
+	HBONEPort           uint16
+}
+
+// address is the decoded istio.workload.Address: exactly one of its fields is set.
+type address struct {
+	Workload *workload
+	Service  *service
+}
+
+// decodeAddress reads one istio.workload.Address resource. It returns an error, never panics, on any input.
+func decodeAddress(b []byte) (*address, error) {
+	var a address
+	err := eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case addrWorkload: // oneof: the last one on the wire wins
+			a.Service = nil
+			a.Workload, err = decodeWorkload(f)
+		case addrService:
+			a.Workload = nil
+			a.Service, err = decodeService(f)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case a.Workload != nil:
+		err = a.Workload.validate()
+	case a.Service != nil:
+		err = a.Service.validate()
+	default:
+		err = errors.New("an Address with neither a workload nor a service")
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &a, nil
+}
+
+func decodeWorkload(f field) (*workload, error) {
+	b, err := f.message()
+	if err != nil {
+		return nil, err
+	}
+	w := &workload{Capacity: 1}
+	err = eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case wlUID:
+			w.UID, err = f.str()
+		case wlName:
+			w.Name, err = f.str()
+		case wlNamespace:
+			w.Namespace, err = f.str()
+		case wlAddresses:
+			var a netip.Addr
+			if a, err = f.ip(); err == nil {
+				w.Addresses = append(w.Addresses, a)
+			}
+		case wlHostname:
+			w.Hostname, err = f.str()
+		case wlNetwork:
+			w.Network, err = f.str()
+		case wlTunnelProtocol:
+			w.Tunnel, err = f.enum("tunnel protocol", tunnelLegacyIstioMTLS)
+		case wlTrustDomain:
+			w.TrustDomain, err = f.str()
+		case wlServiceAccount:
+			w.ServiceAccount, err = f.str()
+		case wlWaypoint:
+			w.Waypoint, err = decodeGatewayAddress(f)
+		case wlNetworkGateway:
+			w.NetworkGateway, err = decodeGatewayAddress(f)
+		case wlNode:
+			w.Node, err = f.str()
+		case wlCanonicalName:
+			w.CanonicalName, err = f.str()
+		case wlCanonicalRevision:
+			w.CanonicalRevision, err = f.str()
+		case wlWorkloadType:
+			w.WorkloadType, err = f.enum("workload type", workloadTypeLast)
+		case wlWorkloadN:
+			w.WorkloadName, err = f.str()
+		case wlNativeTunnel:
+			w.NativeTunnel, err = f.boolean()
+		case wlServices:
+			err = w.decodeServiceEntry(f)
+		case wlAuthorizationPolicies:
+			var p string
+			if p, err = f.str(); err == nil {
+				w.AuthorizationPolicies = append(w.AuthorizationPolicies, p)
+			}
+		case wlStatus:
+			w.Status, err = f.enum("workload status", statusUnhealthy)
+		case wlClusterID:
+			w.ClusterID, err = f.str()
+		case wlCapacity:
+			w.Capacity, err = decodeUInt32Value(f)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("workload: %w", err)
+	}
+	return w, nil
+}
+
+// decodeServiceEntry reads one entry of Workload.services (map<string, PortList>).
+func (w *workload) decodeServiceEntry(f field) error {
+	b, err := f.message()
+	if err != nil {
+		return err
+	}
+	var key string
+	var ports []port
+	err = eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case mapKey:
+			key, err = f.str()
+		case mapValue:
+			var pl []byte
+			if pl, err = f.message(); err != nil {
+				return err
+			}
+			err = eachField(pl, func(f field) error {
+				if f.num != portListPorts {
+					return nil
+				}
+				p, err := decodePort(f)
+				ports = append(ports, p)
+				return err
+			})
+		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("services: %w", err)
+	}
+	if w.Services == nil {
+		w.Services = map[string][]port{}
+	}
+	w.Services[key] = ports
+	return nil
+}
+
+func decodePort(f field) (port, error) {
+	var p port
+	b, err := f.message()
+	if err != nil {
+		return p, err
+	}
+	err = eachField(b, func(f field) error {
+		var err error
+		var v uint64
+		switch f.num {
+		case portServicePort:
+			v, err = f.uint(math.MaxUint16)
+			p.ServicePort = uint16(v)
+		case portTargetPort:
+			v, err = f.uint(math.MaxUint16)
+			p.TargetPort = uint16(v)
+		case portAppProtocol:
+			p.AppProtocol, err = f.enum("app protocol", appProtocolLast)
+		}
+		return err
+	})
+	if err != nil {
+		return p, fmt.Errorf("port: %w", err)
+	}
+	return p, nil
+}
+
+func decodeService(f field) (*service, error) {
+	b, err := f.message()
+	if err != nil {
+		return nil, err
+	}
+	s := &service{}
+	err = eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case svcName:
+			s.Name, err = f.str()
+		case svcNamespace:
+			s.Namespace, err = f.str()
+		case svcHostname:
+			s.Hostname, err = f.str()
+		case svcAddresses:
+			var a networkAddress
+			if a, err = decodeNetworkAddress(f); err == nil {
+				s.Addresses = append(s.Addresses, a)
+			}
+		case svcPorts:
+			var p port
+			if p, err = decodePort(f); err == nil {
+				s.Ports = append(s.Ports, p)
+			}
+		case svcSubjectAltNames:
+			var san string
+			if san, err = f.str(); err == nil {
+				s.SubjectAltNames = append(s.SubjectAltNames, san)
+			}
+		case svcWaypoint:
+			s.Waypoint, err = decodeGatewayAddress(f)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("service: %w", err)
+	}
+	return s, nil
+}
+
+func decodeGatewayAddress(f field) (*gatewayAddress, error) {
+	b, err := f.message()
+	if err != nil {
+		return nil, err
+	}
+	g := &gatewayAddress{}
+	err = eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case gwHostname:
+			g.Address = networkAddress{}
+			var nh []byte
+			if nh, err = f.message(); err != nil {
+				return err
+			}
+			g.Namespace, g.Hostname = "", ""
+			err = eachField(nh, func(f field) error {
+				var err error
+				switch f.num {
+				case nhNamespace:
+					g.Namespace, err = f.str()
+				case nhHostname:
+					g.Hostname, err = f.str()
+				}
+				return err
+			})
+		case gwAddress:
+			g.Namespace, g.Hostname = "", ""
+			g.Address, err = decodeNetworkAddress(f)
+		case gwHBONEMTLSPort:
+			var v uint64
+			v, err = f.uint(math.MaxUint16)
+			g.HBONEPort = uint16(v)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway address: %w", err)
+	}
+	if g.Hostname == "" && !g.Address.Addr.IsValid() {
+		return nil, errors.New("gateway address: neither a hostname nor an address")
+	}
+	return g, nil
+}
+
+func decodeNetworkAddress(f field) (networkAddress, error) {
+	var a networkAddress
+	b, err := f.message()
+	if err != nil {
+		return a, err
+	}
+	err = eachField(b, func(f field) error {
+		var err error
+		switch f.num {
+		case naNetwork:
+			a.Network, err = f.str()
+		case naAddress:
+			a.Addr, err = f.ip()
+		}
+		return err
+	})
+	if err == nil && !a.Addr.IsValid() {
+		err = errors.New("no address")
+	}
+	if err != nil {
+		return a, fmt.Errorf("network address: %w", err)
+	}
+	return a, nil
+}
+
+func decodeUInt32Value(f field) (uint32, error) {
+	b, err := f.message()
+	if err != nil {
+		return 0, err
+	}
+	var v uint64
+	err = eachField(b, func(f field) error {
+		var err error
+		if f.num == wrapperValue {
+			v, err = f.uint(math.MaxUint32)
+		}
+		return err
+	})
+	return uint32(v), err
+}
+
+// validate rejects what ztunnel rejects, and what the agent could not route by.
+func (w *workload) validate() error {
+	switch {
+	case w.UID == "":
+		return errors.New("workload: no uid")
+	case w.Name == "" || w.Namespace == "":
+		return fmt.Errorf("workload %s: no name or namespace", w.UID)
+	}
+	for key := range w.Services {
+		if ns, host, ok := strings.Cut(key, "/"); !ok || ns == "" || host == "" {
+			return fmt.Errorf("workload %s: service key %q is not namespace/hostname", w.UID, key)
+		}
+	}
+	return nil
+}
+
+func (s *service) validate() error {
+	if s.Namespace == "" || s.Hostname == "" {
+		return fmt.Errorf("service %q: no namespace or hostname", s.Name)
+	}
+	return nil
+}
+
+// key is how workloads refer to the service (their services map) and istiod names its resource.
+func (s *service) key() string { return s.Namespace + "/" + s.Hostname }

@@ -1,0 +1,120 @@
+package xds
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Options configure a Client.
+type Options struct {
+	// Address is istiod's (or an east-west gateway's) discovery address, host:port; port 15012 in a mesh.
+	Address string
+	// ServerName is the name istiod's certificate must carry (istiod.istio-system.svc); "" uses Address's host.
+	ServerName string
+	// RootCert is the PEM file of the mesh's root certificate(s) that istiod's certificate chains to; "" uses
+	// the system roots.
+	RootCert string
+	// Plaintext talks gRPC without TLS (tests, and istiod's plaintext port 15010 on a trusted network).
+	Plaintext bool
+
+	// NodeID is the xDS node id; "" builds ztunnel's: ztunnel~<ip>~<NodeName>.<Namespace>~<Namespace>.svc.cluster.local
+	// (NodeIDFor). istiod reads the proxy type (ztunnel) and an IP from it.
+	NodeID string
+	// ClusterID is the cluster the host joins (istiod's CLUSTER_ID node metadata; "Kubernetes" by default in
+	// Istio). Sent with a token too, as the clusterid header.
+	ClusterID string
+	// Network is the host's network: services' VIPs and workloads of other networks are left out.
+	Network string
+	// Namespace is the namespace of the identity the client presents (certificate or token): istiod checks
+	// that they agree.
+	Namespace string
+	// NodeName is the host's name (NAME and NODE_NAME node metadata).
+	NodeName string
+
+	// TLS returns the client's TLS configuration for a new connection, with a client certificate; the
+	// server-side checks (RootCert, ServerName) are added to it. nil: server authentication only.
+	TLS func() (*tls.Config, error)
+	// Token returns a bearer token sent as `authorization` metadata on each new stream; nil: none.
+	Token func() (string, error)
+
+	Log *slog.Logger
+}
+
+// Type URLs of the resources a ztunnel subscribes to (ztunnel src/xds/types.rs; istio pilot/pkg/model).
+const (
+	AddressType       = "type.googleapis.com/istio.workload.Address"
+	AuthorizationType = "type.googleapis.com/istio.security.Authorization"
+)
+
+// DefaultClusterID is Istio's cluster id when none is configured.
+const DefaultClusterID = "Kubernetes"
+
+// defaultNodeIP is what ztunnel puts in its node id without INSTANCE_IP: istiod needs a valid IP there but
+// does not use it for a ztunnel.
+var defaultNodeIP = netip.AddrFrom4([4]byte{1, 1, 1, 1})
+
+// NodeIDFor builds a ztunnel node id, the form istiod parses (pilot/pkg/model ParseServiceNodeWithMetadata:
+// type~ip~id~dns-domain) and ztunnel sends (src/xds/client.rs, Config::node).
+func NodeIDFor(ip netip.Addr, name, namespace string) string {
+	if !ip.IsValid() {
+		ip = defaultNodeIP
+	}
+	return fmt.Sprintf("ztunnel~%s~%s.%s~%s.svc.cluster.local", ip, name, namespace, namespace)
+}
+
+func (o *Options) validate() error {
+	if o.Address == "" {
+		return errors.New("xds: no address")
+	}
+	if _, _, err := net.SplitHostPort(o.Address); err != nil {
+		return fmt.Errorf("xds: address %q: %w", o.Address, err)
+	}
+	if o.NodeID == "" && (o.NodeName == "" || o.Namespace == "") {
+		return errors.New("xds: a node name and a namespace are needed to build the node id")
+	}
+	if o.NodeID != "" {
+		if parts := strings.Split(o.NodeID, "~"); len(parts) != 4 || parts[0] != "ztunnel" {
+			return fmt.Errorf("xds: node id %q is not ztunnel~<ip>~<name>.<namespace>~<domain>", o.NodeID)
+		} else if _, err := netip.ParseAddr(parts[1]); err != nil {
+			return fmt.Errorf("xds: node id %q: %w", o.NodeID, err)
+		}
+	}
+	return nil
+}
+
+// node is the xDS node the client presents: a ztunnel, with the metadata istiod reads from one
+// (pilot/pkg/model NodeMetadata: NAME, NAMESPACE, INSTANCE_IPS, NODE_NAME, CLUSTER_ID, NETWORK).
+func (o *Options) node() (*corev3.Node, error) {
+	id := o.NodeID
+	if id == "" {
+		id = NodeIDFor(netip.Addr{}, o.NodeName, o.Namespace)
+	}
+	ip := strings.Split(id, "~")[1]
+	clusterID := o.ClusterID
+	if clusterID == "" {
+		clusterID = DefaultClusterID
+	}
+	fields := map[string]any{
+		"NAME":         o.NodeName,
+		"NAMESPACE":    o.Namespace,
+		"INSTANCE_IPS": ip,
+		"NODE_NAME":    o.NodeName,
+		"CLUSTER_ID":   clusterID,
+	}
+	if o.Network != "" {
+		fields["NETWORK"] = o.Network
+	}
+	md, err := structpb.NewStruct(fields)
+	if err != nil {
+		return nil, err
+	}
+	return &corev3.Node{Id: id, Metadata: md, UserAgentName: "ambient-agent"}, nil
+}

@@ -1,0 +1,173 @@
+package xds
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"time"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	statuspb "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/metadata"
+)
+
+// maxMessage bounds one response, as ztunnel does (200 MiB): a large cluster's first push is big.
+const maxMessage = 200 << 20
+
+// keepalives detect a dead istiod (or path to it) on an otherwise idle stream. istiod permits pings every 15 s.
+var keepalives = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}
+
+// subscriptions are the types the client asks for, in the order ztunnel asks.
+var subscriptions = []string{AddressType, AuthorizationType}
+
+// session runs one stream: it subscribes (wildcard, with the versions it holds), then applies each response
+// and answers it with an ACK, or a NACK naming the resources it refused. It returns when the stream fails or
+// ctx is done; progressed says whether istiod answered at all (for the backoff).
+func (c *Client) session(ctx context.Context) (progressed bool, err error) {
+	creds, err := c.credentials()
+	if err != nil {
+		return false, err
+	}
+	conn, err := grpc.NewClient(c.opts.Address, grpc.WithTransportCredentials(creds), grpc.WithKeepaliveParams(keepalives),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage)), grpc.WithUserAgent("ambient-agent"))
+	if err != nil {
+		return false, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream's goroutines before the connection closes
+	if ctx, err = c.withToken(ctx); err != nil {
+		return false, err
+	}
+	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	if err != nil {
+		return false, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
+	}
+	node, err := c.opts.node()
+	if err != nil {
+		return false, fmt.Errorf("xds: node metadata: %w", err)
+	}
+	for _, t := range subscriptions {
+		req := &discoveryv3.DeltaDiscoveryRequest{
+			Node:                    node,
+			TypeUrl:                 t,
+			ResourceNamesSubscribe:  []string{"*"},
+			InitialResourceVersions: c.store.initialVersions(t),
+		}
+		if err := stream.Send(req); err != nil {
+			return false, fmt.Errorf("xds: %s: subscribe: %w", c.opts.Address, recvError(stream, err))
+		}
+		c.log.Debug("xds: subscribed", "type", t, "resuming", len(req.InitialResourceVersions))
+	}
+	waiting := map[string]bool{AddressType: true, AuthorizationType: true}
+	for {
+		resp, err := stream.Recv()
+		if err != nil {
+			return progressed, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
+		}
+		progressed = true
+		changed, rejected := c.store.apply(resp)
+		c.log.Debug("xds: response", "type", resp.GetTypeUrl(), "resources", len(resp.GetResources()),
+			"removed", len(resp.GetRemovedResources()), "rejected", len(rejected), "nonce", resp.GetNonce())
+		delete(waiting, resp.GetTypeUrl())
+		if len(waiting) == 0 && !c.connected.Load() {
+			c.connected.Store(true)
+			c.log.Info("xds: connected to istiod", "address", c.opts.Address, "resources", len(c.store.addresses),
+				"policies", len(c.store.policies))
+		}
+		if (changed && c.synced) || (!c.synced && len(waiting) == 0) {
+			c.synced = true
+			c.publish()
+		}
+		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		if len(rejected) > 0 {
+			detail := rejectionDetail(rejected)
+			ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: detail}
+			c.log.Warn("xds: rejected resources from istiod (NACK)", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce(),
+				"error", detail)
+		}
+		if err := stream.Send(ack); err != nil {
+			return progressed, fmt.Errorf("xds: %s: ack: %w", c.opts.Address, recvError(stream, err))
+		}
+	}
+}
+
+// recvError turns a failed Send into the stream's real error: gRPC reports io.EOF on Send and the status on
+// the next Recv.
+func recvError(stream grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse], err error) error {
+	if !errors.Is(err, io.EOF) {
+		return err
+	}
+	for {
+		if _, rerr := stream.Recv(); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
+}
+
+// credentials builds the transport security of a new connection: plaintext, or TLS that verifies istiod
+// (root certificates read again each time, so a rotated file is picked up) with the caller's client
+// certificate, if any.
+func (c *Client) credentials() (credentials.TransportCredentials, error) {
+	if c.opts.Plaintext {
+		return insecure.NewCredentials(), nil
+	}
+	cfg := &tls.Config{}
+	if c.opts.TLS != nil {
+		base, err := c.opts.TLS()
+		if err != nil {
+			return nil, fmt.Errorf("xds: client certificate: %w", err)
+		}
+		if base != nil {
+			cfg = base.Clone()
+		}
+	}
+	cfg.MinVersion = max(cfg.MinVersion, tls.VersionTLS12)
+	cfg.ServerName = c.opts.ServerName
+	if cfg.ServerName == "" {
+		host, _, _ := net.SplitHostPort(c.opts.Address)
+		cfg.ServerName = host
+	}
+	if c.opts.RootCert != "" {
+		pem, err := os.ReadFile(c.opts.RootCert)
+		if err != nil {
+			return nil, fmt.Errorf("xds: root certificate: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("xds: root certificate %s: no PEM certificate in it", c.opts.RootCert)
+		}
+		cfg.RootCAs = pool
+	}
+	return credentials.NewTLS(cfg), nil
+}
+
+// withToken adds the bearer token (and the cluster id istiod needs to verify it in a multicluster mesh) as
+// ztunnel does (src/identity/auth.rs).
+func (c *Client) withToken(ctx context.Context) (context.Context, error) {
+	if c.opts.Token == nil {
+		return ctx, nil
+	}
+	tok, err := c.opts.Token()
+	if err != nil {
+		return nil, fmt.Errorf("xds: token: %w", err)
+	}
+	if tok == "" {
+		return ctx, nil
+	}
+	clusterID := c.opts.ClusterID
+	if clusterID == "" {
+		clusterID = DefaultClusterID
+	}
+	return metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+tok, "clusterid", clusterID), nil
+}

@@ -1,0 +1,322 @@
+package xds
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+// Update is what istiod says about the mesh, in the agent's terms. It is immutable: do not modify it or what
+// it points to.
+type Update struct {
+	// Workloads are the cluster's workloads on this host's network that have an address (Local is false).
+	Workloads []*state.Workload
+	// Services are the cluster's services, declared by node "istiod": VIPs on this host's network, and as
+	// endpoints the workloads that list the service. A service whose endpoints map its ports differently
+	// (named target ports) comes as several declarations, one per mapping.
+	Services []state.ServiceDecl
+	// Waypoints are the instances (pods) of every waypoint a workload or service uses, named "namespace/name"
+	// after the waypoint's service, as UseWaypoint refers to them.
+	Waypoints []*state.Waypoint
+	// Policies are istiod's compiled authorization policies, by "namespace/name".
+	Policies []policy.XDSAuthorization
+}
+
+// IstiodNode is the node name of the services learned from istiod.
+const IstiodNode = "istiod"
+
+// Labels the agent reads (telemetry, policy selectors) that istiod's workload API carries as fields.
+const (
+	labelCanonicalName     = "service.istio.io/canonical-name"
+	labelCanonicalRevision = "service.istio.io/canonical-revision"
+	labelApp               = "app"
+	labelVersion           = "version"
+)
+
+// Defaults of the workload API for empty fields (ztunnel src/state/workload.rs, TryFrom<XdsWorkload>).
+const (
+	defaultTrustDomain    = "cluster.local"
+	defaultServiceAccount = "default"
+)
+
+// view builds Updates from the store for one host network.
+type view struct {
+	network string
+
+	workloads map[string]*workload // uid -> a workload kept in the Update
+	services  map[string]*service  // "namespace/hostname" -> service
+	byVIP     map[netip.Addr]*service
+	names     map[string]string // "namespace/hostname" -> the service's name in the agent (see serviceName)
+	waypoints map[string]bool   // "namespace/hostname" of services used as a waypoint
+	podWPs    map[string]bool   // uids of workloads used as a waypoint by address, without a service
+}
+
+// build computes the Update for the store's current content.
+func build(s *store, network string) Update {
+	v := &view{
+		network:   network,
+		workloads: map[string]*workload{},
+		services:  map[string]*service{},
+		byVIP:     map[netip.Addr]*service{},
+		waypoints: map[string]bool{},
+		podWPs:    map[string]bool{},
+	}
+	var wls []*workload
+	for _, a := range s.addresses {
+		switch {
+		case a.Service != nil:
+			v.services[a.Service.key()] = a.Service
+			for _, na := range a.Service.Addresses {
+				if prev := v.byVIP[na.Addr]; v.onNetwork(na.Network) && (prev == nil || a.Service.key() < prev.key()) {
+					v.byVIP[na.Addr] = a.Service // a VIP two services claim: the same one every time
+				}
+			}
+		case a.Workload != nil && v.onNetwork(a.Workload.Network) && len(a.Workload.Addresses) > 0:
+			wls = append(wls, a.Workload)
+			v.workloads[a.Workload.UID] = a.Workload
+		}
+	}
+	slices.SortFunc(wls, func(a, b *workload) int { return strings.Compare(a.UID, b.UID) })
+	v.names = serviceNames(v.services)
+
+	var u Update
+	for _, w := range wls {
+		u.Workloads = append(u.Workloads, v.workload(w))
+	}
+	u.Services = v.declarations(wls)
+	u.Waypoints = v.waypointInstances(wls)
+	u.Policies = policies(s)
+	return u
+}
+
+// onNetwork reports whether something on network n is reachable from this host without a network gateway.
+// An empty network on either side means one flat network.
+func (v *view) onNetwork(n string) bool { return n == "" || v.network == "" || n == v.network }
+
+func (v *view) workload(w *workload) *state.Workload {
+	out := &state.Workload{
+		UID:                   w.UID,
+		Name:                  w.Name,
+		Namespace:             w.Namespace,
+		ServiceAccount:        cmp.Or(w.ServiceAccount, defaultServiceAccount),
+		TrustDomain:           cmp.Or(w.TrustDomain, defaultTrustDomain),
+		Addresses:             slices.Clone(w.Addresses),
+		Network:               w.Network,
+		ClusterID:             cmp.Or(w.ClusterID, DefaultClusterID),
+		Node:                  w.Node,
+		Tunnel:                state.TunnelNone,
+		Healthy:               w.Status == statusHealthy,
+		Capacity:              w.Capacity,
+		UseWaypoint:           v.waypointRef(w.Waypoint),
+		AuthorizationPolicies: slices.Clone(w.AuthorizationPolicies),
+	}
+	// LEGACY_ISTIO_MTLS (a sidecar without HBONE) is reached in plaintext: the agent speaks HBONE only.
+	if w.Tunnel == tunnelHBONE {
+		out.Tunnel = state.TunnelHBONE
+	}
+	labels := map[string]string{}
+	if w.CanonicalName != "" {
+		labels[labelCanonicalName] = w.CanonicalName
+		labels[labelApp] = w.CanonicalName // ztunnel's source_app / destination_app
+	}
+	if w.CanonicalRevision != "" {
+		labels[labelCanonicalRevision] = w.CanonicalRevision
+		labels[labelVersion] = w.CanonicalRevision
+	}
+	if len(labels) > 0 {
+		out.Labels = labels
+	}
+	return out
+}
+
+// waypointRef names the waypoint a GatewayAddress designates, "namespace/name", and remembers its service
+// so that its instances are published. istiod has already chosen the waypoint (scope, opt-out), so no
+// waypoint is "none": the agent's own scope lookup must not attach another one.
+func (v *view) waypointRef(g *gatewayAddress) string {
+	if g == nil {
+		return state.UseWaypointNone
+	}
+	var svc *service
+	if g.Hostname != "" {
+		svc = v.services[g.Namespace+"/"+g.Hostname]
+		if svc == nil { // not received yet: a name that resolves to nothing, until it is
+			return g.Namespace + "/" + g.Hostname
+		}
+	} else {
+		if svc = v.byVIP[g.Address.Addr]; svc == nil {
+			if w := v.workloadAt(g.Address.Addr); w != nil {
+				v.podWPs[w.UID] = true
+				return w.Namespace + "/" + w.Name
+			}
+			return "/" + g.Address.Addr.String()
+		}
+	}
+	v.waypoints[svc.key()] = true
+	return svc.Namespace + "/" + v.names[svc.key()]
+}
+
+// workloadAt finds the workload with address a (a waypoint given by a pod address, without a service).
+func (v *view) workloadAt(a netip.Addr) *workload {
+	var found *workload
+	for _, w := range v.workloads {
+		if slices.Contains(w.Addresses, a) && (found == nil || w.UID < found.UID) {
+			found = w
+		}
+	}
+	return found
+}
+
+// serviceNames gives each service its name in the agent, where a service is "namespace/name": its own name,
+// or its hostname when several services share a namespace and name (a ServiceEntry with several hosts is one
+// istio Service per host) or it has none.
+func serviceNames(svcs map[string]*service) map[string]string {
+	count := map[string]int{}
+	for _, s := range svcs {
+		count[s.Namespace+"/"+s.Name]++
+	}
+	names := make(map[string]string, len(svcs))
+	for key, s := range svcs {
+		if s.Name == "" || count[s.Namespace+"/"+s.Name] > 1 {
+			names[key] = s.Hostname
+		} else {
+			names[key] = s.Name
+		}
+	}
+	return names
+}
+
+// declarations turns the services into declarations. Endpoints map service ports as their workload says
+// (Workload.services), else as the service does (a target_port of 0 means "per endpoint"), as ztunnel does
+// (src/state.rs, find_upstream); workloads with one mapping share a declaration.
+func (v *view) declarations(wls []*workload) []state.ServiceDecl {
+	keys := make([]string, 0, len(v.services))
+	for k := range v.services {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	backing := map[string][]*workload{} // service key -> the workloads that list it, in uid order
+	for _, w := range wls {
+		for key := range w.Services {
+			backing[key] = append(backing[key], w)
+		}
+	}
+	var out []state.ServiceDecl
+	for _, key := range keys {
+		s := v.services[key]
+		base := state.ServiceDecl{
+			Node:        IstiodNode,
+			Name:        v.names[key],
+			Namespace:   s.Namespace,
+			Hostname:    s.Hostname,
+			Ports:       servicePorts(s.Ports),
+			UseWaypoint: v.waypointRef(s.Waypoint),
+		}
+		for _, a := range s.Addresses {
+			if v.onNetwork(a.Network) && !slices.Contains(base.VIPs, a.Addr) {
+				base.VIPs = append(base.VIPs, a.Addr)
+			}
+		}
+		groups := []state.ServiceDecl{base}
+		for _, w := range backing[key] {
+			ports := endpointPorts(s.Ports, w.Services[key])
+			i := slices.IndexFunc(groups, func(d state.ServiceDecl) bool { return slices.Equal(d.Ports, ports) })
+			if i < 0 {
+				d := base
+				d.Ports, d.Workloads = ports, nil
+				groups = append(groups, d)
+				i = len(groups) - 1
+			}
+			groups[i].Workloads = append(groups[i].Workloads, w.UID)
+		}
+		out = append(out, groups...)
+	}
+	return out
+}
+
+func servicePorts(ps []port) []state.ServicePort {
+	out := make([]state.ServicePort, 0, len(ps))
+	for _, p := range ps {
+		out = append(out, state.ServicePort{Port: p.ServicePort, TargetPort: p.TargetPort, AppProtocol: appProtocol(p.AppProtocol)})
+	}
+	return out
+}
+
+// endpointPorts is where one workload serves each service port; a port it cannot be reached on is left out.
+func endpointPorts(svc, own []port) []state.ServicePort {
+	out := make([]state.ServicePort, 0, len(svc))
+	for _, p := range svc {
+		target := p.TargetPort
+		if i := slices.IndexFunc(own, func(o port) bool { return o.ServicePort == p.ServicePort }); i >= 0 && own[i].TargetPort != 0 {
+			target = own[i].TargetPort
+		}
+		if target == 0 {
+			continue
+		}
+		out = append(out, state.ServicePort{Port: p.ServicePort, TargetPort: target, AppProtocol: appProtocol(p.AppProtocol)})
+	}
+	return out
+}
+
+// appProtocol spells istio.workload.AppProtocol as the agent's configuration does.
+func appProtocol(p uint64) string {
+	switch p {
+	case 1:
+		return "http"
+	case 2:
+		return "http2"
+	case 3:
+		return "grpc"
+	case 4:
+		return "tcp"
+	case 5:
+		return "tls"
+	}
+	return ""
+}
+
+// waypointInstances publishes a state.Waypoint for each workload behind a service used as a waypoint.
+func (v *view) waypointInstances(wls []*workload) []*state.Waypoint {
+	var out []*state.Waypoint
+	for _, w := range wls {
+		if v.podWPs[w.UID] {
+			out = append(out, waypointInstance(w, w.Name, w.Namespace))
+		}
+		for key := range w.Services {
+			if !v.waypoints[key] {
+				continue
+			}
+			out = append(out, waypointInstance(w, v.names[key], v.services[key].Namespace))
+		}
+	}
+	slices.SortFunc(out, func(a, b *state.Waypoint) int {
+		return cmp.Or(strings.Compare(a.Key(), b.Key()), strings.Compare(a.Node, b.Node), a.Addresses[0].Compare(b.Addresses[0]))
+	})
+	return out
+}
+
+// waypointInstance is workload w serving as waypoint namespace/name.
+func waypointInstance(w *workload, name, namespace string) *state.Waypoint {
+	return &state.Waypoint{
+		Name:           name,
+		Namespace:      namespace,
+		ServiceAccount: cmp.Or(w.ServiceAccount, defaultServiceAccount),
+		TrustDomain:    cmp.Or(w.TrustDomain, defaultTrustDomain),
+		Addresses:      slices.Clone(w.Addresses),
+		Node:           w.Node,
+	}
+}
+
+func policies(s *store) []policy.XDSAuthorization {
+	out := make([]policy.XDSAuthorization, 0, len(s.policies))
+	for _, p := range s.policies {
+		out = append(out, *p)
+	}
+	slices.SortFunc(out, func(a, b policy.XDSAuthorization) int {
+		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return out
+}
