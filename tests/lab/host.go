@@ -111,41 +111,57 @@ func (h *Host) stopAll(showLogs bool) {
 // Dial opens a connection from inside the host's namespace. The socket keeps
 // its namespace, so the caller can use it from any goroutine.
 func (h *Host) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+	var c net.Conn
+	err := h.inNetNS(func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Listen opens a listener inside the host's namespace (a server the test
+// runs in its own process, reachable by the lab's hosts). The socket keeps
+// its namespace.
+func (h *Host) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := h.inNetNS(func() (err error) {
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	return ln, err
+}
+
+// inNetNS runs fn on an OS thread switched into the host's namespace, then
+// switches back. If switching back fails the thread stays locked, and Go
+// discards it when the goroutine ends.
+func (h *Host) inNetNS(fn func() error) error {
+	ch := make(chan error, 1)
 	go func() {
-		// Switch this thread into the host's namespace for the dial only, then
-		// back. If switching back fails the thread stays locked, and Go discards
-		// it when the goroutine ends.
 		runtime.LockOSThread()
 		orig, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			ch <- result{err: fmt.Errorf("open own netns: %w", err)}
+			ch <- fmt.Errorf("open own netns: %w", err)
 			return
 		}
 		defer unix.Close(orig)
 		fd, err := unix.Open("/run/netns/"+h.NS, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 		if err != nil {
-			ch <- result{err: fmt.Errorf("open netns %s: %w", h.NS, err)}
+			ch <- fmt.Errorf("open netns %s: %w", h.NS, err)
 			return
 		}
 		defer unix.Close(fd)
 		if err := unix.Setns(fd, unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("setns %s: %w", h.NS, err)}
+			ch <- fmt.Errorf("setns %s: %w", h.NS, err)
 			return
 		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
+		err = fn()
 		if unix.Setns(orig, unix.CLONE_NEWNET) == nil {
 			runtime.UnlockOSThread()
 		}
-		ch <- result{c, err}
+		ch <- err
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-ch
 }
 
 // netnsEtc is where `ip netns exec` finds per-namespace files: it bind-mounts

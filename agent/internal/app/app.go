@@ -23,6 +23,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 )
 
 // App is the running agent: its configuration, its components and their state.
@@ -47,6 +48,7 @@ type App struct {
 	policyMu      sync.Mutex // one swap at a time
 	live          *proxy.Live
 	gossip        *discovery.Discovery // nil when gossip is off
+	istiod        *xds.Client          // nil without [istio] discovery
 	health        *health.Checker
 	// gossipAlive is the alive member count last seen, for member events.
 	gossipAlive atomic.Int64
@@ -107,6 +109,12 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	if ids != nil {
 		a.ids = ids
 		a.ready.require(condCertificates)
+	}
+	if a.istiod, err = newIstiod(cfg, a); err != nil {
+		return nil, err
+	}
+	if a.istiod != nil {
+		a.ready.require(condIstiod)
 	}
 	if err := a.bindAdmin(cfg.Admin); err != nil {
 		return nil, err
@@ -172,6 +180,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.runIdentity(gctx) })
 	g.Go(func() error { return a.watchPolicies(gctx) })
 	g.Go(func() error { return a.runGossip(gctx) })
+	g.Go(func() error { return a.runIstiod(gctx) })
 	g.Go(func() error { return a.runHealth(gctx) })
 	g.Go(func() error { return a.dp.outbound.Run(gctx, drain) })
 	g.Go(func() error { return a.runClasses(gctx, drain) })

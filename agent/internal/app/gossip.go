@@ -144,6 +144,7 @@ func (a *App) publishState() {
 		in.Services = append(in.Services, a.gossip.Services()...)
 		in.Waypoints = append(in.Waypoints, a.gossip.Waypoints()...)
 	}
+	a.istiodInput(&in)
 	snap := state.Build(stateVersion.Add(1), in)
 	for _, c := range snap.Conflicts() {
 		a.log.Warn("address conflict", "conflict", c.String())

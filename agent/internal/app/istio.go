@@ -1,0 +1,193 @@
+package app
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"strings"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
+)
+
+const condIstiod = "istiod"
+
+// newIstiod builds the client that learns the cluster's workloads, services,
+// waypoints and policies from istiod, or nil when [istio] discovery is off.
+// It authenticates as the host's first identity: with its certificate when
+// the agent holds one, and with its service-account token when there is one.
+func newIstiod(cfg *config.Config, a *App) (*xds.Client, error) {
+	if !cfg.Istio.Enabled || !cfg.Istio.Discovery {
+		return nil, nil
+	}
+	ns, sa, ok := authIdentity(cfg)
+	if !ok {
+		return nil, errors.New("istio: discovery needs a local workload or waypoint to authenticate to istiod as")
+	}
+	o := xds.Options{
+		Address:    cfg.Istio.Address,
+		ServerName: cfg.Istio.ServerName,
+		RootCert:   cfg.Istio.RootCert,
+		Plaintext:  cfg.Istio.InsecurePlaintext,
+		ClusterID:  cfg.Node.ClusterID,
+		Network:    cfg.Node.Network,
+		Namespace:  ns,
+		NodeName:   cfg.Node.Name,
+		NodeID:     xds.NodeIDFor(nodeIP(cfg), cfg.Node.Name, ns),
+		Log:        a.log.With("component", "istiod"),
+	}
+	if o.Plaintext {
+		o.RootCert = ""
+	}
+	tokenPath := identity.IstioTokenPath(cfg.Istio.TokenDir, ns, sa)
+	o.Token = func() (string, error) {
+		b, err := os.ReadFile(tokenPath)
+		if errors.Is(err, fs.ErrNotExist) && a.ids != nil {
+			return "", nil // the certificate authenticates
+		}
+		if err != nil {
+			return "", fmt.Errorf("service-account token of %s/%s: %w", ns, sa, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if a.ids != nil {
+		td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
+		if err != nil {
+			return nil, fmt.Errorf("istio: %w", err)
+		}
+		id, err := identity.IstioID(td, ns, sa)
+		if err != nil {
+			return nil, fmt.Errorf("istio: %w", err)
+		}
+		o.TLS = func() (*tls.Config, error) {
+			cert, ok := a.ids.Snapshot().Certificate(id)
+			if !ok {
+				return &tls.Config{}, nil // not issued yet: the token alone authenticates
+			}
+			return &tls.Config{Certificates: []tls.Certificate{*cert}}, nil
+		}
+	}
+	c, err := xds.New(o)
+	if err != nil {
+		return nil, fmt.Errorf("istio: %w", err)
+	}
+	return c, nil
+}
+
+// authIdentity is the identity the host presents to istiod: its first
+// workload's, else its waypoint's.
+func authIdentity(cfg *config.Config) (ns, sa string, ok bool) {
+	if len(cfg.Workloads) > 0 {
+		return cfg.Workloads[0].Namespace, cfg.Workloads[0].ServiceAccount, true
+	}
+	if cfg.Waypoint.Enabled {
+		return cfg.Waypoint.Namespace, cfg.Waypoint.ServiceAccount, true
+	}
+	return "", "", false
+}
+
+// nodeIP is the address in the node id: the first IPv4 workload address.
+func nodeIP(cfg *config.Config) netip.Addr {
+	for _, w := range cfg.Workloads {
+		for _, a := range w.Addresses {
+			if a.Is4() {
+				return a
+			}
+		}
+	}
+	return netip.Addr{}
+}
+
+// runIstiod keeps the stream to istiod and feeds what it learns into the
+// mesh state and the enforced policies.
+func (a *App) runIstiod(ctx context.Context) error {
+	if a.istiod == nil {
+		return nil
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- a.istiod.Run(ctx) }()
+	for {
+		select {
+		case err := <-errc:
+			return err
+		case <-a.istiod.Changed():
+			u := a.istiod.Current()
+			policies := u.Policies
+			a.xdsPolicies.Store(&policies)
+			closed := a.swapPolicies()
+			a.publishState()
+			a.ready.set(condIstiod, a.istiod.Connected())
+			a.log.Info("istiod: update applied", "workloads", len(u.Workloads), "services", len(u.Services),
+				"waypoints", len(u.Waypoints), "policies", len(u.Policies), "connections_closed", closed)
+		}
+	}
+}
+
+// istiodInput is what istiod sent last, minus its copies of this host's own
+// workloads (exported as WorkloadEntries, they come back): the local ones win,
+// and take the policies istiod bound to their copies.
+func (a *App) istiodInput(in *state.Input) {
+	if a.istiod == nil {
+		return
+	}
+	u := a.istiod.Current()
+	local := map[netip.Addr]int{}
+	for i, w := range in.Workloads {
+		if w.Local {
+			for _, addr := range w.Addresses {
+				local[addr] = i
+			}
+		}
+	}
+	dropped := map[string]string{} // istiod UID -> local UID
+	for _, w := range u.Workloads {
+		if i, ok := ownCopy(local, in.Workloads, w); ok {
+			lw := *in.Workloads[i]
+			lw.AuthorizationPolicies = w.AuthorizationPolicies
+			in.Workloads[i] = &lw
+			dropped[w.UID] = lw.UID
+			continue
+		}
+		in.Workloads = append(in.Workloads, w)
+	}
+	for _, d := range u.Services {
+		d.Workloads = renameEndpoints(d.Workloads, dropped)
+		in.Services = append(in.Services, d)
+	}
+	in.Waypoints = append(in.Waypoints, u.Waypoints...)
+}
+
+// ownCopy finds the local workload an istiod workload stands for: same
+// address and same identity.
+func ownCopy(local map[netip.Addr]int, ws []*state.Workload, w *state.Workload) (int, bool) {
+	for _, addr := range w.Addresses {
+		i, ok := local[addr]
+		if ok && ws[i].Namespace == w.Namespace && ws[i].ServiceAccount == w.ServiceAccount {
+			return i, true
+		}
+	}
+	return 0, false
+}
+
+// renameEndpoints points endpoints at istiod's copies of local workloads to the local ones.
+func renameEndpoints(uids []string, renamed map[string]string) []string {
+	if len(renamed) == 0 {
+		return uids
+	}
+	out := make([]string, len(uids))
+	for i, u := range uids {
+		if l, ok := renamed[u]; ok {
+			u = l
+		}
+		out[i] = u
+	}
+	return out
+}
