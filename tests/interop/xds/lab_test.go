@@ -131,7 +131,7 @@ type named struct {
 
 type agentDump struct {
 	Workloads []named `json:"workloads"`
-	Services []struct {
+	Services  []struct {
 		Hostname string `json:"hostname"`
 	} `json:"services"`
 	Policies []struct {
