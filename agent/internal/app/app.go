@@ -46,6 +46,7 @@ type App struct {
 	localPolicies atomic.Pointer[policy.Set]
 	xdsPolicies   atomic.Pointer[[]policy.XDSAuthorization]
 	policyMu      sync.Mutex // one swap at a time
+	publishMu     sync.Mutex // one state snapshot built at a time
 	live          *proxy.Live
 	gossip        *discovery.Discovery // nil when gossip is off
 	istiod        *xds.Client          // nil without [istio] discovery

@@ -137,7 +137,11 @@ func (a *App) updateGossipReadiness() {
 var stateVersion atomic.Uint64
 
 // publishState builds a snapshot from the configuration and what gossip knows.
+// Publishers (gossip, istiod, health checks, reloads) take turns, so a
+// snapshot built from older inputs never gets the newer version.
 func (a *App) publishState() {
+	a.publishMu.Lock()
+	defer a.publishMu.Unlock()
 	in := a.localInput(a.cfg.Load())
 	if a.gossip != nil {
 		in.Workloads = append(in.Workloads, a.gossip.Workloads()...)
