@@ -81,18 +81,18 @@ func (n *notifySocket) wait(t *testing.T, s string) {
 	t.Fatalf("sd_notify never sent %q; got %q", s, n.msgs)
 }
 
-func startApp(t *testing.T, cfg *config.Config) (*App, chan error, *bytes.Buffer, context.CancelFunc) {
+func startApp(t *testing.T, cfg *config.Config) (*App, chan error, *syncWriter, context.CancelFunc) {
 	t.Helper()
-	var logs bytes.Buffer
+	logs := &syncWriter{w: &bytes.Buffer{}}
 	level := new(slog.LevelVar)
-	a, err := New(cfg, newLogger(cfg.Log, &syncWriter{w: &logs}, level), level)
+	a, err := New(cfg, newLogger(cfg.Log, logs, level), level)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx, make(chan os.Signal)) }()
-	return a, done, &logs, cancel
+	return a, done, logs, cancel
 }
 
 type syncWriter struct {
@@ -104,6 +104,13 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// String is what was written so far (the writer must be a *bytes.Buffer).
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.(*bytes.Buffer).String()
 }
 
 func TestNotifyReadyAndStopping(t *testing.T) {
