@@ -1,0 +1,51 @@
+package proxy
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// The waypoint accepts only targets it manages: never an open proxy.
+func TestWaypointManagesOnlyItsScope(t *testing.T) {
+	ns := wp("ns-wp", "", "10.0.0.50")
+	snap := meshSnapshot(ns)
+	cases := []struct {
+		target string
+		ok     bool
+		why    string
+	}{
+		{"10.0.0.11:8080", true, "a captured workload of its namespace"},
+		{"10.96.0.1:9080", true, "a service of its namespace"},
+		{"10.96.0.1:80", false, "a port the service does not have"},
+		{"10.0.0.12:8080", false, "an uncaptured workload (no waypoint)"},
+		{"10.0.0.13:80", false, "a workload of another namespace"},
+		{"10.0.0.99:80", false, "an unknown address"},
+		{"10.0.0.1:8080", true, "the client itself is in scope too"},
+	}
+	for _, tc := range cases {
+		wt, err := managedTarget(snap, ns, netip.MustParseAddrPort(tc.target))
+		if (err == nil) != tc.ok {
+			t.Errorf("%s (%s): managed = %v, err %v", tc.target, tc.why, err == nil, err)
+		}
+		if err != nil && !strings.Contains(err.Error(), "waypoint default/ns-wp") && !strings.Contains(err.Error(), "has no port") {
+			t.Errorf("%s: error does not name the waypoint: %v", tc.target, err)
+		}
+		if err == nil && wt.svc == nil && wt.dst == nil {
+			t.Errorf("%s: accepted without a target", tc.target)
+		}
+	}
+	// A service-account waypoint manages only its account's workloads, and
+	// a service through them, not the rest of the namespace.
+	sa := wp("sa-wp", "reviews", "10.0.0.51")
+	snap = meshSnapshot(sa)
+	if _, err := managedTarget(snap, sa, netip.MustParseAddrPort("10.0.0.11:8080")); err != nil {
+		t.Errorf("its account's workload refused: %v", err)
+	}
+	if _, err := managedTarget(snap, sa, netip.MustParseAddrPort("10.0.0.1:8080")); err == nil {
+		t.Error("a workload of another account accepted")
+	}
+	if _, err := managedTarget(snap, sa, netip.MustParseAddrPort("10.96.0.1:9080")); err != nil {
+		t.Errorf("a service with one of its workloads refused: %v", err)
+	}
+}
