@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 // The waypoint accepts only targets it manages: never an open proxy.
@@ -47,5 +49,27 @@ func TestWaypointManagesOnlyItsScope(t *testing.T) {
 	}
 	if _, err := managedTarget(snap, sa, netip.MustParseAddrPort("10.96.0.1:9080")); err != nil {
 		t.Errorf("a service with one of its workloads refused: %v", err)
+	}
+}
+
+// Under hairpin enforcement, an HBONE caller of a waypoint-enabled local
+// workload must be its waypoint (or its service's); under policy, anyone may.
+func TestBypassedWaypoint(t *testing.T) {
+	ns := wp("ns-wp", "", "10.0.0.50")
+	snap := meshSnapshot(ns)
+	r1, _ := snap.WorkloadByAddr(netip.MustParseAddr("10.0.0.11"))
+	mode := "hairpin"
+	h := &InboundHBONE{d: &Deps{Enforcement: func() string { return mode }}}
+	client := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/client")
+	waypoint := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/ns-wp")
+	if err := h.bypassed(snap, r1, client); err == nil || !strings.Contains(err.Error(), "bypassed waypoint") {
+		t.Errorf("a client that went around the waypoint: %v", err)
+	}
+	if err := h.bypassed(snap, r1, waypoint); err != nil {
+		t.Errorf("the waypoint itself refused: %v", err)
+	}
+	mode = "policy"
+	if err := h.bypassed(snap, r1, client); err != nil {
+		t.Errorf("policy enforcement refused a direct caller: %v", err)
 	}
 }
