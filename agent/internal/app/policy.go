@@ -46,7 +46,8 @@ func (a *App) reloadPolicies(why string) error {
 	}
 	a.localPolicies.Store(set)
 	closed := a.swapPolicies()
-	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(), "connections_closed", closed)
+	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(),
+		"waypoint_policies", len(set.WaypointPolicies()), "connections_closed", closed)
 	return nil
 }
 
