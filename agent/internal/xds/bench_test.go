@@ -22,7 +22,7 @@ func BenchmarkBuild(b *testing.B) {
 		rs = append(rs, addrRes(uid, "1", basicWorkload(uid, "ns", fmt.Sprintf("pod-%d", i),
 			fmt.Sprintf("10.%d.%d.%d", 1+i/65536, i/256%256, i%256), fmt.Sprintf("ns/svc-%d.ns.svc.cluster.local", i%1000))))
 	}
-	if _, rejected := s.apply(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: AddressType, Resources: rs}); len(rejected) > 0 {
+	if _, rejected := s.apply(wire(b, &discoveryv3.DeltaDiscoveryResponse{TypeUrl: AddressType, Resources: rs})); len(rejected) > 0 {
 		b.Fatal(rejected)
 	}
 	b.ReportAllocs()

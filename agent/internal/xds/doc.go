@@ -7,7 +7,8 @@
 //
 //   - the stream: TLS to istiod (its root certificate, the caller's client certificate and/or bearer token),
 //     the ztunnel node id and metadata istiod needs (options.go), wildcard subscriptions, ACK or NACK of every
-//     response with its nonce, reconnection with backoff that resumes with initial_resource_versions so that
+//     response with its nonce (the DeltaDiscoveryRequest/Response envelope written and read with protowire,
+//     envelope.go), reconnection with backoff that resumes with initial_resource_versions so that
 //     istiod sends only what changed (stream.go, client.go);
 //   - decoding: the resources are read with protowire from the field numbers of Istio's workload.proto and
 //     authorization.proto (address.go, authorization.go), so the agent does not depend on istio.io/istio. A
@@ -23,6 +24,8 @@
 // left out: reaching them needs their network's gateway (double HBONE), which the agent does not do yet.
 //
 // The composition root merges the view with local and gossiped state and hands the policies to the policy
-// package. xds may import config, policy and state (lower layers), gRPC and go-control-plane's generated
-// types; it must not import app, admin, proxy, hbone, capture, dns or discovery, nor istio.io/istio.
+// package. xds may import config, policy and state (lower layers), gRPC and protowire; it must not import app,
+// admin, proxy, hbone, capture, dns or discovery, nor istio.io/istio, nor (outside tests) go-control-plane's
+// generated types: the ADS envelope is encoded by hand too (envelope.go), as their descriptors cost every
+// process megabytes of memory. The tests keep them, to check the wire format against them.
 package xds

@@ -2,9 +2,11 @@ package xds
 
 import (
 	"net/netip"
+	"testing"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
 
@@ -104,4 +106,18 @@ func addrRes(name, version string, value []byte) *discoveryv3.Resource {
 
 func authzRes(name, version string, value []byte) *discoveryv3.Resource {
 	return res(AuthorizationType, name, version, value)
+}
+
+// wire encodes a response with the generated types and decodes it as the client does.
+func wire(tb testing.TB, r *discoveryv3.DeltaDiscoveryResponse) *deltaResponse {
+	tb.Helper()
+	b, err := proto.Marshal(r)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	d, err := decodeDeltaResponse(b)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return d
 }

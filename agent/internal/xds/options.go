@@ -8,9 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
-
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	"google.golang.org/protobuf/types/known/structpb"
+	"unicode/utf8"
 )
 
 // Options configure a Client.
@@ -92,7 +90,7 @@ func (o *Options) validate() error {
 
 // node is the xDS node the client presents: a ztunnel, with the metadata istiod reads from one
 // (pilot/pkg/model NodeMetadata: NAME, NAMESPACE, INSTANCE_IPS, NODE_NAME, CLUSTER_ID, NETWORK).
-func (o *Options) node() (*corev3.Node, error) {
+func (o *Options) node() (*node, error) {
 	id := o.NodeID
 	if id == "" {
 		id = NodeIDFor(netip.Addr{}, o.NodeName, o.Namespace)
@@ -102,7 +100,7 @@ func (o *Options) node() (*corev3.Node, error) {
 	if clusterID == "" {
 		clusterID = DefaultClusterID
 	}
-	fields := map[string]any{
+	md := map[string]string{
 		"NAME":         o.NodeName,
 		"NAMESPACE":    o.Namespace,
 		"INSTANCE_IPS": ip,
@@ -110,11 +108,15 @@ func (o *Options) node() (*corev3.Node, error) {
 		"CLUSTER_ID":   clusterID,
 	}
 	if o.Network != "" {
-		fields["NETWORK"] = o.Network
+		md["NETWORK"] = o.Network
 	}
-	md, err := structpb.NewStruct(fields)
-	if err != nil {
-		return nil, err
+	if !utf8.ValidString(id) {
+		return nil, fmt.Errorf("node id %q: invalid UTF-8", id)
 	}
-	return &corev3.Node{Id: id, Metadata: md, UserAgentName: "ambient-agent"}, nil
+	for k, v := range md {
+		if !utf8.ValidString(v) { // protobuf strings must be UTF-8: istiod would refuse the request
+			return nil, fmt.Errorf("%s %q: invalid UTF-8", k, v)
+		}
+	}
+	return &node{id: id, metadata: md, userAgentName: "ambient-agent"}, nil
 }

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"strings"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 )
 
@@ -50,23 +48,23 @@ func rejectionDetail(rs []rejection) string {
 // apply applies one response. Each resource is taken or refused on its own, as in ztunnel: a refused
 // resource keeps its previous version (if any) in the view, and its version is not recorded, so that a
 // reconnection asks for it again. It reports whether anything changed and what was refused.
-func (s *store) apply(resp *discoveryv3.DeltaDiscoveryResponse) (changed bool, rejected []rejection) {
-	versions, known := s.versions[resp.GetTypeUrl()]
+func (s *store) apply(resp *deltaResponse) (changed bool, rejected []rejection) {
+	versions, known := s.versions[resp.typeURL]
 	if !known {
-		return false, []rejection{{name: resp.GetTypeUrl(), reason: "a type this client did not subscribe to"}}
+		return false, []rejection{{name: resp.typeURL, reason: "a type this client did not subscribe to"}}
 	}
-	for _, r := range resp.GetResources() {
-		if err := s.put(resp.GetTypeUrl(), r); err != nil {
-			rejected = append(rejected, rejection{name: r.GetName(), reason: err.Error()})
+	for _, r := range resp.resources {
+		if err := s.put(resp.typeURL, r); err != nil {
+			rejected = append(rejected, rejection{name: r.name, reason: err.Error()})
 			continue
 		}
-		versions[r.GetName()] = r.GetVersion()
+		versions[r.name] = r.version
 		changed = true
 	}
-	for _, name := range resp.GetRemovedResources() {
+	for _, name := range resp.removed {
 		_, had := versions[name]
 		delete(versions, name)
-		switch resp.GetTypeUrl() {
+		switch resp.typeURL {
 		case AddressType:
 			_, had2 := s.addresses[name]
 			had = had || had2
@@ -82,28 +80,28 @@ func (s *store) apply(resp *discoveryv3.DeltaDiscoveryResponse) (changed bool, r
 }
 
 // put decodes one resource and stores it under its name.
-func (s *store) put(typeURL string, r *discoveryv3.Resource) error {
+func (s *store) put(typeURL string, r resource) error {
 	switch {
-	case r.GetName() == "":
+	case r.name == "":
 		return fmt.Errorf("a resource without a name")
-	case r.GetResource() == nil:
+	case !r.hasPayload:
 		return fmt.Errorf("no payload")
-	case r.GetResource().GetTypeUrl() != typeURL:
-		return fmt.Errorf("payload of type %q in a %q response", r.GetResource().GetTypeUrl(), typeURL)
+	case r.payloadType != typeURL:
+		return fmt.Errorf("payload of type %q in a %q response", r.payloadType, typeURL)
 	}
 	switch typeURL {
 	case AddressType:
-		a, err := decodeAddress(r.GetResource().GetValue())
+		a, err := decodeAddress(r.payload)
 		if err != nil {
 			return err
 		}
-		s.addresses[r.GetName()] = a
+		s.addresses[r.name] = a
 	case AuthorizationType:
-		p, err := decodeAuthorization(r.GetResource().GetValue())
+		p, err := decodeAuthorization(r.payload)
 		if err != nil {
 			return err
 		}
-		s.policies[r.GetName()] = p
+		s.policies[r.name] = p
 	}
 	return nil
 }

@@ -11,8 +11,6 @@ import (
 	"os"
 	"time"
 
-	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	statuspb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -29,6 +27,12 @@ var keepalives = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 
 
 // subscriptions are the types the client asks for, in the order ztunnel asks.
 var subscriptions = []string{AddressType, AuthorizationType}
+
+// deltaADS is the delta ADS method of envoy's AggregatedDiscoveryService, opened with plain gRPC: the messages
+// are encoded here (envelope.go), not by generated code.
+var deltaADS = &grpc.StreamDesc{StreamName: "DeltaAggregatedResources", ServerStreams: true, ClientStreams: true}
+
+const deltaADSMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources"
 
 // session runs one stream: it subscribes (wildcard, with the versions it holds), then applies each response
 // and answers it with an ACK, or a NACK naming the resources it refused. It returns when the stream fails or
@@ -49,7 +53,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 	if ctx, err = c.withToken(ctx); err != nil {
 		return false, err
 	}
-	stream, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	stream, err := conn.NewStream(ctx, deltaADS, deltaADSMethod, grpc.ForceCodecV2(rawCodec{}))
 	if err != nil {
 		return false, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
 	}
@@ -58,28 +62,32 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 		return false, fmt.Errorf("xds: node metadata: %w", err)
 	}
 	for _, t := range subscriptions {
-		req := &discoveryv3.DeltaDiscoveryRequest{
-			Node:                    node,
-			TypeUrl:                 t,
-			ResourceNamesSubscribe:  []string{"*"},
-			InitialResourceVersions: c.store.initialVersions(t),
+		req := &deltaRequest{
+			node:            node,
+			typeURL:         t,
+			subscribe:       []string{"*"},
+			initialVersions: c.store.initialVersions(t),
 		}
-		if err := stream.Send(req); err != nil {
+		if err := send(stream, req); err != nil {
 			return false, fmt.Errorf("xds: %s: subscribe: %w", c.opts.Address, recvError(stream, err))
 		}
-		c.log.Debug("xds: subscribed", "type", t, "resuming", len(req.InitialResourceVersions))
+		c.log.Debug("xds: subscribed", "type", t, "resuming", len(req.initialVersions))
 	}
 	waiting := map[string]bool{AddressType: true, AuthorizationType: true}
 	for {
-		resp, err := stream.Recv()
-		if err != nil {
+		var raw []byte
+		if err := stream.RecvMsg(&raw); err != nil {
 			return progressed, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
+		}
+		resp, err := decodeDeltaResponse(raw)
+		if err != nil { // as a generated decoder would: the stream ends, and the client reconnects
+			return progressed, fmt.Errorf("xds: %s: malformed response: %w", c.opts.Address, err)
 		}
 		progressed = true
 		changed, rejected := c.store.apply(resp)
-		c.log.Debug("xds: response", "type", resp.GetTypeUrl(), "resources", len(resp.GetResources()),
-			"removed", len(resp.GetRemovedResources()), "rejected", len(rejected), "nonce", resp.GetNonce())
-		delete(waiting, resp.GetTypeUrl())
+		c.log.Debug("xds: response", "type", resp.typeURL, "resources", len(resp.resources),
+			"removed", len(resp.removed), "rejected", len(rejected), "nonce", resp.nonce)
+		delete(waiting, resp.typeURL)
 		if len(waiting) == 0 && !c.connected.Load() {
 			c.connected.Store(true)
 			c.log.Info("xds: connected to istiod", "address", c.opts.Address, "resources", len(c.store.addresses),
@@ -89,27 +97,33 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			c.synced = true
 			c.publish()
 		}
-		ack := &discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}
+		ack := &deltaRequest{typeURL: resp.typeURL, responseNonce: resp.nonce}
 		if len(rejected) > 0 {
 			detail := rejectionDetail(rejected)
-			ack.ErrorDetail = &statuspb.Status{Code: int32(codes.InvalidArgument), Message: detail}
-			c.log.Warn("xds: rejected resources from istiod (NACK)", "type", resp.GetTypeUrl(), "nonce", resp.GetNonce(),
+			ack.errorDetail = &rpcStatus{code: int32(codes.InvalidArgument), message: detail}
+			c.log.Warn("xds: rejected resources from istiod (NACK)", "type", resp.typeURL, "nonce", resp.nonce,
 				"error", detail)
 		}
-		if err := stream.Send(ack); err != nil {
+		if err := send(stream, ack); err != nil {
 			return progressed, fmt.Errorf("xds: %s: ack: %w", c.opts.Address, recvError(stream, err))
 		}
 	}
 }
 
+func send(stream grpc.ClientStream, req *deltaRequest) error {
+	b := req.marshal()
+	return stream.SendMsg(&b)
+}
+
 // recvError turns a failed Send into the stream's real error: gRPC reports io.EOF on Send and the status on
 // the next Recv.
-func recvError(stream grpc.BidiStreamingClient[discoveryv3.DeltaDiscoveryRequest, discoveryv3.DeltaDiscoveryResponse], err error) error {
+func recvError(stream grpc.ClientStream, err error) error {
 	if !errors.Is(err, io.EOF) {
 		return err
 	}
 	for {
-		if _, rerr := stream.Recv(); rerr != nil {
+		var raw []byte
+		if rerr := stream.RecvMsg(&raw); rerr != nil {
 			return errors.Join(err, rerr)
 		}
 	}

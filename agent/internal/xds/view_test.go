@@ -25,7 +25,7 @@ func storeOf(t *testing.T, rs ...*discoveryv3.Resource) *store {
 		}
 	}
 	for typ, list := range map[string][]*discoveryv3.Resource{AddressType: addrs, AuthorizationType: authz} {
-		if _, rejected := s.apply(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: typ, Resources: list}); len(rejected) > 0 {
+		if _, rejected := s.apply(wire(t, &discoveryv3.DeltaDiscoveryResponse{TypeUrl: typ, Resources: list})); len(rejected) > 0 {
 			t.Fatalf("rejected: %v", rejected)
 		}
 	}
