@@ -15,7 +15,9 @@ type Snapshot struct {
 	byAddr    map[netip.Addr]*Workload // the primary workload of each address
 	// byAddrPort finds workloads that declare their ports (those that may share an address).
 	byAddrPort map[netip.AddrPort]*Workload
-	conflicts  []Conflict
+	// byServerName finds local workloads by the SNI that selects them.
+	byServerName map[string]*Workload
+	conflicts    []Conflict
 
 	services     []*Service
 	byVIP        map[netip.Addr]*Service
@@ -65,8 +67,12 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload) {
 	slices.SortFunc(ws, func(a, b *Workload) int { return strings.Compare(a.UID, b.UID) })
 	s.workloads = ws
 	s.byAddrPort = map[netip.AddrPort]*Workload{}
+	s.byServerName = map[string]*Workload{}
 	for _, w := range ws {
 		s.byUID[w.UID] = w
+		if sn := w.ServerName(); sn != "" && w.Local {
+			s.byServerName[sn] = w
+		}
 		for _, a := range w.Addresses {
 			for _, p := range w.Ports {
 				s.byAddrPort[netip.AddrPortFrom(a, p)] = w
@@ -153,12 +159,11 @@ func (s *Snapshot) LocalFor(ap netip.AddrPort) (*Workload, bool) {
 
 // LocalByServerName finds the local workload with address a that SNI sn selects.
 func (s *Snapshot) LocalByServerName(a netip.Addr, sn string) (*Workload, bool) {
-	for _, w := range s.workloads {
-		if w.Local && w.ServerName() == sn && sn != "" && w.HasAddress(a) {
-			return w, true
-		}
+	w, ok := s.byServerName[sn]
+	if !ok || !w.HasAddress(a) {
+		return nil, false
 	}
-	return nil, false
+	return w, true
 }
 
 // LocalByAddr finds the local workload that owns address a.

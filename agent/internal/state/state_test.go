@@ -105,3 +105,34 @@ tunnel = "none"
 		t.Errorf("remote workload wrong: %+v", db)
 	}
 }
+
+// Workloads of one node that list their ports share an address: each port
+// finds its workload, SNI finds a local one, and the first declared is the
+// address's primary; without ports, sharing is a conflict.
+func TestSharedAddress(t *testing.T) {
+	alice, bob := wl("n/default/alice", true, "10.0.0.1"), wl("n/default/bob", true, "10.0.0.1")
+	alice.Name, bob.Name = "alice", "bob"
+	alice.Node, bob.Node = "n", "n"
+	alice.Ports, bob.Ports = []uint16{8081}, []uint16{8082}
+	MarkPrimaries([]*Workload{bob, alice}) // bob is declared first
+	s := NewSnapshot(1, []*Workload{alice, bob})
+	if len(s.Conflicts()) != 0 {
+		t.Fatalf("sharing reported as a conflict: %v", s.Conflicts())
+	}
+	for port, want := range map[uint16]string{8081: "alice", 8082: "bob", 9999: "bob"} {
+		if w, ok := s.LocalFor(netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), port)); !ok || w.Name != want {
+			t.Errorf("port %d: %v, want %s", port, w, want)
+		}
+	}
+	if w, ok := s.LocalByServerName(netip.MustParseAddr("10.0.0.1"), "alice.default.workload.ambient-agent"); !ok || w != alice {
+		t.Errorf("SNI of alice: %v %v", w, ok)
+	}
+	if _, ok := s.LocalByServerName(netip.MustParseAddr("10.0.0.2"), "alice.default.workload.ambient-agent"); ok {
+		t.Error("SNI matched on another address")
+	}
+	plain := wl("n/default/carol", true, "10.0.0.1")
+	plain.Node = "n"
+	if s := NewSnapshot(2, []*Workload{alice, bob, plain}); len(s.Conflicts()) == 0 {
+		t.Error("a workload without ports on a shared address is not a conflict")
+	}
+}
