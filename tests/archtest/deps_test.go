@@ -22,6 +22,7 @@ const module = "github.com/ambient-agent/ambient-agent/"
 // packages of a lower rank. A new package must be placed here.
 var rank = map[string]int{
 	"agent/internal/config":    0,
+	"agent/internal/pbwire":    0,
 	"agent/internal/telemetry": 0,
 	"nft":                      0,
 	"agent/internal/identity":  1,

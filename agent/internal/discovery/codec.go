@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/pbwire"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
@@ -46,33 +47,33 @@ const (
 // encodeRecord writes r as it goes on the wire. Encoding is deterministic for a normalized record.
 func encodeRecord(r *Record) []byte {
 	b := appendHeader(make([]byte, 0, 256))
-	b = appendString(b, recNode, r.Node)
-	b = appendUint(b, recVersion, r.Version)
-	b = appendString(b, recAgentVersion, r.AgentVersion)
+	b = pbwire.AppendNonEmpty(b, recNode, r.Node)
+	b = pbwire.AppendNonZero(b, recVersion, r.Version)
+	b = pbwire.AppendNonEmpty(b, recAgentVersion, r.AgentVersion)
 	if r.Address.IsValid() {
-		b = appendBytes(b, recAddress, binary.BigEndian.AppendUint16(r.Address.Addr().Unmap().AsSlice(), r.Address.Port()))
+		b = pbwire.AppendBytes(b, recAddress, binary.BigEndian.AppendUint16(r.Address.Addr().Unmap().AsSlice(), r.Address.Port()))
 	}
 	for _, w := range r.Workloads {
-		b = appendMessage(b, recWorkload, func(b []byte) []byte { return appendWorkload(b, w) })
+		b = pbwire.AppendMessage(b, recWorkload, appendWorkload(nil, w))
 	}
 	for i := range r.Services {
-		b = appendMessage(b, recService, func(b []byte) []byte { return appendService(b, &r.Services[i]) })
+		b = pbwire.AppendMessage(b, recService, appendService(nil, &r.Services[i]))
 	}
 	if r.Waypoint != nil {
-		b = appendMessage(b, recWaypoint, func(b []byte) []byte { return appendWaypoint(b, r.Waypoint) })
+		b = pbwire.AppendMessage(b, recWaypoint, appendWaypoint(nil, r.Waypoint))
 	}
 	return b
 }
 
 func appendWorkload(b []byte, w *state.Workload) []byte {
-	b = appendString(b, wlName, w.Name)
-	b = appendString(b, wlNamespace, w.Namespace)
-	b = appendString(b, wlServiceAccount, w.ServiceAccount)
-	b = appendString(b, wlTrustDomain, w.TrustDomain)
+	b = pbwire.AppendNonEmpty(b, wlName, w.Name)
+	b = pbwire.AppendNonEmpty(b, wlNamespace, w.Namespace)
+	b = pbwire.AppendNonEmpty(b, wlServiceAccount, w.ServiceAccount)
+	b = pbwire.AppendNonEmpty(b, wlTrustDomain, w.TrustDomain)
 	b = appendAddrs(b, wlAddress, w.Addresses)
-	b = appendString(b, wlNetwork, w.Network)
+	b = pbwire.AppendNonEmpty(b, wlNetwork, w.Network)
 	if w.Tunnel == state.TunnelHBONE {
-		b = appendUint(b, wlTunnel, tunnelHBONE)
+		b = pbwire.AppendNonZero(b, wlTunnel, tunnelHBONE)
 	}
 	keys := make([]string, 0, len(w.Labels))
 	for k := range w.Labels {
@@ -80,52 +81,47 @@ func appendWorkload(b []byte, w *state.Workload) []byte {
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		b = appendMessage(b, wlLabel, func(b []byte) []byte {
-			return appendString(appendString(b, labelKey, k), labelValue, w.Labels[k])
-		})
+		b = pbwire.AppendMessage(b, wlLabel, pbwire.AppendNonEmpty(pbwire.AppendNonEmpty(nil, labelKey, k), labelValue, w.Labels[k]))
 	}
 	if !w.Healthy {
-		b = appendUint(b, wlStatus, statusUnhealthy)
+		b = pbwire.AppendNonZero(b, wlStatus, statusUnhealthy)
 	}
-	b = appendUint(b, wlCapacity, uint64(w.Capacity))
-	b = appendString(b, wlUseWaypoint, w.UseWaypoint)
+	b = pbwire.AppendNonZero(b, wlCapacity, uint64(w.Capacity))
+	b = pbwire.AppendNonEmpty(b, wlUseWaypoint, w.UseWaypoint)
 	for _, p := range w.Ports {
-		b = protowire.AppendTag(b, wlPort, protowire.VarintType)
-		b = protowire.AppendVarint(b, uint64(p))
+		b = pbwire.AppendUint(b, wlPort, uint64(p))
 	}
 	return b
 }
 
 func appendService(b []byte, s *Service) []byte {
-	b = appendString(b, svcName, s.Name)
-	b = appendString(b, svcNamespace, s.Namespace)
-	b = appendString(b, svcHostname, s.Hostname)
+	b = pbwire.AppendNonEmpty(b, svcName, s.Name)
+	b = pbwire.AppendNonEmpty(b, svcNamespace, s.Namespace)
+	b = pbwire.AppendNonEmpty(b, svcHostname, s.Hostname)
 	b = appendAddrs(b, svcAddress, s.Addresses)
 	for _, p := range s.Ports {
-		b = appendMessage(b, svcPort, func(b []byte) []byte {
-			b = appendUint(b, portPort, uint64(p.Port))
-			b = appendUint(b, portTarget, uint64(p.TargetPort))
-			return appendString(b, portAppProtocol, p.AppProtocol)
-		})
+		msg := pbwire.AppendNonZero(nil, portPort, uint64(p.Port))
+		msg = pbwire.AppendNonZero(msg, portTarget, uint64(p.TargetPort))
+		b = pbwire.AppendMessage(b, svcPort, pbwire.AppendNonEmpty(msg, portAppProtocol, p.AppProtocol))
 	}
 	for _, w := range s.Workloads {
-		b = appendBytes(b, svcWorkload, []byte(w))
+		b = pbwire.AppendBytes(b, svcWorkload, []byte(w))
 	}
-	return appendString(b, svcUseWaypoint, s.UseWaypoint)
+	return pbwire.AppendNonEmpty(b, svcUseWaypoint, s.UseWaypoint)
 }
 
 func appendWaypoint(b []byte, w *Waypoint) []byte {
 	b = appendAddrs(b, wpAddress, w.Addresses)
-	b = appendString(b, wpNamespace, w.Namespace)
-	b = appendString(b, wpServiceAccount, w.ServiceAccount)
-	b = appendString(b, wpTrustDomain, w.TrustDomain)
-	b = appendString(b, wpForServiceAccount, w.ForServiceAccount)
-	return appendString(b, wpName, w.Name)
+	b = pbwire.AppendNonEmpty(b, wpNamespace, w.Namespace)
+	b = pbwire.AppendNonEmpty(b, wpServiceAccount, w.ServiceAccount)
+	b = pbwire.AppendNonEmpty(b, wpTrustDomain, w.TrustDomain)
+	b = pbwire.AppendNonEmpty(b, wpForServiceAccount, w.ForServiceAccount)
+	return pbwire.AppendNonEmpty(b, wpName, w.Name)
 }
 
 func appendAddrs(b []byte, num protowire.Number, addrs []netip.Addr) []byte {
 	for _, a := range addrs {
-		b = appendBytes(b, num, a.Unmap().AsSlice())
+		b = pbwire.AppendBytes(b, num, a.Unmap().AsSlice())
 	}
 	return b
 }
@@ -141,15 +137,15 @@ func decodeRecord(raw []byte) (*Record, error) {
 		return nil, err
 	}
 	r := &Record{}
-	err = eachField(body, func(f field) error {
+	err = eachField(body, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case recNode:
-			r.Node, err = f.str()
+			r.Node, err = f.Str()
 		case recVersion:
-			r.Version, err = f.uint(math.MaxUint64)
+			r.Version, err = f.Uint(math.MaxUint64)
 		case recAgentVersion:
-			r.AgentVersion, err = f.str()
+			r.AgentVersion, err = f.Str()
 		case recWorkload:
 			if len(r.Workloads) == MaxWorkloads {
 				return drop(reasonTooLarge, "more than %d workloads", MaxWorkloads)
@@ -182,30 +178,30 @@ func decodeRecord(raw []byte) (*Record, error) {
 	return r, nil
 }
 
-func decodeWorkload(f field) (*state.Workload, error) {
-	b, err := f.bytes()
+func decodeWorkload(f pbwire.Field) (*state.Workload, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return nil, err
 	}
 	w := &state.Workload{Tunnel: state.TunnelNone, Healthy: true}
-	err = eachField(b, func(f field) error {
+	err = eachField(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case wlName:
-			w.Name, err = f.str()
+			w.Name, err = f.Str()
 		case wlNamespace:
-			w.Namespace, err = f.str()
+			w.Namespace, err = f.Str()
 		case wlServiceAccount:
-			w.ServiceAccount, err = f.str()
+			w.ServiceAccount, err = f.Str()
 		case wlTrustDomain:
-			w.TrustDomain, err = f.str()
+			w.TrustDomain, err = f.Str()
 		case wlAddress:
 			w.Addresses, err = appendAddr(w.Addresses, f)
 		case wlNetwork:
-			w.Network, err = f.str()
+			w.Network, err = f.Str()
 		case wlTunnel:
 			var t uint64
-			if t, err = f.uint(tunnelHBONE); err == nil && t == tunnelHBONE {
+			if t, err = f.Uint(tunnelHBONE); err == nil && t == tunnelHBONE {
 				w.Tunnel = state.TunnelHBONE
 			}
 		case wlLabel:
@@ -215,21 +211,21 @@ func decodeWorkload(f field) (*state.Workload, error) {
 			err = decodeLabel(f, w)
 		case wlStatus:
 			var s uint64
-			if s, err = f.uint(statusUnhealthy); err == nil {
+			if s, err = f.Uint(statusUnhealthy); err == nil {
 				w.Healthy = s == statusHealthy
 			}
 		case wlCapacity:
 			var c uint64
-			c, err = f.uint(math.MaxUint32)
+			c, err = f.Uint(math.MaxUint32)
 			w.Capacity = uint32(c)
 		case wlUseWaypoint:
-			w.UseWaypoint, err = f.str()
+			w.UseWaypoint, err = f.Str()
 		case wlPort:
 			if len(w.Ports) == maxPorts {
 				return drop(reasonTooLarge, "more than %d ports", maxPorts)
 			}
 			var p uint64
-			if p, err = f.uint(math.MaxUint16); err == nil {
+			if p, err = f.Uint(math.MaxUint16); err == nil {
 				w.Ports = append(w.Ports, uint16(p))
 			}
 		}
@@ -238,19 +234,19 @@ func decodeWorkload(f field) (*state.Workload, error) {
 	return w, err
 }
 
-func decodeLabel(f field, w *state.Workload) error {
-	b, err := f.bytes()
+func decodeLabel(f pbwire.Field, w *state.Workload) error {
+	b, err := f.Bytes()
 	if err != nil {
 		return err
 	}
 	var k, v string
-	err = eachField(b, func(f field) error {
+	err = eachField(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case labelKey:
-			k, err = f.str()
+			k, err = f.Str()
 		case labelValue:
-			v, err = f.str()
+			v, err = f.Str()
 		}
 		return err
 	})
@@ -267,21 +263,21 @@ func decodeLabel(f field, w *state.Workload) error {
 	return nil
 }
 
-func decodeService(f field) (Service, error) {
+func decodeService(f pbwire.Field) (Service, error) {
 	var s Service
-	b, err := f.bytes()
+	b, err := f.Bytes()
 	if err != nil {
 		return s, err
 	}
-	err = eachField(b, func(f field) error {
+	err = eachField(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case svcName:
-			s.Name, err = f.str()
+			s.Name, err = f.Str()
 		case svcNamespace:
-			s.Namespace, err = f.str()
+			s.Namespace, err = f.Str()
 		case svcHostname:
-			s.Hostname, err = f.str()
+			s.Hostname, err = f.Str()
 		case svcAddress:
 			s.Addresses, err = appendAddr(s.Addresses, f)
 		case svcPort:
@@ -297,62 +293,62 @@ func decodeService(f field) (Service, error) {
 				return drop(reasonTooLarge, "more than %d backing workloads", MaxWorkloads)
 			}
 			var w string
-			if w, err = f.str(); err == nil {
+			if w, err = f.Str(); err == nil {
 				s.Workloads = append(s.Workloads, w)
 			}
 		case svcUseWaypoint:
-			s.UseWaypoint, err = f.str()
+			s.UseWaypoint, err = f.Str()
 		}
 		return err
 	})
 	return s, err
 }
 
-func decodePort(f field) (ServicePort, error) {
+func decodePort(f pbwire.Field) (ServicePort, error) {
 	var p ServicePort
-	b, err := f.bytes()
+	b, err := f.Bytes()
 	if err != nil {
 		return p, err
 	}
-	err = eachField(b, func(f field) error {
+	err = eachField(b, func(f pbwire.Field) error {
 		var err error
 		var v uint64
-		switch f.num {
+		switch f.Num {
 		case portPort:
-			v, err = f.uint(math.MaxUint16)
+			v, err = f.Uint(math.MaxUint16)
 			p.Port = uint16(v)
 		case portTarget:
-			v, err = f.uint(math.MaxUint16)
+			v, err = f.Uint(math.MaxUint16)
 			p.TargetPort = uint16(v)
 		case portAppProtocol:
-			p.AppProtocol, err = f.str()
+			p.AppProtocol, err = f.Str()
 		}
 		return err
 	})
 	return p, err
 }
 
-func decodeWaypoint(f field) (*Waypoint, error) {
-	b, err := f.bytes()
+func decodeWaypoint(f pbwire.Field) (*Waypoint, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return nil, err
 	}
 	w := &Waypoint{}
-	err = eachField(b, func(f field) error {
+	err = eachField(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case wpAddress:
 			w.Addresses, err = appendAddr(w.Addresses, f)
 		case wpNamespace:
-			w.Namespace, err = f.str()
+			w.Namespace, err = f.Str()
 		case wpServiceAccount:
-			w.ServiceAccount, err = f.str()
+			w.ServiceAccount, err = f.Str()
 		case wpTrustDomain:
-			w.TrustDomain, err = f.str()
+			w.TrustDomain, err = f.Str()
 		case wpForServiceAccount:
-			w.ForServiceAccount, err = f.str()
+			w.ForServiceAccount, err = f.Str()
 		case wpName:
-			w.Name, err = f.str()
+			w.Name, err = f.Str()
 		}
 		return err
 	})
@@ -360,8 +356,8 @@ func decodeWaypoint(f field) (*Waypoint, error) {
 }
 
 // decodeAddrPort reads an address (4 or 16 bytes) followed by a big-endian port.
-func decodeAddrPort(f field) (netip.AddrPort, error) {
-	b, err := f.bytes()
+func decodeAddrPort(f pbwire.Field) (netip.AddrPort, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
@@ -373,17 +369,16 @@ func decodeAddrPort(f field) (netip.AddrPort, error) {
 }
 
 // appendAddr decodes an address field: 4 or 16 bytes, as istio.workload.Workload.addresses.
-func appendAddr(addrs []netip.Addr, f field) ([]netip.Addr, error) {
-	b, err := f.bytes()
-	if err != nil {
+func appendAddr(addrs []netip.Addr, f pbwire.Field) ([]netip.Addr, error) {
+	if _, err := f.Bytes(); err != nil { // a wrong wire type is malformed even past the limit
 		return nil, err
 	}
 	if len(addrs) == maxAddresses {
 		return nil, drop(reasonTooLarge, "more than %d addresses", maxAddresses)
 	}
-	a, ok := netip.AddrFromSlice(b)
-	if !ok {
-		return nil, drop(reasonInvalid, "an address of %d bytes", len(b))
+	a, err := f.Addr()
+	if err != nil {
+		return nil, err
 	}
-	return append(addrs, a.Unmap()), nil
+	return append(addrs, a), nil
 }

@@ -8,6 +8,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/pbwire"
 )
 
 // Messages between agents (memberlist user messages and push/pull state): header, kind, body.
@@ -45,9 +46,9 @@ func advertOf(raw []byte, version uint64) advert {
 
 func encodeMeta(a advert) []byte {
 	b := appendHeader(make([]byte, 0, 64))
-	b = appendUint(b, metaVersion, a.version)
-	b = appendBytes(b, metaDigest, a.digest[:])
-	return appendUint(b, metaSize, uint64(a.size))
+	b = pbwire.AppendNonZero(b, metaVersion, a.version)
+	b = pbwire.AppendBytes(b, metaDigest, a.digest[:])
+	return pbwire.AppendNonZero(b, metaSize, uint64(a.size))
 }
 
 // decodeMeta reads a node's metadata; ok is false when the node advertises no record.
@@ -60,16 +61,16 @@ func decodeMeta(b []byte) (a advert, ok bool, err error) {
 		return a, false, err
 	}
 	var digest []byte
-	err = eachField(body, func(f field) error {
+	err = eachField(body, func(f pbwire.Field) error {
 		var err error
 		var v uint64
-		switch f.num {
+		switch f.Num {
 		case metaVersion:
-			a.version, err = f.uint(math.MaxUint64)
+			a.version, err = f.Uint(math.MaxUint64)
 		case metaDigest:
-			digest, err = f.bytes()
+			digest, err = f.Bytes()
 		case metaSize:
-			v, err = f.uint(math.MaxInt32)
+			v, err = f.Uint(math.MaxInt32)
 			a.size = int(v)
 		}
 		return err
@@ -116,13 +117,13 @@ type request struct {
 }
 
 func encodeRequest(r request) []byte {
-	b := appendString(nil, requestFrom, r.from)
+	b := pbwire.AppendNonEmpty(nil, requestFrom, r.from)
 	if r.addr.IsValid() {
-		b = appendBytes(b, requestAddr, r.addr.Addr().AsSlice())
-		b = appendUint(b, requestPort, uint64(r.addr.Port()))
+		b = pbwire.AppendBytes(b, requestAddr, r.addr.Addr().AsSlice())
+		b = pbwire.AppendNonZero(b, requestPort, uint64(r.addr.Port()))
 	}
 	for _, w := range r.want {
-		b = appendString(b, requestWant, w)
+		b = pbwire.AppendNonEmpty(b, requestWant, w)
 	}
 	return encodeMessage(kindRequest, b)
 }
@@ -131,24 +132,24 @@ func decodeRequest(body []byte) (request, error) {
 	var r request
 	var addr netip.Addr
 	var port uint64
-	err := eachField(body, func(f field) error {
+	err := eachField(body, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case requestFrom:
-			r.from, err = f.str()
+			r.from, err = f.Str()
 		case requestAddr:
 			var b []byte
-			if b, err = f.bytes(); err == nil {
+			if b, err = f.Bytes(); err == nil {
 				addr, _ = netip.AddrFromSlice(b)
 			}
 		case requestPort:
-			port, err = f.uint(math.MaxUint16)
+			port, err = f.Uint(math.MaxUint16)
 		case requestWant:
 			if len(r.want) == maxWant {
 				return drop(reasonTooLarge, "a request for more than %d records", maxWant)
 			}
 			var w string
-			if w, err = f.str(); err == nil {
+			if w, err = f.Str(); err == nil {
 				r.want = append(r.want, w)
 			}
 		}
@@ -172,7 +173,7 @@ func encodeState(records [][]byte) []byte { return encodeMessage(kindState, stat
 func stateBody(records [][]byte) []byte {
 	var body []byte
 	for _, r := range records {
-		body = appendBytes(body, stateRecord, r)
+		body = pbwire.AppendBytes(body, stateRecord, r)
 	}
 	return body
 }
@@ -180,14 +181,14 @@ func stateBody(records [][]byte) []byte {
 // decodeState splits a push/pull state into its encoded records, each still to be decoded on its own.
 func decodeState(body []byte) ([][]byte, error) {
 	var out [][]byte
-	err := eachField(body, func(f field) error {
-		if f.num != stateRecord {
+	err := eachField(body, func(f pbwire.Field) error {
+		if f.Num != stateRecord {
 			return nil
 		}
 		if len(out) == maxStateRecords {
 			return drop(reasonTooLarge, "more than %d records", maxStateRecords)
 		}
-		b, err := f.bytes()
+		b, err := f.Bytes()
 		out = append(out, b)
 		return err
 	})

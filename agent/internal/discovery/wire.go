@@ -3,9 +3,8 @@ package discovery
 import (
 	"errors"
 	"fmt"
-	"unicode/utf8"
 
-	"google.golang.org/protobuf/encoding/protowire"
+	"github.com/ambient-agent/ambient-agent/agent/internal/pbwire"
 )
 
 // The wire format. Everything discovery sends starts with formatMagic and formatVersion, followed by protobuf wire
@@ -66,96 +65,30 @@ func checkHeader(b []byte) ([]byte, error) {
 
 func appendHeader(b []byte) []byte { return append(b, formatMagic, formatVersion) }
 
-// field is one decoded protobuf field: u for varints, b for length-delimited values.
-type field struct {
-	num protowire.Number
-	typ protowire.Type
-	u   uint64
-	b   []byte
+// eachField walks a message with pbwire.Each. What pbwire refuses, in the walk or in visit's reads of the
+// fields, comes back as a dropError.
+func eachField(b []byte, visit func(f pbwire.Field) error) error {
+	return dropWire(pbwire.Each(b, visit))
 }
 
-// eachField walks the fields of a message, skipping the values of unknown wire types.
-func eachField(b []byte, visit func(f field) error) error {
-	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return drop(reasonMalformed, "field tag: %v", protowire.ParseError(n))
-		}
-		b = b[n:]
-		f := field{num: num, typ: typ}
-		switch typ {
-		case protowire.VarintType:
-			f.u, n = protowire.ConsumeVarint(b)
-		case protowire.BytesType:
-			f.b, n = protowire.ConsumeBytes(b)
-		default:
-			n = protowire.ConsumeFieldValue(num, typ, b)
-		}
-		if n < 0 {
-			return drop(reasonMalformed, "field %d: %v", num, protowire.ParseError(n))
-		}
-		b = b[n:]
-		if err := visit(f); err != nil {
-			return err
-		}
+// dropWire gives a pbwire error its drop reason: a value out of the agent's range is invalid, anything else
+// that does not decode is malformed. Other errors pass through.
+func dropWire(err error) error {
+	var e *pbwire.Error
+	if !errors.As(err, &e) {
+		return err
 	}
-	return nil
-}
-
-func (f field) wrongType() error {
-	return drop(reasonMalformed, "field %d has wire type %d", f.num, f.typ)
-}
-
-func (f field) bytes() ([]byte, error) {
-	if f.typ != protowire.BytesType {
-		return nil, f.wrongType()
+	switch e.Kind {
+	case pbwire.BadTag:
+		return drop(reasonMalformed, "field tag: %v", e.Err)
+	case pbwire.WrongType:
+		return drop(reasonMalformed, "field %d has wire type %d", e.Num, e.Typ)
+	case pbwire.NotUTF8:
+		return drop(reasonMalformed, "field %d is not UTF-8", e.Num)
+	case pbwire.OutOfRange:
+		return drop(reasonInvalid, "field %d: %d is out of range", e.Num, e.Value)
+	case pbwire.BadAddress:
+		return drop(reasonInvalid, "an address of %d bytes", e.Value)
 	}
-	return f.b, nil
-}
-
-func (f field) str() (string, error) {
-	if f.typ != protowire.BytesType {
-		return "", f.wrongType()
-	}
-	if !utf8.Valid(f.b) {
-		return "", drop(reasonMalformed, "field %d is not UTF-8", f.num)
-	}
-	return string(f.b), nil
-}
-
-// uint returns a varint no larger than max.
-func (f field) uint(max uint64) (uint64, error) {
-	if f.typ != protowire.VarintType {
-		return 0, f.wrongType()
-	}
-	if f.u > max {
-		return 0, drop(reasonInvalid, "field %d: %d is out of range", f.num, f.u)
-	}
-	return f.u, nil
-}
-
-func appendString(b []byte, num protowire.Number, s string) []byte {
-	if s == "" {
-		return b
-	}
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendString(b, s)
-}
-
-func appendBytes(b []byte, num protowire.Number, v []byte) []byte {
-	b = protowire.AppendTag(b, num, protowire.BytesType)
-	return protowire.AppendBytes(b, v)
-}
-
-func appendUint(b []byte, num protowire.Number, v uint64) []byte {
-	if v == 0 {
-		return b
-	}
-	b = protowire.AppendTag(b, num, protowire.VarintType)
-	return protowire.AppendVarint(b, v)
-}
-
-// appendMessage appends a length-delimited sub-message built by enc.
-func appendMessage(b []byte, num protowire.Number, enc func([]byte) []byte) []byte {
-	return appendBytes(b, num, enc(nil))
+	return drop(reasonMalformed, "field %d: %v", e.Num, e.Err) // pbwire.BadValue
 }

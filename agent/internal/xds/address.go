@@ -6,6 +6,8 @@ import (
 	"math"
 	"net/netip"
 	"strings"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/pbwire"
 )
 
 // Field numbers of istio.workload (workload.proto). Never renumbered upstream; new fields get new numbers.
@@ -108,9 +110,9 @@ type address struct {
 // decodeAddress reads one istio.workload.Address resource. It returns an error, never panics, on any input.
 func decodeAddress(b []byte) (*address, error) {
 	var a address
-	err := eachField(b, func(f field) error {
+	err := pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case addrWorkload: // oneof: the last one on the wire wins
 			a.Service = nil
 			a.Workload, err = decodeWorkload(f)
@@ -137,63 +139,63 @@ func decodeAddress(b []byte) (*address, error) {
 	return &a, nil
 }
 
-func decodeWorkload(f field) (*workload, error) {
-	b, err := f.message()
+func decodeWorkload(f pbwire.Field) (*workload, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return nil, err
 	}
 	w := &workload{Capacity: 1}
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case wlUID:
-			w.UID, err = f.str()
+			w.UID, err = f.Str()
 		case wlName:
-			w.Name, err = f.str()
+			w.Name, err = f.Str()
 		case wlNamespace:
-			w.Namespace, err = f.str()
+			w.Namespace, err = f.Str()
 		case wlAddresses:
 			var a netip.Addr
-			if a, err = f.ip(); err == nil {
+			if a, err = f.Addr(); err == nil {
 				w.Addresses = append(w.Addresses, a)
 			}
 		case wlHostname:
-			w.Hostname, err = f.str()
+			w.Hostname, err = f.Str()
 		case wlNetwork:
-			w.Network, err = f.str()
+			w.Network, err = f.Str()
 		case wlTunnelProtocol:
-			w.Tunnel, err = f.enum("tunnel protocol", tunnelLegacyIstioMTLS)
+			w.Tunnel, err = enum(f, "tunnel protocol", tunnelLegacyIstioMTLS)
 		case wlTrustDomain:
-			w.TrustDomain, err = f.str()
+			w.TrustDomain, err = f.Str()
 		case wlServiceAccount:
-			w.ServiceAccount, err = f.str()
+			w.ServiceAccount, err = f.Str()
 		case wlWaypoint:
 			w.Waypoint, err = decodeGatewayAddress(f)
 		case wlNetworkGateway:
 			w.NetworkGateway, err = decodeGatewayAddress(f)
 		case wlNode:
-			w.Node, err = f.str()
+			w.Node, err = f.Str()
 		case wlCanonicalName:
-			w.CanonicalName, err = f.str()
+			w.CanonicalName, err = f.Str()
 		case wlCanonicalRevision:
-			w.CanonicalRevision, err = f.str()
+			w.CanonicalRevision, err = f.Str()
 		case wlWorkloadType:
-			w.WorkloadType, err = f.enum("workload type", workloadTypeLast)
+			w.WorkloadType, err = enum(f, "workload type", workloadTypeLast)
 		case wlWorkloadN:
-			w.WorkloadName, err = f.str()
+			w.WorkloadName, err = f.Str()
 		case wlNativeTunnel:
-			w.NativeTunnel, err = f.boolean()
+			w.NativeTunnel, err = f.Bool()
 		case wlServices:
 			err = w.decodeServiceEntry(f)
 		case wlAuthorizationPolicies:
 			var p string
-			if p, err = f.str(); err == nil {
+			if p, err = f.Str(); err == nil {
 				w.AuthorizationPolicies = append(w.AuthorizationPolicies, p)
 			}
 		case wlStatus:
-			w.Status, err = f.enum("workload status", statusUnhealthy)
+			w.Status, err = enum(f, "workload status", statusUnhealthy)
 		case wlClusterID:
-			w.ClusterID, err = f.str()
+			w.ClusterID, err = f.Str()
 		case wlCapacity:
 			w.Capacity, err = decodeUInt32Value(f)
 		}
@@ -206,25 +208,25 @@ func decodeWorkload(f field) (*workload, error) {
 }
 
 // decodeServiceEntry reads one entry of Workload.services (map<string, PortList>).
-func (w *workload) decodeServiceEntry(f field) error {
-	b, err := f.message()
+func (w *workload) decodeServiceEntry(f pbwire.Field) error {
+	b, err := f.Bytes()
 	if err != nil {
 		return err
 	}
 	var key string
 	var ports []port
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case mapKey:
-			key, err = f.str()
+			key, err = f.Str()
 		case mapValue:
 			var pl []byte
-			if pl, err = f.message(); err != nil {
+			if pl, err = f.Bytes(); err != nil {
 				return err
 			}
-			err = eachField(pl, func(f field) error {
-				if f.num != portListPorts {
+			err = pbwire.Each(pl, func(f pbwire.Field) error {
+				if f.Num != portListPorts {
 					return nil
 				}
 				p, err := decodePort(f)
@@ -244,24 +246,24 @@ func (w *workload) decodeServiceEntry(f field) error {
 	return nil
 }
 
-func decodePort(f field) (port, error) {
+func decodePort(f pbwire.Field) (port, error) {
 	var p port
-	b, err := f.message()
+	b, err := f.Bytes()
 	if err != nil {
 		return p, err
 	}
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
 		var v uint64
-		switch f.num {
+		switch f.Num {
 		case portServicePort:
-			v, err = f.uint(math.MaxUint16)
+			v, err = f.Uint(math.MaxUint16)
 			p.ServicePort = uint16(v)
 		case portTargetPort:
-			v, err = f.uint(math.MaxUint16)
+			v, err = f.Uint(math.MaxUint16)
 			p.TargetPort = uint16(v)
 		case portAppProtocol:
-			p.AppProtocol, err = f.enum("app protocol", appProtocolLast)
+			p.AppProtocol, err = enum(f, "app protocol", appProtocolLast)
 		}
 		return err
 	})
@@ -271,21 +273,21 @@ func decodePort(f field) (port, error) {
 	return p, nil
 }
 
-func decodeService(f field) (*service, error) {
-	b, err := f.message()
+func decodeService(f pbwire.Field) (*service, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return nil, err
 	}
 	s := &service{}
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case svcName:
-			s.Name, err = f.str()
+			s.Name, err = f.Str()
 		case svcNamespace:
-			s.Namespace, err = f.str()
+			s.Namespace, err = f.Str()
 		case svcHostname:
-			s.Hostname, err = f.str()
+			s.Hostname, err = f.Str()
 		case svcAddresses:
 			var a networkAddress
 			if a, err = decodeNetworkAddress(f); err == nil {
@@ -298,7 +300,7 @@ func decodeService(f field) (*service, error) {
 			}
 		case svcSubjectAltNames:
 			var san string
-			if san, err = f.str(); err == nil {
+			if san, err = f.Str(); err == nil {
 				s.SubjectAltNames = append(s.SubjectAltNames, san)
 			}
 		case svcWaypoint:
@@ -312,29 +314,29 @@ func decodeService(f field) (*service, error) {
 	return s, nil
 }
 
-func decodeGatewayAddress(f field) (*gatewayAddress, error) {
-	b, err := f.message()
+func decodeGatewayAddress(f pbwire.Field) (*gatewayAddress, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return nil, err
 	}
 	g := &gatewayAddress{}
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case gwHostname:
 			g.Address = networkAddress{}
 			var nh []byte
-			if nh, err = f.message(); err != nil {
+			if nh, err = f.Bytes(); err != nil {
 				return err
 			}
 			g.Namespace, g.Hostname = "", ""
-			err = eachField(nh, func(f field) error {
+			err = pbwire.Each(nh, func(f pbwire.Field) error {
 				var err error
-				switch f.num {
+				switch f.Num {
 				case nhNamespace:
-					g.Namespace, err = f.str()
+					g.Namespace, err = f.Str()
 				case nhHostname:
-					g.Hostname, err = f.str()
+					g.Hostname, err = f.Str()
 				}
 				return err
 			})
@@ -343,7 +345,7 @@ func decodeGatewayAddress(f field) (*gatewayAddress, error) {
 			g.Address, err = decodeNetworkAddress(f)
 		case gwHBONEMTLSPort:
 			var v uint64
-			v, err = f.uint(math.MaxUint16)
+			v, err = f.Uint(math.MaxUint16)
 			g.HBONEPort = uint16(v)
 		}
 		return err
@@ -357,19 +359,19 @@ func decodeGatewayAddress(f field) (*gatewayAddress, error) {
 	return g, nil
 }
 
-func decodeNetworkAddress(f field) (networkAddress, error) {
+func decodeNetworkAddress(f pbwire.Field) (networkAddress, error) {
 	var a networkAddress
-	b, err := f.message()
+	b, err := f.Bytes()
 	if err != nil {
 		return a, err
 	}
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case naNetwork:
-			a.Network, err = f.str()
+			a.Network, err = f.Str()
 		case naAddress:
-			a.Addr, err = f.ip()
+			a.Addr, err = f.Addr()
 		}
 		return err
 	})
@@ -382,16 +384,16 @@ func decodeNetworkAddress(f field) (networkAddress, error) {
 	return a, nil
 }
 
-func decodeUInt32Value(f field) (uint32, error) {
-	b, err := f.message()
+func decodeUInt32Value(f pbwire.Field) (uint32, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return 0, err
 	}
 	var v uint64
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		if f.num == wrapperValue {
-			v, err = f.uint(math.MaxUint32)
+		if f.Num == wrapperValue {
+			v, err = f.Uint(math.MaxUint32)
 		}
 		return err
 	})

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/pbwire"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 )
 
@@ -42,22 +43,22 @@ const (
 // match or an invalid prefix, which policy.CompileXDS leaves out with a warning.
 func decodeAuthorization(b []byte) (*policy.XDSAuthorization, error) {
 	a := &policy.XDSAuthorization{}
-	err := eachField(b, func(f field) error {
+	err := pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
 		var v uint64
-		switch f.num {
+		switch f.Num {
 		case authzName:
-			a.Name, err = f.str()
+			a.Name, err = f.Str()
 		case authzNamespace:
-			a.Namespace, err = f.str()
+			a.Namespace, err = f.Str()
 		case authzScope:
-			v, err = f.enum("scope", uint64(policy.XDSScopeWorkloadSelector))
+			v, err = enum(f, "scope", uint64(policy.XDSScopeWorkloadSelector))
 			a.Scope = policy.XDSScope(v)
 		case authzAction:
-			v, err = f.enum("action", uint64(policy.XDSActionDeny))
+			v, err = enum(f, "action", uint64(policy.XDSActionDeny))
 			a.Action = policy.XDSAction(v)
 		case authzDryRun:
-			a.DryRun, err = f.boolean()
+			a.DryRun, err = f.Bool()
 		case authzGroups:
 			var g policy.XDSGroup
 			if g, err = decodeGroup(f); err == nil {
@@ -75,23 +76,23 @@ func decodeAuthorization(b []byte) (*policy.XDSAuthorization, error) {
 	return a, nil
 }
 
-func decodeGroup(f field) (policy.XDSGroup, error) {
+func decodeGroup(f pbwire.Field) (policy.XDSGroup, error) {
 	var g policy.XDSGroup
-	b, err := f.message()
+	b, err := f.Bytes()
 	if err != nil {
 		return g, err
 	}
-	err = eachField(b, func(f field) error {
-		if f.num != groupRules {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
+		if f.Num != groupRules {
 			return nil
 		}
-		rb, err := f.message()
+		rb, err := f.Bytes()
 		if err != nil {
 			return err
 		}
 		var rs policy.XDSRules
-		err = eachField(rb, func(f field) error {
-			if f.num != rulesMatches {
+		err = pbwire.Each(rb, func(f pbwire.Field) error {
+			if f.Num != rulesMatches {
 				return nil
 			}
 			m, err := decodeMatch(f)
@@ -109,15 +110,15 @@ func decodeGroup(f field) (policy.XDSGroup, error) {
 	return g, nil
 }
 
-func decodeMatch(f field) (policy.XDSMatch, error) {
+func decodeMatch(f pbwire.Field) (policy.XDSMatch, error) {
 	var m policy.XDSMatch
-	b, err := f.message()
+	b, err := f.Bytes()
 	if err != nil {
 		return m, err
 	}
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case mNamespaces:
 			m.Namespaces, err = appendStringMatch(m.Namespaces, f)
 		case mNotNamespaces:
@@ -152,27 +153,27 @@ func decodeMatch(f field) (policy.XDSMatch, error) {
 }
 
 // appendStringMatch reads a StringMatch; its oneof keeps the last value on the wire.
-func appendStringMatch(dst []policy.XDSStringMatch, f field) ([]policy.XDSStringMatch, error) {
-	b, err := f.message()
+func appendStringMatch(dst []policy.XDSStringMatch, f pbwire.Field) ([]policy.XDSStringMatch, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return dst, err
 	}
 	var s policy.XDSStringMatch
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
 		var v string
-		switch f.num {
+		switch f.Num {
 		case smExact:
-			v, err = f.str()
+			v, err = f.Str()
 			s = policy.XDSStringMatch{Exact: v}
 		case smPrefix:
-			v, err = f.str()
+			v, err = f.Str()
 			s = policy.XDSStringMatch{Prefix: v}
 		case smSuffix:
-			v, err = f.str()
+			v, err = f.Str()
 			s = policy.XDSStringMatch{Suffix: v}
 		case smPresence:
-			_, err = f.message()
+			_, err = f.Bytes()
 			s = policy.XDSStringMatch{Presence: true}
 		}
 		return err
@@ -183,19 +184,19 @@ func appendStringMatch(dst []policy.XDSStringMatch, f field) ([]policy.XDSString
 	return append(dst, s), nil
 }
 
-func appendServiceAccount(dst []policy.XDSServiceAccountMatch, f field) ([]policy.XDSServiceAccountMatch, error) {
-	b, err := f.message()
+func appendServiceAccount(dst []policy.XDSServiceAccountMatch, f pbwire.Field) ([]policy.XDSServiceAccountMatch, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return dst, err
 	}
 	var s policy.XDSServiceAccountMatch
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case saNamespace:
-			s.Namespace, err = f.str()
+			s.Namespace, err = f.Str()
 		case saServiceAccount:
-			s.ServiceAccount, err = f.str()
+			s.ServiceAccount, err = f.Str()
 		}
 		return err
 	})
@@ -208,20 +209,20 @@ func appendServiceAccount(dst []policy.XDSServiceAccountMatch, f field) ([]polic
 // appendCIDR reads an Address (bytes and prefix length). An address that is not 4 or 16 bytes, or a length
 // longer than the address, becomes an invalid netip.Prefix: ztunnel leaves such a value out of the match,
 // and so does policy.CompileXDS.
-func appendCIDR(dst []netip.Prefix, f field) ([]netip.Prefix, error) {
-	b, err := f.message()
+func appendCIDR(dst []netip.Prefix, f pbwire.Field) ([]netip.Prefix, error) {
+	b, err := f.Bytes()
 	if err != nil {
 		return dst, err
 	}
 	var raw []byte
 	var length uint64
-	err = eachField(b, func(f field) error {
+	err = pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case cidrAddress:
-			raw, err = f.message()
+			raw, err = f.Bytes()
 		case cidrLength:
-			length, err = f.uint(1<<32 - 1)
+			length, err = f.Uint(1<<32 - 1)
 		}
 		return err
 	})
@@ -240,8 +241,8 @@ func appendCIDR(dst []netip.Prefix, f field) ([]netip.Prefix, error) {
 
 // appendPorts reads destination ports: uint32 on the wire, of which ztunnel keeps the low 16 bits
 // (istiod never sends more than 65535).
-func appendPorts(dst []uint16, f field) ([]uint16, error) {
-	ps, err := f.uints(nil)
+func appendPorts(dst []uint16, f pbwire.Field) ([]uint16, error) {
+	ps, err := uints(f, nil)
 	if err != nil {
 		return dst, err
 	}

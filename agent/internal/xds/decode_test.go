@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/protobuf/encoding/protowire"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/pbwire"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 )
 
@@ -221,8 +222,8 @@ func TestDecodeOneofLastWins(t *testing.T) {
 	if err != nil || a.Service != nil || a.Workload == nil {
 		t.Fatalf("got %+v, %v", a, err)
 	}
-	g, err := decodeGatewayAddress(field{num: wlWaypoint, typ: protowire.BytesType,
-		b: cat(fMsg(gwHostname, fStr(nhNamespace, "ns"), fStr(nhHostname, "h")), fMsg(gwAddress, fIP(naAddress, "10.0.0.1")))})
+	g, err := decodeGatewayAddress(pbwire.Field{Num: wlWaypoint, Typ: protowire.BytesType,
+		B: cat(fMsg(gwHostname, fStr(nhNamespace, "ns"), fStr(nhHostname, "h")), fMsg(gwAddress, fIP(naAddress, "10.0.0.1")))})
 	if err != nil || g.Hostname != "" || g.Address.Addr != netip.MustParseAddr("10.0.0.1") {
 		t.Fatalf("got %+v, %v", g, err)
 	}

@@ -7,6 +7,8 @@ import (
 
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/pbwire"
 )
 
 // The ADS envelope (envoy.service.discovery.v3 DeltaDiscoveryRequest and DeltaDiscoveryResponse) is written and
@@ -67,54 +69,36 @@ type rpcStatus struct {
 func (r *deltaRequest) marshal() []byte {
 	var b []byte
 	if r.node != nil {
-		b = appendMessage(b, reqNode, r.node.marshal())
+		b = pbwire.AppendMessage(b, reqNode, r.node.marshal())
 	}
-	b = appendNonEmpty(b, reqTypeURL, r.typeURL)
+	b = pbwire.AppendNonEmpty(b, reqTypeURL, r.typeURL)
 	for _, name := range r.subscribe {
-		b = appendString(b, reqSubscribe, name)
+		b = pbwire.AppendString(b, reqSubscribe, name)
 	}
 	b = appendStringMap(b, reqInitialVersions, r.initialVersions, func(b []byte, v string) []byte {
-		return appendString(b, entryValue, v)
+		return pbwire.AppendString(b, entryValue, v)
 	})
-	b = appendNonEmpty(b, reqResponseNonce, r.responseNonce)
+	b = pbwire.AppendNonEmpty(b, reqResponseNonce, r.responseNonce)
 	if r.errorDetail != nil {
 		var s []byte
-		if r.errorDetail.code != 0 {
-			s = protowire.AppendVarint(protowire.AppendTag(s, statusCode, protowire.VarintType),
-				uint64(int64(r.errorDetail.code))) // int32: negative values are sign-extended to 10 bytes
-		}
+		// int32: negative values are sign-extended to 10 bytes
+		s = pbwire.AppendNonZero(s, statusCode, uint64(int64(r.errorDetail.code)))
 		// The detail quotes what istiod sent; protobuf strings must be UTF-8.
-		s = appendNonEmpty(s, statusMessage, strings.ToValidUTF8(r.errorDetail.message, "\uFFFD"))
-		b = appendMessage(b, reqError, s)
+		s = pbwire.AppendNonEmpty(s, statusMessage, strings.ToValidUTF8(r.errorDetail.message, "\uFFFD"))
+		b = pbwire.AppendMessage(b, reqError, s)
 	}
 	return b
 }
 
 func (n *node) marshal() []byte {
-	b := appendNonEmpty(nil, nodeID, n.id)
+	b := pbwire.AppendNonEmpty(nil, nodeID, n.id)
 	if n.metadata != nil {
 		md := appendStringMap(nil, structFields, n.metadata, func(b []byte, v string) []byte {
-			return appendMessage(b, entryValue, appendString(nil, valueString, v))
+			return pbwire.AppendMessage(b, entryValue, pbwire.AppendString(nil, valueString, v))
 		})
-		b = appendMessage(b, nodeMetadata, md)
+		b = pbwire.AppendMessage(b, nodeMetadata, md)
 	}
-	return appendNonEmpty(b, nodeUserAgentName, n.userAgentName)
-}
-
-func appendString(b []byte, num protowire.Number, s string) []byte {
-	return protowire.AppendString(protowire.AppendTag(b, num, protowire.BytesType), s)
-}
-
-// appendNonEmpty writes a proto3 singular string, which is left out when empty.
-func appendNonEmpty(b []byte, num protowire.Number, s string) []byte {
-	if s == "" {
-		return b
-	}
-	return appendString(b, num, s)
-}
-
-func appendMessage(b []byte, num protowire.Number, msg []byte) []byte {
-	return protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), msg)
+	return pbwire.AppendNonEmpty(b, nodeUserAgentName, n.userAgentName)
 }
 
 // appendStringMap writes a map<string, V> field: one entry message per key, in key order.
@@ -125,7 +109,7 @@ func appendStringMap(b []byte, num protowire.Number, m map[string]string, value 
 	}
 	slices.Sort(keys)
 	for _, k := range keys {
-		b = appendMessage(b, num, value(appendString(nil, entryKey, k), m[k]))
+		b = pbwire.AppendMessage(b, num, value(pbwire.AppendString(nil, entryKey, k), m[k]))
 	}
 	return b
 }
@@ -151,22 +135,22 @@ type resource struct {
 // invalid UTF-8 or truncated bytes is an error, which ends the stream as a malformed message would.
 func decodeDeltaResponse(b []byte) (*deltaResponse, error) {
 	r := &deltaResponse{}
-	err := eachField(b, func(f field) error {
+	err := pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case respSystemVersion:
-			r.systemVersion, err = f.str()
+			r.systemVersion, err = f.Str()
 		case respTypeURL:
-			r.typeURL, err = f.str()
+			r.typeURL, err = f.Str()
 		case respNonce:
-			r.nonce, err = f.str()
+			r.nonce, err = f.Str()
 		case respRemoved:
 			var name string
-			name, err = f.str()
+			name, err = f.Str()
 			r.removed = append(r.removed, name)
 		case respResources:
 			var m []byte
-			if m, err = f.message(); err == nil {
+			if m, err = f.Bytes(); err == nil {
 				var res resource
 				err = res.decode(m)
 				r.resources = append(r.resources, res)
@@ -181,16 +165,16 @@ func decodeDeltaResponse(b []byte) (*deltaResponse, error) {
 }
 
 func (r *resource) decode(b []byte) error {
-	err := eachField(b, func(f field) error {
+	err := pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case resName:
-			r.name, err = f.str()
+			r.name, err = f.Str()
 		case resVersion:
-			r.version, err = f.str()
+			r.version, err = f.Str()
 		case resResource:
 			var m []byte
-			if m, err = f.message(); err == nil {
+			if m, err = f.Bytes(); err == nil {
 				r.hasPayload = true // a repeated message field merges into one, as protobuf does
 				err = r.decodeAny(m)
 			}
@@ -204,13 +188,13 @@ func (r *resource) decode(b []byte) error {
 }
 
 func (r *resource) decodeAny(b []byte) error {
-	return eachField(b, func(f field) error {
+	return pbwire.Each(b, func(f pbwire.Field) error {
 		var err error
-		switch f.num {
+		switch f.Num {
 		case anyTypeURL:
-			r.payloadType, err = f.str()
+			r.payloadType, err = f.Str()
 		case anyValue:
-			r.payload, err = f.message()
+			r.payload, err = f.Bytes()
 		}
 		return err
 	})
