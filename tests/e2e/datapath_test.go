@@ -111,8 +111,10 @@ func TestExcludedPortIsNotCaptured(t *testing.T) {
 	if log := d.b.NginxAccessLog(); !slices.Contains(log, fmt.Sprintf("%s 22", d.c.Addr)) {
 		t.Errorf("port 22 was not reached directly from C: %v", log)
 	}
-	if strings.Contains(d.agentB.Log(), ":22") {
-		t.Errorf("B's agent handled port 22:\n%s", d.agentB.Log())
+	// Nothing else connects to B in this test: any access line is port 22's.
+	// (Not a search for ":22", which the log's timestamps contain one minute in sixty.)
+	if strings.Contains(d.agentB.Log(), "msg=access") {
+		t.Errorf("B's agent handled a connection, expected none:\n%s", d.agentB.Log())
 	}
 }
 
