@@ -144,7 +144,7 @@ func TestStrictMTLSBlocksPlaintext(t *testing.T) {
 			t.Fatalf("HBONE client %s refused under STRICT: %v %q", h.Name, err, out)
 		}
 	}
-	if n := len(z.b.NginxAccessLog()); n != 2 {
+	if n := len(accessLog(z.b, func(log []string) bool { return len(log) >= 2 })); n != 2 {
 		t.Errorf("nginx saw %d requests, want the 2 HBONE ones", n)
 	}
 }

@@ -78,6 +78,21 @@ func (d *datapathLab) checkFilterUntouched(t *testing.T, when string) {
 	}
 }
 
+// accessLog returns h's nginx access log once ok holds of it, or after 2 s:
+// nginx writes a request's line just after sending the response, which a
+// direct curl may have received, and returned, first.
+func accessLog(h *lab.Host, ok func([]string) bool) []string {
+	log := h.NginxAccessLog()
+	for deadline := time.Now().Add(2 * time.Second); !ok(log) && time.Now().Before(deadline); log = h.NginxAccessLog() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return log
+}
+
+func hasLine(line string) func([]string) bool {
+	return func(log []string) bool { return slices.Contains(log, line) }
+}
+
 func hasTable(h *lab.Host) bool {
 	_, err := h.Run(lab.Timeout(10*time.Second), "nft", "list", "table", "inet", "ambient_agent")
 	return err == nil
@@ -108,7 +123,7 @@ func TestExcludedPortIsNotCaptured(t *testing.T) {
 	if err != nil || !strings.Contains(out, marker) {
 		t.Fatalf("C -> B:22: %v %q", err, out)
 	}
-	if log := d.b.NginxAccessLog(); !slices.Contains(log, fmt.Sprintf("%s 22", d.c.Addr)) {
+	if log := accessLog(d.b, hasLine(fmt.Sprintf("%s 22", d.c.Addr))); !slices.Contains(log, fmt.Sprintf("%s 22", d.c.Addr)) {
 		t.Errorf("port 22 was not reached directly from C: %v", log)
 	}
 	// Nothing else connects to B in this test: any access line is port 22's.
@@ -125,7 +140,7 @@ func TestPassthroughToUnknownDestination(t *testing.T) {
 	if err != nil || !strings.Contains(out, "c-"+marker) {
 		t.Fatalf("A -> C:8080: %v %q", err, out)
 	}
-	if log := d.c.NginxAccessLog(); !slices.Contains(log, fmt.Sprintf("%s 8080", d.a.Addr)) {
+	if log := accessLog(d.c, hasLine(fmt.Sprintf("%s 8080", d.a.Addr))); !slices.Contains(log, fmt.Sprintf("%s 8080", d.a.Addr)) {
 		t.Errorf("C did not see A as the client: %v", log)
 	}
 }
@@ -247,7 +262,7 @@ func TestReloadAddsWorkloadAddressLive(t *testing.T) {
 	if out, err := curl(d.c, url); err != nil || !strings.Contains(out, marker) {
 		t.Fatalf("C -> B's new address before the reload: %v %q", err, out)
 	}
-	if log := d.b.NginxAccessLog(); !slices.Contains(log, fmt.Sprintf("%s 8080", d.c.Addr)) {
+	if log := accessLog(d.b, hasLine(fmt.Sprintf("%s 8080", d.c.Addr))); !slices.Contains(log, fmt.Sprintf("%s 8080", d.c.Addr)) {
 		t.Fatalf("before the reload the new address should be reached directly: %v", log)
 	}
 	cfg := strings.Replace(meshConfig(d.b, d.a), fmt.Sprintf("addresses = [%q]", d.b.Addr),

@@ -212,7 +212,8 @@ func TestWaypoints(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(saPolicies, "deny-client.yaml"), []byte(denyClientAtWaypoint), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	saAgent.WaitLog(t, `reason="files changed"`, 10*time.Second)
+	// The policy itself loaded, not a reload that caught the file half-written.
+	saAgent.WaitLog(t, "waypoint_policies=1", 10*time.Second)
 	if out, err := curl(w.client, fmt.Sprintf("http://%s:8080/", w.reviews.Addr)); err == nil {
 		t.Errorf("the client went through a waypoint whose policy denies it: %q", out)
 	}

@@ -51,8 +51,11 @@ func TestLeaveKeepsRecordsForTheGracePeriod(t *testing.T) {
 	a := startNode(t, "a", testRecord(1, 1), withGrace(3*time.Second))
 	b := startNode(t, "b", testRecord(2, 1), withSeeds(a))
 	waitFor(t, 20*time.Second, "a sees b", func() bool { return a.hasWorkload("b/default/w0") })
-	b.stop(t)
+	// Taken before the leave: a hears of it while b.stop still waits for its
+	// broadcast to go out (a few gossip rounds), so a's grace period starts
+	// after this, never before.
 	left := time.Now()
+	b.stop(t)
 	waitFor(t, 5*time.Second, "a sees b down", func() bool {
 		ms := a.d.Members()
 		return len(ms) == 2 && ms[1].State == "down"

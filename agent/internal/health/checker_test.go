@@ -170,7 +170,7 @@ func TestHTTPRedirectNotFollowed(t *testing.T) {
 	c, rec := newChecker(t)
 	k := fast(KindHTTP, addr, 1, 1)
 	k.Path = "/ready?from=agent"
-	k.Interval, k.Timeout = 200*time.Millisecond, 200*time.Millisecond // asserts no failure at all
+	k.Interval, k.Timeout = 500*time.Millisecond, 500*time.Millisecond // asserts no failure at all
 	mustSet(t, c, map[string]Check{"web": k})
 	stop := run(t, c)
 	s := waitChecks(t, c, "web", 3)
@@ -226,9 +226,10 @@ func TestThresholds(t *testing.T) {
 		}
 	}))
 	c, rec := newChecker(t)
-	// Exact counts need every check to reach the server: give it time.
+	// Exact counts need every check to reach the server and none to time out
+	// (14 checks on a loaded machine): give each plenty of time.
 	k := fast(KindHTTP, addr, 2, 2)
-	k.Interval, k.Timeout = 100*time.Millisecond, 100*time.Millisecond
+	k.Interval, k.Timeout = 250*time.Millisecond, 250*time.Millisecond
 	mustSet(t, c, map[string]Check{"api": k})
 	run(t, c)
 

@@ -242,7 +242,12 @@ func serial(i issued) string { return i.cert.SerialNumber.Text(16) }
 func TestFilesSourceReloadsAndKeepsGoodPairs(t *testing.T) {
 	f := newFilesFixture(t, idA)
 	var log logBuffer
-	src, err := identity.New(f.options(&log, idA))
+	opts := f.options(&log, idA)
+	// writePair renames the key, then fsyncs and renames the chain: on a busy
+	// disk that takes longer than 20 ms, and the source would settle on the
+	// half-written pair and never see (nor log) a bad pair's own problem.
+	opts.PollInterval = 200 * time.Millisecond
+	src, err := identity.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +319,10 @@ func TestFilesSourceNotReadyWhenCertificateExpires(t *testing.T) {
 	if src.Ready() {
 		t.Fatal("still ready after the only certificate expired")
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Ready() compares with the clock; the log line comes with the next poll.
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(log.String(), "not ready") && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if !strings.Contains(log.String(), "not ready") {
 		t.Errorf("expiry was not logged:\n%s", log.String())
 	}

@@ -155,7 +155,11 @@ func TestCopyPooledHoldsNoBufferWhileIdle(t *testing.T) {
 		if _, err := io.ReadFull(server, got); err != nil || string(got) != "hello" {
 			t.Fatalf("server read %q, %v", got, err)
 		}
-		time.Sleep(20 * time.Millisecond) // the copy is back waiting
+		// The copy gives its buffer back once it is waiting again, which on a
+		// loaded machine may be a while after the server read the bytes.
+		for deadline := time.Now().Add(5 * time.Second); bufs.lent.Load() != 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
 		if n := bufs.lent.Load(); n != 0 {
 			t.Fatalf("%d buffers held by an idle copy", n)
 		}
