@@ -111,14 +111,25 @@ func TestFiftyMembersConverge(t *testing.T) {
 	t.Logf("a killed node's workloads were gone from all 49 others %s after it was cut off (grace 2s)",
 		time.Since(killed))
 	_ = took
-	for _, n := range others {
-		want := members - 1 // 47 others with one workload, n17 with two
-		if n == n17 {
-			want = members - 2
+	// A node falsely suspected on a loaded machine is back within seconds: poll before judging.
+	wrongCounts := func() (wrong []string) {
+		for _, n := range others {
+			want := members - 1 // 47 others with one workload, n17 with two
+			if n == n17 {
+				want = members - 2
+			}
+			if got := len(n.d.Workloads()); got != want {
+				wrong = append(wrong, fmt.Sprintf("%s has %d workloads after n33 left, want %d", n.name, got, want))
+			}
 		}
-		if got := len(n.d.Workloads()); got != want {
-			t.Errorf("%s has %d workloads after n33 left, want %d", n.name, got, want)
-		}
+		return wrong
+	}
+	wrong := wrongCounts()
+	for deadline := time.Now().Add(10 * time.Second); len(wrong) > 0 && time.Now().Before(deadline); wrong = wrongCounts() {
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, w := range wrong {
+		t.Error(w)
 	}
 	stopAll(t, nodes)
 	for _, n := range nodes {
