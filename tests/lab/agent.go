@@ -21,10 +21,15 @@ func RepoRoot() string {
 	return filepath.Join(filepath.Dir(file), "..", "..")
 }
 
-// BuildAgent builds the ambient-agent binary into dir and returns its path.
+// BuildAgent builds the ambient-agent binary into dir and returns its path. It
+// is built the way packaging/build.sh builds what ships (static, PIE, no
+// symbol table), so that lab tests and benchmarks run the packaged program:
+// user and group names resolved by Go's own /etc/passwd and /etc/group reader,
+// Go's resolver, and the memory a PIE's relocations cost.
 func BuildAgent(dir string) (string, error) {
 	bin := filepath.Join(dir, "ambient-agent")
-	cmd := exec.Command("go", "build", "-o", bin, "./agent/cmd/ambient-agent")
+	cmd := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-ldflags=-s -w", "-o", bin, "./agent/cmd/ambient-agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = RepoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return "", fmt.Errorf("go build ambient-agent: %w\n%s", err, out)
