@@ -21,6 +21,7 @@ const module = "github.com/ambient-agent/ambient-agent/"
 // rank is the layer of each agent package: a package may depend only on
 // packages of a lower rank. A new package must be placed here.
 var rank = map[string]int{
+	"agent/internal/bufcopy":   0,
 	"agent/internal/config":    0,
 	"agent/internal/pbwire":    0,
 	"agent/internal/telemetry": 0,

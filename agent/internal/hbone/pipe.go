@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/net/http2"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 )
 
 var errRevoked = errors.New("tunnel revoked")
@@ -42,7 +44,13 @@ func pipe(st *Stream, up net.Conn, revoke <-chan struct{}) (Flag, error) {
 
 	upDone := make(chan error, 1)
 	go func() { // upstream -> tunnel
-		_, err := st.ReadFrom(up)
+		var err error
+		if tc, ok := up.(*net.TCPConn); ok {
+			// An idle upstream holds no buffer (a tunnel's ReadFrom would hold 64 KiB for its life).
+			_, err = bufcopy.FromTCP(st, tc, st.c.bufs)
+		} else {
+			_, err = st.ReadFrom(up)
+		}
 		if err == nil {
 			err = st.CloseWrite()
 		}

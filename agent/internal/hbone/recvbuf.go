@@ -1,20 +1,12 @@
 package hbone
 
-import "sync"
+import "github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 
 // bufPool hands out chunkSize buffers. It belongs to a Server or Pool (no package-level pools) and is shared by
 // their connections.
-type bufPool struct{ p sync.Pool }
+type bufPool = bufcopy.Pool
 
-func newBufPool() *bufPool {
-	return &bufPool{p: sync.Pool{New: func() any {
-		b := make([]byte, chunkSize)
-		return &b
-	}}}
-}
-
-func (bp *bufPool) get() *[]byte  { return bp.p.Get().(*[]byte) }
-func (bp *bufPool) put(b *[]byte) { bp.p.Put(b) }
+func newBufPool() *bufPool { return bufcopy.NewPool(chunkSize) }
 
 // chunk is a pooled buffer with its first n bytes filled.
 type chunk struct {
@@ -38,7 +30,7 @@ type recvQueue struct {
 // spare returns free room at the tail (taking a fresh chunk when the tail is full) for the read loop to fill.
 func (q *recvQueue) spare(bp *bufPool) []byte {
 	if len(q.chunks) == 0 || q.chunks[len(q.chunks)-1].n == chunkSize {
-		q.chunks = append(q.chunks, chunk{buf: bp.get()})
+		q.chunks = append(q.chunks, chunk{buf: bp.Get()})
 	}
 	t := &q.chunks[len(q.chunks)-1]
 	q.filling = true
@@ -78,7 +70,7 @@ func (q *recvQueue) consume(n int, bp *bufPool) {
 	if q.off < h.n || (len(q.chunks) == 1 && q.filling) {
 		return // unread bytes left, or the read loop is filling this very chunk
 	}
-	bp.put(h.buf)
+	bp.Put(h.buf)
 	copy(q.chunks, q.chunks[1:])
 	q.chunks[len(q.chunks)-1] = chunk{}
 	q.chunks = q.chunks[:len(q.chunks)-1]
@@ -95,7 +87,7 @@ func (q *recvQueue) release(bp *bufPool) int {
 		return dropped
 	}
 	for i := range q.chunks {
-		bp.put(q.chunks[i].buf)
+		bp.Put(q.chunks[i].buf)
 		q.chunks[i] = chunk{}
 	}
 	q.chunks = nil

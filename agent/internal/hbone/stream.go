@@ -202,8 +202,8 @@ func (s *Stream) Write(p []byte) (int, error) {
 
 // ReadFrom copies r into the tunnel until r's EOF (which is not forwarded: call CloseWrite for that).
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
-	bp := s.c.bufs.get()
-	defer s.c.bufs.put(bp)
+	bp := s.c.bufs.Get()
+	defer s.c.bufs.Put(bp)
 	buf := *bp
 	var total int64
 	for {

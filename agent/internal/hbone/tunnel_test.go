@@ -174,3 +174,33 @@ func TestReadDeadline(t *testing.T) {
 		t.Fatalf("after clearing the deadline: %q %v", buf, err)
 	}
 }
+
+// TestIdleInboundTunnelsHoldNoBuffer: once an exchange is over, an open tunnel to a TCP upstream holds none of
+// the server's 64 KiB buffers (its upstream read borrows one only while data arrives).
+func TestIdleInboundTunnelsHoldNoBuffer(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	echo := echoServer(t)
+	var streams []*Stream
+	for range 20 {
+		st := h.dial(t, echo)
+		streams = append(streams, st)
+		msg := []byte("one exchange, then idle")
+		if _, err := st.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(st, make([]byte, len(msg))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h.srvTel.waitFor(t, "20 tunnels open", func(r *recorder) bool { return len(r.opened) == 20 })
+	lent := h.srv.bufs.Lent()
+	for deadline := time.Now().Add(5 * time.Second); lent != 0 && time.Now().Before(deadline); lent = h.srv.bufs.Lent() {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if lent != 0 {
+		t.Errorf("the server holds %d buffers for 20 idle tunnels, want 0", lent)
+	}
+	for _, st := range streams {
+		_ = st.Close()
+	}
+}

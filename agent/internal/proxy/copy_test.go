@@ -2,12 +2,10 @@ package proxy
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -78,7 +76,7 @@ func TestRelayHalfClose(t *testing.T) {
 
 // unixPair returns the two ends of a unix stream connection: a net.Conn that
 // half-closes like an HBONE stream but is not TCP, so relay copies into it
-// with copyPooled.
+// with bufcopy.FromTCP.
 func unixPair(t *testing.T) (net.Conn, net.Conn) {
 	return connPair(t, "unix", filepath.Join(t.TempDir(), "s"))
 }
@@ -157,10 +155,10 @@ func TestCopyPooledHoldsNoBufferWhileIdle(t *testing.T) {
 		}
 		// The copy gives its buffer back once it is waiting again, which on a
 		// loaded machine may be a while after the server read the bytes.
-		for deadline := time.Now().Add(5 * time.Second); bufs.lent.Load() != 0 && time.Now().Before(deadline); {
+		for deadline := time.Now().Add(5 * time.Second); bufs.Lent() != 0 && time.Now().Before(deadline); {
 			time.Sleep(time.Millisecond)
 		}
-		if n := bufs.lent.Load(); n != 0 {
+		if n := bufs.Lent(); n != 0 {
 			t.Fatalf("%d buffers held by an idle copy", n)
 		}
 	}
@@ -171,50 +169,7 @@ func TestCopyPooledHoldsNoBufferWhileIdle(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("relay did not end")
 	}
-	if n := bufs.lent.Load(); n != 0 {
+	if n := bufs.Lent(); n != 0 {
 		t.Fatalf("%d buffers not given back", n)
-	}
-}
-
-// A reset by the client is an error of the copy (and of the relay), reported
-// as the net package reports it; the buffer goes back.
-func TestCopyPooledReset(t *testing.T) {
-	client, down := tcpPair(t)
-	defer down.Close()
-	if _, err := client.Write([]byte("x")); err != nil {
-		t.Fatal(err)
-	}
-	client.(*net.TCPConn).SetLinger(0)
-	client.Close()
-	bufs := newBufPool()
-	var out bytes.Buffer
-	n, err := copyPooled(&out, down.(*net.TCPConn), bufs)
-	var oe *net.OpError
-	if !errors.As(err, &oe) || !errors.Is(err, syscall.ECONNRESET) || oe.Op != "read" {
-		t.Fatalf("copied %d, err %v: want a read OpError wrapping ECONNRESET", n, err)
-	}
-	if l := bufs.lent.Load(); l != 0 {
-		t.Fatalf("%d buffers not given back", l)
-	}
-}
-
-// shortWriter accepts at most half of every write, without an error.
-type shortWriter struct{}
-
-func (shortWriter) Write(p []byte) (int, error) { return len(p) / 2, nil }
-
-func TestCopyPooledShortWrite(t *testing.T) {
-	client, down := tcpPair(t)
-	defer down.Close()
-	if _, err := client.Write(make([]byte, 100)); err != nil {
-		t.Fatal(err)
-	}
-	client.Close()
-	bufs := newBufPool()
-	if _, err := copyPooled(shortWriter{}, down.(*net.TCPConn), bufs); err != io.ErrShortWrite {
-		t.Fatalf("err %v, want io.ErrShortWrite", err)
-	}
-	if l := bufs.lent.Load(); l != 0 {
-		t.Fatalf("%d buffers not given back", l)
 	}
 }

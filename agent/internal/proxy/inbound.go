@@ -8,6 +8,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -19,7 +20,7 @@ import (
 type InboundPlain struct {
 	l    *listener
 	d    *Deps
-	bufs *bufPool // bulk buffers of hairpin tunnels
+	bufs *bufcopy.Pool // bulk buffers of hairpin tunnels
 }
 
 // NewInboundPlain serves captured inbound connections accepted on ln.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
@@ -48,7 +49,7 @@ type FlagError interface {
 type Outbound struct {
 	l    *listener
 	d    *Deps
-	bufs *bufPool // bulk buffers of the copies into tunnels
+	bufs *bufcopy.Pool // bulk buffers of the copies into tunnels
 	// workload is the UID of the local workload whose processes capture sends
 	// to this listener; "" for the default listener (15001).
 	workload string

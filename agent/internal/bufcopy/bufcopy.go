@@ -1,0 +1,102 @@
+// Package bufcopy copies from TCP sockets into writers without holding a buffer while the socket is idle.
+//
+// Most tunnels are idle most of the time. A copy that blocks in Read with a buffer in hand costs that buffer for
+// every open connection (64 KiB each for HBONE's DATA-sized reads). FromTCP reads on the raw socket instead: it
+// borrows a buffer for one read attempt, gives it back at once when the socket has nothing (EAGAIN), and waits for
+// readability with empty hands; a buffer is only out between a read that returned data and the write of that data.
+//
+// bufcopy is a leaf: it imports only the standard library, never an agent package.
+package bufcopy
+
+import (
+	"io"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+)
+
+// Pool lends buffers of one size. It belongs to its user (a proxy, an HBONE server or pool), not to the package.
+type Pool struct {
+	p    sync.Pool
+	lent atomic.Int64
+}
+
+// NewPool returns a pool of size-byte buffers.
+func NewPool(size int) *Pool {
+	return &Pool{p: sync.Pool{New: func() any {
+		b := make([]byte, size)
+		return &b
+	}}}
+}
+
+// Get borrows a buffer; Put gives it back.
+func (p *Pool) Get() *[]byte {
+	p.lent.Add(1)
+	return p.p.Get().(*[]byte)
+}
+
+// Put gives back a buffer from Get. Its contents may be reused at once.
+func (p *Pool) Put(b *[]byte) {
+	p.lent.Add(-1)
+	p.p.Put(b)
+}
+
+// Lent is the number of buffers out now.
+func (p *Pool) Lent() int64 { return p.lent.Load() }
+
+// FromTCP copies src to dst until EOF (a nil error) or an error, as io.Copy does, holding a buffer of p only while
+// a read's data is being written. dst.Write must not keep the slice it is given.
+func FromTCP(dst io.Writer, src *net.TCPConn, p *Pool) (int64, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for {
+		var (
+			buf  *[]byte
+			n    int
+			rerr error
+		)
+		err := rc.Read(func(fd uintptr) bool {
+			buf = p.Get()
+			for {
+				n, rerr = syscall.Read(int(fd), *buf)
+				if rerr != syscall.EINTR {
+					break
+				}
+			}
+			if rerr == syscall.EAGAIN {
+				p.Put(buf)
+				buf = nil
+				return false // wait for data, holding nothing
+			}
+			return true
+		})
+		if err == nil && rerr != nil {
+			err = &net.OpError{Op: "read", Net: "tcp", Source: src.LocalAddr(), Addr: src.RemoteAddr(),
+				Err: os.NewSyscallError("read", rerr)}
+		}
+		if err != nil {
+			if buf != nil {
+				p.Put(buf)
+			}
+			return total, err
+		}
+		if n == 0 { // EOF
+			p.Put(buf)
+			return total, nil
+		}
+		w, werr := dst.Write((*buf)[:n])
+		p.Put(buf)
+		total += int64(w)
+		if werr == nil && w < n {
+			werr = io.ErrShortWrite
+		}
+		if werr != nil {
+			return total, werr
+		}
+	}
+}
