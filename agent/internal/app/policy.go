@@ -36,19 +36,30 @@ func LoadPolicies(cfg config.Policy) (*policy.Set, []policy.Warning, error) {
 // changes nothing.
 func (a *App) reloadPolicies(why string) error {
 	cfg := a.cfg.Load().Policy
-	set, warnings, err := LoadPolicies(cfg)
-	for _, w := range warnings {
-		a.log.Warn("policy", "warning", fmt.Sprint(w))
-	}
+	set, err := a.loadPolicies(cfg)
 	if err != nil {
 		a.log.Error("policies rejected, keeping the running set", "reason", why, "err", err)
 		return err
 	}
+	a.installPolicies(why, cfg, set)
+	return nil
+}
+
+// loadPolicies compiles the policy directory of cfg and logs its warnings.
+func (a *App) loadPolicies(cfg config.Policy) (*policy.Set, error) {
+	set, warnings, err := LoadPolicies(cfg)
+	for _, w := range warnings {
+		a.log.Warn("policy", "warning", fmt.Sprint(w))
+	}
+	return set, err
+}
+
+// installPolicies puts a compiled local set in place.
+func (a *App) installPolicies(why string, cfg config.Policy, set *policy.Set) {
 	a.localPolicies.Store(set)
 	closed := a.swapPolicies()
 	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(),
 		"waypoint_policies", len(set.WaypointPolicies()), "connections_closed", closed)
-	return nil
 }
 
 // swapPolicies puts in place the local policies together with the ones

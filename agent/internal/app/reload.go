@@ -23,6 +23,8 @@ func (a *App) reloadLoop(ctx context.Context, hup <-chan os.Signal) error {
 
 // reload builds and validates the new configuration and swaps it in. A bad file
 // changes nothing: the running configuration stays and the problems are logged.
+// Of a good file, only the changes that apply live are put in place (see
+// effective); the others wait for a restart, and nothing runs half of them.
 func (a *App) reload() {
 	next, err := config.Load(a.path)
 	if err != nil {
@@ -40,45 +42,90 @@ func (a *App) reload() {
 	prev := a.cfg.Load()
 	changed := config.Diff(prev, next)
 	live, restart := a.splitLive(prev, next, changed)
+	eff := effective(prev, next, live)
+	reject := func(err error) {
+		a.log.Error("reload rejected, keeping the running configuration", "err", err)
+		a.notify.status("reload rejected: " + firstLine(err.Error()))
+	}
+	// The policy directory is compiled before anything changes: a new [policy]
+	// whose directory does not compile rejects the whole reload. (With [policy]
+	// unchanged, a bad directory keeps the running set, as the file watcher does.)
+	policies, polErr := a.loadPolicies(eff.Policy)
+	if polErr != nil && live["policy"] {
+		reject(polErr)
+		return
+	}
 	// The capture rules are the one part that can fail: apply them first, so a
 	// failure leaves everything as it was (the table swap is atomic).
 	if live["capture"] || live["workload"] {
-		if err := a.reinstallCapture(next); err != nil {
-			a.log.Error("reload rejected, keeping the running configuration", "err", err)
-			a.notify.status("reload rejected: " + firstLine(err.Error()))
+		if err := a.reinstallCapture(eff); err != nil {
+			reject(err)
 			return
 		}
 	}
 	if live["workload"] {
-		if err := a.health.Set(healthChecks(next)); err != nil {
-			a.log.Error("reload rejected, keeping the running configuration", "err", err)
-			a.notify.status("reload rejected: " + firstLine(err.Error()))
-			if live["capture"] || live["workload"] {
-				_ = a.reinstallCapture(prev)
-			}
+		if err := a.health.Set(healthChecks(eff)); err != nil {
+			reject(err)
+			_ = a.reinstallCapture(prev)
 			return
 		}
 	}
-	a.level.Set(next.Log.Level)
-	a.cfg.Store(next)
+	a.level.Set(eff.Log.Level)
+	a.cfg.Store(eff)
 	if live["workload"] || live["remote_workload"] || live["service"] {
 		a.publishState()
-		a.republishGossip(next)
+		a.republishGossip(eff)
 	}
 	if len(restart) > 0 {
 		a.log.Warn("reloaded; some changes take effect only after a restart", "keys", restart)
 	}
 	a.log.Info("configuration reloaded", "changed", changed)
-	_ = a.reloadPolicies("reload")
+	if polErr != nil {
+		a.log.Error("policies rejected, keeping the running set", "reason", "reload", "err", polErr)
+	} else {
+		a.installPolicies("reload", eff.Policy, policies)
+	}
 	a.notify.status(a.statusLine())
+}
+
+// effective is the configuration a reload puts in place: the running one, with
+// the sections that apply live taken from next. A change that needs a restart
+// stays out of it until then: the certificates, listeners and per-workload
+// outbound ports were made for the running configuration, and a half-applied
+// change (say, new capture rules sending a workload's processes to another
+// workload's port) would present the wrong identity.
+func effective(prev, next *config.Config, live map[string]bool) *config.Config {
+	eff := *prev
+	if live["log.level"] {
+		eff.Log.Level = next.Log.Level
+	}
+	if live["policy"] {
+		eff.Policy = next.Policy
+	}
+	if live["remote_workload"] {
+		eff.Remotes = next.Remotes
+	}
+	if live["service"] {
+		eff.Services = next.Services
+	}
+	if live["capture"] {
+		eff.Capture = next.Capture
+	}
+	if live["workload"] {
+		eff.Workloads = next.Workloads
+	}
+	return &eff
 }
 
 // splitLive sorts changed keys into those a reload applies now and those that
 // need a restart. Workloads apply live while their identities stay the same
-// (new identities need new certificates from the identity source).
+// (new identities need new certificates from the identity source). Services and
+// the capture settings name workloads: while a workload change waits for a
+// restart, so do they.
 func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string]bool, []string) {
 	live := map[string]bool{}
 	var restart []string
+	workloadsWait := false
 	for _, k := range changed {
 		switch k {
 		case "log.level", "policy", "remote_workload", "service":
@@ -93,13 +140,23 @@ func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string
 			switch {
 			case !sameIdentities(prev, next):
 				restart = append(restart, "workload (identities changed)")
+				workloadsWait = true
 			case !sameRecognition(prev, next):
 				restart = append(restart, "workload (user, group or unit changed)")
+				workloadsWait = true
 			default:
 				live[k] = true
 			}
 		default:
 			restart = append(restart, k)
+		}
+	}
+	if workloadsWait {
+		for _, k := range []string{"service", "capture"} {
+			if live[k] {
+				delete(live, k)
+				restart = append(restart, k+" (waits for the workload change)")
+			}
 		}
 	}
 	return live, restart
