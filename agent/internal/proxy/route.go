@@ -81,8 +81,12 @@ func decideOutbound(snap *state.Snapshot, from *state.Workload, src, dst netip.A
 	o := outbound{snap: snap, from: from, src: src, intn: intn}
 	dstIP := dst.Addr().Unmap()
 	dst = netip.AddrPortFrom(dstIP, dst.Port())
-	if dstIP.IsLoopback() && IllegalPort(dst.Port()) {
-		return Route{Kind: RouteDrop, Target: dst, Reason: "loopback destination on an agent port"}
+	if dstIP.IsLoopback() {
+		// Capture never redirects traffic that stays on this host (through lo), so
+		// a loopback original destination is a connection made straight to one of
+		// the agent's outbound listeners (15001, 15101, ...): carrying it would
+		// dial the agent again, and again.
+		return Route{Kind: RouteDrop, Target: dst, Reason: "loopback destination: a direct connection to the agent"}
 	}
 	if svc, ok := snap.ServiceByVIP(dstIP); ok {
 		return o.service(dst, svc)

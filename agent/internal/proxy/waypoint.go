@@ -26,6 +26,10 @@ type waypointTarget struct {
 	wp  *state.Waypoint
 	svc *state.Service  // a service target
 	dst *state.Workload // a workload target
+	// pick is the service whose endpoints a service target is forwarded to:
+	// svc itself when wp is the service's waypoint, else svc with only the
+	// endpoints wp serves. The waypoint's identity reaches no one else.
+	pick *state.Service
 }
 
 // authorizeWaypoint decides a tunnel that arrived on the address of wp.
@@ -83,13 +87,14 @@ func refuseAt(flag hbone.Flag, err error) hbone.Decision {
 // workload it serves.
 func managedTarget(snap *state.Snapshot, wp *state.Waypoint, target netip.AddrPort) (waypointTarget, error) {
 	if svc, ok := snap.ServiceByVIP(target.Addr()); ok {
-		if !managesService(snap, wp, svc) {
+		pick := managedPart(snap, wp, svc)
+		if pick == nil {
 			return waypointTarget{}, fmt.Errorf("service %s is not managed by waypoint %s", svc.Hostname, wp.Key())
 		}
 		if !svc.HasPort(target.Port()) {
 			return waypointTarget{}, fmt.Errorf("service %s has no port %d", svc.Hostname, target.Port())
 		}
-		return waypointTarget{wp: wp, svc: svc}, nil
+		return waypointTarget{wp: wp, svc: svc, pick: pick}, nil
 	}
 	if w, ok := snap.WorkloadByAddr(target.Addr()); ok && isWaypoint(snap.WaypointOf(w), wp) {
 		return waypointTarget{wp: wp, dst: w}, nil
@@ -97,16 +102,26 @@ func managedTarget(snap *state.Snapshot, wp *state.Waypoint, target netip.AddrPo
 	return waypointTarget{}, fmt.Errorf("target %s is not a service or workload managed by waypoint %s", target, wp.Key())
 }
 
-func managesService(snap *state.Snapshot, wp *state.Waypoint, svc *state.Service) bool {
+// managedPart is what of svc the waypoint manages: all of it when wp is the
+// service's waypoint, else (a service with no waypoint of its own, whose
+// endpoints decide one by one) a copy with only the endpoints wp serves; nil
+// when it serves none.
+func managedPart(snap *state.Snapshot, wp *state.Waypoint, svc *state.Service) *state.Service {
 	if isWaypoint(snap.ServiceWaypoint(svc), wp) {
-		return true
+		return svc
 	}
+	var mine []*state.Endpoint
 	for _, e := range svc.Endpoints {
 		if isWaypoint(snap.WaypointOf(e.Workload), wp) {
-			return true
+			mine = append(mine, e)
 		}
 	}
-	return false
+	if len(mine) == 0 {
+		return nil
+	}
+	part := *svc
+	part.Endpoints = mine
+	return &part
 }
 
 // isWaypoint reports whether wp is one of the instances.
@@ -140,7 +155,7 @@ func (wt waypointTarget) policyTarget() policy.WaypointTarget {
 func (h *InboundHBONE) forward(ctx context.Context, snap *state.Snapshot, wt waypointTarget, t, client netip.AddrPort) (net.Conn, *state.Workload, error) {
 	w, upstream := wt.dst, t
 	if wt.svc != nil {
-		e, port, ok := state.PickEndpoint(wt.svc, t.Port(), nil)
+		e, port, ok := state.PickEndpoint(wt.pick, t.Port(), nil)
 		if !ok {
 			return nil, nil, fmt.Errorf("service %s has no healthy endpoint for port %d", wt.svc.Hostname, t.Port())
 		}
