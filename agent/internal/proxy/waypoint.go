@@ -39,12 +39,17 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	if err != nil {
 		return refuseAt(hbone.FlagWrongTarget, err)
 	}
-	src := req.RemoteAddr.Addr().Unmap()
-	if req.ForwardedFor.IsValid() {
-		src = req.ForwardedFor.Addr()
+	// The caller is the peer of the tunnel: its identity and address. The one
+	// exception is a hairpin (spec/routing.md), whose peer is the target's own
+	// node presenting the target's identity on behalf of a plaintext client:
+	// that client has no identity, and its address is in `forwarded`. Anyone
+	// else's `forwarded` is the caller's word only, never a policy input.
+	id, src := req.PeerIdentity, req.RemoteAddr.Addr().Unmap()
+	if hairpinned(req, wt) {
+		id, src = spiffeid.ID{}, req.ForwardedFor.Addr().Unmap()
 	}
 	conn := policy.Conn{DestNamespace: wt.namespace(), DestIP: target.Addr(), DestPort: target.Port(),
-		SourceIdentity: req.PeerIdentity, SourceIP: src}
+		SourceIdentity: id, SourceIP: src}
 	if wt.dst != nil {
 		conn.DestLabels = wt.dst.Labels
 	}
@@ -73,6 +78,19 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	d.Revoke = revoke
 	d.Tag = tag
 	return d
+}
+
+// hairpinned reports whether a waypoint tunnel is a hairpin: for a workload
+// target, from a peer presenting that workload's identity (only its node holds
+// it), with the plaintext client in `forwarded`. A workload that calls its own
+// address through its waypoint is indistinguishable and is also treated as a
+// client without identity.
+func hairpinned(req *hbone.Request, wt waypointTarget) bool {
+	if wt.dst == nil || !req.ForwardedFor.IsValid() {
+		return false
+	}
+	id, err := wt.dst.Identity()
+	return err == nil && id == req.PeerIdentity
 }
 
 // refuseAt refuses a waypoint tunnel; the tag marks its telemetry as the waypoint's.

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 )
 
 // The waypoint accepts only targets it manages: never an open proxy.
@@ -71,5 +73,44 @@ func TestBypassedWaypoint(t *testing.T) {
 	mode = "policy"
 	if err := h.bypassed(snap, r1, client); err != nil {
 		t.Errorf("policy enforcement refused a direct caller: %v", err)
+	}
+}
+
+// Only a hairpin (the target's own node, presenting the target's identity,
+// with the plaintext client in `forwarded`) makes the waypoint take the
+// caller from `forwarded`, and then without identity; anyone else's header
+// is ignored, so it cannot choose the source address policies see.
+func TestHairpinnedOnlyFromTheTargetsNode(t *testing.T) {
+	ns := wp("ns-wp", "", "10.0.0.50")
+	snap := meshSnapshot(ns)
+	wt, err := managedTarget(snap, ns, netip.MustParseAddrPort("10.0.0.11:8080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := wt.dst.Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/client")
+	fwd := netip.MustParseAddrPort("192.0.2.7:40000")
+	svc, err := managedTarget(snap, ns, netip.MustParseAddrPort("10.96.0.1:9080"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		why  string
+		req  hbone.Request
+		wt   waypointTarget
+		want bool
+	}{
+		{"the target's node with a client", hbone.Request{PeerIdentity: own, ForwardedFor: fwd}, wt, true},
+		{"another caller's forwarded", hbone.Request{PeerIdentity: other, ForwardedFor: fwd}, wt, false},
+		{"the target's identity without forwarded", hbone.Request{PeerIdentity: own}, wt, false},
+		{"a service target", hbone.Request{PeerIdentity: own, ForwardedFor: fwd}, svc, false},
+	}
+	for _, tc := range cases {
+		if got := hairpinned(&tc.req, tc.wt); got != tc.want {
+			t.Errorf("%s: hairpinned = %v, want %v", tc.why, got, tc.want)
+		}
 	}
 }
