@@ -72,6 +72,11 @@ type ServiceDecl struct {
 	UseWaypoint string
 }
 
+// IstiodNode is the node of the declarations learned from istiod (xds
+// declares the cluster's services as this node). Where they claim a hostname
+// or a VIP that a mesh node's declaration also claims, the mesh node's wins.
+const IstiodNode = "istiod"
+
 func (d *ServiceDecl) key() string { return d.Namespace + "/" + d.Name }
 
 // sameDefinition reports whether two declarations agree on what the service is.

@@ -47,8 +47,29 @@ func (s *Snapshot) buildServices(decls []ServiceDecl) {
 			}
 		}
 	}
-	s.indexHostnames()
-	s.indexVIPs()
+	order := claimOrder(s.services, defs)
+	s.indexHostnames(order)
+	s.indexVIPs(order)
+}
+
+// claimOrder is the order in which services claim hostnames and VIPs: the
+// services the mesh's nodes define (this host's config, or a peer's through
+// gossip) before istiod's, then by key. It depends on the declarations alone,
+// so every agent agrees. Preferring this host's own declarations over its
+// peers' would not: each agent would keep its own service on a contested VIP.
+func claimOrder(services []*Service, defs map[string]*ServiceDecl) []*Service {
+	order := slices.Clone(services)
+	slices.SortStableFunc(order, func(a, b *Service) int {
+		return cmp.Compare(rankOf(defs[a.Key()]), rankOf(defs[b.Key()]))
+	})
+	return order
+}
+
+func rankOf(d *ServiceDecl) int {
+	if d.Node == IstiodNode {
+		return 1
+	}
+	return 0
 }
 
 // mergePorts adds ports a later node serves that the defining node does not.
@@ -60,8 +81,9 @@ func mergePorts(svc *Service, ports []ServicePort) {
 	}
 }
 
-func (s *Snapshot) indexHostnames() {
-	for _, svc := range s.services {
+// indexHostnames gives each hostname to the first service in order that has it.
+func (s *Snapshot) indexHostnames(order []*Service) {
+	for _, svc := range order {
 		if prev, taken := s.byHostname[svc.Hostname]; taken {
 			s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: svc.Key(), Winner: prev.Key(), Loser: svc.Key(),
 				What: "hostname " + svc.Hostname + " is also another service's"})
@@ -71,11 +93,11 @@ func (s *Snapshot) indexHostnames() {
 	}
 }
 
-// indexVIPs indexes explicit VIPs first, then allocates the others in key
-// order, probing past addresses already taken by a VIP or a workload.
-func (s *Snapshot) indexVIPs() {
+// indexVIPs indexes explicit VIPs first, then allocates the others, both in
+// claim order, probing past addresses already taken by a VIP or a workload.
+func (s *Snapshot) indexVIPs(order []*Service) {
 	explicit := map[*Service]bool{}
-	for _, svc := range s.services {
+	for _, svc := range order {
 		explicit[svc] = len(svc.Addresses) > 0
 		kept := svc.Addresses[:0]
 		for _, a := range svc.Addresses {
@@ -90,7 +112,7 @@ func (s *Snapshot) indexVIPs() {
 		svc.Addresses = kept
 	}
 	al := allocator{taken: s.vipHolder}
-	for _, svc := range s.services {
+	for _, svc := range order {
 		if explicit[svc] { // explicit VIPs that all collided are not replaced silently
 			continue
 		}

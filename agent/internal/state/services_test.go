@@ -132,3 +132,50 @@ func TestWaypointResolution(t *testing.T) {
 		t.Errorf("WaypointByAddr = %v", got)
 	}
 }
+
+// A service of the mesh's nodes keeps its VIPs and hostname against istiod's
+// services, whatever their keys: a Kubernetes ClusterIP that overlaps a
+// [[service]] VIP does not take it over. The mesh's services among themselves
+// stay in key order, so the host that declares one and its peers agree.
+func TestMeshServicesWinOverIstiod(t *testing.T) {
+	vip := netip.MustParseAddr("10.96.0.10")
+	istiod := decl(IstiodNode, "aaa")
+	istiod.VIPs, istiod.Hostname = []netip.Addr{vip}, "web.example.com"
+	istiodAuto := decl(IstiodNode, "aab")
+	istiodAuto.Hostname = "auto.example.com"
+	web := decl("vm-1", "web")
+	web.VIPs, web.Hostname = []netip.Addr{vip}, "web.example.com"
+	auto := decl("vm-1", "zzz")
+	auto.Hostname = "auto.example.com"
+	for _, local := range []bool{true, false} { // on vm-1 itself, and on a peer that learned web by gossip
+		web.Local, auto.Local = local, local
+		s := Build(1, Input{Services: []ServiceDecl{istiod, istiodAuto, web, auto}})
+		if got, ok := s.ServiceByVIP(vip); !ok || got.Key() != "default/web" {
+			t.Errorf("local=%v: VIP %s is %v's, want default/web's", local, vip, got)
+		}
+		if got, ok := s.ServiceByHostname("web.example.com"); !ok || got.Key() != "default/web" {
+			t.Errorf("local=%v: hostname is %v's, want default/web's", local, got)
+		}
+		want := allocAddr(allocOffset("auto.example.com"), false)
+		if got, ok := s.ServiceByVIP(want); !ok || got.Key() != "default/zzz" {
+			t.Errorf("local=%v: allocated VIP %s is %v's, want default/zzz's", local, want, got)
+		}
+		for _, c := range s.ServiceConflicts() {
+			if c.Loser != "default/aaa" && c.Loser != "default/aab" {
+				t.Errorf("local=%v: a mesh service lost: %v", local, c)
+			}
+		}
+		if len(s.ServiceConflicts()) != 4 {
+			t.Errorf("local=%v: conflicts not all reported: %v", local, s.ServiceConflicts())
+		}
+	}
+	// Two nodes' services on one VIP: the key decides, on either node.
+	other := decl("vm-2", "aaa")
+	other.VIPs = []netip.Addr{vip}
+	for _, local := range []bool{true, false} {
+		web.Local, other.Local = local, !local
+		if got, _ := Build(1, Input{Services: []ServiceDecl{web, other}}).ServiceByVIP(vip); got.Key() != "default/aaa" {
+			t.Errorf("vm-1 local=%v: VIP is %v's, want default/aaa's on every agent", local, got)
+		}
+	}
+}

@@ -68,40 +68,61 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload) {
 	s.workloads = ws
 	s.byAddrPort = map[netip.AddrPort]*Workload{}
 	s.byServerName = map[string]*Workload{}
+	var addrs []netip.Addr // in the order first claimed, for a stable conflict list
+	claims := map[netip.Addr][]*Workload{}
 	for _, w := range ws {
 		s.byUID[w.UID] = w
 		if sn := w.ServerName(); sn != "" && w.Local {
 			s.byServerName[sn] = w
 		}
 		for _, a := range w.Addresses {
-			for _, p := range w.Ports {
-				s.byAddrPort[netip.AddrPortFrom(a, p)] = w
-			}
-			prev, taken := s.byAddr[a]
-			if !taken {
-				s.byAddr[a] = w
+			c := claims[a]
+			if len(c) == 0 {
+				addrs = append(addrs, a)
+			} else if c[len(c)-1] == w { // an address listed twice
 				continue
 			}
-			if sharing(prev, w) {
-				if w.Primary {
-					s.byAddr[a] = w
-				}
-				continue
-			}
-			winner, loser := prev, w
-			if w.Local && !prev.Local {
-				winner, loser = w, prev
-			}
-			s.byAddr[a] = winner
-			s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: winner.UID, Loser: loser.UID})
+			claims[a] = append(c, w)
 		}
+	}
+	for _, a := range addrs {
+		s.indexAddress(a, claims[a])
+	}
+}
+
+// indexAddress decides who owns address a among the workloads that claim it
+// (in UID order): the first local one, else the first. Workloads sharing the
+// address with it hold it too; only holders index their ports, so a loser
+// cannot take a port of the address it lost. Every other claimant is a conflict.
+func (s *Snapshot) indexAddress(a netip.Addr, claimants []*Workload) {
+	winner := claimants[0]
+	if i := slices.IndexFunc(claimants, func(w *Workload) bool { return w.Local }); i >= 0 {
+		winner = claimants[i]
+	}
+	s.byAddr[a] = winner
+	var losers []*Workload
+	for _, w := range claimants {
+		if w != winner && !sharing(winner, w) {
+			losers = append(losers, w)
+			continue
+		}
+		if w.Primary && !s.byAddr[a].Primary { // the address's primary answers clients without SNI
+			s.byAddr[a] = w
+		}
+		for _, p := range w.Ports {
+			s.byAddrPort[netip.AddrPortFrom(a, p)] = w
+		}
+	}
+	for _, w := range losers {
+		s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: s.byAddr[a].UID, Loser: w.UID})
 	}
 }
 
 // sharing reports whether two workloads may share an address: workloads of
-// one node that each declare the ports they serve.
+// one node (both local or both remote, so a peer naming this node is not of
+// it) that each declare the ports they serve.
 func sharing(a, b *Workload) bool {
-	return a.Node == b.Node && len(a.Ports) > 0 && len(b.Ports) > 0
+	return a.Node == b.Node && a.Local == b.Local && len(a.Ports) > 0 && len(b.Ports) > 0
 }
 
 // MarkPrimaries marks, in declaration order, the first workload on each
