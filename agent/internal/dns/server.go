@@ -31,7 +31,8 @@ type Options struct {
 	// port. With IPv6 DNS capture, [::1]:<port>: REDIRECT sends IPv6 queries there.
 	AlsoListen []netip.AddrPort
 	// Upstreams are where other names are resolved, tried in order. Empty: the
-	// nameservers of ResolvConf.
+	// nameservers of ResolvConf. The proxy's own addresses are dropped from
+	// them; New fails when that leaves none.
 	Upstreams []netip.AddrPort
 	// ResolvConf is read for upstreams when Upstreams is empty, and re-read when it
 	// changes. Empty: /run/systemd/resolve/resolv.conf when it exists (the real
@@ -134,7 +135,12 @@ func New(o Options) (*Server, error) {
 	for _, so := range s.sockets {
 		self = append(self, so.addr)
 	}
-	s.fwd = newForwarder(o, newUpstreamSource(o, self, log), s.metrics, log)
+	ups, err := newUpstreamSource(o, self, log)
+	if err != nil {
+		_ = s.Close()
+		return nil, err
+	}
+	s.fwd = newForwarder(o, ups, s.metrics, log)
 	return s, nil
 }
 

@@ -3,6 +3,7 @@ package dns
 import (
 	"bufio"
 	"bytes"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -50,15 +51,51 @@ type fileStamp struct {
 	inode uint64
 }
 
-func newUpstreamSource(o Options, self []netip.AddrPort, log *slog.Logger) *upstreamSource {
+// newUpstreamSource fails when every given upstream is the proxy itself: it
+// would forward each query to itself until the inflight limit is reached.
+// Given upstreams that are the proxy are dropped with a warning; config
+// validation rejects them first, this is the proxy's own guard.
+func newUpstreamSource(o Options, self []netip.AddrPort, log *slog.Logger) (*upstreamSource, error) {
+	var static, dropped []netip.AddrPort
+	for _, ap := range o.Upstreams {
+		if isSelf(ap, self) {
+			dropped = append(dropped, ap)
+			continue
+		}
+		static = append(static, ap)
+	}
+	if len(dropped) > 0 && len(static) == 0 {
+		return nil, fmt.Errorf("dns: upstreams %v are the proxy's own address (it serves %v): it would forward to itself", dropped, self)
+	}
+	if len(dropped) > 0 {
+		log.Warn("dns: ignoring upstreams that are the proxy's own address", "ignored", dropped, "servers", static)
+	}
 	return &upstreamSource{
-		static: slices.Clone(o.Upstreams),
+		static: static,
 		path:   o.ResolvConf,
 		self:   self,
 		log:    log,
 		every:  recheckEvery,
 		now:    time.Now,
+	}, nil
+}
+
+// isSelf tells whether ap reaches one of the proxy's addresses: the same
+// address and port, or, when the proxy serves a wildcard address, a loopback
+// or wildcard address on its port. (With a wildcard the host's other
+// addresses would reach it too; the agent only listens on loopback.)
+func isSelf(ap netip.AddrPort, self []netip.AddrPort) bool {
+	a := ap.Addr().Unmap()
+	for _, s := range self {
+		if s.Port() != ap.Port() {
+			continue
+		}
+		sa := s.Addr().Unmap()
+		if sa == a || sa.IsUnspecified() && (a.IsLoopback() || a.IsUnspecified()) {
+			return true
+		}
 	}
+	return false
 }
 
 // get returns the upstreams to try, in order.
@@ -145,7 +182,7 @@ func (u *upstreamSource) read(path string) ([]netip.AddrPort, error) {
 			continue
 		}
 		ap := netip.AddrPortFrom(a.Unmap(), 53)
-		if !slices.Contains(u.self, ap) && !slices.Contains(out, ap) {
+		if !isSelf(ap, u.self) && !slices.Contains(out, ap) {
 			out = append(out, ap)
 		}
 	}

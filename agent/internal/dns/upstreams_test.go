@@ -2,7 +2,6 @@ package dns
 
 import (
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
 	"net/netip"
 	"os"
@@ -31,7 +30,7 @@ nameserver
 domain corp.example
 `)
 	self := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:53")} // the proxy listening on port 53
-	u := newUpstreamSource(Options{ResolvConf: conf}, self, slog.New(slog.DiscardHandler))
+	u := mustUpstreamSource(t, Options{ResolvConf: conf}, self)
 	want := []netip.AddrPort{
 		netip.MustParseAddrPort("192.0.2.53:53"),
 		netip.MustParseAddrPort("[fe80::1%eth0]:53"),
@@ -45,7 +44,7 @@ domain corp.example
 func TestGivenUpstreamsWinOverResolvConf(t *testing.T) {
 	conf := writeConf(t, "", "nameserver 192.0.2.53\n")
 	given := []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:5353")}
-	u := newUpstreamSource(Options{Upstreams: given, ResolvConf: conf}, nil, slog.New(slog.DiscardHandler))
+	u := mustUpstreamSource(t, Options{Upstreams: given, ResolvConf: conf}, nil)
 	if got := u.get(); !slices.Equal(got, given) {
 		t.Errorf("upstreams %v, want the given %v", got, given)
 	}
@@ -55,7 +54,7 @@ func TestGivenUpstreamsWinOverResolvConf(t *testing.T) {
 // one, not before; a file that goes away leaves no upstream.
 func TestResolvConfReread(t *testing.T) {
 	conf := writeConf(t, "", "nameserver 192.0.2.1\n")
-	u := newUpstreamSource(Options{ResolvConf: conf}, nil, slog.New(slog.DiscardHandler))
+	u := mustUpstreamSource(t, Options{ResolvConf: conf}, nil)
 	now := time.Unix(1000, 0)
 	u.now = func() time.Time { return now }
 	check := func(when string, want ...string) {
