@@ -39,7 +39,7 @@ func Build(f File) (*Config, Problems) {
 	cfg.Waypoint = b.waypoint(f.Waypoint, cfg.Node, owners)
 	cfg.Services = b.services(f.Service, cfg.Workloads, owners)
 	cfg.DNS = b.dns(f.DNS)
-	cfg.Istio = b.istio(f.Istio, cfg.Identity)
+	cfg.Istio = b.istio(f.Istio, cfg.Identity, len(cfg.Workloads) > 0 || cfg.Waypoint.Enabled)
 	cfg.Policy.WaypointEnforcement = b.enforcement(f.Policy.WaypointEnforcement)
 	if len(b.problems) > 0 {
 		return nil, b.problems

@@ -30,7 +30,10 @@ type Istio struct {
 	InsecurePlaintext bool `json:"insecurePlaintext,omitempty"`
 }
 
-func (b *builder) istio(f IstioFile, id Identity) Istio {
+// istio builds [istio]; hasLocalIdentity tells whether the host has a local
+// workload or an enabled waypoint, the identity discovery authenticates to
+// istiod as (the first workload, else the waypoint: app.authIdentity).
+func (b *builder) istio(f IstioFile, id Identity, hasLocalIdentity bool) Istio {
 	i := Istio{
 		Enabled:           f.Enabled,
 		Address:           f.Address,
@@ -67,6 +70,9 @@ func (b *builder) istio(f IstioFile, id Identity) Istio {
 		if !strings.HasPrefix(p, "/") {
 			b.addf(key, "%q is not an absolute path", p)
 		}
+	}
+	if i.Discovery && !hasLocalIdentity {
+		b.addf("istio.discovery", "needs a local [[workload]] or an enabled [waypoint] to authenticate to istiod as; declare one, or set discovery = false")
 	}
 	if !i.Discovery && id.Source != SourceIstio {
 		b.addf("istio.enabled", "neither discovery nor identity.source = %q uses istiod; disable [istio] or use one", SourceIstio)

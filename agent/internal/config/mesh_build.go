@@ -179,11 +179,33 @@ func (b *builder) servicePorts(key string, in []ServicePortFile) []ServicePort {
 	return out
 }
 
-// serviceWorkloads checks that a service names local workloads of its namespace.
+// serviceWorkloads checks that a service names local workloads of its
+// namespace, each once (an endpoint listed twice would get twice its share of
+// the traffic), and that a workload that lists its ports serves every target
+// port: a connection to a port the workload does not list goes to the address's
+// primary workload (state.Snapshot.WorkloadFor), another one when the address is
+// shared. A workload that lists no ports serves them all.
 func (b *builder) serviceWorkloads(key string, s Service, local []Workload) {
 	for j, name := range s.Workloads {
-		if !slices.ContainsFunc(local, func(w Workload) bool { return w.Name == name && w.Namespace == s.Namespace }) {
-			b.addf(fmt.Sprintf("%s.workloads[%d]", key, j), "no [[workload]] named %q in namespace %q", name, s.Namespace)
+		wkey := fmt.Sprintf("%s.workloads[%d]", key, j)
+		if slices.Contains(s.Workloads[:j], name) {
+			b.addf(wkey, "workload %q is listed twice", name)
+			continue
+		}
+		i := slices.IndexFunc(local, func(w Workload) bool { return w.Name == name && w.Namespace == s.Namespace })
+		if i < 0 {
+			b.addf(wkey, "no [[workload]] named %q in namespace %q", name, s.Namespace)
+			continue
+		}
+		w := local[i]
+		if len(w.Ports) == 0 {
+			continue
+		}
+		for _, p := range s.Ports {
+			if !slices.Contains(w.Ports, p.TargetPort) {
+				b.addf(wkey, "workload %q lists ports %v but not %d, the target port of service port %d; add it to workload[%d].ports or change the target_port",
+					name, w.Ports, p.TargetPort, p.Port, i)
+			}
 		}
 	}
 }
@@ -252,16 +274,21 @@ func (b *builder) dns(f DNSFile) DNS {
 	if d.Capture && d.Listen.IsValid() && d.Listen.Addr() != netip.AddrFrom4([4]byte{127, 0, 0, 1}) {
 		b.addf("dns.listen", "%s: captured DNS is redirected to 127.0.0.1; listen there", d.Listen)
 	}
+	self := proxyAddrs(d)
 	for i, u := range f.Upstreams {
 		key := fmt.Sprintf("dns.upstreams[%d]", i)
+		var ap netip.AddrPort
 		if a, err := netip.ParseAddr(u); err == nil {
-			d.Upstreams = append(d.Upstreams, netip.AddrPortFrom(a, 53))
+			ap = netip.AddrPortFrom(a, 53)
+		} else if ap = b.addrPort(key, u); !ap.IsValid() {
 			continue
 		}
-		ap := b.addrPort(key, u)
-		if ap.IsValid() {
-			d.Upstreams = append(d.Upstreams, ap)
+		// An upstream that is the proxy gets every query it forwards back,
+		// until the proxy's inflight limit is reached.
+		if slices.Contains(self, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())) {
+			b.addf(key, "%s is the DNS proxy's own address (dns.listen %s); it would forward every query to itself", ap, d.Listen)
 		}
+		d.Upstreams = append(d.Upstreams, ap)
 	}
 	for i, dom := range d.Domains {
 		if !IsDNSSubdomain(strings.TrimSuffix(dom, ".")) {
@@ -269,6 +296,19 @@ func (b *builder) dns(f DNSFile) DNS {
 		}
 	}
 	return d
+}
+
+// proxyAddrs are the addresses the DNS proxy serves: the listen address and,
+// with capture, [::1] on its port (IPv6 queries are redirected there).
+func proxyAddrs(d DNS) []netip.AddrPort {
+	if !d.Listen.IsValid() {
+		return nil
+	}
+	self := []netip.AddrPort{netip.AddrPortFrom(d.Listen.Addr().Unmap(), d.Listen.Port())}
+	if d.Capture {
+		self = append(self, netip.AddrPortFrom(netip.IPv6Loopback(), d.Listen.Port()))
+	}
+	return self
 }
 
 func (b *builder) enforcement(s string) string {
