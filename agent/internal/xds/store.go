@@ -2,7 +2,9 @@ package xds
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 )
@@ -27,22 +29,52 @@ func newStore() *store {
 // rejection is one resource the client refused, and why.
 type rejection struct{ name, reason string }
 
-func (r rejection) String() string { return r.name + ": " + r.reason }
+// Bounds of a NACK's error_detail. Names and reasons come from istiod and can be of any size; quoted in full
+// they could make the NACK larger than istiod accepts, and the stream would fail instead of reporting them.
+const (
+	maxRejectionsListed = 10
+	maxQuoted           = 256  // bytes of one name or reason
+	maxDetail           = 4096 // bytes of the whole message
+	moreRoom            = 32   // kept for "; and N more"
+)
 
-// maxRejectionsListed bounds a NACK's error_detail.
-const maxRejectionsListed = 10
-
-// rejectionDetail is the error_detail message of a NACK: "name: reason; name: reason", as ztunnel writes it.
+// rejectionDetail is the error_detail message of a NACK: "name: reason; name: reason", as ztunnel writes it,
+// valid UTF-8 and at most maxDetail bytes.
 func rejectionDetail(rs []rejection) string {
-	parts := make([]string, 0, min(len(rs), maxRejectionsListed)+1)
+	var b strings.Builder
 	for i, r := range rs {
-		if i == maxRejectionsListed {
-			parts = append(parts, fmt.Sprintf("and %d more", len(rs)-i))
+		part := clip(r.name, maxQuoted) + ": " + clip(r.reason, maxQuoted)
+		if i == maxRejectionsListed || b.Len()+len("; ")+len(part)+moreRoom > maxDetail {
+			if i > 0 {
+				b.WriteString("; ")
+			}
+			fmt.Fprintf(&b, "and %d more", len(rs)-i)
 			break
 		}
-		parts = append(parts, r.String())
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(part)
 	}
-	return strings.Join(parts, "; ")
+	return b.String()
+}
+
+// clip returns s as valid UTF-8; one longer than n bytes is cut on a character boundary at n bytes at most
+// and followed by a marker that gives its full length.
+func clip(s string, n int) string {
+	total := len(s)
+	if len(s) > n+utf8.UTFMax {
+		s = s[:n+utf8.UTFMax] // enough to find a boundary; the rest is never read
+	}
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	if total <= n && len(s) <= n {
+		return s
+	}
+	cut := min(n, len(s))
+	for cut > 0 && cut < len(s) && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut] + "...(cut, " + strconv.Itoa(total) + " bytes)"
 }
 
 // apply applies one response. Each resource is taken or refused on its own, as in ztunnel: a refused
