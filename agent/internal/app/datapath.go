@@ -58,6 +58,13 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 			return cfg.Node.Name + "/" + cfg.Capture.DefaultWorkload
 		},
 	}
+	// Recognition changes need a restart (reload.go): the set is the one the
+	// per-workload listeners are bound for.
+	recognised := map[string]bool{}
+	for _, c := range workloadClasses(cfg) {
+		recognised[c.uid] = true
+	}
+	deps.Recognised = func(uid string) bool { return recognised[uid] }
 	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
 	// through the wildcard; the proxy refuses anything not arriving on loopback.
 	if err := a.bindHBONE(cfg, deps); err != nil {

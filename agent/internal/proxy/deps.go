@@ -34,6 +34,10 @@ type Deps struct {
 	// DefaultWorkload returns the UID of the local workload whose identity
 	// connections of unrecognised processes present ("": by source address).
 	DefaultWorkload func() string
+	// Recognised reports whether the local workload with this UID is
+	// recognised by its processes (user, group or unit): its identity is never
+	// the fallback of an unrecognised process (nil: none is).
+	Recognised func(uid string) bool
 }
 
 // warn logs a per-connection warning, at most once per second per key.

@@ -133,7 +133,9 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, src
 
 // source is the local workload that opened a connection from src: this
 // listener's workload, else the configured default workload, else the owner
-// of the source address, else the host's first workload.
+// of the source address, else the host's first workload, skipping workloads
+// recognised by their processes (their identity is theirs only); nil when
+// none is left.
 func (o *Outbound) source(snap *state.Snapshot, src netip.AddrPort) *state.Workload {
 	uid := o.workload
 	if uid == "" && o.d.DefaultWorkload != nil {
@@ -144,7 +146,7 @@ func (o *Outbound) source(snap *state.Snapshot, src netip.AddrPort) *state.Workl
 			return w
 		}
 	}
-	return DefaultSource(snap, src.Addr())
+	return defaultSource(snap, src.Addr(), o.d.Recognised)
 }
 
 // RouteError is a connection the route refused to carry.

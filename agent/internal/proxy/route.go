@@ -71,10 +71,24 @@ func DecideOutboundFrom(snap *state.Snapshot, from *state.Workload, src, dst net
 // to when its process was not recognised: the owner of the source address,
 // else the host's first workload.
 func DefaultSource(snap *state.Snapshot, src netip.Addr) *state.Workload {
-	if w, ok := snap.LocalByAddr(src); ok {
+	return defaultSource(snap, src, nil)
+}
+
+// defaultSource is DefaultSource among the workloads reserved does not
+// reserve: a workload recognised by its processes (user, group or unit) has
+// an identity for those processes only, which no other process may borrow by
+// binding its address. nil when none is left: nothing to present.
+func defaultSource(snap *state.Snapshot, src netip.Addr, reserved func(uid string) bool) *state.Workload {
+	free := func(w *state.Workload) bool { return reserved == nil || !reserved(w.UID) }
+	if w, ok := snap.LocalByAddr(src); ok && free(w) {
 		return w
 	}
-	return firstLocal(snap)
+	for _, w := range snap.Local() {
+		if free(w) {
+			return w
+		}
+	}
+	return nil
 }
 
 func decideOutbound(snap *state.Snapshot, from *state.Workload, src, dst netip.AddrPort, intn func(int) int) Route {
@@ -208,11 +222,4 @@ func sameFamily(addrs []netip.Addr, like netip.Addr) netip.Addr {
 		return netip.Addr{}
 	}
 	return addrs[0]
-}
-
-func firstLocal(snap *state.Snapshot) *state.Workload {
-	if local := snap.Local(); len(local) > 0 {
-		return local[0]
-	}
-	return nil
 }

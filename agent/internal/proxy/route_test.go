@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -159,4 +160,42 @@ func TestMixedEndpointsWithoutServiceWaypoint(t *testing.T) {
 
 func decide(snap *state.Snapshot, src, dst netip.AddrPort, intn func(int) int) Route {
 	return decideOutbound(snap, DefaultSource(snap, src.Addr()), src, dst, intn)
+}
+
+// An unrecognised process never borrows the identity of a workload recognised
+// by its processes, even from that workload's address; with no other local
+// workload it has none, and a mesh destination is refused rather than reached
+// as someone else.
+func TestUnrecognisedProcessSkipsRecognisedWorkloads(t *testing.T) {
+	snap := testSnapshot()
+	reserve := func(uids ...string) func(string) bool {
+		return func(uid string) bool { return slices.Contains(uids, uid) }
+	}
+	name := func(w *state.Workload) string {
+		if w == nil {
+			return "none"
+		}
+		return w.UID
+	}
+	cases := []struct {
+		src      string
+		reserved func(string) bool
+		want     string
+	}{
+		{"10.0.0.1", nil, "local-a"},
+		{"10.0.0.1", reserve("local-a"), "local-b"},
+		{"192.168.1.1", reserve("local-a"), "local-b"},
+		{"10.0.0.2", reserve("local-a"), "local-b"},
+		{"10.0.0.1", reserve("local-a", "local-b"), "none"},
+	}
+	for _, tc := range cases {
+		if got := name(defaultSource(snap, netip.MustParseAddr(tc.src), tc.reserved)); got != tc.want {
+			t.Errorf("from %s: %s, want %s", tc.src, got, tc.want)
+		}
+	}
+	r := DecideOutboundFrom(snap, defaultSource(snap, netip.MustParseAddr("10.0.0.1"), reserve("local-a", "local-b")),
+		ap("10.0.0.1:5000"), ap("10.0.0.9:8080"))
+	if r.Kind != RouteDrop {
+		t.Errorf("no identity left for an HBONE destination: route %s, want drop", r.Kind)
+	}
 }
