@@ -67,6 +67,9 @@ func (b *builder) node(f NodeFile) Node {
 	} else if !IsDNSLabel(n.Name) {
 		b.addf("node.name", "%q is not a DNS label (lowercase letters, digits and '-', at most 63)", n.Name)
 	}
+	if n.Name == ReservedNodeName {
+		b.addf("node.name", "%q is reserved for what istiod declares; name this host otherwise", n.Name)
+	}
 	if _, err := spiffeid.TrustDomainFromString(n.TrustDomain); err != nil || strings.Contains(n.TrustDomain, "/") {
 		b.addf("node.trust_domain", "%q is not a valid SPIFFE trust domain (lowercase letters, digits, '.', '-', '_')", n.TrustDomain)
 	}

@@ -7,6 +7,10 @@ import (
 	"time"
 )
 
+// ReservedNodeName is the node name of what istiod declares (its services,
+// in the agent's state); no host may take it.
+const ReservedNodeName = "istiod"
+
 // Defaults of the runtime configuration, also documented in conf/config.toml.
 const (
 	DefaultPath             = "/etc/ambient-agent/config.toml"

@@ -254,6 +254,9 @@ func TestDiff(t *testing.T) {
 	if d := Diff(a, c); strings.Join(d, ",") != "node" {
 		t.Errorf("Diff(a, c) = %v", d)
 	}
+	if d := Diff(a, mustParse(t, "[node]\nname = \"a\"\n[log]\nformat = \"json\"\n")); strings.Join(d, ",") != "log.format" {
+		t.Errorf("a log format change: Diff = %v", d)
+	}
 }
 
 func TestKeyLines(t *testing.T) {

@@ -27,6 +27,9 @@ func TestRuntimeRulesAreValidated(t *testing.T) {
 		{"dns upstream is the proxy's IPv6 listen with capture",
 			node + "[dns]\ncapture = true\nupstreams = [\"[::1]:15053\"]\n",
 			"test.toml:5: dns.upstreams[0]: [::1]:15053 is the DNS proxy's own address"},
+		// state ranks what node "istiod" declares as istiod's.
+		{"node named istiod", "[node]\nname = \"istiod\"\n",
+			"test.toml:2: node.name: \"istiod\" is reserved"},
 		// The endpoint would get twice the traffic (state.PickEndpoint weights per endpoint).
 		{"service lists a workload twice",
 			node + workload + "[[service]]\nname = \"s\"\nports = [{ port = 80, target_port = 8080 }]\nworkloads = [\"a\", \"a\"]\n",

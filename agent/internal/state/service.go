@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 // Service is a mesh service: the union of what every node that backs it
@@ -75,7 +77,7 @@ type ServiceDecl struct {
 // IstiodNode is the node of the declarations learned from istiod (xds
 // declares the cluster's services as this node). Where they claim a hostname
 // or a VIP that a mesh node's declaration also claims, the mesh node's wins.
-const IstiodNode = "istiod"
+const IstiodNode = config.ReservedNodeName
 
 func (d *ServiceDecl) key() string { return d.Namespace + "/" + d.Name }
 

@@ -27,7 +27,7 @@ type Update struct {
 }
 
 // IstiodNode is the node name of the services learned from istiod.
-const IstiodNode = "istiod"
+const IstiodNode = state.IstiodNode
 
 // Labels the agent reads (telemetry, policy selectors) that istiod's workload API carries as fields.
 const (
