@@ -93,7 +93,7 @@ func (s *Server) handle(c *conn, st *Stream, req *Request, info *TunnelInfo) {
 		return
 	}
 	s.tel.TunnelOpened(info)
-	flag, err := pipe(st, up, dec.Revoke)
+	flag, err := pipe(st, up, dec.Revoker)
 	s.tel.TunnelClosed(info, TunnelStats{
 		BytesSent:     st.BytesSent(),
 		BytesReceived: st.BytesReceived(),

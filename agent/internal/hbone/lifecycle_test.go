@@ -79,12 +79,12 @@ func TestShutdownDeadline(t *testing.T) {
 	}
 }
 
-// TestRevoke: closing Decision.Revoke tears an established tunnel down with FlagRevoked.
+// TestRevoke: Decision.Revoker tears an established tunnel down with FlagRevoked.
 func TestRevoke(t *testing.T) {
-	revoke := make(chan struct{})
+	revoke := &Revoker{}
 	h := newHarness(t, harnessOpts{authorize: func(_ context.Context, req *Request) Decision {
 		d := Allow(req.Target.Addr)
-		d.Revoke = revoke
+		d.Revoker = revoke
 		d.Tag = "policy-7"
 		return d
 	}})
@@ -96,7 +96,7 @@ func TestRevoke(t *testing.T) {
 	if _, err := io.ReadFull(st, make([]byte, 1)); err != nil {
 		t.Fatal(err)
 	}
-	close(revoke)
+	revoke.Revoke()
 	_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(st); err != nil && FlagOf(err) != FlagReset {
 		t.Fatalf("read after revoke: %v", err)

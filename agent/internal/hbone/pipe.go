@@ -17,29 +17,21 @@ var errRevoked = errors.New("tunnel revoked")
 // have ended. An end of stream in one direction is passed on as a half-close (END_STREAM <-> CloseWrite) while
 // the other keeps flowing; an error in either direction tears both down. A peer's RST_STREAM with NO_ERROR or
 // CANCEL is an end of stream, not an error. It returns FlagNone for a tunnel that ended normally, else the flag
-// and cause. Closing revoke ends the tunnel with FlagRevoked.
+// and cause. revoker.Revoke ends the tunnel with FlagRevoked.
 //
 // A stream that is reset (by either side) or loses its connection can carry nothing more in either direction,
 // so the upstream connection is closed at once: a copy blocked reading an idle upstream must not outlive it.
-func pipe(st *Stream, up net.Conn, revoke <-chan struct{}) (Flag, error) {
+func pipe(st *Stream, up net.Conn, revoker *Revoker) (Flag, error) {
 	stopCloser := context.AfterFunc(st.ctx, func() { _ = up.Close() })
 	defer stopCloser()
 	var revoked atomic.Bool
-	stop := make(chan struct{})
-	watcherDone := make(chan struct{})
-	if revoke != nil {
-		go func() {
-			defer close(watcherDone)
-			select {
-			case <-revoke:
-				revoked.Store(true)
-				st.cancelWith(errRevoked)
-				_ = up.Close()
-			case <-stop:
-			}
-		}()
-	} else {
-		close(watcherDone)
+	if revoker != nil {
+		unbind := revoker.bind(func() {
+			revoked.Store(true)
+			st.cancelWith(errRevoked)
+			_ = up.Close()
+		})
+		defer unbind()
 	}
 
 	upDone := make(chan error, 1)
@@ -70,8 +62,6 @@ func pipe(st *Stream, up net.Conn, revoke <-chan struct{}) (Flag, error) {
 		_ = up.Close()
 	}
 	upErr := <-upDone
-	close(stop)
-	<-watcherDone
 
 	switch {
 	case revoked.Load():

@@ -55,8 +55,8 @@ type Decision struct {
 	// original client's address with IP_TRANSPARENT, or with a socket mark). It gets Target and a context
 	// that carries the connect timeout.
 	Dial func(ctx context.Context, target netip.AddrPort) (net.Conn, error)
-	// Revoke, when closed, ends the established tunnel (for example after a policy change) with FlagRevoked.
-	Revoke <-chan struct{}
+	// Revoker, when set, ends the established tunnel (for example after a policy change) with FlagRevoked.
+	Revoker *Revoker
 	// Tag is passed to Telemetry in TunnelInfo.Tag.
 	Tag any
 }

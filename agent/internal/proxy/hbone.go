@@ -147,10 +147,10 @@ func (h *InboundHBONE) Authorize(ctx context.Context, req *hbone.Request) hbone.
 	d.Dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
 		return h.d.Dialer.DialContext(ctx, "tcp", t.String())
 	}
-	revoke := make(chan struct{})
+	revoker := &hbone.Revoker{}
 	tag := &inboundTag{dst: w, route: "hbone"}
-	tag.untrack = h.d.Live.add(conn, func() { close(revoke) })
-	d.Revoke = revoke
+	tag.untrack = h.d.Live.add(conn, revoker.Revoke)
+	d.Revoker = revoker
 	d.Tag = tag
 	return d
 }

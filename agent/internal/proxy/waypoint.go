@@ -72,10 +72,10 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 		}
 		return up, err
 	}
-	revoke := make(chan struct{})
+	revoker := &hbone.Revoker{}
 	tag.untrack = h.d.Live.addFunc(func(set *policy.Set) bool { return set.EvaluateWaypoint(conn, at).Allow },
-		func() { close(revoke) })
-	d.Revoke = revoke
+		revoker.Revoke)
+	d.Revoker = revoker
 	d.Tag = tag
 	return d
 }
