@@ -114,7 +114,7 @@ func managedTarget(snap *state.Snapshot, wp *state.Waypoint, target netip.AddrPo
 		}
 		return waypointTarget{wp: wp, svc: svc, pick: pick}, nil
 	}
-	if w, ok := snap.WorkloadByAddr(target.Addr()); ok && isWaypoint(snap.WaypointOf(w), wp) {
+	if w, ok := snap.WorkloadFor(target); ok && isWaypoint(snap.WaypointOf(w), wp) { // by port on a shared address
 		return waypointTarget{wp: wp, dst: w}, nil
 	}
 	return waypointTarget{}, fmt.Errorf("target %s is not a service or workload managed by waypoint %s", target, wp.Key())
@@ -192,6 +192,6 @@ func (h *InboundHBONE) forward(ctx context.Context, snap *state.Snapshot, wt way
 		return nil, w, err
 	}
 	up, err := h.d.Tunnels.DialTunnel(ctx, Tunnel{Source: source, Expected: []spiffeid.ID{expected},
-		Gateway: netip.AddrPortFrom(upstream.Addr(), HBONEPort), Target: upstream, Client: client})
+		Gateway: netip.AddrPortFrom(upstream.Addr(), HBONEPort), Target: upstream, Client: client, ServerName: w.ServerName()})
 	return up, w, err
 }

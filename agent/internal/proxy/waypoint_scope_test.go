@@ -71,3 +71,36 @@ func TestWaypointForwardsOnlyToWhatItManages(t *testing.T) {
 		}
 	}
 }
+
+// On an address two workloads share by port, the waypoint resolves the target
+// by its port: it manages bob's port, not alice's, and reaches bob with his
+// SNI and identity.
+func TestWaypointTargetOnSharedAddress(t *testing.T) {
+	sa := wp("bob-wp", "bob", "10.0.0.51")
+	sa.Local = true
+	mk := func(name string, port uint16) *state.Workload {
+		return &state.Workload{UID: "h1/default/" + name, Name: name, Namespace: "default", ServiceAccount: name,
+			TrustDomain: "cluster.local", Node: "h1", Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.20")},
+			Ports: []uint16{port}, Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 1}
+	}
+	snap := state.Build(1, state.Input{
+		Workloads: []*state.Workload{mk("alice", 8080), mk("bob", 9090)},
+		Waypoints: []*state.Waypoint{sa},
+	})
+	if _, err := managedTarget(snap, sa, ap("10.0.0.20:8080")); err == nil {
+		t.Error("alice's port accepted by bob's waypoint")
+	}
+	wt, err := managedTarget(snap, sa, ap("10.0.0.20:9090"))
+	if err != nil {
+		t.Fatalf("bob's port refused: %v", err)
+	}
+	rec := &recordTunnels{}
+	h := &InboundHBONE{d: &Deps{Tunnels: rec, Dialer: &net.Dialer{}}}
+	if _, w, _ := h.forward(context.Background(), snap, wt, ap("10.0.0.20:9090"), ap("192.0.2.1:1")); w == nil || w.Name != "bob" {
+		t.Fatalf("forwarded to %v, want bob", w)
+	}
+	if len(rec.got) != 1 || rec.got[0].ServerName != "bob.default.workload.ambient-agent" ||
+		rec.got[0].Expected[0].String() != "spiffe://cluster.local/ns/default/sa/bob" {
+		t.Errorf("tunnel %+v: want bob's SNI and identity", rec.got)
+	}
+}
