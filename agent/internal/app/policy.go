@@ -41,7 +41,10 @@ func (a *App) reloadPolicies(why string) error {
 		a.log.Error("policies rejected, keeping the running set", "reason", why, "err", err)
 		return err
 	}
-	a.installPolicies(why, cfg, set)
+	a.localPolicies.Store(set)
+	closed := a.swapPolicies()
+	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(),
+		"waypoint_policies", len(set.WaypointPolicies()), "connections_closed", closed)
 	return nil
 }
 
@@ -52,14 +55,6 @@ func (a *App) loadPolicies(cfg config.Policy) (*policy.Set, error) {
 		a.log.Warn("policy", "warning", fmt.Sprint(w))
 	}
 	return set, err
-}
-
-// installPolicies puts a compiled local set in place.
-func (a *App) installPolicies(why string, cfg config.Policy, set *policy.Set) {
-	a.localPolicies.Store(set)
-	closed := a.swapPolicies()
-	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(),
-		"waypoint_policies", len(set.WaypointPolicies()), "connections_closed", closed)
 }
 
 // swapPolicies puts in place the local policies together with the ones

@@ -47,13 +47,14 @@ func (a *App) reload() {
 		a.log.Error("reload rejected, keeping the running configuration", "err", err)
 		a.notify.status("reload rejected: " + firstLine(err.Error()))
 	}
-	// The policy directory is compiled before anything changes: a new [policy]
-	// whose directory does not compile rejects the whole reload. (With [policy]
-	// unchanged, a bad directory keeps the running set, as the file watcher does.)
-	policies, polErr := a.loadPolicies(eff.Policy)
-	if polErr != nil && live["policy"] {
-		reject(polErr)
-		return
+	// A new [policy] whose directory does not compile rejects the whole reload,
+	// before anything changes. (With [policy] unchanged, a bad directory keeps
+	// the running set, as the file watcher does.)
+	if live["policy"] {
+		if _, _, err := LoadPolicies(eff.Policy); err != nil {
+			reject(err)
+			return
+		}
 	}
 	// The capture rules are the one part that can fail: apply them first, so a
 	// failure leaves everything as it was (the table swap is atomic).
@@ -80,11 +81,9 @@ func (a *App) reload() {
 		a.log.Warn("reloaded; some changes take effect only after a restart", "keys", restart)
 	}
 	a.log.Info("configuration reloaded", "changed", changed)
-	if polErr != nil {
-		a.log.Error("policies rejected, keeping the running set", "reason", "reload", "err", polErr)
-	} else {
-		a.installPolicies("reload", eff.Policy, policies)
-	}
+	// Compiled again now, so that a change the file watcher installed
+	// meanwhile is not replaced by an older set.
+	_ = a.reloadPolicies("reload")
 	a.notify.status(a.statusLine())
 }
 
@@ -119,31 +118,33 @@ func effective(prev, next *config.Config, live map[string]bool) *config.Config {
 
 // splitLive sorts changed keys into those a reload applies now and those that
 // need a restart. Workloads apply live while their identities stay the same
-// (new identities need new certificates from the identity source). Services and
-// the capture settings name workloads: while a workload change waits for a
-// restart, so do they.
+// (new identities need new certificates from the identity source). When the
+// file has any change that needs a restart, only log.level and [policy], which
+// no other section refers to, apply now; the rest waits with it, so that the
+// running configuration is always one that was validated as a whole.
 func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string]bool, []string) {
 	live := map[string]bool{}
 	var restart []string
-	workloadsWait := false
 	for _, k := range changed {
 		switch k {
 		case "log.level", "policy", "remote_workload", "service":
 			live[k] = true
 		case "capture":
-			if prev.Capture.Enabled == next.Capture.Enabled {
-				live[k] = true
-			} else {
+			switch {
+			case prev.Capture.Enabled != next.Capture.Enabled:
 				restart = append(restart, k+".enabled")
+			case prev.Capture.Mark != next.Capture.Mark:
+				// Every socket of the agent carries the mark it started with.
+				restart = append(restart, k+".mark")
+			default:
+				live[k] = true
 			}
 		case "workload":
 			switch {
 			case !sameIdentities(prev, next):
 				restart = append(restart, "workload (identities changed)")
-				workloadsWait = true
 			case !sameRecognition(prev, next):
 				restart = append(restart, "workload (user, group or unit changed)")
-				workloadsWait = true
 			default:
 				live[k] = true
 			}
@@ -151,11 +152,11 @@ func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string
 			restart = append(restart, k)
 		}
 	}
-	if workloadsWait {
-		for _, k := range []string{"service", "capture"} {
+	if len(restart) > 0 {
+		for _, k := range []string{"capture", "workload", "remote_workload", "service"} {
 			if live[k] {
 				delete(live, k)
-				restart = append(restart, k+" (waits for the workload change)")
+				restart = append(restart, k+" (waits with them)")
 			}
 		}
 	}

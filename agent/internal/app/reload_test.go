@@ -3,20 +3,23 @@ package app
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/meshca"
 )
 
 // A reload whose changes include a key that "takes effect only after a restart"
 // must not leak that key into the running state. Here node.trust_domain (restart:
 // certificates are issued for it) changes together with a remote workload's label
-// (live). The running config and the published snapshot keep the old trust
-// domain, and the live change is applied.
+// (live, but it waits with the restart: sections refer to each other, and the
+// running configuration must be one validated as a whole). The running config
+// and the published snapshot keep the old trust domain and the old labels.
 func TestReloadDoesNotHalfApplyRestartKeys(t *testing.T) {
 	base := "[node]\nname = \"t\"\n[capture]\nenabled = false\n[dns]\nenabled = false\n" +
 		"[[remote_workload]]\nname = \"r\"\nnode = \"peer\"\naddresses = [\"10.9.9.9\"]\n"
@@ -42,8 +45,8 @@ func TestReloadDoesNotHalfApplyRestartKeys(t *testing.T) {
 		t.Errorf("published remote workload has trust domain %q (a restart-only change applied half-way); want %q",
 			w.TrustDomain, cfg.Node.TrustDomain)
 	}
-	if w.Labels["app"] != "x" {
-		t.Errorf("the live change (a remote workload's label) was not applied: labels %v", w.Labels)
+	if w.Labels["app"] == "x" {
+		t.Errorf("a change of a file that needs a restart was applied half-way: labels %v", w.Labels)
 	}
 }
 
@@ -77,8 +80,8 @@ func TestReloadRejectsBadNewPolicyDir(t *testing.T) {
 	}
 }
 
-// Services name workloads: while a workload change waits for a restart (a new
-// identity), a service change of the same reload waits with it.
+// While a workload change waits for a restart (a new identity), a service
+// change of the same reload waits with it: the service names the new workload.
 func TestReloadServiceWaitsForWorkloadChange(t *testing.T) {
 	ca, err := meshca.Init(filepath.Join(t.TempDir(), "ca"), spiffeid.RequireTrustDomainFromString("cluster.local"))
 	if err != nil {
@@ -110,7 +113,23 @@ func TestReloadServiceWaitsForWorkloadChange(t *testing.T) {
 		t.Errorf("running config has %d workloads and %d services; want the 1 and 0 it had (the new identity needs a restart)",
 			len(running.Workloads), len(running.Services))
 	}
-	if !strings.Contains(logs.String(), "waits for the workload change") {
+	if !strings.Contains(logs.String(), "service (waits with them)") {
 		t.Errorf("the deferred service change was not reported:\n%s", logs.String())
+	}
+}
+
+// A new socket mark needs a restart: every socket of the agent carries the mark
+// it started with, and a capture table bypassing only the new one would send
+// the agent's own connections back into it.
+func TestReloadMarkNeedsRestart(t *testing.T) {
+	prev := testConfig(t, "[node]\nname = \"t\"\n")
+	next := *prev
+	next.Capture.Mark = prev.Capture.Mark + 1
+	live, restart := (&App{}).splitLive(prev, &next, config.Diff(prev, &next))
+	if live["capture"] || !slices.Contains(restart, "capture.mark") {
+		t.Errorf("mark change: live %v, restart %v; want capture.mark to need a restart", live, restart)
+	}
+	if eff := effective(prev, &next, live); eff.Capture.Mark != prev.Capture.Mark {
+		t.Errorf("running mark %#x, want %#x until the restart", eff.Capture.Mark, prev.Capture.Mark)
 	}
 }
