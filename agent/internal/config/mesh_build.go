@@ -181,10 +181,7 @@ func (b *builder) servicePorts(key string, in []ServicePortFile) []ServicePort {
 
 // serviceWorkloads checks that a service names local workloads of its
 // namespace, each once (an endpoint listed twice would get twice its share of
-// the traffic), and that a workload that lists its ports serves every target
-// port: a connection to a port the workload does not list goes to the address's
-// primary workload (state.Snapshot.WorkloadFor), another one when the address is
-// shared. A workload that lists no ports serves them all.
+// the traffic), and that every target port reaches the workload (reachesPort).
 func (b *builder) serviceWorkloads(key string, s Service, local []Workload) {
 	for j, name := range s.Workloads {
 		wkey := fmt.Sprintf("%s.workloads[%d]", key, j)
@@ -198,16 +195,35 @@ func (b *builder) serviceWorkloads(key string, s Service, local []Workload) {
 			continue
 		}
 		w := local[i]
-		if len(w.Ports) == 0 {
-			continue
-		}
 		for _, p := range s.Ports {
-			if !slices.Contains(w.Ports, p.TargetPort) {
+			if !reachesPort(w, p.TargetPort, local) {
 				b.addf(wkey, "workload %q lists ports %v but not %d, the target port of service port %d; add it to workload[%d].ports or change the target_port",
 					name, w.Ports, p.TargetPort, p.Port, i)
 			}
 		}
 	}
+}
+
+// reachesPort reports whether a connection to port p on w's addresses reaches
+// w, as state.Snapshot.WorkloadFor decides: the workload that lists p on the
+// address, else the address's primary (its first workload in the file). A
+// workload that lists no ports, or is alone on its addresses, gets them all.
+func reachesPort(w Workload, p uint16, local []Workload) bool {
+	if len(w.Ports) == 0 || slices.Contains(w.Ports, p) {
+		return true
+	}
+	wi := slices.IndexFunc(local, func(o Workload) bool { return o.Name == w.Name && o.Namespace == w.Namespace })
+	for _, a := range w.Addresses {
+		for k, o := range local {
+			if k == wi || !slices.Contains(o.Addresses, a) {
+				continue
+			}
+			if k < wi || slices.Contains(o.Ports, p) {
+				return false // the address's primary is o, or o lists p
+			}
+		}
+	}
+	return true
 }
 
 func (b *builder) waypoint(f WaypointFile, node Node, owners map[netip.Addr]string) Waypoint {

@@ -36,10 +36,11 @@ func TestRuntimeRulesAreValidated(t *testing.T) {
 			"test.toml:9: service[0].workloads[1]: workload \"a\" is listed twice"},
 		// The workload serves only 8080; traffic for 9090 would go to the address's primary workload.
 		{"service target port the workload does not serve",
-			node + workload + "ports = [8080]\n" + "[[service]]\nname = \"s\"\nports = [{ port = 80, target_port = 9090 }]\nworkloads = [\"a\"]\n",
-			"test.toml:10: service[0].workloads[0]: workload \"a\" lists ports [8080] but not 9090"},
-		{"service port without target_port the workload does not serve",
-			node + workload + "ports = [8080]\n" + "[[service]]\nname = \"s\"\nports = [{ port = 80 }]\nworkloads = [\"a\"]\n",
+			node + workload + "ports = [8080]\n" + "[[workload]]\nname = \"b\"\naddresses = [\"10.0.0.5\"]\nports = [9090]\n" +
+				"[[service]]\nname = \"s\"\nports = [{ port = 80, target_port = 9090 }]\nworkloads = [\"a\"]\n",
+			"test.toml:14: service[0].workloads[0]: workload \"a\" lists ports [8080] but not 9090"},
+		{"service port without target_port, on an address whose first workload is another",
+			node + "[[workload]]\nname = \"b\"\naddresses = [\"10.0.0.5\"]\nports = [9090]\n" + workload + "ports = [8080]\n" + "[[service]]\nname = \"s\"\nports = [{ port = 80 }]\nworkloads = [\"a\"]\n",
 			"workload \"a\" lists ports [8080] but not 80, the target port of service port 80"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -66,6 +67,10 @@ func TestRuntimeRulesAreNotTooStrict(t *testing.T) {
 			"[dns]\ncapture = true\nupstreams = [\"127.0.0.53\", \"127.0.0.1:53\", \"127.0.0.2:15053\", \"[::1]:53\"]\n",
 		"dns upstream [::1] on the proxy's port without capture": node +
 			"[dns]\nupstreams = [\"[::1]:15053\"]\n",
+		"a lone workload serves every port of its address, listed or not": node + workload + "ports = [8080]\n" +
+			"[[service]]\nname = \"s\"\nports = [{ port = 80, target_port = 9090 }]\nworkloads = [\"a\"]\n",
+		"the first workload of a shared address gets the ports no one lists": node + workload + "ports = [8080]\n" + "[[workload]]\nname = \"b\"\naddresses = [\"10.0.0.5\"]\nports = [9090]\n" +
+			"[[service]]\nname = \"s\"\nports = [{ port = 80 }]\nworkloads = [\"a\"]\n",
 		"workload without ports serves every target port": node + workload +
 			"[[service]]\nname = \"s\"\nports = [{ port = 80, target_port = 9090 }, { port = 81 }]\nworkloads = [\"a\"]\n",
 		"workload lists every target port": node + workload + "ports = [8080, 80]\n" +
