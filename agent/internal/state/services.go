@@ -20,7 +20,8 @@ func (s *Snapshot) buildServices(decls []ServiceDecl) {
 		sorted[i] = &decls[i]
 	}
 	slices.SortStableFunc(sorted, func(a, b *ServiceDecl) int {
-		return cmp.Or(strings.Compare(a.key(), b.key()), strings.Compare(a.Node, b.Node))
+		// Of one service declared differently, a mesh node's definition wins over istiod's (rankOf).
+		return cmp.Or(strings.Compare(a.key(), b.key()), cmp.Compare(rankOf(a), rankOf(b)), strings.Compare(a.Node, b.Node))
 	})
 	s.byVIP = map[netip.Addr]*Service{}
 	s.byHostname = map[string]*Service{}

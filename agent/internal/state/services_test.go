@@ -169,6 +169,15 @@ func TestMeshServicesWinOverIstiod(t *testing.T) {
 			t.Errorf("local=%v: conflicts not all reported: %v", local, s.ServiceConflicts())
 		}
 	}
+	// One service (same namespace/name) declared by istiod and by a host named
+	// that sorts after "istiod": the host's definition (its VIP) wins.
+	same := decl("vm-1", "shared")
+	same.VIPs = []netip.Addr{netip.MustParseAddr("10.96.0.20")}
+	fromIstiod := decl(IstiodNode, "shared")
+	fromIstiod.VIPs = []netip.Addr{netip.MustParseAddr("10.96.0.21")}
+	if got, ok := Build(1, Input{Services: []ServiceDecl{fromIstiod, same}}).ServiceByVIP(same.VIPs[0]); !ok || got.Key() != "default/shared" {
+		t.Errorf("same service from istiod and vm-1: vm-1's VIP is %v's, want default/shared's", got)
+	}
 	// Two nodes' services on one VIP: the key decides, on either node.
 	other := decl("vm-2", "aaa")
 	other.VIPs = []netip.Addr{vip}
