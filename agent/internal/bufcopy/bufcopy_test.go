@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -35,31 +36,59 @@ func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
 	return c.(*net.TCPConn), s.(*net.TCPConn)
 }
 
-// Every byte arrives in order, EOF ends the copy without an error, and no
-// buffer is held while the socket is idle between writes.
+// countingWriter collects what the copy writes, for the test to read safely.
+type countingWriter struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Write(p)
+}
+
+func (w *countingWriter) Len() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.Len()
+}
+
+// Every byte arrives in order, EOF ends the copy without an error, and once
+// what was sent has been copied the copy waits holding no buffer.
 func TestFromTCPCopiesAndHoldsNothingWhileIdle(t *testing.T) {
 	client, server := tcpPair(t)
 	p := NewPool(4096)
-	var out bytes.Buffer
+	out := &countingWriter{}
 	type result struct {
 		n   int64
 		err error
 	}
 	done := make(chan result, 1)
 	go func() {
-		n, err := FromTCP(&out, server, p)
+		n, err := FromTCP(out, server, p)
 		done <- result{n, err}
 	}()
 	want := bytes.Repeat([]byte("0123456789"), 1000) // 10,000 bytes: several reads of 4 KiB
 	if _, err := client.Write(want); err != nil {
 		t.Fatal(err)
 	}
-	// Idle now: the copy waits for readability holding no buffer.
+	for deadline := time.Now().Add(5 * time.Second); out.Len() < len(want) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+	if out.Len() != len(want) {
+		t.Fatalf("copied %d of %d bytes", out.Len(), len(want))
+	}
+	// Everything was copied: the copy is (or is about to be) waiting for
+	// readability, and must not hold a buffer while it waits.
 	for deadline := time.Now().Add(5 * time.Second); p.Lent() != 0 && time.Now().Before(deadline); {
 		time.Sleep(time.Millisecond)
 	}
-	if n := p.Lent(); n != 0 {
-		t.Fatalf("%d buffers held by an idle copy", n)
+	for range 20 {
+		if n := p.Lent(); n != 0 {
+			t.Fatalf("%d buffers held by an idle copy", n)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 	if _, err := client.Write([]byte("end")); err != nil {
 		t.Fatal(err)
@@ -68,8 +97,11 @@ func TestFromTCPCopiesAndHoldsNothingWhileIdle(t *testing.T) {
 	select {
 	case r := <-done:
 		want = append(want, "end"...)
-		if r.err != nil || r.n != int64(len(want)) || !bytes.Equal(out.Bytes(), want) {
-			t.Fatalf("copied %d bytes (equal %v), err %v", r.n, bytes.Equal(out.Bytes(), want), r.err)
+		out.mu.Lock()
+		got := out.buf.Bytes()
+		out.mu.Unlock()
+		if r.err != nil || r.n != int64(len(want)) || !bytes.Equal(got, want) {
+			t.Fatalf("copied %d bytes (equal %v), err %v", r.n, bytes.Equal(got, want), r.err)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("copy did not end at EOF")

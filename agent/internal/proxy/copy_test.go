@@ -136,7 +136,7 @@ func TestRelayIntoTunnelLikeConn(t *testing.T) {
 
 // A copy into a tunnel waits on an idle connection without a buffer: it
 // borrows one only to read what has arrived.
-func TestCopyPooledHoldsNoBufferWhileIdle(t *testing.T) {
+func TestRelayIntoTunnelHoldsNoBufferWhileIdle(t *testing.T) {
 	client, down := tcpPair(t)
 	up, server := unixPair(t)
 	bufs := newBufPool()
