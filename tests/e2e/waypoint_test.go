@@ -192,7 +192,9 @@ func TestWaypoints(t *testing.T) {
 	// through its waypoint.
 	mustCurl(t, w.outside, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
 	waitCount(t, reviewsAgent, 1, 5*time.Second, "direction=inbound_plaintext", "route=hairpin", fmt.Sprintf("src=%s:", w.outside.Addr), "response_flags=-")
-	waitCount(t, saAgent, 1, 5*time.Second, "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr), fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
+	// The waypoint authorizes (and logs) the plaintext client as what it is: no identity.
+	waitCount(t, saAgent, 1, 5*time.Second, "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr), fmt.Sprintf("dst=%s:8080", w.reviews.Addr),
+		"src_identity=unknown")
 
 	// policy: the same call reaches the workload directly.
 	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, fmt.Sprintf(reviewsBody, w.reviews.Addr, "policy")))

@@ -109,11 +109,15 @@ func (h *InboundHBONE) LocalIdentity(a netip.Addr, serverName string) (spiffeid.
 
 // inboundTag travels from Authorize to the telemetry callbacks.
 type inboundTag struct {
-	dst     *state.Workload
-	svc     *state.Service // the service target, at a waypoint
-	route   string         // "hbone", or "waypoint" for the waypoint role
-	rec     *telemetry.Conn
-	untrack func() // stops re-evaluation once the tunnel is over
+	dst   *state.Workload
+	svc   *state.Service // the service target, at a waypoint
+	route string         // "hbone", or "waypoint" for the waypoint role
+	// src is the caller as the waypoint role authorized it (the tunnel's peer,
+	// or a hairpinned client, which has no identity: anonymous); zero elsewhere.
+	src       netip.AddrPort
+	anonymous bool
+	rec       *telemetry.Conn
+	untrack   func() // stops re-evaluation once the tunnel is over
 }
 
 // Authorize is the hbone server's callback (spec/routing.md, inbound over HBONE).
@@ -164,7 +168,8 @@ func (t inboundTelemetry) open(info *hbone.TunnelInfo) *telemetry.Conn {
 	var dst *state.Workload
 	var svc *state.Service
 	route := "hbone"
-	if tag, ok := info.Tag.(*inboundTag); ok {
+	tag, _ := info.Tag.(*inboundTag)
+	if tag != nil {
 		dst, svc, route = tag.dst, tag.svc, tag.route
 	}
 	snap := t.h.d.Snap()
@@ -172,11 +177,14 @@ func (t inboundTelemetry) open(info *hbone.TunnelInfo) *telemetry.Conn {
 		dst, _ = snap.LocalByAddr(info.Local.Addr())
 	}
 	peer := ""
-	if !info.Peer.IsZero() {
+	if !info.Peer.IsZero() && (tag == nil || !tag.anonymous) {
 		peer = info.Peer.String()
 	}
 	src := info.Remote
-	if info.ForwardedFor.IsValid() {
+	switch {
+	case tag != nil && tag.src.IsValid():
+		src = tag.src
+	case info.ForwardedFor.IsValid():
 		src = info.ForwardedFor
 	}
 	srcW, _ := snap.WorkloadByAddr(src.Addr())

@@ -44,29 +44,28 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	// node presenting the target's identity on behalf of a plaintext client:
 	// that client has no identity, and its address is in `forwarded`. Anyone
 	// else's `forwarded` is the caller's word only, never a policy input.
-	id, src := req.PeerIdentity, req.RemoteAddr.Addr().Unmap()
-	if hairpinned(req, wt) {
-		id, src = spiffeid.ID{}, req.ForwardedFor.Addr().Unmap()
+	id, caller := req.PeerIdentity, netip.AddrPortFrom(req.RemoteAddr.Addr().Unmap(), req.RemoteAddr.Port())
+	hairpin := hairpinned(req, wt)
+	if hairpin {
+		id, caller = spiffeid.ID{}, netip.AddrPortFrom(req.ForwardedFor.Addr().Unmap(), req.ForwardedFor.Port())
 	}
 	conn := policy.Conn{DestNamespace: wt.namespace(), DestIP: target.Addr(), DestPort: target.Port(),
-		SourceIdentity: id, SourceIP: src}
+		SourceIdentity: id, SourceIP: caller.Addr()}
 	if wt.dst != nil {
 		conn.DestLabels = wt.dst.Labels
 	}
 	at := wt.policyTarget()
 	if dec := h.d.count(conn, h.d.Policy().EvaluateWaypoint(conn, at)); !dec.Allow {
 		d := refuseAt(hbone.FlagDenied, errors.New(dec.String()))
-		d.Tag.(*inboundTag).svc, d.Tag.(*inboundTag).dst = wt.svc, wt.dst
+		tag := d.Tag.(*inboundTag)
+		tag.svc, tag.dst, tag.src, tag.anonymous = wt.svc, wt.dst, caller, hairpin
 		return d
 	}
-	client := netip.AddrPortFrom(req.RemoteAddr.Addr().Unmap(), req.RemoteAddr.Port())
-	if req.ForwardedFor.IsValid() {
-		client = req.ForwardedFor
-	}
-	tag := &inboundTag{svc: wt.svc, dst: wt.dst, route: "waypoint"}
+	// The access log, and `forwarded` on the way on, show the caller as authorized.
+	tag := &inboundTag{svc: wt.svc, dst: wt.dst, route: "waypoint", src: caller, anonymous: hairpin}
 	d := hbone.Allow(target)
 	d.Dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
-		up, w, err := h.forward(ctx, snap, wt, t, client)
+		up, w, err := h.forward(ctx, snap, wt, t, caller)
 		if w != nil {
 			tag.dst = w
 		}
