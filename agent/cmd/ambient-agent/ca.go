@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -15,7 +16,7 @@ import (
 // runCA is `ambient-agent ca`, the built-in offline mesh CA (package meshca):
 //
 //	ca init  -dir DIR [-trust-domain TD]
-//	ca issue -dir DIR [-namespace NS] [-service-account SA] [-ttl 720h] -out OUT
+//	ca issue -dir DIR [-namespace NS] [-service-account SA] [-ttl 720h] [-ip ADDR]... -out OUT
 //
 // It returns 0 on success, 1 on failure and 2 on wrong usage.
 func runCA(args []string, stdout, stderr io.Writer) int {
@@ -72,12 +73,15 @@ func runCAInit(args []string, stdout, stderr io.Writer) int {
 }
 
 func runCAIssue(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("ca issue", "ca issue -dir DIR [-namespace NS] [-service-account SA] [-ttl 720h] -out OUT", stderr)
+	fs := newFlags("ca issue", "ca issue -dir DIR [-namespace NS] [-service-account SA] [-ttl 720h] [-ip ADDR]... -out OUT", stderr)
 	dir := fs.String("dir", "", "the CA `directory` made by ca init (required)")
 	ns := fs.String("namespace", identity.DefaultNamespace, "the workload's `namespace`")
 	sa := fs.String("service-account", identity.DefaultServiceAccount, "the workload's service `account`")
 	ttl := fs.Duration("ttl", meshca.DefaultTTL, "certificate lifetime")
 	out := fs.String("out", "", "output `directory`, usable as [identity] dir (required)")
+	var ips ipSANsFlag
+	fs.Var(&ips, "ip", "also put `ADDR` in the certificate's IP SANs (repeatable, or comma-separated); "+
+		"agents then accept gossip claims of the workload's addresses only for those addresses")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
@@ -98,7 +102,7 @@ func runCAIssue(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return usageError(fs, err.Error())
 	}
-	svid, err := ca.Issue(id, *ttl)
+	svid, err := ca.Issue(id, *ttl, ips...)
 	if err != nil {
 		fmt.Fprintf(stderr, "ambient-agent ca issue: %v\n", err)
 		return 1
@@ -108,10 +112,41 @@ func runCAIssue(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	nsName, saName, _ := identity.ParseIstioID(id)
-	fmt.Fprintf(stdout, "issued %s (serial %s, expires %s) into %s, %s and %s\n", id,
+	fmt.Fprintf(stdout, "issued %s%s (serial %s, expires %s) into %s, %s and %s\n", id, ips.describe(),
 		svid.Leaf.SerialNumber.Text(16), svid.Leaf.NotAfter.UTC().Format(time.RFC3339),
 		identity.ChainPath(*out, nsName, saName), identity.KeyPath(*out, nsName, saName), identity.BundlePath(*out))
 	return 0
+}
+
+// ipSANsFlag is -ip of ca issue. It takes a comma-separated list too, so that a script can pass a host's
+// addresses in one argument; each is checked as it is parsed, so a bad one is a usage error that names it.
+type ipSANsFlag []netip.Addr
+
+func (f *ipSANsFlag) String() string {
+	s := make([]string, len(*f))
+	for i, a := range *f {
+		s[i] = a.String()
+	}
+	return strings.Join(s, ",")
+}
+
+func (f *ipSANsFlag) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		addr, err := meshca.ParseIPSAN(strings.TrimSpace(s))
+		if err != nil {
+			return err
+		}
+		*f = append(*f, addr)
+	}
+	return nil
+}
+
+// describe is how the issue output mentions the IP SANs, so that the operator sees what the certificate claims.
+func (f ipSANsFlag) describe() string {
+	if len(f) == 0 {
+		return ""
+	}
+	return " with IP SANs " + f.String()
 }
 
 func usageError(fs *flag.FlagSet, msg string) int {

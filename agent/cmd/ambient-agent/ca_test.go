@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,6 +56,52 @@ func TestCAInitAndIssue(t *testing.T) {
 	}
 }
 
+func TestCAIssueIPSANs(t *testing.T) {
+	caDir := filepath.Join(t.TempDir(), "ca")
+	if code, _, errOut := runCACmd("init", "-dir", caDir); code != 0 {
+		t.Fatalf("ca init: exit %d: %s", code, errOut)
+	}
+	for _, ipArgs := range [][]string{
+		{"-ip", "10.0.0.5", "-ip", "fd00::5"},
+		{"-ip", "10.0.0.5,fd00::5"},
+	} {
+		out := t.TempDir()
+		args := append([]string{"issue", "-dir", caDir, "-namespace", "shop", "-service-account", "web", "-out", out}, ipArgs...)
+		code, stdout, errOut := runCACmd(args...)
+		if code != 0 {
+			t.Fatalf("ca %v: exit %d: %s", args, code, errOut)
+		}
+		if !strings.Contains(stdout, "with IP SANs 10.0.0.5,fd00::5") {
+			t.Errorf("ca %v output %q does not name the IP SANs", args, stdout)
+		}
+		leaf := readLeaf(t, filepath.Join(out, "shop/web/cert-chain.pem"))
+		var ips []string
+		for _, ip := range leaf.IPAddresses {
+			ips = append(ips, ip.String())
+		}
+		if strings.Join(ips, " ") != "10.0.0.5 fd00::5" || len(leaf.URIs) != 1 || leaf.URIs[0].String() != "spiffe://cluster.local/ns/shop/sa/web" {
+			t.Errorf("ca %v: IP SANs %v, URIs %v; want exactly 10.0.0.5 and fd00::5 next to the identity", args, ips, leaf.URIs)
+		}
+	}
+}
+
+func readLeaf(t *testing.T, path string) *x509.Certificate {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		t.Fatalf("%s: no PEM block", path)
+	}
+	c, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 func TestCAUsageAndFailures(t *testing.T) {
 	caDir := filepath.Join(t.TempDir(), "ca")
 	for _, tc := range []struct {
@@ -72,6 +120,9 @@ func TestCAUsageAndFailures(t *testing.T) {
 		{[]string{"issue", "-dir", caDir, "-out", caDir, "-ttl", "-1h"}, 2, "not positive"},
 		{[]string{"issue", "-dir", caDir, "-out", caDir, "-ttl", "soon"}, 2, "invalid value"},
 		{[]string{"issue", "-dir", caDir, "-out", t.TempDir()}, 1, "root-cert.pem: no such file"},
+		{[]string{"issue", "-dir", caDir, "-out", caDir, "-ip", "10.0.0.5,bogus"}, 2, `IP SAN "bogus" is not an IP address`},
+		{[]string{"issue", "-dir", caDir, "-out", caDir, "-ip", "10.0.0.5", "-ip", "::1"}, 2, `IP SAN "::1" is loopback`},
+		{[]string{"issue", "-dir", caDir, "-out", caDir, "-ip", "0.0.0.0"}, 2, `IP SAN "0.0.0.0" is unspecified`},
 	} {
 		code, _, errOut := runCACmd(tc.args...)
 		if code != tc.code || !strings.Contains(errOut, tc.want) {

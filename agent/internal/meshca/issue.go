@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -30,9 +31,10 @@ type SVID struct {
 }
 
 // Issue signs a new workload X.509 SVID for id with a fresh ECDSA P-256 key. The certificate carries exactly
-// one URI SAN (id), is not a CA, is usable for TLS server and client authentication, and is valid from a minute
-// ago for ttl (never beyond the root's own expiry).
-func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration) (*SVID, error) {
+// one URI SAN (id) and, if given, the addresses in ips as IP SANs (so that a host can prove which addresses
+// its workload may claim); it is not a CA, is usable for TLS server and client authentication, and is valid
+// from a minute ago for ttl (never beyond the root's own expiry). ips must pass ParseIPSAN's checks.
+func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration, ips ...netip.Addr) (*SVID, error) {
 	switch {
 	case id.IsZero():
 		return nil, errors.New("meshca: issue: identity is required")
@@ -40,6 +42,10 @@ func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration) (*SVID, error) {
 		return nil, fmt.Errorf("meshca: issue %s: the root signs for trust domain %q only", id, ca.td)
 	case ttl <= 0:
 		return nil, fmt.Errorf("meshca: issue %s: ttl %s is not positive", id, ttl)
+	}
+	ipAddrs, err := ipSANs(ips)
+	if err != nil {
+		return nil, fmt.Errorf("meshca: issue %s: %w", id, err)
 	}
 	now := time.Now()
 	if !now.Before(ca.cert.NotAfter) {
@@ -62,6 +68,7 @@ func (ca *CA) Issue(id spiffeid.ID, ttl time.Duration) (*SVID, error) {
 		// An empty subject, as Istio's workload certificates: the identity is the URI SAN alone, and Go marks
 		// the SAN extension critical as RFC 5280 asks for a subject-less certificate.
 		URIs:                  []*url.URL{id.URL()},
+		IPAddresses:           ipAddrs,
 		NotBefore:             now.Add(-clockSkew),
 		NotAfter:              notAfter,
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
