@@ -84,6 +84,14 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 		return nil, fmt.Errorf("health checks: %w", err)
 	}
 	a.state = state.NewStore(state.Build(stateVersion.Add(1), a.localInput(cfg)))
+	ids, err := newIdentitySource(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if ids != nil {
+		a.ids = ids
+		a.ready.require(condCertificates)
+	}
 	gossip, err := newDiscovery(cfg, a)
 	if err != nil {
 		return nil, err
@@ -103,14 +111,6 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	a.policies.Store(set)
 	a.localPolicies.Store(set)
 	a.live = proxy.NewLive()
-	ids, err := newIdentitySource(cfg, log)
-	if err != nil {
-		return nil, err
-	}
-	if ids != nil {
-		a.ids = ids
-		a.ready.require(condCertificates)
-	}
 	if a.istiod, err = newIstiod(cfg, a); err != nil {
 		return nil, err
 	}

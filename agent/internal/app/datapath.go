@@ -39,14 +39,15 @@ func markedDialer(c config.Capture) *net.Dialer {
 // once these accept, so no connection is ever redirected into nothing.
 func (a *App) bindDataPath(cfg *config.Config) error {
 	deps := &proxy.Deps{
-		Snap:    a.state.Load,
-		Dialer:  markedDialer(cfg.Capture),
-		Metrics: a.metrics,
-		Access:  a.log.With("log", "access"),
-		Log:     a.log.With("component", "proxy"),
-		Warn:    telemetry.NewLimiter(time.Second),
-		Policy:  a.policies.Load,
-		Live:    a.live,
+		Snap:      a.state.Load,
+		Dialer:    markedDialer(cfg.Capture),
+		Metrics:   a.metrics,
+		Access:    a.log.With("log", "access"),
+		Log:       a.log.With("component", "proxy"),
+		Warn:      telemetry.NewLimiter(time.Second),
+		Policy:    a.policies.Load,
+		Live:      a.live,
+		HostAddrs: newHostAddrs(time.Now, 5*time.Second).get,
 		Enforcement: func() string {
 			return a.cfg.Load().Policy.WaypointEnforcement
 		},

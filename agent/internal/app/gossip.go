@@ -9,6 +9,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -31,6 +35,7 @@ func newDiscovery(cfg *config.Config, a *App) (*discovery.Discovery, error) {
 		InsecureDevMode: cfg.Gossip.InsecureDevMode,
 		GracePeriod:     cfg.Gossip.GracePeriod,
 		AgentVersion:    Version,
+		Trust:           a.gossipTrust(cfg),
 		Logger:          a.log.With("component", "gossip"),
 	})
 	if err != nil {
@@ -40,6 +45,43 @@ func newDiscovery(cfg *config.Config, a *App) (*discovery.Discovery, error) {
 		return nil, fmt.Errorf("gossip: this host's record: %w", err)
 	}
 	return d, nil
+}
+
+// gossipTrust signs this host's record with its workloads' certificates and
+// checks the peers' against the trust bundle the identity source holds. A
+// host with no identity has no bundle: it can check nothing, so it uses no
+// peer's claims (and has no identity to reach them with anyway).
+func (a *App) gossipTrust(cfg *config.Config) discovery.Trust {
+	if a.ids == nil {
+		a.log.Warn("gossip: this host holds no identity, so no trust bundle: it cannot check its peers' records and uses none")
+	}
+	return discovery.Trust{
+		Bundles: func() x509bundle.Source {
+			if a.ids == nil {
+				return x509bundle.NewSet()
+			}
+			return a.ids.Snapshot()
+		},
+		SVID: func(id spiffeid.ID) (*x509svid.SVID, bool) {
+			if a.ids == nil {
+				return nil, false
+			}
+			return a.ids.Snapshot().SVID(id)
+		},
+		AcceptUnsigned: cfg.Gossip.AcceptUnsigned,
+	}
+}
+
+// identitiesChanged re-signs this host's record with rotated or new
+// certificates and checks the peers' records against a changed bundle.
+func (a *App) identitiesChanged() {
+	if a.gossip == nil {
+		return
+	}
+	if err := a.gossip.Resign(); err != nil {
+		a.log.Error("gossip: signing this host's record with the new certificates", "err", err)
+	}
+	a.gossip.Reverify()
 }
 
 // localRecord is what this host publishes: its own workloads (with their
@@ -95,6 +137,7 @@ func (a *App) runGossip(ctx context.Context) error {
 	// readiness through the tick.
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
+	var dropped map[string]uint64
 	for {
 		select {
 		case err := <-errc:
@@ -103,6 +146,7 @@ func (a *App) runGossip(ctx context.Context) error {
 			a.metrics.GossipEvents.WithLabelValues("records_changed").Inc()
 			a.publishState()
 		case <-t.C:
+			dropped = a.countRejected(dropped)
 		}
 		a.updateGossipReadiness()
 	}
@@ -149,13 +193,11 @@ func (a *App) publishState() {
 		in.Waypoints = append(in.Waypoints, a.gossip.Waypoints()...)
 	}
 	a.istiodInput(&in)
+	cfg := a.cfg.Load()
+	in.Previous = a.state.Load()
+	in.Limits = state.Limits{Domains: append(slices.Clone(cfg.DNS.Domains), cfg.Gossip.AllowedHostnames...), VIPs: cfg.Gossip.AllowedVIPs}
 	snap := state.Build(stateVersion.Add(1), in)
-	for _, c := range snap.Conflicts() {
-		a.log.Warn("address conflict", "conflict", c.String())
-	}
-	for _, c := range snap.ServiceConflicts() {
-		a.log.Warn("service conflict", "conflict", c.String())
-	}
+	a.reportConflicts(in.Previous, snap)
 	a.state.Publish(snap)
 }
 

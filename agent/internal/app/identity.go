@@ -85,6 +85,7 @@ func (a *App) trackIdentityReadiness(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-a.ids.Changed():
+			a.identitiesChanged()
 		case <-t.C:
 		}
 	}

@@ -11,6 +11,10 @@ import (
 // in the agent's state); no host may take it.
 const ReservedNodeName = "istiod"
 
+// MaxCapacity bounds a workload's capacity (its weight among a service's endpoints), here and in gossip: one
+// endpoint can outweigh another a thousandfold, never take a service's whole traffic by its own word.
+const MaxCapacity = 1000
+
 // Defaults of the runtime configuration, also documented in conf/config.toml.
 const (
 	DefaultPath             = "/etc/ambient-agent/config.toml"
@@ -189,6 +193,16 @@ type Gossip struct {
 	KeyFile         string        `json:"keyFile"`
 	InsecureDevMode bool          `json:"insecureDevMode"`
 	GracePeriod     time.Duration `json:"gracePeriod"`
+	// AcceptUnsigned takes peers' records that prove nothing (agents before
+	// signed records), for a rolling upgrade only; their claims lose every
+	// contest (docs/gossip.md).
+	AcceptUnsigned bool `json:"acceptUnsigned"`
+	// AllowedHostnames are DNS domains, besides [dns] domains, under which
+	// peers may declare service hostnames.
+	AllowedHostnames []string `json:"allowedHostnames,omitempty"`
+	// AllowedVIPs are where peers may put explicit service VIPs, besides the
+	// allocation ranges.
+	AllowedVIPs []netip.Prefix `json:"allowedVIPs,omitempty"`
 }
 
 // Policy says where Istio AuthorizationPolicy and PeerAuthentication YAML is.

@@ -63,13 +63,14 @@ type HealthFile struct {
 
 // ServiceFile is one [[service]] entry.
 type ServiceFile struct {
-	Name        string            `toml:"name"`
-	Namespace   string            `toml:"namespace"`
-	Hostname    string            `toml:"hostname"`
-	VIPs        []string          `toml:"vips"`
-	Ports       []ServicePortFile `toml:"ports"`
-	Workloads   []string          `toml:"workloads"`
-	UseWaypoint string            `toml:"use_waypoint"`
+	Name            string            `toml:"name"`
+	Namespace       string            `toml:"namespace"`
+	Hostname        string            `toml:"hostname"`
+	VIPs            []string          `toml:"vips"`
+	Ports           []ServicePortFile `toml:"ports"`
+	Workloads       []string          `toml:"workloads"`
+	UseWaypoint     string            `toml:"use_waypoint"`
+	ServiceAccounts []string          `toml:"service_accounts"`
 }
 
 // ServicePortFile is one entry of a service's ports.
@@ -134,13 +135,16 @@ type RemoteFile struct {
 
 // GossipFile is the [gossip] table.
 type GossipFile struct {
-	Enabled         *bool    `toml:"enabled"`
-	Bind            string   `toml:"bind"`
-	Advertise       string   `toml:"advertise"`
-	Join            []string `toml:"join"`
-	KeyFile         string   `toml:"key_file"`
-	InsecureDevMode bool     `toml:"insecure_dev_mode"`
-	GracePeriod     string   `toml:"grace_period"`
+	Enabled          *bool    `toml:"enabled"`
+	Bind             string   `toml:"bind"`
+	Advertise        string   `toml:"advertise"`
+	Join             []string `toml:"join"`
+	KeyFile          string   `toml:"key_file"`
+	InsecureDevMode  bool     `toml:"insecure_dev_mode"`
+	GracePeriod      string   `toml:"grace_period"`
+	AcceptUnsigned   bool     `toml:"accept_unsigned"`
+	AllowedHostnames []string `toml:"allowed_hostnames"`
+	AllowedVIPs      []string `toml:"allowed_vips"`
 }
 
 // PolicyFile is the [policy] table.

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -15,6 +16,29 @@ func (b *builder) gossip(f GossipFile) Gossip {
 		KeyFile:         orDefault(f.KeyFile, DefaultGossipKey),
 		InsecureDevMode: f.InsecureDevMode,
 		GracePeriod:     b.duration("gossip.grace_period", f.GracePeriod, DefaultGracePeriod),
+		AcceptUnsigned:  f.AcceptUnsigned,
+	}
+	for i, h := range f.AllowedHostnames {
+		h = strings.ToLower(strings.TrimSuffix(h, "."))
+		if !IsDNSSubdomain(h) {
+			b.addf(fmt.Sprintf("gossip.allowed_hostnames[%d]", i), "%q is not a DNS domain", f.AllowedHostnames[i])
+			continue
+		}
+		g.AllowedHostnames = append(g.AllowedHostnames, h)
+	}
+	for i, v := range f.AllowedVIPs {
+		key := fmt.Sprintf("gossip.allowed_vips[%d]", i)
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			b.addf(key, "%q is not a CIDR (e.g. \"10.96.0.0/12\")", v)
+			continue
+		}
+		p = p.Masked()
+		if a := p.Addr(); a.IsLoopback() || a.IsLinkLocalUnicast() || a.IsMulticast() || p.Bits() == 0 {
+			b.addf(key, "%s would let peers capture loopback, link-local, multicast or every address", p)
+			continue
+		}
+		g.AllowedVIPs = append(g.AllowedVIPs, p)
 	}
 	g.Bind = b.addrPort("gossip.bind", orDefault(f.Bind, "0.0.0.0:"+strconv.Itoa(DefaultGossipPort)))
 	if f.Advertise != "" {

@@ -64,6 +64,9 @@ type Service struct {
 	// Workloads are names of [[workload]] entries of the service's namespace.
 	Workloads   []string `json:"workloads"`
 	UseWaypoint string   `json:"useWaypoint,omitempty"`
+	// ServiceAccounts may also back the service on other hosts, besides the
+	// service accounts of Workloads (docs/gossip.md).
+	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
 }
 
 // ServicePort maps a service port to the workloads' port.

@@ -12,8 +12,8 @@ func (b *builder) capacity(key string, c *int64) uint32 {
 	if c == nil {
 		return 1
 	}
-	if *c < 1 || *c > 1000 {
-		b.addf(key, "%d is out of range [1, 1000]", *c)
+	if *c < 1 || *c > MaxCapacity {
+		b.addf(key, "%d is out of range [1, %d]", *c, MaxCapacity)
 		return 1
 	}
 	return uint32(*c)
@@ -93,11 +93,17 @@ func (b *builder) services(fs []ServiceFile, local []Workload, owners map[netip.
 	for i, f := range fs {
 		key := fmt.Sprintf("service[%d]", i)
 		s := Service{
-			Name:        f.Name,
-			Namespace:   orDefault(f.Namespace, DefaultNamespace),
-			Hostname:    strings.ToLower(strings.TrimSuffix(f.Hostname, ".")),
-			Workloads:   f.Workloads,
-			UseWaypoint: f.UseWaypoint,
+			Name:            f.Name,
+			Namespace:       orDefault(f.Namespace, DefaultNamespace),
+			Hostname:        strings.ToLower(strings.TrimSuffix(f.Hostname, ".")),
+			Workloads:       f.Workloads,
+			UseWaypoint:     f.UseWaypoint,
+			ServiceAccounts: f.ServiceAccounts,
+		}
+		for j, sa := range f.ServiceAccounts {
+			if !IsDNSSubdomain(sa) {
+				b.addf(fmt.Sprintf("%s.service_accounts[%d]", key, j), "%q is not a DNS name", sa)
+			}
 		}
 		switch {
 		case s.Name == "":

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"bytes"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"io"
 	"log"
 	"net"
@@ -86,8 +87,27 @@ func TestBadInputIsDroppedWhole(t *testing.T) {
 	mine := &Record{Node: "a", Version: 1 << 62, Workloads: []*state.Workload{testWorkload(77, 0)}}
 	oversized := append(bytes.Clone(badRaw), make([]byte, MaxRecordBytes)...)
 	newer := append([]byte{formatMagic, formatVersion + 1}, badRaw[2:]...)
-	good := encodeRecord(testRecord(3, 1))
-	pushState := encodeState([][]byte{[]byte("garbage"), encodeRecord(forgedSame), badRaw, good[:len(good)/2], newer})
+	good := signed(t, testRecord(3, 1))
+	pushState := encodeState([][]byte{[]byte("garbage"), signed(t, forgedSame), badRaw, good[:len(good)/2], newer})
+
+	// Records of the rogue's own node that prove too little: unsigned; signed by a root the mesh does not trust;
+	// claiming an identity it holds no key for; signed long ago; claiming an address its certificate does not name.
+	rogueRec := func(sa string) *Record {
+		w := testWorkload(9, 0)
+		w.ServiceAccount = sa
+		return &Record{Node: "rogue", Version: 5, Workloads: []*state.Workload{w}}
+	}
+	mesh, foreign := testCAs()
+	rogueID, _ := identityOf("cluster.local", "default", "sa")
+	day := time.Now().Add(24 * time.Hour).Truncate(time.Hour)
+	stale, _, _ := signRecord(encodeRecord(rogueRec("sa")), []*x509svid.SVID{mesh.issue(rogueID, day)}, time.Now().Add(-2*ProofLifetime))
+	unproven := []([]byte){
+		encodeRecord(rogueRec("sa")),
+		signedBy(t, rogueRec("sa"), foreign.issue(rogueID, day)),
+		signedBy(t, rogueRec("victim"), mesh.issue(rogueID, day)),
+		stale,
+		signedBy(t, rogueRec("sa"), mesh.issue(rogueID, day, netip.MustParseAddr("10.9.9.9"))),
+	}
 
 	r := startRogue(t, encodeMeta(advertOf(badRaw, 5)), pushState)
 	if _, err := r.ml.Join([]string{a.d.LocalAddr().String()}); err != nil { // a push/pull with a
@@ -99,15 +119,19 @@ func TestBadInputIsDroppedWhole(t *testing.T) {
 		encodeMessage(kindReply, oversized),
 		encodeMessage(kindReply, badRaw),
 		encodeMessage(kindBroadcast, newer),
-		encodeMessage(kindBroadcast, encodeRecord(forgedSame)),
-		encodeMessage(kindBroadcast, encodeRecord(forgedNewer)),
-		encodeMessage(kindBroadcast, encodeRecord(mine)),
+		encodeMessage(kindBroadcast, signed(t, forgedSame)),
+		encodeMessage(kindBroadcast, signed(t, forgedNewer)),
+		encodeMessage(kindBroadcast, signed(t, mine)),
 		encodeMessage(kindBroadcast, []byte{0xff, 0xff, 0xff}),
 		encodeMessage(kindRequest, []byte{0x0a, 0xff}),
 		encodeMessage(kindState, []byte("a state is not a message")),
 		encodeMessage(99, nil),
 	)
-	for _, want := range []string{reasonMalformed, reasonIncompatible, reasonTooLarge, reasonInvalid, reasonMismatch} {
+	for _, raw := range unproven {
+		r.send(t, a, encodeMessage(kindReply, raw))
+	}
+	for _, want := range []string{reasonMalformed, reasonIncompatible, reasonTooLarge, reasonInvalid, reasonMismatch,
+		reasonUnsigned, reasonBadProof, reasonUnproven, reasonExpired, reasonAddressSANs} {
 		waitFor(t, 20*time.Second, "a drops "+want+" input", func() bool { return a.d.Stats().Dropped[want] > 0 })
 		if len(a.logs.find("dropped bad input", "reason="+want)) == 0 {
 			t.Errorf("no warning for %s input; logged: %v", want, a.logs.find(""))

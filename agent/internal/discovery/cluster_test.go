@@ -81,6 +81,7 @@ func startNode(t testing.TB, name string, rec *Record, cfgs ...nodeConfig) *test
 		Keys:         [][]byte{testKey},
 		GracePeriod:  2 * time.Second,
 		AgentVersion: "test",
+		Trust:        testTrust(),
 		Logger:       slog.New(n.logs),
 		Tuning: Tuning{
 			Memberlist: func(c *memberlist.Config) {

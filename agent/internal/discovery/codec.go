@@ -18,9 +18,10 @@ const (
 	MaxWorkloads   = 256
 	MaxServices    = 256
 
-	maxAddresses = 16 // per workload, service or waypoint
-	maxLabels    = 64
-	maxPorts     = 64
+	maxAddresses       = 16 // per workload, service or waypoint
+	maxLabels          = 64
+	maxPorts           = 64
+	maxServiceAccounts = 16
 )
 
 // Field numbers of the record format. Never reuse a number; add new ones.
@@ -31,7 +32,7 @@ const (
 
 	labelKey, labelValue protowire.Number = 1, 2
 
-	svcName, svcNamespace, svcHostname, svcAddress, svcPort, svcWorkload, svcUseWaypoint protowire.Number = 1, 2, 3, 4, 5, 6, 7
+	svcName, svcNamespace, svcHostname, svcAddress, svcPort, svcWorkload, svcUseWaypoint, svcServiceAccount protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8
 
 	portPort, portTarget, portAppProtocol protowire.Number = 1, 2, 3
 
@@ -107,7 +108,11 @@ func appendService(b []byte, s *Service) []byte {
 	for _, w := range s.Workloads {
 		b = pbwire.AppendBytes(b, svcWorkload, []byte(w))
 	}
-	return pbwire.AppendNonEmpty(b, svcUseWaypoint, s.UseWaypoint)
+	b = pbwire.AppendNonEmpty(b, svcUseWaypoint, s.UseWaypoint)
+	for _, sa := range s.ServiceAccounts {
+		b = pbwire.AppendBytes(b, svcServiceAccount, []byte(sa))
+	}
+	return b
 }
 
 func appendWaypoint(b []byte, w *Waypoint) []byte {
@@ -126,8 +131,9 @@ func appendAddrs(b []byte, num protowire.Number, addrs []netip.Addr) []byte {
 	return b
 }
 
-// decodeRecord reads and validates a record received from the network. Any error is a *dropError; on error
-// nothing of the record is returned.
+// decodeRecord reads and validates a record received from the network (not its proofs: verifyProofs does).
+// Any error is a *dropError; on error nothing of the record is returned. Proofs come last: a field after the
+// first proof would be unsigned.
 func decodeRecord(raw []byte) (*Record, error) {
 	if len(raw) > MaxRecordBytes {
 		return nil, drop(reasonTooLarge, "record of %d bytes, the limit is %d", len(raw), MaxRecordBytes)
@@ -137,9 +143,24 @@ func decodeRecord(raw []byte) (*Record, error) {
 		return nil, err
 	}
 	r := &Record{}
+	r.signedLen = len(raw)
 	err = eachField(body, func(f pbwire.Field) error {
+		if len(r.Proofs) > 0 && f.Num != recProof {
+			return drop(reasonMalformed, "field %d after the proofs", f.Num)
+		}
 		var err error
 		switch f.Num {
+		case recProof:
+			if len(r.Proofs) == maxProofs {
+				return drop(reasonTooLarge, "more than %d proofs", maxProofs)
+			}
+			if len(r.Proofs) == 0 {
+				r.signedLen = fieldStart(raw, f)
+			}
+			var p Proof
+			if p, err = decodeProof(f); err == nil {
+				r.Proofs = append(r.Proofs, p)
+			}
 		case recNode:
 			r.Node, err = f.Str()
 		case recVersion:
@@ -298,6 +319,14 @@ func decodeService(f pbwire.Field) (Service, error) {
 			}
 		case svcUseWaypoint:
 			s.UseWaypoint, err = f.Str()
+		case svcServiceAccount:
+			if len(s.ServiceAccounts) == maxServiceAccounts {
+				return drop(reasonTooLarge, "more than %d service accounts", maxServiceAccounts)
+			}
+			var sa string
+			if sa, err = f.Str(); err == nil {
+				s.ServiceAccounts = append(s.ServiceAccounts, sa)
+			}
 		}
 		return err
 	})
@@ -353,6 +382,13 @@ func decodeWaypoint(f pbwire.Field) (*Waypoint, error) {
 		return err
 	})
 	return w, err
+}
+
+// fieldStart is the offset in raw of the field whose value f.B is (f.B aliases raw).
+func fieldStart(raw []byte, f pbwire.Field) int {
+	value := cap(raw) - cap(f.B)
+	start := value - protowire.SizeVarint(uint64(len(f.B))) - protowire.SizeTag(f.Num)
+	return min(max(start, 0), len(raw)) // a non-minimal tag makes a prefix no proof signs: dropped as bad_proof
 }
 
 // decodeAddrPort reads an address (4 or 16 bytes) followed by a big-endian port.

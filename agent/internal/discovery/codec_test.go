@@ -47,6 +47,12 @@ func TestRecordRoundTrip(t *testing.T) {
 	want := fullRecord()
 	raw := encodeRecord(want)
 	got, err := decodeRecord(raw)
+	if err == nil && got.signedLen != len(raw) {
+		t.Errorf("a record without proofs signs %d bytes of %d", got.signedLen, len(raw))
+	}
+	if got != nil {
+		got.signedLen = 0
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,15 +62,15 @@ func TestRecordRoundTrip(t *testing.T) {
 	if !bytes.Equal(encodeRecord(got), raw) {
 		t.Error("re-encoding a decoded record changes its bytes")
 	}
-	ws := remoteWorkloads(got)
+	ws := remoteWorkloads(got, proven{signed: true})
 	if ws[0].UID != "vm-1/shop/web" || ws[0].Node != "vm-1" || ws[1].Capacity != 1 || ws[1].Healthy {
 		t.Errorf("derived workloads: %+v %+v", ws[0], ws[1])
 	}
-	svcs := remoteServices(got)
+	svcs := remoteServices(got, proven{signed: true})
 	if len(svcs) != 1 || svcs[0].Workloads[0] != "vm-1/shop/web" || svcs[0].Ports[1].TargetPort != 443 || svcs[0].UseWaypoint != "none" {
 		t.Errorf("derived services: %+v", svcs)
 	}
-	if wp := remoteWaypoint(got); wp == nil || wp.Key() != "shop/wp" || wp.Node != "vm-1" || wp.ForServiceAccount != "web-sa" {
+	if wp := remoteWaypoint(got, proven{signed: true}); wp == nil || wp.Key() != "shop/wp" || wp.Node != "vm-1" || wp.ForServiceAccount != "web-sa" {
 		t.Errorf("derived waypoint: %+v", wp)
 	}
 }

@@ -44,6 +44,9 @@ type Discovery struct {
 	hints    chan netip.AddrPort
 	stats    counters
 
+	pubMu sync.Mutex // serializes publishing this node's record (held before mu)
+	want  *Record    // this node's record as SetLocal was given it, before what it cannot prove is left out
+
 	mu       sync.Mutex
 	table    *table
 	local    *localRecord
@@ -255,8 +258,8 @@ func (d *Discovery) output() *view {
 	v := &view{gen: d.table.gen}
 	for _, h := range d.table.current() {
 		v.workloads = append(v.workloads, h.workloads...)
-		v.services = append(v.services, remoteServices(h.rec)...)
-		if w := remoteWaypoint(h.rec); w != nil {
+		v.services = append(v.services, remoteServices(h.rec, h.proof)...)
+		if w := remoteWaypoint(h.rec, h.proof); w != nil {
 			v.waypoints = append(v.waypoints, w)
 		}
 		v.records = append(v.records, *h.rec)

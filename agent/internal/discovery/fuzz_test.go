@@ -48,7 +48,7 @@ func FuzzReceive(f *testing.F) {
 	f.Add(encodeRequest(request{from: "vm-2", addr: netip.MustParseAddrPort("10.0.0.2:7946")}))
 	f.Add(encodeMeta(advertOf([]byte("r"), 1)))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		d, err := New(Options{NodeName: "self", Bind: netip.MustParseAddrPort("127.0.0.1:0"), InsecureDevMode: true})
+		d, err := New(Options{NodeName: "self", Bind: netip.MustParseAddrPort("127.0.0.1:0"), InsecureDevMode: true, Trust: testTrust()})
 		if err != nil {
 			t.Fatal(err)
 		}

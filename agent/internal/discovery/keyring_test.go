@@ -45,7 +45,7 @@ func TestReadKeyFile(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	base := func() Options {
-		return Options{NodeName: "vm-1", Bind: netip.MustParseAddrPort("127.0.0.1:7946"), Keys: [][]byte{testKey}}
+		return Options{NodeName: "vm-1", Bind: netip.MustParseAddrPort("127.0.0.1:7946"), Keys: [][]byte{testKey}, Trust: testTrust()}
 	}
 	missing := filepath.Join(t.TempDir(), "missing.key")
 	for _, c := range []struct {
@@ -75,7 +75,7 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestSetLocal(t *testing.T) {
-	d, err := New(Options{NodeName: "vm-1", Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{testKey}, AgentVersion: "9.9"})
+	d, err := New(Options{NodeName: "vm-1", Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{testKey}, AgentVersion: "9.9", Trust: testTrust()})
 	if err != nil {
 		t.Fatal(err)
 	}

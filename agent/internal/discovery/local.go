@@ -13,50 +13,99 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
 // localRecord is this node's published record.
 type localRecord struct {
-	rec     *Record
-	raw     []byte
-	advert  advert
-	content []byte // the encoding without the version: an unchanged record is not republished
+	rec      *Record
+	raw      []byte
+	advert   advert
+	content  []byte    // the encoding without the version, and the serials that sign it: unchanged is not republished
+	resignAt time.Time // when the signatures are renewed
 }
 
 // SetLocal publishes this node's record: it replaces the previous one everywhere. r is copied and normalized;
 // Node, when set, must be this node's name. An invalid or oversized record is refused and the previous one stays.
-// SetLocal may be called before Run (the record is published on joining) and at any time after.
+// Only the claims this node can prove now are published (see publish); the others follow when their
+// certificates arrive (call Resign). SetLocal may be called before Run (the record is published on joining) and
+// at any time after.
 func (d *Discovery) SetLocal(r Record) error {
 	if r.Node != "" && r.Node != d.name {
 		return fmt.Errorf("gossip: a record for node %q, this node is %q", r.Node, d.name)
 	}
-	rec := normalize(r)
-	rec.Node = d.name
-	rec.Address = d.LocalAddr()
-	if rec.AgentVersion == "" {
-		rec.AgentVersion = d.opts.AgentVersion
+	want := normalize(r)
+	want.Node = d.name
+	want.Address = d.LocalAddr()
+	if want.AgentVersion == "" {
+		want.AgentVersion = d.opts.AgentVersion
 	}
-	if err := validateRecord(rec); err != nil {
+	if err := validateRecord(want); err != nil {
 		return fmt.Errorf("gossip: local record: %w", err)
 	}
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	d.want = want
+	return d.publish(false)
+}
+
+// Resign publishes this node's record again when the certificates that sign it changed (a rotation, or one
+// that arrived): call it when the identities change.
+func (d *Discovery) Resign() error {
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	return d.publish(false)
+}
+
+// resignIfDue renews the signatures of this node's record before they expire.
+func (d *Discovery) resignIfDue(now time.Time) {
+	d.mu.Lock()
+	due := d.local != nil && !now.Before(d.local.resignAt)
+	d.mu.Unlock()
+	if !due {
+		return
+	}
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	if err := d.publish(true); err != nil {
+		d.log.Error("gossip: renewing this node's signatures", "err", err)
+	}
+}
+
+// publish signs the wanted record with the certificates held now and publishes it, unless it is the one
+// published already and its signatures are not due. Callers hold pubMu.
+func (d *Discovery) publish(force bool) error {
+	if d.want == nil {
+		return nil
+	}
+	rec, svids := d.provable(d.want)
 	rec.Version = 0
 	content := encodeRecord(rec)
-
+	for _, s := range svids {
+		content = append(content, s.Certificates[0].SerialNumber.Bytes()...)
+	}
+	now := time.Now()
 	d.mu.Lock()
-	if d.local != nil && bytes.Equal(d.local.content, content) {
+	if !force && d.local != nil && bytes.Equal(d.local.content, content) && now.Before(d.local.resignAt) {
 		d.mu.Unlock()
 		return nil
 	}
-	rec.Version = max(uint64(time.Now().UnixNano()), d.lastVersion()+1)
-	raw := encodeRecord(rec)
-	if len(raw) > MaxRecordBytes {
-		d.mu.Unlock()
-		return fmt.Errorf("gossip: local record is %d bytes encoded, the limit is %d (%d workloads, %d services)",
-			len(raw), MaxRecordBytes, len(rec.Workloads), len(rec.Services))
+	rec.Version = max(uint64(now.UnixNano()), d.lastVersion()+1)
+	d.mu.Unlock()
+	raw, expires, err := signRecord(encodeRecord(rec), svids, now)
+	if err != nil {
+		return fmt.Errorf("gossip: local record: %w", err)
 	}
-	d.local = &localRecord{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), content: content}
+	if len(raw) > MaxRecordBytes {
+		return fmt.Errorf("gossip: local record is %d bytes encoded, the limit is %d (%d workloads, %d services, %d proofs)",
+			len(raw), MaxRecordBytes, len(rec.Workloads), len(rec.Services), len(svids))
+	}
+	d.mu.Lock()
+	d.local = &localRecord{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), content: content,
+		resignAt: now.Add(min(resignAfter, expires.Sub(now)/2))}
 	d.mu.Unlock()
 
 	if msg := encodeMessage(kindBroadcast, raw); len(msg) <= maxBroadcastBytes {
@@ -67,12 +116,62 @@ func (d *Discovery) SetLocal(r Record) error {
 	default:
 	}
 	level := slog.LevelInfo
-	if !rec.Address.IsValid() {
-		level = slog.LevelDebug // before Run; published with the gossip address once it is bound
+	if !rec.Address.IsValid() || force {
+		level = slog.LevelDebug // before Run (published with the gossip address once it is bound), or a renewal
 	}
 	d.log.Log(context.Background(), level, "gossip: publishing this node's record", "version", rec.Version,
-		"bytes", len(raw), "workloads", len(rec.Workloads), "services", len(rec.Services), "waypoint", rec.Waypoint != nil)
+		"bytes", len(raw), "workloads", len(rec.Workloads), "services", len(rec.Services), "waypoint", rec.Waypoint != nil,
+		"proofs", len(svids))
 	return nil
+}
+
+// provable is the part of want this node can prove now, and the SVIDs that prove it: the workloads and the
+// waypoint whose identity it holds a certificate for (whose IP SANs, when it has any, name their addresses),
+// and the services still backed by one of them. What it leaves out is logged.
+func (d *Discovery) provable(want *Record) (*Record, []*x509svid.SVID) {
+	rec := *want
+	rec.Workloads, rec.Services, rec.Waypoint, rec.Proofs = nil, nil, nil, nil
+	var svids []*x509svid.SVID
+	prove := func(what, td, ns, sa string, addrs []netip.Addr) bool {
+		id, err := identityOf(td, ns, sa)
+		if err != nil {
+			return false
+		}
+		s, ok := d.opts.Trust.SVID(id)
+		if !ok {
+			d.warn.logf(warnLevel, "unproven:"+what, "gossip: not publishing a claim this node holds no certificate for (yet)",
+				"claim", what, "identity", id)
+			return false
+		}
+		if sans := ipSANs(s.Certificates[0]); len(sans) > 0 && !(proven{ids: map[spiffeid.ID][]netip.Addr{id: sans}}).addressesProven(id, addrs) {
+			d.warn.logf(slog.LevelError, "sans:"+what, "gossip: not publishing a claim of addresses its certificate does not name",
+				"claim", what, "addresses", addrs, "ip_sans", sans)
+			return false
+		}
+		if !slices.ContainsFunc(svids, func(x *x509svid.SVID) bool { return x.ID == id }) {
+			svids = append(svids, s)
+		}
+		return true
+	}
+	kept := map[string]bool{}
+	for _, w := range want.Workloads {
+		key := w.Namespace + "/" + w.Name
+		if prove("workload "+key, w.TrustDomain, w.Namespace, w.ServiceAccount, w.Addresses) {
+			rec.Workloads = append(rec.Workloads, w)
+			kept[key] = true
+		}
+	}
+	for _, s := range want.Services {
+		c := s
+		c.Workloads = slices.DeleteFunc(slices.Clone(s.Workloads), func(w string) bool { return !kept[w] })
+		if len(c.Workloads) > 0 {
+			rec.Services = append(rec.Services, c)
+		}
+	}
+	if w := want.Waypoint; w != nil && prove("waypoint", w.TrustDomain, w.Namespace, w.ServiceAccount, w.Addresses) {
+		rec.Waypoint = w
+	}
+	return &rec, svids
 }
 
 // addressKnown puts the gossip address, known once the port is bound, into a record published before Run.
@@ -83,7 +182,14 @@ func (d *Discovery) addressKnown() error {
 	if l == nil || l.rec.Address == d.LocalAddr() {
 		return nil
 	}
-	return d.SetLocal(*l.rec)
+	d.pubMu.Lock()
+	defer d.pubMu.Unlock()
+	if d.want != nil {
+		w := *d.want
+		w.Address = d.LocalAddr()
+		d.want = &w
+	}
+	return d.publish(false)
 }
 
 // Local returns this node's published record, if any. It is shared: do not modify it.

@@ -35,8 +35,10 @@ type Options struct {
 	GracePeriod time.Duration
 	// AgentVersion goes into this node's record when SetLocal's record has none.
 	AgentVersion string
-	Logger       *slog.Logger
-	Tuning       Tuning
+	// Trust signs this node's claims and checks the peers' (proof.go). Required.
+	Trust  Trust
+	Logger *slog.Logger
+	Tuning Tuning
 }
 
 // Tuning holds the protocol timings. Zero fields take the production defaults; tests shorten them.
@@ -91,6 +93,9 @@ func (o *Options) validate() ([][]byte, error) {
 	}
 	if !o.Advertise.IsValid() && o.Bind.Addr().IsUnspecified() && o.Bind.Addr().Is6() {
 		return nil, fmt.Errorf("gossip: bind %s needs an advertise address", o.Bind)
+	}
+	if o.Trust.Bundles == nil || o.Trust.SVID == nil {
+		return nil, errors.New("gossip: no trust: records cannot be signed or checked")
 	}
 	if o.GracePeriod < 0 {
 		return nil, fmt.Errorf("gossip: negative grace period %s", o.GracePeriod)

@@ -85,7 +85,7 @@ func TestRecordOfUnknownNodeJoinsIt(t *testing.T) {
 		t.Fatalf("b's record carries address %s, b is at %s", bRec.Address, b.d.LocalAddr())
 	}
 	holdsFor(t, time.Second, "two separate pools", func() bool { return len(a.d.Members()) == 1 })
-	a.d.receive(encodeMessage(kindBroadcast, encodeRecord(&bRec))) // as if relayed by a third node
+	a.d.receive(encodeMessage(kindBroadcast, signed(t, &bRec))) // as if relayed by a third node
 	waitFor(t, 20*time.Second, "a joins b", func() bool {
 		return a.hasWorkload("b/default/w0") && b.hasWorkload("a/default/w0")
 	})

@@ -143,7 +143,22 @@ func (d *Discovery) offer(b []byte, relay bool) {
 		d.dropped(err, "", "record")
 		return
 	}
-	h := newHeld(rec, raw, relay)
+	d.mu.Lock()
+	known := d.table.known(rec.Node, advertOf(raw, rec.Version).digest)
+	d.mu.Unlock()
+	if known { // push/pull brings every record again: verified once is enough
+		return
+	}
+	p, err := verifyProofs(rec, raw[:rec.signedLen], &d.opts.Trust, time.Now())
+	if err != nil {
+		d.dropped(err, rec.Node, "record")
+		return
+	}
+	if !p.signed {
+		d.warn.logf(warnLevel, "unsigned:"+rec.Node, "gossip: using a record that proves nothing ([gossip] accept_unsigned); its claims lose every contest",
+			"node", rec.Node)
+	}
+	h := newHeld(rec, raw, relay, p)
 	d.mu.Lock()
 	gen := d.table.gen
 	out, err := d.table.offer(h, time.Now())
@@ -162,6 +177,37 @@ func (d *Discovery) offer(b []byte, relay bool) {
 			d.hint(rec.Address)
 		}
 	}
+	if changed {
+		d.notify()
+	}
+}
+
+// Reverify checks the records in use against the trust bundles again (call it when they change): a record whose
+// proofs no longer verify, a root removed from the bundle say, stops counting at once.
+func (d *Discovery) Reverify() {
+	d.mu.Lock()
+	current := d.table.current()
+	d.mu.Unlock()
+	now := time.Now()
+	var failed []*held
+	for _, h := range current {
+		if _, err := verifyProofs(h.rec, h.raw[:h.rec.signedLen], &d.opts.Trust, now); err != nil {
+			d.dropped(err, h.rec.Node, "record in use")
+			failed = append(failed, h)
+		}
+	}
+	if len(failed) == 0 {
+		return
+	}
+	d.mu.Lock()
+	gen := d.table.gen
+	for _, h := range failed {
+		if p := d.table.peers[h.rec.Node]; p != nil && p.current == h {
+			d.table.setCurrent(p, nil)
+		}
+	}
+	changed := gen != d.table.gen
+	d.mu.Unlock()
 	if changed {
 		d.notify()
 	}

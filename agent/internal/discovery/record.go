@@ -26,6 +26,10 @@ type Record struct {
 	Workloads []*state.Workload `json:"workloads,omitempty"`
 	Services  []Service         `json:"services,omitempty"`
 	Waypoint  *Waypoint         `json:"waypoint,omitempty"`
+	// Proofs sign the record, one per identity it claims (proof.go); SetLocal makes them.
+	Proofs []Proof `json:"-"`
+	// signedLen is how many bytes of the received encoding the proofs sign.
+	signedLen int
 }
 
 // Service is a service that workloads of the publishing node back. The mesh-wide service is the union over the
@@ -41,6 +45,8 @@ type Service struct {
 	Workloads []string `json:"workloads"`
 	// UseWaypoint is "", "none", "name" or "namespace/name".
 	UseWaypoint string `json:"useWaypoint,omitempty"`
+	// ServiceAccounts widens who may back the service beyond the backing workloads' service accounts.
+	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
 }
 
 // ServicePort maps a service port to the port the backing workloads listen on.
@@ -65,8 +71,9 @@ type Waypoint struct {
 	ForServiceAccount string `json:"forServiceAccount,omitempty"`
 }
 
-// remoteWorkloads derives the state workloads of a record received from another node.
-func remoteWorkloads(r *Record) []*state.Workload {
+// remoteWorkloads derives the state workloads of a record received from another node, with what its proofs
+// establish.
+func remoteWorkloads(r *Record, p proven) []*state.Workload {
 	out := make([]*state.Workload, 0, len(r.Workloads))
 	for _, w := range r.Workloads {
 		c := *w
@@ -77,6 +84,8 @@ func remoteWorkloads(r *Record) []*state.Workload {
 			c.Capacity = 1
 		}
 		c.Primary = false
+		c.Origin = p.origin()
+		c.AddressProven = p.signed && p.claimProven(w.TrustDomain, w.Namespace, w.ServiceAccount, w.Addresses)
 		out = append(out, &c)
 	}
 	state.MarkPrimaries(out)
@@ -84,11 +93,11 @@ func remoteWorkloads(r *Record) []*state.Workload {
 }
 
 // remoteServices derives the service declarations of a record received from another node.
-func remoteServices(r *Record) []state.ServiceDecl {
+func remoteServices(r *Record, p proven) []state.ServiceDecl {
 	out := make([]state.ServiceDecl, 0, len(r.Services))
 	for _, s := range r.Services {
 		d := state.ServiceDecl{Node: r.Node, Name: s.Name, Namespace: s.Namespace, Hostname: s.Hostname,
-			VIPs: s.Addresses, UseWaypoint: s.UseWaypoint}
+			VIPs: s.Addresses, UseWaypoint: s.UseWaypoint, ServiceAccounts: s.ServiceAccounts, Origin: p.origin()}
 		for _, p := range s.Ports {
 			target := p.TargetPort
 			if target == 0 {
@@ -105,7 +114,7 @@ func remoteServices(r *Record) []state.ServiceDecl {
 }
 
 // remoteWaypoint derives the waypoint instance of a record received from another node.
-func remoteWaypoint(r *Record) *state.Waypoint {
+func remoteWaypoint(r *Record, p proven) *state.Waypoint {
 	if r.Waypoint == nil {
 		return nil
 	}
@@ -115,14 +124,16 @@ func remoteWaypoint(r *Record) *state.Waypoint {
 		name = "waypoint"
 	}
 	return &state.Waypoint{Name: name, Namespace: w.Namespace, ServiceAccount: w.ServiceAccount, TrustDomain: w.TrustDomain,
-		ForServiceAccount: w.ForServiceAccount, Addresses: w.Addresses, Node: r.Node}
+		ForServiceAccount: w.ForServiceAccount, Addresses: w.Addresses, Node: r.Node, Origin: p.origin(),
+		AddressProven: p.signed && p.claimProven(w.TrustDomain, w.Namespace, w.ServiceAccount, w.Addresses)}
 }
 
 // LocalServices converts the services of this node's record into the form Record carries.
 func LocalServices(decls []state.ServiceDecl) []Service {
 	out := make([]Service, 0, len(decls))
 	for _, d := range decls {
-		s := Service{Name: d.Name, Namespace: d.Namespace, Hostname: d.Hostname, Addresses: d.VIPs, UseWaypoint: d.UseWaypoint}
+		s := Service{Name: d.Name, Namespace: d.Namespace, Hostname: d.Hostname, Addresses: d.VIPs, UseWaypoint: d.UseWaypoint,
+			ServiceAccounts: d.ServiceAccounts}
 		for _, p := range d.Ports {
 			s.Ports = append(s.Ports, ServicePort{Port: p.Port, TargetPort: p.TargetPort, AppProtocol: p.AppProtocol})
 		}

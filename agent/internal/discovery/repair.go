@@ -34,6 +34,7 @@ func (d *Discovery) maintainLoop(ctx context.Context, ml *memberlist.Memberlist)
 		d.mu.Lock()
 		gen := d.table.gen
 		gone := d.table.expire(now)
+		unsigned := d.table.expireProofs(now)
 		want := d.table.wanted(now, delay, 2*delay)
 		var peer target
 		if len(want) > maxRequests {
@@ -45,6 +46,10 @@ func (d *Discovery) maintainLoop(ctx context.Context, ml *memberlist.Memberlist)
 		if len(gone) > 0 {
 			d.log.Info("gossip: dropped the records of nodes down for longer than the grace period", "nodes", gone)
 		}
+		if len(unsigned) > 0 {
+			d.log.Warn("gossip: dropped records whose signatures expired; their nodes stopped signing them", "nodes", unsigned)
+		}
+		d.resignIfDue(now)
 		if changed {
 			d.notify()
 		}

@@ -17,11 +17,17 @@ type held struct {
 	raw       []byte
 	advert    advert
 	workloads []*state.Workload
+	proof     proven
 	relay     bool // arrived as a gossip broadcast: pass it on once it is verified
 }
 
-func newHeld(rec *Record, raw []byte, relay bool) *held {
-	return &held{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), workloads: remoteWorkloads(rec), relay: relay}
+func newHeld(rec *Record, raw []byte, relay bool, p proven) *held {
+	return &held{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), workloads: remoteWorkloads(rec, p), proof: p, relay: relay}
+}
+
+// expiredProofs reports whether the record's signatures no longer count at now.
+func (h *held) expiredProofs(now time.Time) bool {
+	return h.proof.signed && !now.Before(h.proof.expires)
 }
 
 // memberStatus is what memberlist last told us about a node.
@@ -121,6 +127,29 @@ func (t *table) up(name string, addr netip.AddrPort, a advert, ok bool, now time
 		p.missing = now
 	}
 	return nil
+}
+
+// known reports whether node's current or pending record is the one with digest: it was verified already.
+func (t *table) known(node string, digest [32]byte) bool {
+	p := t.peers[node]
+	return p != nil && ((p.current != nil && p.current.advert.digest == digest) || (p.pending != nil && p.pending.advert.digest == digest))
+}
+
+// expireProofs stops using the records whose signatures expired (their publishers stopped signing them: gone,
+// or cut off for ProofLifetime) and returns their nodes. A re-signed record replaces them as any newer one does.
+func (t *table) expireProofs(now time.Time) []string {
+	var gone []string
+	for name, p := range t.peers {
+		if p.pending != nil && p.pending.expiredProofs(now) {
+			p.pending = nil
+		}
+		if p.current != nil && p.current.expiredProofs(now) {
+			t.setCurrent(p, nil)
+			gone = append(gone, name)
+		}
+	}
+	slices.Sort(gone)
+	return gone
 }
 
 // down records that a node failed or left. Its record stays in use for the grace period.

@@ -15,7 +15,7 @@ func rec(node string, version uint64, relay bool, ids ...int) *held {
 	for _, id := range ids {
 		r.Workloads = append(r.Workloads, testWorkload(id, 0))
 	}
-	return newHeld(r, encodeRecord(r), relay)
+	return newHeld(r, encodeRecord(r), relay, proven{signed: true, expires: time.Now().Add(time.Hour)})
 }
 
 var addrB = netip.MustParseAddrPort("10.9.0.2:7946")
@@ -170,7 +170,7 @@ func TestTableWanted(t *testing.T) {
 }
 
 func TestAnswerNamesRecords(t *testing.T) {
-	d, err := New(Options{NodeName: "a", Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{testKey}})
+	d, err := New(Options{NodeName: "a", Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{testKey}, Trust: testTrust()})
 	if err != nil {
 		t.Fatal(err)
 	}

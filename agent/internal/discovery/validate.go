@@ -33,11 +33,14 @@ func validateRecord(r *Record) error {
 	if len(r.AgentVersion) > maxAgentVersion || !printable(r.AgentVersion) {
 		return fmt.Errorf("agent version %q is not printable or too long", r.AgentVersion)
 	}
+	if len(r.Proofs) > maxProofs {
+		return fmt.Errorf("%d proofs, the limit is %d", len(r.Proofs), maxProofs)
+	}
 	if len(r.Workloads) > MaxWorkloads || len(r.Services) > MaxServices {
 		return fmt.Errorf("%d workloads and %d services, the limits are %d and %d",
 			len(r.Workloads), len(r.Services), MaxWorkloads, MaxServices)
 	}
-	names := make(map[string]bool, len(r.Workloads))
+	names := make(map[string]bool, len(r.Workloads)) // "namespace/name" of the record's workloads
 	owners := map[netip.Addr]*state.Workload{}
 	served := map[netip.AddrPort]string{}
 	for i, w := range r.Workloads {
@@ -106,6 +109,8 @@ func validateWorkload(w *state.Workload) error {
 		return fmt.Errorf("use_waypoint %q is not none, name or namespace/name", w.UseWaypoint)
 	case len(w.Ports) > maxPorts:
 		return fmt.Errorf("%d ports, the limit is %d", len(w.Ports), maxPorts)
+	case w.Capacity > config.MaxCapacity:
+		return fmt.Errorf("capacity %d, the limit is %d", w.Capacity, config.MaxCapacity)
 	}
 	for i, p := range w.Ports {
 		if p == 0 || slices.Contains(w.Ports[:i], p) {
@@ -154,9 +159,20 @@ func validateService(s *Service, workloads map[string]bool) error {
 			return fmt.Errorf("port %d: app protocol %q is not printable or too long", p.Port, p.AppProtocol)
 		}
 	}
+	if len(s.Workloads) == 0 {
+		return fmt.Errorf("no backing workload: a record declares only services its own workloads back")
+	}
 	for _, w := range s.Workloads {
 		if !workloads[w] {
 			return fmt.Errorf("backing workload %q is not in the record", w)
+		}
+		if ns, _, _ := strings.Cut(w, "/"); ns != s.Namespace {
+			return fmt.Errorf("backing workload %q is not of namespace %q", w, s.Namespace)
+		}
+	}
+	for _, sa := range s.ServiceAccounts {
+		if !config.IsDNSSubdomain(sa) {
+			return fmt.Errorf("service account %q is not a DNS name", sa)
 		}
 	}
 	return nil

@@ -28,6 +28,12 @@ const (
 	reasonSelf         = "self"                 // claims to be this node's record
 )
 
+// IsRejection reports whether a drop reason is input refused as wrong or hostile, not a race of normal
+// operation (a late relay, a record of a node not known yet, this node's own).
+func IsRejection(reason string) bool {
+	return reason != reasonStale && reason != reasonUnknownNode && reason != reasonSelf
+}
+
 // dropError says why input was dropped; reason is one of the reason constants.
 type dropError struct {
 	reason string

@@ -3,6 +3,7 @@ package proxy
 import (
 	"log/slog"
 	"net"
+	"net/netip"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -38,6 +39,10 @@ type Deps struct {
 	// recognised by its processes (user, group or unit): its identity is never
 	// the fallback of an unrecognised process (nil: none is).
 	Recognised func(uid string) bool
+	// HostAddrs returns this host's own addresses: the waypoint role never
+	// forwards to one of them but for a local workload's (nil: unknown, not
+	// checked; the waypoint's own addresses are refused anyway).
+	HostAddrs func() []netip.Addr
 }
 
 // warn logs a per-connection warning, at most once per second per key.

@@ -155,7 +155,12 @@ type RouteError struct{ Route Route }
 func (e *RouteError) Error() string { return "dropped: " + e.Route.Reason }
 
 // ResponseFlag marks a dropped connection as having no route.
-func (e *RouteError) ResponseFlag() string { return telemetry.FlagNoRoute }
+func (e *RouteError) ResponseFlag() string {
+	if e.Route.Flag != "" {
+		return e.Route.Flag
+	}
+	return telemetry.FlagNoRoute
+}
 
 func responseFlag(err error, def string) string {
 	var fe FlagError

@@ -8,6 +8,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
 
 // RouteKind is what the outbound proxy does with a captured connection.
@@ -48,6 +49,8 @@ type Route struct {
 	// ServerName is the SNI that selects Dest on its node (workloads sharing an address), for RouteHBONE.
 	ServerName string
 	Reason     string // why, for drops and logs
+	// Flag is the response flag of a drop, when it is not telemetry.FlagNoRoute.
+	Flag string
 }
 
 // HBONEPort is where peers accept HBONE.
@@ -107,6 +110,10 @@ func decideOutbound(snap *state.Snapshot, from *state.Workload, src, dst netip.A
 	}
 	w, known := snap.WorkloadFor(dst)
 	if !known {
+		if snap.Contested(dstIP) { // never in plaintext to an address the mesh claims
+			return Route{Kind: RouteDrop, Target: dst, Flag: telemetry.FlagContested,
+				Reason: "address contested: claimed by workloads none of which proves it or holds it (ambient-agent doctor)"}
+		}
 		return Route{Kind: RoutePassthrough, Target: dst}
 	}
 	return o.workload(dst, w)

@@ -65,22 +65,35 @@ func TestNoLocalIdentityNeverPlaintext(t *testing.T) {
 }
 
 // meshSnapshot: a local client, a service "reviews" with two remote endpoints
-// (r1 captured, r2 plain), and a namespace waypoint in "wp-ns".
+// (r1 captured, r2 plain), from this host's configuration. Waypoints are bound
+// by name: r1 names the last one given, and the service the first one that
+// serves a whole namespace.
 func meshSnapshot(waypoints ...*state.Waypoint) *state.Snapshot {
 	mk := func(uid, ns, sa string, local bool, tunnel state.TunnelProtocol, addr string) *state.Workload {
 		return &state.Workload{UID: uid, Name: uid, Namespace: ns, ServiceAccount: sa, TrustDomain: "cluster.local",
-			Addresses: []netip.Addr{netip.MustParseAddr(addr)}, Tunnel: tunnel, Local: local, Healthy: true, Capacity: 1}
+			Addresses: []netip.Addr{netip.MustParseAddr(addr)}, Tunnel: tunnel, Local: local, Healthy: true, Capacity: 1,
+			Origin: state.OriginConfig}
+	}
+	r1 := mk("r1", "default", "reviews", false, state.TunnelHBONE, "10.0.0.11")
+	svc := state.ServiceDecl{Node: "n", Name: "reviews", Namespace: "default", Hostname: "reviews.default.svc.cluster.local",
+		VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")}, Ports: []state.ServicePort{{Port: 9080, TargetPort: 8080}},
+		Workloads: []string{"r1", "r2"}, Origin: state.OriginConfig}
+	if len(waypoints) > 0 {
+		r1.UseWaypoint = waypoints[len(waypoints)-1].Name
+	}
+	for _, wp := range waypoints {
+		if wp.ForServiceAccount == "" && svc.UseWaypoint == "" {
+			svc.UseWaypoint = wp.Name
+		}
 	}
 	return state.Build(1, state.Input{
 		Workloads: []*state.Workload{
 			mk("client", "default", "client", true, state.TunnelHBONE, "10.0.0.1"),
-			mk("r1", "default", "reviews", false, state.TunnelHBONE, "10.0.0.11"),
+			r1,
 			mk("r2", "default", "reviews-plain", false, state.TunnelNone, "10.0.0.12"),
 			mk("other", "other", "o", false, state.TunnelHBONE, "10.0.0.13"),
 		},
-		Services: []state.ServiceDecl{{Node: "n", Name: "reviews", Namespace: "default", Hostname: "reviews.default.svc.cluster.local",
-			VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.1")}, Ports: []state.ServicePort{{Port: 9080, TargetPort: 8080}},
-			Workloads: []string{"r1", "r2"}}},
+		Services:  []state.ServiceDecl{svc},
 		Waypoints: waypoints,
 	})
 }
@@ -135,11 +148,11 @@ func TestWaypointRoutes(t *testing.T) {
 	if r := decide(snap, ap("10.0.0.1:5000"), ap("10.0.0.13:80"), first); r.Waypoint != nil {
 		t.Errorf("a workload of another namespace used this waypoint: %+v", r)
 	}
-	// A service-account waypoint takes over for its account's workloads.
+	// A workload that names a service-account waypoint goes there.
 	sa := wp("sa-wp", "reviews", "10.0.0.51")
 	snap = meshSnapshot(ns, sa)
 	if r := decide(snap, ap("10.0.0.1:5000"), ap("10.0.0.11:8080"), first); r.Waypoint != sa {
-		t.Errorf("service-account waypoint must win: %+v", r.Waypoint)
+		t.Errorf("the waypoint the workload names: %+v", r.Waypoint)
 	}
 }
 
@@ -197,5 +210,24 @@ func TestUnrecognisedProcessSkipsRecognisedWorkloads(t *testing.T) {
 		ap("10.0.0.1:5000"), ap("10.0.0.9:8080"))
 	if r.Kind != RouteDrop {
 		t.Errorf("no identity left for an HBONE destination: route %s, want drop", r.Kind)
+	}
+}
+
+// An address two gossip claims contest, none proven or established, is
+// dropped with CONTESTED: never passed through in plaintext.
+func TestContestedAddressIsDropped(t *testing.T) {
+	claim := func(node string) *state.Workload {
+		return &state.Workload{UID: node + "/default/w", Name: "w", Namespace: "default", ServiceAccount: node, TrustDomain: "cluster.local",
+			Node: node, Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.9")}, Tunnel: state.TunnelHBONE, Origin: state.OriginGossip}
+	}
+	client := &state.Workload{UID: "me/default/c", Name: "c", Namespace: "default", ServiceAccount: "c", TrustDomain: "cluster.local",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Tunnel: state.TunnelHBONE, Local: true, Origin: state.OriginConfig}
+	snap := state.Build(1, state.Input{Workloads: []*state.Workload{client, claim("0"), claim("victim")}})
+	r := DecideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.9:80"))
+	if r.Kind != RouteDrop || r.Flag != "CONTESTED" {
+		t.Errorf("contested address: %+v, want a CONTESTED drop", r)
+	}
+	if f := (&RouteError{Route: r}).ResponseFlag(); f != "CONTESTED" {
+		t.Errorf("response flag %q", f)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -19,7 +20,9 @@ import (
 // manages. They are authorized with the caller's identity against the
 // policies attached to the waypoint or the service, then forwarded to the
 // workload, or to one endpoint of the service, with the waypoint's identity.
-// Anything the waypoint does not manage is refused: never an open proxy.
+// Anything the waypoint does not manage is refused, and it forwards only over
+// HBONE to captured workloads of its scope at addresses that can be theirs
+// (upstreamRefusal): never an open proxy, whatever gossip declares.
 
 // waypointTarget is what one waypoint tunnel is for.
 type waypointTarget struct {
@@ -100,10 +103,14 @@ func refuseAt(flag hbone.Flag, err error) hbone.Decision {
 }
 
 // managedTarget resolves a target the waypoint manages: a VIP of a service
-// whose waypoint it is or that has an endpoint it serves, or the address of a
-// workload it serves.
+// of its namespace whose waypoint it is, or that has an endpoint it serves,
+// or the address of a workload it serves. What it serves is in its scope
+// (inScope) whatever a use_waypoint names.
 func managedTarget(snap *state.Snapshot, wp *state.Waypoint, target netip.AddrPort) (waypointTarget, error) {
 	if svc, ok := snap.ServiceByVIP(target.Addr()); ok {
+		if isWaypoint(snap.ServiceWaypoint(svc), wp) && svc.Namespace != wp.Namespace {
+			return waypointTarget{}, fmt.Errorf("service %s names waypoint %s of another namespace", svc.Key(), wp.Key())
+		}
 		pick := managedPart(snap, wp, svc)
 		if pick == nil {
 			return waypointTarget{}, fmt.Errorf("service %s is not managed by waypoint %s", svc.Hostname, wp.Key())
@@ -113,7 +120,7 @@ func managedTarget(snap *state.Snapshot, wp *state.Waypoint, target netip.AddrPo
 		}
 		return waypointTarget{wp: wp, svc: svc, pick: pick}, nil
 	}
-	if w, ok := snap.WorkloadFor(target); ok && isWaypoint(snap.WaypointOf(w), wp) { // by port on a shared address
+	if w, ok := snap.WorkloadFor(target); ok && serves(snap, wp, w) { // by port on a shared address
 		return waypointTarget{wp: wp, dst: w}, nil
 	}
 	return waypointTarget{}, fmt.Errorf("target %s is not a service or workload managed by waypoint %s", target, wp.Key())
@@ -129,7 +136,7 @@ func managedPart(snap *state.Snapshot, wp *state.Waypoint, svc *state.Service) *
 	}
 	var mine []*state.Endpoint
 	for _, e := range svc.Endpoints {
-		if isWaypoint(snap.WaypointOf(e.Workload), wp) {
+		if serves(snap, wp, e.Workload) {
 			mine = append(mine, e)
 		}
 	}
@@ -139,6 +146,23 @@ func managedPart(snap *state.Snapshot, wp *state.Waypoint, svc *state.Service) *
 	part := *svc
 	part.Endpoints = mine
 	return &part
+}
+
+// serves reports whether wp is the waypoint of workload w and w is in its scope.
+func serves(snap *state.Snapshot, wp *state.Waypoint, w *state.Workload) bool {
+	return isWaypoint(snap.WaypointOf(w), wp) && inScope(wp, w)
+}
+
+// inScope reports whether w is in the waypoint's scope: its namespace and,
+// for a service-account waypoint, that account; or a workload of another
+// namespace whose own declaration names the waypoint explicitly
+// ("namespace/name", as docs/kubernetes.md's shared waypoint). A service
+// never widens it: its endpoints are of its namespace.
+func inScope(wp *state.Waypoint, w *state.Workload) bool {
+	if w.UseWaypoint == wp.Key() {
+		return true
+	}
+	return w.Namespace == wp.Namespace && (wp.ForServiceAccount == "" || w.ServiceAccount == wp.ForServiceAccount)
 }
 
 // isWaypoint reports whether wp is one of the instances.
@@ -167,20 +191,18 @@ func (wt waypointTarget) policyTarget() policy.WaypointTarget {
 }
 
 // forward connects the waypoint to the workload target, or to an endpoint of
-// the service target, over HBONE when it is captured, presenting the
-// waypoint's identity. It returns the workload it reached.
+// the service target, over HBONE, presenting the waypoint's identity. It
+// returns the workload it reached. It never dials in plaintext: what it
+// forwards to passes upstreamRefusal, or the tunnel fails with the reason.
 func (h *InboundHBONE) forward(ctx context.Context, snap *state.Snapshot, wt waypointTarget, t, client netip.AddrPort) (net.Conn, *state.Workload, error) {
 	w, upstream := wt.dst, t
 	if wt.svc != nil {
-		e, port, ok := state.PickEndpoint(wt.pick, t.Port(), nil)
-		if !ok {
-			return nil, nil, fmt.Errorf("service %s has no healthy endpoint for port %d", wt.svc.Hostname, t.Port())
+		var err error
+		if w, upstream, err = h.pickEndpoint(snap, wt, t); err != nil {
+			return nil, nil, err
 		}
-		w, upstream = e.Workload, netip.AddrPortFrom(sameFamily(e.Workload.Addresses, t.Addr()), port)
-	}
-	if w.Tunnel != state.TunnelHBONE {
-		up, err := h.d.Dialer.DialContext(ctx, "tcp", upstream.String())
-		return up, w, err
+	} else if err := h.upstreamRefusal(snap, wt.wp, w, upstream); err != nil {
+		return nil, w, fmt.Errorf("waypoint: target %s (workload %s) %w", upstream, w.UID, err)
 	}
 	source, err := wt.wp.Identity()
 	if err != nil {
@@ -193,4 +215,109 @@ func (h *InboundHBONE) forward(ctx context.Context, snap *state.Snapshot, wt way
 	up, err := h.d.Tunnels.DialTunnel(ctx, Tunnel{Source: source, Expected: []spiffeid.ID{expected},
 		Gateway: netip.AddrPortFrom(upstream.Addr(), HBONEPort), Target: upstream, Client: client, ServerName: w.ServerName()})
 	return up, w, err
+}
+
+// pickEndpoint chooses the endpoint of the service target that port t.Port()
+// goes to, and where it serves it. It draws only among the endpoints the
+// waypoint may forward to, so that one it must refuse never wins the draw; a
+// service with no other is refused with the first reason.
+func (h *InboundHBONE) pickEndpoint(snap *state.Snapshot, wt waypointTarget, t netip.AddrPort) (*state.Workload, netip.AddrPort, error) {
+	var allowed []*state.Endpoint
+	var refused error
+	n := 0
+	for _, e := range wt.pick.Endpoints {
+		port, ok := e.TargetPort(t.Port())
+		if !ok {
+			continue
+		}
+		up := netip.AddrPortFrom(sameFamily(e.Workload.Addresses, t.Addr()), port)
+		if err := h.upstreamRefusal(snap, wt.wp, e.Workload, up); err != nil {
+			if n++; refused == nil {
+				refused = fmt.Errorf("waypoint: endpoint %s of service %s %w", up, wt.svc.Key(), err)
+			}
+			continue
+		}
+		allowed = append(allowed, e)
+	}
+	if len(allowed) == 0 && refused != nil {
+		if n > 1 {
+			refused = fmt.Errorf("%w (and %d more endpoints refused)", refused, n-1)
+		}
+		return nil, netip.AddrPort{}, refused
+	}
+	part := *wt.pick
+	part.Endpoints = allowed
+	e, port, ok := state.PickEndpoint(&part, t.Port(), nil)
+	if !ok {
+		return nil, netip.AddrPort{}, fmt.Errorf("service %s has no healthy endpoint for port %d", wt.svc.Hostname, t.Port())
+	}
+	return e.Workload, netip.AddrPortFrom(sameFamily(e.Workload.Addresses, t.Addr()), port), nil
+}
+
+// upstreamRefusal says why the waypoint wp must not forward to workload w at
+// upstream, nil when it may. Gossip declares addresses, ports and tunnels, so
+// none of them is taken on trust: the waypoint reaches only captured
+// workloads of its scope (over HBONE: the upstream must prove the workload's
+// identity), never on one of the agent's own ports, never at an address that
+// is not a remote workload's (loopback, link-local and the cloud's metadata
+// service, multicast), nor at one of this host's own unless the workload runs
+// here.
+func (h *InboundHBONE) upstreamRefusal(snap *state.Snapshot, wp *state.Waypoint, w *state.Workload, upstream netip.AddrPort) error {
+	a := upstream.Addr().Unmap()
+	if w.Tunnel != state.TunnelHBONE {
+		return errors.New("is not a captured workload (plaintext refused)")
+	}
+	if !inScope(wp, w) {
+		return fmt.Errorf("is workload %s of namespace %s, outside the scope of waypoint %s", w.UID, w.Namespace, wp.Key())
+	}
+	if IllegalPort(upstream.Port()) {
+		return fmt.Errorf("is on port %d, one of the agent's own", upstream.Port())
+	}
+	if what := unreachable(a); what != "" {
+		return fmt.Errorf("is %s", what)
+	}
+	if other, ok := snap.WaypointByAddr(a); ok && other.Local {
+		return fmt.Errorf("is an address of waypoint %s on this host", other.Key())
+	}
+	if !w.Local && h.hostAddr(a) {
+		return fmt.Errorf("is an address of this host, and workload %s does not run here", w.UID)
+	}
+	return nil
+}
+
+// nat64 is the well-known NAT64 prefix: its addresses carry an IPv4 address,
+// which is what they reach.
+var nat64 = netip.MustParsePrefix("64:ff9b::/96")
+
+// unreachable says what a is when it is never a remote workload's address
+// ("a loopback address", ...), "" when it may be one.
+func unreachable(a netip.Addr) string {
+	if nat64.Contains(a) {
+		b := a.As16()
+		a = netip.AddrFrom4([4]byte(b[12:]))
+	}
+	switch {
+	case !a.IsValid():
+		return "no address"
+	case state.IsMetadata(a):
+		return "the cloud metadata address"
+	case a.IsLoopback():
+		return "a loopback address"
+	case a.IsUnspecified(), a.Is4() && a.As4()[0] == 0: // 0.0.0.0/8, "this network"; 0.0.0.0 reaches this host
+		return "an unspecified address"
+	case a.IsLinkLocalUnicast():
+		return "a link-local address"
+	case a.IsMulticast():
+		return "a multicast address"
+	}
+	return ""
+}
+
+// hostAddr reports whether a is one of this host's addresses; false when the
+// host's addresses are unknown (Deps.HostAddrs is nil).
+func (h *InboundHBONE) hostAddr(a netip.Addr) bool {
+	if h.d.HostAddrs == nil {
+		return false
+	}
+	return slices.ContainsFunc(h.d.HostAddrs(), func(b netip.Addr) bool { return b.Unmap() == a })
 }

@@ -39,7 +39,8 @@ func TestWaypointForwardsOnlyToWhatItManages(t *testing.T) {
 	sa.Local = true
 	mk := func(uid, sa string, healthy bool, addr string) *state.Workload {
 		return &state.Workload{UID: uid, Name: uid, Namespace: "default", ServiceAccount: sa, TrustDomain: "cluster.local",
-			Addresses: []netip.Addr{netip.MustParseAddr(addr)}, Tunnel: state.TunnelHBONE, Healthy: healthy, Capacity: 1}
+			Addresses: []netip.Addr{netip.MustParseAddr(addr)}, Tunnel: state.TunnelHBONE, Healthy: healthy, Capacity: 1,
+			UseWaypoint: map[string]string{"reviews": "sa-wp"}[sa]}
 	}
 	for _, managedHealthy := range []bool{false, true} {
 		snap := state.Build(1, state.Input{
@@ -49,7 +50,7 @@ func TestWaypointForwardsOnlyToWhatItManages(t *testing.T) {
 			},
 			Services: []state.ServiceDecl{{Node: "n", Name: "mixed", Namespace: "default", Hostname: "mixed.default.svc.cluster.local",
 				VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.7")}, Ports: []state.ServicePort{{Port: 80, TargetPort: 8080}},
-				Workloads: []string{"managed", "unmanaged"}}},
+				Workloads: []string{"managed", "unmanaged"}, Origin: state.OriginConfig}},
 			Waypoints: []*state.Waypoint{sa},
 		})
 		wt, err := managedTarget(snap, sa, ap("10.96.0.7:80"))
@@ -81,7 +82,7 @@ func TestWaypointTargetOnSharedAddress(t *testing.T) {
 	mk := func(name string, port uint16) *state.Workload {
 		return &state.Workload{UID: "h1/default/" + name, Name: name, Namespace: "default", ServiceAccount: name,
 			TrustDomain: "cluster.local", Node: "h1", Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.20")},
-			Ports: []uint16{port}, Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 1}
+			Ports: []uint16{port}, Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 1, UseWaypoint: name + "-wp"}
 	}
 	snap := state.Build(1, state.Input{
 		Workloads: []*state.Workload{mk("alice", 8080), mk("bob", 9090)},

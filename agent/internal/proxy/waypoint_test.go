@@ -25,7 +25,7 @@ func TestWaypointManagesOnlyItsScope(t *testing.T) {
 		{"10.0.0.12:8080", false, "an uncaptured workload (no waypoint)"},
 		{"10.0.0.13:80", false, "a workload of another namespace"},
 		{"10.0.0.99:80", false, "an unknown address"},
-		{"10.0.0.1:8080", true, "the client itself is in scope too"},
+		{"10.0.0.1:8080", false, "a workload of its namespace that names no waypoint"},
 	}
 	for _, tc := range cases {
 		wt, err := managedTarget(snap, ns, netip.MustParseAddrPort(tc.target))

@@ -44,6 +44,7 @@ func workload(cfg *config.Config, w config.Workload, node string, tunnel TunnelP
 		UseWaypoint:    w.UseWaypoint,
 		Ports:          w.Ports,
 		Local:          local,
+		Origin:         OriginConfig,
 	}
 }
 
@@ -64,7 +65,9 @@ func ServicesFromConfig(cfg *config.Config) []ServiceDecl {
 			Namespace:   s.Namespace,
 			Hostname:    s.Hostname,
 			VIPs:        s.VIPs,
-			UseWaypoint: s.UseWaypoint,
+			UseWaypoint:     s.UseWaypoint,
+			ServiceAccounts: s.ServiceAccounts,
+			Origin:          OriginConfig,
 		}
 		for _, p := range s.Ports {
 			d.Ports = append(d.Ports, ServicePort{Port: p.Port, TargetPort: p.TargetPort, AppProtocol: p.AppProtocol})
@@ -92,5 +95,6 @@ func WaypointsFromConfig(cfg *config.Config) []*Waypoint {
 		Addresses:         wp.Addresses,
 		Node:              cfg.Node.Name,
 		Local:             true,
+		Origin:            OriginConfig,
 	}}
 }

@@ -2,6 +2,7 @@ package state
 
 import (
 	"fmt"
+	"strings"
 	"net/netip"
 	"slices"
 
@@ -22,6 +23,10 @@ type Service struct {
 	Endpoints   []*Endpoint `json:"endpoints"`
 	// Nodes are the nodes that declare the service, the defining one first.
 	Nodes []string `json:"nodes"`
+	// ServiceAccounts are those whose workloads may back the service: the
+	// defining declarations' backing workloads' and explicit lists.
+	ServiceAccounts []string     `json:"serviceAccounts,omitempty"`
+	def             *ServiceDecl // the defining declaration
 }
 
 // ServicePort maps a service port to the port the endpoints listen on.
@@ -72,6 +77,10 @@ type ServiceDecl struct {
 	Ports       []ServicePort
 	Workloads   []string // UIDs of the backing workloads
 	UseWaypoint string
+	// ServiceAccounts widens who may back the service beyond the service
+	// accounts of Workloads ([[service]] service_accounts).
+	ServiceAccounts []string
+	Origin          Origin
 }
 
 // IstiodNode is the node of the declarations learned from istiod (xds
@@ -86,8 +95,9 @@ func (d *ServiceDecl) sameDefinition(o *ServiceDecl) bool {
 	return d.Hostname == o.Hostname && slices.Equal(d.VIPs, o.VIPs) && d.UseWaypoint == o.UseWaypoint
 }
 
-// ServiceConflict is a service two nodes declare differently, or a VIP two
-// services claim. The snapshot uses Winner's view, everywhere the same.
+// ServiceConflict is a declaration that was refused or did not count, or a
+// hostname or VIP that two services claim. Winner is the node or service whose
+// view the snapshot uses, "" when it uses no one's.
 type ServiceConflict struct {
 	Service string `json:"service"`
 	Winner  string `json:"winner"`
@@ -95,6 +105,25 @@ type ServiceConflict struct {
 	What    string `json:"what"`
 }
 
+// Reason is a short name of why, for metrics.
+func (c ServiceConflict) Reason() string {
+	if r, ok := declReasons[c.What]; ok {
+		return r
+	}
+	switch {
+	case strings.HasPrefix(c.What, "hostname"):
+		return "hostname_taken"
+	case strings.HasPrefix(c.What, "its allocated VIP"):
+		return "vip_moved"
+	case strings.HasPrefix(c.What, "VIP"):
+		return "vip_taken"
+	}
+	return "other"
+}
+
 func (c ServiceConflict) String() string {
+	if c.Winner == "" {
+		return fmt.Sprintf("service %s: %s (declared by %s)", c.Service, c.What, c.Loser)
+	}
 	return fmt.Sprintf("service %s: %s (using %s over %s)", c.Service, c.What, c.Winner, c.Loser)
 }

@@ -3,6 +3,7 @@ package state
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -11,66 +12,32 @@ import (
 
 func compareStrings(a, b string) int { return strings.Compare(a, b) }
 
-// buildServices merges the nodes' declarations into services, allocates the
-// VIPs not given explicitly, and indexes them. Everything here depends on the
-// declarations only (not on which node builds), so every agent agrees.
-func (s *Snapshot) buildServices(decls []ServiceDecl) {
-	sorted := make([]*ServiceDecl, len(decls))
-	for i := range decls {
-		sorted[i] = &decls[i]
-	}
-	slices.SortStableFunc(sorted, func(a, b *ServiceDecl) int {
-		// Of one service declared differently, a mesh node's definition wins over istiod's (rankOf).
-		return cmp.Or(strings.Compare(a.key(), b.key()), cmp.Compare(rankOf(a), rankOf(b)), strings.Compare(a.Node, b.Node))
-	})
+// buildServices merges the declarations into services (service_contest.go
+// says which count), allocates the VIPs not given explicitly, and indexes them.
+func (s *Snapshot) buildServices(decls []ServiceDecl, prev *Snapshot, lim Limits) {
 	s.byVIP = map[netip.Addr]*Service{}
 	s.byHostname = map[string]*Service{}
-	byKey := map[string]*Service{}
-	defs := map[string]*ServiceDecl{}
-	for _, d := range sorted {
-		svc, seen := byKey[d.key()]
-		if !seen {
-			svc = &Service{Name: d.Name, Namespace: d.Namespace, Hostname: d.Hostname, Addresses: slices.Clone(d.VIPs),
-				Ports: slices.Clone(d.Ports), UseWaypoint: d.UseWaypoint}
-			byKey[d.key()] = svc
-			defs[d.key()] = d
+	byKey := map[string][]*ServiceDecl{}
+	for i := range decls {
+		d := &decls[i]
+		if reason := s.refuseDecl(d, lim); reason != "" {
+			s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: d.key(), Loser: d.Node, What: reason})
+			continue
+		}
+		byKey[d.key()] = append(byKey[d.key()], d)
+	}
+	keys := slices.Sorted(maps.Keys(byKey))
+	ranks := map[*Service]int{}
+	for _, key := range keys {
+		if svc, rank := s.mergeService(byKey[key], prev); svc != nil {
 			s.services = append(s.services, svc)
-		} else if def := defs[d.key()]; !def.sameDefinition(d) {
-			s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: d.key(), Winner: def.Node, Loser: d.Node,
-				What: "declared with a different hostname, VIPs or waypoint"})
-		} else {
-			mergePorts(svc, d.Ports)
-		}
-		svc.Nodes = append(svc.Nodes, d.Node)
-		for _, uid := range d.Workloads {
-			if w, ok := s.byUID[uid]; ok {
-				svc.Endpoints = append(svc.Endpoints, &Endpoint{Workload: w, UID: uid, Ports: d.Ports})
-			}
+			ranks[svc] = rank
 		}
 	}
-	order := claimOrder(s.services, defs)
-	s.indexHostnames(order)
-	s.indexVIPs(order)
-}
-
-// claimOrder is the order in which services claim hostnames and VIPs: the
-// services the mesh's nodes define (this host's config, or a peer's through
-// gossip) before istiod's, then by key. It depends on the declarations alone,
-// so every agent agrees. Preferring this host's own declarations over its
-// peers' would not: each agent would keep its own service on a contested VIP.
-func claimOrder(services []*Service, defs map[string]*ServiceDecl) []*Service {
-	order := slices.Clone(services)
-	slices.SortStableFunc(order, func(a, b *Service) int {
-		return cmp.Compare(rankOf(defs[a.Key()]), rankOf(defs[b.Key()]))
-	})
-	return order
-}
-
-func rankOf(d *ServiceDecl) int {
-	if d.Node == IstiodNode {
-		return 1
-	}
-	return 0
+	order := slices.Clone(s.services)
+	slices.SortStableFunc(order, func(a, b *Service) int { return cmp.Compare(ranks[a], ranks[b]) })
+	s.indexHostnames(order, prev, ranks)
+	s.indexVIPs(order, prev, ranks)
 }
 
 // mergePorts adds ports a later node serves that the defining node does not.
@@ -82,38 +49,91 @@ func mergePorts(svc *Service, ports []ServicePort) {
 	}
 }
 
-// indexHostnames gives each hostname to the first service in order that has it.
-func (s *Snapshot) indexHostnames(order []*Service) {
+// indexHostnames gives each hostname to one service: the strongest origin,
+// then the one that held it, then (trusted origins only) the first in key
+// order. Gossip services of one rank that contest a hostname none held lose it
+// both: DNS does not answer it.
+func (s *Snapshot) indexHostnames(order []*Service, prev *Snapshot, ranks map[*Service]int) {
+	claims := map[string][]*Service{}
 	for _, svc := range order {
-		if prev, taken := s.byHostname[svc.Hostname]; taken {
-			s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: svc.Key(), Winner: prev.Key(), Loser: svc.Key(),
-				What: "hostname " + svc.Hostname + " is also another service's"})
-			continue
-		}
-		s.byHostname[svc.Hostname] = svc
+		claims[svc.Hostname] = append(claims[svc.Hostname], svc)
 	}
+	for _, svc := range order {
+		cs := claims[svc.Hostname]
+		if cs == nil {
+			continue // decided
+		}
+		delete(claims, svc.Hostname)
+		winner := pickService(cs, ranks, func(c *Service) bool { return prev.heldHostname(c.Hostname, c.Key()) })
+		for _, c := range cs {
+			switch {
+			case c == winner:
+				s.byHostname[c.Hostname] = c
+			case winner == nil:
+				s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: c.Key(), Loser: c.Key(),
+					What: "hostname " + c.Hostname + " is contested by services of one rank; answered for no one"})
+			default:
+				s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: c.Key(), Winner: winner.Key(), Loser: c.Key(),
+					What: "hostname " + c.Hostname + " is also another service's"})
+			}
+		}
+	}
+}
+
+// pickService chooses among services that claim one name or address: the
+// strongest rank; among several of it, the one that held the claim, else the
+// first for trusted origins; nil when gossip services contest it.
+func pickService(cs []*Service, ranks map[*Service]int, held func(*Service) bool) *Service {
+	best := cs[0] // cs are in rank order
+	var top []*Service
+	for _, c := range cs {
+		if ranks[c] == ranks[best] {
+			top = append(top, c)
+		}
+	}
+	if len(top) == 1 {
+		return best
+	}
+	for _, c := range top {
+		if held(c) {
+			return c
+		}
+	}
+	if ranks[best] <= rankIstiod {
+		return best
+	}
+	return nil
 }
 
 // indexVIPs indexes explicit VIPs first, then allocates the others, both in
 // claim order, probing past addresses already taken by a VIP or a workload.
-func (s *Snapshot) indexVIPs(order []*Service) {
+// An explicit VIP claimed by two services goes as hostnames do.
+func (s *Snapshot) indexVIPs(order []*Service, prev *Snapshot, ranks map[*Service]int) {
 	explicit := map[*Service]bool{}
+	claims := map[netip.Addr][]*Service{}
 	for _, svc := range order {
 		explicit[svc] = len(svc.Addresses) > 0
+		for _, a := range svc.Addresses {
+			claims[a] = append(claims[a], svc)
+		}
+	}
+	for _, svc := range order {
 		kept := svc.Addresses[:0]
 		for _, a := range svc.Addresses {
-			if prev, taken := s.vipHolder(a); taken {
-				s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: svc.Key(), Winner: prev, Loser: svc.Key(),
-					What: fmt.Sprintf("VIP %s is already %s's", a, prev)})
-				continue
+			if s.explicitVIP(a, svc, claims, prev, ranks) {
+				kept = append(kept, a)
 			}
-			s.byVIP[a] = svc
-			kept = append(kept, a)
 		}
 		svc.Addresses = kept
 	}
+	// Services that held an allocated VIP probe first, so a newcomer whose
+	// hostname hashes to the same slot cannot move it.
+	alloc := slices.Clone(order)
+	slices.SortStableFunc(alloc, func(a, b *Service) int {
+		return cmp.Compare(boolRank(!prev.heldAllocated(a)), boolRank(!prev.heldAllocated(b)))
+	})
 	al := allocator{taken: s.vipHolder}
-	for _, svc := range order {
+	for _, svc := range alloc {
 		if explicit[svc] { // explicit VIPs that all collided are not replaced silently
 			continue
 		}
@@ -134,6 +154,39 @@ func (s *Snapshot) indexVIPs(order []*Service) {
 			}
 		}
 	}
+}
+
+// explicitVIP decides whether svc gets its explicit VIP a, and reports it when not.
+func (s *Snapshot) explicitVIP(a netip.Addr, svc *Service, claims map[netip.Addr][]*Service, prev *Snapshot, ranks map[*Service]int) bool {
+	if w, ok := s.byAddr[a]; ok {
+		s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: svc.Key(), Winner: "workload " + w.UID, Loser: svc.Key(),
+			What: fmt.Sprintf("VIP %s is already workload %s's", a, w.UID)})
+		return false
+	}
+	if s.contested[a] {
+		s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: svc.Key(), Loser: svc.Key(),
+			What: fmt.Sprintf("VIP %s is a contested workload address", a)})
+		return false
+	}
+	winner := pickService(claims[a], ranks, func(c *Service) bool { return prev.heldVIP(a, c.Key()) })
+	if winner == svc {
+		s.byVIP[a] = svc
+		return true
+	}
+	what := fmt.Sprintf("VIP %s is contested by services of one rank; routed to no one", a)
+	w := ""
+	if winner != nil {
+		what, w = fmt.Sprintf("VIP %s is already service %s's", a, winner.Key()), "service "+winner.Key()
+	}
+	s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: svc.Key(), Winner: w, Loser: svc.Key(), What: what})
+	return false
+}
+
+func boolRank(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func (s *Snapshot) vipHolder(a netip.Addr) (string, bool) {

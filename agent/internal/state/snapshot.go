@@ -18,6 +18,7 @@ type Snapshot struct {
 	// byServerName finds local workloads by the SNI that selects them.
 	byServerName map[string]*Workload
 	conflicts    []Conflict
+	contested    map[netip.Addr]bool // addresses no claimant could be given
 
 	services     []*Service
 	byVIP        map[netip.Addr]*Service
@@ -32,18 +33,30 @@ type Input struct {
 	Workloads []*Workload
 	Services  []ServiceDecl
 	Waypoints []*Waypoint
+	// Previous is the snapshot in use, if any: its owners of addresses,
+	// services and waypoint names are the established ones, which a newcomer
+	// cannot displace (contest.go).
+	Previous *Snapshot
+	// Limits bound what gossip may declare.
+	Limits Limits
 }
 
-// Conflict records two workloads that claim one address; Winner is the one the
-// snapshot routes to (local first, then the smallest UID), everywhere the same.
+// Conflict records a workload that claims an address another one holds, or
+// that nobody could be given. Winner is the workload the snapshot routes the
+// address to, "" when it routes it to nobody (the address is contested).
 type Conflict struct {
 	Address netip.Addr `json:"address"`
 	Winner  string     `json:"winner"`
 	Loser   string     `json:"loser"`
+	// Reason is why the loser lost (a contest* constant).
+	Reason string `json:"reason"`
 }
 
 func (c Conflict) String() string {
-	return fmt.Sprintf("address %s claimed by %s and %s; using %s", c.Address, c.Winner, c.Loser, c.Winner)
+	if c.Winner == "" {
+		return fmt.Sprintf("address %s claimed by %s: %s; routed to no one", c.Address, c.Loser, c.Reason)
+	}
+	return fmt.Sprintf("address %s claimed by %s and %s: %s; using %s", c.Address, c.Winner, c.Loser, c.Reason, c.Winner)
 }
 
 // NewSnapshot indexes workloads alone. The workloads must not be changed afterwards.
@@ -54,13 +67,13 @@ func NewSnapshot(version uint64, workloads []*Workload) *Snapshot {
 // Build indexes in. Nothing in it may be changed afterwards.
 func Build(version uint64, in Input) *Snapshot {
 	s := &Snapshot{version: version}
-	s.indexWorkloads(in.Workloads)
-	s.wps = newWaypointIndex(in.Waypoints)
-	s.buildServices(in.Services)
+	s.indexWorkloads(in.Workloads, in.Previous)
+	s.wps = newWaypointIndex(in.Waypoints, in.Previous)
+	s.buildServices(in.Services, in.Previous, in.Limits)
 	return s
 }
 
-func (s *Snapshot) indexWorkloads(workloads []*Workload) {
+func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot) {
 	s.byAddr = make(map[netip.Addr]*Workload, len(workloads))
 	s.byUID = make(map[string]*Workload, len(workloads))
 	ws := slices.Clone(workloads)
@@ -86,24 +99,30 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload) {
 		}
 	}
 	for _, a := range addrs {
-		s.indexAddress(a, claims[a])
+		s.indexAddress(a, claims[a], prev)
 	}
 }
 
-// indexAddress decides who owns address a among the workloads that claim it
-// (in UID order): the first local one, else the first. Workloads sharing the
-// address with it hold it too; only holders index their ports, so a loser
-// cannot take a port of the address it lost. Every other claimant is a conflict.
-func (s *Snapshot) indexAddress(a netip.Addr, claimants []*Workload) {
-	winner := claimants[0]
-	if i := slices.IndexFunc(claimants, func(w *Workload) bool { return w.Local }); i >= 0 {
-		winner = claimants[i]
+// indexAddress decides who holds address a among the workloads that claim it
+// (in UID order; contest.go says how). Workloads sharing the address with the
+// winner hold it too; only holders index their ports, so a loser cannot take
+// a port of the address it lost. Every other claimant is a conflict. When no
+// one wins, the address is contested: routed to no one, never in plaintext.
+func (s *Snapshot) indexAddress(a netip.Addr, claimants []*Workload, prev *Snapshot) {
+	winner, losers := contestAddress(a, claimants, prev)
+	if winner == nil {
+		if s.contested == nil {
+			s.contested = map[netip.Addr]bool{}
+		}
+		s.contested[a] = true
+		for _, l := range losers {
+			s.conflicts = append(s.conflicts, Conflict{Address: a, Loser: l.w.UID, Reason: l.reason})
+		}
+		return
 	}
 	s.byAddr[a] = winner
-	var losers []*Workload
 	for _, w := range claimants {
 		if w != winner && !sharing(winner, w) {
-			losers = append(losers, w)
 			continue
 		}
 		if w.Primary && !s.byAddr[a].Primary { // the address's primary answers clients without SNI
@@ -113,8 +132,8 @@ func (s *Snapshot) indexAddress(a netip.Addr, claimants []*Workload) {
 			s.byAddrPort[netip.AddrPortFrom(a, p)] = w
 		}
 	}
-	for _, w := range losers {
-		s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: s.byAddr[a].UID, Loser: w.UID})
+	for _, l := range losers {
+		s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: s.byAddr[a].UID, Loser: l.w.UID, Reason: l.reason})
 	}
 }
 
@@ -147,6 +166,10 @@ func (s *Snapshot) Workloads() []*Workload { return s.workloads }
 
 // Conflicts returns the address conflicts found when the snapshot was built.
 func (s *Snapshot) Conflicts() []Conflict { return s.conflicts }
+
+// Contested reports whether address a is claimed by workloads none of which
+// could be given it: connections to it are refused, never sent in plaintext.
+func (s *Snapshot) Contested(a netip.Addr) bool { return s.contested[a.Unmap()] }
 
 // WorkloadByUID finds a workload by its UID.
 func (s *Snapshot) WorkloadByUID(uid string) (*Workload, bool) {

@@ -34,20 +34,77 @@ func TestSnapshotIndexes(t *testing.T) {
 	}
 }
 
-func TestConflictsAreDeterministic(t *testing.T) {
-	for _, order := range [][]*Workload{
-		{wl("x", false, "10.0.0.9"), wl("y", false, "10.0.0.9"), wl("z", true, "10.0.0.8")},
-		{wl("z", true, "10.0.0.8"), wl("y", false, "10.0.0.9"), wl("x", false, "10.0.0.9")},
+// claim is a remote workload claiming 10.0.0.9 from origin o.
+func claim(uid string, o Origin, tunnel TunnelProtocol, proven bool) *Workload {
+	w := wl(uid, false, "10.0.0.9")
+	w.Node, w.Origin, w.Tunnel, w.AddressProven = uid, o, tunnel, proven
+	return w
+}
+
+// The address contest (contest.go): names never decide; origin, proof and
+// an established owner do; otherwise no one gets the address.
+func TestAddressContest(t *testing.T) {
+	a := netip.MustParseAddr("10.0.0.9")
+	hb, plain := TunnelHBONE, TunnelNone
+	for _, tc := range []struct {
+		name     string
+		claims   []*Workload
+		held     string // the owner in the previous snapshot
+		want     string // "" : contested
+		reason   string // of the first loser
+		previous []*Workload
+	}{
+		{name: "local beats gossip", claims: []*Workload{claim("0", OriginGossip, hb, true), func() *Workload {
+			w := claim("victim", OriginConfig, hb, false)
+			w.Local = true
+			return w
+		}()}, want: "victim", reason: ContestOutranked},
+		{name: "istiod beats a proven gossip claim", claims: []*Workload{claim("0", OriginGossip, hb, true), claim("k8s", OriginIstiod, hb, false)},
+			want: "k8s", reason: ContestOutranked},
+		{name: "static config beats istiod", claims: []*Workload{claim("k8s", OriginIstiod, hb, false), claim("static", OriginConfig, hb, false)},
+			want: "static", reason: ContestOutranked},
+		{name: "proven beats unproven", claims: []*Workload{claim("0", OriginGossip, hb, false), claim("z", OriginGossip, hb, true)},
+			want: "z", reason: ContestOutranked},
+		{name: "signed beats unsigned", claims: []*Workload{claim("0", OriginUnsigned, hb, false), claim("z", OriginGossip, hb, false)},
+			want: "z", reason: ContestOutranked},
+		{name: "two unproven, none established: no one", claims: []*Workload{claim("0", OriginGossip, hb, false), claim("z", OriginGossip, hb, false)},
+			want: "", reason: ContestUnresolved},
+		{name: "the established owner keeps it", claims: []*Workload{claim("0", OriginGossip, hb, false), claim("z", OriginGossip, hb, false)},
+			held: "z", want: "z", reason: ContestEstablished},
+		{name: "two proven, the established keeps it", claims: []*Workload{claim("0", OriginGossip, hb, true), claim("z", OriginGossip, hb, true)},
+			held: "z", want: "z", reason: ContestEstablished},
+		{name: "an established unproven owner loses to a proof", claims: []*Workload{claim("0", OriginGossip, hb, true), claim("z", OriginGossip, hb, false)},
+			held: "z", want: "0", reason: ContestOutranked},
+		{name: "plaintext never takes an HBONE address", claims: []*Workload{claim("0", OriginGossip, plain, true), claim("z", OriginGossip, hb, false)},
+			want: "z", reason: ContestDowngrade},
+		{name: "plaintext loses even when established", claims: []*Workload{claim("0", OriginGossip, plain, false), claim("z", OriginGossip, hb, false)},
+			held: "0", want: "z", reason: ContestDowngrade},
+		{name: "istiod plaintext is istiod's word", claims: []*Workload{claim("k8s", OriginIstiod, plain, false), claim("z", OriginGossip, hb, true)},
+			want: "k8s", reason: ContestOutranked},
 	} {
-		s := NewSnapshot(1, order)
-		w, _ := s.WorkloadByAddr(netip.MustParseAddr("10.0.0.9"))
-		if w.UID != "x" || len(s.Conflicts()) != 1 || s.Conflicts()[0].Loser != "y" {
-			t.Errorf("winner %s, conflicts %v; want x over y", w.UID, s.Conflicts())
-		}
-	}
-	s := NewSnapshot(1, []*Workload{wl("a", false, "10.0.0.9"), wl("z", true, "10.0.0.9")})
-	if w, _ := s.WorkloadByAddr(netip.MustParseAddr("10.0.0.9")); w.UID != "z" {
-		t.Errorf("a local workload must win its own address, got %s", w.UID)
+		t.Run(tc.name, func(t *testing.T) {
+			var prev *Snapshot
+			if tc.held != "" {
+				for _, w := range tc.claims {
+					if w.UID == tc.held {
+						prev = NewSnapshot(1, []*Workload{w})
+					}
+				}
+			}
+			for _, order := range [][]*Workload{tc.claims, {tc.claims[1], tc.claims[0]}} {
+				s := Build(2, Input{Workloads: order, Previous: prev})
+				w, ok := s.WorkloadByAddr(a)
+				switch {
+				case tc.want == "" && (ok || !s.Contested(a)):
+					t.Errorf("got %v, contested %v; want no one", w, s.Contested(a))
+				case tc.want != "" && (!ok || w.UID != tc.want || s.Contested(a)):
+					t.Errorf("got %v; want %s", w, tc.want)
+				}
+				if cs := s.Conflicts(); len(cs) == 0 || cs[0].Reason != tc.reason || cs[0].Winner != tc.want {
+					t.Errorf("conflicts %v; want a loser for %q, winner %q", cs, tc.reason, tc.want)
+				}
+			}
+		})
 	}
 }
 

@@ -1,8 +1,11 @@
 package state
 
 import (
+	"cmp"
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -21,6 +24,8 @@ type Waypoint struct {
 	Addresses         []netip.Addr `json:"addresses"`
 	Node              string       `json:"node"`
 	Local             bool         `json:"local"`
+	Origin            Origin       `json:"origin,omitempty"`
+	AddressProven     bool         `json:"addressProven,omitempty"`
 }
 
 // Key is the waypoint's "namespace/name".
@@ -38,22 +43,63 @@ func (w *Waypoint) Identity() (spiffeid.ID, error) {
 // HasAddress reports whether a is one of the waypoint's addresses.
 func (w *Waypoint) HasAddress(a netip.Addr) bool { return slices.Contains(w.Addresses, a.Unmap()) }
 
-// waypointIndex finds waypoints by name and by scope.
+// waypointIndex finds waypoints by name and address.
 type waypointIndex struct {
-	all    []*Waypoint
-	byKey  map[string][]*Waypoint // "ns/name" -> instances
-	byAddr map[netip.Addr]*Waypoint
+	all       []*Waypoint
+	byKey     map[string][]*Waypoint // "ns/name" -> instances
+	byAddr    map[netip.Addr]*Waypoint
+	conflicts []WaypointConflict
 }
 
-func newWaypointIndex(ws []*Waypoint) waypointIndex {
-	x := waypointIndex{all: slices.Clone(ws), byKey: map[string][]*Waypoint{}, byAddr: map[netip.Addr]*Waypoint{}}
-	slices.SortFunc(x.all, func(a, b *Waypoint) int {
-		if c := compareStrings(a.Key(), b.Key()); c != 0 {
-			return c
-		}
-		return compareStrings(a.Node, b.Node)
+// WaypointConflict is an instance of a waypoint that was not used: its
+// identity is not the one the waypoint's name is bound to.
+type WaypointConflict struct {
+	Waypoint string `json:"waypoint"`
+	Node     string `json:"node"`
+	Identity string `json:"identity"`
+	Reason   string `json:"reason"`
+}
+
+func (c WaypointConflict) String() string {
+	return fmt.Sprintf("waypoint %s: the instance on %s as %s is not used: %s", c.Waypoint, c.Node, c.Identity, c.Reason)
+}
+
+// A waypoint's name is bound to one identity (and scope): the one of its
+// strongest instances (origin.go), else the one it had in the previous
+// snapshot, else (trusted origins) the first; gossip instances of one rank
+// that disagree and none established bind it to nothing. An instance with
+// another identity is a conflict, not a second instance.
+func newWaypointIndex(ws []*Waypoint, prev *Snapshot) waypointIndex {
+	sorted := slices.Clone(ws)
+	slices.SortFunc(sorted, func(a, b *Waypoint) int {
+		return cmp.Or(compareStrings(a.Key(), b.Key()), cmp.Compare(a.rank(), b.rank()), compareStrings(a.Node, b.Node))
 	})
-	for _, w := range x.all {
+	x := waypointIndex{byKey: map[string][]*Waypoint{}, byAddr: map[netip.Addr]*Waypoint{}}
+	for i := 0; i < len(sorted); {
+		j := i + 1
+		for j < len(sorted) && sorted[j].Key() == sorted[i].Key() {
+			j++
+		}
+		x.bind(sorted[i:j], prev)
+		i = j
+	}
+	return x
+}
+
+// bind keeps the instances of one waypoint (strongest first) that have the
+// identity its name is bound to.
+func (x *waypointIndex) bind(instances []*Waypoint, prev *Snapshot) {
+	bound, reason := boundIdentity(instances, prev)
+	for _, w := range instances {
+		if bound == "" || w.identityKey() != bound {
+			why := reason
+			if bound != "" {
+				why = "the name " + w.Key() + " is bound to " + bound
+			}
+			x.conflicts = append(x.conflicts, WaypointConflict{Waypoint: w.Key(), Node: w.Node, Identity: w.identityKey(), Reason: why})
+			continue
+		}
+		x.all = append(x.all, w)
 		x.byKey[w.Key()] = append(x.byKey[w.Key()], w)
 		for _, a := range w.Addresses {
 			if _, taken := x.byAddr[a]; !taken {
@@ -61,40 +107,67 @@ func newWaypointIndex(ws []*Waypoint) waypointIndex {
 			}
 		}
 	}
-	return x
 }
+
+// boundIdentity is the identity key the waypoint's name is bound to, or "" and why.
+func boundIdentity(instances []*Waypoint, prev *Snapshot) (string, string) {
+	best := instances[0]
+	agree := true
+	for _, w := range instances {
+		if w.rank() == best.rank() && w.identityKey() != best.identityKey() {
+			agree = false
+		}
+	}
+	if agree || best.rank() <= rankIstiod && !prevBound(prev, best.Key(), instances, best.rank()) {
+		return best.identityKey(), ""
+	}
+	if prevBound(prev, best.Key(), instances, best.rank()) {
+		return prev.wps.byKey[best.Key()][0].identityKey(), ""
+	}
+	return "", "instances of one rank with different identities and none established: the waypoint is not used"
+}
+
+// prevBound reports whether an instance of rank r has the identity the name
+// was bound to in prev (so that a trusted source keeps its established choice).
+func prevBound(prev *Snapshot, key string, instances []*Waypoint, r int) bool {
+	if prev == nil || len(prev.wps.byKey[key]) == 0 {
+		return false
+	}
+	id := prev.wps.byKey[key][0].identityKey()
+	for _, w := range instances {
+		if w.rank() == r && w.identityKey() == id {
+			return true
+		}
+	}
+	return false
+}
+
+// identityKey is what binds a waypoint's name: its identity and scope.
+func (w *Waypoint) identityKey() string {
+	k := "spiffe://" + w.TrustDomain + "/ns/" + w.Namespace + "/sa/" + w.ServiceAccount
+	if w.ForServiceAccount != "" {
+		k += " (for " + w.ForServiceAccount + ")"
+	}
+	return k
+}
+
+// rank is how strongly an instance claims its waypoint's name (origin.go);
+// a proof of its addresses does not matter here, its identity does.
+func (w *Waypoint) rank() int { return claimRank(w.Local, w.Origin, false) }
 
 // named resolves a use_waypoint reference made from namespace ns.
 func (x *waypointIndex) named(ns, ref string) []*Waypoint {
-	for i := 0; i < len(ref); i++ {
-		if ref[i] == '/' {
-			return x.byKey[ref]
-		}
+	if strings.Contains(ref, "/") {
+		return x.byKey[ref]
 	}
 	return x.byKey[ns+"/"+ref]
 }
 
-// scoped returns the waypoint whose scope covers namespace ns (and, when sa is
-// not empty, service account sa): a service-account waypoint wins over a
-// namespace one (spec/routing.md).
-func (x *waypointIndex) scoped(ns, sa string) []*Waypoint {
-	var nsWide []*Waypoint
-	for _, w := range x.all {
-		if w.Namespace != ns {
-			continue
-		}
-		if sa != "" && w.ForServiceAccount == sa {
-			return x.byKey[w.Key()]
-		}
-		if w.ForServiceAccount == "" && nsWide == nil {
-			nsWide = x.byKey[w.Key()]
-		}
-	}
-	return nsWide
-}
-
-// Waypoints returns every waypoint instance, ordered by key and node. Do not modify.
+// Waypoints returns every waypoint instance in use, ordered by key and rank. Do not modify.
 func (s *Snapshot) Waypoints() []*Waypoint { return s.wps.all }
+
+// WaypointConflicts returns the waypoint instances not used.
+func (s *Snapshot) WaypointConflicts() []WaypointConflict { return s.wps.conflicts }
 
 // WaypointByAddr finds the waypoint instance that serves on address a.
 func (s *Snapshot) WaypointByAddr(a netip.Addr) (*Waypoint, bool) {
@@ -103,26 +176,21 @@ func (s *Snapshot) WaypointByAddr(a netip.Addr) (*Waypoint, bool) {
 }
 
 // WaypointOf returns the instances of the waypoint that serves workload w:
-// none for a workload that is not captured or opted out.
+// the one its own declaration names (use_waypoint), none for a workload that
+// names none, opts out or is not captured. Nothing is bound by namespace or
+// service account alone (spec/routing.md, Istio 1.22 and later).
 func (s *Snapshot) WaypointOf(w *Workload) []*Waypoint {
-	if w.Tunnel != TunnelHBONE || w.UseWaypoint == UseWaypointNone {
+	if w.Tunnel != TunnelHBONE || w.UseWaypoint == "" || w.UseWaypoint == UseWaypointNone {
 		return nil
 	}
-	if w.UseWaypoint != "" {
-		return s.wps.named(w.Namespace, w.UseWaypoint)
-	}
-	return s.wps.scoped(w.Namespace, w.ServiceAccount)
+	return s.wps.named(w.Namespace, w.UseWaypoint)
 }
 
-// ServiceWaypoint returns the instances of the service's own waypoint: a
-// named one, else its namespace's (service-account waypoints serve workloads
-// only).
+// ServiceWaypoint returns the instances of the waypoint the service's own
+// declaration names; none when it names none.
 func (s *Snapshot) ServiceWaypoint(svc *Service) []*Waypoint {
-	switch svc.UseWaypoint {
-	case UseWaypointNone:
+	if svc.UseWaypoint == "" || svc.UseWaypoint == UseWaypointNone {
 		return nil
-	case "":
-		return s.wps.scoped(svc.Namespace, "")
 	}
 	return s.wps.named(svc.Namespace, svc.UseWaypoint)
 }

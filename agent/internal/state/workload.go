@@ -45,6 +45,12 @@ type Workload struct {
 	// istiod bound to the workload (its selector policies, resolved by istiod).
 	AuthorizationPolicies []string `json:"authorizationPolicies,omitempty"`
 	Local                 bool     `json:"local"` // runs on this host
+	// Origin is where the workload was learned; it ranks its claim on its
+	// addresses (origin.go).
+	Origin Origin `json:"origin,omitempty"`
+	// AddressProven says the publisher's certificate names every address of
+	// the workload (IP SANs): a gossip claim that beats unproven ones.
+	AddressProven bool `json:"addressProven,omitempty"`
 }
 
 // Identity is the workload's SPIFFE identity, Istio style:

@@ -22,6 +22,7 @@ const (
 	FlagConnect    = "CONNECT"     // the upstream (or HBONE peer) could not be reached or refused
 	FlagTLSFailure = "TLS_FAILURE" // the mTLS handshake failed
 	FlagNoRoute    = "NR"          // no route: dropped before any connect (loop, no identity)
+	FlagContested  = "CONTESTED"   // the destination address is claimed by workloads none of which could be trusted with it
 )
 
 // ConnLabels are the labels of Istio's connection metrics. Empty fields are

@@ -20,6 +20,10 @@ type Metrics struct {
 	PolicyDecisions *prometheus.CounterVec // decision: allow, deny; reporter
 	DNSRequests     *prometheus.CounterVec // istio_dns_requests_total
 	HealthChanges   *prometheus.CounterVec // to: healthy, unhealthy
+	// GossipRejected counts peers' records dropped, by reason (unsigned, bad_proof, unproven_claim, ...).
+	GossipRejected *prometheus.CounterVec
+	// Conflicts counts the claims the current state does not use, by kind (address, service, waypoint) and reason.
+	Conflicts *prometheus.GaugeVec
 }
 
 // NewMetrics creates the metrics and registers them, with Go and process
@@ -56,12 +60,19 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 			Name: "ambient_agent_health_changes_total", Help: "Local workload health changes, by the new status.",
 		}, []string{"to"}),
 	}
+	m.GossipRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ambient_agent_gossip_rejected_total", Help: "Peers' gossip records dropped, by reason.",
+	}, []string{"reason"})
+	m.Conflicts = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ambient_agent_discovery_conflicts", Help: "Claims of addresses, services and waypoints the mesh state does not use, by kind and reason.",
+	}, []string{"kind", "reason"})
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "istio_build", Help: "Istio component build info.",
 	}, []string{"component", "tag"})
 	build.WithLabelValues("ztunnel", version).Set(1)
 	reg.MustRegister(m.opened, m.closed, m.received, m.sent, m.failed, m.open, build,
 		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.DNSRequests, m.HealthChanges,
+		m.GossipRejected, m.Conflicts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -113,6 +113,7 @@ func (v *view) workload(w *workload) *state.Workload {
 		Capacity:              w.Capacity,
 		UseWaypoint:           v.waypointRef(w.Waypoint),
 		AuthorizationPolicies: slices.Clone(w.AuthorizationPolicies),
+		Origin:                state.OriginIstiod,
 	}
 	// LEGACY_ISTIO_MTLS (a sidecar without HBONE) is reached in plaintext: the agent speaks HBONE only.
 	if w.Tunnel == tunnelHBONE {
@@ -209,6 +210,7 @@ func (v *view) declarations(wls []*workload) []state.ServiceDecl {
 		s := v.services[key]
 		base := state.ServiceDecl{
 			Node:        IstiodNode,
+			Origin:      state.OriginIstiod,
 			Name:        v.names[key],
 			Namespace:   s.Namespace,
 			Hostname:    s.Hostname,
@@ -307,6 +309,7 @@ func waypointInstance(w *workload, name, namespace string) *state.Waypoint {
 		TrustDomain:    cmp.Or(w.TrustDomain, defaultTrustDomain),
 		Addresses:      slices.Clone(w.Addresses),
 		Node:           w.Node,
+		Origin:         state.OriginIstiod,
 	}
 }
 

@@ -87,7 +87,7 @@ func TestBuildMapsEveryField(t *testing.T) {
 			{
 				UID: wpUID, Name: "waypoint-abc", Namespace: "ns1", ServiceAccount: "waypoint", TrustDomain: "cluster.local",
 				Addresses: addrs("10.244.0.9"), Network: "net1", ClusterID: "Kubernetes", Node: "node-b",
-				Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 1, UseWaypoint: "none",
+				Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 1, UseWaypoint: "none", Origin: state.OriginIstiod,
 			},
 			{
 				UID: vmUID, Name: "vm-1", Namespace: "ns1", ServiceAccount: "sa1", TrustDomain: "example.org",
@@ -96,29 +96,29 @@ func TestBuildMapsEveryField(t *testing.T) {
 					"service.istio.io/canonical-name": "reviews", "service.istio.io/canonical-revision": "v2",
 					"app": "reviews", "version": "v2",
 				},
-				Healthy: false, Capacity: 3, UseWaypoint: "ns1/waypoint", AuthorizationPolicies: []string{"ns1/allow-a"},
+				Healthy: false, Capacity: 3, UseWaypoint: "ns1/waypoint", AuthorizationPolicies: []string{"ns1/allow-a"}, Origin: state.OriginIstiod,
 			},
 		},
 		Services: []state.ServiceDecl{
 			{
-				Node: "istiod", Name: "reviews", Namespace: "ns1", Hostname: "reviews.ns1.svc.cluster.local",
+				Node: "istiod", Origin: state.OriginIstiod, Name: "reviews", Namespace: "ns1", Hostname: "reviews.ns1.svc.cluster.local",
 				VIPs: addrs("10.96.0.10"), Ports: []state.ServicePort{{Port: 80, TargetPort: 0, AppProtocol: "http"}},
 				UseWaypoint: "ns1/waypoint",
 			},
 			{ // the endpoint's own port mapping (a named target port)
-				Node: "istiod", Name: "reviews", Namespace: "ns1", Hostname: "reviews.ns1.svc.cluster.local",
+				Node: "istiod", Origin: state.OriginIstiod, Name: "reviews", Namespace: "ns1", Hostname: "reviews.ns1.svc.cluster.local",
 				VIPs: addrs("10.96.0.10"), Ports: []state.ServicePort{{Port: 80, TargetPort: 8080, AppProtocol: "http"}},
 				UseWaypoint: "ns1/waypoint", Workloads: []string{vmUID},
 			},
 			{
-				Node: "istiod", Name: "waypoint", Namespace: "ns1", Hostname: "waypoint.ns1.svc.cluster.local",
+				Node: "istiod", Origin: state.OriginIstiod, Name: "waypoint", Namespace: "ns1", Hostname: "waypoint.ns1.svc.cluster.local",
 				VIPs: addrs("10.96.0.99"), Ports: []state.ServicePort{{Port: 15008, TargetPort: 15008}},
 				UseWaypoint: "none", Workloads: []string{wpUID},
 			},
 		},
 		Waypoints: []*state.Waypoint{{
 			Name: "waypoint", Namespace: "ns1", ServiceAccount: "waypoint", TrustDomain: "cluster.local",
-			Addresses: addrs("10.244.0.9"), Node: "node-b",
+			Addresses: addrs("10.244.0.9"), Node: "node-b", Origin: state.OriginIstiod,
 		}},
 		Policies: []policy.XDSAuthorization{{
 			Name: "allow-a", Namespace: "ns1", Scope: policy.XDSScopeWorkloadSelector, Action: policy.XDSActionAllow,

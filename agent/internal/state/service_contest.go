@@ -1,0 +1,286 @@
+package state
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Limits bound what gossip may declare about services; the host's own
+// configuration and istiod are not bound by them.
+type Limits struct {
+	// Domains are the DNS domains gossip-declared hostnames must be in (the
+	// domain itself or a name under it): [dns] domains and [gossip]
+	// allowed_hostnames. None: gossip declares no hostname.
+	Domains []string
+	// VIPs are where explicit VIPs declared by gossip may be, besides the
+	// allocation ranges ([gossip] allowed_vips).
+	VIPs []netip.Prefix
+}
+
+// Why a declaration was refused or did not count (ServiceConflict.What).
+const (
+	declOtherNamespace = "a backing workload is of another namespace"
+	declHostname       = "hostname outside the mesh domains ([dns] domains, [gossip] allowed_hostnames)"
+	declVIP            = "an explicit VIP outside the allocation ranges and [gossip] allowed_vips, or loopback, link-local or multicast"
+	declServiceAccount = "a backing workload's service account is not one the service allows"
+	declDiffers        = "declared with a different hostname, VIPs, waypoint or service accounts"
+	declContested      = "contested: declarations of one rank disagree and none is established; the service is not routed"
+)
+
+// declReasons name the refusals above in metrics.
+var declReasons = map[string]string{
+	declOtherNamespace: "other_namespace", declHostname: "hostname_outside_mesh", declVIP: "vip_not_allowed",
+	declServiceAccount: "service_account_not_allowed", declDiffers: "declared_differently", declContested: "contested",
+}
+
+// rank is how strongly d defines its service (origin.go).
+func (d *ServiceDecl) rank() int {
+	switch {
+	case d.Local || d.Origin == OriginConfig:
+		return rankConfig
+	case d.Origin == OriginIstiod || d.Node == IstiodNode:
+		return rankIstiod
+	case d.Origin == OriginGossip:
+		return rankGossip
+	}
+	return rankUnsigned
+}
+
+// refuseDecl says why a gossip declaration may not be used at all ("" when it may).
+func (s *Snapshot) refuseDecl(d *ServiceDecl, lim Limits) string {
+	if d.rank() <= rankIstiod {
+		return ""
+	}
+	for _, uid := range d.Workloads {
+		if w, ok := s.byUID[uid]; ok && w.Namespace != d.Namespace {
+			return declOtherNamespace
+		}
+	}
+	if !inDomains(d.Hostname, lim.Domains) {
+		return declHostname
+	}
+	for _, a := range d.VIPs {
+		if !allowedVIP(a, lim.VIPs) {
+			return declVIP
+		}
+	}
+	return ""
+}
+
+func inDomains(host string, domains []string) bool {
+	for _, d := range domains {
+		d = strings.TrimSuffix(strings.ToLower(d), ".")
+		if host == d || strings.HasSuffix(host, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+// allowedVIP: an address of the allocation ranges or of the operator's list,
+// and never one that would capture this host's own or link-local traffic.
+func allowedVIP(a netip.Addr, allowed []netip.Prefix) bool {
+	a = a.Unmap()
+	if !a.IsGlobalUnicast() || a.IsLinkLocalUnicast() || IsMetadata(a) {
+		return false
+	}
+	if IsAllocated(a) {
+		return true
+	}
+	return slices.ContainsFunc(allowed, func(p netip.Prefix) bool { return p.Contains(a) })
+}
+
+// IsMetadata reports whether a is a cloud metadata service's address.
+func IsMetadata(a netip.Addr) bool {
+	a = a.Unmap()
+	return a == netip.AddrFrom4([4]byte{169, 254, 169, 254}) || a == netip.MustParseAddr("fd00:ec2::254")
+}
+
+// mergeService builds one service from its declarations (one key). The
+// definition (hostname, VIPs, waypoint, the service accounts allowed to back
+// it) comes from the strongest origin:
+//   - configuration or istiod: its first declaration;
+//   - gossip, on a service this agent already routes (prev): the declarations
+//     of workloads whose service accounts it allows; they may change the
+//     definition when they agree, else the established one stays;
+//   - gossip, on a service new here: all declarations must agree.
+//
+// Other declarations join (add endpoints and ports) only when they declare the
+// same definition and their workloads' service accounts are allowed. It returns
+// nil when no definition could be chosen.
+func (s *Snapshot) mergeService(ds []*ServiceDecl, prev *Snapshot) (*Service, int) {
+	slices.SortStableFunc(ds, func(a, b *ServiceDecl) int {
+		if a.rank() != b.rank() {
+			return a.rank() - b.rank()
+		}
+		return strings.Compare(a.Node, b.Node)
+	})
+	best := ds[0].rank()
+	def, allowed := s.chooseDefinition(ds, best, prev)
+	if def == nil {
+		for _, d := range ds {
+			s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: d.key(), Loser: d.Node, What: declContested})
+		}
+		return nil, best
+	}
+	svc := &Service{Name: def.Name, Namespace: def.Namespace, Hostname: def.Hostname, Addresses: slices.Clone(def.VIPs),
+		Ports: slices.Clone(def.Ports), UseWaypoint: def.UseWaypoint, ServiceAccounts: allowed, def: def}
+	for _, d := range ds {
+		if d != def {
+			if why := s.joins(d, def, allowed); why != "" {
+				s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: d.key(), Winner: def.Node, Loser: d.Node, What: why})
+				continue
+			}
+			mergePorts(svc, d.Ports)
+		}
+		svc.Nodes = append(svc.Nodes, d.Node)
+		for _, uid := range d.Workloads {
+			if w, ok := s.byUID[uid]; ok {
+				svc.Endpoints = append(svc.Endpoints, &Endpoint{Workload: w, UID: uid, Ports: d.Ports})
+			}
+		}
+	}
+	return svc, best
+}
+
+// chooseDefinition picks the declaration that defines the service and the
+// service accounts it allows; nil when the declarations of rank best disagree
+// and none is established.
+func (s *Snapshot) chooseDefinition(ds []*ServiceDecl, best int, prev *Snapshot) (*ServiceDecl, []string) {
+	if best <= rankIstiod {
+		def := ds[0]
+		return def, s.allowedBy(def, ds)
+	}
+	top := ds[:0:0]
+	for _, d := range ds {
+		if d.rank() == best {
+			top = append(top, d)
+		}
+	}
+	if old := prev.serviceByKey(top[0].key()); old != nil && old.def != nil {
+		var mine []*ServiceDecl
+		for _, d := range top {
+			if subset(s.backingSAs(d), old.ServiceAccounts) {
+				mine = append(mine, d)
+			}
+		}
+		if def := s.agreeing(mine); def != nil {
+			return def, s.allowedOf(def)
+		}
+		for _, d := range mine {
+			if d.sameDefinition(old.def) && slices.Equal(s.allowedOf(d), old.ServiceAccounts) {
+				return d, old.ServiceAccounts
+			}
+		}
+		return nil, nil
+	}
+	if def := s.agreeing(top); def != nil {
+		return def, s.allowedOf(def)
+	}
+	return nil, nil
+}
+
+// agreeing returns the first of ds when they all declare one definition and
+// one set of allowed service accounts; nil otherwise.
+func (s *Snapshot) agreeing(ds []*ServiceDecl) *ServiceDecl {
+	if len(ds) == 0 {
+		return nil
+	}
+	want := s.allowedOf(ds[0])
+	for _, d := range ds[1:] {
+		if !d.sameDefinition(ds[0]) || !slices.Equal(s.allowedOf(d), want) {
+			return nil
+		}
+	}
+	return ds[0]
+}
+
+// joins says why d may not add to the service def defines ("" when it may).
+func (s *Snapshot) joins(d, def *ServiceDecl, allowed []string) string {
+	if !d.sameDefinition(def) {
+		return declDiffers
+	}
+	if !subset(s.backingSAs(d), allowed) {
+		return declServiceAccount
+	}
+	return ""
+}
+
+// allowedBy is what a trusted definition allows: the service accounts of its
+// own declarations of the same definition, and their explicit lists.
+func (s *Snapshot) allowedBy(def *ServiceDecl, ds []*ServiceDecl) []string {
+	var out []string
+	for _, d := range ds {
+		if d.rank() == def.rank() && d.sameDefinition(def) {
+			out = append(out, s.allowedOf(d)...)
+		}
+	}
+	return sortedSet(out)
+}
+
+// allowedOf is the service accounts one declaration allows: those of its
+// backing workloads and its explicit list.
+func (s *Snapshot) allowedOf(d *ServiceDecl) []string {
+	return sortedSet(append(s.backingSAs(d), d.ServiceAccounts...))
+}
+
+// backingSAs are the service accounts of the workloads d names.
+func (s *Snapshot) backingSAs(d *ServiceDecl) []string {
+	var out []string
+	for _, uid := range d.Workloads {
+		if w, ok := s.byUID[uid]; ok {
+			out = append(out, w.ServiceAccount)
+		}
+	}
+	return sortedSet(out)
+}
+
+func sortedSet(ss []string) []string {
+	out := slices.Clone(ss)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+func subset(small, big []string) bool {
+	for _, x := range small {
+		if !slices.Contains(big, x) {
+			return false
+		}
+	}
+	return true
+}
+
+func (s *Snapshot) serviceByKey(key string) *Service {
+	if s == nil {
+		return nil
+	}
+	for _, svc := range s.services {
+		if svc.Key() == key {
+			return svc
+		}
+	}
+	return nil
+}
+
+func (s *Snapshot) heldHostname(host, key string) bool {
+	if s == nil {
+		return false
+	}
+	svc, ok := s.byHostname[host]
+	return ok && svc.Key() == key
+}
+
+func (s *Snapshot) heldVIP(a netip.Addr, key string) bool {
+	if s == nil {
+		return false
+	}
+	svc, ok := s.byVIP[a]
+	return ok && svc.Key() == key
+}
+
+// heldAllocated reports whether svc's key held an allocated VIP in s.
+func (s *Snapshot) heldAllocated(svc *Service) bool {
+	old := s.serviceByKey(svc.Key())
+	return old != nil && old.Allocated && len(old.Addresses) > 0
+}

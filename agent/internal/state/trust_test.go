@@ -1,0 +1,115 @@
+package state
+
+import (
+	"net/netip"
+	"testing"
+)
+
+// gossipWorkload is a peer's signed workload in namespace ns with service account sa.
+func gossipWorkload(node, ns, sa, addr string) *Workload {
+	w := wl(node+"/"+ns+"/"+sa, false, addr)
+	w.Node, w.Namespace, w.ServiceAccount, w.Origin, w.Tunnel, w.Healthy = node, ns, sa, OriginGossip, TunnelHBONE, true
+	return w
+}
+
+// A workload backs only services of its own namespace, with a service
+// account the established definition allows; hostnames and VIPs of gossip
+// stay within the mesh's domains and the allowed ranges.
+func TestGossipServiceRules(t *testing.T) {
+	web1 := gossipWorkload("web-1", "default", "reviews", "10.0.0.1")
+	web2 := gossipWorkload("web-2", "default", "reviews", "10.0.0.2")
+	rogue := gossipWorkload("0", "default", "x", "10.0.0.66")
+	outsider := gossipWorkload("0", "evil", "x", "10.0.0.67")
+	ws := []*Workload{web1, web2, rogue, outsider}
+	reviews := func(node string, w *Workload) ServiceDecl { return decl(node, "reviews", w.UID) }
+	established := Build(1, Input{Workloads: ws, Services: []ServiceDecl{reviews("web-1", web1), reviews("web-2", web2)}, Limits: meshLimits})
+	if svc, ok := established.ServiceByHostname("reviews.default.svc.cluster.local"); !ok || len(svc.Endpoints) != 2 {
+		t.Fatalf("two agreeing hosts: %v", established.Services())
+	}
+
+	other := func(mut func(*ServiceDecl)) ServiceDecl {
+		d := reviews("0", rogue)
+		mut(&d)
+		return d
+	}
+	for _, tc := range []struct {
+		name string
+		d    ServiceDecl
+		what string
+	}{
+		{"another service account joins", other(func(*ServiceDecl) {}), declServiceAccount},
+		{"another service account widens the list for itself", other(func(d *ServiceDecl) { d.ServiceAccounts = []string{"x", "reviews"} }), declServiceAccount},
+		{"a new waypoint", other(func(d *ServiceDecl) { d.UseWaypoint = "evil-wp" }), declDiffers},
+		{"another namespace's workload", other(func(d *ServiceDecl) { d.Workloads = []string{outsider.UID} }), declOtherNamespace},
+		{"the metadata VIP", other(func(d *ServiceDecl) { d.VIPs = []netip.Addr{netip.MustParseAddr("169.254.169.254")} }), declVIP},
+		{"an off-range VIP", other(func(d *ServiceDecl) { d.VIPs = []netip.Addr{netip.MustParseAddr("10.1.2.3")} }), declVIP},
+		{"an off-mesh hostname", other(func(d *ServiceDecl) { d.Hostname = "db.corp.example.com" }), declHostname},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			in := Input{Workloads: ws, Services: []ServiceDecl{reviews("web-1", web1), reviews("web-2", web2), tc.d},
+				Limits: meshLimits, Previous: established}
+			s := Build(2, in)
+			svc, ok := s.ServiceByHostname("reviews.default.svc.cluster.local")
+			if !ok || len(svc.Endpoints) != 2 || svc.UseWaypoint != "" || len(svc.Addresses) != 1 || !IsAllocated(svc.Addresses[0]) {
+				t.Fatalf("the service changed: %+v", svc)
+			}
+			for _, e := range svc.Endpoints {
+				if e.Workload.Node == "0" {
+					t.Errorf("the rogue's workload is an endpoint")
+				}
+			}
+			if _, ok := s.ServiceByHostname("db.corp.example.com"); ok {
+				t.Error("an off-mesh hostname is answered")
+			}
+			if cs := s.ServiceConflicts(); len(cs) != 1 || cs[0].Loser != "0" || cs[0].What != tc.what {
+				t.Errorf("conflicts %v; want the rogue's declaration refused for %q", cs, tc.what)
+			}
+		})
+	}
+	// The service's own declarations may widen it: then a new service account joins.
+	wide := reviews("web-1", web1)
+	wide.ServiceAccounts = []string{"x"}
+	wide2 := reviews("web-2", web2)
+	wide2.ServiceAccounts = []string{"x"}
+	s := Build(2, Input{Workloads: ws, Services: []ServiceDecl{wide, wide2, reviews("0", rogue)}, Limits: meshLimits, Previous: established})
+	if cs := s.ServiceConflicts(); len(cs) != 0 {
+		t.Errorf("conflicts %v", cs)
+	}
+	if svc, _ := s.ServiceByHostname("reviews.default.svc.cluster.local"); svc == nil || len(svc.ServiceAccounts) != 2 || len(svc.Endpoints) != 3 {
+		t.Errorf("the owners' explicit list was not applied: %+v", svc)
+	}
+}
+
+// A waypoint's name is bound to the identity that established it: a
+// newcomer with the same name and another identity is a conflict.
+func TestWaypointNameBinding(t *testing.T) {
+	wp := func(node, sa string, o Origin) *Waypoint {
+		return &Waypoint{Name: "waypoint", Namespace: "prod", ServiceAccount: sa, TrustDomain: "cluster.local", Node: node,
+			Origin: o, Addresses: []netip.Addr{netip.MustParseAddr("10.0.1." + map[string]string{"wp-1": "1", "wp-2": "2", "0": "66"}[node])}}
+	}
+	honest, second, rogue := wp("wp-1", "waypoint", OriginGossip), wp("wp-2", "waypoint", OriginGossip), wp("0", "x", OriginGossip)
+	established := Build(1, Input{Waypoints: []*Waypoint{honest, second}})
+	if got := established.wps.byKey["prod/waypoint"]; len(got) != 2 {
+		t.Fatalf("two instances of one identity: %v", got)
+	}
+	s := Build(2, Input{Waypoints: []*Waypoint{honest, second, rogue}, Previous: established})
+	if got := s.wps.byKey["prod/waypoint"]; len(got) != 2 || got[0].Node == "0" || got[1].Node == "0" {
+		t.Errorf("instances %v; want only the established identity's", got)
+	}
+	if _, ok := s.WaypointByAddr(netip.MustParseAddr("10.0.1.66")); ok {
+		t.Error("the rogue instance's address is a waypoint's")
+	}
+	if cs := s.WaypointConflicts(); len(cs) != 1 || cs[0].Node != "0" {
+		t.Errorf("conflicts %v; want the rogue instance", cs)
+	}
+	// With no history, two gossip identities bind the name to no one.
+	if fresh := Build(1, Input{Waypoints: []*Waypoint{honest, rogue}}); len(fresh.Waypoints()) != 0 || len(fresh.WaypointConflicts()) != 2 {
+		t.Errorf("fresh contest: %v, %v", fresh.Waypoints(), fresh.WaypointConflicts())
+	}
+	// This host's own waypoint and istiod's outrank gossip.
+	local := wp("wp-1", "waypoint", OriginConfig)
+	local.Local = true
+	if got := Build(1, Input{Waypoints: []*Waypoint{rogue, local}}).Waypoints(); len(got) != 1 || got[0] != local {
+		t.Errorf("local waypoint lost: %v", got)
+	}
+}
