@@ -238,6 +238,9 @@ service_account = "app-%[1]s"
 addresses = [%[2]q]
 labels = { app = "app-%[1]s", version = "v1" }
 `, name, addr)
+	if name == "h4" { // h4 names its waypoint (h5's role); nothing is bound by service account alone
+		workload += "use_waypoint = \"waypoint\"\n"
+	}
 	switch name {
 	case "h1":
 		return workload + "[dns]\ncapture = true\nupstreams = [\"192.0.2.53\"]\n"
@@ -253,6 +256,8 @@ addresses = [%q]
 name = "reviews"
 ports = [{ port = 9080, target_port = 8080 }]
 workloads = ["app-%s"]
+# two service accounts back reviews (h2's and h4's): each declaration allows both
+service_accounts = ["app-h2", "app-h4"]
 `, name)
 }
 

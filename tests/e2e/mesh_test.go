@@ -64,6 +64,21 @@ type meshDump struct {
 		Name string `json:"name"`
 		Node string `json:"node"`
 	} `json:"waypoints"`
+	Workloads []struct {
+		UID         string `json:"uid"`
+		Name        string `json:"name"`
+		UseWaypoint string `json:"useWaypoint"`
+	} `json:"workloads"`
+}
+
+// workloadWaypoint is the use_waypoint of the first workload named name.
+func (m meshDump) workloadWaypoint(name string) string {
+	for _, w := range m.Workloads {
+		if w.Name == name {
+			return w.UseWaypoint
+		}
+	}
+	return ""
 }
 
 func readMesh(a *lab.Agent) (meshDump, error) {

@@ -22,13 +22,17 @@ type waypointLab struct {
 	key                                           string
 }
 
+// reviewsBody: the workload names its waypoint (%[2]q); the service names
+// ns-wp. Nothing is bound by namespace or service account alone.
 const reviewsBody = `
 [[workload]]
 name = "reviews"
 service_account = "reviews"
-addresses = [%q]
+addresses = [%[1]q]
+use_waypoint = %[2]q
 [[service]]
 name = "reviews"
+use_waypoint = "ns-wp"
 ports = [{ port = 9080, target_port = 8080 }]
 workloads = ["reviews"]
 [[service]]
@@ -36,8 +40,10 @@ name = "mixed"
 use_waypoint = "none"
 ports = [{ port = 9080, target_port = 8080 }]
 workloads = ["reviews"]
+# backed by two service accounts: each host's declaration allows both
+service_accounts = ["reviews", "ratings"]
 [policy]
-waypoint_enforcement = %q
+waypoint_enforcement = %[3]q
 `
 
 const ratingsBody = `
@@ -51,6 +57,7 @@ name = "mixed"
 use_waypoint = "none"
 ports = [{ port = 9080, target_port = 8080 }]
 workloads = ["ratings"]
+service_accounts = ["reviews", "ratings"]
 `
 
 const waypointBody = `
@@ -108,8 +115,9 @@ addresses = [%q]
 [[remote_workload]]
 name = "ghost"
 addresses = ["10.77.0.99"]
+use_waypoint = "ns-wp"
 `, w.client.Addr))
-	w.start(t, w.reviews, fmt.Sprintf(reviewsBody, w.reviews.Addr, "hairpin"))
+	w.start(t, w.reviews, fmt.Sprintf(reviewsBody, w.reviews.Addr, "ns-wp", "hairpin"))
 	w.start(t, w.ratings, fmt.Sprintf(ratingsBody, w.ratings.Addr))
 	w.start(t, w.nsWP, fmt.Sprintf(waypointBody, "ns-wp", "ns-wp", "", w.nsWP.Addr, filepath.Join(w.nsWP.Dir, "policies")))
 	return w
@@ -152,11 +160,16 @@ func TestWaypoints(t *testing.T) {
 	}
 	waitCount(t, nsAgent, 1, 5*time.Second, "route=waypoint", "dst=10.77.0.99:80", "not a service or workload managed by waypoint default/ns-wp")
 
-	// A service-account waypoint for reviews takes over the workload.
+	// A service-account waypoint for reviews takes the workload over once the
+	// workload names it (its own declaration; a waypoint's arrival alone
+	// changes nothing).
 	saPolicies := filepath.Join(w.saWP.Dir, "policies")
 	w.start(t, w.saWP, fmt.Sprintf(waypointBody, "sa-wp", "sa-wp", "reviews", w.saWP.Addr, saPolicies))
 	saAgent := w.agents["h5"]
 	waitMesh(t, client, 30*time.Second, "service-account waypoint known", func(m meshDump) bool { return len(m.Waypoints) == 2 })
+	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, fmt.Sprintf(reviewsBody, w.reviews.Addr, "sa-wp", "hairpin")))
+	reviewsAgent.Reload(t)
+	waitMesh(t, client, 30*time.Second, "reviews names sa-wp", func(m meshDump) bool { return m.workloadWaypoint("reviews") == "sa-wp" })
 	waitMesh(t, reviewsAgent, 30*time.Second, "service-account waypoint known by the backend", func(m meshDump) bool { return len(m.Waypoints) == 2 })
 	before := countLines(nsAgent.Log(), "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
 	mustCurl(t, w.client, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
@@ -197,7 +210,7 @@ func TestWaypoints(t *testing.T) {
 		"src_identity=unknown")
 
 	// policy: the same call reaches the workload directly.
-	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, fmt.Sprintf(reviewsBody, w.reviews.Addr, "policy")))
+	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, fmt.Sprintf(reviewsBody, w.reviews.Addr, "sa-wp", "policy")))
 	reviewsAgent.Reload(t)
 	saHairpins := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr))
 	mustCurl(t, w.outside, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")

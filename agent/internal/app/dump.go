@@ -30,9 +30,13 @@ type configDump struct {
 	Waypoints   []*state.Waypoint `json:"waypoints"`
 	// ServiceConflicts are services declared differently by two nodes, and VIP collisions.
 	ServiceConflicts []state.ServiceConflict `json:"serviceConflicts,omitempty"`
-	Capture          captureDump             `json:"capture"`
-	Policies         []policy.PolicySummary  `json:"policies"`
-	Peers            []discovery.Member      `json:"peers"`
+	// WaypointConflicts are waypoint instances whose identity is not the one their name is bound to.
+	WaypointConflicts []state.WaypointConflict `json:"waypointConflicts,omitempty"`
+	// GossipRejected counts the peers' records dropped, by reason (docs/gossip.md).
+	GossipRejected map[string]uint64      `json:"gossipRejected,omitempty"`
+	Capture        captureDump            `json:"capture"`
+	Policies       []policy.PolicySummary `json:"policies"`
+	Peers          []discovery.Member     `json:"peers"`
 }
 
 // serviceDump is a service with the health of its endpoints and the waypoint it uses.
@@ -97,6 +101,12 @@ func (a *App) configDump() any {
 	d.Policies = a.policies.Load().Summary()
 	if a.gossip != nil {
 		d.Peers = a.gossip.Members()
+		d.GossipRejected = map[string]uint64{}
+		for reason, n := range a.gossip.Stats().Dropped {
+			if discovery.IsRejection(reason) {
+				d.GossipRejected[reason] = n
+			}
+		}
 	}
 	snap := a.state.Load()
 	d.Workloads = snap.Workloads()
@@ -105,6 +115,7 @@ func (a *App) configDump() any {
 	d.Services = servicesDump(snap)
 	d.Waypoints = snap.Waypoints()
 	d.ServiceConflicts = snap.ServiceConflicts()
+	d.WaypointConflicts = snap.WaypointConflicts()
 	d.Capture.Table = nft.TableFamily + " " + nft.TableName
 	if c := a.dp.capture; c != nil {
 		d.Capture.Enabled = true

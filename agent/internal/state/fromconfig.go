@@ -59,12 +59,12 @@ func ServicesFromConfig(cfg *config.Config) []ServiceDecl {
 	out := make([]ServiceDecl, 0, len(cfg.Services))
 	for _, s := range cfg.Services {
 		d := ServiceDecl{
-			Node:        cfg.Node.Name,
-			Local:       true,
-			Name:        s.Name,
-			Namespace:   s.Namespace,
-			Hostname:    s.Hostname,
-			VIPs:        s.VIPs,
+			Node:            cfg.Node.Name,
+			Local:           true,
+			Name:            s.Name,
+			Namespace:       s.Namespace,
+			Hostname:        s.Hostname,
+			VIPs:            s.VIPs,
 			UseWaypoint:     s.UseWaypoint,
 			ServiceAccounts: s.ServiceAccounts,
 			Origin:          OriginConfig,

@@ -2,9 +2,9 @@ package state
 
 import (
 	"fmt"
-	"strings"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
