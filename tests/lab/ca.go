@@ -18,6 +18,12 @@ type ca struct {
 // from the lab's root (created on first use with `ambient-agent ca init`) and
 // returns the host's [identity] dir.
 func (h *Host) Issue(bin, ns, sa string) string {
+	return h.IssueWithIPs(bin, ns, sa)
+}
+
+// IssueWithIPs is Issue with the addresses ips in the certificate's IP SANs
+// (`ca issue -ip`): what proves the addresses a workload may claim.
+func (h *Host) IssueWithIPs(bin, ns, sa string, ips ...string) string {
 	l := h.lab
 	l.t.Helper()
 	l.ca.once.Do(func() {
@@ -28,7 +34,11 @@ func (h *Host) Issue(bin, ns, sa string) string {
 		l.t.Fatalf("lab CA: %v", l.ca.err)
 	}
 	out := filepath.Join(h.Dir, "identity")
-	if err := runQuiet(bin, "ca", "issue", "-dir", l.ca.dir, "-namespace", ns, "-service-account", sa, "-out", out); err != nil {
+	args := []string{"ca", "issue", "-dir", l.ca.dir, "-namespace", ns, "-service-account", sa, "-out", out}
+	for _, ip := range ips {
+		args = append(args, "-ip", ip)
+	}
+	if err := runQuiet(bin, args...); err != nil {
 		l.t.Fatalf("issue %s/%s for %s: %v", ns, sa, h.Name, err)
 	}
 	return out

@@ -36,12 +36,20 @@ type dumpView struct {
 		Address string `json:"address"`
 		Winner  string `json:"winner"`
 		Loser   string `json:"loser"`
+		Reason  string `json:"reason"`
 	} `json:"conflicts"`
-	Services         []serviceView   `json:"services"`
-	ServiceConflicts json.RawMessage `json:"serviceConflicts"`
-	Policies         json.RawMessage `json:"policies"`
-	Peers            json.RawMessage `json:"peers"`
-	Capture          struct {
+	Services          []serviceView   `json:"services"`
+	ServiceConflicts  json.RawMessage `json:"serviceConflicts"`
+	WaypointConflicts []struct {
+		Waypoint string `json:"waypoint"`
+		Node     string `json:"node"`
+		Identity string `json:"identity"`
+		Reason   string `json:"reason"`
+	} `json:"waypointConflicts"`
+	GossipRejected map[string]uint64 `json:"gossipRejected"`
+	Policies       json.RawMessage   `json:"policies"`
+	Peers          json.RawMessage   `json:"peers"`
+	Capture        struct {
 		Enabled   bool     `json:"enabled"`
 		Installed bool     `json:"installed"`
 		Table     string   `json:"table"`

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -71,7 +72,50 @@ func diagnose(admin string, now time.Time) []check {
 		out = append(out, checkVIPRoutes(d))
 	}
 	if d.Config.Gossip.Enabled {
-		out = append(out, checkGossipKey(d.Config.Gossip.KeyFile), checkPeers(d))
+		out = append(out, checkGossipKey(d.Config.Gossip.KeyFile), checkPeers(d), checkRejected(d))
+	}
+	return append(out, checkClaims(d)...)
+}
+
+// checkRejected reports the peers' records this agent dropped: unsigned, mis-signed, expired, claiming an
+// identity or address they do not prove (docs/gossip.md).
+func checkRejected(d *dumpView) check {
+	if len(d.GossipRejected) == 0 {
+		return check{Name: "gossip records", OK: true, Detail: "none rejected"}
+	}
+	var parts []string
+	for _, reason := range slices.Sorted(maps.Keys(d.GossipRejected)) {
+		parts = append(parts, fmt.Sprintf("%s=%d", reason, d.GossipRejected[reason]))
+	}
+	return check{Name: "gossip records", Detail: "rejected: " + strings.Join(parts, " "),
+		Fix: "journalctl -u ambient-agent names the node of each; a host that holds the gossip key is claiming what it cannot prove, or runs an agent that does not sign (see [gossip] accept_unsigned)"}
+}
+
+// checkClaims reports every claim the mesh state does not use: an address, service or waypoint name that a
+// publisher claimed and lost, or that nobody could be given.
+func checkClaims(d *dumpView) []check {
+	const fix = "find the publisher (ambient-agent peers) and correct or remove its claim; prove addresses with `ambient-agent ca issue -ip` (docs/gossip.md)"
+	var out []check
+	for _, c := range d.Conflicts {
+		detail := fmt.Sprintf("address %s claimed by %s: %s; using %s", c.Address, c.Loser, c.Reason, c.Winner)
+		switch {
+		case c.Winner == "" && c.Reason == "contested":
+			detail = fmt.Sprintf("address %s claimed by %s: %s; routed to no one (connections fail with CONTESTED)", c.Address, c.Loser, c.Reason)
+		case c.Winner == "":
+			detail = fmt.Sprintf("address %s claimed by %s: %s; not used", c.Address, c.Loser, c.Reason)
+		}
+		out = append(out, check{Name: "claim", Detail: detail, Fix: fix})
+	}
+	var svcs []struct{ Service, Winner, Loser, What string }
+	_ = json.Unmarshal(d.ServiceConflicts, &svcs)
+	for _, c := range svcs {
+		out = append(out, check{Name: "claim", Detail: fmt.Sprintf("service %s declared by %s: %s", c.Service, c.Loser, c.What), Fix: fix})
+	}
+	for _, c := range d.WaypointConflicts {
+		out = append(out, check{Name: "claim", Detail: fmt.Sprintf("waypoint %s on %s as %s: %s", c.Waypoint, c.Node, c.Identity, c.Reason), Fix: fix})
+	}
+	if len(out) == 0 {
+		out = append(out, check{Name: "claims", OK: true, Detail: "no conflicting address, service or waypoint claim"})
 	}
 	return out
 }

@@ -62,7 +62,11 @@ func printStatus(w io.Writer, d *dumpView) {
 		}
 	}
 	for _, c := range d.Conflicts {
-		fmt.Fprintf(tw, "Conflict:\t%s claimed by %s and %s; using %s\n", c.Address, c.Winner, c.Loser, c.Winner)
+		if c.Winner == "" {
+			fmt.Fprintf(tw, "Conflict:\t%s claimed by %s (%s); routed to no one\n", c.Address, c.Loser, c.Reason)
+			continue
+		}
+		fmt.Fprintf(tw, "Conflict:\t%s claimed by %s and %s (%s); using %s\n", c.Address, c.Winner, c.Loser, c.Reason, c.Winner)
 	}
 	tw.Flush()
 }

@@ -11,7 +11,7 @@ import (
 // pick.
 //
 //  1. A gossip claim of plaintext (tunnel NONE) never takes an address that
-//     another claimant reaches over HBONE: no downgrade.
+//     another claimant, or a waypoint, is reached on over HBONE: no downgrade.
 //  2. The strongest origin wins: this host's own workloads, then its
 //     configuration, then istiod, then gossip with the address in the
 //     publisher's certificate (IP SANs), then gossip signed by the identity.
@@ -40,13 +40,13 @@ type loss struct {
 // contestAddress returns the workload that holds a (nil: no one) and the
 // claimants that lost, in UID order. Claimants sharing the address with the
 // winner are neither.
-func contestAddress(a netip.Addr, claimants []*Workload, prev *Snapshot) (*Workload, []loss) {
-	if len(claimants) == 1 {
+func contestAddress(a netip.Addr, claimants []*Workload, prev *Snapshot, waypoint bool) (*Workload, []loss) {
+	if len(claimants) == 1 && !waypoint {
 		return claimants[0], nil
 	}
 	var losers []loss
 	candidates := claimants
-	if anyHBONE(claimants) {
+	if waypoint || anyHBONE(claimants) {
 		candidates = nil
 		for _, w := range claimants {
 			if w.Tunnel != TunnelHBONE && !w.Origin.Trusted() && !w.Local {
@@ -55,6 +55,9 @@ func contestAddress(a netip.Addr, claimants []*Workload, prev *Snapshot) (*Workl
 			}
 			candidates = append(candidates, w)
 		}
+	}
+	if len(candidates) == 0 {
+		return nil, losers
 	}
 	best := rankUnsigned
 	for _, w := range candidates {

@@ -136,7 +136,7 @@ func (s *Snapshot) mergeService(ds []*ServiceDecl, prev *Snapshot) (*Service, in
 		}
 		svc.Nodes = append(svc.Nodes, d.Node)
 		for _, uid := range d.Workloads {
-			if w, ok := s.byUID[uid]; ok {
+			if w, ok := s.byUID[uid]; ok && !s.lost[uid] {
 				svc.Endpoints = append(svc.Endpoints, &Endpoint{Workload: w, UID: uid, Ports: d.Ports})
 			}
 		}

@@ -19,6 +19,7 @@ type Snapshot struct {
 	byServerName map[string]*Workload
 	conflicts    []Conflict
 	contested    map[netip.Addr]bool // addresses no claimant could be given
+	lost         map[string]bool     // UIDs of workloads that lost a claim on one of their addresses
 
 	services     []*Service
 	byVIP        map[netip.Addr]*Service
@@ -67,13 +68,24 @@ func NewSnapshot(version uint64, workloads []*Workload) *Snapshot {
 // Build indexes in. Nothing in it may be changed afterwards.
 func Build(version uint64, in Input) *Snapshot {
 	s := &Snapshot{version: version}
-	s.indexWorkloads(in.Workloads, in.Previous)
+	s.indexWorkloads(in.Workloads, in.Previous, waypointAddrs(in.Waypoints))
 	s.wps = newWaypointIndex(in.Waypoints, in.Previous)
 	s.buildServices(in.Services, in.Previous, in.Limits)
 	return s
 }
 
-func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot) {
+// waypointAddrs are the addresses waypoints are reached on: over HBONE.
+func waypointAddrs(ws []*Waypoint) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	for _, w := range ws {
+		for _, a := range w.Addresses {
+			out[a.Unmap()] = true
+		}
+	}
+	return out
+}
+
+func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone map[netip.Addr]bool) {
 	s.byAddr = make(map[netip.Addr]*Workload, len(workloads))
 	s.byUID = make(map[string]*Workload, len(workloads))
 	ws := slices.Clone(workloads)
@@ -99,7 +111,7 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot) {
 		}
 	}
 	for _, a := range addrs {
-		s.indexAddress(a, claims[a], prev)
+		s.indexAddress(a, claims[a], prev, hbone[a])
 	}
 }
 
@@ -108,14 +120,17 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot) {
 // winner hold it too; only holders index their ports, so a loser cannot take
 // a port of the address it lost. Every other claimant is a conflict. When no
 // one wins, the address is contested: routed to no one, never in plaintext.
-func (s *Snapshot) indexAddress(a netip.Addr, claimants []*Workload, prev *Snapshot) {
-	winner, losers := contestAddress(a, claimants, prev)
+func (s *Snapshot) indexAddress(a netip.Addr, claimants []*Workload, prev *Snapshot, waypoint bool) {
+	winner, losers := contestAddress(a, claimants, prev, waypoint)
 	if winner == nil {
-		if s.contested == nil {
-			s.contested = map[netip.Addr]bool{}
+		if slices.ContainsFunc(losers, func(l loss) bool { return l.reason == ContestUnresolved }) {
+			if s.contested == nil {
+				s.contested = map[netip.Addr]bool{}
+			}
+			s.contested[a] = true
 		}
-		s.contested[a] = true
 		for _, l := range losers {
+			s.lose(l.w)
 			s.conflicts = append(s.conflicts, Conflict{Address: a, Loser: l.w.UID, Reason: l.reason})
 		}
 		return
@@ -133,8 +148,18 @@ func (s *Snapshot) indexAddress(a netip.Addr, claimants []*Workload, prev *Snaps
 		}
 	}
 	for _, l := range losers {
+		s.lose(l.w)
 		s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: s.byAddr[a].UID, Loser: l.w.UID, Reason: l.reason})
 	}
+}
+
+// lose marks w as a workload that lost an address: it is no service's
+// endpoint, so a service cannot route to an address its claim did not win.
+func (s *Snapshot) lose(w *Workload) {
+	if s.lost == nil {
+		s.lost = map[string]bool{}
+	}
+	s.lost[w.UID] = true
 }
 
 // sharing reports whether two workloads may share an address: workloads of

@@ -113,3 +113,40 @@ func TestWaypointNameBinding(t *testing.T) {
 		t.Errorf("local waypoint lost: %v", got)
 	}
 }
+
+// A plaintext gossip claim on a waypoint's address loses: the address is
+// reached over HBONE. It is not contested either: nobody else claims it.
+func TestPlaintextClaimOnWaypointAddress(t *testing.T) {
+	a := netip.MustParseAddr("10.0.1.1")
+	wp := &Waypoint{Name: "waypoint", Namespace: "prod", ServiceAccount: "waypoint", TrustDomain: "cluster.local", Node: "wp-1",
+		Origin: OriginGossip, Addresses: []netip.Addr{a}}
+	plain := gossipWorkload("0", "evil", "x", "10.0.1.1")
+	plain.Tunnel = TunnelNone
+	s := Build(1, Input{Workloads: []*Workload{plain}, Waypoints: []*Waypoint{wp}})
+	if w, ok := s.WorkloadByAddr(a); ok {
+		t.Errorf("the waypoint's address went to %s", w.UID)
+	}
+	if s.Contested(a) {
+		t.Error("an address only a refused claim names is contested")
+	}
+	if cs := s.Conflicts(); len(cs) != 1 || cs[0].Reason != ContestDowngrade {
+		t.Errorf("conflicts %v", cs)
+	}
+}
+
+// A workload that lost its address is no endpoint: its own service cannot
+// send traffic for it to the address it did not win (in plaintext, here).
+func TestContestLoserIsNoEndpoint(t *testing.T) {
+	victim := gossipWorkload("web-1", "default", "reviews", "10.0.0.1")
+	victim.AddressProven = true
+	thief := gossipWorkload("0", "evil", "x", "10.0.0.1")
+	thief.Tunnel = TunnelNone
+	d := decl("0", "steal", thief.UID)
+	d.Namespace = "evil"
+	d.Hostname = "steal.evil.svc.cluster.local"
+	s := Build(1, Input{Workloads: []*Workload{victim, thief}, Services: []ServiceDecl{d}, Limits: meshLimits})
+	svc, ok := s.ServiceByHostname(d.Hostname)
+	if !ok || len(svc.Endpoints) != 0 {
+		t.Errorf("service %+v: the loser is an endpoint", svc)
+	}
+}
