@@ -41,6 +41,7 @@ func Build(f File) (*Config, Problems) {
 	cfg.DNS = b.dns(f.DNS)
 	cfg.Istio = b.istio(f.Istio, cfg.Identity, len(cfg.Workloads) > 0 || cfg.Waypoint.Enabled)
 	cfg.Policy.WaypointEnforcement = b.enforcement(f.Policy.WaypointEnforcement)
+	b.publishable(cfg)
 	if len(b.problems) > 0 {
 		return nil, b.problems
 	}

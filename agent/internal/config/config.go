@@ -11,6 +11,13 @@ import (
 // in the agent's state); no host may take it.
 const ReservedNodeName = "istiod"
 
+// The ranges service VIPs are allocated from (Istio's auto-allocation ranges, spec/routing.md): explicit VIPs a peer
+// declares must be in them or in [gossip] allowed_vips.
+var (
+	VIPRangeV4 = netip.MustParsePrefix("240.240.0.0/16")
+	VIPRangeV6 = netip.MustParsePrefix("2001:2::/48")
+)
+
 // MaxCapacity bounds a workload's capacity (its weight among a service's endpoints), here and in gossip: one
 // endpoint can outweigh another a thousandfold, never take a service's whole traffic by its own word.
 const MaxCapacity = 1000

@@ -81,3 +81,44 @@ func (c *Config) GossipPort() uint16 {
 	}
 	return c.Gossip.Bind.Port()
 }
+
+// publishable refuses a [[service]] that peers would refuse from this host's gossip record (docs/gossip.md,
+// "Trust"), on the assumption that every host has the same [dns] domains and [gossip] lists: a hostname outside
+// the mesh's domains, an explicit VIP outside the allocation ranges and allowed_vips.
+func (b *builder) publishable(cfg *Config) {
+	if !cfg.Gossip.Enabled {
+		return
+	}
+	domains := append(append([]string(nil), cfg.DNS.Domains...), cfg.Gossip.AllowedHostnames...)
+	for i, s := range cfg.Services {
+		key := fmt.Sprintf("service[%d]", i)
+		if !InDomains(s.Hostname, domains) {
+			b.addf(key+".hostname", "%q is outside [dns] domains and [gossip] allowed_hostnames: peers would refuse the service; add its domain to allowed_hostnames on every host", s.Hostname)
+		}
+		for j, v := range s.VIPs {
+			if !VIPRangeV4.Contains(v) && !VIPRangeV6.Contains(v) && !containsAddr(cfg.Gossip.AllowedVIPs, v) {
+				b.addf(fmt.Sprintf("%s.vips[%d]", key, j), "%s is outside the allocation ranges (%s, %s) and [gossip] allowed_vips: peers would refuse the service; add a CIDR that covers it to allowed_vips on every host", v, VIPRangeV4, VIPRangeV6)
+			}
+		}
+	}
+}
+
+// InDomains reports whether host is one of domains or a name under one.
+func InDomains(host string, domains []string) bool {
+	for _, d := range domains {
+		d = strings.ToLower(strings.TrimSuffix(d, "."))
+		if host == d || strings.HasSuffix(host, "."+d) {
+			return true
+		}
+	}
+	return false
+}
+
+func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a.Unmap()) {
+			return true
+		}
+	}
+	return false
+}

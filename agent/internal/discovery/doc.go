@@ -24,13 +24,18 @@
 // whose advertised record is still missing after a delay is asked for it directly. The records of a node that left
 // or failed are used for a grace period and then dropped; they come back only when the node is alive again.
 //
-// Bad input (a record that is corrupt, too large, of a newer incompatible format, or invalid) is dropped whole with
-// a rate-limited warning: a record is applied completely or not at all.
+// Proofs (proof.go). The gossip key proves only membership. Every workload and waypoint a record claims is signed
+// by its own identity's SVID key, with the chain to the trust bundle, over the whole record and an expiry; a
+// receiver uses a record only when every claim in it is so proven, and IP SANs prove addresses. The claims are
+// handed to state marked with their origin and proof; state settles contests (state/contest.go), never discovery.
+//
+// Bad input (a record that is corrupt, too large, of a newer incompatible format, invalid, unsigned, mis-signed,
+// expired, or claiming what it does not prove) is dropped whole with a rate-limited warning and counted by reason:
+// a record is applied completely or not at all.
 //
 // Gossip only says where things are. It never grants anything: a peer's identity is proven by mTLS against its
-// certificate, and authorization never reads gossip. A member holding the gossip key can still lie about its own
-// workloads (claim an address), which is why state reports address conflicts and HBONE checks the identity.
+// certificate on every connection, and authorization never reads gossip.
 //
-// discovery may import config and state (lower layers) and memberlist. It must not import app, admin, proxy,
+// discovery may import config and state (lower layers), go-spiffe and memberlist. It must not import app, admin, proxy,
 // hbone, capture, dns or policy.
 package discovery

@@ -4,6 +4,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 // Limits bound what gossip may declare about services; the host's own
@@ -57,7 +59,7 @@ func (s *Snapshot) refuseDecl(d *ServiceDecl, lim Limits) string {
 			return declOtherNamespace
 		}
 	}
-	if !inDomains(d.Hostname, lim.Domains) {
+	if !config.InDomains(d.Hostname, lim.Domains) {
 		return declHostname
 	}
 	for _, a := range d.VIPs {
@@ -66,16 +68,6 @@ func (s *Snapshot) refuseDecl(d *ServiceDecl, lim Limits) string {
 		}
 	}
 	return ""
-}
-
-func inDomains(host string, domains []string) bool {
-	for _, d := range domains {
-		d = strings.TrimSuffix(strings.ToLower(d), ".")
-		if host == d || strings.HasSuffix(host, "."+d) {
-			return true
-		}
-	}
-	return false
 }
 
 // allowedVIP: an address of the allocation ranges or of the operator's list,

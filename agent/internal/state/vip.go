@@ -3,14 +3,16 @@ package state
 import (
 	"hash/fnv"
 	"net/netip"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 // VIP allocation (spec/routing.md): a service without explicit VIPs gets one
 // from Istio's auto-allocation ranges, derived from its hostname alone, so
 // that every agent computes the same address without coordination.
 var (
-	allocV4 = netip.MustParsePrefix("240.240.0.0/16")
-	allocV6 = netip.MustParsePrefix("2001:2::/48")
+	allocV4 = config.VIPRangeV4
+	allocV6 = config.VIPRangeV6
 )
 
 // allocSlots is the number of usable offsets in the /16 (not .0.0 nor .255.255).
