@@ -11,6 +11,9 @@ import (
 // in the agent's state); no host may take it.
 const ReservedNodeName = "istiod"
 
+// StaticNodeName is the node of [[remote_workload]] entries that name none.
+const StaticNodeName = "static"
+
 // The ranges service VIPs are allocated from (Istio's auto-allocation ranges, spec/routing.md): explicit VIPs a peer
 // declares must be in them or in [gossip] allowed_vips.
 var (

@@ -184,3 +184,27 @@ func TestMessagesRoundTrip(t *testing.T) {
 		t.Errorf("message without kind: %v", err)
 	}
 }
+
+// Names and addresses a peer may not use: the reserved node names, and
+// workload or waypoint addresses no host has (link-local, the metadata
+// service, the VIP allocation ranges).
+func TestRecordRefusesReservedNamesAndNonHostAddresses(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mut  func(*Record)
+	}{
+		{"node istiod", func(r *Record) { r.Node = "istiod" }},
+		{"node static", func(r *Record) { r.Node = "static" }},
+		{"metadata workload", func(r *Record) { r.Workloads[0].Addresses = []netip.Addr{netip.MustParseAddr("169.254.169.254")} }},
+		{"link-local v6 workload", func(r *Record) { r.Workloads[0].Addresses = []netip.Addr{netip.MustParseAddr("fe80::1")} }},
+		{"allocated-range workload", func(r *Record) { r.Workloads[0].Addresses = []netip.Addr{netip.MustParseAddr("240.240.4.159")} }},
+		{"metadata waypoint", func(r *Record) { r.Waypoint.Addresses = []netip.Addr{netip.MustParseAddr("169.254.169.254")} }},
+		{"capacity over 1000", func(r *Record) { r.Workloads[0].Capacity = 1001 }},
+	} {
+		r := fullRecord()
+		tc.mut(r)
+		if _, err := decodeRecord(encodeRecord(r)); reasonOf(err) != reasonInvalid {
+			t.Errorf("%s: %v, want invalid", tc.name, err)
+		}
+	}
+}

@@ -41,7 +41,7 @@ type Trust struct {
 	// SVID returns the current SVID of a local identity; false when it is not held (yet).
 	SVID func(spiffeid.ID) (*x509svid.SVID, bool)
 	// AcceptUnsigned takes records that carry no proof at all, from agents that do not sign (a rolling upgrade);
-	// their claims lose every contest (state.OriginUnsigned). A record with proofs is always checked whole.
+	// their claims count as unproven gossip claims (state.OriginUnsigned). A record with proofs is always checked whole.
 	AcceptUnsigned bool
 }
 

@@ -155,7 +155,7 @@ func (d *Discovery) offer(b []byte, relay bool) {
 		return
 	}
 	if !p.signed {
-		d.warn.logf(warnLevel, "unsigned:"+rec.Node, "gossip: using a record that proves nothing ([gossip] accept_unsigned); its claims lose every contest",
+		d.warn.logf(warnLevel, "unsigned:"+rec.Node, "gossip: using a record that proves nothing ([gossip] accept_unsigned); its claims count as unproven ones",
 			"node", rec.Node)
 	}
 	h := newHeld(rec, raw, relay, p)

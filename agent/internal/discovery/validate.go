@@ -27,6 +27,9 @@ func validateRecord(r *Record) error {
 	if !config.IsDNSLabel(r.Node) {
 		return fmt.Errorf("node name %q is not a DNS label", r.Node)
 	}
+	if r.Node == config.ReservedNodeName || r.Node == config.StaticNodeName {
+		return fmt.Errorf("node name %q is reserved for what istiod and the configuration declare", r.Node)
+	}
 	if a := r.Address; a.IsValid() && (a.Port() == 0 || a.Addr().IsUnspecified() || a.Addr().IsMulticast()) {
 		return fmt.Errorf("node address %s cannot be used", a)
 	}
@@ -123,6 +126,9 @@ func validateWorkload(w *state.Workload) error {
 	if err := validateAddrs(w.Addresses, 1); err != nil {
 		return err
 	}
+	if err := hostAddrs(w.Addresses); err != nil {
+		return err
+	}
 	for k, v := range w.Labels {
 		if k == "" || len(k) > maxLabelKey || !printable(k) || len(v) > maxLabelValue || !printable(v) {
 			return fmt.Errorf("label %q=%q is empty, too long or not printable", k, v)
@@ -192,7 +198,24 @@ func validateWaypoint(w *Waypoint) error {
 	if err := validateTrustDomain(w.TrustDomain); err != nil {
 		return err
 	}
-	return validateAddrs(w.Addresses, 1)
+	if err := validateAddrs(w.Addresses, 1); err != nil {
+		return err
+	}
+	return hostAddrs(w.Addresses)
+}
+
+// hostAddrs refuses, for a workload or a waypoint, the addresses no host of the mesh has: link-local ones (the
+// cloud metadata service among them) and the VIP allocation ranges, which a claim would take from a service.
+func hostAddrs(addrs []netip.Addr) error {
+	for _, a := range addrs {
+		switch a = a.Unmap(); {
+		case a.IsLinkLocalUnicast() || state.IsMetadata(a):
+			return fmt.Errorf("address %s is link-local or the metadata service's", a)
+		case state.IsAllocated(a):
+			return fmt.Errorf("address %s is in the VIP allocation ranges", a)
+		}
+	}
+	return nil
 }
 
 func validateTrustDomain(td string) error {

@@ -48,7 +48,7 @@ func gossiped(name, ns, sa string, tunnel state.TunnelProtocol, addrs ...string)
 // Whatever the snapshot refuses of gossip, the waypoint must hold by itself:
 // the declaration is istiod's, which the snapshot keeps as it is.
 func service(ns, name, vip string, target uint16, useWaypoint string, ws ...*state.Workload) state.ServiceDecl {
-	d := state.ServiceDecl{Node: state.IstiodNode, Name: name, Namespace: ns, Hostname: name + "." + ns + ".svc.cluster.local",
+	d := state.ServiceDecl{Node: state.IstiodNode, Origin: state.OriginIstiod, Name: name, Namespace: ns, Hostname: name + "." + ns + ".svc.cluster.local",
 		VIPs: []netip.Addr{netip.MustParseAddr(vip)}, Ports: []state.ServicePort{{Port: 80, TargetPort: target}},
 		UseWaypoint: useWaypoint}
 	for _, w := range ws {

@@ -19,7 +19,7 @@ func FromConfig(cfg *config.Config) []*Workload {
 		}
 		node := r.Node
 		if node == "" {
-			node = "static"
+			node = config.StaticNodeName
 		}
 		out = append(out, workload(cfg, r.Workload, node, tunnel, false))
 	}

@@ -18,7 +18,7 @@ const (
 	OriginGossip Origin = "gossip"
 	// OriginUnsigned is a peer's record accepted without proofs while a mesh
 	// upgrades from agents that sign nothing ([gossip] accept_unsigned). It
-	// loses every contest.
+	// counts as an unproven gossip claim.
 	OriginUnsigned Origin = "gossip-unsigned"
 )
 
@@ -33,8 +33,8 @@ const (
 	rankConfig
 	rankIstiod
 	rankProven   // gossip, with its addresses in its certificate's IP SANs
-	rankGossip   // gossip, signed by its identity
-	rankUnsigned // gossip without proofs, or an origin nobody set
+	rankGossip   // gossip, signed by its identity (or unsigned, during an upgrade)
+	rankUnsigned // an origin nobody set
 )
 
 // rank is how strongly w claims its addresses.
@@ -52,7 +52,9 @@ func claimRank(local bool, o Origin, proven bool) int {
 		return rankIstiod
 	case o == OriginGossip && proven:
 		return rankProven
-	case o == OriginGossip:
+	case o == OriginGossip, o == OriginUnsigned:
+		// An unsigned record (a rolling upgrade) counts as an unproven one:
+		// between the two only an established owner decides.
 		return rankGossip
 	}
 	return rankUnsigned

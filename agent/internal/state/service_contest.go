@@ -41,9 +41,9 @@ func (d *ServiceDecl) rank() int {
 	switch {
 	case d.Local || d.Origin == OriginConfig:
 		return rankConfig
-	case d.Origin == OriginIstiod || d.Node == IstiodNode:
+	case d.Origin == OriginIstiod:
 		return rankIstiod
-	case d.Origin == OriginGossip:
+	case d.Origin == OriginGossip, d.Origin == OriginUnsigned:
 		return rankGossip
 	}
 	return rankUnsigned

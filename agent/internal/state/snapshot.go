@@ -163,10 +163,11 @@ func (s *Snapshot) lose(w *Workload) {
 }
 
 // sharing reports whether two workloads may share an address: workloads of
-// one node (both local or both remote, so a peer naming this node is not of
-// it) that each declare the ports they serve.
+// one node and one origin (both local or both remote, both from gossip or
+// both from istiod or configuration: a peer naming another source's node is
+// not of it) that each declare the ports they serve.
 func sharing(a, b *Workload) bool {
-	return a.Node == b.Node && a.Local == b.Local && len(a.Ports) > 0 && len(b.Ports) > 0
+	return a.Node == b.Node && a.Local == b.Local && a.Origin == b.Origin && len(a.Ports) > 0 && len(b.Ports) > 0
 }
 
 // MarkPrimaries marks, in declaration order, the first workload on each

@@ -150,3 +150,33 @@ func TestContestLoserIsNoEndpoint(t *testing.T) {
 		t.Errorf("service %+v: the loser is an endpoint", svc)
 	}
 }
+
+// Claims of different origins never share an address, whatever node names
+// they carry: a gossip workload on a static workload's address and port
+// loses it, ports included.
+func TestOriginsNeverShareAnAddress(t *testing.T) {
+	a := netip.MustParseAddr("10.0.0.20")
+	static := &Workload{UID: "static/default/db", Name: "db", Namespace: "default", Node: "static", Origin: OriginConfig,
+		Tunnel: TunnelHBONE, Addresses: []netip.Addr{a}, Ports: []uint16{5432}, Primary: true}
+	rogue := gossipWorkload("static", "default", "x", "10.0.0.20")
+	rogue.UID, rogue.Ports = "static/default/zz", []uint16{5432}
+	s := Build(1, Input{Workloads: []*Workload{static, rogue}})
+	if w, _ := s.WorkloadFor(netip.AddrPortFrom(a, 5432)); w != static {
+		t.Errorf("port 5432 goes to %v", w)
+	}
+	if cs := s.Conflicts(); len(cs) != 1 || cs[0].Loser != rogue.UID {
+		t.Errorf("conflicts %v", cs)
+	}
+}
+
+// Only the origin ranks a declaration: a gossip declaration whose node is
+// named as istiod is still gossip (discovery refuses the name as well).
+func TestNodeNameNeverRanks(t *testing.T) {
+	d := decl(IstiodNode, "x", "istiod/default/w")
+	d.Hostname = "db.corp.example.com"
+	w := gossipWorkload(IstiodNode, "default", "x", "10.0.0.66")
+	w.UID = "istiod/default/w"
+	if s := Build(1, Input{Workloads: []*Workload{w}, Services: []ServiceDecl{d}, Limits: meshLimits}); len(s.Services()) != 0 {
+		t.Errorf("a gossip declaration named as istiod's escaped the gossip limits: %v", s.Services())
+	}
+}
