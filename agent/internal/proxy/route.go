@@ -142,7 +142,11 @@ func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 	if !svc.HasPort(dst.Port()) {
 		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s has no port %d", svc.Hostname, dst.Port())}
 	}
-	if wps := o.snap.ServiceWaypoint(svc); len(wps) > 0 && !fromWaypoint(o.src.Addr(), wps) {
+	wps := o.snap.ServiceWaypoint(svc)
+	if len(wps) == 0 && namesWaypoint(svc.UseWaypoint) {
+		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s names waypoint %q, which is not known or not bound (ambient-agent doctor)", svc.Key(), svc.UseWaypoint)}
+	}
+	if len(wps) > 0 && !fromWaypoint(o.src.Addr(), wps) {
 		r := o.viaWaypoint(dst, wps)
 		r.Service = svc
 		return r
@@ -159,7 +163,12 @@ func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 // routeWorkload sends a connection for a workload address to the workload's
 // waypoint, to the workload over HBONE, or in plaintext when it is not captured.
 func (o outbound) workload(dst netip.AddrPort, w *state.Workload) Route {
-	if wps := o.snap.WaypointOf(w); len(wps) > 0 && !fromWaypoint(o.src.Addr(), wps) {
+	wps := o.snap.WaypointOf(w)
+	if len(wps) == 0 && w.Tunnel == state.TunnelHBONE && namesWaypoint(w.UseWaypoint) {
+		// Never around a waypoint the workload asked for: its policies would be bypassed.
+		return Route{Kind: RouteDrop, Target: dst, Dest: w, Reason: fmt.Sprintf("workload %s names waypoint %q, which is not known or not bound (ambient-agent doctor)", w.UID, w.UseWaypoint)}
+	}
+	if len(wps) > 0 && !fromWaypoint(o.src.Addr(), wps) {
 		r := o.viaWaypoint(dst, wps)
 		r.Dest = w
 		return r
@@ -185,6 +194,9 @@ func (o outbound) workload(dst netip.AddrPort, w *state.Workload) Route {
 		ServerName: w.ServerName(),
 	}
 }
+
+// namesWaypoint reports whether a use_waypoint value names a waypoint.
+func namesWaypoint(ref string) bool { return ref != "" && ref != state.UseWaypointNone }
 
 // viaWaypoint tunnels to one instance of a waypoint, with target as :authority.
 func (o outbound) viaWaypoint(target netip.AddrPort, wps []*state.Waypoint) Route {

@@ -231,3 +231,25 @@ func TestContestedAddressIsDropped(t *testing.T) {
 		t.Errorf("response flag %q", f)
 	}
 }
+
+// A workload or service that names a waypoint nobody runs (or whose name is
+// contested) is never reached around it: the connection is dropped.
+func TestUnresolvedWaypointIsNotBypassed(t *testing.T) {
+	w, _ := meshSnapshot().WorkloadByAddr(netip.MustParseAddr("10.0.0.11"))
+	c := *w
+	c.UseWaypoint = "gone"
+	client := &state.Workload{UID: "client", Name: "client", Namespace: "default", ServiceAccount: "client", TrustDomain: "cluster.local",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Tunnel: state.TunnelHBONE, Local: true, Origin: state.OriginConfig}
+	s := state.Build(1, state.Input{Workloads: []*state.Workload{client, &c}})
+	if r := DecideOutbound(s, ap("10.0.0.1:5000"), ap("10.0.0.11:8080")); r.Kind != RouteDrop {
+		t.Errorf("workload naming an unknown waypoint: %+v, want a drop", r)
+	}
+	svc := state.ServiceDecl{Node: "n", Name: "r", Namespace: "default", Hostname: "r.default.svc.cluster.local",
+		VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.9")}, Ports: []state.ServicePort{{Port: 80, TargetPort: 8080}},
+		Workloads: []string{c.UID}, UseWaypoint: "gone", Origin: state.OriginConfig}
+	c.UseWaypoint = ""
+	s = state.Build(1, state.Input{Workloads: []*state.Workload{client, &c}, Services: []state.ServiceDecl{svc}})
+	if r := DecideOutbound(s, ap("10.0.0.1:5000"), ap("10.96.0.9:80")); r.Kind != RouteDrop {
+		t.Errorf("service naming an unknown waypoint: %+v, want a drop", r)
+	}
+}

@@ -24,6 +24,7 @@ type Limits struct {
 const (
 	declOtherNamespace = "a backing workload is of another namespace"
 	declHostname       = "hostname outside the mesh domains ([dns] domains, [gossip] allowed_hostnames)"
+	declHostnameNS     = "hostname of another namespace (<name>.<namespace>.svc.<domain>)"
 	declVIP            = "an explicit VIP outside the allocation ranges and [gossip] allowed_vips, or loopback, link-local or multicast"
 	declServiceAccount = "a backing workload's service account is not one the service allows"
 	declDiffers        = "declared with a different hostname, VIPs, waypoint or service accounts"
@@ -32,7 +33,7 @@ const (
 
 // declReasons name the refusals above in metrics.
 var declReasons = map[string]string{
-	declOtherNamespace: "other_namespace", declHostname: "hostname_outside_mesh", declVIP: "vip_not_allowed",
+	declOtherNamespace: "other_namespace", declHostname: "hostname_outside_mesh", declHostnameNS: "hostname_of_another_namespace", declVIP: "vip_not_allowed",
 	declServiceAccount: "service_account_not_allowed", declDiffers: "declared_differently", declContested: "contested",
 }
 
@@ -62,12 +63,27 @@ func (s *Snapshot) refuseDecl(d *ServiceDecl, lim Limits) string {
 	if !config.InDomains(d.Hostname, lim.Domains) {
 		return declHostname
 	}
+	if ns, ok := hostnameNamespace(d.Hostname); ok && ns != d.Namespace {
+		return declHostnameNS
+	}
 	for _, a := range d.VIPs {
 		if !allowedVIP(a, lim.VIPs) {
 			return declVIP
 		}
 	}
 	return ""
+}
+
+// hostnameNamespace is the namespace a Kubernetes-style service hostname
+// names: "ns" of "<name>.<ns>.svc.<domain>".
+func hostnameNamespace(host string) (string, bool) {
+	labels := strings.Split(host, ".")
+	for i := 1; i < len(labels)-1; i++ {
+		if labels[i] == "svc" {
+			return labels[i-1], true
+		}
+	}
+	return "", false
 }
 
 // allowedVIP: an address of the allocation ranges or of the operator's list,
@@ -269,6 +285,18 @@ func (s *Snapshot) heldVIP(a netip.Addr, key string) bool {
 	}
 	svc, ok := s.byVIP[a]
 	return ok && svc.Key() == key
+}
+
+// vipHolderKey is the key of the service that held VIP a in s ("" when none
+// did, or s is nil): a newcomer's explicit VIP never takes it, allocated or not.
+func (s *Snapshot) vipHolderKey(a netip.Addr) string {
+	if s == nil {
+		return ""
+	}
+	if svc, ok := s.byVIP[a]; ok {
+		return svc.Key()
+	}
+	return ""
 }
 
 // heldAllocated reports whether svc's key held an allocated VIP in s.

@@ -168,6 +168,13 @@ func (s *Snapshot) explicitVIP(a netip.Addr, svc *Service, claims map[netip.Addr
 			What: fmt.Sprintf("VIP %s is a contested workload address", a)})
 		return false
 	}
+	if held := prev.vipHolderKey(a); held != "" && held != svc.Key() {
+		if h := s.serviceByKey(held); h != nil && ranks[h] <= ranks[svc] {
+			s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: svc.Key(), Winner: "service " + held, Loser: svc.Key(),
+				What: fmt.Sprintf("VIP %s is already service %s's", a, held)})
+			return false
+		}
+	}
 	winner := pickService(claims[a], ranks, func(c *Service) bool { return prev.heldVIP(a, c.Key()) })
 	if winner == svc {
 		s.byVIP[a] = svc

@@ -180,3 +180,31 @@ func TestNodeNameNeverRanks(t *testing.T) {
 		t.Errorf("a gossip declaration named as istiod's escaped the gossip limits: %v", s.Services())
 	}
 }
+
+// A newcomer's explicit VIP never takes a VIP a service held, allocated or
+// explicit: the holder keeps its address.
+func TestHeldVIPIsKept(t *testing.T) {
+	web := gossipWorkload("web-1", "default", "reviews", "10.0.0.1")
+	rogue := gossipWorkload("0", "evil", "x", "10.0.0.66")
+	reviews := decl("web-1", "reviews", web.UID)
+	held := Build(1, Input{Workloads: []*Workload{web, rogue}, Services: []ServiceDecl{reviews}, Limits: meshLimits})
+	svc, _ := held.ServiceByHostname("reviews.default.svc.cluster.local")
+	steal := decl("0", "steal", rogue.UID)
+	steal.Namespace, steal.Hostname, steal.VIPs = "evil", "steal.evil.svc.cluster.local", svc.Addresses
+	s := Build(2, Input{Workloads: []*Workload{web, rogue}, Services: []ServiceDecl{reviews, steal}, Limits: meshLimits, Previous: held})
+	if got, ok := s.ServiceByVIP(svc.Addresses[0]); !ok || got.Key() != "default/reviews" {
+		t.Errorf("VIP %s is %v's, want default/reviews's", svc.Addresses[0], got)
+	}
+}
+
+// A gossip service hostname of the form <name>.<ns>.svc.<domain> names its
+// namespace: another namespace cannot squat it, even first.
+func TestHostnameBoundToNamespace(t *testing.T) {
+	rogue := gossipWorkload("0", "evil", "x", "10.0.0.66")
+	squat := decl("0", "squat", rogue.UID)
+	squat.Namespace, squat.Hostname = "evil", "reviews.default.svc.cluster.local"
+	s := Build(1, Input{Workloads: []*Workload{rogue}, Services: []ServiceDecl{squat}, Limits: meshLimits})
+	if len(s.Services()) != 0 || len(s.ServiceConflicts()) != 1 || s.ServiceConflicts()[0].What != declHostnameNS {
+		t.Errorf("services %v, conflicts %v", s.Services(), s.ServiceConflicts())
+	}
+}
