@@ -92,10 +92,13 @@ func TestBadInputIsDroppedWhole(t *testing.T) {
 
 	// Records of the rogue's own node that prove too little: unsigned; signed by a root the mesh does not trust;
 	// claiming an identity it holds no key for; signed long ago; claiming an address its certificate does not name.
+	// Each is newer than what the rogue advertises, so that it passes the table's checks and meets the proofs'.
+	version := uint64(5)
 	rogueRec := func(sa string) *Record {
 		w := testWorkload(9, 0)
 		w.ServiceAccount = sa
-		return &Record{Node: "rogue", Version: 5, Workloads: []*state.Workload{w}}
+		version++
+		return &Record{Node: "rogue", Version: version, Workloads: []*state.Workload{w}}
 	}
 	mesh, foreign := testCAs()
 	rogueID, _ := identityOf("cluster.local", "default", "sa")
@@ -104,7 +107,12 @@ func TestBadInputIsDroppedWhole(t *testing.T) {
 	unproven := []([]byte){
 		encodeRecord(rogueRec("sa")),
 		signedBy(t, rogueRec("sa"), foreign.issue(rogueID, day)),
-		signedBy(t, rogueRec("victim"), mesh.issue(rogueID, day)),
+		signedBy(t, func() *Record { // its own identity signed, the victim's not
+			r := rogueRec("victim")
+			w := testWorkload(9, 1)
+			r.Workloads = append(r.Workloads, w)
+			return r
+		}(), mesh.issue(rogueID, day)),
 		stale,
 		signedBy(t, rogueRec("sa"), mesh.issue(rogueID, day, netip.MustParseAddr("10.9.9.9"))),
 	}

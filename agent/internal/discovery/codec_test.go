@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -206,5 +207,32 @@ func TestRecordRefusesReservedNamesAndNonHostAddresses(t *testing.T) {
 		if _, err := decodeRecord(encodeRecord(r)); reasonOf(err) != reasonInvalid {
 			t.Errorf("%s: %v, want invalid", tc.name, err)
 		}
+	}
+}
+
+// Proofs are one per claimed identity: a duplicate, or a proof of an identity
+// the record claims nothing for, is refused before any signature is checked.
+func TestProofsMatchClaims(t *testing.T) {
+	r := testRecord(4, 1)
+	r.Node, r.Version = "vm-4", 1
+	good := signed(t, r)
+	rec, err := decodeRecord(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust := testTrust()
+	if _, err := verifyProofs(rec, good[:rec.signedLen], &trust, time.Now()); err != nil {
+		t.Fatalf("a good record: %v", err)
+	}
+	rec.Proofs = append(rec.Proofs, rec.Proofs[0])
+	if _, err := verifyProofs(rec, good[:rec.signedLen], &trust, time.Now()); reasonOf(err) != reasonBadProof || !strings.Contains(err.Error(), "a second proof") {
+		t.Errorf("a duplicate proof: %v", err)
+	}
+	mesh, _ := testCAs()
+	other, _ := identityOf("cluster.local", "other", "z")
+	stray := signedBy(t, r, mesh.issue(other, time.Now().Add(time.Hour).Truncate(time.Minute)))
+	rec, _ = decodeRecord(stray)
+	if _, err := verifyProofs(rec, stray[:rec.signedLen], &trust, time.Now()); reasonOf(err) != reasonBadProof || !strings.Contains(err.Error(), "claims nothing for") {
+		t.Errorf("a proof of an unclaimed identity: %v", err)
 	}
 }

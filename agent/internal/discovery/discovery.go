@@ -53,6 +53,7 @@ type Discovery struct {
 	replying map[string]bool
 	view     *view
 	drops    map[string]uint64
+	rejected rejectedCache
 }
 
 // counters count what discovery did, for status and tests.

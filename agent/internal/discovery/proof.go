@@ -165,6 +165,9 @@ func verifyProofs(r *Record, signed []byte, trust *Trust, now time.Time) (proven
 		}
 		return proven{}, drop(reasonUnsigned, "the record carries no proof of its claims")
 	}
+	if err := proofsMatchClaims(r); err != nil {
+		return proven{}, err
+	}
 	p := proven{signed: true, ids: map[spiffeid.ID][]netip.Addr{}, expires: now.Add(ProofLifetime + maxClockSkew)}
 	bundles := trust.Bundles()
 	for i, pr := range r.Proofs {
@@ -176,6 +179,40 @@ func verifyProofs(r *Record, signed []byte, trust *Trust, now time.Time) (proven
 		p.expires = minTime(p.expires, minTime(time.Unix(pr.NotAfter, 0), leaf.NotAfter))
 	}
 	return p, checkClaims(r, p)
+}
+
+// proofsMatchClaims refuses, before any signature is checked, proofs that are not one per identity the record
+// claims: a duplicate, or an identity it claims nothing for, would only cost receivers work.
+func proofsMatchClaims(r *Record) error {
+	claimed := map[spiffeid.ID]bool{}
+	for _, w := range r.Workloads {
+		if id, err := identityOf(w.TrustDomain, w.Namespace, w.ServiceAccount); err == nil {
+			claimed[id] = true
+		}
+	}
+	if w := r.Waypoint; w != nil {
+		if id, err := identityOf(w.TrustDomain, w.Namespace, w.ServiceAccount); err == nil {
+			claimed[id] = true
+		}
+	}
+	seen := map[spiffeid.ID]bool{}
+	for i, pr := range r.Proofs {
+		leaf, err := x509.ParseCertificate(pr.Chain[0])
+		if err != nil {
+			return drop(reasonBadProof, "proof %d: certificate: %v", i, err)
+		}
+		id, err := x509svid.IDFromCert(leaf)
+		switch {
+		case err != nil:
+			return drop(reasonBadProof, "proof %d: %v", i, err)
+		case seen[id]:
+			return drop(reasonBadProof, "proof %d: a second proof of %s", i, id)
+		case !claimed[id]:
+			return drop(reasonBadProof, "proof %d: %s, an identity the record claims nothing for", i, id)
+		}
+		seen[id] = true
+	}
+	return nil
 }
 
 func verifyProof(pr Proof, signed []byte, bundles x509bundle.Source, now time.Time) (spiffeid.ID, *x509.Certificate, error) {

@@ -143,14 +143,29 @@ func (d *Discovery) offer(b []byte, relay bool) {
 		d.dropped(err, "", "record")
 		return
 	}
+	a := advertOf(raw, rec.Version)
 	d.mu.Lock()
-	known := d.table.known(rec.Node, advertOf(raw, rec.Version).digest)
+	known := d.table.known(rec.Node, a.digest)
+	err = d.table.precheck(rec.Node, a, time.Now())
+	if err == nil {
+		err = d.rejected.get(a.digest)
+	}
 	d.mu.Unlock()
 	if known { // push/pull brings every record again: verified once is enough
 		return
 	}
+	if err != nil { // what the table would drop, or a record whose proofs failed before, costs no signature check
+		d.dropped(err, rec.Node, "record")
+		if reasonOf(err) == reasonUnknownNode && rec.Address.IsValid() {
+			d.hint(rec.Address)
+		}
+		return
+	}
 	p, err := verifyProofs(rec, raw[:rec.signedLen], &d.opts.Trust, time.Now())
 	if err != nil {
+		d.mu.Lock()
+		d.rejected.add(a.digest, err)
+		d.mu.Unlock()
 		d.dropped(err, rec.Node, "record")
 		return
 	}
@@ -196,6 +211,9 @@ func (d *Discovery) Reverify() {
 			failed = append(failed, h)
 		}
 	}
+	d.mu.Lock()
+	d.rejected = rejectedCache{} // a new bundle may verify what the old one did not
+	d.mu.Unlock()
 	if len(failed) == 0 {
 		return
 	}
@@ -211,6 +229,21 @@ func (d *Discovery) Reverify() {
 	if changed {
 		d.notify()
 	}
+}
+
+// rejectedCache remembers, by digest, the records whose proofs failed, so that one sent again (relayed, in every
+// push/pull) costs no second verification. Bounded: when full, it forgets everything.
+type rejectedCache map[[32]byte]error
+
+const maxRejected = 4096
+
+func (c *rejectedCache) get(digest [32]byte) error { return (*c)[digest] }
+
+func (c *rejectedCache) add(digest [32]byte, err error) {
+	if *c == nil || len(*c) >= maxRejected {
+		*c = rejectedCache{}
+	}
+	(*c)[digest] = err
 }
 
 // dropped counts and reports input that was not used. Races of normal operation (an old relay, a record of a
