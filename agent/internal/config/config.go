@@ -204,8 +204,8 @@ type Gossip struct {
 	InsecureDevMode bool          `json:"insecureDevMode"`
 	GracePeriod     time.Duration `json:"gracePeriod"`
 	// AcceptUnsigned takes peers' records that prove nothing (agents before
-	// signed records), for a rolling upgrade only; their claims lose every
-	// contest (docs/gossip.md).
+	// signed records), for a rolling upgrade only; their claims count as
+	// unproven ones (docs/gossip.md).
 	AcceptUnsigned bool `json:"acceptUnsigned"`
 	// AllowedHostnames are DNS domains, besides [dns] domains, under which
 	// peers may declare service hostnames.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/memberlist"
 
@@ -44,8 +45,9 @@ type Discovery struct {
 	hints    chan netip.AddrPort
 	stats    counters
 
-	pubMu sync.Mutex // serializes publishing this node's record (held before mu)
-	want  *Record    // this node's record as SetLocal was given it, before what it cannot prove is left out
+	created time.Time  // when New built this node: its first record waits that long for its certificates
+	pubMu   sync.Mutex // serializes publishing this node's record (held before mu)
+	want    *Record    // this node's record as SetLocal was given it, before what it cannot prove is left out
 
 	mu       sync.Mutex
 	table    *table
@@ -95,6 +97,7 @@ func New(opts Options) (*Discovery, error) {
 		hints:    make(chan netip.AddrPort, hintQueue),
 		table:    newTable(opts.NodeName, opts.GracePeriod, tuning.ReconnectTimeout),
 		replying: map[string]bool{},
+		created:  time.Now(),
 	}
 	d.numAlive.Store(1)
 	d.queue = &memberlist.TransmitLimitedQueue{NumNodes: func() int { return int(d.numAlive.Load()) }, RetransmitMult: 4}

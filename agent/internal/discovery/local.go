@@ -48,8 +48,13 @@ func (d *Discovery) SetLocal(r Record) error {
 	}
 	d.pubMu.Lock()
 	defer d.pubMu.Unlock()
+	prev := d.want
 	d.want = want
-	return d.publish(false)
+	if err := d.publish(false); err != nil {
+		d.want = prev // the previous record stays, as it is
+		return err
+	}
+	return nil
 }
 
 // Resign publishes this node's record again when the certificates that sign it changed (a rotation, or one
@@ -60,20 +65,30 @@ func (d *Discovery) Resign() error {
 	return d.publish(false)
 }
 
-// resignIfDue renews the signatures of this node's record before they expire.
+// resignIfDue renews the signatures of this node's record before they expire, and publishes a first record
+// that waited for its certificates.
 func (d *Discovery) resignIfDue(now time.Time) {
 	d.mu.Lock()
 	due := d.local != nil && !now.Before(d.local.resignAt)
+	waiting := d.local == nil
 	d.mu.Unlock()
-	if !due {
+	if !due && !waiting {
 		return
 	}
 	d.pubMu.Lock()
 	defer d.pubMu.Unlock()
-	if err := d.publish(true); err != nil {
-		d.log.Error("gossip: renewing this node's signatures", "err", err)
+	if err := d.publish(due); err != nil {
+		d.log.Error("gossip: publishing this node's record", "err", err)
+		d.mu.Lock()
+		if d.local != nil {
+			d.local.resignAt = now.Add(minResign) // try again later, not at every tick
+		}
+		d.mu.Unlock()
 	}
 }
+
+// minResign bounds how often this node's record is signed again.
+const minResign = time.Minute
 
 // publish signs the wanted record with the certificates held now and publishes it, unless it is the one
 // published already and its signatures are not due. Callers hold pubMu.
@@ -81,7 +96,12 @@ func (d *Discovery) publish(force bool) error {
 	if d.want == nil {
 		return nil
 	}
-	rec, svids := d.provable(d.want)
+	rec, svids, missing := d.provable(d.want, time.Now())
+	if missing > 0 && d.local == nil && time.Since(d.created) < d.opts.GracePeriod {
+		// The first record of this process waits (for the grace period at most, peers keep the previous one that
+		// long) for the certificates of all its claims: a record that leaves claims out lets peers give them away.
+		return nil
+	}
 	rec.Version = 0
 	content := encodeRecord(rec)
 	for _, s := range svids {
@@ -105,7 +125,7 @@ func (d *Discovery) publish(force bool) error {
 	}
 	d.mu.Lock()
 	d.local = &localRecord{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), content: content,
-		resignAt: now.Add(min(resignAfter, expires.Sub(now)/2))}
+		resignAt: now.Add(max(min(resignAfter, expires.Sub(now)/2), minResign))}
 	d.mu.Unlock()
 
 	if msg := encodeMessage(kindBroadcast, raw); len(msg) <= maxBroadcastBytes {
@@ -125,30 +145,38 @@ func (d *Discovery) publish(force bool) error {
 	return nil
 }
 
-// provable is the part of want this node can prove now, and the SVIDs that prove it: the workloads and the
-// waypoint whose identity it holds a certificate for (whose IP SANs, when it has any, name their addresses),
-// and the services still backed by one of them. What it leaves out is logged.
-func (d *Discovery) provable(want *Record) (*Record, []*x509svid.SVID) {
+// provable is the part of want this node can prove now, the SVIDs that prove it, and how many claims it leaves
+// out: the workloads and the waypoint whose identity has a currently valid certificate that peers accept (within
+// the proof limits; IP SANs, when it has any, naming their addresses), and the services still backed by one of
+// them. What it leaves out is logged.
+func (d *Discovery) provable(want *Record, now time.Time) (*Record, []*x509svid.SVID, int) {
 	rec := *want
 	rec.Workloads, rec.Services, rec.Waypoint, rec.Proofs = nil, nil, nil, nil
 	var svids []*x509svid.SVID
+	missing := 0
 	prove := func(what, td, ns, sa string, addrs []netip.Addr) bool {
 		id, err := identityOf(td, ns, sa)
 		if err != nil {
+			missing++
 			return false
 		}
+		i := slices.IndexFunc(svids, func(x *x509svid.SVID) bool { return x.ID == id })
 		s, ok := d.opts.Trust.SVID(id)
-		if !ok {
-			d.warn.logf(warnLevel, "unproven:"+what, "gossip: not publishing a claim this node holds no certificate for (yet)",
-				"claim", what, "identity", id)
+		if i >= 0 {
+			s = svids[i] // signing already: the limits were checked
+		} else if why := unusableSVID(s, ok, now, len(svids)); why != "" {
+			missing++
+			d.warn.logf(warnLevel, "unproven:"+what, "gossip: not publishing a claim this node cannot prove (yet)",
+				"claim", what, "identity", id, "why", why)
 			return false
 		}
 		if sans := ipSANs(s.Certificates[0]); len(sans) > 0 && !(proven{ids: map[spiffeid.ID][]netip.Addr{id: sans}}).addressesProven(id, addrs) {
+			missing++
 			d.warn.logf(slog.LevelError, "sans:"+what, "gossip: not publishing a claim of addresses its certificate does not name",
 				"claim", what, "addresses", addrs, "ip_sans", sans)
 			return false
 		}
-		if !slices.ContainsFunc(svids, func(x *x509svid.SVID) bool { return x.ID == id }) {
+		if i < 0 {
 			svids = append(svids, s)
 		}
 		return true
@@ -171,7 +199,28 @@ func (d *Discovery) provable(want *Record) (*Record, []*x509svid.SVID) {
 	if w := want.Waypoint; w != nil && prove("waypoint", w.TrustDomain, w.Namespace, w.ServiceAccount, w.Addresses) {
 		rec.Waypoint = w
 	}
-	return &rec, svids
+	return &rec, svids, missing
+}
+
+// unusableSVID says why an SVID cannot sign a claim peers would accept ("" when it can): missing, not valid
+// now, over the proof limits, or one identity too many (held is how many sign already).
+func unusableSVID(s *x509svid.SVID, ok bool, now time.Time, held int) string {
+	switch {
+	case !ok || s == nil || len(s.Certificates) == 0:
+		return "no certificate"
+	case now.Before(s.Certificates[0].NotBefore) || !now.Before(s.Certificates[0].NotAfter):
+		return "the certificate is not valid now"
+	case len(s.Certificates) > maxChainCerts:
+		return fmt.Sprintf("a chain of more than %d certificates", maxChainCerts)
+	case held >= maxProofs:
+		return fmt.Sprintf("more than %d identities in one record", maxProofs)
+	}
+	for _, c := range s.Certificates {
+		if len(c.Raw) > maxCertBytes {
+			return fmt.Sprintf("a certificate over %d bytes", maxCertBytes)
+		}
+	}
+	return ""
 }
 
 // addressKnown puts the gossip address, known once the port is bound, into a record published before Run.

@@ -51,10 +51,12 @@ type peer struct {
 	since      time.Time // of the last status change
 	advertised advert
 	hasAdvert  bool
-	current    *held // the record in use
-	pending    *held // a newer record whose advertisement has not arrived yet
-	missing    time.Time
-	requested  time.Time
+	// unadvertised is when an alive node started advertising no record (zero while it advertises one).
+	unadvertised time.Time
+	current      *held // the record in use
+	pending      *held // a newer record whose advertisement has not arrived yet
+	missing      time.Time
+	requested    time.Time
 }
 
 func (p *peer) holds(a advert) bool { return p.current != nil && p.current.advert.digest == a.digest }
@@ -103,10 +105,16 @@ func (t *table) up(name string, addr netip.AddrPort, a advert, ok bool, now time
 	p.addr = addr
 	p.advertised, p.hasAdvert = a, ok
 	if !ok {
+		// A node advertises no record only while it has none yet: restarted, waiting for the certificates that
+		// sign its claims. Its previous record stays in use for the grace period, as a gone node's, so that a
+		// restart never hands what it held to another claimant.
 		p.pending, p.missing = nil, time.Time{}
-		t.setCurrent(p, nil)
+		if p.unadvertised.IsZero() {
+			p.unadvertised = now
+		}
 		return nil
 	}
+	p.unadvertised = time.Time{}
 	switch {
 	case p.holds(a):
 		p.missing = time.Time{}
@@ -214,6 +222,10 @@ func (t *table) expire(now time.Time) []string {
 	var gone []string
 	for name, p := range t.peers {
 		if p.status == statusAlive {
+			if !p.unadvertised.IsZero() && now.Sub(p.unadvertised) >= t.grace && p.current != nil {
+				t.setCurrent(p, nil)
+				gone = append(gone, name)
+			}
 			continue
 		}
 		age := now.Sub(p.since)

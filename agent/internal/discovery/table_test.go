@@ -210,3 +210,19 @@ func TestAnswerNamesRecords(t *testing.T) {
 		t.Errorf("randomAlive = %+v", got)
 	}
 }
+
+// A node that restarts advertises no record until its certificates sign one:
+// its previous record stays in use for the grace period, then goes.
+func TestRecordOfANodeWithoutAdvertisementStaysForTheGracePeriod(t *testing.T) {
+	tb := newTable("a", time.Minute, time.Hour)
+	v1 := rec("b", 1, false, 1)
+	tb.up("b", addrB, v1.advert, true, t0)
+	mustOutcome(t, tb, v1, accepted, "")
+	tb.up("b", addrB, advert{}, false, t0.Add(time.Second)) // restarted, nothing signed yet
+	if len(tb.current()) != 1 || len(tb.expire(t0.Add(50*time.Second))) != 0 {
+		t.Fatal("the record went before the grace period")
+	}
+	if gone := tb.expire(t0.Add(62 * time.Second)); len(gone) != 1 || len(tb.current()) != 0 {
+		t.Fatalf("after the grace period: gone %v, current %v", gone, tb.current())
+	}
+}

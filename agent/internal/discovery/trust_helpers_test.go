@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,4 +131,53 @@ func signed(t testing.TB, r *Record) []byte {
 		add(w.TrustDomain, w.Namespace, w.ServiceAccount)
 	}
 	return signedBy(t, r, svids...)
+}
+
+// TestFirstRecordWaitsForItsCertificates: a node whose certificates have not
+// arrived publishes nothing (peers keep its previous record) rather than a
+// record that leaves its claims out; it publishes them all once they arrive,
+// and never with an expired certificate.
+func TestFirstRecordWaitsForItsCertificates(t *testing.T) {
+	ca, _ := testCAs()
+	var held atomic.Bool
+	var expired atomic.Bool
+	trust := testTrust()
+	trust.SVID = func(id spiffeid.ID) (*x509svid.SVID, bool) {
+		switch {
+		case expired.Load():
+			s := *ca.issue(id, time.Now().Add(24*time.Hour).Truncate(time.Hour))
+			leaf := *s.Certificates[0]
+			leaf.NotAfter = time.Now().Add(-time.Minute)
+			s.Certificates = []*x509.Certificate{&leaf}
+			return &s, true
+		case held.Load():
+			return ca.issue(id, time.Now().Add(24*time.Hour).Truncate(time.Hour)), true
+		}
+		return nil, false
+	}
+	d, err := New(Options{NodeName: "a", Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{testKey}, Trust: trust,
+		GracePeriod: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetLocal(*testRecord(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := d.Local(); ok {
+		t.Fatalf("published before its certificates arrived: %+v", r)
+	}
+	held.Store(true)
+	if err := d.Resign(); err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := d.Local(); !ok || len(r.Workloads) != 2 {
+		t.Fatalf("with its certificates: %+v, %v", r, ok)
+	}
+	expired.Store(true)
+	if err := d.SetLocal(*testRecord(1, 3)); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := d.Local(); len(r.Workloads) != 0 {
+		t.Errorf("an expired certificate signed: %d workloads published", len(r.Workloads))
+	}
 }
