@@ -171,12 +171,15 @@ func verifyProofs(r *Record, signed []byte, trust *Trust, now time.Time) (proven
 	p := proven{signed: true, ids: map[spiffeid.ID][]netip.Addr{}, expires: now.Add(ProofLifetime + maxClockSkew)}
 	bundles := trust.Bundles()
 	for i, pr := range r.Proofs {
-		id, leaf, err := verifyProof(pr, signed, bundles, now)
+		id, chain, err := verifyProof(pr, signed, bundles, now)
 		if err != nil {
 			return proven{}, fmt.Errorf("proof %d: %w", i, err)
 		}
-		p.ids[id] = ipSANs(leaf)
-		p.expires = minTime(p.expires, minTime(time.Unix(pr.NotAfter, 0), leaf.NotAfter))
+		p.ids[id] = ipSANs(chain[0])
+		p.expires = minTime(p.expires, time.Unix(pr.NotAfter, 0))
+		for _, c := range chain { // the leaf, its intermediates and the root: the proof holds while all do
+			p.expires = minTime(p.expires, c.NotAfter)
+		}
 	}
 	return p, checkClaims(r, p)
 }
@@ -215,7 +218,7 @@ func proofsMatchClaims(r *Record) error {
 	return nil
 }
 
-func verifyProof(pr Proof, signed []byte, bundles x509bundle.Source, now time.Time) (spiffeid.ID, *x509.Certificate, error) {
+func verifyProof(pr Proof, signed []byte, bundles x509bundle.Source, now time.Time) (spiffeid.ID, []*x509.Certificate, error) {
 	id, chains, err := x509svid.ParseAndVerify(pr.Chain, bundles, x509svid.WithTime(now))
 	if err != nil {
 		reason := reasonBadProof
@@ -240,7 +243,7 @@ func verifyProof(pr Proof, signed []byte, bundles x509bundle.Source, now time.Ti
 	if err != nil {
 		return spiffeid.ID{}, nil, drop(reasonBadProof, "signature of %s: %v", id, err)
 	}
-	return id, leaf, nil
+	return id, chains[0], nil
 }
 
 // checkClaims refuses a record with a workload or waypoint whose identity signed nothing, or whose addresses

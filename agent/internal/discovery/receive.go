@@ -197,11 +197,16 @@ func (d *Discovery) offer(b []byte, relay bool) {
 	}
 }
 
-// Reverify checks the records in use against the trust bundles again (call it when they change): a record whose
+// Reverify checks the records in use (and those waiting for their advertisement) against the trust bundles again (call it when they change): a record whose
 // proofs no longer verify, a root removed from the bundle say, stops counting at once.
 func (d *Discovery) Reverify() {
 	d.mu.Lock()
 	current := d.table.current()
+	for _, p := range d.table.peers {
+		if p.pending != nil {
+			current = append(current, p.pending)
+		}
+	}
 	d.mu.Unlock()
 	now := time.Now()
 	var failed []*held
@@ -220,8 +225,13 @@ func (d *Discovery) Reverify() {
 	d.mu.Lock()
 	gen := d.table.gen
 	for _, h := range failed {
-		if p := d.table.peers[h.rec.Node]; p != nil && p.current == h {
+		p := d.table.peers[h.rec.Node]
+		switch {
+		case p == nil:
+		case p.current == h:
 			d.table.setCurrent(p, nil)
+		case p.pending == h:
+			p.pending = nil
 		}
 	}
 	changed := gen != d.table.gen

@@ -201,7 +201,15 @@ func (t *table) precheck(name string, a advert, now time.Time) error {
 	if p == nil || (p.status != statusAlive && now.Sub(p.since) >= t.grace) {
 		return drop(reasonUnknownNode, "node %q is not a member", name)
 	}
-	if p.holds(a) || (p.hasAdvert && p.advertised.digest == a.digest) {
+	if p.holds(a) {
+		return nil
+	}
+	if p.current != nil && a.version < p.current.advert.version {
+		// Never back to an older record, even one advertised: an advertisement can be forged until its node
+		// refutes it, and an old record (signed within the hour) would bring back what its node removed.
+		return drop(reasonStale, "version %d of node %q, older than the one in use (%d)", a.version, name, p.current.advert.version)
+	}
+	if p.hasAdvert && p.advertised.digest == a.digest {
 		return nil
 	}
 	switch {

@@ -226,3 +226,19 @@ func TestRecordOfANodeWithoutAdvertisementStaysForTheGracePeriod(t *testing.T) {
 		t.Fatalf("after the grace period: gone %v, current %v", gone, tb.current())
 	}
 }
+
+// An older record never comes back, even advertised (a forged advertisement,
+// until its node refutes it): what its node removed stays removed.
+func TestOlderRecordNeverReturns(t *testing.T) {
+	tb := newTable("a", time.Minute, time.Hour)
+	v1, v2 := rec("b", 1, false, 1), rec("b", 2, false, 2)
+	tb.up("b", addrB, v1.advert, true, t0)
+	mustOutcome(t, tb, v1, accepted, "")
+	tb.up("b", addrB, v2.advert, true, t0)
+	mustOutcome(t, tb, v2, accepted, "")
+	tb.up("b", addrB, v1.advert, true, t0) // forged
+	mustOutcome(t, tb, v1, dropped, reasonStale)
+	if cur := tb.current(); len(cur) != 1 || cur[0] != v2 {
+		t.Fatalf("current = %v", cur)
+	}
+}

@@ -181,3 +181,30 @@ func TestFirstRecordWaitsForItsCertificates(t *testing.T) {
 		t.Errorf("an expired certificate signed: %d workloads published", len(r.Workloads))
 	}
 }
+
+// When the trust bundle changes (a root removed), the records in use are
+// verified again: those it no longer verifies stop counting at once.
+func TestBundleRotationReverifies(t *testing.T) {
+	checkNoLeaks(t)
+	mesh, foreign := testCAs()
+	var rotated atomic.Bool
+	withRotatingBundle := func(_ *testNode, o *Options) {
+		o.Trust.Bundles = func() x509bundle.Source {
+			if rotated.Load() {
+				return foreign.bundle()
+			}
+			return mesh.bundle()
+		}
+	}
+	a := startNode(t, "a", testRecord(1, 1))
+	b := startNode(t, "b", testRecord(2, 1), withSeeds(a), withRotatingBundle)
+	waitFor(t, 20*time.Second, "b uses a's record", func() bool { return b.hasWorkload("a/default/w0") })
+	rotated.Store(true)
+	b.d.Reverify()
+	if b.hasWorkload("a/default/w0") {
+		t.Error("a's record still counts under a bundle that does not verify it")
+	}
+	if b.d.Stats().Dropped[reasonBadProof] == 0 {
+		t.Errorf("not counted: %v", b.d.Stats().Dropped)
+	}
+}
