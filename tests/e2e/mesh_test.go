@@ -64,7 +64,9 @@ type meshDump struct {
 		Name string `json:"name"`
 		Node string `json:"node"`
 	} `json:"waypoints"`
-	Workloads []struct {
+	// GossipSettled: the agent's view counts as established (owners keep what they hold).
+	GossipSettled bool `json:"gossipSettled"`
+	Workloads     []struct {
 		UID         string `json:"uid"`
 		Name        string `json:"name"`
 		UseWaypoint string `json:"useWaypoint"`

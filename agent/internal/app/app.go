@@ -53,13 +53,15 @@ type App struct {
 	health        *health.Checker
 	// gossipAlive is the alive member count last seen, for member events.
 	gossipAlive atomic.Int64
-	pool        *hbone.Pool
-	hbone       *hboneServer
-	adminSrv    *admin.Server
-	readySrv    *admin.Server
-	metrSrv     *admin.Server
-	registry    *prometheus.Registry
-	metrics     *telemetry.Metrics
+	// gossipMet is when this agent first saw another member (Unix nanoseconds; 0: not yet).
+	gossipMet atomic.Int64
+	pool      *hbone.Pool
+	hbone     *hboneServer
+	adminSrv  *admin.Server
+	readySrv  *admin.Server
+	metrSrv   *admin.Server
+	registry  *prometheus.Registry
+	metrics   *telemetry.Metrics
 }
 
 // Condition names reported by readiness.

@@ -33,10 +33,12 @@ type configDump struct {
 	// WaypointConflicts are waypoint instances whose identity is not the one their name is bound to.
 	WaypointConflicts []state.WaypointConflict `json:"waypointConflicts,omitempty"`
 	// GossipRejected counts the peers' records dropped, by reason (docs/gossip.md).
-	GossipRejected map[string]uint64      `json:"gossipRejected,omitempty"`
-	Capture        captureDump            `json:"capture"`
-	Policies       []policy.PolicySummary `json:"policies"`
-	Peers          []discovery.Member     `json:"peers"`
+	GossipRejected map[string]uint64 `json:"gossipRejected,omitempty"`
+	// GossipSettled: the gossip view counts as established, so that an owner keeps what it holds (docs/gossip.md).
+	GossipSettled bool                   `json:"gossipSettled,omitempty"`
+	Capture       captureDump            `json:"capture"`
+	Policies      []policy.PolicySummary `json:"policies"`
+	Peers         []discovery.Member     `json:"peers"`
 }
 
 // serviceDump is a service with the health of its endpoints and the waypoint it uses.
@@ -101,6 +103,7 @@ func (a *App) configDump() any {
 	d.Policies = a.policies.Load().Summary()
 	if a.gossip != nil {
 		d.Peers = a.gossip.Members()
+		d.GossipSettled = a.gossipSettled()
 		d.GossipRejected = map[string]uint64{}
 		for reason, n := range a.gossip.Stats().Dropped {
 			if discovery.IsRejection(reason) {

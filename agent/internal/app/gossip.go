@@ -174,6 +174,9 @@ func (a *App) updateGossipReadiness() {
 		a.metrics.GossipEvents.WithLabelValues("member_down").Add(float64(prev - int64(alive)))
 	}
 	a.metrics.GossipMembers.Set(float64(alive))
+	if alive > 1 {
+		a.gossipMet.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	a.ready.set(condGossip, alive > 1 || len(a.cfg.Load().Gossip.Join) == 0)
 }
 
@@ -194,11 +197,31 @@ func (a *App) publishState() {
 	}
 	a.istiodInput(&in)
 	cfg := a.cfg.Load()
-	in.Previous = a.state.Load()
+	in.Previous = a.establishedState()
 	in.Limits = state.Limits{Domains: append(slices.Clone(cfg.DNS.Domains), cfg.Gossip.AllowedHostnames...), VIPs: cfg.Gossip.AllowedVIPs}
 	snap := state.Build(stateVersion.Add(1), in)
 	a.reportConflicts(in.Previous, snap)
 	a.state.Publish(snap)
+}
+
+// settleAfterMeeting is how long after first meeting another member this
+// agent's view of the mesh counts as established: long enough for the full
+// state of its first push/pull, so that the order in which one exchange's
+// records happen to be applied never decides a contest.
+const settleAfterMeeting = 10 * time.Second
+
+// establishedState is the snapshot whose owners a contest keeps (state.Input
+// Previous): the current one once the gossip view has settled, none before.
+func (a *App) establishedState() *state.Snapshot {
+	if a.gossip != nil && !a.gossipSettled() {
+		return nil
+	}
+	return a.state.Load()
+}
+
+func (a *App) gossipSettled() bool {
+	met := a.gossipMet.Load()
+	return met != 0 && time.Since(time.Unix(0, met)) >= settleAfterMeeting
 }
 
 // gossipPorts are the destination ports of gossip traffic, left uncaptured
