@@ -38,8 +38,8 @@ func (g *delegate) GetBroadcasts(overhead, limit int) [][]byte {
 	return g.d.queue.GetBroadcasts(overhead, limit)
 }
 
-// LocalState is this node's side of a push/pull: every record it holds.
-func (g *delegate) LocalState(join bool) []byte { return g.d.localState() }
+// LocalState is this node's side of a push/pull: its own record, and on a join every record it holds.
+func (g *delegate) LocalState(join bool) []byte { return g.d.localState(join) }
 
 // MergeRemoteState takes the other side's records; memberlist has merged its membership just before.
 func (g *delegate) MergeRemoteState(b []byte, join bool) { g.d.mergeState(b) }

@@ -116,14 +116,22 @@ func (d *Discovery) mergeState(b []byte) {
 	}
 }
 
-// localState is this node's record (first) and every record it uses, for a push/pull.
-func (d *Discovery) localState() []byte {
+// localState is this node's record (first) and, on a join, every record it uses, for a push/pull.
+func (d *Discovery) localState(join bool) []byte {
 	d.mu.Lock()
 	var records [][]byte
 	size := 0
 	if d.local != nil {
 		records = append(records, d.local.raw)
 		size += len(d.local.raw)
+	}
+	if !join {
+		// A periodic exchange carries this node's own record only: the others' are signed (a certificate and a
+		// signature each) and the peer knows their digests from memberlist's metadata, so what it misses it asks
+		// their nodes for (repair.go). A join carries everything, so that a new node, or a healed partition,
+		// converges in one exchange.
+		d.mu.Unlock()
+		return encodeState(records)
 	}
 	for _, h := range d.table.current() {
 		if size += len(h.raw); size > maxStateBytes {
