@@ -89,6 +89,12 @@ func (b *builder) publishable(cfg *Config) {
 	if !cfg.Gossip.Enabled {
 		return
 	}
+	for i, w := range cfg.Workloads {
+		b.hostAddrs(fmt.Sprintf("workload[%d].addresses", i), w.Addresses)
+	}
+	if cfg.Waypoint.Enabled {
+		b.hostAddrs("waypoint.addresses", cfg.Waypoint.Addresses)
+	}
 	domains := append(append([]string(nil), cfg.DNS.Domains...), cfg.Gossip.AllowedHostnames...)
 	for i, s := range cfg.Services {
 		key := fmt.Sprintf("service[%d]", i)
@@ -99,6 +105,16 @@ func (b *builder) publishable(cfg *Config) {
 			if !VIPRangeV4.Contains(v) && !VIPRangeV6.Contains(v) && !containsAddr(cfg.Gossip.AllowedVIPs, v) {
 				b.addf(fmt.Sprintf("%s.vips[%d]", key, j), "%s is outside the allocation ranges (%s, %s) and [gossip] allowed_vips: peers would refuse the service; add a CIDR that covers it to allowed_vips on every host", v, VIPRangeV4, VIPRangeV6)
 			}
+		}
+	}
+}
+
+// hostAddrs refuses, for what this host publishes, addresses its peers refuse: link-local ones (the metadata
+// service's among them) and the VIP allocation ranges.
+func (b *builder) hostAddrs(key string, addrs []netip.Addr) {
+	for _, a := range addrs {
+		if a.IsLinkLocalUnicast() || VIPRangeV4.Contains(a) || VIPRangeV6.Contains(a) {
+			b.addf(key, "%s is link-local or in the VIP allocation ranges: peers would refuse this host's gossip record", a)
 		}
 	}
 }

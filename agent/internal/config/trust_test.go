@@ -45,6 +45,10 @@ func TestGossipTrustProblems(t *testing.T) {
 		{`allowed_vips = ["0.0.0.0/0"]`, "gossip.allowed_vips[0]: 0.0.0.0/0 would let peers capture"},
 		{`allowed_vips = ["169.254.0.0/16"]`, "gossip.allowed_vips[0]: 169.254.0.0/16 would let peers capture"},
 		{`allowed_vips = ["10.96.0.0"]`, `gossip.allowed_vips[0]: "10.96.0.0" is not a CIDR`},
+		{`
+[[workload]]
+name = "web"
+addresses = ["169.254.10.1"]`, "workload[0].addresses: 169.254.10.1 is link-local"},
 		{`allowed_hostnames = ["not a domain"]`, `gossip.allowed_hostnames[0]: "not a domain" is not a DNS domain`},
 		{`
 [[workload]]
