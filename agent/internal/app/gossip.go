@@ -174,7 +174,10 @@ func (a *App) updateGossipReadiness() {
 		a.metrics.GossipEvents.WithLabelValues("member_down").Add(float64(prev - int64(alive)))
 	}
 	a.metrics.GossipMembers.Set(float64(alive))
-	if alive > 1 {
+	switch {
+	case alive <= 1: // alone again (isolated, a partition): the view settles anew when peers come back
+		a.gossipMet.Store(0)
+	case a.ids == nil || a.ids.Ready(): // with no trust bundle yet every record is refused: not a view
 		a.gossipMet.CompareAndSwap(0, time.Now().UnixNano())
 	}
 	a.ready.set(condGossip, alive > 1 || len(a.cfg.Load().Gossip.Join) == 0)
@@ -197,26 +200,28 @@ func (a *App) publishState() {
 	}
 	a.istiodInput(&in)
 	cfg := a.cfg.Load()
-	in.Previous = a.establishedState()
+	current := a.state.Load()
+	in.Previous = a.establishedState(current)
 	in.Limits = state.Limits{Domains: append(slices.Clone(cfg.DNS.Domains), cfg.Gossip.AllowedHostnames...), VIPs: cfg.Gossip.AllowedVIPs}
 	snap := state.Build(stateVersion.Add(1), in)
-	a.reportConflicts(in.Previous, snap)
+	a.reportConflicts(current, snap)
 	a.state.Publish(snap)
 }
 
-// settleAfterMeeting is how long after first meeting another member this
-// agent's view of the mesh counts as established: long enough for the full
-// state of its first push/pull, so that the order in which one exchange's
-// records happen to be applied never decides a contest.
+// settleAfterMeeting is how long after meeting another member (with its
+// certificates in hand) this agent's view of the mesh counts as established:
+// long enough for the full state of its first push/pull, so that the order in
+// which one exchange's records happen to be applied never decides a contest.
+// An agent left alone settles anew when it meets peers again.
 const settleAfterMeeting = 10 * time.Second
 
 // establishedState is the snapshot whose owners a contest keeps (state.Input
 // Previous): the current one once the gossip view has settled, none before.
-func (a *App) establishedState() *state.Snapshot {
+func (a *App) establishedState(current *state.Snapshot) *state.Snapshot {
 	if a.gossip != nil && !a.gossipSettled() {
 		return nil
 	}
-	return a.state.Load()
+	return current
 }
 
 func (a *App) gossipSettled() bool {

@@ -109,11 +109,14 @@ func (b *builder) publishable(cfg *Config) {
 	}
 }
 
+// metadataV6 is the cloud metadata service's IPv6 address (its IPv4 one is link-local).
+var metadataV6 = netip.MustParseAddr("fd00:ec2::254")
+
 // hostAddrs refuses, for what this host publishes, addresses its peers refuse: link-local ones (the metadata
 // service's among them) and the VIP allocation ranges.
 func (b *builder) hostAddrs(key string, addrs []netip.Addr) {
 	for _, a := range addrs {
-		if a.IsLinkLocalUnicast() || VIPRangeV4.Contains(a) || VIPRangeV6.Contains(a) {
+		if a = a.Unmap(); a.IsLinkLocalUnicast() || a == metadataV6 || VIPRangeV4.Contains(a) || VIPRangeV6.Contains(a) {
 			b.addf(key, "%s is link-local or in the VIP allocation ranges: peers would refuse this host's gossip record", a)
 		}
 	}

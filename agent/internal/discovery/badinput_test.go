@@ -135,7 +135,8 @@ func TestBadInputIsDroppedWhole(t *testing.T) {
 		encodeMessage(kindState, []byte("a state is not a message")),
 		encodeMessage(99, nil),
 	)
-	for _, raw := range unproven {
+	for _, raw := range unproven { // a record its node does not advertise is verified once a second
+		time.Sleep(1100 * time.Millisecond)
 		r.send(t, a, encodeMessage(kindReply, raw))
 	}
 	for _, want := range []string{reasonMalformed, reasonIncompatible, reasonTooLarge, reasonInvalid, reasonMismatch,

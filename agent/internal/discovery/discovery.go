@@ -47,7 +47,9 @@ type Discovery struct {
 
 	created time.Time  // when New built this node: its first record waits that long for its certificates
 	pubMu   sync.Mutex // serializes publishing this node's record (held before mu)
-	want    *Record    // this node's record as SetLocal was given it, before what it cannot prove is left out
+	// nextAttempt paces publishing after a failure (under pubMu).
+	nextAttempt time.Time
+	want        *Record // this node's record as SetLocal was given it, before what it cannot prove is left out
 
 	mu       sync.Mutex
 	table    *table

@@ -77,13 +77,12 @@ func (d *Discovery) resignIfDue(now time.Time) {
 	}
 	d.pubMu.Lock()
 	defer d.pubMu.Unlock()
+	if now.Before(d.nextAttempt) {
+		return
+	}
 	if err := d.publish(due); err != nil {
 		d.log.Error("gossip: publishing this node's record", "err", err)
-		d.mu.Lock()
-		if d.local != nil {
-			d.local.resignAt = now.Add(minResign) // try again later, not at every tick
-		}
-		d.mu.Unlock()
+		d.nextAttempt = now.Add(minResign) // try again later, not at every tick
 	}
 }
 
@@ -96,8 +95,8 @@ func (d *Discovery) publish(force bool) error {
 	if d.want == nil {
 		return nil
 	}
-	rec, svids, missing := d.provable(d.want, time.Now())
-	if missing > 0 && d.local == nil && time.Since(d.created) < d.opts.GracePeriod {
+	rec, svids, awaited := d.provable(d.want, time.Now())
+	if awaited > 0 && d.local == nil && time.Since(d.created) < d.opts.GracePeriod {
 		// The first record of this process waits (for the grace period at most, peers keep the previous one that
 		// long) for the certificates of all its claims: a record that leaves claims out lets peers give them away.
 		return nil
@@ -146,18 +145,17 @@ func (d *Discovery) publish(force bool) error {
 }
 
 // provable is the part of want this node can prove now, the SVIDs that prove it, and how many claims it leaves
-// out: the workloads and the waypoint whose identity has a currently valid certificate that peers accept (within
+// out for a certificate it does not hold yet (others it leaves out for good): the workloads and the waypoint whose identity has a currently valid certificate that peers accept (within
 // the proof limits; IP SANs, when it has any, naming their addresses), and the services still backed by one of
 // them. What it leaves out is logged.
 func (d *Discovery) provable(want *Record, now time.Time) (*Record, []*x509svid.SVID, int) {
 	rec := *want
 	rec.Workloads, rec.Services, rec.Waypoint, rec.Proofs = nil, nil, nil, nil
 	var svids []*x509svid.SVID
-	missing := 0
+	awaited := 0
 	prove := func(what, td, ns, sa string, addrs []netip.Addr) bool {
 		id, err := identityOf(td, ns, sa)
 		if err != nil {
-			missing++
 			return false
 		}
 		i := slices.IndexFunc(svids, func(x *x509svid.SVID) bool { return x.ID == id })
@@ -165,13 +163,14 @@ func (d *Discovery) provable(want *Record, now time.Time) (*Record, []*x509svid.
 		if i >= 0 {
 			s = svids[i] // signing already: the limits were checked
 		} else if why := unusableSVID(s, ok, now, len(svids)); why != "" {
-			missing++
+			if !ok {
+				awaited++
+			}
 			d.warn.logf(warnLevel, "unproven:"+what, "gossip: not publishing a claim this node cannot prove (yet)",
 				"claim", what, "identity", id, "why", why)
 			return false
 		}
 		if sans := ipSANs(s.Certificates[0]); len(sans) > 0 && !(proven{ids: map[spiffeid.ID][]netip.Addr{id: sans}}).addressesProven(id, addrs) {
-			missing++
 			d.warn.logf(slog.LevelError, "sans:"+what, "gossip: not publishing a claim of addresses its certificate does not name",
 				"claim", what, "addresses", addrs, "ip_sans", sans)
 			return false
@@ -199,7 +198,7 @@ func (d *Discovery) provable(want *Record, now time.Time) (*Record, []*x509svid.
 	if w := want.Waypoint; w != nil && prove("waypoint", w.TrustDomain, w.Namespace, w.ServiceAccount, w.Addresses) {
 		rec.Waypoint = w
 	}
-	return &rec, svids, missing
+	return &rec, svids, awaited
 }
 
 // unusableSVID says why an SVID cannot sign a claim peers would accept ("" when it can): missing, not valid
@@ -228,12 +227,12 @@ func (d *Discovery) addressKnown() error {
 	d.mu.Lock()
 	l := d.local
 	d.mu.Unlock()
-	if l == nil || l.rec.Address == d.LocalAddr() {
-		return nil
-	}
 	d.pubMu.Lock()
 	defer d.pubMu.Unlock()
-	if d.want != nil {
+	if l != nil && l.rec.Address == d.LocalAddr() {
+		return nil
+	}
+	if d.want != nil { // also a first record still waiting for its certificates
 		w := *d.want
 		w.Address = d.LocalAddr()
 		d.want = &w

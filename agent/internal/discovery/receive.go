@@ -152,13 +152,20 @@ func (d *Discovery) offer(b []byte, relay bool) {
 		return
 	}
 	a := advertOf(raw, rec.Version)
+	now := time.Now()
 	d.mu.Lock()
 	known := d.table.known(rec.Node, a.digest)
-	err = d.table.precheck(rec.Node, a, time.Now())
+	err = d.table.precheck(rec.Node, a, now)
 	if err == nil {
 		err = d.rejected.get(a.digest)
 	}
+	if err == nil {
+		err = d.paceUnadvertised(rec.Node, a, now)
+	}
 	d.mu.Unlock()
+	if err == nil && rec.Version > uint64(now.Add(maxClockSkew).UnixNano()) {
+		err = drop(reasonInvalid, "version %d of node %q is from the future (clocks more than %s apart?)", rec.Version, rec.Node, maxClockSkew)
+	}
 	if known { // push/pull brings every record again: verified once is enough
 		return
 	}
@@ -171,9 +178,11 @@ func (d *Discovery) offer(b []byte, relay bool) {
 	}
 	p, err := verifyProofs(rec, raw[:rec.signedLen], &d.opts.Trust, time.Now())
 	if err != nil {
-		d.mu.Lock()
-		d.rejected.add(a.digest, err)
-		d.mu.Unlock()
+		if reasonOf(err) != reasonExpired { // a matter of clocks may pass: asked again later, checked again
+			d.mu.Lock()
+			d.rejected.add(a.digest, err)
+			d.mu.Unlock()
+		}
 		d.dropped(err, rec.Node, "record")
 		return
 	}
@@ -238,6 +247,7 @@ func (d *Discovery) Reverify() {
 		case p == nil:
 		case p.current == h:
 			d.table.setCurrent(p, nil)
+			p.missing = time.Now() // asked for again: its node may have re-signed it
 		case p.pending == h:
 			p.pending = nil
 		}
@@ -247,6 +257,21 @@ func (d *Discovery) Reverify() {
 	if changed {
 		d.notify()
 	}
+}
+
+// paceUnadvertised lets one record a second per node be verified before its node advertises it (a record that
+// outruns its advertisement): anyone can send records in any member's name, each costing a verification, and the
+// advertised one is asked for directly anyway. Callers hold d.mu.
+func (d *Discovery) paceUnadvertised(node string, a advert, now time.Time) error {
+	p := d.table.peers[node]
+	if p == nil || (p.hasAdvert && p.advertised.digest == a.digest) {
+		return nil
+	}
+	if now.Sub(p.verifiedAhead) < time.Second {
+		return drop(reasonStale, "a record of node %q it does not advertise yet; one a second is checked", node)
+	}
+	p.verifiedAhead = now
+	return nil
 }
 
 // rejectedCache remembers, by digest, the records whose proofs failed, so that one sent again (relayed, in every

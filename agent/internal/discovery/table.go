@@ -53,10 +53,12 @@ type peer struct {
 	hasAdvert  bool
 	// unadvertised is when an alive node started advertising no record (zero while it advertises one).
 	unadvertised time.Time
-	current      *held // the record in use
-	pending      *held // a newer record whose advertisement has not arrived yet
-	missing      time.Time
-	requested    time.Time
+	// verifiedAhead is when a record of the node was last verified before its advertisement.
+	verifiedAhead time.Time
+	current       *held // the record in use
+	pending       *held // a newer record whose advertisement has not arrived yet
+	missing       time.Time
+	requested     time.Time
 }
 
 func (p *peer) holds(a advert) bool { return p.current != nil && p.current.advert.digest == a.digest }
@@ -153,6 +155,7 @@ func (t *table) expireProofs(now time.Time) []string {
 		}
 		if p.current != nil && p.current.expiredProofs(now) {
 			t.setCurrent(p, nil)
+			p.missing = now // asked for again, in case its node re-signed it meanwhile
 			gone = append(gone, name)
 		}
 	}

@@ -24,7 +24,7 @@ type Limits struct {
 const (
 	declOtherNamespace = "a backing workload is of another namespace"
 	declHostname       = "hostname outside the mesh domains ([dns] domains, [gossip] allowed_hostnames)"
-	declHostnameNS     = "hostname of another namespace (<name>.<namespace>.svc.<domain>)"
+	declHostnameNS     = "a <name>.<namespace>.svc.<domain> hostname of another service or namespace"
 	declVIP            = "an explicit VIP outside the allocation ranges and [gossip] allowed_vips, or loopback, link-local or multicast"
 	declServiceAccount = "a backing workload's service account is not one the service allows"
 	declDiffers        = "declared with a different hostname, VIPs, waypoint or service accounts"
@@ -63,7 +63,7 @@ func (s *Snapshot) refuseDecl(d *ServiceDecl, lim Limits) string {
 	if !config.InDomains(d.Hostname, lim.Domains) {
 		return declHostname
 	}
-	if ns, ok := hostnameNamespace(d.Hostname); ok && ns != d.Namespace {
+	if kubernetesStyle(d.Hostname) && !strings.HasPrefix(d.Hostname, d.Name+"."+d.Namespace+".svc.") {
 		return declHostnameNS
 	}
 	for _, a := range d.VIPs {
@@ -74,16 +74,12 @@ func (s *Snapshot) refuseDecl(d *ServiceDecl, lim Limits) string {
 	return ""
 }
 
-// hostnameNamespace is the namespace a Kubernetes-style service hostname
-// names: "ns" of "<name>.<ns>.svc.<domain>".
-func hostnameNamespace(host string) (string, bool) {
+// kubernetesStyle reports whether a hostname has a "svc" label past its
+// first: the form <name>.<namespace>.svc.<domain>, which a gossip service may
+// use only for its own name and namespace.
+func kubernetesStyle(host string) bool {
 	labels := strings.Split(host, ".")
-	for i := 1; i < len(labels)-1; i++ {
-		if labels[i] == "svc" {
-			return labels[i-1], true
-		}
-	}
-	return "", false
+	return slices.Contains(labels[1:], "svc")
 }
 
 // allowedVIP: an address of the allocation ranges or of the operator's list,

@@ -17,6 +17,7 @@ func compareStrings(a, b string) int { return strings.Compare(a, b) }
 func (s *Snapshot) buildServices(decls []ServiceDecl, prev *Snapshot, lim Limits) {
 	s.byVIP = map[netip.Addr]*Service{}
 	s.byHostname = map[string]*Service{}
+	s.evictFromTrustedVIPs(decls, lim)
 	byKey := map[string][]*ServiceDecl{}
 	for i := range decls {
 		d := &decls[i]
@@ -156,6 +157,41 @@ func (s *Snapshot) indexVIPs(order []*Service, prev *Snapshot, ranks map[*Servic
 	}
 }
 
+// evictFromTrustedVIPs takes from gossip workloads the addresses that are
+// VIPs of this host's configuration or istiod (a ClusterIP), or in the
+// operator's VIP ranges: a peer's workload never stands where a service's VIP
+// is. It runs before services take their endpoints, so the evicted are none.
+func (s *Snapshot) evictFromTrustedVIPs(decls []ServiceDecl, lim Limits) {
+	trusted := map[netip.Addr]string{}
+	for i := range decls {
+		if d := &decls[i]; d.rank() <= rankIstiod {
+			for _, a := range d.VIPs {
+				trusted[a.Unmap()] = "service " + d.key()
+			}
+		}
+	}
+	for a, w := range s.byAddr {
+		if w.rank() <= rankIstiod {
+			continue
+		}
+		holder, ok := trusted[a]
+		if !ok && slices.ContainsFunc(lim.VIPs, func(p netip.Prefix) bool { return p.Contains(a) }) {
+			holder, ok = "[gossip] allowed_vips", true
+		}
+		if !ok {
+			continue
+		}
+		delete(s.byAddr, a)
+		for ap := range s.byAddrPort {
+			if ap.Addr() == a {
+				delete(s.byAddrPort, ap)
+			}
+		}
+		s.lose(w)
+		s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: holder, Loser: w.UID, Reason: ContestVIP})
+	}
+}
+
 // explicitVIP decides whether svc gets its explicit VIP a, and reports it when not.
 func (s *Snapshot) explicitVIP(a netip.Addr, svc *Service, claims map[netip.Addr][]*Service, prev *Snapshot, ranks map[*Service]int) bool {
 	if w, ok := s.byAddr[a]; ok {
@@ -168,7 +204,7 @@ func (s *Snapshot) explicitVIP(a netip.Addr, svc *Service, claims map[netip.Addr
 			What: fmt.Sprintf("VIP %s is a contested workload address", a)})
 		return false
 	}
-	if held := prev.vipHolderKey(a); held != "" && held != svc.Key() {
+	if held := prev.vipHolderKey(a); held != "" && held != svc.Key() && ranks[svc] > rankIstiod {
 		if h := s.serviceByKey(held); h != nil && ranks[h] <= ranks[svc] {
 			s.svcConflicts = append(s.svcConflicts, ServiceConflict{Service: svc.Key(), Winner: "service " + held, Loser: svc.Key(),
 				What: fmt.Sprintf("VIP %s is already service %s's", a, held)})

@@ -54,7 +54,9 @@ func TestVIPCollisionsAreReported(t *testing.T) {
 	// An explicit VIP that is a workload's address is refused, not shared.
 	c := decl("vm-1", "c")
 	c.VIPs, c.Origin, c.Local = []netip.Addr{netip.MustParseAddr("10.0.0.1")}, OriginConfig, true
-	s = Build(1, Input{Workloads: []*Workload{wl("w", false, "10.0.0.1")}, Services: []ServiceDecl{c}})
+	w := wl("w", false, "10.0.0.1")
+	w.Origin = OriginConfig // [[remote_workload]]: as trusted as the service
+	s = Build(1, Input{Workloads: []*Workload{w}, Services: []ServiceDecl{c}})
 	if svc, _ := s.ServiceByHostname("c.default.svc.cluster.local"); len(svc.Addresses) != 0 || len(s.ServiceConflicts()) != 1 {
 		t.Errorf("VIP shared with a workload: %v, %v", svc.Addresses, s.ServiceConflicts())
 	}

@@ -208,3 +208,30 @@ func TestHostnameBoundToNamespace(t *testing.T) {
 		t.Errorf("services %v, conflicts %v", s.Services(), s.ServiceConflicts())
 	}
 }
+
+// A gossip workload never stands on a VIP of istiod or of this host's
+// configuration (a ClusterIP), nor in the operator's VIP ranges: the service
+// keeps its VIP, the workload loses the address.
+func TestGossipWorkloadOnATrustedVIP(t *testing.T) {
+	vip := netip.MustParseAddr("10.96.0.10")
+	rogue := gossipWorkload("0", "evil", "x", "10.96.0.10")
+	svc := decl(IstiodNode, "web")
+	svc.Origin, svc.VIPs = OriginIstiod, []netip.Addr{vip}
+	s := Build(1, Input{Workloads: []*Workload{rogue}, Services: []ServiceDecl{svc}, Limits: meshLimits})
+	if got, ok := s.ServiceByVIP(vip); !ok || got.Key() != "default/web" {
+		t.Errorf("the ClusterIP is %v's", got)
+	}
+	if w, ok := s.WorkloadByAddr(vip); ok {
+		t.Errorf("the ClusterIP is also workload %s's", w.UID)
+	}
+	if cs := s.Conflicts(); len(cs) != 1 || cs[0].Reason != ContestVIP {
+		t.Errorf("conflicts %v", cs)
+	}
+	lim := meshLimits
+	lim.VIPs = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}
+	if s := Build(1, Input{Workloads: []*Workload{rogue}, Limits: lim}); s.Contested(vip) || len(s.Conflicts()) != 1 {
+		t.Errorf("a workload in the operator's VIP ranges: conflicts %v", s.Conflicts())
+	} else if _, ok := s.WorkloadByAddr(vip); ok {
+		t.Error("a workload in the operator's VIP ranges holds its address")
+	}
+}
