@@ -36,7 +36,7 @@ func FuzzDecodeRecord(f *testing.F) {
 				t.Fatal("a dropped record was returned")
 			}
 			switch reasonOf(err) {
-			case reasonMalformed, reasonTooLarge, reasonIncompatible, reasonInvalid:
+			case reasonMalformed, reasonTooLarge, reasonIncompatible, reasonInvalid, reasonBadProof:
 			default:
 				t.Fatalf("reason %q outside the vocabulary: %v", reasonOf(err), err)
 			}
