@@ -28,8 +28,9 @@ const (
 	ContestDowngrade   = "plaintext_claim_on_hbone_address"
 	ContestOutranked   = "outranked" // a stronger origin or a proof holds the address
 	ContestEstablished = "established_owner"
-	ContestUnresolved  = "contested"        // no claim could be preferred: routed to no one
-	ContestVIP         = "address_is_a_vip" // a service VIP of a stronger source, or in the operator's VIP ranges
+	ContestUnresolved  = "contested"             // no claim could be preferred: routed to no one
+	ContestVIP         = "address_is_a_vip"      // a service VIP of a stronger source, or in the operator's VIP ranges
+	ContestUID         = "uid_of_another_source" // a UID a stronger source names (a peer named as a static workload's node)
 )
 
 // loss is one claimant that did not get the address, and why.

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -74,6 +75,25 @@ func Build(version uint64, in Input) *Snapshot {
 	return s
 }
 
+// dropUIDImpostors keeps the first of the workloads (sorted by UID, stronger
+// source first) that share a UID and reports the others as conflicts.
+func (s *Snapshot) dropUIDImpostors(ws []*Workload) []*Workload {
+	out := ws[:0]
+	for i, w := range ws {
+		if i > 0 && ws[i-1].UID == w.UID {
+			a := netip.Addr{}
+			if len(w.Addresses) > 0 {
+				a = w.Addresses[0]
+			}
+			s.conflicts = append(s.conflicts, Conflict{Address: a, Winner: w.UID + " (" + string(ws[i-1].Origin) + ")",
+				Loser: w.UID + " (" + string(w.Origin) + ")", Reason: ContestUID})
+			continue
+		}
+		out = append(out, w)
+	}
+	return out
+}
+
 // waypointAddrs are the addresses waypoints are reached on: over HBONE.
 func waypointAddrs(ws []*Waypoint) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}
@@ -89,7 +109,10 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone m
 	s.byAddr = make(map[netip.Addr]*Workload, len(workloads))
 	s.byUID = make(map[string]*Workload, len(workloads))
 	ws := slices.Clone(workloads)
-	slices.SortFunc(ws, func(a, b *Workload) int { return strings.Compare(a.UID, b.UID) })
+	// By UID, the stronger source first: of two sources that name one UID (a peer named as a
+	// [[remote_workload]]'s node), only the stronger is the UID's, and only it claims addresses.
+	slices.SortStableFunc(ws, func(a, b *Workload) int { return cmp.Or(strings.Compare(a.UID, b.UID), a.rank()-b.rank()) })
+	ws = s.dropUIDImpostors(ws)
 	s.workloads = ws
 	s.byAddrPort = map[netip.AddrPort]*Workload{}
 	s.byServerName = map[string]*Workload{}

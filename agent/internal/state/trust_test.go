@@ -235,3 +235,29 @@ func TestGossipWorkloadOnATrustedVIP(t *testing.T) {
 		t.Error("a workload in the operator's VIP ranges holds its address")
 	}
 }
+
+// A peer named as a [[remote_workload]]'s node publishes a workload with its
+// UID: the configuration's keeps the UID, so a service of the configuration
+// never takes the peer's workload as its endpoint.
+func TestUIDOfAStrongerSource(t *testing.T) {
+	static := &Workload{UID: "db-host/default/db", Name: "db", Namespace: "default", ServiceAccount: "db", TrustDomain: "cluster.local",
+		Node: "db-host", Origin: OriginConfig, Tunnel: TunnelHBONE, Healthy: true, Capacity: 1,
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.20")}}
+	impostor := gossipWorkload("db-host", "default", "x", "10.0.0.66")
+	impostor.UID, impostor.Name = static.UID, "db"
+	svc := decl("me", "db", static.UID)
+	svc.Origin, svc.Local = OriginConfig, true
+	for _, order := range [][]*Workload{{static, impostor}, {impostor, static}} {
+		s := Build(1, Input{Workloads: order, Services: []ServiceDecl{svc}, Limits: meshLimits})
+		if w, _ := s.WorkloadByUID(static.UID); w != static {
+			t.Errorf("the UID is %+v's", w)
+		}
+		got, _ := s.ServiceByHostname("db.default.svc.cluster.local")
+		if got == nil || len(got.Endpoints) != 1 || got.Endpoints[0].Workload != static {
+			t.Errorf("endpoints %+v", got)
+		}
+		if _, ok := s.WorkloadByAddr(netip.MustParseAddr("10.0.0.66")); ok {
+			t.Error("the impostor holds its address")
+		}
+	}
+}
