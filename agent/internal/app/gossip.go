@@ -202,7 +202,8 @@ func (a *App) publishState() {
 	cfg := a.cfg.Load()
 	current := a.state.Load()
 	in.Previous = a.establishedState(current)
-	in.Limits = state.Limits{Domains: append(slices.Clone(cfg.DNS.Domains), cfg.Gossip.AllowedHostnames...), VIPs: cfg.Gossip.AllowedVIPs}
+	in.Limits = state.Limits{Domains: append(slices.Clone(cfg.DNS.Domains), cfg.Gossip.AllowedHostnames...), VIPs: cfg.Gossip.AllowedVIPs,
+		RequireAddressProof: cfg.Gossip.RequireAddressProof}
 	snap := state.Build(stateVersion.Add(1), in)
 	a.reportConflicts(current, snap)
 	a.state.Publish(snap)

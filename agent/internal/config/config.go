@@ -213,6 +213,9 @@ type Gossip struct {
 	// AllowedVIPs are where peers may put explicit service VIPs, besides the
 	// allocation ranges.
 	AllowedVIPs []netip.Prefix `json:"allowedVIPs,omitempty"`
+	// RequireAddressProof uses a peer's workload only when its certificate's
+	// IP SANs name its addresses.
+	RequireAddressProof bool `json:"requireAddressProof"`
 }
 
 // Policy says where Istio AuthorizationPolicy and PeerAuthentication YAML is.

@@ -145,6 +145,8 @@ type GossipFile struct {
 	AcceptUnsigned   bool     `toml:"accept_unsigned"`
 	AllowedHostnames []string `toml:"allowed_hostnames"`
 	AllowedVIPs      []string `toml:"allowed_vips"`
+	// RequireAddressProof: see Gossip.RequireAddressProof.
+	RequireAddressProof bool `toml:"require_address_proof"`
 }
 
 // PolicyFile is the [policy] table.

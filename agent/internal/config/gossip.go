@@ -17,6 +17,8 @@ func (b *builder) gossip(f GossipFile) Gossip {
 		InsecureDevMode: f.InsecureDevMode,
 		GracePeriod:     b.duration("gossip.grace_period", f.GracePeriod, DefaultGracePeriod),
 		AcceptUnsigned:  f.AcceptUnsigned,
+
+		RequireAddressProof: f.RequireAddressProof,
 	}
 	for i, h := range f.AllowedHostnames {
 		h = strings.ToLower(strings.TrimSuffix(h, "."))

@@ -16,6 +16,7 @@ key_file = "/etc/ambient-agent/gossip.key"
 
 func TestGossipTrustKeys(t *testing.T) {
 	cfg := mustParse(t, gossipBase+`accept_unsigned = true
+require_address_proof = true
 allowed_hostnames = ["Corp.Example.com."]
 allowed_vips = ["10.96.0.0/12"]
 [[workload]]
@@ -30,7 +31,7 @@ workloads = ["web"]
 service_accounts = ["default", "web-v2"]
 `)
 	g := cfg.Gossip
-	if !g.AcceptUnsigned || len(g.AllowedHostnames) != 1 || g.AllowedHostnames[0] != "corp.example.com" ||
+	if !g.AcceptUnsigned || !g.RequireAddressProof || len(g.AllowedHostnames) != 1 || g.AllowedHostnames[0] != "corp.example.com" ||
 		len(g.AllowedVIPs) != 1 || g.AllowedVIPs[0] != netip.MustParsePrefix("10.96.0.0/12") {
 		t.Errorf("gossip: %+v", g)
 	}

@@ -31,6 +31,7 @@ const (
 	ContestUnresolved  = "contested"             // no claim could be preferred: routed to no one
 	ContestVIP         = "address_is_a_vip"      // a service VIP of a stronger source, or in the operator's VIP ranges
 	ContestUID         = "uid_of_another_source" // a UID a stronger source names (a peer named as a static workload's node)
+	ContestUnproven    = "address_not_proven"    // [gossip] require_address_proof, and no IP SAN names it
 )
 
 // loss is one claimant that did not get the address, and why.

@@ -18,6 +18,9 @@ type Limits struct {
 	// VIPs are where explicit VIPs declared by gossip may be, besides the
 	// allocation ranges ([gossip] allowed_vips).
 	VIPs []netip.Prefix
+	// RequireAddressProof uses a gossip workload only when its certificate's
+	// IP SANs name its addresses ([gossip] require_address_proof).
+	RequireAddressProof bool
 }
 
 // Why a declaration was refused or did not count (ServiceConflict.What).

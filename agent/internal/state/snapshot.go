@@ -69,7 +69,7 @@ func NewSnapshot(version uint64, workloads []*Workload) *Snapshot {
 // Build indexes in. Nothing in it may be changed afterwards.
 func Build(version uint64, in Input) *Snapshot {
 	s := &Snapshot{version: version}
-	s.indexWorkloads(in.Workloads, in.Previous, waypointAddrs(in.Waypoints))
+	s.indexWorkloads(in.Workloads, in.Previous, waypointAddrs(in.Waypoints), in.Limits.RequireAddressProof)
 	s.wps = newWaypointIndex(in.Waypoints, in.Previous)
 	s.buildServices(in.Services, in.Previous, in.Limits)
 	return s
@@ -105,7 +105,7 @@ func waypointAddrs(ws []*Waypoint) map[netip.Addr]bool {
 	return out
 }
 
-func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone map[netip.Addr]bool) {
+func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone map[netip.Addr]bool, requireProof bool) {
 	s.byAddr = make(map[netip.Addr]*Workload, len(workloads))
 	s.byUID = make(map[string]*Workload, len(workloads))
 	ws := slices.Clone(workloads)
@@ -122,6 +122,13 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone m
 		s.byUID[w.UID] = w
 		if sn := w.ServerName(); sn != "" && w.Local {
 			s.byServerName[sn] = w
+		}
+		if requireProof && w.rank() > rankProven { // a gossip claim its certificate does not prove: not used
+			s.lose(w)
+			for _, a := range w.Addresses {
+				s.conflicts = append(s.conflicts, Conflict{Address: a, Loser: w.UID, Reason: ContestUnproven})
+			}
+			continue
 		}
 		for _, a := range w.Addresses {
 			c := claims[a]

@@ -261,3 +261,28 @@ func TestUIDOfAStrongerSource(t *testing.T) {
 		}
 	}
 }
+
+// With [gossip] require_address_proof, a gossip workload counts only when its
+// certificate proves its addresses: an unproven claim is nobody's, not even
+// uncontested, and no endpoint.
+func TestRequireAddressProof(t *testing.T) {
+	proven := gossipWorkload("web-1", "default", "reviews", "10.0.0.1")
+	proven.AddressProven = true
+	unproven := gossipWorkload("0", "default", "x", "10.0.0.66")
+	d := decl("0", "other", unproven.UID)
+	lim := meshLimits
+	lim.RequireAddressProof = true
+	s := Build(1, Input{Workloads: []*Workload{proven, unproven}, Services: []ServiceDecl{d}, Limits: lim})
+	if w, ok := s.WorkloadByAddr(netip.MustParseAddr("10.0.0.1")); !ok || w != proven {
+		t.Errorf("the proven claim: %v", w)
+	}
+	if w, ok := s.WorkloadByAddr(netip.MustParseAddr("10.0.0.66")); ok {
+		t.Errorf("an unproven claim is used: %s", w.UID)
+	}
+	if svc, _ := s.ServiceByHostname("other.default.svc.cluster.local"); svc == nil || len(svc.Endpoints) != 0 {
+		t.Errorf("service %+v", svc)
+	}
+	if cs := s.Conflicts(); len(cs) != 1 || cs[0].Reason != ContestUnproven {
+		t.Errorf("conflicts %v", cs)
+	}
+}
