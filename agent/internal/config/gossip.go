@@ -104,22 +104,19 @@ func (b *builder) publishable(cfg *Config) {
 			b.addf(key+".hostname", "%q is outside [dns] domains and [gossip] allowed_hostnames: peers would refuse the service; add its domain to allowed_hostnames on every host", s.Hostname)
 		}
 		for j, v := range s.VIPs {
-			if !VIPRangeV4.Contains(v) && !VIPRangeV6.Contains(v) && !containsAddr(cfg.Gossip.AllowedVIPs, v) {
+			if !AllowedVIP(v, cfg.Gossip.AllowedVIPs) {
 				b.addf(fmt.Sprintf("%s.vips[%d]", key, j), "%s is outside the allocation ranges (%s, %s) and [gossip] allowed_vips: peers would refuse the service; add a CIDR that covers it to allowed_vips on every host", v, VIPRangeV4, VIPRangeV6)
 			}
 		}
 	}
 }
 
-// metadataV6 is the cloud metadata service's IPv6 address (its IPv4 one is link-local).
-var metadataV6 = netip.MustParseAddr("fd00:ec2::254")
-
 // hostAddrs refuses, for what this host publishes, addresses its peers refuse: link-local ones (the metadata
 // service's among them) and the VIP allocation ranges.
 func (b *builder) hostAddrs(key string, addrs []netip.Addr) {
 	for _, a := range addrs {
-		if a = a.Unmap(); a.IsLinkLocalUnicast() || a == metadataV6 || VIPRangeV4.Contains(a) || VIPRangeV6.Contains(a) {
-			b.addf(key, "%s is link-local or in the VIP allocation ranges: peers would refuse this host's gossip record", a)
+		if why := HostAddrProblem(a); why != "" {
+			b.addf(key, "%s is %s: peers would refuse this host's gossip record", a, why)
 		}
 	}
 }
@@ -129,15 +126,6 @@ func InDomains(host string, domains []string) bool {
 	for _, d := range domains {
 		d = strings.ToLower(strings.TrimSuffix(d, "."))
 		if host == d || strings.HasSuffix(host, "."+d) {
-			return true
-		}
-	}
-	return false
-}
-
-func containsAddr(ps []netip.Prefix, a netip.Addr) bool {
-	for _, p := range ps {
-		if p.Contains(a.Unmap()) {
 			return true
 		}
 	}

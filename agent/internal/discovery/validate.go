@@ -208,11 +208,8 @@ func validateWaypoint(w *Waypoint) error {
 // cloud metadata service among them) and the VIP allocation ranges, which a claim would take from a service.
 func hostAddrs(addrs []netip.Addr) error {
 	for _, a := range addrs {
-		switch a = a.Unmap(); {
-		case a.IsLinkLocalUnicast() || state.IsMetadata(a):
-			return fmt.Errorf("address %s is link-local or the metadata service's", a)
-		case state.IsAllocated(a):
-			return fmt.Errorf("address %s is in the VIP allocation ranges", a)
+		if why := config.HostAddrProblem(a); why != "" {
+			return fmt.Errorf("address %s is %s", a, why)
 		}
 	}
 	return nil

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -299,7 +300,7 @@ func unreachable(a netip.Addr) string {
 	switch {
 	case !a.IsValid():
 		return "no address"
-	case state.IsMetadata(a):
+	case config.IsMetadata(a):
 		return "the cloud metadata address"
 	case a.IsLoopback():
 		return "a loopback address"

@@ -70,7 +70,7 @@ func (s *Snapshot) refuseDecl(d *ServiceDecl, lim Limits) string {
 		return declHostnameNS
 	}
 	for _, a := range d.VIPs {
-		if !allowedVIP(a, lim.VIPs) {
+		if !config.AllowedVIP(a, lim.VIPs) {
 			return declVIP
 		}
 	}
@@ -83,25 +83,6 @@ func (s *Snapshot) refuseDecl(d *ServiceDecl, lim Limits) string {
 func kubernetesStyle(host string) bool {
 	labels := strings.Split(host, ".")
 	return slices.Contains(labels[1:], "svc")
-}
-
-// allowedVIP: an address of the allocation ranges or of the operator's list,
-// and never one that would capture this host's own or link-local traffic.
-func allowedVIP(a netip.Addr, allowed []netip.Prefix) bool {
-	a = a.Unmap()
-	if !a.IsGlobalUnicast() || a.IsLinkLocalUnicast() || IsMetadata(a) {
-		return false
-	}
-	if IsAllocated(a) {
-		return true
-	}
-	return slices.ContainsFunc(allowed, func(p netip.Prefix) bool { return p.Contains(a) })
-}
-
-// IsMetadata reports whether a is a cloud metadata service's address.
-func IsMetadata(a netip.Addr) bool {
-	a = a.Unmap()
-	return a == netip.AddrFrom4([4]byte{169, 254, 169, 254}) || a == netip.MustParseAddr("fd00:ec2::254")
 }
 
 // mergeService builds one service from its declarations (one key). The
@@ -262,12 +243,7 @@ func (s *Snapshot) serviceByKey(key string) *Service {
 	if s == nil {
 		return nil
 	}
-	for _, svc := range s.services {
-		if svc.Key() == key {
-			return svc
-		}
-	}
-	return nil
+	return s.svcByKey[key]
 }
 
 func (s *Snapshot) heldHostname(host, key string) bool {

@@ -29,9 +29,11 @@ func (s *Snapshot) buildServices(decls []ServiceDecl, prev *Snapshot, lim Limits
 	}
 	keys := slices.Sorted(maps.Keys(byKey))
 	ranks := map[*Service]int{}
+	s.svcByKey = make(map[string]*Service, len(keys))
 	for _, key := range keys {
 		if svc, rank := s.mergeService(byKey[key], prev); svc != nil {
 			s.services = append(s.services, svc)
+			s.svcByKey[key] = svc
 			ranks[svc] = rank
 		}
 	}

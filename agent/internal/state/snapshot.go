@@ -23,6 +23,7 @@ type Snapshot struct {
 	lost         map[string]bool     // UIDs of workloads that lost a claim on one of their addresses
 
 	services     []*Service
+	svcByKey     map[string]*Service // "namespace/name"
 	byVIP        map[netip.Addr]*Service
 	byHostname   map[string]*Service
 	svcConflicts []ServiceConflict

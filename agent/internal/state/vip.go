@@ -38,10 +38,7 @@ func allocAddr(offset uint32, v6 bool) netip.Addr {
 }
 
 // IsAllocated reports whether a lies in the auto-allocation ranges.
-func IsAllocated(a netip.Addr) bool {
-	a = a.Unmap()
-	return allocV4.Contains(a) || allocV6.Contains(a)
-}
+func IsAllocated(a netip.Addr) bool { return config.InVIPRanges(a) }
 
 // allocator hands out VIPs, probing past taken offsets.
 type allocator struct {
