@@ -169,7 +169,9 @@ func TestWaypoints(t *testing.T) {
 	waitMesh(t, client, 30*time.Second, "service-account waypoint known", func(m meshDump) bool { return len(m.Waypoints) == 2 })
 	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, fmt.Sprintf(reviewsBody, w.reviews.Addr, "sa-wp", "hairpin")))
 	reviewsAgent.Reload(t)
-	waitMesh(t, client, 30*time.Second, "reviews names sa-wp", func(m meshDump) bool { return m.workloadWaypoint("reviews") == "sa-wp" })
+	for _, a := range []*lab.Agent{client, saAgent} { // the waypoint serves only what it knows names it
+		waitMesh(t, a, 30*time.Second, "reviews names sa-wp", func(m meshDump) bool { return m.workloadWaypoint("reviews") == "sa-wp" })
+	}
 	waitMesh(t, reviewsAgent, 30*time.Second, "service-account waypoint known by the backend", func(m meshDump) bool { return len(m.Waypoints) == 2 })
 	before := countLines(nsAgent.Log(), "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
 	mustCurl(t, w.client, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")

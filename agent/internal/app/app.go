@@ -210,6 +210,9 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	})
 
 	a.ready.set(condListeners, true)
+	if a.ids != nil { // as the identity goroutine will, but before READY's status line is written
+		a.ready.set(condCertificates, a.ids.Ready())
+	}
 	a.log.Info("agent started", "version", Version, "node", a.cfg.Load().Node.Name,
 		"admin", a.adminSrv.Addr().String(), "readiness", a.readySrv.Addr().String())
 	a.notify.ready(a.statusLine())
