@@ -6,6 +6,7 @@
 # Installs the same files as the .deb/.rpm, under /usr/local and /etc:
 #   /usr/local/bin/ambient-agent                     the agent
 #   /etc/systemd/system/ambient-agent.service        the unit (enabled, not started)
+#   /etc/systemd/system/ambient-agent-close.service  closes the host from boot until the agent runs
 #   /etc/sysusers.d/ambient-agent.conf, /etc/tmpfiles.d/ambient-agent.conf   its user and directories
 #   /etc/ambient-agent/config.toml                   only if there is none: yours is never replaced
 #   /usr/local/lib/ambient-agent/uninstall.sh        to remove it again
@@ -16,6 +17,8 @@ set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
 unit=ambient-agent.service
+# Closes the host from early boot until the agent runs; enabled with the agent (its Also=).
+close_unit=ambient-agent-close.service
 bin=/usr/local/bin/ambient-agent
 libdir=/usr/local/lib/ambient-agent
 
@@ -87,8 +90,10 @@ install_files() {
 	install_file 0755 "$here/ambient-agent" "$bin"
 	local unit_tmp
 	unit_tmp="$(mktemp)"
-	sed "s|/usr/bin/ambient-agent|$bin|g" "$here/systemd/ambient-agent.service" >"$unit_tmp"
-	install_file 0644 "$unit_tmp" "/etc/systemd/system/$unit"
+	for u in "$unit" "$close_unit"; do
+		sed "s|/usr/bin/ambient-agent|$bin|g" "$here/systemd/$u" >"$unit_tmp"
+		install_file 0644 "$unit_tmp" "/etc/systemd/system/$u"
+	done
 	rm -f "$unit_tmp"
 	install_file 0644 "$here/systemd/ambient-agent.sysusers" /etc/sysusers.d/ambient-agent.conf
 	install_file 0644 "$here/systemd/ambient-agent.tmpfiles" /etc/tmpfiles.d/ambient-agent.conf

@@ -10,6 +10,7 @@
 set -euo pipefail
 
 unit=ambient-agent.service
+close_unit=ambient-agent-close.service
 bin=/usr/local/bin/ambient-agent
 libdir=/usr/local/lib/ambient-agent
 
@@ -32,7 +33,8 @@ esac
 [[ $EUID -eq 0 ]] || die "run as root"
 
 if [[ -e "/etc/systemd/system/$unit" ]] && [[ -d /run/systemd/system ]]; then
-	systemctl disable --now --quiet "$unit" || say "warning: stopping $unit failed; removing the table by hand"
+	# A stop job: the agent's ExecStopPost removes the table (the host opens).
+	systemctl disable --now --quiet "$unit" "$close_unit" || say "warning: stopping $unit failed; removing the table by hand"
 	say "stopped and disabled $unit"
 fi
 if [[ -x "$bin" ]]; then
@@ -40,7 +42,7 @@ if [[ -x "$bin" ]]; then
 		say "warning: could not remove the nftables table inet ambient_agent; remove it with: nft delete table inet ambient_agent"
 fi
 
-rm -f "$bin" "/etc/systemd/system/$unit" /etc/sysusers.d/ambient-agent.conf /etc/tmpfiles.d/ambient-agent.conf \
+rm -f "$bin" "/etc/systemd/system/$unit" "/etc/systemd/system/$close_unit" /etc/sysusers.d/ambient-agent.conf /etc/tmpfiles.d/ambient-agent.conf \
 	/usr/local/share/man/man8/ambient-agent.8.gz
 rm -rf /usr/local/share/doc/ambient-agent "$libdir"
 if [[ -d /run/systemd/system ]]; then

@@ -126,7 +126,8 @@ for arch in $archs; do
 			tdir="$work/tar-$arch/$name"
 			mkdir -p "$tdir/systemd" "$tdir/doc"
 			install -m 0755 "$stage/ambient-agent" "$root/installer/install.sh" "$root/installer/uninstall.sh" "$tdir/"
-			install -m 0644 "$root/systemd/ambient-agent.service" "$root/systemd/ambient-agent.sysusers" \
+			install -m 0644 "$root/systemd/ambient-agent.service" "$root/systemd/ambient-agent-close.service" \
+				"$root/systemd/ambient-agent.sysusers" \
 				"$root/systemd/ambient-agent.tmpfiles" "$tdir/systemd/"
 			install -m 0644 "$root/conf/config.toml" "$tdir/config.toml"
 			install -m 0644 "$stage/ambient-agent.8.gz" "$root/packaging/copyright" "$root/docs/install.md" "$tdir/doc/"

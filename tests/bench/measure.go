@@ -184,7 +184,7 @@ func (tp *topology) heap(t lab.T, p path) PerAgent {
 	t.Helper()
 	var mb [2]float64
 	for i, a := range tp.agents[p] {
-		resp, err := a.Host.HTTPClient(20 * time.Second).Get("http://127.0.0.1:15000/debug/pprof/heap?debug=1&gc=1")
+		resp, err := a.ControlClient(20 * time.Second).Get("http://localhost/debug/pprof/heap?debug=1&gc=1")
 		if err != nil {
 			t.Fatalf("heap of the agent on %s: %v", a.Host.Name, err)
 		}
@@ -241,8 +241,7 @@ func (tp *topology) saveProfile(t lab.T, p path, dir, name, urlPath string, time
 	errs := make(chan error, 2)
 	for i, role := range []string{"client", "server"} {
 		go func() {
-			h := tp.agents[p][i].Host
-			resp, err := h.HTTPClient(timeout).Get("http://127.0.0.1:15000" + urlPath)
+			resp, err := tp.agents[p][i].ControlClient(timeout).Get("http://localhost" + urlPath)
 			if err != nil {
 				errs <- err
 				return

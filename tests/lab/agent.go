@@ -48,6 +48,9 @@ type Agent struct {
 func (h *Host) WriteConfig(config string) string {
 	h.lab.t.Helper()
 	path := filepath.Join(h.Dir, "config.toml")
+	if !strings.Contains(config, "[admin]") {
+		config += fmt.Sprintf("\n[admin]\nsocket = %q\n", h.Socket)
+	}
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		h.lab.t.Fatal(err)
 	}
@@ -129,16 +132,31 @@ func (a *Agent) WaitLog(t T, s string, d time.Duration) {
 	t.Fatalf("agent log on %s does not contain %q after %s:\n%s", a.Host.Name, s, d, a.Log())
 }
 
-// Admin fetches a path of the agent's admin API.
+// Admin fetches a path of the agent's control API (its unix socket).
 func (a *Agent) Admin(path string) (string, error) {
-	code, body, err := a.Host.Get("http://127.0.0.1:15000" + path)
+	resp, err := a.ControlClient(5 * time.Second).Get("http://localhost" + path)
 	if err != nil {
 		return "", err
 	}
-	if code != http.StatusOK {
-		return body, fmt.Errorf("admin %s: status %d: %s", path, code, body)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
 	}
-	return body, nil
+	if resp.StatusCode != http.StatusOK {
+		return string(body), fmt.Errorf("admin %s: status %d: %s", path, resp.StatusCode, body)
+	}
+	return string(body), nil
+}
+
+// ControlClient speaks HTTP to the agent's control socket.
+func (a *Agent) ControlClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", a.Host.Socket)
+		},
+		DisableKeepAlives: true,
+	}}
 }
 
 // Reload sends SIGHUP and waits until the agent reports the reload done.

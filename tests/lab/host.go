@@ -23,6 +23,10 @@ type Host struct {
 	Addr  netip.Addr // IPv4 address on the bridge
 	Addr6 netip.Addr // IPv6 address on the bridge
 	Dir   string     // a scratch directory for this host's files
+	// Socket is where the host's agent serves its control API: hosts share one
+	// filesystem, so each has its own. Commands run in the host find it in
+	// $AMBIENT_AGENT_SOCKET.
+	Socket string
 
 	mu    sync.Mutex
 	procs []*Proc
@@ -32,7 +36,9 @@ type Host struct {
 func (h *Host) Command(ctx context.Context, name string, args ...string) *exec.Cmd {
 	// No Pdeathsig: it fires when the forking OS thread exits, and Dial retires
 	// threads. If the test binary dies, Sweep kills what ran in its namespaces.
-	return exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", h.NS, name}, args...)...)
+	cmd.Env = append(os.Environ(), "AMBIENT_AGENT_SOCKET="+h.Socket)
+	return cmd
 }
 
 // Run runs a command in the host and returns its combined output.
@@ -69,6 +75,7 @@ func (h *Host) Start(label, name string, args ...string) *Proc {
 func (h *Host) StartWithHostSys(label, name string, args ...string) *Proc {
 	h.lab.t.Helper()
 	cmd := exec.Command("nsenter", append([]string{"--net=/run/netns/" + h.NS, "--", name}, args...)...)
+	cmd.Env = append(os.Environ(), "AMBIENT_AGENT_SOCKET="+h.Socket)
 	return h.start(label, cmd)
 }
 

@@ -75,6 +75,9 @@ func (l *Lab) addHost(i int) {
 	}
 	h.NS = l.nsName(h.Name)
 	h.Dir = l.dir + "/" + h.Name
+	// Short (a socket path has at most 107 bytes), unique per lab and host.
+	h.Socket = filepath.Join(os.TempDir(), h.NS+".sock")
+	l.t.Cleanup(func() { os.Remove(h.Socket) })
 	if err := os.MkdirAll(h.Dir, 0o755); err != nil {
 		l.t.Fatal(err)
 	}

@@ -35,6 +35,12 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 		t.Fatalf("/etc/ambient-agent/identity is %s, want ambient-agent:750", owner)
 	}
 	checkUnit(m, "/lib/systemd/system/ambient-agent.service")
+	if out := strings.TrimSpace(m.run("systemctl is-enabled ambient-agent-close.service")); out != "enabled" {
+		t.Fatalf("after install ambient-agent-close.service is %q, want enabled (it closes the host from boot)", out)
+	}
+	if out := m.run("systemd-analyze verify /lib/systemd/system/ambient-agent-close.service 2>&1"); strings.TrimSpace(out) != "" {
+		t.Fatalf("systemd-analyze verify ambient-agent-close.service is not clean:\n%s", out)
+	}
 
 	configure(m)
 	serviceLifecycle(m)
@@ -58,6 +64,7 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 		t.Fatalf("after the upgrade `ambient-agent version` says %q, want %s", strings.TrimSpace(v), secondVersion)
 	}
 	expectTable(m, true)
+	expectNoLeak(m) // the upgrade's restart kept the host closed
 
 	// Remove: the agent is stopped, its table gone, the binary gone; the configuration stays.
 	flakes := cgroupFailures(m)
@@ -72,6 +79,7 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 	m.run("apt-get purge -y -q ambient-agent")
 	m.run("! test -e /etc/ambient-agent && ! test -e /var/lib/ambient-agent")
 	m.run("! test -e /etc/systemd/system/multi-user.target.wants/ambient-agent.service")
+	m.run("! test -e /etc/systemd/system/sysinit.target.wants/ambient-agent-close.service")
 	if out, code := m.try("dpkg-query -W -f='${Status}' ambient-agent"); code == 0 && !strings.Contains(out, "not-installed") {
 		t.Fatalf("after purge dpkg still knows ambient-agent: %s", out)
 	}

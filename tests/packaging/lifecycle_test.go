@@ -20,6 +20,13 @@ name = "web"
 namespace = "default"
 service_account = "web"
 addresses = ["` + workloadAddr + `"]
+
+# A mesh destination off this host, behind aa0: what the leak probe calls.
+[[remote_workload]]
+name = "db"
+namespace = "default"
+service_account = "db"
+addresses = ["` + probeAddr + `"]
 `
 
 // configure gives the machine a workload address, a mesh CA, the workload's certificate and the config,
@@ -86,24 +93,121 @@ sed -i 's/^\[node\]$/[node]\nbogus_key = 1/' /etc/ambient-agent/config.toml`)
 	systemctl(m, "reload")
 	expectActive(m, "active")
 
-	// Stop: the agent drains and removes its table.
+	// Stop (a stop job): the agent drains and ExecStopPost removes its table: the host opens.
 	flakes := cgroupFailures(m)
 	m.run("systemctl stop ambient-agent")
 	expectStopped(m, flakes)
 	expectTable(m, false)
-
-	// A crash: systemd restarts the agent (Restart=on-failure); ExecStopPost cleaned up in between.
+	// ambient-agent-close.service (what runs at boot) closes it again without an agent.
+	m.run("systemctl start ambient-agent-close.service")
+	expectTable(m, true)
+	if out := m.run("journalctl -u ambient-agent-close.service --no-pager -o cat"); !strings.Contains(out, "host closed") {
+		m.t.Fatalf("ambient-agent close did not say it closed the host:\n%s", out)
+	}
 	systemctl(m, "start")
 	expectActive(m, "active")
+
+	// From here on a client calls the off-host mesh destination 20 times a second, and nothing may leave
+	// in plaintext whatever happens to the agent.
+	startLeakProbe(m)
+
+	// A crash: the table stays (the host is closed while no agent runs), systemd restarts the agent.
 	pid = mainPID(m)
 	m.run("kill -9 " + strconv.Itoa(pid))
-	m.eventually(30*time.Second, "systemd restarts the killed agent", `
-pid=$(systemctl show -P MainPID ambient-agent)
-[ "$pid" != 0 ] && [ "$pid" != `+strconv.Itoa(pid)+` ] && [ "$(systemctl is-active ambient-agent)" = active ]`)
+	expectTable(m, true)
+	expectRestarted(m, pid)
 	if n := m.run("systemctl show -P NRestarts ambient-agent"); strings.TrimSpace(n) == "0" {
 		m.t.Fatalf("NRestarts is 0 after the agent was killed and came back")
 	}
 	expectTable(m, true)
+
+	// A restart (a restart job): the table stays throughout.
+	pid = mainPID(m)
+	systemctl(m, "restart")
+	expectActive(m, "active")
+	if mainPID(m) == pid {
+		m.t.Fatalf("systemctl restart kept MainPID %d", pid)
+	}
+	if out := m.run("journalctl -u ambient-agent --no-pager -o cat | grep -F 'ambient-agent cleanup:' | tail -n 1"); !strings.Contains(out, "stays closed") {
+		m.t.Fatalf("after a restart ExecStopPost did not keep the table: %q", out)
+	}
+
+	// A watchdog timeout: a frozen agent is killed by systemd (SIGABRT) and restarted; the table stays.
+	m.run(`mkdir -p /run/systemd/system/ambient-agent.service.d
+printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nWatchdogSec=3s\nTimeoutAbortSec=5s\n' >/run/systemd/system/ambient-agent.service.d/watchdog.conf
+systemctl daemon-reload`)
+	systemctl(m, "restart")
+	pid = mainPID(m)
+	m.run("kill -STOP " + strconv.Itoa(pid))
+	expectRestarted(m, pid)
+	m.run("journalctl -u ambient-agent --no-pager -o cat | grep -F 'Watchdog timeout'")
+	m.run("rm -r /run/systemd/system/ambient-agent.service.d && systemctl daemon-reload")
+	systemctl(m, "restart")
+	expectTable(m, true)
+	expectNoLeak(m)
+}
+
+// probeAddr is a mesh workload off the machine ([[remote_workload]] db), reached through aa0.
+const probeAddr = "10.99.0.20"
+
+// startLeakProbe starts a client that connects to probeAddr:9000 twenty times a second, and counters
+// in a table of its own: SYNs sent to it (hook output, before capture redirects them) and packets to it
+// that leave on aa0 (postrouting): captured, a connection leaves as HBONE to port 15008 instead, so any
+// packet counted there crossed the wire in plaintext. The ARP for probeAddr never resolves, which does
+// not matter: postrouting counts a packet before the neighbour lookup.
+func startLeakProbe(m *machine) {
+	m.t.Helper()
+	m.run(`set -e
+nft -f - <<'EOF'
+table inet aa_probe {
+	chain out {
+		type filter hook output priority -200; policy accept;
+		ip daddr ` + probeAddr + ` tcp dport 9000 tcp flags syn counter comment "attempts"
+	}
+	chain post {
+		type filter hook postrouting priority 300; policy accept;
+		oifname "aa0" ip daddr ` + probeAddr + ` tcp dport 9000 counter comment "plaintext"
+	}
+}
+EOF
+systemd-run --quiet --unit=aa-probe /bin/bash -c 'while :; do timeout 0.5 bash -c "exec 3<>/dev/tcp/` + probeAddr + `/9000" 2>/dev/null; sleep 0.05; done'`)
+}
+
+// expectNoLeak checks that the probe ran and that none of its packets left in plaintext.
+func expectNoLeak(m *machine) {
+	m.t.Helper()
+	out := m.run("nft list table inet aa_probe")
+	counts := map[string]int{}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] != "packets" {
+				continue
+			}
+			n, _ := strconv.Atoi(f[i+1])
+			switch {
+			case strings.Contains(line, `"attempts"`):
+				counts["attempts"] = n
+			case strings.Contains(line, `"plaintext"`):
+				counts["plaintext"] = n
+			}
+		}
+	}
+	m.t.Logf("leak probe: %d connection attempts, %d packets in plaintext", counts["attempts"], counts["plaintext"])
+	if counts["attempts"] < 20 {
+		m.t.Fatalf("the leak probe made %d attempts: it did not run\n%s", counts["attempts"], out)
+	}
+	if counts["plaintext"] != 0 {
+		m.t.Fatalf("%d packets of captured connections left the host in plaintext\n%s", counts["plaintext"], out)
+	}
+}
+
+// expectRestarted waits until systemd has started a new agent in place of pid.
+func expectRestarted(m *machine, pid int) {
+	m.t.Helper()
+	m.eventually(60*time.Second, "systemd restarts the agent", `
+p=$(systemctl show -P MainPID ambient-agent)
+[ "$p" != 0 ] && [ "$p" != `+strconv.Itoa(pid)+` ] && [ "$(systemctl is-active ambient-agent)" = active ]`)
 }
 
 // cgroupFlake is what systemd in these nspawn machines now and then does, with any unit, under load: it

@@ -75,6 +75,7 @@ func TestTarballInstaller(t *testing.T) {
 		t.Fatalf("install.sh changed the edited config")
 	}
 	expectTable(m, true)
+	expectNoLeak(m) // install.sh's restart kept the host closed
 
 	// Uninstall: stopped, table gone, files gone, configuration kept; --purge deletes it; both idempotent.
 	flakes = cgroupFailures(m)
@@ -84,6 +85,7 @@ func TestTarballInstaller(t *testing.T) {
 	expectNoAgentProcess(m)
 	m.run("! test -e /usr/local/bin/ambient-agent && ! test -e /etc/systemd/system/ambient-agent.service")
 	m.run("! test -e /etc/systemd/system/multi-user.target.wants/ambient-agent.service")
+	m.run("! test -e /etc/systemd/system/ambient-agent-close.service && ! test -e /etc/systemd/system/sysinit.target.wants/ambient-agent-close.service")
 	m.run("test -f /etc/ambient-agent/config.toml")
 	m.run(dir + "/uninstall.sh --purge")
 	m.run("! test -e /etc/ambient-agent && ! test -e /var/lib/ambient-agent")

@@ -1,12 +1,17 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"os"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 // dumpView is the part of /config_dump the host CLI reads.
@@ -84,24 +89,45 @@ func (w workloadView) identity() string {
 	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", w.TrustDomain, w.Namespace, w.ServiceAccount)
 }
 
-// cliFlags are the flags every admin-API command shares.
+// cliFlags are the flags every control-API command shares.
 type cliFlags struct {
-	admin  *string
+	socket *string
 	asJSON *bool
 }
 
+// socketEnv names the control socket for the CLI when -socket is not given:
+// for hosts that run several agents (one per network namespace).
+const socketEnv = "AMBIENT_AGENT_SOCKET"
+
 func newCLIFlags(fs *flag.FlagSet) cliFlags {
 	return cliFlags{
-		admin:  fs.String("admin", "127.0.0.1:15000", "the agent's admin `address`"),
+		socket: socketFlag(fs),
 		asJSON: fs.Bool("json", false, "print JSON instead of text"),
 	}
 }
 
-func fetchDump(admin string) (*dumpView, []byte, error) {
-	c := &http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get("http://" + admin + "/config_dump")
+// socketFlag is the -socket flag: the agent's control socket ([admin] socket).
+func socketFlag(fs *flag.FlagSet) *string {
+	def := config.DefaultControlSocket
+	if v := os.Getenv(socketEnv); v != "" {
+		def = v
+	}
+	return fs.String("socket", def, "the agent's control `socket` ([admin] socket; default from $"+socketEnv+")")
+}
+
+// controlClient speaks HTTP to the agent's control socket.
+func controlClient(socket string, timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+		},
+	}}
+}
+
+func fetchDump(socket string) (*dumpView, []byte, error) {
+	resp, err := controlClient(socket, 5*time.Second).Get("http://localhost/config_dump")
 	if err != nil {
-		return nil, nil, fmt.Errorf("the agent's admin API at %s does not answer (is the agent running? systemctl status ambient-agent): %w", admin, err)
+		return nil, nil, fmt.Errorf("the agent's control socket %s does not answer (is the agent running, and are you root or in its group? systemctl status ambient-agent): %w", socket, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
@@ -121,12 +147,12 @@ func fetchDump(admin string) (*dumpView, []byte, error) {
 // adminCommand runs a command that reads the dump and prints it as text, or
 // prints the JSON of view(d) with -json.
 func adminCommand(name string, args []string, stdout, stderr io.Writer, view func(*dumpView) any, text func(io.Writer, *dumpView)) int {
-	fs := newFlags(name, name+" [-admin ADDR] [-json]", stderr)
+	fs := newFlags(name, name+" [-socket PATH] [-json]", stderr)
 	f := newCLIFlags(fs)
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
-	d, _, err := fetchDump(*f.admin)
+	d, _, err := fetchDump(*f.socket)
 	if err != nil {
 		fmt.Fprintf(stderr, "ambient-agent %s: %v\n", name, err)
 		return 1

@@ -1,20 +1,23 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/app"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 func runDaemon(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("run", "run [-config FILE]", stderr)
+	fs := newFlags("run", "run [-config FILE] [-keep-capture]", stderr)
 	path := configFlag(fs)
+	keep := fs.Bool("keep-capture", false, "leave the capture table in place when the agent exits, so the host stays closed until an agent runs again (the systemd unit's way)")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
-	return app.Main(*path, stderr)
+	return app.Main(*path, app.RunOptions{KeepCapture: *keep}, stderr)
 }
 
 func runValidate(args []string, stdout, stderr io.Writer) int {
@@ -47,14 +50,51 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 }
 
 func runCleanup(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("cleanup", "cleanup", stderr)
+	fs := newFlags("cleanup", "cleanup [-after-stop UNIT | -force] [-socket PATH]", stderr)
+	unit := fs.String("after-stop", "", "the systemd `unit` whose ExecStopPost this is: remove the table only when systemd is stopping the unit (not after a crash, a restart or an upgrade)")
+	force := fs.Bool("force", false, "remove the table even while an agent runs (it puts it back: see docs/operations.md)")
+	socket := socketFlag(fs)
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
+	}
+	if *unit == "" && !*force {
+		if resp, err := controlClient(*socket, 2*time.Second).Get("http://localhost/healthz/ready"); err == nil {
+			resp.Body.Close()
+			fmt.Fprintf(stderr, "ambient-agent cleanup: an agent is running (it answers on %s): stop it with systemctl stop ambient-agent, which opens the host, or pass -force\n", *socket)
+			return 1
+		}
+	}
+	if *unit != "" {
+		remove, reason := app.AfterStop(context.Background(), *unit)
+		fmt.Fprintln(stdout, "ambient-agent cleanup:", reason)
+		if !remove {
+			return 0
+		}
 	}
 	if err := app.Cleanup(); err != nil {
 		fmt.Fprintf(stderr, "ambient-agent cleanup: %v\n", err)
 		return 1
 	}
 	fmt.Fprintln(stdout, "ok")
+	return 0
+}
+
+func runClose(args []string, stdout, stderr io.Writer) int {
+	fs := newFlags("close", "close [-config FILE]", stderr)
+	path := configFlag(fs)
+	if code := parseFlags(fs, args, stdout); code >= 0 {
+		return code
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		printLoadError(stderr, err)
+		return 1
+	}
+	did, err := app.CloseHost(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "ambient-agent close: %v\n", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, "ambient-agent close:", did)
 	return 0
 }

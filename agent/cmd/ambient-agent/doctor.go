@@ -22,12 +22,12 @@ type check struct {
 }
 
 func runDoctor(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("doctor", "doctor [-admin ADDR] [-json]", stderr)
+	fs := newFlags("doctor", "doctor [-socket PATH] [-json]", stderr)
 	f := newCLIFlags(fs)
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
-	checks := diagnose(*f.admin, time.Now())
+	checks := diagnose(*f.socket, time.Now())
 	failed := slices.ContainsFunc(checks, func(c check) bool { return !c.OK })
 	if *f.asJSON {
 		enc := json.NewEncoder(stdout)
@@ -52,11 +52,11 @@ func runDoctor(args []string, stdout, stderr io.Writer) int {
 }
 
 // diagnose runs every check it can; later checks need the agent's dump.
-func diagnose(admin string, now time.Time) []check {
+func diagnose(socket string, now time.Time) []check {
 	var out []check
 	kernel, kerr := nft.Inspect(0)
 	out = append(out, checkKernel(kerr))
-	d, _, err := fetchDump(admin)
+	d, _, err := fetchDump(socket)
 	if err != nil {
 		return append(out, check{Name: "agent", Detail: err.Error(),
 			Fix: "start it: systemctl start ambient-agent; see journalctl -u ambient-agent"})

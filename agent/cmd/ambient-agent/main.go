@@ -20,7 +20,8 @@ func commands() map[string]command {
 	return map[string]command{
 		"run":       {"run the agent (the daemon)", runDaemon},
 		"validate":  {"check a configuration file and print ok or every problem", runValidate},
-		"cleanup":   {"remove every piece of host state the agent may have left", runCleanup},
+		"cleanup":   {"remove the agent's nftables table: this opens the host", runCleanup},
+		"close":     {"install the capture table if none is there, so the host is closed until the agent runs (at boot)", runClose},
 		"ca":        {"the built-in offline mesh CA: ca init, ca issue", runCA},
 		"version":   {"print the version", runVersion},
 		"authz":     {"explain an authorization decision: authz check ...", runAuthz},

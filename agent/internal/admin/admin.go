@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,8 +30,10 @@ type Hooks struct {
 	Ready func() (bool, []string)
 }
 
-// AdminHandler returns the handler of the loopback admin API.
-func AdminHandler(h Hooks, log *slog.Logger) http.Handler {
+// ControlHandler returns the handler of the control API, served only on the
+// agent's unix socket (mode 0660): whoever reaches it can read the whole
+// configuration, change the log level, profile the agent and stop it.
+func ControlHandler(h Hooks, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /config_dump", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, h.ConfigDump())
@@ -38,7 +42,7 @@ func AdminHandler(h Hooks, log *slog.Logger) http.Handler {
 		serveLogging(w, r, h, log)
 	})
 	mux.HandleFunc("POST /quitquitquit", func(w http.ResponseWriter, r *http.Request) {
-		log.Info("shutdown requested through the admin API")
+		log.Info("shutdown requested through the control API")
 		fmt.Fprintln(w, "OK")
 		h.Quit()
 	})
@@ -49,6 +53,48 @@ func AdminHandler(h Hooks, log *slog.Logger) http.Handler {
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("GET /healthz/ready", readyHandler(h))
 	return mux
+}
+
+// LocalHandler returns the handler of the admin port on loopback TCP, which any
+// local user (and any web page a local browser opens) can reach: read-only,
+// nothing secret, and only for requests addressed to a loopback name, so that a
+// DNS name rebound to 127.0.0.1 gets nothing.
+func LocalHandler(h Hooks, socket string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz/ready", readyHandler(h))
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "ambient-agent: /healthz/ready here; the control API (/config_dump, /logging, /quitquitquit, /debug/pprof/) is on the unix socket %s\n", socket)
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "not on this port: the control API is on the unix socket "+socket, http.StatusNotFound)
+	})
+	return loopbackHost(mux)
+}
+
+// loopbackHost refuses a request whose Host is not a loopback name or address.
+func loopbackHost(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if !IsLoopbackName(host) {
+			http.Error(w, "Host must be localhost or a loopback address", http.StatusMisdirectedRequest)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// IsLoopbackName reports whether host (without port; IPv6 with or without
+// brackets) names this host's loopback.
+func IsLoopbackName(host string) bool {
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
 }
 
 // MetricsHandler serves the registry at /metrics and at /stats/prometheus,

@@ -1,5 +1,6 @@
-// Package admin serves the agent's operator endpoints: the admin API on loopback
-// (/config_dump, /logging, /debug/pprof/, /quitquitquit) and readiness
-// (/healthz/ready). It gets everything it shows through the Hooks the composition
-// root gives it; it must not import app.
+// Package admin serves the agent's operator endpoints: the control API on a unix
+// socket (/config_dump, /logging, /debug/pprof/, /quitquitquit), a read-only
+// admin port on loopback, readiness (/healthz/ready) and metrics. It gets
+// everything it shows through the Hooks the composition root gives it; it must
+// not import app.
 package admin

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -56,3 +59,35 @@ func (s *Server) Run(ctx context.Context, shutdownCtx func() (context.Context, c
 
 // Close releases the listener of a server that will never Run.
 func (s *Server) Close() error { return s.ln.Close() }
+
+// ListenControl binds the control API's unix socket at path with mode 0660 (the
+// agent's user and group). A socket file left by an agent that is gone is
+// replaced; one another agent still answers on is an error, never taken over.
+func ListenControl(path string) (net.Listener, error) {
+	if _, err := os.Lstat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("another agent answers on %s", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove the stale socket: %w", err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, err
+	}
+	// Bound under a umask that lets nobody else in, so the socket is never
+	// reachable by others between bind and chmod.
+	old := syscall.Umask(0o117)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(true)
+	if err := os.Chmod(path, 0o660); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}

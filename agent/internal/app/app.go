@@ -36,6 +36,8 @@ type App struct {
 	notify  notifier
 	started time.Time
 	quit    chan struct{} // closed by /quitquitquit
+	// keepCapture leaves the capture table in place at exit (RunOptions).
+	keepCapture bool
 
 	ids      identity.Source // nil when the host runs no workload
 	state    *state.Store
@@ -58,6 +60,7 @@ type App struct {
 	pool      *hbone.Pool
 	hbone     *hboneServer
 	adminSrv  *admin.Server
+	ctlSrv    *admin.Server // the control API, on the unix socket
 	readySrv  *admin.Server
 	metrSrv   *admin.Server
 	registry  *prometheus.Registry
@@ -136,7 +139,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 
 // closeListeners releases what New bound when New fails half-way.
 func (a *App) closeListeners() {
-	for _, s := range []*admin.Server{a.adminSrv, a.readySrv, a.metrSrv} {
+	for _, s := range []*admin.Server{a.ctlSrv, a.adminSrv, a.readySrv, a.metrSrv} {
 		if s != nil {
 			s.Close()
 		}
@@ -145,22 +148,30 @@ func (a *App) closeListeners() {
 
 func (a *App) bindAdmin(c config.Admin) error {
 	hooks := a.adminHooks()
+	ctlLn, err := admin.ListenControl(c.Socket)
+	if err != nil {
+		return fmt.Errorf("admin: control socket %s (admin.socket): %w", c.Socket, err)
+	}
 	adminLn, err := net.Listen("tcp", c.Address.String())
 	if err != nil {
+		ctlLn.Close()
 		return fmt.Errorf("admin: listen on %s (admin.address): %w", c.Address, err)
 	}
 	readyLn, err := net.Listen("tcp", c.ReadinessAddress.String())
 	if err != nil {
+		ctlLn.Close()
 		adminLn.Close()
 		return fmt.Errorf("admin: listen on %s (admin.readiness_address): %w", c.ReadinessAddress, err)
 	}
 	metricsLn, err := net.Listen("tcp", c.MetricsAddress.String())
 	if err != nil {
+		ctlLn.Close()
 		adminLn.Close()
 		readyLn.Close()
 		return fmt.Errorf("admin: listen on %s (admin.metrics_address): %w", c.MetricsAddress, err)
 	}
-	a.adminSrv = admin.NewServer("admin", adminLn, admin.AdminHandler(hooks, a.log))
+	a.ctlSrv = admin.NewServer("control", ctlLn, admin.ControlHandler(hooks, a.log))
+	a.adminSrv = admin.NewServer("admin", adminLn, admin.LocalHandler(hooks, c.Socket))
 	a.readySrv = admin.NewServer("readiness", readyLn, admin.ReadinessHandler(hooks))
 	a.metrSrv = admin.NewServer("metrics", metricsLn, admin.MetricsHandler(a.registry))
 	return nil
@@ -175,6 +186,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	drain := func() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(context.Background(), a.cfg.Load().Node.DrainTimeout)
 	}
+	g.Go(func() error { return a.ctlSrv.Run(gctx, drain) })
 	g.Go(func() error { return a.adminSrv.Run(gctx, drain) })
 	g.Go(func() error { return a.readySrv.Run(gctx, drain) })
 	g.Go(func() error { return a.metrSrv.Run(gctx, drain) })
@@ -197,7 +209,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 		cancel()
 		g.Wait()
 		a.removeDNSCapture()
-		a.removeCapture()
+		a.exitCapture()
 		return err
 	}
 	g.Go(func() error {
@@ -214,7 +226,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 		a.ready.set(condCertificates, a.ids.Ready())
 	}
 	a.log.Info("agent started", "version", Version, "node", a.cfg.Load().Node.Name,
-		"admin", a.adminSrv.Addr().String(), "readiness", a.readySrv.Addr().String())
+		"control", a.ctlSrv.Addr().String(), "admin", a.adminSrv.Addr().String(), "readiness", a.readySrv.Addr().String())
 	a.notify.ready(a.statusLine())
 
 	<-gctx.Done()
@@ -222,7 +234,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	a.log.Info("agent stopping", "drain_timeout", a.cfg.Load().Node.DrainTimeout.String())
 	a.removeDNSCapture() // DNS fails open: the host's resolver answers while we drain
 	err := g.Wait()
-	a.removeCapture()
+	a.exitCapture()
 	if err != nil {
 		a.log.Error("agent stopped with an error", "err", err)
 		return err

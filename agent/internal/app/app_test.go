@@ -29,6 +29,7 @@ func testConfig(t *testing.T, src string) *config.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cfg.Admin.Socket = filepath.Join(filepath.Dir(path), "control.sock")
 	cfg.Admin.Address = netip.MustParseAddrPort("127.0.0.1:0")
 	cfg.Admin.ReadinessAddress = netip.MustParseAddrPort("127.0.0.1:0")
 	cfg.Admin.MetricsAddress = netip.MustParseAddrPort("127.0.0.1:0")
@@ -133,12 +134,39 @@ func TestNotifyReadyAndStopping(t *testing.T) {
 	n.wait(t, "STOPPING=1")
 }
 
+// The control API is on the unix socket, mode 0660; the TCP admin port has
+// nothing that changes the agent or shows its configuration.
 func TestQuitQuitQuit(t *testing.T) {
-	a, done, _, cancel := startApp(t, testConfig(t, "[node]\nname = \"t\"\n"))
+	cfg := testConfig(t, "[node]\nname = \"t\"\n")
+	a, done, _, cancel := startApp(t, cfg)
 	defer cancel()
-	resp, err := http.Post("http://"+a.adminSrv.Addr().String()+"/quitquitquit", "", nil)
+	if fi, err := os.Stat(cfg.Admin.Socket); err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("control socket %s: %v %v, want a socket of mode 0660", cfg.Admin.Socket, fi.Mode(), err)
+	}
+	for _, path := range []string{"/quitquitquit", "/logging?level=debug"} {
+		resp, err := http.Post("http://"+a.adminSrv.Addr().String()+path, "", nil)
+		if err != nil || resp.StatusCode != http.StatusNotFound {
+			t.Fatalf("POST %s on the TCP admin port: %v %v, want 404", path, resp, err)
+		}
+		resp.Body.Close()
+	}
+	resp, err := http.Get("http://" + a.adminSrv.Addr().String() + "/config_dump")
+	if err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /config_dump on the TCP admin port: %v %v, want 404", resp, err)
+	}
+	resp.Body.Close()
+	// A page of another origin, resolved to loopback (DNS rebinding), gets nothing.
+	req, _ := http.NewRequest("GET", "http://"+a.adminSrv.Addr().String()+"/healthz/ready", nil)
+	req.Host = "attacker.example:15000"
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusMisdirectedRequest {
+		t.Fatalf("a request for Host attacker.example: %v %v, want 421", resp, err)
+	}
+	unix := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", cfg.Admin.Socket)
+	}}}
+	resp, err = unix.Post("http://localhost/quitquitquit", "", nil)
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("quitquitquit: %v %v", resp, err)
+		t.Fatalf("quitquitquit on the control socket: %v %v", resp, err)
 	}
 	resp.Body.Close()
 	select {

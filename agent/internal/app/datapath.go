@@ -90,18 +90,28 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 	}
 	a.dp.outbound = proxy.NewOutbound(outLn, deps)
 	a.dp.inbound = proxy.NewInboundPlain(inLn, deps)
-	if cfg.Capture.Enabled {
+	if captures(cfg) {
 		a.dp.capture = capture.New()
-		a.dp.spec = a.captureSpec(cfg, a.state.Load())
+		a.dp.spec = captureSpec(cfg, a.state.Load(), a.outboundClasses(workloadClasses(cfg)))
 		a.ready.require(condCapture)
+	} else if cfg.Capture.Enabled {
+		a.log.Info("capture: no [[workload]] on this host, nothing is captured")
 	}
 	return nil
 }
 
+// captures says whether the agent installs a capture table for cfg: capture is
+// on and the host runs at least one workload. A host with no workload (the
+// example configuration of a fresh package) captures nothing: there is no
+// identity to give its traffic.
+func captures(cfg *config.Config) bool {
+	return cfg.Capture.Enabled && len(cfg.Workloads) > 0
+}
+
 // captureSpec says what to capture: inbound to the local workloads' addresses,
-// outbound of local processes (those of recognised workloads to their own
-// ports), minus the configured exclusions.
-func (a *App) captureSpec(cfg *config.Config, snap *state.Snapshot) nft.Spec {
+// outbound of local processes (those of recognised workloads, classes, to
+// their own ports), minus the configured exclusions.
+func captureSpec(cfg *config.Config, snap *state.Snapshot, classes []nft.OutboundClass) nft.Spec {
 	s := nft.Spec{
 		Outbound:              true,
 		Inbound:               true,
@@ -117,11 +127,10 @@ func (a *App) captureSpec(cfg *config.Config, snap *state.Snapshot) nft.Spec {
 	if p := cfg.GossipPort(); p != 0 {
 		s.InboundExcludedPorts = append(s.InboundExcludedPorts, p)
 	}
-	classes := workloadClasses(cfg)
-	for _, c := range classes {
+	for _, c := range workloadClasses(cfg) {
 		s.InboundExcludedPorts = append(s.InboundExcludedPorts, c.port)
 	}
-	s.OutboundClasses = a.outboundClasses(classes)
+	s.OutboundClasses = classes
 	s.UnmatchedBypass = cfg.Capture.Unmatched == config.UnmatchedPassthrough
 	for _, w := range snap.Local() {
 		s.Workloads = append(s.Workloads, w.Addresses...)
@@ -142,10 +151,27 @@ func (a *App) installCapture(ctx context.Context) error {
 	return nil
 }
 
-// removeCapture deletes the rules at shutdown, after the proxies drained.
-func (a *App) removeCapture() {
+// exitCapture deals with the rules at exit, after the proxies drained: they
+// stay with keepCapture (the host stays closed), else they go.
+func (a *App) exitCapture() {
 	if a.dp.capture == nil {
 		return
+	}
+	if a.keepCapture {
+		// The unit's ExecStopPost decides too, but systemd may fail to run it:
+		// on a stop the agent opens the host itself.
+		remove, reason := false, "not run by systemd"
+		if unit := ownUnit(); unit != "" {
+			remove, reason = AfterStop(context.Background(), unit)
+		}
+		if !remove {
+			a.ready.set(condCapture, false)
+			if a.dp.capture.Installed() != nil {
+				a.log.Info("capture rules left in place: captured connections are refused until the agent runs again",
+					"table", "inet ambient_agent", "why", reason)
+			}
+			return
+		}
 	}
 	a.ready.set(condCapture, false)
 	if err := a.dp.capture.Remove(); err != nil {
@@ -168,7 +194,7 @@ func (a *App) reinstallCapture(next *config.Config) error {
 	if a.dp.capture == nil {
 		return nil
 	}
-	spec := a.captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)))
+	spec := captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)), a.outboundClasses(workloadClasses(next)))
 	a.dp.specMu.Lock()
 	defer a.dp.specMu.Unlock()
 	if err := a.dp.capture.Install(context.Background(), spec); err != nil {

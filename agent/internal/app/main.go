@@ -10,13 +10,21 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
+// RunOptions are the daemon's command-line choices.
+type RunOptions struct {
+	// KeepCapture leaves the capture table in place when the agent exits, however
+	// it exits: the host stays closed (captured connections are refused) until an
+	// agent starts and adopts the table, or a deliberate act removes it (the
+	// systemd unit's ExecStopPost on `systemctl stop`, `ambient-agent cleanup`).
+	KeepCapture bool
+}
+
 // Main runs the daemon with the configuration at path and returns the process
 // exit code. Signals: SIGTERM/SIGINT drain and stop, SIGHUP reloads.
-func Main(path string, stderr io.Writer) int {
+func Main(path string, opts RunOptions, stderr io.Writer) int {
 	cfg, err := config.Load(path)
 	if err != nil {
 		var ps config.Problems
@@ -44,14 +52,9 @@ func Main(path string, stderr io.Writer) int {
 		log.Error("agent not started", "err", err)
 		return 1
 	}
+	a.keepCapture = opts.KeepCapture
 	if err := a.Run(ctx, hup); err != nil {
 		return 1
 	}
 	return 0
-}
-
-// Cleanup removes every piece of host state the agent may have left behind:
-// its nftables table (other tables are never touched).
-func Cleanup() error {
-	return capture.Cleanup()
 }

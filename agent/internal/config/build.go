@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -196,11 +197,16 @@ func (b *builder) policy(f PolicyFile) Policy {
 
 func (b *builder) admin(f AdminFile) Admin {
 	a := Admin{
+		Socket:           orDefault(f.Socket, DefaultControlSocket),
 		Address:          b.addrPort("admin.address", orDefault(f.Address, DefaultAdminAddress)),
 		ReadinessAddress: b.addrPort("admin.readiness_address", orDefault(f.ReadinessAddress, DefaultReadinessAddress)),
 		MetricsAddress:   b.addrPort("admin.metrics_address", orDefault(f.MetricsAddress, DefaultMetricsAddress)),
 	}
-	// The admin API can stop the agent and change its logging: loopback only.
+	// The kernel's limit on a unix socket's path (sun_path) is 108 bytes with its NUL.
+	if !filepath.IsAbs(a.Socket) || filepath.Clean(a.Socket) != a.Socket || len(a.Socket) > 107 {
+		b.addf("admin.socket", "%q is not a clean absolute path of at most 107 bytes", a.Socket)
+	}
+	// Even read-only, the admin port is for this host's operators: loopback only.
 	if a.Address.IsValid() && !a.Address.Addr().IsLoopback() {
 		b.addf("admin.address", "%s is not a loopback address; the admin API must not be reachable from the network", a.Address)
 	}

@@ -38,6 +38,7 @@ const (
 	DefaultPolicyDir        = "/etc/ambient-agent/policies"
 	DefaultRootNamespace    = "istio-system"
 	DefaultAdminAddress     = "127.0.0.1:15000"
+	DefaultControlSocket    = "/run/ambient-agent/control.sock"
 	DefaultReadinessAddress = "0.0.0.0:15021"
 	DefaultMetricsAddress   = "0.0.0.0:15020"
 )
@@ -150,6 +151,9 @@ type Remote struct {
 
 // Admin holds the addresses of the operator endpoints.
 type Admin struct {
+	// Socket is the control API's unix socket: everything that changes the
+	// agent or shows its configuration, for its user and group only.
+	Socket           string         `json:"socket"`
 	Address          netip.AddrPort `json:"address"`
 	ReadinessAddress netip.AddrPort `json:"readinessAddress"`
 	MetricsAddress   netip.AddrPort `json:"metricsAddress"`

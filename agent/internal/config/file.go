@@ -101,6 +101,7 @@ type DNSFile struct {
 
 // AdminFile is the [admin] table.
 type AdminFile struct {
+	Socket           string `toml:"socket"`
 	Address          string `toml:"address"`
 	ReadinessAddress string `toml:"readiness_address"`
 	MetricsAddress   string `toml:"metrics_address"`

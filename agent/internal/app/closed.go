@@ -1,0 +1,115 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	sddbus "github.com/coreos/go-systemd/v22/dbus"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/nft"
+)
+
+// A host is closed when the agent's table is in place and no agent serves it:
+// captured connections, outbound and inbound, meet a port nobody listens on and
+// are refused; none leaves in plaintext and none reaches an application
+// unauthorized. DNS is not closed: the DNS redirect is owned by the agent's
+// process and goes with it (docs/dns.md), so the host's resolver answers.
+
+// CloseHost installs the capture table the configuration asks for when there is
+// none, so the host is closed before any workload runs (at boot, before the agent
+// starts: `ambient-agent close`). An existing table is left as it is: it is an
+// agent's, which knows more (units' cgroups) than the configuration. It returns
+// what it did, for the log.
+func CloseHost(cfg *config.Config) (string, error) {
+	if !captures(cfg) {
+		return "nothing to close: capture is off or the host runs no [[workload]]", nil
+	}
+	st, err := nft.Inspect(0)
+	if err != nil {
+		return "", err
+	}
+	if st.Present {
+		return "table inet ambient_agent is in place already: left as it is", nil
+	}
+	// Units that do not run yet have no cgroup: their processes are captured
+	// by the default rule meanwhile (or, with unmatched = "passthrough", not at
+	// all until the agent runs and sees the unit start).
+	classes := resolveClasses(workloadClasses(cfg), func(workloadClass, error) {})
+	spec := captureSpec(cfg, state.NewSnapshot(0, state.FromConfig(cfg)), classes)
+	if err := capture.New().Install(context.Background(), spec); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("host closed: table inet ambient_agent installed for %d workload addresses; it opens when the agent runs", len(spec.Workloads)), nil
+}
+
+// Cleanup removes every piece of host state the agent may have left behind:
+// its nftables table (other tables are never touched). This opens the host.
+func Cleanup() error {
+	return capture.Cleanup()
+}
+
+// AfterStop decides, in the unit's ExecStopPost, whether the capture table
+// goes: only when systemd is carrying out a stop of unit (`systemctl stop`,
+// `disable --now`, package removal, shutdown). A crash, a kill, a watchdog
+// timeout (systemd's SERVICE_RESULT is not "success"), a restart, an upgrade's
+// restart, or an exit nobody asked for keep the host closed. When systemd cannot
+// be asked, the table stays: the error is in the reason.
+func AfterStop(ctx context.Context, unit string) (remove bool, reason string) {
+	if r := os.Getenv("SERVICE_RESULT"); r != "" && r != "success" {
+		return false, fmt.Sprintf("the agent ended with result %q: the host stays closed until it runs again", r)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	// systemd's private socket (root, no D-Bus daemon needed), else the system bus.
+	conn, err := sddbus.NewSystemdConnectionContext(ctx)
+	if err != nil {
+		conn, err = sddbus.NewSystemConnectionContext(ctx)
+	}
+	if err != nil {
+		return false, fmt.Sprintf("cannot ask systemd whether %s is being stopped (%v): the host stays closed; `ambient-agent cleanup` opens it", unit, err)
+	}
+	defer conn.Close()
+	jobs, err := conn.ListJobsContext(ctx)
+	if err != nil {
+		return false, fmt.Sprintf("cannot list systemd's jobs (%v): the host stays closed; `ambient-agent cleanup` opens it", err)
+	}
+	return stopJob(jobs, unit)
+}
+
+// ownUnit is the systemd service this process runs in, from its cgroup v2
+// path (0::/system.slice/ambient-agent.service), or "" outside one.
+func ownUnit() string {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if path, ok := strings.CutPrefix(line, "0::"); ok && os.Getenv("INVOCATION_ID") != "" {
+			if unit := filepath.Base(path); strings.HasSuffix(unit, ".service") {
+				return unit
+			}
+		}
+	}
+	return ""
+}
+
+// stopJob reads systemd's queued jobs for unit.
+func stopJob(jobs []sddbus.JobStatus, unit string) (bool, string) {
+	for _, j := range jobs {
+		if j.Unit != unit {
+			continue
+		}
+		if j.JobType == "stop" {
+			return true, unit + " is being stopped: the host opens"
+		}
+		return false, fmt.Sprintf("a %s job of %s follows: the host stays closed for the next agent", j.JobType, unit)
+	}
+	return false, "nobody stopped " + unit + " (it exited by itself; systemd starts it again): the host stays closed"
+}
