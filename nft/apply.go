@@ -121,7 +121,7 @@ func addChain(conn *nftables.Conn, t *nftables.Table, c chain) {
 	nc := conn.AddChain(&nftables.Chain{
 		Name:     c.name,
 		Table:    t,
-		Type:     nftables.ChainTypeNAT,
+		Type:     c.kind,
 		Hooknum:  c.hook,
 		Priority: &c.priority,
 		Policy:   &policy,

@@ -11,6 +11,13 @@ package nft
 // the process exits, however it exits (kill -9 included). google/nftables v0.3.0
 // always sends table flags 0, so the batch is framed here; the rule expressions
 // are still marshalled by its expr package.
+//
+// The DNS proxy's port needs no guard like the main table's (guard.go): this
+// redirect lives no longer than the agent's process, which binds the port (UDP
+// and TCP, on ::1 too when IPv6 is captured) before it installs the table and
+// deletes the table before it closes the port; a process that dies loses both
+// at once, as the kernel closes its sockets. No one else can hold the port while
+// queries are redirected to it.
 
 import (
 	"cmp"
@@ -84,6 +91,7 @@ func RenderDNS(s DNSSpec) (*DNSRuleset, error) {
 	}
 	return &DNSRuleset{chain: chain{
 		name:     "output",
+		kind:     nftables.ChainTypeNAT,
 		hook:     nftables.ChainHookOutput,
 		hookName: "output",
 		priority: dnsPriority,
@@ -394,7 +402,7 @@ func chainAttrs(c chain) attrs {
 		str(unix.NFTA_CHAIN_NAME, c.name).
 		nest(unix.NFTA_CHAIN_HOOK, hook).
 		be32(unix.NFTA_CHAIN_POLICY, uint32(nftables.ChainPolicyAccept)).
-		str(unix.NFTA_CHAIN_TYPE, string(nftables.ChainTypeNAT))
+		str(unix.NFTA_CHAIN_TYPE, string(c.kind))
 }
 
 func ruleAttrs(chainName string, r rule) (attrs, error) {

@@ -18,6 +18,12 @@
 //   - inbound, hook prerouting: TCP arriving for a local workload address on a port
 //     that is not excluded is redirected to the inbound plaintext port (15006). The
 //     HBONE port (15008) must be in the excluded ports so that it reaches the agent.
+//   - guard, hook input, with Spec.GuardListeners: a new connection redirected to
+//     one of the ports above (and the workload classes' ports) is reset unless the
+//     socket listening there carries the agent's mark (`socket mark`). While the
+//     agent is down those ports are free, and a local user who bound one would
+//     otherwise receive other users' connections; marking a socket needs
+//     CAP_NET_ADMIN or CAP_NET_RAW (guard.go).
 //
 // Capture uses REDIRECT (nat), not TPROXY: the proxies find the original
 // destination with SO_ORIGINAL_DST / IP6T_SO_ORIGINAL_DST. REDIRECT needs nothing
@@ -25,10 +31,14 @@
 // that would be host state of their own to install and clean up), and it fails
 // closed by itself: with the agent down and the table in place, a redirected
 // connection meets a closed port and is reset, it never reaches its destination in
-// plaintext. The cost: inbound, the application sees the agent's connection (from
-// the host), not the client's address. Inbound REDIRECT rewrites the destination to
-// the primary address of the receiving interface, so the inbound listener must bind
-// the wildcard address; outbound it rewrites to 127.0.0.1 or ::1.
+// plaintext (with the guard, not even when another process took the port). The
+// cost: inbound, the application sees the agent's connection (from the host), not
+// the client's address. Inbound REDIRECT rewrites the destination to the primary
+// address of the receiving interface, so the inbound listener must bind the
+// wildcard address; outbound it rewrites to 127.0.0.1 or ::1.
+//
+// DiffSets compares our sets in the kernel with a Ruleset's, for the watch in
+// package capture that notices when another process changes the table.
 //
 // nft is a leaf: it must not import any package of the agent.
 package nft

@@ -16,6 +16,7 @@ func (rs *Ruleset) addInbound(n normalized) {
 
 	rs.chains = append(rs.chains, chain{
 		name:     inboundChain,
+		kind:     nftables.ChainTypeNAT,
 		hook:     nftables.ChainHookPrerouting,
 		hookName: "prerouting",
 		priority: *nftables.ChainPriorityNATDest,

@@ -1,7 +1,9 @@
 package nft
 
 import (
+	"encoding/hex"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/google/nftables"
@@ -55,4 +57,73 @@ func (rs *Ruleset) ChainNames() []string {
 	}
 	slices.Sort(names)
 	return names
+}
+
+// DiffSets compares the sets of our table in the kernel (netns 0: the caller's own
+// namespace) with rs's, by name and elements, and describes the first difference
+// it finds, e.g. "set excluded_uids: elements differ"; "" means they are the same.
+//
+// It is how package capture tells whether a change to set elements touched our
+// table: the kernel's notice of such a change names the table, but
+// google/nftables v0.3.0 drops the name (and that of a set's table) when it
+// parses the notice. Anonymous sets are skipped: they belong to rules, and a rule
+// added or deleted has a notice of its own that names its table.
+func (rs *Ruleset) DiffSets(netns int) (string, error) {
+	conn, err := nftables.New(nftables.WithNetNSFd(netns), nftables.AsLasting())
+	if err != nil {
+		return "", fmt.Errorf("nft: compare sets: %w", err)
+	}
+	defer func() { _ = conn.CloseLasting() }()
+	tables, err := conn.ListTablesOfFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return "", fmt.Errorf("nft: compare sets: list tables: %w", err)
+	}
+	if !slices.ContainsFunc(tables, func(t *nftables.Table) bool { return t.Name == TableName }) {
+		return "table missing", nil
+	}
+	t := ourTable()
+	kernelSets, err := conn.GetSets(t)
+	if err != nil {
+		return "", fmt.Errorf("nft: compare sets: list sets: %w", err)
+	}
+	inKernel := map[string]*nftables.Set{}
+	for _, ks := range kernelSets {
+		if !ks.Anonymous {
+			ks.Table = t
+			inKernel[ks.Name] = ks
+		}
+	}
+	for _, s := range rs.sets {
+		ks, ok := inKernel[s.name]
+		if !ok {
+			return fmt.Sprintf("set %s missing", s.name), nil
+		}
+		delete(inKernel, s.name)
+		elems, err := conn.GetSetElements(ks)
+		if err != nil {
+			return "", fmt.Errorf("nft: compare sets: set %s: %w", s.name, err)
+		}
+		if !slices.Equal(elementKeys(elems), elementKeys(s.netlinkElements())) {
+			return fmt.Sprintf("set %s: elements differ", s.name), nil
+		}
+	}
+	if len(inKernel) > 0 {
+		names := slices.Sorted(maps.Keys(inKernel))
+		return fmt.Sprintf("set %s added", names[0]), nil
+	}
+	return "", nil
+}
+
+// elementKeys lists the elements as sortable text, for comparing two lists in
+// whatever order the kernel dumps them.
+func elementKeys(elems []nftables.SetElement) []string {
+	out := make([]string, len(elems))
+	for i, e := range elems {
+		out[i] = hex.EncodeToString(e.Key)
+		if e.IntervalEnd {
+			out[i] += "/end"
+		}
+	}
+	slices.Sort(out)
+	return out
 }

@@ -44,6 +44,7 @@ func (rs *Ruleset) addOutbound(n normalized) {
 	}
 	rs.chains = append(rs.chains, chain{
 		name:     outboundChain,
+		kind:     nftables.ChainTypeNAT,
 		hook:     nftables.ChainHookOutput,
 		hookName: "output",
 		priority: *nftables.ChainPriorityNATDest,

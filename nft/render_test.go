@@ -69,6 +69,48 @@ func goldenSpecs() map[string]Spec {
 				{Name: "web", Port: 15101, UIDs: []uint32{1000}, GIDs: []uint32{1000}},
 			},
 		},
+		"guard": {
+			Inbound: true, Outbound: true, GuardListeners: true, Mark: 0x10000, InboundExcludedPorts: agentPorts,
+			OutboundClasses: []OutboundClass{{Name: "web", Port: 15101, UIDs: []uint32{1000}}},
+		},
+	}
+}
+
+// The guard covers exactly the ports the table redirects to.
+func TestGuardedPorts(t *testing.T) {
+	web := []OutboundClass{{Name: "web", Port: 15101, UIDs: []uint32{1000}}}
+	for _, tc := range []struct {
+		name string
+		spec Spec
+		want string // the guard's set, "" for no guard
+	}{
+		{"both ways", Spec{Inbound: true, Outbound: true, OutboundClasses: web}, "15001, 15006, 15101"},
+		{"own ports", Spec{Inbound: true, Outbound: true, InboundPort: 16006, OutboundPort: 16001}, "16001, 16006"},
+		{"inbound only", Spec{Inbound: true, OutboundClasses: web}, "15006"},
+		{"outbound only", Spec{Outbound: true}, "15001"},
+		{"unmatched bypass", Spec{Outbound: true, UnmatchedBypass: true, OutboundClasses: web}, "15101"},
+		{"nothing captured", Spec{}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.spec.GuardListeners = true
+			rs, err := Render(tc.spec)
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			text := rs.String()
+			if tc.want == "" {
+				if strings.Contains(text, "chain guard") {
+					t.Errorf("a guard without redirects:\n%s", text)
+				}
+				return
+			}
+			if want := "set guarded_ports {\n\t\ttype inet_service\n\t\telements = { " + tc.want + " }"; !strings.Contains(text, want) {
+				t.Errorf("want %q in\n%s", want, text)
+			}
+			if !strings.Contains(text, "chain guard") {
+				t.Errorf("no guard chain:\n%s", text)
+			}
+		})
 	}
 }
 

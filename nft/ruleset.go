@@ -15,6 +15,7 @@ type Ruleset struct {
 // chain is a base chain of our table.
 type chain struct {
 	name     string
+	kind     nftables.ChainType // nat for the redirects, filter for the guard
 	hook     *nftables.ChainHook
 	hookName string
 	priority nftables.ChainPriority
@@ -49,6 +50,9 @@ func Render(s Spec) (*Ruleset, error) {
 	}
 	if n.outbound {
 		rs.addOutbound(n)
+	}
+	if len(n.guardedPorts) > 0 {
+		rs.addGuard(n)
 	}
 	return rs, nil
 }

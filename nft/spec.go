@@ -56,6 +56,17 @@ type Spec struct {
 	// UnmatchedBypass leaves the outbound TCP of processes that match no class
 	// uncaptured; by default it goes to OutboundPort.
 	UnmatchedBypass bool
+
+	// GuardListeners lets only the agent's own sockets receive redirected
+	// connections: a connection redirected to one of the ports this table
+	// redirects to (InboundPort, OutboundPort, the classes' ports) is reset
+	// unless the listening socket carries Mark (see guard.go). Without it, a local
+	// user who binds one of those ports while the agent is down, or binds the
+	// loopback address the agent left free (::1 next to 127.0.0.1), receives
+	// other users' connections. Set it only once every listener on those ports
+	// is opened with the mark (capture.ListenMarked): an unmarked listener of the
+	// agent's own would have its connections reset too.
+	GuardListeners bool
 }
 
 // OutboundClass sends the captured outbound TCP of one local workload's processes

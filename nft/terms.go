@@ -27,22 +27,40 @@ const ifNameSize = 16
 // markHasBits matches packets whose mark has all the bits of mark set, whatever
 // other bits another firewall may have added.
 func markHasBits(mark uint32) term {
+	return markTest("meta mark", &expr.Meta{Key: expr.MetaKeyMARK, Register: reg}, mark, expr.CmpOpEq)
+}
+
+// socketMarkLacks matches packets for which the kernel found a local socket whose
+// mark lacks some bit of mark. Without a socket (no listener, or a connection
+// still in its handshake) it does not match: the socket expression breaks the
+// rule. Setting a socket's mark needs CAP_NET_ADMIN (or CAP_NET_RAW), so an
+// unprivileged process cannot pass for the agent.
+func socketMarkLacks(mark uint32) term {
+	return markTest("socket mark", &expr.Socket{Key: expr.SocketKeyMark, Register: reg}, mark, expr.CmpOpNeq)
+}
+
+// markTest compares the mark that load puts in the register with mark: whether
+// it has (op ==) or lacks (op !=) all of mark's bits.
+func markTest(what string, load expr.Any, mark uint32, op expr.CmpOp) term {
 	m := binary.NativeEndian.AppendUint32(nil, mark)
+	cmp := &expr.Cmp{Op: op, Register: reg, Data: m}
 	if mark == 0xffffffff { // no bit to mask off; nft prints it as a plain compare
-		return term{
-			text: fmt.Sprintf("meta mark 0x%08x", mark),
-			exprs: []expr.Any{
-				&expr.Meta{Key: expr.MetaKeyMARK, Register: reg},
-				&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: m},
-			},
+		text := fmt.Sprintf("%s 0x%08x", what, mark)
+		if op == expr.CmpOpNeq {
+			text = fmt.Sprintf("%s != 0x%08x", what, mark)
 		}
+		return term{text: text, exprs: []expr.Any{load, cmp}}
+	}
+	opText := "=="
+	if op == expr.CmpOpNeq {
+		opText = "!="
 	}
 	return term{
-		text: fmt.Sprintf("meta mark & 0x%08x == 0x%08x", mark, mark),
+		text: fmt.Sprintf("%s & 0x%08x %s 0x%08x", what, mark, opText, mark),
 		exprs: []expr.Any{
-			&expr.Meta{Key: expr.MetaKeyMARK, Register: reg},
+			load,
 			&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4, Mask: m, Xor: make([]byte, 4)},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: m},
+			cmp,
 		},
 	}
 }
@@ -149,5 +167,39 @@ func redirectTo(port uint16) term {
 			&expr.Immediate{Register: reg, Data: binary.BigEndian.AppendUint16(nil, port)},
 			&expr.Redir{RegisterProtoMin: reg, Flags: unix.NF_NAT_RANGE_PROTO_SPECIFIED},
 		},
+	}
+}
+
+// ctStatusDstNAT is IPS_DST_NAT, the conntrack status bit of a connection whose
+// destination was rewritten (by our redirects among others); x/sys/unix lacks it.
+const ctStatusDstNAT = 1 << 5
+
+// ctStateNew matches packets of connections not yet answered: for TCP, the SYN.
+func ctStateNew() term {
+	return ctBitSet(expr.CtKeySTATE, expr.CtStateBitNEW, "ct state new")
+}
+
+// ctStatusDNAT matches packets of connections whose destination was rewritten.
+func ctStatusDNAT() term {
+	return ctBitSet(expr.CtKeySTATUS, ctStatusDstNAT, "ct status dnat")
+}
+
+func ctBitSet(key expr.CtKey, bit uint32, text string) term {
+	return term{
+		text: text,
+		exprs: []expr.Any{
+			&expr.Ct{Key: key, Register: reg},
+			&expr.Bitwise{SourceRegister: reg, DestRegister: reg, Len: 4, Mask: binary.NativeEndian.AppendUint32(nil, bit), Xor: make([]byte, 4)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: reg, Data: make([]byte, 4)},
+		},
+	}
+}
+
+// rejectWithReset answers a TCP packet with a reset: the client sees "connection
+// refused" at once. It must follow a TCP match.
+func rejectWithReset() term {
+	return term{
+		text:  "reject with tcp reset",
+		exprs: []expr.Any{&expr.Reject{Type: unix.NFT_REJECT_TCP_RST}},
 	}
 }

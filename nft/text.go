@@ -49,7 +49,7 @@ func (s set) writeText(b *strings.Builder) {
 
 func (c chain) writeText(b *strings.Builder) {
 	fmt.Fprintf(b, "\tchain %s {\n", c.name)
-	fmt.Fprintf(b, "\t\ttype nat hook %s priority %s; policy accept;\n", c.hookName, c.priorityText())
+	fmt.Fprintf(b, "\t\ttype %s hook %s priority %s; policy accept;\n", c.kind, c.hookName, c.priorityText())
 	for _, r := range c.rules {
 		texts := make([]string, len(r.terms))
 		for i, t := range r.terms {
@@ -64,10 +64,14 @@ func (c chain) writeText(b *strings.Builder) {
 	b.WriteString("\t}\n")
 }
 
-// priorityText names the priority as nft 1.0 does: "dstnat" only in prerouting.
+// priorityText names the priority as nft 1.0 does: "dstnat" only in prerouting,
+// "filter" on every hook.
 func (c chain) priorityText() string {
-	if c.priority == *nftables.ChainPriorityNATDest && c.hookName == "prerouting" {
+	switch {
+	case c.priority == *nftables.ChainPriorityNATDest && c.hookName == "prerouting":
 		return "dstnat"
+	case c.priority == *nftables.ChainPriorityFilter:
+		return "filter"
 	}
 	return fmt.Sprint(int32(c.priority))
 }

@@ -27,6 +27,10 @@ type normalized struct {
 
 	classes         []outboundClass
 	unmatchedBypass bool
+
+	// guardedPorts are the ports the table redirects to, when GuardListeners
+	// asks for them to be guarded; empty otherwise.
+	guardedPorts []uint16
 }
 
 // outboundClass is an OutboundClass checked, its lists sorted and deduplicated.
@@ -96,7 +100,28 @@ func normalize(s Spec) (normalized, error) {
 	if len(errs) > 0 {
 		return normalized{}, fmt.Errorf("nft: invalid spec: %w", errors.Join(errs...))
 	}
+	if s.GuardListeners {
+		n.guardedPorts = n.redirectPorts()
+	}
 	return n, nil
+}
+
+// redirectPorts are the ports the rendered table redirects to, sorted: derived
+// from the spec rather than listed in it, so that the guard cannot miss one.
+func (n normalized) redirectPorts() []uint16 {
+	var out []uint16
+	if n.inbound {
+		out = append(out, n.inboundPort)
+	}
+	if n.outbound {
+		if !n.unmatchedBypass {
+			out = append(out, n.outboundPort)
+		}
+		for _, c := range n.classes {
+			out = append(out, c.port)
+		}
+	}
+	return sortedUnique(out)
 }
 
 // hbonePort is the agent's HBONE listener (spec/hbone.md), which a class port must

@@ -23,6 +23,7 @@ const module = "github.com/ambient-agent/ambient-agent/"
 var rank = map[string]int{
 	"agent/internal/bufcopy":   0,
 	"agent/internal/config":    0,
+	"agent/internal/connlimit": 0,
 	"agent/internal/pbwire":    0,
 	"agent/internal/telemetry": 0,
 	"nft":                      0,
@@ -55,6 +56,7 @@ var forbidden = map[string][]string{
 var onlyIn = map[string][]string{
 	"os/signal": {"agent/internal/app", "agent/cmd/ambient-agent"},
 	"github.com/coreos/go-systemd/v22/daemon": {"agent/internal/app"},
+	"github.com/coreos/go-systemd/v22/dbus":   {"agent/internal/app"},
 }
 
 type pkg struct {

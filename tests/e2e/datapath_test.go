@@ -267,7 +267,7 @@ func TestReloadAddsWorkloadAddressLive(t *testing.T) {
 	}
 	cfg := strings.Replace(meshConfig(d.b, d.a), fmt.Sprintf("addresses = [%q]", d.b.Addr),
 		fmt.Sprintf("addresses = [%q, %q]", d.b.Addr, extra), 1)
-	if err := os.WriteFile(d.agentB.ConfigPath, []byte(cfg), 0o644); err != nil {
+	if err := os.WriteFile(d.agentB.ConfigPath, []byte(d.b.WithSocket(cfg)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.agentB.Signal(syscall.SIGHUP); err != nil {

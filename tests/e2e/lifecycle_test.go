@@ -42,7 +42,7 @@ func TestLifecycleTwoHosts(t *testing.T) {
 	// A broken reload keeps the old configuration and names the bad key.
 	a := agents[0]
 	broken := agentConfig(a.Host, "\n[gossip]\njion = [\"a\"]\n[log]\nlevel = \"debug\"\n")
-	if err := os.WriteFile(a.ConfigPath, []byte(broken), 0o644); err != nil {
+	if err := os.WriteFile(a.ConfigPath, []byte(a.Host.WithSocket(broken)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Signal(syscall.SIGHUP); err != nil {
@@ -65,7 +65,7 @@ func TestLifecycleTwoHosts(t *testing.T) {
 
 	// A good reload is applied.
 	good := agentConfig(a.Host, "\n[log]\nlevel = \"debug\"\n")
-	if err := os.WriteFile(a.ConfigPath, []byte(good), 0o644); err != nil {
+	if err := os.WriteFile(a.ConfigPath, []byte(a.Host.WithSocket(good)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Signal(syscall.SIGHUP); err != nil {

@@ -14,7 +14,7 @@ import (
 // metricValue finds the sample of name whose labels include every want pair.
 func metricValue(t *testing.T, body, name string, want map[string]string) (float64, bool) {
 	t.Helper()
-	re := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `\{(.*)\} (\S+)$`)
+	re := regexp.MustCompile(`^` + regexp.QuoteMeta(name) + `(?:\{(.*)\})? (\S+)$`)
 	for _, line := range strings.Split(body, "\n") {
 		m := re.FindStringSubmatch(line)
 		if m == nil {

@@ -71,7 +71,12 @@ func TestRollingUpgradeFromUnsignedAgents(t *testing.T) {
 				t.Fatalf("the agent on %s did not stop", h.Name)
 			}
 		}
-		a := h.StartAgent(bin, config(h, accept))
+		var a *lab.Agent
+		if bin == old {
+			a = h.StartOldAgent(bin, config(h, accept))
+		} else {
+			a = h.StartAgent(bin, config(h, accept))
+		}
 		a.WaitReady(t, 20*time.Second)
 		agents[h] = a
 	}

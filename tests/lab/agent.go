@@ -42,15 +42,39 @@ type Agent struct {
 	*Proc
 	Host       *Host
 	ConfigPath string
+	// old: a release older than the control socket, whose whole admin API is
+	// on loopback TCP 15000.
+	old bool
 }
 
-// WriteConfig writes the agent configuration file of the host.
+// WriteConfig writes the agent configuration file of the host, with the
+// host's own control socket (WithSocket).
 func (h *Host) WriteConfig(config string) string {
 	h.lab.t.Helper()
-	path := filepath.Join(h.Dir, "config.toml")
-	if !strings.Contains(config, "[admin]") {
-		config += fmt.Sprintf("\n[admin]\nsocket = %q\n", h.Socket)
+	return h.writeConfig(h.WithSocket(config))
+}
+
+// WithSocket adds the host's control socket to an agent configuration that
+// names none, for tests that write the file themselves.
+func (h *Host) WithSocket(config string) string {
+	if strings.Contains(config, "[admin]") {
+		return config
 	}
+	return config + fmt.Sprintf("\n[admin]\nsocket = %q\n", h.Socket)
+}
+
+// StartOldAgent starts a release older than the control socket (it has no
+// [admin] socket key, and serves everything on loopback TCP).
+func (h *Host) StartOldAgent(bin, config string) *Agent {
+	h.lab.t.Helper()
+	path := h.writeConfig(config)
+	p := h.Start("agent", bin, "run", "-config", path)
+	return &Agent{Proc: p, Host: h, ConfigPath: path, old: true}
+}
+
+func (h *Host) writeConfig(config string) string {
+	h.lab.t.Helper()
+	path := filepath.Join(h.Dir, "config.toml")
 	if err := os.WriteFile(path, []byte(config), 0o644); err != nil {
 		h.lab.t.Fatal(err)
 	}
@@ -134,7 +158,11 @@ func (a *Agent) WaitLog(t T, s string, d time.Duration) {
 
 // Admin fetches a path of the agent's control API (its unix socket).
 func (a *Agent) Admin(path string) (string, error) {
-	resp, err := a.ControlClient(5 * time.Second).Get("http://localhost" + path)
+	url, client := "http://localhost"+path, a.ControlClient(5*time.Second)
+	if a.old {
+		url, client = "http://127.0.0.1:15000"+path, a.Host.HTTPClient(5*time.Second)
+	}
+	resp, err := client.Get(url)
 	if err != nil {
 		return "", err
 	}

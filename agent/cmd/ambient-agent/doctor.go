@@ -140,10 +140,10 @@ func checkTable(d *dumpView, k nft.State) check {
 	c := check{Name: "capture rules"}
 	switch {
 	case !d.Capture.Enabled:
-		c.OK, c.Detail = true, "capture is off ([capture] enabled = false)"
+		c.OK, c.Detail = true, "nothing is captured ([capture] enabled = false, or no [[workload]])"
 	case !k.Present:
 		c.Detail = "table " + d.Capture.Table + " is missing: captured traffic is not redirected"
-		c.Fix = "restart the agent to reinstall it: systemctl restart ambient-agent (something deleted it: check other firewall tools)"
+		c.Fix = "the agent puts it back within a second of a change; missing for longer, it could not: see journalctl -u ambient-agent, and check other firewall tools"
 	default:
 		var missing []string
 		for _, ch := range d.Capture.Chains {
@@ -153,7 +153,7 @@ func checkTable(d *dumpView, k nft.State) check {
 		}
 		if len(missing) > 0 {
 			c.Detail = fmt.Sprintf("table %s lacks chains %v", d.Capture.Table, missing)
-			c.Fix = "restart the agent to reinstall it: systemctl restart ambient-agent"
+			c.Fix = "the agent puts it back within a second of a change; see journalctl -u ambient-agent"
 		} else {
 			c.OK, c.Detail = true, fmt.Sprintf("table %s present with chains %v", d.Capture.Table, k.Chains)
 		}

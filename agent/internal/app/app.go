@@ -212,6 +212,7 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 		a.exitCapture()
 		return err
 	}
+	g.Go(func() error { return a.watchCapture(gctx) })
 	g.Go(func() error {
 		select {
 		case <-a.quit:

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"fmt"
-	"net"
 	"reflect"
 	"slices"
 	"strconv"
@@ -50,7 +49,7 @@ func workloadClasses(cfg *config.Config) []workloadClass {
 func (a *App) bindClasses(cfg *config.Config, deps *proxy.Deps) error {
 	classes := workloadClasses(cfg)
 	for i := range classes {
-		ln, err := net.Listen("tcp", ":"+strconv.Itoa(int(classes[i].port)))
+		ln, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(int(classes[i].port)), cfg.Capture.Mark)
 		if err != nil {
 			for _, c := range classes[:i] {
 				c.outbound.Close()

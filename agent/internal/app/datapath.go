@@ -71,12 +71,14 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 	if err := a.bindHBONE(cfg, deps); err != nil {
 		return err
 	}
-	outLn, err := net.Listen("tcp", ":"+strconv.Itoa(config.PortOutbound))
+	// Marked: capture's guard resets a redirected connection that reaches a
+	// socket without the mark (another user's, bound while the agent was down).
+	outLn, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(config.PortOutbound), cfg.Capture.Mark)
 	if err != nil {
 		a.closeHBONE()
 		return fmt.Errorf("proxy: listen on the outbound port: %w", err)
 	}
-	inLn, err := net.Listen("tcp", ":"+strconv.Itoa(config.PortInbound))
+	inLn, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(config.PortInbound), cfg.Capture.Mark)
 	if err != nil {
 		outLn.Close()
 		a.closeHBONE()
@@ -123,6 +125,7 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot, classes []nft.Outboun
 		ExcludedCIDRs:         cfg.Capture.ExcludeCIDRs,
 		ExcludedUIDs:          cfg.Capture.ExcludeUIDs,
 		ExcludedGIDs:          cfg.Capture.ExcludeGIDs,
+		GuardListeners:        true,
 	}
 	if p := cfg.GossipPort(); p != 0 {
 		s.InboundExcludedPorts = append(s.InboundExcludedPorts, p)
@@ -179,6 +182,63 @@ func (a *App) exitCapture() {
 		return
 	}
 	a.log.Info("capture rules removed")
+}
+
+// repairBackoff spaces repairs of the table: another process that keeps
+// changing it (a firewall manager that owns "everything") must not make the
+// agent spin.
+const repairBackoff = 200 * time.Millisecond
+
+// watchCapture puts the table back, within a second, whenever another process
+// changes or removes it; the agent is not ready while it is missing.
+func (a *App) watchCapture(ctx context.Context) error {
+	if a.dp.capture == nil {
+		return nil
+	}
+	changed := make(chan string, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case reason := <-changed:
+				a.repairCapture(ctx, reason)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(repairBackoff):
+				}
+			}
+		}
+	}()
+	return a.dp.capture.Watch(ctx, func(reason string) {
+		select {
+		case changed <- reason:
+		default: // a repair is pending: it will apply the whole table
+		}
+	})
+}
+
+func (a *App) repairCapture(ctx context.Context, reason string) {
+	a.ready.set(condCapture, false)
+	a.log.Warn("capture table changed by another process: not ready until it is back", "change", reason)
+	for {
+		a.dp.specMu.Lock()
+		err := a.dp.capture.Repair(ctx)
+		a.dp.specMu.Unlock()
+		if err == nil {
+			break
+		}
+		a.log.Error("capture table not repaired; trying again in a second", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	a.metrics.CaptureRepairs.Inc()
+	a.ready.set(condCapture, true)
+	a.log.Info("capture table repaired", "table", "inet ambient_agent")
 }
 
 func (a *App) closeHBONE() {

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"slices"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
@@ -122,9 +123,13 @@ func (a *App) configDump() any {
 	d.Capture.Table = nft.TableFamily + " " + nft.TableName
 	if c := a.dp.capture; c != nil {
 		d.Capture.Enabled = true
+		// Chains are what the agent installed; Installed says whether the
+		// kernel holds them now.
 		if rs := c.Installed(); rs != nil {
-			d.Capture.Installed = true
 			d.Capture.Chains = rs.ChainNames()
+			if st, err := nft.Inspect(0); err == nil && st.Present {
+				d.Capture.Installed = !slices.ContainsFunc(d.Capture.Chains, func(ch string) bool { return !slices.Contains(st.Chains, ch) })
+			}
 		}
 	}
 	return d

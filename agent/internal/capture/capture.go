@@ -13,6 +13,8 @@ import (
 type Capture struct {
 	netns int // file descriptor of the network namespace; 0: the process's own
 
+	monitorBuffer int // Watch's socket receive buffer; 0: defaultMonitorBuffer (tests shrink it)
+
 	mu        sync.Mutex
 	installed *nft.Ruleset // nil when not installed by this Capture
 }
@@ -66,6 +68,35 @@ func (c *Capture) Remove() error {
 	}
 	c.installed = nil
 	return nil
+}
+
+// Repair installs again, whole and in one atomic batch, the ruleset c last
+// installed: what to do when Watch reports that another process changed or
+// removed the table. With nothing installed (never, or removed since) it does
+// nothing: a table that c did not install is not c's to restore.
+func (c *Capture) Repair(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("capture: repair: %w", err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.installed == nil {
+		return nil
+	}
+	if err := nft.Apply(c.installed, c.netns); err != nil {
+		return fmt.Errorf("capture: repair: %w", err)
+	}
+	return nil
+}
+
+// Present reports whether the agent's table exists in c's network namespace,
+// whoever installed it.
+func (c *Capture) Present() (bool, error) {
+	st, err := nft.Inspect(c.netns)
+	if err != nil {
+		return false, fmt.Errorf("capture: %w", err)
+	}
+	return st.Present, nil
 }
 
 // Installed returns the ruleset this Capture last installed, or nil; its String

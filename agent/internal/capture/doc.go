@@ -5,10 +5,17 @@
 //
 // Lifecycle, as the app drives it: Install once the outbound and inbound
 // listeners accept (a rule installed earlier would redirect connections into
-// nothing), Install again on reload, Remove on stop, and Cleanup from
-// `ambient-agent cleanup` after a crash. While the table is in place and the agent
+// nothing), Install again on reload, and at exit either leave the table (the
+// host stays closed: the systemd unit's way) or Remove it (a deliberate stop);
+// Cleanup is `ambient-agent cleanup`. While the table is in place and the agent
 // is not running, captured connections are refused (the redirect target port is
 // closed): traffic fails closed, never in plaintext.
+//
+// Other processes may delete or change the table (`nft flush ruleset`, a
+// firewall's restart): Watch, run from right after the first Install until stop,
+// reports that within a second, and Repair installs the table again. When the
+// table guards the agent's ports (nft.Spec.GuardListeners), the listeners that
+// receive redirected connections must be opened with ListenMarked.
 //
 // Capture uses REDIRECT (see package nft): the proxies read the original
 // destination with OriginalDst, and an inbound application sees the agent as its

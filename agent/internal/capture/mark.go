@@ -1,7 +1,9 @@
 package capture
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -25,4 +27,14 @@ func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) e
 		}
 		return nil
 	}
+}
+
+// ListenMarked listens like net.Listen on a socket that carries mark, set before
+// it binds. The listeners that receive redirected connections must carry the
+// agent's mark when the table guards them (nft.Spec.GuardListeners): the guard
+// resets every redirected connection that reaches an unmarked socket, so that a
+// local user who binds the agent's port while the agent is down gets none.
+func ListenMarked(network, address string, mark uint32) (net.Listener, error) {
+	lc := net.ListenConfig{Control: MarkControl(mark)}
+	return lc.Listen(context.Background(), network, address)
 }

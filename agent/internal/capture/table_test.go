@@ -76,9 +76,10 @@ func TestKernelHoldsWhatWasRendered(t *testing.T) {
 	ns := newNetNS(t)
 	c := New(InNetNS(ns.fd))
 	for name, spec := range map[string]nft.Spec{
-		"lab": labSpec(),
+		"lab":   labSpec(),
+		"guard": guardSpec(),
 		"edges": {
-			Outbound: true, Inbound: true, Mark: 0xffffffff, OutboundPort: 1, InboundPort: 65535,
+			Outbound: true, Inbound: true, GuardListeners: true, Mark: 0xffffffff, OutboundPort: 1, InboundPort: 65535,
 			Workloads:             []netip.Addr{netip.MustParseAddr("::ffff:192.0.2.1"), netip.MustParseAddr("2001:db8::1")},
 			InboundExcludedPorts:  []uint16{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 65535},
 			OutboundExcludedPorts: []uint16{65535},
@@ -96,6 +97,10 @@ func TestKernelHoldsWhatWasRendered(t *testing.T) {
 			t.Fatalf("%s: Install: %v", name, err)
 		}
 		checkListed(t, ns, c)
+		// What Watch compares after a change to some set: no difference yet.
+		if diff, err := c.Installed().DiffSets(ns.fd); diff != "" || err != nil {
+			t.Errorf("%s: DiffSets right after Install: %q, %v", name, diff, err)
+		}
 	}
 }
 

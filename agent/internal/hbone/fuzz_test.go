@@ -61,7 +61,7 @@ func FuzzServerFrames(f *testing.F) {
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
-			srv.serveH2(server, server, &TunnelInfo{Direction: Inbound, Peer: peer})
+			srv.serveH2(server, server, &TunnelInfo{Direction: Inbound, Peer: peer}, func() {})
 		}()
 		drained := make(chan struct{})
 		go func() {

@@ -20,7 +20,22 @@ func (s *Server) onStream(c *conn, st *Stream, f *http2.MetaHeadersFrame) {
 		s.finish(c, st)
 		return
 	}
-	go s.handle(c, st, req, info)
+	release := func() {}
+	if s.cfg.Streams != nil {
+		var limit string
+		if release, limit = s.cfg.Streams.Acquire(c.remote.Addr()); release == nil {
+			s.refuse(c, st, info, FlagOverloaded, fmt.Errorf("streams: the %s limit is reached", limit))
+			s.finish(c, st)
+			if s.cfg.Refused != nil {
+				s.cfg.Refused(c.remote, "stream", limit)
+			}
+			return
+		}
+	}
+	go func() {
+		defer release()
+		s.handle(c, st, req, info)
+	}()
 }
 
 // checkRequest applies the checks that need no policy: header list size, method, authority, illegal ports.

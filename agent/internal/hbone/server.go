@@ -9,11 +9,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 )
 
 // ServerConfig configures a Server. TLS and Authorize are required; zero values elsewhere mean ztunnel's
@@ -39,6 +42,18 @@ type ServerConfig struct {
 	KeepAliveTimeout  time.Duration
 	// MaxConcurrentStreams per connection (200); more are refused with REFUSED_STREAM.
 	MaxConcurrentStreams int
+
+	// Handshakes bounds the connections in their TLS handshake or HTTP/2 preface, per source address and in
+	// total; Conns the established ones. A connection over a limit is closed as soon as it is accepted (or
+	// established), so that one client that opens connections and never finishes them cannot exhaust the
+	// agent's file descriptors. nil: no limit.
+	Handshakes, Conns *connlimit.Limiter
+	// Streams bounds the open tunnels (CONNECT streams, each an upstream connection) per peer address and in
+	// total; a stream over it is answered 503 (OVERLOADED). nil: no limit.
+	Streams *connlimit.Limiter
+	// Refused is told of each connection a limit closed: stage "handshake", "connection" or "stream", and the limit
+	// (connlimit.PerSource or connlimit.Total). nil: not told.
+	Refused func(remote netip.AddrPort, stage, limit string)
 }
 
 // Server is the HBONE server (port 15008). Serve it on one or more listeners; stop it with Shutdown or Close.
@@ -160,17 +175,39 @@ func (s *Server) Serve(ln net.Listener) error {
 			continue
 		}
 		backoff = 0
+		release, ok := s.acquire(s.cfg.Handshakes, nc, "handshake")
+		if !ok {
+			continue
+		}
 		s.mu.Lock()
 		if s.draining {
 			s.mu.Unlock()
+			release()
 			_ = nc.Close()
 			return ErrServerClosed
 		}
 		s.wg.Add(1)
 		s.accepted[nc] = nil
 		s.mu.Unlock()
-		go s.serveConn(nc)
+		go s.serveConn(nc, release)
 	}
+}
+
+// acquire takes a slot of lim for nc's source, or closes nc and reports the refusal.
+func (s *Server) acquire(lim *connlimit.Limiter, nc net.Conn, stage string) (release func(), ok bool) {
+	if lim == nil {
+		return func() {}, true
+	}
+	remote := addrPortOf(nc.RemoteAddr())
+	release, refused := lim.Acquire(remote.Addr())
+	if release != nil {
+		return release, true
+	}
+	_ = nc.Close()
+	if s.cfg.Refused != nil {
+		s.cfg.Refused(remote, stage, refused)
+	}
+	return nil, false
 }
 
 func (s *Server) isDraining() bool {
@@ -238,8 +275,10 @@ func (s *Server) Close() error {
 }
 
 // serveConn runs one accepted connection: TLS handshake, HTTP/2 preface, then frames until it closes.
-func (s *Server) serveConn(nc net.Conn) {
+// handshake releases the connection's handshake slot.
+func (s *Server) serveConn(nc net.Conn, handshake func()) {
 	defer s.wg.Done()
+	defer handshake() // released earlier once established; releasing twice is a no-op
 	defer func() {
 		s.mu.Lock()
 		delete(s.accepted, nc)
@@ -274,12 +313,12 @@ func (s *Server) serveConn(nc net.Conn) {
 	}
 	info.Peer = peer
 	info.ServerName = cs.ServerName
-	s.serveH2(nc, tc, info)
+	s.serveH2(nc, tc, info, handshake)
 }
 
 // serveH2 runs HTTP/2 on an established (TLS) connection nc whose peer identity is in info; raw is the accepted
 // connection it came from.
-func (s *Server) serveH2(raw, nc net.Conn, info *TunnelInfo) {
+func (s *Server) serveH2(raw, nc net.Conn, info *TunnelInfo, handshake func()) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.accepted, raw)
@@ -294,6 +333,12 @@ func (s *Server) serveH2(raw, nc net.Conn, info *TunnelInfo) {
 		s.tel.TunnelFailed(info, FlagOf(err), err)
 		return
 	}
+	handshake()
+	release, ok := s.acquire(s.cfg.Conns, raw, "connection")
+	if !ok {
+		return
+	}
+	defer release()
 	c := newConn(nc, connOptions{server: true, lim: s.lim, log: s.log, bufs: s.bufs, peer: info.Peer, serverName: info.ServerName})
 	c.onStream = func(st *Stream, f *http2.MetaHeadersFrame) { s.onStream(c, st, f) }
 	if err := c.writePreamble(); err != nil {

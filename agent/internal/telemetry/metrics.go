@@ -22,6 +22,9 @@ type Metrics struct {
 	HealthChanges   *prometheus.CounterVec // to: healthy, unhealthy
 	// GossipRejected counts peers' records dropped, by reason (unsigned, bad_proof, unproven_claim, ...).
 	GossipRejected *prometheus.CounterVec
+	// CaptureRepairs counts the capture table put back after another process
+	// changed or removed it (nft flush ruleset, a firewall reload, cleanup).
+	CaptureRepairs prometheus.Counter
 	// Conflicts counts the claims the current state does not use, by kind (address, service, waypoint) and reason.
 	Conflicts *prometheus.GaugeVec
 }
@@ -63,6 +66,9 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	m.GossipRejected = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ambient_agent_gossip_rejected_total", Help: "Peers' gossip records dropped, by reason.",
 	}, []string{"reason"})
+	m.CaptureRepairs = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "ambient_agent_capture_repairs_total", Help: "Times the capture table was put back after another process changed or removed it.",
+	})
 	m.Conflicts = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ambient_agent_discovery_conflicts", Help: "Claims of addresses, services and waypoints the mesh state does not use, by kind and reason.",
 	}, []string{"kind", "reason"})
@@ -72,7 +78,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	build.WithLabelValues("ztunnel", version).Set(1)
 	reg.MustRegister(m.opened, m.closed, m.received, m.sent, m.failed, m.open, build,
 		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.DNSRequests, m.HealthChanges,
-		m.GossipRejected, m.Conflicts,
+		m.GossipRejected, m.Conflicts, m.CaptureRepairs,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -1,0 +1,158 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab"
+)
+
+// nobody is a real unprivileged user of the machine (uid and gid 65534).
+var nobody = []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"}
+
+func asNobody(h *lab.Host, args ...string) (string, error) {
+	return h.Run(lab.Timeout(15*time.Second), nobody[0], append(nobody[1:], args...)...)
+}
+
+// `nft flush ruleset` under a running agent: the agent notices, is not ready until
+// its table is back, puts it back within a second, and traffic stays in HBONE.
+func TestFlushedRulesetIsRepaired(t *testing.T) {
+	d := newDatapathLab(t)
+	start := time.Now()
+	d.a.MustRun("nft", "flush", "ruleset")
+	for !hasTable(d.a) && time.Since(start) < 3*time.Second {
+		time.Sleep(10 * time.Millisecond)
+	}
+	elapsed := time.Since(start)
+	if !hasTable(d.a) {
+		t.Fatalf("the table is not back 3 s after nft flush ruleset:\n%s", d.agentA.Log())
+	}
+	t.Logf("table back %s after nft flush ruleset started (nft's own start-up included)", elapsed.Round(time.Millisecond))
+	if elapsed > time.Second {
+		t.Errorf("the table came back after %s, want within 1 s", elapsed)
+	}
+	// Not ready from the change until the repair: logged in that order.
+	d.agentA.WaitLog(t, "capture table repaired", 5*time.Second)
+	log := d.agentA.Log()
+	notReady := strings.Index(log, "capture table changed by another process: not ready")
+	if notReady < 0 || notReady > strings.Index(log, "capture table repaired") {
+		t.Fatalf("the agent did not report the change (not ready) before the repair:\n%s", log)
+	}
+	if !d.agentA.Ready() {
+		t.Fatalf("not ready after the repair:\n%s", log)
+	}
+	if n, ok := metricValue(t, scrape(t, d.a), "ambient_agent_capture_repairs_total", nil); !ok || n < 1 {
+		t.Errorf("ambient_agent_capture_repairs_total = %v %v, want >= 1", n, ok)
+	}
+	if out := d.a.MustRun(agentBin, "status"); !strings.Contains(out, "Capture:") || strings.Contains(out, "NOT INSTALLED") {
+		t.Errorf("status after the repair:\n%s", out)
+	}
+
+	// `cleanup` will not open a host whose agent runs; -force does, and the agent closes it again.
+	if out, err := d.a.Run(lab.Timeout(10*time.Second), agentBin, "cleanup"); err == nil || !strings.Contains(out, "an agent is running") {
+		t.Fatalf("cleanup under a running agent: %v %q", err, out)
+	}
+	d.a.MustRun(agentBin, "cleanup", "-force")
+	for deadline := time.Now().Add(2 * time.Second); !hasTable(d.a) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !hasTable(d.a) {
+		t.Fatalf("the table is not back after cleanup -force:\n%s", d.agentA.Log())
+	}
+
+	// And the mesh still carries A's traffic only inside HBONE.
+	stop := d.Capture("after-flush", d.a)
+	out, err := curl(d.a, fmt.Sprintf("http://%s:8080/%s", d.b.Addr, marker+"-request"))
+	pcap := stop()
+	if err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("A -> B after the repair: %v %q", err, out)
+	}
+	if raw, err := os.ReadFile(pcap); err != nil || bytes.Contains(raw, []byte(marker)) {
+		t.Fatalf("after the repair the request crossed the bridge in plaintext (%v):\n%s", err, d.PcapSummary(pcap))
+	}
+}
+
+// A local user who is not the agent's can neither stop it, nor change its log level,
+// nor read its configuration: the loopback port is read-only and the control socket
+// is the agent's user's and group's only.
+func TestUnprivilegedUserCannotControlTheAgent(t *testing.T) {
+	d := newDatapathLab(t)
+	for _, req := range []struct{ method, path string }{
+		{"POST", "/quitquitquit"}, {"POST", "/logging?level=debug"}, {"GET", "/config_dump"}, {"GET", "/debug/pprof/"},
+	} {
+		out, err := asNobody(d.a, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", req.method, "http://127.0.0.1:15000"+req.path)
+		if err != nil || strings.TrimSpace(out) != "404" {
+			t.Errorf("nobody: %s 127.0.0.1:15000%s: %v %q, want 404", req.method, req.path, err, out)
+		}
+		out, err = asNobody(d.a, "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--unix-socket", d.a.Socket, "-X", req.method, "http://localhost"+req.path)
+		if err == nil || !strings.Contains(out, "000") {
+			t.Errorf("nobody: %s %s on the control socket: %v %q, want no connection", req.method, req.path, err, out)
+		}
+	}
+	if out, err := asNobody(d.a, agentBin, "status"); err == nil || !strings.Contains(out, "does not answer") {
+		t.Errorf("nobody: ambient-agent status: %v %q, want refused", err, out)
+	}
+	// Root (the agent's user in the lab) reaches all of it.
+	if out := d.a.MustRun(agentBin, "status"); !strings.Contains(out, "Ready:") || !strings.Contains(out, "yes") {
+		t.Errorf("root: ambient-agent status:\n%s", out)
+	}
+	if d.agentA.Exited() || !d.agentA.Ready() {
+		t.Fatalf("the agent stopped or is not ready:\n%s", d.agentA.Log())
+	}
+	if dump, err := d.agentA.Admin("/config_dump"); err != nil || !strings.Contains(dump, `"level": "INFO"`) {
+		t.Fatalf("the log level changed, or the dump is unreadable: %v", err)
+	}
+}
+
+// While no agent runs and its table stays (a crash, a restart), an unprivileged user
+// who binds the agent's ports receives nothing: capture's guard resets redirected
+// connections that reach a socket without the agent's mark, outbound and inbound.
+func TestSquatterGetsNothingWhileTheAgentIsDown(t *testing.T) {
+	d := newDatapathLab(t)
+	for _, a := range []*lab.Agent{d.agentA, d.agentB} {
+		a.Signal(syscall.SIGKILL)
+		a.Wait(5 * time.Second)
+	}
+	if !hasTable(d.a) || !hasTable(d.b) {
+		t.Fatal("a killed agent's table is gone")
+	}
+	// Squatters in a loop, as a user would race a restarting agent.
+	squat := func(h *lab.Host, port int) *lab.Proc {
+		return h.Start(fmt.Sprintf("squat-%d", port), "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--",
+			"bash", "-c", fmt.Sprintf("while :; do nc -l %d; sleep 0.05; done", port))
+	}
+	outSquat, inSquat := squat(d.a, 15001), squat(d.b, 15006)
+	for _, probe := range []struct {
+		h    *lab.Host
+		port string
+	}{{d.a, ":15001"}, {d.b, ":15006"}} {
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(probe.h.MustRun("ss", "-ltnH"), probe.port) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !strings.Contains(probe.h.MustRun("ss", "-ltnH"), probe.port) {
+			t.Fatalf("the squatter on %s does not listen on %s", probe.h.Name, probe.port)
+		}
+	}
+	url := fmt.Sprintf("http://%s:8080/%s", d.b.Addr, marker+"-request")
+	if out, err := curl(d.a, url); err == nil {
+		t.Errorf("A (captured, agent down) reached B: %q", out)
+	}
+	if out, err := curl(d.c, url); err == nil {
+		t.Errorf("C reached B's application while B's agent is down: %q", out)
+	}
+	time.Sleep(200 * time.Millisecond)
+	for _, p := range []*lab.Proc{outSquat, inSquat} {
+		if strings.Contains(p.Log(), marker) || strings.Contains(p.Log(), "GET /") {
+			t.Errorf("a squatter received a captured connection:\n%s", p.Log())
+		}
+	}
+	if n := len(d.b.NginxAccessLog()); n != 0 {
+		t.Errorf("B's nginx served %d requests while its agent was down", n)
+	}
+}
