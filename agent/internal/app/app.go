@@ -63,6 +63,7 @@ type App struct {
 	ctlSrv    *admin.Server // the control API, on the unix socket
 	readySrv  *admin.Server
 	metrSrv   *admin.Server
+	warn      *telemetry.Limiter // rate-limits warnings: one per key per second
 	registry  *prometheus.Registry
 	metrics   *telemetry.Metrics
 }
@@ -85,6 +86,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	a.cfg.Store(cfg)
 	a.registry = prometheus.NewRegistry()
 	a.metrics = telemetry.NewMetrics(a.registry, Version)
+	a.warn = telemetry.NewLimiter(time.Second)
 	if err := a.newHealth(cfg); err != nil {
 		return nil, fmt.Errorf("health checks: %w", err)
 	}

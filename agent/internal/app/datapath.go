@@ -3,7 +3,9 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/netip"
 	"slices"
 	"strconv"
 	"sync"
@@ -11,9 +13,9 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
-	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
 
@@ -42,12 +44,19 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		Snap:      a.state.Load,
 		Dialer:    markedDialer(cfg.Capture),
 		Metrics:   a.metrics,
-		Access:    a.log.With("log", "access"),
+		Access:    accessLog(cfg, a.log),
 		Log:       a.log.With("component", "proxy"),
-		Warn:      telemetry.NewLimiter(time.Second),
+		Warn:      a.warn,
 		Policy:    a.policies.Load,
 		Live:      a.live,
 		HostAddrs: newHostAddrs(time.Now, 5*time.Second).get,
+		// Inbound per source and in total; outbound comes from this host's
+		// processes only: in total.
+		InboundLimit:  connlimit.New(cfg.Limits.Connections, cfg.Limits.ConnectionsPerSource),
+		OutboundLimit: connlimit.New(cfg.Limits.Outbound, 0),
+		Refused: func(listener string, remote netip.AddrPort, limit string) {
+			a.refused(listener, remote, "connection", limit)
+		},
 		Enforcement: func() string {
 			return a.cfg.Load().Policy.WaypointEnforcement
 		},
@@ -100,6 +109,15 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		a.log.Info("capture: no [[workload]] on this host, nothing is captured")
 	}
 	return nil
+}
+
+// accessLog is the access logger: one line per connection, or nothing with
+// [log] access = false (busy hosts, inside journald's rate limit).
+func accessLog(cfg *config.Config, log *slog.Logger) *slog.Logger {
+	if !cfg.Log.Access {
+		return slog.New(slog.DiscardHandler)
+	}
+	return log.With("log", "access")
 }
 
 // captures says whether the agent installs a capture table for cfg: capture is

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"strconv"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
@@ -35,6 +37,13 @@ func (a *App) bindHBONE(cfg *config.Config, deps *proxy.Deps) error {
 		Dialer:    deps.Dialer,
 		Logger:    a.log.With("component", "hbone-server"),
 		Telemetry: inbound.Telemetry(),
+
+		Handshakes: connlimit.New(cfg.Limits.Handshakes, cfg.Limits.HandshakesPerSource),
+		Conns:      connlimit.New(cfg.Limits.Connections, cfg.Limits.ConnectionsPerSource),
+		Streams:    connlimit.New(cfg.Limits.Streams, cfg.Limits.StreamsPerSource),
+		Refused: func(remote netip.AddrPort, stage, limit string) {
+			a.refused("hbone", remote, stage, limit)
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("hbone: %w", err)
@@ -72,4 +81,16 @@ func (a *App) runHBONE(ctx context.Context, drain func() (context.Context, conte
 		return fmt.Errorf("hbone: serve: %w", err)
 	}
 	return nil
+}
+
+// refused counts a connection (or tunnel) a limit closed, and says so in the
+// log at most once a second per listener and limit: a flood must not flood the
+// journal too.
+func (a *App) refused(listener string, remote netip.AddrPort, stage, limit string) {
+	a.metrics.Refused.WithLabelValues(listener, stage, limit).Inc()
+	key := "refused/" + listener + "/" + stage + "/" + limit
+	if ok, suppressed := a.warn.Allow(key); ok {
+		a.log.Warn("connection refused: over a limit ([limits])", "listener", listener, "stage", stage,
+			"limit", limit, "remote", remote, "suppressed", suppressed)
+	}
 }

@@ -30,6 +30,7 @@ func Build(f File) (*Config, Problems) {
 		Capture:  b.capture(f.Capture),
 		Policy:   b.policy(f.Policy),
 		Admin:    b.admin(f.Admin),
+		Limits:   b.limits(f.Limits),
 		Log:      b.log(f.Log),
 	}
 	owners := map[netip.Addr]string{}
@@ -226,7 +227,7 @@ func (b *builder) admin(f AdminFile) Admin {
 }
 
 func (b *builder) log(f LogFile) Log {
-	l := Log{Format: orDefault(f.Format, FormatText)}
+	l := Log{Format: orDefault(f.Format, FormatText), Access: f.Access == nil || *f.Access}
 	if err := l.Level.UnmarshalText([]byte(orDefault(f.Level, "info"))); err != nil {
 		b.addf("log.level", "%q is not one of debug, info, warn, error", f.Level)
 	}

@@ -97,6 +97,7 @@ type Config struct {
 	Istio     Istio      `json:"istio"`
 	Policy    Policy     `json:"policy"`
 	Admin     Admin      `json:"admin"`
+	Limits    Limits     `json:"limits"`
 	Log       Log        `json:"log"`
 }
 
@@ -163,6 +164,9 @@ type Admin struct {
 type Log struct {
 	Level  slog.Level `json:"level"`
 	Format string     `json:"format"`
+	// Access logs one line per connection (the access log); metrics count
+	// them either way.
+	Access bool `json:"access"`
 }
 
 // Capture says which traffic nftables redirects to the agent.

@@ -45,11 +45,17 @@ func Diff(old, new *Config) []string {
 	if old.Admin != new.Admin {
 		out = append(out, "admin")
 	}
+	if old.Limits != new.Limits {
+		out = append(out, "limits")
+	}
 	if old.Log.Level != new.Log.Level {
 		out = append(out, "log.level")
 	}
 	if old.Log.Format != new.Log.Format {
 		out = append(out, "log.format")
+	}
+	if old.Log.Access != new.Log.Access {
+		out = append(out, "log.access")
 	}
 	sort.Strings(out)
 	return out

@@ -15,6 +15,7 @@ type File struct {
 	Istio    IstioFile      `toml:"istio"`
 	Policy   PolicyFile     `toml:"policy"`
 	Admin    AdminFile      `toml:"admin"`
+	Limits   LimitsFile     `toml:"limits"`
 	Log      LogFile        `toml:"log"`
 }
 
@@ -111,6 +112,7 @@ type AdminFile struct {
 type LogFile struct {
 	Level  string `toml:"level"`
 	Format string `toml:"format"`
+	Access *bool  `toml:"access"`
 }
 
 // CaptureFile is the [capture] table.

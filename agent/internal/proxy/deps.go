@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
@@ -43,6 +44,12 @@ type Deps struct {
 	// forwards to one of them but for a local workload's (nil: unknown, not
 	// checked; the waypoint's own addresses are refused anyway).
 	HostAddrs func() []netip.Addr
+	// InboundLimit bounds the open connections of the inbound plaintext port
+	// per source and in total; OutboundLimit those of the outbound ports, all
+	// together. nil: no limit.
+	InboundLimit, OutboundLimit *connlimit.Limiter
+	// Refused is told of each connection a limit closed (nil: not told).
+	Refused func(listener string, remote netip.AddrPort, limit string)
 }
 
 // warn logs a per-connection warning, at most once per second per key.

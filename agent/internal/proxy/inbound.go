@@ -27,6 +27,7 @@ type InboundPlain struct {
 func NewInboundPlain(ln net.Listener, d *Deps) *InboundPlain {
 	p := &InboundPlain{d: d, bufs: newBufPool()}
 	p.l = newListener("inbound_plaintext", ln, d.Log, p.handle)
+	p.l.limit, p.l.refused = d.InboundLimit, d.Refused
 	return p
 }
 

@@ -70,6 +70,7 @@ func NewWorkloadOutbound(ln net.Listener, d *Deps, workloadUID string) *Outbound
 		name = "outbound:" + workloadUID
 	}
 	o.l = newListener(name, ln, d.Log, o.handle)
+	o.l.limit, o.l.refused = d.OutboundLimit, d.Refused
 	return o
 }
 

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 )
 
 // listener runs an accept loop and tracks the connections it handed out, so a
@@ -17,6 +20,10 @@ type listener struct {
 	ln     net.Listener
 	log    *slog.Logger
 	handle func(ctx context.Context, c net.Conn)
+	// limit bounds the open connections (nil: no limit); refused hears of
+	// each one it closed.
+	limit   *connlimit.Limiter
+	refused func(listener string, remote netip.AddrPort, limit string)
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -47,14 +54,36 @@ func (l *listener) run(ctx context.Context, drain func() (context.Context, conte
 			}
 			break
 		}
+		release, ok := l.acquire(c)
+		if !ok {
+			continue
+		}
 		l.track(c)
 		go func() {
+			defer release()
 			defer l.untrack(c)
 			l.handle(connCtx, c)
 		}()
 	}
 	l.drain(drain, cancelConns)
 	return acceptErr
+}
+
+// acquire takes a slot of the limit for c, or closes c and reports it.
+func (l *listener) acquire(c net.Conn) (release func(), ok bool) {
+	if l.limit == nil {
+		return func() {}, true
+	}
+	remote := addrPort(c.RemoteAddr())
+	release, refused := l.limit.Acquire(remote.Addr())
+	if release != nil {
+		return release, true
+	}
+	c.Close()
+	if l.refused != nil {
+		l.refused(l.name, remote, refused)
+	}
+	return nil, false
 }
 
 func (l *listener) track(c net.Conn) {

@@ -25,6 +25,9 @@ type Metrics struct {
 	// CaptureRepairs counts the capture table put back after another process
 	// changed or removed it (nft flush ruleset, a firewall reload, cleanup).
 	CaptureRepairs prometheus.Counter
+	// Refused counts connections and tunnels closed by a limit ([limits]), by
+	// listener, stage (handshake, connection, stream) and limit (per_source, total).
+	Refused *prometheus.CounterVec
 	// Conflicts counts the claims the current state does not use, by kind (address, service, waypoint) and reason.
 	Conflicts *prometheus.GaugeVec
 }
@@ -69,6 +72,9 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	m.CaptureRepairs = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "ambient_agent_capture_repairs_total", Help: "Times the capture table was put back after another process changed or removed it.",
 	})
+	m.Refused = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "ambient_agent_connections_refused_total", Help: "Connections and tunnels closed because a limit was reached, by listener, stage and limit.",
+	}, []string{"listener", "stage", "limit"})
 	m.Conflicts = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ambient_agent_discovery_conflicts", Help: "Claims of addresses, services and waypoints the mesh state does not use, by kind and reason.",
 	}, []string{"kind", "reason"})
@@ -78,7 +84,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	build.WithLabelValues("ztunnel", version).Set(1)
 	reg.MustRegister(m.opened, m.closed, m.received, m.sent, m.failed, m.open, build,
 		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.DNSRequests, m.HealthChanges,
-		m.GossipRejected, m.Conflicts, m.CaptureRepairs,
+		m.GossipRejected, m.Conflicts, m.CaptureRepairs, m.Refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
