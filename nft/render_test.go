@@ -50,7 +50,12 @@ func goldenSpecs() map[string]Spec {
 			ExcludedUIDs: []uint32{1000, 0, 65534},
 			ExcludedGIDs: []uint32{998},
 		},
-		"inbound_only":  {Inbound: true, InboundExcludedPorts: agentPorts, Workloads: addrs("10.0.0.5")},
+		"inbound_only": {Inbound: true, InboundExcludedPorts: agentPorts, Workloads: addrs("10.0.0.5")},
+		"all_local": {
+			Inbound: true, Outbound: true, GuardListeners: true, InboundExcludedPorts: agentPorts,
+			Workloads: addrs("10.0.0.5", "fd00:1::5"), InboundAllLocal: true,
+			InboundLeftOut: prefixes("172.17.0.1/32", "192.168.0.0/16", "192.168.1.0/24", "fe80::/10"),
+		},
 		"outbound_only": {Outbound: true, ExcludedCIDRs: prefixes("0.0.0.0/0")},
 		"disabled":      {},
 		"classes": {

@@ -14,6 +14,8 @@ const (
 	setWorkloads4      = "workloads_v4"
 	setWorkloads6      = "workloads_v6"
 	setInboundExcluded = "inbound_excluded_ports"
+	setLeftOut4        = "unmeshed_v4"
+	setLeftOut6        = "unmeshed_v6"
 
 	setOutboundExcluded = "outbound_excluded_ports"
 	setExcludedCIDRs4   = "excluded_cidrs_v4"

@@ -34,6 +34,14 @@ type Spec struct {
 
 	// Workloads are the local workload addresses whose inbound TCP is captured.
 	Workloads []netip.Addr
+	// InboundAllLocal captures inbound TCP to every local address of the host
+	// (fib daddr type local: every family, addresses added later), not only to
+	// Workloads, except InboundLeftOut.
+	InboundAllLocal bool
+	// InboundLeftOut are destinations never captured inbound with
+	// InboundAllLocal (addresses of the host that are not meshed). A workload
+	// address in them is still captured.
+	InboundLeftOut []netip.Prefix
 	// InboundExcludedPorts are destination ports never captured inbound. It must
 	// hold the agent's own ports (at least HBONE, 15008), as
 	// config.Capture.InboundExcludedPorts does.

@@ -95,6 +95,18 @@ func daddrIn(s set) term {
 	}
 }
 
+// daddrLocal matches packets to a local address of the host, as the routing table
+// has it now: every interface, every family, addresses added later.
+func daddrLocal() term {
+	return term{
+		text: "fib daddr type local",
+		exprs: []expr.Any{
+			&expr.Fib{Register: reg, FlagDADDR: true, ResultADDRTYPE: true},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: binary.NativeEndian.AppendUint32(nil, unix.RTN_LOCAL)},
+		},
+	}
+}
+
 func tcpDportIn(s set) term {
 	return term{
 		text: "tcp dport @" + s.name,

@@ -20,6 +20,8 @@ type normalized struct {
 	outboundPort, inboundPort uint16
 
 	workloads4, workloads6     []netip.Addr
+	allLocal                   bool
+	leftOut4, leftOut6         []netip.Prefix
 	inboundExcludedPorts       []uint16
 	outboundExcludedPorts      []uint16
 	excluded4, excluded6       []netip.Prefix
@@ -69,18 +71,9 @@ func normalize(s Spec) (normalized, error) {
 			n.workloads6 = append(n.workloads6, a)
 		}
 	}
-	for i, p := range s.ExcludedCIDRs {
-		switch {
-		case !p.IsValid():
-			errs = append(errs, fmt.Errorf("ExcludedCIDRs[%d]: not a valid prefix", i))
-		case p.Addr().Is4In6():
-			errs = append(errs, fmt.Errorf("ExcludedCIDRs[%d]: %s is IPv4-mapped; write the IPv4 prefix", i, p))
-		case p.Addr().Is4():
-			n.excluded4 = append(n.excluded4, p.Masked())
-		default:
-			n.excluded6 = append(n.excluded6, p.Masked())
-		}
-	}
+	n.excluded4, n.excluded6, errs = splitPrefixes("ExcludedCIDRs", s.ExcludedCIDRs, errs)
+	n.allLocal = s.InboundAllLocal
+	n.leftOut4, n.leftOut6, errs = splitPrefixes("InboundLeftOut", s.InboundLeftOut, errs)
 	var err error
 	if n.inboundExcludedPorts, err = ports(s.InboundExcludedPorts); err != nil {
 		errs = append(errs, fmt.Errorf("InboundExcludedPorts: %w", err))
@@ -92,6 +85,8 @@ func normalize(s Spec) (normalized, error) {
 	n.workloads6 = sortedAddrs(n.workloads6)
 	n.excluded4 = outermost(n.excluded4)
 	n.excluded6 = outermost(n.excluded6)
+	n.leftOut4 = outermost(n.leftOut4)
+	n.leftOut6 = outermost(n.leftOut6)
 	n.excludedUIDs = sortedUnique(s.ExcludedUIDs)
 	n.excludedGIDs = sortedUnique(s.ExcludedGIDs)
 	var classErrs []error
@@ -104,6 +99,24 @@ func normalize(s Spec) (normalized, error) {
 		n.guardedPorts = n.redirectPorts()
 	}
 	return n, nil
+}
+
+// splitPrefixes checks prefixes and splits them by family, masked; problems are
+// added to errs, naming field.
+func splitPrefixes(field string, in []netip.Prefix, errs []error) (v4, v6 []netip.Prefix, _ []error) {
+	for i, p := range in {
+		switch {
+		case !p.IsValid():
+			errs = append(errs, fmt.Errorf("%s[%d]: not a valid prefix", field, i))
+		case p.Addr().Is4In6():
+			errs = append(errs, fmt.Errorf("%s[%d]: %s is IPv4-mapped; write the IPv4 prefix", field, i, p))
+		case p.Addr().Is4():
+			v4 = append(v4, p.Masked())
+		default:
+			v6 = append(v6, p.Masked())
+		}
+	}
+	return v4, v6, errs
 }
 
 // redirectPorts are the ports the rendered table redirects to, sorted: derived

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -154,5 +155,53 @@ func TestSquatterGetsNothingWhileTheAgentIsDown(t *testing.T) {
 	}
 	if n := len(d.b.NginxAccessLog()); n != 0 {
 		t.Errorf("B's nginx served %d requests while its agent was down", n)
+	}
+}
+
+// Inbound capture covers every address of the host, IPv6 and addresses added after the agent started: an
+// application listening on the wildcard address is reached only through the agent, which refuses what no
+// workload owns. An excluded port, or an address left unmeshed by the configuration, is reached directly,
+// and doctor lists it.
+func TestEveryHostAddressIsCaptured(t *testing.T) {
+	d := newDatapathLab(t)
+	const extra = "10.77.0.99"
+	d.b.MustRun("ip", "addr", "add", extra+"/24", "dev", "eth0")
+	for _, url := range []string{"http://" + extra + ":8080/", fmt.Sprintf("http://[%s]:8080/", d.b.Addr6)} {
+		if out, err := curl(d.c, url); err == nil {
+			t.Errorf("C reached B's application at %s, an address that is no workload's, around the agent: %q", url, out)
+		}
+	}
+	d.agentB.WaitLog(t, "no local workload has the destination address", 5*time.Second)
+	if out, err := curl(d.c, fmt.Sprintf("http://%s:8080/", d.b.Addr)); err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("C -> B's workload address: %v %q", err, out)
+	}
+	// Port 22 is excluded: reached directly on any address (nginx listens on it too).
+	if out, err := curl(d.c, "http://"+extra+":22/"); err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("C -> B:22 (excluded): %v %q", err, out)
+	}
+	log := accessLog(d.b, func(l []string) bool { return len(l) >= 2 })
+	if len(log) != 2 || !slices.Contains(log, d.c.Addr.String()+" 22") {
+		t.Errorf("nginx on B served %v; want the agent's request and C's on port 22 only", log)
+	}
+	out, _ := d.b.Run(lab.Timeout(10*time.Second), agentBin, "doctor")
+	if !strings.Contains(out, "[NOTE] unmeshed listeners") || !strings.Contains(out, "0.0.0.0:22 (port excluded)") ||
+		strings.Contains(out, ":8080") {
+		t.Errorf("doctor does not list exactly the direct listeners:\n%s", out)
+	}
+
+	// Left unmeshed by the configuration (applied by a reload), the address reaches the application directly.
+	cfg := strings.Replace(meshConfig(d.b, d.a), "[[workload]]", "[capture]\nunmeshed_addresses = [\""+extra+"\"]\n[[workload]]", 1)
+	if err := os.WriteFile(d.agentB.ConfigPath, []byte(d.b.WithSocket(cfg)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.agentB.Reload(t)
+	if out, err := curl(d.c, "http://"+extra+":8080/"); err != nil || !strings.Contains(out, marker) {
+		t.Fatalf("C -> B's unmeshed address: %v %q\n%s", err, out, d.agentB.Log())
+	}
+	if out, err := curl(d.c, fmt.Sprintf("http://[%s]:8080/", d.b.Addr6)); err == nil {
+		t.Errorf("C reached B's IPv6 address, still meshed, around the agent: %q", out)
+	}
+	if out, _ := d.b.Run(lab.Timeout(10*time.Second), agentBin, "doctor"); !strings.Contains(out, extra+":") && !strings.Contains(out, "unmeshed addresses") {
+		t.Errorf("doctor does not list the listener on the unmeshed address:\n%s", out)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"time"
 
@@ -28,6 +29,11 @@ type dumpView struct {
 		DNS struct {
 			Enabled bool `json:"enabled"`
 		} `json:"dns"`
+		Capture struct {
+			ExcludeInboundPorts []uint16       `json:"excludeInboundPorts"`
+			InboundAddresses    string         `json:"inboundAddresses"`
+			UnmeshedAddresses   []netip.Prefix `json:"unmeshedAddresses"`
+		} `json:"capture"`
 		Gossip struct {
 			Enabled bool     `json:"enabled"`
 			KeyFile string   `json:"keyFile"`

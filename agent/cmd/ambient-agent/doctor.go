@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +20,8 @@ type check struct {
 	OK     bool   `json:"ok"`
 	Detail string `json:"detail"`
 	Fix    string `json:"fix,omitempty"`
+	// Note marks an OK check that says something the operator should know.
+	Note bool `json:"note,omitempty"`
 }
 
 func runDoctor(args []string, stdout, stderr io.Writer) int {
@@ -36,11 +39,14 @@ func runDoctor(args []string, stdout, stderr io.Writer) int {
 	} else {
 		for _, c := range checks {
 			mark := "OK  "
-			if !c.OK {
+			switch {
+			case !c.OK:
 				mark = "FAIL"
+			case c.Note:
+				mark = "NOTE"
 			}
 			fmt.Fprintf(stdout, "[%s] %s: %s\n", mark, c.Name, c.Detail)
-			if !c.OK && c.Fix != "" {
+			if (!c.OK || c.Note) && c.Fix != "" {
 				fmt.Fprintf(stdout, "       fix: %s\n", c.Fix)
 			}
 		}
@@ -66,6 +72,9 @@ func diagnose(socket string, now time.Time) []check {
 		out = append(out, checkTable(d, kernel))
 	}
 	out = append(out, checkListeners(d)...)
+	if d.Capture.Enabled {
+		out = append(out, checkUnmeshed(d, listeners()))
+	}
 	out = append(out, checkClock(d, now))
 	out = append(out, checkCerts(d, now)...)
 	if len(d.Services) > 0 {
@@ -159,6 +168,49 @@ func checkTable(d *dumpView, k nft.State) check {
 		}
 	}
 	return c
+}
+
+// checkUnmeshed lists the applications other hosts reach without the agent:
+// TCP listeners on an excluded port, on an unmeshed address, or (with
+// inbound_addresses = "workloads") on an address that is no workload's.
+// Listeners on loopback and the agent's own are left out.
+func checkUnmeshed(d *dumpView, ls []netip.AddrPort) check {
+	c := d.Config.Capture
+	workload := map[netip.Addr]bool{}
+	for _, w := range d.Workloads {
+		for _, a := range w.Addresses {
+			if addr, err := netip.ParseAddr(a); err == nil && w.Local {
+				workload[addr] = true
+			}
+		}
+	}
+	var found []string
+	for _, l := range slices.Compact(slices.SortedFunc(slices.Values(ls), netip.AddrPort.Compare)) {
+		a := l.Addr()
+		switch {
+		case a.IsLoopback() || isAgentPort(l.Port()):
+		case slices.Contains(c.ExcludeInboundPorts, l.Port()):
+			found = append(found, fmt.Sprintf("%s (port excluded)", l))
+		case a.IsUnspecified() && len(c.UnmeshedAddresses) > 0:
+			found = append(found, fmt.Sprintf("%s (on the unmeshed addresses %v)", l, c.UnmeshedAddresses))
+		case slices.ContainsFunc(c.UnmeshedAddresses, func(p netip.Prefix) bool { return p.Contains(a) }):
+			found = append(found, fmt.Sprintf("%s (address unmeshed)", l))
+		case c.InboundAddresses == "workloads" && (a.IsUnspecified() || !workload[a]):
+			found = append(found, fmt.Sprintf("%s (not a workload's address)", l))
+		}
+	}
+	if len(found) == 0 {
+		return check{Name: "unmeshed listeners", OK: true, Detail: "none: every listener off loopback is reached only through the agent"}
+	}
+	return check{Name: "unmeshed listeners", OK: true, Note: true,
+		Detail: "reached from other hosts without the agent (no mTLS, no authorization): " + strings.Join(found, ", "),
+		Fix:    "if that is not meant, see [capture] exclude_inbound_ports, inbound_addresses and unmeshed_addresses"}
+}
+
+// isAgentPort reports the agent's own listening ports (data path, admin, DNS,
+// and the recognised workloads' outbound ports).
+func isAgentPort(p uint16) bool {
+	return (p >= 15000 && p <= 15008) || p == 15020 || p == 15021 || p == 15053 || (p >= 15101 && p < 15101+1000)
 }
 
 // checkListeners looks for the agent's ports in the kernel's socket tables.

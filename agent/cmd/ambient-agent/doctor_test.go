@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -23,5 +24,55 @@ func TestCheckTableReadsTheKernel(t *testing.T) {
 	d.Capture.Enabled = false
 	if c := checkTable(d, nft.State{}); !c.OK {
 		t.Errorf("nothing captured: %+v", c)
+	}
+}
+
+// doctor names the listeners other hosts reach without the agent, and only those.
+func TestCheckUnmeshedNamesDirectListeners(t *testing.T) {
+	d := &dumpView{}
+	d.Capture.Enabled = true
+	d.Config.Capture.ExcludeInboundPorts = []uint16{22}
+	d.Config.Capture.InboundAddresses = "all"
+	d.Config.Capture.UnmeshedAddresses = []netip.Prefix{netip.MustParsePrefix("192.168.10.5/32")}
+	d.Workloads = []workloadView{{Local: true, Addresses: []string{"10.0.0.5"}}}
+	ls := []netip.AddrPort{
+		netip.MustParseAddrPort("0.0.0.0:22"),        // excluded port
+		netip.MustParseAddrPort("192.168.10.5:9100"), // unmeshed address
+		netip.MustParseAddrPort("10.0.0.5:8080"),     // a workload's: meshed
+		netip.MustParseAddrPort("127.0.0.1:5432"),    // loopback
+		netip.MustParseAddrPort("[::]:15008"),        // the agent's
+		netip.MustParseAddrPort("10.0.0.6:8080"),     // another address, captured ("all")
+	}
+	c := checkUnmeshed(d, ls)
+	for _, want := range []string{"0.0.0.0:22 (port excluded)", "192.168.10.5:9100 (address unmeshed)"} {
+		if !strings.Contains(c.Detail, want) {
+			t.Errorf("detail lacks %q: %s", want, c.Detail)
+		}
+	}
+	for _, not := range []string{"10.0.0.5:8080", "5432", "15008", "10.0.0.6"} {
+		if strings.Contains(c.Detail, not) {
+			t.Errorf("detail names %s, which is meshed or local: %s", not, c.Detail)
+		}
+	}
+	if !c.OK || !c.Note {
+		t.Errorf("a note, not a failure: %+v", c)
+	}
+	d.Config.Capture.InboundAddresses = "workloads"
+	if c := checkUnmeshed(d, ls); !strings.Contains(c.Detail, "10.0.0.6:8080 (not a workload's address)") || strings.Contains(c.Detail, "10.0.0.5:8080") {
+		t.Errorf("with inbound_addresses = workloads: %s", c.Detail)
+	}
+}
+
+func TestParseProcAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"0100007F:1F90":                         "127.0.0.1:8080",
+		"00000000:0016":                         "0.0.0.0:22",
+		"00000000000000000000000001000000:3A98": "[::1]:15000",
+		"0000000000000000FFFF00000C4D0A0A:1F90": "10.10.77.12:8080",
+	} {
+		got, ok := parseProcAddr(in)
+		if !ok || got.String() != want {
+			t.Errorf("parseProcAddr(%q) = %v %v, want %s", in, got, ok, want)
+		}
 	}
 }

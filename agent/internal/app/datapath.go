@@ -141,6 +141,8 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot, classes []nft.Outboun
 		InboundExcludedPorts:  cfg.Capture.InboundExcludedPorts(),
 		OutboundExcludedPorts: append(slices.Clone(cfg.Capture.ExcludeOutboundPorts), gossipPorts(cfg.Gossip)...),
 		ExcludedCIDRs:         cfg.Capture.ExcludeCIDRs,
+		InboundAllLocal:       cfg.Capture.InboundAddresses == config.InboundAll,
+		InboundLeftOut:        cfg.Capture.UnmeshedAddresses,
 		ExcludedUIDs:          cfg.Capture.ExcludeUIDs,
 		ExcludedGIDs:          cfg.Capture.ExcludeGIDs,
 		GuardListeners:        true,

@@ -87,6 +87,11 @@ func TestKernelHoldsWhatWasRendered(t *testing.T) {
 			ExcludedUIDs:          []uint32{0, 4294967294},
 			ExcludedGIDs:          []uint32{0},
 		},
+		"all_local": {
+			Inbound: true, InboundAllLocal: true, GuardListeners: true,
+			Workloads:      []netip.Addr{netip.MustParseAddr("10.0.0.5")},
+			InboundLeftOut: prefixes("172.17.0.1/32", "192.168.0.0/16", "fe80::/10"),
+		},
 		"ranges": {
 			Outbound:      true,
 			ExcludedCIDRs: prefixes("10.0.0.0/8", "11.0.0.0/8", "10.1.0.0/16", "255.255.255.255/32", "192.168.0.0/16", "fd00::/8", "fe00::/8", "ffff::/16"),

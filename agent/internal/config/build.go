@@ -37,6 +37,7 @@ func Build(f File) (*Config, Problems) {
 	cfg.Workloads = b.workloads("workload", f.Workload, owners)
 	b.checkSharing(cfg.Workloads)
 	b.unmatched(&cfg.Capture, f.Capture, cfg.Workloads)
+	b.unmeshedWorkloads(cfg.Capture, cfg.Workloads)
 	cfg.Remotes = b.remotes(f.Remote, owners)
 	cfg.Waypoint = b.waypoint(f.Waypoint, cfg.Node, owners)
 	cfg.Services = b.services(f.Service, cfg.Workloads, owners)

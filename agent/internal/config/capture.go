@@ -11,7 +11,11 @@ import (
 var agentPorts = []uint16{PortAdmin, PortOutbound, PortInbound, PortHBONE, PortMetrics, PortReadiness, PortDNS}
 
 func (b *builder) capture(f CaptureFile) Capture {
-	c := Capture{Enabled: true, Mark: DefaultMark, ExcludeInboundPorts: DefaultExcludeInboundPorts}
+	c := Capture{Enabled: true, Mark: DefaultMark, ExcludeInboundPorts: DefaultExcludeInboundPorts,
+		InboundAddresses: orDefault(f.InboundAddresses, InboundAll)}
+	if c.InboundAddresses != InboundAll && c.InboundAddresses != InboundWorkloads {
+		b.addf("capture.inbound_addresses", "%q is not %q or %q", c.InboundAddresses, InboundAll, InboundWorkloads)
+	}
 	if f.Enabled != nil {
 		c.Enabled = *f.Enabled
 	}
@@ -25,21 +29,53 @@ func (b *builder) capture(f CaptureFile) Capture {
 		c.ExcludeInboundPorts = b.ports("capture.exclude_inbound_ports", f.ExcludeInboundPorts)
 	}
 	c.ExcludeOutboundPorts = b.ports("capture.exclude_outbound_ports", f.ExcludeOutboundPorts)
-	for i, s := range f.ExcludeCIDRs {
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			b.addf(fmt.Sprintf("capture.exclude_cidrs[%d]", i), "%q is not a CIDR (e.g. 10.0.0.0/8)", s)
-			continue
-		}
-		if p != p.Masked() {
-			b.addf(fmt.Sprintf("capture.exclude_cidrs[%d]", i), "%q has host bits set; did you mean %s?", s, p.Masked())
-			continue
-		}
-		c.ExcludeCIDRs = append(c.ExcludeCIDRs, p)
-	}
+	c.ExcludeCIDRs = b.prefixes("capture.exclude_cidrs", f.ExcludeCIDRs)
+	c.UnmeshedAddresses = b.prefixes("capture.unmeshed_addresses", f.UnmeshedAddresses)
 	c.ExcludeUIDs = b.ids("capture.exclude_uids", f.ExcludeUIDs)
 	c.ExcludeGIDs = b.ids("capture.exclude_gids", f.ExcludeGIDs)
 	return c
+}
+
+// How much of the host inbound capture covers ([capture] inbound_addresses).
+const (
+	InboundAll       = "all"
+	InboundWorkloads = "workloads"
+)
+
+// prefixes parses CIDRs or single addresses (a /32 or /128).
+func (b *builder) prefixes(key string, in []string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, s := range in {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil || a.Is4In6() {
+				b.addf(fmt.Sprintf("%s[%d]", key, i), "%q is not a CIDR (e.g. 10.0.0.0/8) or an address", s)
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p != p.Masked() {
+			b.addf(fmt.Sprintf("%s[%d]", key, i), "%q has host bits set; did you mean %s?", s, p.Masked())
+			continue
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// unmeshedWorkloads reports workload addresses inside [capture]
+// unmeshed_addresses: a workload's address is always captured.
+func (b *builder) unmeshedWorkloads(c Capture, ws []Workload) {
+	for _, w := range ws {
+		for _, a := range w.Addresses {
+			for _, p := range c.UnmeshedAddresses {
+				if p.Contains(a) {
+					b.addf("capture.unmeshed_addresses", "%s contains %s, an address of workload %s/%s: a workload's address is always meshed", p, a, w.Namespace, w.Name)
+				}
+			}
+		}
+	}
 }
 
 // InboundExcludedPorts is the full set of inbound ports left uncaptured: the

@@ -176,8 +176,13 @@ type Capture struct {
 	ExcludeInboundPorts  []uint16       `json:"excludeInboundPorts"`
 	ExcludeOutboundPorts []uint16       `json:"excludeOutboundPorts"`
 	ExcludeCIDRs         []netip.Prefix `json:"excludeCidrs"`
-	ExcludeUIDs          []uint32       `json:"excludeUids"`
-	ExcludeGIDs          []uint32       `json:"excludeGids"`
+	// InboundAddresses is InboundAll (every local address of the host is
+	// captured inbound, but UnmeshedAddresses) or InboundWorkloads (only the
+	// workloads' addresses).
+	InboundAddresses  string         `json:"inboundAddresses"`
+	UnmeshedAddresses []netip.Prefix `json:"unmeshedAddresses"`
+	ExcludeUIDs       []uint32       `json:"excludeUids"`
+	ExcludeGIDs       []uint32       `json:"excludeGids"`
 	// Unmatched is what happens to outbound TCP of processes that belong to no
 	// workload recognised by user, group or unit: UnmatchedDefault or UnmatchedPassthrough.
 	Unmatched string `json:"unmatched"`

@@ -62,7 +62,9 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"[istio]", "server_name", "root_cert", "token_dir", "discovery", "insecure_plaintext",
 		"[[service]]", "hostname", "vips", "ports", "target_port", "app_protocol", "workloads",
 		"[waypoint]", "for_service_account", "[dns]", "listen", "capture", "upstreams", "domains", "waypoint_enforcement",
-		"[policy]", "root_namespace", "[admin]", "address", "readiness_address", "metrics_address", "[log]", "level", "format",
+		"[policy]", "root_namespace", "[admin]", "socket", "address", "readiness_address", "metrics_address", "[log]", "level", "format",
+		"access", "inbound_addresses", "unmeshed_addresses", "[limits]", "handshakes_per_source", "handshakes",
+		"connections_per_source", "connections", "streams_per_source", "streams", "outbound",
 	} {
 		if !strings.Contains(string(src), key) {
 			t.Errorf("conf/config.toml does not mention %s", key)
@@ -157,6 +159,11 @@ func TestProblems(t *testing.T) {
 			[]string{"capture.exclude_cidrs[0]: \"10.0.0.0/33\" is not a CIDR", "capture.exclude_cidrs[1]: \"10.0.0.1/8\" has host bits set",
 				"capture.exclude_inbound_ports[0]: 0 is not a port", "capture.exclude_inbound_ports[1]: 70000 is not a port",
 				"test.toml:4: capture.mark: 0 is not a non-zero 32-bit mark"}},
+		{"inbound addresses", "[capture]\ninbound_addresses = \"some\"\nunmeshed_addresses = [\"10.0.0.0/8\", \"bogus\"]\n[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[limits]\nhandshakes = 0\n",
+			[]string{"test.toml:2: capture.inbound_addresses: \"some\" is not \"all\" or \"workloads\"",
+				"capture.unmeshed_addresses[1]: \"bogus\" is not a CIDR",
+				"capture.unmeshed_addresses: 10.0.0.0/8 contains 10.0.0.1, an address of workload default/a",
+				"limits.handshakes: 0 is not between 1 and 1048576"}},
 		{"admin not loopback", "[admin]\naddress = \"0.0.0.0:15000\"\n",
 			[]string{"test.toml:2: admin.address: 0.0.0.0:15000 is not a loopback address"}},
 		{"admin on a data-path port", "[admin]\nmetrics_address = \"0.0.0.0:15008\"\n",

@@ -122,6 +122,8 @@ type CaptureFile struct {
 	ExcludeInboundPorts  []int64  `toml:"exclude_inbound_ports"`
 	ExcludeOutboundPorts []int64  `toml:"exclude_outbound_ports"`
 	ExcludeCIDRs         []string `toml:"exclude_cidrs"`
+	InboundAddresses     string   `toml:"inbound_addresses"`
+	UnmeshedAddresses    []string `toml:"unmeshed_addresses"`
 	ExcludeUIDs          []int64  `toml:"exclude_uids"`
 	ExcludeGIDs          []int64  `toml:"exclude_gids"`
 	Unmatched            string   `toml:"unmatched"`
