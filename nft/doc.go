@@ -37,6 +37,10 @@
 // address of the receiving interface, so the inbound listener must bind the
 // wildcard address; outbound it rewrites to 127.0.0.1 or ::1.
 //
+// Live keeps a running agent's own copy of the table, inet ambient_agent_live,
+// owned by its netlink socket: `nft flush ruleset` leaves it alone, and it goes
+// with the process (live.go).
+//
 // DiffSets compares our sets in the kernel with a Ruleset's, for the watch in
 // package capture that notices when another process changes the table.
 //

@@ -21,9 +21,32 @@ func asNobody(h *lab.Host, args ...string) (string, error) {
 }
 
 // `nft flush ruleset` under a running agent: the agent notices, is not ready until
-// its table is back, puts it back within a second, and traffic stays in HBONE.
+// its table is back, puts it back within a second, and traffic stays in HBONE, even
+// requests made while the ruleset is flushed (the agent's live copy of the table
+// survives a flush).
 func TestFlushedRulesetIsRepaired(t *testing.T) {
 	d := newDatapathLab(t)
+	if strings.Contains(d.agentA.Log(), "no live copy") {
+		t.Fatalf("the agent keeps no live copy of its table:\n%s", d.agentA.Log())
+	}
+	// Requests from A to B every 20 ms, while the ruleset is flushed over and over: without the live copy
+	// the table would be missing for a good part of that time.
+	stop := d.Capture("flushes", d.a)
+	prober := d.a.Start("prober", "bash", "-c", fmt.Sprintf(
+		`for i in $(seq 100); do curl -s --max-time 1 -o /dev/null -w '%%{http_code}\n' http://%s:8080/%s-$i; sleep 0.02; done; echo done`, d.b.Addr, marker))
+	flusher := d.a.Start("flusher", "bash", "-c", `while :; do nft flush ruleset; done`)
+	if _, exited := prober.Wait(30 * time.Second); !exited {
+		t.Fatal("the prober did not finish")
+	}
+	flusher.Kill()
+	pcap := stop()
+	if raw, err := os.ReadFile(pcap); err != nil || bytes.Contains(raw, []byte(marker)) {
+		t.Fatalf("a request crossed the bridge in plaintext while the ruleset was flushed (%v):\n%s", err, d.PcapSummary(pcap))
+	}
+	if ok := strings.Count(prober.Log(), "200"); ok < 90 {
+		t.Errorf("%d of 100 requests succeeded during the flushes, want nearly all:\n%s", ok, prober.Log())
+	}
+
 	start := time.Now()
 	d.a.MustRun("nft", "flush", "ruleset")
 	for !hasTable(d.a) && time.Since(start) < 3*time.Second {
@@ -67,9 +90,9 @@ func TestFlushedRulesetIsRepaired(t *testing.T) {
 	}
 
 	// And the mesh still carries A's traffic only inside HBONE.
-	stop := d.Capture("after-flush", d.a)
+	stop = d.Capture("after-flush", d.a)
 	out, err := curl(d.a, fmt.Sprintf("http://%s:8080/%s", d.b.Addr, marker+"-request"))
-	pcap := stop()
+	pcap = stop()
 	if err != nil || !strings.Contains(out, marker) {
 		t.Fatalf("A -> B after the repair: %v %q", err, out)
 	}

@@ -102,7 +102,7 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 	a.dp.outbound = proxy.NewOutbound(outLn, deps)
 	a.dp.inbound = proxy.NewInboundPlain(inLn, deps)
 	if captures(cfg) {
-		a.dp.capture = capture.New()
+		a.dp.capture = capture.New(capture.WithLiveCopy())
 		a.dp.spec = captureSpec(cfg, a.state.Load(), a.outboundClasses(workloadClasses(cfg)))
 		a.ready.require(condCapture)
 	} else if cfg.Capture.Enabled {
@@ -171,6 +171,9 @@ func (a *App) installCapture(ctx context.Context) error {
 	}
 	a.ready.set(condCapture, true)
 	a.log.Info("capture rules installed", "table", "inet ambient_agent", "workload_addresses", len(a.dp.spec.Workloads))
+	if err := a.dp.capture.LiveErr(); err != nil {
+		a.log.Warn("no live copy of the capture table: a flush of the host's ruleset leaves captured traffic unredirected until the agent puts its table back (within a second)", "err", err)
+	}
 	return nil
 }
 
@@ -189,6 +192,9 @@ func (a *App) exitCapture() {
 		}
 		if !remove {
 			a.ready.set(condCapture, false)
+			if err := a.dp.capture.Release(); err != nil {
+				a.log.Warn("closing the live copy of the capture table", "err", err)
+			}
 			if a.dp.capture.Installed() != nil {
 				a.log.Info("capture rules left in place: captured connections are refused until the agent runs again",
 					"table", "inet ambient_agent", "why", reason)
@@ -206,8 +212,8 @@ func (a *App) exitCapture() {
 
 // repairBackoff spaces repairs of the table: another process that keeps
 // changing it (a firewall manager that owns "everything") must not make the
-// agent spin.
-const repairBackoff = 200 * time.Millisecond
+// agent spin. The first repair after a quiet spell is immediate.
+const repairBackoff = 20 * time.Millisecond
 
 // watchCapture puts the table back, within a second, whenever another process
 // changes or removes it; the agent is not ready while it is missing.
@@ -240,8 +246,11 @@ func (a *App) watchCapture(ctx context.Context) error {
 }
 
 func (a *App) repairCapture(ctx context.Context, reason string) {
+	start := time.Now()
 	a.ready.set(condCapture, false)
-	a.log.Warn("capture table changed by another process: not ready until it is back", "change", reason)
+	if ok, suppressed := a.warn.Allow("capture-changed"); ok {
+		a.log.Warn("capture table changed by another process: not ready until it is back", "change", reason, "suppressed", suppressed)
+	}
 	for {
 		a.dp.specMu.Lock()
 		err := a.dp.capture.Repair(ctx)
@@ -258,7 +267,9 @@ func (a *App) repairCapture(ctx context.Context, reason string) {
 	}
 	a.metrics.CaptureRepairs.Inc()
 	a.ready.set(condCapture, true)
-	a.log.Info("capture table repaired", "table", "inet ambient_agent")
+	if ok, suppressed := a.warn.Allow("capture-repaired"); ok {
+		a.log.Info("capture table repaired", "table", "inet ambient_agent", "took", time.Since(start).String(), "suppressed", suppressed)
+	}
 }
 
 func (a *App) closeHBONE() {

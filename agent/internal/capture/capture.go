@@ -15,8 +15,12 @@ type Capture struct {
 
 	monitorBuffer int // Watch's socket receive buffer; 0: defaultMonitorBuffer (tests shrink it)
 
+	wantLive bool // keep a live copy of the table (WithLiveCopy)
+
 	mu        sync.Mutex
 	installed *nft.Ruleset // nil when not installed by this Capture
+	live      *nft.Live    // the live copy; nil before the first Install, without one, or once released
+	liveErr   error        // why there is no live copy
 }
 
 // Option configures a Capture.
@@ -27,6 +31,14 @@ type Option func(*Capture)
 // caller keeps fd open while the Capture is in use.
 func InNetNS(fd int) Option {
 	return func(c *Capture) { c.netns = fd }
+}
+
+// WithLiveCopy makes Install keep, besides the table, the running process's own
+// copy of it (nft.LiveTableName): owned by the process, so no other process can
+// flush it, and gone with the process. While the process runs, `nft flush
+// ruleset` then leaves nothing unredirected until Watch's repair.
+func WithLiveCopy() Option {
+	return func(c *Capture) { c.wantLive = true }
 }
 
 // New returns a Capture that has installed nothing yet.
@@ -55,6 +67,55 @@ func (c *Capture) Install(ctx context.Context, spec nft.Spec) error {
 		return fmt.Errorf("capture: install: %w", err)
 	}
 	c.installed = rs
+	c.applyLive(rs)
+	return nil
+}
+
+// applyLive brings the live copy to rs, opening it on first use. A failure
+// leaves the table alone and is kept for LiveErr: the copy only shortens the
+// moment after someone else deletes the table.
+func (c *Capture) applyLive(rs *nft.Ruleset) {
+	if !c.wantLive {
+		return
+	}
+	if c.live == nil && c.liveErr == nil {
+		c.live, c.liveErr = nft.OpenLive(c.netns)
+	}
+	if c.live == nil {
+		return
+	}
+	if err := c.live.Apply(rs); err != nil {
+		c.liveErr = err
+		_ = c.live.Close()
+		c.live = nil
+	}
+}
+
+// LiveErr says why Install keeps no live copy (nil: it does, or was not asked to).
+func (c *Capture) LiveErr() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.liveErr
+}
+
+// Release closes the live copy and leaves the table in place: what an agent
+// that exits and keeps the host closed does. The exit of the process does the
+// same.
+func (c *Capture) Release() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.releaseLive()
+}
+
+func (c *Capture) releaseLive() error {
+	if c.live == nil {
+		return nil
+	}
+	err := c.live.Close()
+	c.live, c.wantLive = nil, false
+	if err != nil {
+		return fmt.Errorf("capture: release: %w", err)
+	}
 	return nil
 }
 
@@ -67,7 +128,7 @@ func (c *Capture) Remove() error {
 		return fmt.Errorf("capture: remove: %w", err)
 	}
 	c.installed = nil
-	return nil
+	return c.releaseLive()
 }
 
 // Repair installs again, whole and in one atomic batch, the ruleset c last

@@ -11,6 +11,10 @@
 // is not running, captured connections are refused (the redirect target port is
 // closed): traffic fails closed, never in plaintext.
 //
+// WithLiveCopy keeps, besides the table, the process's own copy of it, which
+// other processes cannot flush and which goes with the process; Release drops it
+// and leaves the table.
+//
 // Other processes may delete or change the table (`nft flush ruleset`, a
 // firewall's restart): Watch, run from right after the first Install until stop,
 // reports that within a second, and Repair installs the table again. When the

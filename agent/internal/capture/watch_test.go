@@ -23,7 +23,7 @@ const reportWithin = time.Second
 
 // quiet is how long a change that must not be reported is given to show up: the
 // settle time and then some.
-const quiet = 6 * settle
+const quiet = 300 * time.Millisecond
 
 type report struct {
 	reason string

@@ -2,7 +2,7 @@ package config
 
 // Limits bound what one source address, and all together, may hold of the
 // agent's inbound ports, so that one client cannot take every file descriptor
-// (LimitNOFILE is 65536 under systemd). A connection over a limit is closed at
+// (LimitNOFILE is 262144 under systemd). A connection over a limit is closed at
 // once; a tunnel over one is answered 503.
 type Limits struct {
 	// Connections in their TLS handshake (or HTTP/2 preface) on the HBONE port.
@@ -24,8 +24,8 @@ const (
 	DefaultHandshakes           = 1024
 	DefaultConnectionsPerSource = 1024
 	DefaultConnections          = 8192
-	DefaultStreamsPerSource     = 4096
-	DefaultStreams              = 16384
+	DefaultStreamsPerSource     = 16384
+	DefaultStreams              = 32768
 	DefaultOutbound             = 16384
 )
 
