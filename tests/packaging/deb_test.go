@@ -42,6 +42,19 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 		t.Fatalf("systemd-analyze verify ambient-agent-close.service is not clean:\n%s", out)
 	}
 
+	// With the example configuration (no [[workload]]) nothing captures: not the boot unit, not the agent.
+	m.run("systemctl start ambient-agent-close.service")
+	expectTable(m, false)
+	if out := m.run("journalctl -u ambient-agent-close.service --no-pager -o cat"); !strings.Contains(out, "nothing to close") {
+		t.Fatalf("ambient-agent close with the example configuration:\n%s", out)
+	}
+	systemctl(m, "start")
+	expectActive(m, "active")
+	expectTable(m, false)
+	flakes := cgroupFailures(m)
+	m.run("systemctl stop ambient-agent")
+	expectStopped(m, flakes)
+
 	configure(m)
 	serviceLifecycle(m)
 
@@ -67,7 +80,7 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 	expectNoLeak(m) // the upgrade's restart kept the host closed
 
 	// Remove: the agent is stopped, its table gone, the binary gone; the configuration stays.
-	flakes := cgroupFailures(m)
+	flakes = cgroupFailures(m)
 	m.run("apt-get remove -y -q ambient-agent")
 	expectStopped(m, flakes)
 	expectTable(m, false)

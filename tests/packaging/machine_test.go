@@ -39,6 +39,9 @@ type machineOpts struct {
 	readOnly map[string]string // host path -> path inside
 	writable map[string]string // host path -> path inside
 	bridge   string            // a host bridge to attach the machine's host0 to; default: no network at all
+	// persistent boots root itself, writable, instead of a throwaway overlay over it: what the machine
+	// changes outlives a reboot. root must then be the test's own.
+	persistent bool
 }
 
 // boot starts a machine from root and waits until its systemd reports the system running. The machine
@@ -56,8 +59,10 @@ func boot(t *testing.T, root string, opts machineOpts) *machine {
 		t.Fatal(err)
 	}
 	defer log.Close()
-	args := []string{"-D", root, "--boot", "--machine=" + m.name, "--register=no", "--keep-unit",
-		"--console=passive", "--volatile=overlay"}
+	args := []string{"-D", root, "--boot", "--machine=" + m.name, "--register=no", "--keep-unit", "--console=passive"}
+	if !opts.persistent {
+		args = append(args, "--volatile=overlay")
+	}
 	if opts.bridge != "" {
 		args = append(args, "--network-bridge="+opts.bridge)
 	} else {
@@ -217,6 +222,19 @@ func (m *machine) eventually(timeout time.Duration, what, script string) string 
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
+}
+
+// reboot reboots the machine: its systemd shuts down and exits, and systemd-nspawn with it; then the
+// machine boots again from root with opts, as a new machine. Only a persistent machine keeps what it had.
+func (m *machine) reboot(root string, opts machineOpts) *machine {
+	m.t.Helper()
+	m.exec(30*time.Second, "systemctl reboot") // its answer may be cut short by the shutdown
+	select {
+	case <-m.exited:
+	case <-time.After(90 * time.Second):
+		m.t.Fatalf("machine %s did not go down for the reboot:\n%s", m.name, m.tail(40))
+	}
+	return boot(m.t, root, opts)
 }
 
 // stop dumps the machine's view of the agent if the test failed, then powers the machine off: SIGTERM

@@ -80,14 +80,23 @@ func runCleanup(args []string, stdout, stderr io.Writer) int {
 }
 
 func runClose(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("close", "close [-config FILE]", stderr)
+	fs := newFlags("close", "close [-config FILE] [-saved FILE]", stderr)
 	path := configFlag(fs)
+	saved := fs.String("saved", app.SavedSpecFile, "the capture spec the agent last installed, used when the configuration does not load")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
+		// A broken file must not leave the host open at boot: close it as the
+		// agent last had it, and still fail, so that the unit shows the problem.
 		printLoadError(stderr, err)
+		did, serr := app.CloseHostSaved(*saved)
+		if serr != nil {
+			fmt.Fprintf(stderr, "ambient-agent close: the configuration does not load and %v: the host is NOT closed\n", serr)
+			return 1
+		}
+		fmt.Fprintln(stdout, "ambient-agent close: the configuration does not load;", did)
 		return 1
 	}
 	did, err := app.CloseHost(cfg)

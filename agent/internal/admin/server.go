@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"syscall"
 	"time"
 )
 
@@ -76,18 +75,40 @@ func ListenControl(path string) (net.Listener, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, err
 	}
-	// Bound under a umask that lets nobody else in, so the socket is never
-	// reachable by others between bind and chmod.
-	old := syscall.Umask(0o117)
-	ln, err := net.Listen("unix", path)
-	syscall.Umask(old)
+	// Bound under a name of its own, made 0660, then renamed into place: the
+	// socket at path never has other permissions, whatever the umask.
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	_ = os.Remove(tmp)
+	ln, err := net.Listen("unix", tmp)
 	if err != nil {
 		return nil, err
 	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(true)
-	if err := os.Chmod(path, 0o660); err != nil {
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	if err := os.Chmod(tmp, 0o660); err != nil {
 		ln.Close()
+		os.Remove(tmp)
 		return nil, err
 	}
-	return ln, nil
+	if err := os.Rename(tmp, path); err != nil {
+		ln.Close()
+		os.Remove(tmp)
+		return nil, err
+	}
+	return &renamedListener{UnixListener: ul, path: path}, nil
+}
+
+// renamedListener removes the socket file, under its final name, when closed.
+type renamedListener struct {
+	*net.UnixListener
+	path string
+}
+
+// Addr is the socket's final name.
+func (l *renamedListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
+func (l *renamedListener) Close() error {
+	err := l.UnixListener.Close()
+	os.Remove(l.path)
+	return err
 }

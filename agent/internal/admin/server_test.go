@@ -1,7 +1,6 @@
 package admin
 
 import (
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,8 +21,7 @@ func TestListenControlRefusesALiveSocketAndReplacesAStaleOne(t *testing.T) {
 		t.Fatalf("second ListenControl on a live socket: %v", err)
 	}
 	// A socket file nobody listens on, as a killed agent leaves it.
-	ln.(*net.UnixListener).SetUnlinkOnClose(false)
-	ln.Close()
+	ln.(*renamedListener).UnixListener.Close()
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("the stale socket is gone already: %v", err)
 	}
@@ -34,5 +32,21 @@ func TestListenControlRefusesALiveSocketAndReplacesAStaleOne(t *testing.T) {
 	ln.Close()
 	if _, err := os.Stat(path); !os.IsNotExist(err) {
 		t.Fatalf("the socket outlived its listener: %v", err)
+	}
+}
+
+// The listener names the socket by its final path.
+func TestListenControlAddr(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "control.sock")
+	ln, err := ListenControl(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if got := ln.Addr().String(); got != path {
+		t.Fatalf("Addr %q, want %q", got, path)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
+		t.Fatalf("%d files beside the socket, want none: %v", len(entries)-1, entries)
 	}
 }

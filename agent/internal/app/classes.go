@@ -172,5 +172,6 @@ func (a *App) refreshClasses() {
 		return
 	}
 	a.dp.spec = spec
+	a.saveSpec(spec)
 	a.log.Info("capture rules updated: a recognised unit started, stopped or restarted", "classes", len(classes))
 }

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,6 +23,63 @@ import (
 // unauthorized. DNS is not closed: the DNS redirect is owned by the agent's
 // process and goes with it (docs/dns.md), so the host's resolver answers.
 
+// SavedSpecFile is where an agent run by systemd keeps the capture spec it last
+// installed (in its StateDirectory), for `ambient-agent close` to fall back on
+// when the configuration does not load.
+const SavedSpecFile = "/var/lib/ambient-agent/capture-spec.json"
+
+// saveSpec writes spec where CloseHost finds it, when systemd gave the agent a
+// state directory. Atomic: a crash leaves the old file or the new one.
+func (a *App) saveSpec(spec nft.Spec) {
+	dir := os.Getenv("STATE_DIRECTORY")
+	if dir == "" {
+		return
+	}
+	b, err := json.Marshal(spec)
+	if err == nil {
+		tmp := filepath.Join(dir, ".capture-spec.json.tmp")
+		if err = os.WriteFile(tmp, b, 0o600); err == nil {
+			err = os.Rename(tmp, filepath.Join(dir, filepath.Base(SavedSpecFile)))
+		}
+	}
+	if err != nil {
+		a.log.Warn("could not save the capture spec for ambient-agent close", "err", err)
+	}
+}
+
+// CloseHostSaved installs the spec an agent saved (SavedSpecFile) when there is
+// no table: what `ambient-agent close` does when the configuration does not load,
+// so that a broken file at boot does not leave the host open.
+func CloseHostSaved(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("no saved capture spec: %w", err)
+	}
+	var spec nft.Spec
+	if err := json.Unmarshal(b, &spec); err != nil {
+		return "", fmt.Errorf("saved capture spec %s: %w", path, err)
+	}
+	if done, present, err := tablePresent(); err != nil || present {
+		return done, err
+	}
+	if err := capture.New().Install(context.Background(), spec); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("host closed with the table the agent last installed (%s), for %d workload addresses", path, len(spec.Workloads)), nil
+}
+
+// tablePresent reports whether the table is in place, with what to say then.
+func tablePresent() (string, bool, error) {
+	st, err := nft.Inspect(0)
+	if err != nil {
+		return "", false, err
+	}
+	if st.Present {
+		return "table inet ambient_agent is in place already: left as it is", true, nil
+	}
+	return "", false, nil
+}
+
 // CloseHost installs the capture table the configuration asks for when there is
 // none, so the host is closed before any workload runs (at boot, before the agent
 // starts: `ambient-agent close`). An existing table is left as it is: it is an
@@ -31,12 +89,8 @@ func CloseHost(cfg *config.Config) (string, error) {
 	if !captures(cfg) {
 		return "nothing to close: capture is off or the host runs no [[workload]]", nil
 	}
-	st, err := nft.Inspect(0)
-	if err != nil {
-		return "", err
-	}
-	if st.Present {
-		return "table inet ambient_agent is in place already: left as it is", nil
+	if done, present, err := tablePresent(); err != nil || present {
+		return done, err
 	}
 	// Units that do not run yet have no cgroup: their processes are captured
 	// by the default rule meanwhile (or, with unmatched = "passthrough", not at
@@ -55,16 +109,15 @@ func Cleanup() error {
 	return capture.Cleanup()
 }
 
-// AfterStop decides, in the unit's ExecStopPost, whether the capture table
-// goes: only when systemd is carrying out a stop of unit (`systemctl stop`,
-// `disable --now`, package removal, shutdown). A crash, a kill, a watchdog
-// timeout (systemd's SERVICE_RESULT is not "success"), a restart, an upgrade's
-// restart, or an exit nobody asked for keep the host closed. When systemd cannot
+// AfterStop decides, in the unit's ExecStopPost and in the agent as it exits,
+// whether the capture table goes: only when systemd is carrying out a stop of
+// unit that an operator asked for (`systemctl stop`, `disable --now`, package
+// removal), even if the agent then crashed or had to be killed. A crash, a kill
+// or a watchdog timeout with no stop asked for (systemd restarts the agent), a
+// restart, an upgrade's restart, an exit nobody asked for, and the system's
+// shutdown (workloads may still run) keep the host closed. When systemd cannot
 // be asked, the table stays: the error is in the reason.
 func AfterStop(ctx context.Context, unit string) (remove bool, reason string) {
-	if r := os.Getenv("SERVICE_RESULT"); r != "" && r != "success" {
-		return false, fmt.Sprintf("the agent ended with result %q: the host stays closed until it runs again", r)
-	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	// systemd's private socket (root, no D-Bus daemon needed), else the system bus.
@@ -102,14 +155,29 @@ func ownUnit() string {
 
 // stopJob reads systemd's queued jobs for unit.
 func stopJob(jobs []sddbus.JobStatus, unit string) (bool, string) {
+	result := ""
+	if r := os.Getenv("SERVICE_RESULT"); r != "" {
+		result = " (result " + r + ")"
+	}
+	for _, j := range jobs {
+		if j.JobType == "start" && shutdownTargets[j.Unit] {
+			return false, "the system is going down (" + j.Unit + "): the host stays closed while workloads stop" + result
+		}
+	}
 	for _, j := range jobs {
 		if j.Unit != unit {
 			continue
 		}
 		if j.JobType == "stop" {
-			return true, unit + " is being stopped: the host opens"
+			return true, unit + " is being stopped: the host opens" + result
 		}
-		return false, fmt.Sprintf("a %s job of %s follows: the host stays closed for the next agent", j.JobType, unit)
+		return false, fmt.Sprintf("a %s job of %s follows: the host stays closed for the next agent%s", j.JobType, unit, result)
 	}
-	return false, "nobody stopped " + unit + " (it exited by itself; systemd starts it again): the host stays closed"
+	return false, "nobody stopped " + unit + " (it ended by itself; systemd starts it again): the host stays closed" + result
+}
+
+// shutdownTargets are the targets a shutdown, a reboot or a kexec starts.
+var shutdownTargets = map[string]bool{
+	"shutdown.target": true, "reboot.target": true, "poweroff.target": true, "halt.target": true,
+	"kexec.target": true, "soft-reboot.target": true,
 }

@@ -19,6 +19,8 @@ func TestStopJobOpensOnlyOnStop(t *testing.T) {
 		{"upgrade try-restart", []sddbus.JobStatus{{Unit: unit, JobType: "try-restart"}}, false},
 		{"exited by itself", nil, false},
 		{"another unit stops", []sddbus.JobStatus{{Unit: "ambient-agent-close.service", JobType: "stop"}}, false},
+		{"shutdown", []sddbus.JobStatus{{Unit: unit, JobType: "stop"}, {Unit: "shutdown.target", JobType: "start"}}, false},
+		{"reboot", []sddbus.JobStatus{{Unit: "reboot.target", JobType: "start"}, {Unit: unit, JobType: "stop"}}, false},
 	} {
 		if remove, reason := stopJob(tc.jobs, unit); remove != tc.remove {
 			t.Errorf("%s: remove = %v (%s), want %v", tc.name, remove, reason, tc.remove)
@@ -26,12 +28,25 @@ func TestStopJobOpensOnlyOnStop(t *testing.T) {
 	}
 }
 
-// A crash, a kill or a watchdog timeout keeps the table whatever systemd's jobs say.
-func TestAfterStopKeepsTheHostClosedAfterAFailure(t *testing.T) {
+// A stop asked for opens the host even when the agent then failed to stop cleanly
+// (killed at TimeoutStopSec); a failure with no stop asked for never does.
+func TestStopJobDecidesWhateverTheResult(t *testing.T) {
+	const unit = "ambient-agent.service"
 	for _, result := range []string{"signal", "exit-code", "watchdog", "core-dump", "timeout"} {
 		t.Setenv("SERVICE_RESULT", result)
-		if remove, reason := AfterStop(t.Context(), "ambient-agent.service"); remove {
-			t.Errorf("SERVICE_RESULT=%s: the table would be removed (%s)", result, reason)
+		if remove, reason := stopJob(nil, unit); remove {
+			t.Errorf("SERVICE_RESULT=%s, no job: the table would be removed (%s)", result, reason)
 		}
+		if remove, reason := stopJob([]sddbus.JobStatus{{Unit: unit, JobType: "stop"}}, unit); !remove {
+			t.Errorf("SERVICE_RESULT=%s, a stop job: the table would stay (%s)", result, reason)
+		}
+	}
+}
+
+// Without systemd to ask (this test process), the table stays.
+func TestAfterStopKeepsTheHostClosedWithoutSystemd(t *testing.T) {
+	t.Setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent")
+	if remove, reason := AfterStop(t.Context(), "ambient-agent.service"); remove {
+		t.Errorf("the table would be removed (%s)", reason)
 	}
 }

@@ -105,10 +105,24 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		a.dp.capture = capture.New(capture.WithLiveCopy())
 		a.dp.spec = captureSpec(cfg, a.state.Load(), a.outboundClasses(workloadClasses(cfg)))
 		a.ready.require(condCapture)
-	} else if cfg.Capture.Enabled {
-		a.log.Info("capture: no [[workload]] on this host, nothing is captured")
+	} else {
+		a.log.Info("capture: off, or no [[workload]] on this host: nothing is captured")
+		a.removeStaleCapture()
 	}
 	return nil
+}
+
+// removeStaleCapture deletes a capture table an earlier agent left when this one
+// captures nothing: nobody would watch or repair it, and its rules are stale.
+func (a *App) removeStaleCapture() {
+	if st, err := nft.Inspect(0); err != nil || !st.Present {
+		return
+	}
+	if err := capture.Cleanup(); err != nil {
+		a.log.Error("a capture table an earlier agent left is in place and could not be removed; `ambient-agent cleanup` removes it", "err", err)
+		return
+	}
+	a.log.Warn("removed the capture table an earlier agent left: this agent captures nothing", "table", "inet ambient_agent")
 }
 
 // accessLog is the access logger: one line per connection, or nothing with
@@ -169,6 +183,7 @@ func (a *App) installCapture(ctx context.Context) error {
 	if err := a.dp.capture.Install(ctx, a.dp.spec); err != nil {
 		return err
 	}
+	a.saveSpec(a.dp.spec)
 	a.ready.set(condCapture, true)
 	a.log.Info("capture rules installed", "table", "inet ambient_agent", "workload_addresses", len(a.dp.spec.Workloads))
 	if err := a.dp.capture.LiveErr(); err != nil {
@@ -292,6 +307,7 @@ func (a *App) reinstallCapture(next *config.Config) error {
 		return err
 	}
 	a.dp.spec = spec
+	a.saveSpec(spec)
 	a.log.Info("capture rules updated", "workload_addresses", len(spec.Workloads))
 	return nil
 }
