@@ -43,17 +43,7 @@ ExecStart=/bin/sh -c 'ip link add aa0 type veth peer name aa1 || true; ip addr r
 WantedBy=sysinit.target
 EOF
 cat >/root/probe.nft <<'EOF'
-table inet aa_probe {
-	chain out {
-		type filter hook output priority -200; policy accept;
-		ip daddr ` + probeAddr + ` tcp dport 9000 tcp flags syn counter comment "attempts"
-	}
-	chain post {
-		type filter hook postrouting priority 300; policy accept;
-		oifname "aa0" ip daddr ` + probeAddr + ` tcp dport 9000 counter comment "plaintext"
-	}
-}
-EOF
+` + probeRuleset + `EOF
 cat >/etc/systemd/system/aa-boot-probe.service <<'EOF'
 [Unit]
 Description=a client of the mesh that starts with the ordinary services

@@ -159,7 +159,12 @@ func startLeakProbe(m *machine) {
 	m.t.Helper()
 	m.run(`set -e
 nft -f - <<'EOF'
-table inet aa_probe {
+` + probeRuleset + `EOF
+systemd-run --quiet --unit=aa-probe /bin/bash -c 'while :; do timeout 0.5 bash -c "exec 3<>/dev/tcp/` + probeAddr + `/9000" 2>/dev/null; sleep 0.05; done'`)
+}
+
+// probeRuleset is the leak probe's table of counters.
+const probeRuleset = `table inet aa_probe {
 	chain out {
 		type filter hook output priority -200; policy accept;
 		ip daddr ` + probeAddr + ` tcp dport 9000 tcp flags syn counter comment "attempts"
@@ -169,9 +174,7 @@ table inet aa_probe {
 		oifname "aa0" ip daddr ` + probeAddr + ` tcp dport 9000 counter comment "plaintext"
 	}
 }
-EOF
-systemd-run --quiet --unit=aa-probe /bin/bash -c 'while :; do timeout 0.5 bash -c "exec 3<>/dev/tcp/` + probeAddr + `/9000" 2>/dev/null; sleep 0.05; done'`)
-}
+`
 
 // expectNoLeak checks that the probe ran and that none of its packets left in plaintext.
 func expectNoLeak(m *machine) {
