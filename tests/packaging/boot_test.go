@@ -74,7 +74,7 @@ systemctl enable aa-net.service aa-boot-probe.service`)
 		t.Fatalf("the host was closed at %.3f s, after the client started at %.3f s", closeDone, probeStart)
 	}
 	m.eventually(30*time.Second, "the probe called after the agent was ready", "[ $(nft list table inet aa_probe | grep -o 'packets [0-9]*' | head -1 | cut -d' ' -f2) -ge 40 ]")
-	expectNoLeak(m)
+	expectNoLeak(m, false)
 
 	// A configuration broken before a reboot: the agent cannot start, and the host is closed all the same,
 	// with the table the agent last installed.
@@ -93,7 +93,7 @@ systemctl enable aa-net.service aa-boot-probe.service`)
 	}
 	m.eventually(30*time.Second, "the probe called", "[ $(nft list table inet aa_probe | grep -o 'packets [0-9]*' | head -1 | cut -d' ' -f2) -ge 40 ]")
 	expectTable(m, true)
-	expectNoLeak(m)
+	expectNoLeak(m, false)
 }
 
 // monotonic reads a unit's timestamp property in seconds since boot (0: never).

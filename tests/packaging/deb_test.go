@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestDebInstallInBootedSystemd installs the .deb the way users do, with apt-get from a repository, and
@@ -77,7 +78,7 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 		t.Fatalf("after the upgrade `ambient-agent version` says %q, want %s", strings.TrimSpace(v), secondVersion)
 	}
 	expectTable(m, true)
-	expectNoLeak(m) // the upgrade's restart kept the host closed
+	expectNoLeak(m, true) // the upgrade's restart kept the host closed
 
 	// Remove: the agent is stopped, its table gone, the binary gone; the configuration stays.
 	flakes = cgroupFailures(m)
@@ -85,6 +86,9 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 	expectStopped(m, flakes)
 	expectTable(m, false)
 	expectNoAgentProcess(m)
+	// The probe's counters count: with the host open, its packets pass, both ways.
+	m.eventually(10*time.Second, "the leak probe sees the open host",
+		`[ "$(nft list table inet aa_probe | grep -E 'comment "(plaintext|inbound_unauthorized)"' | grep -vc 'packets 0 ')" = 2 ]`)
 	m.run("! test -e /usr/bin/ambient-agent && ! test -e /lib/systemd/system/ambient-agent.service")
 	m.run("test -f /etc/ambient-agent/config.toml")
 

@@ -144,7 +144,7 @@ systemctl daemon-reload`)
 	m.run("rm -r /run/systemd/system/ambient-agent.service.d && systemctl daemon-reload")
 	systemctl(m, "restart")
 	expectTable(m, true)
-	expectNoLeak(m)
+	expectNoLeak(m, true)
 }
 
 // probeAddr is a mesh workload off the machine ([[remote_workload]] db), reached through aa0.
@@ -160,7 +160,16 @@ func startLeakProbe(m *machine) {
 	m.run(`set -e
 nft -f - <<'EOF'
 ` + probeRuleset + `EOF
-systemd-run --quiet --unit=aa-probe /bin/bash -c 'while :; do timeout 0.5 bash -c "exec 3<>/dev/tcp/` + probeAddr + `/9000" 2>/dev/null; sleep 0.05; done'`)
+systemd-run --quiet --unit=aa-probe /bin/bash -c 'while :; do timeout 0.5 bash -c "exec 3<>/dev/tcp/` + probeAddr + `/9000" 2>/dev/null; sleep 0.05; done'
+# Inbound: a host on aa1's side (a network namespace of its own) calls the workload's port 8080. Captured,
+# the connection is redirected to the agent's 15006 before the input hook; a packet that reaches the input
+# hook still for port 8080 would reach whatever listens there, unauthorized.
+ip netns add peer
+ip link set aa1 netns peer
+ip -n peer addr add 10.99.0.30/24 dev aa1
+ip -n peer link set lo up
+ip -n peer link set aa1 up
+systemd-run --quiet --unit=aa-inbound-probe ip netns exec peer /bin/bash -c 'while :; do timeout 0.5 bash -c "exec 3<>/dev/tcp/` + workloadAddr + `/8080" 2>/dev/null; sleep 0.05; done'`)
 }
 
 // probeRuleset is the leak probe's table of counters.
@@ -173,11 +182,21 @@ const probeRuleset = `table inet aa_probe {
 		type filter hook postrouting priority 300; policy accept;
 		oifname "aa0" ip daddr ` + probeAddr + ` tcp dport 9000 counter comment "plaintext"
 	}
+	chain pre {
+		type filter hook prerouting priority -200; policy accept;
+		iifname "aa0" ip daddr ` + workloadAddr + ` tcp dport 8080 tcp flags syn counter comment "inbound_attempts"
+	}
+	chain in {
+		type filter hook input priority 0; policy accept;
+		iifname "aa0" tcp dport 8080 counter comment "inbound_unauthorized"
+	}
 }
 `
 
-// expectNoLeak checks that the probe ran and that none of its packets left in plaintext.
-func expectNoLeak(m *machine) {
+// expectNoLeak checks that the probe ran and that none of its packets left in plaintext, nor reached the
+// application's port around capture. inbound: the inbound client runs too (startLeakProbe's, not the
+// boot test's).
+func expectNoLeak(m *machine, inbound bool) {
 	m.t.Helper()
 	out := m.run("nft list table inet aa_probe")
 	counts := map[string]int{}
@@ -188,20 +207,26 @@ func expectNoLeak(m *machine) {
 				continue
 			}
 			n, _ := strconv.Atoi(f[i+1])
-			switch {
-			case strings.Contains(line, `"attempts"`):
-				counts["attempts"] = n
-			case strings.Contains(line, `"plaintext"`):
-				counts["plaintext"] = n
+			for _, name := range []string{"attempts", "plaintext", "inbound_attempts", "inbound_unauthorized"} {
+				if strings.Contains(line, `"`+name+`"`) {
+					counts[name] = n
+				}
 			}
 		}
 	}
-	m.t.Logf("leak probe: %d connection attempts, %d packets in plaintext", counts["attempts"], counts["plaintext"])
+	m.t.Logf("leak probe: %d outbound connection attempts, %d packets in plaintext; %d inbound attempts, %d packets past capture",
+		counts["attempts"], counts["plaintext"], counts["inbound_attempts"], counts["inbound_unauthorized"])
 	if counts["attempts"] < 20 {
 		m.t.Fatalf("the leak probe made %d attempts: it did not run\n%s", counts["attempts"], out)
 	}
 	if counts["plaintext"] != 0 {
 		m.t.Fatalf("%d packets of captured connections left the host in plaintext\n%s", counts["plaintext"], out)
+	}
+	if inbound && counts["inbound_attempts"] < 20 {
+		m.t.Fatalf("the inbound probe made %d attempts: it did not run\n%s", counts["inbound_attempts"], out)
+	}
+	if counts["inbound_unauthorized"] != 0 {
+		m.t.Fatalf("%d inbound packets reached the application's port uncaptured\n%s", counts["inbound_unauthorized"], out)
 	}
 }
 

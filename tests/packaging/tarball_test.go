@@ -75,7 +75,7 @@ func TestTarballInstaller(t *testing.T) {
 		t.Fatalf("install.sh changed the edited config")
 	}
 	expectTable(m, true)
-	expectNoLeak(m) // install.sh's restart kept the host closed
+	expectNoLeak(m, true) // install.sh's restart kept the host closed
 
 	// Uninstall: stopped, table gone, files gone, configuration kept; --purge deletes it; both idempotent.
 	flakes = cgroupFailures(m)
