@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 )
 
 const condCertificates = "certificates"
@@ -114,8 +116,10 @@ func istioCA(cfg *config.Config) identity.IstioOptions {
 		ServerName: cfg.Istio.ServerName,
 		RootCert:   cfg.Istio.RootCert,
 		TokenDir:   cfg.Istio.TokenDir,
-		ClusterID:  cfg.Node.ClusterID,
-		Plaintext:  cfg.Istio.InsecurePlaintext,
+		// Always sent, as ztunnel does: istiod checks the token against the API
+		// server of the cluster of that name.
+		ClusterID: cmp.Or(cfg.Node.ClusterID, xds.DefaultClusterID),
+		Plaintext: cfg.Istio.InsecurePlaintext,
 	}
 	if o.Plaintext {
 		o.RootCert = ""

@@ -51,6 +51,21 @@ func Build(f File) (*Config, Problems) {
 	return cfg, nil
 }
 
+// isLabelValue reports whether s is a valid Kubernetes label value, which is
+// what Istio takes as a cluster id (topology.istio.io/cluster).
+func isLabelValue(s string) bool {
+	if len(s) == 0 || len(s) > 63 {
+		return false
+	}
+	alnum := func(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !alnum(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return alnum(s[0]) && alnum(s[len(s)-1])
+}
+
 func (b *builder) node(f NodeFile) Node {
 	n := Node{
 		Name:         f.Name,
@@ -80,8 +95,8 @@ func (b *builder) node(f NodeFile) Node {
 	if n.Network != "" && !IsDNSSubdomain(n.Network) {
 		b.addf("node.network", "%q is not a DNS name", n.Network)
 	}
-	if n.ClusterID != "" && !IsDNSSubdomain(n.ClusterID) {
-		b.addf("node.cluster_id", "%q is not a DNS name", n.ClusterID)
+	if n.ClusterID != "" && !isLabelValue(n.ClusterID) {
+		b.addf("node.cluster_id", "%q is not a cluster id (a Kubernetes label value: up to 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit; Istio's default is \"Kubernetes\")", n.ClusterID)
 	}
 	if n.DrainTimeout <= 0 || n.DrainTimeout > 10*time.Minute {
 		b.addf("node.drain_timeout", "%s is out of range (0s, 10m]", n.DrainTimeout)

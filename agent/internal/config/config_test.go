@@ -164,6 +164,8 @@ func TestProblems(t *testing.T) {
 				"capture.unmeshed_addresses[1]: \"bogus\" is not a CIDR",
 				"capture.unmeshed_addresses: 10.0.0.0/8 contains 10.0.0.1, an address of workload default/a",
 				"limits.handshakes: 0 is not between 1 and 1048576"}},
+		{"cluster id", "[node]\ncluster_id = \"-bad id\"\n",
+			[]string{"test.toml:2: node.cluster_id: \"-bad id\" is not a cluster id"}},
 		{"admin not loopback", "[admin]\naddress = \"0.0.0.0:15000\"\n",
 			[]string{"test.toml:2: admin.address: 0.0.0.0:15000 is not a loopback address"}},
 		{"admin on a data-path port", "[admin]\nmetrics_address = \"0.0.0.0:15008\"\n",
@@ -275,6 +277,18 @@ func TestKeyLines(t *testing.T) {
 	} {
 		if got := kl.Lookup(path); got != line {
 			t.Errorf("Lookup(%q) = %d, want %d", path, got, line)
+		}
+	}
+}
+
+// Istio's cluster ids are label values: its default, "Kubernetes", has capitals.
+func TestClusterIDIsALabelValue(t *testing.T) {
+	for id, ok := range map[string]bool{
+		"Kubernetes": true, "cluster-1": true, "my_cluster.eu": true, "a": true,
+		"-x": false, "x-": false, "with space": false, strings.Repeat("a", 64): false,
+	} {
+		if got := isLabelValue(id); got != ok {
+			t.Errorf("isLabelValue(%q) = %v, want %v", id, got, ok)
 		}
 	}
 }

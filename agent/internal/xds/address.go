@@ -180,7 +180,10 @@ func decodeWorkload(f pbwire.Field) (*workload, error) {
 		case wlCanonicalRevision:
 			w.CanonicalRevision, err = f.Str()
 		case wlWorkloadType:
-			w.WorkloadType, err = enum(f, "workload type", workloadTypeLast)
+			w.WorkloadType, err = lenientEnum(f)
+			if w.WorkloadType > workloadTypeLast {
+				w.WorkloadType = 0
+			}
 		case wlWorkloadN:
 			w.WorkloadName, err = f.Str()
 		case wlNativeTunnel:
@@ -263,7 +266,10 @@ func decodePort(f pbwire.Field) (port, error) {
 			v, err = f.Uint(math.MaxUint16)
 			p.TargetPort = uint16(v)
 		case portAppProtocol:
-			p.AppProtocol, err = enum(f, "app protocol", appProtocolLast)
+			p.AppProtocol, err = lenientEnum(f)
+			if p.AppProtocol > appProtocolLast {
+				p.AppProtocol = 0 // UNKNOWN: detected, not declared
+			}
 		}
 		return err
 	})

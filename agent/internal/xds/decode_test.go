@@ -74,6 +74,23 @@ func TestDecodeWorkloadDefaults(t *testing.T) {
 	}
 }
 
+// A newer istiod may send app protocols and workload types this agent does not
+// know: the resource is kept, with the value read as the enum's default, as
+// ztunnel does (an error would drop the workload or service).
+func TestDecodeToleratesNewEnumValues(t *testing.T) {
+	a, err := decodeAddress(workloadAddr(fStr(wlUID, "u"), fStr(wlName, "n"), fStr(wlNamespace, "ns"), fUint(wlWorkloadType, 9)))
+	if err != nil || a.Workload.WorkloadType != 0 {
+		t.Fatalf("workload type 9: %v, %+v; want kept, as 0", err, a)
+	}
+	a, err = decodeAddress(serviceAddr(fStr(svcNamespace, "ns"), fStr(svcHostname, "h"), portMsg(svcPorts, 80, 80, 9)))
+	if err != nil || len(a.Service.Ports) != 1 || a.Service.Ports[0].AppProtocol != 0 {
+		t.Fatalf("app protocol 9: %v, %+v; want kept, as UNKNOWN", err, a)
+	}
+	if _, err := decodeAddress(serviceAddr(fStr(svcNamespace, "ns"), fStr(svcHostname, "h"), fMsg(svcPorts, fStr(portAppProtocol, "x")))); err == nil {
+		t.Fatal("an app protocol of the wrong wire type was accepted")
+	}
+}
+
 func TestDecodeServiceEveryField(t *testing.T) {
 	b := serviceAddr(
 		fStr(svcName, "reviews"),
@@ -184,7 +201,6 @@ func TestDecodeRejects(t *testing.T) {
 		{"empty gateway", "neither a hostname nor an address", workloadAddr(ok, fMsg(wlWaypoint))},
 		{"service without hostname", "no namespace or hostname", serviceAddr(fStr(svcName, "s"), fStr(svcNamespace, "ns"))},
 		{"vip without address", "no address", serviceAddr(fStr(svcNamespace, "ns"), fStr(svcHostname, "h"), fMsg(svcAddresses, fStr(naNetwork, "n")))},
-		{"app protocol", "unknown app protocol", serviceAddr(fStr(svcNamespace, "ns"), fStr(svcHostname, "h"), portMsg(svcPorts, 80, 80, 9))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := decodeAddress(tc.b)

@@ -30,6 +30,16 @@ func enum(f pbwire.Field, name string, known uint64) (uint64, error) {
 	return f.U, nil
 }
 
+// lenientEnum reads an enum that a newer istiod may extend and that ztunnel
+// reads leniently: a value past the last one known reads as 0 (the enum's
+// default), so the resource is kept.
+func lenientEnum(f pbwire.Field) (uint64, error) {
+	if f.Typ != protowire.VarintType {
+		return 0, f.WrongType()
+	}
+	return f.U, nil
+}
+
 // uints appends the values of a repeated uint32 field, packed or not.
 func uints(f pbwire.Field, dst []uint32) ([]uint32, error) {
 	switch f.Typ {
