@@ -34,7 +34,8 @@ func TestHandshakeFloodFromOneSourceDoesNotStopAnother(t *testing.T) {
 		}
 		opened += n
 	}
-	t.Logf("C opened %d connections to %s:15008 in %s", opened, d.b.Addr, time.Since(start).Round(time.Millisecond))
+	elapsed := time.Since(start)
+	t.Logf("C opened %d connections to %s:15008 in %s", opened, d.b.Addr, elapsed.Round(time.Millisecond))
 	if opened < procs*each*9/10 {
 		t.Fatalf("the flood did not happen: %d of %d connections opened", opened, procs*each)
 	}
@@ -48,11 +49,13 @@ func TestHandshakeFloodFromOneSourceDoesNotStopAnother(t *testing.T) {
 	metrics := scrape(t, d.b)
 	refused, ok := metricValue(t, metrics, "ambient_agent_connections_refused_total",
 		map[string]string{"listener": "hbone", "stage": "handshake", "limit": "per_source"})
-	if want := float64(procs*each - 64 - fails); !ok || refused < want {
+	// B holds 64 of them in their handshake; each handshake timeout (10 s) frees those slots for more.
+	held := 64 * (2 + int(elapsed/(10*time.Second)))
+	if want := float64(procs*each - held - fails); !ok || refused < want {
 		t.Errorf("refused handshakes: %v (%v), want at least %v", refused, ok, want)
 	}
 	// One warning line a second at most, not one per connection.
-	if n := strings.Count(d.agentB.Log(), "connection refused: over a limit"); n == 0 || n > 30 {
+	if n := strings.Count(d.agentB.Log(), "connection refused: over a limit"); n == 0 || n > int(time.Since(start)/time.Second)+3 {
 		t.Errorf("%d warning lines for %v refused connections, want a few", n, refused)
 	}
 	if !d.agentB.Ready() {
