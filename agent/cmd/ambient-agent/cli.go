@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 )
 
 // dumpView is the part of /config_dump the host CLI reads.
@@ -60,6 +61,7 @@ type dumpView struct {
 	GossipRejected map[string]uint64 `json:"gossipRejected"`
 	Policies       json.RawMessage   `json:"policies"`
 	Peers          json.RawMessage   `json:"peers"`
+	Istiod         *xds.Status       `json:"istiod"`
 	Capture        struct {
 		Enabled   bool     `json:"enabled"`
 		Installed bool     `json:"installed"`

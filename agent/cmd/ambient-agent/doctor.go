@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"io"
 	"maps"
 	"net/netip"
@@ -80,10 +81,35 @@ func diagnose(socket string, now time.Time) []check {
 	if len(d.Services) > 0 {
 		out = append(out, checkVIPRoutes(d))
 	}
+	if d.Istiod != nil {
+		out = append(out, checkIstiod(d.Istiod, now))
+	}
 	if d.Config.Gossip.Enabled {
 		out = append(out, checkGossipKey(d.Config.Gossip.KeyFile), checkPeers(d), checkRejected(d))
 	}
 	return append(out, checkClaims(d)...)
+}
+
+// checkIstiod says whether the cluster state the agent serves is current: while
+// istiod is unreachable the agent keeps the last state it received.
+func checkIstiod(s *xds.Status, now time.Time) check {
+	held := fmt.Sprintf("%d addresses, %d policies", s.Addresses, s.Policies)
+	if s.Rejected > 0 {
+		held += fmt.Sprintf(", %d resources refused (NACK)", s.Rejected)
+	}
+	if s.Connected {
+		return check{Name: "istiod", OK: true, Detail: fmt.Sprintf("connected to %s for %s; %s", s.Address, now.Sub(s.Since).Round(time.Second), held)}
+	}
+	state := "no cluster state received yet"
+	if !s.LastResponse.IsZero() {
+		state = fmt.Sprintf("the cluster state in use is %s old (%s)", now.Sub(s.LastResponse).Round(time.Second), held)
+	}
+	detail := fmt.Sprintf("not connected to %s for %s: %s", s.Address, now.Sub(s.Since).Round(time.Second), state)
+	if s.LastError != "" {
+		detail += "; last error: " + s.LastError
+	}
+	return check{Name: "istiod", Detail: detail,
+		Fix: "check [istio] address and root_cert, that istiod is reachable from this host, and the token or certificate (journalctl -u ambient-agent)"}
 }
 
 // checkRejected reports the peers' records this agent dropped: unsigned, mis-signed, expired, claiming an

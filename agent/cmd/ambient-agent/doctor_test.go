@@ -1,9 +1,11 @@
 package main
 
 import (
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ambient-agent/ambient-agent/nft"
 )
@@ -74,5 +76,25 @@ func TestParseProcAddr(t *testing.T) {
 		if !ok || got.String() != want {
 			t.Errorf("parseProcAddr(%q) = %v %v, want %s", in, got, ok, want)
 		}
+	}
+}
+
+// doctor says how old the cluster state is while istiod is unreachable.
+func TestCheckIstiod(t *testing.T) {
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	up := &xds.Status{Address: "istiod:15012", Connected: true, Since: now.Add(-time.Hour), Addresses: 3, Policies: 1}
+	if c := checkIstiod(up, now); !c.OK || !strings.Contains(c.Detail, "connected to istiod:15012 for 1h0m0s; 3 addresses, 1 policies") {
+		t.Errorf("connected: %+v", c)
+	}
+	down := &xds.Status{Address: "istiod:15012", Since: now.Add(-5 * time.Minute), LastResponse: now.Add(-6 * time.Minute),
+		LastError: "connection refused", Addresses: 3, Rejected: 2}
+	c := checkIstiod(down, now)
+	for _, want := range []string{"not connected to istiod:15012 for 5m0s", "6m0s old", "2 resources refused", "last error: connection refused"} {
+		if c.OK || !strings.Contains(c.Detail, want) {
+			t.Errorf("disconnected: %+v lacks %q", c, want)
+		}
+	}
+	if c := checkIstiod(&xds.Status{Address: "x", Since: now}, now); c.OK || !strings.Contains(c.Detail, "no cluster state received yet") {
+		t.Errorf("never connected: %+v", c)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
 
@@ -40,6 +41,8 @@ type configDump struct {
 	Capture       captureDump            `json:"capture"`
 	Policies      []policy.PolicySummary `json:"policies"`
 	Peers         []discovery.Member     `json:"peers"`
+	// Istiod is the link to istiod and what it delivered ([istio] discovery only).
+	Istiod *xds.Status `json:"istiod,omitempty"`
 }
 
 // serviceDump is a service with the health of its endpoints and the waypoint it uses.
@@ -120,6 +123,10 @@ func (a *App) configDump() any {
 	d.Waypoints = snap.Waypoints()
 	d.ServiceConflicts = snap.ServiceConflicts()
 	d.WaypointConflicts = snap.WaypointConflicts()
+	if a.istiod != nil {
+		st := a.istiod.Status()
+		d.Istiod = &st
+	}
 	d.Capture.Table = nft.TableFamily + " " + nft.TableName
 	if c := a.dp.capture; c != nil {
 		d.Capture.Enabled = true

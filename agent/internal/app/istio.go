@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"io/fs"
 	"net/netip"
 	"os"
@@ -112,6 +113,7 @@ func (a *App) runIstiod(ctx context.Context) error {
 	if a.istiod == nil {
 		return nil
 	}
+	a.istiodMetrics()
 	errc := make(chan error, 1)
 	go func() { errc <- a.istiod.Run(ctx) }()
 	for {
@@ -190,4 +192,28 @@ func renameEndpoints(uids []string, renamed map[string]string) []string {
 		out[i] = u
 	}
 	return out
+}
+
+// istiodMetrics exports the link to istiod: whether it is up, and when istiod
+// last answered, so that an alert can fire on a cluster state that is getting
+// stale while the agent serves it.
+func (a *App) istiodMetrics() {
+	a.registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ambient_agent_istiod_connected", Help: "1 while the stream to istiod is up and has delivered both subscriptions.",
+		}, func() float64 {
+			if a.istiod.Connected() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ambient_agent_istiod_last_response_timestamp_seconds", Help: "When istiod last answered (Unix seconds; 0: never).",
+		}, func() float64 {
+			if t := a.istiod.Status().LastResponse; !t.IsZero() {
+				return float64(t.UnixNano()) / 1e9
+			}
+			return 0
+		}),
+	)
 }

@@ -25,6 +25,7 @@ type Client struct {
 	connected atomic.Bool
 	current   atomic.Pointer[Update]
 	changed   chan struct{}
+	status    linkStatus
 
 	// Owned by the Run goroutine.
 	store  *store
@@ -42,6 +43,7 @@ func New(o Options) (*Client, error) {
 	}
 	c := &Client{opts: o, log: log, changed: make(chan struct{}, 1), store: newStore()}
 	c.current.Store(&Update{})
+	c.status.s = Status{Address: o.Address, Since: time.Now()}
 	return c, nil
 }
 
@@ -55,10 +57,16 @@ func (c *Client) Run(ctx context.Context) error {
 	backoff := minBackoff
 	for {
 		progressed, err := c.session(ctx)
-		c.connected.Store(false)
+		wasUp := c.connected.Swap(false)
 		if ctx.Err() != nil {
 			return nil
 		}
+		c.status.update(func(s *Status) {
+			s.Connected, s.LastError = false, errString(err)
+			if wasUp || s.Since.IsZero() {
+				s.Since = time.Now()
+			}
+		})
 		if progressed {
 			backoff = minBackoff
 		}
@@ -90,6 +98,16 @@ func (c *Client) Changed() <-chan struct{} { return c.changed }
 
 // Connected reports whether a stream to istiod is open and has delivered both subscriptions.
 func (c *Client) Connected() bool { return c.connected.Load() }
+
+// Status reports the link to istiod and what it delivered.
+func (c *Client) Status() Status { return c.status.get() }
+
+func errString(err error) string {
+	if err == nil {
+		return ""
+	}
+	return err.Error()
+}
 
 // publish computes and swaps in the view of the store, and wakes the reader of Changed.
 func (c *Client) publish() {

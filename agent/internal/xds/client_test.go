@@ -346,9 +346,17 @@ func TestClientResumesWithInitialResourceVersions(t *testing.T) {
 		addrRes("w2", "v2", []byte{0xff}), // refused: w2 stays at v1
 	}})
 
+	up := c.Status()
+	if !up.Connected || up.Addresses != 2 || up.Policies != 1 || up.Rejected != 1 || up.LastResponse.IsZero() || up.Since.IsZero() {
+		t.Fatalf("status while connected: %+v", up)
+	}
 	s.end <- status.Error(codes.Unavailable, "istiod restarting")
 	s2 := f.nextStream(t)
 	subs := s2.subscriptions(t)
+	down := c.Status()
+	if down.Connected || !strings.Contains(down.LastError, "istiod restarting") || !down.Since.After(up.Since) || down.Addresses != 2 {
+		t.Fatalf("status once the stream ended: %+v (before: %+v)", down, up)
+	}
 	if got := subs[AddressType].InitialResourceVersions; len(got) != 2 || got["w1"] != "v1" || got["w2"] != "v1" {
 		t.Fatalf("address initial_resource_versions %v", got)
 	}
@@ -375,6 +383,9 @@ func TestClientResumesWithInitialResourceVersions(t *testing.T) {
 	waitChanged(t, c)
 	if !c.Connected() {
 		t.Fatal("not connected after both answers")
+	}
+	if again := c.Status(); !again.Connected || !again.Since.After(down.Since) || again.Addresses != 1 {
+		t.Fatalf("status once connected again: %+v", again)
 	}
 }
 

@@ -85,11 +85,17 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 		}
 		progressed = true
 		changed, rejected := c.store.apply(resp)
+		c.status.update(func(s *Status) {
+			s.LastResponse = time.Now()
+			s.Addresses, s.Policies = len(c.store.addresses), len(c.store.policies)
+			s.Rejected += len(rejected)
+		})
 		c.log.Debug("xds: response", "type", resp.typeURL, "resources", len(resp.resources),
 			"removed", len(resp.removed), "rejected", len(rejected), "nonce", resp.nonce)
 		delete(waiting, resp.typeURL)
 		if len(waiting) == 0 && !c.connected.Load() {
 			c.connected.Store(true)
+			c.status.update(func(s *Status) { s.Connected, s.Since = true, time.Now() })
 			c.log.Info("xds: connected to istiod", "address", c.opts.Address, "resources", len(c.store.addresses),
 				"policies", len(c.store.policies))
 		}

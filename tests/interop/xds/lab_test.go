@@ -97,6 +97,9 @@ addresses = [%q]
 	if !dump.hasWorkload("web") {
 		t.Fatalf("the local workload is missing: %+v", dump)
 	}
+	if st := dump.Istiod; st == nil || !st.Connected || st.Addresses == 0 || st.LastResponse.IsZero() {
+		t.Fatalf("/config_dump's istiod link: %+v, want connected with what istiod sent", st)
+	}
 	url := fmt.Sprintf("http://%s:8080/", web.Addr)
 	if out, err := sleep.Run(lab.Timeout(10*time.Second), "curl", "-sS", "--max-time", "5", url); err != nil || !strings.Contains(out, "hello from web") {
 		t.Fatalf("sleep -> web before the policy: %v %q", err, out)
@@ -130,6 +133,11 @@ type named struct {
 }
 
 type agentDump struct {
+	Istiod *struct {
+		Connected    bool      `json:"connected"`
+		Addresses    int       `json:"addresses"`
+		LastResponse time.Time `json:"lastResponse"`
+	} `json:"istiod"`
 	Workloads []named `json:"workloads"`
 	Services  []struct {
 		Hostname string `json:"hostname"`
