@@ -150,16 +150,6 @@ func (c *Capture) Repair(ctx context.Context) error {
 	return nil
 }
 
-// Present reports whether the agent's table exists in c's network namespace,
-// whoever installed it.
-func (c *Capture) Present() (bool, error) {
-	st, err := nft.Inspect(c.netns)
-	if err != nil {
-		return false, fmt.Errorf("capture: %w", err)
-	}
-	return st.Present, nil
-}
-
 // Installed returns the ruleset this Capture last installed, or nil; its String
 // method prints it as `nft list table inet ambient_agent` would.
 func (c *Capture) Installed() *nft.Ruleset {

@@ -187,8 +187,8 @@ func TestWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	w.none(t, "our own Install, Remove and Install")
-	if present, err := c.Present(); err != nil || !present {
-		t.Errorf("Present: %v, %v; want true", present, err)
+	if st, err := nft.Inspect(ns.fd); err != nil || !st.Present {
+		t.Errorf("after Install the table is missing: %+v, %v", st, err)
 	}
 
 	w.stop(t)
