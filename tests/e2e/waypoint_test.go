@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,7 +24,8 @@ type waypointLab struct {
 }
 
 // reviewsBody: the workload names its waypoint (%[2]q); the service names
-// ns-wp. Nothing is bound by namespace or service account alone.
+// ns-wp. Nothing is bound by namespace or service account alone. %[3]s adds
+// to [policy] (hairpin enforcement, opt-in); %[4]q is its directory.
 const reviewsBody = `
 [[workload]]
 name = "reviews"
@@ -43,8 +45,14 @@ workloads = ["reviews"]
 # backed by two service accounts: each host's declaration allows both
 service_accounts = ["reviews", "ratings"]
 [policy]
-waypoint_enforcement = %[3]q
+dir = %[4]q
+%[3]s
 `
+
+// hairpinOn is the opt-in: plaintext callers of reviews go through its
+// waypoint, as the host's dedicated hairpin identity.
+const hairpinOn = `waypoint_enforcement = "hairpin"
+hairpin_service_account = "hairpin"`
 
 const ratingsBody = `
 [[workload]]
@@ -102,6 +110,7 @@ func newWaypointLab(t *testing.T) *waypointLab {
 	w.ratings.StartNginx("ratings from h3", 8080)
 	w.client.Issue(agentBin, "default", "client")
 	w.reviews.Issue(agentBin, "default", "reviews")
+	w.reviews.Issue(agentBin, "default", "hairpin")
 	w.ratings.Issue(agentBin, "default", "ratings")
 	w.nsWP.Issue(agentBin, "default", "ns-wp")
 	w.saWP.Issue(agentBin, "default", "sa-wp")
@@ -117,10 +126,15 @@ name = "ghost"
 addresses = ["10.77.0.99"]
 use_waypoint = "ns-wp"
 `, w.client.Addr))
-	w.start(t, w.reviews, fmt.Sprintf(reviewsBody, w.reviews.Addr, "ns-wp", "hairpin"))
+	w.start(t, w.reviews, w.reviewsConfig("ns-wp", ""))
 	w.start(t, w.ratings, fmt.Sprintf(ratingsBody, w.ratings.Addr))
 	w.start(t, w.nsWP, fmt.Sprintf(waypointBody, "ns-wp", "ns-wp", "", w.nsWP.Addr, filepath.Join(w.nsWP.Dir, "policies")))
 	return w
+}
+
+// reviewsConfig is reviews' configuration naming waypoint wp, with extra in [policy].
+func (w *waypointLab) reviewsConfig(wp, extra string) string {
+	return fmt.Sprintf(reviewsBody, w.reviews.Addr, wp, extra, filepath.Join(w.reviews.Dir, "policies"))
 }
 
 func (w *waypointLab) start(t *testing.T, h *lab.Host, body string) {
@@ -167,7 +181,7 @@ func TestWaypoints(t *testing.T) {
 	w.start(t, w.saWP, fmt.Sprintf(waypointBody, "sa-wp", "sa-wp", "reviews", w.saWP.Addr, saPolicies))
 	saAgent := w.agents["h5"]
 	waitMesh(t, client, 30*time.Second, "service-account waypoint known", func(m meshDump) bool { return len(m.Waypoints) == 2 })
-	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, fmt.Sprintf(reviewsBody, w.reviews.Addr, "sa-wp", "hairpin")))
+	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, w.reviewsConfig("sa-wp", "")))
 	reviewsAgent.Reload(t)
 	for _, a := range []*lab.Agent{client, saAgent} { // the waypoint serves only what it knows names it
 		waitMesh(t, a, 30*time.Second, "reviews names sa-wp", func(m meshDump) bool { return m.workloadWaypoint("reviews") == "sa-wp" })
@@ -180,11 +194,13 @@ func TestWaypoints(t *testing.T) {
 		t.Errorf("the namespace waypoint still carried the workload target after the service-account waypoint came")
 	}
 
-	// "mixed" has no waypoint of its own; its endpoints are reviews (behind
-	// the service-account waypoint) and ratings (opted out): the decision is
-	// per endpoint.
+	// "mixed" has no waypoint of its own; its endpoints are reviews (whose
+	// own waypoint is sa-wp) and ratings (opted out). Service traffic never
+	// takes a workload's waypoint (ztunnel): both are reached directly.
 	mixed := m.serviceVIP("mixed")
+	fromClient := []string{"direction=inbound", "route=hbone", "src_identity=spiffe://cluster.local/ns/default/sa/client"}
 	saBefore := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
+	reviewsBefore := countLines(reviewsAgent.Log(), fromClient...)
 	bodies := map[string]int{}
 	for range 30 {
 		out, err := curl(w.client, fmt.Sprintf("http://%s:9080/", mixed))
@@ -196,31 +212,62 @@ func TestWaypoints(t *testing.T) {
 	if bodies["reviews from h2"] == 0 || bodies["ratings from h3"] == 0 {
 		t.Fatalf("mixed service did not reach both endpoints: %v", bodies)
 	}
-	waitCount(t, saAgent, saBefore+bodies["reviews from h2"], 5*time.Second, "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
-	ratingsDirect := waitCount(t, w.agents["h3"], bodies["ratings from h3"], 5*time.Second,
-		"direction=inbound", "route=hbone", "src_identity=spiffe://cluster.local/ns/default/sa/client")
-	if ratingsDirect != bodies["ratings from h3"] {
-		t.Errorf("ratings got %d direct tunnels from the client, want %d", ratingsDirect, bodies["ratings from h3"])
+	waitCount(t, reviewsAgent, reviewsBefore+bodies["reviews from h2"], 5*time.Second, fromClient...)
+	waitCount(t, w.agents["h3"], bodies["ratings from h3"], 5*time.Second, fromClient...)
+	if n := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr)); n != saBefore {
+		t.Errorf("service traffic to mixed crossed reviews' workload waypoint %d times", n-saBefore)
 	}
 
-	// hairpin: a host outside the mesh calling reviews directly is sent
-	// through its waypoint.
-	mustCurl(t, w.outside, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
-	waitCount(t, reviewsAgent, 1, 5*time.Second, "direction=inbound_plaintext", "route=hairpin", fmt.Sprintf("src=%s:", w.outside.Addr), "response_flags=-")
-	// The waypoint authorizes (and logs) the plaintext client as what it is: no identity.
-	waitCount(t, saAgent, 1, 5*time.Second, "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr), fmt.Sprintf("dst=%s:8080", w.reviews.Addr),
-		"src_identity=unknown")
-
-	// policy: the same call reaches the workload directly.
-	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, fmt.Sprintf(reviewsBody, w.reviews.Addr, "sa-wp", "policy")))
-	reviewsAgent.Reload(t)
-	saHairpins := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr))
+	// Policy enforcement (the default): a host outside the mesh calling
+	// reviews directly reaches it directly; policy decides.
+	saHairpins := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.reviews.Addr))
 	mustCurl(t, w.outside, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
 	waitCount(t, reviewsAgent, 1, 5*time.Second, "direction=inbound_plaintext", "route=plaintext", fmt.Sprintf("src=%s:", w.outside.Addr))
-	if n := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.outside.Addr)); n != saHairpins {
-		t.Errorf("under policy enforcement the call still crossed the waypoint")
+	if n := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.reviews.Addr)); n != saHairpins {
+		t.Errorf("under policy enforcement the call crossed the waypoint")
 	}
 
+	// Hairpin, opt-in (a new identity: a restart): the same call is sent
+	// through reviews' waypoint, which sees the host's hairpin identity from
+	// reviews' host, never reviews' own identity nor the client's address.
+	if err := reviewsAgent.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, exited := reviewsAgent.Wait(10 * time.Second); !exited {
+		t.Fatal("reviews' agent did not stop")
+	}
+	w.start(t, w.reviews, w.reviewsConfig("sa-wp", hairpinOn))
+	reviewsAgent = w.agents["h2"]
+	waitMesh(t, reviewsAgent, 30*time.Second, "waypoints known after the restart", func(m meshDump) bool { return len(m.Waypoints) == 2 })
+	mustCurl(t, w.outside, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
+	waitCount(t, reviewsAgent, 1, 5*time.Second, "direction=inbound_plaintext", "route=hairpin", fmt.Sprintf("src=%s:", w.outside.Addr), "response_flags=-")
+	waitCount(t, saAgent, 1, 5*time.Second, "route=waypoint", fmt.Sprintf("src=%s:", w.reviews.Addr), fmt.Sprintf("dst=%s:8080", w.reviews.Addr),
+		"src_identity=spiffe://cluster.local/ns/default/sa/hairpin", "response_flags=-")
+	if n := countLines(saAgent.Log(), "route=waypoint", "src_identity=spiffe://cluster.local/ns/default/sa/reviews"); n != 0 {
+		t.Errorf("the waypoint saw reviews' own identity %d times: a hairpin must never present the destination's", n)
+	}
+
+	// The node authorizes first: with hairpin on, a STRICT PeerAuthentication
+	// on reviews denies the plaintext caller before any waypoint sees it.
+	reviewsPolicies := filepath.Join(w.reviews.Dir, "policies")
+	if err := os.MkdirAll(reviewsPolicies, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	loads := countLines(reviewsAgent.Log(), "policies loaded")
+	if err := os.WriteFile(filepath.Join(reviewsPolicies, "strict.yaml"), []byte(strictMTLS), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitCount(t, reviewsAgent, loads+1, 10*time.Second, "policies loaded")
+	saHairpins = countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.reviews.Addr))
+	if out, err := curl(w.outside, fmt.Sprintf("http://%s:8080/", w.reviews.Addr)); err == nil {
+		t.Errorf("a plaintext caller went through STRICT mTLS by the hairpin: %q", out)
+	}
+	waitCount(t, reviewsAgent, 1, 5*time.Second, "direction=inbound_plaintext", "route=hairpin", fmt.Sprintf("src=%s:", w.outside.Addr), "response_flags=DENY")
+	if n := countLines(saAgent.Log(), "route=waypoint", fmt.Sprintf("src=%s:", w.reviews.Addr)); n != saHairpins {
+		t.Errorf("a caller STRICT mTLS denies reached the waypoint")
+	}
+	// HBONE callers are not plaintext: STRICT lets the waypoint's tunnel in.
+	mustCurl(t, w.client, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
 	// The waypoint authorizes with the caller's identity: a policy attached
 	// to it (targetRefs) denies the client, and only at the waypoint.
 	if err := os.MkdirAll(saPolicies, 0o755); err != nil {

@@ -58,6 +58,10 @@ type dumpView struct {
 		Identity string `json:"identity"`
 		Reason   string `json:"reason"`
 	} `json:"waypointConflicts"`
+	Waypoints []struct {
+		Name      string `json:"name"`
+		Namespace string `json:"namespace"`
+	} `json:"waypoints"`
 	GossipRejected map[string]uint64 `json:"gossipRejected"`
 	Policies       json.RawMessage   `json:"policies"`
 	Peers          json.RawMessage   `json:"peers"`
@@ -91,6 +95,7 @@ type workloadView struct {
 	Healthy        bool              `json:"healthy"`
 	Local          bool              `json:"local"`
 	Labels         map[string]string `json:"labels"`
+	UseWaypoint    string            `json:"useWaypoint"`
 }
 
 func (w workloadView) identity() string {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"io"
 	"maps"
 	"net/netip"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
 
@@ -87,7 +87,34 @@ func diagnose(socket string, now time.Time) []check {
 	if d.Config.Gossip.Enabled {
 		out = append(out, checkGossipKey(d.Config.Gossip.KeyFile), checkPeers(d), checkRejected(d))
 	}
+	if c, ok := checkUnboundWaypoints(d); ok {
+		out = append(out, c)
+	}
 	return append(out, checkClaims(d)...)
+}
+
+// checkUnboundWaypoints notes the captured local workloads that name no
+// waypoint while one runs in their namespace: before waypoints were bound
+// explicitly (as Istio 1.22 and later), such a workload used it.
+func checkUnboundWaypoints(d *dumpView) (check, bool) {
+	byNS := map[string]string{}
+	for _, wp := range d.Waypoints {
+		if _, seen := byNS[wp.Namespace]; !seen {
+			byNS[wp.Namespace] = wp.Name
+		}
+	}
+	var parts []string
+	for _, w := range d.Workloads {
+		if wp, ok := byNS[w.Namespace]; ok && w.Local && w.Tunnel == "HBONE" && w.UseWaypoint == "" {
+			parts = append(parts, fmt.Sprintf("%s/%s (waypoint %s/%s runs in its namespace)", w.Namespace, w.Name, w.Namespace, wp))
+		}
+	}
+	if len(parts) == 0 {
+		return check{}, false
+	}
+	return check{Name: "waypoint binding", OK: true, Note: true,
+		Detail: "these workloads name no waypoint, so none is used: " + strings.Join(parts, ", "),
+		Fix:    `waypoints apply only where use_waypoint names them (docs/services.md); set use_waypoint = "<name>" to use one, or "none" to say so`}, true
 }
 
 // checkIstiod says whether the cluster state the agent serves is current: while

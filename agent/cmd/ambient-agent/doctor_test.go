@@ -1,12 +1,13 @@
 package main
 
 import (
-	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
 
@@ -96,5 +97,27 @@ func TestCheckIstiod(t *testing.T) {
 	}
 	if c := checkIstiod(&xds.Status{Address: "x", Since: now}, now); c.OK || !strings.Contains(c.Detail, "no cluster state received yet") {
 		t.Errorf("never connected: %+v", c)
+	}
+}
+
+// A captured local workload that names no waypoint while one runs in its
+// namespace is noted: it relied on namespace binding, which is gone.
+func TestCheckUnboundWaypoints(t *testing.T) {
+	d := &dumpView{}
+	if err := json.Unmarshal([]byte(`{"waypoints":[{"name":"wp","namespace":"prod"}],"workloads":[
+		{"name":"api","namespace":"prod","local":true,"tunnelProtocol":"HBONE"},
+		{"name":"bound","namespace":"prod","local":true,"tunnelProtocol":"HBONE","useWaypoint":"wp"},
+		{"name":"optout","namespace":"prod","local":true,"tunnelProtocol":"HBONE","useWaypoint":"none"},
+		{"name":"remote","namespace":"prod","local":false,"tunnelProtocol":"HBONE"},
+		{"name":"other","namespace":"dev","local":true,"tunnelProtocol":"HBONE"}]}`), d); err != nil {
+		t.Fatal(err)
+	}
+	c, ok := checkUnboundWaypoints(d)
+	if !ok || !c.OK || !c.Note || c.Detail != "these workloads name no waypoint, so none is used: prod/api (waypoint prod/wp runs in its namespace)" {
+		t.Fatalf("check %+v, %v", c, ok)
+	}
+	d.Waypoints = nil
+	if _, ok := checkUnboundWaypoints(d); ok {
+		t.Error("noted with no waypoint in the mesh")
 	}
 }

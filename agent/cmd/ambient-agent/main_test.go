@@ -70,4 +70,15 @@ func TestValidate(t *testing.T) {
 	if code != 1 || !strings.Contains(errOut, "no such file") {
 		t.Fatalf("validate missing file: exit %d, stderr %q", code, errOut)
 	}
+	// A configuration that relied on the waypoint of its namespace (before
+	// explicit binding) is valid, and says it no longer does.
+	unbound := filepath.Join(t.TempDir(), "unbound.toml")
+	if err := os.WriteFile(unbound, []byte("[node]\nname = \"n\"\n[[workload]]\nname = \"app\"\naddresses = [\"10.0.0.5\"]\n"+
+		"[waypoint]\nenabled = true\naddresses = [\"10.0.0.6\"]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = run("validate", "-config", unbound)
+	if want := unbound + `: warning: workload[0] (default/app) names no waypoint, so waypoint default/waypoint of its namespace does not serve it`; code != 0 || strings.TrimSpace(out) != "ok" || !strings.Contains(errOut, want) {
+		t.Fatalf("validate unbound: exit %d, out %q, stderr %q; want 0, ok and %q", code, out, errOut, want)
+	}
 }

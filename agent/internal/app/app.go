@@ -230,6 +230,9 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	}
 	a.log.Info("agent started", "version", Version, "node", a.cfg.Load().Node.Name,
 		"control", a.ctlSrv.Addr().String(), "admin", a.adminSrv.Addr().String(), "readiness", a.readySrv.Addr().String())
+	for _, w := range a.cfg.Load().Warnings() {
+		a.log.Warn("configuration: " + w)
+	}
 	a.notify.ready(a.statusLine())
 
 	<-gctx.Done()

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
@@ -57,8 +59,8 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		Refused: func(listener string, remote netip.AddrPort, limit string) {
 			a.refused(listener, remote, "connection", limit)
 		},
-		Enforcement: func() string {
-			return a.cfg.Load().Policy.WaypointEnforcement
+		Hairpin: func() (spiffeid.ID, bool) {
+			return hairpinIdentity(a.cfg.Load())
 		},
 		DefaultWorkload: func() string {
 			cfg := a.cfg.Load()

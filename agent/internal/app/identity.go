@@ -16,8 +16,9 @@ import (
 
 const condCertificates = "certificates"
 
-// localIdentities are the identities of the host's own workloads and of its
-// waypoint: the only ones the agent holds certificates for.
+// localIdentities are the identities of the host's own workloads, of its
+// waypoint and its hairpin identity: the only ones the agent holds
+// certificates for.
 func localIdentities(cfg *config.Config) ([]spiffeid.ID, error) {
 	td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
 	if err != nil {
@@ -38,7 +39,29 @@ func localIdentities(cfg *config.Config) ([]spiffeid.ID, error) {
 		}
 		ids = append(ids, id)
 	}
+	if h := cfg.Policy.Hairpin; h != nil {
+		id, err := identity.IstioID(td, h.Namespace, h.ServiceAccount)
+		if err != nil {
+			return nil, fmt.Errorf("policy.hairpin_service_account: %w", err)
+		}
+		ids = append(ids, id)
+	}
 	return ids, nil
+}
+
+// hairpinIdentity is the identity the host presents for the plaintext
+// callers it hairpins, and whether hairpin enforcement is on.
+func hairpinIdentity(cfg *config.Config) (spiffeid.ID, bool) {
+	h := cfg.Policy.Hairpin
+	if cfg.Policy.WaypointEnforcement != config.EnforceHairpin || h == nil {
+		return spiffeid.ID{}, false
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
+	if err != nil {
+		return spiffeid.ID{}, false
+	}
+	id, err := identity.IstioID(td, h.Namespace, h.ServiceAccount)
+	return id, err == nil
 }
 
 // newIdentitySource builds the certificate source of the local workloads, or nil

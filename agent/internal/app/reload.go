@@ -127,8 +127,15 @@ func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string
 	var restart []string
 	for _, k := range changed {
 		switch k {
-		case "log.level", "policy", "remote_workload", "service":
+		case "log.level", "remote_workload", "service":
 			live[k] = true
+		case "policy":
+			// The hairpin identity is a certificate the identity source holds.
+			if !sameIdentities(prev, next) {
+				restart = append(restart, "policy (hairpin identity changed)")
+			} else {
+				live[k] = true
+			}
 		case "capture":
 			switch {
 			case prev.Capture.Enabled != next.Capture.Enabled:

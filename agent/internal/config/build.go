@@ -43,7 +43,7 @@ func Build(f File) (*Config, Problems) {
 	cfg.Services = b.services(f.Service, cfg.Workloads, owners)
 	cfg.DNS = b.dns(f.DNS)
 	cfg.Istio = b.istio(f.Istio, cfg.Identity, len(cfg.Workloads) > 0 || cfg.Waypoint.Enabled)
-	cfg.Policy.WaypointEnforcement = b.enforcement(f.Policy.WaypointEnforcement)
+	cfg.Policy.WaypointEnforcement, cfg.Policy.Hairpin = b.enforcement(f.Policy, cfg)
 	b.publishable(cfg)
 	if len(b.problems) > 0 {
 		return nil, b.problems

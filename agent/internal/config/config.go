@@ -124,8 +124,9 @@ type Workload struct {
 	ServiceAccount string            `json:"serviceAccount"`
 	Addresses      []netip.Addr      `json:"addresses"`
 	Labels         map[string]string `json:"labels,omitempty"`
-	// UseWaypoint is "" (the waypoint of the workload's scope, if any), "none",
-	// or a waypoint's "name" (same namespace) or "namespace/name".
+	// UseWaypoint is a waypoint's "name" (same namespace) or
+	// "namespace/name"; "" and "none" mean none (spec/routing.md: explicit
+	// binding only).
 	UseWaypoint string `json:"useWaypoint,omitempty"`
 	// Capacity weighs the workload among a service's endpoints.
 	Capacity uint32       `json:"capacity"`
@@ -238,6 +239,19 @@ type Policy struct {
 	// RootNamespace is where policies apply mesh-wide (Istio's root namespace).
 	RootNamespace string `json:"rootNamespace"`
 	// WaypointEnforcement is what happens to callers that bypass a local
-	// workload's waypoint: "hairpin" or "policy" (spec/routing.md).
+	// workload's waypoint: "policy" (the default, as ztunnel) or "hairpin"
+	// (spec/routing.md).
 	WaypointEnforcement string `json:"waypointEnforcement"`
+	// Hairpin is the identity the host presents to a waypoint for the
+	// plaintext callers it hairpins (never the destination's: the waypoint
+	// would authorize an anonymous client as that workload); set exactly
+	// when WaypointEnforcement is "hairpin".
+	Hairpin *HairpinIdentity `json:"hairpin,omitempty"`
+}
+
+// HairpinIdentity is a dedicated identity of the host: no workload and no
+// waypoint of the host has it.
+type HairpinIdentity struct {
+	Namespace      string `json:"namespace"`
+	ServiceAccount string `json:"serviceAccount"`
 }

@@ -159,6 +159,10 @@ type PolicyFile struct {
 	Dir                 string `toml:"dir"`
 	RootNamespace       string `toml:"root_namespace"`
 	WaypointEnforcement string `toml:"waypoint_enforcement"`
+	// The hairpin identity: see Policy.Hairpin.
+	HairpinNamespace      string `toml:"hairpin_namespace"`
+	HairpinServiceAccount string `toml:"hairpin_service_account"`
+	HairpinWithIstio      bool   `toml:"hairpin_with_istio"`
 }
 
 // IstioFile is the [istio] table.

@@ -8,8 +8,8 @@ import (
 
 // Waypoint enforcement modes (spec/routing.md).
 const (
-	EnforceHairpin = "hairpin" // plaintext callers are sent through the waypoint; other HBONE callers get 401
-	EnforcePolicy  = "policy"  // no special handling: authorization policy decides
+	EnforcePolicy  = "policy"  // the default, as ztunnel: no special handling, authorization policy decides
+	EnforceHairpin = "hairpin" // opt-in: plaintext callers are sent through the waypoint; other HBONE callers get 401
 )
 
 // UseWaypointNone opts a workload or service out of waypoints.

@@ -333,10 +333,68 @@ func proxyAddrs(d DNS) []netip.AddrPort {
 	return self
 }
 
-func (b *builder) enforcement(s string) string {
-	s = orDefault(s, EnforceHairpin)
-	if s != EnforceHairpin && s != EnforcePolicy {
-		b.addf("policy.waypoint_enforcement", "%q is not one of %q, %q", s, EnforceHairpin, EnforcePolicy)
+// enforcement checks [policy] waypoint_enforcement and the hairpin identity
+// (spec/routing.md, "Waypoint enforcement"). Hairpin is opt-in: it refuses
+// the HBONE callers Istio lets bypass a waypoint (gateways, sidecars,
+// ztunnels), so with [istio] it needs hairpin_with_istio.
+func (b *builder) enforcement(f PolicyFile, cfg *Config) (string, *HairpinIdentity) {
+	s := orDefault(f.WaypointEnforcement, EnforcePolicy)
+	set := f.HairpinNamespace != "" || f.HairpinServiceAccount != "" || f.HairpinWithIstio
+	switch s {
+	case EnforcePolicy:
+		if set {
+			b.addf("policy.hairpin_service_account", "the hairpin settings apply only with waypoint_enforcement = %q", EnforceHairpin)
+		}
+		return s, nil
+	case EnforceHairpin:
+	default:
+		b.addf("policy.waypoint_enforcement", "%q is not one of %q, %q", s, EnforcePolicy, EnforceHairpin)
+		return s, nil
 	}
-	return s
+	if cfg.Istio.Enabled && !f.HairpinWithIstio {
+		b.addf("policy.waypoint_enforcement", "%q refuses the HBONE callers Istio lets bypass a waypoint (ingress and east-west gateways, sidecars, ztunnels); with [istio] use %q, or set hairpin_with_istio = true to accept that", EnforceHairpin, EnforcePolicy)
+	}
+	if f.HairpinServiceAccount == "" {
+		b.addf("policy.hairpin_service_account", "waypoint_enforcement = %q needs a dedicated identity the host presents for plaintext callers (never the destination's): set hairpin_service_account (and hairpin_namespace)", EnforceHairpin)
+		return s, nil
+	}
+	h := &HairpinIdentity{Namespace: orDefault(f.HairpinNamespace, DefaultNamespace), ServiceAccount: f.HairpinServiceAccount}
+	if !IsDNSLabel(h.Namespace) {
+		b.addf("policy.hairpin_namespace", "%q is not a DNS label", h.Namespace)
+	}
+	if !IsDNSSubdomain(h.ServiceAccount) {
+		b.addf("policy.hairpin_service_account", "%q is not a DNS name", h.ServiceAccount)
+	}
+	for _, w := range cfg.Workloads {
+		if w.Namespace == h.Namespace && w.ServiceAccount == h.ServiceAccount {
+			b.addf("policy.hairpin_service_account", "%s/%s is the identity of workload %s; the hairpin identity must be one no workload has", h.Namespace, h.ServiceAccount, w.Name)
+		}
+	}
+	if wp := cfg.Waypoint; wp.Enabled && wp.Namespace == h.Namespace && wp.ServiceAccount == h.ServiceAccount {
+		b.addf("policy.hairpin_service_account", "%s/%s is the identity of this host's waypoint; the hairpin identity must be its own", h.Namespace, h.ServiceAccount)
+	}
+	return s, h
+}
+
+// Warnings are what in a valid configuration may not do what its author
+// expects: `validate` prints them and the agent logs them at start.
+func (c *Config) Warnings() []string {
+	var out []string
+	if wp := c.Waypoint; wp.Enabled {
+		// Before explicit binding (Istio 1.22 semantics), these used the waypoint
+		// of their namespace; now nothing is bound by namespace alone.
+		for i, w := range c.Workloads {
+			if w.UseWaypoint == "" && w.Namespace == wp.Namespace {
+				out = append(out, fmt.Sprintf("workload[%d] (%s/%s) names no waypoint, so waypoint %s/%s of its namespace does not serve it: waypoints apply only where use_waypoint names them; set use_waypoint = %q to use it, or \"none\"",
+					i, w.Namespace, w.Name, wp.Namespace, wp.Name, wp.Name))
+			}
+		}
+		for i, s := range c.Services {
+			if s.UseWaypoint == "" && s.Namespace == wp.Namespace {
+				out = append(out, fmt.Sprintf("service[%d] (%s/%s) names no waypoint, so waypoint %s/%s of its namespace does not serve it: waypoints apply only where use_waypoint names them; set use_waypoint = %q to use it, or \"none\"",
+					i, s.Namespace, s.Name, wp.Namespace, wp.Name, wp.Name))
+			}
+		}
+	}
+	return out
 }

@@ -81,3 +81,46 @@ func TestRuntimeRulesAreNotTooStrict(t *testing.T) {
 		})
 	}
 }
+
+// Hairpin is opt-in (the default is policy, as ztunnel), needs a dedicated
+// identity no workload or waypoint of the host has, and with [istio] an
+// explicit hairpin_with_istio; its settings mean nothing under policy.
+func TestHairpinEnforcement(t *testing.T) {
+	const node = "[node]\nname = \"n\"\n"
+	const workload = "[[workload]]\nname = \"a\"\nservice_account = \"app\"\naddresses = [\"10.0.0.5\"]\n"
+	const istio = "[istio]\nenabled = true\naddress = \"istiod.istio-system.svc:15012\"\n"
+	cfg, ps := Parse("test.toml", []byte(node+workload))
+	if ps != nil || cfg.Policy.WaypointEnforcement != EnforcePolicy || cfg.Policy.Hairpin != nil {
+		t.Fatalf("default: %v %+v, want policy and no hairpin identity", ps, cfg.Policy)
+	}
+	cfg, ps = Parse("test.toml", []byte(node+workload+"[policy]\nwaypoint_enforcement = \"hairpin\"\nhairpin_service_account = \"hairpin\"\n"))
+	if ps != nil || cfg.Policy.Hairpin == nil || *cfg.Policy.Hairpin != (HairpinIdentity{Namespace: "default", ServiceAccount: "hairpin"}) {
+		t.Fatalf("hairpin: %v %+v", ps, cfg.Policy.Hairpin)
+	}
+	cfg, ps = Parse("test.toml", []byte(node+workload+istio+"[policy]\nwaypoint_enforcement = \"hairpin\"\nhairpin_service_account = \"hairpin\"\nhairpin_with_istio = true\n"))
+	if ps != nil || cfg.Policy.Hairpin == nil {
+		t.Fatalf("hairpin forced with istio: %v", ps)
+	}
+	for _, tc := range []struct{ name, src, want string }{
+		{"hairpin without an identity", node + workload + "[policy]\nwaypoint_enforcement = \"hairpin\"\n",
+			"policy.hairpin_service_account: waypoint_enforcement = \"hairpin\" needs a dedicated identity"},
+		{"hairpin as a workload's identity", node + workload + "[policy]\nwaypoint_enforcement = \"hairpin\"\nhairpin_service_account = \"app\"\n",
+			"policy.hairpin_service_account: default/app is the identity of workload a"},
+		{"hairpin as the waypoint's identity", node + "[waypoint]\nenabled = true\naddresses = [\"10.0.0.20\"]\n" +
+			"[policy]\nwaypoint_enforcement = \"hairpin\"\nhairpin_service_account = \"waypoint\"\n",
+			"policy.hairpin_service_account: default/waypoint is the identity of this host's waypoint"},
+		{"hairpin with istio", node + workload + istio + "[policy]\nwaypoint_enforcement = \"hairpin\"\nhairpin_service_account = \"hairpin\"\n",
+			"policy.waypoint_enforcement: \"hairpin\" refuses the HBONE callers Istio lets bypass a waypoint"},
+		{"hairpin settings under policy", node + workload + "[policy]\nhairpin_service_account = \"hairpin\"\n",
+			"policy.hairpin_service_account: the hairpin settings apply only with waypoint_enforcement = \"hairpin\""},
+		{"bad hairpin names", node + workload + "[policy]\nwaypoint_enforcement = \"hairpin\"\nhairpin_namespace = \"Bad_NS\"\nhairpin_service_account = \"x\"\n",
+			"policy.hairpin_namespace: \"Bad_NS\" is not a DNS label"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ps := problems(t, tc.src)
+			if !strings.Contains(strings.Join(ps, "\n"), tc.want) {
+				t.Errorf("problems:\n%s\nwant one containing %q", strings.Join(ps, "\n"), tc.want)
+			}
+		})
+	}
+}

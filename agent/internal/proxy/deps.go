@@ -5,6 +5,8 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -30,9 +32,11 @@ type Deps struct {
 	Policy func() *policy.Set
 	// Live tracks allowed inbound connections for re-evaluation.
 	Live *Live
-	// Enforcement returns how callers that bypass a local workload's
-	// waypoint are handled: config.EnforceHairpin or config.EnforcePolicy.
-	Enforcement func() string
+	// Hairpin returns, under hairpin enforcement (spec/routing.md), the
+	// dedicated identity the host presents to a waypoint for the plaintext
+	// callers it hairpins, and true; false under policy enforcement, the
+	// default (nil: policy).
+	Hairpin func() (spiffeid.ID, bool)
 	// DefaultWorkload returns the UID of the local workload whose identity
 	// connections of unrecognised processes present ("": by source address).
 	DefaultWorkload func() string
@@ -62,4 +66,12 @@ func (d *Deps) warn(key, msg string, args ...any) {
 		args = append(args, "suppressed", suppressed)
 	}
 	d.Log.Warn(msg, args...)
+}
+
+// hairpin is Hairpin, false when it is nil.
+func (d *Deps) hairpin() (spiffeid.ID, bool) {
+	if d.Hairpin == nil {
+		return spiffeid.ID{}, false
+	}
+	return d.Hairpin()
 }

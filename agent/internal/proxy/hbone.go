@@ -10,7 +10,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -112,12 +111,11 @@ type inboundTag struct {
 	dst   *state.Workload
 	svc   *state.Service // the service target, at a waypoint
 	route string         // "hbone", or "waypoint" for the waypoint role
-	// src is the caller as the waypoint role authorized it (the tunnel's peer,
-	// or a hairpinned client, which has no identity: anonymous); zero elsewhere.
-	src       netip.AddrPort
-	anonymous bool
-	rec       *telemetry.Conn
-	untrack   func() // stops re-evaluation once the tunnel is over
+	// src is the caller as the waypoint role authorized it (the tunnel's
+	// peer); zero elsewhere.
+	src     netip.AddrPort
+	rec     *telemetry.Conn
+	untrack func() // stops re-evaluation once the tunnel is over
 }
 
 // Authorize is the hbone server's callback (spec/routing.md, inbound over HBONE).
@@ -177,7 +175,7 @@ func (t inboundTelemetry) open(info *hbone.TunnelInfo) *telemetry.Conn {
 		dst, _ = snap.LocalByAddr(info.Local.Addr())
 	}
 	peer := ""
-	if !info.Peer.IsZero() && (tag == nil || !tag.anonymous) {
+	if !info.Peer.IsZero() {
 		peer = info.Peer.String()
 	}
 	src := info.Remote
@@ -246,7 +244,7 @@ func (h *InboundHBONE) presented(w *state.Workload, req *hbone.Request) error {
 // waypoint-enabled local workload that is not its waypoint: the caller went
 // around the waypoint, and its identity cannot be carried through a hairpin.
 func (h *InboundHBONE) bypassed(snap *state.Snapshot, w *state.Workload, peer spiffeid.ID) error {
-	if h.d.Enforcement == nil || h.d.Enforcement() != config.EnforceHairpin {
+	if _, on := h.d.hairpin(); !on {
 		return nil
 	}
 	wps := snap.WaypointOf(w)

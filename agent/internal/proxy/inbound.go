@@ -10,7 +10,6 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
-	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
@@ -67,14 +66,16 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		rec.Close(0, 0, telemetry.FlagNoRoute, "destination is an agent port")
 		return
 	}
-	if len(wps) > 0 {
-		p.hairpin(ctx, c, rec, w, wps, src, dst)
-		return
-	}
+	// The node authorizes first, hairpin or not: a STRICT PeerAuthentication
+	// or an ipBlocks rule is never bypassed through the waypoint.
 	conn := authzConn(w, dst, spiffeid.ID{}, src.Addr())
 	if dec := p.d.authorize(conn); !dec.Allow {
 		reset(tc)
 		rec.Close(0, 0, telemetry.FlagDeny, dec.String())
+		return
+	}
+	if len(wps) > 0 {
+		p.hairpin(ctx, c, rec, w, wps, src, dst)
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
@@ -104,7 +105,7 @@ func reset(c *net.TCPConn) { abort(c) }
 // hairpinWaypoints are the waypoint instances a plaintext caller of w is sent
 // through under hairpin enforcement; none otherwise.
 func (p *InboundPlain) hairpinWaypoints(snap *state.Snapshot, w *state.Workload) []*state.Waypoint {
-	if w == nil || p.d.Enforcement == nil || p.d.Enforcement() != config.EnforceHairpin {
+	if _, on := p.d.hairpin(); w == nil || !on {
 		return nil
 	}
 	return snap.WaypointOf(w)
@@ -112,13 +113,15 @@ func (p *InboundPlain) hairpinWaypoints(snap *state.Snapshot, w *state.Workload)
 
 // hairpin sends a plaintext caller of a waypoint-enabled workload through its
 // waypoint (spec/routing.md): HBONE to the waypoint with the workload as
-// target and the client in `forwarded`, presenting the workload's identity.
-// The waypoint authorizes and tunnels back to the workload.
+// target and the client in `forwarded`, presenting the host's hairpin
+// identity, never the workload's (the waypoint would authorize an anonymous
+// client as the workload). The waypoint authorizes that identity and tunnels
+// back to the workload.
 func (p *InboundPlain) hairpin(ctx context.Context, c net.Conn, rec *telemetry.Conn, w *state.Workload, wps []*state.Waypoint, src, dst netip.AddrPort) {
 	wp := wps[rand.IntN(len(wps))]
-	source, err := w.Identity()
-	if err != nil {
-		rec.Close(0, 0, telemetry.FlagNoRoute, "workload has no valid identity: "+err.Error())
+	source, ok := p.d.hairpin()
+	if !ok {
+		rec.Close(0, 0, telemetry.FlagNoRoute, "hairpin enforcement was turned off")
 		return
 	}
 	expected, err := wp.Identity()
@@ -129,7 +132,7 @@ func (p *InboundPlain) hairpin(ctx context.Context, c net.Conn, rec *telemetry.C
 	rec.Labels().DestinationPrincipal = expected.String()
 	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	up, err := p.d.Tunnels.DialTunnel(dctx, Tunnel{Source: source, Expected: []spiffeid.ID{expected},
-		Gateway: netip.AddrPortFrom(sameFamily(wp.Addresses, dst.Addr()), HBONEPort), Target: dst, Client: src, SourceWorkload: w})
+		Gateway: netip.AddrPortFrom(sameFamily(wp.Addresses, dst.Addr()), HBONEPort), Target: dst, Client: src})
 	cancel()
 	if err != nil {
 		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), "hairpin to waypoint "+wp.Key()+": "+err.Error())

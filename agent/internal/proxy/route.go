@@ -155,7 +155,10 @@ func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 	if !ok {
 		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s has no healthy endpoint for port %d", svc.Hostname, dst.Port())}
 	}
-	r := o.workload(netip.AddrPortFrom(sameFamily(e.Workload.Addresses, dst.Addr()), target), e.Workload)
+	// Straight to the endpoint, even one with a workload waypoint: a
+	// workload's waypoint is for traffic addressed to the workload, never for
+	// traffic addressed to a service (ztunnel, Istio 1.22 and later).
+	r := o.direct(netip.AddrPortFrom(sameFamily(e.Workload.Addresses, dst.Addr()), target), e.Workload)
 	r.Service = svc
 	return r
 }
@@ -173,6 +176,12 @@ func (o outbound) workload(dst netip.AddrPort, w *state.Workload) Route {
 		r.Dest = w
 		return r
 	}
+	return o.direct(dst, w)
+}
+
+// direct sends a connection to workload w itself: over HBONE when it is
+// captured, else in plaintext.
+func (o outbound) direct(dst netip.AddrPort, w *state.Workload) Route {
 	if w.Tunnel != state.TunnelHBONE {
 		return Route{Kind: RoutePlain, Target: dst, Dest: w}
 	}

@@ -156,14 +156,18 @@ func TestWaypointRoutes(t *testing.T) {
 	}
 }
 
-func TestMixedEndpointsWithoutServiceWaypoint(t *testing.T) {
-	// Only r1's account has a waypoint: the service itself has none, so the
-	// decision is per endpoint.
+func TestServiceTrafficSkipsWorkloadWaypoints(t *testing.T) {
+	// Only r1 has a waypoint (its own, a workload waypoint); the service has
+	// none: service traffic goes straight to either endpoint, as ztunnel's
+	// (a workload waypoint is for traffic addressed to the workload).
 	sa := wp("sa-wp", "reviews", "10.0.0.51")
 	snap := meshSnapshot(sa)
 	r1 := decide(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), func(int) int { return 0 })
-	if r1.Waypoint != sa || r1.Target != ap("10.0.0.11:8080") || r1.Gateway != ap("10.0.0.51:15008") {
-		t.Errorf("waypoint-enabled endpoint: %+v", r1)
+	if r1.Waypoint != nil || r1.Kind != RouteHBONE || r1.Target != ap("10.0.0.11:8080") || r1.Gateway != ap("10.0.0.11:15008") {
+		t.Errorf("waypoint-enabled endpoint, through its service: %+v", r1)
+	}
+	if w := decide(snap, ap("10.0.0.1:5000"), ap("10.0.0.11:8080"), func(int) int { return 0 }); w.Waypoint != sa {
+		t.Errorf("the same endpoint by its own address: %+v, want its waypoint", w)
 	}
 	r2 := decide(snap, ap("10.0.0.1:5000"), ap("10.96.0.1:9080"), func(n int) int { return n - 1 })
 	if r2.Waypoint != nil || r2.Kind != RoutePlain || r2.Target != ap("10.0.0.12:8080") {

@@ -30,10 +30,6 @@ type waypointTarget struct {
 	wp  *state.Waypoint
 	svc *state.Service  // a service target
 	dst *state.Workload // a workload target
-	// pick is the service whose endpoints a service target is forwarded to:
-	// svc itself when wp is the service's waypoint, else svc with only the
-	// endpoints wp serves. The waypoint's identity reaches no one else.
-	pick *state.Service
 }
 
 // authorizeWaypoint decides a tunnel that arrived on the address of wp.
@@ -43,16 +39,10 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	if err != nil {
 		return refuseAt(hbone.FlagWrongTarget, err)
 	}
-	// The caller is the peer of the tunnel: its identity and address. The one
-	// exception is a hairpin (spec/routing.md), whose peer is the target's own
-	// node presenting the target's identity on behalf of a plaintext client:
-	// that client has no identity, and its address is in `forwarded`. Anyone
-	// else's `forwarded` is the caller's word only, never a policy input.
+	// The caller is the peer of the tunnel: its identity and address. Its
+	// `forwarded` is its word only, never a policy input; a hairpinned
+	// plaintext client arrives as its node's hairpin identity.
 	id, caller := req.PeerIdentity, netip.AddrPortFrom(req.RemoteAddr.Addr().Unmap(), req.RemoteAddr.Port())
-	hairpin := hairpinned(req, wt)
-	if hairpin {
-		id, caller = spiffeid.ID{}, netip.AddrPortFrom(req.ForwardedFor.Addr().Unmap(), req.ForwardedFor.Port())
-	}
 	conn := policy.Conn{DestNamespace: wt.namespace(), DestIP: target.Addr(), DestPort: target.Port(),
 		SourceIdentity: id, SourceIP: caller.Addr()}
 	if wt.dst != nil {
@@ -62,11 +52,11 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	if dec := h.d.count(conn, h.d.Policy().EvaluateWaypoint(conn, at)); !dec.Allow {
 		d := refuseAt(hbone.FlagDenied, errors.New(dec.String()))
 		tag := d.Tag.(*inboundTag)
-		tag.svc, tag.dst, tag.src, tag.anonymous = wt.svc, wt.dst, caller, hairpin
+		tag.svc, tag.dst, tag.src = wt.svc, wt.dst, caller
 		return d
 	}
 	// The access log, and `forwarded` on the way on, show the caller as authorized.
-	tag := &inboundTag{svc: wt.svc, dst: wt.dst, route: "waypoint", src: caller, anonymous: hairpin}
+	tag := &inboundTag{svc: wt.svc, dst: wt.dst, route: "waypoint", src: caller}
 	d := hbone.Allow(target)
 	d.Dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
 		up, w, err := h.forward(ctx, snap, wt, t, caller)
@@ -83,19 +73,6 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	return d
 }
 
-// hairpinned reports whether a waypoint tunnel is a hairpin: for a workload
-// target, from a peer presenting that workload's identity (only its node holds
-// it), with the plaintext client in `forwarded`. A workload that calls its own
-// address through its waypoint is indistinguishable and is also treated as a
-// client without identity.
-func hairpinned(req *hbone.Request, wt waypointTarget) bool {
-	if wt.dst == nil || !req.ForwardedFor.IsValid() {
-		return false
-	}
-	id, err := wt.dst.Identity()
-	return err == nil && id == req.PeerIdentity
-}
-
 // refuseAt refuses a waypoint tunnel; the tag marks its telemetry as the waypoint's.
 func refuseAt(flag hbone.Flag, err error) hbone.Decision {
 	d := hbone.Refuse(flag, err)
@@ -104,49 +81,27 @@ func refuseAt(flag hbone.Flag, err error) hbone.Decision {
 }
 
 // managedTarget resolves a target the waypoint manages: a VIP of a service
-// of its namespace whose waypoint it is, or that has an endpoint it serves,
-// or the address of a workload it serves. What it serves is in its scope
-// (inScope) whatever a use_waypoint names.
+// of its namespace bound to it (the service's use_waypoint names it), or the
+// address of a workload bound to it and in its scope (inScope). A service
+// with no waypoint of its own is not the waypoint's, whatever its endpoints'
+// waypoints: clients reach those endpoints directly (spec/routing.md).
 func managedTarget(snap *state.Snapshot, wp *state.Waypoint, target netip.AddrPort) (waypointTarget, error) {
 	if svc, ok := snap.ServiceByVIP(target.Addr()); ok {
-		if isWaypoint(snap.ServiceWaypoint(svc), wp) && svc.Namespace != wp.Namespace {
-			return waypointTarget{}, fmt.Errorf("service %s names waypoint %s of another namespace", svc.Key(), wp.Key())
+		if !isWaypoint(snap.ServiceWaypoint(svc), wp) {
+			return waypointTarget{}, fmt.Errorf("service %s is not bound to waypoint %s", svc.Hostname, wp.Key())
 		}
-		pick := managedPart(snap, wp, svc)
-		if pick == nil {
-			return waypointTarget{}, fmt.Errorf("service %s is not managed by waypoint %s", svc.Hostname, wp.Key())
+		if svc.Namespace != wp.Namespace {
+			return waypointTarget{}, fmt.Errorf("service %s names waypoint %s of another namespace", svc.Key(), wp.Key())
 		}
 		if !svc.HasPort(target.Port()) {
 			return waypointTarget{}, fmt.Errorf("service %s has no port %d", svc.Hostname, target.Port())
 		}
-		return waypointTarget{wp: wp, svc: svc, pick: pick}, nil
+		return waypointTarget{wp: wp, svc: svc}, nil
 	}
 	if w, ok := snap.WorkloadFor(target); ok && serves(snap, wp, w) { // by port on a shared address
 		return waypointTarget{wp: wp, dst: w}, nil
 	}
 	return waypointTarget{}, fmt.Errorf("target %s is not a service or workload managed by waypoint %s", target, wp.Key())
-}
-
-// managedPart is what of svc the waypoint manages: all of it when wp is the
-// service's waypoint, else (a service with no waypoint of its own, whose
-// endpoints decide one by one) a copy with only the endpoints wp serves; nil
-// when it serves none.
-func managedPart(snap *state.Snapshot, wp *state.Waypoint, svc *state.Service) *state.Service {
-	if isWaypoint(snap.ServiceWaypoint(svc), wp) {
-		return svc
-	}
-	var mine []*state.Endpoint
-	for _, e := range svc.Endpoints {
-		if serves(snap, wp, e.Workload) {
-			mine = append(mine, e)
-		}
-	}
-	if len(mine) == 0 {
-		return nil
-	}
-	part := *svc
-	part.Endpoints = mine
-	return &part
 }
 
 // serves reports whether wp is the waypoint of workload w and w is in its scope.
@@ -226,7 +181,7 @@ func (h *InboundHBONE) pickEndpoint(snap *state.Snapshot, wt waypointTarget, t n
 	var allowed []*state.Endpoint
 	var refused error
 	n := 0
-	for _, e := range wt.pick.Endpoints {
+	for _, e := range wt.svc.Endpoints {
 		port, ok := e.TargetPort(t.Port())
 		if !ok {
 			continue
@@ -246,7 +201,7 @@ func (h *InboundHBONE) pickEndpoint(snap *state.Snapshot, wt waypointTarget, t n
 		}
 		return nil, netip.AddrPort{}, refused
 	}
-	part := *wt.pick
+	part := *wt.svc
 	part.Endpoints = allowed
 	e, port, ok := state.PickEndpoint(&part, t.Port(), nil)
 	if !ok {

@@ -30,10 +30,9 @@ func (r *recordTunnels) DialTunnel(_ context.Context, t Tunnel) (net.Conn, error
 	return nil, errors.New("recorded")
 }
 
-// A service-account waypoint accepts a service target because one endpoint is
-// its account's (a service with no waypoint of its own), and forwards it only
-// to endpoints it serves: a caller that sends VIP:port to the waypoint by hand
-// never reaches another endpoint with the waypoint's identity.
+// A service-account waypoint a service is bound to forwards it only to the
+// endpoints in its scope (its account's): the service's declaration never
+// takes the waypoint's identity to another account's workload.
 func TestWaypointForwardsOnlyToWhatItManages(t *testing.T) {
 	sa := wp("sa-wp", "reviews", "10.0.0.51")
 	sa.Local = true
@@ -50,12 +49,12 @@ func TestWaypointForwardsOnlyToWhatItManages(t *testing.T) {
 			},
 			Services: []state.ServiceDecl{{Node: "n", Name: "mixed", Namespace: "default", Hostname: "mixed.default.svc.cluster.local",
 				VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.7")}, Ports: []state.ServicePort{{Port: 80, TargetPort: 8080}},
-				Workloads: []string{"managed", "unmanaged"}, Origin: state.OriginConfig}},
+				Workloads: []string{"managed", "unmanaged"}, Origin: state.OriginConfig, UseWaypoint: "sa-wp"}},
 			Waypoints: []*state.Waypoint{sa},
 		})
 		wt, err := managedTarget(snap, sa, ap("10.96.0.7:80"))
 		if err != nil {
-			t.Fatalf("a service with an endpoint the waypoint serves was refused: %v", err)
+			t.Fatalf("a service bound to the waypoint was refused: %v", err)
 		}
 		for range 20 {
 			rec := &recordTunnels{}

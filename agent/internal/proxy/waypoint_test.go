@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
 // The waypoint accepts only targets it manages: never an open proxy.
@@ -39,8 +41,8 @@ func TestWaypointManagesOnlyItsScope(t *testing.T) {
 			t.Errorf("%s: accepted without a target", tc.target)
 		}
 	}
-	// A service-account waypoint manages only its account's workloads, and
-	// a service through them, not the rest of the namespace.
+	// A service-account waypoint manages only its account's workloads, not
+	// the rest of the namespace.
 	sa := wp("sa-wp", "reviews", "10.0.0.51")
 	snap = meshSnapshot(sa)
 	if _, err := managedTarget(snap, sa, netip.MustParseAddrPort("10.0.0.11:8080")); err != nil {
@@ -49,8 +51,10 @@ func TestWaypointManagesOnlyItsScope(t *testing.T) {
 	if _, err := managedTarget(snap, sa, netip.MustParseAddrPort("10.0.0.1:8080")); err == nil {
 		t.Error("a workload of another account accepted")
 	}
-	if _, err := managedTarget(snap, sa, netip.MustParseAddrPort("10.96.0.1:9080")); err != nil {
-		t.Errorf("a service with one of its workloads refused: %v", err)
+	// A service not bound to it is not its own, even with an endpoint it
+	// serves: clients reach that endpoint directly (spec/routing.md).
+	if _, err := managedTarget(snap, sa, netip.MustParseAddrPort("10.96.0.1:9080")); err == nil || !strings.Contains(err.Error(), "is not bound to waypoint default/sa-wp") {
+		t.Errorf("a service not bound to the waypoint: %v", err)
 	}
 }
 
@@ -61,7 +65,8 @@ func TestBypassedWaypoint(t *testing.T) {
 	snap := meshSnapshot(ns)
 	r1, _ := snap.WorkloadByAddr(netip.MustParseAddr("10.0.0.11"))
 	mode := "hairpin"
-	h := &InboundHBONE{d: &Deps{Enforcement: func() string { return mode }}}
+	hairpin := spiffeid.RequireFromString("spiffe://cluster.local/ns/mesh/sa/hairpin")
+	h := &InboundHBONE{d: &Deps{Hairpin: func() (spiffeid.ID, bool) { return hairpin, mode == "hairpin" }}}
 	client := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/client")
 	waypoint := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/ns-wp")
 	if err := h.bypassed(snap, r1, client); err == nil || !strings.Contains(err.Error(), "bypassed waypoint") {
@@ -76,41 +81,38 @@ func TestBypassedWaypoint(t *testing.T) {
 	}
 }
 
-// Only a hairpin (the target's own node, presenting the target's identity,
-// with the plaintext client in `forwarded`) makes the waypoint take the
-// caller from `forwarded`, and then without identity; anyone else's header
-// is ignored, so it cannot choose the source address policies see.
-func TestHairpinnedOnlyFromTheTargetsNode(t *testing.T) {
-	ns := wp("ns-wp", "", "10.0.0.50")
-	snap := meshSnapshot(ns)
-	wt, err := managedTarget(snap, ns, netip.MustParseAddrPort("10.0.0.11:8080"))
+// The waypoint authorizes the tunnel's peer, its identity and address, and
+// never takes the caller from `forwarded`, whoever sends it: not even a peer
+// presenting the target's own identity (the old hairpin), which would let a
+// node choose the address policies see and make its client anonymous.
+func TestWaypointNeverTakesForwarded(t *testing.T) {
+	api := gossiped("api", "prod", "api", state.TunnelHBONE, "10.0.0.11")
+	api.UseWaypoint = "waypoint"
+	snap := state.Build(1, state.Input{Workloads: []*state.Workload{api}, Waypoints: prodWaypoints()})
+	own, err := api.Identity()
 	if err != nil {
 		t.Fatal(err)
 	}
-	own, err := wt.dst.Identity()
-	if err != nil {
-		t.Fatal(err)
-	}
-	other := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/client")
-	fwd := netip.MustParseAddrPort("192.0.2.7:40000")
-	svc, err := managedTarget(snap, ns, netip.MustParseAddrPort("10.96.0.1:9080"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cases := []struct {
-		why  string
-		req  hbone.Request
-		wt   waypointTarget
-		want bool
-	}{
-		{"the target's node with a client", hbone.Request{PeerIdentity: own, ForwardedFor: fwd}, wt, true},
-		{"another caller's forwarded", hbone.Request{PeerIdentity: other, ForwardedFor: fwd}, wt, false},
-		{"the target's identity without forwarded", hbone.Request{PeerIdentity: own}, wt, false},
-		{"a service target", hbone.Request{PeerIdentity: own, ForwardedFor: fwd}, svc, false},
-	}
-	for _, tc := range cases {
-		if got := hairpinned(&tc.req, tc.wt); got != tc.want {
-			t.Errorf("%s: hairpinned = %v, want %v", tc.why, got, tc.want)
+	other := spiffeid.RequireFromString("spiffe://cluster.local/ns/prod/sa/client")
+	for _, peer := range []spiffeid.ID{own, other} {
+		wh := newWaypointHarness(snap)
+		req := &hbone.Request{PeerIdentity: peer, ForwardedFor: ap("192.0.2.7:40000"),
+			LocalAddr: ap("10.0.0.50:15008"), RemoteAddr: ap("10.0.0.1:40000"),
+			Target: hbone.Authority{Addr: ap("10.0.0.11:8080"), Port: 8080}}
+		d := wh.h.Authorize(context.Background(), req)
+		if d.Refuse != hbone.FlagNone {
+			t.Fatalf("peer %s refused: %v", peer, d.Err)
+		}
+		tag := d.Tag.(*inboundTag)
+		tag.untrack()
+		if tag.src != ap("10.0.0.1:40000") {
+			t.Errorf("peer %s: the waypoint took the caller as %v, want the tunnel's peer 10.0.0.1:40000", peer, tag.src)
+		}
+		if _, err := d.Dial(context.Background(), d.Target); err == nil || err.Error() != "recorded" {
+			t.Fatalf("dial: %v", err)
+		}
+		if got := wh.tunnels.got[0].Client; got != ap("10.0.0.1:40000") {
+			t.Errorf("peer %s: forwarded on as %v, want the peer", peer, got)
 		}
 	}
 }

@@ -31,8 +31,9 @@ type Workload struct {
 	Labels         map[string]string `json:"labels,omitempty"`
 	Healthy        bool              `json:"healthy"`
 	Capacity       uint32            `json:"capacity"`
-	// UseWaypoint is "" (the waypoint of its scope), "none", or a waypoint's
-	// "name" (same namespace) or "namespace/name".
+	// UseWaypoint is a waypoint's "name" (same namespace) or
+	// "namespace/name"; "" and "none" mean none (spec/routing.md: explicit
+	// binding only).
 	UseWaypoint string `json:"useWaypoint,omitempty"`
 	// Ports are the ports the workload serves, when it declares them: then it
 	// may share its addresses with other workloads of its node, and agents
