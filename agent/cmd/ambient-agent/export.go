@@ -126,6 +126,7 @@ type workloadEntrySpec struct {
 	Ports          map[string]uint16 `json:"ports,omitempty"`
 	Labels         map[string]string `json:"labels,omitempty"`
 	Network        string            `json:"network,omitempty"`
+	Locality       string            `json:"locality,omitempty"`
 	Weight         uint32            `json:"weight,omitempty"`
 	ServiceAccount string            `json:"serviceAccount"`
 }
@@ -244,6 +245,7 @@ func workloadEntry(w config.Workload, services []config.Service, node config.Nod
 		Ports:          ports,
 		Labels:         labels,
 		Network:        node.Network,
+		Locality:       node.Locality,
 		ServiceAccount: w.ServiceAccount,
 	}
 	if w.Capacity > 1 {

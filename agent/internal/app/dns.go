@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/dns"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
 
@@ -56,8 +58,9 @@ func (a *App) bindDNS(cfg *config.Config) error {
 
 // lookupService answers the DNS proxy for service hostnames.
 func (a *App) lookupService(name string) (v4, v6 []netip.Addr, ok bool) {
-	svc, ok := a.state.Load().ServiceByHostname(name)
-	if !ok {
+	snap := a.state.Load()
+	svc, ok := snap.ServiceByHostname(name)
+	if !ok || !visibleToHost(snap, svc) {
 		return nil, nil, false
 	}
 	for _, vip := range svc.Addresses {
@@ -68,6 +71,17 @@ func (a *App) lookupService(name string) (v4, v6 []netip.Addr, ok bool) {
 		}
 	}
 	return v4, v6, true
+}
+
+// visibleToHost reports whether a process of this host may see the service:
+// the proxy cannot tell which local workload asked, so a service visible to
+// its namespace only is answered when a local workload is of that namespace
+// (the outbound proxy still routes it only for that workload's connections).
+func visibleToHost(snap *state.Snapshot, svc *state.Service) bool {
+	if !svc.NamespaceOnly {
+		return true
+	}
+	return slices.ContainsFunc(snap.Local(), func(w *state.Workload) bool { return w.Namespace == svc.Namespace })
 }
 
 // closeDNS releases the proxy's sockets when New fails after binding them.

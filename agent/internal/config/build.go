@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,6 +73,7 @@ func (b *builder) node(f NodeFile) Node {
 		TrustDomain:  orDefault(f.TrustDomain, DefaultTrustDomain),
 		Network:      f.Network,
 		ClusterID:    f.ClusterID,
+		Locality:     f.Locality,
 		DrainTimeout: b.duration("node.drain_timeout", f.DrainTimeout, DefaultDrainTimeout),
 	}
 	if n.Name == "" {
@@ -94,6 +96,9 @@ func (b *builder) node(f NodeFile) Node {
 	}
 	if n.Network != "" && !IsDNSSubdomain(n.Network) {
 		b.addf("node.network", "%q is not a DNS name", n.Network)
+	}
+	if parts := strings.Split(n.Locality, "/"); n.Locality != "" && (len(parts) > 3 || slices.ContainsFunc(parts, func(p string) bool { return p != "" && !isLabelValue(p) })) {
+		b.addf("node.locality", "%q is not a locality: \"region\", \"region/zone\" or \"region/zone/subzone\", each a Kubernetes label value", n.Locality)
 	}
 	if n.ClusterID != "" && !isLabelValue(n.ClusterID) {
 		b.addf("node.cluster_id", "%q is not a cluster id (a Kubernetes label value: up to 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit; Istio's default is \"Kubernetes\")", n.ClusterID)

@@ -103,10 +103,14 @@ type Config struct {
 
 // Node describes this host.
 type Node struct {
-	Name         string        `json:"name"`
-	TrustDomain  string        `json:"trustDomain"`
-	Network      string        `json:"network"`
-	ClusterID    string        `json:"clusterId"`
+	Name        string `json:"name"`
+	TrustDomain string `json:"trustDomain"`
+	Network     string `json:"network"`
+	ClusterID   string `json:"clusterId"`
+	// Locality is "region/zone/subzone" (Istio's WorkloadEntry locality;
+	// trailing parts may be left out): where the host's workloads run, for
+	// services that prefer close endpoints.
+	Locality     string        `json:"locality,omitempty"`
 	DrainTimeout time.Duration `json:"drainTimeout"`
 }
 

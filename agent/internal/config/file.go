@@ -25,6 +25,7 @@ type NodeFile struct {
 	TrustDomain  string `toml:"trust_domain"`
 	Network      string `toml:"network"`
 	ClusterID    string `toml:"cluster_id"`
+	Locality     string `toml:"locality"`
 	DrainTimeout string `toml:"drain_timeout"`
 }
 

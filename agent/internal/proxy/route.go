@@ -105,7 +105,7 @@ func decideOutbound(snap *state.Snapshot, from *state.Workload, src, dst netip.A
 		// dial the agent again, and again.
 		return Route{Kind: RouteDrop, Target: dst, Reason: "loopback destination: a direct connection to the agent"}
 	}
-	if svc, ok := snap.ServiceByVIP(dstIP); ok {
+	if svc, ok := snap.ServiceByVIP(dstIP); ok && svc.VisibleTo(o.namespace()) {
 		return o.service(dst, svc)
 	}
 	w, known := snap.WorkloadFor(dst)
@@ -127,6 +127,15 @@ type outbound struct {
 	intn func(int) int
 }
 
+// namespace is the namespace of the local workload that opened the
+// connection, "" when none (it sees only public services).
+func (o outbound) namespace() string {
+	if o.from == nil {
+		return ""
+	}
+	return o.from.Namespace
+}
+
 // identity is the local identity the connection presents.
 func (o outbound) identity() (spiffeid.ID, bool) {
 	if o.from == nil {
@@ -142,16 +151,19 @@ func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 	if !svc.HasPort(dst.Port()) {
 		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s has no port %d", svc.Hostname, dst.Port())}
 	}
-	wps := o.snap.ServiceWaypoint(svc)
-	if len(wps) == 0 && namesWaypoint(svc.UseWaypoint) {
-		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s names waypoint %q, which is not known or not bound (ambient-agent doctor)", svc.Key(), svc.UseWaypoint)}
+	ref, wps := o.snap.PickServiceWaypoint(svc, o.intn)
+	if len(wps) == 0 && namesWaypoint(ref) {
+		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s names waypoint %q, which is not known or not bound (ambient-agent doctor)", svc.Key(), ref)}
 	}
-	if len(wps) > 0 && !fromWaypoint(o.src.Addr(), wps) {
+	if len(wps) > 0 && !fromWaypoint(o.src.Addr(), o.snap.BoundWaypoints(svc)) {
 		r := o.viaWaypoint(dst, wps)
 		r.Service = svc
 		return r
 	}
-	e, target, ok := state.PickEndpoint(svc, dst.Port(), o.intn)
+	if svc.Passthrough() { // resolution NONE: where the client dialled, as if not captured
+		return Route{Kind: RoutePassthrough, Target: dst, Service: svc}
+	}
+	e, target, ok := state.PickEndpoint(svc, dst.Port(), o.from, o.intn)
 	if !ok {
 		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s has no healthy endpoint for port %d", svc.Hostname, dst.Port())}
 	}
@@ -160,6 +172,9 @@ func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 	// traffic addressed to a service (ztunnel, Istio 1.22 and later).
 	r := o.direct(netip.AddrPortFrom(sameFamily(e.Workload.Addresses, dst.Addr()), target), e.Workload)
 	r.Service = svc
+	if r.Kind == RouteHBONE { // a ServiceEntry's subjectAltNames may answer too
+		r.Expected = append(r.Expected, svc.ExtraIdentities()...)
+	}
 	return r
 }
 

@@ -87,7 +87,7 @@ func refuseAt(flag hbone.Flag, err error) hbone.Decision {
 // waypoints: clients reach those endpoints directly (spec/routing.md).
 func managedTarget(snap *state.Snapshot, wp *state.Waypoint, target netip.AddrPort) (waypointTarget, error) {
 	if svc, ok := snap.ServiceByVIP(target.Addr()); ok {
-		if !isWaypoint(snap.ServiceWaypoint(svc), wp) {
+		if !isWaypoint(snap.BoundWaypoints(svc), wp) {
 			return waypointTarget{}, fmt.Errorf("service %s is not bound to waypoint %s", svc.Hostname, wp.Key())
 		}
 		if svc.Namespace != wp.Namespace {
@@ -203,7 +203,7 @@ func (h *InboundHBONE) pickEndpoint(snap *state.Snapshot, wt waypointTarget, t n
 	}
 	part := *wt.svc
 	part.Endpoints = allowed
-	e, port, ok := state.PickEndpoint(&part, t.Port(), nil)
+	e, port, ok := state.PickEndpoint(&part, t.Port(), nil, nil)
 	if !ok {
 		return nil, netip.AddrPort{}, fmt.Errorf("service %s has no healthy endpoint for port %d", wt.svc.Hostname, t.Port())
 	}

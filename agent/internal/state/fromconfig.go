@@ -27,7 +27,12 @@ func FromConfig(cfg *config.Config) []*Workload {
 }
 
 func workload(cfg *config.Config, w config.Workload, node string, tunnel TunnelProtocol, local bool) *Workload {
+	var loc Locality
+	if local {
+		loc = ParseLocality(cfg.Node.Locality)
+	}
 	return &Workload{
+		Locality:       loc,
 		UID:            node + "/" + w.Namespace + "/" + w.Name,
 		Name:           w.Name,
 		Namespace:      w.Namespace,

@@ -25,8 +25,9 @@ type Service struct {
 	Nodes []string `json:"nodes"`
 	// ServiceAccounts are those whose workloads may back the service: the
 	// defining declarations' backing workloads' and explicit lists.
-	ServiceAccounts []string     `json:"serviceAccounts,omitempty"`
-	def             *ServiceDecl // the defining declaration
+	ServiceAccounts []string `json:"serviceAccounts,omitempty"`
+	Traffic
+	def *ServiceDecl // the defining declaration
 }
 
 // ServicePort maps a service port to the port the endpoints listen on.
@@ -81,6 +82,7 @@ type ServiceDecl struct {
 	// accounts of Workloads ([[service]] service_accounts).
 	ServiceAccounts []string
 	Origin          Origin
+	Traffic         Traffic // istiod's only
 }
 
 // IstiodNode is the node of the declarations learned from istiod (xds

@@ -113,7 +113,7 @@ func (s *Snapshot) mergeService(ds []*ServiceDecl, prev *Snapshot) (*Service, in
 		return nil, best
 	}
 	svc := &Service{Name: def.Name, Namespace: def.Namespace, Hostname: def.Hostname, Addresses: slices.Clone(def.VIPs),
-		Ports: slices.Clone(def.Ports), UseWaypoint: def.UseWaypoint, ServiceAccounts: allowed, def: def}
+		Ports: slices.Clone(def.Ports), UseWaypoint: def.UseWaypoint, ServiceAccounts: allowed, Traffic: def.Traffic, def: def}
 	for _, d := range ds {
 		if d != def {
 			if why := s.joins(d, def, allowed); why != "" {

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
-	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strings"
@@ -271,33 +270,4 @@ func (s *Snapshot) ServiceByVIP(a netip.Addr) (*Service, bool) {
 func (s *Snapshot) ServiceByHostname(name string) (*Service, bool) {
 	svc, ok := s.byHostname[name]
 	return svc, ok
-}
-
-// PickEndpoint chooses where a connection to service port p goes: among the
-// healthy endpoints that serve p, at random weighted by capacity (intn is
-// rand.IntN in production). It returns the endpoint and its target port.
-func PickEndpoint(svc *Service, p uint16, intn func(int) int) (*Endpoint, uint16, bool) {
-	total := 0
-	for _, e := range svc.Endpoints {
-		if _, ok := e.TargetPort(p); ok && e.Workload.Healthy {
-			total += int(max(e.Workload.Capacity, 1))
-		}
-	}
-	if total == 0 {
-		return nil, 0, false
-	}
-	if intn == nil {
-		intn = rand.IntN
-	}
-	n := intn(total)
-	for _, e := range svc.Endpoints {
-		target, ok := e.TargetPort(p)
-		if !ok || !e.Workload.Healthy {
-			continue
-		}
-		if n -= int(max(e.Workload.Capacity, 1)); n < 0 {
-			return e, target, true
-		}
-	}
-	return nil, 0, false
 }

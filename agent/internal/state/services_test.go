@@ -96,7 +96,7 @@ func TestPickEndpoint(t *testing.T) {
 	svc, _ := Build(1, Input{Workloads: []*Workload{h1, h2, sick, noPort}, Services: []ServiceDecl{d, other}, Limits: meshLimits}).ServiceByHostname("r.default.svc.cluster.local")
 	counts := map[string]int{}
 	for i := range 4 {
-		e, target, ok := PickEndpoint(svc, 9080, func(n int) int { return i % n })
+		e, target, ok := PickEndpoint(svc, 9080, nil, func(n int) int { return i % n })
 		if !ok || target != 8080 {
 			t.Fatalf("pick %d: %v %d %v", i, e, target, ok)
 		}
@@ -106,10 +106,10 @@ func TestPickEndpoint(t *testing.T) {
 		t.Errorf("capacity weights not honoured: %v", counts)
 	}
 	h1.Healthy, h2.Healthy = false, false
-	if e, _, ok := PickEndpoint(svc, 9080, nil); ok {
+	if e, _, ok := PickEndpoint(svc, 9080, nil, nil); ok {
 		t.Errorf("picked %s with no healthy endpoint", e.UID)
 	}
-	if _, _, ok := PickEndpoint(svc, 1234, nil); ok {
+	if _, _, ok := PickEndpoint(svc, 1234, nil, nil); ok {
 		t.Error("picked an endpoint for a port the service does not have")
 	}
 }

@@ -194,3 +194,35 @@ func (s *Snapshot) ServiceWaypoint(svc *Service) []*Waypoint {
 	}
 	return s.wps.named(svc.Namespace, svc.UseWaypoint)
 }
+
+// BoundWaypoints returns the instances of every waypoint bound to the
+// service: the one it names and those of its weighted split.
+func (s *Snapshot) BoundWaypoints(svc *Service) []*Waypoint {
+	out := s.ServiceWaypoint(svc)
+	for _, ww := range svc.WeightedWaypoints {
+		if ww.Waypoint != "" && ww.Waypoint != UseWaypointNone {
+			out = append(slices.Clip(out), s.wps.named(svc.Namespace, ww.Waypoint)...)
+		}
+	}
+	return out
+}
+
+// PickServiceWaypoint chooses the waypoint one connection to the service
+// takes: with a weighted split, one of its waypoints in proportion to its
+// weight (0: never); else, or when every weight is 0, the one the service
+// names. It returns the reference and its instances (none: not known).
+func (s *Snapshot) PickServiceWaypoint(svc *Service, intn func(int) int) (string, []*Waypoint) {
+	total := 0
+	for _, ww := range svc.WeightedWaypoints {
+		total += int(ww.Weight)
+	}
+	if total > 0 {
+		n := intn(total)
+		for _, ww := range svc.WeightedWaypoints {
+			if n -= int(ww.Weight); n < 0 {
+				return ww.Waypoint, s.wps.named(svc.Namespace, ww.Waypoint)
+			}
+		}
+	}
+	return svc.UseWaypoint, s.ServiceWaypoint(svc)
+}

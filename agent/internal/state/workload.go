@@ -30,7 +30,10 @@ type Workload struct {
 	Tunnel         TunnelProtocol    `json:"tunnelProtocol"`
 	Labels         map[string]string `json:"labels,omitempty"`
 	Healthy        bool              `json:"healthy"`
-	Capacity       uint32            `json:"capacity"`
+	// Capacity weighs the workload among a service's endpoints; 0 (istiod:
+	// drained) is never chosen.
+	Capacity uint32   `json:"capacity"`
+	Locality Locality `json:"locality,omitzero"`
 	// UseWaypoint is a waypoint's "name" (same namespace) or
 	// "namespace/name"; "" and "none" mean none (spec/routing.md: explicit
 	// binding only).

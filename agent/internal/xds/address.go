@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/pbwire"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
 // Field numbers of istio.workload (workload.proto). Never renumbered upstream; new fields get new numbers.
@@ -21,8 +22,10 @@ const (
 	wlCanonicalName, wlCanonicalRevision, wlWorkloadType, wlWorkloadN = 10, 11, 12, 13
 	wlNativeTunnel, wlAuthorizationPolicies, wlStatus, wlClusterID    = 14, 16, 17, 18
 	wlNetworkGateway, wlUID, wlHostname, wlServices, wlAppTunnel      = 19, 20, 21, 22, 23
-	wlCapacity                                                        = 27 // google.protobuf.UInt32Value
-	// 24 locality, 25 network_mode, 26 extensions: not used by the agent, skipped.
+	wlLocality, wlCapacity                                            = 24, 27 // Locality; google.protobuf.UInt32Value
+	// 25 network_mode, 26 extensions: not used by the agent, skipped.
+	// Locality
+	locRegion, locZone, locSubzone = 1, 2, 3
 
 	// Workload.services is map<string, PortList>: entries with key = 1, value = 2; PortList: repeated Port ports = 1.
 	mapKey, mapValue = 1, 2
@@ -33,9 +36,13 @@ const (
 
 	// Service
 	svcName, svcNamespace, svcHostname, svcAddresses, svcPorts = 1, 2, 3, 4, 5
-	svcSubjectAltNames, svcWaypoint                            = 6, 7
-	// 8 load_balancing, 9 ip_families, 10 extensions, 11 canonical, 12 ingress_use_waypoint,
-	// 13 weighted_waypoints, 14 visibility: not used by the agent, skipped.
+	svcSubjectAltNames, svcWaypoint, svcLoadBalancing          = 6, 7, 8
+	svcWeightedWaypoints, svcVisibility                        = 13, 14
+	// 9 ip_families, 10 extensions, 11 canonical, 12 ingress_use_waypoint: not used by the agent, skipped.
+	// LoadBalancing
+	lbRoutingPreference, lbMode, lbHealthPolicy = 1, 2, 3
+	// WeightedWaypoint
+	wwDestination, wwWeight = 1, 2
 
 	// GatewayAddress: oneof destination { NamespacedHostname hostname = 1; NetworkAddress address = 2; }
 	gwHostname, gwAddress, gwHBONEMTLSPort = 1, 2, 3
@@ -53,6 +60,16 @@ const (
 	statusHealthy, statusUnhealthy                 = 0, 1    // WorkloadStatus
 	workloadTypeLast                               = 3       // WorkloadType: DEPLOYMENT, CRONJOB, POD, JOB
 	appProtocolLast                                = 5       // AppProtocol: UNKNOWN, HTTP11, HTTP2, GRPC, TCP, TLS
+	visibilityNamespace                            = 1       // Service.Visibility: PUBLIC, NAMESPACE
+	healthAllowAll                                 = 1       // LoadBalancing.HealthPolicy: ONLY_HEALTHY, ALLOW_ALL
+)
+
+// LoadBalancing.Mode and LoadBalancing.Scope, by value; a value not listed (a newer istiod's) reads as
+// UNSPECIFIED, as ztunnel reads it.
+var (
+	lbModes  = map[uint64]state.LBMode{1: state.LBStrict, 2: state.LBFailover, 3: state.LBPassthrough}
+	lbScopes = map[uint64]state.Scope{1: state.ScopeRegion, 2: state.ScopeZone, 3: state.ScopeSubzone,
+		4: state.ScopeNode, 5: state.ScopeCluster, 6: state.ScopeNetwork}
 )
 
 // workload is an istio.workload.Workload as received: the fields the agent uses.
@@ -73,6 +90,7 @@ type workload struct {
 	Status                         uint64
 	ClusterID                      string
 	Capacity                       uint32 // 1 when absent, as in ztunnel
+	Locality                       state.Locality
 }
 
 // service is an istio.workload.Service as received.
@@ -82,6 +100,14 @@ type service struct {
 	Ports                     []port
 	SubjectAltNames           []string
 	Waypoint                  *gatewayAddress
+	LoadBalancing             *state.LoadBalancing
+	Weighted                  []weightedWaypoint
+	NamespaceOnly             bool // visibility NAMESPACE
+}
+
+type weightedWaypoint struct {
+	Destination *gatewayAddress
+	Weight      uint32
 }
 
 type port struct {
@@ -201,6 +227,8 @@ func decodeWorkload(f pbwire.Field) (*workload, error) {
 			w.ClusterID, err = f.Str()
 		case wlCapacity:
 			w.Capacity, err = decodeUInt32Value(f)
+		case wlLocality:
+			w.Locality, err = decodeLocality(f)
 		}
 		return err
 	})
@@ -311,6 +339,17 @@ func decodeService(f pbwire.Field) (*service, error) {
 			}
 		case svcWaypoint:
 			s.Waypoint, err = decodeGatewayAddress(f)
+		case svcLoadBalancing:
+			s.LoadBalancing, err = decodeLoadBalancing(f)
+		case svcWeightedWaypoints:
+			var ww weightedWaypoint
+			if ww, err = decodeWeightedWaypoint(f); err == nil {
+				s.Weighted = append(s.Weighted, ww)
+			}
+		case svcVisibility:
+			var v uint64
+			v, err = lenientEnum(f)
+			s.NamespaceOnly = v == visibilityNamespace
 		}
 		return err
 	})
@@ -318,6 +357,91 @@ func decodeService(f pbwire.Field) (*service, error) {
 		return nil, fmt.Errorf("service: %w", err)
 	}
 	return s, nil
+}
+
+func decodeLocality(f pbwire.Field) (state.Locality, error) {
+	var l state.Locality
+	b, err := f.Bytes()
+	if err != nil {
+		return l, err
+	}
+	err = pbwire.Each(b, func(f pbwire.Field) error {
+		var err error
+		switch f.Num {
+		case locRegion:
+			l.Region, err = f.Str()
+		case locZone:
+			l.Zone, err = f.Str()
+		case locSubzone:
+			l.Subzone, err = f.Str()
+		}
+		return err
+	})
+	if err != nil {
+		return l, fmt.Errorf("locality: %w", err)
+	}
+	return l, nil
+}
+
+func decodeLoadBalancing(f pbwire.Field) (*state.LoadBalancing, error) {
+	b, err := f.Bytes()
+	if err != nil {
+		return nil, err
+	}
+	lb := &state.LoadBalancing{}
+	err = pbwire.Each(b, func(f pbwire.Field) error {
+		var vs []uint32
+		var v uint64
+		var err error
+		switch f.Num {
+		case lbRoutingPreference: // repeated enum: packed or not
+			if vs, err = uints(f, nil); err == nil {
+				for _, v := range vs {
+					if scope, ok := lbScopes[uint64(v)]; ok {
+						lb.Preference = append(lb.Preference, scope)
+					}
+				}
+			}
+		case lbMode:
+			v, err = lenientEnum(f)
+			lb.Mode = lbModes[v]
+		case lbHealthPolicy:
+			v, err = lenientEnum(f)
+			lb.AllowAll = v == healthAllowAll
+		}
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("load balancing: %w", err)
+	}
+	return lb, nil
+}
+
+func decodeWeightedWaypoint(f pbwire.Field) (weightedWaypoint, error) {
+	var ww weightedWaypoint
+	b, err := f.Bytes()
+	if err != nil {
+		return ww, err
+	}
+	err = pbwire.Each(b, func(f pbwire.Field) error {
+		var err error
+		var v uint64
+		switch f.Num {
+		case wwDestination:
+			ww.Destination, err = decodeGatewayAddress(f)
+		case wwWeight:
+			v, err = f.Uint(math.MaxUint32)
+			ww.Weight = uint32(v)
+		}
+		return err
+	})
+	if err == nil && ww.Destination == nil {
+		err = errors.New("no destination")
+	}
+	if err != nil {
+		return ww, fmt.Errorf("weighted waypoint: %w", err)
+	}
+	return ww, nil
 }
 
 func decodeGatewayAddress(f pbwire.Field) (*gatewayAddress, error) {

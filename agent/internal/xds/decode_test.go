@@ -10,6 +10,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/pbwire"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
 func TestDecodeWorkloadEveryField(t *testing.T) {
@@ -38,8 +39,8 @@ func TestDecodeWorkloadEveryField(t *testing.T) {
 		fUint(wlStatus, statusUnhealthy),
 		fStr(wlClusterID, "c1"),
 		fMsg(wlCapacity, fUint(wrapperValue, 7)),
-		fMsg(24, fStr(1, "region")), // locality: skipped
-		fUint(99, 1),                // a field from the future: skipped
+		fMsg(wlLocality, fStr(locRegion, "eu"), fStr(locZone, "eu-1"), fStr(locSubzone, "rack-3")),
+		fUint(99, 1), // a field from the future: skipped
 	)
 	a, err := decodeAddress(b)
 	if err != nil {
@@ -58,6 +59,7 @@ func TestDecodeWorkloadEveryField(t *testing.T) {
 		Services:              map[string][]port{"ns1/reviews.ns1.svc.cluster.local": {{80, 8080, 1}}},
 		AuthorizationPolicies: []string{"ns1/allow-a", "istio-system/global"},
 		Status:                statusUnhealthy, ClusterID: "c1", Capacity: 7,
+		Locality: state.Locality{Region: "eu", Zone: "eu-1", Subzone: "rack-3"},
 	}
 	if a.Service != nil || !reflect.DeepEqual(a.Workload, want) {
 		t.Fatalf("decoded\n%+v\nwant\n%+v", a.Workload, want)
@@ -102,7 +104,11 @@ func TestDecodeServiceEveryField(t *testing.T) {
 		portMsg(svcPorts, 9090, 0, 3),
 		fStr(svcSubjectAltNames, "spiffe://cluster.local/ns/ns1/sa/reviews"),
 		gatewayIP(svcWaypoint, "net1", "10.96.0.99"),
-		fMsg(8, fUint(2, 1)), // load_balancing: skipped
+		fMsg(svcLoadBalancing, fUint(lbRoutingPreference, 6), fUint(lbRoutingPreference, 2), fUint(lbRoutingPreference, 77),
+			fUint(lbMode, 2), fUint(lbHealthPolicy, healthAllowAll)),
+		fMsg(svcWeightedWaypoints, gatewayHostname(wwDestination, "ns1", "wp-canary.ns1.svc.cluster.local"), fUint(wwWeight, 10)),
+		fUint(svcVisibility, visibilityNamespace),
+		fUint(9, 1), // ip_families: skipped
 	)
 	a, err := decodeAddress(b)
 	if err != nil {
@@ -114,6 +120,11 @@ func TestDecodeServiceEveryField(t *testing.T) {
 		Ports:           []port{{80, 8080, 1}, {9090, 0, 3}},
 		SubjectAltNames: []string{"spiffe://cluster.local/ns/ns1/sa/reviews"},
 		Waypoint:        &gatewayAddress{Address: networkAddress{"net1", netip.MustParseAddr("10.96.0.99")}, HBONEPort: 15008},
+		// An unknown scope (77, a newer istiod's) is skipped.
+		LoadBalancing: &state.LoadBalancing{Mode: state.LBFailover, Preference: []state.Scope{state.ScopeNetwork, state.ScopeZone}, AllowAll: true},
+		Weighted: []weightedWaypoint{{Destination: &gatewayAddress{Namespace: "ns1", Hostname: "wp-canary.ns1.svc.cluster.local", HBONEPort: 15008},
+			Weight: 10}},
+		NamespaceOnly: true,
 	}
 	if a.Workload != nil || !reflect.DeepEqual(a.Service, want) {
 		t.Fatalf("decoded\n%+v\nwant\n%+v", a.Service, want)

@@ -111,6 +111,7 @@ func (v *view) workload(w *workload) *state.Workload {
 		Tunnel:                state.TunnelNone,
 		Healthy:               w.Status == statusHealthy,
 		Capacity:              w.Capacity,
+		Locality:              w.Locality,
 		UseWaypoint:           v.waypointRef(w.Waypoint),
 		AuthorizationPolicies: slices.Clone(w.AuthorizationPolicies),
 		Origin:                state.OriginIstiod,
@@ -216,6 +217,12 @@ func (v *view) declarations(wls []*workload) []state.ServiceDecl {
 			Hostname:    s.Hostname,
 			Ports:       servicePorts(s.Ports),
 			UseWaypoint: v.waypointRef(s.Waypoint),
+			Traffic: state.Traffic{SubjectAltNames: slices.Clone(s.SubjectAltNames), LoadBalancing: s.LoadBalancing,
+				NamespaceOnly: s.NamespaceOnly},
+		}
+		for _, ww := range s.Weighted {
+			base.Traffic.WeightedWaypoints = append(base.Traffic.WeightedWaypoints,
+				state.WeightedWaypoint{Waypoint: v.waypointRef(ww.Destination), Weight: ww.Weight})
 		}
 		for _, a := range s.Addresses {
 			if v.onNetwork(a.Network) && !slices.Contains(base.VIPs, a.Addr) {
@@ -284,6 +291,9 @@ func appProtocol(p uint64) string {
 func (v *view) waypointInstances(wls []*workload) []*state.Waypoint {
 	var out []*state.Waypoint
 	for _, w := range wls {
+		if w.Status != statusHealthy { // a waypoint pod that is not ready takes no traffic
+			continue
+		}
 		if v.podWPs[w.UID] {
 			out = append(out, waypointInstance(w, w.Name, w.Namespace))
 		}

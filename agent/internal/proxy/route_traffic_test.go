@@ -1,0 +1,67 @@
+package proxy
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+// trafficSnapshot: a local client in namespace "app" and an istiod service
+// "se" (VIP 10.96.5.1, port 80 to 8080) backed by one captured workload.
+func trafficSnapshot(tr state.Traffic, waypoints ...*state.Waypoint) *state.Snapshot {
+	client := &state.Workload{UID: "client", Name: "client", Namespace: "app", ServiceAccount: "client", TrustDomain: "cluster.local",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Tunnel: state.TunnelHBONE, Local: true, Healthy: true, Capacity: 1,
+		Origin: state.OriginConfig}
+	ep := &state.Workload{UID: "ep", Name: "ep", Namespace: "ext", ServiceAccount: "ep", TrustDomain: "cluster.local",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.21")}, Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 1,
+		Origin: state.OriginIstiod}
+	d := state.ServiceDecl{Node: state.IstiodNode, Origin: state.OriginIstiod, Name: "se", Namespace: "ext", Hostname: "se.example.com",
+		VIPs: []netip.Addr{netip.MustParseAddr("10.96.5.1")}, Ports: []state.ServicePort{{Port: 80, TargetPort: 8080}},
+		Workloads: []string{"ep"}, UseWaypoint: "none", Traffic: tr}
+	for _, wp := range waypoints {
+		d.UseWaypoint = wp.Name
+	}
+	return state.Build(1, state.Input{Workloads: []*state.Workload{client, ep}, Services: []state.ServiceDecl{d}, Waypoints: waypoints})
+}
+
+func TestServiceTrafficFields(t *testing.T) {
+	first := func(int) int { return 0 }
+	vip := ap("10.96.5.1:80")
+
+	// subjectAltNames: the endpoint may present the service's SAN too.
+	r := decide(trafficSnapshot(state.Traffic{SubjectAltNames: []string{"spiffe://cluster.local/ns/ext/sa/se-san"}}), ap("10.0.0.1:5000"), vip, first)
+	if r.Kind != RouteHBONE || len(r.Expected) != 2 || r.Expected[0].String() != "spiffe://cluster.local/ns/ext/sa/ep" ||
+		r.Expected[1].String() != "spiffe://cluster.local/ns/ext/sa/se-san" {
+		t.Errorf("SANs: %+v, want the endpoint's identity and the SAN", r)
+	}
+
+	// resolution NONE: to the address the client dialled, as if not captured.
+	r = decide(trafficSnapshot(state.Traffic{LoadBalancing: &state.LoadBalancing{Mode: state.LBPassthrough}}), ap("10.0.0.1:5000"), vip, first)
+	if r.Kind != RoutePassthrough || r.Target != vip || r.Service == nil {
+		t.Errorf("passthrough: %+v", r)
+	}
+
+	// visibility NAMESPACE: a client of another namespace does not see it.
+	r = decide(trafficSnapshot(state.Traffic{NamespaceOnly: true}), ap("10.0.0.1:5000"), vip, first)
+	if r.Service != nil || r.Kind != RoutePassthrough {
+		t.Errorf("a NAMESPACE service from another namespace: %+v, want the VIP unknown", r)
+	}
+
+	// A weighted split: the second waypoint for the draw past the first's weight.
+	stable := &state.Waypoint{Name: "stable", Namespace: "ext", ServiceAccount: "stable", TrustDomain: "cluster.local", Node: "w1",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.9.1")}, Origin: state.OriginIstiod}
+	canary := &state.Waypoint{Name: "canary", Namespace: "ext", ServiceAccount: "canary", TrustDomain: "cluster.local", Node: "w2",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.9.2")}, Origin: state.OriginIstiod}
+	snap := trafficSnapshot(state.Traffic{WeightedWaypoints: []state.WeightedWaypoint{{Waypoint: "stable", Weight: 9}, {Waypoint: "canary", Weight: 1}}}, canary, stable)
+	if r := decide(snap, ap("10.0.0.1:5000"), vip, func(n int) int { return n - 1 }); r.Waypoint == nil || r.Waypoint.Name != "canary" || r.Target != vip {
+		t.Errorf("weighted, last draw: %+v, want canary with the VIP as target", r)
+	}
+	if r := decide(snap, ap("10.0.0.1:5000"), vip, first); r.Waypoint == nil || r.Waypoint.Name != "stable" {
+		t.Errorf("weighted, first draw: %+v, want stable", r)
+	}
+	// The canary waypoint calling the service is not sent back to a waypoint of the split.
+	if r := decide(snap, ap("10.0.9.2:5000"), vip, first); r.Waypoint != nil {
+		t.Errorf("from the canary: %+v, want no waypoint", r)
+	}
+}
