@@ -39,12 +39,28 @@ func markedDialer(c config.Capture) *net.Dialer {
 	return &net.Dialer{Timeout: proxy.ConnectTimeout, Control: capture.MarkControl(c.Mark)}
 }
 
+// hostResolver looks names up as the host does (/etc/hosts, then resolv.conf's
+// servers, or [dns] upstreams when set), from marked sockets: never through
+// the agent's DNS proxy, which would answer a mesh hostname with its VIP.
+func hostResolver(cfg *config.Config) func(context.Context, string) ([]netip.Addr, error) {
+	d := markedDialer(cfg.Capture)
+	ups := cfg.DNS.Upstreams
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
+		if len(ups) > 0 {
+			address = ups[0].String()
+		}
+		return d.DialContext(ctx, network, address)
+	}}
+	return func(ctx context.Context, host string) ([]netip.Addr, error) { return r.LookupNetIP(ctx, "ip", host) }
+}
+
 // bindDataPath binds the proxy listeners. Capture rules come later, in Run,
 // once these accept, so no connection is ever redirected into nothing.
 func (a *App) bindDataPath(cfg *config.Config) error {
 	deps := &proxy.Deps{
 		Snap:      a.state.Load,
 		Dialer:    markedDialer(cfg.Capture),
+		Resolve:   hostResolver(cfg),
 		Metrics:   a.metrics,
 		Access:    accessLog(cfg, a.log),
 		Log:       a.log.With("component", "proxy"),

@@ -1,7 +1,10 @@
 package proxy
 
 import (
+	"context"
+	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 
@@ -32,6 +35,10 @@ type Deps struct {
 	Policy func() *policy.Set
 	// Live tracks allowed inbound connections for re-evaluation.
 	Live *Live
+	// Resolve looks a hostname up with the host's own resolvers, never the
+	// agent's DNS proxy (which answers a mesh hostname with its VIP); nil:
+	// workloads known by hostname cannot be reached.
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 	// Hairpin returns, under hairpin enforcement (spec/routing.md), the
 	// dedicated identity the host presents to a waypoint for the plaintext
 	// callers it hairpins, and true; false under policy enforcement, the
@@ -74,4 +81,35 @@ func (d *Deps) hairpin() (spiffeid.ID, bool) {
 		return spiffeid.ID{}, false
 	}
 	return d.Hairpin()
+}
+
+// resolve finds the address to reach host at (spec/routing.md, endpoint
+// selection): a random answer of the caller's family first, else of the
+// other. Answers that would reach the agent or this host (loopback,
+// unspecified) are never used.
+func (d *Deps) resolve(ctx context.Context, host string, v4 bool) (netip.Addr, error) {
+	if d.Resolve == nil {
+		return netip.Addr{}, fmt.Errorf("%s is known by hostname only and this agent resolves none", host)
+	}
+	addrs, err := d.Resolve(ctx, host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	var same, other []netip.Addr
+	for _, a := range addrs {
+		a = a.Unmap()
+		switch {
+		case !a.IsValid() || a.IsLoopback() || a.IsUnspecified():
+		case a.Is4() == v4:
+			same = append(same, a)
+		default:
+			other = append(other, a)
+		}
+	}
+	for _, set := range [][]netip.Addr{same, other} {
+		if len(set) > 0 {
+			return set[rand.IntN(len(set))], nil
+		}
+	}
+	return netip.Addr{}, fmt.Errorf("resolve %s: no usable address in %v", host, addrs)
 }

@@ -122,6 +122,14 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, srcW *state.Workload) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
+	if r.Hostname != "" {
+		a, err := o.d.resolve(ctx, r.Hostname, src.Addr().Is4())
+		if err != nil {
+			return nil, &RouteError{Route: Route{Reason: err.Error(), Flag: telemetry.FlagNoRoute}}
+		}
+		r.Target = netip.AddrPortFrom(a, r.Target.Port())
+		r.Gateway = netip.AddrPortFrom(a, r.Gateway.Port())
+	}
 	switch r.Kind {
 	case RouteHBONE:
 		return o.d.Tunnels.DialTunnel(ctx, Tunnel{Source: r.Source, Expected: r.Expected, Gateway: r.Gateway,

@@ -48,6 +48,9 @@ type Route struct {
 	Waypoint *state.Waypoint // the waypoint the connection goes through, if any
 	// ServerName is the SNI that selects Dest on its node (workloads sharing an address), for RouteHBONE.
 	ServerName string
+	// Hostname is Dest's, when Dest is known by name only: Target (and
+	// Gateway) have the port only, the address is resolved at connect time.
+	Hostname string
 	Reason     string // why, for drops and logs
 	// Flag is the response flag of a drop, when it is not telemetry.FlagNoRoute.
 	Flag string
@@ -169,9 +172,13 @@ func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 	}
 	// Straight to the endpoint, even one with a workload waypoint: a
 	// workload's waypoint is for traffic addressed to the workload, never for
-	// traffic addressed to a service (ztunnel, Istio 1.22 and later).
+	// traffic addressed to a service (ztunnel, Istio 1.22 and later). An
+	// endpoint known by hostname only is resolved when the agent connects.
 	r := o.direct(netip.AddrPortFrom(sameFamily(e.Workload.Addresses, dst.Addr()), target), e.Workload)
 	r.Service = svc
+	if len(e.Workload.Addresses) == 0 && r.Kind != RouteDrop {
+		r.Hostname = e.Workload.Hostname
+	}
 	if r.Kind == RouteHBONE { // a ServiceEntry's subjectAltNames may answer too
 		r.Expected = append(r.Expected, svc.ExtraIdentities()...)
 	}

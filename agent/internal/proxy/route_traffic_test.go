@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"net/netip"
 	"testing"
 
@@ -63,5 +64,40 @@ func TestServiceTrafficFields(t *testing.T) {
 	// The canary waypoint calling the service is not sent back to a waypoint of the split.
 	if r := decide(snap, ap("10.0.9.2:5000"), vip, first); r.Waypoint != nil {
 		t.Errorf("from the canary: %+v, want no waypoint", r)
+	}
+}
+
+// A DNS ServiceEntry's host is a workload with a hostname and no address:
+// the route carries the name, resolved when the agent connects.
+func TestHostnameEndpoint(t *testing.T) {
+	host := &state.Workload{UID: "dns-ep", Name: "api.example.com", Namespace: "ext", TrustDomain: "cluster.local", ServiceAccount: "default",
+		Hostname: "api.example.com", Tunnel: state.TunnelNone, Healthy: true, Capacity: 1, Origin: state.OriginIstiod}
+	d := state.ServiceDecl{Node: state.IstiodNode, Origin: state.OriginIstiod, Name: "api", Namespace: "ext", Hostname: "api.example.com",
+		VIPs: []netip.Addr{netip.MustParseAddr("240.240.0.9")}, Ports: []state.ServicePort{{Port: 443, TargetPort: 443}},
+		Workloads: []string{"dns-ep"}, UseWaypoint: "none"}
+	snap := state.Build(1, state.Input{Workloads: []*state.Workload{host}, Services: []state.ServiceDecl{d}})
+	r := decide(snap, ap("10.0.0.1:5000"), ap("240.240.0.9:443"), func(int) int { return 0 })
+	if r.Kind != RoutePlain || r.Hostname != "api.example.com" || r.Target.Port() != 443 || r.Target.Addr().IsValid() {
+		t.Fatalf("route %+v, want plaintext to api.example.com:443, resolved later", r)
+	}
+}
+
+func TestResolvePicksAUsableAnswer(t *testing.T) {
+	answers := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::"), netip.MustParseAddr("2001:db8::5"), netip.MustParseAddr("192.0.2.5")}
+	d := &Deps{Resolve: func(context.Context, string) ([]netip.Addr, error) { return answers, nil }}
+	for range 20 {
+		if a, err := d.resolve(context.Background(), "h", true); err != nil || a != netip.MustParseAddr("192.0.2.5") {
+			t.Fatalf("v4 caller: %v %v", a, err)
+		}
+		if a, err := d.resolve(context.Background(), "h", false); err != nil || a != netip.MustParseAddr("2001:db8::5") {
+			t.Fatalf("v6 caller: %v %v", a, err)
+		}
+	}
+	answers = answers[:2]
+	if a, err := d.resolve(context.Background(), "h", true); err == nil {
+		t.Fatalf("only loopback and unspecified answers: %v, want an error", a)
+	}
+	if _, err := (&Deps{}).resolve(context.Background(), "h", true); err == nil {
+		t.Fatal("no resolver: want an error")
 	}
 }

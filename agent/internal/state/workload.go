@@ -18,18 +18,21 @@ const (
 
 // Workload is one workload of the mesh, local or remote.
 type Workload struct {
-	UID            string            `json:"uid"` // unique in the mesh: "<node>/<namespace>/<name>"
-	Name           string            `json:"name"`
-	Namespace      string            `json:"namespace"`
-	ServiceAccount string            `json:"serviceAccount"`
-	TrustDomain    string            `json:"trustDomain"`
-	Addresses      []netip.Addr      `json:"addresses"`
-	Network        string            `json:"network,omitempty"`
-	ClusterID      string            `json:"clusterId,omitempty"`
-	Node           string            `json:"node,omitempty"`
-	Tunnel         TunnelProtocol    `json:"tunnelProtocol"`
-	Labels         map[string]string `json:"labels,omitempty"`
-	Healthy        bool              `json:"healthy"`
+	UID            string       `json:"uid"` // unique in the mesh: "<node>/<namespace>/<name>"
+	Name           string       `json:"name"`
+	Namespace      string       `json:"namespace"`
+	ServiceAccount string       `json:"serviceAccount"`
+	TrustDomain    string       `json:"trustDomain"`
+	Addresses      []netip.Addr `json:"addresses"`
+	// Hostname is set for a workload known by name only (istiod: a DNS
+	// ServiceEntry's host): it has no addresses, it is resolved at connect time.
+	Hostname  string            `json:"hostname,omitempty"`
+	Network   string            `json:"network,omitempty"`
+	ClusterID string            `json:"clusterId,omitempty"`
+	Node      string            `json:"node,omitempty"`
+	Tunnel    TunnelProtocol    `json:"tunnelProtocol"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Healthy   bool              `json:"healthy"`
 	// Capacity weighs the workload among a service's endpoints; 0 (istiod:
 	// drained) is never chosen.
 	Capacity uint32   `json:"capacity"`

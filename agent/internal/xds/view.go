@@ -13,7 +13,8 @@ import (
 // Update is what istiod says about the mesh, in the agent's terms. It is immutable: do not modify it or what
 // it points to.
 type Update struct {
-	// Workloads are the cluster's workloads on this host's network that have an address (Local is false).
+	// Workloads are the cluster's workloads on this host's network that have an address or a hostname
+	// (Local is false).
 	Workloads []*state.Workload
 	// Services are the cluster's services, declared by node "istiod": VIPs on this host's network, and as
 	// endpoints the workloads that list the service. A service whose endpoints map its ports differently
@@ -75,7 +76,8 @@ func build(s *store, network string) Update {
 					v.byVIP[na.Addr] = a.Service // a VIP two services claim: the same one every time
 				}
 			}
-		case a.Workload != nil && v.onNetwork(a.Workload.Network) && len(a.Workload.Addresses) > 0:
+		case a.Workload != nil && v.onNetwork(a.Workload.Network) && (len(a.Workload.Addresses) > 0 || a.Workload.Hostname != ""):
+			// A workload known by hostname only (a DNS ServiceEntry's host) is resolved at connect time.
 			wls = append(wls, a.Workload)
 			v.workloads[a.Workload.UID] = a.Workload
 		}
@@ -105,6 +107,7 @@ func (v *view) workload(w *workload) *state.Workload {
 		ServiceAccount:        cmp.Or(w.ServiceAccount, defaultServiceAccount),
 		TrustDomain:           cmp.Or(w.TrustDomain, defaultTrustDomain),
 		Addresses:             slices.Clone(w.Addresses),
+		Hostname:              w.Hostname,
 		Network:               w.Network,
 		ClusterID:             cmp.Or(w.ClusterID, DefaultClusterID),
 		Node:                  w.Node,
@@ -291,7 +294,7 @@ func appProtocol(p uint64) string {
 func (v *view) waypointInstances(wls []*workload) []*state.Waypoint {
 	var out []*state.Waypoint
 	for _, w := range wls {
-		if w.Status != statusHealthy { // a waypoint pod that is not ready takes no traffic
+		if w.Status != statusHealthy || len(w.Addresses) == 0 { // a waypoint pod that is not ready takes no traffic
 			continue
 		}
 		if v.podWPs[w.UID] {

@@ -146,22 +146,26 @@ func TestBuildMapsEveryField(t *testing.T) {
 	}
 }
 
+// Workloads on another network are left out (no gateway support yet); a
+// workload with a hostname and no address (a DNS ServiceEntry's host) is kept,
+// resolved at connect time; one with neither is left out.
 func TestBuildLeavesOutOtherNetworksAndAddresslessWorkloads(t *testing.T) {
 	s := storeOf(t,
 		addrRes("a", "", workloadAddr(fStr(wlUID, "a"), fStr(wlName, "a"), fStr(wlNamespace, "ns"), fIP(wlAddresses, "10.0.0.1"), fStr(wlNetwork, "net1"))),
 		addrRes("b", "", workloadAddr(fStr(wlUID, "b"), fStr(wlName, "b"), fStr(wlNamespace, "ns"), fIP(wlAddresses, "10.0.0.2"), fStr(wlNetwork, "net2"))),
 		addrRes("c", "", workloadAddr(fStr(wlUID, "c"), fStr(wlName, "c"), fStr(wlNamespace, "ns"), fIP(wlAddresses, "10.0.0.3"))),
 		addrRes("d", "", workloadAddr(fStr(wlUID, "d"), fStr(wlName, "d"), fStr(wlNamespace, "ns"), fStr(wlHostname, "d.example"))),
+		addrRes("e", "", workloadAddr(fStr(wlUID, "e"), fStr(wlName, "e"), fStr(wlNamespace, "ns"))),
 	)
 	var uids []string
 	for _, w := range build(s, "net1").Workloads {
 		uids = append(uids, w.UID)
 	}
-	if !reflect.DeepEqual(uids, []string{"a", "c"}) {
+	if !reflect.DeepEqual(uids, []string{"a", "c", "d"}) {
 		t.Fatalf("workloads on net1: %v", uids)
 	}
-	if n := len(build(s, "").Workloads); n != 3 {
-		t.Fatalf("with no network: %d workloads, want every one with an address", n)
+	if ws := build(s, "").Workloads; len(ws) != 4 || ws[3].Hostname != "d.example" {
+		t.Fatalf("with no network: %d workloads, want every one with an address or a hostname", len(ws))
 	}
 }
 
