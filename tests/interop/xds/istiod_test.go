@@ -289,7 +289,7 @@ func TestIstiodWorkloadServicePolicy(t *testing.T) {
 	if !ok || len(snap.ServiceConflicts()) > 0 || len(snap.Conflicts()) > 0 {
 		t.Fatalf("snapshot: service %v, conflicts %v %v", svc, snap.ServiceConflicts(), snap.Conflicts())
 	}
-	if e, port, ok := state.PickEndpoint(svc, 80, nil); !ok || e.UID != vm1UID || port != 8080 {
+	if e, port, ok := state.PickEndpoint(svc, 80, nil, nil); !ok || e.UID != vm1UID || port != 8080 {
 		t.Fatalf("endpoint for port 80: %+v %d %v", e, port, ok)
 	}
 
