@@ -148,8 +148,8 @@ func TestIstiodAmbientSemantics(t *testing.T) {
 				Location: istioapi.ServiceEntry_MESH_EXTERNAL, Resolution: istioapi.ServiceEntry_NONE}},
 		&networkingclient.ServiceEntry{ObjectMeta: metav1.ObjectMeta{Name: "sans", Namespace: "vms"},
 			Spec: istioapi.ServiceEntry{Hosts: []string{"sans.vms.test"}, Addresses: []string{"240.240.30.3"},
-				Ports:            []*istioapi.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP", TargetPort: 8080}},
-				Location:         istioapi.ServiceEntry_MESH_INTERNAL, Resolution: istioapi.ServiceEntry_STATIC,
+				Ports:    []*istioapi.ServicePort{{Number: 80, Name: "http", Protocol: "HTTP", TargetPort: 8080}},
+				Location: istioapi.ServiceEntry_MESH_INTERNAL, Resolution: istioapi.ServiceEntry_STATIC,
 				SubjectAltNames:  []string{"spiffe://cluster.local/ns/vms/sa/sans-frontend"},
 				WorkloadSelector: &istioapi.WorkloadSelector{Labels: map[string]string{"app": "sans"}}}},
 		workloadEntry("sans-1", "10.10.0.9", map[string]string{"app": "sans"}),
@@ -180,7 +180,9 @@ func TestIstiodAmbientSemantics(t *testing.T) {
 	host := hostWorkload()
 	snap := state.Build(1, state.Input{Workloads: append(slices.Clone(u.Workloads), host), Services: u.Services, Waypoints: u.Waypoints})
 	from := netip.AddrPortFrom(host.Addresses[0], 40000)
-	route := func(dst string) proxy.Route { return proxy.DecideOutboundFrom(snap, host, from, netip.MustParseAddrPort(dst)) }
+	route := func(dst string) proxy.Route {
+		return proxy.DecideOutboundFrom(snap, host, from, netip.MustParseAddrPort(dst))
+	}
 	viaWaypoint := func(t *testing.T, r proxy.Route, key, target string) {
 		t.Helper()
 		if r.Kind != proxy.RouteHBONE || r.Waypoint == nil || r.Waypoint.Key() != key || r.Target != netip.MustParseAddrPort(target) {
