@@ -139,6 +139,16 @@ func (h *Host) Listen(network, addr string) (net.Listener, error) {
 	return ln, err
 }
 
+// ListenPacket is Listen for a packet socket (UDP).
+func (h *Host) ListenPacket(network, addr string) (net.PacketConn, error) {
+	var pc net.PacketConn
+	err := h.inNetNS(func() (err error) {
+		pc, err = net.ListenPacket(network, addr)
+		return err
+	})
+	return pc, err
+}
+
 // inNetNS runs fn on an OS thread switched into the host's namespace, then
 // switches back. If switching back fails the thread stays locked, and Go
 // discards it when the goroutine ends.

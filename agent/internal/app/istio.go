@@ -135,7 +135,8 @@ func (a *App) runIstiod(ctx context.Context) error {
 
 // istiodInput is what istiod sent last, minus its copies of this host's own
 // workloads (exported as WorkloadEntries, they come back): the local ones win,
-// and take the policies istiod bound to their copies.
+// and take the policies istiod bound to their copies, and the waypoint and
+// locality istiod gives them where the configuration sets none.
 func (a *App) istiodInput(in *state.Input) {
 	if a.istiod == nil {
 		return
@@ -154,6 +155,15 @@ func (a *App) istiodInput(in *state.Input) {
 		if i, ok := ownCopy(local, in.Workloads, w); ok {
 			lw := *in.Workloads[i]
 			lw.AuthorizationPolicies = w.AuthorizationPolicies
+			// What the cluster binds to the host's WorkloadEntry (istio.io/use-waypoint,
+			// its locality) holds where the configuration says nothing: the cluster's
+			// clients route by istiod's binding.
+			if lw.UseWaypoint == "" {
+				lw.UseWaypoint = w.UseWaypoint
+			}
+			if lw.Locality == (state.Locality{}) {
+				lw.Locality = w.Locality
+			}
 			in.Workloads[i] = &lw
 			dropped[w.UID] = lw.UID
 			continue
