@@ -51,7 +51,7 @@ type Route struct {
 	// Hostname is Dest's, when Dest is known by name only: Target (and
 	// Gateway) have the port only, the address is resolved at connect time.
 	Hostname string
-	Reason     string // why, for drops and logs
+	Reason   string // why, for drops and logs
 	// Flag is the response flag of a drop, when it is not telemetry.FlagNoRoute.
 	Flag string
 }
