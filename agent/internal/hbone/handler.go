@@ -63,11 +63,11 @@ func checkRequest(c *conn, f *http2.MetaHeadersFrame, info *TunnelInfo) (*Reques
 	for _, h := range f.RegularFields() {
 		req.Headers = append(req.Headers, Header{Name: h.Name, Value: h.Value})
 		if h.Name == "forwarded" && !req.ForwardedFor.IsValid() {
-			req.ForwardedFor = parseForwardedFor(h.Value)
+			req.ForwardedFor, req.ForwardedHost = parseForwardedFor(h.Value), parseForwardedHost(h.Value)
 		}
 	}
 	info.Target = target.Addr
-	info.ForwardedFor = req.ForwardedFor
+	info.ForwardedFor, info.ForwardedHost = req.ForwardedFor, req.ForwardedHost
 	return req, FlagNone, nil
 }
 

@@ -103,6 +103,18 @@ type Header struct {
 	Name, Value string
 }
 
+// parseForwardedHost extracts the `host=` of the first element of a Forwarded header, lowercase, "" when none.
+func parseForwardedHost(v string) string {
+	first, _, _ := strings.Cut(v, ",")
+	for pair := range strings.SplitSeq(first, ";") {
+		key, val, ok := strings.Cut(strings.TrimSpace(pair), "=")
+		if ok && strings.EqualFold(key, "host") {
+			return strings.ToLower(strings.Trim(val, `"`))
+		}
+	}
+	return ""
+}
+
 // parseForwardedFor extracts the first `for=` node of a Forwarded header as an address and port, tolerating a
 // missing port (port 0) and missing quotes; anything else gives an invalid AddrPort.
 func parseForwardedFor(v string) netip.AddrPort {

@@ -42,6 +42,16 @@ func TestForwarded(t *testing.T) {
 			t.Errorf("parseForwardedFor(%q) = %s, want %s", in, got, want)
 		}
 	}
+	for in, want := range map[string]string{
+		`for="10.1.2.3:4000";host=Web.NS.svc.cluster.local`: "web.ns.svc.cluster.local",
+		`for="10.1.2.3:4000";host="a.example"`:              "a.example",
+		`for="10.1.2.3:4000", for=1.1.1.1;host=other`:       "",
+		`for="10.1.2.3:4000"`:                               "",
+	} {
+		if got := parseForwardedHost(in); got != want {
+			t.Errorf("parseForwardedHost(%q) = %q, want %q", in, got, want)
+		}
+	}
 }
 
 func TestTraceparent(t *testing.T) {

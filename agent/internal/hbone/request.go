@@ -22,6 +22,9 @@ type Request struct {
 	Headers []Header
 	// ForwardedFor is the original client address from the forwarded header, if any (port 0 when absent).
 	ForwardedFor netip.AddrPort
+	// ForwardedHost is the forwarded header's `host=`: the service the client addressed, as the client says
+	// ("" when absent). Telemetry only, never a policy input.
+	ForwardedHost string
 	// ServerName is the SNI the client sent in the TLS handshake ("" when none): with it, the server chose
 	// which certificate to present.
 	ServerName string

@@ -43,7 +43,9 @@ type TunnelInfo struct {
 	Target netip.AddrPort
 	// ForwardedFor is the original client from the forwarded header, when present.
 	ForwardedFor netip.AddrPort
-	Start        time.Time
+	// ForwardedHost is the forwarded header's `host=` inbound (the service the client addressed), "" when absent.
+	ForwardedHost string
+	Start         time.Time
 	// Tag is the caller's: Decision.Tag inbound, ConnectRequest.Tag outbound. hbone never looks at it.
 	Tag any
 }

@@ -34,7 +34,7 @@ func (c *HBONEClient) DialTunnel(ctx context.Context, t Tunnel) (net.Conn, error
 		cfg.ServerName = t.ServerName
 		return cfg, nil
 	}}
-	req := hbone.ConnectRequest{Authority: t.Target.String(), ForwardedFor: t.Client, Baggage: baggage(t.SourceWorkload)}
+	req := hbone.ConnectRequest{Authority: t.Target.String(), ForwardedFor: t.Client, ForwardedHost: t.Host, Baggage: baggage(t.SourceWorkload)}
 	s, err := c.Pool.Dial(ctx, dst, req)
 	if err != nil {
 		return nil, tunnelError{err}
@@ -192,6 +192,9 @@ func (t inboundTelemetry) open(info *hbone.TunnelInfo) *telemetry.Conn {
 	dstAddr := info.Target
 	if !dstAddr.IsValid() {
 		dstAddr = info.Local
+	}
+	if svc == nil && dst != nil && dst.Local {
+		svc = snap.InboundService(dst, info.ForwardedHost, dstAddr.Port())
 	}
 	labels := connLabels(telemetry.ReporterDestination, srcW, peer, dst, "", true)
 	withService(&labels, svc)

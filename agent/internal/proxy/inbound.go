@@ -53,9 +53,12 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 	if len(wps) > 0 {
 		route = "hairpin"
 	}
+	labels := connLabels(telemetry.ReporterDestination, srcW, "", w, "", false)
+	if ok {
+		withService(&labels, snap.InboundService(w, "", dst.Port()))
+	}
 	rec := p.d.Metrics.Open(p.d.Access,
-		telemetry.ConnInfo{Direction: "inbound_plaintext", Src: src, Dst: dst, Route: route},
-		connLabels(telemetry.ReporterDestination, srcW, "", w, "", false))
+		telemetry.ConnInfo{Direction: "inbound_plaintext", Src: src, Dst: dst, Route: route}, labels)
 	// A plaintext source has no identity, whatever gossip says it is.
 	rec.Labels().SourcePrincipal = ""
 	switch {

@@ -25,6 +25,7 @@ type Tunnel struct {
 	Gateway  netip.AddrPort // the peer's HBONE address (ip:15008)
 	Target   netip.AddrPort // the :authority
 	Client   netip.AddrPort // the original client, for `forwarded`
+	Host     string         // the service hostname the client addressed, for `forwarded`'s host= ("" for none)
 	// SourceWorkload describes the client in the request's baggage.
 	SourceWorkload *state.Workload
 	// ServerName is the SNI to send ("" for none): it selects the destination
@@ -132,8 +133,12 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, src
 	}
 	switch r.Kind {
 	case RouteHBONE:
-		return o.d.Tunnels.DialTunnel(ctx, Tunnel{Source: r.Source, Expected: r.Expected, Gateway: r.Gateway,
-			Target: r.Target, Client: src, SourceWorkload: srcW, ServerName: r.ServerName})
+		t := Tunnel{Source: r.Source, Expected: r.Expected, Gateway: r.Gateway,
+			Target: r.Target, Client: src, SourceWorkload: srcW, ServerName: r.ServerName}
+		if r.Service != nil {
+			t.Host = r.Service.Hostname
+		}
+		return o.d.Tunnels.DialTunnel(ctx, t)
 	case RoutePlain, RoutePassthrough:
 		return o.d.Dialer.DialContext(ctx, "tcp", r.Target.String())
 	}

@@ -168,8 +168,12 @@ func (h *InboundHBONE) forward(ctx context.Context, snap *state.Snapshot, wt way
 	if err != nil {
 		return nil, w, err
 	}
-	up, err := h.d.Tunnels.DialTunnel(ctx, Tunnel{Source: source, Expected: []spiffeid.ID{expected},
-		Gateway: netip.AddrPortFrom(upstream.Addr(), HBONEPort), Target: upstream, Client: client, ServerName: w.ServerName()})
+	tun := Tunnel{Source: source, Expected: []spiffeid.ID{expected},
+		Gateway: netip.AddrPortFrom(upstream.Addr(), HBONEPort), Target: upstream, Client: client, ServerName: w.ServerName()}
+	if wt.svc != nil {
+		tun.Host = wt.svc.Hostname
+	}
+	up, err := h.d.Tunnels.DialTunnel(ctx, tun)
 	return up, w, err
 }
 

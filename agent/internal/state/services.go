@@ -40,6 +40,49 @@ func (s *Snapshot) buildServices(decls []ServiceDecl, prev *Snapshot, lim Limits
 	slices.SortStableFunc(order, func(a, b *Service) int { return cmp.Compare(ranks[a], ranks[b]) })
 	s.indexHostnames(order, prev, ranks)
 	s.indexVIPs(order, prev, ranks)
+	s.indexLocalEndpoints()
+}
+
+// localEndpoint is a service a local workload backs, with its endpoint there.
+type localEndpoint struct {
+	svc *Service
+	ep  *Endpoint
+}
+
+// indexLocalEndpoints lists, per local workload, the services it backs (in
+// service order), for InboundService.
+func (s *Snapshot) indexLocalEndpoints() {
+	s.localSvcs = map[string][]localEndpoint{}
+	for _, svc := range s.services {
+		for _, e := range svc.Endpoints {
+			if e.Workload.Local {
+				s.localSvcs[e.UID] = append(s.localSvcs[e.UID], localEndpoint{svc, e})
+			}
+		}
+	}
+}
+
+// InboundService is the service a connection to local workload w on its
+// port was for, as ztunnel guesses it (telemetry only): among the services w
+// backs, the one named host (the forwarded header's host=), else the first
+// with a port that maps to port on w; nil when none.
+func (s *Snapshot) InboundService(w *Workload, host string, port uint16) *Service {
+	les := s.localSvcs[w.UID]
+	if host != "" {
+		for _, le := range les {
+			if le.svc.Hostname == host {
+				return le.svc
+			}
+		}
+	}
+	for _, le := range les {
+		for _, p := range le.ep.Ports {
+			if p.TargetPort == port {
+				return le.svc
+			}
+		}
+	}
+	return nil
 }
 
 // mergePorts adds ports a later node serves that the defining node does not.

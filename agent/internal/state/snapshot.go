@@ -26,6 +26,7 @@ type Snapshot struct {
 	svcByKey     map[string]*Service // "namespace/name"
 	byVIP        map[netip.Addr]*Service
 	byHostname   map[string]*Service
+	localSvcs    map[string][]localEndpoint // local workload UID -> the services it backs
 	svcConflicts []ServiceConflict
 	wps          waypointIndex
 }

@@ -155,3 +155,27 @@ func TestPickServiceWaypoint(t *testing.T) {
 		t.Errorf("all zero: %s, want the named waypoint", ref)
 	}
 }
+
+// The service an inbound connection was for: host= names it among those the
+// local workload backs; else the first whose port maps to the connection's.
+func TestInboundService(t *testing.T) {
+	local := &Workload{UID: "n/ns/app", Name: "app", Namespace: "ns", ServiceAccount: "app", TrustDomain: "cluster.local", Local: true,
+		Healthy: true, Capacity: 1, Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.5")}, Origin: OriginConfig}
+	decl := func(name string, target uint16) ServiceDecl {
+		return ServiceDecl{Node: "n", Local: true, Name: name, Namespace: "ns", Hostname: name + ".ns.svc.cluster.local",
+			Ports: []ServicePort{{Port: 80, TargetPort: target}}, Workloads: []string{local.UID}, Origin: OriginConfig}
+	}
+	snap := Build(1, Input{Workloads: []*Workload{local}, Services: []ServiceDecl{decl("a", 8080), decl("b", 8080), decl("c", 9090)}})
+	if svc := snap.InboundService(local, "b.ns.svc.cluster.local", 8080); svc == nil || svc.Name != "b" {
+		t.Errorf("host=b: %v", svc)
+	}
+	if svc := snap.InboundService(local, "", 8080); svc == nil || svc.Name != "a" {
+		t.Errorf("port 8080: %v, want the first", svc)
+	}
+	if svc := snap.InboundService(local, "unknown.example", 9090); svc == nil || svc.Name != "c" {
+		t.Errorf("an unknown host on 9090: %v, want c by its port", svc)
+	}
+	if svc := snap.InboundService(local, "", 7000); svc != nil {
+		t.Errorf("port 7000: %v, want none", svc)
+	}
+}
