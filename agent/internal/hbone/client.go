@@ -110,6 +110,7 @@ func (p *Pool) roundTrip(ctx context.Context, c *conn, req *ConnectRequest) (*St
 // opened reports the tunnel and arranges its TunnelClosed when the caller closes the stream.
 func (p *Pool) opened(st *Stream, info *TunnelInfo) {
 	c := st.c
+	info.Bytes = st.bytes
 	p.tel.TunnelOpened(info)
 	st.onClose = func(st *Stream) {
 		c.releaseSlot()

@@ -107,6 +107,7 @@ func (s *Server) handle(c *conn, st *Stream, req *Request, info *TunnelInfo) {
 		s.tel.TunnelFailed(info, FlagReset, newError(FlagReset, "respond", c.remote.String(), errors.New("stream reset before the answer")))
 		return
 	}
+	info.Bytes = st.bytes
 	s.tel.TunnelOpened(info)
 	flag, err := pipe(st, up, dec.Revoker)
 	s.tel.TunnelClosed(info, TunnelStats{

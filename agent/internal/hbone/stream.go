@@ -85,6 +85,9 @@ func (s *Stream) RemoteAddr() net.Addr { return s.c.nc.RemoteAddr() }
 func (s *Stream) BytesSent() int64     { return s.sent.Load() }
 func (s *Stream) BytesReceived() int64 { return s.received.Load() }
 
+// bytes is BytesSent and BytesReceived, for TunnelInfo.Bytes.
+func (s *Stream) bytes() (sent, received int64) { return s.sent.Load(), s.received.Load() }
+
 // Read reads tunnel bytes.
 func (s *Stream) Read(p []byte) (int, error) {
 	if len(p) == 0 {

@@ -46,6 +46,9 @@ type TunnelInfo struct {
 	// ForwardedHost is the forwarded header's `host=` inbound (the service the client addressed), "" when absent.
 	ForwardedHost string
 	Start         time.Time
+	// Bytes reports what the tunnel has carried so far, from this end (sent to the peer, received from it):
+	// set from TunnelOpened on, for telemetry that counts bytes as they go.
+	Bytes func() (sent, received int64)
 	// Tag is the caller's: Decision.Tag inbound, ConnectRequest.Tag outbound. hbone never looks at it.
 	Tag any
 }

@@ -205,6 +205,10 @@ func (t inboundTelemetry) open(info *hbone.TunnelInfo) *telemetry.Conn {
 func (t inboundTelemetry) TunnelOpened(info *hbone.TunnelInfo) {
 	if tag, ok := info.Tag.(*inboundTag); ok {
 		tag.rec = t.open(info)
+		if bytes := info.Bytes; bytes != nil {
+			// Inbound, the peer is the client: what came from it is the request side.
+			tag.rec.Live(func() (int64, int64) { sent, received := bytes(); return received, sent })
+		}
 	}
 }
 

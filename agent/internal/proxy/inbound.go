@@ -88,6 +88,7 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		rec.Close(0, 0, telemetry.FlagConnect, err.Error())
 		return
 	}
+	live(rec, c)
 	revoked := make(chan struct{})
 	untrack := p.d.Live.add(conn, func() { close(revoked); reset(tc); up.Close() })
 	b, err := relay(c, up, nil) // TCP to TCP: splice, no buffers
@@ -141,6 +142,7 @@ func (p *InboundPlain) hairpin(ctx context.Context, c net.Conn, rec *telemetry.C
 		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), "hairpin to waypoint "+wp.Key()+": "+err.Error())
 		return
 	}
+	live(rec, c)
 	b, err := relay(c, up, p.bufs)
 	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
 }

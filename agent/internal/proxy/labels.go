@@ -18,25 +18,25 @@ func connLabels(reporter string, src *state.Workload, srcPrincipal string, dst *
 		l.ConnectionSecurityPolicy = telemetry.SecurityMutualTLS
 	}
 	if src != nil {
-		l.SourceWorkload = src.Name
+		l.SourceWorkload = telemetry.WorkloadName(src.Labels, src.Name)
 		l.SourceWorkloadNamespace = src.Namespace
-		l.SourceCanonicalService = telemetry.CanonicalService(src.Labels, src.Name)
+		l.SourceCanonicalService = telemetry.CanonicalService(src.Labels, l.SourceWorkload)
 		l.SourceCanonicalRevision = telemetry.CanonicalRevision(src.Labels)
-		l.SourceApp = src.Labels["app"]
-		l.SourceVersion = src.Labels["version"]
+		l.SourceApp, l.SourceVersion = l.SourceCanonicalService, l.SourceCanonicalRevision
 		l.SourceCluster = src.ClusterID
+		l.SourceRegion, l.SourceZone = src.Locality.Region, src.Locality.Zone
 		if l.SourcePrincipal == "" {
 			l.SourcePrincipal = principal(src)
 		}
 	}
 	if dst != nil {
-		l.DestinationWorkload = dst.Name
+		l.DestinationWorkload = telemetry.WorkloadName(dst.Labels, dst.Name)
 		l.DestinationWorkloadNS = dst.Namespace
-		l.DestinationCanonicalSvc = telemetry.CanonicalService(dst.Labels, dst.Name)
+		l.DestinationCanonicalSvc = telemetry.CanonicalService(dst.Labels, l.DestinationWorkload)
 		l.DestinationCanonicalRev = telemetry.CanonicalRevision(dst.Labels)
-		l.DestinationApp = dst.Labels["app"]
-		l.DestinationVersion = dst.Labels["version"]
+		l.DestinationApp, l.DestinationVersion = l.DestinationCanonicalSvc, l.DestinationCanonicalRev
 		l.DestinationCluster = dst.ClusterID
+		l.DestinationRegion, l.DestinationZone = dst.Locality.Region, dst.Locality.Zone
 		if l.DestinationPrincipal == "" {
 			l.DestinationPrincipal = principal(dst)
 		}

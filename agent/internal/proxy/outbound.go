@@ -112,6 +112,9 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	}
 	rec := o.d.Metrics.Open(o.d.Access, info, labels)
 	up, err := o.connect(ctx, route, src, srcW)
+	if err == nil {
+		live(rec, c)
+	}
 	if err != nil {
 		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), err.Error())
 		return

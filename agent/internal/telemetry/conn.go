@@ -3,6 +3,7 @@ package telemetry
 import (
 	"log/slog"
 	"net/netip"
+	"sync"
 	"time"
 )
 
@@ -22,7 +23,12 @@ type Conn struct {
 	info   ConnInfo
 	labels ConnLabels
 	start  time.Time
-	done   bool
+
+	// mu orders a scrape's flush against Close; nothing on the data path takes it.
+	mu       sync.Mutex
+	done     bool
+	progress func() (sent, received int64)
+	counted  [2]int64 // sent, received already added to the byte counters
 }
 
 // Open starts recording a connection.
@@ -32,6 +38,44 @@ func (m *Metrics) Open(log *slog.Logger, info ConnInfo, labels ConnLabels) *Conn
 	return &Conn{m: m, log: log, info: info, labels: labels, start: time.Now()}
 }
 
+// Live makes the connection's bytes count as they are carried, not only at
+// Close: progress reports what has gone client to server (sent) and back
+// (received) so far, and every scrape adds what is new. It costs nothing per
+// message: progress is read at scrape time only (a socket's TCP_INFO, a
+// stream's counters).
+func (c *Conn) Live(progress func() (sent, received int64)) {
+	c.mu.Lock()
+	c.progress = progress
+	c.mu.Unlock()
+	c.m.live.Store(c, struct{}{})
+}
+
+// countBytes adds what the connection carried beyond what was counted. The
+// byte counters carry response_flags "-": bytes are counted as they are
+// copied, before the connection's outcome is known. Call with c.mu held.
+func (c *Conn) countBytes(sent, received int64) {
+	v := c.labels.values(FlagNone)
+	// Istio's byte counters are from the reporter's point of view of the
+	// request: received = client to server, sent = server to client.
+	if d := sent - c.counted[0]; d > 0 {
+		c.m.received.WithLabelValues(v...).Add(float64(d))
+		c.counted[0] = sent
+	}
+	if d := received - c.counted[1]; d > 0 {
+		c.m.sent.WithLabelValues(v...).Add(float64(d))
+		c.counted[1] = received
+	}
+}
+
+// flush counts the bytes of a live connection so far.
+func (c *Conn) flush() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.done && c.progress != nil {
+		c.countBytes(c.progress())
+	}
+}
+
 // Labels lets the caller complete labels learned after Open (e.g. the peer
 // identity once the handshake is done). Call before Close.
 func (c *Conn) Labels() *ConnLabels { return &c.labels }
@@ -39,10 +83,17 @@ func (c *Conn) Labels() *ConnLabels { return &c.labels }
 // Close records the end of the connection. sent is what went from the client
 // to the server, received the way back. Only the first call counts.
 func (c *Conn) Close(sent, received int64, flag, reason string) {
+	c.mu.Lock()
 	if c.done {
+		c.mu.Unlock()
 		return
 	}
 	c.done = true
+	c.countBytes(sent, received)
+	c.mu.Unlock()
+	if c.progress != nil {
+		c.m.live.Delete(c)
+	}
 	if flag == "" {
 		flag = FlagNone
 	}
@@ -51,10 +102,6 @@ func (c *Conn) Close(sent, received int64, flag, reason string) {
 	if flag != FlagNone {
 		c.m.failed.WithLabelValues(v...).Inc()
 	}
-	// Istio's byte counters are from the reporter's point of view of the
-	// request: received = client to server, sent = server to client.
-	c.m.received.WithLabelValues(v...).Add(float64(sent))
-	c.m.sent.WithLabelValues(v...).Add(float64(received))
 	c.m.open.WithLabelValues(c.labels.Reporter).Dec()
 	level := slog.LevelInfo
 	if flag != FlagNone {

@@ -50,6 +50,10 @@ type ConnLabels struct {
 	DestinationVersion       string
 	DestinationCluster       string
 	ConnectionSecurityPolicy string
+	SourceRegion             string
+	SourceZone               string
+	DestinationRegion        string
+	DestinationZone          string
 }
 
 // connLabelNames are the label names, in the order of values().
@@ -61,6 +65,7 @@ var connLabelNames = []string{
 	"destination_workload", "destination_canonical_service", "destination_canonical_revision",
 	"destination_workload_namespace", "destination_principal", "destination_app", "destination_version",
 	"destination_cluster", "request_protocol", "connection_security_policy", "response_flags",
+	"source_region", "source_zone", "destination_region", "destination_zone",
 }
 
 func (l *ConnLabels) values(flag string) []string {
@@ -72,6 +77,7 @@ func (l *ConnLabels) values(flag string) []string {
 		l.DestinationWorkload, l.DestinationCanonicalSvc, l.DestinationCanonicalRev,
 		l.DestinationWorkloadNS, l.DestinationPrincipal, l.DestinationApp, l.DestinationVersion,
 		l.DestinationCluster, "tcp", l.ConnectionSecurityPolicy, flag,
+		l.SourceRegion, l.SourceZone, l.DestinationRegion, l.DestinationZone,
 	}
 	for i, s := range v {
 		if s == "" {
@@ -79,6 +85,16 @@ func (l *ConnLabels) values(flag string) []string {
 		}
 	}
 	return v
+}
+
+// WorkloadName is what Istio's *_workload labels carry: the workload's
+// controller (Deployment, WorkloadEntry) name, never a pod's: the label
+// service.istio.io/workload-name (istiod's workload_name), else name.
+func WorkloadName(labels map[string]string, name string) string {
+	if v := labels["service.istio.io/workload-name"]; v != "" {
+		return v
+	}
+	return name
 }
 
 // CanonicalService and CanonicalRevision read Istio's canonical labels of a

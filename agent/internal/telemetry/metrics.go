@@ -1,9 +1,15 @@
 package telemetry
 
 import (
+	"sync"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
+
+// IstioRelease is the Istio release whose ztunnel the agent matches: istio_build's tag, as ztunnel reports
+// the release it ships with (the agent's own version is ambient_agent_build_info's).
+const IstioRelease = "1.31.1"
 
 // Metrics are the agent's Prometheus metrics, registered on a caller's registry.
 type Metrics struct {
@@ -13,6 +19,7 @@ type Metrics struct {
 	sent     *prometheus.CounterVec
 	failed   *prometheus.CounterVec
 	open     *prometheus.GaugeVec
+	live     sync.Map // *Conn -> struct{}: connections whose bytes count as they are carried
 
 	CertExpiry      *prometheus.GaugeVec   // identity, kind -> unix seconds
 	GossipMembers   prometheus.Gauge       // alive members seen
@@ -81,10 +88,32 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	build := prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "istio_build", Help: "Istio component build info.",
 	}, []string{"component", "tag"})
-	build.WithLabelValues("ztunnel", version).Set(1)
-	reg.MustRegister(m.opened, m.closed, m.received, m.sent, m.failed, m.open, build,
+	build.WithLabelValues("ztunnel", IstioRelease).Set(1)
+	own := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "ambient_agent_build_info", Help: "The agent's own version.",
+	}, []string{"version"})
+	own.WithLabelValues(version).Set(1)
+	reg.MustRegister(m.opened, m.closed, liveBytes{m}, m.failed, m.open, build, own,
 		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.DNSRequests, m.HealthChanges,
 		m.GossipRejected, m.Conflicts, m.CaptureRepairs, m.Refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// liveBytes collects the byte counters after counting what live connections
+// carried since the last scrape: a long transfer shows at every scrape.
+type liveBytes struct{ m *Metrics }
+
+func (l liveBytes) Describe(ch chan<- *prometheus.Desc) {
+	l.m.received.Describe(ch)
+	l.m.sent.Describe(ch)
+}
+
+func (l liveBytes) Collect(ch chan<- prometheus.Metric) {
+	l.m.live.Range(func(k, _ any) bool {
+		k.(*Conn).flush()
+		return true
+	})
+	l.m.received.Collect(ch)
+	l.m.sent.Collect(ch)
 }

@@ -77,6 +77,53 @@ func TestConnCountsAndAccessLog(t *testing.T) {
 	}
 }
 
+// A live connection's bytes show at every scrape, and Close adds only the
+// rest: the totals are exact, under response_flags "-" whatever the outcome.
+func TestLiveBytes(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg, "test")
+	labels := ConnLabels{Reporter: ReporterSource}
+	c := m.Open(slog.New(slog.DiscardHandler), ConnInfo{}, labels)
+	var sent, received int64
+	c.Live(func() (int64, int64) { return sent, received })
+	scrape := func() (float64, float64) {
+		t.Helper()
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var in, out float64
+		for _, mf := range mfs {
+			for _, mm := range mf.GetMetric() {
+				switch mf.GetName() {
+				case "istio_tcp_received_bytes_total":
+					in += mm.GetCounter().GetValue()
+				case "istio_tcp_sent_bytes_total":
+					out += mm.GetCounter().GetValue()
+				}
+			}
+		}
+		return in, out
+	}
+	for i := int64(1); i <= 3; i++ {
+		sent, received = 1000*i, 10*i
+		if in, out := scrape(); in != float64(sent) || out != float64(received) {
+			t.Fatalf("scrape %d: received %v sent %v, want %d and %d", i, in, out, sent, received)
+		}
+	}
+	c.Close(3500, 40, FlagConnect, "reset")
+	if in, out := scrape(); in != 3500 || out != 40 {
+		t.Fatalf("after close: received %v sent %v, want 3500 and 40", in, out)
+	}
+	if got := testutil.ToFloat64(m.received.WithLabelValues(labels.values(FlagNone)...)); got != 3500 {
+		t.Errorf("bytes under response_flags=-: %v", got)
+	}
+	sent = 99999 // a scrape after Close reads nothing more
+	if in, _ := scrape(); in != 3500 {
+		t.Errorf("counted after close: %v", in)
+	}
+}
+
 func TestLimiter(t *testing.T) {
 	// Long enough that the calls below fall within it even on a loaded machine.
 	l := NewLimiter(time.Second)

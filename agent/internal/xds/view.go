@@ -34,6 +34,7 @@ const IstiodNode = state.IstiodNode
 const (
 	labelCanonicalName     = "service.istio.io/canonical-name"
 	labelCanonicalRevision = "service.istio.io/canonical-revision"
+	labelWorkloadName      = "service.istio.io/workload-name"
 	labelApp               = "app"
 	labelVersion           = "version"
 )
@@ -131,6 +132,9 @@ func (v *view) workload(w *workload) *state.Workload {
 	if w.CanonicalRevision != "" {
 		labels[labelCanonicalRevision] = w.CanonicalRevision
 		labels[labelVersion] = w.CanonicalRevision
+	}
+	if w.WorkloadName != "" {
+		labels[labelWorkloadName] = w.WorkloadName // telemetry's *_workload: never the pod name
 	}
 	if len(labels) > 0 {
 		out.Labels = labels
