@@ -103,7 +103,7 @@ func (s *Server) handle(c *conn, st *Stream, req *Request, info *TunnelInfo) {
 		return
 	}
 	defer up.Close()
-	if !st.respond(200, false) {
+	if !st.respond(200, false, dec.Baggage.String()) {
 		s.tel.TunnelFailed(info, FlagReset, newError(FlagReset, "respond", c.remote.String(), errors.New("stream reset before the answer")))
 		return
 	}
@@ -147,7 +147,7 @@ func (s *Server) refuse(c *conn, st *Stream, info *TunnelInfo, flag Flag, err er
 	}
 	e := &Error{Flag: flag, Status: status, Op: "connect", Addr: info.Authority, Err: err}
 	if flag != FlagReset {
-		st.respond(status, true)
+		st.respond(status, true, "")
 	}
 	s.log.Debug("hbone: tunnel refused", "peer", c.peer, "remote", c.remote, "err", e)
 	s.tel.TunnelFailed(info, flag, e)
@@ -163,14 +163,14 @@ func (s *Server) finish(c *conn, st *Stream) {
 // respond queues the response HEADERS. With end, the response ends the stream; if the client is still sending,
 // the stream is then reset with NO_ERROR, asking it to stop (RFC 9113 section 8.1). It reports false if the
 // stream was already gone.
-func (st *Stream) respond(status int, end bool) bool {
+func (st *Stream) respond(status int, end bool, baggage string) bool {
 	c := st.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st.reset || st.released || c.closed {
 		return false
 	}
-	c.queueCtrl(ctrlFrame{kind: ctrlResponse, stream: st.id, val: uint32(status), end: end})
+	c.queueCtrl(ctrlFrame{kind: ctrlResponse, stream: st.id, val: uint32(status), end: end, baggage: baggage})
 	if end {
 		st.sendEnded = true
 		if !st.recvEnded {

@@ -1,9 +1,13 @@
 package hbone
 
 import (
+	"context"
 	"net/netip"
 	"regexp"
+	"strings"
 	"testing"
+
+	"golang.org/x/net/http2"
 )
 
 func TestBaggage(t *testing.T) {
@@ -75,5 +79,34 @@ func TestFlagStatus(t *testing.T) {
 		if got := f.Status(); got != want {
 			t.Errorf("%v.Status() = %d, want %d", f, got, want)
 		}
+	}
+}
+
+// The 200 carries the destination's baggage, as ztunnel answers; a refusal carries none.
+func TestResponseBaggage(t *testing.T) {
+	echo := echoServer(t)
+	h := newHarness(t, harnessOpts{authorize: func(_ context.Context, req *Request) Decision {
+		d := Allow(req.Target.Addr)
+		d.Baggage = Baggage{Namespace: "shop", WorkloadName: "web", ServiceName: "web", ServiceVersion: "v1"}
+		return d
+	}})
+	rc := dialRaw(t, h)
+	id := rc.connect(echo.String())
+	f, err := rc.awaitFrame(func(f http2.Frame) bool {
+		mh, ok := f.(*http2.MetaHeadersFrame)
+		return ok && mh.StreamID == id
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mh := f.(*http2.MetaHeadersFrame)
+	var got string
+	for _, hf := range mh.RegularFields() {
+		if hf.Name == "baggage" {
+			got = hf.Value
+		}
+	}
+	if mh.PseudoValue("status") != "200" || !strings.Contains(got, "k8s.namespace.name=shop") || !strings.Contains(got, "service.name=web") {
+		t.Fatalf("response %s with baggage %q", mh.PseudoValue("status"), got)
 	}
 }

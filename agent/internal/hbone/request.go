@@ -60,6 +60,8 @@ type Decision struct {
 	Dial func(ctx context.Context, target netip.AddrPort) (net.Conn, error)
 	// Revoker, when set, ends the established tunnel (for example after a policy change) with FlagRevoked.
 	Revoker *Revoker
+	// Baggage is sent with the 200: the destination's labels (ztunnel answers with them).
+	Baggage Baggage
 	// Tag is passed to Telemetry in TunnelInfo.Tag.
 	Tag any
 }

@@ -40,6 +40,8 @@ type ctrlFrame struct {
 	end    bool // response: END_STREAM
 	table  bool // settings ack: first apply val as the peer's HPACK table size limit
 	close  bool // GOAWAY: close the connection once written
+	// baggage is the response's baggage header ("" for none): the destination's labels, as ztunnel answers.
+	baggage string
 }
 
 // queueCtrl adds a control frame and wakes the control loop. It may be called with or without mu held.
@@ -137,6 +139,9 @@ func (c *conn) appendCtrlFrame(f *ctrlFrame) (closeAfter bool) {
 	case ctrlResponse:
 		c.hbuf.Reset()
 		_ = c.henc.WriteField(hpack.HeaderField{Name: ":status", Value: strconv.Itoa(int(f.val))})
+		if f.baggage != "" {
+			_ = c.henc.WriteField(hpack.HeaderField{Name: "baggage", Value: f.baggage})
+		}
 		c.appendHeaderBlock(f.stream, f.end)
 	}
 	return false

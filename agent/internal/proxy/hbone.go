@@ -69,11 +69,13 @@ func baggage(w *state.Workload) hbone.Baggage {
 		return hbone.Baggage{}
 	}
 	return hbone.Baggage{
-		ClusterName:    w.ClusterID,
-		Namespace:      w.Namespace,
-		WorkloadName:   w.Name,
-		ServiceName:    telemetry.CanonicalService(w.Labels, w.Name),
-		ServiceVersion: telemetry.CanonicalRevision(w.Labels),
+		ClusterName:      w.ClusterID,
+		Namespace:        w.Namespace,
+		WorkloadName:     telemetry.WorkloadName(w.Labels, w.Name),
+		ServiceName:      telemetry.CanonicalService(w.Labels, telemetry.WorkloadName(w.Labels, w.Name)),
+		ServiceVersion:   telemetry.CanonicalRevision(w.Labels),
+		Region:           w.Locality.Region,
+		AvailabilityZone: w.Locality.Zone,
 	}
 }
 
@@ -146,6 +148,7 @@ func (h *InboundHBONE) Authorize(ctx context.Context, req *hbone.Request) hbone.
 		return hbone.Refuse(hbone.FlagDenied, errors.New(dec.String()))
 	}
 	d := hbone.Allow(target)
+	d.Baggage = baggage(w)
 	d.Dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
 		return h.d.Dialer.DialContext(ctx, "tcp", t.String())
 	}
