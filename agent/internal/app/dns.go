@@ -9,7 +9,9 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/dns"
+	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
 
@@ -35,7 +37,7 @@ func (a *App) bindDNS(cfg *config.Config) error {
 		Lookup:     a.lookupService,
 		Control:    capture.MarkControl(cfg.Capture.Mark),
 		Log:        a.log.With("component", "dns"),
-		Requests:   a.metrics.DNSRequests,
+		Source:     a.dnsSource,
 		Registerer: a.registry,
 	}
 	if cfg.DNS.Capture {
@@ -71,6 +73,18 @@ func (a *App) lookupService(name string) (v4, v6 []netip.Addr, ok bool) {
 		}
 	}
 	return v4, v6, true
+}
+
+// dnsSource names the local workload that sent a DNS query from client, for
+// the DNS metrics: the owner of the address, else the host's first workload
+// (the attribution of an outbound connection from an unrecognised process).
+func (a *App) dnsSource(client netip.Addr) (string, string) {
+	w := proxy.DefaultSource(a.state.Load(), client)
+	if w == nil {
+		return "", ""
+	}
+	name := telemetry.WorkloadName(w.Labels, w.Name)
+	return telemetry.CanonicalService(w.Labels, name), telemetry.CanonicalRevision(w.Labels)
 }
 
 // visibleToHost reports whether a process of this host may see the service:

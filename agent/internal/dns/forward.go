@@ -45,15 +45,18 @@ func newForwarder(o Options, u *upstreamSource, m *metrics, log *slog.Logger) *f
 // returns the first usable reply, unchanged but for its ID, which is the query's.
 // Like the host's resolver, it goes on to the next upstream after a SERVFAIL,
 // REFUSED or NOTIMP, and returns the last of those if no upstream does better.
-func (f *forwarder) forward(ctx context.Context, raw []byte, q mdns.Question, overTCP bool) ([]byte, error) {
+func (f *forwarder) forward(ctx context.Context, raw []byte, q mdns.Question, labels query) ([]byte, error) {
+	overTCP := labels.overTCP
 	ups := f.upstreams.get()
 	if len(ups) == 0 {
-		f.metrics.upstreamFailure(q.Qtype)
+		f.metrics.upstreamFailure(labels)
 		return nil, errNoUpstream
 	}
-	f.metrics.upstreamRequest(q.Qtype)
+	f.metrics.upstreamRequest(labels)
 	start := time.Now()
-	defer func() { f.metrics.upstreamDuration.Observe(time.Since(start).Seconds()) }()
+	defer func() {
+		f.metrics.upstreamDuration.WithLabelValues(labels.values()...).Observe(time.Since(start).Seconds())
+	}()
 	var last []byte
 	var errs []error
 	for _, up := range ups {
@@ -76,7 +79,7 @@ func (f *forwarder) forward(ctx context.Context, raw []byte, q mdns.Question, ov
 	if last != nil {
 		return last, nil
 	}
-	f.metrics.upstreamFailure(q.Qtype)
+	f.metrics.upstreamFailure(labels)
 	return nil, fmt.Errorf("forward %s %s: %w", typeLabel(q.Qtype), q.Name, errors.Join(errs...))
 }
 

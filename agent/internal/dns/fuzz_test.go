@@ -32,7 +32,7 @@ func FuzzServeDNS(f *testing.F) {
 	f.Add(q, false)
 
 	f.Fuzz(func(t *testing.T, raw []byte, overTCP bool) {
-		resp := s.handle(context.Background(), raw, overTCP)
+		resp := s.handle(context.Background(), raw, overTCP, netip.MustParseAddr("127.0.0.1"))
 		if resp == nil {
 			if len(raw) >= headerLen && raw[2]&bitQR == 0 {
 				t.Fatalf("no answer to a query")

@@ -3,6 +3,7 @@ package dns
 import (
 	"context"
 	"errors"
+	"net/netip"
 
 	mdns "github.com/miekg/dns"
 )
@@ -24,7 +25,7 @@ const ourUDPSize = 1232
 // handle answers one message as received, over TCP or UDP. It returns nil when
 // there is nothing to answer: a message too short to carry an ID, or a response
 // (answering those could start a loop between two servers).
-func (s *Server) handle(ctx context.Context, raw []byte, overTCP bool) []byte {
+func (s *Server) handle(ctx context.Context, raw []byte, overTCP bool, from netip.Addr) []byte {
 	if len(raw) < headerLen || raw[2]&bitQR != 0 {
 		return nil
 	}
@@ -32,12 +33,16 @@ func (s *Server) handle(ctx context.Context, raw []byte, overTCP bool) []byte {
 	if err := req.Unpack(raw); err != nil || len(req.Question) != 1 {
 		return formErr(raw)
 	}
-	s.metrics.request(req.Question[0].Qtype)
+	q := query{qtype: req.Question[0].Qtype, overTCP: overTCP}
+	if s.source != nil {
+		q.service, q.revision = s.source(from.Unmap())
+	}
+	s.metrics.request(q)
 	var resp []byte
 	if m := s.meshAnswer(req); m != nil {
 		resp = pack(m, req)
 	} else {
-		resp = s.forward(ctx, raw, req, overTCP)
+		resp = s.forward(ctx, raw, req, q)
 	}
 	if !overTCP {
 		resp = fitUDP(resp, req)
@@ -56,8 +61,8 @@ func formErr(raw []byte) []byte {
 }
 
 // forward sends the query upstream and returns the reply, or SERVFAIL.
-func (s *Server) forward(ctx context.Context, raw []byte, req *mdns.Msg, overTCP bool) []byte {
-	reply, err := s.fwd.forward(ctx, raw, req.Question[0], overTCP)
+func (s *Server) forward(ctx context.Context, raw []byte, req *mdns.Msg, q query) []byte {
+	reply, err := s.fwd.forward(ctx, raw, req.Question[0], q)
 	if err != nil {
 		if !errors.Is(err, errNoUpstream) { // logged once, when the upstreams went away
 			s.fwd.warn(err)

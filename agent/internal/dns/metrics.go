@@ -2,40 +2,72 @@ package dns
 
 import (
 	"errors"
+	"net/netip"
+	"strings"
 
 	mdns "github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// metrics are ztunnel's DNS metrics, labelled by query type ("A", "AAAA", ...).
+// metrics are ztunnel's DNS metrics (src/dns/metrics.rs), labelled by query
+// type, protocol and the local workload that asked.
 type metrics struct {
-	requests         *prometheus.CounterVec // every query; the caller's, may be nil
-	upstreamRequests *prometheus.CounterVec // queries forwarded upstream
-	upstreamFailures *prometheus.CounterVec // forwarded queries no upstream answered (SERVFAIL)
-	upstreamDuration prometheus.Histogram   // time to the upstream's answer, all upstreams tried
-	dropped          prometheus.Counter     // UDP queries dropped, maxInflight reached
+	requests         *prometheus.CounterVec   // every query
+	upstreamRequests *prometheus.CounterVec   // queries forwarded upstream
+	upstreamFailures *prometheus.CounterVec   // forwarded queries no upstream answered (SERVFAIL)
+	upstreamDuration *prometheus.HistogramVec // time to the upstream's answer, all upstreams tried
+	dropped          prometheus.Counter       // UDP queries dropped, maxInflight reached
 }
 
-// newMetrics makes the upstream metrics and registers them with reg, if any. A
-// second Server on the same registry shares the first one's.
-func newMetrics(requests *prometheus.CounterVec, reg prometheus.Registerer) *metrics {
+// labelNames are ztunnel's DNS metric labels, in the order of query.values.
+var labelNames = []string{"request_query_type", "request_protocol", "source_canonical_service", "source_canonical_revision"}
+
+// query is one query's labels.
+type query struct {
+	qtype    uint16
+	overTCP  bool
+	service  string // the asking workload's canonical service and revision ("": unknown)
+	revision string
+}
+
+func (q query) values() []string {
+	proto := "udp"
+	if q.overTCP {
+		proto = "tcp"
+	}
+	return []string{typeLabel(q.qtype), proto, orUnknown(q.service), orUnknown(q.revision)}
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// newMetrics makes the metrics and registers them with reg, if any. A second
+// Server on the same registry shares the first one's.
+func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
-		requests: requests,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "istio_dns_requests_total", Help: "The total number of DNS requests.",
+		}, labelNames),
 		upstreamRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "istio_dns_upstream_requests_total", Help: "DNS queries forwarded upstream.",
-		}, []string{"request_type"}),
+			Name: "istio_dns_upstream_requests_total", Help: "The total number of DNS requests forwarded to upstream.",
+		}, labelNames),
 		upstreamFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "istio_dns_upstream_failures_total", Help: "DNS queries forwarded upstream that no upstream answered.",
-		}, []string{"request_type"}),
-		upstreamDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "istio_dns_upstream_request_duration_seconds", Help: "Time to the upstream's answer to a forwarded DNS query.",
-			Buckets: prometheus.ExponentialBuckets(0.001, 2, 13), // 1ms to 4s
-		}),
+			Name: "istio_dns_upstream_failures_total", Help: "The total number of DNS requests that failed upstream.",
+		}, labelNames),
+		upstreamDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "istio_dns_upstream_request_duration_seconds", Help: "The time to the upstream's answer to a forwarded DNS request.",
+			Buckets: []float64{0.0005, 0.001, 0.01, 0.1, 1, 5}, // ztunnel's
+		}, labelNames),
 		dropped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ambient_agent_dns_dropped_total", Help: "DNS queries over UDP dropped: too many being answered at once.",
 		}),
 	}
 	if reg != nil {
+		m.requests = register(reg, m.requests)
 		m.upstreamRequests = register(reg, m.upstreamRequests)
 		m.upstreamFailures = register(reg, m.upstreamFailures)
 		m.upstreamDuration = register(reg, m.upstreamDuration)
@@ -55,25 +87,20 @@ func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
 	return c
 }
 
-func (m *metrics) request(qtype uint16) {
-	if m.requests != nil {
-		m.requests.WithLabelValues(typeLabel(qtype)).Inc()
-	}
-}
+// Source names the local workload that sent a query from client: its
+// canonical service and revision, "" when none.
+type Source func(client netip.Addr) (service, revision string)
 
-func (m *metrics) upstreamRequest(qtype uint16) {
-	m.upstreamRequests.WithLabelValues(typeLabel(qtype)).Inc()
-}
+func (m *metrics) request(q query)         { m.requests.WithLabelValues(q.values()...).Inc() }
+func (m *metrics) upstreamRequest(q query) { m.upstreamRequests.WithLabelValues(q.values()...).Inc() }
+func (m *metrics) upstreamFailure(q query) { m.upstreamFailures.WithLabelValues(q.values()...).Inc() }
 
-func (m *metrics) upstreamFailure(qtype uint16) {
-	m.upstreamFailures.WithLabelValues(typeLabel(qtype)).Inc()
-}
-
-// typeLabel names a query type; the types miekg/dns does not know share one
-// label, so that queries cannot make up label values without end.
+// typeLabel names a query type in lowercase ("a", "aaaa"), as ztunnel does;
+// the types miekg/dns does not know share one label, so that queries cannot
+// make up label values without end.
 func typeLabel(qtype uint16) string {
 	if s, ok := mdns.TypeToString[qtype]; ok {
-		return s
+		return strings.ToLower(s)
 	}
 	return "other"
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -31,7 +32,7 @@ func (s *Server) serveUDP(pc *net.UDPConn) {
 		req := bytes.Clone(buf[:n])
 		s.wg.Go(func() {
 			defer func() { <-s.inflight }()
-			if resp := s.handle(s.ctx, req, false); resp != nil {
+			if resp := s.handle(s.ctx, req, false, from.Addr()); resp != nil {
 				_, _ = pc.WriteToUDPAddrPort(resp, from)
 			}
 		})
@@ -82,6 +83,10 @@ func (s *Server) untrack(c net.Conn) {
 // a two-byte length before each message) until the client closes it or stays
 // idle for tcpIdle.
 func (s *Server) serveConn(c net.Conn) {
+	var remote netip.Addr
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		remote = ta.AddrPort().Addr().Unmap()
+	}
 	var size [2]byte
 	for {
 		_ = c.SetDeadline(time.Now().Add(tcpIdle))
@@ -92,7 +97,7 @@ func (s *Server) serveConn(c net.Conn) {
 		if _, err := io.ReadFull(c, req); err != nil {
 			return
 		}
-		resp := s.handle(s.ctx, req, true)
+		resp := s.handle(s.ctx, req, true, remote)
 		if resp == nil || len(resp) > 0xffff {
 			return
 		}

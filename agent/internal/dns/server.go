@@ -50,9 +50,9 @@ type Options struct {
 	UpstreamTimeout time.Duration
 	// Log receives warnings (no upstream, upstreams failing); nil: discarded.
 	Log *slog.Logger
-	// Requests, if set, counts every query by type (istio_dns_requests_total).
-	Requests *prometheus.CounterVec
-	// Registerer, if set, gets the upstream metrics (see newMetrics).
+	// Source, if set, names the local workload that asked, for the metrics' source labels.
+	Source Source
+	// Registerer, if set, gets the metrics (see newMetrics).
 	Registerer prometheus.Registerer
 }
 
@@ -63,6 +63,7 @@ type Server struct {
 	search   []string
 	fwd      *forwarder
 	metrics  *metrics
+	source   Source
 	sockets  []sockets
 	inflight chan struct{} // a slot per query being answered
 
@@ -110,7 +111,8 @@ func New(o Options) (*Server, error) {
 		log:      log,
 		lookup:   lookup,
 		search:   searchDomains(o.Search),
-		metrics:  newMetrics(o.Requests, o.Registerer),
+		metrics:  newMetrics(o.Registerer),
+		source:   o.Source,
 		inflight: make(chan struct{}, maxInflight),
 		conns:    map[net.Conn]struct{}{},
 	}

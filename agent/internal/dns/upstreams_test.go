@@ -141,10 +141,14 @@ func bindUpstream53(t *testing.T) *upstream {
 func TestMetrics(t *testing.T) {
 	up := startUpstream(t)
 	reg := prometheus.NewRegistry()
-	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "istio_dns_requests_total"}, []string{"request_type"})
 	s := startProxy(t, Options{
-		Upstreams: []netip.AddrPort{up.addr}, Lookup: meshLookup(mesh), Search: search,
-		Requests: requests, Registerer: reg,
+		Upstreams: []netip.AddrPort{up.addr}, Lookup: meshLookup(mesh), Search: search, Registerer: reg,
+		Source: func(client netip.Addr) (string, string) {
+			if client.IsLoopback() {
+				return "sleep", "v1"
+			}
+			return "", ""
+		},
 	})
 	ask(t, "udp", s.Addr(), question("reviews.", mdns.TypeA))
 	ask(t, "udp", s.Addr(), question("example.test.", mdns.TypeA))
@@ -157,19 +161,20 @@ func TestMetrics(t *testing.T) {
 		got  float64
 		want float64
 	}{
-		{"requests A", testutil.ToFloat64(requests.WithLabelValues("A")), 2},
-		{"requests MX", testutil.ToFloat64(requests.WithLabelValues("MX")), 1},
-		{"upstream requests A", testutil.ToFloat64(s.metrics.upstreamRequests.WithLabelValues("A")), 1},
-		{"upstream requests MX", testutil.ToFloat64(s.metrics.upstreamRequests.WithLabelValues("MX")), 1},
-		{"upstream requests AAAA", testutil.ToFloat64(s.metrics.upstreamRequests.WithLabelValues("AAAA")), 1},
-		{"upstream failures A", testutil.ToFloat64(s.metrics.upstreamFailures.WithLabelValues("A")), 0},
-		{"upstream failures AAAA", testutil.ToFloat64(s.metrics.upstreamFailures.WithLabelValues("AAAA")), 1},
+		{"requests a", testutil.ToFloat64(s.metrics.requests.WithLabelValues("a", "udp", "sleep", "v1")), 2},
+		{"requests mx", testutil.ToFloat64(s.metrics.requests.WithLabelValues("mx", "tcp", "sleep", "v1")), 1},
+		{"upstream requests a", testutil.ToFloat64(s.metrics.upstreamRequests.WithLabelValues("a", "udp", "sleep", "v1")), 1},
+		{"upstream requests mx", testutil.ToFloat64(s.metrics.upstreamRequests.WithLabelValues("mx", "tcp", "sleep", "v1")), 1},
+		// The second proxy names no source: unknown.
+		{"upstream requests aaaa", testutil.ToFloat64(s.metrics.upstreamRequests.WithLabelValues("aaaa", "udp", "unknown", "unknown")), 1},
+		{"upstream failures a", testutil.ToFloat64(s.metrics.upstreamFailures.WithLabelValues("a", "udp", "sleep", "v1")), 0},
+		{"upstream failures aaaa", testutil.ToFloat64(s.metrics.upstreamFailures.WithLabelValues("aaaa", "udp", "unknown", "unknown")), 1},
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, c.got, c.want)
 		}
 	}
-	if n, err := testutil.GatherAndCount(reg, "istio_dns_upstream_request_duration_seconds"); err != nil || n != 1 {
+	if n, err := testutil.GatherAndCount(reg, "istio_dns_upstream_request_duration_seconds"); err != nil || n != 3 {
 		t.Errorf("duration histogram: %d series, %v", n, err)
 	}
 	if got := typeLabel(65280); got != "other" {

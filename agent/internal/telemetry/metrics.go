@@ -25,7 +25,6 @@ type Metrics struct {
 	GossipMembers   prometheus.Gauge       // alive members seen
 	GossipEvents    *prometheus.CounterVec // event: join, leave, update
 	PolicyDecisions *prometheus.CounterVec // decision: allow, deny; reporter
-	DNSRequests     *prometheus.CounterVec // istio_dns_requests_total
 	HealthChanges   *prometheus.CounterVec // to: healthy, unhealthy
 	// GossipRejected counts peers' records dropped, by reason (unsigned, bad_proof, unproven_claim, ...).
 	GossipRejected *prometheus.CounterVec
@@ -66,9 +65,6 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		PolicyDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ambient_agent_policy_decisions_total", Help: "Authorization decisions by outcome.",
 		}, []string{"decision"}),
-		DNSRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "istio_dns_requests_total", Help: "The total number of DNS requests.",
-		}, []string{"request_type"}),
 		HealthChanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ambient_agent_health_changes_total", Help: "Local workload health changes, by the new status.",
 		}, []string{"to"}),
@@ -94,7 +90,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	}, []string{"version"})
 	own.WithLabelValues(version).Set(1)
 	reg.MustRegister(m.opened, m.closed, liveBytes{m}, m.failed, m.open, build, own,
-		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.DNSRequests, m.HealthChanges,
+		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.HealthChanges,
 		m.GossipRejected, m.Conflicts, m.CaptureRepairs, m.Refused,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m

@@ -20,7 +20,6 @@ func TestMetricNamesLint(t *testing.T) {
 	c.Close(1, 2, FlagNone, "")
 	m.GossipEvents.WithLabelValues("join").Inc()
 	m.PolicyDecisions.WithLabelValues("allow").Inc()
-	m.DNSRequests.WithLabelValues("A").Inc()
 	m.CertExpiry.WithLabelValues("spiffe://x", "workload").Set(1)
 	mfs, err := reg.Gather()
 	if err != nil {
