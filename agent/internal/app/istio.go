@@ -76,6 +76,7 @@ func newIstiod(cfg *config.Config, a *App) (*xds.Client, error) {
 			return &tls.Config{Certificates: []tls.Certificate{*cert}}, nil
 		}
 	}
+	o.Registerer = a.registry
 	c, err := xds.New(o)
 	if err != nil {
 		return nil, fmt.Errorf("istio: %w", err)

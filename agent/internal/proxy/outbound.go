@@ -111,6 +111,9 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 		info.Route = "waypoint"
 	}
 	rec := o.d.Metrics.Open(o.d.Access, info, labels)
+	if route.Hostname != "" {
+		o.d.Metrics.ResolvedOnDemand(rec.Labels(), route.Hostname)
+	}
 	up, err := o.connect(ctx, route, src, srcW)
 	if err == nil {
 		live(rec, c)

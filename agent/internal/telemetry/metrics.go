@@ -34,6 +34,8 @@ type Metrics struct {
 	// Refused counts connections and tunnels closed by a limit ([limits]), by
 	// listener, stage (handshake, connection, stream) and limit (per_source, total).
 	Refused *prometheus.CounterVec
+	// OnDemandDNS counts connect-time resolutions of workloads known by hostname only.
+	OnDemandDNS *prometheus.CounterVec
 	// Conflicts counts the claims the current state does not use, by kind (address, service, waypoint) and reason.
 	Conflicts *prometheus.GaugeVec
 }
@@ -78,6 +80,10 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	m.Refused = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "ambient_agent_connections_refused_total", Help: "Connections and tunnels closed because a limit was reached, by listener, stage and limit.",
 	}, []string{"listener", "stage", "limit"})
+	m.OnDemandDNS = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "istio_on_demand_dns_total", Help: "The total number of requests that used on-demand DNS (unstable).",
+	}, []string{"source_workload", "source_canonical_service", "source_canonical_revision", "source_workload_namespace",
+		"source_principal", "source_app", "source_version", "source_cluster", "hostname"})
 	m.Conflicts = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "ambient_agent_discovery_conflicts", Help: "Claims of addresses, services and waypoints the mesh state does not use, by kind and reason.",
 	}, []string{"kind", "reason"})
@@ -91,7 +97,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 	own.WithLabelValues(version).Set(1)
 	reg.MustRegister(m.opened, m.closed, liveBytes{m}, m.failed, m.open, build, own,
 		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.HealthChanges,
-		m.GossipRejected, m.Conflicts, m.CaptureRepairs, m.Refused,
+		m.GossipRejected, m.Conflicts, m.CaptureRepairs, m.Refused, m.OnDemandDNS,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -112,4 +118,17 @@ func (l liveBytes) Collect(ch chan<- prometheus.Metric) {
 	})
 	l.m.received.Collect(ch)
 	l.m.sent.Collect(ch)
+}
+
+// ResolvedOnDemand counts one connect-time resolution of hostname for a
+// connection with the source labels of l.
+func (m *Metrics) ResolvedOnDemand(l *ConnLabels, hostname string) {
+	v := []string{l.SourceWorkload, l.SourceCanonicalService, l.SourceCanonicalRevision, l.SourceWorkloadNamespace,
+		l.SourcePrincipal, l.SourceApp, l.SourceVersion, l.SourceCluster, hostname}
+	for i, s := range v {
+		if s == "" {
+			v[i] = Unknown
+		}
+	}
+	m.OnDemandDNS.WithLabelValues(v...).Inc()
 }

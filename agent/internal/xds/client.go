@@ -26,6 +26,7 @@ type Client struct {
 	current   atomic.Pointer[Update]
 	changed   chan struct{}
 	status    linkStatus
+	metrics   *metrics
 
 	// Owned by the Run goroutine.
 	store  *store
@@ -41,7 +42,7 @@ func New(o Options) (*Client, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{opts: o, log: log, changed: make(chan struct{}, 1), store: newStore()}
+	c := &Client{opts: o, log: log, changed: make(chan struct{}, 1), store: newStore(), metrics: newMetrics(o.Registerer)}
 	c.current.Store(&Update{})
 	c.status.s = Status{Address: o.Address, Since: time.Now()}
 	return c, nil
@@ -57,6 +58,7 @@ func (c *Client) Run(ctx context.Context) error {
 	backoff := minBackoff
 	for {
 		progressed, err := c.session(ctx)
+		c.metrics.terminated(ctx, progressed, err)
 		wasUp := c.connected.Swap(false)
 		if ctx.Err() != nil {
 			return nil

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Options configure a Client.
@@ -44,6 +46,9 @@ type Options struct {
 	Token func() (string, error)
 
 	Log *slog.Logger
+	// Registerer, if set, gets istio_xds_connection_terminations_total, istio_xds_message_total and
+	// istio_xds_message_bytes_total.
+	Registerer prometheus.Registerer
 }
 
 // Type URLs of the resources a ztunnel subscribes to (ztunnel src/xds/types.rs; istio pilot/pkg/model).
