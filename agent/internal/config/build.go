@@ -52,9 +52,10 @@ func Build(f File) (*Config, Problems) {
 	return cfg, nil
 }
 
-// isLabelValue reports whether s is a valid Kubernetes label value, which is
-// what Istio takes as a cluster id (topology.istio.io/cluster).
-func isLabelValue(s string) bool {
+// IsLabelValue reports whether s is a valid Kubernetes label value, which is
+// what Istio takes as a cluster id (topology.istio.io/cluster) and as a
+// locality's parts.
+func IsLabelValue(s string) bool {
 	if len(s) == 0 || len(s) > 63 {
 		return false
 	}
@@ -97,10 +98,10 @@ func (b *builder) node(f NodeFile) Node {
 	if n.Network != "" && !IsDNSSubdomain(n.Network) {
 		b.addf("node.network", "%q is not a DNS name", n.Network)
 	}
-	if parts := strings.Split(n.Locality, "/"); n.Locality != "" && (len(parts) > 3 || slices.ContainsFunc(parts, func(p string) bool { return p != "" && !isLabelValue(p) })) {
+	if parts := strings.Split(n.Locality, "/"); n.Locality != "" && (len(parts) > 3 || slices.ContainsFunc(parts, func(p string) bool { return p != "" && !IsLabelValue(p) })) {
 		b.addf("node.locality", "%q is not a locality: \"region\", \"region/zone\" or \"region/zone/subzone\", each a Kubernetes label value", n.Locality)
 	}
-	if n.ClusterID != "" && !isLabelValue(n.ClusterID) {
+	if n.ClusterID != "" && !IsLabelValue(n.ClusterID) {
 		b.addf("node.cluster_id", "%q is not a cluster id (a Kubernetes label value: up to 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit; Istio's default is \"Kubernetes\")", n.ClusterID)
 	}
 	if n.DrainTimeout <= 0 || n.DrainTimeout > 10*time.Minute {

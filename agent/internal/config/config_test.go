@@ -287,8 +287,8 @@ func TestClusterIDIsALabelValue(t *testing.T) {
 		"Kubernetes": true, "cluster-1": true, "my_cluster.eu": true, "a": true,
 		"-x": false, "x-": false, "with space": false, strings.Repeat("a", 64): false,
 	} {
-		if got := isLabelValue(id); got != ok {
-			t.Errorf("isLabelValue(%q) = %v, want %v", id, got, ok)
+		if got := IsLabelValue(id); got != ok {
+			t.Errorf("IsLabelValue(%q) = %v, want %v", id, got, ok)
 		}
 	}
 }

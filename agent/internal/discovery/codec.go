@@ -29,6 +29,7 @@ const (
 	recNode, recVersion, recAgentVersion, recWorkload, recService, recWaypoint, recAddress protowire.Number = 1, 2, 3, 4, 5, 6, 7
 
 	wlName, wlNamespace, wlServiceAccount, wlTrustDomain, wlAddress, wlNetwork, wlTunnel, wlLabel, wlStatus, wlCapacity, wlUseWaypoint, wlPort protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
+	wlCluster, wlRegion, wlZone, wlSubzone                                                                                                     protowire.Number = 13, 14, 15, 16
 
 	labelKey, labelValue protowire.Number = 1, 2
 
@@ -92,6 +93,10 @@ func appendWorkload(b []byte, w *state.Workload) []byte {
 	for _, p := range w.Ports {
 		b = pbwire.AppendUint(b, wlPort, uint64(p))
 	}
+	b = pbwire.AppendNonEmpty(b, wlCluster, w.ClusterID)
+	b = pbwire.AppendNonEmpty(b, wlRegion, w.Locality.Region)
+	b = pbwire.AppendNonEmpty(b, wlZone, w.Locality.Zone)
+	b = pbwire.AppendNonEmpty(b, wlSubzone, w.Locality.Subzone)
 	return b
 }
 
@@ -241,6 +246,14 @@ func decodeWorkload(f pbwire.Field) (*state.Workload, error) {
 			w.Capacity = uint32(c)
 		case wlUseWaypoint:
 			w.UseWaypoint, err = f.Str()
+		case wlCluster:
+			w.ClusterID, err = f.Str()
+		case wlRegion:
+			w.Locality.Region, err = f.Str()
+		case wlZone:
+			w.Locality.Zone, err = f.Str()
+		case wlSubzone:
+			w.Locality.Subzone, err = f.Str()
 		case wlPort:
 			if len(w.Ports) == maxPorts {
 				return drop(reasonTooLarge, "more than %d ports", maxPorts)

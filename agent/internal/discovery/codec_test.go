@@ -25,7 +25,8 @@ func fullRecord() *Record {
 			Name: "web", Namespace: "shop", ServiceAccount: "web-sa", TrustDomain: "example.org",
 			Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("fd00::1")},
 			Network:   "net-1", Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 3, UseWaypoint: "shop/wp", Ports: []uint16{80, 8080},
-			Labels: map[string]string{"app": "web", "version": "v1", "service.istio.io/canonical-name": "web"},
+			Labels:    map[string]string{"app": "web", "version": "v1", "service.istio.io/canonical-name": "web"},
+			ClusterID: "Kubernetes", Locality: state.Locality{Region: "eu", Zone: "eu-1", Subzone: "rack-2"},
 		}, {
 			Name: "db", Namespace: "shop", ServiceAccount: "db", TrustDomain: "example.org",
 			Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.2")}, Tunnel: state.TunnelNone, Healthy: false,
@@ -128,6 +129,8 @@ func TestBadRecordsAreDropped(t *testing.T) {
 		{"loopback address", mutate(func(r *Record) {
 			r.Workloads[1].Addresses = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 		}), reasonInvalid},
+		{"bad cluster", mutate(func(r *Record) { r.Workloads[0].ClusterID = "-no" }), reasonInvalid},
+		{"bad locality", mutate(func(r *Record) { r.Workloads[0].Locality.Zone = "a zone" }), reasonInvalid},
 		{"address of 5 bytes", withField(recWaypoint, protowire.BytesType,
 			protowire.AppendBytes(protowire.AppendTag(nil, wpAddress, protowire.BytesType), []byte{1, 2, 3, 4, 5})), reasonInvalid},
 		{"unknown tunnel", withField(recWorkload, protowire.BytesType,

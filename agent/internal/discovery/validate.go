@@ -114,6 +114,13 @@ func validateWorkload(w *state.Workload) error {
 		return fmt.Errorf("%d ports, the limit is %d", len(w.Ports), maxPorts)
 	case w.Capacity > config.MaxCapacity:
 		return fmt.Errorf("capacity %d, the limit is %d", w.Capacity, config.MaxCapacity)
+	case w.ClusterID != "" && !config.IsLabelValue(w.ClusterID):
+		return fmt.Errorf("cluster %q is not a cluster id", w.ClusterID)
+	}
+	for _, part := range []string{w.Locality.Region, w.Locality.Zone, w.Locality.Subzone} {
+		if part != "" && !config.IsLabelValue(part) {
+			return fmt.Errorf("locality %q is not region/zone/subzone of label values", w.Locality.String())
+		}
 	}
 	for i, p := range w.Ports {
 		if p == 0 || slices.Contains(w.Ports[:i], p) {
