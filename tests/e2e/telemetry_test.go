@@ -68,7 +68,7 @@ func TestTelemetryLabels(t *testing.T) {
 		"source_app": "sleeper", "source_version": "r1", "source_cluster": "lab-cluster",
 		"destination_service": "web.default.svc.cluster.local", "destination_service_name": "web",
 		"destination_service_namespace": "default",
-		"destination_workload": "web", "destination_canonical_service": "web", "destination_canonical_revision": "v2",
+		"destination_workload":          "web", "destination_canonical_service": "web", "destination_canonical_revision": "v2",
 		"destination_workload_namespace": "default", "destination_principal": "spiffe://cluster.local/ns/default/sa/web",
 		"destination_app": "web", "destination_version": "v2", "destination_cluster": "lab-cluster",
 		"request_protocol": "tcp", "response_flags": "-", "connection_security_policy": "mutual_tls",
