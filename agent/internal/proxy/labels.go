@@ -25,7 +25,7 @@ func connLabels(reporter string, src *state.Workload, srcPrincipal string, dst *
 		l.SourceApp, l.SourceVersion = l.SourceCanonicalService, l.SourceCanonicalRevision
 		l.SourceCluster = src.ClusterID
 		l.SourceRegion, l.SourceZone = src.Locality.Region, src.Locality.Zone
-		if l.SourcePrincipal == "" {
+		if l.SourcePrincipal == "" && mtls { // only an authenticated peer has a principal
 			l.SourcePrincipal = principal(src)
 		}
 	}
