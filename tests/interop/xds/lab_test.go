@@ -34,7 +34,9 @@ import (
 // directly, as Istio lets them (policy decides, as a ztunnel's), until a
 // policy created in the cluster denies h3 at h2; h4 still passes. h2 reaches a
 // DNS ServiceEntry's host by name: its DNS proxy answers the entry's VIP, and
-// the agent resolves the host with the host's own resolvers when it connects.
+// the agent resolves the host with the host's own resolvers when it connects;
+// and a ServiceEntry whose endpoint presents the identity its subjectAltNames
+// name, not its WorkloadEntry's.
 func TestAgentEnforcesIstiodPolicy(t *testing.T) {
 	lab.Require(t, "nginx", "curl")
 	l := lab.New(t, 4)
@@ -61,9 +63,20 @@ func TestAgentEnforcesIstiodPolicy(t *testing.T) {
 			Ports:    []*istioapi.ServicePort{{Number: 8080, Name: "http", Protocol: "HTTP"}},
 			Location: istioapi.ServiceEntry_MESH_EXTERNAL, Resolution: istioapi.ServiceEntry_DNS},
 	}
+	// A ServiceEntry whose endpoint (the ingress host, as a WorkloadEntry of another service account) presents
+	// the identity its subjectAltNames name: the handshake must accept it.
+	sanEntry := workloadEntry("san-ep", ingress.Addr.String(), map[string]string{"app": "san"})
+	sanService := &networkingclient.ServiceEntry{
+		ObjectMeta: metav1.ObjectMeta{Name: "san", Namespace: "vms"},
+		Spec: istioapi.ServiceEntry{Hosts: []string{"san.vms.example.com"}, Addresses: []string{"240.240.30.2"},
+			Ports:    []*istioapi.ServicePort{{Number: 8080, Name: "http", Protocol: "HTTP"}},
+			Location: istioapi.ServiceEntry_MESH_INTERNAL, Resolution: istioapi.ServiceEntry_STATIC,
+			SubjectAltNames:  []string{"spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway"},
+			WorkloadSelector: &istioapi.WorkloadSelector{Labels: map[string]string{"app": "san"}}},
+	}
 	class := &gatewayv1.GatewayClass{ObjectMeta: metav1.ObjectMeta{Name: "istio-waypoint"},
 		Spec: gatewayv1.GatewayClassSpec{ControllerName: "istio.io/mesh-controller"}}
-	objs := append([]runtime.Object{namespace("vms"), class, webEntry, db, dbService, apiService},
+	objs := append([]runtime.Object{namespace("vms"), class, webEntry, db, dbService, apiService, sanEntry, sanService},
 		waypointObjects("vms", "waypoint", "10.96.0.98", "10.77.0.98", "workload")...)
 	s := istioxds.NewFakeDiscoveryServer(t, istioxds.FakeOptions{
 		KubernetesObjects: objs,
@@ -154,6 +167,12 @@ addresses = [%q]
 	}
 	if !strings.Contains(webAgent.Log(), "dst=240.240.30.1:8080") {
 		t.Fatalf("the call did not go through the ServiceEntry's VIP:\n%s", webAgent.Log())
+	}
+
+	// subjectAltNames: the endpoint is vms/vm-sa to istiod, and presents istio-system/istio-ingressgateway.
+	waitDump(t, webAgent, "the ServiceEntry with subjectAltNames", func(d agentDump) bool { return d.hasService("san.vms.example.com") })
+	if out, err := get(web, "http://240.240.30.2:8080/"); err != nil || !strings.Contains(out, "hello from api") {
+		t.Fatalf("web -> a ServiceEntry whose endpoint presents its subjectAltName: %v %q\n%s", err, out, webAgent.Log())
 	}
 
 	// A policy created in the cluster, selecting the host's WorkloadEntry.
