@@ -117,6 +117,11 @@ func decideOutbound(snap *state.Snapshot, from *state.Workload, src, dst netip.A
 			return Route{Kind: RouteDrop, Target: dst, Flag: telemetry.FlagContested,
 				Reason: "address contested: claimed by workloads none of which proves it or holds it (ambient-agent doctor)"}
 		}
+		// A CIDR VIP, after workload addresses: a workload inside the range is
+		// reached as itself.
+		if svc, ok := snap.ServiceByRange(dstIP, o.namespace()); ok {
+			return o.service(dst, svc)
+		}
 		return Route{Kind: RoutePassthrough, Target: dst}
 	}
 	return o.workload(dst, w)

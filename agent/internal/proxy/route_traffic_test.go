@@ -101,3 +101,33 @@ func TestResolvePicksAUsableAnswer(t *testing.T) {
 		t.Fatal("no resolver: want an error")
 	}
 }
+
+// A CIDR VIP: an address in the range that is no workload's goes to the
+// service; a workload inside it is reached as itself; the longest prefix
+// wins, then the client's namespace.
+func TestCIDRVIPs(t *testing.T) {
+	wide := trafficSnapshot(state.Traffic{VIPRanges: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}})
+	if r := decide(wide, ap("10.0.0.1:5000"), ap("10.0.77.7:80"), func(int) int { return 0 }); r.Service == nil || r.Target != ap("10.0.0.21:8080") {
+		t.Errorf("an address in the range: %+v, want the service's endpoint", r)
+	}
+	if r := decide(wide, ap("10.0.0.1:5000"), ap("10.0.0.21:8080"), func(int) int { return 0 }); r.Service != nil || r.Dest == nil || r.Dest.UID != "ep" {
+		t.Errorf("a workload in the range: %+v, want the workload itself", r)
+	}
+	if r := decide(wide, ap("10.0.0.1:5000"), ap("10.1.0.1:80"), func(int) int { return 0 }); r.Kind != RoutePassthrough || r.Service != nil {
+		t.Errorf("outside the range: %+v", r)
+	}
+	svc := func(name, ns, prefix string) state.ServiceDecl {
+		return state.ServiceDecl{Node: state.IstiodNode, Origin: state.OriginIstiod, Name: name, Namespace: ns, Hostname: name + "." + ns,
+			Ports: []state.ServicePort{{Port: 80, TargetPort: 80}}, UseWaypoint: "none",
+			Traffic: state.Traffic{VIPRanges: []netip.Prefix{netip.MustParsePrefix(prefix)}}}
+	}
+	snap := state.Build(1, state.Input{Services: []state.ServiceDecl{svc("a16", "other", "10.9.0.0/16"), svc("b24", "other", "10.9.1.0/24"),
+		svc("c24", "app", "10.9.1.0/24")}})
+	for _, tc := range []struct{ addr, ns, want string }{
+		{"10.9.200.1", "app", "a16"}, {"10.9.1.1", "other", "b24"}, {"10.9.1.1", "app", "c24"},
+	} {
+		if got, ok := snap.ServiceByRange(netip.MustParseAddr(tc.addr), tc.ns); !ok || got.Name != tc.want {
+			t.Errorf("%s from %s: %v, want %s", tc.addr, tc.ns, got, tc.want)
+		}
+	}
+}

@@ -50,10 +50,13 @@ type localEndpoint struct {
 }
 
 // indexLocalEndpoints lists, per local workload, the services it backs (in
-// service order), for InboundService.
+// service order), for InboundService, and the services with CIDR VIPs.
 func (s *Snapshot) indexLocalEndpoints() {
 	s.localSvcs = map[string][]localEndpoint{}
 	for _, svc := range s.services {
+		if len(svc.VIPRanges) > 0 {
+			s.ranged = append(s.ranged, svc)
+		}
 		for _, e := range svc.Endpoints {
 			if e.Workload.Local {
 				s.localSvcs[e.UID] = append(s.localSvcs[e.UID], localEndpoint{svc, e})

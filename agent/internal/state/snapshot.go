@@ -27,6 +27,7 @@ type Snapshot struct {
 	byVIP        map[netip.Addr]*Service
 	byHostname   map[string]*Service
 	localSvcs    map[string][]localEndpoint // local workload UID -> the services it backs
+	ranged       []*Service                 // services with CIDR VIPs, in key order
 	svcConflicts []ServiceConflict
 	wps          waypointIndex
 }

@@ -2,6 +2,7 @@ package state
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -24,6 +25,9 @@ type Traffic struct {
 	// WeightedWaypoints split the service's connections between waypoints;
 	// empty: UseWaypoint alone.
 	WeightedWaypoints []WeightedWaypoint `json:"weightedWaypoints,omitempty"`
+	// VIPRanges are CIDR VIPs: an address in one that is no workload's is the
+	// service's (ServiceByRange).
+	VIPRanges []netip.Prefix `json:"vipRanges,omitempty"`
 }
 
 // WeightedWaypoint is one waypoint of a split, named as UseWaypoint is.
@@ -70,6 +74,31 @@ type Locality struct {
 	Region  string `json:"region,omitempty"`
 	Zone    string `json:"zone,omitempty"`
 	Subzone string `json:"subzone,omitempty"`
+}
+
+// ServiceByRange finds the service with a CIDR VIP that contains a, for a
+// client of namespace ns: the longest prefix, a service of the client's
+// namespace first, then the first in key order; one the client may not see
+// is skipped (spec/routing.md, services lookup).
+func (s *Snapshot) ServiceByRange(a netip.Addr, ns string) (*Service, bool) {
+	a = a.Unmap()
+	var best *Service
+	bits := -1
+	for _, svc := range s.ranged {
+		if !svc.VisibleTo(ns) {
+			continue
+		}
+		for _, p := range svc.VIPRanges {
+			if !p.Contains(a) {
+				continue
+			}
+			switch {
+			case p.Bits() > bits, p.Bits() == bits && svc.Namespace == ns && best.Namespace != ns:
+				best, bits = svc, p.Bits()
+			}
+		}
+	}
+	return best, best != nil
 }
 
 // ParseLocality reads "region/zone/subzone" (trailing parts may be left out).

@@ -49,7 +49,7 @@ const (
 	// NamespacedHostname
 	nhNamespace, nhHostname = 1, 2
 	// NetworkAddress
-	naNetwork, naAddress = 1, 2
+	naNetwork, naAddress, naLength = 1, 2, 3
 	// google.protobuf.UInt32Value
 	wrapperValue = 1
 )
@@ -118,6 +118,17 @@ type port struct {
 type networkAddress struct {
 	Network string
 	Addr    netip.Addr
+	// Bits is the prefix length of a CIDR VIP (NetworkAddress.length); 0 when absent (or 0, which no VIP
+	// range is): a host address.
+	Bits int
+}
+
+// prefix is the address as a CIDR, and whether it is one (shorter than a host address).
+func (a networkAddress) prefix() (netip.Prefix, bool) {
+	if a.Bits <= 0 || a.Bits >= a.Addr.BitLen() {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a.Addr, a.Bits).Masked(), true
 }
 
 // gatewayAddress is a waypoint or network gateway reference: a service by namespace and hostname, or an address.
@@ -502,11 +513,18 @@ func decodeNetworkAddress(f pbwire.Field) (networkAddress, error) {
 			a.Network, err = f.Str()
 		case naAddress:
 			a.Addr, err = f.Addr()
+		case naLength:
+			var v uint64
+			v, err = f.Uint(128)
+			a.Bits = int(v)
 		}
 		return err
 	})
 	if err == nil && !a.Addr.IsValid() {
 		err = errors.New("no address")
+	}
+	if err == nil && a.Bits > a.Addr.BitLen() {
+		err = fmt.Errorf("prefix length %d for %s", a.Bits, a.Addr)
 	}
 	if err != nil {
 		return a, fmt.Errorf("network address: %w", err)

@@ -100,6 +100,7 @@ func TestDecodeServiceEveryField(t *testing.T) {
 		fStr(svcHostname, "reviews.ns1.svc.cluster.local"),
 		networkAddr(svcAddresses, "net1", "10.96.0.10"),
 		networkAddr(svcAddresses, "", "fd00:96::10"),
+		fMsg(svcAddresses, fStr(naNetwork, "net1"), fIP(naAddress, "10.97.0.0"), fUint(naLength, 16)), // a CIDR VIP
 		portMsg(svcPorts, 80, 8080, 1),
 		portMsg(svcPorts, 9090, 0, 3),
 		fStr(svcSubjectAltNames, "spiffe://cluster.local/ns/ns1/sa/reviews"),
@@ -116,10 +117,11 @@ func TestDecodeServiceEveryField(t *testing.T) {
 	}
 	want := &service{
 		Name: "reviews", Namespace: "ns1", Hostname: "reviews.ns1.svc.cluster.local",
-		Addresses:       []networkAddress{{"net1", netip.MustParseAddr("10.96.0.10")}, {"", netip.MustParseAddr("fd00:96::10")}},
+		Addresses: []networkAddress{{"net1", netip.MustParseAddr("10.96.0.10"), 0}, {"", netip.MustParseAddr("fd00:96::10"), 0},
+			{"net1", netip.MustParseAddr("10.97.0.0"), 16}},
 		Ports:           []port{{80, 8080, 1}, {9090, 0, 3}},
 		SubjectAltNames: []string{"spiffe://cluster.local/ns/ns1/sa/reviews"},
-		Waypoint:        &gatewayAddress{Address: networkAddress{"net1", netip.MustParseAddr("10.96.0.99")}, HBONEPort: 15008},
+		Waypoint:        &gatewayAddress{Address: networkAddress{"net1", netip.MustParseAddr("10.96.0.99"), 0}, HBONEPort: 15008},
 		// An unknown scope (77, a newer istiod's) is skipped.
 		LoadBalancing: &state.LoadBalancing{Mode: state.LBFailover, Preference: []state.Scope{state.ScopeNetwork, state.ScopeZone}, AllowAll: true},
 		Weighted: []weightedWaypoint{{Destination: &gatewayAddress{Namespace: "ns1", Hostname: "wp-canary.ns1.svc.cluster.local", HBONEPort: 15008},

@@ -73,6 +73,9 @@ func build(s *store, network string) Update {
 		case a.Service != nil:
 			v.services[a.Service.key()] = a.Service
 			for _, na := range a.Service.Addresses {
+				if _, cidr := na.prefix(); cidr {
+					continue
+				}
 				if prev := v.byVIP[na.Addr]; v.onNetwork(na.Network) && (prev == nil || a.Service.key() < prev.key()) {
 					v.byVIP[na.Addr] = a.Service // a VIP two services claim: the same one every time
 				}
@@ -232,7 +235,11 @@ func (v *view) declarations(wls []*workload) []state.ServiceDecl {
 				state.WeightedWaypoint{Waypoint: v.waypointRef(ww.Destination), Weight: ww.Weight})
 		}
 		for _, a := range s.Addresses {
-			if v.onNetwork(a.Network) && !slices.Contains(base.VIPs, a.Addr) {
+			switch p, cidr := a.prefix(); {
+			case !v.onNetwork(a.Network):
+			case cidr:
+				base.Traffic.VIPRanges = append(base.Traffic.VIPRanges, p)
+			case !slices.Contains(base.VIPs, a.Addr):
 				base.VIPs = append(base.VIPs, a.Addr)
 			}
 		}
