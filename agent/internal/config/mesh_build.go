@@ -370,6 +370,11 @@ func (b *builder) enforcement(f PolicyFile, cfg *Config) (string, *HairpinIdenti
 			b.addf("policy.hairpin_service_account", "%s/%s is the identity of workload %s; the hairpin identity must be one no workload has", h.Namespace, h.ServiceAccount, w.Name)
 		}
 	}
+	for _, w := range cfg.Remotes { // holding it would let this host pass for another host's workload
+		if w.Namespace == h.Namespace && w.ServiceAccount == h.ServiceAccount {
+			b.addf("policy.hairpin_service_account", "%s/%s is the identity of remote workload %s; the hairpin identity must be one no workload has", h.Namespace, h.ServiceAccount, w.Name)
+		}
+	}
 	if wp := cfg.Waypoint; wp.Enabled && wp.Namespace == h.Namespace && wp.ServiceAccount == h.ServiceAccount {
 		b.addf("policy.hairpin_service_account", "%s/%s is the identity of this host's waypoint; the hairpin identity must be its own", h.Namespace, h.ServiceAccount)
 	}

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -85,8 +86,10 @@ func (d *Deps) hairpin() (spiffeid.ID, bool) {
 
 // resolve finds the address to reach host at (spec/routing.md, endpoint
 // selection): a random answer of the caller's family first, else of the
-// other. Answers that would reach the agent or this host (loopback,
-// unspecified) are never used.
+// other. Answers that are never a remote workload's (this host's own
+// addresses, loopback, link-local and the cloud's metadata address,
+// multicast, unspecified: unreachable) are never used: a DNS answer, which
+// anyone on the path may forge, must not point the agent at itself.
 func (d *Deps) resolve(ctx context.Context, host string, v4 bool) (netip.Addr, error) {
 	if d.Resolve == nil {
 		return netip.Addr{}, fmt.Errorf("%s is known by hostname only and this agent resolves none", host)
@@ -99,7 +102,7 @@ func (d *Deps) resolve(ctx context.Context, host string, v4 bool) (netip.Addr, e
 	for _, a := range addrs {
 		a = a.Unmap()
 		switch {
-		case !a.IsValid() || a.IsLoopback() || a.IsUnspecified():
+		case unreachable(a) != "" || d.hostAddr(a): // never this host, the agent, or the cloud's metadata
 		case a.Is4() == v4:
 			same = append(same, a)
 		default:
@@ -112,4 +115,13 @@ func (d *Deps) resolve(ctx context.Context, host string, v4 bool) (netip.Addr, e
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("resolve %s: no usable address in %v", host, addrs)
+}
+
+// hostAddr reports whether a is one of this host's addresses; false when the
+// host's addresses are unknown (HostAddrs is nil).
+func (d *Deps) hostAddr(a netip.Addr) bool {
+	if d.HostAddrs == nil {
+		return false
+	}
+	return slices.ContainsFunc(d.HostAddrs(), func(b netip.Addr) bool { return b.Unmap() == a })
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -114,10 +115,12 @@ type inboundTag struct {
 	svc   *state.Service // the service target, at a waypoint
 	route string         // "hbone", or "waypoint" for the waypoint role
 	// src is the caller as the waypoint role authorized it (the tunnel's
-	// peer); zero elsewhere.
-	src     netip.AddrPort
-	rec     *telemetry.Conn
-	untrack func() // stops re-evaluation once the tunnel is over
+	// peer, or an old-style hairpin's client, which has no identity:
+	// anonymous); zero elsewhere.
+	src       netip.AddrPort
+	anonymous bool
+	rec       *telemetry.Conn
+	untrack   func() // stops re-evaluation once the tunnel is over
 }
 
 // Authorize is the hbone server's callback (spec/routing.md, inbound over HBONE).
@@ -178,7 +181,7 @@ func (t inboundTelemetry) open(info *hbone.TunnelInfo) *telemetry.Conn {
 		dst, _ = snap.LocalByAddr(info.Local.Addr())
 	}
 	peer := ""
-	if !info.Peer.IsZero() {
+	if !info.Peer.IsZero() && (tag == nil || !tag.anonymous) {
 		peer = info.Peer.String()
 	}
 	src := info.Remote
@@ -261,7 +264,8 @@ func (h *InboundHBONE) bypassed(snap *state.Snapshot, w *state.Workload, peer sp
 	if len(wps) == 0 {
 		return nil
 	}
-	for _, wp := range append(wps, serviceWaypoints(snap, w)...) {
+	// The snapshot's slices are shared: never append to them.
+	for _, wp := range append(slices.Clip(wps), serviceWaypoints(snap, w)...) {
 		if id, err := wp.Identity(); err == nil && id == peer {
 			return nil
 		}
@@ -276,7 +280,7 @@ func serviceWaypoints(snap *state.Snapshot, w *state.Workload) []*state.Waypoint
 	for _, svc := range snap.Services() {
 		for _, e := range svc.Endpoints {
 			if e.Workload == w {
-				out = append(out, snap.ServiceWaypoint(svc)...)
+				out = append(out, snap.BoundWaypoints(svc)...)
 				break
 			}
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
@@ -78,7 +79,7 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	if len(wps) > 0 {
-		p.hairpin(ctx, c, rec, w, wps, src, dst)
+		p.hairpin(ctx, tc, rec, conn, wps, src, dst)
 		return
 	}
 	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
@@ -89,17 +90,24 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	live(rec, c)
+	b, flag, reason := p.relayAuthorized(conn, tc, up, nil) // TCP to TCP: splice, no buffers
+	rec.Close(b.Sent, b.Received, flag, reason)
+}
+
+// relayAuthorized relays c and up for as long as conn stays allowed: a
+// policy change that denies it resets c and closes up, and the flag and
+// reason say so.
+func (p *InboundPlain) relayAuthorized(conn policy.Conn, c *net.TCPConn, up net.Conn, bufs *bufcopy.Pool) (Bytes, string, string) {
 	revoked := make(chan struct{})
-	untrack := p.d.Live.add(conn, func() { close(revoked); reset(tc); up.Close() })
-	b, err := relay(c, up, nil) // TCP to TCP: splice, no buffers
+	untrack := p.d.Live.add(conn, func() { close(revoked); reset(c); up.Close() })
+	b, err := relay(c, up, bufs)
 	untrack()
-	flag, reason := telemetry.FlagNone, errString(err)
 	select {
 	case <-revoked:
-		flag, reason = telemetry.FlagDeny, "closed: a policy change denies it now"
+		return b, telemetry.FlagDeny, "closed: a policy change denies it now"
 	default:
 	}
-	rec.Close(b.Sent, b.Received, flag, reason)
+	return b, telemetry.FlagNone, errString(err)
 }
 
 // reset closes c with a TCP RST: a denied client learns at once and nothing
@@ -121,7 +129,7 @@ func (p *InboundPlain) hairpinWaypoints(snap *state.Snapshot, w *state.Workload)
 // identity, never the workload's (the waypoint would authorize an anonymous
 // client as the workload). The waypoint authorizes that identity and tunnels
 // back to the workload.
-func (p *InboundPlain) hairpin(ctx context.Context, c net.Conn, rec *telemetry.Conn, w *state.Workload, wps []*state.Waypoint, src, dst netip.AddrPort) {
+func (p *InboundPlain) hairpin(ctx context.Context, c *net.TCPConn, rec *telemetry.Conn, conn policy.Conn, wps []*state.Waypoint, src, dst netip.AddrPort) {
 	wp := wps[rand.IntN(len(wps))]
 	source, ok := p.d.hairpin()
 	if !ok {
@@ -143,6 +151,8 @@ func (p *InboundPlain) hairpin(ctx context.Context, c net.Conn, rec *telemetry.C
 		return
 	}
 	live(rec, c)
-	b, err := relay(c, up, p.bufs)
-	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
+	// The node's authorization stands for the connection's life: a policy
+	// change that denies it closes it, as for a direct plaintext caller.
+	b, flag, reason := p.relayAuthorized(conn, c, up, p.bufs)
+	rec.Close(b.Sent, b.Received, flag, reason)
 }

@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -130,6 +131,9 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, src
 	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
 	if r.Hostname != "" {
+		if IllegalPort(r.Target.Port()) {
+			return nil, &RouteError{Route: Route{Reason: fmt.Sprintf("%s: port %d is one of the agent's own", r.Hostname, r.Target.Port())}}
+		}
 		a, err := o.d.resolve(ctx, r.Hostname, src.Addr().Is4())
 		if err != nil {
 			return nil, &RouteError{Route: Route{Reason: err.Error(), Flag: telemetry.FlagNoRoute}}

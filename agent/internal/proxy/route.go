@@ -256,10 +256,13 @@ func (o outbound) viaWaypoint(target netip.AddrPort, wps []*state.Waypoint) Rout
 }
 
 // fromWaypoint reports whether a connection from src comes from one of the
-// waypoint's instances: a waypoint is never sent back to itself.
+// waypoint's instances: a waypoint is never sent back to itself. An instance
+// on this host never counts: the waypoint role's own connections are never
+// captured, so a captured one from its address is a local process's that
+// bound it, which must not skip the waypoint.
 func fromWaypoint(src netip.Addr, wps []*state.Waypoint) bool {
 	for _, wp := range wps {
-		if wp.HasAddress(src) {
+		if !wp.Local && wp.HasAddress(src) {
 			return true
 		}
 	}

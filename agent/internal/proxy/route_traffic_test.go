@@ -83,8 +83,13 @@ func TestHostnameEndpoint(t *testing.T) {
 }
 
 func TestResolvePicksAUsableAnswer(t *testing.T) {
-	answers := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::"), netip.MustParseAddr("2001:db8::5"), netip.MustParseAddr("192.0.2.5")}
-	d := &Deps{Resolve: func(context.Context, string) ([]netip.Addr, error) { return answers, nil }}
+	// Loopback, unspecified, the metadata address, link-local, multicast and
+	// this host's own address are never used, whatever DNS says.
+	answers := []netip.Addr{netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::"), netip.MustParseAddr("169.254.169.254"),
+		netip.MustParseAddr("fe80::1"), netip.MustParseAddr("224.0.0.1"), netip.MustParseAddr("10.0.0.1"),
+		netip.MustParseAddr("2001:db8::5"), netip.MustParseAddr("192.0.2.5")}
+	d := &Deps{Resolve: func(context.Context, string) ([]netip.Addr, error) { return answers, nil },
+		HostAddrs: func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("10.0.0.1")} }}
 	for range 20 {
 		if a, err := d.resolve(context.Background(), "h", true); err != nil || a != netip.MustParseAddr("192.0.2.5") {
 			t.Fatalf("v4 caller: %v %v", a, err)
@@ -93,9 +98,9 @@ func TestResolvePicksAUsableAnswer(t *testing.T) {
 			t.Fatalf("v6 caller: %v %v", a, err)
 		}
 	}
-	answers = answers[:2]
+	answers = answers[:6]
 	if a, err := d.resolve(context.Background(), "h", true); err == nil {
-		t.Fatalf("only loopback and unspecified answers: %v, want an error", a)
+		t.Fatalf("only answers that are never a remote workload's: %v, want an error", a)
 	}
 	if _, err := (&Deps{}).resolve(context.Background(), "h", true); err == nil {
 		t.Fatal("no resolver: want an error")
@@ -129,5 +134,17 @@ func TestCIDRVIPs(t *testing.T) {
 		if got, ok := snap.ServiceByRange(netip.MustParseAddr(tc.addr), tc.ns); !ok || got.Name != tc.want {
 			t.Errorf("%s from %s: %v, want %s", tc.addr, tc.ns, got, tc.want)
 		}
+	}
+}
+
+// A captured connection from the address of a waypoint instance on this host
+// is a local process's (the waypoint role's own connections are never
+// captured): it does not skip the waypoint.
+func TestLocalWaypointAddressDoesNotSkipTheWaypoint(t *testing.T) {
+	wp := &state.Waypoint{Name: "wp", Namespace: "ext", ServiceAccount: "wp", TrustDomain: "cluster.local", Node: "this-host",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.9.1")}, Origin: state.OriginConfig, Local: true}
+	snap := trafficSnapshot(state.Traffic{}, wp)
+	if r := decide(snap, ap("10.0.9.1:5000"), ap("10.96.5.1:80"), func(int) int { return 0 }); r.Waypoint != wp {
+		t.Errorf("from the local waypoint's address: %+v, want through the waypoint", r)
 	}
 }

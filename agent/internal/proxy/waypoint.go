@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -41,8 +40,18 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	}
 	// The caller is the peer of the tunnel: its identity and address. Its
 	// `forwarded` is its word only, never a policy input; a hairpinned
-	// plaintext client arrives as its node's hairpin identity.
+	// plaintext client arrives as its node's hairpin identity. The one
+	// exception is a tunnel for a workload from a peer presenting that
+	// workload's own identity, with a client in `forwarded`: an agent before
+	// hairpin identities hairpinning a plaintext client (or the workload
+	// calling itself through its waypoint). Its client has no identity: it is
+	// authorized as anonymous, from `forwarded`, as those agents expect, never
+	// as the workload.
 	id, caller := req.PeerIdentity, netip.AddrPortFrom(req.RemoteAddr.Addr().Unmap(), req.RemoteAddr.Port())
+	anonymous := ownHairpin(req, wt)
+	if anonymous {
+		id, caller = spiffeid.ID{}, netip.AddrPortFrom(req.ForwardedFor.Addr().Unmap(), req.ForwardedFor.Port())
+	}
 	conn := policy.Conn{DestNamespace: wt.namespace(), DestIP: target.Addr(), DestPort: target.Port(),
 		SourceIdentity: id, SourceIP: caller.Addr()}
 	if wt.dst != nil {
@@ -52,11 +61,11 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	if dec := h.d.count(conn, h.d.Policy().EvaluateWaypoint(conn, at)); !dec.Allow {
 		d := refuseAt(hbone.FlagDenied, errors.New(dec.String()))
 		tag := d.Tag.(*inboundTag)
-		tag.svc, tag.dst, tag.src = wt.svc, wt.dst, caller
+		tag.svc, tag.dst, tag.src, tag.anonymous = wt.svc, wt.dst, caller, anonymous
 		return d
 	}
 	// The access log, and `forwarded` on the way on, show the caller as authorized.
-	tag := &inboundTag{svc: wt.svc, dst: wt.dst, route: "waypoint", src: caller}
+	tag := &inboundTag{svc: wt.svc, dst: wt.dst, route: "waypoint", src: caller, anonymous: anonymous}
 	d := hbone.Allow(target)
 	d.Dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
 		up, w, err := h.forward(ctx, snap, wt, t, caller)
@@ -71,6 +80,17 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	d.Revoker = revoker
 	d.Tag = tag
 	return d
+}
+
+// ownHairpin reports whether a waypoint tunnel comes from the target
+// workload's own node presenting the workload's identity for a client in
+// `forwarded` (only that node holds the identity).
+func ownHairpin(req *hbone.Request, wt waypointTarget) bool {
+	if wt.dst == nil || !req.ForwardedFor.IsValid() {
+		return false
+	}
+	id, err := wt.dst.Identity()
+	return err == nil && id == req.PeerIdentity
 }
 
 // refuseAt refuses a waypoint tunnel; the tag marks its telemetry as the waypoint's.
@@ -239,7 +259,7 @@ func (h *InboundHBONE) upstreamRefusal(snap *state.Snapshot, wp *state.Waypoint,
 	if other, ok := snap.WaypointByAddr(a); ok && other.Local {
 		return fmt.Errorf("is an address of waypoint %s on this host", other.Key())
 	}
-	if !w.Local && h.hostAddr(a) {
+	if !w.Local && h.d.hostAddr(a) {
 		return fmt.Errorf("is an address of this host, and workload %s does not run here", w.UID)
 	}
 	return nil
@@ -271,13 +291,4 @@ func unreachable(a netip.Addr) string {
 		return "a multicast address"
 	}
 	return ""
-}
-
-// hostAddr reports whether a is one of this host's addresses; false when the
-// host's addresses are unknown (Deps.HostAddrs is nil).
-func (h *InboundHBONE) hostAddr(a netip.Addr) bool {
-	if h.d.HostAddrs == nil {
-		return false
-	}
-	return slices.ContainsFunc(h.d.HostAddrs(), func(b netip.Addr) bool { return b.Unmap() == a })
 }

@@ -3,12 +3,15 @@ package proxy
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
@@ -82,9 +85,11 @@ func TestBypassedWaypoint(t *testing.T) {
 }
 
 // The waypoint authorizes the tunnel's peer, its identity and address, and
-// never takes the caller from `forwarded`, whoever sends it: not even a peer
-// presenting the target's own identity (the old hairpin), which would let a
-// node choose the address policies see and make its client anonymous.
+// never takes the caller from `forwarded`, whoever sends it, but in one case:
+// the target workload's own node presenting the workload's identity (an
+// agent before hairpin identities hairpinning a plaintext client). That
+// client is anonymous, never the workload: a rule admitting the workload's
+// namespace must not admit an outside client during an upgrade.
 func TestWaypointNeverTakesForwarded(t *testing.T) {
 	api := gossiped("api", "prod", "api", state.TunnelHBONE, "10.0.0.11")
 	api.UseWaypoint = "waypoint"
@@ -94,25 +99,62 @@ func TestWaypointNeverTakesForwarded(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := spiffeid.RequireFromString("spiffe://cluster.local/ns/prod/sa/client")
-	for _, peer := range []spiffeid.ID{own, other} {
+	for _, tc := range []struct {
+		peer      spiffeid.ID
+		caller    string
+		anonymous bool
+	}{{other, "10.0.0.1:40000", false}, {own, "192.0.2.7:40000", true}} {
 		wh := newWaypointHarness(snap)
-		req := &hbone.Request{PeerIdentity: peer, ForwardedFor: ap("192.0.2.7:40000"),
+		req := &hbone.Request{PeerIdentity: tc.peer, ForwardedFor: ap("192.0.2.7:40000"),
 			LocalAddr: ap("10.0.0.50:15008"), RemoteAddr: ap("10.0.0.1:40000"),
 			Target: hbone.Authority{Addr: ap("10.0.0.11:8080"), Port: 8080}}
 		d := wh.h.Authorize(context.Background(), req)
 		if d.Refuse != hbone.FlagNone {
-			t.Fatalf("peer %s refused: %v", peer, d.Err)
+			t.Fatalf("peer %s refused: %v", tc.peer, d.Err)
 		}
 		tag := d.Tag.(*inboundTag)
 		tag.untrack()
-		if tag.src != ap("10.0.0.1:40000") {
-			t.Errorf("peer %s: the waypoint took the caller as %v, want the tunnel's peer 10.0.0.1:40000", peer, tag.src)
+		if tag.src != ap(tc.caller) || tag.anonymous != tc.anonymous {
+			t.Errorf("peer %s: the waypoint took the caller as %v (anonymous %v), want %s (anonymous %v)",
+				tc.peer, tag.src, tag.anonymous, tc.caller, tc.anonymous)
 		}
 		if _, err := d.Dial(context.Background(), d.Target); err == nil || err.Error() != "recorded" {
 			t.Fatalf("dial: %v", err)
 		}
-		if got := wh.tunnels.got[0].Client; got != ap("10.0.0.1:40000") {
-			t.Errorf("peer %s: forwarded on as %v, want the peer", peer, got)
+		if got := wh.tunnels.got[0].Client; got != ap(tc.caller) {
+			t.Errorf("peer %s: forwarded on as %v, want %s", tc.peer, got, tc.caller)
 		}
 	}
+	// Policy sees the old-style hairpin's client without identity: a DENY of
+	// everyone but the workload's own principal refuses it.
+	deny := `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: only-api, namespace: prod}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: waypoint}]
+  action: ALLOW
+  rules: [{from: [{source: {principals: ["cluster.local/ns/prod/sa/api"]}}]}]
+`
+	set := compilePolicies(t, deny)
+	wh := newWaypointHarness(snap)
+	wh.h.d.Policy = func() *policy.Set { return set }
+	req := &hbone.Request{PeerIdentity: own, ForwardedFor: ap("192.0.2.7:40000"), LocalAddr: ap("10.0.0.50:15008"),
+		RemoteAddr: ap("10.0.0.1:40000"), Target: hbone.Authority{Addr: ap("10.0.0.11:8080"), Port: 8080}}
+	if d := wh.h.Authorize(context.Background(), req); d.Refuse != hbone.FlagDenied {
+		t.Errorf("an old-style hairpin was authorized as the workload's principal: %+v", d)
+	}
+}
+
+// compilePolicies loads YAML policies as the agent does (a directory of files).
+func compilePolicies(t *testing.T, yaml string) *policy.Set {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	set, _, err := policy.Load(dir, policy.Options{}) // a targetRefs policy comes with a note that a waypoint enforces it
+	if err != nil || len(set.WaypointPolicies()) == 0 {
+		t.Fatalf("policy: %v, %d waypoint policies loaded", err, len(set.WaypointPolicies()))
+	}
+	return set
 }

@@ -206,6 +206,12 @@ func (lb *LoadBalancing) rank(src, w *Workload) (int, bool) {
 	if src == nil {
 		return 0, true
 	}
+	if !placementTrusted(w) {
+		// A gossip peer says where its workloads run: it could claim every
+		// client's zone and take all their traffic. It ranks last, and STRICT
+		// never takes it.
+		return 0, lb.Mode != LBStrict
+	}
 	rank := 0
 	for i, scope := range lb.Preference {
 		if i == 0 && scope == ScopeNetwork {
@@ -224,6 +230,13 @@ func (lb *LoadBalancing) rank(src, w *Workload) (int, bool) {
 		break
 	}
 	return rank, true
+}
+
+// placementTrusted reports whether w's locality, node, cluster and network
+// come from a source the agent trusts with them: this host's configuration,
+// or istiod.
+func placementTrusted(w *Workload) bool {
+	return w.Local || w.Origin == OriginIstiod || w.Origin == OriginConfig
 }
 
 // sameNetwork is the weight of a leading NETWORK match: more than every

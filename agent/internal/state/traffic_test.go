@@ -18,7 +18,7 @@ func trafficService(lb *LoadBalancing, ws ...*Workload) *Service {
 
 func endpoint(uid string, healthy bool, capacity uint32, loc Locality, node, network string) *Workload {
 	return &Workload{UID: uid, Name: uid, Namespace: "ns", Healthy: healthy, Capacity: capacity, Locality: loc, Node: node,
-		Network: network, Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1")}}
+		Network: network, Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Origin: OriginIstiod}
 }
 
 // picks draws every value of intn once and returns the endpoints chosen.
@@ -101,6 +101,16 @@ func TestPickEndpointLocality(t *testing.T) {
 	if got := picks(t, trafficService(local, sameZone, far), src); got != nil {
 		t.Errorf("strict node with none on this node: %v, want none", got)
 	}
+	// A gossip peer's claim of the client's zone and node is its word only: it
+	// ranks last, and STRICT never takes it.
+	claimer := endpoint("gossip-claims-here", true, 1, Locality{Region: "eu", Zone: "eu-1"}, "node-a", "net1")
+	claimer.Origin = OriginGossip
+	if got := picks(t, trafficService(closest, claimer, far), src); !slices.Equal(got, []string{"far"}) {
+		t.Errorf("failover with a gossip endpoint claiming this zone: %v, want the istiod one", got)
+	}
+	if got := picks(t, trafficService(local, claimer), src); got != nil {
+		t.Errorf("strict node with only a gossip endpoint claiming this node: %v, want none", got)
+	}
 	// A mode without preference, or a preference without mode, ranks nothing.
 	if got := picks(t, trafficService(&LoadBalancing{Preference: []Scope{ScopeNode}}, sameNode, far), src); len(got) != 2 {
 		t.Errorf("preference without a mode: %v, want both", got)
@@ -177,5 +187,28 @@ func TestInboundService(t *testing.T) {
 	}
 	if svc := snap.InboundService(local, "", 7000); svc != nil {
 		t.Errorf("port 7000: %v, want none", svc)
+	}
+}
+
+// A waypoint whose istiod pods are all not ready takes no traffic, and keeps
+// its name bound to istiod's identity: a gossip instance of another identity
+// does not take the name meanwhile.
+func TestUnreadyWaypointKeepsItsName(t *testing.T) {
+	istiod := &Waypoint{Name: "wp", Namespace: "ns", ServiceAccount: "wp", TrustDomain: "cluster.local", Node: "k8s-node",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.9.1")}, Origin: OriginIstiod, Unready: true}
+	rogue := &Waypoint{Name: "wp", Namespace: "ns", ServiceAccount: "evil", TrustDomain: "cluster.local", Node: "evil-host",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.9.66")}, Origin: OriginGossip, AddressProven: true}
+	snap := Build(1, Input{Waypoints: []*Waypoint{istiod, rogue}})
+	svc := &Service{Namespace: "ns", UseWaypoint: "wp"}
+	if wps := snap.ServiceWaypoint(svc); len(wps) != 0 {
+		t.Fatalf("instances %v, want none while istiod's are not ready", wps)
+	}
+	if cs := snap.WaypointConflicts(); len(cs) != 1 || cs[0].Node != "evil-host" {
+		t.Fatalf("conflicts %v, want the gossip instance refused", cs)
+	}
+	istiod.Unready = false
+	snap = Build(2, Input{Waypoints: []*Waypoint{istiod, rogue}, Previous: snap})
+	if wps := snap.ServiceWaypoint(svc); len(wps) != 1 || wps[0] != istiod {
+		t.Fatalf("instances %v, want istiod's once ready", wps)
 	}
 }

@@ -26,6 +26,10 @@ type Waypoint struct {
 	Local             bool         `json:"local"`
 	Origin            Origin       `json:"origin,omitempty"`
 	AddressProven     bool         `json:"addressProven,omitempty"`
+	// Unready is an instance istiod reports not ready: it keeps its name's
+	// binding to its identity (no one else takes the name meanwhile) and
+	// takes no traffic.
+	Unready bool `json:"unready,omitempty"`
 }
 
 // Key is the waypoint's "namespace/name".
@@ -47,6 +51,7 @@ func (w *Waypoint) HasAddress(a netip.Addr) bool { return slices.Contains(w.Addr
 type waypointIndex struct {
 	all       []*Waypoint
 	byKey     map[string][]*Waypoint // "ns/name" -> instances
+	ready     map[string][]*Waypoint // "ns/name" -> the instances that take traffic
 	byAddr    map[netip.Addr]*Waypoint
 	conflicts []WaypointConflict
 }
@@ -74,7 +79,7 @@ func newWaypointIndex(ws []*Waypoint, prev *Snapshot) waypointIndex {
 	slices.SortFunc(sorted, func(a, b *Waypoint) int {
 		return cmp.Or(compareStrings(a.Key(), b.Key()), cmp.Compare(a.rank(), b.rank()), compareStrings(a.Node, b.Node))
 	})
-	x := waypointIndex{byKey: map[string][]*Waypoint{}, byAddr: map[netip.Addr]*Waypoint{}}
+	x := waypointIndex{byKey: map[string][]*Waypoint{}, ready: map[string][]*Waypoint{}, byAddr: map[netip.Addr]*Waypoint{}}
 	for i := 0; i < len(sorted); {
 		j := i + 1
 		for j < len(sorted) && sorted[j].Key() == sorted[i].Key() {
@@ -101,6 +106,9 @@ func (x *waypointIndex) bind(instances []*Waypoint, prev *Snapshot) {
 		}
 		x.all = append(x.all, w)
 		x.byKey[w.Key()] = append(x.byKey[w.Key()], w)
+		if !w.Unready {
+			x.ready[w.Key()] = append(x.ready[w.Key()], w)
+		}
 		for _, a := range w.Addresses {
 			if _, taken := x.byAddr[a]; !taken {
 				x.byAddr[a] = w
@@ -155,12 +163,13 @@ func (w *Waypoint) identityKey() string {
 // a proof of its addresses does not matter here, its identity does.
 func (w *Waypoint) rank() int { return claimRank(w.Local, w.Origin, false) }
 
-// named resolves a use_waypoint reference made from namespace ns.
+// named resolves a use_waypoint reference made from namespace ns to the
+// instances that take traffic. Do not modify the result.
 func (x *waypointIndex) named(ns, ref string) []*Waypoint {
 	if strings.Contains(ref, "/") {
-		return x.byKey[ref]
+		return x.ready[ref]
 	}
-	return x.byKey[ns+"/"+ref]
+	return x.ready[ns+"/"+ref]
 }
 
 // Waypoints returns every waypoint instance in use, ordered by key and rank. Do not modify.

@@ -35,14 +35,20 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-// received counts one response and the bytes of its resources.
-func (m *metrics) received(resp *deltaResponse) {
+// received counts one response and the bytes of its resources, by type; a
+// type the client did not subscribe to counts as "other", so that a server
+// cannot make up label values without end.
+func (m *metrics) received(resp *deltaResponse, subscribed bool) {
 	n := 0
 	for _, r := range resp.resources {
 		n += len(r.payload)
 	}
-	m.messages.WithLabelValues(resp.typeURL).Inc()
-	m.bytes.WithLabelValues(resp.typeURL).Add(float64(n))
+	url := resp.typeURL
+	if !subscribed {
+		url = "other"
+	}
+	m.messages.WithLabelValues(url).Inc()
+	m.bytes.WithLabelValues(url).Add(float64(n))
 }
 
 // terminated counts the end of a stream: ConnectionError when it never got an

@@ -15,8 +15,12 @@ import (
 
 func TestXDSMetrics(t *testing.T) {
 	m := newMetrics(prometheus.NewRegistry())
-	m.received(&deltaResponse{typeURL: AddressType, resources: []resource{{payload: make([]byte, 100)}, {payload: make([]byte, 23)}}})
-	m.received(&deltaResponse{typeURL: AddressType})
+	m.received(&deltaResponse{typeURL: AddressType, resources: []resource{{payload: make([]byte, 100)}, {payload: make([]byte, 23)}}}, true)
+	m.received(&deltaResponse{typeURL: AddressType}, true)
+	m.received(&deltaResponse{typeURL: "type.googleapis.com/made.up.Thing"}, false)
+	if n := testutil.ToFloat64(m.messages.WithLabelValues("other")); n != 1 {
+		t.Errorf("an unsubscribed type: %v messages as other, want 1", n)
+	}
 	if n := testutil.ToFloat64(m.messages.WithLabelValues(AddressType)); n != 2 {
 		t.Errorf("messages %v, want 2", n)
 	}

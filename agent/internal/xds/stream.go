@@ -84,7 +84,7 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			return progressed, fmt.Errorf("xds: %s: malformed response: %w", c.opts.Address, err)
 		}
 		progressed = true
-		c.metrics.received(resp)
+		c.metrics.received(resp, c.store.versions[resp.typeURL] != nil)
 		changed, rejected := c.store.apply(resp)
 		c.status.update(func(s *Status) {
 			s.LastResponse = time.Now()

@@ -305,7 +305,7 @@ func appProtocol(p uint64) string {
 func (v *view) waypointInstances(wls []*workload) []*state.Waypoint {
 	var out []*state.Waypoint
 	for _, w := range wls {
-		if w.Status != statusHealthy || len(w.Addresses) == 0 { // a waypoint pod that is not ready takes no traffic
+		if len(w.Addresses) == 0 {
 			continue
 		}
 		if v.podWPs[w.UID] {
@@ -334,6 +334,8 @@ func waypointInstance(w *workload, name, namespace string) *state.Waypoint {
 		Addresses:      slices.Clone(w.Addresses),
 		Node:           w.Node,
 		Origin:         state.OriginIstiod,
+		// A pod that is not ready takes no traffic, and keeps the name bound to its identity.
+		Unready: w.Status != statusHealthy,
 	}
 }
 
