@@ -50,11 +50,15 @@ func localIdentities(cfg *config.Config) ([]spiffeid.ID, error) {
 }
 
 // hairpinIdentity is the identity the host presents for the plaintext
-// callers it hairpins, and whether hairpin enforcement is on.
+// callers it hairpins (zero when none is configured), and whether hairpin
+// enforcement is on.
 func hairpinIdentity(cfg *config.Config) (spiffeid.ID, bool) {
 	h := cfg.Policy.Hairpin
-	if cfg.Policy.WaypointEnforcement != config.EnforceHairpin || h == nil {
+	if cfg.Policy.WaypointEnforcement != config.EnforceHairpin {
 		return spiffeid.ID{}, false
+	}
+	if h == nil { // on, with nothing to present: hairpinned callers are refused
+		return spiffeid.ID{}, true
 	}
 	td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
 	if err != nil {

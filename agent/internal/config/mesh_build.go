@@ -355,7 +355,9 @@ func (b *builder) enforcement(f PolicyFile, cfg *Config) (string, *HairpinIdenti
 		b.addf("policy.waypoint_enforcement", "%q refuses the HBONE callers Istio lets bypass a waypoint (ingress and east-west gateways, sidecars, ztunnels); with [istio] use %q, or set hairpin_with_istio = true to accept that", EnforceHairpin, EnforcePolicy)
 	}
 	if f.HairpinServiceAccount == "" {
-		b.addf("policy.hairpin_service_account", "waypoint_enforcement = %q needs a dedicated identity the host presents for plaintext callers (never the destination's): set hairpin_service_account (and hairpin_namespace)", EnforceHairpin)
+		// Valid, so that a configuration from before hairpin identities still
+		// starts, and closed: plaintext callers that would be hairpinned are
+		// refused (Warnings says so).
 		return s, nil
 	}
 	h := &HairpinIdentity{Namespace: orDefault(f.HairpinNamespace, DefaultNamespace), ServiceAccount: f.HairpinServiceAccount}
@@ -385,6 +387,9 @@ func (b *builder) enforcement(f PolicyFile, cfg *Config) (string, *HairpinIdenti
 // expects: `validate` prints them and the agent logs them at start.
 func (c *Config) Warnings() []string {
 	var out []string
+	if c.Policy.WaypointEnforcement == EnforceHairpin && c.Policy.Hairpin == nil {
+		out = append(out, fmt.Sprintf(`policy.waypoint_enforcement = %q without hairpin_service_account: plaintext callers of local workloads with their own waypoint are refused (a hairpin presents a dedicated identity of the host, never the destination's); set hairpin_service_account, or waypoint_enforcement = %q`, EnforceHairpin, EnforcePolicy))
+	}
 	if wp := c.Waypoint; wp.Enabled {
 		// Before explicit binding (Istio 1.22 semantics), these used the waypoint
 		// of their namespace; now nothing is bound by namespace alone.

@@ -97,13 +97,17 @@ func TestHairpinEnforcement(t *testing.T) {
 	if ps != nil || cfg.Policy.Hairpin == nil || *cfg.Policy.Hairpin != (HairpinIdentity{Namespace: "default", ServiceAccount: "hairpin"}) {
 		t.Fatalf("hairpin: %v %+v", ps, cfg.Policy.Hairpin)
 	}
+	// A configuration from before hairpin identities still starts, closed: its
+	// hairpinned callers are refused, and a warning says so.
+	cfg, ps = Parse("test.toml", []byte(node+workload+"[policy]\nwaypoint_enforcement = \"hairpin\"\n"))
+	if ps != nil || cfg.Policy.Hairpin != nil || len(cfg.Warnings()) != 1 || !strings.Contains(cfg.Warnings()[0], "plaintext callers of local workloads with their own waypoint are refused") {
+		t.Fatalf("hairpin without an identity: %v, warnings %q", ps, cfg.Warnings())
+	}
 	cfg, ps = Parse("test.toml", []byte(node+workload+istio+"[policy]\nwaypoint_enforcement = \"hairpin\"\nhairpin_service_account = \"hairpin\"\nhairpin_with_istio = true\n"))
 	if ps != nil || cfg.Policy.Hairpin == nil {
 		t.Fatalf("hairpin forced with istio: %v", ps)
 	}
 	for _, tc := range []struct{ name, src, want string }{
-		{"hairpin without an identity", node + workload + "[policy]\nwaypoint_enforcement = \"hairpin\"\n",
-			"policy.hairpin_service_account: waypoint_enforcement = \"hairpin\" needs a dedicated identity"},
 		{"hairpin as a workload's identity", node + workload + "[policy]\nwaypoint_enforcement = \"hairpin\"\nhairpin_service_account = \"app\"\n",
 			"policy.hairpin_service_account: default/app is the identity of workload a"},
 		{"hairpin as the waypoint's identity", node + "[waypoint]\nenabled = true\naddresses = [\"10.0.0.20\"]\n" +

@@ -42,8 +42,9 @@ type Deps struct {
 	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 	// Hairpin returns, under hairpin enforcement (spec/routing.md), the
 	// dedicated identity the host presents to a waypoint for the plaintext
-	// callers it hairpins, and true; false under policy enforcement, the
-	// default (nil: policy).
+	// callers it hairpins (zero when none is configured: those callers are
+	// refused), and true; false under policy enforcement, the default (nil:
+	// policy).
 	Hairpin func() (spiffeid.ID, bool)
 	// DefaultWorkload returns the UID of the local workload whose identity
 	// connections of unrecognised processes present ("": by source address).

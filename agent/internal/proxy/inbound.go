@@ -132,8 +132,13 @@ func (p *InboundPlain) hairpinWaypoints(snap *state.Snapshot, w *state.Workload)
 func (p *InboundPlain) hairpin(ctx context.Context, c *net.TCPConn, rec *telemetry.Conn, conn policy.Conn, wps []*state.Waypoint, src, dst netip.AddrPort) {
 	wp := wps[rand.IntN(len(wps))]
 	source, ok := p.d.hairpin()
-	if !ok {
+	switch {
+	case !ok:
 		rec.Close(0, 0, telemetry.FlagNoRoute, "hairpin enforcement was turned off")
+		return
+	case source.IsZero(): // never the destination's identity: refused instead
+		reset(c)
+		rec.Close(0, 0, telemetry.FlagDeny, "hairpin enforcement without a hairpin identity ([policy] hairpin_service_account): refused")
 		return
 	}
 	expected, err := wp.Identity()
