@@ -151,29 +151,24 @@ func PickEndpoint(svc *Service, p uint16, src *Workload, intn func(int) int) (*E
 	if lb == nil {
 		lb = &LoadBalancing{}
 	}
-	type candidate struct {
-		e      *Endpoint
-		target uint16
-		rank   int
+	// rankOf is e's rank among the candidates, -1 when it is none. Ranking is
+	// cheap: it is done again rather than kept (no allocation per connection).
+	rankOf := func(e *Endpoint) int {
+		if _, ok := e.TargetPort(p); !ok || e.Workload.Capacity == 0 || !e.Workload.Healthy && !lb.AllowAll {
+			return -1
+		}
+		if r, ok := lb.rank(src, e.Workload); ok {
+			return r
+		}
+		return -1
 	}
-	var cs []candidate
-	best := -1
+	best, total := -1, 0
 	for _, e := range svc.Endpoints {
-		target, ok := e.TargetPort(p)
-		if !ok || e.Workload.Capacity == 0 || !e.Workload.Healthy && !lb.AllowAll {
-			continue
-		}
-		rank, ok := lb.rank(src, e.Workload)
-		if !ok {
-			continue
-		}
-		cs = append(cs, candidate{e, target, rank})
-		best = max(best, rank)
-	}
-	total := 0
-	for _, c := range cs {
-		if c.rank == best {
-			total += int(c.e.Workload.Capacity)
+		switch r := rankOf(e); {
+		case r > best:
+			best, total = r, int(e.Workload.Capacity)
+		case r == best && r >= 0:
+			total += int(e.Workload.Capacity)
 		}
 	}
 	if total == 0 {
@@ -183,12 +178,13 @@ func PickEndpoint(svc *Service, p uint16, src *Workload, intn func(int) int) (*E
 		intn = rand.IntN
 	}
 	n := intn(total)
-	for _, c := range cs {
-		if c.rank != best {
+	for _, e := range svc.Endpoints {
+		if rankOf(e) != best {
 			continue
 		}
-		if n -= int(c.e.Workload.Capacity); n < 0 {
-			return c.e, c.target, true
+		if n -= int(e.Workload.Capacity); n < 0 {
+			target, _ := e.TargetPort(p)
+			return e, target, true
 		}
 	}
 	return nil, 0, false
