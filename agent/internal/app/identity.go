@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -147,9 +148,18 @@ func istioCA(cfg *config.Config) identity.IstioOptions {
 		// server of the cluster of that name.
 		ClusterID: cmp.Or(cfg.Node.ClusterID, xds.DefaultClusterID),
 		Plaintext: cfg.Istio.InsecurePlaintext,
+		Dial:      istiodDialer(cfg),
 	}
 	if o.Plaintext {
 		o.RootCert = ""
 	}
 	return o
+}
+
+// istiodDialer connects to istiod from marked sockets, as every connection the
+// agent originates: with capture on, an unmarked one would be redirected into
+// the agent's own outbound proxy (and refused while the agent is down).
+func istiodDialer(cfg *config.Config) func(context.Context, string) (net.Conn, error) {
+	d := markedDialer(cfg.Capture)
+	return func(ctx context.Context, address string) (net.Conn, error) { return d.DialContext(ctx, "tcp", address) }
 }

@@ -77,6 +77,7 @@ func newIstiod(cfg *config.Config, a *App) (*xds.Client, error) {
 		}
 	}
 	o.Registerer = a.registry
+	o.Dial = istiodDialer(cfg)
 	c, err := xds.New(o)
 	if err != nil {
 		return nil, fmt.Errorf("istio: %w", err)

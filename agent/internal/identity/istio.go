@@ -52,6 +52,9 @@ type IstioOptions struct {
 	Plaintext bool
 	// Validity is the certificate lifetime to ask for, in whole seconds; zero means DefaultIstioValidity.
 	Validity time.Duration
+	// Dial, when set, opens the connection to istiod (the agent's marked dialer, so that capture never sends
+	// the agent's own connection back into its outbound proxy); nil: gRPC's own dialer.
+	Dial func(ctx context.Context, address string) (net.Conn, error)
 }
 
 // IstioTokenPath is where the istio source reads the service-account token of namespace ns, service account sa.
@@ -143,7 +146,11 @@ func loadRoots(td spiffeid.TrustDomain, path string, now time.Time) ([]*x509.Cer
 // refused, an answer that does not validate) are logged and retried with backoff; a held certificate stays in
 // use meanwhile, until it expires.
 func (s *istioSource) Run(ctx context.Context) error {
-	conn, err := grpc.NewClient(s.opts.Address, grpc.WithTransportCredentials(s.creds), grpcConnectParams())
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(s.creds), grpcConnectParams()}
+	if s.opts.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(s.opts.Dial))
+	}
+	conn, err := grpc.NewClient(s.opts.Address, opts...)
 	if err != nil {
 		return fmt.Errorf("identity: istiod %s: %w", s.opts.Address, err)
 	}

@@ -1,6 +1,7 @@
 package xds
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -46,6 +47,9 @@ type Options struct {
 	Token func() (string, error)
 
 	Log *slog.Logger
+	// Dial, when set, opens the connection to istiod (the agent's marked dialer, so that capture never sends
+	// the agent's own connection back into its outbound proxy); nil: gRPC's own dialer.
+	Dial func(ctx context.Context, address string) (net.Conn, error)
 	// Registerer, if set, gets istio_xds_connection_terminations_total, istio_xds_message_total and
 	// istio_xds_message_bytes_total.
 	Registerer prometheus.Registerer

@@ -42,8 +42,12 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, err
 	}
-	conn, err := grpc.NewClient(c.opts.Address, grpc.WithTransportCredentials(creds), grpc.WithKeepaliveParams(keepalives),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage)), grpc.WithUserAgent("ambient-agent"))
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithKeepaliveParams(keepalives),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage)), grpc.WithUserAgent("ambient-agent")}
+	if c.opts.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(c.opts.Dial))
+	}
+	conn, err := grpc.NewClient(c.opts.Address, opts...)
 	if err != nil {
 		return false, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
 	}

@@ -144,6 +144,11 @@ addresses = [%q]
 	if st := dump.Istiod; st == nil || !st.Connected || st.Addresses == 0 || st.LastResponse.IsZero() {
 		t.Fatalf("/config_dump's istiod link: %+v, want connected with what istiod sent", st)
 	}
+	// The agent's own connections to istiod are marked: capture never sends them through its outbound proxy,
+	// so nothing is connected to the outbound listener while no workload connects anywhere.
+	if out := web.MustRun("ss", "-tnH", "state", "established", "( sport = :15001 )"); strings.TrimSpace(out) != "" {
+		t.Fatalf("connections through the agent's outbound proxy while only the agent talks to istiod:\n%s\n%s", out, webAgent.Log())
+	}
 	url := fmt.Sprintf("http://%s:8080/", web.Addr)
 	get := func(h *lab.Host, url string) (string, error) {
 		return h.Run(lab.Timeout(10*time.Second), "curl", "-sS", "--max-time", "5", url)
