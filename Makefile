@@ -45,6 +45,7 @@ unit:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) test -count=1 -run '^TestPortLiteralsOnlyInPorts$$' ./tests/archtest
 
 # A small mesh of lab hosts on this machine; Ctrl-C stops it and cleans up.
 demo:

@@ -35,12 +35,14 @@ import (
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
+
+	agentports "github.com/ambient-agent/ambient-agent/ports"
 )
 
 // The DNS table and its defaults.
 const (
 	DNSTableName   = "ambient_agent_dns"
-	DefaultDNSPort = 15053
+	DefaultDNSPort = agentports.DNS
 )
 
 // tableFlagOwner is NFT_TABLE_F_OWNER, missing from x/sys/unix.

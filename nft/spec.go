@@ -1,6 +1,10 @@
 package nft
 
-import "net/netip"
+import (
+	"net/netip"
+
+	agentports "github.com/ambient-agent/ambient-agent/ports"
+)
 
 // The agent's table, the only one this package ever touches.
 const (
@@ -12,8 +16,8 @@ const (
 // Spec.InboundPort (the ports are ztunnel's, spec/hbone.md).
 const (
 	DefaultMark         = 0x539
-	DefaultOutboundPort = 15001
-	DefaultInboundPort  = 15006
+	DefaultOutboundPort = agentports.Outbound
+	DefaultInboundPort  = agentports.InboundPlaintext
 )
 
 // Spec is what the ruleset captures. Lists may be in any order and hold duplicates:

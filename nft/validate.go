@@ -10,6 +10,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	agentports "github.com/ambient-agent/ambient-agent/ports"
 )
 
 // normalized is a Spec with defaults resolved, addresses split by family, and every
@@ -139,7 +141,7 @@ func (n normalized) redirectPorts() []uint16 {
 
 // hbonePort is the agent's HBONE listener (spec/hbone.md), which a class port must
 // not take.
-const hbonePort = 15008
+const hbonePort = agentports.HBONE
 
 // maxClassName keeps the rule comment ("workload " + name) within the 128 bytes
 // nft allows.

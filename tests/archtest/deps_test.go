@@ -27,6 +27,7 @@ var rank = map[string]int{
 	"agent/internal/pbwire":    0,
 	"agent/internal/telemetry": 0,
 	"nft":                      0,
+	"ports":                    -1, // constants only: below every layer
 	"agent/internal/identity":  1,
 	"agent/internal/meshca":    2,
 	"agent/internal/policy":    2,
@@ -67,7 +68,7 @@ type pkg struct {
 
 func listPackages(t *testing.T) []pkg {
 	t.Helper()
-	args := []string{"list", "-f", "{{.ImportPath}}|{{join .Imports \" \"}}|{{join .Deps \" \"}}", "./agent/..."}
+	args := []string{"list", "-f", "{{.ImportPath}}|{{join .Imports \" \"}}|{{join .Deps \" \"}}", "./agent/...", "./ports/..."}
 	if _, err := os.Stat(filepath.Join(lab.RepoRoot(), "nft")); err == nil {
 		args = append(args, "./nft/...")
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"github.com/ambient-agent/ambient-agent/nft"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // check is one line of the doctor's checklist.
@@ -263,7 +264,7 @@ func checkUnmeshed(d *dumpView, ls []netip.AddrPort) check {
 // isAgentPort reports the agent's own listening ports (data path, admin, DNS,
 // and the recognised workloads' outbound ports).
 func isAgentPort(p uint16) bool {
-	return (p >= 15000 && p <= 15008) || p == 15020 || p == 15021 || p == 15053 || (p >= 15101 && p < 15101+1000)
+	return ports.Agent(p)
 }
 
 // checkListeners looks for the agent's ports in the kernel's socket tables.
@@ -272,12 +273,12 @@ func checkListeners(d *dumpView) []check {
 	want := []struct {
 		port uint16
 		role string
-	}{{15001, "outbound"}, {15006, "inbound plaintext"}, {15021, "readiness"}, {15020, "metrics"}}
+	}{{ports.Outbound, "outbound"}, {ports.InboundPlaintext, "inbound plaintext"}, {ports.Readiness, "readiness"}, {ports.Metrics, "metrics"}}
 	if d.Config.DNS.Enabled {
 		want = append(want, struct {
 			port uint16
 			role string
-		}{15053, "DNS proxy"})
+		}{ports.DNS, "DNS proxy"})
 	}
 	var out []check
 	for _, w := range want {

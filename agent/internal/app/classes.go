@@ -12,12 +12,14 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/nft"
+
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // FirstClassPort is the outbound port of the first workload recognised by its
 // processes; the next ones follow (15101, 15102, ...). Like 15001, these
 // ports accept only connections redirected by capture (on loopback).
-const FirstClassPort = 15101
+const FirstClassPort = ports.FirstWorkloadOutbound
 
 // workloadClass is one local workload recognised by its processes: capture
 // sends their outbound TCP to its own port, whose listener presents its identity.

@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"net/netip"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // ReservedNodeName is the node name of what istiod declares (its services,
@@ -27,31 +29,35 @@ const MaxCapacity = 1000
 
 // Defaults of the runtime configuration, also documented in conf/config.toml.
 const (
-	DefaultPath             = "/etc/ambient-agent/config.toml"
-	DefaultTrustDomain      = "cluster.local"
-	DefaultNamespace        = "default"
-	DefaultServiceAccount   = "default"
-	DefaultDrainTimeout     = 5 * time.Second
-	DefaultIdentitySource   = SourceFiles
-	DefaultIdentityDir      = "/etc/ambient-agent/identity"
-	DefaultSpireSocket      = "/run/spire/agent/public/api.sock"
-	DefaultPolicyDir        = "/etc/ambient-agent/policies"
-	DefaultRootNamespace    = "istio-system"
-	DefaultAdminAddress     = "127.0.0.1:15000"
-	DefaultControlSocket    = "/run/ambient-agent/control.sock"
-	DefaultReadinessAddress = "0.0.0.0:15021"
-	DefaultMetricsAddress   = "0.0.0.0:15020"
+	DefaultPath           = "/etc/ambient-agent/config.toml"
+	DefaultTrustDomain    = "cluster.local"
+	DefaultNamespace      = "default"
+	DefaultServiceAccount = "default"
+	DefaultDrainTimeout   = 5 * time.Second
+	DefaultIdentitySource = SourceFiles
+	DefaultIdentityDir    = "/etc/ambient-agent/identity"
+	DefaultSpireSocket    = "/run/spire/agent/public/api.sock"
+	DefaultPolicyDir      = "/etc/ambient-agent/policies"
+	DefaultRootNamespace  = "istio-system"
+	DefaultControlSocket  = "/run/ambient-agent/control.sock"
 )
 
-// The agent's own ports, as ztunnel's (spec/hbone.md).
+// Default listen addresses, on the agent's ports.
+var (
+	DefaultAdminAddress     = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ports.Admin).String()
+	DefaultReadinessAddress = netip.AddrPortFrom(netip.IPv4Unspecified(), ports.Readiness).String()
+	DefaultMetricsAddress   = netip.AddrPortFrom(netip.IPv4Unspecified(), ports.Metrics).String()
+)
+
+// The agent's own ports, as ztunnel's (spec/hbone.md; package ports).
 const (
-	PortOutbound  = 15001
-	PortInbound   = 15006
-	PortHBONE     = 15008
-	PortDNS       = 15053
-	PortAdmin     = 15000
-	PortMetrics   = 15020
-	PortReadiness = 15021
+	PortOutbound  = ports.Outbound
+	PortInbound   = ports.InboundPlaintext
+	PortHBONE     = ports.HBONE
+	PortDNS       = ports.DNS
+	PortAdmin     = ports.Admin
+	PortMetrics   = ports.Metrics
+	PortReadiness = ports.Readiness
 )
 
 // Gossip defaults.

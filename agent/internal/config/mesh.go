@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/netip"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // Waypoint enforcement modes (spec/routing.md).
@@ -30,8 +32,10 @@ const (
 	DefaultHealthTimeout      = time.Second
 	DefaultUnhealthyThreshold = 2
 	DefaultHealthyThreshold   = 1
-	DefaultDNSListen          = "127.0.0.1:15053"
 )
+
+// DefaultDNSListen is where the DNS proxy listens.
+var DefaultDNSListen = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), ports.DNS).String()
 
 // HealthCheck is how the local agent checks one of its workloads.
 type HealthCheck struct {

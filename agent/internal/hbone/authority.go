@@ -6,13 +6,15 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // The agent's own proxy ports (spec/hbone.md "Ports"). A tunnel to one of them would loop the agent into itself.
 const (
-	PortOutbound         uint16 = 15001
-	PortInboundPlaintext uint16 = 15006
-	PortHBONE            uint16 = 15008
+	PortOutbound         = ports.Outbound
+	PortInboundPlaintext = ports.InboundPlaintext
+	PortHBONE            = ports.HBONE
 )
 
 // IllegalPort reports whether port is one a CONNECT may never target: 15001, 15006 or 15008.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // RouteKind is what the outbound proxy does with a captured connection.
@@ -57,7 +58,7 @@ type Route struct {
 }
 
 // HBONEPort is where peers accept HBONE.
-const HBONEPort = 15008
+const HBONEPort = ports.HBONE
 
 // DecideOutbound routes a captured connection from src to its original
 // destination dst, per spec/routing.md: a service VIP goes to the service's
