@@ -19,6 +19,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/nft"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 const condCapture = "capture"
@@ -100,12 +101,12 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 	}
 	// Marked: capture's guard resets a redirected connection that reaches a
 	// socket without the mark (another user's, bound while the agent was down).
-	outLn, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(config.PortOutbound), cfg.Capture.Mark)
+	outLn, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(ports.Outbound), cfg.Capture.Mark)
 	if err != nil {
 		a.closeHBONE()
 		return fmt.Errorf("proxy: listen on the outbound port: %w", err)
 	}
-	inLn, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(config.PortInbound), cfg.Capture.Mark)
+	inLn, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(ports.InboundPlaintext), cfg.Capture.Mark)
 	if err != nil {
 		outLn.Close()
 		a.closeHBONE()
@@ -168,8 +169,8 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot, classes []nft.Outboun
 		Outbound:              true,
 		Inbound:               true,
 		Mark:                  cfg.Capture.Mark,
-		OutboundPort:          config.PortOutbound,
-		InboundPort:           config.PortInbound,
+		OutboundPort:          ports.Outbound,
+		InboundPort:           ports.InboundPlaintext,
 		InboundExcludedPorts:  cfg.Capture.InboundExcludedPorts(),
 		OutboundExcludedPorts: append(slices.Clone(cfg.Capture.ExcludeOutboundPorts), gossipPorts(cfg.Gossip)...),
 		ExcludedCIDRs:         cfg.Capture.ExcludeCIDRs,

@@ -13,6 +13,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // hboneServer is the inbound HBONE server on 15008; nil when the host runs no
@@ -48,7 +49,7 @@ func (a *App) bindHBONE(cfg *config.Config, deps *proxy.Deps) error {
 	if err != nil {
 		return fmt.Errorf("hbone: %w", err)
 	}
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(config.PortHBONE))
+	ln, err := net.Listen("tcp", ":"+strconv.Itoa(ports.HBONE))
 	if err != nil {
 		return fmt.Errorf("hbone: listen on the HBONE port: %w", err)
 	}

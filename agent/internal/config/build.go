@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // builder accumulates problems while a File is turned into a Config.
@@ -238,7 +240,7 @@ func (b *builder) admin(f AdminFile) Admin {
 	}
 	for key, ap := range map[string]netip.AddrPort{"admin.address": a.Address, "admin.readiness_address": a.ReadinessAddress, "admin.metrics_address": a.MetricsAddress} {
 		switch ap.Port() {
-		case PortOutbound, PortInbound, PortHBONE, PortDNS:
+		case ports.Outbound, ports.InboundPlaintext, ports.HBONE, ports.DNS:
 			b.addf(key, "port %d is one of the agent's data-path ports (15001, 15006, 15008, 15053)", ap.Port())
 		}
 	}

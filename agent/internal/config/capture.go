@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // agentPorts are never captured inbound: capturing them would loop the agent into
 // itself or cut operators off from it.
-var agentPorts = []uint16{PortAdmin, PortOutbound, PortInbound, PortHBONE, PortMetrics, PortReadiness, PortDNS}
+var agentPorts = []uint16{ports.Admin, ports.Outbound, ports.InboundPlaintext, ports.HBONE, ports.Metrics, ports.Readiness, ports.DNS}
 
 func (b *builder) capture(f CaptureFile) Capture {
 	c := Capture{Enabled: true, Mark: DefaultMark, ExcludeInboundPorts: DefaultExcludeInboundPorts,

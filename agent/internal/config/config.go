@@ -49,17 +49,6 @@ var (
 	DefaultMetricsAddress   = netip.AddrPortFrom(netip.IPv4Unspecified(), ports.Metrics).String()
 )
 
-// The agent's own ports, as ztunnel's (spec/hbone.md; package ports).
-const (
-	PortOutbound  = ports.Outbound
-	PortInbound   = ports.InboundPlaintext
-	PortHBONE     = ports.HBONE
-	PortDNS       = ports.DNS
-	PortAdmin     = ports.Admin
-	PortMetrics   = ports.Metrics
-	PortReadiness = ports.Readiness
-)
-
 // Gossip defaults.
 const (
 	DefaultGossipPort  = 7946

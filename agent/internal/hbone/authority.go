@@ -6,21 +6,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-
-	"github.com/ambient-agent/ambient-agent/ports"
 )
-
-// The agent's own proxy ports (spec/hbone.md "Ports"). A tunnel to one of them would loop the agent into itself.
-const (
-	PortOutbound         = ports.Outbound
-	PortInboundPlaintext = ports.InboundPlaintext
-	PortHBONE            = ports.HBONE
-)
-
-// IllegalPort reports whether port is one a CONNECT may never target: 15001, 15006 or 15008.
-func IllegalPort(port uint16) bool {
-	return port == PortOutbound || port == PortInboundPlaintext || port == PortHBONE
-}
 
 // Authority is a parsed CONNECT :authority: an IP address and port, or (double HBONE) a hostname and port.
 type Authority struct {

@@ -36,19 +36,6 @@ func TestParseAuthority(t *testing.T) {
 	}
 }
 
-func TestIllegalPort(t *testing.T) {
-	for _, p := range []uint16{15001, 15006, 15008} {
-		if !IllegalPort(p) {
-			t.Errorf("port %d should be illegal", p)
-		}
-	}
-	for _, p := range []uint16{15000, 15020, 15021, 15053, 80, 15007} {
-		if IllegalPort(p) {
-			t.Errorf("port %d should be legal", p)
-		}
-	}
-}
-
 // FuzzParseAuthority: parsing never panics, and whatever parses prints back to something that parses to the
 // same value, with the invariants the server relies on (a port, an address xor a hostname).
 func FuzzParseAuthority(f *testing.F) {

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // onStream takes a new inbound stream from the read loop. Requests that fail hbone's own checks are answered
@@ -56,7 +58,7 @@ func checkRequest(c *conn, f *http2.MetaHeadersFrame, info *TunnelInfo) (*Reques
 	if err != nil {
 		return nil, FlagBadRequest, err
 	}
-	if IllegalPort(target.Port) {
+	if ports.Illegal(target.Port) {
 		return nil, FlagIllegalPort, fmt.Errorf("target port %d is one of the agent's own", target.Port)
 	}
 	req := &Request{PeerIdentity: c.peer, LocalAddr: c.local, RemoteAddr: c.remote, Target: target, ServerName: c.serverName}
@@ -84,7 +86,7 @@ func (s *Server) handle(c *conn, st *Stream, req *Request, info *TunnelInfo) {
 	case !dec.Target.IsValid():
 		s.refuse(c, st, info, FlagInternal, errors.New("authorize allowed the tunnel without a target"))
 		return
-	case IllegalPort(dec.Target.Port()):
+	case ports.Illegal(dec.Target.Port()):
 		s.refuse(c, st, info, FlagIllegalPort, fmt.Errorf("decided target %s is on one of the agent's own ports", dec.Target))
 		return
 	}

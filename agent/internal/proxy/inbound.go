@@ -13,6 +13,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // InboundPlain is the inbound plaintext proxy on 15006: captured connections to
@@ -66,7 +67,7 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 	case !ok:
 		rec.Close(0, 0, telemetry.FlagNoRoute, "no local workload has the destination address")
 		return
-	case IllegalPort(dst.Port()):
+	case ports.Illegal(dst.Port()):
 		rec.Close(0, 0, telemetry.FlagNoRoute, "destination is an agent port")
 		return
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // ConnectTimeout bounds every upstream connect of the data path.
@@ -131,7 +132,7 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, src
 	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
 	if r.Hostname != "" {
-		if IllegalPort(r.Target.Port()) {
+		if ports.Illegal(r.Target.Port()) {
 			return nil, &RouteError{Route: Route{Reason: fmt.Sprintf("%s: port %d is one of the agent's own", r.Hostname, r.Target.Port())}}
 		}
 		a, err := o.d.resolve(ctx, r.Hostname, src.Addr().Is4())

@@ -13,6 +13,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // The waypoint role (spec/routing.md): tunnels that arrive on the address of
@@ -250,7 +251,7 @@ func (h *InboundHBONE) upstreamRefusal(snap *state.Snapshot, wp *state.Waypoint,
 	if !inScope(wp, w) {
 		return fmt.Errorf("is workload %s of namespace %s, outside the scope of waypoint %s", w.UID, w.Namespace, wp.Key())
 	}
-	if IllegalPort(upstream.Port()) {
+	if ports.Illegal(upstream.Port()) {
 		return fmt.Errorf("is on port %d, one of the agent's own", upstream.Port())
 	}
 	if what := unreachable(a); what != "" {
