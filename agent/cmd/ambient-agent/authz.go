@@ -74,9 +74,7 @@ func runAuthzCheck(args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		var ps policy.Problems
 		if errors.As(err, &ps) {
-			for _, p := range ps {
-				fmt.Fprintln(stderr, p)
-			}
+			fmt.Fprintln(stderr, ps) // a problem a line
 			fmt.Fprintf(stderr, "ambient-agent authz check: %s has %d problem(s); nothing was evaluated\n", in.dir, len(ps))
 		} else {
 			fmt.Fprintf(stderr, "ambient-agent authz check: %v\n", err)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"cmp"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -67,17 +66,9 @@ func runExportKubernetes(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// printLoadError prints what config.Load returned: every problem on a line of its own, as validate does.
-func printLoadError(w io.Writer, err error) {
-	var ps config.Problems
-	if errors.As(err, &ps) {
-		for _, p := range ps {
-			fmt.Fprintln(w, p)
-		}
-		return
-	}
-	fmt.Fprintln(w, err)
-}
+// printLoadError prints what config.Load returned: every problem on a line of
+// its own (config.Problems' Error), as validate does.
+func printLoadError(w io.Writer, err error) { fmt.Fprintln(w, err) }
 
 // What istiod reads (istio/istio: pilot/pkg/model/service.go, pilot/pkg/serviceregistry/ambient).
 const (
