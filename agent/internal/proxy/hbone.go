@@ -59,10 +59,11 @@ func istioFlag(f hbone.Flag) string {
 		return telemetry.FlagDeny
 	case hbone.FlagTLS:
 		return telemetry.FlagTLSFailure
-	case hbone.FlagConnect, hbone.FlagDial, hbone.FlagUpstreamConnect, hbone.FlagUpstreamTimeout, hbone.FlagTimeout:
-		return telemetry.FlagConnect
 	}
-	return string(f)
+	// Everything else (a failed dial, an upstream that did not answer, a reset,
+	// a refused request) is a connection that could not be made: Istio's
+	// vocabulary is closed, and hbone's own names never become label values.
+	return telemetry.FlagConnect
 }
 
 func baggage(w *state.Workload) hbone.Baggage {

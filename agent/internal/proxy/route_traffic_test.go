@@ -5,7 +5,9 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
 
 // trafficSnapshot: a local client in namespace "app" and an istiod service
@@ -146,5 +148,22 @@ func TestLocalWaypointAddressDoesNotSkipTheWaypoint(t *testing.T) {
 	snap := trafficSnapshot(state.Traffic{}, wp)
 	if r := decide(snap, ap("10.0.9.1:5000"), ap("10.96.5.1:80"), func(int) int { return 0 }); r.Waypoint != wp {
 		t.Errorf("from the local waypoint's address: %+v, want through the waypoint", r)
+	}
+}
+
+// Every way hbone reports a tunnel's end maps into Istio's closed set of
+// response flags: none of hbone's own names becomes a label value.
+func TestIstioFlagIsAClosedSet(t *testing.T) {
+	closed := map[string]bool{telemetry.FlagNone: true, telemetry.FlagDeny: true, telemetry.FlagConnect: true, telemetry.FlagTLSFailure: true}
+	for _, f := range []hbone.Flag{hbone.FlagNone, hbone.FlagConnect, hbone.FlagDial, hbone.FlagTLS, hbone.FlagReset, hbone.FlagProtocol,
+		hbone.FlagTimeout, hbone.FlagBadRequest, hbone.FlagWrongTarget, hbone.FlagHeadersTooLarge, hbone.FlagDenied,
+		hbone.FlagUnknownWorkload, hbone.FlagIllegalPort, hbone.FlagUnresolvable, hbone.FlagUpstreamConnect,
+		hbone.FlagUpstreamTimeout, hbone.FlagOverloaded, hbone.FlagShutdown, hbone.FlagRevoked, hbone.FlagInternal, hbone.Flag("LATER")} {
+		if got := istioFlag(f); !closed[got] {
+			t.Errorf("hbone flag %q reports as %q, outside Istio's flags", f, got)
+		}
+	}
+	if istioFlag(hbone.FlagRevoked) != telemetry.FlagDeny || istioFlag(hbone.FlagTLS) != telemetry.FlagTLSFailure {
+		t.Error("revoked or TLS mapped wrong")
 	}
 }
