@@ -87,6 +87,28 @@ func echo(c *net.TCPConn) {
 	_ = c.CloseWrite()
 }
 
+// loopbackHandler relays every request for a loopback target, after telling seen of it, and refuses the rest.
+type loopbackHandler func(req *hbone.Request)
+
+func (seen loopbackHandler) ServeHBONE(r *hbone.Request) {
+	seen(r)
+	if !r.Target.Addr.Addr().IsLoopback() {
+		r.Refuse(hbone.FlagWrongTarget, errors.New("not local"))
+		return
+	}
+	up, err := (&net.Dialer{Timeout: 10 * time.Second}).DialContext(r.Context(), "tcp", r.Target.Addr.String())
+	if err != nil {
+		r.RefuseDial(r.Target.Addr, err)
+		return
+	}
+	defer up.Close()
+	if r.Accept(hbone.Baggage{}) == nil {
+		r.Relay(up, nil)
+	}
+}
+
+func (loopbackHandler) Refused(*hbone.TunnelInfo, hbone.Flag, error) {}
+
 // TestIstioDialerThroughOurServer: Istio's HBONE dialer (Go http2 Transport, CONNECT) tunnels through our
 // server to TCP targets, in both directions, with each side's end of stream reaching the other.
 func TestIstioDialerThroughOurServer(t *testing.T) {
@@ -94,17 +116,16 @@ func TestIstioDialerThroughOurServer(t *testing.T) {
 	ca := newTestCA(t)
 	var mu sync.Mutex
 	var peers []string
+	serverTLS := ca.serverTLS(ca.leaf(t, serverID))
 	srv, err := hbone.NewServer(hbone.ServerConfig{
-		TLS: ca.serverTLS(ca.leaf(t, serverID)),
-		Authorize: func(_ context.Context, req *hbone.Request) hbone.Decision {
+		Certificate: func(netip.Addr, string) (spiffeid.ID, *tls.Config, error) {
+			return spiffeid.RequireFromString(serverID), serverTLS, nil
+		},
+		Handler: loopbackHandler(func(req *hbone.Request) {
 			mu.Lock()
 			peers = append(peers, req.PeerIdentity.String())
 			mu.Unlock()
-			if !req.Target.Addr.Addr().IsLoopback() {
-				return hbone.Refuse(hbone.FlagWrongTarget, errors.New("not local"))
-			}
-			return hbone.Allow(req.Target.Addr)
-		},
+		}),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -11,7 +11,6 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
-	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/ports"
 )
@@ -31,13 +30,11 @@ func (a *App) bindHBONE(cfg *config.Config, deps *proxy.Deps) error {
 	if a.ids == nil {
 		return nil
 	}
-	inbound := proxy.NewInboundHBONE(deps)
+	inbound := proxy.NewInboundHBONE(deps, a.ids)
 	srv, err := hbone.NewServer(hbone.ServerConfig{
-		TLS:       identity.ServerTLSConfig(a.ids, inbound.LocalIdentity),
-		Authorize: inbound.Authorize,
-		Dialer:    deps.Dialer,
-		Logger:    a.log.With("component", "hbone-server"),
-		Telemetry: inbound.Telemetry(),
+		Certificate: inbound.Certificate,
+		Handler:     inbound,
+		Logger:      a.log.With("component", "hbone-server"),
 
 		Handshakes: connlimit.New(cfg.Limits.Handshakes, cfg.Limits.HandshakesPerSource),
 		Conns:      connlimit.New(cfg.Limits.Connections, cfg.Limits.ConnectionsPerSource),

@@ -32,11 +32,13 @@ func expectClosed(t *testing.T, c net.Conn, within time.Duration) time.Duration 
 func TestBadInput(t *testing.T) {
 	const timeout = 300 * time.Millisecond
 	dials := &dialLog{}
-	h := newHarness(t, harnessOpts{server: func(c *ServerConfig) {
-		c.HandshakeTimeout = timeout
-		c.HeaderTimeout = timeout
-		c.Dialer = &net.Dialer{Control: dials.control}
-	}})
+	h := newHarness(t, harnessOpts{
+		server: func(c *ServerConfig) {
+			c.HandshakeTimeout = timeout
+			c.HeaderTimeout = timeout
+		},
+		handler: func(h *testHandler) { h.dialer = &net.Dialer{Control: dials.control} },
+	})
 	echo := echoServer(t)
 	rawTCP := func(t *testing.T) net.Conn {
 		c, err := net.Dial("tcp", h.srvAddr.String())
@@ -193,12 +195,12 @@ func TestStreamLimit(t *testing.T) {
 	release := make(chan struct{})
 	h := newHarness(t, harnessOpts{
 		server: func(c *ServerConfig) { c.MaxConcurrentStreams = 3 },
-		authorize: func(ctx context.Context, req *Request) Decision {
+		authorize: func(ctx context.Context, req *Request) decision {
 			select {
 			case <-release:
 			case <-ctx.Done():
 			}
-			return Refuse(FlagDenied, nil)
+			return deny(FlagDenied, nil)
 		},
 	})
 	rc := dialRaw(t, h)

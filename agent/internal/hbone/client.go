@@ -23,7 +23,6 @@ func (p *Pool) Dial(ctx context.Context, dst Destination, req ConnectRequest) (*
 		Authority:    req.Authority,
 		ForwardedFor: req.ForwardedFor,
 		Start:        time.Now(),
-		Tag:          req.Tag,
 	}
 	if a, err := ParseAuthority(req.Authority); err != nil {
 		return nil, p.failed(info, newError(FlagBadRequest, "dial", req.Authority, err))

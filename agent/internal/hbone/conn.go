@@ -28,6 +28,8 @@ type conn struct {
 	bufs   *bufPool
 	fr     *http2.Framer
 	peer   spiffeid.ID
+	// localID is the identity this server presented (server side).
+	localID spiffeid.ID
 	// serverName is the SNI of the TLS handshake (server side; "" when none).
 	serverName string
 	local      netip.AddrPort
@@ -87,7 +89,8 @@ type connOptions struct {
 	log    *slog.Logger
 	bufs   *bufPool
 	peer   spiffeid.ID
-	// serverName is the SNI the client sent (server side).
+	// localID is the identity this server presented, and serverName the SNI the client sent (server side).
+	localID    spiffeid.ID
 	serverName string
 }
 
@@ -99,6 +102,7 @@ func newConn(nc net.Conn, o connOptions) *conn {
 		log:         o.log,
 		bufs:        o.bufs,
 		peer:        o.peer,
+		localID:     o.localID,
 		serverName:  o.serverName,
 		local:       addrPortOf(nc.LocalAddr()),
 		remote:      addrPortOf(nc.RemoteAddr()),

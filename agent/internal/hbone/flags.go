@@ -47,7 +47,7 @@ const (
 	FlagOverloaded Flag = "OVERLOADED"
 	// FlagShutdown: the tunnel was refused or ended because the server or pool is shutting down.
 	FlagShutdown Flag = "SHUTDOWN"
-	// FlagRevoked: the caller revoked an established tunnel (Decision.Revoker), e.g. after a policy change.
+	// FlagRevoked: the caller revoked an established tunnel (Request.Relay's Revoker), e.g. after a policy change.
 	FlagRevoked Flag = "REVOKED"
 	// FlagInternal: the authorize callback returned an unusable decision or panicked (503).
 	FlagInternal Flag = "INTERNAL"

@@ -29,13 +29,13 @@ func FuzzServerFrames(f *testing.F) {
 	}
 	var upstreams sync.WaitGroup
 	srv, err := NewServer(ServerConfig{
-		TLS:           &tls.Config{},
+		Certificate:   staticCertificate(serverID, &tls.Config{}),
 		HeaderTimeout: 2 * time.Second,
-		Authorize: func(_ context.Context, req *Request) Decision {
+		Handler: &testHandler{connectTimeout: 10 * time.Second, authorize: func(_ context.Context, req *Request) decision {
 			switch req.Target.Port {
 			case 1:
-				d := Allow(req.Target.Addr)
-				d.Dial = func(context.Context, netip.AddrPort) (net.Conn, error) {
+				d := allow(req.Target.Addr)
+				d.dial = func(context.Context, netip.AddrPort) (net.Conn, error) {
 					a, b := net.Pipe()
 					upstreams.Add(1)
 					go func() {
@@ -47,10 +47,10 @@ func FuzzServerFrames(f *testing.F) {
 				}
 				return d
 			case 2:
-				return Refuse(FlagDenied, nil)
+				return deny(FlagDenied, nil)
 			}
-			return Refuse(FlagUnknownWorkload, nil)
-		},
+			return deny(FlagUnknownWorkload, nil)
+		}},
 	})
 	if err != nil {
 		f.Fatal(err)
@@ -61,7 +61,7 @@ func FuzzServerFrames(f *testing.F) {
 		served := make(chan struct{})
 		go func() {
 			defer close(served)
-			srv.serveH2(server, server, &TunnelInfo{Direction: Inbound, Peer: peer}, func() {})
+			srv.serveH2(server, server, &TunnelInfo{Direction: Inbound, Peer: peer}, spiffeid.ID{}, func() {})
 		}()
 		drained := make(chan struct{})
 		go func() {

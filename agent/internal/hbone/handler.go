@@ -1,10 +1,8 @@
 package hbone
 
 import (
-	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -16,7 +14,7 @@ import (
 // right there, without a goroutine; the rest go to a handler goroutine owned by the connection.
 func (s *Server) onStream(c *conn, st *Stream, f *http2.MetaHeadersFrame) {
 	info := &TunnelInfo{Direction: Inbound, Peer: c.peer, Local: c.local, Remote: c.remote, Start: time.Now()}
-	req, flag, err := checkRequest(c, f, info)
+	req, flag, err := checkRequest(c, st, f, info)
 	if flag != FlagNone {
 		s.refuse(c, st, info, flag, err)
 		s.finish(c, st)
@@ -36,12 +34,12 @@ func (s *Server) onStream(c *conn, st *Stream, f *http2.MetaHeadersFrame) {
 	}
 	go func() {
 		defer release()
-		s.handle(c, st, req, info)
+		s.handle(c, st, req)
 	}()
 }
 
 // checkRequest applies the checks that need no policy: header list size, method, authority, illegal ports.
-func checkRequest(c *conn, f *http2.MetaHeadersFrame, info *TunnelInfo) (*Request, Flag, error) {
+func checkRequest(c *conn, st *Stream, f *http2.MetaHeadersFrame, info *TunnelInfo) (*Request, Flag, error) {
 	info.Authority = f.PseudoValue("authority")
 	if f.Truncated {
 		return nil, FlagHeadersTooLarge, errors.New("header list over the limit")
@@ -61,7 +59,8 @@ func checkRequest(c *conn, f *http2.MetaHeadersFrame, info *TunnelInfo) (*Reques
 	if ports.Illegal(target.Port) {
 		return nil, FlagIllegalPort, fmt.Errorf("target port %d is one of the agent's own", target.Port)
 	}
-	req := &Request{PeerIdentity: c.peer, LocalAddr: c.local, RemoteAddr: c.remote, Target: target, ServerName: c.serverName}
+	req := &Request{PeerIdentity: c.peer, LocalIdentity: c.localID, LocalAddr: c.local, RemoteAddr: c.remote,
+		Target: target, ServerName: c.serverName, Start: info.Start, st: st}
 	for _, h := range f.RegularFields() {
 		req.Headers = append(req.Headers, Header{Name: h.Name, Value: h.Value})
 		if h.Name == "forwarded" && !req.ForwardedFor.IsValid() {
@@ -73,75 +72,37 @@ func checkRequest(c *conn, f *http2.MetaHeadersFrame, info *TunnelInfo) (*Reques
 	return req, FlagNone, nil
 }
 
-// handle runs one inbound tunnel: authorize, connect upstream, answer, copy.
-func (s *Server) handle(c *conn, st *Stream, req *Request, info *TunnelInfo) {
+// handle runs the handler on one request, failing closed: a handler that panics or returns without an answer
+// gets the request refused as FlagInternal.
+func (s *Server) handle(c *conn, st *Stream, req *Request) {
 	defer s.finish(c, st)
-	dec := s.authorize(st.ctx, req)
-	info.Tag = dec.Tag
-	if dec.Refuse != FlagNone {
-		s.refuse(c, st, info, dec.Refuse, dec.Err)
-		return
-	}
-	switch {
-	case !dec.Target.IsValid():
-		s.refuse(c, st, info, FlagInternal, errors.New("authorize allowed the tunnel without a target"))
-		return
-	case ports.Illegal(dec.Target.Port()):
-		s.refuse(c, st, info, FlagIllegalPort, fmt.Errorf("decided target %s is on one of the agent's own ports", dec.Target))
-		return
-	}
-	info.Target = dec.Target
-
-	up, err := s.dialUpstream(st.ctx, dec)
-	if err != nil {
-		flag := timeoutFlag(err, FlagUpstreamConnect)
-		if flag == FlagTimeout {
-			flag = FlagUpstreamTimeout
-		}
-		if cause := context.Cause(st.ctx); cause != nil && !errors.Is(err, context.DeadlineExceeded) {
-			flag, err = FlagReset, fmt.Errorf("client went away: %w", cause)
-		}
-		s.refuse(c, st, info, flag, fmt.Errorf("connect %s: %w", dec.Target, err))
-		return
-	}
-	defer up.Close()
-	if !st.respond(200, false, dec.Baggage.String()) {
-		s.tel.TunnelFailed(info, FlagReset, newError(FlagReset, "respond", c.remote.String(), errors.New("stream reset before the answer")))
-		return
-	}
-	info.Bytes = st.bytes
-	s.tel.TunnelOpened(info)
-	flag, err := pipe(st, up, dec.Revoker)
-	s.tel.TunnelClosed(info, TunnelStats{
-		BytesSent:     st.BytesSent(),
-		BytesReceived: st.BytesReceived(),
-		Duration:      time.Since(info.Start),
-		Flag:          flag,
-		Err:           err,
-	})
-}
-
-// authorize calls the callback, failing closed if it panics.
-func (s *Server) authorize(ctx context.Context, req *Request) (dec Decision) {
 	defer func() {
-		if r := recover(); r != nil {
-			s.log.Error("hbone: authorize callback panicked", "panic", r, "peer", req.PeerIdentity, "target", req.Target)
-			dec = Refuse(FlagInternal, fmt.Errorf("authorize panicked: %v", r))
+		if p := recover(); p != nil {
+			s.log.Error("hbone: handler panicked", "panic", p, "peer", req.PeerIdentity, "target", req.Target)
+			s.unanswered(req, fmt.Errorf("handler panicked: %v", p))
 		}
 	}()
-	return s.cfg.Authorize(ctx, req)
+	s.cfg.Handler.ServeHBONE(req)
+	s.unanswered(req, errors.New("handler returned without an answer"))
 }
 
-func (s *Server) dialUpstream(ctx context.Context, dec Decision) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.ConnectTimeout)
-	defer cancel()
-	if dec.Dial != nil {
-		return dec.Dial(ctx, dec.Target)
+// unanswered refuses a request the handler left without an answer, and reports it.
+func (s *Server) unanswered(req *Request, err error) {
+	if req.answered {
+		return
 	}
-	return s.dialer.DialContext(ctx, "tcp", dec.Target.String())
+	e := req.Refuse(FlagInternal, err)
+	s.cfg.Handler.Refused(req.Info(), FlagInternal, e)
 }
 
-// refuse answers the stream with the flag's status and reports the failure.
+// Info describes the request as a TunnelInfo (as Handler.Refused gets it), for records that cover both.
+func (req *Request) Info() *TunnelInfo {
+	return &TunnelInfo{Direction: Inbound, Peer: req.PeerIdentity, ServerName: req.ServerName,
+		Local: req.LocalAddr, Remote: req.RemoteAddr, Authority: req.Target.String(), Target: req.Target.Addr,
+		ForwardedFor: req.ForwardedFor, ForwardedHost: req.ForwardedHost, Start: req.Start}
+}
+
+// refuse answers a stream hbone refuses on its own with the flag's status and reports the failure.
 func (s *Server) refuse(c *conn, st *Stream, info *TunnelInfo, flag Flag, err error) {
 	status := flag.Status()
 	if err == nil {
@@ -152,7 +113,7 @@ func (s *Server) refuse(c *conn, st *Stream, info *TunnelInfo, flag Flag, err er
 		st.respond(status, true, "")
 	}
 	s.log.Debug("hbone: tunnel refused", "peer", c.peer, "remote", c.remote, "err", e)
-	s.tel.TunnelFailed(info, flag, e)
+	s.cfg.Handler.Refused(info, flag, e)
 }
 
 // finish releases the stream and its slot once its handler is done.

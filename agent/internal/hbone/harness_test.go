@@ -112,7 +112,11 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{notify: make(chan struct{}, 1024)} }
 
+// A nil recorder keeps nothing (the fuzz target's handler: a record per input would only grow).
 func (r *recorder) TunnelOpened(t *TunnelInfo) {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	r.opened = append(r.opened, t)
 	r.mu.Unlock()
@@ -120,6 +124,9 @@ func (r *recorder) TunnelOpened(t *TunnelInfo) {
 }
 
 func (r *recorder) TunnelClosed(t *TunnelInfo, s TunnelStats) {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	r.closed = append(r.closed, s)
 	r.mu.Unlock()
@@ -127,6 +134,9 @@ func (r *recorder) TunnelClosed(t *TunnelInfo, s TunnelStats) {
 }
 
 func (r *recorder) TunnelFailed(t *TunnelInfo, f Flag, err error) {
+	if r == nil {
+		return
+	}
 	r.mu.Lock()
 	r.failed = append(r.failed, f)
 	r.errs = append(r.errs, err)
@@ -174,13 +184,78 @@ type harness struct {
 }
 
 type harnessOpts struct {
-	authorize func(ctx context.Context, req *Request) Decision
+	authorize func(ctx context.Context, req *Request) decision
+	handler   func(*testHandler)
 	server    func(*ServerConfig)
 	pool      func(*PoolConfig)
 }
 
-// allowAll connects every tunnel to its :authority, which makes tests short; the agent's callback never does.
-func allowAll(_ context.Context, req *Request) Decision { return Allow(req.Target.Addr) }
+// allowAll connects every tunnel to its :authority, which makes tests short; the agent's handler never does.
+func allowAll(_ context.Context, req *Request) decision { return allow(req.Target.Addr) }
+
+// decision is what a test's authorize function decides for a request: refuse it, or connect to target.
+type decision struct {
+	refuse  Flag
+	err     error
+	target  netip.AddrPort
+	dial    func(ctx context.Context, target netip.AddrPort) (net.Conn, error) // nil: the handler's dialer
+	revoker *Revoker
+	baggage Baggage
+}
+
+func allow(target netip.AddrPort) decision { return decision{target: target} }
+func deny(flag Flag, err error) decision   { return decision{refuse: flag, err: err} }
+
+// testHandler serves requests the way the agent's handler does (decide, dial, accept, relay) and records every
+// tunnel in tel.
+type testHandler struct {
+	authorize      func(ctx context.Context, req *Request) decision
+	tel            *recorder
+	dialer         *net.Dialer
+	connectTimeout time.Duration
+}
+
+func (h *testHandler) ServeHBONE(r *Request) {
+	info := r.Info()
+	d := h.authorize(r.Context(), r)
+	if d.refuse != FlagNone {
+		h.tel.TunnelFailed(info, d.refuse, r.Refuse(d.refuse, d.err))
+		return
+	}
+	dial := d.dial
+	if dial == nil {
+		dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
+			return h.dialer.DialContext(ctx, "tcp", t.String())
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), h.connectTimeout)
+	up, err := dial(ctx, d.target)
+	cancel()
+	if err != nil {
+		e := r.RefuseDial(d.target, err)
+		h.tel.TunnelFailed(info, e.Flag, e)
+		return
+	}
+	defer up.Close()
+	if err := r.Accept(d.baggage); err != nil {
+		h.tel.TunnelFailed(info, FlagOf(err), err)
+		return
+	}
+	info.Target, info.Bytes = d.target, r.Bytes
+	h.tel.TunnelOpened(info)
+	h.tel.TunnelClosed(info, r.Relay(up, d.revoker))
+}
+
+func (h *testHandler) Refused(info *TunnelInfo, flag Flag, err error) {
+	h.tel.TunnelFailed(info, flag, err)
+}
+
+// staticCertificate presents one configuration as identity id on every handshake.
+func staticCertificate(id string, cfg *tls.Config) func(netip.Addr, string) (spiffeid.ID, *tls.Config, error) {
+	return func(netip.Addr, string) (spiffeid.ID, *tls.Config, error) {
+		return spiffeid.RequireFromString(id), cfg, nil
+	}
+}
 
 func newHarness(t testing.TB, o harnessOpts) *harness {
 	t.Helper()
@@ -188,10 +263,13 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	if o.authorize == nil {
 		o.authorize = allowAll
 	}
+	th := &testHandler{authorize: o.authorize, tel: h.srvTel, dialer: &net.Dialer{}, connectTimeout: 10 * time.Second}
+	if o.handler != nil {
+		o.handler(th)
+	}
 	scfg := ServerConfig{
-		TLS:       h.ca.serverTLS(h.ca.leaf(t, serverID)),
-		Authorize: o.authorize,
-		Telemetry: h.srvTel,
+		Certificate: staticCertificate(serverID, h.ca.serverTLS(h.ca.leaf(t, serverID))),
+		Handler:     th,
 	}
 	if o.server != nil {
 		o.server(&scfg)

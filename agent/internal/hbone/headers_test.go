@@ -85,9 +85,9 @@ func TestFlagStatus(t *testing.T) {
 // The 200 carries the destination's baggage, as ztunnel answers; a refusal carries none.
 func TestResponseBaggage(t *testing.T) {
 	echo := echoServer(t)
-	h := newHarness(t, harnessOpts{authorize: func(_ context.Context, req *Request) Decision {
-		d := Allow(req.Target.Addr)
-		d.Baggage = Baggage{Namespace: "shop", WorkloadName: "web", ServiceName: "web", ServiceVersion: "v1"}
+	h := newHarness(t, harnessOpts{authorize: func(_ context.Context, req *Request) decision {
+		d := allow(req.Target.Addr)
+		d.baggage = Baggage{Namespace: "shop", WorkloadName: "web", ServiceName: "web", ServiceVersion: "v1"}
 		return d
 	}})
 	rc := dialRaw(t, h)

@@ -79,13 +79,12 @@ func TestShutdownDeadline(t *testing.T) {
 	}
 }
 
-// TestRevoke: Decision.Revoker tears an established tunnel down with FlagRevoked.
+// TestRevoke: the Revoker given to Relay tears an established tunnel down with FlagRevoked.
 func TestRevoke(t *testing.T) {
 	revoke := &Revoker{}
-	h := newHarness(t, harnessOpts{authorize: func(_ context.Context, req *Request) Decision {
-		d := Allow(req.Target.Addr)
-		d.Revoker = revoke
-		d.Tag = "policy-7"
+	h := newHarness(t, harnessOpts{authorize: func(_ context.Context, req *Request) decision {
+		d := allow(req.Target.Addr)
+		d.revoker = revoke
 		return d
 	}})
 	st := h.dial(t, echoServer(t))
@@ -105,9 +104,6 @@ func TestRevoke(t *testing.T) {
 	if got := h.srvTel.closed[0].Flag; got != FlagRevoked {
 		t.Errorf("flag %v, want REVOKED", got)
 	}
-	if tag := h.srvTel.opened[0].Tag; tag != "policy-7" {
-		t.Errorf("tag %v, want the decision's", tag)
-	}
 }
 
 // TestPoolCloseFailsTunnels: closing the pool ends its tunnels with a failure, not EOF.
@@ -125,12 +121,13 @@ func TestPoolCloseFailsTunnels(t *testing.T) {
 	}
 }
 
-// TestForwardedReachesAuthorize: the callback sees the client identity, addresses and the forwarded client.
-func TestForwardedReachesAuthorize(t *testing.T) {
+// TestForwardedReachesHandler: the handler sees the client identity, the identity the server presented, the
+// addresses and the forwarded client.
+func TestForwardedReachesHandler(t *testing.T) {
 	got := make(chan *Request, 1)
-	h := newHarness(t, harnessOpts{authorize: func(_ context.Context, req *Request) Decision {
+	h := newHarness(t, harnessOpts{authorize: func(_ context.Context, req *Request) decision {
 		got <- req
-		return Refuse(FlagDenied, nil)
+		return deny(FlagDenied, nil)
 	}})
 	_, err := h.pool.Dial(context.Background(), h.dst, ConnectRequest{
 		Authority:    "127.0.0.1:8080",
@@ -141,7 +138,7 @@ func TestForwardedReachesAuthorize(t *testing.T) {
 		t.Fatalf("dial: %v", err)
 	}
 	req := <-got
-	if req.PeerIdentity.String() != clientID || req.ForwardedFor != netip.MustParseAddrPort("10.9.8.7:5555") ||
+	if req.PeerIdentity.String() != clientID || req.LocalIdentity.String() != serverID || req.ForwardedFor != netip.MustParseAddrPort("10.9.8.7:5555") ||
 		req.Target.Addr != netip.MustParseAddrPort("127.0.0.1:8080") || req.LocalAddr != h.srvAddr ||
 		req.Header("baggage") != "k8s.namespace.name=default" {
 		t.Errorf("request %+v", req)

@@ -78,8 +78,6 @@ type ConnectRequest struct {
 	// ForwardedHost adds ";host=" when the destination service is known.
 	ForwardedFor  netip.AddrPort
 	ForwardedHost string
-	// Tag is passed to Telemetry in TunnelInfo.Tag.
-	Tag any
 }
 
 // PoolConfig configures a Pool. Zero values mean ztunnel's defaults.

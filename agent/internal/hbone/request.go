@@ -2,18 +2,34 @@ package hbone
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// Request is an inbound CONNECT that passed the checks hbone does itself (method, authority syntax, illegal
-// ports, header list size), handed to the Authorize callback.
+// Handler serves the inbound CONNECT requests of a Server. It is the one thing hbone calls on the server side
+// besides the certificate choice (ServerConfig.Certificate).
+type Handler interface {
+	// ServeHBONE answers one request that passed hbone's own checks (method, authority syntax, illegal ports,
+	// header list size, limits): Refuse it, or Accept it and Relay. It runs in a goroutine of its own per
+	// request; a request left unanswered when it returns is refused as FlagInternal.
+	ServeHBONE(r *Request)
+	// Refused is told of every connection or request the server refused on its own, before any ServeHBONE: a
+	// failed TLS handshake or preface (empty Authority), a malformed CONNECT, an illegal port, a limit. It is
+	// called from connection goroutines and must be fast.
+	Refused(info *TunnelInfo, flag Flag, err error)
+}
+
+// Request is an inbound CONNECT handed to the Handler, which answers it. Its fields are read-only.
 type Request struct {
-	// PeerIdentity is the client's SPIFFE ID, from its verified certificate.
-	PeerIdentity spiffeid.ID
+	// PeerIdentity is the client's SPIFFE ID, from its verified certificate; LocalIdentity the identity this
+	// server presented in the handshake (ServerConfig.Certificate's choice).
+	PeerIdentity, LocalIdentity spiffeid.ID
 	// LocalAddr is the address the HBONE connection was accepted on; RemoteAddr is the client's.
 	LocalAddr, RemoteAddr netip.AddrPort
 	// Target is the parsed :authority.
@@ -25,9 +41,13 @@ type Request struct {
 	// ForwardedHost is the forwarded header's `host=`: the service the client addressed, as the client says
 	// ("" when absent). Telemetry only, never a policy input.
 	ForwardedHost string
-	// ServerName is the SNI the client sent in the TLS handshake ("" when none): with it, the server chose
-	// which certificate to present.
+	// ServerName is the SNI the client sent in the TLS handshake ("" when none).
 	ServerName string
+	// Start is when the request arrived.
+	Start time.Time
+
+	st       *Stream
+	answered bool // by Refuse or Accept; only the handler's goroutine answers
 }
 
 // Header returns the value of the first header with that (case-insensitive) name, or "".
@@ -46,32 +66,64 @@ func (r *Request) TargetIsLocal() bool {
 	return !r.Target.IsHostname() && r.Target.Addr.Addr() == r.LocalAddr.Addr()
 }
 
-// Decision is the Authorize callback's answer: either refuse (Refuse set), or connect to Target.
-type Decision struct {
-	// Refuse, when not FlagNone, refuses the tunnel: the server answers Refuse.Status() (400, 401 or 503) and
-	// reports the flag and Err to Telemetry.
-	Refuse Flag
-	Err    error
-	// Target is the one address the server connects to. hbone never connects anywhere else.
-	Target netip.AddrPort
-	// Dial, when set, makes the upstream connection instead of the server's Dialer (for example from the
-	// original client's address with IP_TRANSPARENT, or with a socket mark). It gets Target and a context
-	// that carries the connect timeout.
-	Dial func(ctx context.Context, target netip.AddrPort) (net.Conn, error)
-	// Revoker, when set, ends the established tunnel (for example after a policy change) with FlagRevoked.
-	Revoker *Revoker
-	// Baggage is sent with the 200: the destination's labels (ztunnel answers with them).
-	Baggage Baggage
-	// Tag is passed to Telemetry in TunnelInfo.Tag.
-	Tag any
+// Context is cancelled when the client gives up on the request (it resets the stream, or its connection ends)
+// or the server closes.
+func (r *Request) Context() context.Context { return r.st.ctx }
+
+// Refuse answers the request with the flag's status (400, 401 or 503; nothing for FlagReset, whose stream is
+// gone) and returns the failure as an *Error, for the handler's records. A request is answered once: a second
+// answer is ignored.
+func (r *Request) Refuse(flag Flag, err error) *Error {
+	if err == nil {
+		err = errors.New("refused")
+	}
+	e := &Error{Flag: flag, Status: flag.Status(), Op: "connect", Addr: r.Target.String(), Err: err}
+	if !r.answered && flag != FlagReset {
+		r.st.respond(e.Status, true, "")
+	}
+	r.answered = true
+	return e
 }
 
-// Allow is a Decision to connect to target.
-func Allow(target netip.AddrPort) Decision { return Decision{Target: target} }
+// RefuseDial refuses the request after the upstream connection failed: 503 as FlagUpstreamConnect, or
+// FlagUpstreamTimeout if the connect timed out; FlagReset if the client went away meanwhile.
+func (r *Request) RefuseDial(target netip.AddrPort, err error) *Error {
+	if cause := context.Cause(r.st.ctx); cause != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return r.Refuse(FlagReset, fmt.Errorf("client went away: %w", cause))
+	}
+	flag := FlagUpstreamConnect
+	if timeoutFlag(err, FlagUpstreamConnect) == FlagTimeout {
+		flag = FlagUpstreamTimeout
+	}
+	return r.Refuse(flag, fmt.Errorf("connect %s: %w", target, err))
+}
 
-// Refuse is a Decision to refuse the tunnel for the given reason.
-func Refuse(flag Flag, err error) Decision { return Decision{Refuse: flag, Err: err} }
+// Accept answers 200 with the destination's baggage (ztunnel answers with its labels). It fails with a
+// FlagReset *Error if the client reset the stream first.
+func (r *Request) Accept(b Baggage) error {
+	if r.answered {
+		return newError(FlagInternal, "respond", r.RemoteAddr.String(), errors.New("request already answered"))
+	}
+	r.answered = true
+	if !r.st.respond(200, false, b.String()) {
+		return newError(FlagReset, "respond", r.RemoteAddr.String(), errors.New("stream reset before the answer"))
+	}
+	return nil
+}
 
-// AuthorizeFunc decides what to do with an inbound tunnel. It runs in its own goroutine per stream; ctx is
-// cancelled if the client gives up or the server closes. It must not retain req after returning.
-type AuthorizeFunc func(ctx context.Context, req *Request) Decision
+// Bytes reports what the tunnel has carried so far: sent to the client, received from it.
+func (r *Request) Bytes() (sent, received int64) { return r.st.bytes() }
+
+// Relay copies bytes between an accepted tunnel and its upstream connection until both directions have ended
+// (half-closes are passed on), then reports what it carried. revoker (nil: none) ends it early with FlagRevoked.
+// It does not close up.
+func (r *Request) Relay(up net.Conn, revoker *Revoker) TunnelStats {
+	flag, err := pipe(r.st, up, revoker)
+	return TunnelStats{
+		BytesSent:     r.st.BytesSent(),
+		BytesReceived: r.st.BytesReceived(),
+		Duration:      time.Since(r.Start),
+		Flag:          flag,
+		Err:           err,
+	}
+}

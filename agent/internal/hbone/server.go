@@ -14,28 +14,26 @@ import (
 	"sync"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 )
 
-// ServerConfig configures a Server. TLS and Authorize are required; zero values elsewhere mean ztunnel's
+// ServerConfig configures a Server. Certificate and Handler are required; zero values elsewhere mean ztunnel's
 // defaults.
 type ServerConfig struct {
-	// TLS is the server configuration (identity.ServerTLSConfig): TLS 1.3, client certificates required and
-	// verified, the certificate chosen by local address. "h2" is added to NextProtos if missing.
-	TLS *tls.Config
-	// Authorize decides every tunnel that passed the protocol checks.
-	Authorize AuthorizeFunc
-	// Dialer connects to Decision.Target when the decision has no Dial. Default: a plain net.Dialer.
-	Dialer *net.Dialer
-	Logger *slog.Logger
-	// Telemetry receives tunnel events; default NopTelemetry.
-	Telemetry Telemetry
+	// Certificate chooses what the server presents in each handshake: from the address the connection arrived
+	// on and the client's SNI ("" when none), the local identity and that handshake's TLS configuration
+	// (identity.ServerConfig: TLS 1.3, client certificates required and verified). An error ends the
+	// handshake. The identity reaches the handler as Request.LocalIdentity.
+	Certificate func(local netip.Addr, serverName string) (spiffeid.ID, *tls.Config, error)
+	// Handler serves every request that passed the protocol checks, and is told of the refused ones.
+	Handler Handler
+	Logger  *slog.Logger
 
 	HandshakeTimeout time.Duration // TLS handshake (10 s)
 	HeaderTimeout    time.Duration // HTTP/2 preface and first SETTINGS after the handshake (10 s)
-	ConnectTimeout   time.Duration // upstream connect (10 s); after it the answer is 503
 	IdleTimeout      time.Duration // a connection without streams is closed after this (10 min); <0 disables
 	// KeepAliveInterval and KeepAliveTimeout: a PING every 10 s, the connection dropped after 20 s unanswered.
 	KeepAliveInterval time.Duration
@@ -58,13 +56,10 @@ type ServerConfig struct {
 
 // Server is the HBONE server (port 15008). Serve it on one or more listeners; stop it with Shutdown or Close.
 type Server struct {
-	cfg    ServerConfig
-	tls    *tls.Config
-	dialer *net.Dialer
-	log    *slog.Logger
-	tel    Telemetry
-	lim    connLimits
-	bufs   *bufPool
+	cfg  ServerConfig
+	log  *slog.Logger
+	lim  connLimits
+	bufs *bufPool
 
 	ctx    context.Context // cancelled by Close: aborts handshakes and stream contexts
 	cancel context.CancelFunc
@@ -78,15 +73,14 @@ type Server struct {
 
 // NewServer checks cfg and returns a Server.
 func NewServer(cfg ServerConfig) (*Server, error) {
-	if cfg.TLS == nil {
-		return nil, errors.New("hbone: server: no TLS configuration")
+	if cfg.Certificate == nil {
+		return nil, errors.New("hbone: server: no Certificate choice")
 	}
-	if cfg.Authorize == nil {
-		return nil, errors.New("hbone: server: no Authorize callback")
+	if cfg.Handler == nil {
+		return nil, errors.New("hbone: server: no Handler")
 	}
 	setDefault(&cfg.HandshakeTimeout, defaultHandshakeTimeout)
 	setDefault(&cfg.HeaderTimeout, defaultHeaderTimeout)
-	setDefault(&cfg.ConnectTimeout, defaultConnectTimeout)
 	setDefault(&cfg.IdleTimeout, defaultServerIdle)
 	setDefault(&cfg.KeepAliveInterval, defaultKeepAliveInterval)
 	setDefault(&cfg.KeepAliveTimeout, defaultKeepAliveTimeout)
@@ -95,10 +89,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{
 		cfg:       cfg,
-		tls:       withH2(cfg.TLS),
-		dialer:    cfg.Dialer,
 		log:       cfg.Logger,
-		tel:       cfg.Telemetry,
 		bufs:      newBufPool(),
 		listeners: make(map[net.Listener]struct{}),
 		accepted:  make(map[net.Conn]*conn),
@@ -110,14 +101,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 			maxStreams:        cfg.MaxConcurrentStreams,
 		},
 	}
-	if s.dialer == nil {
-		s.dialer = &net.Dialer{}
-	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)
-	}
-	if s.tel == nil {
-		s.tel = NopTelemetry{}
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	return s, nil
@@ -290,10 +275,18 @@ func (s *Server) serveConn(nc net.Conn, handshake func()) {
 		_ = nc.Close()
 		err = newError(flag, op, info.Remote.String(), err)
 		s.log.Debug("hbone: inbound connection failed", "err", err)
-		s.tel.TunnelFailed(info, flag, err)
+		s.cfg.Handler.Refused(info, flag, err)
 	}
 
-	tc := tls.Server(nc, s.tls)
+	var localID spiffeid.ID
+	tc := tls.Server(nc, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		id, cfg, err := s.cfg.Certificate(info.Local.Addr().Unmap(), hello.ServerName)
+		if err != nil {
+			return nil, err
+		}
+		localID = id
+		return withH2(cfg), nil
+	}})
 	hctx, cancel := context.WithTimeout(s.ctx, s.cfg.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()
@@ -313,12 +306,12 @@ func (s *Server) serveConn(nc net.Conn, handshake func()) {
 	}
 	info.Peer = peer
 	info.ServerName = cs.ServerName
-	s.serveH2(nc, tc, info, handshake)
+	s.serveH2(nc, tc, info, localID, handshake)
 }
 
-// serveH2 runs HTTP/2 on an established (TLS) connection nc whose peer identity is in info; raw is the accepted
-// connection it came from.
-func (s *Server) serveH2(raw, nc net.Conn, info *TunnelInfo, handshake func()) {
+// serveH2 runs HTTP/2 on an established (TLS) connection nc whose peer identity is in info, where this server
+// presented localID; raw is the accepted connection it came from.
+func (s *Server) serveH2(raw, nc net.Conn, info *TunnelInfo, localID spiffeid.ID, handshake func()) {
 	defer func() {
 		s.mu.Lock()
 		delete(s.accepted, raw)
@@ -330,7 +323,7 @@ func (s *Server) serveH2(raw, nc net.Conn, info *TunnelInfo, handshake func()) {
 		_ = nc.Close()
 		err = newError(timeoutFlag(err, FlagProtocol), "preface", info.Remote.String(), err)
 		s.log.Debug("hbone: inbound connection failed", "err", err)
-		s.tel.TunnelFailed(info, FlagOf(err), err)
+		s.cfg.Handler.Refused(info, FlagOf(err), err)
 		return
 	}
 	handshake()
@@ -339,7 +332,7 @@ func (s *Server) serveH2(raw, nc net.Conn, info *TunnelInfo, handshake func()) {
 		return
 	}
 	defer release()
-	c := newConn(nc, connOptions{server: true, lim: s.lim, log: s.log, bufs: s.bufs, peer: info.Peer, serverName: info.ServerName})
+	c := newConn(nc, connOptions{server: true, lim: s.lim, log: s.log, bufs: s.bufs, peer: info.Peer, localID: localID, serverName: info.ServerName})
 	c.onStream = func(st *Stream, f *http2.MetaHeadersFrame) { s.onStream(c, st, f) }
 	if err := c.writePreamble(); err != nil {
 		_ = nc.Close()

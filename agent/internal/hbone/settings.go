@@ -37,7 +37,7 @@ const (
 const (
 	defaultHandshakeTimeout  = 10 * time.Second
 	defaultHeaderTimeout     = 10 * time.Second // preface and first SETTINGS after the handshake
-	defaultConnectTimeout    = 10 * time.Second // upstream connect on the server; TCP connect + TLS on the client
+	defaultConnectTimeout    = 10 * time.Second // TCP connect + TLS on the client
 	defaultResponseTimeout   = 15 * time.Second // client waits this long for the CONNECT answer
 	defaultKeepAliveInterval = 10 * time.Second
 	defaultKeepAliveTimeout  = 20 * time.Second

@@ -51,9 +51,9 @@ func newStatusHarness(t *testing.T) *statusHarness {
 	sh := &statusHarness{timeout: 200 * time.Millisecond}
 	sh.harness = newHarness(t, harnessOpts{
 		authorize: sh.authorize,
-		server: func(c *ServerConfig) {
-			c.ConnectTimeout = sh.timeout
-			c.Dialer = &net.Dialer{Control: sh.dials.control}
+		handler: func(h *testHandler) {
+			h.connectTimeout = sh.timeout
+			h.dialer = &net.Dialer{Control: sh.dials.control}
 		},
 	})
 	ln := listenLoopback(t)
@@ -62,21 +62,21 @@ func newStatusHarness(t *testing.T) *statusHarness {
 	return sh
 }
 
-func (sh *statusHarness) authorize(ctx context.Context, req *Request) Decision {
+func (sh *statusHarness) authorize(ctx context.Context, req *Request) decision {
 	sh.calls.Add(1)
 	if !req.TargetIsLocal() {
-		return Refuse(FlagWrongTarget, errors.New("target is not this connection's local address"))
+		return deny(FlagWrongTarget, errors.New("target is not this connection's local address"))
 	}
 	switch req.Header("x-test") {
 	case "deny":
-		return Refuse(FlagDenied, errors.New("no policy allows it"))
+		return deny(FlagDenied, errors.New("no policy allows it"))
 	case "unknown":
-		return Refuse(FlagUnknownWorkload, nil)
+		return deny(FlagUnknownWorkload, nil)
 	case "panic":
 		panic("authorize bug")
 	case "slow":
-		d := Allow(req.Target.Addr)
-		d.Dial = func(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
+		d := allow(req.Target.Addr)
+		d.dial = func(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
 			time.Sleep(100 * time.Millisecond)
 			c, err := (&net.Dialer{}).DialContext(ctx, "tcp", target.String())
 			sh.slowMu.Lock()
@@ -86,14 +86,14 @@ func (sh *statusHarness) authorize(ctx context.Context, req *Request) Decision {
 		}
 		return d
 	case "hang":
-		d := Allow(req.Target.Addr)
-		d.Dial = func(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
+		d := allow(req.Target.Addr)
+		d.dial = func(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
 			<-ctx.Done()
 			return nil, ctx.Err()
 		}
 		return d
 	}
-	return Allow(req.Target.Addr)
+	return allow(req.Target.Addr)
 }
 
 // TestStatusCodes covers every answer of spec/hbone.md's response table, each with its flag, and checks which

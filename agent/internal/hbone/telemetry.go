@@ -27,7 +27,7 @@ func (d Direction) String() string {
 	return "unknown"
 }
 
-// TunnelInfo describes a tunnel to Telemetry. It is not modified after it is first handed out.
+// TunnelInfo describes a tunnel to the pool's Telemetry, or a refused one to the server's Handler. It is not modified after it is first handed out.
 type TunnelInfo struct {
 	Direction Direction
 	// Peer is the SPIFFE ID of the other end (zero when the failure came before the TLS handshake finished).
@@ -49,8 +49,6 @@ type TunnelInfo struct {
 	// Bytes reports what the tunnel has carried so far, from this end (sent to the peer, received from it):
 	// set from TunnelOpened on, for telemetry that counts bytes as they go.
 	Bytes func() (sent, received int64)
-	// Tag is the caller's: Decision.Tag inbound, ConnectRequest.Tag outbound. hbone never looks at it.
-	Tag any
 }
 
 // TunnelStats is what a tunnel carried, reported when it closes. Bytes are counted from this end: Sent went to
@@ -64,11 +62,10 @@ type TunnelStats struct {
 	Err  error
 }
 
-// Telemetry receives tunnel events. Implementations must be fast and safe for concurrent use: they are called
-// from connection goroutines (a refusal that needs no policy is reported from the connection's read loop).
+// Telemetry receives the client pool's tunnel events (the server's handler records its own tunnels).
+// Implementations must be fast and safe for concurrent use: they are called from connection goroutines.
 // TunnelOpened and TunnelClosed come in pairs; TunnelFailed is for tunnels that were never established (a refused
-// CONNECT, a failed dial or handshake) and has no TunnelOpened before it. Inbound connections that fail before
-// any request (TLS handshake, HTTP/2 preface) are reported with TunnelFailed too, with an empty Authority.
+// CONNECT, a failed dial or handshake) and has no TunnelOpened before it.
 type Telemetry interface {
 	TunnelOpened(t *TunnelInfo)
 	TunnelClosed(t *TunnelInfo, s TunnelStats)

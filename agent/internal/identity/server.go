@@ -32,13 +32,14 @@ func ServerTLSConfig(src Source, local LocalIdentity) *tls.Config {
 		if !ok {
 			return nil, fmt.Errorf("identity: no local workload owns %s", addr)
 		}
-		return serverConfigFor(src, id)
+		return ServerConfig(src, id)
 	}
 	return cfg
 }
 
-// serverConfigFor builds the configuration of one handshake, with the certificate of id as it is right now.
-func serverConfigFor(src Source, id spiffeid.ID) (*tls.Config, error) {
+// ServerConfig is the configuration of one HBONE server handshake presenting id, with its certificate as it is
+// right now: TLS 1.3, a client certificate required that chains to the bundle and is of id's trust domain.
+func ServerConfig(src Source, id spiffeid.ID) (*tls.Config, error) {
 	snap := src.Snapshot()
 	cert, ok := snap.Certificate(id)
 	if !ok {

@@ -32,27 +32,48 @@ type waypointTarget struct {
 	dst *state.Workload // a workload target
 }
 
-// authorizeWaypoint decides a tunnel that arrived on the address of wp.
-func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapshot, wp *state.Waypoint) hbone.Decision {
-	target := req.Target.Addr
+// serveWaypoint runs a tunnel that arrived on the address of wp: find the
+// managed target, authorize the caller against the waypoint's policies,
+// forward to the target over HBONE with the waypoint's identity, answer,
+// relay, record.
+func (h *InboundHBONE) serveWaypoint(r *hbone.Request, snap *state.Snapshot, wp *state.Waypoint) {
+	t := &inboundTunnel{route: "waypoint"}
+	call, flag, err := h.authorizeWaypoint(r, snap, wp, t)
+	if err != nil {
+		h.refuse(r, snap, t, flag, err)
+		return
+	}
+	revoker := &hbone.Revoker{}
+	defer h.d.Live.addFunc(call.allowed, revoker.Revoke)()
+	up, err := h.forwardCall(r.Context(), snap, call, t)
+	if err != nil {
+		h.failed(r, snap, t, r.RefuseDial(r.Target.Addr, err))
+		return
+	}
+	defer up.Close()
+	h.relay(r, snap, t, up, hbone.Baggage{}, revoker)
+}
+
+// waypointCall is a waypoint tunnel its policies allowed.
+type waypointCall struct {
+	wt     waypointTarget
+	target netip.AddrPort
+	caller netip.AddrPort // as authorized: forwarded on as the client
+	// allowed re-evaluates the call when policy changes.
+	allowed func(*policy.Set) bool
+}
+
+// authorizeWaypoint decides a tunnel that arrived on the address of wp, and
+// fills in what its record shows: the target, and the caller as authorized
+// (the access log, and `forwarded` on the way on, show it).
+func (h *InboundHBONE) authorizeWaypoint(r *hbone.Request, snap *state.Snapshot, wp *state.Waypoint, t *inboundTunnel) (waypointCall, hbone.Flag, error) {
+	target := r.Target.Addr
 	wt, err := managedTarget(snap, wp, target)
 	if err != nil {
-		return refuseAt(hbone.FlagWrongTarget, err)
+		return waypointCall{}, hbone.FlagWrongTarget, err
 	}
-	// The caller is the peer of the tunnel: its identity and address. Its
-	// `forwarded` is its word only, never a policy input; a hairpinned
-	// plaintext client arrives as its node's hairpin identity. The one
-	// exception is a tunnel for a workload from a peer presenting that
-	// workload's own identity, with a client in `forwarded`: an agent before
-	// hairpin identities hairpinning a plaintext client (or the workload
-	// calling itself through its waypoint). Its client has no identity: it is
-	// authorized as anonymous, from `forwarded`, as those agents expect, never
-	// as the workload.
-	id, caller := req.PeerIdentity, netip.AddrPortFrom(req.RemoteAddr.Addr().Unmap(), req.RemoteAddr.Port())
-	anonymous := ownHairpin(req, wt)
-	if anonymous {
-		id, caller = spiffeid.ID{}, netip.AddrPortFrom(req.ForwardedFor.Addr().Unmap(), req.ForwardedFor.Port())
-	}
+	id, caller, anonymous := waypointCaller(r, wt)
+	t.svc, t.dst, t.src, t.anonymous = wt.svc, wt.dst, caller, anonymous
 	conn := policy.Conn{DestNamespace: wt.namespace(), DestIP: target.Addr(), DestPort: target.Port(),
 		SourceIdentity: id, SourceIP: caller.Addr()}
 	if wt.dst != nil {
@@ -60,27 +81,38 @@ func (h *InboundHBONE) authorizeWaypoint(req *hbone.Request, snap *state.Snapsho
 	}
 	at := wt.policyTarget()
 	if dec := h.d.count(conn, h.d.Policy().EvaluateWaypoint(conn, at)); !dec.Allow {
-		d := refuseAt(hbone.FlagDenied, errors.New(dec.String()))
-		tag := d.Tag.(*inboundTag)
-		tag.svc, tag.dst, tag.src, tag.anonymous = wt.svc, wt.dst, caller, anonymous
-		return d
+		return waypointCall{}, hbone.FlagDenied, errors.New(dec.String())
 	}
-	// The access log, and `forwarded` on the way on, show the caller as authorized.
-	tag := &inboundTag{svc: wt.svc, dst: wt.dst, route: "waypoint", src: caller, anonymous: anonymous}
-	d := hbone.Allow(target)
-	d.Dial = func(ctx context.Context, t netip.AddrPort) (net.Conn, error) {
-		up, w, err := h.forward(ctx, snap, wt, t, caller)
-		if w != nil {
-			tag.dst = w
-		}
-		return up, err
+	allowed := func(set *policy.Set) bool { return set.EvaluateWaypoint(conn, at).Allow }
+	return waypointCall{wt: wt, target: target, caller: caller, allowed: allowed}, hbone.FlagNone, nil
+}
+
+// forwardCall forwards an allowed call within the connect timeout, and
+// records the workload it reached.
+func (h *InboundHBONE) forwardCall(ctx context.Context, snap *state.Snapshot, call waypointCall, t *inboundTunnel) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	defer cancel()
+	up, w, err := h.forward(ctx, snap, call.wt, call.target, call.caller)
+	if w != nil {
+		t.dst = w
 	}
-	revoker := &hbone.Revoker{}
-	tag.untrack = h.d.Live.addFunc(func(set *policy.Set) bool { return set.EvaluateWaypoint(conn, at).Allow },
-		revoker.Revoke)
-	d.Revoker = revoker
-	d.Tag = tag
-	return d
+	return up, err
+}
+
+// waypointCaller is the caller a waypoint authorizes: the peer of the
+// tunnel, its identity and address. Its `forwarded` is its word only, never a
+// policy input; a hairpinned plaintext client arrives as its node's hairpin
+// identity. The one exception is a tunnel for a workload from a peer
+// presenting that workload's own identity, with a client in `forwarded`: an
+// agent before hairpin identities hairpinning a plaintext client (or the
+// workload calling itself through its waypoint). Its client has no identity:
+// it is authorized as anonymous, from `forwarded`, as those agents expect,
+// never as the workload.
+func waypointCaller(r *hbone.Request, wt waypointTarget) (spiffeid.ID, netip.AddrPort, bool) {
+	if ownHairpin(r, wt) {
+		return spiffeid.ID{}, netip.AddrPortFrom(r.ForwardedFor.Addr().Unmap(), r.ForwardedFor.Port()), true
+	}
+	return r.PeerIdentity, netip.AddrPortFrom(r.RemoteAddr.Addr().Unmap(), r.RemoteAddr.Port()), false
 }
 
 // ownHairpin reports whether a waypoint tunnel comes from the target
@@ -92,13 +124,6 @@ func ownHairpin(req *hbone.Request, wt waypointTarget) bool {
 	}
 	id, err := wt.dst.Identity()
 	return err == nil && id == req.PeerIdentity
-}
-
-// refuseAt refuses a waypoint tunnel; the tag marks its telemetry as the waypoint's.
-func refuseAt(flag hbone.Flag, err error) hbone.Decision {
-	d := hbone.Refuse(flag, err)
-	d.Tag = &inboundTag{route: "waypoint"}
-	return d
 }
 
 // managedTarget resolves a target the waypoint manages: a VIP of a service

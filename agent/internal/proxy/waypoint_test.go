@@ -108,17 +108,15 @@ func TestWaypointNeverTakesForwarded(t *testing.T) {
 		req := &hbone.Request{PeerIdentity: tc.peer, ForwardedFor: ap("192.0.2.7:40000"),
 			LocalAddr: ap("10.0.0.50:15008"), RemoteAddr: ap("10.0.0.1:40000"),
 			Target: hbone.Authority{Addr: ap("10.0.0.11:8080"), Port: 8080}}
-		d := wh.h.Authorize(context.Background(), req)
-		if d.Refuse != hbone.FlagNone {
-			t.Fatalf("peer %s refused: %v", tc.peer, d.Err)
+		call, rec, err := wh.decide(req)
+		if err != nil {
+			t.Fatalf("peer %s refused: %v", tc.peer, err)
 		}
-		tag := d.Tag.(*inboundTag)
-		tag.untrack()
-		if tag.src != ap(tc.caller) || tag.anonymous != tc.anonymous {
+		if rec.src != ap(tc.caller) || rec.anonymous != tc.anonymous {
 			t.Errorf("peer %s: the waypoint took the caller as %v (anonymous %v), want %s (anonymous %v)",
-				tc.peer, tag.src, tag.anonymous, tc.caller, tc.anonymous)
+				tc.peer, rec.src, rec.anonymous, tc.caller, tc.anonymous)
 		}
-		if _, err := d.Dial(context.Background(), d.Target); err == nil || err.Error() != "recorded" {
+		if _, err := wh.h.forwardCall(context.Background(), snap, call, rec); err == nil || err.Error() != "recorded" {
 			t.Fatalf("dial: %v", err)
 		}
 		if got := wh.tunnels.got[0].Client; got != ap(tc.caller) {
@@ -140,8 +138,8 @@ spec:
 	wh.h.d.Policy = func() *policy.Set { return set }
 	req := &hbone.Request{PeerIdentity: own, ForwardedFor: ap("192.0.2.7:40000"), LocalAddr: ap("10.0.0.50:15008"),
 		RemoteAddr: ap("10.0.0.1:40000"), Target: hbone.Authority{Addr: ap("10.0.0.11:8080"), Port: 8080}}
-	if d := wh.h.Authorize(context.Background(), req); d.Refuse != hbone.FlagDenied {
-		t.Errorf("an old-style hairpin was authorized as the workload's principal: %+v", d)
+	if _, _, err := wh.decide(req); hbone.FlagOf(err) != hbone.FlagDenied {
+		t.Errorf("an old-style hairpin was authorized as the workload's principal: %v", err)
 	}
 }
 

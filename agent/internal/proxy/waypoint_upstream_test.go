@@ -74,13 +74,14 @@ func (r *refusingDialer) dialer() *net.Dialer {
 
 // waypointHarness is the inbound HBONE server's decision with recording dialers.
 type waypointHarness struct {
+	snap    *state.Snapshot
 	h       *InboundHBONE
 	plain   *refusingDialer
 	tunnels *recordTunnels
 }
 
 func newWaypointHarness(snap *state.Snapshot) *waypointHarness {
-	wh := &waypointHarness{plain: &refusingDialer{}, tunnels: &recordTunnels{}}
+	wh := &waypointHarness{snap: snap, plain: &refusingDialer{}, tunnels: &recordTunnels{}}
 	wh.h = NewInboundHBONE(&Deps{
 		Snap:    func() *state.Snapshot { return snap },
 		Dialer:  wh.plain.dialer(),
@@ -93,26 +94,39 @@ func newWaypointHarness(snap *state.Snapshot) *waypointHarness {
 		HostAddrs: func() []netip.Addr {
 			return []netip.Addr{netip.MustParseAddr("10.0.0.50"), netip.MustParseAddr("10.0.0.51"), hostAddr}
 		},
-	})
+	}, nil)
 	return wh
 }
 
 // connect sends CONNECT target to the waypoint at `at` from a mesh client and,
-// when it is allowed, makes the upstream connection as the hbone server does.
-func (wh *waypointHarness) connect(at, target string) (hbone.Decision, error) {
+// when it is allowed, makes the upstream connection as the waypoint does. It
+// returns the flag of a refusal, and the refusal's or the dial's error.
+func (wh *waypointHarness) connect(at, target string) (hbone.Flag, error) {
 	t := netip.MustParseAddrPort(target)
 	req := &hbone.Request{PeerIdentity: spiffeid.RequireFromString("spiffe://cluster.local/ns/anywhere/sa/client"),
 		LocalAddr: netip.AddrPortFrom(netip.MustParseAddr(at), HBONEPort), RemoteAddr: netip.MustParseAddrPort("10.0.0.1:40000"),
 		Target: hbone.Authority{Addr: t, Port: t.Port()}}
-	d := wh.h.Authorize(context.Background(), req)
-	if d.Refuse != hbone.FlagNone {
-		return d, d.Err
+	call, _, err := wh.decide(req)
+	if err != nil {
+		return hbone.FlagOf(err), err
 	}
-	if tag, ok := d.Tag.(*inboundTag); ok && tag.untrack != nil {
-		defer tag.untrack()
+	_, err = wh.h.forwardCall(context.Background(), wh.snap, call, &inboundTunnel{})
+	return hbone.FlagNone, err
+}
+
+// decide runs the waypoint's authorization of req as ServeHBONE does; a
+// refusal's error carries its flag.
+func (wh *waypointHarness) decide(req *hbone.Request) (waypointCall, *inboundTunnel, error) {
+	wp, ok := wh.snap.WaypointByAddr(req.LocalAddr.Addr())
+	if !ok {
+		return waypointCall{}, nil, errors.New("no waypoint at " + req.LocalAddr.String())
 	}
-	_, err := d.Dial(context.Background(), d.Target)
-	return d, err
+	t := &inboundTunnel{}
+	call, flag, err := wh.h.authorizeWaypoint(req, wh.snap, wp, t)
+	if err != nil {
+		return call, t, &hbone.Error{Flag: flag, Err: err}
+	}
+	return call, t, nil
 }
 
 // A waypoint is never an open proxy: whatever gossip declares behind a service
@@ -223,18 +237,18 @@ func TestWaypointRefusesUnsafeUpstreams(t *testing.T) {
 				at = "10.0.0.50"
 			}
 			wh := newWaypointHarness(state.Build(1, in))
-			d, err := wh.connect(at, tc.target)
+			refused, err := wh.connect(at, tc.target)
 			switch {
 			case tc.flag != hbone.FlagNone:
-				if d.Refuse != tc.flag || err == nil || !strings.Contains(err.Error(), tc.reason) {
-					t.Errorf("decision %q (%v), want refused %s naming %q before anything is dialed", d.Refuse, err, tc.flag, tc.reason)
+				if refused != tc.flag || err == nil || !strings.Contains(err.Error(), tc.reason) {
+					t.Errorf("decision %q (%v), want refused %s naming %q before anything is dialed", refused, err, tc.flag, tc.reason)
 				}
 			case tc.reason != "":
-				if d.Refuse != hbone.FlagNone || err == nil || !strings.Contains(err.Error(), tc.reason) {
-					t.Errorf("refuse %q, err %v: want the dial refused naming %q", d.Refuse, err, tc.reason)
+				if refused != hbone.FlagNone || err == nil || !strings.Contains(err.Error(), tc.reason) {
+					t.Errorf("refuse %q, err %v: want the dial refused naming %q", refused, err, tc.reason)
 				}
 			case err == nil || err.Error() != "recorded" || len(wh.tunnels.got) != 1:
-				t.Errorf("refuse %q, err %v, tunnels %+v: want one HBONE tunnel", d.Refuse, err, wh.tunnels.got)
+				t.Errorf("refuse %q, err %v, tunnels %+v: want one HBONE tunnel", refused, err, wh.tunnels.got)
 			}
 			if len(wh.plain.dialed) > 0 {
 				t.Errorf("the waypoint dialed %v in plaintext", wh.plain.dialed)

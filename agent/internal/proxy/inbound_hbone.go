@@ -1,0 +1,253 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+	"github.com/ambient-agent/ambient-agent/ports"
+)
+
+// InboundHBONE is the handler of the HBONE server (15008): every tunnel it
+// receives is for a local workload on the address the tunnel arrived on, or
+// for a service or workload a local waypoint manages (waypoint.go). It
+// connects nowhere else: never an open proxy.
+type InboundHBONE struct {
+	d   *Deps
+	ids identity.Source
+}
+
+// NewInboundHBONE returns the handler of the HBONE server, presenting the
+// certificates of ids.
+func NewInboundHBONE(d *Deps, ids identity.Source) *InboundHBONE {
+	return &InboundHBONE{d: d, ids: ids}
+}
+
+// inboundTunnel is what the record of one inbound tunnel shows, filled in as
+// the tunnel is decided.
+type inboundTunnel struct {
+	dst   *state.Workload
+	svc   *state.Service // the service target, at a waypoint
+	route string         // "hbone", or "waypoint" for the waypoint role
+	// src is the caller as the waypoint role authorized it (the tunnel's
+	// peer, or an old-style hairpin's client, which has no identity:
+	// anonymous); zero elsewhere.
+	src       netip.AddrPort
+	anonymous bool
+}
+
+// ServeHBONE runs one inbound tunnel (spec/routing.md, inbound over HBONE):
+// find the local workload, authorize the caller, connect to the workload,
+// answer, relay, record.
+func (h *InboundHBONE) ServeHBONE(r *hbone.Request) {
+	snap := h.d.Snap()
+	if wp, ok := snap.WaypointByAddr(r.LocalAddr.Addr()); ok && wp.Local {
+		h.serveWaypoint(r, snap, wp)
+		return
+	}
+	t := &inboundTunnel{route: "hbone"}
+	w, flag, err := h.target(r, snap)
+	t.dst = w
+	if err != nil {
+		h.refuse(r, snap, t, flag, err)
+		return
+	}
+	conn := authzConn(w, r.Target.Addr, r.PeerIdentity, r.RemoteAddr.Addr().Unmap())
+	if dec := h.d.authorize(conn); !dec.Allow {
+		h.refuse(r, snap, t, hbone.FlagDenied, errors.New(dec.String()))
+		return
+	}
+	revoker := &hbone.Revoker{}
+	defer h.d.Live.add(conn, revoker.Revoke)()
+	up, err := h.dialLocal(r.Context(), r.Target.Addr)
+	if err != nil {
+		h.failed(r, snap, t, r.RefuseDial(r.Target.Addr, err))
+		return
+	}
+	defer up.Close()
+	h.relay(r, snap, t, up, baggage(w), revoker)
+}
+
+// target is the local workload a tunnel is for: the one serving the target
+// address and port, which must be the address the tunnel arrived on and the
+// workload whose certificate the handshake presented.
+func (h *InboundHBONE) target(r *hbone.Request, snap *state.Snapshot) (*state.Workload, hbone.Flag, error) {
+	if r.Target.IsHostname() {
+		return nil, hbone.FlagBadRequest, errors.New("hostname targets (double HBONE) are not supported")
+	}
+	target := r.Target.Addr
+	if target.Addr() != r.LocalAddr.Addr().Unmap() {
+		return nil, hbone.FlagWrongTarget, fmt.Errorf("target %s is not the address the connection arrived on (%s)", target.Addr(), r.LocalAddr.Addr())
+	}
+	w, ok := snap.LocalFor(target)
+	if !ok {
+		return nil, hbone.FlagUnknownWorkload, fmt.Errorf("no local workload has address %s", target.Addr())
+	}
+	if err := presented(w, r); err != nil {
+		return w, hbone.FlagWrongTarget, err
+	}
+	if err := h.bypassed(snap, w, r.PeerIdentity); err != nil {
+		return w, hbone.FlagDenied, err
+	}
+	return w, hbone.FlagNone, nil
+}
+
+// dialLocal connects to a local workload, with the agent's marked dialer.
+func (h *InboundHBONE) dialLocal(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
+	if ports.Illegal(target.Port()) { // hbone refused the authority already: never the agent itself
+		return nil, fmt.Errorf("%s is on one of the agent's own ports", target)
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	defer cancel()
+	return h.d.Dialer.DialContext(ctx, "tcp", target.String())
+}
+
+// relay answers 200 with the destination's baggage and relays the tunnel to
+// up until it ends, a policy change revokes it, or the client goes away.
+func (h *InboundHBONE) relay(r *hbone.Request, snap *state.Snapshot, t *inboundTunnel, up net.Conn, b hbone.Baggage, revoker *hbone.Revoker) {
+	if err := r.Accept(b); err != nil {
+		h.failed(r, snap, t, err)
+		return
+	}
+	rec := h.record(r.Info(), snap, t)
+	// Inbound, the peer is the client: what came from it is the request side.
+	rec.Live(func() (int64, int64) { sent, received := r.Bytes(); return received, sent })
+	s := r.Relay(up, revoker)
+	rec.Close(s.BytesReceived, s.BytesSent, istioFlag(s.Flag), errString(s.Err))
+}
+
+// refuse answers the request with the flag's status and records it.
+func (h *InboundHBONE) refuse(r *hbone.Request, snap *state.Snapshot, t *inboundTunnel, flag hbone.Flag, err error) {
+	h.failed(r, snap, t, r.Refuse(flag, err))
+}
+
+// failed records a tunnel that was refused, or could not be set up.
+func (h *InboundHBONE) failed(r *hbone.Request, snap *state.Snapshot, t *inboundTunnel, err error) {
+	h.record(r.Info(), snap, t).Close(0, 0, istioFlag(hbone.FlagOf(err)), errString(err))
+}
+
+// Refused records a connection or request the server refused before any
+// ServeHBONE: a failed handshake, a malformed request, a limit.
+func (h *InboundHBONE) Refused(info *hbone.TunnelInfo, flag hbone.Flag, err error) {
+	h.record(info, h.d.Snap(), &inboundTunnel{route: "hbone"}).Close(0, 0, istioFlag(flag), errString(err))
+}
+
+// record opens the telemetry record of a tunnel: Istio's labels as the
+// destination's reporter, the source workload only when its identity is the
+// one the certificate proved.
+func (h *InboundHBONE) record(info *hbone.TunnelInfo, snap *state.Snapshot, t *inboundTunnel) *telemetry.Conn {
+	dst, svc := t.dst, t.svc
+	if dst == nil {
+		dst, _ = snap.LocalByAddr(info.Local.Addr())
+	}
+	peer := ""
+	if !info.Peer.IsZero() && !t.anonymous {
+		peer = info.Peer.String()
+	}
+	src := info.Remote
+	switch {
+	case t.src.IsValid():
+		src = t.src
+	case info.ForwardedFor.IsValid():
+		src = info.ForwardedFor
+	}
+	srcW, _ := snap.WorkloadByAddr(src.Addr())
+	if srcW != nil && principal(srcW) != peer {
+		srcW = nil // gossip says who is where; only the certificate says who it is
+	}
+	dstAddr := info.Target
+	if !dstAddr.IsValid() {
+		dstAddr = info.Local
+	}
+	if svc == nil && dst != nil && dst.Local {
+		svc = snap.InboundService(dst, info.ForwardedHost, dstAddr.Port())
+	}
+	labels := connLabels(telemetry.ReporterDestination, srcW, peer, dst, "", true)
+	withService(&labels, svc)
+	return h.d.Metrics.Open(h.d.Access,
+		telemetry.ConnInfo{Direction: "inbound", Src: src, Dst: dstAddr, Route: t.route}, labels)
+}
+
+// Certificate is the server's certificate choice: the identity of the
+// waypoint or local workload that owns the address a connection arrived on;
+// among workloads that share the address, the one the SNI names, else the
+// address's primary workload (a client without SNI, such as a ztunnel).
+func (h *InboundHBONE) Certificate(a netip.Addr, serverName string) (spiffeid.ID, *tls.Config, error) {
+	id, err := localIdentity(h.d.Snap(), a, serverName)
+	if err != nil {
+		return spiffeid.ID{}, nil, err
+	}
+	cfg, err := identity.ServerConfig(h.ids, id)
+	return id, cfg, err
+}
+
+func localIdentity(snap *state.Snapshot, a netip.Addr, serverName string) (spiffeid.ID, error) {
+	if wp, ok := snap.WaypointByAddr(a); ok && wp.Local {
+		return wp.Identity()
+	}
+	w, ok := snap.LocalByServerName(a, serverName)
+	if !ok {
+		w, ok = snap.LocalByAddr(a)
+	}
+	if !ok {
+		return spiffeid.ID{}, fmt.Errorf("no local workload owns %s", a)
+	}
+	return w.Identity()
+}
+
+// presented refuses a tunnel for a workload other than the one whose
+// certificate the TLS handshake presented: on an address several workloads
+// share, the client verified that identity, not the target port's owner's.
+func presented(w *state.Workload, r *hbone.Request) error {
+	want, err := w.Identity()
+	if err != nil || r.LocalIdentity.IsZero() || r.LocalIdentity == want {
+		return nil
+	}
+	return fmt.Errorf("port %d of %s is served by workload %s (%s), but the handshake presented %s (SNI %q)",
+		r.Target.Addr.Port(), r.Target.Addr.Addr(), w.Name, want, r.LocalIdentity, r.ServerName)
+}
+
+// bypassed refuses, under hairpin enforcement, an HBONE caller of a
+// waypoint-enabled local workload that is not its waypoint: the caller went
+// around the waypoint, and its identity cannot be carried through a hairpin.
+func (h *InboundHBONE) bypassed(snap *state.Snapshot, w *state.Workload, peer spiffeid.ID) error {
+	if _, on := h.d.hairpin(); !on {
+		return nil
+	}
+	wps := snap.WaypointOf(w)
+	if len(wps) == 0 {
+		return nil
+	}
+	// The snapshot's slices are shared: never append to them.
+	for _, wp := range append(slices.Clip(wps), serviceWaypoints(snap, w)...) {
+		if id, err := wp.Identity(); err == nil && id == peer {
+			return nil
+		}
+	}
+	return fmt.Errorf("bypassed waypoint: %s is served by waypoint %s and %s is not it", w.Name, wps[0].Key(), idString(peer))
+}
+
+// serviceWaypoints are the waypoints of the services w backs: a service's
+// waypoint forwards to its endpoints directly, whatever their own waypoint.
+func serviceWaypoints(snap *state.Snapshot, w *state.Workload) []*state.Waypoint {
+	var out []*state.Waypoint
+	for _, svc := range snap.Services() {
+		for _, e := range svc.Endpoints {
+			if e.Workload == w {
+				out = append(out, snap.BoundWaypoints(svc)...)
+				break
+			}
+		}
+	}
+	return out
+}
