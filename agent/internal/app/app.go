@@ -39,20 +39,16 @@ type App struct {
 	// keepCapture leaves the capture table in place at exit (RunOptions).
 	keepCapture bool
 
-	ids      identity.Source // nil when the host runs no workload
-	state    *state.Store
-	dp       dataPath
-	dns      dnsProxy
-	policies atomic.Pointer[policy.Set] // what is enforced: local and istiod's; nil: no policy
-	// localPolicies are the policy directory's; xdsPolicies istiod's last ones (nil: none).
-	localPolicies atomic.Pointer[policy.Set]
-	xdsPolicies   atomic.Pointer[[]policy.XDSAuthorization]
-	policyMu      sync.Mutex // one swap at a time
-	publishMu     sync.Mutex // one state snapshot built at a time
-	live          *proxy.Live
-	gossip        *discovery.Discovery // nil when gossip is off
-	istiod        *xds.Client          // nil without [istio] discovery
-	health        *health.Checker
+	ids       identity.Source // nil when the host runs no workload
+	state     *state.Store
+	dp        dataPath
+	dns       dnsProxy
+	policies  *policy.Store // the policy directory's and istiod's, merged
+	publishMu sync.Mutex    // one state snapshot built at a time
+	live      *proxy.Live
+	gossip    *discovery.Discovery // nil when gossip is off
+	istiod    *xds.Client          // nil without [istio] discovery
+	health    *health.Checker
 	// gossipAlive is the alive member count last seen, for member events.
 	gossipAlive atomic.Int64
 	// gossipMet is when this agent first saw another member (Unix nanoseconds; 0: not yet).
@@ -115,8 +111,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	if err != nil {
 		return nil, err
 	}
-	a.policies.Store(set)
-	a.localPolicies.Store(set)
+	a.policies = policy.NewStore(set)
 	a.live = proxy.NewLive()
 	if a.istiod, err = newIstiod(cfg, a); err != nil {
 		return nil, err

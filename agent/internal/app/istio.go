@@ -124,9 +124,7 @@ func (a *App) runIstiod(ctx context.Context) error {
 			return err
 		case <-a.istiod.Changed():
 			u := a.istiod.Current()
-			policies := u.Policies
-			a.xdsPolicies.Store(&policies)
-			closed := a.swapPolicies()
+			closed := a.enforce(a.policies.SetXDS(u.Policies))
 			a.publishState()
 			a.ready.set(condIstiod, a.istiod.Connected())
 			a.log.Info("istiod: update applied", "workloads", len(u.Workloads), "services", len(u.Services),

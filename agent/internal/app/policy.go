@@ -41,8 +41,7 @@ func (a *App) reloadPolicies(why string) error {
 		a.log.Error("policies rejected, keeping the running set", "reason", why, "err", err)
 		return err
 	}
-	a.localPolicies.Store(set)
-	closed := a.swapPolicies()
+	closed := a.enforce(a.policies.SetLocal(set))
 	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(),
 		"waypoint_policies", len(set.WaypointPolicies()), "connections_closed", closed)
 	return nil
@@ -57,21 +56,14 @@ func (a *App) loadPolicies(cfg config.Policy) (*policy.Set, error) {
 	return set, err
 }
 
-// swapPolicies puts in place the local policies together with the ones
-// istiod sent last, and closes the live connections they no longer allow.
-func (a *App) swapPolicies() int {
-	a.policyMu.Lock()
-	defer a.policyMu.Unlock()
-	set := a.localPolicies.Load()
-	if xds := a.xdsPolicies.Load(); xds != nil {
-		var warnings []policy.Warning
-		set, warnings = set.WithXDS(*xds)
-		for _, w := range warnings {
-			a.log.Warn("policy from istiod", "warning", fmt.Sprint(w))
-		}
+// enforce logs the warnings of merging istiod's authorizations into a new
+// enforced set, and closes the live connections it no longer allows. Two
+// changes at once both re-evaluate with the latest set, never an older one.
+func (a *App) enforce(_ *policy.Set, warnings []policy.Warning) int {
+	for _, w := range warnings {
+		a.log.Warn("policy from istiod", "warning", fmt.Sprint(w))
 	}
-	a.policies.Store(set)
-	return a.live.Reevaluate(set)
+	return a.live.Reevaluate(a.policies.Load())
 }
 
 // watchPolicies reloads the policy directory when its files change.
