@@ -86,7 +86,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	if err := a.newHealth(cfg); err != nil {
 		return nil, fmt.Errorf("health checks: %w", err)
 	}
-	a.state = state.NewStore(state.Build(stateVersion.Add(1), a.localInput(cfg)))
+	a.state = state.NewStore(a.localInput(cfg))
 	ids, err := newIdentitySource(cfg, log)
 	if err != nil {
 		return nil, err

@@ -6,7 +6,6 @@ import (
 	"net"
 	"slices"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -183,30 +182,24 @@ func (a *App) updateGossipReadiness() {
 	a.ready.set(condGossip, alive > 1 || len(a.cfg.Load().Gossip.Join) == 0)
 }
 
-// stateVersion numbers published snapshots.
-var stateVersion atomic.Uint64
+// publishState rebuilds the mesh snapshot from this host's own workloads,
+// gossip and istiod, and reports the contests it finds.
+func (a *App) publishState() { a.state.Rebuild(a.stateInput, a.reportConflicts) }
 
-// publishState builds a snapshot from the configuration and what gossip knows.
-// Publishers (gossip, istiod, health checks, reloads) take turns, so a
-// snapshot built from older inputs never gets the newer version.
-func (a *App) publishState() {
-	a.publishMu.Lock()
-	defer a.publishMu.Unlock()
-	in := a.localInput(a.cfg.Load())
+// stateInput is what the next snapshot is built from.
+func (a *App) stateInput(current *state.Snapshot) state.Input {
+	cfg := a.cfg.Load()
+	in := a.localInput(cfg)
 	if a.gossip != nil {
 		in.Workloads = append(in.Workloads, a.gossip.Workloads()...)
 		in.Services = append(in.Services, a.gossip.Services()...)
 		in.Waypoints = append(in.Waypoints, a.gossip.Waypoints()...)
 	}
 	a.istiodInput(&in)
-	cfg := a.cfg.Load()
-	current := a.state.Load()
 	in.Previous = a.establishedState(current)
 	in.Limits = state.Limits{Domains: append(slices.Clone(cfg.DNS.Domains), cfg.Gossip.AllowedHostnames...), VIPs: cfg.Gossip.AllowedVIPs,
 		RequireAddressProof: cfg.Gossip.RequireAddressProof}
-	snap := state.Build(stateVersion.Add(1), in)
-	a.reportConflicts(current, snap)
-	a.state.Publish(snap)
+	return in
 }
 
 // settleAfterMeeting is how long after meeting another member (with its

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 
@@ -113,7 +114,7 @@ func TestAddressContest(t *testing.T) {
 }
 
 func TestStorePublishAndSubscribe(t *testing.T) {
-	st := NewStore(NewSnapshot(1, nil))
+	st := NewStore(Input{})
 	ch := st.Subscribe()
 	if !st.Publish(NewSnapshot(2, nil)) || !st.Publish(NewSnapshot(3, nil)) {
 		t.Fatal("newer snapshots rejected")
@@ -130,6 +131,29 @@ func TestStorePublishAndSubscribe(t *testing.T) {
 	case <-ch:
 		t.Fatal("subscriber woken twice for coalesced publishes")
 	default:
+	}
+}
+
+// Rebuild numbers the snapshots itself, hands assemble the current one, and
+// reports each change in order with the snapshot it replaced.
+func TestStoreRebuildVersionsItsSnapshots(t *testing.T) {
+	st := NewStore(Input{})
+	var reported []uint64
+	for i := range 3 {
+		st.Rebuild(func(current *Snapshot) Input {
+			if current != st.Load() {
+				t.Fatal("assemble got another snapshot than the current one")
+			}
+			return Input{Workloads: []*Workload{{UID: fmt.Sprint("n/ns/w", i), Name: "w", Namespace: "ns", Node: "n"}}}
+		}, func(current, next *Snapshot) {
+			if next.Version() != current.Version()+1 || st.Load() != next {
+				t.Errorf("reported %d -> %d, current %d", current.Version(), next.Version(), st.Load().Version())
+			}
+			reported = append(reported, next.Version())
+		})
+	}
+	if fmt.Sprint(reported) != "[2 3 4]" || len(st.Load().Workloads()) != 1 {
+		t.Errorf("versions %v, workloads %d: want [2 3 4] and the last input's one", reported, len(st.Load().Workloads()))
 	}
 }
 

@@ -5,19 +5,37 @@ import (
 	"sync/atomic"
 )
 
-// Store holds the current snapshot. Readers call Load and never lock; writers
-// publish a whole new snapshot; subscribers learn that a newer one exists.
+// Store holds the current snapshot and builds the next ones: it numbers them
+// itself. Readers call Load and never lock; Rebuild assembles and publishes a
+// whole new snapshot, one at a time; subscribers learn that a newer one exists.
 type Store struct {
-	cur  atomic.Pointer[Snapshot]
-	mu   sync.Mutex
-	subs []chan struct{}
+	cur     atomic.Pointer[Snapshot]
+	build   sync.Mutex // one Rebuild at a time
+	version uint64     // of the last snapshot built, under build
+	mu      sync.Mutex
+	subs    []chan struct{}
 }
 
-// NewStore starts with snap (which must not be nil).
-func NewStore(snap *Snapshot) *Store {
-	s := &Store{}
-	s.cur.Store(snap)
+// NewStore starts with the snapshot of in, version 1.
+func NewStore(in Input) *Store {
+	s := &Store{version: 1}
+	s.cur.Store(Build(1, in))
 	return s
+}
+
+// Rebuild builds the next snapshot from what assemble returns for the current
+// one, publishes it, then tells report (nil: nobody) of both, in the order of
+// the versions.
+func (s *Store) Rebuild(assemble func(current *Snapshot) Input, report func(current, next *Snapshot)) {
+	s.build.Lock()
+	defer s.build.Unlock()
+	current := s.cur.Load()
+	s.version++
+	next := Build(s.version, assemble(current))
+	s.Publish(next)
+	if report != nil {
+		report(current, next)
+	}
 }
 
 // Load returns the current snapshot.
