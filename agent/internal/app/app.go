@@ -16,7 +16,6 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
-	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/health"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
@@ -53,8 +52,6 @@ type App struct {
 	gossipAlive atomic.Int64
 	// gossipMet is when this agent first saw another member (Unix nanoseconds; 0: not yet).
 	gossipMet atomic.Int64
-	pool      *hbone.Pool
-	hbone     *hboneServer
 	adminSrv  *admin.Server
 	ctlSrv    *admin.Server // the control API, on the unix socket
 	readySrv  *admin.Server
@@ -194,11 +191,8 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	g.Go(func() error { return a.runGossip(gctx) })
 	g.Go(func() error { return a.runIstiod(gctx) })
 	g.Go(func() error { return a.runHealth(gctx) })
-	g.Go(func() error { return a.dp.outbound.Run(gctx, drain) })
-	g.Go(func() error { return a.runClasses(gctx, drain) })
+	g.Go(func() error { return a.dp.listeners.Run(gctx, drain) })
 	g.Go(func() error { return a.watchCgroups(gctx) })
-	g.Go(func() error { return a.dp.inbound.Run(gctx, drain) })
-	g.Go(func() error { return a.runHBONE(gctx, drain) })
 	g.Go(func() error { return a.runDNS(gctx) })
 	// The listeners are bound, so they accept: capture can go in now.
 	if err := a.installCaptures(gctx); err != nil {

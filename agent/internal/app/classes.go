@@ -5,12 +5,10 @@ import (
 	"fmt"
 	"reflect"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
-	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/nft"
 
 	"github.com/ambient-agent/ambient-agent/ports"
@@ -24,10 +22,9 @@ const FirstClassPort = ports.FirstWorkloadOutbound
 // workloadClass is one local workload recognised by its processes: capture
 // sends their outbound TCP to its own port, whose listener presents its identity.
 type workloadClass struct {
-	uid      string // state UID: node/namespace/name
-	port     uint16
-	match    config.ProcessMatch
-	outbound *proxy.Outbound
+	uid   string // state UID: node/namespace/name
+	port  uint16
+	match config.ProcessMatch
 }
 
 // workloadClasses lists the local workloads recognised by user, group or
@@ -45,38 +42,6 @@ func workloadClasses(cfg *config.Config) []workloadClass {
 		})
 	}
 	return out
-}
-
-// bindClasses binds one outbound listener per recognised workload.
-func (a *App) bindClasses(cfg *config.Config, deps *proxy.Deps) error {
-	classes := workloadClasses(cfg)
-	for i := range classes {
-		ln, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(int(classes[i].port)), cfg.Capture.Mark)
-		if err != nil {
-			for _, c := range classes[:i] {
-				c.outbound.Close()
-			}
-			return fmt.Errorf("proxy: listen on port %d for workload %s: %w", classes[i].port, classes[i].uid, err)
-		}
-		classes[i].outbound = proxy.NewWorkloadOutbound(ln, deps, classes[i].uid)
-	}
-	a.dp.classes = classes
-	return nil
-}
-
-// runClasses serves the workloads' outbound listeners until ctx is done.
-func (a *App) runClasses(ctx context.Context, drain func() (context.Context, context.CancelFunc)) error {
-	errc := make(chan error, len(a.dp.classes))
-	for _, c := range a.dp.classes {
-		go func() { errc <- c.outbound.Run(ctx, drain) }()
-	}
-	var first error
-	for range a.dp.classes {
-		if err := <-errc; err != nil && first == nil {
-			first = err
-		}
-	}
-	return first
 }
 
 // outboundClasses are the capture rules of the recognised workloads. A unit

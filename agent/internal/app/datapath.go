@@ -2,12 +2,10 @@ package app
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -26,12 +24,11 @@ const condCapture = "capture"
 
 // dataPath is the proxies and the capture rules that feed them.
 type dataPath struct {
-	outbound *proxy.Outbound
-	inbound  *proxy.InboundPlain
-	capture  *capture.Capture // nil when capture is disabled
-	specMu   sync.Mutex       // one writer of the table at a time: reload, or the cgroup watch
-	spec     nft.Spec
-	classes  []workloadClass // workloads recognised by their processes, with their own outbound listeners
+	listeners *proxy.Listeners
+	capture   *capture.Capture // nil when capture is disabled
+	specMu    sync.Mutex       // one writer of the table at a time: reload, or the cgroup watch
+	spec      nft.Spec
+	classes   []workloadClass // workloads recognised by their processes, with their own outbound listeners
 }
 
 // markedDialer is how the agent connects: its sockets carry the capture mark,
@@ -90,36 +87,18 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 	// Recognition changes need a restart (reload.go): the set is the one the
 	// per-workload listeners are bound for.
 	recognised := map[string]bool{}
+	var workloads []proxy.WorkloadPort
 	for _, c := range workloadClasses(cfg) {
 		recognised[c.uid] = true
+		workloads = append(workloads, proxy.WorkloadPort{UID: c.uid, Port: c.port})
 	}
 	deps.Recognised = func(uid string) bool { return recognised[uid] }
-	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
-	// through the wildcard; the proxy refuses anything not arriving on loopback.
-	if err := a.bindHBONE(cfg, deps); err != nil {
+	l, err := proxy.Listen(proxy.ListenConfig{Mark: cfg.Capture.Mark, Limits: cfg.Limits, Workloads: workloads,
+		IDs: a.ids, Log: a.log, Refused: a.refused}, deps)
+	if err != nil {
 		return err
 	}
-	// Marked: capture's guard resets a redirected connection that reaches a
-	// socket without the mark (another user's, bound while the agent was down).
-	outLn, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(ports.Outbound), cfg.Capture.Mark)
-	if err != nil {
-		a.closeHBONE()
-		return fmt.Errorf("proxy: listen on the outbound port: %w", err)
-	}
-	inLn, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(ports.InboundPlaintext), cfg.Capture.Mark)
-	if err != nil {
-		outLn.Close()
-		a.closeHBONE()
-		return fmt.Errorf("proxy: listen on the inbound plaintext port: %w", err)
-	}
-	if err := a.bindClasses(cfg, deps); err != nil {
-		outLn.Close()
-		inLn.Close()
-		a.closeHBONE()
-		return err
-	}
-	a.dp.outbound = proxy.NewOutbound(outLn, deps)
-	a.dp.inbound = proxy.NewInboundPlain(inLn, deps)
+	a.dp.listeners = l
 	if captures(cfg) {
 		a.dp.capture = capture.New(capture.WithLiveCopy())
 		a.dp.spec = captureSpec(cfg, a.state.Load(), a.outboundClasses(workloadClasses(cfg)))
@@ -306,13 +285,6 @@ func (a *App) repairCapture(ctx context.Context, reason string) {
 	}
 }
 
-func (a *App) closeHBONE() {
-	if a.hbone != nil {
-		a.hbone.ln.Close()
-	}
-	a.pool.Close()
-}
-
 // reinstallCapture replaces the capture rules with those of next (atomically;
 // on error the old ones stay).
 func (a *App) reinstallCapture(next *config.Config) error {
@@ -329,4 +301,16 @@ func (a *App) reinstallCapture(next *config.Config) error {
 	a.saveSpec(spec)
 	a.log.Info("capture rules updated", "workload_addresses", len(spec.Workloads))
 	return nil
+}
+
+// refused counts a connection (or tunnel) a limit closed, and says so in the
+// log at most once a second per listener and limit: a flood must not flood the
+// journal too.
+func (a *App) refused(listener string, remote netip.AddrPort, stage, limit string) {
+	a.metrics.Refused.WithLabelValues(listener, stage, limit).Inc()
+	key := "refused/" + listener + "/" + stage + "/" + limit
+	if ok, suppressed := a.warn.Allow(key); ok {
+		a.log.Warn("connection refused: over a limit ([limits])", "listener", listener, "stage", stage,
+			"limit", limit, "remote", remote, "suppressed", suppressed)
+	}
 }

@@ -5,11 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"io/fs"
 	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
