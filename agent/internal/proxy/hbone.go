@@ -40,12 +40,12 @@ func (c *HBONEClient) DialTunnel(ctx context.Context, t Tunnel) (net.Conn, error
 // tunnelError carries hbone's failure flag as an Istio response flag.
 type tunnelError struct{ err error }
 
-func (e tunnelError) Error() string        { return e.err.Error() }
-func (e tunnelError) Unwrap() error        { return e.err }
-func (e tunnelError) ResponseFlag() string { return istioFlag(hbone.FlagOf(e.err)) }
+func (e tunnelError) Error() string                { return e.err.Error() }
+func (e tunnelError) Unwrap() error                { return e.err }
+func (e tunnelError) ResponseFlag() telemetry.Flag { return istioFlag(hbone.FlagOf(e.err)) }
 
 // istioFlag maps hbone's failure vocabulary onto Istio's response flags.
-func istioFlag(f hbone.Flag) string {
+func istioFlag(f hbone.Flag) telemetry.Flag {
 	switch f {
 	case hbone.FlagNone:
 		return telemetry.FlagNone

@@ -98,7 +98,7 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 // relayAuthorized relays c and up for as long as conn stays allowed: a
 // policy change that denies it resets c and closes up, and the flag and
 // reason say so.
-func (p *InboundPlain) relayAuthorized(conn policy.Conn, c *net.TCPConn, up net.Conn, bufs *bufcopy.Pool) (Bytes, string, string) {
+func (p *InboundPlain) relayAuthorized(conn policy.Conn, c *net.TCPConn, up net.Conn, bufs *bufcopy.Pool) (Bytes, telemetry.Flag, string) {
 	revoked := make(chan struct{})
 	untrack := p.d.Live.add(conn, func() { close(revoked); reset(c); up.Close() })
 	b, err := relay(c, up, bufs)

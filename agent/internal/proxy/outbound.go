@@ -44,7 +44,7 @@ type TunnelDialer interface {
 // FlagError is an error that knows its response flag.
 type FlagError interface {
 	error
-	ResponseFlag() string
+	ResponseFlag() telemetry.Flag
 }
 
 // Outbound is the outbound proxy on 15001: it receives the captured TCP
@@ -180,14 +180,14 @@ type RouteError struct{ Route Route }
 func (e *RouteError) Error() string { return "dropped: " + e.Route.Reason }
 
 // ResponseFlag marks a dropped connection as having no route.
-func (e *RouteError) ResponseFlag() string {
+func (e *RouteError) ResponseFlag() telemetry.Flag {
 	if e.Route.Flag != "" {
 		return e.Route.Flag
 	}
 	return telemetry.FlagNoRoute
 }
 
-func responseFlag(err error, def string) string {
+func responseFlag(err error, def telemetry.Flag) telemetry.Flag {
 	var fe FlagError
 	if errors.As(err, &fe) {
 		return fe.ResponseFlag()

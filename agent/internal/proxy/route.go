@@ -54,7 +54,7 @@ type Route struct {
 	Hostname string
 	Reason   string // why, for drops and logs
 	// Flag is the response flag of a drop, when it is not telemetry.FlagNoRoute.
-	Flag string
+	Flag telemetry.Flag
 }
 
 // HBONEPort is where peers accept HBONE.

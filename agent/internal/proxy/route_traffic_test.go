@@ -154,7 +154,7 @@ func TestLocalWaypointAddressDoesNotSkipTheWaypoint(t *testing.T) {
 // Every way hbone reports a tunnel's end maps into Istio's closed set of
 // response flags: none of hbone's own names becomes a label value.
 func TestIstioFlagIsAClosedSet(t *testing.T) {
-	closed := map[string]bool{telemetry.FlagNone: true, telemetry.FlagDeny: true, telemetry.FlagConnect: true, telemetry.FlagTLSFailure: true}
+	closed := map[telemetry.Flag]bool{telemetry.FlagNone: true, telemetry.FlagDeny: true, telemetry.FlagConnect: true, telemetry.FlagTLSFailure: true}
 	for _, f := range []hbone.Flag{hbone.FlagNone, hbone.FlagConnect, hbone.FlagDial, hbone.FlagTLS, hbone.FlagReset, hbone.FlagProtocol,
 		hbone.FlagTimeout, hbone.FlagBadRequest, hbone.FlagWrongTarget, hbone.FlagHeadersTooLarge, hbone.FlagDenied,
 		hbone.FlagUnknownWorkload, hbone.FlagIllegalPort, hbone.FlagUnresolvable, hbone.FlagUpstreamConnect,

@@ -82,7 +82,7 @@ func (c *Conn) Labels() *ConnLabels { return &c.labels }
 
 // Close records the end of the connection. sent is what went from the client
 // to the server, received the way back. Only the first call counts.
-func (c *Conn) Close(sent, received int64, flag, reason string) {
+func (c *Conn) Close(sent, received int64, flag Flag, reason string) {
 	c.mu.Lock()
 	if c.done {
 		c.mu.Unlock()
@@ -120,7 +120,7 @@ func (c *Conn) Close(sent, received int64, flag, reason string) {
 		"bytes_sent", sent,
 		"bytes_received", received,
 		"duration", time.Since(c.start).Round(time.Microsecond).String(),
-		"response_flags", flag,
+		"response_flags", string(flag),
 		"reason", reason,
 	)
 }

@@ -15,14 +15,18 @@ const (
 	SecurityUnknown   = "unknown"
 )
 
-// Response flags: the closed vocabulary of ways a connection ends.
+// Flag is a response flag: how a connection ended, from a closed vocabulary
+// (the constants below), the value of the response_flags label.
+type Flag string
+
+// Response flags.
 const (
-	FlagNone       = "-"           // carried and closed normally
-	FlagDeny       = "DENY"        // refused by authorization
-	FlagConnect    = "CONNECT"     // the upstream (or HBONE peer) could not be reached or refused
-	FlagTLSFailure = "TLS_FAILURE" // the mTLS handshake failed
-	FlagNoRoute    = "NR"          // no route: dropped before any connect (loop, no identity)
-	FlagContested  = "CONTESTED"   // the destination address is claimed by workloads none of which could be trusted with it
+	FlagNone       Flag = "-"           // carried and closed normally
+	FlagDeny       Flag = "DENY"        // refused by authorization
+	FlagConnect    Flag = "CONNECT"     // the upstream (or HBONE peer) could not be reached or refused
+	FlagTLSFailure Flag = "TLS_FAILURE" // the mTLS handshake failed
+	FlagNoRoute    Flag = "NR"          // no route: dropped before any connect (loop, no identity)
+	FlagContested  Flag = "CONTESTED"   // the destination address is claimed by workloads none of which could be trusted with it
 )
 
 // ConnLabels are the labels of Istio's connection metrics. Empty fields are
@@ -68,7 +72,7 @@ var connLabelNames = []string{
 	"source_region", "source_zone", "destination_region", "destination_zone",
 }
 
-func (l *ConnLabels) values(flag string) []string {
+func (l *ConnLabels) values(flag Flag) []string {
 	v := []string{
 		l.Reporter,
 		l.SourceWorkload, l.SourceCanonicalService, l.SourceCanonicalRevision, l.SourceWorkloadNamespace,
@@ -76,7 +80,7 @@ func (l *ConnLabels) values(flag string) []string {
 		l.DestinationService, l.DestinationServiceNS, l.DestinationServiceName,
 		l.DestinationWorkload, l.DestinationCanonicalSvc, l.DestinationCanonicalRev,
 		l.DestinationWorkloadNS, l.DestinationPrincipal, l.DestinationApp, l.DestinationVersion,
-		l.DestinationCluster, "tcp", l.ConnectionSecurityPolicy, flag,
+		l.DestinationCluster, "tcp", l.ConnectionSecurityPolicy, string(flag),
 		l.SourceRegion, l.SourceZone, l.DestinationRegion, l.DestinationZone,
 	}
 	for i, s := range v {
