@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 )
 
 // testConfig writes a config file and returns it loaded, with ephemeral ports.
@@ -118,6 +119,7 @@ func TestNotifyReadyAndStopping(t *testing.T) {
 	n := listenNotify(t)
 	t.Setenv("WATCHDOG_USEC", "100000")
 	t.Setenv("WATCHDOG_PID", "")
+	noLeaks := leak.Check(t, leak.Options{})
 	a, done, _, cancel := startApp(t, testConfig(t, "[node]\nname = \"t\"\n"))
 	n.wait(t, "READY=1")
 	n.wait(t, "STATUS=ready")
@@ -132,6 +134,9 @@ func TestNotifyReadyAndStopping(t *testing.T) {
 		t.Fatalf("Run: %v", err)
 	}
 	n.wait(t, "STOPPING=1")
+	// Run is over: every listener, connection and goroutine of the agent with it.
+	http.DefaultClient.CloseIdleConnections()
+	noLeaks()
 }
 
 // The control API is on the unix socket, mode 0660; the TCP admin port has

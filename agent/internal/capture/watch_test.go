@@ -9,11 +9,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 
 	"github.com/ambient-agent/ambient-agent/nft"
 )
@@ -130,7 +131,7 @@ func TestWatch(t *testing.T) {
 	ns := newNetNS(t)
 	ns.mustNft(t, foreignTable, "-f", "-")
 	c := install(t, ns, labSpec())
-	goroutines, fds := runtime.NumGoroutine(), countFDs(t)
+	noLeaks := leak.Check(t, leak.Options{Within: 2 * time.Second})
 	w := startWatch(t, c, ns)
 
 	t.Logf("this process: pid %d", os.Getpid())
@@ -192,8 +193,7 @@ func TestWatch(t *testing.T) {
 	}
 
 	w.stop(t)
-	waitFor(t, "goroutines", goroutines, runtime.NumGoroutine)
-	waitFor(t, "file descriptors", fds, func() int { return countFDs(t) })
+	noLeaks()
 	if ns.nftablesListener(t) {
 		t.Error("a socket still listens to nftables notices after Watch returned")
 	}
@@ -261,30 +261,5 @@ func TestWatchReportsLostEvents(t *testing.T) {
 	ns.mustNft(t, "", "delete", "table", "inet", nft.TableName)
 	if r := w.next(t, "delete table after the loss"); !strings.HasPrefix(r.reason, "table deleted by nft") {
 		t.Errorf("reported %q", r.reason)
-	}
-}
-
-func countFDs(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
-}
-
-// waitFor waits until count() is at most want, as goroutines and descriptors
-// wind down.
-func waitFor(t *testing.T, what string, want int, count func() int) {
-	t.Helper()
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		got := count()
-		if got <= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%s: %d, %d before Watch ran\n%s", what, got, want, buf[:runtime.Stack(buf, true)])
-		}
 	}
 }

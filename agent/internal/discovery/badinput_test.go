@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"bytes"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"io"
 	"log"
 	"net"
@@ -16,8 +15,10 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 )
 
 // rogue is a member that holds the key but speaks garbage: a raw memberlist node whose metadata, push/pull
@@ -70,7 +71,7 @@ func (r *rogue) send(t *testing.T, to *testNode, msgs ...[]byte) {
 }
 
 func TestBadInputIsDroppedWhole(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	a := startNode(t, "a", testRecord(1, 1))
 	b := startNode(t, "b", testRecord(2, 1), withSeeds(a))
 	waitFor(t, 20*time.Second, "a sees b", func() bool { return a.hasWorkload("b/default/w0") })
@@ -174,7 +175,7 @@ func TestBadInputIsDroppedWhole(t *testing.T) {
 // Seeds that are not gossip nodes (an HTTP server, a TCP server that talks garbage, a closed port) are reported
 // and retried, never a crash; the good seed among them is joined.
 func TestSeedsThatAreNotGossipNodes(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "not gossip", http.StatusTeapot)
 	}))

@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 
 	"github.com/hashicorp/memberlist"
 
@@ -215,37 +216,6 @@ func holdsFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// checkNoLeaks fails the test if goroutines of discovery or memberlist are still running once every node has
-// stopped. Register it first so that it runs after the nodes' cleanups.
-func checkNoLeaks(t testing.TB) {
-	t.Cleanup(func() {
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			leaked := ourGoroutines()
-			if len(leaked) == 0 {
-				return
-			}
-			if time.Now().After(deadline) {
-				t.Errorf("%d goroutines leaked, the first:\n%s", len(leaked), leaked[0])
-				return
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	})
-}
-
-func ourGoroutines() []string {
-	buf := make([]byte, 1<<22)
-	buf = buf[:runtime.Stack(buf, true)]
-	var out []string
-	for g := range strings.SplitSeq(string(buf), "\n\n") {
-		if strings.Contains(g, "hashicorp/memberlist") || strings.Contains(g, "discovery.(*") {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
 // logSink is a slog handler that keeps warnings and errors for the test to inspect.
 type logSink struct {
 	mu    sync.Mutex
@@ -284,3 +254,7 @@ func (s *logSink) find(parts ...string) []string {
 	}
 	return out
 }
+
+// discoveryLeaks are discovery's and memberlist's goroutines: none may outlive a test's nodes. Register the check
+// first, so that it runs after the nodes' cleanups.
+var discoveryLeaks = leak.Options{Match: []string{"hashicorp/memberlist", "discovery.(*"}, NoFDs: true, Within: 15 * time.Second}

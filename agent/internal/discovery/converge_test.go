@@ -6,10 +6,12 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 )
 
 func TestTwoNodesSeeEachOther(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	a := startNode(t, "a", testRecord(1, 2))
 	b := startNode(t, "b", testRecord(2, 1), withSeeds(a))
 	waitFor(t, 20*time.Second, "a sees b's workload", func() bool { return a.hasWorkload("b/default/w0") })
@@ -36,7 +38,7 @@ func TestFiftyMembersConverge(t *testing.T) {
 		t.Skip("starts 50 gossip nodes")
 	}
 	const members = 50
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	start := time.Now()
 	nodes := make([]*testNode, members)
 	for i := range nodes {

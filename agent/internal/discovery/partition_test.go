@@ -4,12 +4,14 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 )
 
 // The in-process version of the lab's link test: cutting one host off removes it from the others after the
 // grace period; restoring the link brings it back, with no seed list change and no restart.
 func TestPartitionHeals(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	var nodes []*testNode
 	for i := range 4 {
 		var seeds []*testNode
@@ -47,7 +49,7 @@ func TestPartitionHeals(t *testing.T) {
 
 // A graceful leave is seen at once (no failure detection); the records still stay for the grace period.
 func TestLeaveKeepsRecordsForTheGracePeriod(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	a := startNode(t, "a", testRecord(1, 1), withGrace(3*time.Second))
 	b := startNode(t, "b", testRecord(2, 1), withSeeds(a))
 	waitFor(t, 20*time.Second, "a sees b", func() bool { return a.hasWorkload("b/default/w0") })
@@ -77,7 +79,7 @@ func TestLeaveKeepsRecordsForTheGracePeriod(t *testing.T) {
 // memberlist's membership gossip can miss a node now and then; a record of that node, relayed by others, carries
 // its address, and the receiver joins it at once rather than at the next push/pull.
 func TestRecordOfUnknownNodeJoinsIt(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	a := startNode(t, "a", testRecord(1, 1))
 	b := startNode(t, "b", testRecord(2, 1)) // not told about a, nor a about b
 	bRec, _ := b.d.Local()

@@ -3,6 +3,8 @@ package discovery
 import (
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 )
 
 // outsiderKeptOut checks, for a while, that the good nodes never admit the outsider nor use its records, and
@@ -30,7 +32,7 @@ func outsiderKeptOut(t *testing.T, outsider *testNode, good ...*testNode) {
 }
 
 func TestWrongKeyIsNotAdmitted(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	a := startNode(t, "a", testRecord(1, 1))
 	b := startNode(t, "b", testRecord(2, 1), withSeeds(a))
 	waitFor(t, 20*time.Second, "a and b converge", func() bool { return a.hasWorkload("b/default/w0") && b.hasWorkload("a/default/w0") })
@@ -44,7 +46,7 @@ func TestWrongKeyIsNotAdmitted(t *testing.T) {
 }
 
 func TestPlaintextNodeIsNotAdmitted(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	a := startNode(t, "a", testRecord(1, 1))
 	eve := startNode(t, "eve", testRecord(3, 1), withSeeds(a), withKeys(), withDevMode)
 	outsiderKeptOut(t, eve, a)
@@ -53,7 +55,7 @@ func TestPlaintextNodeIsNotAdmitted(t *testing.T) {
 // Rotation: add the new key everywhere as a secondary, then make it primary node by node, then drop the old one.
 // Nodes in neighbouring stages understand each other.
 func TestKeyRotation(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	a := startNode(t, "a", testRecord(1, 1), withKeys(testKey, otherKey))               // stage 1: old primary, new accepted
 	b := startNode(t, "b", testRecord(2, 1), withSeeds(a), withKeys(otherKey, testKey)) // stage 2: new primary
 	waitFor(t, 20*time.Second, "stages 1 and 2 converge", func() bool {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-agent/ambient-agent/tests/leak"
+
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -185,7 +187,7 @@ func TestFirstRecordWaitsForItsCertificates(t *testing.T) {
 // When the trust bundle changes (a root removed), the records in use are
 // verified again: those it no longer verifies stop counting at once.
 func TestBundleRotationReverifies(t *testing.T) {
-	checkNoLeaks(t)
+	leak.AtCleanup(t, discoveryLeaks)
 	mesh, foreign := testCAs()
 	var rotated atomic.Bool
 	withRotatingBundle := func(_ *testNode, o *Options) {

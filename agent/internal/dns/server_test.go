@@ -9,12 +9,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 
 	mdns "github.com/miekg/dns"
 )
@@ -366,7 +367,7 @@ func TestAlsoListen(t *testing.T) {
 // leaves neither goroutines nor file descriptors behind.
 func TestRunStopsEverything(t *testing.T) {
 	silent := silentUpstream(t)
-	goroutines, fds := runtime.NumGoroutine(), openFDs(t)
+	noLeaks := leak.Check(t, leak.Options{Within: 2 * time.Second})
 
 	s, err := New(Options{Listen: netip.MustParseAddrPort("127.0.0.1:0"), Upstreams: []netip.AddrPort{silent}, UpstreamTimeout: time.Minute})
 	if err != nil {
@@ -416,34 +417,7 @@ func TestRunStopsEverything(t *testing.T) {
 	for _, c := range clients {
 		_ = c.Close()
 	}
-	waitFor(t, "goroutines", goroutines, runtime.NumGoroutine)
-	waitFor(t, "file descriptors", fds, func() int { return openFDs(t) })
-}
-
-// waitFor waits up to 2s for count() to come back to at most want.
-func waitFor(t *testing.T, what string, want int, count func() int) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		got := count()
-		if got <= want {
-			return
-		}
-		if time.Now().After(deadline) {
-			buf := make([]byte, 1<<20)
-			t.Fatalf("%s: %d, %d before the server ran\n%s", what, got, want, buf[:runtime.Stack(buf, true)])
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func openFDs(t *testing.T) int {
-	t.Helper()
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return len(entries)
+	noLeaks()
 }
 
 func TestCloseWithoutRun(t *testing.T) {

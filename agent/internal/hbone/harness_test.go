@@ -8,8 +8,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -313,50 +311,6 @@ func (h *harness) dial(t testing.TB, target netip.AddrPort) *Stream {
 		t.Fatalf("dial %s: %v", target, err)
 	}
 	return st
-}
-
-// leakCheck records goroutines and open file descriptors now; call the returned func after everything was
-// closed: it waits for both to settle back and fails if they do not.
-func leakCheck(t testing.TB) func() {
-	t.Helper()
-	fds0, err := countFDs()
-	if err != nil {
-		mustRun(t, "cannot count file descriptors: %v", err)
-	}
-	g0 := runtime.NumGoroutine()
-	return func() {
-		t.Helper()
-		var fds, g int
-		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			fds, _ = countFDs()
-			g = runtime.NumGoroutine()
-			if fds <= fds0 && g <= g0 {
-				return
-			}
-		}
-		buf := make([]byte, 1<<20)
-		n := runtime.Stack(buf, true)
-		t.Fatalf("leak: goroutines %d -> %d, fds %d -> %d\n%s", g0, g, fds0, fds, hbStacks(string(buf[:n])))
-	}
-}
-
-// hbStacks keeps the goroutine dumps that mention this package.
-func hbStacks(all string) string {
-	var keep []string
-	for _, g := range strings.Split(all, "\n\n") {
-		if strings.Contains(g, "hbone.") && !strings.Contains(g, "leakCheck") {
-			keep = append(keep, g)
-		}
-	}
-	return strings.Join(keep, "\n\n")
-}
-
-func countFDs() (int, error) {
-	ents, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		return 0, err
-	}
-	return len(ents), nil
 }
 
 // readAll reads until EOF with a deadline.

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 )
 
 // TestThousandTunnelsNoLeak opens and closes 1000 tunnels (graceful half-closes, abrupt closes, and tunnels
@@ -14,13 +16,13 @@ import (
 // is left behind: first while the pool and server are still up (nothing per tunnel survives it), then after
 // both are closed (nothing at all survives them).
 func TestThousandTunnelsNoLeak(t *testing.T) {
-	checkAll := leakCheck(t)
+	checkAll := leak.Check(t, leak.Options{})
 	t.Run("tunnels", func(t *testing.T) {
 		h := newHarness(t, harnessOpts{})
 		echo := echoServer(t)
 		st := h.dial(t, echo) // warm up: the pooled connection and its goroutines exist from here on
 		_ = st.Close()
-		checkTunnels := leakCheck(t)
+		checkTunnels := leak.Check(t, leak.Options{})
 
 		const tunnels, workers = 1000, 8
 		var wg sync.WaitGroup

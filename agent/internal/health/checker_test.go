@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 )
 
 func httpServer(t *testing.T, h http.Handler) (*httptest.Server, netip.AddrPort) {
@@ -23,7 +25,7 @@ func httpServer(t *testing.T, h http.Handler) (*httptest.Server, netip.AddrPort)
 // A TCP workload goes down when its listener closes and comes back when it
 // reopens on the same port; onChange sees each flip exactly once.
 func TestTCPDownAndUp(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	ln := listenTCP(t, "127.0.0.1:0")
 	addr := ln.addr()
 	c, rec := newChecker(t)
@@ -62,7 +64,7 @@ func TestTCPDownAndUp(t *testing.T) {
 // An HTTP workload follows its status code: 200 healthy, 500 unhealthy, 200
 // healthy again. Checks go through the dial function New was given.
 func TestHTTPStatus(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	var code atomic.Int32
 	code.Store(http.StatusOK)
 	_, addr := httpServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -99,7 +101,7 @@ func TestHTTPStatus(t *testing.T) {
 
 // A server that never answers fails the check at its timeout.
 func TestHTTPTimeout(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	release := make(chan struct{})
 	_, addr := httpServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -123,7 +125,7 @@ func TestHTTPTimeout(t *testing.T) {
 // The dial function gets the check's deadline: a dial that never connects
 // fails at the timeout.
 func TestTCPTimeout(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	rec := &recorder{t: t}
 	c := New(func(ctx context.Context, _, _ string) (net.Conn, error) {
 		<-ctx.Done()
@@ -143,7 +145,7 @@ func TestTCPTimeout(t *testing.T) {
 // A redirect counts as healthy and is not followed; the request carries the
 // target as Host and the configured path, and never reuses a connection.
 func TestHTTPRedirectNotFollowed(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	var hits, followed, conns atomic.Int32
 	var host, uri atomic.Value
 	mux := http.NewServeMux()
@@ -194,7 +196,7 @@ func TestHTTPRedirectNotFollowed(t *testing.T) {
 // few KB and closes, it does not wait for the end (if it did, every check
 // would time out).
 func TestHTTPBodyNotDrained(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	_, addr := httpServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		chunk := []byte(strings.Repeat("x", 1024))
 		for {
@@ -216,7 +218,7 @@ func TestHTTPBodyNotDrained(t *testing.T) {
 // threshold of 2 and one success under a healthy threshold of 2 change
 // nothing.
 func TestThresholds(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	script := []int{200, 500, 200, 500, 500, 200, 500, 200, 200} // then 200 forever
 	var n atomic.Int32
 	_, addr := httpServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -249,7 +251,7 @@ func TestThresholds(t *testing.T) {
 // A new workload is healthy before any check and is checked at once, not
 // after its first interval.
 func TestNewWorkloadCheckedAtOnce(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	ln := listenTCP(t, "127.0.0.1:0")
 	c, rec := newChecker(t)
 	k := Check{Kind: KindTCP, Target: ln.addr(), Interval: time.Hour}
@@ -267,7 +269,7 @@ func TestNewWorkloadCheckedAtOnce(t *testing.T) {
 // Set keeps an unchanged check's state and timing, restarts a changed one
 // with its status kept, adds new ones healthy and forgets removed ones.
 func TestSetReplaces(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	ln := listenTCP(t, "127.0.0.1:0")
 	dead := freePort(t)
 	c, rec := newChecker(t)
@@ -332,7 +334,7 @@ func TestSetRejectsInvalid(t *testing.T) {
 // Removing checks stops their goroutines while Run goes on; cancelling Run
 // stops the rest.
 func TestSetStopsRemovedProbes(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	const probe, runLoop = "health.(*Checker).probe(", "health.(*Checker).Run("
 	ln := listenTCP(t, "127.0.0.1:0")
 	c, _ := newChecker(t)
@@ -363,7 +365,7 @@ func TestSetStopsRemovedProbes(t *testing.T) {
 // onChange is never called concurrently, even when many workloads flip at
 // the same time.
 func TestOnChangeSerialised(t *testing.T) {
-	leakCheck(t)
+	leak.AtCleanup(t, leak.Options{Within: 5 * time.Second})
 	dead := freePort(t)
 	c, rec := newChecker(t)
 	checks := make(map[string]Check)

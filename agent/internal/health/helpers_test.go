@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -183,47 +182,6 @@ func freePort(t *testing.T) netip.AddrPort {
 	return ap
 }
 
-// leakCheck records goroutines and file descriptors now and, at cleanup (so
-// register it first), waits for both to come back and fails if they do not.
-func leakCheck(t *testing.T) {
-	t.Helper()
-	// The runtime's network poller (an epoll fd and an eventfd) opens on the
-	// first socket and stays: open it before counting.
-	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
-		_ = ln.Close()
-	}
-	g0, open0 := runtime.NumGoroutine(), openFDs(t)
-	fds0 := len(open0)
-	t.Cleanup(func() {
-		var g, fds int
-		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-			g, fds = runtime.NumGoroutine(), countFDs(t)
-			if g <= g0 && fds <= fds0 {
-				return
-			}
-		}
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		t.Errorf("leak: goroutines %d -> %d, fds %v -> %v\n%s", g0, g, open0, openFDs(t), ourStacks(string(buf)))
-	})
-}
-
-func countFDs(t *testing.T) int { return len(openFDs(t)) }
-
-// openFDs lists what this process's file descriptors point at.
-func openFDs(t *testing.T) []string {
-	entries, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatalf("list file descriptors: %v", err)
-	}
-	var fds []string
-	for _, e := range entries {
-		target, _ := os.Readlink("/proc/self/fd/" + e.Name())
-		fds = append(fds, e.Name()+"->"+target)
-	}
-	return fds
-}
-
 // goroutinesIn counts the goroutines whose stack has fn in it.
 func goroutinesIn(fn string) int {
 	buf := make([]byte, 1<<20)
@@ -235,15 +193,4 @@ func goroutinesIn(fn string) int {
 		}
 	}
 	return n
-}
-
-// ourStacks keeps the goroutine dumps that mention this package.
-func ourStacks(all string) string {
-	var keep []string
-	for _, g := range strings.Split(all, "\n\n") {
-		if strings.Contains(g, "health.") && !strings.Contains(g, "leakCheck") {
-			keep = append(keep, g)
-		}
-	}
-	return strings.Join(keep, "\n\n")
 }

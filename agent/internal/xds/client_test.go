@@ -16,11 +16,12 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/leak"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"google.golang.org/grpc"
@@ -469,7 +470,7 @@ func TestClientRefusesUntrustedServer(t *testing.T) {
 
 // Run returns when its context ends, leaving no goroutine behind (the client's or gRPC's).
 func TestRunLeavesNoGoroutines(t *testing.T) {
-	before := runtime.NumGoroutine()
+	noLeaks := leak.Check(t, leak.Options{NoFDs: true, Within: 5 * time.Second})
 	func() {
 		f := &fakeADS{streams: make(chan *fakeStream, 8), srv: grpc.NewServer()}
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -501,14 +502,7 @@ func TestRunLeavesNoGoroutines(t *testing.T) {
 			t.Fatal("Run ran twice")
 		}
 	}()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if n := runtime.NumGoroutine(); n > before {
-		buf := make([]byte, 1<<20)
-		t.Fatalf("%d goroutines, %d before:\n%s", n, before, buf[:runtime.Stack(buf, true)])
-	}
+	noLeaks()
 }
 
 func TestNewValidates(t *testing.T) {
