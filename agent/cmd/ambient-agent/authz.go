@@ -15,42 +15,17 @@ import (
 // Exit codes of `authz check`, beyond 0 for ALLOW and 2 for bad input.
 const exitDenied = 3
 
-// runAuthz is `ambient-agent authz`, which explains authorization decisions with the data plane's own code:
-//
-//	authz check -policy-dir DIR -namespace NS [-labels k=v,...] -dest IP:PORT
-//	            [-source-identity spiffe://...] [-source-ip IP] [-root-namespace istio-system]
-//
-// check prints ALLOW or DENY on its first line, then the policy and rule that decided (or that none
-// applied). It exits 0 for ALLOW, 3 for DENY and 2 for bad input, a bad policy directory included.
-func runAuthz(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		authzUsage(stderr)
-		return 2
-	}
-	switch args[0] {
-	case "check":
-		return runAuthzCheck(args[1:], stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		authzUsage(stdout)
-		return 0
-	}
-	fmt.Fprintf(stderr, "ambient-agent authz: unknown command %q\n", args[0])
-	authzUsage(stderr)
-	return 2
-}
-
-func authzUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: ambient-agent authz <command> [flags]")
-	fmt.Fprintln(w, "\ncommands:")
-	fmt.Fprintln(w, "  check      decide one connection against a policy directory: ALLOW (exit 0) or DENY (exit 3)")
-	fmt.Fprintln(w, "\nRun 'ambient-agent authz check -h' for its flags.")
-}
-
 // checkInput is a parsed `authz check` command line.
 type checkInput struct {
 	dir  string
 	opts policy.Options
 	conn policy.Conn
+}
+
+func authzCommands() table {
+	return table{name: "ambient-agent authz", cmds: map[string]command{
+		"check": {"decide one connection against a policy directory: ALLOW (exit 0) or DENY (exit 3)", runAuthzCheck},
+	}}
 }
 
 func runAuthzCheck(args []string, stdout, stderr io.Writer) int {

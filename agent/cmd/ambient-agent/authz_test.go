@@ -10,7 +10,7 @@ import (
 
 func runAuthzArgs(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
-	code := runAuthz(args, &out, &errb)
+	code := authzCommands().run(args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 

@@ -13,37 +13,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
-// runCA is `ambient-agent ca`, the built-in offline mesh CA (package meshca):
-//
-//	ca init  -dir DIR [-trust-domain TD]
-//	ca issue -dir DIR [-namespace NS] [-service-account SA] [-ttl 720h] [-ip ADDR]... -out OUT
-//
-// It returns 0 on success, 1 on failure and 2 on wrong usage.
-func runCA(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		caUsage(stderr)
-		return 2
-	}
-	switch args[0] {
-	case "init":
-		return runCAInit(args[1:], stdout, stderr)
-	case "issue":
-		return runCAIssue(args[1:], stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		caUsage(stdout)
-		return 0
-	}
-	fmt.Fprintf(stderr, "ambient-agent ca: unknown command %q\n", args[0])
-	caUsage(stderr)
-	return 2
-}
-
-func caUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: ambient-agent ca <command> [flags]")
-	fmt.Fprintln(w, "\ncommands:")
-	fmt.Fprintln(w, "  init       create a mesh root (root-cert.pem, root-key.pem) in a new directory")
-	fmt.Fprintln(w, "  issue      issue a workload certificate into an [identity] dir layout")
-	fmt.Fprintln(w, "\nRun 'ambient-agent ca <command> -h' for the flags of a command.")
+func caCommands() table {
+	return table{name: "ambient-agent ca", cmds: map[string]command{
+		"init":  {"create a mesh root (root-cert.pem, root-key.pem) in a new directory", runCAInit},
+		"issue": {"issue a workload certificate into an [identity] dir layout", runCAIssue},
+	}}
 }
 
 func runCAInit(args []string, stdout, stderr io.Writer) int {

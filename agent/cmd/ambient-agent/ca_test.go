@@ -13,7 +13,7 @@ import (
 
 func runCACmd(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
-	code := runCA(args, &out, &errb)
+	code := caCommands().run(args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 

@@ -13,35 +13,10 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// runExport is `ambient-agent export`, which prints this host's configuration as another system's objects:
-//
-//	export kubernetes [-config FILE]
-//
-// It reads the configuration file only (no running agent is needed) and returns 0 on success, 1 for a bad
-// configuration and 2 on wrong usage.
-func runExport(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		fmt.Fprintln(stderr, "ambient-agent export: which kind? the supported kind is \"kubernetes\"")
-		exportUsage(stderr)
-		return 2
-	}
-	switch args[0] {
-	case "kubernetes":
-		return runExportKubernetes(args[1:], stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		exportUsage(stdout)
-		return 0
-	}
-	fmt.Fprintf(stderr, "ambient-agent export: unknown kind %q; the supported kind is \"kubernetes\"\n", args[0])
-	exportUsage(stderr)
-	return 2
-}
-
-func exportUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: ambient-agent export <kind> [flags]")
-	fmt.Fprintln(w, "\nkinds:")
-	fmt.Fprintln(w, "  kubernetes Istio WorkloadEntry and ServiceEntry YAML for kubectl apply -f - (docs/kubernetes.md)")
-	fmt.Fprintln(w, "\nRun 'ambient-agent export <kind> -h' for the flags of a kind.")
+func exportCommands() table {
+	return table{name: "ambient-agent export", noun: "kind", cmds: map[string]command{
+		"kubernetes": {"Istio WorkloadEntry and ServiceEntry YAML for kubectl apply -f - (docs/kubernetes.md)", runExportKubernetes},
+	}}
 }
 
 func runExportKubernetes(args []string, stdout, stderr io.Writer) int {

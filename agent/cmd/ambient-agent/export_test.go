@@ -233,7 +233,7 @@ func TestExportUsage(t *testing.T) {
 			t.Errorf("%v: exit %d, stdout %q, stderr %q; want 2, a usage line and no output", args, code, out, errOut)
 		}
 		if len(args) < 2 || args[1] != "kubernetes" {
-			if !strings.Contains(errOut, `the supported kind is "kubernetes"`) {
+			if !strings.Contains(errOut, `one of "kubernetes"`) {
 				t.Errorf("%v: stderr %q does not name the supported kind", args, errOut)
 			}
 		}

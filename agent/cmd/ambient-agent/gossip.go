@@ -12,33 +12,10 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 )
 
-// runGossip is `ambient-agent gossip`, helpers for the gossip pool:
-//
-//	gossip keygen [-out FILE]
-//
-// It returns 0 on success, 1 on failure and 2 on wrong usage.
-func runGossip(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 {
-		gossipUsage(stderr)
-		return 2
-	}
-	switch args[0] {
-	case "keygen":
-		return runGossipKeygen(args[1:], stdout, stderr)
-	case "-h", "-help", "--help", "help":
-		gossipUsage(stdout)
-		return 0
-	}
-	fmt.Fprintf(stderr, "ambient-agent gossip: unknown command %q\n", args[0])
-	gossipUsage(stderr)
-	return 2
-}
-
-func gossipUsage(w io.Writer) {
-	fmt.Fprintln(w, "usage: ambient-agent gossip <command> [flags]")
-	fmt.Fprintln(w, "\ncommands:")
-	fmt.Fprintln(w, "  keygen     print a new gossip key (base64, 32 bytes), or write it to a new file")
-	fmt.Fprintln(w, "\nRun 'ambient-agent gossip <command> -h' for the flags of a command.")
+func gossipCommands() table {
+	return table{name: "ambient-agent gossip", cmds: map[string]command{
+		"keygen": {"print a new gossip key (base64, 32 bytes), or write it to a new file", runGossipKeygen},
+	}}
 }
 
 func runGossipKeygen(args []string, stdout, stderr io.Writer) int {

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strconv"
+	"strings"
 )
 
 // command is one subcommand: it gets its arguments (without its name) and
@@ -16,16 +18,25 @@ type command struct {
 	run     func(args []string, stdout, stderr io.Writer) int
 }
 
-func commands() map[string]command {
-	return map[string]command{
+// table is a set of subcommands under one name: the program's, or a command's
+// own (ca init, ca issue). Every level dispatches, answers -h and prints its
+// usage the same way.
+type table struct {
+	name string // "ambient-agent", "ambient-agent ca", ...
+	noun string // what the first argument names: "command" (the default) or "kind"
+	cmds map[string]command
+}
+
+func commands() table {
+	return table{name: "ambient-agent", cmds: map[string]command{
 		"run":       {"run the agent (the daemon)", runDaemon},
 		"validate":  {"check a configuration file and print ok or every problem", runValidate},
 		"cleanup":   {"remove the agent's nftables table: this opens the host", runCleanup},
 		"close":     {"install the capture table if none is there, so the host is closed until the agent runs (at boot)", runClose},
-		"ca":        {"the built-in offline mesh CA: ca init, ca issue", runCA},
+		"ca":        {"the built-in offline mesh CA: ca init, ca issue", caCommands().run},
 		"version":   {"print the version", runVersion},
-		"authz":     {"explain an authorization decision: authz check ...", runAuthz},
-		"gossip":    {"gossip helpers: gossip keygen", runGossip},
+		"authz":     {"explain an authorization decision: authz check ...", authzCommands().run},
+		"gossip":    {"gossip helpers: gossip keygen", gossipCommands().run},
 		"status":    {"show whether the local agent is ready, and why not", runStatus},
 		"workloads": {"list the workloads the local agent knows", runWorkloads},
 		"certs":     {"list the certificates the local agent holds (never keys)", runCerts},
@@ -33,57 +44,83 @@ func commands() map[string]command {
 		"peers":     {"list the gossip peers the local agent sees", runPeers},
 		"services":  {"list the mesh services, their VIPs, endpoints and waypoints", runServices},
 		"doctor":    {"check this host's setup and say what is wrong and how to fix it", runDoctor},
-		"export":    {"print this host's workloads and services as Kubernetes objects (export kubernetes)", runExport},
+		"export":    {"print this host's workloads and services as Kubernetes objects (export kubernetes)", exportCommands().run},
 		"help":      {"show this help", runHelp},
-	}
+	}}
 }
 
 func main() {
-	os.Exit(dispatch(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(commands().run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
-func dispatch(args []string, stdout, stderr io.Writer) int {
+// run dispatches args to the subcommand their first element names.
+func (t table) run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		usage(stderr)
+		fmt.Fprintf(stderr, "%s: which %s? one of %s\n", t.name, t.nounOr(), t.names())
+		t.usage(stderr)
 		return 2
 	}
 	switch args[0] {
 	case "-h", "-help", "--help":
-		usage(stdout)
+		t.usage(stdout)
 		return 0
 	}
-	cmd, ok := commands()[args[0]]
+	cmd, ok := t.cmds[args[0]]
+	if !ok && args[0] == "help" { // "ca help": what -h says
+		t.usage(stdout)
+		return 0
+	}
 	if !ok {
-		fmt.Fprintf(stderr, "ambient-agent: unknown command %q\n", args[0])
-		usage(stderr)
+		fmt.Fprintf(stderr, "%s: unknown %s %q; one of %s\n", t.name, t.nounOr(), args[0], t.names())
+		t.usage(stderr)
 		return 2
 	}
 	return cmd.run(args[1:], stdout, stderr)
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: ambient-agent <command> [flags]")
-	fmt.Fprintln(w, "\ncommands:")
-	cmds := commands()
-	names := make([]string, 0, len(cmds))
-	for n := range cmds {
+// usage lists the subcommands, sorted, with their summaries.
+func (t table) usage(w io.Writer) {
+	noun := t.nounOr()
+	fmt.Fprintf(w, "usage: %s <%s> [flags]\n\n%ss:\n", t.name, noun, noun)
+	for _, n := range t.sorted() {
+		fmt.Fprintf(w, "  %-10s %s\n", n, t.cmds[n].summary)
+	}
+	fmt.Fprintf(w, "\nRun '%s <%s> -h' for its flags.\n", t.name, noun)
+}
+
+func (t table) sorted() []string {
+	names := make([]string, 0, len(t.cmds))
+	for n := range t.cmds {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	for _, n := range names {
-		fmt.Fprintf(w, "  %-10s %s\n", n, cmds[n].summary)
+	return names
+}
+
+// names lists the subcommands, quoted, for an error.
+func (t table) names() string {
+	quoted := make([]string, 0, len(t.cmds))
+	for _, n := range t.sorted() {
+		quoted = append(quoted, strconv.Quote(n))
 	}
-	fmt.Fprintln(w, "\nRun 'ambient-agent <command> -h' for the flags of a command.")
+	return strings.Join(quoted, ", ")
+}
+
+func (t table) nounOr() string {
+	if t.noun == "" {
+		return "command"
+	}
+	return t.noun
 }
 
 func runHelp(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
-		if cmd, ok := commands()[args[0]]; ok && args[0] != "help" {
+		if cmd, ok := commands().cmds[args[0]]; ok && args[0] != "help" {
 			return cmd.run([]string{"-h"}, stdout, stderr)
 		}
 		fmt.Fprintf(stderr, "ambient-agent help: unknown command %q\n", args[0])
 		return 2
 	}
-	usage(stdout)
+	commands().usage(stdout)
 	return 0
 }

@@ -11,7 +11,7 @@ import (
 
 func run(args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
-	code := dispatch(args, &out, &errb)
+	code := commands().run(args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 
