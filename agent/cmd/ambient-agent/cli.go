@@ -10,97 +10,13 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
-	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
-
-// dumpView is the part of /config_dump the host CLI reads.
-type dumpView struct {
-	Version string   `json:"version"`
-	Uptime  string   `json:"uptime"`
-	Ready   bool     `json:"ready"`
-	Waiting []string `json:"waitingFor"`
-	Config  struct {
-		Node struct {
-			Name        string `json:"name"`
-			TrustDomain string `json:"trustDomain"`
-		} `json:"node"`
-		DNS struct {
-			Enabled bool `json:"enabled"`
-		} `json:"dns"`
-		Capture struct {
-			ExcludeInboundPorts []uint16       `json:"excludeInboundPorts"`
-			InboundAddresses    string         `json:"inboundAddresses"`
-			UnmeshedAddresses   []netip.Prefix `json:"unmeshedAddresses"`
-		} `json:"capture"`
-		Gossip struct {
-			Enabled bool     `json:"enabled"`
-			KeyFile string   `json:"keyFile"`
-			Join    []string `json:"join"`
-		} `json:"gossip"`
-	} `json:"config"`
-	Certificates []certView        `json:"certificates"`
-	Workloads    []workloadView    `json:"workloads"`
-	Recognition  map[string]string `json:"recognition"`
-	Conflicts    []struct {
-		Address string `json:"address"`
-		Winner  string `json:"winner"`
-		Loser   string `json:"loser"`
-		Reason  string `json:"reason"`
-	} `json:"conflicts"`
-	Services          []serviceView   `json:"services"`
-	ServiceConflicts  json.RawMessage `json:"serviceConflicts"`
-	WaypointConflicts []struct {
-		Waypoint string `json:"waypoint"`
-		Node     string `json:"node"`
-		Identity string `json:"identity"`
-		Reason   string `json:"reason"`
-	} `json:"waypointConflicts"`
-	Waypoints []struct {
-		Name      string `json:"name"`
-		Namespace string `json:"namespace"`
-	} `json:"waypoints"`
-	GossipRejected map[string]uint64 `json:"gossipRejected"`
-	Policies       json.RawMessage   `json:"policies"`
-	Peers          json.RawMessage   `json:"peers"`
-	Istiod         *xds.Status       `json:"istiod"`
-	Capture        struct {
-		Enabled   bool     `json:"enabled"`
-		Installed bool     `json:"installed"`
-		Table     string   `json:"table"`
-		Chains    []string `json:"chains"`
-	} `json:"capture"`
-}
-
-type certView struct {
-	Kind      string    `json:"kind"`
-	Identity  string    `json:"identity"`
-	Serial    string    `json:"serial"`
-	NotBefore time.Time `json:"notBefore"`
-	NotAfter  time.Time `json:"notAfter"`
-}
-
-type workloadView struct {
-	UID            string            `json:"uid"`
-	Name           string            `json:"name"`
-	Namespace      string            `json:"namespace"`
-	ServiceAccount string            `json:"serviceAccount"`
-	TrustDomain    string            `json:"trustDomain"`
-	Addresses      []string          `json:"addresses"`
-	Ports          []uint16          `json:"ports"`
-	Node           string            `json:"node"`
-	Tunnel         string            `json:"tunnelProtocol"`
-	Healthy        bool              `json:"healthy"`
-	Local          bool              `json:"local"`
-	Labels         map[string]string `json:"labels"`
-	UseWaypoint    string            `json:"useWaypoint"`
-}
-
-func (w workloadView) identity() string {
-	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", w.TrustDomain, w.Namespace, w.ServiceAccount)
-}
 
 // cliFlags are the flags every control-API command shares.
 type cliFlags struct {
@@ -137,7 +53,7 @@ func controlClient(socket string, timeout time.Duration) *http.Client {
 	}}
 }
 
-func fetchDump(socket string) (*dumpView, []byte, error) {
+func fetchDump(socket string) (*admin.Dump, []byte, error) {
 	resp, err := controlClient(socket, 5*time.Second).Get("http://localhost/config_dump")
 	if err != nil {
 		return nil, nil, fmt.Errorf("the agent's control socket %s does not answer (is the agent running, and are you root or in its group? systemctl status ambient-agent): %w", socket, err)
@@ -150,7 +66,7 @@ func fetchDump(socket string) (*dumpView, []byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, nil, fmt.Errorf("admin API: %s", resp.Status)
 	}
-	var d dumpView
+	var d admin.Dump
 	if err := json.Unmarshal(body, &d); err != nil {
 		return nil, nil, fmt.Errorf("admin API: bad /config_dump: %w", err)
 	}
@@ -159,7 +75,7 @@ func fetchDump(socket string) (*dumpView, []byte, error) {
 
 // adminCommand runs a command that reads the dump and prints it as text, or
 // prints the JSON of view(d) with -json.
-func adminCommand(name string, args []string, stdout, stderr io.Writer, view func(*dumpView) any, text func(io.Writer, *dumpView)) int {
+func adminCommand(name string, args []string, stdout, stderr io.Writer, view func(*admin.Dump) any, text func(io.Writer, *admin.Dump)) int {
 	fs := newFlags(name, name+" [-socket PATH] [-json]", stderr)
 	f := newCLIFlags(fs)
 	if code := parseFlags(fs, args, stdout); code >= 0 {
@@ -180,6 +96,24 @@ func adminCommand(name string, args []string, stdout, stderr io.Writer, view fun
 	}
 	text(stdout, d)
 	return 0
+}
+
+// addrs joins addresses with commas.
+func addrs(as []netip.Addr) string {
+	out := make([]string, len(as))
+	for i, a := range as {
+		out[i] = a.String()
+	}
+	return strings.Join(out, ",")
+}
+
+// workloadID is a workload's SPIFFE ID, or what is wrong with it.
+func workloadID(w *state.Workload) string {
+	id, err := w.Identity()
+	if err != nil {
+		return "invalid: " + err.Error()
+	}
+	return id.String()
 }
 
 func until(t time.Time) string {

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"github.com/ambient-agent/ambient-agent/nft"
@@ -97,7 +98,7 @@ func diagnose(socket string, now time.Time) []check {
 // checkUnboundWaypoints notes the captured local workloads that name no
 // waypoint while one runs in their namespace: before waypoints were bound
 // explicitly (as Istio 1.22 and later), such a workload used it.
-func checkUnboundWaypoints(d *dumpView) (check, bool) {
+func checkUnboundWaypoints(d *admin.Dump) (check, bool) {
 	byNS := map[string]string{}
 	for _, wp := range d.Waypoints {
 		if _, seen := byNS[wp.Namespace]; !seen {
@@ -142,7 +143,7 @@ func checkIstiod(s *xds.Status, now time.Time) check {
 
 // checkRejected reports the peers' records this agent dropped: unsigned, mis-signed, expired, claiming an
 // identity or address they do not prove (docs/gossip.md).
-func checkRejected(d *dumpView) check {
+func checkRejected(d *admin.Dump) check {
 	if len(d.GossipRejected) == 0 {
 		return check{Name: "gossip records", OK: true, Detail: "none rejected"}
 	}
@@ -156,7 +157,7 @@ func checkRejected(d *dumpView) check {
 
 // checkClaims reports every claim the mesh state does not use: an address, service or waypoint name that a
 // publisher claimed and lost, or that nobody could be given.
-func checkClaims(d *dumpView) []check {
+func checkClaims(d *admin.Dump) []check {
 	const fix = "find the publisher (ambient-agent peers) and correct or remove its claim; prove addresses with `ambient-agent ca issue -ip` (docs/gossip.md)"
 	var out []check
 	for _, c := range d.Conflicts {
@@ -169,9 +170,7 @@ func checkClaims(d *dumpView) []check {
 		}
 		out = append(out, check{Name: "claim", Detail: detail, Fix: fix})
 	}
-	var svcs []struct{ Service, Winner, Loser, What string }
-	_ = json.Unmarshal(d.ServiceConflicts, &svcs)
-	for _, c := range svcs {
+	for _, c := range d.ServiceConflicts {
 		out = append(out, check{Name: "claim", Detail: fmt.Sprintf("service %s declared by %s: %s", c.Service, c.Loser, c.What), Fix: fix})
 	}
 	for _, c := range d.WaypointConflicts {
@@ -191,7 +190,7 @@ func checkKernel(err error) check {
 	return check{Name: "kernel nftables", OK: true, Detail: "netlink answers"}
 }
 
-func checkReady(d *dumpView) check {
+func checkReady(d *admin.Dump) check {
 	if !d.Ready {
 		return check{Name: "agent ready", Detail: "waiting for " + strings.Join(d.Waiting, ", "),
 			Fix: "see journalctl -u ambient-agent for why"}
@@ -199,7 +198,7 @@ func checkReady(d *dumpView) check {
 	return check{Name: "agent ready", OK: true, Detail: "version " + d.Version + ", up " + d.Uptime}
 }
 
-func checkTable(d *dumpView, k nft.State) check {
+func checkTable(d *admin.Dump, k nft.State) check {
 	c := check{Name: "capture rules"}
 	switch {
 	case !d.Capture.Enabled:
@@ -228,13 +227,13 @@ func checkTable(d *dumpView, k nft.State) check {
 // TCP listeners on an excluded port, on an unmeshed address, or (with
 // inbound_addresses = "workloads") on an address that is no workload's.
 // Listeners on loopback and the agent's own are left out.
-func checkUnmeshed(d *dumpView, ls []netip.AddrPort) check {
+func checkUnmeshed(d *admin.Dump, ls []netip.AddrPort) check {
 	c := d.Config.Capture
 	workload := map[netip.Addr]bool{}
 	for _, w := range d.Workloads {
 		for _, a := range w.Addresses {
-			if addr, err := netip.ParseAddr(a); err == nil && w.Local {
-				workload[addr] = true
+			if w.Local {
+				workload[a.Unmap()] = true
 			}
 		}
 	}
@@ -268,7 +267,7 @@ func isAgentPort(p uint16) bool {
 }
 
 // checkListeners looks for the agent's ports in the kernel's socket tables.
-func checkListeners(d *dumpView) []check {
+func checkListeners(d *admin.Dump) []check {
 	listening := listeningPorts()
 	want := []struct {
 		port uint16
@@ -292,7 +291,7 @@ func checkListeners(d *dumpView) []check {
 	return out
 }
 
-func checkClock(d *dumpView, now time.Time) check {
+func checkClock(d *admin.Dump, now time.Time) check {
 	for _, c := range d.Certificates {
 		if now.Before(c.NotBefore) {
 			return check{Name: "clock", Detail: fmt.Sprintf("now (%s) is before certificate %s is valid (%s)", now.UTC().Format(time.RFC3339), c.Identity, c.NotBefore.UTC().Format(time.RFC3339)),
@@ -305,7 +304,7 @@ func checkClock(d *dumpView, now time.Time) check {
 	return check{Name: "clock", OK: true, Detail: now.UTC().Format(time.RFC3339)}
 }
 
-func checkCerts(d *dumpView, now time.Time) []check {
+func checkCerts(d *admin.Dump, now time.Time) []check {
 	var out []check
 	for _, c := range d.Certificates {
 		if c.Kind != "workload" {
@@ -333,15 +332,8 @@ func checkGossipKey(path string) check {
 	return check{Name: "gossip key", OK: true, Detail: fmt.Sprintf("%s: %d valid key(s)", path, len(keys))}
 }
 
-func checkPeers(d *dumpView) check {
-	var peers []peerView
-	_ = json.Unmarshal(d.Peers, &peers)
-	alive := 0
-	for _, p := range peers {
-		if p.State == "alive" || p.State == "suspect" {
-			alive++
-		}
-	}
+func checkPeers(d *admin.Dump) check {
+	alive, _ := d.Peering()
 	switch {
 	case alive > 0:
 		return check{Name: "gossip peers", OK: true, Detail: fmt.Sprintf("%d alive", alive)}

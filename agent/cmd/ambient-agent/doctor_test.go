@@ -7,13 +7,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"github.com/ambient-agent/ambient-agent/nft"
 )
 
 // doctor compares what the agent installed with what the kernel holds.
 func TestCheckTableReadsTheKernel(t *testing.T) {
-	d := &dumpView{}
+	d := &admin.Dump{Config: &config.Config{}}
 	d.Capture.Enabled, d.Capture.Table, d.Capture.Chains = true, "inet ambient_agent", []string{"guard", "inbound", "outbound"}
 	if c := checkTable(d, nft.State{}); c.OK || !strings.Contains(c.Detail, "is missing") || c.Fix == "" {
 		t.Errorf("table missing in the kernel: %+v", c)
@@ -32,12 +35,12 @@ func TestCheckTableReadsTheKernel(t *testing.T) {
 
 // doctor names the listeners other hosts reach without the agent, and only those.
 func TestCheckUnmeshedNamesDirectListeners(t *testing.T) {
-	d := &dumpView{}
+	d := &admin.Dump{Config: &config.Config{}}
 	d.Capture.Enabled = true
 	d.Config.Capture.ExcludeInboundPorts = []uint16{22}
 	d.Config.Capture.InboundAddresses = "all"
 	d.Config.Capture.UnmeshedAddresses = []netip.Prefix{netip.MustParsePrefix("192.168.10.5/32")}
-	d.Workloads = []workloadView{{Local: true, Addresses: []string{"10.0.0.5"}}}
+	d.Workloads = []*state.Workload{{Local: true, Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.5")}}}
 	ls := []netip.AddrPort{
 		netip.MustParseAddrPort("0.0.0.0:22"),        // excluded port
 		netip.MustParseAddrPort("192.168.10.5:9100"), // unmeshed address
@@ -103,7 +106,7 @@ func TestCheckIstiod(t *testing.T) {
 // A captured local workload that names no waypoint while one runs in its
 // namespace is noted: it relied on namespace binding, which is gone.
 func TestCheckUnboundWaypoints(t *testing.T) {
-	d := &dumpView{}
+	d := &admin.Dump{Config: &config.Config{}}
 	if err := json.Unmarshal([]byte(`{"waypoints":[{"name":"wp","namespace":"prod"}],"workloads":[
 		{"name":"api","namespace":"prod","local":true,"tunnelProtocol":"HBONE"},
 		{"name":"bound","namespace":"prod","local":true,"tunnelProtocol":"HBONE","useWaypoint":"wp"},

@@ -1,34 +1,17 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"text/tabwriter"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 )
 
-// policyView is the part of a policy summary `policies` shows.
-type policyView struct {
-	Name         string `json:"name"`
-	Namespace    string `json:"namespace"`
-	Kind         string `json:"kind"`
-	Scope        string `json:"scope"`
-	Action       string `json:"action"`
-	Rules        int    `json:"rules"`
-	DroppedRules int    `json:"droppedRules"`
-	DryRun       bool   `json:"dryRun"`
-	Enforced     bool   `json:"enforced"`
-	MTLSMode     string `json:"mtlsMode"`
-}
-
 func runPolicies(args []string, stdout, stderr io.Writer) int {
-	return adminCommand("policies", args, stdout, stderr, func(d *dumpView) any { return d.Policies },
-		func(w io.Writer, d *dumpView) {
-			var ps []policyView
-			if err := json.Unmarshal(d.Policies, &ps); err != nil {
-				fmt.Fprintf(w, "bad policy list: %v\n", err)
-				return
-			}
+	return adminCommand("policies", args, stdout, stderr, func(d *admin.Dump) any { return d.Policies },
+		func(w io.Writer, d *admin.Dump) {
+			ps := d.Policies
 			if len(ps) == 0 {
 				fmt.Fprintln(w, "no policies: every connection is allowed")
 				return
@@ -36,9 +19,9 @@ func runPolicies(args []string, stdout, stderr io.Writer) int {
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "NAMESPACE\tNAME\tKIND\tSCOPE\tACTION\tRULES\tENFORCED")
 			for _, p := range ps {
-				action := p.Action
+				action := string(p.Action)
 				if p.MTLSMode != "" {
-					action = "mtls " + p.MTLSMode
+					action = "mtls " + string(p.MTLSMode)
 				}
 				if p.DryRun {
 					action += " (dry-run)"

@@ -5,30 +5,13 @@ import (
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 )
 
-type serviceView struct {
-	Name      string   `json:"name"`
-	Namespace string   `json:"namespace"`
-	Hostname  string   `json:"hostname"`
-	Addresses []string `json:"addresses"`
-	Allocated bool     `json:"allocated"`
-	Ports     []struct {
-		Port       uint16 `json:"port"`
-		TargetPort uint16 `json:"targetPort"`
-	} `json:"ports"`
-	Waypoint  string `json:"waypoint"`
-	Endpoints []struct {
-		Workload  string   `json:"workload"`
-		Addresses []string `json:"addresses"`
-		Healthy   bool     `json:"healthy"`
-		Waypoint  string   `json:"waypoint"`
-	} `json:"endpoints"`
-}
-
 func runServices(args []string, stdout, stderr io.Writer) int {
-	return adminCommand("services", args, stdout, stderr, func(d *dumpView) any { return d.Services },
-		func(w io.Writer, d *dumpView) {
+	return adminCommand("services", args, stdout, stderr, func(d *admin.Dump) any { return d.Services },
+		func(w io.Writer, d *admin.Dump) {
 			if len(d.Services) == 0 {
 				fmt.Fprintln(w, "no services: declare [[service]] tables on the hosts that back them")
 				return
@@ -36,7 +19,7 @@ func runServices(args []string, stdout, stderr io.Writer) int {
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "SERVICE\tHOSTNAME\tVIPS\tPORTS\tWAYPOINT\tENDPOINTS (HEALTHY/ALL)")
 			for _, s := range d.Services {
-				vips := strings.Join(s.Addresses, ",")
+				vips := addrs(s.Addresses)
 				if s.Allocated {
 					vips += " (allocated)"
 				}
@@ -61,8 +44,8 @@ func runServices(args []string, stdout, stderr io.Writer) int {
 				}
 			}
 			tw.Flush()
-			if c := string(d.ServiceConflicts); c != "" && c != "null" {
-				fmt.Fprintf(w, "conflicts: %s\n", c)
+			for _, c := range d.ServiceConflicts {
+				fmt.Fprintf(w, "conflict: %s\n", c)
 			}
 		})
 }

@@ -1,15 +1,16 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
 	"text/tabwriter"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 )
 
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	return adminCommand("status", args, stdout, stderr, func(d *dumpView) any {
+	return adminCommand("status", args, stdout, stderr, func(d *admin.Dump) any {
 		return map[string]any{
 			"ready": d.Ready, "waitingFor": d.Waiting, "version": d.Version, "uptime": d.Uptime,
 			"node": d.Config.Node.Name, "certificates": d.Certificates, "capture": d.Capture,
@@ -18,7 +19,7 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 	}, printStatus)
 }
 
-func printStatus(w io.Writer, d *dumpView) {
+func printStatus(w io.Writer, d *admin.Dump) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	ready := "yes"
 	if !d.Ready {
@@ -46,15 +47,8 @@ func printStatus(w io.Writer, d *dumpView) {
 	}
 	fmt.Fprintf(tw, "Workloads:\t%d local, %d known elsewhere\n", local, remote)
 	if d.Config.Gossip.Enabled {
-		var peers []peerView
-		_ = json.Unmarshal(d.Peers, &peers)
-		alive := 0
-		for _, p := range peers {
-			if p.State == "alive" || p.State == "suspect" {
-				alive++
-			}
-		}
-		fmt.Fprintf(tw, "Peers:\t%d alive of %d known (gossip)\n", alive, len(peers)-1)
+		alive, known := d.Peering()
+		fmt.Fprintf(tw, "Peers:\t%d alive of %d known (gossip)\n", alive, known)
 	}
 	for _, c := range d.Certificates {
 		if c.Kind == "workload" {
@@ -72,8 +66,8 @@ func printStatus(w io.Writer, d *dumpView) {
 }
 
 func runWorkloads(args []string, stdout, stderr io.Writer) int {
-	return adminCommand("workloads", args, stdout, stderr, func(d *dumpView) any { return d.Workloads },
-		func(w io.Writer, d *dumpView) {
+	return adminCommand("workloads", args, stdout, stderr, func(d *admin.Dump) any { return d.Workloads },
+		func(w io.Writer, d *admin.Dump) {
 			expiry := map[string]string{}
 			for _, c := range d.Certificates {
 				expiry[c.Identity] = until(c.NotAfter)
@@ -84,27 +78,27 @@ func runWorkloads(args []string, stdout, stderr io.Writer) int {
 				where, exp, how := wl.Node, "-", "-"
 				if wl.Local {
 					where = "local"
-					if e, ok := expiry[wl.identity()]; ok {
+					if e, ok := expiry[workloadID(wl)]; ok {
 						exp = e
 					}
 					if r, ok := d.Recognition[wl.UID]; ok {
 						how = r
 					}
 				}
-				addrs := strings.Join(wl.Addresses, ",")
+				at := addrs(wl.Addresses)
 				if len(wl.Ports) > 0 {
-					addrs += fmt.Sprintf(" ports %v", wl.Ports)
+					at += fmt.Sprintf(" ports %v", wl.Ports)
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", wl.Namespace, wl.Name, where,
-					addrs, wl.Tunnel, wl.identity(), exp, how)
+					at, wl.Tunnel, workloadID(wl), exp, how)
 			}
 			tw.Flush()
 		})
 }
 
 func runCerts(args []string, stdout, stderr io.Writer) int {
-	return adminCommand("certs", args, stdout, stderr, func(d *dumpView) any { return d.Certificates },
-		func(w io.Writer, d *dumpView) {
+	return adminCommand("certs", args, stdout, stderr, func(d *admin.Dump) any { return d.Certificates },
+		func(w io.Writer, d *admin.Dump) {
 			tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 			fmt.Fprintln(tw, "KIND\tIDENTITY\tSERIAL\tNOT AFTER\tEXPIRES")
 			for _, c := range d.Certificates {

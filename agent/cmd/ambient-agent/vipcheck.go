@@ -9,12 +9,14 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 )
 
 // checkVIPRoutes: a connection to a service VIP is captured only after the
 // kernel found a route for it; a VIP no route covers fails with "network is
 // unreachable" before the agent ever sees it.
-func checkVIPRoutes(d *dumpView) check {
+func checkVIPRoutes(d *admin.Dump) check {
 	c := check{Name: "routes to service VIPs"}
 	routes, err := ipv4Routes("/proc/net/route")
 	if err != nil {
@@ -24,14 +26,13 @@ func checkVIPRoutes(d *dumpView) check {
 	var missing []string
 	n := 0
 	for _, s := range d.Services {
-		for _, v := range s.Addresses {
-			a, err := netip.ParseAddr(v)
-			if err != nil || !a.Is4() {
+		for _, a := range s.Addresses {
+			if !a.Is4() {
 				continue
 			}
 			n++
 			if !covered(routes, a) {
-				missing = append(missing, v)
+				missing = append(missing, a.String())
 			}
 		}
 	}

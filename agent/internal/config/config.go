@@ -200,6 +200,30 @@ func (n Node) MarshalJSON() ([]byte, error) {
 	}{plain(n), n.DrainTimeout.String()})
 }
 
+// UnmarshalJSON reads what MarshalJSON writes (the CLI reads /config_dump).
+func (n *Node) UnmarshalJSON(b []byte) error {
+	type plain Node
+	var v struct {
+		plain
+		DrainTimeout string `json:"drainTimeout"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*n = Node(v.plain)
+	return parseDuration(v.DrainTimeout, &n.DrainTimeout)
+}
+
+// parseDuration parses text ("5s") into d; "" leaves d as it is.
+func parseDuration(text string, d *time.Duration) error {
+	if text == "" {
+		return nil
+	}
+	v, err := time.ParseDuration(text)
+	*d = v
+	return err
+}
+
 // Gossip is the membership and discovery setup.
 type Gossip struct {
 	Enabled bool `json:"enabled"`

@@ -58,6 +58,24 @@ func (h HealthCheck) MarshalJSON() ([]byte, error) {
 	}{plain(h), h.Interval.String(), h.Timeout.String()})
 }
 
+// UnmarshalJSON reads what MarshalJSON writes (the CLI reads /config_dump).
+func (h *HealthCheck) UnmarshalJSON(b []byte) error {
+	type plain HealthCheck
+	var v struct {
+		plain
+		Interval string `json:"interval"`
+		Timeout  string `json:"timeout"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*h = HealthCheck(v.plain)
+	if err := parseDuration(v.Interval, &h.Interval); err != nil {
+		return err
+	}
+	return parseDuration(v.Timeout, &h.Timeout)
+}
+
 // Service is a service that local workloads back.
 type Service struct {
 	Name      string        `json:"name"`
