@@ -9,8 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
-
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
@@ -24,6 +22,7 @@ const condCapture = "capture"
 
 // dataPath is the proxies and the capture rules that feed them.
 type dataPath struct {
+	deps      *proxy.Deps // what the proxies share; Apply swaps their reloadable settings
 	listeners *proxy.Listeners
 	capture   *capture.Capture // nil when capture is disabled
 	specMu    sync.Mutex       // one writer of the table at a time: reload, or the cgroup watch
@@ -73,16 +72,6 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		Refused: func(listener string, remote netip.AddrPort, limit string) {
 			a.refused(listener, remote, "connection", limit)
 		},
-		Hairpin: func() (spiffeid.ID, bool) {
-			return hairpinIdentity(a.cfg.Load())
-		},
-		DefaultWorkload: func() string {
-			cfg := a.cfg.Load()
-			if cfg.Capture.DefaultWorkload == "" {
-				return ""
-			}
-			return cfg.Node.Name + "/" + cfg.Capture.DefaultWorkload
-		},
 	}
 	// Recognition changes need a restart (reload.go): the set is the one the
 	// per-workload listeners are bound for.
@@ -92,7 +81,9 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		recognised[c.uid] = true
 		workloads = append(workloads, proxy.WorkloadPort{UID: c.uid, Port: c.port})
 	}
-	deps.Recognised = func(uid string) bool { return recognised[uid] }
+	deps.Recognised = recognised
+	deps.Apply(dataPathSettings(cfg))
+	a.dp.deps = deps
 	l, err := proxy.Listen(proxy.ListenConfig{Mark: cfg.Capture.Mark, Limits: cfg.Limits, Workloads: workloads,
 		IDs: a.ids, Log: a.log, Refused: a.refused}, deps)
 	if err != nil {
@@ -301,6 +292,16 @@ func (a *App) reinstallCapture(next *config.Config) error {
 	a.saveSpec(spec)
 	a.log.Info("capture rules updated", "workload_addresses", len(spec.Workloads))
 	return nil
+}
+
+// dataPathSettings are the proxies' settings that a reload changes.
+func dataPathSettings(cfg *config.Config) proxy.Settings {
+	s := proxy.Settings{}
+	s.HairpinIdentity, s.Hairpin = hairpinIdentity(cfg)
+	if cfg.Capture.DefaultWorkload != "" {
+		s.DefaultWorkload = cfg.Node.Name + "/" + cfg.Capture.DefaultWorkload
+	}
+	return s
 }
 
 // refused counts a connection (or tunnel) a limit closed, and says so in the

@@ -73,6 +73,7 @@ func (a *App) reload() {
 	}
 	a.level.Set(eff.Log.Level)
 	a.cfg.Store(eff)
+	a.dp.deps.Apply(dataPathSettings(eff))
 	if live["workload"] || live["remote_workload"] || live["service"] {
 		a.publishState()
 		a.republishGossip(eff)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -40,19 +41,10 @@ type Deps struct {
 	// agent's DNS proxy (which answers a mesh hostname with its VIP); nil:
 	// workloads known by hostname cannot be reached.
 	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
-	// Hairpin returns, under hairpin enforcement (spec/routing.md), the
-	// dedicated identity the host presents to a waypoint for the plaintext
-	// callers it hairpins (zero when none is configured: those callers are
-	// refused), and true; false under policy enforcement, the default (nil:
-	// policy).
-	Hairpin func() (spiffeid.ID, bool)
-	// DefaultWorkload returns the UID of the local workload whose identity
-	// connections of unrecognised processes present ("": by source address).
-	DefaultWorkload func() string
-	// Recognised reports whether the local workload with this UID is
-	// recognised by its processes (user, group or unit): its identity is never
-	// the fallback of an unrecognised process (nil: none is).
-	Recognised func(uid string) bool
+	// Recognised are the UIDs of the local workloads recognised by their
+	// processes (user, group or unit): their identity is never the fallback of
+	// an unrecognised process. Fixed until a restart (nil: none).
+	Recognised map[string]bool
 	// HostAddrs returns this host's own addresses: the waypoint role never
 	// forwards to one of them but for a local workload's (nil: unknown, not
 	// checked; the waypoint's own addresses are refused anyway).
@@ -63,6 +55,33 @@ type Deps struct {
 	InboundLimit, OutboundLimit *connlimit.Limiter
 	// Refused is told of each connection a limit closed (nil: not told).
 	Refused func(listener string, remote netip.AddrPort, limit string)
+
+	settings atomic.Pointer[Settings]
+}
+
+// Settings are what a reload changes in the data path: a value, swapped whole
+// (Apply), never a callback into the composition root.
+type Settings struct {
+	// Hairpin is hairpin enforcement (spec/routing.md); false is policy
+	// enforcement, the default. HairpinIdentity is the dedicated identity the
+	// host presents to a waypoint for the plaintext callers it hairpins (zero:
+	// none is configured, and those callers are refused).
+	Hairpin         bool
+	HairpinIdentity spiffeid.ID
+	// DefaultWorkload is the UID of the local workload whose identity
+	// connections of unrecognised processes present ("": by source address).
+	DefaultWorkload string
+}
+
+// Apply puts s in place for the connections accepted from now on.
+func (d *Deps) Apply(s Settings) { d.settings.Store(&s) }
+
+// current is the settings in place (zero until the first Apply).
+func (d *Deps) current() *Settings {
+	if s := d.settings.Load(); s != nil {
+		return s
+	}
+	return &Settings{}
 }
 
 // warn logs a per-connection warning, at most once per second per key.
@@ -77,12 +96,10 @@ func (d *Deps) warn(key, msg string, args ...any) {
 	d.Log.Warn(msg, args...)
 }
 
-// hairpin is Hairpin, false when it is nil.
+// hairpin is the hairpin identity and whether hairpin enforcement is on.
 func (d *Deps) hairpin() (spiffeid.ID, bool) {
-	if d.Hairpin == nil {
-		return spiffeid.ID{}, false
-	}
-	return d.Hairpin()
+	s := d.current()
+	return s.HairpinIdentity, s.Hairpin
 }
 
 // resolve finds the address to reach host at (spec/routing.md, endpoint

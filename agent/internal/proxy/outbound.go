@@ -163,15 +163,15 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, src
 // none is left.
 func (o *Outbound) source(snap *state.Snapshot, src netip.AddrPort) *state.Workload {
 	uid := o.workload
-	if uid == "" && o.d.DefaultWorkload != nil {
-		uid = o.d.DefaultWorkload()
+	if uid == "" {
+		uid = o.d.current().DefaultWorkload
 	}
 	if uid != "" {
 		if w, ok := snap.WorkloadByUID(uid); ok && w.Local {
 			return w
 		}
 	}
-	return defaultSource(snap, src.Addr(), o.d.Recognised)
+	return defaultSource(snap, src.Addr(), func(uid string) bool { return o.d.Recognised[uid] })
 }
 
 // RouteError is a connection the route refused to carry.

@@ -67,9 +67,9 @@ func TestBypassedWaypoint(t *testing.T) {
 	ns := wp("ns-wp", "", "10.0.0.50")
 	snap := meshSnapshot(ns)
 	r1, _ := snap.WorkloadByAddr(netip.MustParseAddr("10.0.0.11"))
-	mode := "hairpin"
 	hairpin := spiffeid.RequireFromString("spiffe://cluster.local/ns/mesh/sa/hairpin")
-	h := &InboundHBONE{d: &Deps{Hairpin: func() (spiffeid.ID, bool) { return hairpin, mode == "hairpin" }}}
+	h := &InboundHBONE{d: &Deps{}}
+	h.d.Apply(Settings{Hairpin: true, HairpinIdentity: hairpin})
 	client := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/client")
 	waypoint := spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/ns-wp")
 	if err := h.bypassed(snap, r1, client); err == nil || !strings.Contains(err.Error(), "bypassed waypoint") {
@@ -78,7 +78,7 @@ func TestBypassedWaypoint(t *testing.T) {
 	if err := h.bypassed(snap, r1, waypoint); err != nil {
 		t.Errorf("the waypoint itself refused: %v", err)
 	}
-	mode = "policy"
+	h.d.Apply(Settings{HairpinIdentity: hairpin}) // a reload to policy enforcement
 	if err := h.bypassed(snap, r1, client); err != nil {
 		t.Errorf("policy enforcement refused a direct caller: %v", err)
 	}
