@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -35,13 +36,11 @@ type App struct {
 	notify  notifier
 	started time.Time
 	quit    chan struct{} // closed by /quitquitquit
-	// keepCapture leaves the capture table in place at exit (RunOptions).
-	keepCapture bool
 
 	ids       identity.Source // nil when the host runs no workload
 	state     *state.Store
 	dp        dataPath
-	dns       dnsProxy
+	dns       *dnsProxy
 	policies  *policy.Store // the policy directory's and istiod's, merged
 	publishMu sync.Mutex    // one state snapshot built at a time
 	live      *proxy.Live
@@ -68,102 +67,120 @@ const condListeners = "listeners"
 // runs until Run.
 func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, error) {
 	a := &App{
-		path:    cfg.Path,
-		log:     log,
-		level:   level,
-		ready:   newReadiness(),
-		notify:  notifier{log: log},
-		started: time.Now(),
-		quit:    make(chan struct{}),
+		path:     cfg.Path,
+		log:      log,
+		level:    level,
+		ready:    newReadiness(),
+		notify:   notifier{log: log},
+		started:  time.Now(),
+		quit:     make(chan struct{}),
+		registry: prometheus.NewRegistry(),
+		warn:     telemetry.NewLimiter(time.Second),
+		live:     proxy.NewLive(),
 	}
 	a.cfg.Store(cfg)
-	a.registry = prometheus.NewRegistry()
 	a.metrics = telemetry.NewMetrics(a.registry, Version)
-	a.warn = telemetry.NewLimiter(time.Second)
-	if err := a.newHealth(cfg); err != nil {
-		return nil, fmt.Errorf("health checks: %w", err)
-	}
-	a.state = state.NewStore(a.localInput(cfg))
-	ids, err := newIdentitySource(cfg, log)
-	if err != nil {
+	if err := a.build(cfg); err != nil {
 		return nil, err
 	}
-	if ids != nil {
-		a.ids = ids
-		a.ready.require(condCertificates)
-	}
-	gossip, err := newDiscovery(cfg, a)
-	if err != nil {
-		return nil, err
-	}
-	if gossip != nil {
-		a.gossip = gossip
-		a.ready.require(condGossip)
-	}
-	a.ready.require(condListeners)
-	set, warnings, err := LoadPolicies(cfg.Policy)
-	for _, w := range warnings {
-		log.Warn("policy", "warning", fmt.Sprint(w))
-	}
-	if err != nil {
-		return nil, err
-	}
-	a.policies = policy.NewStore(set)
-	a.live = proxy.NewLive()
-	if a.istiod, err = newIstiod(cfg, a); err != nil {
-		return nil, err
-	}
-	if a.istiod != nil {
-		a.ready.require(condIstiod)
-	}
-	if err := a.bindAdmin(cfg.Admin); err != nil {
-		return nil, err
-	}
-	if err := a.bindDNS(cfg); err != nil {
-		a.closeListeners()
-		return nil, err
-	}
-	if err := a.bindDataPath(cfg); err != nil {
-		a.closeListeners()
-		a.closeDNS()
+	if err := a.bind(cfg); err != nil {
 		return nil, err
 	}
 	return a, nil
 }
 
-// closeListeners releases what New bound when New fails half-way.
-func (a *App) closeListeners() {
-	for _, s := range []*admin.Server{a.ctlSrv, a.adminSrv, a.readySrv, a.metrSrv} {
-		if s != nil {
-			s.Close()
-		}
+// build makes the components, in the order they depend on each other, and
+// says which readiness conditions they bring.
+func (a *App) build(cfg *config.Config) error {
+	if err := a.newHealth(cfg); err != nil {
+		return fmt.Errorf("health checks: %w", err)
+	}
+	a.state = state.NewStore(a.localInput(cfg))
+	var err error
+	if a.ids, err = newIdentitySource(cfg, a.log); err != nil {
+		return err
+	}
+	a.ready.requireIf(a.ids != nil, condCertificates)
+	if a.gossip, err = newDiscovery(cfg, a); err != nil {
+		return err
+	}
+	a.ready.requireIf(a.gossip != nil, condGossip)
+	set, err := a.loadPolicies(cfg.Policy)
+	if err != nil {
+		return err
+	}
+	a.policies = policy.NewStore(set)
+	if a.istiod, err = newIstiod(cfg, a); err != nil {
+		return err
+	}
+	a.ready.requireIf(a.istiod != nil, condIstiod)
+	return nil
+}
+
+// bind binds every listener, or none.
+func (a *App) bind(cfg *config.Config) error {
+	a.ready.require(condListeners)
+	if err := a.bindAdmin(cfg.Admin); err != nil {
+		return err
+	}
+	var err error
+	if a.dns, err = bindDNS(cfg, a.state, a.log, a.registry); err != nil {
+		a.closeAdmin()
+		return err
+	}
+	if err := a.bindDataPath(cfg); err != nil {
+		a.closeAdmin()
+		a.dns.close()
+		return err
+	}
+	return nil
+}
+
+// closeAdmin releases the admin listeners when New fails half-way.
+func (a *App) closeAdmin() {
+	for _, s := range a.adminServers() {
+		s.Close()
 	}
 }
 
-func (a *App) bindAdmin(c config.Admin) error {
-	hooks := a.adminHooks()
+func (a *App) adminServers() []*admin.Server {
+	return []*admin.Server{a.ctlSrv, a.adminSrv, a.readySrv, a.metrSrv}
+}
+
+// bindAdmin binds the control socket and the admin, readiness and metrics
+// ports, or none of them.
+func (a *App) bindAdmin(c config.Admin) (err error) {
+	var bound []net.Listener
+	defer func() {
+		if err != nil {
+			for _, ln := range bound {
+				ln.Close()
+			}
+		}
+	}()
+	listen := func(addr netip.AddrPort, key string) net.Listener {
+		if err != nil {
+			return nil
+		}
+		ln, lerr := net.Listen("tcp", addr.String())
+		if lerr != nil {
+			err = fmt.Errorf("admin: listen on %s (%s): %w", addr, key, lerr)
+			return nil
+		}
+		bound = append(bound, ln)
+		return ln
+	}
 	ctlLn, err := admin.ListenControl(c.Socket)
 	if err != nil {
 		return fmt.Errorf("admin: control socket %s (admin.socket): %w", c.Socket, err)
 	}
-	adminLn, err := net.Listen("tcp", c.Address.String())
+	bound = append(bound, ctlLn)
+	adminLn, readyLn := listen(c.Address, "admin.address"), listen(c.ReadinessAddress, "admin.readiness_address")
+	metricsLn := listen(c.MetricsAddress, "admin.metrics_address")
 	if err != nil {
-		ctlLn.Close()
-		return fmt.Errorf("admin: listen on %s (admin.address): %w", c.Address, err)
+		return err
 	}
-	readyLn, err := net.Listen("tcp", c.ReadinessAddress.String())
-	if err != nil {
-		ctlLn.Close()
-		adminLn.Close()
-		return fmt.Errorf("admin: listen on %s (admin.readiness_address): %w", c.ReadinessAddress, err)
-	}
-	metricsLn, err := net.Listen("tcp", c.MetricsAddress.String())
-	if err != nil {
-		ctlLn.Close()
-		adminLn.Close()
-		readyLn.Close()
-		return fmt.Errorf("admin: listen on %s (admin.metrics_address): %w", c.MetricsAddress, err)
-	}
+	hooks := a.adminHooks()
 	a.ctlSrv = admin.NewServer("control", ctlLn, admin.ControlHandler(hooks, a.log))
 	a.adminSrv = admin.NewServer("admin", adminLn, admin.LocalHandler(hooks, c.Socket))
 	a.readySrv = admin.NewServer("readiness", readyLn, admin.ReadinessHandler(hooks))
@@ -177,33 +194,17 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
-	drain := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.Background(), a.cfg.Load().Node.DrainTimeout)
-	}
-	g.Go(func() error { return a.ctlSrv.Run(gctx, drain) })
-	g.Go(func() error { return a.adminSrv.Run(gctx, drain) })
-	g.Go(func() error { return a.readySrv.Run(gctx, drain) })
-	g.Go(func() error { return a.metrSrv.Run(gctx, drain) })
-	g.Go(func() error { return a.notify.watchdog(gctx, a.alive) })
-	g.Go(func() error { return a.reloadLoop(gctx, hup) })
-	g.Go(func() error { return a.runIdentity(gctx) })
-	g.Go(func() error { return a.watchPolicies(gctx) })
-	g.Go(func() error { return a.runGossip(gctx) })
-	g.Go(func() error { return a.runIstiod(gctx) })
-	g.Go(func() error { return a.runHealth(gctx) })
-	g.Go(func() error { return a.dp.listeners.Run(gctx, drain) })
-	g.Go(func() error { return a.watchCgroups(gctx) })
-	g.Go(func() error { return a.runDNS(gctx) })
+	a.start(g, gctx, hup)
 	// The listeners are bound, so they accept: capture can go in now.
 	if err := a.installCaptures(gctx); err != nil {
 		a.log.Error("capture rules not installed", "err", err)
 		cancel()
 		g.Wait()
-		a.removeDNSCapture()
-		a.exitCapture()
+		a.dns.removeCapture()
+		a.dp.table.exit()
 		return err
 	}
-	g.Go(func() error { return a.watchCapture(gctx) })
+	g.Go(func() error { return a.dp.table.watch(gctx) })
 	g.Go(func() error {
 		select {
 		case <-a.quit:
@@ -212,7 +213,33 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 		}
 		return nil
 	})
+	a.announce()
+	<-gctx.Done()
+	return a.stop(g)
+}
 
+// start runs every component in g.
+func (a *App) start(g *errgroup.Group, ctx context.Context, hup <-chan os.Signal) {
+	drain := func() (context.Context, context.CancelFunc) {
+		return context.WithTimeout(context.Background(), a.cfg.Load().Node.DrainTimeout)
+	}
+	for _, s := range a.adminServers() {
+		g.Go(func() error { return s.Run(ctx, drain) })
+	}
+	g.Go(func() error { return a.notify.watchdog(ctx, a.alive) })
+	g.Go(func() error { return a.reloadLoop(ctx, hup) })
+	g.Go(func() error { return a.runIdentity(ctx) })
+	g.Go(func() error { return a.watchPolicies(ctx) })
+	g.Go(func() error { return a.runGossip(ctx) })
+	g.Go(func() error { return a.runIstiod(ctx) })
+	g.Go(func() error { return a.runHealth(ctx) })
+	g.Go(func() error { return a.dp.listeners.Run(ctx, drain) })
+	g.Go(func() error { return a.dp.table.watchCgroups(ctx) })
+	g.Go(func() error { return a.dns.run(ctx) })
+}
+
+// announce says the agent runs: readiness, the log and systemd (READY=1).
+func (a *App) announce() {
 	a.ready.set(condListeners, true)
 	if a.ids != nil { // as the identity goroutine will, but before READY's status line is written
 		a.ready.set(condCertificates, a.ids.Ready())
@@ -223,13 +250,16 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 		a.log.Warn("configuration: " + w)
 	}
 	a.notify.ready(a.statusLine())
+}
 
-	<-gctx.Done()
+// stop drains: DNS capture first (DNS fails open: the host's resolver answers
+// while we drain), then every component within the deadline, then capture.
+func (a *App) stop(g *errgroup.Group) error {
 	a.notify.stopping()
 	a.log.Info("agent stopping", "drain_timeout", a.cfg.Load().Node.DrainTimeout.String())
-	a.removeDNSCapture() // DNS fails open: the host's resolver answers while we drain
+	a.dns.removeCapture()
 	err := g.Wait()
-	a.exitCapture()
+	a.dp.table.exit()
 	if err != nil {
 		a.log.Error("agent stopped with an error", "err", err)
 		return err

@@ -1,10 +1,7 @@
 package app
 
 import (
-	"context"
 	"fmt"
-	"reflect"
-	"slices"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
@@ -42,15 +39,6 @@ func workloadClasses(cfg *config.Config) []workloadClass {
 		})
 	}
 	return out
-}
-
-// outboundClasses are the capture rules of the recognised workloads. A unit
-// whose cgroup does not exist yet (not running) is skipped with a warning:
-// its processes follow the default until watchCgroups sees it start.
-func (a *App) outboundClasses(classes []workloadClass) []nft.OutboundClass {
-	return resolveClasses(classes, func(c workloadClass, err error) {
-		a.log.Warn("workload unit not running; its processes follow the default until it starts", "workload", c.uid, "unit", c.match.Unit, "err", err)
-	})
 }
 
 // resolveClasses builds the rules, reporting units it cannot resolve to missing.
@@ -103,42 +91,3 @@ func recognition(cfg *config.Config) map[string]string {
 // starts, or restarts (systemd makes its cgroup anew, with a new id), is
 // recognised again within it.
 const cgroupWatchInterval = 2 * time.Second
-
-// watchCgroups reinstalls the capture rules when a recognised unit's cgroup
-// appears, goes, or is recreated.
-func (a *App) watchCgroups(ctx context.Context) error {
-	if a.dp.capture == nil || !slices.ContainsFunc(workloadClasses(a.cfg.Load()), func(c workloadClass) bool { return c.match.Cgroup != "" }) {
-		return nil
-	}
-	t := time.NewTicker(cgroupWatchInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		a.refreshClasses()
-	}
-}
-
-func (a *App) refreshClasses() {
-	a.dp.specMu.Lock()
-	defer a.dp.specMu.Unlock()
-	if a.dp.capture.Installed() == nil {
-		return // not installed yet, or removed at shutdown
-	}
-	classes := resolveClasses(workloadClasses(a.cfg.Load()), func(workloadClass, error) {})
-	if reflect.DeepEqual(classes, a.dp.spec.OutboundClasses) {
-		return
-	}
-	spec := a.dp.spec
-	spec.OutboundClasses = classes
-	if err := a.dp.capture.Install(context.Background(), spec); err != nil {
-		a.log.Error("capture rules not updated for a unit's new cgroup", "err", err)
-		return
-	}
-	a.dp.spec = spec
-	a.saveSpec(spec)
-	a.log.Info("capture rules updated: a recognised unit started, stopped or restarted", "classes", len(classes))
-}

@@ -28,25 +28,6 @@ import (
 // when the configuration does not load.
 const SavedSpecFile = "/var/lib/ambient-agent/capture-spec.json"
 
-// saveSpec writes spec where CloseHost finds it, when systemd gave the agent a
-// state directory. Atomic: a crash leaves the old file or the new one.
-func (a *App) saveSpec(spec nft.Spec) {
-	dir := os.Getenv("STATE_DIRECTORY")
-	if dir == "" {
-		return
-	}
-	b, err := json.Marshal(spec)
-	if err == nil {
-		tmp := filepath.Join(dir, ".capture-spec.json.tmp")
-		if err = os.WriteFile(tmp, b, 0o600); err == nil {
-			err = os.Rename(tmp, filepath.Join(dir, filepath.Base(SavedSpecFile)))
-		}
-	}
-	if err != nil {
-		a.log.Warn("could not save the capture spec for ambient-agent close", "err", err)
-	}
-}
-
 // CloseHostSaved installs the spec an agent saved (SavedSpecFile) when there is
 // no table: what `ambient-agent close` does when the configuration does not load,
 // so that a broken file at boot does not leave the host open.

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
@@ -24,10 +23,7 @@ const condCapture = "capture"
 type dataPath struct {
 	deps      *proxy.Deps // what the proxies share; Apply swaps their reloadable settings
 	listeners *proxy.Listeners
-	capture   *capture.Capture // nil when capture is disabled
-	specMu    sync.Mutex       // one writer of the table at a time: reload, or the cgroup watch
-	spec      nft.Spec
-	classes   []workloadClass // workloads recognised by their processes, with their own outbound listeners
+	table     *captureTable // its Capture is nil when capture is disabled
 }
 
 // markedDialer is how the agent connects: its sockets carry the capture mark,
@@ -90,28 +86,16 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		return err
 	}
 	a.dp.listeners = l
+	a.dp.table = &captureTable{cfg: &a.cfg, log: a.log, ready: a.ready, metrics: a.metrics, warn: a.warn}
 	if captures(cfg) {
-		a.dp.capture = capture.New(capture.WithLiveCopy())
-		a.dp.spec = captureSpec(cfg, a.state.Load(), a.outboundClasses(workloadClasses(cfg)))
+		a.dp.table.c = capture.New(capture.WithLiveCopy())
+		a.dp.table.spec = captureSpec(cfg, a.state.Load(), a.dp.table.outboundClasses(workloadClasses(cfg)))
 		a.ready.require(condCapture)
 	} else {
 		a.log.Info("capture: off, or no [[workload]] on this host: nothing is captured")
-		a.removeStaleCapture()
+		removeStaleCapture(a.log)
 	}
 	return nil
-}
-
-// removeStaleCapture deletes a capture table an earlier agent left when this one
-// captures nothing: nobody would watch or repair it, and its rules are stale.
-func (a *App) removeStaleCapture() {
-	if st, err := nft.Inspect(0); err != nil || !st.Present {
-		return
-	}
-	if err := capture.Cleanup(); err != nil {
-		a.log.Error("a capture table an earlier agent left is in place and could not be removed; `ambient-agent cleanup` removes it", "err", err)
-		return
-	}
-	a.log.Warn("removed the capture table an earlier agent left: this agent captures nothing", "table", "inet ambient_agent")
 }
 
 // accessLog is the access logger: one line per connection, or nothing with
@@ -162,136 +146,6 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot, classes []nft.Outboun
 		s.Workloads = append(s.Workloads, w.Addresses...)
 	}
 	return s
-}
-
-// installCapture puts the rules in place; the listeners are bound already.
-func (a *App) installCapture(ctx context.Context) error {
-	if a.dp.capture == nil {
-		return nil
-	}
-	if err := a.dp.capture.Install(ctx, a.dp.spec); err != nil {
-		return err
-	}
-	a.saveSpec(a.dp.spec)
-	a.ready.set(condCapture, true)
-	a.log.Info("capture rules installed", "table", "inet ambient_agent", "workload_addresses", len(a.dp.spec.Workloads))
-	if err := a.dp.capture.LiveErr(); err != nil {
-		a.log.Warn("no live copy of the capture table: a flush of the host's ruleset leaves captured traffic unredirected until the agent puts its table back (within a second)", "err", err)
-	}
-	return nil
-}
-
-// exitCapture deals with the rules at exit, after the proxies drained: they
-// stay with keepCapture (the host stays closed), else they go.
-func (a *App) exitCapture() {
-	if a.dp.capture == nil {
-		return
-	}
-	if a.keepCapture {
-		// The unit's ExecStopPost decides too, but systemd may fail to run it:
-		// on a stop the agent opens the host itself.
-		remove, reason := false, "not run by systemd"
-		if unit := ownUnit(); unit != "" {
-			remove, reason = AfterStop(context.Background(), unit)
-		}
-		if !remove {
-			a.ready.set(condCapture, false)
-			if err := a.dp.capture.Release(); err != nil {
-				a.log.Warn("closing the live copy of the capture table", "err", err)
-			}
-			if a.dp.capture.Installed() != nil {
-				a.log.Info("capture rules left in place: captured connections are refused until the agent runs again",
-					"table", "inet ambient_agent", "why", reason)
-			}
-			return
-		}
-	}
-	a.ready.set(condCapture, false)
-	if err := a.dp.capture.Remove(); err != nil {
-		a.log.Error("removing capture rules failed; run `ambient-agent cleanup`", "err", err)
-		return
-	}
-	a.log.Info("capture rules removed")
-}
-
-// repairBackoff spaces repairs of the table: another process that keeps
-// changing it (a firewall manager that owns "everything") must not make the
-// agent spin. The first repair after a quiet spell is immediate.
-const repairBackoff = 20 * time.Millisecond
-
-// watchCapture puts the table back, within a second, whenever another process
-// changes or removes it; the agent is not ready while it is missing.
-func (a *App) watchCapture(ctx context.Context) error {
-	if a.dp.capture == nil {
-		return nil
-	}
-	changed := make(chan string, 1)
-	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case reason := <-changed:
-				a.repairCapture(ctx, reason)
-				select {
-				case <-ctx.Done():
-					return
-				case <-time.After(repairBackoff):
-				}
-			}
-		}
-	}()
-	return a.dp.capture.Watch(ctx, func(reason string) {
-		select {
-		case changed <- reason:
-		default: // a repair is pending: it will apply the whole table
-		}
-	})
-}
-
-func (a *App) repairCapture(ctx context.Context, reason string) {
-	start := time.Now()
-	a.ready.set(condCapture, false)
-	if ok, suppressed := a.warn.Allow("capture-changed"); ok {
-		a.log.Warn("capture table changed by another process: not ready until it is back", "change", reason, "suppressed", suppressed)
-	}
-	for {
-		a.dp.specMu.Lock()
-		err := a.dp.capture.Repair(ctx)
-		a.dp.specMu.Unlock()
-		if err == nil {
-			break
-		}
-		a.log.Error("capture table not repaired; trying again in a second", "err", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
-	a.metrics.CaptureRepairs.Inc()
-	a.ready.set(condCapture, true)
-	if ok, suppressed := a.warn.Allow("capture-repaired"); ok {
-		a.log.Info("capture table repaired", "table", "inet ambient_agent", "took", time.Since(start).String(), "suppressed", suppressed)
-	}
-}
-
-// reinstallCapture replaces the capture rules with those of next (atomically;
-// on error the old ones stay).
-func (a *App) reinstallCapture(next *config.Config) error {
-	if a.dp.capture == nil {
-		return nil
-	}
-	spec := captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)), a.outboundClasses(workloadClasses(next)))
-	a.dp.specMu.Lock()
-	defer a.dp.specMu.Unlock()
-	if err := a.dp.capture.Install(context.Background(), spec); err != nil {
-		return err
-	}
-	a.dp.spec = spec
-	a.saveSpec(spec)
-	a.log.Info("capture rules updated", "workload_addresses", len(spec.Workloads))
-	return nil
 }
 
 // dataPathSettings are the proxies' settings that a reload changes.

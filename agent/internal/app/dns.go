@@ -3,8 +3,11 @@ package app
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
@@ -21,46 +24,47 @@ type dnsProxy struct {
 	srv     *dns.Server         // nil when [dns] enabled = false
 	ipv6    bool                // the proxy also listens on ::1, so IPv6 DNS can be captured
 	capture *capture.DNSCapture // nil until installed
+	log     *slog.Logger
 }
 
-// bindDNS binds the DNS proxy. With capture, it also listens on [::1] so that
-// IPv6 queries can be redirected too; a host without IPv6 loopback captures
-// IPv4 DNS only.
-func (a *App) bindDNS(cfg *config.Config) error {
+// bindDNS binds the DNS proxy, answering from the mesh state in store. With
+// capture, it also listens on [::1] so that IPv6 queries can be redirected
+// too; a host without IPv6 loopback captures IPv4 DNS only.
+func bindDNS(cfg *config.Config, store *state.Store, log *slog.Logger, reg prometheus.Registerer) (*dnsProxy, error) {
+	p := &dnsProxy{log: log}
 	if !cfg.DNS.Enabled {
-		return nil
+		return p, nil
 	}
 	opts := dns.Options{
 		Listen:     cfg.DNS.Listen,
 		Upstreams:  cfg.DNS.Upstreams,
 		Search:     cfg.DNS.Domains,
-		Lookup:     a.lookupService,
+		Lookup:     func(name string) ([]netip.Addr, []netip.Addr, bool) { return lookupService(store.Load(), name) },
 		Control:    capture.MarkControl(cfg.Capture.Mark),
-		Log:        a.log.With("component", "dns"),
-		Source:     a.dnsSource,
-		Registerer: a.registry,
+		Log:        log.With("component", "dns"),
+		Source:     func(client netip.Addr) (string, string) { return dnsSource(store.Load(), client) },
+		Registerer: reg,
 	}
 	if cfg.DNS.Capture {
 		v6 := opts
 		v6.AlsoListen = []netip.AddrPort{netip.AddrPortFrom(netip.IPv6Loopback(), cfg.DNS.Listen.Port())}
 		srv, err := dns.New(v6)
 		if err == nil {
-			a.dns = dnsProxy{srv: srv, ipv6: true}
-			return nil
+			p.srv, p.ipv6 = srv, true
+			return p, nil
 		}
-		a.log.Warn("dns: cannot listen on [::1]; capturing IPv4 DNS only", "err", err)
+		log.Warn("dns: cannot listen on [::1]; capturing IPv4 DNS only", "err", err)
 	}
 	srv, err := dns.New(opts)
 	if err != nil {
-		return fmt.Errorf("dns: %w (dns.listen)", err)
+		return nil, fmt.Errorf("dns: %w (dns.listen)", err)
 	}
-	a.dns = dnsProxy{srv: srv}
-	return nil
+	p.srv = srv
+	return p, nil
 }
 
 // lookupService answers the DNS proxy for service hostnames.
-func (a *App) lookupService(name string) (v4, v6 []netip.Addr, ok bool) {
-	snap := a.state.Load()
+func lookupService(snap *state.Snapshot, name string) (v4, v6 []netip.Addr, ok bool) {
 	svc, ok := snap.ServiceByHostname(name)
 	if !ok || !visibleToHost(snap, svc) {
 		return nil, nil, false
@@ -78,8 +82,8 @@ func (a *App) lookupService(name string) (v4, v6 []netip.Addr, ok bool) {
 // dnsSource names the local workload that sent a DNS query from client, for
 // the DNS metrics: the owner of the address, else the host's first workload
 // (the attribution of an outbound connection from an unrecognised process).
-func (a *App) dnsSource(client netip.Addr) (string, string) {
-	w := proxy.DefaultSource(a.state.Load(), client)
+func dnsSource(snap *state.Snapshot, client netip.Addr) (string, string) {
+	w := proxy.DefaultSource(snap, client)
 	if w == nil {
 		return "", ""
 	}
@@ -98,52 +102,52 @@ func visibleToHost(snap *state.Snapshot, svc *state.Service) bool {
 	return slices.ContainsFunc(snap.Local(), func(w *state.Workload) bool { return w.Namespace == svc.Namespace })
 }
 
-// closeDNS releases the proxy's sockets when New fails after binding them.
-func (a *App) closeDNS() {
-	if a.dns.srv != nil {
-		a.dns.srv.Close()
+// close releases the proxy's sockets when New fails after binding them.
+func (p *dnsProxy) close() {
+	if p.srv != nil {
+		p.srv.Close()
 	}
 }
 
 // installCaptures installs the capture table, then the DNS one.
 func (a *App) installCaptures(ctx context.Context) error {
-	if err := a.installCapture(ctx); err != nil {
+	if err := a.dp.table.install(ctx); err != nil {
 		return err
 	}
-	return a.installDNSCapture(a.cfg.Load())
+	return a.dns.installCapture(a.cfg.Load())
 }
 
-// runDNS serves DNS until ctx is done.
-func (a *App) runDNS(ctx context.Context) error {
-	if a.dns.srv == nil {
+// run serves DNS until ctx is done.
+func (p *dnsProxy) run(ctx context.Context) error {
+	if p.srv == nil {
 		return nil
 	}
-	return a.dns.srv.Run(ctx)
+	return p.srv.Run(ctx)
 }
 
-// installDNSCapture redirects the host's DNS to the proxy, which listens
+// installCapture redirects the host's DNS to the proxy, which listens
 // already. The table belongs to this process: the kernel removes it when the
 // process ends however it ends, so DNS fails open (docs/dns.md).
-func (a *App) installDNSCapture(cfg *config.Config) error {
-	if a.dns.srv == nil || !cfg.DNS.Capture {
+func (p *dnsProxy) installCapture(cfg *config.Config) error {
+	if p.srv == nil || !cfg.DNS.Capture {
 		return nil
 	}
-	c, err := capture.InstallDNS(nft.DNSSpec{Mark: cfg.Capture.Mark, Port: cfg.DNS.Listen.Port(), IPv6: a.dns.ipv6})
+	c, err := capture.InstallDNS(nft.DNSSpec{Mark: cfg.Capture.Mark, Port: cfg.DNS.Listen.Port(), IPv6: p.ipv6})
 	if err != nil {
 		return err
 	}
-	a.dns.capture = c
-	a.log.Info("DNS capture installed", "table", "inet ambient_agent_dns", "ipv6", a.dns.ipv6)
+	p.capture = c
+	p.log.Info("DNS capture installed", "table", "inet ambient_agent_dns", "ipv6", p.ipv6)
 	return nil
 }
 
-// removeDNSCapture deletes the DNS table at shutdown.
-func (a *App) removeDNSCapture() {
-	if a.dns.capture == nil {
+// removeCapture deletes the DNS table at shutdown.
+func (p *dnsProxy) removeCapture() {
+	if p.capture == nil {
 		return
 	}
-	if err := a.dns.capture.Close(); err != nil {
-		a.log.Error("removing the DNS capture failed (the kernel removes it when the agent exits)", "err", err)
+	if err := p.capture.Close(); err != nil {
+		p.log.Error("removing the DNS capture failed (the kernel removes it when the agent exits)", "err", err)
 	}
-	a.dns.capture = nil
+	p.capture = nil
 }

@@ -71,7 +71,7 @@ func (a *App) configDump() any {
 		d.Istiod = &st
 	}
 	d.Capture.Table = nft.TableFamily + " " + nft.TableName
-	if c := a.dp.capture; c != nil {
+	if c := a.dp.table.c; c != nil {
 		d.Capture.Enabled = true
 		// Chains are what the agent installed; Installed says whether the
 		// kernel holds them now.

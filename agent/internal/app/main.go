@@ -52,7 +52,7 @@ func Main(path string, opts RunOptions, stderr io.Writer) int {
 		log.Error("agent not started", "err", err)
 		return 1
 	}
-	a.keepCapture = opts.KeepCapture
+	a.dp.table.keep = opts.KeepCapture
 	if err := a.Run(ctx, hup); err != nil {
 		return 1
 	}

@@ -22,6 +22,13 @@ func (r *readiness) require(name string) {
 	r.pending[name] = false
 }
 
+// requireIf requires the condition when cond holds (a component that is there).
+func (r *readiness) requireIf(cond bool, name string) {
+	if cond {
+		r.require(name)
+	}
+}
+
 // set marks a condition met or not met again.
 func (r *readiness) set(name string, done bool) {
 	r.mu.Lock()

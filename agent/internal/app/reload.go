@@ -59,7 +59,7 @@ func (a *App) reload() {
 	// The capture rules are the one part that can fail: apply them first, so a
 	// failure leaves everything as it was (the table swap is atomic).
 	if live["capture"] || live["workload"] {
-		if err := a.reinstallCapture(eff); err != nil {
+		if err := a.dp.table.reinstall(eff); err != nil {
 			reject(err)
 			return
 		}
@@ -67,7 +67,7 @@ func (a *App) reload() {
 	if live["workload"] {
 		if err := a.health.Set(healthChecks(eff)); err != nil {
 			reject(err)
-			_ = a.reinstallCapture(prev)
+			_ = a.dp.table.reinstall(prev)
 			return
 		}
 	}

@@ -1,0 +1,245 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+	"github.com/ambient-agent/ambient-agent/nft"
+)
+
+// captureTable is the capture table of a host that captures: its rules as
+// installed, the watch that puts them back, and what happens to them at exit.
+type captureTable struct {
+	c    *capture.Capture
+	mu   sync.Mutex // one writer of the table at a time: reload, repair or the cgroup watch
+	spec nft.Spec   // the rules installed, under mu
+	keep bool       // leave the table in place at exit (RunOptions.KeepCapture)
+
+	cfg     *atomic.Pointer[config.Config]
+	log     *slog.Logger
+	ready   *readiness
+	metrics *telemetry.Metrics
+	warn    *telemetry.Limiter
+}
+
+// repairBackoff spaces repairs of the table: another process that keeps
+// changing it (a firewall manager that owns "everything") must not make the
+// agent spin. The first repair after a quiet spell is immediate.
+const repairBackoff = 20 * time.Millisecond
+
+// removeStaleCapture deletes a capture table an earlier agent left when this one
+// captures nothing: nobody would watch or repair it, and its rules are stale.
+func removeStaleCapture(log *slog.Logger) {
+	if st, err := nft.Inspect(0); err != nil || !st.Present {
+		return
+	}
+	if err := capture.Cleanup(); err != nil {
+		log.Error("a capture table an earlier agent left is in place and could not be removed; `ambient-agent cleanup` removes it", "err", err)
+		return
+	}
+	log.Warn("removed the capture table an earlier agent left: this agent captures nothing", "table", "inet ambient_agent")
+}
+
+// install puts the rules in place; the listeners are bound already.
+func (t *captureTable) install(ctx context.Context) error {
+	if t.c == nil {
+		return nil
+	}
+	if err := t.c.Install(ctx, t.spec); err != nil {
+		return err
+	}
+	t.saveSpec(t.spec)
+	t.ready.set(condCapture, true)
+	t.log.Info("capture rules installed", "table", "inet ambient_agent", "workload_addresses", len(t.spec.Workloads))
+	if err := t.c.LiveErr(); err != nil {
+		t.log.Warn("no live copy of the capture table: a flush of the host's ruleset leaves captured traffic unredirected until the agent puts its table back (within a second)", "err", err)
+	}
+	return nil
+}
+
+// exit deals with the rules at exit, after the proxies drained: they
+// stay with keepCapture (the host stays closed), else they go.
+func (t *captureTable) exit() {
+	if t.c == nil {
+		return
+	}
+	if t.keep {
+		// The unit's ExecStopPost decides too, but systemd may fail to run it:
+		// on a stop the agent opens the host itself.
+		remove, reason := false, "not run by systemd"
+		if unit := ownUnit(); unit != "" {
+			remove, reason = AfterStop(context.Background(), unit)
+		}
+		if !remove {
+			t.ready.set(condCapture, false)
+			if err := t.c.Release(); err != nil {
+				t.log.Warn("closing the live copy of the capture table", "err", err)
+			}
+			if t.c.Installed() != nil {
+				t.log.Info("capture rules left in place: captured connections are refused until the agent runs again",
+					"table", "inet ambient_agent", "why", reason)
+			}
+			return
+		}
+	}
+	t.ready.set(condCapture, false)
+	if err := t.c.Remove(); err != nil {
+		t.log.Error("removing capture rules failed; run `ambient-agent cleanup`", "err", err)
+		return
+	}
+	t.log.Info("capture rules removed")
+}
+
+// watch puts the table back, within a second, whenever another process
+// changes or removes it; the agent is not ready while it is missing.
+func (t *captureTable) watch(ctx context.Context) error {
+	if t.c == nil {
+		return nil
+	}
+	changed := make(chan string, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case reason := <-changed:
+				t.repair(ctx, reason)
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(repairBackoff):
+				}
+			}
+		}
+	}()
+	return t.c.Watch(ctx, func(reason string) {
+		select {
+		case changed <- reason:
+		default: // a repair is pending: it will apply the whole table
+		}
+	})
+}
+
+func (t *captureTable) repair(ctx context.Context, reason string) {
+	start := time.Now()
+	t.ready.set(condCapture, false)
+	if ok, suppressed := t.warn.Allow("capture-changed"); ok {
+		t.log.Warn("capture table changed by another process: not ready until it is back", "change", reason, "suppressed", suppressed)
+	}
+	for {
+		t.mu.Lock()
+		err := t.c.Repair(ctx)
+		t.mu.Unlock()
+		if err == nil {
+			break
+		}
+		t.log.Error("capture table not repaired; trying again in a second", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	t.metrics.CaptureRepairs.Inc()
+	t.ready.set(condCapture, true)
+	if ok, suppressed := t.warn.Allow("capture-repaired"); ok {
+		t.log.Info("capture table repaired", "table", "inet ambient_agent", "took", time.Since(start).String(), "suppressed", suppressed)
+	}
+}
+
+// reinstall replaces the capture rules with those of next (atomically;
+// on error the old ones stay).
+func (t *captureTable) reinstall(next *config.Config) error {
+	if t.c == nil {
+		return nil
+	}
+	spec := captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)), t.outboundClasses(workloadClasses(next)))
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := t.c.Install(context.Background(), spec); err != nil {
+		return err
+	}
+	t.spec = spec
+	t.saveSpec(spec)
+	t.log.Info("capture rules updated", "workload_addresses", len(spec.Workloads))
+	return nil
+}
+
+// outboundClasses are the capture rules of the recognised workloads. A unit
+// whose cgroup does not exist yet (not running) is skipped with a warning:
+// its processes follow the default until watchCgroups sees it start.
+func (t *captureTable) outboundClasses(classes []workloadClass) []nft.OutboundClass {
+	return resolveClasses(classes, func(c workloadClass, err error) {
+		t.log.Warn("workload unit not running; its processes follow the default until it starts", "workload", c.uid, "unit", c.match.Unit, "err", err)
+	})
+}
+
+// watchCgroups reinstalls the capture rules when a recognised unit's cgroup
+// appears, goes, or is recreated.
+func (t *captureTable) watchCgroups(ctx context.Context) error {
+	if t.c == nil || !slices.ContainsFunc(workloadClasses(t.cfg.Load()), func(c workloadClass) bool { return c.match.Cgroup != "" }) {
+		return nil
+	}
+	tick := time.NewTicker(cgroupWatchInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+		}
+		t.refreshClasses()
+	}
+}
+
+func (t *captureTable) refreshClasses() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.c.Installed() == nil {
+		return // not installed yet, or removed at shutdown
+	}
+	classes := resolveClasses(workloadClasses(t.cfg.Load()), func(workloadClass, error) {})
+	if reflect.DeepEqual(classes, t.spec.OutboundClasses) {
+		return
+	}
+	spec := t.spec
+	spec.OutboundClasses = classes
+	if err := t.c.Install(context.Background(), spec); err != nil {
+		t.log.Error("capture rules not updated for a unit's new cgroup", "err", err)
+		return
+	}
+	t.spec = spec
+	t.saveSpec(spec)
+	t.log.Info("capture rules updated: a recognised unit started, stopped or restarted", "classes", len(classes))
+}
+
+// saveSpec writes spec where CloseHost finds it, when systemd gave the agent a
+// state directory. Atomic: a crash leaves the old file or the new one.
+func (t *captureTable) saveSpec(spec nft.Spec) {
+	dir := os.Getenv("STATE_DIRECTORY")
+	if dir == "" {
+		return
+	}
+	b, err := json.Marshal(spec)
+	if err == nil {
+		tmp := filepath.Join(dir, ".capture-spec.json.tmp")
+		if err = os.WriteFile(tmp, b, 0o600); err == nil {
+			err = os.Rename(tmp, filepath.Join(dir, filepath.Base(SavedSpecFile)))
+		}
+	}
+	if err != nil {
+		t.log.Warn("could not save the capture spec for ambient-agent close", "err", err)
+	}
+}
