@@ -56,16 +56,6 @@ type authzLab struct {
 	policyDir  string
 }
 
-func workloadConfig(h *lab.Host, sa, extra string, peers ...*lab.Host) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "[node]\nname = %q\ndrain_timeout = \"2s\"\n[identity]\ndir = %q\n%s\n", h.Name, h.IdentityDir(), extra)
-	fmt.Fprintf(&b, "[[workload]]\nname = \"app-%s\"\nservice_account = %q\naddresses = [%q]\n", h.Name, sa, h.Addr)
-	for _, p := range peers {
-		fmt.Fprintf(&b, "[[remote_workload]]\nname = \"app-%s\"\nservice_account = \"server\"\naddresses = [%q]\n", p.Name, p.Addr)
-	}
-	return b.String()
-}
-
 func newAuthzLab(t *testing.T, policies ...string) *authzLab {
 	lab.Require(t, "nginx", "curl", "nc")
 	l := lab.New(t, 4)
@@ -180,4 +170,16 @@ func TestPolicyChangeClosesOpenConnection(t *testing.T) {
 func (z *authzLab) openTunnels(t *testing.T) float64 {
 	n, _ := metricValue(t, scrape(t, z.b), "istio_tcp_sockets_open", map[string]string{"reporter": "destination"})
 	return n
+}
+
+// workloadConfig is the configuration of a host whose workload runs as account
+// sa, with the given peers' workloads declared as the account "server".
+func workloadConfig(h *lab.Host, sa, tables string, peers ...*lab.Host) string {
+	c := lab.AgentConfig{Host: h, Workloads: []lab.Workload{h.App(sa)}, Tables: tables}
+	for _, p := range peers {
+		r := p.RemoteApp("server")
+		r.Node = "" // declared without a node, as an operator may
+		c.Remote = append(c.Remote, r)
+	}
+	return c.String()
 }

@@ -15,7 +15,7 @@ func TestStatusAndDoctor(t *testing.T) {
 	l := lab.New(t, 1)
 	h := l.Hosts[0]
 	h.Issue(agentBin, "default", "default")
-	a := h.StartAgent(agentBin, meshConfig(h))
+	a := h.StartAgent(agentBin, meshConfig(h).String())
 	a.WaitReady(t, 15*time.Second)
 
 	out := h.MustRun(agentBin, "status")

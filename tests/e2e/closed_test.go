@@ -213,7 +213,9 @@ func TestEveryHostAddressIsCaptured(t *testing.T) {
 	}
 
 	// Left unmeshed by the configuration (applied by a reload), the address reaches the application directly.
-	cfg := strings.Replace(meshConfig(d.b, d.a), "[[workload]]", "[capture]\nunmeshed_addresses = [\""+extra+"\"]\n[[workload]]", 1)
+	c := meshConfig(d.b, d.a)
+	c.Capture = fmt.Sprintf("unmeshed_addresses = [%q]", extra)
+	cfg := c.String()
 	if err := os.WriteFile(d.agentB.ConfigPath, []byte(d.b.WithSocket(cfg)), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"os"
 	"slices"
 	"strings"
@@ -14,25 +15,6 @@ import (
 )
 
 const marker = "ambient-marker-7f3a9c"
-
-// meshConfig is the config of a captured host whose peers are declared
-// statically as captured (HBONE) remote workloads.
-func meshConfig(h *lab.Host, peers ...*lab.Host) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, `[node]
-name = %q
-drain_timeout = "2s"
-[identity]
-dir = %q
-[[workload]]
-name = "app-%s"
-addresses = [%q]
-`, h.Name, h.IdentityDir(), h.Name, h.Addr)
-	for _, p := range peers {
-		fmt.Fprintf(&b, "[[remote_workload]]\nname = \"app-%s\"\naddresses = [%q]\nnode = %q\n", p.Name, p.Addr, p.Name)
-	}
-	return b.String()
-}
 
 // datapathLab: A and B captured with agents, C uncaptured (no agent).
 type datapathLab struct {
@@ -58,8 +40,8 @@ func newDatapathLab(t *testing.T) *datapathLab {
 	for _, h := range []*lab.Host{d.a, d.b} {
 		h.Issue(agentBin, "default", "default")
 	}
-	d.agentA = d.a.StartAgent(agentBin, meshConfig(d.a, d.b))
-	d.agentB = d.b.StartAgent(agentBin, meshConfig(d.b, d.a))
+	d.agentA = d.a.StartAgent(agentBin, meshConfig(d.a, d.b).String())
+	d.agentB = d.b.StartAgent(agentBin, meshConfig(d.b, d.a).String())
 	d.agentA.WaitReady(t, 15*time.Second)
 	d.agentB.WaitReady(t, 15*time.Second)
 	return d
@@ -174,7 +156,7 @@ func TestCaptureFailsClosedAndCleansUp(t *testing.T) {
 	rulesetBefore = d.b.MustRun("nft", "list", "ruleset")
 
 	// kill -9: the rules stay and captured connections fail closed.
-	agent := d.b.StartAgent(agentBin, meshConfig(d.b, d.a))
+	agent := d.b.StartAgent(agentBin, meshConfig(d.b, d.a).String())
 	agent.WaitReady(t, 15*time.Second)
 	if out, err := curl(d.c, url); err != nil || !strings.Contains(out, marker) {
 		t.Fatalf("C -> B after restart: %v %q", err, out)
@@ -195,7 +177,7 @@ func TestCaptureFailsClosedAndCleansUp(t *testing.T) {
 	}
 
 	// A restart restores service.
-	agent = d.b.StartAgent(agentBin, meshConfig(d.b, d.a))
+	agent = d.b.StartAgent(agentBin, meshConfig(d.b, d.a).String())
 	agent.WaitReady(t, 15*time.Second)
 	if out, err := curl(d.c, url); err != nil || !strings.Contains(out, marker) {
 		t.Fatalf("C -> B after restart: %v %q", err, out)
@@ -266,8 +248,9 @@ func TestReloadAddsWorkloadAddressLive(t *testing.T) {
 	if log := d.b.NginxAccessLog(); len(log) != 0 {
 		t.Fatalf("before the reload nginx served %v, want nothing", log)
 	}
-	cfg := strings.Replace(meshConfig(d.b, d.a), fmt.Sprintf("addresses = [%q]", d.b.Addr),
-		fmt.Sprintf("addresses = [%q, %q]", d.b.Addr, extra), 1)
+	c := meshConfig(d.b, d.a)
+	c.Workloads[0].Addresses = append(c.Workloads[0].Addresses, netip.MustParseAddr(extra))
+	cfg := c.String()
 	if err := os.WriteFile(d.agentB.ConfigPath, []byte(d.b.WithSocket(cfg)), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -282,4 +265,14 @@ func TestReloadAddsWorkloadAddressLive(t *testing.T) {
 		t.Fatalf("C -> B's new address after the reload: %v %q", err, out)
 	}
 	d.agentB.WaitLog(t, "dst="+extra+":8080", 5*time.Second)
+}
+
+// meshConfig is the configuration of a captured host whose peers are declared
+// statically as captured (HBONE) remote workloads.
+func meshConfig(h *lab.Host, peers ...*lab.Host) lab.AgentConfig {
+	c := lab.AgentConfig{Host: h, Workloads: []lab.Workload{h.App("")}}
+	for _, p := range peers {
+		c.Remote = append(c.Remote, p.RemoteApp(""))
+	}
+	return c
 }

@@ -10,10 +10,6 @@ import (
 	"github.com/ambient-agent/ambient-agent/tests/lab"
 )
 
-func gossipConfig(h *lab.Host, keyFile string, seed *lab.Host) string {
-	return meshHost(h, keyFile, seed, fmt.Sprintf("[[workload]]\nname = \"app-%s\"\naddresses = [%q]\n", h.Name, h.Addr))
-}
-
 // knownWorkloads lists the names of the workloads an agent knows.
 func knownWorkloads(a *lab.Agent) []string {
 	body, err := a.Admin("/config_dump")
@@ -66,7 +62,7 @@ func TestGossipMeshOfFourHosts(t *testing.T) {
 	for _, h := range l.Hosts {
 		h.StartNginx("hello from "+h.Name, 8080)
 		h.Issue(agentBin, "default", "default")
-		agents = append(agents, h.StartAgent(agentBin, gossipConfig(h, keyFile, l.Hosts[0])))
+		agents = append(agents, h.StartAgent(agentBin, lab.AgentConfig{Host: h, Gossip: &lab.Gossip{KeyFile: keyFile, Seed: l.Hosts[0]}, Workloads: []lab.Workload{h.App("")}}.String()))
 	}
 	for _, a := range agents {
 		a.WaitReady(t, 20*time.Second)

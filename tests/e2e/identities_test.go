@@ -58,7 +58,7 @@ func TestSeveralIdentitiesOnOneHost(t *testing.T) {
 	}
 	daveCgroup := fmt.Sprintf("aalab-%d-dave", os.Getpid())
 	t.Cleanup(func() { os.Remove(filepath.Join(cgroupRoot, daveCgroup)) })
-	multiAgent := multi.StartAgentWithHostSys(agentBin, meshHost(multi, key, multi, fmt.Sprintf(`
+	multiAgent := multi.StartAgentWithHostSys(agentBin, lab.AgentConfig{Host: multi, Gossip: &lab.Gossip{KeyFile: key, Seed: multi}, Tables: fmt.Sprintf(`
 [capture]
 unmatched = "passthrough"
 [[workload]]
@@ -83,15 +83,15 @@ service_account = "dave"
 addresses = [%[1]q]
 ports = [8083]
 unit = "/%[3]s"
-`, multi.Addr, carolAddr, daveCgroup)))
-	serverAgent := server.StartAgent(agentBin, meshHost(server, key, multi, fmt.Sprintf(`
+`, multi.Addr, carolAddr, daveCgroup)}.String())
+	serverAgent := server.StartAgent(agentBin, lab.AgentConfig{Host: server, Gossip: &lab.Gossip{KeyFile: key, Seed: multi}, Tables: fmt.Sprintf(`
 [[workload]]
 name = "server"
 service_account = "server"
 addresses = [%q]
 [policy]
 dir = %q
-`, server.Addr, policyDir)))
+`, server.Addr, policyDir)}.String())
 	multiAgent.WaitReady(t, 20*time.Second)
 	serverAgent.WaitReady(t, 20*time.Second)
 	waitWorkloads(t, serverAgent, 20*time.Second, func(ws []string) bool { return len(ws) == 5 }, "h2 learns h1's four workloads")

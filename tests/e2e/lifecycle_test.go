@@ -11,19 +11,6 @@ import (
 	"github.com/ambient-agent/ambient-agent/tests/lab"
 )
 
-func agentConfig(h *lab.Host, extra string) string {
-	return fmt.Sprintf(`[node]
-name = %q
-drain_timeout = "3s"
-[identity]
-dir = %q
-
-[[workload]]
-name = "app-%s"
-addresses = [%q]
-%s`, h.Name, h.IdentityDir(), h.Name, h.Addr, extra)
-}
-
 // Two hosts, an agent each: both become ready; a SIGHUP with a broken config
 // keeps the running one; SIGTERM exits 0 within the drain deadline; nothing of
 // the test is left afterwards.
@@ -32,7 +19,7 @@ func TestLifecycleTwoHosts(t *testing.T) {
 	var agents []*lab.Agent
 	for _, h := range l.Hosts {
 		h.Issue(agentBin, "default", "default")
-		a := h.StartAgent(agentBin, agentConfig(h, ""))
+		a := h.StartAgent(agentBin, lab.AgentConfig{Host: h, DrainTimeout: "3s", Workloads: []lab.Workload{h.App("")}, Tables: ""}.String())
 		agents = append(agents, a)
 	}
 	for _, a := range agents {
@@ -41,15 +28,17 @@ func TestLifecycleTwoHosts(t *testing.T) {
 
 	// A broken reload keeps the old configuration and names the bad key.
 	a := agents[0]
-	broken := agentConfig(a.Host, "\n[gossip]\njion = [\"a\"]\n[log]\nlevel = \"debug\"\n")
-	if err := os.WriteFile(a.ConfigPath, []byte(a.Host.WithSocket(broken)), 0o644); err != nil {
+	broken := lab.AgentConfig{Host: a.Host, DrainTimeout: "3s", Workloads: []lab.Workload{a.Host.App("")}, Tables: "\n[gossip]\njion = [\"a\"]\n[log]\nlevel = \"debug\"\n"}.String()
+	written := a.Host.WithSocket(broken)
+	if err := os.WriteFile(a.ConfigPath, []byte(written), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
 	a.WaitLog(t, "gossip.jion: unknown key", 5*time.Second)
-	if !strings.Contains(a.Log(), "config.toml:12: gossip.jion") {
+	line := 1 + strings.Count(written[:strings.Index(written, "jion")], "\n")
+	if !strings.Contains(a.Log(), fmt.Sprintf("config.toml:%d: gossip.jion", line)) {
 		t.Errorf("reload error does not name file and line:\n%s", a.Log())
 	}
 	if !a.Ready() {
@@ -64,7 +53,7 @@ func TestLifecycleTwoHosts(t *testing.T) {
 	}
 
 	// A good reload is applied.
-	good := agentConfig(a.Host, "\n[log]\nlevel = \"debug\"\n")
+	good := lab.AgentConfig{Host: a.Host, DrainTimeout: "3s", Workloads: []lab.Workload{a.Host.App("")}, Tables: "\n[log]\nlevel = \"debug\"\n"}.String()
 	if err := os.WriteFile(a.ConfigPath, []byte(a.Host.WithSocket(good)), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,25 +12,6 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/tests/lab"
 )
-
-// meshHost is the TOML of a gossiping host: node, identity and gossip, plus body.
-func meshHost(h *lab.Host, keyFile string, seed *lab.Host, body string) string {
-	join := ""
-	if seed != nil && seed != h {
-		join = fmt.Sprintf("%q", seed.Addr.String()+":7946")
-	}
-	return fmt.Sprintf(`[node]
-name = %q
-drain_timeout = "2s"
-[identity]
-dir = %q
-[gossip]
-enabled = true
-join = [%s]
-key_file = %q
-grace_period = "2s"
-%s`, h.Name, h.IdentityDir(), join, keyFile, body)
-}
 
 // gossipKey writes a fresh gossip key for the lab's hosts.
 func gossipKey(t *testing.T, l *lab.Lab) string {

@@ -117,7 +117,7 @@ func TestRogueMembersCannotHijack(t *testing.T) {
 	}
 
 	client.SetResolvConf("nameserver 192.0.2.53\n")
-	clientAgent := client.StartAgent(agentBin, meshHost(client, key, client, fmt.Sprintf(`
+	clientAgent := client.StartAgent(agentBin, lab.AgentConfig{Host: client, Gossip: &lab.Gossip{KeyFile: key, Seed: client}, Tables: fmt.Sprintf(`
 [[workload]]
 name = "client"
 service_account = "client"
@@ -125,8 +125,8 @@ addresses = [%q]
 [dns]
 capture = true
 upstreams = ["192.0.2.53"]
-`, client.Addr)))
-	backendAgent := backend.StartAgent(agentBin, meshHost(backend, key, client, fmt.Sprintf(`
+`, client.Addr)}.String())
+	backendAgent := backend.StartAgent(agentBin, lab.AgentConfig{Host: backend, Gossip: &lab.Gossip{KeyFile: key, Seed: client}, Tables: fmt.Sprintf(`
 [[workload]]
 name = "reviews"
 service_account = "reviews"
@@ -136,14 +136,14 @@ name = "reviews"
 use_waypoint = "waypoint"
 ports = [{ port = 9080, target_port = 8080 }]
 workloads = ["reviews"]
-`, backend.Addr)))
-	wpAgent := wpHost.StartAgent(agentBin, meshHost(wpHost, key, client, fmt.Sprintf(`
+`, backend.Addr)}.String())
+	wpAgent := wpHost.StartAgent(agentBin, lab.AgentConfig{Host: wpHost, Gossip: &lab.Gossip{KeyFile: key, Seed: client}, Tables: fmt.Sprintf(`
 [waypoint]
 enabled = true
 name = "waypoint"
 service_account = "waypoint"
 addresses = [%q]
-`, wpHost.Addr)))
+`, wpHost.Addr)}.String())
 	for _, a := range []*lab.Agent{clientAgent, backendAgent, wpAgent} {
 		a.WaitReady(t, 20*time.Second)
 	}

@@ -55,7 +55,7 @@ func TestServiceLoadBalancingAndHealth(t *testing.T) {
 	}
 	// The client's resolver points anywhere: captured DNS reaches the proxy.
 	client.SetResolvConf("nameserver 192.0.2.53\n")
-	agent := client.StartAgent(agentBin, meshHost(client, key, client, fmt.Sprintf(`
+	agent := client.StartAgent(agentBin, lab.AgentConfig{Host: client, Gossip: &lab.Gossip{KeyFile: key, Seed: client}, Tables: fmt.Sprintf(`
 [[workload]]
 name = "client"
 service_account = "client"
@@ -63,10 +63,10 @@ addresses = [%q]
 [dns]
 capture = true
 upstreams = ["192.0.2.53"]
-`, client.Addr)))
+`, client.Addr)}.String())
 	agent.WaitReady(t, 20*time.Second)
 	for _, b := range []*lab.Host{b1, b2} {
-		b.StartAgent(agentBin, meshHost(b, key, client, fmt.Sprintf(backendBody, b.Name, b.Addr))).WaitReady(t, 20*time.Second)
+		b.StartAgent(agentBin, lab.AgentConfig{Host: b, Gossip: &lab.Gossip{KeyFile: key, Seed: client}, Tables: fmt.Sprintf(backendBody, b.Name, b.Addr)}.String()).WaitReady(t, 20*time.Second)
 	}
 	m := waitMesh(t, agent, 30*time.Second, "service with both endpoints", func(m meshDump) bool {
 		return len(m.Services) == 1 && len(m.Services[0].Endpoints) == 2

@@ -47,10 +47,10 @@ func TestTelemetryLabels(t *testing.T) {
 	server.Issue(agentBin, "default", "web")
 	// A sink that reads until the client stops.
 	server.Start("sink", "bash", "-c", "exec nc -lk 9000 > /dev/null")
-	// meshHost's [node], with the cluster and the host's locality.
+	// In the cluster, with the host's locality.
 	node := func(h *lab.Host, locality, body string) string {
-		return strings.Replace(meshHost(h, key, client, body), "[node]\n",
-			fmt.Sprintf("[node]\ncluster_id = \"lab-cluster\"\nlocality = %q\n", locality), 1)
+		return lab.AgentConfig{Host: h, Node: fmt.Sprintf("cluster_id = \"lab-cluster\"\nlocality = %q", locality),
+			Gossip: &lab.Gossip{KeyFile: key, Seed: client}, Tables: body}.String()
 	}
 	serverAgent := server.StartAgent(agentBin, node(server, "eu/eu-1", fmt.Sprintf(telemetryServer, server.Addr)))
 	clientAgent := client.StartAgent(agentBin, node(client, "us/us-2", fmt.Sprintf(telemetryClient, client.Addr)))

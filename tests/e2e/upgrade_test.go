@@ -57,12 +57,11 @@ func TestRollingUpgradeFromUnsignedAgents(t *testing.T) {
 		h.Issue(agentBin, "default", "app-"+h.Name)
 	}
 	config := func(h *lab.Host, accept string) string {
-		extra := fmt.Sprintf("[[workload]]\nname = \"app-%s\"\nservice_account = \"app-%s\"\naddresses = [%q]\n", h.Name, h.Name, h.Addr)
-		cfg := meshHost(h, key, l.Hosts[0], extra)
+		g := &lab.Gossip{KeyFile: key, Seed: l.Hosts[0]}
 		if accept != "" { // a key the old agent does not know
-			cfg = strings.Replace(cfg, "grace_period = \"2s\"\n", "grace_period = \"2s\"\naccept_unsigned = "+accept+"\n", 1)
+			g.Keys = "accept_unsigned = " + accept
 		}
-		return cfg
+		return lab.AgentConfig{Host: h, Gossip: g, Workloads: []lab.Workload{h.App("app-" + h.Name)}}.String()
 	}
 	start := func(h *lab.Host, bin, accept string) {
 		if a := agents[h]; a != nil {

@@ -138,7 +138,7 @@ func (w *waypointLab) reviewsConfig(wp, extra string) string {
 }
 
 func (w *waypointLab) start(t *testing.T, h *lab.Host, body string) {
-	a := h.StartAgent(agentBin, meshHost(h, w.key, w.client, body))
+	a := h.StartAgent(agentBin, lab.AgentConfig{Host: h, Gossip: &lab.Gossip{KeyFile: w.key, Seed: w.client}, Tables: body}.String())
 	a.WaitReady(t, 20*time.Second)
 	w.agents[h.Name] = a
 }
@@ -181,7 +181,7 @@ func TestWaypoints(t *testing.T) {
 	w.start(t, w.saWP, fmt.Sprintf(waypointBody, "sa-wp", "sa-wp", "reviews", w.saWP.Addr, saPolicies))
 	saAgent := w.agents["h5"]
 	waitMesh(t, client, 30*time.Second, "service-account waypoint known", func(m meshDump) bool { return len(m.Waypoints) == 2 })
-	w.reviews.WriteConfig(meshHost(w.reviews, w.key, w.client, w.reviewsConfig("sa-wp", "")))
+	w.reviews.WriteConfig(lab.AgentConfig{Host: w.reviews, Gossip: &lab.Gossip{KeyFile: w.key, Seed: w.client}, Tables: w.reviewsConfig("sa-wp", "")}.String())
 	reviewsAgent.Reload(t)
 	for _, a := range []*lab.Agent{client, saAgent} { // the waypoint serves only what it knows names it
 		waitMesh(t, a, 30*time.Second, "reviews names sa-wp", func(m meshDump) bool { return m.workloadWaypoint("reviews") == "sa-wp" })
