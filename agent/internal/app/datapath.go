@@ -50,6 +50,39 @@ func hostResolver(cfg *config.Config) func(context.Context, string) ([]netip.Add
 // bindDataPath binds the proxy listeners. Capture rules come later, in Run,
 // once these accept, so no connection is ever redirected into nothing.
 func (a *App) bindDataPath(cfg *config.Config) error {
+	deps := a.dataPathDeps(cfg)
+	workloads := make([]proxy.WorkloadPort, 0, len(deps.Recognised))
+	for _, c := range workloadClasses(cfg) {
+		workloads = append(workloads, proxy.WorkloadPort{UID: c.uid, Port: c.port})
+	}
+	l, err := proxy.Listen(proxy.ListenConfig{Mark: cfg.Capture.Mark, Limits: cfg.Limits, Workloads: workloads,
+		IDs: a.ids, Log: a.log, Refused: a.refused}, deps)
+	if err != nil {
+		return err
+	}
+	a.dp.deps, a.dp.listeners = deps, l
+	a.dp.table = a.newCaptureTable(cfg)
+	return nil
+}
+
+// newCaptureTable prepares the capture rules of cfg, installed once the
+// listeners accept; with nothing to capture, it removes a table an earlier
+// agent left.
+func (a *App) newCaptureTable(cfg *config.Config) *captureTable {
+	t := &captureTable{cfg: &a.cfg, log: a.log, ready: a.ready, metrics: a.metrics, warn: a.warn}
+	if !captures(cfg) {
+		a.log.Info("capture: off, or no [[workload]] on this host: nothing is captured")
+		removeStaleCapture(a.log)
+		return t
+	}
+	t.c = capture.New(capture.WithLiveCopy())
+	t.spec = captureSpec(cfg, a.state.Load(), t.outboundClasses(workloadClasses(cfg)))
+	a.ready.require(condCapture)
+	return t
+}
+
+// dataPathDeps are what the proxies share.
+func (a *App) dataPathDeps(cfg *config.Config) *proxy.Deps {
 	deps := &proxy.Deps{
 		Snap:      a.state.Load,
 		Dialer:    markedDialer(cfg.Capture),
@@ -71,31 +104,12 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 	}
 	// Recognition changes need a restart (reload.go): the set is the one the
 	// per-workload listeners are bound for.
-	recognised := map[string]bool{}
-	var workloads []proxy.WorkloadPort
+	deps.Recognised = map[string]bool{}
 	for _, c := range workloadClasses(cfg) {
-		recognised[c.uid] = true
-		workloads = append(workloads, proxy.WorkloadPort{UID: c.uid, Port: c.port})
+		deps.Recognised[c.uid] = true
 	}
-	deps.Recognised = recognised
 	deps.Apply(dataPathSettings(cfg))
-	a.dp.deps = deps
-	l, err := proxy.Listen(proxy.ListenConfig{Mark: cfg.Capture.Mark, Limits: cfg.Limits, Workloads: workloads,
-		IDs: a.ids, Log: a.log, Refused: a.refused}, deps)
-	if err != nil {
-		return err
-	}
-	a.dp.listeners = l
-	a.dp.table = &captureTable{cfg: &a.cfg, log: a.log, ready: a.ready, metrics: a.metrics, warn: a.warn}
-	if captures(cfg) {
-		a.dp.table.c = capture.New(capture.WithLiveCopy())
-		a.dp.table.spec = captureSpec(cfg, a.state.Load(), a.dp.table.outboundClasses(workloadClasses(cfg)))
-		a.ready.require(condCapture)
-	} else {
-		a.log.Info("capture: off, or no [[workload]] on this host: nothing is captured")
-		removeStaleCapture(a.log)
-	}
-	return nil
+	return deps
 }
 
 // accessLog is the access logger: one line per connection, or nothing with

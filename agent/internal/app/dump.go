@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
+	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -49,16 +50,30 @@ func (a *App) configDump() any {
 	}
 	d.Policies = a.policies.Load().Summary()
 	if a.gossip != nil {
-		d.Peers = a.gossip.Members()
-		d.GossipSettled = a.gossipSettled()
-		d.GossipRejected = map[string]uint64{}
-		for reason, n := range a.gossip.Stats().Dropped {
-			if discovery.IsRejection(reason) {
-				d.GossipRejected[reason] = n
-			}
+		d.Peers, d.GossipSettled, d.GossipRejected = a.gossip.Members(), a.gossipSettled(), rejections(a.gossip.Stats().Dropped)
+	}
+	meshDump(&d, a.state.Load())
+	if a.istiod != nil {
+		st := a.istiod.Status()
+		d.Istiod = &st
+	}
+	d.Capture = captureDump(a.dp.table.c)
+	return d
+}
+
+// rejections are the gossip records dropped as rejected, by reason.
+func rejections(dropped map[string]uint64) map[string]uint64 {
+	out := map[string]uint64{}
+	for reason, n := range dropped {
+		if discovery.IsRejection(reason) {
+			out[reason] = n
 		}
 	}
-	snap := a.state.Load()
+	return out
+}
+
+// meshDump fills in the mesh as the snapshot has it.
+func meshDump(d *admin.Dump, snap *state.Snapshot) {
 	d.Workloads = snap.Workloads()
 	d.Recognition = recognition(d.Config)
 	d.Conflicts = snap.Conflicts()
@@ -66,20 +81,20 @@ func (a *App) configDump() any {
 	d.Waypoints = snap.Waypoints()
 	d.ServiceConflicts = snap.ServiceConflicts()
 	d.WaypointConflicts = snap.WaypointConflicts()
-	if a.istiod != nil {
-		st := a.istiod.Status()
-		d.Istiod = &st
+}
+
+// captureDump says what the agent installed (c nil: capture is off) and
+// whether the kernel holds all of it now.
+func captureDump(c *capture.Capture) admin.Capture {
+	d := admin.Capture{Table: nft.TableFamily + " " + nft.TableName}
+	if c == nil {
+		return d
 	}
-	d.Capture.Table = nft.TableFamily + " " + nft.TableName
-	if c := a.dp.table.c; c != nil {
-		d.Capture.Enabled = true
-		// Chains are what the agent installed; Installed says whether the
-		// kernel holds them now.
-		if rs := c.Installed(); rs != nil {
-			d.Capture.Chains = rs.ChainNames()
-			if st, err := nft.Inspect(0); err == nil && st.Present {
-				d.Capture.Installed = !slices.ContainsFunc(d.Capture.Chains, func(ch string) bool { return !slices.Contains(st.Chains, ch) })
-			}
+	d.Enabled = true
+	if rs := c.Installed(); rs != nil {
+		d.Chains = rs.ChainNames()
+		if st, err := nft.Inspect(0); err == nil && st.Present {
+			d.Installed = !slices.ContainsFunc(d.Chains, func(ch string) bool { return !slices.Contains(st.Chains, ch) })
 		}
 	}
 	return d

@@ -49,32 +49,11 @@ func newIstiod(cfg *config.Config, a *App) (*xds.Client, error) {
 	if o.Plaintext {
 		o.RootCert = ""
 	}
-	tokenPath := identity.IstioTokenPath(cfg.Istio.TokenDir, ns, sa)
-	o.Token = func() (string, error) {
-		b, err := os.ReadFile(tokenPath)
-		if errors.Is(err, fs.ErrNotExist) && a.ids != nil {
-			return "", nil // the certificate authenticates
-		}
-		if err != nil {
-			return "", fmt.Errorf("service-account token of %s/%s: %w", ns, sa, err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
+	o.Token = istiodToken(identity.IstioTokenPath(cfg.Istio.TokenDir, ns, sa), ns, sa, a.ids != nil)
 	if a.ids != nil {
-		td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
-		if err != nil {
+		var err error
+		if o.TLS, err = istiodClientCert(cfg, a.ids, ns, sa); err != nil {
 			return nil, fmt.Errorf("istio: %w", err)
-		}
-		id, err := identity.IstioID(td, ns, sa)
-		if err != nil {
-			return nil, fmt.Errorf("istio: %w", err)
-		}
-		o.TLS = func() (*tls.Config, error) {
-			cert, ok := a.ids.Snapshot().Certificate(id)
-			if !ok {
-				return &tls.Config{}, nil // not issued yet: the token alone authenticates
-			}
-			return &tls.Config{Certificates: []tls.Certificate{*cert}}, nil
 		}
 	}
 	o.Registerer = a.registry
@@ -84,6 +63,42 @@ func newIstiod(cfg *config.Config, a *App) (*xds.Client, error) {
 		return nil, fmt.Errorf("istio: %w", err)
 	}
 	return c, nil
+}
+
+// istiodToken reads the service-account token of ns/sa at each request: the
+// kubelet's way, a file something else keeps fresh. With certificates, a
+// missing token is not an error: the certificate authenticates.
+func istiodToken(path, ns, sa string, haveCerts bool) func() (string, error) {
+	return func() (string, error) {
+		b, err := os.ReadFile(path)
+		if errors.Is(err, fs.ErrNotExist) && haveCerts {
+			return "", nil
+		}
+		if err != nil {
+			return "", fmt.Errorf("service-account token of %s/%s: %w", ns, sa, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+}
+
+// istiodClientCert presents ns/sa's current certificate to istiod, once the
+// identity source has issued it (before, the token alone authenticates).
+func istiodClientCert(cfg *config.Config, ids identity.Source, ns, sa string) (func() (*tls.Config, error), error) {
+	td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	id, err := identity.IstioID(td, ns, sa)
+	if err != nil {
+		return nil, err
+	}
+	return func() (*tls.Config, error) {
+		cert, ok := ids.Snapshot().Certificate(id)
+		if !ok {
+			return &tls.Config{}, nil
+		}
+		return &tls.Config{Certificates: []tls.Certificate{*cert}}, nil
+	}, nil
 }
 
 // authIdentity is the identity the host presents to istiod: its first

@@ -28,55 +28,16 @@ func (a *App) reloadLoop(ctx context.Context, hup <-chan os.Signal) error {
 func (a *App) reload() {
 	next, err := config.Load(a.path)
 	if err != nil {
-		var ps config.Problems
-		if errors.As(err, &ps) {
-			for _, p := range ps {
-				a.log.Error("reload rejected, keeping the running configuration", "problem", p.String())
-			}
-		} else {
-			a.log.Error("reload rejected, keeping the running configuration", "err", err)
-		}
-		a.notify.status("reload rejected: " + firstLine(err.Error()))
+		a.rejectReload(err)
 		return
 	}
 	prev := a.cfg.Load()
 	changed := config.Diff(prev, next)
-	live, restart := a.splitLive(prev, next, changed)
+	live, restart := splitLive(prev, next, changed)
 	eff := effective(prev, next, live)
-	reject := func(err error) {
-		a.log.Error("reload rejected, keeping the running configuration", "err", err)
-		a.notify.status("reload rejected: " + firstLine(err.Error()))
-	}
-	// A new [policy] whose directory does not compile rejects the whole reload,
-	// before anything changes. (With [policy] unchanged, a bad directory keeps
-	// the running set, as the file watcher does.)
-	if live["policy"] {
-		if _, _, err := LoadPolicies(eff.Policy); err != nil {
-			reject(err)
-			return
-		}
-	}
-	// The capture rules are the one part that can fail: apply them first, so a
-	// failure leaves everything as it was (the table swap is atomic).
-	if live["capture"] || live["workload"] {
-		if err := a.dp.table.reinstall(eff); err != nil {
-			reject(err)
-			return
-		}
-	}
-	if live["workload"] {
-		if err := a.health.Set(healthChecks(eff)); err != nil {
-			reject(err)
-			_ = a.dp.table.reinstall(prev)
-			return
-		}
-	}
-	a.level.Set(eff.Log.Level)
-	a.cfg.Store(eff)
-	a.dp.deps.Apply(dataPathSettings(eff))
-	if live["workload"] || live["remote_workload"] || live["service"] {
-		a.publishState()
-		a.republishGossip(eff)
+	if err := a.applyReload(prev, eff, live); err != nil {
+		a.rejectReload(err)
+		return
 	}
 	if len(restart) > 0 {
 		a.log.Warn("reloaded; some changes take effect only after a restart", "keys", restart)
@@ -86,6 +47,54 @@ func (a *App) reload() {
 	// meanwhile is not replaced by an older set.
 	_ = a.reloadPolicies("reload")
 	a.notify.status(a.statusLine())
+}
+
+// rejectReload logs why a reload changed nothing: each problem of a bad file,
+// or the error.
+func (a *App) rejectReload(err error) {
+	var ps config.Problems
+	if errors.As(err, &ps) {
+		for _, p := range ps {
+			a.log.Error("reload rejected, keeping the running configuration", "problem", p.String())
+		}
+	} else {
+		a.log.Error("reload rejected, keeping the running configuration", "err", err)
+	}
+	a.notify.status("reload rejected: " + firstLine(err.Error()))
+}
+
+// applyReload puts eff in place: what can fail first (a [policy] that does not
+// compile, the capture rules, the health checks), so that a failure leaves
+// everything as it was; then the configuration and what derives from it.
+func (a *App) applyReload(prev, eff *config.Config, live map[string]bool) error {
+	// A new [policy] whose directory does not compile rejects the whole reload,
+	// before anything changes. (With [policy] unchanged, a bad directory keeps
+	// the running set, as the file watcher does.)
+	if live["policy"] {
+		if _, _, err := LoadPolicies(eff.Policy); err != nil {
+			return err
+		}
+	}
+	// The capture rules swap atomically: on error the old ones stay.
+	if live["capture"] || live["workload"] {
+		if err := a.dp.table.reinstall(eff); err != nil {
+			return err
+		}
+	}
+	if live["workload"] {
+		if err := a.health.Set(healthChecks(eff)); err != nil {
+			_ = a.dp.table.reinstall(prev)
+			return err
+		}
+	}
+	a.level.Set(eff.Log.Level)
+	a.cfg.Store(eff)
+	a.dp.deps.Apply(dataPathSettings(eff))
+	if live["workload"] || live["remote_workload"] || live["service"] {
+		a.publishState()
+		a.republishGossip(eff)
+	}
+	return nil
 }
 
 // effective is the configuration a reload puts in place: the running one, with
@@ -123,41 +132,14 @@ func effective(prev, next *config.Config, live map[string]bool) *config.Config {
 // file has any change that needs a restart, only log.level and [policy], which
 // no other section refers to, apply now; the rest waits with it, so that the
 // running configuration is always one that was validated as a whole.
-func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string]bool, []string) {
+func splitLive(prev, next *config.Config, changed []string) (map[string]bool, []string) {
 	live := map[string]bool{}
 	var restart []string
 	for _, k := range changed {
-		switch k {
-		case "log.level", "remote_workload", "service":
+		if why := needsRestart(prev, next, k); why != "" {
+			restart = append(restart, why)
+		} else {
 			live[k] = true
-		case "policy":
-			// The hairpin identity is a certificate the identity source holds.
-			if !sameIdentities(prev, next) {
-				restart = append(restart, "policy (hairpin identity changed)")
-			} else {
-				live[k] = true
-			}
-		case "capture":
-			switch {
-			case prev.Capture.Enabled != next.Capture.Enabled:
-				restart = append(restart, k+".enabled")
-			case prev.Capture.Mark != next.Capture.Mark:
-				// Every socket of the agent carries the mark it started with.
-				restart = append(restart, k+".mark")
-			default:
-				live[k] = true
-			}
-		case "workload":
-			switch {
-			case !sameIdentities(prev, next):
-				restart = append(restart, "workload (identities changed)")
-			case !sameRecognition(prev, next):
-				restart = append(restart, "workload (user, group or unit changed)")
-			default:
-				live[k] = true
-			}
-		default:
-			restart = append(restart, k)
 		}
 	}
 	if len(restart) > 0 {
@@ -169,6 +151,38 @@ func (a *App) splitLive(prev, next *config.Config, changed []string) (map[string
 		}
 	}
 	return live, restart
+}
+
+// needsRestart says why the change of key k needs a restart ("" when it applies
+// live).
+func needsRestart(prev, next *config.Config, k string) string {
+	switch k {
+	case "log.level", "remote_workload", "service":
+		return ""
+	case "policy":
+		// The hairpin identity is a certificate the identity source holds.
+		if !sameIdentities(prev, next) {
+			return "policy (hairpin identity changed)"
+		}
+		return ""
+	case "capture":
+		switch {
+		case prev.Capture.Enabled != next.Capture.Enabled:
+			return k + ".enabled"
+		case prev.Capture.Mark != next.Capture.Mark:
+			return k + ".mark" // every socket of the agent carries the mark it started with
+		}
+		return ""
+	case "workload":
+		switch {
+		case !sameIdentities(prev, next):
+			return "workload (identities changed)"
+		case !sameRecognition(prev, next):
+			return "workload (user, group or unit changed)"
+		}
+		return ""
+	}
+	return k
 }
 
 func sameIdentities(a, b *config.Config) bool {

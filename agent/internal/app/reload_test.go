@@ -125,7 +125,7 @@ func TestReloadMarkNeedsRestart(t *testing.T) {
 	prev := testConfig(t, "[node]\nname = \"t\"\n")
 	next := *prev
 	next.Capture.Mark = prev.Capture.Mark + 1
-	live, restart := (&App{}).splitLive(prev, &next, config.Diff(prev, &next))
+	live, restart := splitLive(prev, &next, config.Diff(prev, &next))
 	if live["capture"] || !slices.Contains(restart, "capture.mark") {
 		t.Errorf("mark change: live %v, restart %v; want capture.mark to need a restart", live, restart)
 	}

@@ -144,18 +144,8 @@ func (s *Server) Serve(ln net.Listener) error {
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			if s.isDraining() {
-				return ErrServerClosed
-			}
-			if errors.Is(err, net.ErrClosed) {
-				return fmt.Errorf("hbone: accept on %s: %w", ln.Addr(), err)
-			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			s.log.Warn("hbone: accept failed; retrying", "addr", ln.Addr(), "err", err, "backoff", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-s.ctx.Done():
-				return ErrServerClosed
+			if err := s.acceptFailed(ln, err, &backoff); err != nil {
+				return err
 			}
 			continue
 		}
@@ -164,18 +154,45 @@ func (s *Server) Serve(ln net.Listener) error {
 		if !ok {
 			continue
 		}
-		s.mu.Lock()
-		if s.draining {
-			s.mu.Unlock()
+		if !s.track(nc) {
 			release()
 			_ = nc.Close()
 			return ErrServerClosed
 		}
-		s.wg.Add(1)
-		s.accepted[nc] = nil
-		s.mu.Unlock()
 		go s.serveConn(nc, release)
 	}
+}
+
+// acceptFailed says whether Serve ends after a failed Accept: when the server
+// drains or the listener was closed. A temporary failure (out of file
+// descriptors) is retried after a backoff that doubles up to a second.
+func (s *Server) acceptFailed(ln net.Listener, err error, backoff *time.Duration) error {
+	if s.isDraining() {
+		return ErrServerClosed
+	}
+	if errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("hbone: accept on %s: %w", ln.Addr(), err)
+	}
+	*backoff = min(max(2**backoff, 5*time.Millisecond), time.Second)
+	s.log.Warn("hbone: accept failed; retrying", "addr", ln.Addr(), "err", err, "backoff", *backoff)
+	select {
+	case <-time.After(*backoff):
+		return nil
+	case <-s.ctx.Done():
+		return ErrServerClosed
+	}
+}
+
+// track counts an accepted connection in, unless the server drains.
+func (s *Server) track(nc net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.draining {
+		return false
+	}
+	s.wg.Add(1)
+	s.accepted[nc] = nil
+	return true
 }
 
 // acquire takes a slot of lim for nc's source, or closes nc and reports the refusal.
@@ -271,13 +288,20 @@ func (s *Server) serveConn(nc net.Conn, handshake func()) {
 	}()
 	setTCPOptions(nc)
 	info := &TunnelInfo{Direction: Inbound, Local: addrPortOf(nc.LocalAddr()), Remote: addrPortOf(nc.RemoteAddr()), Start: time.Now()}
-	fail := func(flag Flag, op string, err error) {
+	tc, localID, err := s.handshake(nc, info)
+	if err != nil {
 		_ = nc.Close()
-		err = newError(flag, op, info.Remote.String(), err)
 		s.log.Debug("hbone: inbound connection failed", "err", err)
-		s.cfg.Handler.Refused(info, flag, err)
+		s.cfg.Handler.Refused(info, FlagOf(err), err)
+		return
 	}
+	s.serveH2(nc, tc, info, localID, handshake)
+}
 
+// handshake runs the TLS handshake of an accepted connection, presenting the
+// certificate the Certificate choice names for its local address and SNI, and
+// fills in the peer's identity. Its errors carry their flag: TLS, or TIMEOUT.
+func (s *Server) handshake(nc net.Conn, info *TunnelInfo) (*tls.Conn, spiffeid.ID, error) {
 	var localID spiffeid.ID
 	tc := tls.Server(nc, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		id, cfg, err := s.cfg.Certificate(info.Local.Addr().Unmap(), hello.ServerName)
@@ -291,22 +315,18 @@ func (s *Server) serveConn(nc net.Conn, handshake func()) {
 	err := tc.HandshakeContext(hctx)
 	cancel()
 	if err != nil {
-		fail(timeoutFlag(err, FlagTLS), "handshake", err)
-		return
+		return nil, localID, newError(timeoutFlag(err, FlagTLS), "handshake", info.Remote.String(), err)
 	}
 	cs := tc.ConnectionState()
 	if cs.NegotiatedProtocol != "h2" && cs.NegotiatedProtocol != "" {
-		fail(FlagTLS, "handshake", fmt.Errorf("ALPN %q, want h2", cs.NegotiatedProtocol))
-		return
+		return nil, localID, newError(FlagTLS, "handshake", info.Remote.String(), fmt.Errorf("ALPN %q, want h2", cs.NegotiatedProtocol))
 	}
 	peer, err := peerID(cs)
 	if err != nil {
-		fail(FlagTLS, "handshake", err)
-		return
+		return nil, localID, newError(FlagTLS, "handshake", info.Remote.String(), err)
 	}
-	info.Peer = peer
-	info.ServerName = cs.ServerName
-	s.serveH2(nc, tc, info, localID, handshake)
+	info.Peer, info.ServerName = peer, cs.ServerName
+	return tc, localID, nil
 }
 
 // serveH2 runs HTTP/2 on an established (TLS) connection nc whose peer identity is in info, where this server

@@ -50,19 +50,8 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 	}
 	snap := p.d.Snap()
 	w, ok := snap.LocalFor(dst)
-	srcW, _ := snap.WorkloadByAddr(src.Addr())
-	route, wps := "plaintext", p.hairpinWaypoints(snap, w)
-	if len(wps) > 0 {
-		route = "hairpin"
-	}
-	labels := connLabels(telemetry.ReporterDestination, srcW, "", w, "", false)
-	if ok {
-		withService(&labels, snap.InboundService(w, "", dst.Port()))
-	}
-	rec := p.d.Metrics.Open(p.d.Access,
-		telemetry.ConnInfo{Direction: "inbound_plaintext", Src: src, Dst: dst, Route: route}, labels)
-	// A plaintext source has no identity, whatever gossip says it is.
-	rec.Labels().SourcePrincipal = ""
+	wps := p.hairpinWaypoints(snap, w)
+	rec := p.record(snap, src, dst, w, len(wps) > 0)
 	switch {
 	case !ok:
 		rec.Close(0, 0, telemetry.FlagNoRoute, "no local workload has the destination address")
@@ -83,6 +72,29 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		p.hairpin(ctx, tc, rec, conn, wps, src, dst)
 		return
 	}
+	p.direct(ctx, tc, rec, conn, dst)
+}
+
+// record opens the telemetry record of a plaintext caller of w (nil: none
+// has the address): no identity, whatever gossip says the source is.
+func (p *InboundPlain) record(snap *state.Snapshot, src, dst netip.AddrPort, w *state.Workload, hairpin bool) *telemetry.Conn {
+	srcW, _ := snap.WorkloadByAddr(src.Addr())
+	route := "plaintext"
+	if hairpin {
+		route = "hairpin"
+	}
+	labels := connLabels(telemetry.ReporterDestination, srcW, "", w, "", false)
+	if w != nil {
+		withService(&labels, snap.InboundService(w, "", dst.Port()))
+	}
+	rec := p.d.Metrics.Open(p.d.Access,
+		telemetry.ConnInfo{Direction: "inbound_plaintext", Src: src, Dst: dst, Route: route}, labels)
+	rec.Labels().SourcePrincipal = ""
+	return rec
+}
+
+// direct connects an authorized caller to the local workload and relays.
+func (p *InboundPlain) direct(ctx context.Context, c *net.TCPConn, rec *telemetry.Conn, conn policy.Conn, dst netip.AddrPort) {
 	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	up, err := p.d.Dialer.DialContext(dctx, "tcp", dst.String())
 	cancel()
@@ -91,7 +103,7 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	live(rec, c)
-	b, flag, reason := p.relayAuthorized(conn, tc, up, nil) // TCP to TCP: splice, no buffers
+	b, flag, reason := p.relayAuthorized(conn, c, up, nil) // TCP to TCP: splice, no buffers
 	rec.Close(b.Sent, b.Received, flag, reason)
 }
 
