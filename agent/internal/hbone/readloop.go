@@ -137,20 +137,10 @@ func (c *conn) onData(fh http2.FrameHeader) error {
 		return connErr(http2.ErrCodeProtocol, "DATA on stream 0")
 	}
 	n := int(fh.Length)
-	data := n
 	padded := fh.Flags.Has(http2.FlagDataPadded)
-	if padded {
-		if n == 0 {
-			return connErr(http2.ErrCodeProtocol, "padded DATA without pad length")
-		}
-		var pl [1]byte
-		if _, err := io.ReadFull(c.nc, pl[:]); err != nil {
-			return err
-		}
-		data = n - 1 - int(pl[0])
-		if data < 0 {
-			return connErr(http2.ErrCodeProtocol, "DATA padding longer than the frame")
-		}
+	data, err := c.dataLength(n, padded)
+	if err != nil {
+		return err
 	}
 	end := fh.Flags.Has(http2.FlagDataEndStream)
 
@@ -199,15 +189,46 @@ func (c *conn) onData(fh http2.FrameHeader) error {
 		return err
 	}
 	if end {
-		c.mu.Lock()
-		if !s.reset && !s.recvEnded {
-			s.recvEnded = true
-			s.readCond.Broadcast()
-			c.forgetLocked(s)
-		}
-		c.mu.Unlock()
+		c.endRecv(s)
 	}
 	return nil
+}
+
+// dataLength is how many bytes of a DATA frame of length n are data: all of
+// them, or with padding, what the pad length (read here) leaves.
+func (c *conn) dataLength(n int, padded bool) (int, error) {
+	if !padded {
+		return n, nil
+	}
+	if n == 0 {
+		return 0, connErr(http2.ErrCodeProtocol, "padded DATA without pad length")
+	}
+	var pl [1]byte
+	if _, err := io.ReadFull(c.nc, pl[:]); err != nil {
+		return 0, err
+	}
+	data := n - 1 - int(pl[0])
+	if data < 0 {
+		return 0, connErr(http2.ErrCodeProtocol, "DATA padding longer than the frame")
+	}
+	return data, nil
+}
+
+// endRecv marks the peer's side of s ended (END_STREAM) and wakes its reader.
+func (c *conn) endRecv(s *Stream) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !s.reset {
+		c.endRecvLocked(s)
+	}
+}
+
+func (c *conn) endRecvLocked(s *Stream) {
+	if !s.recvEnded {
+		s.recvEnded = true
+		s.readCond.Broadcast()
+		c.forgetLocked(s)
+	}
 }
 
 func boolInt(b bool) int {
@@ -372,10 +393,8 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 	if s := c.streams[id]; s != nil { // trailers: only legal as the end of the request
 		if !f.StreamEnded() {
 			c.resetStreamLocked(s, http2.ErrCodeProtocol, errors.New("HEADERS in the middle of a tunnel"))
-		} else if !s.recvEnded {
-			s.recvEnded = true
-			s.readCond.Broadcast()
-			c.forgetLocked(s)
+		} else {
+			c.endRecvLocked(s)
 		}
 		c.mu.Unlock()
 		return nil
@@ -419,10 +438,8 @@ func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 		return nil
 	}
 	if s.status != 0 { // trailers
-		if f.StreamEnded() && !s.recvEnded {
-			s.recvEnded = true
-			s.readCond.Broadcast()
-			c.forgetLocked(s)
+		if f.StreamEnded() {
+			c.endRecvLocked(s)
 		}
 		return nil
 	}

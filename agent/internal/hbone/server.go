@@ -221,19 +221,7 @@ func (s *Server) isDraining() bool {
 // Shutdown stops accepting, sends every connection a graceful GOAWAY, and waits for their streams to end. When
 // ctx ends first it closes everything (Close) and returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.mu.Lock()
-	s.draining = true
-	for ln := range s.listeners {
-		_ = ln.Close()
-	}
-	var conns []*conn
-	for _, c := range s.accepted {
-		if c != nil {
-			conns = append(conns, c)
-		}
-	}
-	s.mu.Unlock()
-	for _, c := range conns {
+	for _, c := range s.stopAccepting(false) {
 		c.goAway() // connections still in their handshake see draining when they get here
 	}
 	done := make(chan struct{})
@@ -254,26 +242,36 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // Close closes the listeners and every connection at once, and waits for their goroutines.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	s.draining = true
-	for ln := range s.listeners {
-		_ = ln.Close()
-	}
-	var conns []*conn
-	for nc, c := range s.accepted {
-		if c != nil {
-			conns = append(conns, c)
-		} else {
-			_ = nc.Close() // still in the handshake or preface
-		}
-	}
-	s.mu.Unlock()
+	conns := s.stopAccepting(true)
 	s.cancel()
 	for _, c := range conns {
 		c.closeWithError(newError(FlagShutdown, "serve", c.remote.String(), ErrServerClosed))
 	}
 	s.wg.Wait()
 	return nil
+}
+
+// stopAccepting marks the server draining, closes its listeners and returns
+// its established connections; with closeHandshakes, it closes those still in
+// their handshake or preface (left alone, they see draining when they get
+// there).
+func (s *Server) stopAccepting(closeHandshakes bool) []*conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.draining = true
+	for ln := range s.listeners {
+		_ = ln.Close()
+	}
+	var conns []*conn
+	for nc, c := range s.accepted {
+		switch {
+		case c != nil:
+			conns = append(conns, c)
+		case closeHandshakes:
+			_ = nc.Close()
+		}
+	}
+	return conns
 }
 
 // serveConn runs one accepted connection: TLS handshake, HTTP/2 preface, then frames until it closes.

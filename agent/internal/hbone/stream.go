@@ -343,31 +343,28 @@ func (s *Stream) SetDeadline(t time.Time) error {
 }
 
 func (s *Stream) SetReadDeadline(t time.Time) error {
-	c := s.c
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	s.readDL = t
-	s.readTimer = armDeadline(s.readTimer, t, func() {
-		c.mu.Lock()
-		s.readCond.Broadcast()
-		c.mu.Unlock()
-	})
-	s.readCond.Broadcast()
+	s.setDeadline(&s.readDL, &s.readTimer, &s.readCond, t)
 	return nil
 }
 
 func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.setDeadline(&s.writeDL, &s.writeTimer, &s.c.sendCond, t)
+	return nil
+}
+
+// setDeadline sets a deadline of the stream and wakes who waits on cond, now
+// and when the deadline passes.
+func (s *Stream) setDeadline(dl *time.Time, timer **time.Timer, cond *sync.Cond, t time.Time) {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s.writeDL = t
-	s.writeTimer = armDeadline(s.writeTimer, t, func() {
+	*dl = t
+	*timer = armDeadline(*timer, t, func() {
 		c.mu.Lock()
-		c.sendCond.Broadcast()
+		cond.Broadcast()
 		c.mu.Unlock()
 	})
-	c.sendCond.Broadcast()
-	return nil
+	cond.Broadcast()
 }
 
 func (s *Stream) stopTimersLocked() {

@@ -190,16 +190,10 @@ func (s *filesSource) load(prev *Snapshot, fc fileContents) (next *Snapshot, err
 	for _, id := range s.want {
 		old, hadOld := prev.svids[id]
 		svid, err := s.loadPair(id, fc.pairs[id], next, now)
-		switch {
-		case err != nil:
+		if err != nil {
 			errs = append(errs, fmt.Errorf("identity: load %s: %w", id, err))
-			if hadOld {
-				next.svids[id] = old
-			}
-		case hadOld && sameChain(old.svid, svid):
-			next.svids[id] = old
-		default:
-			next.svids[id] = newHeldSVID(svid)
+		}
+		if next.hold(id, svid, err, old, hadOld) {
 			changed = true
 		}
 	}

@@ -25,6 +25,24 @@ type heldSVID struct {
 	cert *tls.Certificate
 }
 
+// hold puts the SVID of id in s: the one held before (old, when hadOld) if the
+// new one failed to load (err) or is the same chain; else the new one, and it
+// reports that it changed.
+func (s *Snapshot) hold(id spiffeid.ID, svid *x509svid.SVID, err error, old *heldSVID, hadOld bool) bool {
+	switch {
+	case err != nil:
+		if hadOld {
+			s.svids[id] = old
+		}
+		return false
+	case hadOld && sameChain(old.svid, svid):
+		s.svids[id] = old
+		return false
+	}
+	s.svids[id] = newHeldSVID(svid)
+	return true
+}
+
 func newHeldSVID(s *x509svid.SVID) *heldSVID {
 	cert := &tls.Certificate{PrivateKey: s.PrivateKey, Leaf: s.Certificates[0]}
 	for _, c := range s.Certificates {

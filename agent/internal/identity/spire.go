@@ -95,16 +95,10 @@ func (s *spireSource) OnX509ContextUpdate(c *workloadapi.X509Context) {
 			continue
 		}
 		svid, err := newSVID(id, got.Certificates, got.PrivateKey, next, now)
-		switch {
-		case err != nil:
+		if err != nil {
 			problems = append(problems, fmt.Sprintf("SVID for %s refused: %v", id, err))
-			if hadOld {
-				next.svids[id] = old
-			}
-		case hadOld && sameChain(old.svid, svid):
-			next.svids[id] = old
-		default:
-			next.svids[id] = newHeldSVID(svid)
+		}
+		if next.hold(id, svid, err, old, hadOld) {
 			leaf := svid.Certificates[0]
 			s.log.Info("identity: received SVID from SPIRE", "identity", id.String(),
 				"serial", leaf.SerialNumber.Text(16), "notAfter", leaf.NotAfter)

@@ -64,13 +64,7 @@ func baggage(w *state.Workload) hbone.Baggage {
 	if w == nil {
 		return hbone.Baggage{}
 	}
-	return hbone.Baggage{
-		ClusterName:      w.ClusterID,
-		Namespace:        w.Namespace,
-		WorkloadName:     telemetry.WorkloadName(w.Labels, w.Name),
-		ServiceName:      telemetry.CanonicalService(w.Labels, telemetry.WorkloadName(w.Labels, w.Name)),
-		ServiceVersion:   telemetry.CanonicalRevision(w.Labels),
-		Region:           w.Locality.Region,
-		AvailabilityZone: w.Locality.Zone,
-	}
+	l := labelsOf(w)
+	return hbone.Baggage{ClusterName: l.cluster, Namespace: l.namespace, WorkloadName: l.name, ServiceName: l.service,
+		ServiceVersion: l.revision, Region: l.region, AvailabilityZone: l.zone}
 }

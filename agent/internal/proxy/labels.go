@@ -18,30 +18,38 @@ func connLabels(reporter string, src *state.Workload, srcPrincipal string, dst *
 		l.ConnectionSecurityPolicy = telemetry.SecurityMutualTLS
 	}
 	if src != nil {
-		l.SourceWorkload = telemetry.WorkloadName(src.Labels, src.Name)
-		l.SourceWorkloadNamespace = src.Namespace
-		l.SourceCanonicalService = telemetry.CanonicalService(src.Labels, l.SourceWorkload)
-		l.SourceCanonicalRevision = telemetry.CanonicalRevision(src.Labels)
-		l.SourceApp, l.SourceVersion = l.SourceCanonicalService, l.SourceCanonicalRevision
-		l.SourceCluster = src.ClusterID
-		l.SourceRegion, l.SourceZone = src.Locality.Region, src.Locality.Zone
+		w := labelsOf(src)
+		l.SourceWorkload, l.SourceWorkloadNamespace, l.SourceCluster = w.name, w.namespace, w.cluster
+		l.SourceCanonicalService, l.SourceCanonicalRevision = w.service, w.revision
+		l.SourceApp, l.SourceVersion = w.service, w.revision
+		l.SourceRegion, l.SourceZone = w.region, w.zone
 		if l.SourcePrincipal == "" && mtls { // only an authenticated peer has a principal
 			l.SourcePrincipal = principal(src)
 		}
 	}
 	if dst != nil {
-		l.DestinationWorkload = telemetry.WorkloadName(dst.Labels, dst.Name)
-		l.DestinationWorkloadNS = dst.Namespace
-		l.DestinationCanonicalSvc = telemetry.CanonicalService(dst.Labels, l.DestinationWorkload)
-		l.DestinationCanonicalRev = telemetry.CanonicalRevision(dst.Labels)
-		l.DestinationApp, l.DestinationVersion = l.DestinationCanonicalSvc, l.DestinationCanonicalRev
-		l.DestinationCluster = dst.ClusterID
-		l.DestinationRegion, l.DestinationZone = dst.Locality.Region, dst.Locality.Zone
+		w := labelsOf(dst)
+		l.DestinationWorkload, l.DestinationWorkloadNS, l.DestinationCluster = w.name, w.namespace, w.cluster
+		l.DestinationCanonicalSvc, l.DestinationCanonicalRev = w.service, w.revision
+		l.DestinationApp, l.DestinationVersion = w.service, w.revision
+		l.DestinationRegion, l.DestinationZone = w.region, w.zone
 		if l.DestinationPrincipal == "" {
 			l.DestinationPrincipal = principal(dst)
 		}
 	}
 	return l
+}
+
+// workloadLabels are what Istio's labels and baggage say of a workload, on
+// either end of a connection.
+type workloadLabels struct {
+	name, namespace, service, revision, cluster, region, zone string
+}
+
+func labelsOf(w *state.Workload) workloadLabels {
+	name := telemetry.WorkloadName(w.Labels, w.Name)
+	return workloadLabels{name: name, namespace: w.Namespace, service: telemetry.CanonicalService(w.Labels, name),
+		revision: telemetry.CanonicalRevision(w.Labels), cluster: w.ClusterID, region: w.Locality.Region, zone: w.Locality.Zone}
 }
 
 func principal(w *state.Workload) string {

@@ -38,18 +38,9 @@ const deltaADSMethod = "/envoy.service.discovery.v3.AggregatedDiscoveryService/D
 // and answers it with an ACK, or a NACK naming the resources it refused. It returns when the stream fails or
 // ctx is done; progressed says whether istiod answered at all (for the backoff).
 func (c *Client) session(ctx context.Context) (progressed bool, err error) {
-	creds, err := c.credentials()
+	conn, err := c.dial()
 	if err != nil {
 		return false, err
-	}
-	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithKeepaliveParams(keepalives),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage)), grpc.WithUserAgent("ambient-agent")}
-	if c.opts.Dial != nil {
-		opts = append(opts, grpc.WithContextDialer(c.opts.Dial))
-	}
-	conn, err := grpc.NewClient(c.opts.Address, opts...)
-	if err != nil {
-		return false, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
 	}
 	defer conn.Close()
 	ctx, cancel := context.WithCancel(ctx)
@@ -61,9 +52,46 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
 	}
+	if err := c.subscribe(stream); err != nil {
+		return false, err
+	}
+	waiting := map[string]bool{AddressType: true, AuthorizationType: true}
+	for {
+		resp, err := c.receive(stream)
+		if err != nil {
+			return progressed, err
+		}
+		progressed = true
+		if err := c.handle(stream, resp, waiting); err != nil {
+			return progressed, err
+		}
+	}
+}
+
+// dial makes the gRPC client connection to istiod.
+func (c *Client) dial() (*grpc.ClientConn, error) {
+	creds, err := c.credentials()
+	if err != nil {
+		return nil, err
+	}
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds), grpc.WithKeepaliveParams(keepalives),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMessage)), grpc.WithUserAgent("ambient-agent")}
+	if c.opts.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(c.opts.Dial))
+	}
+	conn, err := grpc.NewClient(c.opts.Address, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
+	}
+	return conn, nil
+}
+
+// subscribe asks for every resource of each type, resuming from the versions
+// held.
+func (c *Client) subscribe(stream grpc.ClientStream) error {
 	node, err := c.opts.node()
 	if err != nil {
-		return false, fmt.Errorf("xds: node metadata: %w", err)
+		return fmt.Errorf("xds: node metadata: %w", err)
 	}
 	for _, t := range subscriptions {
 		req := &deltaRequest{
@@ -73,52 +101,71 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 			initialVersions: c.store.initialVersions(t),
 		}
 		if err := send(stream, req); err != nil {
-			return false, fmt.Errorf("xds: %s: subscribe: %w", c.opts.Address, recvError(stream, err))
+			return fmt.Errorf("xds: %s: subscribe: %w", c.opts.Address, recvError(stream, err))
 		}
 		c.log.Debug("xds: subscribed", "type", t, "resuming", len(req.initialVersions))
 	}
-	waiting := map[string]bool{AddressType: true, AuthorizationType: true}
-	for {
-		var raw []byte
-		if err := stream.RecvMsg(&raw); err != nil {
-			return progressed, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
-		}
-		resp, err := decodeDeltaResponse(raw)
-		if err != nil { // as a generated decoder would: the stream ends, and the client reconnects
-			return progressed, fmt.Errorf("xds: %s: malformed response: %w", c.opts.Address, err)
-		}
-		progressed = true
-		c.metrics.received(resp, c.store.versions[resp.typeURL] != nil)
-		changed, rejected := c.store.apply(resp)
-		c.status.update(func(s *Status) {
-			s.LastResponse = time.Now()
-			s.Addresses, s.Policies = len(c.store.addresses), len(c.store.policies)
-			s.Rejected += len(rejected)
-		})
-		c.log.Debug("xds: response", "type", resp.typeURL, "resources", len(resp.resources),
-			"removed", len(resp.removed), "rejected", len(rejected), "nonce", resp.nonce)
-		delete(waiting, resp.typeURL)
-		if len(waiting) == 0 && !c.connected.Load() {
-			c.connected.Store(true)
-			c.status.update(func(s *Status) { s.Connected, s.Since = true, time.Now() })
-			c.log.Info("xds: connected to istiod", "address", c.opts.Address, "resources", len(c.store.addresses),
-				"policies", len(c.store.policies))
-		}
-		if (changed && c.synced) || (!c.synced && len(waiting) == 0) {
-			c.synced = true
-			c.publish()
-		}
-		ack := &deltaRequest{typeURL: resp.typeURL, responseNonce: resp.nonce}
-		if len(rejected) > 0 {
-			detail := rejectionDetail(rejected)
-			ack.errorDetail = &rpcStatus{code: int32(codes.InvalidArgument), message: detail}
-			c.log.Warn("xds: rejected resources from istiod (NACK)", "type", resp.typeURL, "nonce", resp.nonce,
-				"error", detail)
-		}
-		if err := send(stream, ack); err != nil {
-			return progressed, fmt.Errorf("xds: %s: ack: %w", c.opts.Address, recvError(stream, err))
-		}
+	return nil
+}
+
+// receive reads the next response. A malformed one ends the stream, as a
+// generated decoder would, and the client reconnects.
+func (c *Client) receive(stream grpc.ClientStream) (*deltaResponse, error) {
+	var raw []byte
+	if err := stream.RecvMsg(&raw); err != nil {
+		return nil, fmt.Errorf("xds: %s: %w", c.opts.Address, err)
 	}
+	resp, err := decodeDeltaResponse(raw)
+	if err != nil {
+		return nil, fmt.Errorf("xds: %s: malformed response: %w", c.opts.Address, err)
+	}
+	return resp, nil
+}
+
+// handle applies a response, publishes what changed once every type has
+// arrived, and answers it: ACK, or NACK naming the resources it refused.
+func (c *Client) handle(stream grpc.ClientStream, resp *deltaResponse, waiting map[string]bool) error {
+	c.metrics.received(resp, c.store.versions[resp.typeURL] != nil)
+	changed, rejected := c.store.apply(resp)
+	c.status.update(func(s *Status) {
+		s.LastResponse = time.Now()
+		s.Addresses, s.Policies = len(c.store.addresses), len(c.store.policies)
+		s.Rejected += len(rejected)
+	})
+	c.log.Debug("xds: response", "type", resp.typeURL, "resources", len(resp.resources),
+		"removed", len(resp.removed), "rejected", len(rejected), "nonce", resp.nonce)
+	delete(waiting, resp.typeURL)
+	if len(waiting) == 0 && !c.connected.Load() {
+		c.markConnected()
+	}
+	if (changed && c.synced) || (!c.synced && len(waiting) == 0) {
+		c.synced = true
+		c.publish()
+	}
+	if err := send(stream, c.answer(resp, rejected)); err != nil {
+		return fmt.Errorf("xds: %s: ack: %w", c.opts.Address, recvError(stream, err))
+	}
+	return nil
+}
+
+// markConnected records that istiod has sent every type once.
+func (c *Client) markConnected() {
+	c.connected.Store(true)
+	c.status.update(func(s *Status) { s.Connected, s.Since = true, time.Now() })
+	c.log.Info("xds: connected to istiod", "address", c.opts.Address, "resources", len(c.store.addresses),
+		"policies", len(c.store.policies))
+}
+
+// answer is the ACK of resp, or its NACK when resources were refused.
+func (c *Client) answer(resp *deltaResponse, rejected []rejection) *deltaRequest {
+	ack := &deltaRequest{typeURL: resp.typeURL, responseNonce: resp.nonce}
+	if len(rejected) > 0 {
+		detail := rejectionDetail(rejected)
+		ack.errorDetail = &rpcStatus{code: int32(codes.InvalidArgument), message: detail}
+		c.log.Warn("xds: rejected resources from istiod (NACK)", "type", resp.typeURL, "nonce", resp.nonce,
+			"error", detail)
+	}
+	return ack
 }
 
 func send(stream grpc.ClientStream, req *deltaRequest) error {
