@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -117,26 +118,33 @@ func validateWorkload(w *state.Workload) error {
 	case w.ClusterID != "" && !config.IsLabelValue(w.ClusterID):
 		return fmt.Errorf("cluster %q is not a cluster id", w.ClusterID)
 	}
-	for _, part := range []string{w.Locality.Region, w.Locality.Zone, w.Locality.Subzone} {
+	return cmp.Or(validateLocality(w.Locality), uniquePorts(w.Ports), validateTrustDomain(w.TrustDomain),
+		validateAddrs(w.Addresses, 1), hostAddrs(w.Addresses), validateLabels(w.Labels))
+}
+
+// validateLocality accepts region/zone/subzone of label values, each optional.
+func validateLocality(l state.Locality) error {
+	for _, part := range []string{l.Region, l.Zone, l.Subzone} {
 		if part != "" && !config.IsLabelValue(part) {
-			return fmt.Errorf("locality %q is not region/zone/subzone of label values", w.Locality.String())
+			return fmt.Errorf("locality %q is not region/zone/subzone of label values", l.String())
 		}
 	}
-	for i, p := range w.Ports {
-		if p == 0 || slices.Contains(w.Ports[:i], p) {
+	return nil
+}
+
+// uniquePorts refuses a zero port or one listed twice.
+func uniquePorts(ports []uint16) error {
+	for i, p := range ports {
+		if p == 0 || slices.Contains(ports[:i], p) {
 			return fmt.Errorf("port %d is zero or appears twice", p)
 		}
 	}
-	if err := validateTrustDomain(w.TrustDomain); err != nil {
-		return err
-	}
-	if err := validateAddrs(w.Addresses, 1); err != nil {
-		return err
-	}
-	if err := hostAddrs(w.Addresses); err != nil {
-		return err
-	}
-	for k, v := range w.Labels {
+	return nil
+}
+
+// validateLabels refuses an empty, too long or unprintable key or value.
+func validateLabels(labels map[string]string) error {
+	for k, v := range labels {
 		if k == "" || len(k) > maxLabelKey || !printable(k) || len(v) > maxLabelValue || !printable(v) {
 			return fmt.Errorf("label %q=%q is empty, too long or not printable", k, v)
 		}
@@ -159,19 +167,29 @@ func validateService(s *Service, workloads map[string]bool) error {
 	case !validWaypointRef(s.UseWaypoint):
 		return fmt.Errorf("use_waypoint %q is not none, name or namespace/name", s.UseWaypoint)
 	}
-	if err := validateAddrs(s.Addresses, 0); err != nil {
-		return err
-	}
-	ports := make(map[uint16]bool, len(s.Ports))
-	for _, p := range s.Ports {
-		if p.Port == 0 || ports[p.Port] {
+	return cmp.Or(validateAddrs(s.Addresses, 0), servicePorts(s.Ports), backingWorkloads(s, workloads),
+		serviceAccounts(s.ServiceAccounts))
+}
+
+// servicePorts refuses a zero port, one listed twice, or an unprintable or too
+// long app protocol.
+func servicePorts(ports []ServicePort) error {
+	seen := make(map[uint16]bool, len(ports))
+	for _, p := range ports {
+		if p.Port == 0 || seen[p.Port] {
 			return fmt.Errorf("port %d is zero or appears twice", p.Port)
 		}
-		ports[p.Port] = true
+		seen[p.Port] = true
 		if len(p.AppProtocol) > maxAppProtocol || !printable(p.AppProtocol) {
 			return fmt.Errorf("port %d: app protocol %q is not printable or too long", p.Port, p.AppProtocol)
 		}
 	}
+	return nil
+}
+
+// backingWorkloads accepts a service only of workloads of the record and of
+// the service's namespace.
+func backingWorkloads(s *Service, workloads map[string]bool) error {
 	if len(s.Workloads) == 0 {
 		return fmt.Errorf("no backing workload: a record declares only services its own workloads back")
 	}
@@ -183,7 +201,11 @@ func validateService(s *Service, workloads map[string]bool) error {
 			return fmt.Errorf("backing workload %q is not of namespace %q", w, s.Namespace)
 		}
 	}
-	for _, sa := range s.ServiceAccounts {
+	return nil
+}
+
+func serviceAccounts(sas []string) error {
+	for _, sa := range sas {
 		if !config.IsDNSSubdomain(sa) {
 			return fmt.Errorf("service account %q is not a DNS name", sa)
 		}
