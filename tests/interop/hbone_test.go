@@ -258,19 +258,17 @@ func TestOurClientThroughIstioServer(t *testing.T) {
 		}
 	})
 
-	pool := hbone.NewPool(hbone.PoolConfig{})
-	t.Cleanup(func() { _ = pool.Close() })
 	clientCert := ca.leaf(t, clientID)
-	dst := hbone.Destination{
-		Key: hbone.NewPoolKey(spiffeid.RequireFromString(clientID), []spiffeid.ID{spiffeid.RequireFromString(serverID)},
-			ln.Addr().(*net.TCPAddr).AddrPort(), netip.Addr{}),
-		TLS: func() (*tls.Config, error) { return ca.clientTLS(clientCert, serverID), nil },
-	}
+	pool := hbone.NewPool(hbone.PoolConfig{TLS: func(*hbone.Tunnel) (*tls.Config, error) { return ca.clientTLS(clientCert, serverID), nil }})
+	t.Cleanup(func() { _ = pool.Close() })
 	dial := func(t *testing.T, target netip.AddrPort) *hbone.Stream {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		st, err := pool.Dial(ctx, dst, hbone.ConnectRequest{
+		st, err := pool.Dial(ctx, hbone.Tunnel{
+			Source:       spiffeid.RequireFromString(clientID),
+			Expected:     []spiffeid.ID{spiffeid.RequireFromString(serverID)},
+			Gateway:      ln.Addr().(*net.TCPAddr).AddrPort(),
 			Authority:    target.String(),
 			Baggage:      hbone.Baggage{Namespace: "default", WorkloadName: "client"},
 			ForwardedFor: netip.MustParseAddrPort("10.0.0.9:40000"),
@@ -354,7 +352,9 @@ func TestOurClientThroughIstioServer(t *testing.T) {
 		for err := range errs {
 			t.Error(err)
 		}
-		if n := pool.Conns(dst.Key); n != 1 {
+		key := hbone.NewPoolKey(spiffeid.RequireFromString(clientID), []spiffeid.ID{spiffeid.RequireFromString(serverID)},
+			ln.Addr().(*net.TCPAddr).AddrPort(), netip.MustParseAddr("10.0.0.9"))
+		if n := pool.Conns(key); n != 1 {
 			t.Errorf("%d connections for one key, want 1", n)
 		}
 	})

@@ -196,7 +196,7 @@ func benchPath(b *testing.B, mode string) (net.Conn, *byteSink, func()) {
 		h := newHarness(b, harnessOpts{})
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		st, err := h.pool.Dial(ctx, h.dst, ConnectRequest{Authority: sinkAddr.String()})
+		st, err := h.pool.Dial(ctx, h.dst.with(request{Authority: sinkAddr.String()}))
 		if err != nil {
 			b.Fatal(err)
 		}

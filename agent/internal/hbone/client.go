@@ -13,30 +13,31 @@ import (
 // race, REFUSED_STREAM): such a stream is safe to send again on another connection.
 const maxDialAttempts = 3
 
-// Dial opens a tunnel to req.Authority through the HBONE server of dst, on a pooled connection. On success the
-// peer answered 200 and the Stream carries the tunnel; Close it when done. A non-200 answer gives an *Error with
-// FlagConnect and the status; other failures give an *Error with their flag.
-func (p *Pool) Dial(ctx context.Context, dst Destination, req ConnectRequest) (*Stream, error) {
+// Dial opens tunnel t to t.Authority through the HBONE server at t.Gateway, on a pooled connection. On success
+// the peer answered 200 and the Stream carries the tunnel; Close it when done. A non-200 answer gives an *Error
+// with FlagConnect and the status; other failures give an *Error with their flag.
+func (p *Pool) Dial(ctx context.Context, t Tunnel) (*Stream, error) {
+	key := t.Key()
 	info := &TunnelInfo{
 		Direction:    Outbound,
-		Remote:       dst.Key.Addr,
-		Authority:    req.Authority,
-		ForwardedFor: req.ForwardedFor,
+		Remote:       key.Addr,
+		Authority:    t.Authority,
+		ForwardedFor: t.ForwardedFor,
 		Start:        time.Now(),
 	}
-	if a, err := ParseAuthority(req.Authority); err != nil {
-		return nil, p.failed(info, newError(FlagBadRequest, "dial", req.Authority, err))
+	if a, err := ParseAuthority(t.Authority); err != nil {
+		return nil, p.failed(info, newError(FlagBadRequest, "dial", t.Authority, err))
 	} else {
 		info.Target = a.Addr
 	}
 	var lastErr error
 	for attempt := 0; attempt < maxDialAttempts; attempt++ {
-		c, err := p.acquire(ctx, &dst)
+		c, err := p.acquire(ctx, &t, key)
 		if err != nil {
 			return nil, p.failed(info, err)
 		}
 		info.Peer, info.Local, info.Remote = c.peer, c.local, c.remote
-		st, err := p.roundTrip(ctx, c, &req)
+		st, err := p.roundTrip(ctx, c, &t)
 		if err == nil {
 			p.opened(st, info)
 			return st, nil
@@ -60,7 +61,7 @@ func (p *Pool) failed(info *TunnelInfo, err error) error {
 }
 
 // roundTrip sends the CONNECT on c (whose slot is reserved) and waits for the answer.
-func (p *Pool) roundTrip(ctx context.Context, c *conn, req *ConnectRequest) (*Stream, error) {
+func (p *Pool) roundTrip(ctx context.Context, c *conn, req *Tunnel) (*Stream, error) {
 	st, err := c.writeRequest(requestFields(req))
 	if err != nil {
 		c.releaseSlot()

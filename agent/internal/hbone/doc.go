@@ -5,7 +5,8 @@
 // CONNECT request and its headers, the response codes, half-close, and byte copying for inbound tunnels. It knows
 // identities (the peer's SPIFFE ID from its verified certificate) but no policy and no mesh state: every decision is
 // the caller's. On the server, a Handler answers each CONNECT as a Request (refuse it, or accept it and relay it to
-// an upstream connection the handler made); on the client, the caller says where a tunnel goes (Destination).
+// an upstream connection the handler made); on the client, one Tunnel value says which identity goes to which peer
+// and what the CONNECT asks.
 //
 // The HTTP/2 layer is written directly on golang.org/x/net/http2's Framer and hpack rather than net/http: a tunnel
 // is a byte pipe, and the request/response machinery of net/http costs about two thirds of the throughput TLS

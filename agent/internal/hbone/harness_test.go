@@ -178,7 +178,24 @@ type harness struct {
 	srvTel  *recorder
 	pool    *Pool
 	cliTel  *recorder
-	dst     Destination
+	dst     target
+}
+
+// target is a tunnel without its request: identities and gateway. with adds what one request asks.
+type target struct{ Tunnel }
+
+// request is what one tunnel asks of the peer.
+type request struct {
+	Authority     string
+	Baggage       Baggage
+	ForwardedFor  netip.AddrPort
+	ForwardedHost string
+}
+
+func (d target) with(r request) Tunnel {
+	t := d.Tunnel
+	t.Authority, t.Baggage, t.ForwardedFor, t.ForwardedHost = r.Authority, r.Baggage, r.ForwardedFor, r.ForwardedHost
+	return t
 }
 
 type harnessOpts struct {
@@ -282,16 +299,13 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	serveDone := make(chan error, 1)
 	go func() { serveDone <- srv.Serve(ln) }()
 
-	pcfg := PoolConfig{Telemetry: h.cliTel}
+	clientCert := h.ca.leaf(t, clientID)
+	pcfg := PoolConfig{Telemetry: h.cliTel, TLS: func(*Tunnel) (*tls.Config, error) { return h.ca.clientTLS(clientCert, serverID), nil }}
 	if o.pool != nil {
 		o.pool(&pcfg)
 	}
 	h.pool = NewPool(pcfg)
-	clientCert := h.ca.leaf(t, clientID)
-	h.dst = Destination{
-		Key: NewPoolKey(spiffeid.RequireFromString(clientID), []spiffeid.ID{spiffeid.RequireFromString(serverID)}, h.srvAddr, netip.Addr{}),
-		TLS: func() (*tls.Config, error) { return h.ca.clientTLS(clientCert, serverID), nil },
-	}
+	h.dst = target{Tunnel{Source: spiffeid.RequireFromString(clientID), Expected: []spiffeid.ID{spiffeid.RequireFromString(serverID)}, Gateway: h.srvAddr}}
 	t.Cleanup(func() {
 		_ = h.pool.Close()
 		_ = h.srv.Close()
@@ -306,7 +320,7 @@ func (h *harness) dial(t testing.TB, target netip.AddrPort) *Stream {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := h.pool.Dial(ctx, h.dst, ConnectRequest{Authority: target.String()})
+	st, err := h.pool.Dial(ctx, h.dst.with(request{Authority: target.String()}))
 	if err != nil {
 		t.Fatalf("dial %s: %v", target, err)
 	}

@@ -84,7 +84,7 @@ func newTraceparent() string {
 // requestFields is the CONNECT header list in wire order: the two pseudo-headers, then baggage, forwarded and
 // traceparent. No user-agent and no x-istio-* headers. The traceparent is never indexed: it is random per tunnel
 // and would only churn the HPACK table.
-func requestFields(req *ConnectRequest) []hpack.HeaderField {
+func requestFields(req *Tunnel) []hpack.HeaderField {
 	fields := make([]hpack.HeaderField, 0, 5)
 	fields = append(fields,
 		hpack.HeaderField{Name: ":method", Value: "CONNECT"},

@@ -47,7 +47,7 @@ func TestThousandTunnelsNoLeak(t *testing.T) {
 		h.srvTel.waitFor(t, "1001 server tunnels closed", func(r *recorder) bool { return len(r.closed) == tunnels+1 })
 		h.cliTel.waitFor(t, "1001 client tunnels closed", func(r *recorder) bool { return len(r.closed) == tunnels+1 })
 		checkTunnels()
-		if n := h.pool.Conns(h.dst.Key); n < 1 || n > 2 {
+		if n := h.pool.Conns(h.dst.Key()); n < 1 || n > 2 {
 			t.Errorf("pool holds %d connections for one key after 1000 sequential-ish tunnels", n)
 		}
 	})
@@ -59,7 +59,7 @@ func TestThousandTunnelsNoLeak(t *testing.T) {
 func oneTunnel(h *harness, target string, style int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := h.pool.Dial(ctx, h.dst, ConnectRequest{Authority: target})
+	st, err := h.pool.Dial(ctx, h.dst.with(request{Authority: target}))
 	if err != nil {
 		return err
 	}

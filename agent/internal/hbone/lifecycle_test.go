@@ -24,7 +24,7 @@ func TestShutdownGraceful(t *testing.T) {
 	// refuses.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		extra, err := h.pool.Dial(context.Background(), h.dst, ConnectRequest{Authority: echo.String()})
+		extra, err := h.pool.Dial(context.Background(), h.dst.with(request{Authority: echo.String()}))
 		if err != nil {
 			if FlagOf(err) != FlagDial {
 				t.Fatalf("new tunnel during shutdown: %v, want DIAL", err)
@@ -129,11 +129,11 @@ func TestForwardedReachesHandler(t *testing.T) {
 		got <- req
 		return deny(FlagDenied, nil)
 	}})
-	_, err := h.pool.Dial(context.Background(), h.dst, ConnectRequest{
+	_, err := h.pool.Dial(context.Background(), h.dst.with(request{
 		Authority:    "127.0.0.1:8080",
 		ForwardedFor: netip.MustParseAddrPort("10.9.8.7:5555"),
 		Baggage:      Baggage{Namespace: "default"},
-	})
+	}))
 	if FlagOf(err) != FlagConnect {
 		t.Fatalf("dial: %v", err)
 	}

@@ -78,7 +78,7 @@ func TestStreamsAreBounded(t *testing.T) {
 	first := h.dial(t, echo)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if st, err := h.pool.Dial(ctx, h.dst, ConnectRequest{Authority: echo.String()}); err == nil {
+	if st, err := h.pool.Dial(ctx, h.dst.with(request{Authority: echo.String()})); err == nil {
 		st.Close()
 		t.Fatal("a second stream over a limit of 1 was opened")
 	} else if FlagOf(err) != FlagOverloaded && !containsStatus(err, 503) {
@@ -87,7 +87,7 @@ func TestStreamsAreBounded(t *testing.T) {
 	first.Close()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		st, err := h.pool.Dial(ctx, h.dst, ConnectRequest{Authority: echo.String()})
+		st, err := h.pool.Dial(ctx, h.dst.with(request{Authority: echo.String()}))
 		if err == nil {
 			st.Close()
 			return

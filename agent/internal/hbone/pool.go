@@ -57,31 +57,39 @@ func (k PoolKey) expects(id spiffeid.ID) bool {
 	return false
 }
 
-// Destination says where a tunnel goes and how to reach it.
-type Destination struct {
-	Key PoolKey
-	// TLS returns the client configuration for a new connection (identity.ClientTLSConfig: the source's
-	// certificate, no SNI, the server's SPIFFE ID verified against Key's expected identities). It is only called
-	// when the pool opens a new connection. hbone also checks the server's identity against the key.
-	TLS func() (*tls.Config, error)
-	// Dial, when set, makes the TCP connection instead of the pool's Dialer.
-	Dial func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
-}
-
-// ConnectRequest is what one tunnel asks of the peer.
-type ConnectRequest struct {
+// Tunnel is one outbound tunnel, the one value from the caller's routing decision to the wire: which identity is
+// presented to which peer, and what the CONNECT asks. Tunnels with the same Key share pooled connections.
+type Tunnel struct {
+	// Source is the local identity presented; Expected the identities the peer may present (none: any).
+	Source   spiffeid.ID
+	Expected []spiffeid.ID
+	// Gateway is the peer's HBONE address (ip:15008).
+	Gateway netip.AddrPort
+	// ServerName is the SNI to send ("" for none): it selects the destination on a node where workloads share
+	// an address.
+	ServerName string
 	// Authority is the CONNECT :authority: "ip:port", "[ipv6]:port", or "host:port" for double HBONE.
 	Authority string
-	// Baggage describes the source workload (header omitted when empty).
-	Baggage Baggage
-	// ForwardedFor is the original client address for the forwarded header (omitted when invalid);
-	// ForwardedHost adds ";host=" when the destination service is known.
+	// ForwardedFor is the original client, for the forwarded header (omitted when invalid); ForwardedHost adds
+	// ";host=" when the destination service is known.
 	ForwardedFor  netip.AddrPort
 	ForwardedHost string
+	// Baggage describes the source workload (header omitted when empty).
+	Baggage Baggage
 }
 
-// PoolConfig configures a Pool. Zero values mean ztunnel's defaults.
+// Key is the pool key of the connections the tunnel may share: source and expected identities, the peer's
+// address and the original client's (spec/hbone.md "Connection pooling").
+func (t *Tunnel) Key() PoolKey {
+	return NewPoolKey(t.Source, t.Expected, t.Gateway, t.ForwardedFor.Addr())
+}
+
+// PoolConfig configures a Pool. TLS is required; zero values elsewhere mean ztunnel's defaults.
 type PoolConfig struct {
+	// TLS returns the client configuration of a new connection for t (identity.ClientTLSConfig: t.Source's
+	// certificate, t.ServerName, the server's SPIFFE ID verified against t.Expected). It is only called when
+	// the pool opens a new connection; hbone also checks the server's identity against the tunnel's key.
+	TLS func(t *Tunnel) (*tls.Config, error)
 	// Dialer makes TCP connections to peers. Set its Control to mark sockets (SO_MARK) so that the agent's own
 	// traffic bypasses capture. Default: TCP keepalive 180 s idle, 180 s interval, 9 probes.
 	Dialer    *net.Dialer
@@ -189,17 +197,17 @@ func (p *Pool) Conns(key PoolKey) int {
 }
 
 // acquire returns a connection for dst with a stream slot reserved, opening one if none has room.
-func (p *Pool) acquire(ctx context.Context, dst *Destination) (*conn, error) {
+func (p *Pool) acquire(ctx context.Context, t *Tunnel, key PoolKey) (*conn, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
-			return nil, newError(FlagShutdown, "dial", dst.Key.Addr.String(), ErrPoolClosed)
+			return nil, newError(FlagShutdown, "dial", key.Addr.String(), ErrPoolClosed)
 		}
-		e := p.entries[dst.Key]
+		e := p.entries[key]
 		if e == nil {
 			e = &poolEntry{}
-			p.entries[dst.Key] = e
+			p.entries[key] = e
 		}
 		for _, c := range e.conns {
 			if c.tryReserve(p.lim.maxStreams) {
@@ -216,32 +224,32 @@ func (p *Pool) acquire(ctx context.Context, dst *Destination) (*conn, error) {
 				}
 				continue
 			case <-ctx.Done():
-				return nil, newError(timeoutFlag(ctx.Err(), FlagDial), "dial", dst.Key.Addr.String(), ctx.Err())
+				return nil, newError(timeoutFlag(ctx.Err(), FlagDial), "dial", key.Addr.String(), ctx.Err())
 			}
 		}
 		pd := &pendingDial{done: make(chan struct{})}
 		e.dial = pd
 		p.mu.Unlock()
 
-		c, err := p.dialConn(ctx, dst)
+		c, err := p.dialConn(ctx, t, key)
 
 		p.mu.Lock()
 		e.dial = nil
 		pd.err = err
 		close(pd.done)
 		if err == nil && p.closed {
-			err = newError(FlagShutdown, "dial", dst.Key.Addr.String(), ErrPoolClosed)
+			err = newError(FlagShutdown, "dial", key.Addr.String(), ErrPoolClosed)
 			_ = c.nc.Close()
 		}
 		if err != nil {
-			if len(e.conns) == 0 && p.entries[dst.Key] == e {
-				delete(p.entries, dst.Key)
+			if len(e.conns) == 0 && p.entries[key] == e {
+				delete(p.entries, key)
 			}
 			p.mu.Unlock()
 			return nil, err
 		}
 		e.conns = append(e.conns, c)
-		c.onClose = func(c *conn) { p.forget(dst.Key, c) }
+		c.onClose = func(c *conn) { p.forget(key, c) }
 		reserved := c.tryReserve(p.lim.maxStreams)
 		p.wg.Add(1)
 		p.mu.Unlock()
@@ -272,23 +280,18 @@ func (p *Pool) forget(key PoolKey, c *conn) {
 }
 
 // dialConn opens a new HBONE connection: TCP, TLS with ALPN h2, the server's identity checked, HTTP/2 preface.
-func (p *Pool) dialConn(ctx context.Context, dst *Destination) (*conn, error) {
-	addr := dst.Key.Addr.String()
+func (p *Pool) dialConn(ctx context.Context, t *Tunnel, key PoolKey) (*conn, error) {
+	addr := key.Addr.String()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
-	if dst.TLS == nil {
-		return nil, newError(FlagTLS, "dial", addr, errors.New("destination has no TLS configuration"))
+	if p.cfg.TLS == nil {
+		return nil, newError(FlagTLS, "dial", addr, errors.New("the pool has no TLS configuration"))
 	}
-	cfg, err := dst.TLS()
+	cfg, err := p.cfg.TLS(t)
 	if err != nil {
 		return nil, newError(FlagTLS, "dial", addr, err)
 	}
-	var nc net.Conn
-	if dst.Dial != nil {
-		nc, err = dst.Dial(ctx, dst.Key.Addr)
-	} else {
-		nc, err = p.dialer.DialContext(ctx, "tcp", addr)
-	}
+	nc, err := p.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, newError(timeoutFlag(err, FlagDial), "dial", addr, err)
 	}
@@ -303,8 +306,8 @@ func (p *Pool) dialConn(ctx context.Context, dst *Destination) (*conn, error) {
 	switch {
 	case cs.NegotiatedProtocol != "h2" && cs.NegotiatedProtocol != "":
 		err = errors.New("server did not negotiate h2")
-	case err == nil && !dst.Key.expects(peer):
-		err = errors.New("server identity " + peer.String() + " is not one of " + dst.Key.Expected)
+	case err == nil && !key.expects(peer):
+		err = errors.New("server identity " + peer.String() + " is not one of " + key.Expected)
 	}
 	if err != nil {
 		_ = nc.Close()

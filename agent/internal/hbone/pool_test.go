@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"regexp"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,19 +29,19 @@ func TestRequestHeadersExact(t *testing.T) {
 			_ = rs.respond(mh.StreamID, 200, true)
 		}
 	})
-	pool := NewPool(PoolConfig{})
+	pool := dst.pool(PoolConfig{})
 	defer pool.Close()
 
-	full := ConnectRequest{
+	full := request{
 		Authority: "10.0.0.5:8080",
 		Baggage: Baggage{ClusterName: "vm-mesh", Namespace: "default", WorkloadName: "web", ServiceName: "web",
 			ServiceVersion: "v1", Region: "eu", AvailabilityZone: "eu-1a"},
 		ForwardedFor:  netip.MustParseAddrPort("192.168.1.7:41000"),
 		ForwardedHost: "web.default.svc.cluster.local",
 	}
-	bare := ConnectRequest{Authority: "[fd00::5]:8080"}
-	for _, req := range []ConnectRequest{full, full, bare} {
-		st, err := pool.Dial(context.Background(), dst, req)
+	bare := request{Authority: "[fd00::5]:8080"}
+	for _, req := range []request{full, full, bare} {
+		st, err := pool.Dial(context.Background(), dst.with(req))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -114,14 +113,14 @@ func TestPeerResetIsEOF(t *testing.T) {
 		}
 		rs.drain()
 	})
-	pool := NewPool(PoolConfig{})
+	pool := dst.pool(PoolConfig{})
 	defer pool.Close()
 	for _, tc := range []struct {
 		code http2.ErrCode
 		eof  bool
 	}{{http2.ErrCodeNo, true}, {http2.ErrCodeCancel, true}, {http2.ErrCodeInternal, false}} {
 		codes <- tc.code
-		st, err := pool.Dial(context.Background(), dst, ConnectRequest{Authority: "10.0.0.1:80"})
+		st, err := pool.Dial(context.Background(), dst.with(request{Authority: "10.0.0.1:80"}))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -153,9 +152,9 @@ func TestRefusedStreamRetried(t *testing.T) {
 		_ = rs.respond(mh.StreamID, 200, true)
 		rs.drain()
 	})
-	pool := NewPool(PoolConfig{})
+	pool := dst.pool(PoolConfig{})
 	defer pool.Close()
-	st, err := pool.Dial(context.Background(), dst, ConnectRequest{Authority: "10.0.0.1:80"})
+	st, err := pool.Dial(context.Background(), dst.with(request{Authority: "10.0.0.1:80"}))
 	if err != nil {
 		t.Fatalf("dial after a refused stream: %v", err)
 	}
@@ -175,9 +174,9 @@ func TestKeepaliveDropsDeadPeer(t *testing.T) {
 		_ = rs.respond(mh.StreamID, 200, false)
 		rs.drain()
 	})
-	pool := NewPool(PoolConfig{KeepAliveInterval: 50 * time.Millisecond, KeepAliveTimeout: 300 * time.Millisecond})
+	pool := dst.pool(PoolConfig{KeepAliveInterval: 50 * time.Millisecond, KeepAliveTimeout: 300 * time.Millisecond})
 	defer pool.Close()
-	st, err := pool.Dial(context.Background(), dst, ConnectRequest{Authority: "10.0.0.1:80"})
+	st, err := pool.Dial(context.Background(), dst.with(request{Authority: "10.0.0.1:80"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,7 +193,7 @@ func TestKeepaliveDropsDeadPeer(t *testing.T) {
 	if e := time.Since(start); e < 150*time.Millisecond || e > 3*time.Second {
 		t.Errorf("dropped after %v, want about the 300 ms keepalive timeout", e)
 	}
-	for deadline := time.Now().Add(5 * time.Second); pool.Conns(dst.Key) != 0; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); pool.Conns(dst.Key()) != 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("pool still holds the dead connection")
 		}
@@ -220,7 +219,7 @@ func TestPoolStreamsPerConnection(t *testing.T) {
 			for range tc.open {
 				streams = append(streams, h.dial(t, echo))
 			}
-			if n := h.pool.Conns(h.dst.Key); n != tc.want {
+			if n := h.pool.Conns(h.dst.Key()); n != tc.want {
 				t.Errorf("%d streams on %d connections, want %d", tc.open, n, tc.want)
 			}
 			for _, st := range streams {
@@ -235,11 +234,11 @@ func TestPoolIdleRelease(t *testing.T) {
 	h := newHarness(t, harnessOpts{pool: func(c *PoolConfig) { c.IdleTimeout = 200 * time.Millisecond }})
 	st := h.dial(t, echoServer(t))
 	_ = st.Close()
-	if n := h.pool.Conns(h.dst.Key); n != 1 {
+	if n := h.pool.Conns(h.dst.Key()); n != 1 {
 		t.Fatalf("%d connections right after the tunnel, want 1", n)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for h.pool.Conns(h.dst.Key) != 0 {
+	for h.pool.Conns(h.dst.Key()) != 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("idle connection never released")
 		}
@@ -255,16 +254,16 @@ func TestPoolKeys(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	echo := echoServer(t)
 	other := h.dst
-	other.Key = NewPoolKey(spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/other"),
-		[]spiffeid.ID{spiffeid.RequireFromString(serverID)}, h.srvAddr, netip.MustParseAddr("10.1.1.1"))
-	for _, dst := range []Destination{h.dst, h.dst, other, other} {
-		st, err := h.pool.Dial(context.Background(), dst, ConnectRequest{Authority: echo.String()})
+	other.Source = spiffeid.RequireFromString("spiffe://cluster.local/ns/default/sa/other")
+	mine, others := h.dst.with(request{Authority: echo.String()}), other.with(request{Authority: echo.String(), ForwardedFor: netip.MustParseAddrPort("10.1.1.1:1000")})
+	for _, tun := range []Tunnel{mine, mine, others, others} {
+		st, err := h.pool.Dial(context.Background(), tun)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer st.Close()
 	}
-	if a, b := h.pool.Conns(h.dst.Key), h.pool.Conns(other.Key); a != 1 || b != 1 {
+	if a, b := h.pool.Conns(mine.Key()), h.pool.Conns(others.Key()); a != 1 || b != 1 {
 		t.Errorf("connections per key %d and %d, want 1 and 1", a, b)
 	}
 	// Expected identities are a set: order and duplicates do not make a new key.
@@ -279,9 +278,8 @@ func TestPoolKeys(t *testing.T) {
 func TestPoolUnexpectedServerIdentity(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	dst := h.dst
-	dst.Key = NewPoolKey(spiffeid.RequireFromString(clientID),
-		[]spiffeid.ID{spiffeid.RequireFromString("spiffe://cluster.local/ns/prod/sa/db")}, h.srvAddr, netip.Addr{})
-	_, err := h.pool.Dial(context.Background(), dst, ConnectRequest{Authority: echoServer(t).String()})
+	dst.Expected = []spiffeid.ID{spiffeid.RequireFromString("spiffe://cluster.local/ns/prod/sa/db")}
+	_, err := h.pool.Dial(context.Background(), dst.with(request{Authority: echoServer(t).String()}))
 	if FlagOf(err) != FlagTLS {
 		t.Fatalf("dial to an unexpected identity: %v, want TLS failure", err)
 	}
@@ -293,22 +291,22 @@ func TestPoolDialFailure(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	ln := listenLoopback(t)
 	dst := h.dst
-	dst.Key.Addr = lnAddr(ln)
+	dst.Gateway = lnAddr(ln)
 	_ = ln.Close()
-	if _, err := h.pool.Dial(context.Background(), dst, ConnectRequest{Authority: "10.0.0.1:80"}); FlagOf(err) != FlagDial {
+	if _, err := h.pool.Dial(context.Background(), dst.with(request{Authority: "10.0.0.1:80"})); FlagOf(err) != FlagDial {
 		t.Errorf("dial to a closed port: %v, want DIAL", err)
 	}
-	if _, err := h.pool.Dial(context.Background(), h.dst, ConnectRequest{Authority: "bad authority"}); FlagOf(err) != FlagBadRequest {
+	if _, err := h.pool.Dial(context.Background(), h.dst.with(request{Authority: "bad authority"})); FlagOf(err) != FlagBadRequest {
 		t.Errorf("dial with a bad authority: %v, want BAD_REQUEST", err)
 	}
 	_ = h.pool.Close()
-	if _, err := h.pool.Dial(context.Background(), h.dst, ConnectRequest{Authority: "10.0.0.1:80"}); FlagOf(err) != FlagShutdown || !errors.Is(err, ErrPoolClosed) {
+	if _, err := h.pool.Dial(context.Background(), h.dst.with(request{Authority: "10.0.0.1:80"})); FlagOf(err) != FlagShutdown || !errors.Is(err, ErrPoolClosed) {
 		t.Errorf("dial after Close: %v, want SHUTDOWN", err)
 	}
 }
 
 // TestPoolDialerHooks: the pool makes its TCP connections with the configured Dialer (whose Control is where the
-// agent sets SO_MARK), and a Destination's own Dial takes precedence.
+// agent sets SO_MARK), for every connection it opens.
 func TestPoolDialerHooks(t *testing.T) {
 	var marked dialLog
 	h := newHarness(t, harnessOpts{pool: func(c *PoolConfig) { c.Dialer = &net.Dialer{Control: marked.control} }})
@@ -319,19 +317,13 @@ func TestPoolDialerHooks(t *testing.T) {
 		t.Errorf("dialer Control saw %v, want [%s]", got, h.srvAddr)
 	}
 
-	var custom atomic.Int32
-	dst := h.dst
-	dst.Key.ClientIP = netip.MustParseAddr("10.7.7.7") // another key: a new connection
-	dst.Dial = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-		custom.Add(1)
-		return (&net.Dialer{}).DialContext(ctx, "tcp", addr.String())
-	}
-	st, err := h.pool.Dial(context.Background(), dst, ConnectRequest{Authority: echo.String()})
+	// Another key: a new connection, through the same dialer.
+	st, err := h.pool.Dial(context.Background(), h.dst.with(request{Authority: echo.String(), ForwardedFor: netip.MustParseAddrPort("10.7.7.7:1")}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_ = st.Close()
-	if custom.Load() != 1 || len(marked.list()) != 1 {
-		t.Errorf("destination Dial used %d times, pool dialer %d times; want 1 and still 1", custom.Load(), len(marked.list()))
+	if got := marked.list(); len(got) != 2 {
+		t.Errorf("dialer Control saw %v, want two connections", got)
 	}
 }

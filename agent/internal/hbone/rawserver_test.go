@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"net"
-	"net/netip"
 	"strconv"
 	"sync"
 	"testing"
@@ -25,8 +24,8 @@ type rawServerConn struct {
 }
 
 // newRawServer serves TLS (with the harness CA's server certificate) and runs handle on each connection once the
-// preface was read and SETTINGS sent. It returns a destination for the Pool.
-func newRawServer(t testing.TB, ca *testCA, handle func(*rawServerConn)) Destination {
+// preface was read and SETTINGS sent. It returns the server as a tunnel target, and pool makes a Pool for it.
+func newRawServer(t testing.TB, ca *testCA, handle func(*rawServerConn)) rawTarget {
 	t.Helper()
 	cfg := ca.serverTLS(ca.leaf(t, serverID))
 	addr := tcpServer(t, func(c *net.TCPConn) {
@@ -46,10 +45,21 @@ func newRawServer(t testing.TB, ca *testCA, handle func(*rawServerConn)) Destina
 		handle(rs)
 	})
 	cert := ca.leaf(t, clientID)
-	return Destination{
-		Key: NewPoolKey(spiffeid.RequireFromString(clientID), []spiffeid.ID{spiffeid.RequireFromString(serverID)}, addr, netip.Addr{}),
-		TLS: func() (*tls.Config, error) { return ca.clientTLS(cert, serverID), nil },
+	return rawTarget{
+		target: target{Tunnel{Source: spiffeid.RequireFromString(clientID), Expected: []spiffeid.ID{spiffeid.RequireFromString(serverID)}, Gateway: addr}},
+		tls:    func(*Tunnel) (*tls.Config, error) { return ca.clientTLS(cert, serverID), nil },
 	}
+}
+
+type rawTarget struct {
+	target
+	tls func(*Tunnel) (*tls.Config, error)
+}
+
+// pool is a Pool configured by cfg that presents the client certificate to the raw server.
+func (r rawTarget) pool(cfg PoolConfig) *Pool {
+	cfg.TLS = r.tls
+	return NewPool(cfg)
 }
 
 // next returns the next frame that is not a SETTINGS or (when answered) a PING.

@@ -221,7 +221,7 @@ func TestPoolNon200(t *testing.T) {
 		{"127.0.0.2:" + portOf(echo), 400},
 		{sh.unused.String(), 503},
 	} {
-		_, err := sh.pool.Dial(context.Background(), sh.dst, ConnectRequest{Authority: tc.authority})
+		_, err := sh.pool.Dial(context.Background(), sh.dst.with(request{Authority: tc.authority}))
 		var e *Error
 		if !errors.As(err, &e) || e.Flag != FlagConnect || e.Status != tc.want {
 			t.Errorf("dial %s: %v, want *Error{CONNECT, %d}", tc.authority, err, tc.want)
@@ -231,7 +231,7 @@ func TestPoolNon200(t *testing.T) {
 		}
 	}
 	// The refusals did not cost the pooled connection.
-	if n := sh.pool.Conns(sh.dst.Key); n != 1 {
+	if n := sh.pool.Conns(sh.dst.Key()); n != 1 {
 		t.Errorf("pool holds %d connections, want 1", n)
 	}
 	sh.cliTel.waitFor(t, "client failures", func(r *recorder) bool { return len(r.failed) == 3 })

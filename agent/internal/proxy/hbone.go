@@ -19,22 +19,25 @@ type HBONEClient struct {
 }
 
 // DialTunnel opens one HBONE stream for t.
-func (c *HBONEClient) DialTunnel(ctx context.Context, t Tunnel) (net.Conn, error) {
+func (c *HBONEClient) DialTunnel(ctx context.Context, t hbone.Tunnel) (net.Conn, error) {
 	if c.IDs == nil {
 		return nil, &RouteError{Route: Route{Kind: RouteDrop, Reason: "this host holds no identity"}}
 	}
-	key := hbone.NewPoolKey(t.Source, t.Expected, t.Gateway, t.Client.Addr())
-	dst := hbone.Destination{Key: key, TLS: func() (*tls.Config, error) {
-		cfg := identity.ClientTLSConfig(c.IDs, t.Source, t.Expected)
-		cfg.ServerName = t.ServerName
-		return cfg, nil
-	}}
-	req := hbone.ConnectRequest{Authority: t.Target.String(), ForwardedFor: t.Client, ForwardedHost: t.Host, Baggage: baggage(t.SourceWorkload)}
-	s, err := c.Pool.Dial(ctx, dst, req)
+	s, err := c.Pool.Dial(ctx, t)
 	if err != nil {
 		return nil, tunnelError{err}
 	}
 	return s, nil
+}
+
+// ClientTLS is the pool's TLS configuration of a tunnel: its source's
+// certificate, its SNI, the peer's identity checked against Expected.
+func ClientTLS(ids identity.Source) func(t *hbone.Tunnel) (*tls.Config, error) {
+	return func(t *hbone.Tunnel) (*tls.Config, error) {
+		cfg := identity.ClientTLSConfig(ids, t.Source, t.Expected)
+		cfg.ServerName = t.ServerName
+		return cfg, nil
+	}
 }
 
 // tunnelError carries hbone's failure flag as an Istio response flag.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
@@ -161,8 +162,8 @@ func (p *InboundPlain) hairpin(ctx context.Context, c *net.TCPConn, rec *telemet
 	}
 	rec.Labels().DestinationPrincipal = expected.String()
 	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
-	up, err := p.d.Tunnels.DialTunnel(dctx, Tunnel{Source: source, Expected: []spiffeid.ID{expected},
-		Gateway: netip.AddrPortFrom(sameFamily(wp.Addresses, dst.Addr()), HBONEPort), Target: dst, Client: src})
+	up, err := p.d.Tunnels.DialTunnel(dctx, hbone.Tunnel{Source: source, Expected: []spiffeid.ID{expected},
+		Gateway: netip.AddrPortFrom(sameFamily(wp.Addresses, dst.Addr()), HBONEPort), Authority: dst.String(), ForwardedFor: src})
 	cancel()
 	if err != nil {
 		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), "hairpin to waypoint "+wp.Key()+": "+err.Error())

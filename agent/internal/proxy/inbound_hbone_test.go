@@ -3,7 +3,6 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -73,7 +72,7 @@ func newInboundRig(t *testing.T, set *policy.Set) *inboundRig {
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(ln) }()
 	r.srv, r.addr = srv, ln.Addr().(*net.TCPAddr).AddrPort()
-	r.pool = hbone.NewPool(hbone.PoolConfig{})
+	r.pool = hbone.NewPool(hbone.PoolConfig{TLS: ClientTLS(ids)})
 	t.Cleanup(func() {
 		r.pool.Close()
 		srv.Close()
@@ -104,11 +103,7 @@ func (r *inboundRig) sum(t *testing.T, name string) float64 {
 func (r *inboundRig) dial(target netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	dst := hbone.Destination{Key: hbone.NewPoolKey(sleepID, []spiffeid.ID{webID}, r.addr, netip.Addr{}),
-		TLS: func() (*tls.Config, error) {
-			return identity.ClientTLSConfig(r.ids, sleepID, []spiffeid.ID{webID}), nil
-		}}
-	return r.pool.Dial(ctx, dst, hbone.ConnectRequest{Authority: target.String()})
+	return r.pool.Dial(ctx, hbone.Tunnel{Source: sleepID, Expected: []spiffeid.ID{webID}, Gateway: r.addr, Authority: target.String()})
 }
 
 // An inbound tunnel for the local workload goes from accept to relay and is recorded once, as opened and closed;

@@ -61,7 +61,8 @@ type Listeners struct {
 // Listen binds every listener of the data path, or none. d.Tunnels is set to
 // the HBONE client pool.
 func Listen(cfg ListenConfig, d *Deps) (_ *Listeners, err error) {
-	l := &Listeners{log: cfg.Log, pool: hbone.NewPool(hbone.PoolConfig{Dialer: d.Dialer, Logger: cfg.Log.With("component", "hbone-client")})}
+	l := &Listeners{log: cfg.Log, pool: hbone.NewPool(hbone.PoolConfig{TLS: ClientTLS(cfg.IDs), Dialer: d.Dialer,
+		Logger: cfg.Log.With("component", "hbone-client")})}
 	l.closers = append(l.closers, l.pool)
 	defer func() {
 		if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 	"github.com/ambient-agent/ambient-agent/ports"
@@ -20,25 +21,10 @@ import (
 // ConnectTimeout bounds every upstream connect of the data path.
 const ConnectTimeout = 10 * time.Second
 
-// Tunnel is one HBONE stream to open.
-type Tunnel struct {
-	Source   spiffeid.ID    // the local identity to present
-	Expected []spiffeid.ID  // identities the peer may present
-	Gateway  netip.AddrPort // the peer's HBONE address (ip:15008)
-	Target   netip.AddrPort // the :authority
-	Client   netip.AddrPort // the original client, for `forwarded`
-	Host     string         // the service hostname the client addressed, for `forwarded`'s host= ("" for none)
-	// SourceWorkload describes the client in the request's baggage.
-	SourceWorkload *state.Workload
-	// ServerName is the SNI to send ("" for none): it selects the destination
-	// workload on a node where workloads share an address.
-	ServerName string
-}
-
 // TunnelDialer opens HBONE streams (the hbone client pool). Errors should
 // carry a response flag through ResponseFlag.
 type TunnelDialer interface {
-	DialTunnel(ctx context.Context, t Tunnel) (net.Conn, error)
+	DialTunnel(ctx context.Context, t hbone.Tunnel) (net.Conn, error)
 }
 
 // FlagError is an error that knows its response flag.
@@ -144,10 +130,10 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, src
 	}
 	switch r.Kind {
 	case RouteHBONE:
-		t := Tunnel{Source: r.Source, Expected: r.Expected, Gateway: r.Gateway,
-			Target: r.Target, Client: src, SourceWorkload: srcW, ServerName: r.ServerName}
+		t := r.Tunnel
+		t.Authority, t.ForwardedFor, t.Baggage = r.Target.String(), src, baggage(srcW)
 		if r.Service != nil {
-			t.Host = r.Service.Hostname
+			t.ForwardedHost = r.Service.Hostname
 		}
 		return o.d.Tunnels.DialTunnel(ctx, t)
 	case RoutePlain, RoutePassthrough:

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 	"github.com/ambient-agent/ambient-agent/ports"
@@ -39,16 +40,16 @@ func (k RouteKind) String() string {
 
 // Route is the outbound decision for one connection.
 type Route struct {
-	Kind     RouteKind
-	Target   netip.AddrPort  // where the bytes are for (the :authority for HBONE)
-	Gateway  netip.AddrPort  // the HBONE peer (ip:15008), for RouteHBONE
-	Expected []spiffeid.ID   // identities the HBONE peer may present
-	Source   spiffeid.ID     // the local identity to present, for RouteHBONE
+	Kind   RouteKind
+	Target netip.AddrPort // where the bytes are for (the :authority for HBONE)
+	// Tunnel is, for RouteHBONE, the tunnel to open: the identity to present (Source), the HBONE peer
+	// (Gateway, ip:15008), the identities it may present (Expected) and the SNI that selects Dest on its node
+	// (ServerName). The proxy adds what the connection itself says (authority, forwarded, baggage) and hands it
+	// to the pool as it is.
+	hbone.Tunnel
 	Dest     *state.Workload // the destination workload, when known
 	Service  *state.Service  // the service, when the destination was a VIP
 	Waypoint *state.Waypoint // the waypoint the connection goes through, if any
-	// ServerName is the SNI that selects Dest on its node (workloads sharing an address), for RouteHBONE.
-	ServerName string
 	// Hostname is Dest's, when Dest is known by name only: Target (and
 	// Gateway) have the port only, the address is resolved at connect time.
 	Hostname string
@@ -221,15 +222,8 @@ func (o outbound) direct(dst netip.AddrPort, w *state.Workload) Route {
 	if err != nil {
 		return Route{Kind: RouteDrop, Target: dst, Dest: w, Reason: "destination has no valid identity: " + err.Error()}
 	}
-	return Route{
-		Kind:       RouteHBONE,
-		Target:     dst,
-		Gateway:    netip.AddrPortFrom(dst.Addr(), HBONEPort),
-		Expected:   []spiffeid.ID{expected},
-		Source:     source,
-		Dest:       w,
-		ServerName: w.ServerName(),
-	}
+	return Route{Kind: RouteHBONE, Target: dst, Dest: w, Tunnel: hbone.Tunnel{Source: source, Expected: []spiffeid.ID{expected},
+		Gateway: netip.AddrPortFrom(dst.Addr(), HBONEPort), ServerName: w.ServerName()}}
 }
 
 // namesWaypoint reports whether a use_waypoint value names a waypoint.
@@ -246,14 +240,8 @@ func (o outbound) viaWaypoint(target netip.AddrPort, wps []*state.Waypoint) Rout
 	if err != nil {
 		return Route{Kind: RouteDrop, Target: target, Waypoint: wp, Reason: "waypoint has no valid identity: " + err.Error()}
 	}
-	return Route{
-		Kind:     RouteHBONE,
-		Target:   target,
-		Gateway:  netip.AddrPortFrom(sameFamily(wp.Addresses, target.Addr()), HBONEPort),
-		Expected: []spiffeid.ID{expected},
-		Source:   source,
-		Waypoint: wp,
-	}
+	return Route{Kind: RouteHBONE, Target: target, Waypoint: wp, Tunnel: hbone.Tunnel{Source: source, Expected: []spiffeid.ID{expected},
+		Gateway: netip.AddrPortFrom(sameFamily(wp.Addresses, target.Addr()), HBONEPort)}}
 }
 
 // fromWaypoint reports whether a connection from src comes from one of the

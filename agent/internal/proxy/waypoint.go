@@ -214,10 +214,10 @@ func (h *InboundHBONE) forward(ctx context.Context, snap *state.Snapshot, wt way
 	if err != nil {
 		return nil, w, err
 	}
-	tun := Tunnel{Source: source, Expected: []spiffeid.ID{expected},
-		Gateway: netip.AddrPortFrom(upstream.Addr(), HBONEPort), Target: upstream, Client: client, ServerName: w.ServerName()}
+	tun := hbone.Tunnel{Source: source, Expected: []spiffeid.ID{expected}, Gateway: netip.AddrPortFrom(upstream.Addr(), HBONEPort),
+		Authority: upstream.String(), ForwardedFor: client, ServerName: w.ServerName()}
 	if wt.svc != nil {
-		tun.Host = wt.svc.Hostname
+		tun.ForwardedHost = wt.svc.Hostname
 	}
 	up, err := h.d.Tunnels.DialTunnel(ctx, tun)
 	return up, w, err

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"testing"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
@@ -23,9 +24,9 @@ func TestLoopbackDestinationIsDropped(t *testing.T) {
 	}
 }
 
-type recordTunnels struct{ got []Tunnel }
+type recordTunnels struct{ got []hbone.Tunnel }
 
-func (r *recordTunnels) DialTunnel(_ context.Context, t Tunnel) (net.Conn, error) {
+func (r *recordTunnels) DialTunnel(_ context.Context, t hbone.Tunnel) (net.Conn, error) {
 	r.got = append(r.got, t)
 	return nil, errors.New("recorded")
 }

@@ -119,7 +119,7 @@ func TestWaypointNeverTakesForwarded(t *testing.T) {
 		if _, err := wh.h.forwardCall(context.Background(), snap, call, rec); err == nil || err.Error() != "recorded" {
 			t.Fatalf("dial: %v", err)
 		}
-		if got := wh.tunnels.got[0].Client; got != ap(tc.caller) {
+		if got := wh.tunnels.got[0].ForwardedFor; got != ap(tc.caller) {
 			t.Errorf("peer %s: forwarded on as %v, want %s", tc.peer, got, tc.caller)
 		}
 	}

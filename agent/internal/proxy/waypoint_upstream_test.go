@@ -291,10 +291,10 @@ func TestWaypointForwardsToCapturedEndpointsInScope(t *testing.T) {
 			t.Fatalf("tunnels %+v, want one", wh.tunnels.got)
 		}
 		got := wh.tunnels.got[0]
-		if got.Gateway != ap("10.0.0.11:15008") || got.Target != ap("10.0.0.11:8080") ||
+		if got.Gateway != ap("10.0.0.11:15008") || got.Authority != "10.0.0.11:8080" ||
 			got.Source.String() != "spiffe://cluster.local/ns/prod/sa/waypoint" ||
 			len(got.Expected) != 1 || got.Expected[0].String() != "spiffe://cluster.local/ns/prod/sa/api" ||
-			got.Client != ap("10.0.0.1:40000") {
+			got.ForwardedFor != ap("10.0.0.1:40000") {
 			t.Fatalf("tunnel %+v: want 10.0.0.11:8080 through 10.0.0.11:15008, as prod/waypoint, expecting prod/api", got)
 		}
 	}
