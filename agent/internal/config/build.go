@@ -151,47 +151,63 @@ func (b *builder) workloads(table string, fs []WorkloadFile, owners map[netip.Ad
 			Processes:      b.processMatch(key, f),
 		}
 		b.useWaypoint(key+".use_waypoint", f.UseWaypoint)
-		switch {
-		case w.Name == "":
-			b.addf(key+".name", "is required")
-		case !IsDNSLabel(w.Name):
-			b.addf(key+".name", "%q is not a DNS label", w.Name)
-		}
-		if !IsDNSLabel(w.Namespace) {
-			b.addf(key+".namespace", "%q is not a DNS label", w.Namespace)
-		}
-		if !IsDNSSubdomain(w.ServiceAccount) {
-			b.addf(key+".service_account", "%q is not a DNS name", w.ServiceAccount)
-		}
-		qualified := w.Namespace + "/" + w.Name
-		if prev, dup := names[qualified]; dup && w.Name != "" {
-			b.addf(key+".name", "%q in namespace %q is already declared by %s", w.Name, w.Namespace, prev)
-		}
-		names[qualified] = key
-		if len(f.Addresses) == 0 {
-			b.addf(key+".addresses", "at least one address is required")
-		}
-		for j, s := range f.Addresses {
-			akey := fmt.Sprintf("%s.addresses[%d]", key, j)
-			a, ok := b.workloadAddr(akey, s)
-			if !ok {
-				continue
-			}
-			if prev, dup := owners[a]; dup && !(table == "workload" && strings.HasPrefix(prev, "workload[")) {
-				b.addf(akey, "%s is already used by %s", a, prev)
-				continue
-			}
-			if _, dup := owners[a]; !dup {
-				owners[a] = key
-			}
-			w.Addresses = append(w.Addresses, a)
-		}
+		b.workloadNames(key, w, names)
+		w.Addresses = b.workloadAddrs(table, key, f.Addresses, owners)
 		for k := range f.Labels {
 			if k == "" || len(k) > 317 {
 				b.addf(key+".labels", "label key %q is empty or too long", k)
 			}
 		}
 		out = append(out, w)
+	}
+	return out
+}
+
+// workloadNames checks a workload's name, namespace and service account, and
+// that no other workload of the table has its name in its namespace (names:
+// namespace/name -> the key that declared it).
+func (b *builder) workloadNames(key string, w Workload, names map[string]string) {
+	switch {
+	case w.Name == "":
+		b.addf(key+".name", "is required")
+	case !IsDNSLabel(w.Name):
+		b.addf(key+".name", "%q is not a DNS label", w.Name)
+	}
+	if !IsDNSLabel(w.Namespace) {
+		b.addf(key+".namespace", "%q is not a DNS label", w.Namespace)
+	}
+	if !IsDNSSubdomain(w.ServiceAccount) {
+		b.addf(key+".service_account", "%q is not a DNS name", w.ServiceAccount)
+	}
+	qualified := w.Namespace + "/" + w.Name
+	if prev, dup := names[qualified]; dup && w.Name != "" {
+		b.addf(key+".name", "%q in namespace %q is already declared by %s", w.Name, w.Namespace, prev)
+	}
+	names[qualified] = key
+}
+
+// workloadAddrs parses a workload's addresses. An address belongs to one
+// workload (owners: address -> the key that claimed it first), but for local
+// workloads that share one, each serving its own ports.
+func (b *builder) workloadAddrs(table, key string, addrs []string, owners map[netip.Addr]string) []netip.Addr {
+	if len(addrs) == 0 {
+		b.addf(key+".addresses", "at least one address is required")
+	}
+	var out []netip.Addr
+	for j, s := range addrs {
+		akey := fmt.Sprintf("%s.addresses[%d]", key, j)
+		a, ok := b.workloadAddr(akey, s)
+		if !ok {
+			continue
+		}
+		if prev, dup := owners[a]; dup && !(table == "workload" && strings.HasPrefix(prev, "workload[")) {
+			b.addf(akey, "%s is already used by %s", a, prev)
+			continue
+		}
+		if _, dup := owners[a]; !dup {
+			owners[a] = key
+		}
+		out = append(out, a)
 	}
 	return out
 }

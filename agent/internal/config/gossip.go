@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -19,16 +20,45 @@ func (b *builder) gossip(f GossipFile) Gossip {
 		AcceptUnsigned:  f.AcceptUnsigned,
 
 		RequireAddressProof: f.RequireAddressProof,
+		AllowedHostnames:    b.allowedHostnames(f.AllowedHostnames),
+		AllowedVIPs:         b.allowedVIPs(f.AllowedVIPs),
 	}
-	for i, h := range f.AllowedHostnames {
+	g.Bind = b.addrPort("gossip.bind", orDefault(f.Bind, "0.0.0.0:"+strconv.Itoa(DefaultGossipPort)))
+	if f.Advertise != "" {
+		g.Advertise = b.addrPort("gossip.advertise", f.Advertise)
+		if g.Advertise.IsValid() && g.Advertise.Addr().IsUnspecified() {
+			b.addf("gossip.advertise", "%s is unspecified; give the address other hosts reach this one on", g.Advertise)
+		}
+	}
+	b.seeds(f.Join)
+	if g.GracePeriod < 0 || g.GracePeriod > 24*time.Hour {
+		b.addf("gossip.grace_period", "%s is out of range [0s, 24h]", g.GracePeriod)
+	}
+	if g.Bind.IsValid() && slices.Contains(agentPorts, g.Bind.Port()) {
+		b.addf("gossip.bind", "port %d is one of the agent's own ports", g.Bind.Port())
+	}
+	return g
+}
+
+// allowedHostnames are the domains peers may declare services under, lower-cased and without a final dot.
+func (b *builder) allowedHostnames(names []string) []string {
+	var out []string
+	for i, h := range names {
 		h = strings.ToLower(strings.TrimSuffix(h, "."))
 		if !IsDNSSubdomain(h) {
-			b.addf(fmt.Sprintf("gossip.allowed_hostnames[%d]", i), "%q is not a DNS domain", f.AllowedHostnames[i])
+			b.addf(fmt.Sprintf("gossip.allowed_hostnames[%d]", i), "%q is not a DNS domain", names[i])
 			continue
 		}
-		g.AllowedHostnames = append(g.AllowedHostnames, h)
+		out = append(out, h)
 	}
-	for i, v := range f.AllowedVIPs {
+	return out
+}
+
+// allowedVIPs are the CIDRs peers may declare service VIPs in: never loopback, link-local, multicast or
+// everything.
+func (b *builder) allowedVIPs(cidrs []string) []netip.Prefix {
+	var out []netip.Prefix
+	for i, v := range cidrs {
 		key := fmt.Sprintf("gossip.allowed_vips[%d]", i)
 		p, err := netip.ParsePrefix(v)
 		if err != nil {
@@ -40,16 +70,14 @@ func (b *builder) gossip(f GossipFile) Gossip {
 			b.addf(key, "%s would let peers capture loopback, link-local, multicast or every address", p)
 			continue
 		}
-		g.AllowedVIPs = append(g.AllowedVIPs, p)
+		out = append(out, p)
 	}
-	g.Bind = b.addrPort("gossip.bind", orDefault(f.Bind, "0.0.0.0:"+strconv.Itoa(DefaultGossipPort)))
-	if f.Advertise != "" {
-		g.Advertise = b.addrPort("gossip.advertise", f.Advertise)
-		if g.Advertise.IsValid() && g.Advertise.Addr().IsUnspecified() {
-			b.addf("gossip.advertise", "%s is unspecified; give the address other hosts reach this one on", g.Advertise)
-		}
-	}
-	for i, seed := range f.Join {
+	return out
+}
+
+// seeds checks each seed is host:port, the host an address or a DNS name.
+func (b *builder) seeds(join []string) {
+	for i, seed := range join {
 		host, port, err := net.SplitHostPort(seed)
 		key := fmt.Sprintf("gossip.join[%d]", i)
 		if err != nil {
@@ -63,17 +91,6 @@ func (b *builder) gossip(f GossipFile) Gossip {
 			b.addf(key, "%q is neither an IP address nor a DNS name", host)
 		}
 	}
-	if g.GracePeriod < 0 || g.GracePeriod > 24*time.Hour {
-		b.addf("gossip.grace_period", "%s is out of range [0s, 24h]", g.GracePeriod)
-	}
-	if g.Bind.IsValid() {
-		for _, p := range agentPorts {
-			if g.Bind.Port() == p {
-				b.addf("gossip.bind", "port %d is one of the agent's own ports", p)
-			}
-		}
-	}
-	return g
 }
 
 // GossipPort is the port capture must leave alone inbound.

@@ -205,12 +205,8 @@ func decodeRecord(raw []byte) (*Record, error) {
 }
 
 func decodeWorkload(f pbwire.Field) (*state.Workload, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return nil, err
-	}
 	w := &state.Workload{Tunnel: state.TunnelNone, Healthy: true}
-	err = eachField(b, func(f pbwire.Field) error {
+	err := eachIn(f, func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case wlName:
@@ -269,12 +265,8 @@ func decodeWorkload(f pbwire.Field) (*state.Workload, error) {
 }
 
 func decodeLabel(f pbwire.Field, w *state.Workload) error {
-	b, err := f.Bytes()
-	if err != nil {
-		return err
-	}
 	var k, v string
-	err = eachField(b, func(f pbwire.Field) error {
+	err := eachIn(f, func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case labelKey:
@@ -299,11 +291,7 @@ func decodeLabel(f pbwire.Field, w *state.Workload) error {
 
 func decodeService(f pbwire.Field) (Service, error) {
 	var s Service
-	b, err := f.Bytes()
-	if err != nil {
-		return s, err
-	}
-	err = eachField(b, func(f pbwire.Field) error {
+	err := eachIn(f, func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case svcName:
@@ -348,11 +336,7 @@ func decodeService(f pbwire.Field) (Service, error) {
 
 func decodePort(f pbwire.Field) (ServicePort, error) {
 	var p ServicePort
-	b, err := f.Bytes()
-	if err != nil {
-		return p, err
-	}
-	err = eachField(b, func(f pbwire.Field) error {
+	err := eachIn(f, func(f pbwire.Field) error {
 		var err error
 		var v uint64
 		switch f.Num {
@@ -371,12 +355,8 @@ func decodePort(f pbwire.Field) (ServicePort, error) {
 }
 
 func decodeWaypoint(f pbwire.Field) (*Waypoint, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return nil, err
-	}
 	w := &Waypoint{}
-	err = eachField(b, func(f pbwire.Field) error {
+	err := eachIn(f, func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case wpAddress:

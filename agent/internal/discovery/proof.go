@@ -321,11 +321,7 @@ func minTime(a, b time.Time) time.Time {
 // decodeProof reads one proof field.
 func decodeProof(f pbwire.Field) (Proof, error) {
 	var p Proof
-	b, err := f.Bytes()
-	if err != nil {
-		return p, err
-	}
-	err = eachField(b, func(f pbwire.Field) error {
+	err := eachIn(f, func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case proofChain:

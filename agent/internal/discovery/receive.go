@@ -152,9 +152,29 @@ func (d *Discovery) offer(b []byte, relay bool) {
 		return
 	}
 	a := advertOf(raw, rec.Version)
+	known, err := d.precheck(rec, a)
+	if known { // push/pull brings every record again: verified once is enough
+		return
+	}
+	if err != nil { // what the table would drop, or a record whose proofs failed before, costs no signature check
+		d.droppedRecord(err, rec)
+		return
+	}
+	p, err := d.verify(rec, raw, a)
+	if err != nil {
+		d.droppedRecord(err, rec)
+		return
+	}
+	d.install(newHeld(rec, raw, relay, p), relay)
+}
+
+// precheck says whether the record is one this node holds already, and else
+// why the table would drop it without a look at its proofs: an unknown or
+// paced node, a version already refused, one from the future.
+func (d *Discovery) precheck(rec *Record, a advert) (known bool, err error) {
 	now := time.Now()
 	d.mu.Lock()
-	known := d.table.known(rec.Node, a.digest)
+	known = d.table.known(rec.Node, a.digest)
 	err = d.table.precheck(rec.Node, a, now)
 	if err == nil {
 		err = d.rejected.get(a.digest)
@@ -166,31 +186,32 @@ func (d *Discovery) offer(b []byte, relay bool) {
 	if err == nil && rec.Version > uint64(now.Add(maxClockSkew).UnixNano()) {
 		err = drop(reasonInvalid, "version %d of node %q is from the future (clocks more than %s apart?)", rec.Version, rec.Node, maxClockSkew)
 	}
-	if known { // push/pull brings every record again: verified once is enough
-		return
-	}
-	if err != nil { // what the table would drop, or a record whose proofs failed before, costs no signature check
-		d.dropped(err, rec.Node, "record")
-		if reasonOf(err) == reasonUnknownNode && rec.Address.IsValid() {
-			d.hint(rec.Address)
-		}
-		return
-	}
+	return known, err
+}
+
+// verify checks the record's signature and proofs. A record that fails is
+// remembered as refused, unless it only expired (a matter of clocks may pass:
+// asked again later, checked again).
+func (d *Discovery) verify(rec *Record, raw []byte, a advert) (proven, error) {
 	p, err := verifyProofs(rec, raw[:rec.signedLen], &d.opts.Trust, time.Now())
 	if err != nil {
-		if reasonOf(err) != reasonExpired { // a matter of clocks may pass: asked again later, checked again
+		if reasonOf(err) != reasonExpired {
 			d.mu.Lock()
 			d.rejected.add(a.digest, err)
 			d.mu.Unlock()
 		}
-		d.dropped(err, rec.Node, "record")
-		return
+		return p, err
 	}
 	if !p.signed {
 		d.warn.logf(warnLevel, "unsigned:"+rec.Node, "gossip: using a record that proves nothing ([gossip] accept_unsigned); its claims count as unproven ones",
 			"node", rec.Node)
 	}
-	h := newHeld(rec, raw, relay, p)
+	return p, nil
+}
+
+// install offers a verified record to the table, relays it when it was
+// accepted and relay is asked, and wakes the watchers when the view changed.
+func (d *Discovery) install(h *held, relay bool) {
 	d.mu.Lock()
 	gen := d.table.gen
 	out, err := d.table.offer(h, time.Now())
@@ -199,18 +220,24 @@ func (d *Discovery) offer(b []byte, relay bool) {
 	switch out {
 	case accepted:
 		d.stats.accepted.Add(1)
-		d.log.Debug("gossip: record", "node", rec.Node, "version", rec.Version, "workloads", len(rec.Workloads))
+		d.log.Debug("gossip: record", "node", h.rec.Node, "version", h.rec.Version, "workloads", len(h.rec.Workloads))
 		if relay {
 			d.relay(h)
 		}
 	case dropped:
-		d.dropped(err, rec.Node, "record")
-		if reasonOf(err) == reasonUnknownNode && rec.Address.IsValid() {
-			d.hint(rec.Address)
-		}
+		d.droppedRecord(err, h.rec)
 	}
 	if changed {
 		d.notify()
+	}
+}
+
+// droppedRecord counts and logs a dropped record; one from a node this node
+// does not know yet hints at where to find it.
+func (d *Discovery) droppedRecord(err error, rec *Record) {
+	d.dropped(err, rec.Node, "record")
+	if reasonOf(err) == reasonUnknownNode && rec.Address.IsValid() {
+		d.hint(rec.Address)
 	}
 }
 

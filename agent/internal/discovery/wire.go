@@ -77,6 +77,11 @@ func eachField(b []byte, visit func(f pbwire.Field) error) error {
 	return dropWire(pbwire.Each(b, visit))
 }
 
+// eachIn is eachField over the embedded message f holds.
+func eachIn(f pbwire.Field, visit func(f pbwire.Field) error) error {
+	return dropWire(f.Each(visit))
+}
+
 // dropWire gives a pbwire error its drop reason: a value out of the agent's range is invalid, anything else
 // that does not decode is malformed. Other errors pass through.
 func dropWire(err error) error {

@@ -54,6 +54,15 @@ func Each(b []byte, visit func(Field) error) error {
 // WrongType is the error for a known field sent with another wire type than its own.
 func (f Field) WrongType() error { return &Error{Kind: WrongType, Num: f.Num, Typ: f.Typ} }
 
+// Each visits the fields of the embedded message f holds (a length-delimited field), as Each does.
+func (f Field) Each(visit func(Field) error) error {
+	b, err := f.Bytes()
+	if err != nil {
+		return err
+	}
+	return Each(b, visit)
+}
+
 // Bytes returns a length-delimited value: bytes or an embedded message.
 func (f Field) Bytes() ([]byte, error) {
 	if f.Typ != protowire.BytesType {

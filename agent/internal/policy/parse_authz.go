@@ -6,27 +6,9 @@ import "strings"
 func (d *decoder) authorizationPolicy(p fieldPath, spec map[string]any) *AuthorizationPolicySpec {
 	d.fields(p, spec, "selector", "targetRef", "targetRefs", "action", "provider", "rules")
 	out := &AuthorizationPolicySpec{Action: ActionAllow}
-	selectorSet := spec["selector"] != nil
 	out.Selector = d.selector(p.key("selector"), spec["selector"])
-	if ref := d.object(p.key("targetRef"), spec["targetRef"]); ref != nil {
-		out.TargetRefs = append(out.TargetRefs, d.targetRef(p.key("targetRef"), ref))
-	}
-	refs := d.list(p.key("targetRefs"), spec["targetRefs"])
-	if len(refs) > maxTargetRefs {
-		d.fail(p.key("targetRefs"), "at most %d references, not %d", maxTargetRefs, len(refs))
-	}
-	for i, v := range refs {
-		q := p.key("targetRefs").index(i)
-		if ref := d.object(q, v); ref != nil {
-			out.TargetRefs = append(out.TargetRefs, d.targetRef(q, ref))
-		} else {
-			d.fail(q, "must not be null")
-		}
-	}
-	if spec["targetRef"] != nil && spec["targetRefs"] != nil {
-		d.fail(p.key("targetRefs"), "only one of targetRef or targetRefs can be set")
-	}
-	if selectorSet && len(out.TargetRefs) > 0 {
+	out.TargetRefs = d.targetRefs(p, spec)
+	if spec["selector"] != nil && len(out.TargetRefs) > 0 {
 		d.fail(p.key("selector"), "only one of targetRefs or selector can be set")
 	}
 	if a := d.str(p.key("action"), spec["action"]); a != "" {
@@ -44,15 +26,7 @@ func (d *decoder) authorizationPolicy(p fieldPath, spec map[string]any) *Authori
 			d.fail(p.key("provider"), "must not be set with action %s, only with CUSTOM", out.Action)
 		}
 	}
-	for i, v := range d.list(p.key("rules"), spec["rules"]) {
-		q := p.key("rules").index(i)
-		m := d.object(q, v)
-		if m == nil {
-			d.fail(q, "must not be null (write {} for a rule that matches everything)")
-			continue
-		}
-		out.Rules = append(out.Rules, d.rule(q, m, out.Action))
-	}
+	out.Rules = d.rules(p.key("rules"), spec["rules"], out.Action)
 	switch {
 	case out.Action == ActionDeny && len(out.Rules) == 0:
 		d.fail(p.key("rules"), "a DENY policy without rules never applies; add an empty rule `{}` to deny everything")
@@ -60,6 +34,45 @@ func (d *decoder) authorizationPolicy(p fieldPath, spec map[string]any) *Authori
 		d.fail(p.key("rules"), "a CUSTOM policy without rules never applies; add an empty rule `{}`")
 	case out.Action == ActionCustom && out.Provider == "":
 		d.fail(p.key("provider").key("name"), "required with action CUSTOM")
+	}
+	return out
+}
+
+// targetRefs decodes targetRef or targetRefs (one of them).
+func (d *decoder) targetRefs(p fieldPath, spec map[string]any) []TargetRef {
+	var out []TargetRef
+	if ref := d.object(p.key("targetRef"), spec["targetRef"]); ref != nil {
+		out = append(out, d.targetRef(p.key("targetRef"), ref))
+	}
+	refs := d.list(p.key("targetRefs"), spec["targetRefs"])
+	if len(refs) > maxTargetRefs {
+		d.fail(p.key("targetRefs"), "at most %d references, not %d", maxTargetRefs, len(refs))
+	}
+	for i, v := range refs {
+		q := p.key("targetRefs").index(i)
+		if ref := d.object(q, v); ref != nil {
+			out = append(out, d.targetRef(q, ref))
+		} else {
+			d.fail(q, "must not be null")
+		}
+	}
+	if spec["targetRef"] != nil && spec["targetRefs"] != nil {
+		d.fail(p.key("targetRefs"), "only one of targetRef or targetRefs can be set")
+	}
+	return out
+}
+
+// rules decodes the rules of a policy with action a.
+func (d *decoder) rules(p fieldPath, v any, a Action) []RuleSpec {
+	var out []RuleSpec
+	for i, v := range d.list(p, v) {
+		q := p.index(i)
+		m := d.object(q, v)
+		if m == nil {
+			d.fail(q, "must not be null (write {} for a rule that matches everything)")
+			continue
+		}
+		out = append(out, d.rule(q, m, a))
 	}
 	return out
 }

@@ -87,68 +87,84 @@ func (m modeOrigin) override(r *Resource, mode MTLSMode) modeOrigin {
 // compilePeerAuthentications builds the index from the PeerAuthentications, ordered oldest first.
 // The third result names the PeerAuthentications that are ignored (shadowed by an older one, or misplaced).
 func compilePeerAuthentications(pas []*Resource, rootNamespace string) (peerIndex, []Warning, map[*Resource]bool) {
-	var warnings []Warning
-	ignored := map[*Resource]bool{}
-	var mesh *Resource
-	nsLevel := map[string]*Resource{}
-	selectorLevel := map[string][]*Resource{}
+	l := sortPeerAuthentications(pas, rootNamespace)
+	meshMode := modeOrigin{mode: MTLSPermissive}
+	if l.mesh != nil {
+		meshMode = meshMode.override(l.mesh, l.mesh.PeerAuthentication.Mode)
+	}
+	x := peerIndex{mesh: strictEverywhere(meshMode, rootNamespace), namespaces: map[string]*namespacePeers{}}
+	namespaces := map[string]bool{}
+	for ns := range l.namespace {
+		namespaces[ns] = true
+	}
+	for ns := range l.selector {
+		namespaces[ns] = true
+	}
+	for ns := range namespaces {
+		x.namespaces[ns] = l.namespacePeers(ns, meshMode, x.mesh, rootNamespace)
+	}
+	return x, l.warnings, l.ignored
+}
+
+// peerLevels are the PeerAuthentications by level: the mesh's (root
+// namespace, no selector), each namespace's, and the workload-selecting ones;
+// with those ignored (shadowed by an older one of their level, or with a
+// selector in the root namespace) and why.
+type peerLevels struct {
+	mesh      *Resource
+	namespace map[string]*Resource
+	selector  map[string][]*Resource
+	warnings  []Warning
+	ignored   map[*Resource]bool
+}
+
+func sortPeerAuthentications(pas []*Resource, rootNamespace string) *peerLevels {
+	l := &peerLevels{namespace: map[string]*Resource{}, selector: map[string][]*Resource{}, ignored: map[*Resource]bool{}}
 	for _, r := range pas {
 		spec := r.PeerAuthentication
 		switch {
 		case len(spec.Selector) > 0 && r.Namespace == rootNamespace:
-			ignored[r] = true
-			warnings = append(warnings, Warning{Source: r.Source, Policy: r.Key(), Field: "spec.selector",
+			l.ignore(r, Warning{Source: r.Source, Policy: r.Key(), Field: "spec.selector",
 				Msg: "a PeerAuthentication with a selector in the root namespace is ignored (as istiod does for ztunnel); move it to the workload's namespace"})
 		case len(spec.Selector) > 0:
-			selectorLevel[r.Namespace] = append(selectorLevel[r.Namespace], r)
+			l.selector[r.Namespace] = append(l.selector[r.Namespace], r)
+		case r.Namespace == rootNamespace && l.mesh != nil:
+			l.ignore(r, shadowed(r, l.mesh, "the mesh"))
 		case r.Namespace == rootNamespace:
-			if mesh != nil {
-				ignored[r] = true
-				warnings = append(warnings, shadowed(r, mesh, "the mesh"))
-				continue
-			}
-			mesh = r
+			l.mesh = r
+		case l.namespace[r.Namespace] != nil:
+			l.ignore(r, shadowed(r, l.namespace[r.Namespace], "namespace "+r.Namespace))
 		default:
-			if first := nsLevel[r.Namespace]; first != nil {
-				ignored[r] = true
-				warnings = append(warnings, shadowed(r, first, "namespace "+r.Namespace))
-				continue
-			}
-			nsLevel[r.Namespace] = r
+			l.namespace[r.Namespace] = r
 		}
 	}
+	return l
+}
 
-	meshMode := modeOrigin{mode: MTLSPermissive}
-	if mesh != nil {
-		meshMode = meshMode.override(mesh, mesh.PeerAuthentication.Mode)
+func (l *peerLevels) ignore(r *Resource, why Warning) {
+	l.ignored[r] = true
+	l.warnings = append(l.warnings, why)
+}
+
+// namespacePeers is the mTLS policy of namespace ns: its own mode over the
+// mesh's, and its workload-selecting policies over that.
+func (l *peerLevels) namespacePeers(ns string, meshMode modeOrigin, mesh *Authorization, rootNamespace string) *namespacePeers {
+	base := meshMode
+	if r := l.namespace[ns]; r != nil {
+		base = base.override(r, r.PeerAuthentication.Mode)
 	}
-	x := peerIndex{mesh: strictEverywhere(meshMode, rootNamespace), namespaces: map[string]*namespacePeers{}}
-	namespaces := map[string]bool{}
-	for ns := range nsLevel {
-		namespaces[ns] = true
+	np := &namespacePeers{base: mesh}
+	if base.from != meshMode.from {
+		np.base = strictEverywhere(base, rootNamespace)
 	}
-	for ns := range selectorLevel {
-		namespaces[ns] = true
-	}
-	for ns := range namespaces {
-		base := meshMode
-		if r := nsLevel[ns]; r != nil {
-			base = base.override(r, r.PeerAuthentication.Mode)
+	for _, r := range l.selector[ns] {
+		authz := workloadPeerAuthz(r, base, rootNamespace)
+		if authz == nil && r.PeerAuthentication.Mode == MTLSUnset {
+			authz = np.base // inherits, and no port differs: the same policy as the namespace
 		}
-		np := &namespacePeers{base: x.mesh}
-		if base.from != meshMode.from {
-			np.base = strictEverywhere(base, rootNamespace)
-		}
-		for _, r := range selectorLevel[ns] {
-			authz := workloadPeerAuthz(r, base, rootNamespace)
-			if authz == nil && r.PeerAuthentication.Mode == MTLSUnset {
-				authz = np.base // inherits, and no port differs: the same policy as the namespace
-			}
-			np.workloads = append(np.workloads, workloadPeer{selector: r.PeerAuthentication.Selector, authz: authz})
-		}
-		x.namespaces[ns] = np
+		np.workloads = append(np.workloads, workloadPeer{selector: r.PeerAuthentication.Selector, authz: authz})
 	}
-	return x, warnings, ignored
+	return np
 }
 
 func shadowed(r, winner *Resource, level string) Warning {

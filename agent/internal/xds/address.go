@@ -177,12 +177,8 @@ func decodeAddress(b []byte) (*address, error) {
 }
 
 func decodeWorkload(f pbwire.Field) (*workload, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return nil, err
-	}
 	w := &workload{Capacity: 1}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case wlUID:
@@ -251,13 +247,9 @@ func decodeWorkload(f pbwire.Field) (*workload, error) {
 
 // decodeServiceEntry reads one entry of Workload.services (map<string, PortList>).
 func (w *workload) decodeServiceEntry(f pbwire.Field) error {
-	b, err := f.Bytes()
-	if err != nil {
-		return err
-	}
 	var key string
 	var ports []port
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case mapKey:
@@ -290,11 +282,7 @@ func (w *workload) decodeServiceEntry(f pbwire.Field) error {
 
 func decodePort(f pbwire.Field) (port, error) {
 	var p port
-	b, err := f.Bytes()
-	if err != nil {
-		return p, err
-	}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		var v uint64
 		switch f.Num {
@@ -319,12 +307,8 @@ func decodePort(f pbwire.Field) (port, error) {
 }
 
 func decodeService(f pbwire.Field) (*service, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return nil, err
-	}
 	s := &service{}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case svcName:
@@ -372,11 +356,7 @@ func decodeService(f pbwire.Field) (*service, error) {
 
 func decodeLocality(f pbwire.Field) (state.Locality, error) {
 	var l state.Locality
-	b, err := f.Bytes()
-	if err != nil {
-		return l, err
-	}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case locRegion:
@@ -395,12 +375,8 @@ func decodeLocality(f pbwire.Field) (state.Locality, error) {
 }
 
 func decodeLoadBalancing(f pbwire.Field) (*state.LoadBalancing, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return nil, err
-	}
 	lb := &state.LoadBalancing{}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var vs []uint32
 		var v uint64
 		var err error
@@ -430,11 +406,7 @@ func decodeLoadBalancing(f pbwire.Field) (*state.LoadBalancing, error) {
 
 func decodeWeightedWaypoint(f pbwire.Field) (weightedWaypoint, error) {
 	var ww weightedWaypoint
-	b, err := f.Bytes()
-	if err != nil {
-		return ww, err
-	}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		var v uint64
 		switch f.Num {
@@ -456,12 +428,8 @@ func decodeWeightedWaypoint(f pbwire.Field) (weightedWaypoint, error) {
 }
 
 func decodeGatewayAddress(f pbwire.Field) (*gatewayAddress, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return nil, err
-	}
 	g := &gatewayAddress{}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case gwHostname:
@@ -502,11 +470,7 @@ func decodeGatewayAddress(f pbwire.Field) (*gatewayAddress, error) {
 
 func decodeNetworkAddress(f pbwire.Field) (networkAddress, error) {
 	var a networkAddress
-	b, err := f.Bytes()
-	if err != nil {
-		return a, err
-	}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case naNetwork:
@@ -533,12 +497,8 @@ func decodeNetworkAddress(f pbwire.Field) (networkAddress, error) {
 }
 
 func decodeUInt32Value(f pbwire.Field) (uint32, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return 0, err
-	}
 	var v uint64
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		if f.Num == wrapperValue {
 			v, err = f.Uint(math.MaxUint32)

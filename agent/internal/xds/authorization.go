@@ -78,11 +78,7 @@ func decodeAuthorization(b []byte) (*policy.XDSAuthorization, error) {
 
 func decodeGroup(f pbwire.Field) (policy.XDSGroup, error) {
 	var g policy.XDSGroup
-	b, err := f.Bytes()
-	if err != nil {
-		return g, err
-	}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		if f.Num != groupRules {
 			return nil
 		}
@@ -112,11 +108,7 @@ func decodeGroup(f pbwire.Field) (policy.XDSGroup, error) {
 
 func decodeMatch(f pbwire.Field) (policy.XDSMatch, error) {
 	var m policy.XDSMatch
-	b, err := f.Bytes()
-	if err != nil {
-		return m, err
-	}
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case mNamespaces:
@@ -154,12 +146,8 @@ func decodeMatch(f pbwire.Field) (policy.XDSMatch, error) {
 
 // appendStringMatch reads a StringMatch; its oneof keeps the last value on the wire.
 func appendStringMatch(dst []policy.XDSStringMatch, f pbwire.Field) ([]policy.XDSStringMatch, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return dst, err
-	}
 	var s policy.XDSStringMatch
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		var v string
 		switch f.Num {
@@ -185,12 +173,8 @@ func appendStringMatch(dst []policy.XDSStringMatch, f pbwire.Field) ([]policy.XD
 }
 
 func appendServiceAccount(dst []policy.XDSServiceAccountMatch, f pbwire.Field) ([]policy.XDSServiceAccountMatch, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return dst, err
-	}
 	var s policy.XDSServiceAccountMatch
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case saNamespace:
@@ -210,13 +194,9 @@ func appendServiceAccount(dst []policy.XDSServiceAccountMatch, f pbwire.Field) (
 // longer than the address, becomes an invalid netip.Prefix: ztunnel leaves such a value out of the match,
 // and so does policy.CompileXDS.
 func appendCIDR(dst []netip.Prefix, f pbwire.Field) ([]netip.Prefix, error) {
-	b, err := f.Bytes()
-	if err != nil {
-		return dst, err
-	}
 	var raw []byte
 	var length uint64
-	err = pbwire.Each(b, func(f pbwire.Field) error {
+	err := f.Each(func(f pbwire.Field) error {
 		var err error
 		switch f.Num {
 		case cidrAddress:
