@@ -168,12 +168,21 @@ func (t *captureTable) reinstall(next *config.Config) error {
 	spec := captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)), t.outboundClasses(workloadClasses(next)))
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if err := t.applyLocked(spec); err != nil {
+		return err
+	}
+	t.log.Info("capture rules updated", "workload_addresses", len(spec.Workloads))
+	return nil
+}
+
+// applyLocked installs spec (atomically: on error the old rules stay) and
+// keeps it as the rules in place. t.mu is held.
+func (t *captureTable) applyLocked(spec nft.Spec) error {
 	if err := t.c.Install(context.Background(), spec); err != nil {
 		return err
 	}
 	t.spec = spec
 	t.saveSpec(spec)
-	t.log.Info("capture rules updated", "workload_addresses", len(spec.Workloads))
 	return nil
 }
 
@@ -216,12 +225,10 @@ func (t *captureTable) refreshClasses() {
 	}
 	spec := t.spec
 	spec.OutboundClasses = classes
-	if err := t.c.Install(context.Background(), spec); err != nil {
+	if err := t.applyLocked(spec); err != nil {
 		t.log.Error("capture rules not updated for a unit's new cgroup", "err", err)
 		return
 	}
-	t.spec = spec
-	t.saveSpec(spec)
 	t.log.Info("capture rules updated: a recognised unit started, stopped or restarted", "classes", len(classes))
 }
 

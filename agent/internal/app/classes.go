@@ -32,11 +32,7 @@ func workloadClasses(cfg *config.Config) []workloadClass {
 		if w.Processes.IsZero() {
 			continue
 		}
-		out = append(out, workloadClass{
-			uid:   cfg.Node.Name + "/" + w.Namespace + "/" + w.Name,
-			port:  uint16(FirstClassPort + len(out)),
-			match: w.Processes,
-		})
+		out = append(out, workloadClass{uid: localUID(cfg, w.Namespace+"/"+w.Name), port: uint16(FirstClassPort + len(out)), match: w.Processes})
 	}
 	return out
 }
@@ -75,17 +71,18 @@ func recognition(cfg *config.Config) map[string]string {
 		out[c.uid] = fmt.Sprintf("%s -> outbound port %d", c.match, c.port)
 	}
 	for _, w := range cfg.Workloads {
-		uid := cfg.Node.Name + "/" + w.Namespace + "/" + w.Name
-		if _, ok := out[uid]; ok {
-			continue
-		}
-		out[uid] = "source address"
-		if cfg.Capture.DefaultWorkload == w.Namespace+"/"+w.Name {
-			out[uid] = "default for unrecognised processes"
+		if uid := localUID(cfg, w.Namespace+"/"+w.Name); out[uid] == "" {
+			out[uid] = "source address"
+			if cfg.Capture.DefaultWorkload == w.Namespace+"/"+w.Name {
+				out[uid] = "default for unrecognised processes"
+			}
 		}
 	}
 	return out
 }
+
+// localUID is the state UID of this host's workload "namespace/name".
+func localUID(cfg *config.Config, nsName string) string { return cfg.Node.Name + "/" + nsName }
 
 // cgroupWatchInterval is how often units' cgroups are checked: a unit that
 // starts, or restarts (systemd makes its cgroup anew, with a new id), is

@@ -167,7 +167,7 @@ func dataPathSettings(cfg *config.Config) proxy.Settings {
 	s := proxy.Settings{}
 	s.HairpinIdentity, s.Hairpin = hairpinIdentity(cfg)
 	if cfg.Capture.DefaultWorkload != "" {
-		s.DefaultWorkload = cfg.Node.Name + "/" + cfg.Capture.DefaultWorkload
+		s.DefaultWorkload = localUID(cfg, cfg.Capture.DefaultWorkload)
 	}
 	return s
 }

@@ -69,14 +69,20 @@ func lookupService(snap *state.Snapshot, name string) (v4, v6 []netip.Addr, ok b
 	if !ok || !visibleToHost(snap, svc) {
 		return nil, nil, false
 	}
-	for _, vip := range svc.Addresses {
-		if vip.Is4() {
-			v4 = append(v4, vip)
+	v4, v6 = byFamily(svc.Addresses)
+	return v4, v6, true
+}
+
+// byFamily splits addresses into IPv4 and IPv6 ones, in order.
+func byFamily(addrs []netip.Addr) (v4, v6 []netip.Addr) {
+	for _, a := range addrs {
+		if a.Is4() {
+			v4 = append(v4, a)
 		} else {
-			v6 = append(v6, vip)
+			v6 = append(v6, a)
 		}
 	}
-	return v4, v6, true
+	return v4, v6
 }
 
 // dnsSource names the local workload that sent a DNS query from client, for

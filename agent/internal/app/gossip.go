@@ -190,16 +190,21 @@ func (a *App) publishState() { a.state.Rebuild(a.stateInput, a.reportConflicts) 
 func (a *App) stateInput(current *state.Snapshot) state.Input {
 	cfg := a.cfg.Load()
 	in := a.localInput(cfg)
-	if a.gossip != nil {
-		in.Workloads = append(in.Workloads, a.gossip.Workloads()...)
-		in.Services = append(in.Services, a.gossip.Services()...)
-		in.Waypoints = append(in.Waypoints, a.gossip.Waypoints()...)
-	}
+	a.gossipInput(&in)
 	a.istiodInput(&in)
 	in.Previous = a.establishedState(current)
 	in.Limits = state.Limits{Domains: append(slices.Clone(cfg.DNS.Domains), cfg.Gossip.AllowedHostnames...), VIPs: cfg.Gossip.AllowedVIPs,
 		RequireAddressProof: cfg.Gossip.RequireAddressProof}
 	return in
+}
+
+// gossipInput adds what the peers declare to in.
+func (a *App) gossipInput(in *state.Input) {
+	if a.gossip != nil {
+		in.Workloads = append(in.Workloads, a.gossip.Workloads()...)
+		in.Services = append(in.Services, a.gossip.Services()...)
+		in.Waypoints = append(in.Waypoints, a.gossip.Waypoints()...)
+	}
 }
 
 // settleAfterMeeting is how long after meeting another member (with its
@@ -231,11 +236,19 @@ func gossipPorts(g config.Gossip) []uint16 {
 	}
 	ports := []uint16{g.Bind.Port()}
 	for _, seed := range g.Join {
-		if _, p, err := net.SplitHostPort(seed); err == nil {
-			if n, err := strconv.Atoi(p); err == nil && !slices.Contains(ports, uint16(n)) {
-				ports = append(ports, uint16(n))
-			}
+		if p, ok := seedPort(seed); ok && !slices.Contains(ports, p) {
+			ports = append(ports, p)
 		}
 	}
 	return ports
+}
+
+// seedPort is the port of a host:port seed.
+func seedPort(seed string) (uint16, bool) {
+	_, p, err := net.SplitHostPort(seed)
+	if err != nil {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	return uint16(n), err == nil
 }

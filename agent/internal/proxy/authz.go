@@ -81,7 +81,18 @@ func (l *Live) addFunc(allowed func(*policy.Set) bool, end func()) func() {
 // Reevaluate ends every live connection that set no longer allows and returns
 // how many it ended.
 func (l *Live) Reevaluate(set *policy.Set) int {
+	denied := l.untrackDenied(set)
+	for _, lc := range denied {
+		lc.once.Do(lc.end)
+	}
+	return len(denied)
+}
+
+// untrackDenied stops tracking the connections set no longer allows, and
+// returns them, for ending outside the lock.
+func (l *Live) untrackDenied(set *policy.Set) []*liveConn {
 	l.mu.Lock()
+	defer l.mu.Unlock()
 	var denied []*liveConn
 	for lc := range l.conns {
 		if !lc.allowed(set) {
@@ -89,11 +100,7 @@ func (l *Live) Reevaluate(set *policy.Set) int {
 			delete(l.conns, lc)
 		}
 	}
-	l.mu.Unlock()
-	for _, lc := range denied {
-		lc.once.Do(lc.end)
-	}
-	return len(denied)
+	return denied
 }
 
 // Len is the number of live connections tracked.

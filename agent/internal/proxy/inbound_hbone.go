@@ -229,12 +229,18 @@ func (h *InboundHBONE) bypassed(snap *state.Snapshot, w *state.Workload, peer sp
 		return nil
 	}
 	// The snapshot's slices are shared: never append to them.
-	for _, wp := range append(slices.Clip(wps), serviceWaypoints(snap, w)...) {
-		if id, err := wp.Identity(); err == nil && id == peer {
-			return nil
-		}
+	if isIdentityOf(peer, append(slices.Clip(wps), serviceWaypoints(snap, w)...)) {
+		return nil
 	}
 	return fmt.Errorf("bypassed waypoint: %s is served by waypoint %s and %s is not it", w.Name, wps[0].Key(), idString(peer))
+}
+
+// isIdentityOf reports whether id is the identity of one of the waypoints.
+func isIdentityOf(id spiffeid.ID, wps []*state.Waypoint) bool {
+	return slices.ContainsFunc(wps, func(wp *state.Waypoint) bool {
+		wid, err := wp.Identity()
+		return err == nil && wid == id
+	})
 }
 
 // serviceWaypoints are the waypoints of the services w backs: a service's
