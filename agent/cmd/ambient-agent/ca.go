@@ -36,8 +36,7 @@ func runCAInit(args []string, stdout, stderr io.Writer) int {
 	}
 	ca, err := meshca.Init(*dir, td)
 	if err != nil {
-		fmt.Fprintf(stderr, "ambient-agent ca init: %v\n", err)
-		return 1
+		return failed(stderr, "ca init", err)
 	}
 	fmt.Fprintf(stdout, "created the root of trust domain %q in %s (%s, %s; serial %s, expires %s)\n",
 		td.Name(), *dir, meshca.RootCertFile, meshca.RootKeyFile, ca.Root().SerialNumber.Text(16),
@@ -69,8 +68,7 @@ func runCAIssue(args []string, stdout, stderr io.Writer) int {
 	}
 	ca, err := meshca.Load(*dir)
 	if err != nil {
-		fmt.Fprintf(stderr, "ambient-agent ca issue: %v\n", err)
-		return 1
+		return failed(stderr, "ca issue", err)
 	}
 	id, err := identity.IstioID(ca.TrustDomain(), *ns, *sa)
 	if err != nil {
@@ -78,12 +76,10 @@ func runCAIssue(args []string, stdout, stderr io.Writer) int {
 	}
 	svid, err := ca.Issue(id, *ttl, ips...)
 	if err != nil {
-		fmt.Fprintf(stderr, "ambient-agent ca issue: %v\n", err)
-		return 1
+		return failed(stderr, "ca issue", err)
 	}
 	if err := ca.WriteIdentity(*out, svid); err != nil {
-		fmt.Fprintf(stderr, "ambient-agent ca issue: %v\n", err)
-		return 1
+		return failed(stderr, "ca issue", err)
 	}
 	nsName, saName, _ := identity.ParseIstioID(id)
 	fmt.Fprintf(stdout, "issued %s%s (serial %s, expires %s) into %s, %s and %s\n", id, ips.describe(),

@@ -116,6 +116,12 @@ func workloadID(w *state.Workload) string {
 	return id.String()
 }
 
+// failed reports the error of command cmd ("ca issue") and returns its exit code, 1.
+func failed(stderr io.Writer, cmd string, err error) int {
+	fmt.Fprintf(stderr, "ambient-agent %s: %v\n", cmd, err)
+	return 1
+}
+
 func until(t time.Time) string {
 	d := time.Until(t)
 	if d < 0 {

@@ -75,8 +75,7 @@ func runCleanup(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if err := app.Cleanup(); err != nil {
-		fmt.Fprintf(stderr, "ambient-agent cleanup: %v\n", err)
-		return 1
+		return failed(stderr, "cleanup", err)
 	}
 	fmt.Fprintln(stdout, "ok")
 	return 0
@@ -104,8 +103,7 @@ func runClose(args []string, stdout, stderr io.Writer) int {
 	}
 	did, err := app.CloseHost(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "ambient-agent close: %v\n", err)
-		return 1
+		return failed(stderr, "close", err)
 	}
 	fmt.Fprintln(stdout, "ambient-agent close:", did)
 	return 0

@@ -32,8 +32,7 @@ func runExportKubernetes(args []string, stdout, stderr io.Writer) int {
 	}
 	out, err := kubernetesYAML(cfg)
 	if err != nil {
-		fmt.Fprintf(stderr, "ambient-agent export kubernetes: %v\n", err)
-		return 1
+		return failed(stderr, "export kubernetes", err)
 	}
 	if _, err := stdout.Write(out); err != nil {
 		return 1

@@ -26,8 +26,7 @@ func runGossipKeygen(args []string, stdout, stderr io.Writer) int {
 	}
 	key := make([]byte, discovery.KeySize)
 	if _, err := rand.Read(key); err != nil {
-		fmt.Fprintf(stderr, "ambient-agent gossip keygen: %v\n", err)
-		return 1
+		return failed(stderr, "gossip keygen", err)
 	}
 	line := base64.StdEncoding.EncodeToString(key) + "\n"
 	if *out == "" {
@@ -35,8 +34,7 @@ func runGossipKeygen(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err := writeNewFile(*out, line); err != nil {
-		fmt.Fprintf(stderr, "ambient-agent gossip keygen: %v\n", err)
-		return 1
+		return failed(stderr, "gossip keygen", err)
 	}
 	fmt.Fprintf(stdout, "wrote a gossip key to %s; copy the file to every host of the mesh (gossip.key_file)\n", *out)
 	return 0

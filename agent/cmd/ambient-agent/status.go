@@ -21,23 +21,38 @@ func runStatus(args []string, stdout, stderr io.Writer) int {
 
 func printStatus(w io.Writer, d *admin.Dump) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	ready := "yes"
-	if !d.Ready {
-		ready = "NO: waiting for " + strings.Join(d.Waiting, ", ")
-	}
-	fmt.Fprintf(tw, "Ready:\t%s\n", ready)
-	fmt.Fprintf(tw, "Version:\t%s\n", d.Version)
-	fmt.Fprintf(tw, "Uptime:\t%s\n", d.Uptime)
+	fmt.Fprintf(tw, "Ready:\t%s\nVersion:\t%s\nUptime:\t%s\n", readiness(d), d.Version, d.Uptime)
 	fmt.Fprintf(tw, "Node:\t%s (trust domain %s)\n", d.Config.Node.Name, d.Config.Node.TrustDomain)
-	capture := "off"
-	if d.Capture.Enabled {
-		capture = "on (" + d.Capture.Table + ")"
-		if !d.Capture.Installed {
-			capture = "NOT INSTALLED (" + d.Capture.Table + ")"
-		}
+	fmt.Fprintf(tw, "Capture:\t%s\n", captureState(d.Capture))
+	local, remote := countWorkloads(d)
+	fmt.Fprintf(tw, "Workloads:\t%d local, %d known elsewhere\n", local, remote)
+	if d.Config.Gossip.Enabled {
+		alive, known := d.Peering()
+		fmt.Fprintf(tw, "Peers:\t%d alive of %d known (gossip)\n", alive, known)
 	}
-	fmt.Fprintf(tw, "Capture:\t%s\n", capture)
-	local, remote := 0, 0
+	printIdentities(tw, d)
+	printConflicts(tw, d)
+	tw.Flush()
+}
+
+func readiness(d *admin.Dump) string {
+	if !d.Ready {
+		return "NO: waiting for " + strings.Join(d.Waiting, ", ")
+	}
+	return "yes"
+}
+
+func captureState(c admin.Capture) string {
+	switch {
+	case !c.Enabled:
+		return "off"
+	case !c.Installed:
+		return "NOT INSTALLED (" + c.Table + ")"
+	}
+	return "on (" + c.Table + ")"
+}
+
+func countWorkloads(d *admin.Dump) (local, remote int) {
 	for _, wl := range d.Workloads {
 		if wl.Local {
 			local++
@@ -45,24 +60,27 @@ func printStatus(w io.Writer, d *admin.Dump) {
 			remote++
 		}
 	}
-	fmt.Fprintf(tw, "Workloads:\t%d local, %d known elsewhere\n", local, remote)
-	if d.Config.Gossip.Enabled {
-		alive, known := d.Peering()
-		fmt.Fprintf(tw, "Peers:\t%d alive of %d known (gossip)\n", alive, known)
-	}
+	return local, remote
+}
+
+// printIdentities lists the local identities and when their certificates expire.
+func printIdentities(w io.Writer, d *admin.Dump) {
 	for _, c := range d.Certificates {
 		if c.Kind == "workload" {
-			fmt.Fprintf(tw, "Identity:\t%s (expires %s)\n", c.Identity, until(c.NotAfter))
+			fmt.Fprintf(w, "Identity:\t%s (expires %s)\n", c.Identity, until(c.NotAfter))
 		}
 	}
+}
+
+// printConflicts lists the addresses claimed by more than one workload.
+func printConflicts(w io.Writer, d *admin.Dump) {
 	for _, c := range d.Conflicts {
 		if c.Winner == "" {
-			fmt.Fprintf(tw, "Conflict:\t%s claimed by %s (%s); routed to no one\n", c.Address, c.Loser, c.Reason)
+			fmt.Fprintf(w, "Conflict:\t%s claimed by %s (%s); routed to no one\n", c.Address, c.Loser, c.Reason)
 			continue
 		}
-		fmt.Fprintf(tw, "Conflict:\t%s claimed by %s and %s (%s); using %s\n", c.Address, c.Winner, c.Loser, c.Reason, c.Winner)
+		fmt.Fprintf(w, "Conflict:\t%s claimed by %s and %s (%s); using %s\n", c.Address, c.Winner, c.Loser, c.Reason, c.Winner)
 	}
-	tw.Flush()
 }
 
 func runWorkloads(args []string, stdout, stderr io.Writer) int {

@@ -1,5 +1,7 @@
 package telemetry
 
+import "cmp"
+
 // Unknown is the value of a label the agent does not know, as in Istio.
 const Unknown = "unknown"
 
@@ -104,28 +106,10 @@ func WorkloadName(labels map[string]string, name string) string {
 // CanonicalService and CanonicalRevision read Istio's canonical labels of a
 // workload, falling back to app and version as Istio does.
 func CanonicalService(labels map[string]string, name string) string {
-	if v := labels["service.istio.io/canonical-name"]; v != "" {
-		return v
-	}
-	if v := labels["app.kubernetes.io/name"]; v != "" {
-		return v
-	}
-	if v := labels["app"]; v != "" {
-		return v
-	}
-	return name
+	return cmp.Or(labels["service.istio.io/canonical-name"], labels["app.kubernetes.io/name"], labels["app"], name)
 }
 
 // CanonicalRevision is the workload's revision label, or "latest".
 func CanonicalRevision(labels map[string]string) string {
-	if v := labels["service.istio.io/canonical-revision"]; v != "" {
-		return v
-	}
-	if v := labels["app.kubernetes.io/version"]; v != "" {
-		return v
-	}
-	if v := labels["version"]; v != "" {
-		return v
-	}
-	return "latest"
+	return cmp.Or(labels["service.istio.io/canonical-revision"], labels["app.kubernetes.io/version"], labels["version"], "latest")
 }
