@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -37,16 +36,15 @@ type App struct {
 	started time.Time
 	quit    chan struct{} // closed by /quitquitquit
 
-	ids       identity.Source // nil when the host runs no workload
-	state     *state.Store
-	dp        dataPath
-	dns       *dnsProxy
-	policies  *policy.Store // the policy directory's and istiod's, merged
-	publishMu sync.Mutex    // one state snapshot built at a time
-	live      *proxy.Live
-	gossip    *discovery.Discovery // nil when gossip is off
-	istiod    *xds.Client          // nil without [istio] discovery
-	health    *health.Checker
+	ids      identity.Source // nil when the host runs no workload
+	state    *state.Store
+	dp       dataPath
+	dns      *dnsProxy
+	policies *policy.Store // the policy directory's and istiod's, merged
+	live     *proxy.Live
+	gossip   *discovery.Discovery // nil when gossip is off
+	istiod   *xds.Client          // nil without [istio] discovery
+	health   *health.Checker
 	// gossipAlive is the alive member count last seen, for member events.
 	gossipAlive atomic.Int64
 	// gossipMet is when this agent first saw another member (Unix nanoseconds; 0: not yet).

@@ -86,8 +86,13 @@ func (s *Server) handle(c *conn, st *Stream, req *Request) {
 	s.unanswered(req, errors.New("handler returned without an answer"))
 }
 
-// unanswered refuses a request the handler left without an answer, and reports it.
+// unanswered refuses a request the handler left without an answer, and reports it. One it accepted and left
+// (a panic while relaying) is reset: its client must not read the end as a clean close.
 func (s *Server) unanswered(req *Request, err error) {
+	if req.accepted {
+		req.st.cancelWith(err)
+		return
+	}
 	if req.answered {
 		return
 	}

@@ -3,12 +3,16 @@ package hbone
 import (
 	"context"
 	"errors"
-	"golang.org/x/net/http2"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
 )
 
 // TestShutdownGraceful: Shutdown stops new tunnels (GOAWAY; the listener is closed) while established ones keep
@@ -196,5 +200,51 @@ func TestResetWithIdleUpstream(t *testing.T) {
 				t.Fatal("upstream connection left open")
 			}
 		})
+	}
+}
+
+// misuseHandler breaks the handler's contract on purpose: it relays without accepting, or panics after accepting.
+type misuseHandler struct {
+	mode *atomic.Value
+	up   netip.AddrPort
+}
+
+func (m misuseHandler) ServeHBONE(r *Request) {
+	up, err := net.Dial("tcp", m.up.String())
+	if err != nil {
+		r.RefuseDial(m.up, err)
+		return
+	}
+	defer up.Close()
+	switch m.mode.Load() {
+	case "relay-unaccepted":
+		r.Relay(up, nil)
+	case "panic-after-accept":
+		_ = r.Accept(Baggage{})
+		panic("handler bug after the 200")
+	}
+}
+
+func (misuseHandler) Refused(*TunnelInfo, Flag, error) {}
+
+// A handler that relays without accepting relays nothing: the request is refused (503, INTERNAL). One that
+// panics after accepting resets the tunnel: its client never reads a clean end.
+func TestHandlerMisuseFailsClosed(t *testing.T) {
+	echo := echoServer(t)
+	var mode atomic.Value
+	h := newHarness(t, harnessOpts{server: func(c *ServerConfig) { c.Handler = misuseHandler{mode: &mode, up: echo} }})
+	mode.Store("relay-unaccepted")
+	if _, err := h.pool.Dial(context.Background(), h.dst.with(request{Authority: echo.String()})); !strings.Contains(fmt.Sprint(err), "status 503") {
+		t.Errorf("relay without accept: %v, want a 503", err)
+	}
+	mode.Store("panic-after-accept")
+	st, err := h.pool.Dial(context.Background(), h.dst.with(request{Authority: echo.String()}))
+	if err != nil {
+		t.Fatalf("the 200 came before the panic: %v", err)
+	}
+	defer st.Close()
+	_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadAll(st); FlagOf(err) != FlagReset {
+		t.Errorf("read after the handler panicked: %v, want a reset, not a clean end", err)
 	}
 }

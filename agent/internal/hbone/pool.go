@@ -60,7 +60,7 @@ func (k PoolKey) expects(id spiffeid.ID) bool {
 // Tunnel is one outbound tunnel, the one value from the caller's routing decision to the wire: which identity is
 // presented to which peer, and what the CONNECT asks. Tunnels with the same Key share pooled connections.
 type Tunnel struct {
-	// Source is the local identity presented; Expected the identities the peer may present (none: any).
+	// Source is the local identity presented; Expected the identities the peer may present.
 	Source   spiffeid.ID
 	Expected []spiffeid.ID
 	// Gateway is the peer's HBONE address (ip:15008).

@@ -48,6 +48,7 @@ type Request struct {
 
 	st       *Stream
 	answered bool // by Refuse or Accept; only the handler's goroutine answers
+	accepted bool // answered 200: only then may it relay
 }
 
 // Header returns the value of the first header with that (case-insensitive) name, or "".
@@ -108,6 +109,7 @@ func (r *Request) Accept(b Baggage) error {
 	if !r.st.respond(200, false, b.String()) {
 		return newError(FlagReset, "respond", r.RemoteAddr.String(), errors.New("stream reset before the answer"))
 	}
+	r.accepted = true
 	return nil
 }
 
@@ -116,8 +118,12 @@ func (r *Request) Bytes() (sent, received int64) { return r.st.bytes() }
 
 // Relay copies bytes between an accepted tunnel and its upstream connection until both directions have ended
 // (half-closes are passed on), then reports what it carried. revoker (nil: none) ends it early with FlagRevoked.
-// It does not close up.
+// It does not close up. A request that was not accepted relays nothing: it is refused as FlagInternal.
 func (r *Request) Relay(up net.Conn, revoker *Revoker) TunnelStats {
+	if !r.accepted {
+		err := r.Refuse(FlagInternal, errors.New("relay before the request was accepted"))
+		return TunnelStats{Duration: time.Since(r.Start), Flag: FlagInternal, Err: err}
+	}
 	flag, err := pipe(r.st, up, revoker)
 	return TunnelStats{
 		BytesSent:     r.st.BytesSent(),

@@ -51,6 +51,10 @@ type inboundTunnel struct {
 // answer, relay, record.
 func (h *InboundHBONE) ServeHBONE(r *hbone.Request) {
 	snap := h.d.Snap()
+	if r.Target.IsHostname() {
+		h.refuse(r, snap, &inboundTunnel{route: "hbone"}, hbone.FlagBadRequest, errors.New("hostname targets (double HBONE) are not supported"))
+		return
+	}
 	if wp, ok := snap.WaypointByAddr(r.LocalAddr.Addr()); ok && wp.Local {
 		h.serveWaypoint(r, snap, wp)
 		return
@@ -82,9 +86,6 @@ func (h *InboundHBONE) ServeHBONE(r *hbone.Request) {
 // address and port, which must be the address the tunnel arrived on and the
 // workload whose certificate the handshake presented.
 func (h *InboundHBONE) target(r *hbone.Request, snap *state.Snapshot) (*state.Workload, hbone.Flag, error) {
-	if r.Target.IsHostname() {
-		return nil, hbone.FlagBadRequest, errors.New("hostname targets (double HBONE) are not supported")
-	}
 	target := r.Target.Addr
 	if target.Addr() != r.LocalAddr.Addr().Unmap() {
 		return nil, hbone.FlagWrongTarget, fmt.Errorf("target %s is not the address the connection arrived on (%s)", target.Addr(), r.LocalAddr.Addr())
@@ -210,7 +211,7 @@ func localIdentity(snap *state.Snapshot, a netip.Addr, serverName string) (spiff
 // share, the client verified that identity, not the target port's owner's.
 func presented(w *state.Workload, r *hbone.Request) error {
 	want, err := w.Identity()
-	if err != nil || r.LocalIdentity.IsZero() || r.LocalIdentity == want {
+	if err == nil && r.LocalIdentity == want {
 		return nil
 	}
 	return fmt.Errorf("port %d of %s is served by workload %s (%s), but the handshake presented %s (SNI %q)",
