@@ -34,7 +34,8 @@ type Request struct {
 	LocalAddr, RemoteAddr netip.AddrPort
 	// Target is the parsed :authority.
 	Target Authority
-	// Headers are the regular request headers in wire order (baggage, forwarded, traceparent, ...).
+	// Headers are the regular request headers in wire order (baggage, forwarded, traceparent, ...), until
+	// Accept releases them.
 	Headers []Header
 	// ForwardedFor is the original client address from the forwarded header, if any (port 0 when absent).
 	ForwardedFor netip.AddrPort
@@ -110,6 +111,7 @@ func (r *Request) Accept(b Baggage) error {
 		return newError(FlagReset, "respond", r.RemoteAddr.String(), errors.New("stream reset before the answer"))
 	}
 	r.accepted = true
+	r.Headers = nil // a tunnel's life does not hold its request's headers: read them before Accept
 	return nil
 }
 
