@@ -201,16 +201,7 @@ func (t *captureTable) watchCgroups(ctx context.Context) error {
 	if t.c == nil || !slices.ContainsFunc(workloadClasses(t.cfg.Load()), func(c workloadClass) bool { return c.match.Cgroup != "" }) {
 		return nil
 	}
-	tick := time.NewTicker(cgroupWatchInterval)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-tick.C:
-		}
-		t.refreshClasses()
-	}
+	return every(ctx, cgroupWatchInterval, t.refreshClasses)
 }
 
 func (t *captureTable) refreshClasses() {

@@ -28,16 +28,23 @@ func (n notifier) watchdog(ctx context.Context, healthy func() bool) error {
 	if err != nil || interval == 0 {
 		return nil
 	}
-	t := time.NewTicker(interval / 2)
+	return every(ctx, interval/2, func() {
+		if healthy() {
+			n.send(daemon.SdNotifyWatchdog)
+		}
+	})
+}
+
+// every calls fn every interval until ctx is done.
+func every(ctx context.Context, interval time.Duration, fn func()) error {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if healthy() {
-				n.send(daemon.SdNotifyWatchdog)
-			}
+			fn()
 		}
 	}
 }

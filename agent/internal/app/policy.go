@@ -69,22 +69,13 @@ func (a *App) enforce(_ *policy.Set, warnings []policy.Warning) int {
 // watchPolicies reloads the policy directory when its files change.
 func (a *App) watchPolicies(ctx context.Context) error {
 	last := dirDigest(a.cfg.Load().Policy.Dir)
-	t := time.NewTicker(policyPollInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		now := dirDigest(a.cfg.Load().Policy.Dir)
-		if now == last {
-			continue
-		}
+	return every(ctx, policyPollInterval, func() {
 		// A bad set is reported once; the next change of the files tries again.
-		_ = a.reloadPolicies("files changed")
-		last = now
-	}
+		if now := dirDigest(a.cfg.Load().Policy.Dir); now != last {
+			_ = a.reloadPolicies("files changed")
+			last = now
+		}
+	})
 }
 
 // dirDigest sums the names, sizes and modification times of the policy files.

@@ -105,25 +105,22 @@ func (a *App) applyReload(prev, eff *config.Config, live map[string]bool) error 
 // workload's port) would present the wrong identity.
 func effective(prev, next *config.Config, live map[string]bool) *config.Config {
 	eff := *prev
-	if live["log.level"] {
-		eff.Log.Level = next.Log.Level
-	}
-	if live["policy"] {
-		eff.Policy = next.Policy
-	}
-	if live["remote_workload"] {
-		eff.Remotes = next.Remotes
-	}
-	if live["service"] {
-		eff.Services = next.Services
-	}
-	if live["capture"] {
-		eff.Capture = next.Capture
-	}
-	if live["workload"] {
-		eff.Workloads = next.Workloads
+	for key, apply := range liveSections {
+		if live[key] {
+			apply(&eff, next)
+		}
 	}
 	return &eff
+}
+
+// liveSections take, for each key a reload may apply live, its section from next.
+var liveSections = map[string]func(eff, next *config.Config){
+	"log.level":       func(eff, next *config.Config) { eff.Log.Level = next.Log.Level },
+	"policy":          func(eff, next *config.Config) { eff.Policy = next.Policy },
+	"remote_workload": func(eff, next *config.Config) { eff.Remotes = next.Remotes },
+	"service":         func(eff, next *config.Config) { eff.Services = next.Services },
+	"capture":         func(eff, next *config.Config) { eff.Capture = next.Capture },
+	"workload":        func(eff, next *config.Config) { eff.Workloads = next.Workloads },
 }
 
 // splitLive sorts changed keys into those a reload applies now and those that

@@ -109,16 +109,22 @@ func (req *Request) Info() *TunnelInfo {
 
 // refuse answers a stream hbone refuses on its own with the flag's status and reports the failure.
 func (s *Server) refuse(c *conn, st *Stream, info *TunnelInfo, flag Flag, err error) {
-	status := flag.Status()
+	e := refuseStream(st, flag, info.Authority, err)
+	s.log.Debug("hbone: tunnel refused", "peer", c.peer, "remote", c.remote, "err", e)
+	s.cfg.Handler.Refused(info, flag, e)
+}
+
+// refuseStream answers st with the flag's status (nothing for FlagReset: the stream is gone) and returns the
+// failure.
+func refuseStream(st *Stream, flag Flag, authority string, err error) *Error {
 	if err == nil {
 		err = errors.New("refused")
 	}
-	e := &Error{Flag: flag, Status: status, Op: "connect", Addr: info.Authority, Err: err}
+	e := &Error{Flag: flag, Status: flag.Status(), Op: "connect", Addr: authority, Err: err}
 	if flag != FlagReset {
-		st.respond(status, true, "")
+		st.respond(e.Status, true, "")
 	}
-	s.log.Debug("hbone: tunnel refused", "peer", c.peer, "remote", c.remote, "err", e)
-	s.cfg.Handler.Refused(info, flag, e)
+	return e
 }
 
 // finish releases the stream and its slot once its handler is done.

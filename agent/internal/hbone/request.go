@@ -76,15 +76,11 @@ func (r *Request) Context() context.Context { return r.st.ctx }
 // gone) and returns the failure as an *Error, for the handler's records. A request is answered once: a second
 // answer is ignored.
 func (r *Request) Refuse(flag Flag, err error) *Error {
-	if err == nil {
-		err = errors.New("refused")
-	}
-	e := &Error{Flag: flag, Status: flag.Status(), Op: "connect", Addr: r.Target.String(), Err: err}
-	if !r.answered && flag != FlagReset {
-		r.st.respond(e.Status, true, "")
+	if r.answered {
+		return &Error{Flag: flag, Status: flag.Status(), Op: "connect", Addr: r.Target.String(), Err: err}
 	}
 	r.answered = true
-	return e
+	return refuseStream(r.st, flag, r.Target.String(), err)
 }
 
 // RefuseDial refuses the request after the upstream connection failed: 503 as FlagUpstreamConnect, or
