@@ -108,9 +108,13 @@ func evaluate(applicable []*Authorization, c *Conn) Decision {
 // `authz check` uses it to explain a decision.
 func (s *Set) Applicable(c Conn) []Authorization {
 	var buf [maxInlinePolicies]*Authorization
-	applicable := s.applicable(&c, buf[:0])
-	out := make([]Authorization, len(applicable))
-	for i, a := range applicable {
+	return copies(s.applicable(&c, buf[:0]))
+}
+
+// copies are the policies as values, for callers outside the package.
+func copies(ps []*Authorization) []Authorization {
+	out := make([]Authorization, len(ps))
+	for i, a := range ps {
 		out[i] = *a
 	}
 	return out

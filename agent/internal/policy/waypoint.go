@@ -47,12 +47,7 @@ func (s *Set) EvaluateWaypoint(c Conn, t WaypointTarget) Decision {
 // included: the waypoint's counterpart of Applicable.
 func (s *Set) ApplicableWaypoint(t WaypointTarget) []Authorization {
 	var buf [maxInlinePolicies]*Authorization
-	applicable := s.waypointApplicable(&t, buf[:0])
-	out := make([]Authorization, len(applicable))
-	for i, a := range applicable {
-		out[i] = *a
-	}
-	return out
+	return copies(s.waypointApplicable(&t, buf[:0]))
 }
 
 // waypointApplicable appends the policies attached to t to out, sorted by ord, each once.
