@@ -336,12 +336,9 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 		c.sendCond.Broadcast()
 		return nil
 	}
-	s := c.streams[f.StreamID]
+	s, err := c.openStreamLocked(f.StreamID, "WINDOW_UPDATE")
 	if s == nil {
-		if c.idleStreamLocked(f.StreamID) {
-			return connErr(http2.ErrCodeProtocol, "WINDOW_UPDATE on idle stream %d", f.StreamID)
-		}
-		return nil
+		return err
 	}
 	s.sendWindow += inc
 	if s.sendWindow > defaultMaxStreamID {
@@ -351,15 +348,24 @@ func (c *conn) onWindowUpdate(f *http2.WindowUpdateFrame) error {
 	return nil
 }
 
+// openStreamLocked is the open stream id names: nil for one that has ended (its frames are ignored), and a
+// connection error for one that was never opened (a frame on an idle stream).
+func (c *conn) openStreamLocked(id uint32, frame string) (*Stream, error) {
+	if s := c.streams[id]; s != nil {
+		return s, nil
+	}
+	if c.idleStreamLocked(id) {
+		return nil, connErr(http2.ErrCodeProtocol, "%s on idle stream %d", frame, id)
+	}
+	return nil, nil
+}
+
 func (c *conn) onReset(f *http2.RSTStreamFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.streams[f.StreamID]
+	s, err := c.openStreamLocked(f.StreamID, "RST_STREAM")
 	if s == nil {
-		if c.idleStreamLocked(f.StreamID) {
-			return connErr(http2.ErrCodeProtocol, "RST_STREAM on idle stream %d", f.StreamID)
-		}
-		return nil
+		return err
 	}
 	s.resetLocked(f.ErrCode, true, nil)
 	c.forgetLocked(s)
@@ -430,12 +436,9 @@ func (c *conn) onRequestHeaders(f *http2.MetaHeadersFrame) error {
 func (c *conn) onResponseHeaders(f *http2.MetaHeadersFrame) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := c.streams[f.StreamID]
+	s, err := c.openStreamLocked(f.StreamID, "HEADERS")
 	if s == nil {
-		if c.idleStreamLocked(f.StreamID) {
-			return connErr(http2.ErrCodeProtocol, "HEADERS on idle stream %d", f.StreamID)
-		}
-		return nil
+		return err
 	}
 	if s.status != 0 { // trailers
 		if f.StreamEnded() {
