@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
-	"sort"
+	"slices"
 	"strings"
 
-	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 )
 
 // Exit codes of `authz check`, beyond 0 for ALLOW and 2 for bad input.
@@ -177,11 +179,7 @@ func describeConn(c policy.Conn) string {
 	if c.SourceIP.IsValid() {
 		src += " at " + c.SourceIP.String()
 	}
-	keys := make([]string, 0, len(c.DestLabels))
-	for k := range c.DestLabels {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(c.DestLabels))
 	var labels []string
 	for _, k := range keys {
 		labels = append(labels, k+"="+c.DestLabels[k])

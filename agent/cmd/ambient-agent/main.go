@@ -5,8 +5,9 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -89,12 +90,7 @@ func (t table) usage(w io.Writer) {
 }
 
 func (t table) sorted() []string {
-	names := make([]string, 0, len(t.cmds))
-	for n := range t.cmds {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return names
+	return slices.Sorted(maps.Keys(t.cmds))
 }
 
 // names lists the subcommands, quoted, for an error.

@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"encoding/binary"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -77,11 +78,7 @@ func appendWorkload(b []byte, w *state.Workload) []byte {
 	if w.Tunnel == state.TunnelHBONE {
 		b = pbwire.AppendNonZero(b, wlTunnel, tunnelHBONE)
 	}
-	keys := make([]string, 0, len(w.Labels))
-	for k := range w.Labels {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(w.Labels))
 	for _, k := range keys {
 		b = pbwire.AppendMessage(b, wlLabel, pbwire.AppendNonEmpty(pbwire.AppendNonEmpty(nil, labelKey, k), labelValue, w.Labels[k]))
 	}

@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -103,11 +104,7 @@ func (n *node) marshal() []byte {
 
 // appendStringMap writes a map<string, V> field: one entry message per key, in key order.
 func appendStringMap(b []byte, num protowire.Number, m map[string]string, value func([]byte, string) []byte) []byte {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(m))
 	for _, k := range keys {
 		b = pbwire.AppendMessage(b, num, value(pbwire.AppendString(nil, entryKey, k), m[k]))
 	}

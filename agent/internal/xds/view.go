@@ -2,6 +2,7 @@ package xds
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -205,11 +206,7 @@ func serviceNames(svcs map[string]*service) map[string]string {
 // (Workload.services), else as the service does (a target_port of 0 means "per endpoint"), as ztunnel does
 // (src/state.rs, find_upstream); workloads with one mapping share a declaration.
 func (v *view) declarations(wls []*workload) []state.ServiceDecl {
-	keys := make([]string, 0, len(v.services))
-	for k := range v.services {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
+	keys := slices.Sorted(maps.Keys(v.services))
 	backing := map[string][]*workload{} // service key -> the workloads that list it, in uid order
 	for _, w := range wls {
 		for key := range w.Services {
