@@ -2,6 +2,7 @@ package policy
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -136,15 +137,9 @@ func anyString(ms []StringMatch, v string) bool {
 }
 
 func anyServiceAccount(ms []ServiceAccountMatch, src *peer) bool {
-	if src.serviceAccount == "" {
-		return false
-	}
-	for _, m := range ms {
-		if m.Namespace == src.namespace && m.ServiceAccount == src.serviceAccount {
-			return true
-		}
-	}
-	return false
+	return src.serviceAccount != "" && slices.ContainsFunc(ms, func(m ServiceAccountMatch) bool {
+		return m.Namespace == src.namespace && m.ServiceAccount == src.serviceAccount
+	})
 }
 
 // anyPrefix: an invalid address (unknown) is in no prefix.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -260,10 +261,8 @@ func fromWaypoint(src netip.Addr, wps []*state.Waypoint) bool {
 
 // sameFamily picks the first address of the family of like, else the first.
 func sameFamily(addrs []netip.Addr, like netip.Addr) netip.Addr {
-	for _, a := range addrs {
-		if a.Is4() == like.Is4() {
-			return a
-		}
+	if i := slices.IndexFunc(addrs, func(a netip.Addr) bool { return a.Is4() == like.Is4() }); i >= 0 {
+		return addrs[i]
 	}
 	if len(addrs) == 0 {
 		return netip.Addr{}

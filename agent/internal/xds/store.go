@@ -2,6 +2,7 @@ package xds
 
 import (
 	"fmt"
+	"maps"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -144,9 +145,5 @@ func (s *store) initialVersions(typeURL string) map[string]string {
 	if len(v) == 0 {
 		return nil
 	}
-	out := make(map[string]string, len(v))
-	for name, version := range v {
-		out[name] = version
-	}
-	return out
+	return maps.Clone(v)
 }
