@@ -5,6 +5,7 @@ import (
 	"errors"
 	"maps"
 	"os"
+	"slices"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
@@ -191,16 +192,9 @@ func sameIdentities(a, b *config.Config) bool {
 // sameRecognition reports whether the workloads recognised by their
 // processes, and their outbound ports, are unchanged.
 func sameRecognition(a, b *config.Config) bool {
-	ca, cb := workloadClasses(a), workloadClasses(b)
-	if len(ca) != len(cb) {
-		return false
-	}
-	for i := range ca {
-		if ca[i].uid != cb[i].uid || ca[i].port != cb[i].port || ca[i].match.String() != cb[i].match.String() {
-			return false
-		}
-	}
-	return true
+	return slices.EqualFunc(workloadClasses(a), workloadClasses(b), func(x, y workloadClass) bool {
+		return x.uid == y.uid && x.port == y.port && x.match.String() == y.match.String()
+	})
 }
 
 func firstLine(s string) string {

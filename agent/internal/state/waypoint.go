@@ -142,12 +142,7 @@ func prevBound(prev *Snapshot, key string, instances []*Waypoint, r int) bool {
 		return false
 	}
 	id := prev.wps.byKey[key][0].identityKey()
-	for _, w := range instances {
-		if w.rank() == r && w.identityKey() == id {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(instances, func(w *Waypoint) bool { return w.rank() == r && w.identityKey() == id })
 }
 
 // identityKey is what binds a waypoint's name: its identity and scope.
