@@ -1,6 +1,9 @@
 package app
 
 import (
+	"fmt"
+	"slices"
+
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
@@ -33,15 +36,14 @@ func (a *App) reportConflicts(prev, snap *state.Snapshot) {
 }
 
 func conflictLines(s *state.Snapshot) []string {
-	var out []string
-	for _, c := range s.Conflicts() {
-		out = append(out, c.String())
-	}
-	for _, c := range s.ServiceConflicts() {
-		out = append(out, c.String())
-	}
-	for _, c := range s.WaypointConflicts() {
-		out = append(out, c.String())
+	return slices.Concat(stringsOf(s.Conflicts()), stringsOf(s.ServiceConflicts()), stringsOf(s.WaypointConflicts()))
+}
+
+// stringsOf is each element's String.
+func stringsOf[T fmt.Stringer](xs []T) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.String()
 	}
 	return out
 }

@@ -12,15 +12,18 @@ import (
 // status change republishes this host's record and the local state, so
 // an unhealthy endpoint leaves every agent's rotation.
 func (a *App) newHealth(cfg *config.Config) error {
-	a.health = health.New(markedDialer(cfg.Capture).DialContext, a.log.With("component", "health"),
-		func(workload string, s health.Status) {
-			a.log.Info("workload health changed", "workload", workload, "healthy", s.Healthy, "last_error", s.LastError)
-			a.metrics.HealthChanges.WithLabelValues(healthWord(s.Healthy)).Inc()
-			cur := a.cfg.Load()
-			a.publishState()
-			a.republishGossip(cur)
-		})
+	a.health = health.New(markedDialer(cfg.Capture).DialContext, a.log.With("component", "health"), a.healthChanged)
 	return a.health.Set(healthChecks(cfg))
+}
+
+// healthChanged publishes a local workload's new health: to this host's mesh
+// state and to its peers.
+func (a *App) healthChanged(workload string, s health.Status) {
+	a.log.Info("workload health changed", "workload", workload, "healthy", s.Healthy, "last_error", s.LastError)
+	a.metrics.HealthChanges.WithLabelValues(healthWord(s.Healthy)).Inc()
+	cur := a.cfg.Load()
+	a.publishState()
+	a.republishGossip(cur)
 }
 
 // healthChecks are the checks the configuration declares, keyed by

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/memberlist"
@@ -52,10 +53,8 @@ func parseKeys(path string, data []byte) ([][]byte, error) {
 
 // newKeyring builds memberlist's keyring: the first key is the primary (sends), all of them decrypt.
 func newKeyring(keys [][]byte) (*memberlist.Keyring, error) {
-	for i, k := range keys {
-		if len(k) != KeySize {
-			return nil, fmt.Errorf("gossip key %d is %d bytes, want %d", i+1, len(k), KeySize)
-		}
+	if i := slices.IndexFunc(keys, func(k []byte) bool { return len(k) != KeySize }); i >= 0 {
+		return nil, fmt.Errorf("gossip key %d is %d bytes, want %d", i+1, len(keys[i]), KeySize)
 	}
 	kr, err := memberlist.NewKeyring(keys, keys[0])
 	if err != nil {

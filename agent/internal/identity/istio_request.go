@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -133,11 +134,7 @@ func (s *istioSource) accept(id spiffeid.ID, key *ecdsa.PrivateKey, chain []stri
 func withoutRoots(certs, roots []*x509.Certificate) []*x509.Certificate {
 	var out []*x509.Certificate
 	for _, c := range certs {
-		isRoot := false
-		for _, r := range roots {
-			isRoot = isRoot || c.Equal(r)
-		}
-		if !isRoot {
+		if !slices.ContainsFunc(roots, c.Equal) {
 			out = append(out, c)
 		}
 	}

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
@@ -94,15 +95,14 @@ func evaluate(applicable []*Authorization, c *Conn) Decision {
 	src := peerOf(c.SourceIdentity, c.SourceIP)
 	dst := target{ip: c.DestIP.Unmap(), port: c.DestPort}
 	d := Decision{Outcome: decide(applicable, &src, dst, false)}
-	for _, a := range applicable {
-		if a.DryRun {
-			dry := decide(applicable, &src, dst, true)
-			d.DryRun = &dry
-			break
-		}
+	if slices.ContainsFunc(applicable, (*Authorization).isDryRun) {
+		dry := decide(applicable, &src, dst, true)
+		d.DryRun = &dry
 	}
 	return d
 }
+
+func (a *Authorization) isDryRun() bool { return a.DryRun }
 
 // Applicable lists the policies Evaluate considers for c, in reporting order, dry-run ones included.
 // `authz check` uses it to explain a decision.

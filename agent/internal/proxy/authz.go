@@ -71,11 +71,14 @@ func (l *Live) addFunc(allowed func(*policy.Set) bool, end func()) func() {
 	l.mu.Lock()
 	l.conns[lc] = struct{}{}
 	l.mu.Unlock()
-	return func() {
-		l.mu.Lock()
-		delete(l.conns, lc)
-		l.mu.Unlock()
-	}
+	return func() { l.remove(lc) }
+}
+
+// remove stops tracking a connection that ended by itself.
+func (l *Live) remove(lc *liveConn) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.conns, lc)
 }
 
 // Reevaluate ends every live connection that set no longer allows and returns
