@@ -163,19 +163,24 @@ func (b *builder) workloads(table string, fs []WorkloadFile, owners map[netip.Ad
 	return out
 }
 
+// nameAndNamespace checks the name (required) and namespace of the object at key: DNS labels both.
+func (b *builder) nameAndNamespace(key, name, namespace string) {
+	switch {
+	case name == "":
+		b.addf(key+".name", "is required")
+	case !IsDNSLabel(name):
+		b.addf(key+".name", "%q is not a DNS label", name)
+	}
+	if !IsDNSLabel(namespace) {
+		b.addf(key+".namespace", "%q is not a DNS label", namespace)
+	}
+}
+
 // workloadNames checks a workload's name, namespace and service account, and
 // that no other workload of the table has its name in its namespace (names:
 // namespace/name -> the key that declared it).
 func (b *builder) workloadNames(key string, w Workload, names map[string]string) {
-	switch {
-	case w.Name == "":
-		b.addf(key+".name", "is required")
-	case !IsDNSLabel(w.Name):
-		b.addf(key+".name", "%q is not a DNS label", w.Name)
-	}
-	if !IsDNSLabel(w.Namespace) {
-		b.addf(key+".namespace", "%q is not a DNS label", w.Namespace)
-	}
+	b.nameAndNamespace(key, w.Name, w.Namespace)
 	if !IsDNSSubdomain(w.ServiceAccount) {
 		b.addf(key+".service_account", "%q is not a DNS name", w.ServiceAccount)
 	}

@@ -105,15 +105,7 @@ func (b *builder) services(fs []ServiceFile, local []Workload, owners map[netip.
 				b.addf(fmt.Sprintf("%s.service_accounts[%d]", key, j), "%q is not a DNS name", sa)
 			}
 		}
-		switch {
-		case s.Name == "":
-			b.addf(key+".name", "is required")
-		case !IsDNSLabel(s.Name):
-			b.addf(key+".name", "%q is not a DNS label", s.Name)
-		}
-		if !IsDNSLabel(s.Namespace) {
-			b.addf(key+".namespace", "%q is not a DNS label", s.Namespace)
-		}
+		b.nameAndNamespace(key, s.Name, s.Namespace)
 		if s.Hostname == "" {
 			s.Hostname = s.Name + "." + s.Namespace + ".svc." + DefaultClusterDomain
 		}
