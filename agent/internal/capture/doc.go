@@ -23,8 +23,12 @@
 //
 // Capture uses REDIRECT (see package nft): the proxies read the original
 // destination with OriginalDst, and an inbound application sees the agent as its
-// client, not the remote address.
+// client, not the remote address. The parts that will show it the real client
+// are here, not yet used by the agent: TransparentControl, a socket that may
+// bind the client's address, and ReturnPath, the policy routing that brings the
+// application's replies back to it (its kernel test shows both at work).
 //
-// capture imports nft and the standard library only; it must not import config
+// capture imports nft, the standard library and vishvananda/netlink (for
+// ReturnPath's rules and routes); it must not import config
 // (the app maps config to nft.Spec), state, proxy or anything above them.
 package capture

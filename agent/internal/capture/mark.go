@@ -29,6 +29,31 @@ func MarkControl(mark uint32) func(network, address string, c syscall.RawConn) e
 	}
 }
 
+// TransparentControl is MarkControl for a socket that may bind a client's address, which is not one of this
+// host's (IP_TRANSPARENT, or IPV6_TRANSPARENT for tcp6): the agent connects to a local application from the address
+// of the client it relays, so that the application sees the real client. The replies come back through
+// ReturnPath. It needs CAP_NET_ADMIN, as the mark does.
+func TransparentControl(mark uint32) func(network, address string, c syscall.RawConn) error {
+	marked := MarkControl(mark)
+	return func(network, address string, c syscall.RawConn) error {
+		if err := marked(network, address, c); err != nil {
+			return err
+		}
+		level, opt := unix.SOL_IP, unix.IP_TRANSPARENT
+		if network == "tcp6" {
+			level, opt = unix.SOL_IPV6, unix.IPV6_TRANSPARENT
+		}
+		var serr error
+		if err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), level, opt, 1) }); err != nil {
+			return err
+		}
+		if serr != nil {
+			return fmt.Errorf("capture: transparent %s socket for %s: %w", network, address, serr)
+		}
+		return nil
+	}
+}
+
 // ListenMarked listens like net.Listen on a socket that carries mark, set before
 // it binds. The listeners that receive redirected connections must carry the
 // agent's mark when the table guards them (nft.Spec.GuardListeners): the guard

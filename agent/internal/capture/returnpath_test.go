@@ -1,0 +1,124 @@
+package capture
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The return path in the kernel: an application on a host address sees the client's address when the agent connects
+// from it (IP_TRANSPARENT), IPv4 and IPv6; without ReturnPath the replies leave the host and the connection never
+// opens; Install twice and Remove leave the rules and routes exactly as they were.
+func TestReturnPathShowsTheClient(t *testing.T) {
+	requireKernel(t)
+	ns := newNetNS(t)
+	ns.ip(t, "link", "add", "host0", "type", "veth", "peer", "name", "wire0")
+	for _, dev := range []string{"host0", "wire0"} { // no link-local addresses coming up while the test compares
+		ns.ip(t, "link", "set", dev, "addrgenmode", "none")
+		ns.ip(t, "link", "set", dev, "up")
+	}
+	ns.ip(t, "addr", "add", "10.0.0.1/24", "dev", "host0")
+	ns.ip(t, "addr", "add", "fd00::1/64", "dev", "host0", "nodad")
+	ns.ip(t, "route", "add", "default", "dev", "host0")
+	ns.ip(t, "-6", "route", "add", "default", "dev", "host0")
+	// What the capture table will do: keep the transparent socket's mark on its connection, and put it on the
+	// application's replies.
+	const mark, mask = 0x4000, 0x4000
+	ns.mustNft(t, fmt.Sprintf(`table inet rp {
+	chain out {
+		type route hook output priority mangle;
+		meta mark & 0x%[2]x == 0x%[1]x ct mark set meta mark
+		ct mark & 0x%[2]x == 0x%[1]x meta mark set ct mark
+	}
+}`, mark, mask), "-f", "-")
+	p := ReturnPath{Mark: mark, Mask: mask, Table: 15079, Priority: 32760}
+	before := ns.routing(t)
+
+	for _, tc := range []struct{ app, client string }{{"10.0.0.1:8080", "192.0.2.7"}, {"[fd00::1]:8080", "2001:db8::7"}} {
+		app := ns.listen(t, tc.app)
+		go echoPeer(app)
+		if got, err := ns.dialFrom(tc.app, tc.client, mark); err == nil {
+			t.Fatalf("without the return path, a transparent connection to %s opened (peer %s): the test proves nothing", tc.app, got)
+		}
+		if err := ns.do(nil, p.Install); err != nil {
+			t.Fatal(err)
+		}
+		if err := ns.do(nil, p.Install); err != nil { // again: a restart installs over what it left
+			t.Fatalf("second install: %v", err)
+		}
+		got, err := ns.dialFrom(tc.app, tc.client, mark)
+		if err != nil || got != tc.client {
+			t.Errorf("application %s saw the client as %q (%v), want %s", tc.app, got, err, tc.client)
+		}
+		var installed bool
+		if err := ns.do(nil, func() (err error) { installed, err = p.Installed(); return err }); err != nil || !installed {
+			t.Errorf("Installed: %v, %v", installed, err)
+		}
+		if err := ns.do(nil, p.Remove); err != nil {
+			t.Fatal(err)
+		}
+		if after := ns.routing(t); after != before {
+			t.Errorf("Remove left the routing changed:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+	}
+	if err := ns.do(nil, p.Remove); err != nil { // nothing left to remove: not an error
+		t.Errorf("Remove with nothing installed: %v", err)
+	}
+	if err := ns.do(nil, ReturnPath{Mark: mark, Mask: mask, Table: 254, Priority: 1}.Install); err == nil {
+		t.Error("a return path into the main table was installed")
+	}
+}
+
+// echoPeer answers each connection with the address it came from, as the application sees it.
+func echoPeer(ln *net.TCPListener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		host, _, _ := net.SplitHostPort(c.RemoteAddr().String())
+		_, _ = c.Write([]byte(host))
+		_ = c.Close()
+	}
+}
+
+// dialFrom connects to addr from the client address, transparently, with mark, and returns what the application
+// says the peer is.
+func (ns *netNS) dialFrom(addr, client string, mark uint32) (string, error) {
+	var got string
+	err := ns.do(nil, func() error {
+		network := "tcp4"
+		if strings.Contains(client, ":") {
+			network = "tcp6"
+		}
+		d := net.Dialer{Timeout: time.Second, Control: TransparentControl(mark), LocalAddr: &net.TCPAddr{IP: net.ParseIP(client)}}
+		c, err := d.Dial(network, addr)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		b := make([]byte, 64)
+		n, err := c.Read(b)
+		got = string(b[:n])
+		return err
+	})
+	return got, err
+}
+
+// routing is the namespace's policy rules and routes of every table, both families.
+func (ns *netNS) routing(t *testing.T) string {
+	t.Helper()
+	var b strings.Builder
+	for _, args := range [][]string{{"-4", "rule"}, {"-6", "rule"}, {"-4", "route", "show", "table", "all"}, {"-6", "route", "show", "table", "all"}} {
+		out, err := exec.Command("ip", append([]string{"-n", ns.name}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+		b.Write(out)
+	}
+	return b.String()
+}
