@@ -57,6 +57,7 @@ func goldenSpecs() map[string]Spec {
 			InboundLeftOut: prefixes("172.17.0.1/32", "192.168.0.0/16", "192.168.1.0/24", "fe80::/10"),
 		},
 		"outbound_only": {Outbound: true, ExcludedCIDRs: prefixes("0.0.0.0/0")},
+		"return_path":   {Inbound: true, Outbound: true, InboundExcludedPorts: agentPorts, ReturnMark: 0x4000},
 		"disabled":      {},
 		"classes": {
 			Outbound: true, ExcludedUIDs: []uint32{0},
@@ -189,6 +190,7 @@ func TestRenderRejects(t *testing.T) {
 		want []string // substrings of the error
 	}{
 		{"same ports", Spec{OutboundPort: 15006}, []string{"OutboundPort and InboundPort are both 15006"}},
+		{"return mark in the agent's mark", Spec{ReturnMark: 0x1}, []string{"ReturnMark 0x1 shares bits with Mark 0x539"}},
 		{"loopback workload", Spec{Workloads: addrs("10.0.0.1", "127.0.0.1")}, []string{"Workloads[1]", "loopback"}},
 		{"unspecified workload", Spec{Workloads: addrs("::")}, []string{"Workloads[0]", "unspecified"}},
 		{"zone", Spec{Workloads: addrs("fe80::1%eth0")}, []string{"Workloads[0]", "zone"}},

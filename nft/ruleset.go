@@ -54,6 +54,9 @@ func Render(s Spec) (*Ruleset, error) {
 	if len(n.guardedPorts) > 0 {
 		rs.addGuard(n)
 	}
+	if n.returnMark != 0 {
+		rs.addReturnPath(n.returnMark)
+	}
 	return rs, nil
 }
 

@@ -79,6 +79,12 @@ type Spec struct {
 	// is opened with the mark (capture.ListenMarked): an unmarked listener of the
 	// agent's own would have its connections reset too.
 	GuardListeners bool
+
+	// ReturnMark is the mark (bits of their own, apart from Mark's) of the agent's transparent sockets: the
+	// connections it makes to a local application from a client's address, so that the application sees the
+	// real client. The table keeps it on their connection (ct mark) and puts it on the application's replies,
+	// which capture.ReturnPath's rule then routes back to the agent instead of out of the host. 0: none.
+	ReturnMark uint32
 }
 
 // OutboundClass sends the captured outbound TCP of one local workload's processes

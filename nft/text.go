@@ -72,6 +72,8 @@ func (c chain) priorityText() string {
 		return "dstnat"
 	case c.priority == *nftables.ChainPriorityFilter:
 		return "filter"
+	case c.priority == *nftables.ChainPriorityMangle:
+		return "mangle"
 	}
 	return fmt.Sprint(int32(c.priority))
 }

@@ -19,6 +19,7 @@ import (
 type normalized struct {
 	outbound, inbound         bool
 	mark                      uint32
+	returnMark                uint32 // 0: no return path
 	outboundPort, inboundPort uint16
 
 	workloads4, workloads6     []netip.Addr
@@ -52,12 +53,16 @@ func normalize(s Spec) (normalized, error) {
 		outbound:     s.Outbound,
 		inbound:      s.Inbound,
 		mark:         cmp.Or(s.Mark, DefaultMark),
+		returnMark:   s.ReturnMark,
 		outboundPort: cmp.Or(s.OutboundPort, DefaultOutboundPort),
 		inboundPort:  cmp.Or(s.InboundPort, DefaultInboundPort),
 
 		unmatchedBypass: s.UnmatchedBypass,
 	}
 	var errs []error
+	if n.returnMark&n.mark != 0 {
+		errs = append(errs, fmt.Errorf("ReturnMark 0x%x shares bits with Mark 0x%x", n.returnMark, n.mark))
+	}
 	if n.outboundPort == n.inboundPort {
 		errs = append(errs, fmt.Errorf("OutboundPort and InboundPort are both %d", n.inboundPort))
 	}

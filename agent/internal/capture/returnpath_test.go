@@ -1,12 +1,14 @@
 package capture
 
 import (
-	"fmt"
+	"context"
 	"net"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/nft"
 )
 
 // The return path in the kernel: an application on a host address sees the client's address when the agent connects
@@ -24,16 +26,12 @@ func TestReturnPathShowsTheClient(t *testing.T) {
 	ns.ip(t, "addr", "add", "fd00::1/64", "dev", "host0", "nodad")
 	ns.ip(t, "route", "add", "default", "dev", "host0")
 	ns.ip(t, "-6", "route", "add", "default", "dev", "host0")
-	// What the capture table will do: keep the transparent socket's mark on its connection, and put it on the
-	// application's replies.
+	// The capture table keeps the transparent socket's mark on its connection, and puts it on the application's
+	// replies (nft.Spec.ReturnMark).
 	const mark, mask = 0x4000, 0x4000
-	ns.mustNft(t, fmt.Sprintf(`table inet rp {
-	chain out {
-		type route hook output priority mangle;
-		meta mark & 0x%[2]x == 0x%[1]x ct mark set meta mark
-		ct mark & 0x%[2]x == 0x%[1]x meta mark set ct mark
+	if err := New(InNetNS(ns.fd)).Install(context.Background(), nft.Spec{ReturnMark: mark}); err != nil {
+		t.Fatal(err)
 	}
-}`, mark, mask), "-f", "-")
 	p := ReturnPath{Mark: mark, Mask: mask, Table: 15079, Priority: 32760}
 	before := ns.routing(t)
 

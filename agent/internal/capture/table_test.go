@@ -96,7 +96,8 @@ func TestKernelHoldsWhatWasRendered(t *testing.T) {
 			Outbound:      true,
 			ExcludedCIDRs: prefixes("10.0.0.0/8", "11.0.0.0/8", "10.1.0.0/16", "255.255.255.255/32", "192.168.0.0/16", "fd00::/8", "fe00::/8", "ffff::/16"),
 		},
-		"empty": {},
+		"return_path": {Inbound: true, Outbound: true, InboundExcludedPorts: []uint16{15008}, ReturnMark: 0x4000},
+		"empty":       {},
 	} {
 		if err := c.Install(context.Background(), spec); err != nil {
 			t.Fatalf("%s: Install: %v", name, err)
