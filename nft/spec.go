@@ -15,7 +15,7 @@ const (
 // Defaults used by Render for the zero values of Spec.Mark, Spec.OutboundPort and
 // Spec.InboundPort (the ports are ztunnel's, spec/hbone.md).
 const (
-	DefaultMark         = 0x539
+	DefaultMark         = agentports.Mark
 	DefaultOutboundPort = agentports.Outbound
 	DefaultInboundPort  = agentports.InboundPlaintext
 )

@@ -44,3 +44,20 @@ func Agent(p uint16) bool {
 	}
 	return p >= FirstWorkloadOutbound && int(p) < FirstWorkloadOutbound+MaxWorkloadOutbound
 }
+
+// The socket marks (SO_MARK) and the routing of the agent's own traffic, for the same reason defined once: the
+// capture rules, the listeners, the dialers and the configuration's checks must agree on them.
+const (
+	// Mark is on every socket of the agent (the default of [capture] mark): outbound capture lets marked
+	// connections through, so the agent's own never loop back into it, and the guard hands redirected
+	// connections only to marked listeners. Only a privileged process can mark a socket.
+	Mark = 0x539
+	// ReturnMark is on the agent's transparent sockets too, the connections it makes to a local application
+	// from the client's address so that the application sees the real client. Its bit is apart from Mark's:
+	// the capture table puts it on the application's replies, and a policy rule routes those back to the agent.
+	ReturnMark = 0x4000
+	// ReturnTable is the routing table of that rule, whose only route delivers every address locally, and
+	// ReturnRulePriority the rule's place, ahead of the main table's (32766).
+	ReturnTable        = 15006
+	ReturnRulePriority = 32760
+)

@@ -92,9 +92,9 @@ func TestPlaintextInboundFromUncapturedHost(t *testing.T) {
 	if n := strings.Count(d.agentB.Log(), "msg=access"); n != 1 {
 		t.Errorf("%d access-log lines for one connection:\n%s", n, d.agentB.Log())
 	}
-	// Through the agent (REDIRECT), nginx sees B's own address as the client.
-	if log := d.b.NginxAccessLog(); !slices.Contains(log, fmt.Sprintf("%s 8080", d.b.Addr)) {
-		t.Errorf("nginx on B did not get the request from its agent: %v", log)
+	// Through the agent, from C's address ([capture] original_source): nginx sees the real client.
+	if log := accessLog(d.b, hasLine(fmt.Sprintf("%s 8080", d.c.Addr))); !slices.Contains(log, fmt.Sprintf("%s 8080", d.c.Addr)) {
+		t.Errorf("nginx on B did not see C as the client: %v", log)
 	}
 }
 
@@ -275,4 +275,79 @@ func meshConfig(h *lab.Host, peers ...*lab.Host) lab.AgentConfig {
 		c.Remote = append(c.Remote, p.RemoteApp(""))
 	}
 	return c
+}
+
+// The application sees the real client ([capture] original_source, the default): A's address for A's captured
+// HBONE connection, C's for C's plaintext one, over IPv4 and IPv6; an nginx deny by client address then works as
+// without the mesh. With original_source = false it sees B's own address, as before. Stopping the agent leaves
+// no rule or route of the return path behind.
+func TestApplicationSeesTheRealClient(t *testing.T) {
+	lab.Require(t, "nginx", "curl", "nft", "ss")
+	l := lab.New(t, 3)
+	a, b, c := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	routingBefore := routing(b)
+	b.StartNginx(marker, 8080)
+	for _, h := range []*lab.Host{a, b} {
+		h.Issue(agentBin, "default", "default")
+	}
+	dual := func(h *lab.Host, peer *lab.Host, tables string) string {
+		cfg := meshConfig(h, peer)
+		cfg.Workloads[0].Addresses = append(cfg.Workloads[0].Addresses, h.Addr6)
+		cfg.Remote[0].Addresses = append(cfg.Remote[0].Addresses, peer.Addr6)
+		cfg.Tables = tables
+		return cfg.String()
+	}
+	agentA := a.StartAgent(agentBin, dual(a, b, ""))
+	agentB := b.StartAgent(agentBin, dual(b, a, ""))
+	agentA.WaitReady(t, 15*time.Second)
+	agentB.WaitReady(t, 15*time.Second)
+	for _, tc := range []struct {
+		from       *lab.Host
+		to, client string
+	}{
+		{a, b.Addr.String(), a.Addr.String()},
+		{a, "[" + b.Addr6.String() + "]", a.Addr6.String()},
+		{c, b.Addr.String(), c.Addr.String()},
+		{c, "[" + b.Addr6.String() + "]", c.Addr6.String()},
+	} {
+		if out, err := curl(tc.from, "http://"+tc.to+":8080/"); err != nil || !strings.Contains(out, marker) {
+			t.Fatalf("%s -> %s:8080: %v %q", tc.from.Name, tc.to, err, out)
+		}
+		want := tc.client + " 8080"
+		if log := accessLog(b, hasLine(want)); !slices.Contains(log, want) {
+			t.Errorf("%s -> %s: nginx saw the clients %v, want %s", tc.from.Name, tc.to, log, tc.client)
+		}
+	}
+	if !strings.Contains(agentB.Log(), "original_source=true") {
+		t.Errorf("agent B does not say it shows the real client:\n%s", agentB.Log())
+	}
+	if got := routing(b); got == routingBefore {
+		t.Errorf("no return-path rule or route while the agent runs:\n%s", got)
+	}
+	if err := agentB.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if _, exited := agentB.Wait(10 * time.Second); !exited {
+		t.Fatal("agent B did not stop on SIGTERM")
+	}
+	if got := routing(b); got != routingBefore {
+		t.Errorf("the return path's rules or routes outlived the agent:\nbefore:\n%s\nafter:\n%s", routingBefore, got)
+	}
+}
+
+// routing is h's policy rules, both families, and the routes of the return path's table (read from every table's:
+// a table the kernel has made stays, empty, when its last route goes). The other tables' routes are left out:
+// IPv6 link-local ones come and go by themselves.
+func routing(h *lab.Host) string {
+	var out strings.Builder
+	out.WriteString(h.MustRun("ip", "-4", "rule"))
+	out.WriteString(h.MustRun("ip", "-6", "rule"))
+	for _, family := range []string{"-4", "-6"} {
+		for line := range strings.Lines(h.MustRun("ip", family, "route", "show", "table", "all")) {
+			if strings.Contains(line, "table 15006") {
+				out.WriteString(line)
+			}
+		}
+	}
+	return out.String()
 }

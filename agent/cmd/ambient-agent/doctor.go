@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
+	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"github.com/ambient-agent/ambient-agent/nft"
@@ -77,6 +78,9 @@ func diagnose(socket string, now time.Time) []check {
 	out = append(out, checkListeners(d)...)
 	if d.Capture.Enabled {
 		out = append(out, checkUnmeshed(d, listeners()))
+	}
+	if d.Capture.Enabled && d.Config.Capture.OriginalSource {
+		out = append(out, checkReturnPath(capture.AgentReturnPath.Installed()))
 	}
 	out = append(out, checkClock(d, now))
 	out = append(out, checkCerts(d, now)...)
@@ -180,6 +184,21 @@ func checkClaims(d *admin.Dump) []check {
 		out = append(out, check{Name: "claims", OK: true, Detail: "no conflicting address, service or waypoint claim"})
 	}
 	return out
+}
+
+// checkReturnPath says whether the policy rules and routes that bring the applications' replies back to the
+// agent are in place: without them, connections the agent makes from a client's address never open.
+func checkReturnPath(installed bool, err error) check {
+	c := check{Name: "return path", OK: installed && err == nil,
+		Detail: fmt.Sprintf("fwmark 0x%x lookup %d, IPv4 and IPv6 (original_source)", ports.ReturnMark, ports.ReturnTable)}
+	if !c.OK {
+		c.Detail = "missing: applications cannot be reached with their real client's address"
+		if err != nil {
+			c.Detail += ": " + err.Error()
+		}
+		c.Fix = "restart the agent (it installs them), or set [capture] original_source = false"
+	}
+	return c
 }
 
 func checkKernel(err error) check {

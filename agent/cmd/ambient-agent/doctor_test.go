@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
@@ -122,5 +123,18 @@ func TestCheckUnboundWaypoints(t *testing.T) {
 	d.Waypoints = nil
 	if _, ok := checkUnboundWaypoints(d); ok {
 		t.Error("noted with no waypoint in the mesh")
+	}
+}
+
+// A missing return path is a failed check with a fix; an installed one passes.
+func TestCheckReturnPath(t *testing.T) {
+	if c := checkReturnPath(true, nil); !c.OK || c.Fix != "" {
+		t.Errorf("installed: %+v", c)
+	}
+	if c := checkReturnPath(false, nil); c.OK || c.Fix == "" {
+		t.Errorf("missing: %+v", c)
+	}
+	if c := checkReturnPath(false, errors.New("netlink: permission denied")); c.OK || !strings.Contains(c.Detail, "permission denied") {
+		t.Errorf("unreadable: %+v", c)
 	}
 }

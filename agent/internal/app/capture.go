@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -61,8 +62,14 @@ func (t *captureTable) install(ctx context.Context) error {
 		return err
 	}
 	t.saveSpec(t.spec)
+	if t.spec.ReturnMark != 0 {
+		if err := capture.AgentReturnPath.Install(); err != nil {
+			return fmt.Errorf("%w (applications cannot be shown their real client; [capture] original_source = false does without)", err)
+		}
+	}
 	t.ready.set(condCapture, true)
-	t.log.Info("capture rules installed", "table", "inet ambient_agent", "workload_addresses", len(t.spec.Workloads))
+	t.log.Info("capture rules installed", "table", "inet ambient_agent", "workload_addresses", len(t.spec.Workloads),
+		"original_source", t.spec.ReturnMark != 0)
 	if err := t.c.LiveErr(); err != nil {
 		t.log.Warn("no live copy of the capture table: a flush of the host's ruleset leaves captured traffic unredirected until the agent puts its table back (within a second)", "err", err)
 	}
@@ -74,6 +81,10 @@ func (t *captureTable) install(ctx context.Context) error {
 func (t *captureTable) exit() {
 	if t.c == nil {
 		return
+	}
+	// The agent's transparent connections are gone: their return path goes, whatever becomes of the table.
+	if err := capture.AgentReturnPath.Remove(); err != nil {
+		t.log.Error("removing the return path's rules failed; run `ambient-agent cleanup`", "err", err)
 	}
 	if t.keep {
 		// The unit's ExecStopPost decides too, but systemd may fail to run it:

@@ -102,6 +102,9 @@ func (a *App) dataPathDeps(cfg *config.Config) *proxy.Deps {
 			a.refused(listener, remote, "connection", limit)
 		},
 	}
+	if captures(cfg) && cfg.Capture.OriginalSource {
+		deps.SourceMark = cfg.Capture.Mark | ports.ReturnMark
+	}
 	// Recognition changes need a restart (reload.go): the set is the one the
 	// per-workload listeners are bound for.
 	deps.Recognised = map[string]bool{}
@@ -155,6 +158,9 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot, classes []nft.Outboun
 		s.InboundExcludedPorts = append(s.InboundExcludedPorts, c.port)
 	}
 	s.OutboundClasses = classes
+	if cfg.Capture.OriginalSource {
+		s.ReturnMark = ports.ReturnMark
+	}
 	s.UnmatchedBypass = cfg.Capture.Unmatched == config.UnmatchedPassthrough
 	for _, w := range snap.Local() {
 		s.Workloads = append(s.Workloads, w.Addresses...)

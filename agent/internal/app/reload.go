@@ -169,6 +169,8 @@ func needsRestart(prev, next *config.Config, k string) string {
 			return k + ".enabled"
 		case prev.Capture.Mark != next.Capture.Mark:
 			return k + ".mark" // every socket of the agent carries the mark it started with
+		case prev.Capture.OriginalSource != next.Capture.OriginalSource:
+			return k + ".original_source" // the proxies' dialers and the return path are set up at start
 		}
 		return ""
 	case "workload":

@@ -158,13 +158,17 @@ func (c *Capture) Installed() *nft.Ruleset {
 	return c.installed
 }
 
-// Cleanup removes the agent's table if present, leaving every other table alone:
-// what `ambient-agent cleanup` runs after the agent stopped, however it stopped.
-// It is idempotent; it fails only when the kernel refuses (e.g. no CAP_NET_ADMIN).
+// Cleanup removes the agent's table if present, leaving every other table alone,
+// and the return path's rules and routes (AgentReturnPath): what `ambient-agent
+// cleanup` runs after the agent stopped, however it stopped. It is idempotent;
+// it fails only when the kernel refuses (e.g. no CAP_NET_ADMIN).
 func Cleanup(opts ...Option) error {
 	c := New(opts...)
 	if err := nft.Delete(c.netns); err != nil {
 		return fmt.Errorf("capture: cleanup: %w", err)
+	}
+	if c.netns == 0 { // the return path's rules are the process's namespace's (ReturnPath has no netns option)
+		return AgentReturnPath.Remove()
 	}
 	return nil
 }

@@ -15,6 +15,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // ReturnPath is the policy routing of the return path: packets whose mark, under Mask, is Mark are looked up in
@@ -24,6 +26,9 @@ type ReturnPath struct {
 	Table      int
 	Priority   int
 }
+
+// AgentReturnPath is the agent's: its transparent sockets' mark, its table and rule priority (package ports).
+var AgentReturnPath = ReturnPath{Mark: ports.ReturnMark, Mask: ports.ReturnMark, Table: ports.ReturnTable, Priority: ports.ReturnRulePriority}
 
 var families = []int{unix.AF_INET, unix.AF_INET6}
 

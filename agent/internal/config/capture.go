@@ -21,11 +21,15 @@ func (b *builder) capture(f CaptureFile) Capture {
 	if f.Enabled != nil {
 		c.Enabled = *f.Enabled
 	}
+	c.OriginalSource = f.OriginalSource == nil || *f.OriginalSource
 	if f.Mark != nil {
 		if *f.Mark <= 0 || *f.Mark > 0xffffffff {
 			b.addf("capture.mark", "%d is not a non-zero 32-bit mark", *f.Mark)
 		}
 		c.Mark = uint32(*f.Mark)
+	}
+	if c.OriginalSource && c.Mark&ports.ReturnMark != 0 {
+		b.addf("capture.mark", "0x%x shares a bit with the return path's mark 0x%x (original_source): choose another mark, or set original_source = false", c.Mark, ports.ReturnMark)
 	}
 	if f.ExcludeInboundPorts != nil {
 		c.ExcludeInboundPorts = b.ports("capture.exclude_inbound_ports", f.ExcludeInboundPorts)

@@ -58,7 +58,7 @@ const (
 
 // DefaultMark is the socket mark of the agent's own connections (SO_MARK), which
 // capture lets through.
-const DefaultMark = 0x539
+const DefaultMark = ports.Mark
 
 // DefaultExcludeInboundPorts are the inbound ports left uncaptured unless configured.
 var DefaultExcludeInboundPorts = []uint16{22}
@@ -189,6 +189,9 @@ type Capture struct {
 	// DefaultWorkload is the workload ("namespace/name") whose identity such
 	// processes use; "" means the workload owning the source address, else the first.
 	DefaultWorkload string `json:"defaultWorkload,omitempty"`
+	// OriginalSource: the agent connects to local applications from the client's address, so that they see
+	// the real client (IP_TRANSPARENT, with ports.ReturnMark and a policy rule for the replies).
+	OriginalSource bool `json:"originalSource"`
 }
 
 // MarshalJSON shows durations as "5s" rather than nanoseconds.

@@ -64,7 +64,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"[waypoint]", "for_service_account", "[dns]", "listen", "capture", "upstreams", "domains", "waypoint_enforcement",
 		"[policy]", "root_namespace", "[admin]", "socket", "address", "readiness_address", "metrics_address", "[log]", "level", "format",
 		"access", "inbound_addresses", "unmeshed_addresses", "[limits]", "handshakes_per_source", "handshakes",
-		"connections_per_source", "connections", "streams_per_source", "streams", "outbound",
+		"connections_per_source", "connections", "streams_per_source", "streams", "outbound", "original_source",
 	} {
 		if !strings.Contains(string(src), key) {
 			t.Errorf("conf/config.toml does not mention %s", key)
@@ -75,7 +75,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 func TestDefaults(t *testing.T) {
 	cfg := mustParse(t, "[node]\nname = \"vm-1\"\n")
 	if cfg.Node.Name != "vm-1" || cfg.Log.Format != FormatText || !cfg.Capture.Enabled ||
-		cfg.Capture.Mark != DefaultMark || len(cfg.Workloads) != 0 {
+		cfg.Capture.Mark != DefaultMark || !cfg.Capture.OriginalSource || len(cfg.Workloads) != 0 {
 		t.Errorf("defaults not resolved: %+v", cfg)
 	}
 	if got := cfg.Capture.InboundExcludedPorts(); len(got) != 8 || got[0] != 22 {
@@ -184,6 +184,7 @@ func TestProblems(t *testing.T) {
 				"test.toml:8: service[0].workloads[0]: no [[workload]] named \"b\" in namespace \"default\"",
 				"test.toml:9: service[0].use_waypoint: \"a/b/c\" is not"}},
 		{"service without ports", "[[service]]\nname = \"s\"\n", []string{"test.toml:1: service[0].ports: at least one port is required"}},
+		{"mark on the return path's bit", "[capture]\nmark = 0x4539\n", []string{"test.toml:2: capture.mark: 0x4539 shares a bit with the return path's mark 0x4000"}},
 		{"bad health", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[workload.health]\nkind = \"icmp\"\nport = 0\ninterval = \"1s\"\ntimeout = \"2s\"\n",
 			[]string{"test.toml:5: workload[0].health.kind: \"icmp\" is not one of", "test.toml:6: workload[0].health.port: 0 is not a port",
 				"test.toml:8: workload[0].health.timeout: 2s must be positive and at most the interval (1s)"}},

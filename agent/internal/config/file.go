@@ -129,6 +129,7 @@ type CaptureFile struct {
 	ExcludeGIDs          []int64  `toml:"exclude_gids"`
 	Unmatched            string   `toml:"unmatched"`
 	DefaultWorkload      string   `toml:"default_workload"`
+	OriginalSource       *bool    `toml:"original_source"`
 }
 
 // RemoteFile is one [[remote_workload]] entry: a workload on another host,

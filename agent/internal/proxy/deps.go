@@ -41,6 +41,11 @@ type Deps struct {
 	// agent's DNS proxy (which answers a mesh hostname with its VIP); nil:
 	// workloads known by hostname cannot be reached.
 	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
+	// SourceMark, when not 0, has the agent connect to local applications from the client's address (the
+	// HBONE peer's, or a plaintext client's own), so that they see the real client: it is the SO_MARK of those
+	// transparent sockets, the capture mark with ports.ReturnMark, whose replies capture.ReturnPath routes
+	// back. 0: from this host.
+	SourceMark uint32
 	// Recognised are the UIDs of the local workloads recognised by their
 	// processes (user, group or unit): their identity is never the fallback of
 	// an unrecognised process. Fixed until a restart (nil: none).

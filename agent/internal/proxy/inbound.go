@@ -73,7 +73,7 @@ func (p *InboundPlain) handle(ctx context.Context, c net.Conn) {
 		p.hairpin(ctx, tc, rec, conn, wps, src, dst)
 		return
 	}
-	p.direct(ctx, tc, rec, conn, dst)
+	p.direct(ctx, tc, rec, conn, src, dst)
 }
 
 // record opens the telemetry record of a plaintext caller of w (nil: none
@@ -94,11 +94,11 @@ func (p *InboundPlain) record(snap *state.Snapshot, src, dst netip.AddrPort, w *
 	return rec
 }
 
-// direct connects an authorized caller to the local workload and relays.
-func (p *InboundPlain) direct(ctx context.Context, c *net.TCPConn, rec *telemetry.Conn, conn policy.Conn, dst netip.AddrPort) {
-	dctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
-	up, err := p.d.Dialer.DialContext(dctx, "tcp", dst.String())
-	cancel()
+// direct connects an authorized caller to the local workload, from the
+// caller's own address when the agent shows applications their real client,
+// and relays.
+func (p *InboundPlain) direct(ctx context.Context, c *net.TCPConn, rec *telemetry.Conn, conn policy.Conn, src, dst netip.AddrPort) {
+	up, err := p.d.dialFrom(ctx, src.Addr(), dst)
 	if err != nil {
 		rec.Close(0, 0, telemetry.FlagConnect, err.Error())
 		return

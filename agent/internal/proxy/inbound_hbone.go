@@ -73,7 +73,7 @@ func (h *InboundHBONE) ServeHBONE(r *hbone.Request) {
 	}
 	revoker := &hbone.Revoker{}
 	defer h.d.Live.add(conn, revoker.Revoke)()
-	up, err := h.dialLocal(r.Context(), r.Target.Addr)
+	up, err := h.dialLocal(r.Context(), r.RemoteAddr.Addr(), r.Target.Addr)
 	if err != nil {
 		h.failed(r, snap, t, r.RefuseDial(r.Target.Addr, err))
 		return
@@ -103,14 +103,14 @@ func (h *InboundHBONE) target(r *hbone.Request, snap *state.Snapshot) (*state.Wo
 	return w, hbone.FlagNone, nil
 }
 
-// dialLocal connects to a local workload, with the agent's marked dialer.
-func (h *InboundHBONE) dialLocal(ctx context.Context, target netip.AddrPort) (net.Conn, error) {
+// dialLocal connects to a local workload from the tunnel's peer (the HBONE
+// client's TCP address, never its `forwarded` word, as ztunnel), when the
+// agent shows applications their real client.
+func (h *InboundHBONE) dialLocal(ctx context.Context, peer netip.Addr, target netip.AddrPort) (net.Conn, error) {
 	if ports.Illegal(target.Port()) { // hbone refused the authority already: never the agent itself
 		return nil, fmt.Errorf("%s is on one of the agent's own ports", target)
 	}
-	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
-	defer cancel()
-	return h.d.Dialer.DialContext(ctx, "tcp", target.String())
+	return h.d.dialFrom(ctx, peer, target)
 }
 
 // relay answers 200 with the destination's baggage and relays the tunnel to
