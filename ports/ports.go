@@ -55,7 +55,9 @@ const (
 	// ReturnMark is on the agent's transparent sockets too, the connections it makes to a local application
 	// from the client's address so that the application sees the real client. Its bit is apart from Mark's:
 	// the capture table puts it on the application's replies, and a policy rule routes those back to the agent.
-	ReturnMark = 0x4000
+	// Any other packet with this bit would be routed to the agent too, so it avoids the bits others use on
+	// hosts: kube-proxy's 0x4000 and 0x8000, Calico's upper half, Cilium's 0x0f00, Weave's 0x20000.
+	ReturnMark = 0x2000
 	// ReturnTable is the routing table of that rule, whose only route delivers every address locally, and
 	// ReturnRulePriority the rule's place, ahead of the main table's (32766).
 	ReturnTable        = 15006

@@ -184,7 +184,7 @@ func TestProblems(t *testing.T) {
 				"test.toml:8: service[0].workloads[0]: no [[workload]] named \"b\" in namespace \"default\"",
 				"test.toml:9: service[0].use_waypoint: \"a/b/c\" is not"}},
 		{"service without ports", "[[service]]\nname = \"s\"\n", []string{"test.toml:1: service[0].ports: at least one port is required"}},
-		{"mark on the return path's bit", "[capture]\nmark = 0x4539\n", []string{"test.toml:2: capture.mark: 0x4539 shares a bit with the return path's mark 0x4000"}},
+		{"mark on the return path's bit", "[capture]\nmark = 0x2539\n", []string{"test.toml:2: capture.mark: 0x2539 shares a bit with the return path's mark 0x2000"}},
 		{"bad health", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[workload.health]\nkind = \"icmp\"\nport = 0\ninterval = \"1s\"\ntimeout = \"2s\"\n",
 			[]string{"test.toml:5: workload[0].health.kind: \"icmp\" is not one of", "test.toml:6: workload[0].health.port: 0 is not a port",
 				"test.toml:8: workload[0].health.timeout: 2s must be positive and at most the interval (1s)"}},
