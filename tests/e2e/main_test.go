@@ -10,8 +10,9 @@ import (
 	"github.com/ambient-agent/ambient-agent/tests/lab"
 )
 
-// agentBin is the binary under test, built once per run.
-var agentBin string
+// agentBin is the binary under test, built once per run, in scratch: the run's
+// own directory, removed when it ends, where tests build other binaries too.
+var agentBin, scratch string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "ambient-agent-e2e-")
@@ -19,6 +20,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	scratch = dir
 	agentBin, err = lab.BuildAgent(dir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

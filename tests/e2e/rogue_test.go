@@ -22,7 +22,7 @@ import (
 // its rogue mode (rogue_peer_test.go): discovery's own code, with no local
 // validation of what it publishes.
 var roguePeer = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "ambient-rogue-")
+	dir, err := os.MkdirTemp(scratch, "ambient-rogue-")
 	if err != nil {
 		return "", err
 	}

@@ -20,7 +20,7 @@ const unsignedRelease = "12cdb9c"
 // oldAgent builds the agent of unsignedRelease from this repository's
 // history, as packaging/build.sh builds what ships.
 var oldAgent = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "ambient-agent-old-")
+	dir, err := os.MkdirTemp(scratch, "ambient-agent-old-")
 	if err != nil {
 		return "", err
 	}
