@@ -27,15 +27,15 @@ func (rs *Ruleset) addOutbound(n normalized) {
 	uids := rs.addSet(idSet(setExcludedUIDs, nftables.TypeUID, n.excludedUIDs))
 	gids := rs.addSet(idSet(setExcludedGIDs, nftables.TypeGID, n.excludedGIDs))
 
-	rules := []rule{
-		{terms: []term{markHasBits(n.mark), bypass()}, comment: "the agent's own connections"},
-		{terms: []term{outputInterface("lo"), bypass()}, comment: "delivered on this host"},
+	rules := []rule{{terms: []term{markHasBits(n.mark), bypass()}, comment: "the agent's own connections"}}
+	rules = append(rules, rs.onThisHost(n)...)
+	rules = append(rules, []rule{
 		{terms: []term{daddrIn(cidrs4), bypass()}, comment: "excluded destinations"},
 		{terms: []term{daddrIn(cidrs6), bypass()}, comment: "excluded destinations"},
 		{terms: []term{tcpDportIn(ports), bypass()}, comment: "excluded destination ports"},
 		{terms: []term{socketUIDIn(uids), bypass()}, comment: "excluded users"},
 		{terms: []term{socketGIDIn(gids), bypass()}, comment: "excluded groups"},
-	}
+	}...)
 	for _, c := range n.classes {
 		rules = append(rules, rs.classRules(c)...)
 	}
@@ -50,6 +50,22 @@ func (rs *Ruleset) addOutbound(n normalized) {
 		priority: *nftables.ChainPriorityNATDest,
 		rules:    rules,
 	})
+}
+
+// onThisHost leaves uncaptured what is delivered on this host (through lo): all of it, or with sameHost all
+// but connections to a local workload's address on a port inbound capture does not leave out, which then
+// meet the classes like any other outbound connection. The inbound sets are addInbound's (sameHost needs
+// inbound capture).
+func (rs *Ruleset) onThisHost(n normalized) []rule {
+	lo := outputInterface("lo")
+	if !n.sameHost {
+		return []rule{{terms: []term{lo, bypass()}, comment: "delivered on this host"}}
+	}
+	return []rule{
+		{terms: []term{lo, tcpDportIn(rs.set(setInboundExcluded)), bypass()}, comment: "delivered on this host to a port inbound capture leaves out"},
+		{terms: []term{lo, daddrNotIn(rs.set(setWorkloads4)), bypass()}, comment: "delivered on this host, not to a workload"},
+		{terms: []term{lo, daddrNotIn(rs.set(setWorkloads6)), bypass()}, comment: "delivered on this host, not to a workload"},
+	}
 }
 
 // classRules redirects the TCP of c's processes to c's port: one rule per kind of

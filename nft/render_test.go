@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	agentports "github.com/ambient-agent/ambient-agent/ports"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden from the current rendering")
@@ -57,8 +59,14 @@ func goldenSpecs() map[string]Spec {
 			InboundLeftOut: prefixes("172.17.0.1/32", "192.168.0.0/16", "192.168.1.0/24", "fe80::/10"),
 		},
 		"outbound_only": {Outbound: true, ExcludedCIDRs: prefixes("0.0.0.0/0")},
-		"return_path":   {Inbound: true, Outbound: true, InboundExcludedPorts: agentPorts, ReturnMark: 0x4000},
-		"disabled":      {},
+		"return_path":   {Inbound: true, Outbound: true, InboundExcludedPorts: agentPorts, ReturnMark: agentports.ReturnMark},
+		"same_host": {
+			Inbound: true, Outbound: true, SameHost: true, InboundExcludedPorts: agentPorts,
+			Workloads:       addrs("10.0.0.5", "fd00:1::5"),
+			OutboundClasses: []OutboundClass{{Name: "alice", Port: 15101, UIDs: []uint32{2001}}, {Name: "bob", Port: 15102, UIDs: []uint32{2002}}},
+			UnmatchedBypass: true,
+		},
+		"disabled": {},
 		"classes": {
 			Outbound: true, ExcludedUIDs: []uint32{0},
 			OutboundClasses: []OutboundClass{
@@ -191,6 +199,7 @@ func TestRenderRejects(t *testing.T) {
 	}{
 		{"same ports", Spec{OutboundPort: 15006}, []string{"OutboundPort and InboundPort are both 15006"}},
 		{"return mark in the agent's mark", Spec{ReturnMark: 0x1}, []string{"ReturnMark 0x1 shares bits with Mark 0x539"}},
+		{"same host without inbound", Spec{Outbound: true, SameHost: true}, []string{"SameHost needs both Inbound and Outbound"}},
 		{"loopback workload", Spec{Workloads: addrs("10.0.0.1", "127.0.0.1")}, []string{"Workloads[1]", "loopback"}},
 		{"unspecified workload", Spec{Workloads: addrs("::")}, []string{"Workloads[0]", "unspecified"}},
 		{"zone", Spec{Workloads: addrs("fe80::1%eth0")}, []string{"Workloads[0]", "zone"}},

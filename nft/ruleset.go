@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"slices"
+
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
 )
@@ -61,6 +63,12 @@ func Render(s Spec) (*Ruleset, error) {
 }
 
 // addSet adds s to the table and returns it with its id, for rules to refer to.
+// set is the set named name, added before.
+func (rs *Ruleset) set(name string) set {
+	i := slices.IndexFunc(rs.sets, func(s set) bool { return s.name == name })
+	return rs.sets[i]
+}
+
 func (rs *Ruleset) addSet(s set) set {
 	s.id = uint32(len(rs.sets) + 1)
 	rs.sets = append(rs.sets, s)

@@ -79,18 +79,28 @@ func outputInterface(name string) term {
 
 // daddrIn matches the destination address against an address set of one family.
 // In an inet table the family check comes first, as nft adds it.
-func daddrIn(s set) term {
+func daddrIn(s set) term { return daddrLookup(s, false) }
+
+// daddrNotIn matches packets of s's family whose destination is not in s; a packet of the other family never
+// matches.
+func daddrNotIn(s set) term { return daddrLookup(s, true) }
+
+func daddrLookup(s set, invert bool) term {
 	proto, word, offset, size := byte(unix.NFPROTO_IPV4), "ip", uint32(16), uint32(4)
 	if s.keyType.Bytes == 16 {
 		proto, word, offset, size = unix.NFPROTO_IPV6, "ip6", 24, 16
 	}
+	l, op := lookup(s), ""
+	if invert {
+		l.Invert, op = true, "!= "
+	}
 	return term{
-		text: fmt.Sprintf("%s daddr @%s", word, s.name),
+		text: fmt.Sprintf("%s daddr %s@%s", word, op, s.name),
 		exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyNFPROTO, Register: reg},
 			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: []byte{proto}},
 			&expr.Payload{DestRegister: reg, Base: expr.PayloadBaseNetworkHeader, Offset: offset, Len: size},
-			lookup(s),
+			l,
 		},
 	}
 }

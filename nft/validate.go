@@ -32,6 +32,7 @@ type normalized struct {
 
 	classes         []outboundClass
 	unmatchedBypass bool
+	sameHost        bool
 
 	// guardedPorts are the ports the table redirects to, when GuardListeners
 	// asks for them to be guarded; empty otherwise.
@@ -58,8 +59,12 @@ func normalize(s Spec) (normalized, error) {
 		inboundPort:  cmp.Or(s.InboundPort, DefaultInboundPort),
 
 		unmatchedBypass: s.UnmatchedBypass,
+		sameHost:        s.SameHost,
 	}
 	var errs []error
+	if s.SameHost && !(s.Inbound && s.Outbound) {
+		errs = append(errs, errors.New("SameHost needs both Inbound and Outbound"))
+	}
 	if n.returnMark&n.mark != 0 {
 		errs = append(errs, fmt.Errorf("ReturnMark 0x%x shares bits with Mark 0x%x", n.returnMark, n.mark))
 	}

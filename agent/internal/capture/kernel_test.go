@@ -125,6 +125,41 @@ func TestOutboundLeavesLocalTrafficAlone(t *testing.T) {
 	}
 }
 
+// With SameHost, a local process's connection to a local workload's address is
+// captured as outbound, its class's port first; loopback, the host's other
+// addresses, the ports inbound capture leaves out and the agent's own
+// connections stay alone.
+func TestSameHostCapture(t *testing.T) {
+	l := newLab(t)
+	l.a.ip(t, "addr", "add", "10.77.0.9/24", "dev", "veth0") // on the host, not a workload's
+	spec := labSpec()
+	spec.SameHost = true
+	spec.OutboundClasses = []nft.OutboundClass{{Name: "bob", Port: 15101, UIDs: []uint32{otherID}}}
+	install(t, l.a, spec)
+	agent, bob := l.a.listen(t, ":15001"), l.a.listen(t, ":15101")
+	app, ssh := l.a.listen(t, ":"+appPort), l.a.listen(t, ":"+sshPort)
+	for _, w := range []string{"10.77.0.1", "fd77::1"} {
+		dst := join(w, appPort)
+		l.a.mustDial(t, dst, nil, nil)
+		if got := origDst(t, accepted(t, agent, "to workload "+w)); got != netip.MustParseAddrPort(dst) {
+			t.Errorf("to workload %s: original destination %s, want %s", w, got, dst)
+		}
+		l.a.mustDial(t, dst, &identity{uid: otherID, gid: otherID}, nil)
+		accepted(t, bob, "bob's connection to workload "+w)
+		notAccepted(t, app, "captured connections to workload "+w)
+		l.a.mustDial(t, dst, nil, MarkControl(nft.DefaultMark))
+		accepted(t, app, "the agent's own connection to workload "+w)
+		l.a.mustDial(t, join(w, sshPort), nil, nil)
+		accepted(t, ssh, "to workload "+w+" on a port inbound capture leaves out")
+	}
+	for _, dst := range []string{"127.0.0.1", "::1", "10.77.0.9"} {
+		l.a.mustDial(t, join(dst, appPort), &identity{uid: otherID, gid: otherID}, nil)
+		accepted(t, app, "to "+dst)
+	}
+	notAccepted(t, agent, "uncaptured connections")
+	notAccepted(t, bob, "uncaptured connections")
+}
+
 func TestInboundCapture(t *testing.T) {
 	l := newLab(t)
 	l.a.ip(t, "addr", "add", "10.77.0.9/24", "dev", "veth0") // on the host, not a workload's

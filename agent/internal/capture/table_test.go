@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/ambient-agent/ambient-agent/nft"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // foreignTable stands for firewalld's, ufw's or Docker's tables.
@@ -96,8 +97,13 @@ func TestKernelHoldsWhatWasRendered(t *testing.T) {
 			Outbound:      true,
 			ExcludedCIDRs: prefixes("10.0.0.0/8", "11.0.0.0/8", "10.1.0.0/16", "255.255.255.255/32", "192.168.0.0/16", "fd00::/8", "fe00::/8", "ffff::/16"),
 		},
-		"return_path": {Inbound: true, Outbound: true, InboundExcludedPorts: []uint16{15008}, ReturnMark: 0x4000},
-		"empty":       {},
+		"return_path": {Inbound: true, Outbound: true, InboundExcludedPorts: []uint16{15008}, ReturnMark: ports.ReturnMark},
+		"same_host": {
+			Inbound: true, Outbound: true, SameHost: true, InboundExcludedPorts: []uint16{15008},
+			Workloads:       []netip.Addr{netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00::5")},
+			OutboundClasses: []nft.OutboundClass{{Name: "bob", Port: 15101, UIDs: []uint32{2002}}},
+		},
+		"empty": {},
 	} {
 		if err := c.Install(context.Background(), spec); err != nil {
 			t.Fatalf("%s: Install: %v", name, err)
