@@ -40,6 +40,9 @@ func (rs *Ruleset) addOutbound(n normalized) {
 		rules = append(rules, rs.classRules(c)...)
 	}
 	if !n.unmatchedBypass {
+		if n.sameHost {
+			rules = append(rules, rule{terms: []term{outputInterface("lo"), bypass()}, comment: "delivered on this host, from a process of no workload"})
+		}
 		rules = append(rules, rule{terms: []term{isTCP(), redirectTo(n.outboundPort)}, comment: "to the agent's outbound listener"})
 	}
 	rs.chains = append(rs.chains, chain{
@@ -54,8 +57,8 @@ func (rs *Ruleset) addOutbound(n normalized) {
 
 // onThisHost leaves uncaptured what is delivered on this host (through lo): all of it, or with sameHost all
 // but connections to a local workload's address on a port inbound capture does not leave out, which then
-// meet the classes like any other outbound connection. The inbound sets are addInbound's (sameHost needs
-// inbound capture).
+// meet the classes like any other outbound connection (and, from a process no class recognises, are left
+// alone after them). The inbound sets are addInbound's (sameHost needs inbound capture).
 func (rs *Ruleset) onThisHost(n normalized) []rule {
 	lo := outputInterface("lo")
 	if !n.sameHost {

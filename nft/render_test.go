@@ -64,7 +64,6 @@ func goldenSpecs() map[string]Spec {
 			Inbound: true, Outbound: true, SameHost: true, InboundExcludedPorts: agentPorts,
 			Workloads:       addrs("10.0.0.5", "fd00:1::5"),
 			OutboundClasses: []OutboundClass{{Name: "alice", Port: 15101, UIDs: []uint32{2001}}, {Name: "bob", Port: 15102, UIDs: []uint32{2002}}},
-			UnmatchedBypass: true,
 		},
 		"disabled": {},
 		"classes": {

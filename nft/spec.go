@@ -80,12 +80,11 @@ type Spec struct {
 	// agent's own would have its connections reset too.
 	GuardListeners bool
 
-	// SameHost captures the TCP a local process opens to a local workload address (delivered through lo,
-	// which is otherwise never captured): it goes to OutboundPort or its class's port like any outbound
-	// connection, so that a call between two workloads of this host carries the caller's identity to the
-	// callee's inbound authorization. Loopback addresses, other addresses of the host and the
-	// InboundExcludedPorts stay uncaptured, as they are for callers from elsewhere. Needs Inbound and
-	// Outbound.
+	// SameHost captures the TCP a process of an OutboundClass opens to a local workload address (delivered
+	// through lo, which is otherwise never captured): it goes to the class's port like any outbound
+	// connection of the class, so that a call between two workloads of this host carries the caller's
+	// identity to the callee's inbound authorization. Processes of no class, loopback addresses, other
+	// addresses of the host and the InboundExcludedPorts stay uncaptured. Needs Inbound and Outbound.
 	SameHost bool
 
 	// ReturnMark is the mark (bits of their own, apart from Mark's) of the agent's transparent sockets: the

@@ -125,10 +125,10 @@ func TestOutboundLeavesLocalTrafficAlone(t *testing.T) {
 	}
 }
 
-// With SameHost, a local process's connection to a local workload's address is
-// captured as outbound, its class's port first; loopback, the host's other
-// addresses, the ports inbound capture leaves out and the agent's own
-// connections stay alone.
+// With SameHost, a connection of a class's process to a local workload's
+// address is captured, to the class's port; the processes of no class,
+// loopback, the host's other addresses, the ports inbound capture leaves out
+// and the agent's own connections stay alone.
 func TestSameHostCapture(t *testing.T) {
 	l := newLab(t)
 	l.a.ip(t, "addr", "add", "10.77.0.9/24", "dev", "veth0") // on the host, not a workload's
@@ -138,25 +138,26 @@ func TestSameHostCapture(t *testing.T) {
 	install(t, l.a, spec)
 	agent, bob := l.a.listen(t, ":15001"), l.a.listen(t, ":15101")
 	app, ssh := l.a.listen(t, ":"+appPort), l.a.listen(t, ":"+sshPort)
+	bobID := &identity{uid: otherID, gid: otherID}
 	for _, w := range []string{"10.77.0.1", "fd77::1"} {
 		dst := join(w, appPort)
-		l.a.mustDial(t, dst, nil, nil)
-		if got := origDst(t, accepted(t, agent, "to workload "+w)); got != netip.MustParseAddrPort(dst) {
-			t.Errorf("to workload %s: original destination %s, want %s", w, got, dst)
+		l.a.mustDial(t, dst, bobID, nil)
+		if got := origDst(t, accepted(t, bob, "bob's connection to workload "+w)); got != netip.MustParseAddrPort(dst) {
+			t.Errorf("bob's connection to workload %s: original destination %s, want %s", w, got, dst)
 		}
-		l.a.mustDial(t, dst, &identity{uid: otherID, gid: otherID}, nil)
-		accepted(t, bob, "bob's connection to workload "+w)
-		notAccepted(t, app, "captured connections to workload "+w)
-		l.a.mustDial(t, dst, nil, MarkControl(nft.DefaultMark))
+		notAccepted(t, app, "bob's connection to workload "+w)
+		l.a.mustDial(t, dst, nil, nil)
+		accepted(t, app, "a connection of no class to workload "+w)
+		l.a.mustDial(t, dst, bobID, MarkControl(nft.DefaultMark))
 		accepted(t, app, "the agent's own connection to workload "+w)
-		l.a.mustDial(t, join(w, sshPort), nil, nil)
-		accepted(t, ssh, "to workload "+w+" on a port inbound capture leaves out")
+		l.a.mustDial(t, join(w, sshPort), bobID, nil)
+		accepted(t, ssh, "bob's connection to workload "+w+" on a port inbound capture leaves out")
 	}
 	for _, dst := range []string{"127.0.0.1", "::1", "10.77.0.9"} {
-		l.a.mustDial(t, join(dst, appPort), &identity{uid: otherID, gid: otherID}, nil)
-		accepted(t, app, "to "+dst)
+		l.a.mustDial(t, join(dst, appPort), bobID, nil)
+		accepted(t, app, "bob's connection to "+dst)
 	}
-	notAccepted(t, agent, "uncaptured connections")
+	notAccepted(t, agent, "connections delivered on this host")
 	notAccepted(t, bob, "uncaptured connections")
 }
 
