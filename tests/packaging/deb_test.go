@@ -44,7 +44,7 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 	}
 
 	// With the example configuration (no [[workload]]) nothing captures: not the boot unit, not the agent.
-	m.run("systemctl start ambient-agent-close.service")
+	systemctlUnit(m, "start", "ambient-agent-close.service")
 	expectTable(m, false)
 	if out := m.run("journalctl -u ambient-agent-close.service --no-pager -o cat"); !strings.Contains(out, "nothing to close") {
 		t.Fatalf("ambient-agent close with the example configuration:\n%s", out)

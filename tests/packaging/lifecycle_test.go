@@ -99,7 +99,7 @@ sed -i 's/^\[node\]$/[node]\nbogus_key = 1/' /etc/ambient-agent/config.toml`)
 	expectStopped(m, flakes)
 	expectTable(m, false)
 	// ambient-agent-close.service (what runs at boot) closes it again without an agent.
-	m.run("systemctl start ambient-agent-close.service")
+	systemctlUnit(m, "start", "ambient-agent-close.service")
 	expectTable(m, true)
 	if out := m.run("journalctl -u ambient-agent-close.service --no-pager -o cat"); !strings.Contains(out, "host closed") {
 		m.t.Fatalf("ambient-agent close did not say it closed the host:\n%s", out)
@@ -245,28 +245,34 @@ const cgroupFlake = "systemd could not attach the process to the unit's cgroup (
 
 const maxAttempts = 4
 
-// cgroupFailures counts the unit's processes that exited 219/CGROUP so far.
-func cgroupFailures(m *machine) int {
+// cgroupFailures counts ambient-agent's processes that exited 219/CGROUP so far.
+func cgroupFailures(m *machine) int { return unitCgroupFailures(m, "ambient-agent") }
+
+// unitCgroupFailures counts the unit's processes that exited 219/CGROUP so far.
+func unitCgroupFailures(m *machine, unit string) int {
 	m.t.Helper()
-	out, _ := m.try("journalctl -u ambient-agent --no-pager -o cat | grep -c 'status=219/CGROUP'")
+	out, _ := m.try("journalctl -u " + unit + " --no-pager -o cat | grep -c 'status=219/CGROUP'")
 	n, _ := strconv.Atoi(strings.TrimSpace(out))
 	return n
 }
 
 // systemctl runs `systemctl VERB ambient-agent`, which must succeed; a failure caused by cgroupFlake is
 // retried (systemd is also restarting the unit by itself then, Restart=on-failure).
-func systemctl(m *machine, verb string) {
+func systemctl(m *machine, verb string) { systemctlUnit(m, verb, "ambient-agent") }
+
+// systemctlUnit runs `systemctl VERB UNIT`, which must succeed; a failure caused by cgroupFlake is retried.
+func systemctlUnit(m *machine, verb, unit string) {
 	m.t.Helper()
 	for attempt := 1; ; attempt++ {
-		flakes := cgroupFailures(m)
-		out, code := m.try("systemctl " + verb + " ambient-agent")
+		flakes := unitCgroupFailures(m, unit)
+		out, code := m.try("systemctl " + verb + " " + unit)
 		if code == 0 {
 			return
 		}
-		if cgroupFailures(m) == flakes || attempt == maxAttempts {
-			m.t.Fatalf("systemctl %s ambient-agent: exit %d\n%s", verb, code, out)
+		if unitCgroupFailures(m, unit) == flakes || attempt == maxAttempts {
+			m.t.Fatalf("systemctl %s %s: exit %d\n%s", verb, unit, code, out)
 		}
-		m.t.Logf("systemctl %s ambient-agent: %s; again", verb, cgroupFlake)
+		m.t.Logf("systemctl %s %s: %s; again", verb, unit, cgroupFlake)
 		time.Sleep(500 * time.Millisecond)
 	}
 }
