@@ -25,13 +25,31 @@ spec:
         principals: ["cluster.local/ns/default/sa/alice"]
 `
 
+// denyBobToAlice refuses bob's calls to alice's port on h1.
+const denyBobToAlice = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: no-bob-to-alice
+  namespace: default
+spec:
+  action: DENY
+  rules:
+  - from:
+    - source:
+        principals: ["cluster.local/ns/default/sa/bob"]
+    to:
+    - operation:
+        ports: ["8081"]
+`
+
 // carolAddr is a second address of h1, carol's own.
 const carolAddr = "10.77.0.111"
 
 // Several workloads on h1, each with its own identity: alice and bob share
 // h1's address (ports 8081 and 8082) and are recognised by their users (uid
 // 2001 and 2002); carol has an address of her own. Processes of no declared
-// workload are not captured. h2 serves 8080 and allows only alice.
+// workload are not captured. h2 serves 8080 and allows only alice; h1 denies
+// bob's calls to alice, which bob makes on h1 itself.
 func TestSeveralIdentitiesOnOneHost(t *testing.T) {
 	lab.Require(t, "nginx", "curl", "setpriv", "nsenter")
 	l := lab.New(t, 2)
@@ -44,13 +62,8 @@ func TestSeveralIdentitiesOnOneHost(t *testing.T) {
 		multi.Issue(agentBin, "default", sa)
 	}
 	server.Issue(agentBin, "default", "server")
-	policyDir := filepath.Join(server.Dir, "policies")
-	if err := os.MkdirAll(policyDir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(policyDir, "only-alice.yaml"), []byte(allowAlice), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	policyDir := writePolicy(t, server, "only-alice.yaml", allowAlice)
+	multiPolicyDir := writePolicy(t, multi, "no-bob-to-alice.yaml", denyBobToAlice)
 	// dave is a "unit": a cgroup that does not exist yet when the agent starts.
 	cgroupRoot := "/sys/fs/cgroup"
 	if _, err := os.Stat(cgroupRoot + "/cgroup.controllers"); err != nil {
@@ -83,7 +96,9 @@ service_account = "dave"
 addresses = [%[1]q]
 ports = [8083]
 unit = "/%[3]s"
-`, multi.Addr, carolAddr, daveCgroup)}.String())
+[policy]
+dir = %[4]q
+`, multi.Addr, carolAddr, daveCgroup, multiPolicyDir)}.String())
 	serverAgent := server.StartAgent(agentBin, lab.AgentConfig{Host: server, Gossip: &lab.Gossip{KeyFile: key, Seed: multi}, Tables: fmt.Sprintf(`
 [[workload]]
 name = "server"
@@ -150,6 +165,8 @@ dir = %q
 		}
 	}
 
+	sameHost(t, multi, multiAgent, cgroupRoot+"/"+daveCgroup)
+
 	// A process of no declared workload is not captured ("passthrough"): h2
 	// sees it in plaintext, without an identity, and its policy refuses it.
 	if out, err := as("2003"); err == nil {
@@ -167,5 +184,66 @@ dir = %q
 			"dst_identity=spiffe://cluster.local/ns/default/sa/"+tc.sa, "response_flags=-")
 		waitCount(t, multiAgent, 1, 5*time.Second, "direction=inbound", "dst="+tc.addr,
 			"dst_identity=spiffe://cluster.local/ns/default/sa/"+tc.sa, "response_flags=-")
+	}
+}
+
+// writePolicy writes one policy file into h's policy directory, which it returns.
+func writePolicy(t *testing.T, h *lab.Host, name, yaml string) string {
+	t.Helper()
+	dir := filepath.Join(h.Dir, "policies")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(yaml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// sameHost checks calls between h1's workloads, made on h1: bob's call to
+// alice carries bob's identity, so h1's policy refuses it and alice's
+// inbound metrics count it; dave's (a unit's) gets through with dave's
+// identity; bob's call to his own port is delivered as without the mesh, and a
+// process of no workload is not captured.
+func sameHost(t *testing.T, h1 *lab.Host, agent *lab.Agent, daveCgroup string) {
+	t.Helper()
+	alice := fmt.Sprintf("http://%s:8081/", h1.Addr)
+	curl := func(uid, url string) (string, error) {
+		return h1.Run(lab.Timeout(10*time.Second), "setpriv", "--reuid="+uid, "--regid="+uid, "--clear-groups",
+			"curl", "-sS", "--max-time", "5", url)
+	}
+	if out, err := curl("2002", alice); err == nil {
+		t.Errorf("bob reached alice on their own host, past h1's policy that denies him: %q", out)
+	}
+	inUnit := exec.Command("nsenter", "--net=/run/netns/"+h1.NS, "sh", "-c",
+		fmt.Sprintf("echo $$ > %s/cgroup.procs && exec curl -sS --max-time 5 %s", daveCgroup, alice))
+	if out, err := inUnit.CombinedOutput(); err != nil || !strings.Contains(string(out), "hello from h1") {
+		t.Errorf("dave's unit -> alice on the same host: %v %q", err, out)
+	}
+	for _, uid := range []string{"2002", "2003"} { // bob to himself; a process of no workload
+		if out, err := curl(uid, fmt.Sprintf("http://%s:8082/", h1.Addr)); err != nil || !strings.Contains(out, "hello from h1") {
+			t.Errorf("uid %s -> bob's port on the same host: %v %q", uid, err, out)
+		}
+	}
+	bobsOwn := fmt.Sprintf("dst=%s:8082", h1.Addr)
+	waitCount(t, agent, 1, 5*time.Second, "direction=outbound", bobsOwn, "route=passthrough")
+	if n := countLines(agent.Log(), bobsOwn, "route=hbone"); n != 0 {
+		t.Errorf("bob's call to his own port went through a tunnel (%d access log lines)", n)
+	}
+	principal := func(sa string) string { return "spiffe://cluster.local/ns/default/sa/" + sa }
+	bobDenied := map[string]string{"reporter": "destination", "source_principal": principal("bob"),
+		"destination_principal": principal("alice"), "response_flags": "DENY"}
+	daveAllowed := map[string]string{"reporter": "destination", "source_principal": principal("dave"),
+		"destination_principal": principal("alice")}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		metrics := scrape(t, h1)
+		denied, ok1 := metricValue(t, metrics, "istio_tcp_connections_failed_total", bobDenied)
+		opened, ok2 := metricValue(t, metrics, "istio_tcp_connections_opened_total", daveAllowed)
+		if ok1 && ok2 && denied >= 1 && opened >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("h1's metrics do not show bob denied and dave allowed by alice:\n%s", grepIstio(metrics))
+		}
 	}
 }

@@ -165,6 +165,9 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot, classes []nft.Outboun
 	for _, w := range snap.Local() {
 		s.Workloads = append(s.Workloads, w.Addresses...)
 	}
+	// A call between two workloads of this host is meshed when the caller is
+	// recognised by its processes: with one workload there is no such call.
+	s.SameHost = len(classes) > 0 && len(snap.Local()) > 1
 	return s
 }
 

@@ -196,6 +196,12 @@ func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 // routeWorkload sends a connection for a workload address to the workload's
 // waypoint, to the workload over HBONE, or in plaintext when it is not captured.
 func (o outbound) workload(dst netip.AddrPort, w *state.Workload) Route {
+	if o.from != nil && w.Local && w.UID == o.from.UID {
+		// A workload calling itself at its own address, on this host (same-host
+		// capture): delivered as it would be without the mesh, as a pod's call
+		// to its own address never leaves the pod.
+		return Route{Kind: RoutePassthrough, Target: dst, Dest: w}
+	}
 	wps := o.snap.WaypointOf(w)
 	if len(wps) == 0 && w.Tunnel == state.TunnelHBONE && namesWaypoint(w.UseWaypoint) {
 		// Never around a waypoint the workload asked for: its policies would be bypassed.

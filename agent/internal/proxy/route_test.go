@@ -257,3 +257,24 @@ func TestUnresolvedWaypointIsNotBypassed(t *testing.T) {
 		t.Errorf("service naming an unknown waypoint: %+v, want a drop", r)
 	}
 }
+
+// A call between two workloads of this host (same-host capture) is tunnelled
+// from the caller's identity to the callee's, over HBONE to this host's own
+// address; a workload calling its own address is delivered as without the mesh.
+func TestSameHostRoutes(t *testing.T) {
+	snap := testSnapshot()
+	a, _ := snap.WorkloadByUID("local-a")
+	r := DecideOutboundFrom(snap, a, ap("10.0.0.2:5000"), ap("10.0.0.2:8080"))
+	if r.Kind != RouteHBONE || r.Source.String() != "spiffe://cluster.local/ns/default/sa/a" ||
+		r.Gateway != ap("10.0.0.2:15008") || len(r.Expected) != 1 || r.Expected[0].String() != "spiffe://cluster.local/ns/default/sa/b" {
+		t.Errorf("a to b on this host: route %+v, want HBONE from a to b at 10.0.0.2:15008", r)
+	}
+	r = DecideOutboundFrom(snap, a, ap("10.0.0.1:5000"), ap("10.0.0.1:8080"))
+	if r.Kind != RoutePassthrough || r.Target != ap("10.0.0.1:8080") {
+		t.Errorf("a to itself: route %+v, want passthrough to 10.0.0.1:8080", r)
+	}
+	r = DecideOutboundFrom(snap, a, ap("10.0.0.1:5000"), ap("10.0.0.9:8080"))
+	if r.Kind != RouteHBONE {
+		t.Errorf("a to a remote workload: route %s, want hbone", r.Kind)
+	}
+}
