@@ -13,8 +13,9 @@
 //   - outbound, hook output: locally originated TCP is redirected to the agent's
 //     outbound port (15001) unless the socket carries the agent's mark, the packet
 //     is delivered locally (leaves through lo: loopback and the host's own
-//     addresses), or its destination CIDR, destination port, or the process's uid or
-//     gid is excluded;
+//     addresses; with Spec.SameHost, a class's process reaching a local workload
+//     address is captured all the same), or its destination CIDR, destination
+//     port, or the process's uid or gid is excluded;
 //   - inbound, hook prerouting: TCP arriving for a local workload address on a port
 //     that is not excluded is redirected to the inbound plaintext port (15006). The
 //     HBONE port (15008) must be in the excluded ports so that it reaches the agent.
@@ -32,8 +33,9 @@
 // closed by itself: with the agent down and the table in place, a redirected
 // connection meets a closed port and is reset, it never reaches its destination in
 // plaintext (with the guard, not even when another process took the port). The
-// cost: inbound, the application sees the agent's connection (from the host), not
-// the client's address. Inbound REDIRECT rewrites the destination to the primary
+// cost: inbound, the application sees the agent's connection, which the agent
+// makes from the client's address only with Spec.ReturnMark (the return_path
+// chain) and capture.ReturnPath's rule. Inbound REDIRECT rewrites the destination to the primary
 // address of the receiving interface, so the inbound listener must bind the
 // wildcard address; outbound it rewrites to 127.0.0.1 or ::1.
 //
