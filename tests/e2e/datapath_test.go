@@ -23,10 +23,12 @@ type datapathLab struct {
 	agentA       *lab.Agent
 	agentB       *lab.Agent
 	filterBefore string
+	// routingBefore is B's policy rules and return-path routes before its agent started.
+	routingBefore string
 }
 
 func newDatapathLab(t *testing.T) *datapathLab {
-	lab.Require(t, "nginx", "curl", "tcpdump", "nft", "ss")
+	lab.Require(t, "nginx", "curl", "tcpdump", "nft", "ss", "socat", "nc")
 	l := lab.New(t, 3)
 	d := &datapathLab{Lab: l, a: l.Hosts[0], b: l.Hosts[1], c: l.Hosts[2]}
 	// A firewall table of the host's own on B, which the agent must not touch.
@@ -34,6 +36,7 @@ func newDatapathLab(t *testing.T) *datapathLab {
 	d.b.MustRun("nft", "add", "chain", "inet", "filter", "input", "{ type filter hook input priority 0; policy accept; }")
 	d.b.MustRun("nft", "add", "rule", "inet", "filter", "input", "tcp", "dport", "9999", "counter", "drop")
 	d.filterBefore = d.b.MustRun("nft", "list", "table", "inet", "filter")
+	d.routingBefore = routing(d.b)
 
 	d.b.StartNginx(marker, 8080, 22)
 	d.c.StartNginx("c-"+marker, 8080)
@@ -127,8 +130,10 @@ func TestPassthroughToUnknownDestination(t *testing.T) {
 	}
 }
 
-// Stop removes the table; kill -9 leaves it and captured traffic fails closed;
-// a restart restores service; cleanup after kill -9 restores the host.
+// Stop removes the table and the return path's rules and routes; kill -9 leaves
+// them and captured traffic fails closed; a restart restores service, with the
+// host's own traffic unaffected; cleanup after kill -9 restores the host, nft
+// ruleset and routing byte for byte.
 func TestCaptureFailsClosedAndCleansUp(t *testing.T) {
 	d := newDatapathLab(t)
 	url := fmt.Sprintf("http://%s:8080/", d.b.Addr)
@@ -153,6 +158,7 @@ func TestCaptureFailsClosedAndCleansUp(t *testing.T) {
 		t.Fatal("table left after a graceful stop")
 	}
 	d.checkFilterUntouched(t, "by stop")
+	d.checkRoutingRestored(t, "by stop")
 	rulesetBefore = d.b.MustRun("nft", "list", "ruleset")
 
 	// kill -9: the rules stay and captured connections fail closed.
@@ -176,11 +182,33 @@ func TestCaptureFailsClosedAndCleansUp(t *testing.T) {
 		t.Fatalf("a request reached B's application while its agent was dead")
 	}
 
-	// A restart restores service.
+	// A restart restores service, and installs the return path once more over
+	// what kill -9 left: the same rules and routes, not twice.
+	running := routing(d.b)
 	agent = d.b.StartAgent(agentBin, meshConfig(d.b, d.a).String())
 	agent.WaitReady(t, 15*time.Second)
 	if out, err := curl(d.c, url); err != nil || !strings.Contains(out, marker) {
 		t.Fatalf("C -> B after restart: %v %q", err, out)
+	}
+	if now := routing(d.b); now != running || now == d.routingBefore {
+		t.Errorf("B's routing after a restart over kill -9:\n%s\nwant, as before the kill:\n%s", now, running)
+	}
+	// The host's own traffic meets none of it: ssh (port 22, uncaptured) from C
+	// sees C, and B's resolver exchange with C (UDP 53) is answered.
+	if out, err := curl(d.c, fmt.Sprintf("http://%s:22/", d.b.Addr)); err != nil || !strings.Contains(out, marker) {
+		t.Errorf("C -> B:22 with the return path in place: %v %q", err, out)
+	}
+	if log := accessLog(d.b, hasLine(fmt.Sprintf("%s 22", d.c.Addr))); !slices.Contains(log, fmt.Sprintf("%s 22", d.c.Addr)) {
+		t.Errorf("B's port 22 did not see C as the client: %v", log)
+	}
+	d.c.Start("resolver", "socat", "UDP4-RECVFROM:53,fork", "SYSTEM:echo $SOCAT_PEERADDR")
+	var answer string
+	for try := 0; try < 5 && answer != d.b.Addr.String(); try++ { // until socat listens
+		out, _ := d.b.Run(lab.Timeout(10*time.Second), "sh", "-c", fmt.Sprintf("echo query | nc -u -w 1 %s 53", d.c.Addr))
+		answer = strings.TrimSpace(out)
+	}
+	if answer != d.b.Addr.String() {
+		t.Errorf("B's UDP exchange with a resolver on C: answer %q, want %s", answer, d.b.Addr)
 	}
 
 	// kill -9 again, then cleanup: the host is as before the agent started.
@@ -191,7 +219,16 @@ func TestCaptureFailsClosedAndCleansUp(t *testing.T) {
 		t.Errorf("ruleset after cleanup differs:\nbefore:\n%s\nafter:\n%s", rulesetBefore, now)
 	}
 	d.checkFilterUntouched(t, "by cleanup")
+	d.checkRoutingRestored(t, "by cleanup")
 	d.b.MustRun(agentBin, "cleanup") // idempotent
+}
+
+// checkRoutingRestored checks B's policy rules and return-path routes are exactly as before its agent started.
+func (d *datapathLab) checkRoutingRestored(t *testing.T, when string) {
+	t.Helper()
+	if now := routing(d.b); now != d.routingBefore {
+		t.Errorf("B's routing not restored %s:\nbefore:\n%s\nafter:\n%s", when, d.routingBefore, now)
+	}
 }
 
 // A captured curl from A to B's server crosses the network only inside HBONE:
@@ -278,15 +315,17 @@ func meshConfig(h *lab.Host, peers ...*lab.Host) lab.AgentConfig {
 }
 
 // The application sees the real client ([capture] original_source, the default): A's address for A's captured
-// HBONE connection, C's for C's plaintext one, over IPv4 and IPv6; an nginx deny by client address then works as
-// without the mesh. With original_source = false it sees B's own address, as before. Stopping the agent leaves
-// no rule or route of the return path behind.
+// HBONE connection, C's for C's plaintext one, over IPv4 and IPv6, in nginx's $remote_addr and in a server that
+// echoes getpeername(); nginx's allow and deny by client address then work as without the mesh (A allowed, C
+// denied). Stopping the agent leaves no rule or route of the return path behind. With original_source = false the
+// application sees B's own address, as before, and no rule or route is installed.
 func TestApplicationSeesTheRealClient(t *testing.T) {
-	lab.Require(t, "nginx", "curl", "nft", "ss")
+	lab.Require(t, "nginx", "curl", "nft", "ss", "socat", "nc")
 	l := lab.New(t, 3)
 	a, b, c := l.Hosts[0], l.Hosts[1], l.Hosts[2]
 	routingBefore := routing(b)
-	b.StartNginx(marker, 8080)
+	b.StartNginxAllowing(marker, []netip.Addr{a.Addr, a.Addr6}, 8080)
+	b.StartPeerEcho(9090)
 	for _, h := range []*lab.Host{a, b} {
 		h.Issue(agentBin, "default", "default")
 	}
@@ -317,6 +356,14 @@ func TestApplicationSeesTheRealClient(t *testing.T) {
 		if log := accessLog(b, hasLine(want)); !slices.Contains(log, want) {
 			t.Errorf("%s -> %s: nginx saw the clients %v, want %s", tc.from.Name, tc.to, log, tc.client)
 		}
+		allowed, err := curl(tc.from, "http://"+tc.to+":8080/allowed")
+		if want := map[bool]string{true: "Active connections", false: "403 Forbidden"}[tc.from == a]; err != nil || !strings.Contains(allowed, want) {
+			t.Errorf("%s -> %s/allowed, which nginx allows to A only: %v %q, want %q", tc.from.Name, tc.to, err, allowed, want)
+		}
+		peer, err := tc.from.PeerEcho(netip.AddrPortFrom(netip.MustParseAddr(strings.Trim(tc.to, "[]")), 9090))
+		if err != nil || peer.String() != tc.client {
+			t.Errorf("%s -> %s:9090: the server's getpeername() is %s (%v), want %s", tc.from.Name, tc.to, peer, err, tc.client)
+		}
 	}
 	if !strings.Contains(agentB.Log(), "original_source=true") {
 		t.Errorf("agent B does not say it shows the real client:\n%s", agentB.Log())
@@ -332,6 +379,18 @@ func TestApplicationSeesTheRealClient(t *testing.T) {
 	}
 	if got := routing(b); got != routingBefore {
 		t.Errorf("the return path's rules or routes outlived the agent:\nbefore:\n%s\nafter:\n%s", routingBefore, got)
+	}
+
+	agentB = b.StartAgent(agentBin, dual(b, a, "[capture]\noriginal_source = false\n"))
+	agentB.WaitReady(t, 15*time.Second)
+	if out, err := curl(a, fmt.Sprintf("http://%s:8080/allowed", b.Addr)); err != nil || !strings.Contains(out, "403 Forbidden") {
+		t.Errorf("A -> B/allowed without original_source: %v %q, want 403 (nginx sees B itself)", err, out)
+	}
+	if peer, err := a.PeerEcho(netip.AddrPortFrom(b.Addr, 9090)); err != nil || peer != b.Addr {
+		t.Errorf("A -> B:9090 without original_source: the server's getpeername() is %s (%v), want B's %s", peer, err, b.Addr)
+	}
+	if got := routing(b); got != routingBefore {
+		t.Errorf("original_source = false installed rules or routes:\n%s", got)
 	}
 }
 

@@ -2,8 +2,10 @@ package lab
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -11,6 +13,25 @@ import (
 // StartNginx runs nginx in the host, listening on ports, answering every
 // request with body. Its access log lines are "<remote_addr> <server_port>".
 func (h *Host) StartNginx(body string, ports ...int) *Proc {
+	h.lab.t.Helper()
+	return h.startNginx(body, "", ports)
+}
+
+// StartNginxAllowing is StartNginx whose path /allowed answers the clients in allow only (nginx's own allow and
+// deny, by the address of the connection nginx accepted) with its status page ("Active connections: ..."),
+// and 403 the others.
+func (h *Host) StartNginxAllowing(body string, allow []netip.Addr, ports ...int) *Proc {
+	h.lab.t.Helper()
+	var loc strings.Builder
+	loc.WriteString("    location = /allowed {\n")
+	for _, a := range allow {
+		fmt.Fprintf(&loc, "      allow %s;\n", a)
+	}
+	loc.WriteString("      deny all;\n      stub_status;\n    }\n")
+	return h.startNginx(body, loc.String(), ports)
+}
+
+func (h *Host) startNginx(body, locations string, ports []int) *Proc {
 	h.lab.t.Helper()
 	dir := filepath.Join(h.Dir, "nginx")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -35,9 +56,9 @@ http {
   scgi_temp_path %[1]s/scgi;
   server {
 %[2]s    location / { return 200 "%[3]s\n"; }
-  }
+%[4]s  }
 }
-`, dir, listen.String(), body)
+`, dir, listen.String(), body, locations)
 	path := filepath.Join(dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(conf), 0o644); err != nil {
 		h.lab.t.Fatal(err)
@@ -45,6 +66,25 @@ http {
 	p := h.Start("nginx", "nginx", "-c", path, "-e", filepath.Join(dir, "error.log"))
 	h.WaitListening(ports[0], 10*time.Second)
 	return p
+}
+
+// StartPeerEcho starts a TCP server on port (IPv4 and IPv6) that answers each connection with the address it
+// sees as its peer (getpeername, through socat's SOCAT_PEERADDR) and closes it. PeerEcho reads the answer.
+func (h *Host) StartPeerEcho(port int) {
+	h.lab.t.Helper()
+	echo := "SYSTEM:echo $SOCAT_PEERADDR"
+	h.Start("peer-echo-4", "socat", fmt.Sprintf("TCP4-LISTEN:%d,reuseaddr,fork", port), echo)
+	h.Start("peer-echo-6", "socat", fmt.Sprintf("TCP6-LISTEN:%d,reuseaddr,fork,ipv6only=1", port), echo)
+	h.WaitListening(port, 10*time.Second)
+}
+
+// PeerEcho connects from h to a StartPeerEcho server at dst and returns the address the server saw.
+func (h *Host) PeerEcho(dst netip.AddrPort) (netip.Addr, error) {
+	out, err := h.Run(Timeout(10*time.Second), "nc", "-w", "5", dst.Addr().String(), strconv.Itoa(int(dst.Port())))
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("nc %s: %w (%q)", dst, err, out)
+	}
+	return netip.ParseAddr(strings.Trim(strings.TrimSpace(out), "[]"))
 }
 
 // NginxAccessLog returns the access log lines ("<remote_addr> <server_port>").
