@@ -2,9 +2,11 @@ package e2e
 
 import (
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -180,6 +182,11 @@ dir = %q
 		{carolAddr + ":8080", "carol"}, {multi.Addr.String() + ":8081", "alice"}, {multi.Addr.String() + ":8082", "bob"},
 	} {
 		mustCurl(t, server, "http://"+tc.addr+"/", "hello from h1")
+		// Each workload's application sees its real client, h2, whichever way h1 tells its workloads apart.
+		seen := fmt.Sprintf("%s %d", server.Addr, netip.MustParseAddrPort(tc.addr).Port())
+		if log := accessLog(multi, hasLine(seen)); !slices.Contains(log, seen) {
+			t.Errorf("h2 -> %s (%s): h1's nginx saw the clients %v, want h2's address", tc.addr, tc.sa, log)
+		}
 		waitCount(t, serverAgent, 1, 5*time.Second, "direction=outbound", "dst="+tc.addr, "route=hbone",
 			"dst_identity=spiffe://cluster.local/ns/default/sa/"+tc.sa, "response_flags=-")
 		waitCount(t, multiAgent, 1, 5*time.Second, "direction=inbound", "dst="+tc.addr,
