@@ -13,7 +13,7 @@ import (
 // TestTwoHostMeshFromInstallGuide follows docs/install.md's first-hour guide on two booted machines on one
 // bridge: install the .deb on both, a mesh CA, one certificate per workload, static [[remote_workload]]
 // entries, enable --now; then an HTTP request from vm-1 to vm-2's server crosses between the agents over
-// HBONE, under the packaged, hardened unit.
+// HBONE, under the packaged, hardened unit, and vm-2's server sees vm-1's address as its client.
 func TestTwoHostMeshFromInstallGuide(t *testing.T) {
 	require(t, true, "systemd-nspawn", "nsenter", "debootstrap", "dpkg-scanpackages", "tar", "ip")
 	t.Parallel()
@@ -96,6 +96,13 @@ EOF`, h.name, h.addr, h.sa, h.peerName, h.peerAddr, h.peerSA))
 busybox httpd -p 10.0.0.7:8080 -h /srv/www`)
 	if out := vm1.run("timeout 20 busybox wget -q -O - http://10.0.0.7:8080/index.html"); strings.TrimSpace(out) != "hello-from-api" {
 		t.Fatalf("vm-1 got %q from vm-2's server, want hello-from-api", out)
+	}
+	// Under the hardened unit (CAP_NET_ADMIN only) the server sees its real client, vm-1 (a CGI script prints
+	// the REMOTE_ADDR busybox httpd gives it: the connection's peer).
+	vm2.run(`mkdir -p /srv/www/cgi-bin && printf '#!/bin/sh\necho "Content-Type: text/plain"\necho\necho "$REMOTE_ADDR"\n' >/srv/www/cgi-bin/peer &&
+chmod 755 /srv/www/cgi-bin/peer`)
+	if out := vm1.run("timeout 20 busybox wget -q -O - http://10.0.0.7:8080/cgi-bin/peer"); strings.TrimSpace(out) != "10.0.0.5" {
+		t.Errorf("vm-2's server saw the client %q, want vm-1's address 10.0.0.5", strings.TrimSpace(out))
 	}
 	vm1.eventually(10*time.Second, "vm-1's agent logs the outbound connection over HBONE",
 		"journalctl -u ambient-agent -o cat --no-pager | grep 'direction=outbound' | grep -F 'route=hbone'")
