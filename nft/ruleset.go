@@ -57,7 +57,7 @@ func Render(s Spec) (*Ruleset, error) {
 		rs.addGuard(n)
 	}
 	if n.returnMark != 0 {
-		rs.addReturnPath(n.returnMark)
+		rs.addReturnPath(n.mark | n.returnMark)
 	}
 	return rs, nil
 }

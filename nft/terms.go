@@ -65,14 +65,18 @@ func markTest(what string, load expr.Any, mark uint32, op expr.CmpOp) term {
 	}
 }
 
-func outputInterface(name string) term {
+func outputInterface(name string) term { return oifname(name, expr.CmpOpEq, "") }
+
+func outputInterfaceNot(name string) term { return oifname(name, expr.CmpOpNeq, "!= ") }
+
+func oifname(name string, op expr.CmpOp, opText string) term {
 	b := make([]byte, ifNameSize)
 	copy(b, name)
 	return term{
-		text: fmt.Sprintf("oifname %q", name),
+		text: fmt.Sprintf("oifname %s%q", opText, name),
 		exprs: []expr.Any{
 			&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: reg},
-			&expr.Cmp{Op: expr.CmpOpEq, Register: reg, Data: b},
+			&expr.Cmp{Op: op, Register: reg, Data: b},
 		},
 	}
 }
@@ -177,6 +181,10 @@ func lookup(s set) *expr.Lookup {
 // bypass leaves our chain: the packet is not captured.
 func bypass() term {
 	return term{text: "return", exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictReturn}}}
+}
+
+func drop() term {
+	return term{text: "drop", exprs: []expr.Any{&expr.Verdict{Kind: expr.VerdictDrop}}}
 }
 
 // redirectTo rewrites the destination to a local address (127.0.0.1 / ::1 for

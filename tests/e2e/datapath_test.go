@@ -368,6 +368,18 @@ func TestApplicationSeesTheRealClient(t *testing.T) {
 	if !strings.Contains(agentB.Log(), "original_source=true") {
 		t.Errorf("agent B does not say it shows the real client:\n%s", agentB.Log())
 	}
+	// Another process deletes the return path's rules: the agent puts them back within a second, and meanwhile
+	// nothing of the application's replies leaves B towards the client.
+	running := routing(b)
+	b.MustRun("ip", "-4", "rule", "del", "pref", "32760")
+	b.MustRun("ip", "-6", "rule", "del", "pref", "32760")
+	agentB.WaitLog(t, "the return path's rules were removed by another process: put back", 5*time.Second)
+	if now := routing(b); now != running {
+		t.Errorf("the return path after its repair:\n%s\nwant as installed:\n%s", now, running)
+	}
+	if out, err := curl(a, fmt.Sprintf("http://%s:8080/allowed", b.Addr)); err != nil || !strings.Contains(out, "Active connections") {
+		t.Errorf("A -> B/allowed after the return path's repair: %v %q", err, out)
+	}
 	if got := routing(b); got == routingBefore {
 		t.Errorf("no return-path rule or route while the agent runs:\n%s", got)
 	}

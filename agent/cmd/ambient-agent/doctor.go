@@ -80,7 +80,9 @@ func diagnose(socket string, now time.Time) []check {
 		out = append(out, checkUnmeshed(d, listeners()))
 	}
 	if d.Capture.Enabled && d.Config.Capture.OriginalSource {
-		out = append(out, checkReturnPath(capture.AgentReturnPath.Installed()))
+		p := capture.AgentReturnPath(d.Config.Capture.Mark)
+		installed, err := p.Installed()
+		out = append(out, checkReturnPath(p, installed, err))
 	}
 	out = append(out, checkClock(d, now))
 	out = append(out, checkCerts(d, now)...)
@@ -188,15 +190,19 @@ func checkClaims(d *admin.Dump) []check {
 
 // checkReturnPath says whether the policy rules and routes that bring the applications' replies back to the
 // agent are in place: without them, connections the agent makes from a client's address never open.
-func checkReturnPath(installed bool, err error) check {
+func checkReturnPath(p capture.ReturnPath, installed bool, err error) check {
+	families := "IPv4 and IPv6"
+	if !capture.IPv6Usable() {
+		families = "IPv4 (this host has no IPv6 on lo)"
+	}
 	c := check{Name: "return path", OK: installed && err == nil,
-		Detail: fmt.Sprintf("fwmark 0x%x lookup %d, IPv4 and IPv6 (original_source)", ports.ReturnMark, ports.ReturnTable)}
+		Detail: fmt.Sprintf("iif lo fwmark 0x%x lookup %d, %s (original_source)", p.Mark, p.Table, families)}
 	if !c.OK {
-		c.Detail = "missing: applications cannot be reached with their real client's address"
+		c.Detail = "missing: applications cannot be reached with their real client's address (their replies are dropped)"
 		if err != nil {
 			c.Detail += ": " + err.Error()
 		}
-		c.Fix = "restart the agent (it installs them), or set [capture] original_source = false"
+		c.Fix = "the agent puts it back within a second when it is deleted; if it stays missing restart the agent, or set [capture] original_source = false (a network manager that removes rules it did not make, such as systemd-networkd, may need ManageForeignRoutingPolicyRules=no)"
 	}
 	return c
 }

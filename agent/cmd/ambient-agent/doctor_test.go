@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
+	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
@@ -128,13 +129,13 @@ func TestCheckUnboundWaypoints(t *testing.T) {
 
 // A missing return path is a failed check with a fix; an installed one passes.
 func TestCheckReturnPath(t *testing.T) {
-	if c := checkReturnPath(true, nil); !c.OK || c.Fix != "" {
+	if c := checkReturnPath(capture.AgentReturnPath(0), true, nil); !c.OK || c.Fix != "" {
 		t.Errorf("installed: %+v", c)
 	}
-	if c := checkReturnPath(false, nil); c.OK || c.Fix == "" {
+	if c := checkReturnPath(capture.AgentReturnPath(0), false, nil); c.OK || c.Fix == "" {
 		t.Errorf("missing: %+v", c)
 	}
-	if c := checkReturnPath(false, errors.New("netlink: permission denied")); c.OK || !strings.Contains(c.Detail, "permission denied") {
+	if c := checkReturnPath(capture.AgentReturnPath(0), false, errors.New("netlink: permission denied")); c.OK || !strings.Contains(c.Detail, "permission denied") {
 		t.Errorf("unreadable: %+v", c)
 	}
 }

@@ -63,7 +63,7 @@ func (t *captureTable) install(ctx context.Context) error {
 	}
 	t.saveSpec(t.spec)
 	if t.spec.ReturnMark != 0 {
-		if err := capture.AgentReturnPath.Install(); err != nil {
+		if err := capture.AgentReturnPath(t.spec.Mark).Install(); err != nil {
 			return fmt.Errorf("%w (applications cannot be shown their real client; [capture] original_source = false does without)", err)
 		}
 	}
@@ -83,7 +83,7 @@ func (t *captureTable) exit() {
 		return
 	}
 	// The agent's transparent connections are gone: their return path goes, whatever becomes of the table.
-	if err := capture.AgentReturnPath.Remove(); err != nil {
+	if err := capture.AgentReturnPath(t.spec.Mark).Remove(); err != nil {
 		t.log.Error("removing the return path's rules failed; run `ambient-agent cleanup`", "err", err)
 	}
 	if t.keep {
@@ -118,6 +118,9 @@ func (t *captureTable) exit() {
 func (t *captureTable) watch(ctx context.Context) error {
 	if t.c == nil {
 		return nil
+	}
+	if t.spec.ReturnMark != 0 { // original_source: a restart changes it, never a reload
+		go every(ctx, time.Second, t.keepReturnPath)
 	}
 	changed := make(chan string, 1)
 	go func() {
@@ -167,6 +170,26 @@ func (t *captureTable) repair(ctx context.Context, reason string) {
 	t.ready.set(condCapture, true)
 	if ok, suppressed := t.warn.Allow("capture-repaired"); ok {
 		t.log.Info("capture table repaired", "table", "inet ambient_agent", "took", time.Since(start).String(), "suppressed", suppressed)
+	}
+}
+
+// keepReturnPath puts the return path's rules and routes back when another process removed them (`ip rule
+// flush`, a network manager that removes the rules it did not make). Meanwhile the capture table drops the
+// application's replies to clients rather than let them out of the host.
+func (t *captureTable) keepReturnPath() {
+	t.mu.Lock()
+	p := capture.AgentReturnPath(t.spec.Mark)
+	t.mu.Unlock()
+	if ok, err := p.Installed(); ok || err != nil {
+		return
+	}
+	if err := p.Install(); err != nil {
+		t.log.Error("the return path's rules were removed by another process and could not be put back; applications' replies to clients are dropped", "err", err)
+		return
+	}
+	t.metrics.CaptureRepairs.Inc()
+	if ok, suppressed := t.warn.Allow("return-path-repaired"); ok {
+		t.log.Warn("the return path's rules were removed by another process: put back", "table", p.Table, "suppressed", suppressed)
 	}
 }
 

@@ -103,7 +103,7 @@ func (a *App) dataPathDeps(cfg *config.Config) *proxy.Deps {
 		},
 	}
 	if captures(cfg) && cfg.Capture.OriginalSource {
-		deps.SourceMark = cfg.Capture.Mark | ports.ReturnMark
+		deps.SourceMark, deps.SourceIPv6 = cfg.Capture.Mark|ports.ReturnMark, capture.IPv6Usable()
 	}
 	// Recognition changes need a restart (reload.go): the set is the one the
 	// per-workload listeners are bound for.

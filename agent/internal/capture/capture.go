@@ -168,7 +168,7 @@ func Cleanup(opts ...Option) error {
 		return fmt.Errorf("capture: cleanup: %w", err)
 	}
 	if c.netns == 0 { // the return path's rules are the process's namespace's (ReturnPath has no netns option)
-		return AgentReturnPath.Remove()
+		return AgentReturnPath(0).Remove()
 	}
 	return nil
 }

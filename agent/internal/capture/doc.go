@@ -22,11 +22,12 @@
 // receive redirected connections must be opened with ListenMarked.
 //
 // Capture uses REDIRECT (see package nft): the proxies read the original
-// destination with OriginalDst, and an inbound application sees the agent as its
-// client, not the remote address. The parts that will show it the real client
-// are here, not yet used by the agent: TransparentControl, a socket that may
-// bind the client's address, and ReturnPath, the policy routing that brings the
-// application's replies back to it (its kernel test shows both at work).
+// destination with OriginalDst. The agent then connects to the application; to
+// show it the real client ([capture] original_source) it does so with
+// TransparentControl, a socket that may bind the client's address, and
+// AgentReturnPath, the policy routing that brings the application's replies back
+// to it (the table's return_path chains mark them, and drop them rather than let
+// them out of the host; the kernel test shows the parts at work).
 //
 // capture imports nft, the standard library and vishvananda/netlink (for
 // ReturnPath's rules and routes); it must not import config

@@ -12,6 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"slices"
+	"strings"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -19,18 +22,42 @@ import (
 	"github.com/ambient-agent/ambient-agent/ports"
 )
 
-// ReturnPath is the policy routing of the return path: packets whose mark, under Mask, is Mark are looked up in
-// Table (IPv4 and IPv6), whose route delivers them locally. The rules carry Priority.
+// ReturnPath is the policy routing of the return path: packets this host sends (iif lo) whose mark, under Mask, is
+// Mark are looked up in Table (IPv4, and IPv6 where the host has it: IPv6Usable), whose route delivers them
+// locally. The rules carry Priority. Table is ours alone: every rule that looks it up is p's.
 type ReturnPath struct {
 	Mark, Mask uint32
 	Table      int
 	Priority   int
 }
 
-// AgentReturnPath is the agent's: its transparent sockets' mark, its table and rule priority (package ports).
-var AgentReturnPath = ReturnPath{Mark: ports.ReturnMark, Mask: ports.ReturnMark, Table: ports.ReturnTable, Priority: ports.ReturnRulePriority}
+// AgentReturnPath is the agent's, for its capture mark (0: ports.Mark): its transparent sockets carry the capture
+// mark and ports.ReturnMark, and the rule asks for all of those bits, so that other software's marks that happen to
+// share one of them (a full 32-bit value) are not taken for the agent's. Its table and rule priority are in package
+// ports.
+func AgentReturnPath(mark uint32) ReturnPath {
+	if mark == 0 {
+		mark = ports.Mark
+	}
+	m := mark | ports.ReturnMark
+	return ReturnPath{Mark: m, Mask: m, Table: ports.ReturnTable, Priority: ports.ReturnRulePriority}
+}
 
-var families = []int{unix.AF_INET, unix.AF_INET6}
+// IPv6Usable reports whether this network namespace has IPv6 on its loopback interface, where the return path's
+// IPv6 route goes: not on a kernel booted with ipv6.disable=1, nor with IPv6 disabled on lo (disable_ipv6). There,
+// IPv6 clients' addresses cannot be used, and the return path has IPv4 only.
+func IPv6Usable() bool {
+	b, err := os.ReadFile("/proc/sys/net/ipv6/conf/lo/disable_ipv6")
+	return err == nil && strings.TrimSpace(string(b)) == "0"
+}
+
+// families are the address families the return path covers here.
+func families() []int {
+	if IPv6Usable() {
+		return []int{unix.AF_INET, unix.AF_INET6}
+	}
+	return []int{unix.AF_INET}
+}
 
 // Install puts the rules and routes in place, replacing a previous install of the same ReturnPath. On error it
 // removes what it added: the host is left as it was.
@@ -38,7 +65,7 @@ func (p ReturnPath) Install() error {
 	if err := p.check(); err != nil {
 		return err
 	}
-	for _, f := range families {
+	for _, f := range families() {
 		if err := p.install(f); err != nil {
 			return errors.Join(err, p.Remove())
 		}
@@ -59,10 +86,11 @@ func (p ReturnPath) install(family int) error {
 	return nil
 }
 
-// Remove deletes the rules and routes of p; what is not there is not an error.
+// Remove deletes the rules and routes of p (every rule that looks up its table, whatever their mark: those of an
+// agent with another capture mark too); what is not there is not an error.
 func (p ReturnPath) Remove() error {
 	var errs []error
-	for _, f := range families {
+	for _, f := range families() {
 		errs = append(errs, p.removeRules(f))
 		if err := netlink.RouteDel(p.route(f)); err != nil && !errors.Is(err, unix.ESRCH) {
 			errs = append(errs, fmt.Errorf("capture: return path: delete route of table %d (%s): %w", p.Table, familyName(f), err))
@@ -71,11 +99,11 @@ func (p ReturnPath) Remove() error {
 	return errors.Join(errs...)
 }
 
-// Installed reports whether both families have the rule and the route.
+// Installed reports whether every family the return path covers here has p's rule and the route.
 func (p ReturnPath) Installed() (bool, error) {
-	for _, f := range families {
+	for _, f := range families() {
 		rules, err := p.rules(f)
-		if err != nil || len(rules) == 0 {
+		if err != nil || !slices.ContainsFunc(rules, p.same) {
 			return false, err
 		}
 		routes, err := netlink.RouteListFiltered(f, p.route(f), netlink.RT_FILTER_TABLE|netlink.RT_FILTER_TYPE)
@@ -114,27 +142,27 @@ func defaultRoute(family int) *net.IPNet {
 	return &net.IPNet{IP: net.IPv4zero.To4(), Mask: net.CIDRMask(0, 32)}
 }
 
+// rule is p's rule: packets of this host (iif lo: never forwarded ones) with the mark.
 func (p ReturnPath) rule(family int) *netlink.Rule {
 	r := netlink.NewRule()
-	r.Family, r.Mark, r.Table, r.Priority = family, p.Mark, p.Table, p.Priority
+	r.Family, r.Mark, r.Table, r.Priority, r.IifName = family, p.Mark, p.Table, p.Priority, "lo"
 	mask := p.Mask
 	r.Mask = &mask
 	return r
 }
 
-// rules are the rules of the family that are p's: its mark, mask and table.
+// same reports whether r is p's rule as Install adds it.
+func (p ReturnPath) same(r netlink.Rule) bool {
+	return r.Mark == p.Mark && r.Mask != nil && *r.Mask == p.Mask && r.Priority == p.Priority && r.IifName == "lo"
+}
+
+// rules are the rules of the family that look up p's table.
 func (p ReturnPath) rules(family int) ([]netlink.Rule, error) {
 	all, err := netlink.RuleList(family)
 	if err != nil {
 		return nil, fmt.Errorf("capture: return path: list rules (%s): %w", familyName(family), err)
 	}
-	var out []netlink.Rule
-	for _, r := range all {
-		if r.Mark == p.Mark && r.Mask != nil && *r.Mask == p.Mask && r.Table == p.Table {
-			out = append(out, r)
-		}
-	}
-	return out, nil
+	return slices.DeleteFunc(all, func(r netlink.Rule) bool { return r.Table != p.Table }), nil
 }
 
 func (p ReturnPath) removeRules(family int) error {

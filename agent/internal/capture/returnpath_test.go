@@ -2,13 +2,17 @@ package capture
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/nft"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // The return path in the kernel: an application on a host address sees the client's address when the agent connects
@@ -26,20 +30,26 @@ func TestReturnPathShowsTheClient(t *testing.T) {
 	ns.ip(t, "addr", "add", "fd00::1/64", "dev", "host0", "nodad")
 	ns.ip(t, "route", "add", "default", "dev", "host0")
 	ns.ip(t, "-6", "route", "add", "default", "dev", "host0")
-	// The capture table keeps the transparent socket's mark on its connection, and puts it on the application's
-	// replies (nft.Spec.ReturnMark).
-	const mark, mask = 0x4000, 0x4000
-	if err := New(InNetNS(ns.fd)).Install(context.Background(), nft.Spec{ReturnMark: mark}); err != nil {
+	// The capture table keeps the transparent socket's mark (the agent's and the return path's bits) on its
+	// connection, and puts it on the application's replies (nft.Spec.ReturnMark).
+	if err := New(InNetNS(ns.fd)).Install(context.Background(), nft.Spec{ReturnMark: ports.ReturnMark}); err != nil {
 		t.Fatal(err)
 	}
-	p := ReturnPath{Mark: mark, Mask: mask, Table: 15079, Priority: 32760}
+	p := AgentReturnPath(0)
+	p.Table = 15079
+	mark := p.Mark
 	before := ns.routing(t)
 
 	for _, tc := range []struct{ app, client string }{{"10.0.0.1:8080", "192.0.2.7"}, {"[fd00::1]:8080", "2001:db8::7"}} {
 		app := ns.listen(t, tc.app)
 		go echoPeer(app)
+		// Without the return path the application's replies are dropped by the table: none leaves the host.
+		sent := ns.leaving(t, tc.client)
 		if got, err := ns.dialFrom(tc.app, tc.client, mark); err == nil {
 			t.Fatalf("without the return path, a transparent connection to %s opened (peer %s): the test proves nothing", tc.app, got)
+		}
+		if now := ns.leaving(t, tc.client); now != sent {
+			t.Errorf("without the return path, %d packets left the host towards the client %s, want none", now-sent, tc.client)
 		}
 		if err := ns.do(nil, p.Install); err != nil {
 			t.Fatal(err)
@@ -65,7 +75,19 @@ func TestReturnPathShowsTheClient(t *testing.T) {
 	if err := ns.do(nil, p.Remove); err != nil { // nothing left to remove: not an error
 		t.Errorf("Remove with nothing installed: %v", err)
 	}
-	if err := ns.do(nil, ReturnPath{Mark: mark, Mask: mask, Table: 254, Priority: 1}.Install); err == nil {
+	// What an agent with another capture mark installed is removed too (cleanup does not know that mark).
+	other := AgentReturnPath(0x10000)
+	other.Table = p.Table
+	if err := ns.do(nil, other.Install); err != nil {
+		t.Fatal(err)
+	}
+	if err := ns.do(nil, p.Remove); err != nil {
+		t.Fatal(err)
+	}
+	if after := ns.routing(t); after != before {
+		t.Errorf("Remove left another mark's return path:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if err := ns.do(nil, ReturnPath{Mark: mark, Mask: mark, Table: 254, Priority: 1}.Install); err == nil {
 		t.Error("a return path into the main table was installed")
 	}
 }
@@ -119,4 +141,25 @@ func (ns *netNS) routing(t *testing.T) string {
 		b.Write(out)
 	}
 	return b.String()
+}
+
+// leaving counts the packets to client that left through host0 so far: a counter in a table of the test's own,
+// after every chain of ours.
+func (ns *netNS) leaving(t *testing.T, client string) int {
+	t.Helper()
+	family := "ip"
+	if strings.Contains(client, ":") {
+		family = "ip6"
+	}
+	chain := "to_" + strings.NewReplacer(".", "_", ":", "_").Replace(client)
+	if _, err := ns.nft("", "list", "chain", "inet", "probe", chain); err != nil {
+		ns.mustNft(t, fmt.Sprintf("table inet probe {\n chain %s {\n type filter hook postrouting priority 100;\n oifname \"host0\" %s daddr %s counter\n }\n}\n", chain, family, client), "-f", "-")
+	}
+	out := ns.mustNft(t, "", "list", "chain", "inet", "probe", chain)
+	m := regexp.MustCompile(`counter packets (\d+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no counter in:\n%s", out)
+	}
+	n, _ := strconv.Atoi(m[1])
+	return n
 }

@@ -46,6 +46,9 @@ type Deps struct {
 	// transparent sockets, the capture mark with ports.ReturnMark, whose replies capture.ReturnPath routes
 	// back. 0: from this host.
 	SourceMark uint32
+	// SourceIPv6 lets SourceMark apply to IPv6 clients too: the host's IPv6 return path is in place
+	// (capture.IPv6Usable). Without it IPv6 clients reach applications from this host.
+	SourceIPv6 bool
 	// Recognised are the UIDs of the local workloads recognised by their
 	// processes (user, group or unit): their identity is never the fallback of
 	// an unrecognised process. Fixed until a restart (nil: none).

@@ -40,3 +40,27 @@ func TestDialFromFallsBackToTheHost(t *testing.T) {
 		c.Close()
 	}
 }
+
+// On a host whose return path has no IPv6 (SourceIPv6 false), an IPv6 client reaches the application from this
+// host.
+func TestDialFromIPv6NeedsItsReturnPath(t *testing.T) {
+	ln, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Fatal("no IPv6 loopback here:", err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			c.Close()
+		}
+	}()
+	d := &Deps{Dialer: &net.Dialer{}, SourceMark: 0x2539}
+	c, err := d.dialFrom(context.Background(), netip.MustParseAddr("2001:db8::7"), ln.Addr().(*net.TCPAddr).AddrPort())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.LocalAddr().(*net.TCPAddr).AddrPort().Addr(); got != netip.IPv6Loopback() {
+		t.Errorf("connected from %s, want this host's ::1", got)
+	}
+}
