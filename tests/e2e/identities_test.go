@@ -44,6 +44,9 @@ spec:
         ports: ["8081"]
 `
 
+// principal is the SPIFFE ID of service account sa in namespace default.
+func principal(sa string) string { return "spiffe://cluster.local/ns/default/sa/" + sa }
+
 // carolAddr is a second address of h1, carol's own.
 const carolAddr = "10.77.0.111"
 
@@ -119,31 +122,15 @@ dir = %q
 	}
 
 	url := fmt.Sprintf("http://%s:8080/", server.Addr)
-	as := func(uid string) (string, error) {
-		return multi.Run(lab.Timeout(10*time.Second), "setpriv", "--reuid="+uid, "--regid="+uid, "--clear-groups",
-			"curl", "-sS", "--max-time", "5", url)
-	}
-	if out, err := as("2001"); err != nil || !strings.Contains(out, "hello from h2") {
+	if out, err := curlAs(multi, "2001", url); err != nil || !strings.Contains(out, "hello from h2") {
 		t.Fatalf("alice (uid 2001) -> h2: %v %q", err, out)
 	}
-	if out, err := as("2002"); err == nil {
+	if out, err := curlAs(multi, "2002", url); err == nil {
 		t.Fatalf("bob (uid 2002) reached h2, which allows only alice: %q", out)
 	}
-	alice := map[string]string{"source_principal": "spiffe://cluster.local/ns/default/sa/alice", "reporter": "destination"}
-	bob := map[string]string{"source_principal": "spiffe://cluster.local/ns/default/sa/bob", "response_flags": "DENY"}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		metrics := scrape(t, server)
-		opened, ok1 := metricValue(t, metrics, "istio_tcp_connections_opened_total", alice)
-		denied, ok2 := metricValue(t, metrics, "istio_tcp_connections_failed_total", bob)
-		if ok1 && ok2 && opened >= 1 && denied >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("h2's metrics do not show alice allowed and bob denied:\n%s", grepIstio(metrics))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	waitCounted(t, server, "alice allowed and bob denied",
+		counted{"istio_tcp_connections_opened_total", map[string]string{"source_principal": principal("alice"), "reporter": "destination"}},
+		counted{"istio_tcp_connections_failed_total", map[string]string{"source_principal": principal("bob"), "response_flags": "DENY"}})
 
 	// dave's unit starts: within the watch interval its processes are
 	// recognised, and present dave's identity (which h2 refuses).
@@ -152,26 +139,17 @@ dir = %q
 		t.Fatal(err)
 	}
 	multiAgent.WaitLog(t, "capture rules updated: a recognised unit started", 10*time.Second)
-	inUnit := exec.Command("nsenter", "--net=/run/netns/"+multi.NS, "sh", "-c",
-		fmt.Sprintf("echo $$ > %s/%s/cgroup.procs && exec curl -sS --max-time 5 %s", cgroupRoot, daveCgroup, url))
-	if out, err := inUnit.CombinedOutput(); err == nil {
+	if out, err := curlInCgroup(multi, filepath.Join(cgroupRoot, daveCgroup), url); err == nil {
 		t.Errorf("dave's unit reached h2, which allows only alice: %q", out)
 	}
-	daveDenied := map[string]string{"source_principal": "spiffe://cluster.local/ns/default/sa/dave", "response_flags": "DENY"}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if v, ok := metricValue(t, scrape(t, server), "istio_tcp_connections_failed_total", daveDenied); ok && v >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("h2's metrics do not show dave's unit denied:\n%s", grepIstio(scrape(t, server)))
-		}
-	}
+	waitCounted(t, server, "dave's unit denied",
+		counted{"istio_tcp_connections_failed_total", map[string]string{"source_principal": principal("dave"), "response_flags": "DENY"}})
 
 	sameHost(t, multi, multiAgent, cgroupRoot+"/"+daveCgroup)
 
 	// A process of no declared workload is not captured ("passthrough"): h2
 	// sees it in plaintext, without an identity, and its policy refuses it.
-	if out, err := as("2003"); err == nil {
+	if out, err := curlAs(multi, "2003", url); err == nil {
 		t.Errorf("an uncaptured process reached h2 past its ALLOW-only-alice policy: %q", out)
 	}
 	waitCount(t, serverAgent, 1, 5*time.Second, "direction=inbound_plaintext", fmt.Sprintf("src=%s:", multi.Addr), "response_flags=DENY")
@@ -215,20 +193,14 @@ func writePolicy(t *testing.T, h *lab.Host, name, yaml string) string {
 func sameHost(t *testing.T, h1 *lab.Host, agent *lab.Agent, daveCgroup string) {
 	t.Helper()
 	alice := fmt.Sprintf("http://%s:8081/", h1.Addr)
-	curl := func(uid, url string) (string, error) {
-		return h1.Run(lab.Timeout(10*time.Second), "setpriv", "--reuid="+uid, "--regid="+uid, "--clear-groups",
-			"curl", "-sS", "--max-time", "5", url)
-	}
-	if out, err := curl("2002", alice); err == nil {
+	if out, err := curlAs(h1, "2002", alice); err == nil {
 		t.Errorf("bob reached alice on their own host, past h1's policy that denies him: %q", out)
 	}
-	inUnit := exec.Command("nsenter", "--net=/run/netns/"+h1.NS, "sh", "-c",
-		fmt.Sprintf("echo $$ > %s/cgroup.procs && exec curl -sS --max-time 5 %s", daveCgroup, alice))
-	if out, err := inUnit.CombinedOutput(); err != nil || !strings.Contains(string(out), "hello from h1") {
+	if out, err := curlInCgroup(h1, daveCgroup, alice); err != nil || !strings.Contains(out, "hello from h1") {
 		t.Errorf("dave's unit -> alice on the same host: %v %q", err, out)
 	}
 	for _, uid := range []string{"2002", "2003"} { // bob to himself; a process of no workload
-		if out, err := curl(uid, fmt.Sprintf("http://%s:8082/", h1.Addr)); err != nil || !strings.Contains(out, "hello from h1") {
+		if out, err := curlAs(h1, uid, fmt.Sprintf("http://%s:8082/", h1.Addr)); err != nil || !strings.Contains(out, "hello from h1") {
 			t.Errorf("uid %s -> bob's port on the same host: %v %q", uid, err, out)
 		}
 	}
@@ -237,20 +209,22 @@ func sameHost(t *testing.T, h1 *lab.Host, agent *lab.Agent, daveCgroup string) {
 	if n := countLines(agent.Log(), bobsOwn, "route=hbone"); n != 0 {
 		t.Errorf("bob's call to his own port went through a tunnel (%d access log lines)", n)
 	}
-	principal := func(sa string) string { return "spiffe://cluster.local/ns/default/sa/" + sa }
-	bobDenied := map[string]string{"reporter": "destination", "source_principal": principal("bob"),
-		"destination_principal": principal("alice"), "response_flags": "DENY"}
-	daveAllowed := map[string]string{"reporter": "destination", "source_principal": principal("dave"),
-		"destination_principal": principal("alice")}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		metrics := scrape(t, h1)
-		denied, ok1 := metricValue(t, metrics, "istio_tcp_connections_failed_total", bobDenied)
-		opened, ok2 := metricValue(t, metrics, "istio_tcp_connections_opened_total", daveAllowed)
-		if ok1 && ok2 && denied >= 1 && opened >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("h1's metrics do not show bob denied and dave allowed by alice:\n%s", grepIstio(metrics))
-		}
-	}
+	waitCounted(t, h1, "bob denied and dave allowed by alice",
+		counted{"istio_tcp_connections_failed_total", map[string]string{"reporter": "destination", "source_principal": principal("bob"),
+			"destination_principal": principal("alice"), "response_flags": "DENY"}},
+		counted{"istio_tcp_connections_opened_total", map[string]string{"reporter": "destination", "source_principal": principal("dave"),
+			"destination_principal": principal("alice")}})
+}
+
+// curlAs fetches url on h as user and group uid.
+func curlAs(h *lab.Host, uid, url string) (string, error) {
+	return h.Run(lab.Timeout(10*time.Second), "setpriv", "--reuid="+uid, "--regid="+uid, "--clear-groups",
+		"curl", "-sS", "--max-time", "5", url)
+}
+
+// curlInCgroup fetches url on h from a process in the cgroup v2 directory cgroup (a unit's).
+func curlInCgroup(h *lab.Host, cgroup, url string) (string, error) {
+	out, err := exec.Command("nsenter", "--net=/run/netns/"+h.NS, "sh", "-c",
+		fmt.Sprintf("echo $$ > %s/cgroup.procs && exec curl -sS --max-time 5 %s", cgroup, url)).CombinedOutput()
+	return string(out), err
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -93,6 +94,29 @@ func TestMetricsOfCapturedTraffic(t *testing.T) {
 	}
 	if n := strings.Count(d.agentB.Log(), "msg=access"); n != 1 {
 		t.Errorf("B has %d access-log lines for one connection", n)
+	}
+}
+
+// counted is a series a host's metrics must show at least once: a metric name and labels it must have.
+type counted struct {
+	name   string
+	labels map[string]string
+}
+
+// waitCounted waits up to 5 s for h's metrics to show every series at least once; what names them in the failure.
+func waitCounted(t *testing.T, h *lab.Host, what string, series ...counted) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		metrics := scrape(t, h)
+		if !slices.ContainsFunc(series, func(c counted) bool {
+			v, ok := metricValue(t, metrics, c.name, c.labels)
+			return !ok || v < 1
+		}) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s's metrics do not show %s:\n%s", h.Name, what, grepIstio(metrics))
+		}
 	}
 }
 
