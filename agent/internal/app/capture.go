@@ -26,6 +26,7 @@ type captureTable struct {
 	c    *capture.Capture
 	mu   sync.Mutex // one writer of the table at a time: reload, repair or the cgroup watch
 	spec nft.Spec   // the rules installed, under mu
+	done bool       // exit has run: nothing is put back any more, under mu
 	keep bool       // leave the table in place at exit (RunOptions.KeepCapture)
 
 	cfg     *atomic.Pointer[config.Config]
@@ -82,8 +83,13 @@ func (t *captureTable) exit() {
 	if t.c == nil {
 		return
 	}
-	// The agent's transparent connections are gone: their return path goes, whatever becomes of the table.
-	if err := capture.AgentReturnPath(t.spec.Mark).Remove(); err != nil {
+	// The agent's transparent connections are gone: their return path goes, whatever becomes of the table, and
+	// keepReturnPath puts nothing back after that.
+	t.mu.Lock()
+	t.done = true
+	err := capture.AgentReturnPath(t.spec.Mark).Remove()
+	t.mu.Unlock()
+	if err != nil {
 		t.log.Error("removing the return path's rules failed; run `ambient-agent cleanup`", "err", err)
 	}
 	if t.keep {
@@ -178,8 +184,11 @@ func (t *captureTable) repair(ctx context.Context, reason string) {
 // application's replies to clients rather than let them out of the host.
 func (t *captureTable) keepReturnPath() {
 	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.done {
+		return
+	}
 	p := capture.AgentReturnPath(t.spec.Mark)
-	t.mu.Unlock()
 	if ok, err := p.Installed(); ok || err != nil {
 		return
 	}
