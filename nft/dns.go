@@ -133,40 +133,38 @@ func dportIs(proto byte, name string, port uint16) term {
 	}
 }
 
-// DNSTable is the DNS table in the kernel together with the netlink socket that
-// owns it: the table lives until Close or until the process exits.
-type DNSTable struct {
-	mu sync.Mutex
-	fd int // the owning netlink socket; -1 once closed
+// OwnedTable is a table in the kernel together with the netlink socket that owns
+// it (the DNS table, the zone table): the table lives until Close or until the
+// process exits.
+type OwnedTable struct {
+	mu   sync.Mutex
+	name string
+	fd   int // the owning netlink socket; -1 once closed
 }
 
 // InstallDNS opens a netlink socket in the network namespace netns (0: the
 // caller's own) and creates the DNS table with it, owned by it. It fails if the
 // table exists: owned by another live process (another agent), or created by hand.
-func InstallDNS(rs *DNSRuleset, netns int) (*DNSTable, error) {
+func InstallDNS(rs *DNSRuleset, netns int) (*OwnedTable, error) {
 	b, err := rs.installBatch()
 	if err != nil {
 		return nil, fmt.Errorf("nft: install table %s %s: %w", TableFamily, DNSTableName, err)
 	}
-	fd, err := netlinkSocket(netns)
-	if err != nil {
-		return nil, fmt.Errorf("nft: install table %s %s: %w", TableFamily, DNSTableName, err)
-	}
-	if err := b.send(fd); err != nil {
-		_ = unix.Close(fd)
-		return nil, fmt.Errorf("nft: install table %s %s: %w", TableFamily, DNSTableName, explain(err))
-	}
-	return &DNSTable{fd: fd}, nil
+	return installOwned(DNSTableName, b, netns)
 }
 
-// installBatch creates the table, owned, with its chain and rules. NLM_F_EXCL:
-// an existing table of that name is never taken over.
 func (rs *DNSRuleset) installBatch() (batch, error) {
+	return ownedBatch(DNSTableName, rs.chain, func(r rule) (attrs, error) { return ruleAttrs(DNSTableName, rs.chain.name, r) })
+}
+
+// ownedBatch creates table name, owned, with c and its rules, whose attributes ruleOf gives. NLM_F_EXCL: an
+// existing table of that name is never taken over.
+func ownedBatch(name string, c chain, ruleOf func(rule) (attrs, error)) (batch, error) {
 	b := batch{}
-	b.add("table", unix.NFT_MSG_NEWTABLE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, tableAttrs().be32(unix.NFTA_TABLE_FLAGS, tableFlagOwner))
-	b.add("chain", unix.NFT_MSG_NEWCHAIN, unix.NLM_F_CREATE, chainAttrs(rs.chain))
-	for i, r := range rs.chain.rules {
-		a, err := ruleAttrs(rs.chain.name, r)
+	b.add("table", unix.NFT_MSG_NEWTABLE, unix.NLM_F_CREATE|unix.NLM_F_EXCL, tableAttrs(name).be32(unix.NFTA_TABLE_FLAGS, tableFlagOwner))
+	b.add("chain", unix.NFT_MSG_NEWCHAIN, unix.NLM_F_CREATE, chainAttrs(name, c))
+	for i, r := range c.rules {
+		a, err := ruleOf(r)
 		if err != nil {
 			return batch{}, fmt.Errorf("rule %d: %w", i+1, err)
 		}
@@ -175,17 +173,31 @@ func (rs *DNSRuleset) installBatch() (batch, error) {
 	return b, nil
 }
 
+// installOwned sends b, which creates table name, on a new netlink socket in netns (0: the caller's own), which
+// then owns the table.
+func installOwned(name string, b batch, netns int) (*OwnedTable, error) {
+	fd, err := netlinkSocket(netns)
+	if err != nil {
+		return nil, fmt.Errorf("nft: install table %s %s: %w", TableFamily, name, err)
+	}
+	if err := b.send(fd); err != nil {
+		_ = unix.Close(fd)
+		return nil, fmt.Errorf("nft: install table %s %s: %w", TableFamily, name, explain(err, name))
+	}
+	return &OwnedTable{name: name, fd: fd}, nil
+}
+
 // Close deletes the table and closes the socket that owns it. It is idempotent.
 // Closing the socket alone would delete the table too; deleting it first reports
 // whether the kernel did.
-func (t *DNSTable) Close() error {
+func (t *OwnedTable) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.fd < 0 {
 		return nil
 	}
 	b := batch{}
-	b.add("table", unix.NFT_MSG_DELTABLE, 0, tableAttrs())
+	b.add("table", unix.NFT_MSG_DELTABLE, 0, tableAttrs(t.name))
 	err := b.send(t.fd)
 	if errors.Is(err, unix.ENOENT) {
 		err = nil
@@ -193,13 +205,13 @@ func (t *DNSTable) Close() error {
 	err = errors.Join(err, unix.Close(t.fd))
 	t.fd = -1
 	if err != nil {
-		return fmt.Errorf("nft: delete table %s %s: %w", TableFamily, DNSTableName, err)
+		return fmt.Errorf("nft: delete table %s %s: %w", TableFamily, t.name, err)
 	}
 	return nil
 }
 
-// explain adds what an operator can do about the usual refusals.
-func explain(err error) error {
+// explain adds what an operator can do about the usual refusals of table name.
+func explain(err error, name string) error {
 	var be *batchError
 	if !errors.As(err, &be) {
 		return err
@@ -210,7 +222,7 @@ func explain(err error) error {
 	case be.what == "table" && be.errno == unix.EPERM:
 		return fmt.Errorf("%w: another running process owns the table (is another agent running?)", err)
 	case be.what == "table" && be.errno == unix.EEXIST:
-		return fmt.Errorf("%w: the table exists without an owner (made by hand? nft delete table %s %s)", err, TableFamily, DNSTableName)
+		return fmt.Errorf("%w: the table exists without an owner (made by hand? nft delete table %s %s)", err, TableFamily, name)
 	}
 	return err
 }
@@ -393,32 +405,45 @@ func (a attrs) be32(typ uint16, v uint32) attrs {
 
 func (a attrs) nest(typ uint16, inner attrs) attrs { return a.add(typ|unix.NLA_F_NESTED, inner) }
 
-func tableAttrs() attrs { return attrs{}.str(unix.NFTA_TABLE_NAME, DNSTableName) }
+func tableAttrs(name string) attrs { return attrs{}.str(unix.NFTA_TABLE_NAME, name) }
 
-func chainAttrs(c chain) attrs {
+func chainAttrs(table string, c chain) attrs {
 	hook := attrs{}.
 		be32(unix.NFTA_HOOK_HOOKNUM, uint32(*c.hook)).
 		be32(unix.NFTA_HOOK_PRIORITY, uint32(c.priority))
 	return attrs{}.
-		str(unix.NFTA_CHAIN_TABLE, DNSTableName).
+		str(unix.NFTA_CHAIN_TABLE, table).
 		str(unix.NFTA_CHAIN_NAME, c.name).
 		nest(unix.NFTA_CHAIN_HOOK, hook).
 		be32(unix.NFTA_CHAIN_POLICY, uint32(nftables.ChainPolicyAccept)).
 		str(unix.NFTA_CHAIN_TYPE, string(c.kind))
 }
 
-func ruleAttrs(chainName string, r rule) (attrs, error) {
+func ruleAttrs(table, chainName string, r rule) (attrs, error) {
+	list, err := exprList(r.exprs())
+	if err != nil {
+		return nil, err
+	}
+	return ruleAttrsOf(table, chainName, r.comment, list), nil
+}
+
+// exprList is the expressions' attribute list, as NFTA_RULE_EXPRESSIONS holds it.
+func exprList(exprs []expr.Any) (attrs, error) {
 	var list attrs
-	for _, e := range r.exprs() {
+	for _, e := range exprs {
 		b, err := expr.Marshal(unix.NFPROTO_INET, e)
 		if err != nil {
 			return nil, err
 		}
 		list = list.nest(unix.NFTA_LIST_ELEM, b)
 	}
+	return list, nil
+}
+
+func ruleAttrsOf(table, chainName, comment string, list attrs) attrs {
 	return attrs{}.
-		str(unix.NFTA_RULE_TABLE, DNSTableName).
+		str(unix.NFTA_RULE_TABLE, table).
 		str(unix.NFTA_RULE_CHAIN, chainName).
 		nest(unix.NFTA_RULE_EXPRESSIONS, list).
-		add(unix.NFTA_RULE_USERDATA, userdata.AppendString(nil, ruleComment, r.comment)), nil
+		add(unix.NFTA_RULE_USERDATA, userdata.AppendString(nil, ruleComment, comment))
 }

@@ -74,6 +74,8 @@ func (c chain) priorityText() string {
 		return "filter"
 	case c.priority == *nftables.ChainPriorityMangle:
 		return "mangle"
+	case c.priority == *nftables.ChainPriorityRaw:
+		return "raw"
 	}
 	return fmt.Sprint(int32(c.priority))
 }

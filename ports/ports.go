@@ -62,4 +62,8 @@ const (
 	// ReturnRulePriority the rule's place, ahead of the main table's (32766).
 	ReturnTable        = 15006
 	ReturnRulePriority = 32760
+	// ConntrackZone is the conntrack zone of the original direction of those connections (package nft, the
+	// zone table): the agent's connection from a client's address is then never taken for one of that client's
+	// own connections that arrived from the network. The host's other connections stay in zone 0.
+	ConntrackZone = 15006
 )

@@ -78,6 +78,11 @@ func hasLine(line string) func([]string) bool {
 	return func(log []string) bool { return slices.Contains(log, line) }
 }
 
+func hasZoneTable(h *lab.Host) bool {
+	_, err := h.Run(lab.Timeout(10*time.Second), "nft", "list", "table", "inet", "ambient_agent_zone")
+	return err == nil
+}
+
 func hasTable(h *lab.Host) bool {
 	_, err := h.Run(lab.Timeout(10*time.Second), "nft", "list", "table", "inet", "ambient_agent")
 	return err == nil
@@ -173,6 +178,9 @@ func TestCaptureFailsClosedAndCleansUp(t *testing.T) {
 	agent.Wait(5 * time.Second)
 	if !hasTable(d.b) {
 		t.Fatal("kill -9 removed the table?")
+	}
+	if hasZoneTable(d.b) {
+		t.Error("the zone table outlived the agent's kill -9 (the kernel deletes it with its owner)")
 	}
 	seen := len(d.b.NginxAccessLog())
 	if out, err := curl(d.c, url); err == nil {
@@ -383,6 +391,9 @@ func TestApplicationSeesTheRealClient(t *testing.T) {
 	if got := routing(b); got == routingBefore {
 		t.Errorf("no return-path rule or route while the agent runs:\n%s", got)
 	}
+	if !hasZoneTable(b) {
+		t.Error("no zone table for the agent's transparent connections while it runs")
+	}
 	if err := agentB.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -391,6 +402,9 @@ func TestApplicationSeesTheRealClient(t *testing.T) {
 	}
 	if got := routing(b); got != routingBefore {
 		t.Errorf("the return path's rules or routes outlived the agent:\nbefore:\n%s\nafter:\n%s", routingBefore, got)
+	}
+	if hasZoneTable(b) {
+		t.Error("the zone table outlived the agent")
 	}
 
 	agentB = b.StartAgent(agentBin, dual(b, a, "[capture]\noriginal_source = false\n"))

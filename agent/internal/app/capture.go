@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,10 +25,11 @@ import (
 // installed, the watch that puts them back, and what happens to them at exit.
 type captureTable struct {
 	c    *capture.Capture
-	mu   sync.Mutex // one writer of the table at a time: reload, repair or the cgroup watch
-	spec nft.Spec   // the rules installed, under mu
-	done bool       // exit has run: nothing is put back any more, under mu
-	keep bool       // leave the table in place at exit (RunOptions.KeepCapture)
+	mu   sync.Mutex      // one writer of the table at a time: reload, repair or the cgroup watch
+	spec nft.Spec        // the rules installed, under mu
+	done bool            // exit has run: nothing is put back any more, under mu
+	zone *nft.OwnedTable // the transparent connections' conntrack zone, with original_source; nil without
+	keep bool            // leave the table in place at exit (RunOptions.KeepCapture)
 
 	cfg     *atomic.Pointer[config.Config]
 	log     *slog.Logger
@@ -64,9 +66,15 @@ func (t *captureTable) install(ctx context.Context) error {
 	}
 	t.saveSpec(t.spec)
 	if t.spec.ReturnMark != 0 {
-		if err := capture.AgentReturnPath(t.spec.Mark).Install(); err != nil {
+		p := capture.AgentReturnPath(t.spec.Mark)
+		if err := p.Install(); err != nil {
 			return fmt.Errorf("%w (applications cannot be shown their real client; [capture] original_source = false does without)", err)
 		}
+		zone, err := capture.ReturnZone(p.Mark)
+		if err != nil {
+			t.log.Warn("no conntrack zone for the connections made from clients' addresses: now and then one may take the port of a client's own connection, which is then reset", "err", err)
+		}
+		t.zone = zone
 	}
 	t.ready.set(condCapture, true)
 	t.log.Info("capture rules installed", "table", "inet ambient_agent", "workload_addresses", len(t.spec.Workloads),
@@ -88,6 +96,9 @@ func (t *captureTable) exit() {
 	t.mu.Lock()
 	t.done = true
 	err := capture.AgentReturnPath(t.spec.Mark).Remove()
+	if t.zone != nil {
+		err = errors.Join(err, t.zone.Close())
+	}
 	t.mu.Unlock()
 	if err != nil {
 		t.log.Error("removing the return path's rules failed; run `ambient-agent cleanup`", "err", err)

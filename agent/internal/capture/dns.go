@@ -19,7 +19,7 @@ import (
 // cannot, touch it: while it exists, a live process owns it. For the same reason a
 // second agent's InstallDNS fails while the first one runs.
 type DNSCapture struct {
-	table   *nft.DNSTable
+	table   *nft.OwnedTable
 	ruleset *nft.DNSRuleset
 }
 

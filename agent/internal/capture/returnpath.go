@@ -19,6 +19,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ambient-agent/ambient-agent/nft"
 	"github.com/ambient-agent/ambient-agent/ports"
 )
 
@@ -41,6 +42,17 @@ func AgentReturnPath(mark uint32) ReturnPath {
 	}
 	m := mark | ports.ReturnMark
 	return ReturnPath{Mark: m, Mask: m, Table: ports.ReturnTable, Priority: ports.ReturnRulePriority}
+}
+
+// ReturnZone is the zone table of the agent's transparent sockets, which carry mark (nft.InstallZone): their
+// connections are never taken for one of a client's own. The table is owned by the caller's process, and goes
+// with it or with Close.
+func ReturnZone(mark uint32, opts ...Option) (*nft.OwnedTable, error) {
+	rs, err := nft.RenderZone(mark)
+	if err != nil {
+		return nil, err
+	}
+	return nft.InstallZone(rs, New(opts...).netns)
 }
 
 // IPv6Usable reports whether this network namespace has IPv6 on its loopback interface, where the return path's

@@ -163,3 +163,73 @@ func (ns *netNS) leaving(t *testing.T, client string) int {
 	n, _ := strconv.Atoi(m[1])
 	return n
 }
+
+// The agent's connection from a client's address may get the very source port of one of that client's redirected
+// connections to the same application: the kernel picks the port among the host's own sockets, not among the
+// connections it tracks. Without the zone table the two are one conntrack entry, and the client's connection is
+// reset; with it both work. The port is forced here, IPv4 and IPv6. The zone table is what the kernel holds.
+func TestTransparentConnectionBesideTheClientsOwn(t *testing.T) {
+	l := newLab(t)
+	spec := labSpec()
+	spec.ReturnMark = ports.ReturnMark
+	install(t, l.a, spec)
+	p := AgentReturnPath(0)
+	if err := l.a.do(nil, p.Install); err != nil {
+		t.Fatal(err)
+	}
+	zone, err := ReturnZone(p.Mark, InNetNS(l.a.fd))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = zone.Close() })
+	rs, _ := nft.RenderZone(p.Mark)
+	listed := l.a.mustNft(t, "", "list", "table", "inet", nft.ZoneTableName)
+	if got, want := oneLine(regexp.MustCompile(`\{ # progname \S+`).ReplaceAllString(listed, "{")), oneLine(rs.String()); got != want {
+		t.Errorf("the kernel holds another zone table than the one rendered\n--- nft list\n%s\n--- rendered\n%s", listed, rs)
+	}
+	agent := l.a.listen(t, ":15006")
+	for _, tc := range []struct{ app, client string }{{"10.77.0.1:8080", "10.77.0.2"}, {"[fd77::1]:8080", "fd77::2"}} {
+		app := l.a.listen(t, tc.app)
+		go echoPeer(app)
+		const port = 41007
+		var redirected net.Conn
+		if err := l.b.do(nil, func() (err error) {
+			d := net.Dialer{Timeout: time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.client), Port: port}}
+			redirected, err = d.Dial("tcp", tc.app)
+			return err
+		}); err != nil {
+			t.Fatalf("client %s -> %s: %v", tc.client, tc.app, err)
+		}
+		defer redirected.Close()
+		fromClient := accepted(t, agent, "the client's connection, redirected")
+		var got string
+		err := l.a.do(nil, func() error {
+			d := net.Dialer{Timeout: 2 * time.Second, Control: TransparentControl(p.Mark),
+				LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.client), Port: port}}
+			c, err := d.Dial("tcp", tc.app)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+			b := make([]byte, 64)
+			n, err := c.Read(b)
+			got = string(b[:n])
+			return err
+		})
+		if err != nil || got != tc.client {
+			t.Errorf("the agent's connection from [%s]:%d to %s: the application saw %q (%v), want %s", tc.client, port, tc.app, got, err, tc.client)
+		}
+		notAccepted(t, agent, "the agent's own connection")
+		// The client's connection is still the agent's: what it sends arrives there.
+		if _, err := redirected.Write([]byte("still here")); err != nil {
+			t.Fatalf("client %s: write: %v", tc.client, err)
+		}
+		_ = fromClient.SetReadDeadline(time.Now().Add(2 * time.Second))
+		b := make([]byte, 64)
+		if n, err := fromClient.Read(b); err != nil || string(b[:n]) != "still here" {
+			t.Errorf("client %s's redirected connection, beside the agent's own from its address and port: read %q (%v), want %q",
+				tc.client, b[:n], err, "still here")
+		}
+	}
+}
