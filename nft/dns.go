@@ -103,10 +103,13 @@ func RenderDNS(s DNSSpec) (*DNSRuleset, error) {
 
 // String prints the table as `nft list table inet ambient_agent_dns` does, without
 // the "# progname" comment nft adds after the brace of an owned table.
-func (rs *DNSRuleset) String() string {
+func (rs *DNSRuleset) String() string { return ownedText(DNSTableName, rs.chain) }
+
+// ownedText prints an owned table of one chain.
+func ownedText(name string, c chain) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "table %s %s {\n\tflags owner\n\n", TableFamily, DNSTableName)
-	rs.chain.writeText(&b)
+	fmt.Fprintf(&b, "table %s %s {\n\tflags owner\n\n", TableFamily, name)
+	c.writeText(&b)
 	b.WriteString("}\n")
 	return b.String()
 }

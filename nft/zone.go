@@ -19,7 +19,6 @@ package nft
 import (
 	"encoding/binary"
 	"fmt"
-	"strings"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/expr"
@@ -58,13 +57,7 @@ func RenderZone(mark uint32) (*ZoneRuleset, error) {
 
 // String prints the table as `nft list table inet ambient_agent_zone` does, without the "# progname" comment nft
 // adds after the brace of an owned table.
-func (rs *ZoneRuleset) String() string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "table %s %s {\n\tflags owner\n\n", TableFamily, ZoneTableName)
-	rs.chain.writeText(&b)
-	b.WriteString("}\n")
-	return b.String()
-}
+func (rs *ZoneRuleset) String() string { return ownedText(ZoneTableName, rs.chain) }
 
 // InstallZone opens a netlink socket in the network namespace netns (0: the caller's own) and creates the zone
 // table with it, owned by it.

@@ -45,7 +45,7 @@ func TestReturnPathShowsTheClient(t *testing.T) {
 		go echoPeer(app)
 		// Without the return path the application's replies are dropped by the table: none leaves the host.
 		sent := ns.leaving(t, tc.client)
-		if got, err := ns.dialFrom(tc.app, tc.client, mark); err == nil {
+		if got, err := ns.dialFrom(tc.app, tc.client, 0, mark); err == nil {
 			t.Fatalf("without the return path, a transparent connection to %s opened (peer %s): the test proves nothing", tc.app, got)
 		}
 		if now := ns.leaving(t, tc.client); now != sent {
@@ -57,7 +57,7 @@ func TestReturnPathShowsTheClient(t *testing.T) {
 		if err := ns.do(nil, p.Install); err != nil { // again: a restart installs over what it left
 			t.Fatalf("second install: %v", err)
 		}
-		got, err := ns.dialFrom(tc.app, tc.client, mark)
+		got, err := ns.dialFrom(tc.app, tc.client, 0, mark)
 		if err != nil || got != tc.client {
 			t.Errorf("application %s saw the client as %q (%v), want %s", tc.app, got, err, tc.client)
 		}
@@ -107,14 +107,14 @@ func echoPeer(ln *net.TCPListener) {
 
 // dialFrom connects to addr from the client address, transparently, with mark, and returns what the application
 // says the peer is.
-func (ns *netNS) dialFrom(addr, client string, mark uint32) (string, error) {
+func (ns *netNS) dialFrom(addr, client string, port int, mark uint32) (string, error) {
 	var got string
 	err := ns.do(nil, func() error {
 		network := "tcp4"
 		if strings.Contains(client, ":") {
 			network = "tcp6"
 		}
-		d := net.Dialer{Timeout: time.Second, Control: TransparentControl(mark), LocalAddr: &net.TCPAddr{IP: net.ParseIP(client)}}
+		d := net.Dialer{Timeout: time.Second, Control: TransparentControl(mark), LocalAddr: &net.TCPAddr{IP: net.ParseIP(client), Port: port}}
 		c, err := d.Dial(network, addr)
 		if err != nil {
 			return err
@@ -202,21 +202,7 @@ func TestTransparentConnectionBesideTheClientsOwn(t *testing.T) {
 		}
 		defer redirected.Close()
 		fromClient := accepted(t, agent, "the client's connection, redirected")
-		var got string
-		err := l.a.do(nil, func() error {
-			d := net.Dialer{Timeout: 2 * time.Second, Control: TransparentControl(p.Mark),
-				LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.client), Port: port}}
-			c, err := d.Dial("tcp", tc.app)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-			b := make([]byte, 64)
-			n, err := c.Read(b)
-			got = string(b[:n])
-			return err
-		})
+		got, err := l.a.dialFrom(tc.app, tc.client, port, p.Mark)
 		if err != nil || got != tc.client {
 			t.Errorf("the agent's connection from [%s]:%d to %s: the application saw %q (%v), want %s", tc.client, port, tc.app, got, err, tc.client)
 		}
