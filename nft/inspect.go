@@ -13,6 +13,7 @@ import (
 type State struct {
 	Present bool     // the table exists
 	Chains  []string // its chains, sorted
+	Zone    bool     // the zone table (ZoneTableName) exists
 }
 
 // Inspect reads our table's presence and chains from the kernel (netns 0: the
@@ -29,8 +30,11 @@ func Inspect(netns int) (State, error) {
 	}
 	var st State
 	for _, t := range tables {
-		if t.Name == TableName {
+		switch t.Name {
+		case TableName:
 			st.Present = true
+		case ZoneTableName:
+			st.Zone = true
 		}
 	}
 	if !st.Present {

@@ -31,7 +31,8 @@ func TestStatusAndDoctor(t *testing.T) {
 		t.Errorf("workloads:\n%s", out)
 	}
 	out = h.MustRun(agentBin, "doctor")
-	if strings.Contains(out, "FAIL") || !strings.Contains(out, "[OK  ] capture rules: table inet ambient_agent present") {
+	if strings.Contains(out, "FAIL") || !strings.Contains(out, "[OK  ] capture rules: table inet ambient_agent present") ||
+		!strings.Contains(out, "[OK  ] return path: iif lo fwmark 0x2539 lookup 15006, IPv4 and IPv6") {
 		t.Errorf("doctor on a healthy host:\n%s", out)
 	}
 

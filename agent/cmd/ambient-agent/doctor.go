@@ -82,7 +82,7 @@ func diagnose(socket string, now time.Time) []check {
 	if d.Capture.Enabled && d.Config.Capture.OriginalSource {
 		p := capture.AgentReturnPath(d.Config.Capture.Mark)
 		installed, err := p.Installed()
-		out = append(out, checkReturnPath(p, installed, err))
+		out = append(out, checkReturnPath(p, installed, err, kerr != nil || kernel.Zone))
 	}
 	out = append(out, checkClock(d, now))
 	out = append(out, checkCerts(d, now)...)
@@ -190,7 +190,7 @@ func checkClaims(d *admin.Dump) []check {
 
 // checkReturnPath says whether the policy rules and routes that bring the applications' replies back to the
 // agent are in place: without them, connections the agent makes from a client's address never open.
-func checkReturnPath(p capture.ReturnPath, installed bool, err error) check {
+func checkReturnPath(p capture.ReturnPath, installed bool, err error, zone bool) check {
 	families := "IPv4 and IPv6"
 	if !capture.IPv6Usable() {
 		families = "IPv4 (this host has no IPv6 on lo)"
@@ -203,6 +203,10 @@ func checkReturnPath(p capture.ReturnPath, installed bool, err error) check {
 			c.Detail += ": " + err.Error()
 		}
 		c.Fix = "the agent puts it back within a second when it is deleted; if it stays missing restart the agent, or set [capture] original_source = false (a network manager that removes rules it did not make, such as systemd-networkd, may need ManageForeignRoutingPolicyRules=no)"
+	} else if !zone {
+		c.OK = false
+		c.Detail += fmt.Sprintf("; but no table inet %s: now and then a connection from a client's address may take the port of that client's own, which is then reset", nft.ZoneTableName)
+		c.Fix = "the agent creates it at start (Linux 5.12 and later; its log says why it could not); restart the agent"
 	}
 	return c
 }

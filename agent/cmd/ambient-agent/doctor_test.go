@@ -129,13 +129,16 @@ func TestCheckUnboundWaypoints(t *testing.T) {
 
 // A missing return path is a failed check with a fix; an installed one passes.
 func TestCheckReturnPath(t *testing.T) {
-	if c := checkReturnPath(capture.AgentReturnPath(0), true, nil); !c.OK || c.Fix != "" {
+	if c := checkReturnPath(capture.AgentReturnPath(0), true, nil, true); !c.OK || c.Fix != "" {
 		t.Errorf("installed: %+v", c)
 	}
-	if c := checkReturnPath(capture.AgentReturnPath(0), false, nil); c.OK || c.Fix == "" {
+	if c := checkReturnPath(capture.AgentReturnPath(0), true, nil, false); c.OK || c.Fix == "" || !strings.Contains(c.Detail, "ambient_agent_zone") {
+		t.Errorf("installed without its zone table: %+v", c)
+	}
+	if c := checkReturnPath(capture.AgentReturnPath(0), false, nil, true); c.OK || c.Fix == "" {
 		t.Errorf("missing: %+v", c)
 	}
-	if c := checkReturnPath(capture.AgentReturnPath(0), false, errors.New("netlink: permission denied")); c.OK || !strings.Contains(c.Detail, "permission denied") {
+	if c := checkReturnPath(capture.AgentReturnPath(0), false, errors.New("netlink: permission denied"), true); c.OK || !strings.Contains(c.Detail, "permission denied") {
 		t.Errorf("unreadable: %+v", c)
 	}
 }
