@@ -28,7 +28,7 @@ type captureTable struct {
 	mu   sync.Mutex      // one writer of the table at a time: reload, repair or the cgroup watch
 	spec nft.Spec        // the rules installed, under mu
 	done bool            // exit has run: nothing is put back any more, under mu
-	zone *nft.OwnedTable // the transparent connections' conntrack zone, with original_source; nil without
+	zone *nft.OwnedTable // the transparent connections' conntrack zone, from before the listeners serve; nil without
 	keep bool            // leave the table in place at exit (RunOptions.KeepCapture)
 
 	cfg     *atomic.Pointer[config.Config]
@@ -66,15 +66,9 @@ func (t *captureTable) install(ctx context.Context) error {
 	}
 	t.saveSpec(t.spec)
 	if t.spec.ReturnMark != 0 {
-		p := capture.AgentReturnPath(t.spec.Mark)
-		if err := p.Install(); err != nil {
+		if err := capture.AgentReturnPath(t.spec.Mark).Install(); err != nil {
 			return fmt.Errorf("%w (applications cannot be shown their real client; [capture] original_source = false does without)", err)
 		}
-		zone, err := capture.ReturnZone(p.Mark)
-		if err != nil {
-			t.log.Warn("no conntrack zone for the connections made from clients' addresses: now and then one may take the port of a client's own connection, which is then reset", "err", err)
-		}
-		t.zone = zone
 	}
 	t.ready.set(condCapture, true)
 	t.log.Info("capture rules installed", "table", "inet ambient_agent", "workload_addresses", len(t.spec.Workloads),
@@ -200,7 +194,14 @@ func (t *captureTable) keepReturnPath() {
 		return
 	}
 	p := capture.AgentReturnPath(t.spec.Mark)
-	if ok, err := p.Installed(); ok || err != nil {
+	ok, err := p.Installed()
+	if err != nil {
+		if ok, suppressed := t.warn.Allow("return-path-unreadable"); ok {
+			t.log.Warn("the return path's rules could not be read", "err", err, "suppressed", suppressed)
+		}
+		return
+	}
+	if ok {
 		return
 	}
 	if err := p.Install(); err != nil {

@@ -78,6 +78,15 @@ func (a *App) newCaptureTable(cfg *config.Config) *captureTable {
 	t.c = capture.New(capture.WithLiveCopy())
 	t.spec = captureSpec(cfg, a.state.Load(), t.outboundClasses(workloadClasses(cfg)))
 	a.ready.require(condCapture)
+	if t.spec.ReturnMark != 0 {
+		// Before any listener serves: a transparent connection made outside the zone would clash with itself once
+		// the zone applies. The table touches only the agent's transparent sockets' packets.
+		zone, err := capture.ReturnZone(capture.AgentReturnPath(t.spec.Mark).Mark)
+		if err != nil {
+			a.log.Warn("no conntrack zone for the connections made from clients' addresses: now and then one may take the port of a client's own connection, which is then reset", "err", err)
+		}
+		t.zone = zone
+	}
 	return t
 }
 
@@ -167,7 +176,9 @@ func captureSpec(cfg *config.Config, snap *state.Snapshot, classes []nft.Outboun
 	}
 	// A call between two workloads of this host is meshed when the caller is
 	// recognised by its processes: with one workload there is no such call.
-	s.SameHost = len(classes) > 0 && len(snap.Local()) > 1
+	// The configured classes count, not only those resolved now: a unit that
+	// starts later gets its class without the rest of the spec being rebuilt.
+	s.SameHost = len(workloadClasses(cfg)) > 0 && len(snap.Local()) > 1
 	return s
 }
 
