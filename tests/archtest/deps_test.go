@@ -24,6 +24,7 @@ var rank = map[string]int{
 	"agent/internal/bufcopy":   0,
 	"agent/internal/config":    0,
 	"agent/internal/connlimit": 0,
+	"agent/internal/handoff":   0,
 	"agent/internal/pbwire":    0,
 	"agent/internal/telemetry": 0,
 	"nft":                      0,
