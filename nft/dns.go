@@ -213,6 +213,34 @@ func (t *OwnedTable) Close() error {
 	return nil
 }
 
+// Release closes this process's socket and leaves the table to the other holders of that socket (the agent a
+// handoff passed it to); with none, the kernel deletes the table. It is idempotent.
+func (t *OwnedTable) Release() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fd < 0 {
+		return nil
+	}
+	err := unix.Close(t.fd)
+	t.fd = -1
+	return err
+}
+
+// Dup is a new close-on-exec descriptor of the socket that owns the table, for another process: while either
+// holds it, the table lives.
+func (t *OwnedTable) Dup() (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.fd < 0 {
+		return -1, fmt.Errorf("nft: table %s %s: closed", TableFamily, t.name)
+	}
+	return unix.FcntlInt(uintptr(t.fd), unix.F_DUPFD_CLOEXEC, 0)
+}
+
+// AdoptOwned is table name through fd, a descriptor of the socket that owns it, received from the process that
+// created it (a handoff). The caller's fd is the OwnedTable's from now on.
+func AdoptOwned(name string, fd int) *OwnedTable { return &OwnedTable{name: name, fd: fd} }
+
 // explain adds what an operator can do about the usual refusals of table name.
 func explain(err error, name string) error {
 	var be *batchError

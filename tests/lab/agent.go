@@ -89,6 +89,16 @@ func (h *Host) StartAgent(bin, config string) *Agent {
 	return &Agent{Proc: p, Host: h, ConfigPath: path}
 }
 
+// StartNextAgent starts bin beside the host's running agent, with config: the
+// new agent takes over from the running one (a restart or an upgrade without
+// systemd). Its log is label's.
+func (h *Host) StartNextAgent(label, bin, config string) *Agent {
+	h.lab.t.Helper()
+	path := h.WriteConfig(config)
+	p := h.Start(label, bin, "run", "-config", path)
+	return &Agent{Proc: p, Host: h, ConfigPath: path}
+}
+
 // StartAgentWithHostSys is StartAgent for an agent that must see the
 // machine's cgroups (workloads recognised by systemd unit).
 func (h *Host) StartAgentWithHostSys(bin, config string) *Agent {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 )
 
@@ -98,10 +99,33 @@ func ListenControl(path string) (net.Listener, error) {
 	return &renamedListener{UnixListener: ul, path: path}, nil
 }
 
+// InheritedControl is the control socket at path that a running agent handed
+// to this one (package handoff), closed as ListenControl's is.
+func InheritedControl(ln net.Listener, path string) (net.Listener, error) {
+	if _, ok := ln.(*renamedListener); ok {
+		return ln, nil // bound here after all
+	}
+	ul, ok := ln.(*net.UnixListener)
+	if !ok {
+		return nil, fmt.Errorf("the inherited control socket %s is not a unix socket", path)
+	}
+	ul.SetUnlinkOnClose(false)
+	return &renamedListener{UnixListener: ul, path: path}, nil
+}
+
+// KeepSocketFile makes ln's Close leave the socket file: another agent, which
+// holds the same socket, serves on it.
+func KeepSocketFile(ln net.Listener) {
+	if l, ok := ln.(*renamedListener); ok {
+		l.keep.Store(true)
+	}
+}
+
 // renamedListener removes the socket file, under its final name, when closed.
 type renamedListener struct {
 	*net.UnixListener
 	path string
+	keep atomic.Bool
 }
 
 // Addr is the socket's final name.
@@ -109,6 +133,8 @@ func (l *renamedListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, N
 
 func (l *renamedListener) Close() error {
 	err := l.UnixListener.Close()
-	os.Remove(l.path)
+	if !l.keep.Load() {
+		os.Remove(l.path)
+	}
 	return err
 }

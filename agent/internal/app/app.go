@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
+	"github.com/ambient-agent/ambient-agent/agent/internal/handoff"
 	"github.com/ambient-agent/ambient-agent/agent/internal/health"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
@@ -34,7 +36,8 @@ type App struct {
 	ready   *readiness
 	notify  notifier
 	started time.Time
-	quit    chan struct{} // closed by /quitquitquit
+	quit    chan struct{}   // closed by /quitquitquit
+	hurry   context.Context // ends every drain early: a stop during a handoff's drain
 
 	ids      identity.Source // nil when the host runs no workload
 	state    *state.Store
@@ -56,6 +59,20 @@ type App struct {
 	warn      *telemetry.Limiter // rate-limits warnings: one per key per second
 	registry  *prometheus.Registry
 	metrics   *telemetry.Metrics
+	ctlLn     net.Listener // the control socket's listener
+
+	// Handoff (handoff.go).
+	sockets     *handoff.Sockets  // the listening sockets, for the agent that replaces this one
+	takeover    *handoff.Takeover // the running agent this one takes over from; nil on a fresh start
+	handedState handoffState      // what that agent said
+	gate        chan struct{}     // closed when the servers may accept
+	gossipGo    chan struct{}     // closed when gossip may bind its port
+	gossipCtl   gossipControl
+	stopServing context.CancelFunc // stops accepting: the drain begins
+	// leaveShared: at exit, leave the capture, zone and DNS tables and the return path in place: another agent
+	// holds them (this one drains for it, or it never took them over).
+	leaveShared atomic.Bool
+	handedOff   atomic.Bool // this agent drains for the one that replaced it
 }
 
 // Condition names reported by readiness.
@@ -78,13 +95,26 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 	}
 	a.cfg.Store(cfg)
 	a.metrics = telemetry.NewMetrics(a.registry, Version)
-	if err := a.build(cfg); err != nil {
+	if err := a.dialHandoff(cfg); err != nil {
 		return nil, err
 	}
+	if err := a.build(cfg); err != nil {
+		a.abandonTakeover()
+		return nil, err
+	}
+	a.gossipCtl.d = a.gossip
 	if err := a.bind(cfg); err != nil {
+		a.abandonTakeover()
 		return nil, err
 	}
 	return a, nil
+}
+
+// abandonTakeover leaves the running agent serving: this one failed to start.
+func (a *App) abandonTakeover() {
+	if a.takeover != nil {
+		a.takeover.Abort()
+	}
 }
 
 // build makes the components, in the order they depend on each other, and
@@ -122,7 +152,7 @@ func (a *App) bind(cfg *config.Config) error {
 		return err
 	}
 	var err error
-	if a.dns, err = bindDNS(cfg, a.state, a.log, a.registry); err != nil {
+	if a.dns, err = bindDNS(cfg, a.state, a.sockets, a.log, a.registry); err != nil {
 		a.closeAdmin()
 		return err
 	}
@@ -160,7 +190,7 @@ func (a *App) bindAdmin(c config.Admin) (err error) {
 		if err != nil {
 			return nil
 		}
-		ln, lerr := net.Listen("tcp", addr.String())
+		ln, lerr := a.sockets.Listen("tcp "+addr.String(), func() (net.Listener, error) { return net.Listen("tcp", addr.String()) })
 		if lerr != nil {
 			err = fmt.Errorf("admin: listen on %s (%s): %w", addr, key, lerr)
 			return nil
@@ -168,11 +198,15 @@ func (a *App) bindAdmin(c config.Admin) (err error) {
 		bound = append(bound, ln)
 		return ln
 	}
-	ctlLn, err := admin.ListenControl(c.Socket)
+	ctlLn, err := a.sockets.Listen("unix "+c.Socket, func() (net.Listener, error) { return admin.ListenControl(c.Socket) })
+	if err == nil && a.takeover != nil {
+		ctlLn, err = admin.InheritedControl(ctlLn, c.Socket)
+	}
 	if err != nil {
 		return fmt.Errorf("admin: control socket %s (admin.socket): %w", c.Socket, err)
 	}
 	bound = append(bound, ctlLn)
+	a.ctlLn = ctlLn
 	adminLn, readyLn := listen(c.Address, "admin.address"), listen(c.ReadinessAddress, "admin.readiness_address")
 	metricsLn := listen(c.MetricsAddress, "admin.metrics_address")
 	if err != nil {
@@ -186,54 +220,115 @@ func (a *App) bindAdmin(c config.Admin) (err error) {
 	return nil
 }
 
-// Run runs every component until ctx is done, /quitquitquit is called or a
-// component fails; then it drains within the configured deadline.
+// Run runs every component until ctx is done, /quitquitquit is called, a
+// component fails or a new agent took over; then it drains: within the
+// configured deadline, or the handoff one.
 func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	g, gctx := errgroup.WithContext(ctx)
+	// The servers stop accepting first; identities, policies and istiod go on
+	// until what they accepted has drained: policy changes still revoke.
+	bgRoot, stopBg := context.WithCancel(context.Background())
+	defer stopBg()
+	bg, bgctx := errgroup.WithContext(bgRoot)
+	serve, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	a.stopServing = stopServing
+	stopOnFailure := context.AfterFunc(bgctx, stopServing)
+	defer stopOnFailure()
+	a.hurry = a.hurryOnStop(ctx)
+	g, gctx := errgroup.WithContext(serve)
+	a.startBackground(bg, bgctx)
 	a.start(g, gctx, hup)
 	// The listeners are bound, so they accept: capture can go in now.
-	if err := a.installCaptures(gctx); err != nil {
+	err := a.installCaptures(gctx)
+	if err != nil {
 		a.log.Error("capture rules not installed", "err", err)
-		cancel()
+	} else if a.takeover != nil {
+		if err = a.takeOver(gctx); err != nil {
+			a.log.Error("taking over from the running agent failed: it goes on serving", "err", err)
+		}
+	}
+	if err != nil {
+		a.abandonTakeover()
+		stopServing()
 		g.Wait()
-		a.dns.removeCapture()
-		a.dp.table.exit()
+		stopBg()
+		bg.Wait()
+		a.exitShared()
 		return err
 	}
 	g.Go(func() error { return a.dp.table.watch(gctx) })
 	g.Go(func() error {
 		select {
 		case <-a.quit:
-			cancel()
+			stopServing()
 		case <-gctx.Done():
 		}
 		return nil
 	})
 	a.announce()
+	if srv := a.serveHandoff(gctx); srv != nil {
+		defer srv.Close()
+	}
 	<-gctx.Done()
-	return a.stop(g)
+	return a.stop(g, bg, stopBg)
 }
 
-// start runs every component in g.
+// hurryOnStop is the context every drain is bounded by besides its deadline:
+// when this agent drains for one that replaced it (an hour by default) and is
+// then told to stop, it drains for node.drain_timeout more at most.
+func (a *App) hurryOnStop(ctx context.Context) context.Context {
+	hurry, cancel := context.WithCancel(context.Background())
+	context.AfterFunc(ctx, func() {
+		if a.handedOff.Load() {
+			a.log.Info("told to stop while draining for the agent that replaced this one", "drain_timeout", a.cfg.Load().Node.DrainTimeout.String())
+			time.AfterFunc(a.cfg.Load().Node.DrainTimeout, cancel)
+		}
+	})
+	return hurry
+}
+
+// drain is the deadline of a server's drain.
+func (a *App) drain() (context.Context, context.CancelFunc) {
+	node := a.cfg.Load().Node
+	d := node.DrainTimeout
+	if a.handedOff.Load() {
+		d = node.HandoffDrain
+	}
+	return context.WithTimeout(a.hurry, d)
+}
+
+// startBackground runs the components the drain needs in bg: identities,
+// policies, istiod and the watchdog.
+func (a *App) startBackground(bg *errgroup.Group, ctx context.Context) {
+	bg.Go(func() error { return a.notify.watchdog(ctx, a.alive) })
+	bg.Go(func() error { return a.runIdentity(ctx) })
+	bg.Go(func() error { return a.watchPolicies(ctx) })
+	bg.Go(func() error { return a.runIstiod(ctx) })
+}
+
+// start runs the servers and what feeds them in g; the servers accept once
+// the gate opens.
 func (a *App) start(g *errgroup.Group, ctx context.Context, hup <-chan os.Signal) {
-	drain := func() (context.Context, context.CancelFunc) {
-		return context.WithTimeout(context.Background(), a.cfg.Load().Node.DrainTimeout)
+	// A server that never ran closes its sockets (its copies: a running agent
+	// this one failed to take over from keeps its own).
+	gated := func(run func() error, close func()) func() error {
+		return func() error {
+			if !a.waitGate(ctx) {
+				close()
+				return nil
+			}
+			return run()
+		}
 	}
 	for _, s := range a.adminServers() {
-		g.Go(func() error { return s.Run(ctx, drain) })
+		g.Go(gated(func() error { return s.Run(ctx, a.drain) }, func() { s.Close() }))
 	}
-	g.Go(func() error { return a.notify.watchdog(ctx, a.alive) })
 	g.Go(func() error { return a.reloadLoop(ctx, hup) })
-	g.Go(func() error { return a.runIdentity(ctx) })
-	g.Go(func() error { return a.watchPolicies(ctx) })
 	g.Go(func() error { return a.runGossip(ctx) })
-	g.Go(func() error { return a.runIstiod(ctx) })
 	g.Go(func() error { return a.runHealth(ctx) })
-	g.Go(func() error { return a.dp.listeners.Run(ctx, drain) })
+	g.Go(gated(func() error { return a.dp.listeners.Run(ctx, a.drain) }, a.dp.listeners.Close))
 	g.Go(func() error { return a.dp.table.watchCgroups(ctx) })
-	g.Go(func() error { return a.dns.run(ctx) })
+	g.Go(gated(func() error { return a.dns.run(ctx) }, a.dns.close))
 }
 
 // announce says the agent runs: readiness, the log and systemd (READY=1).
@@ -251,19 +346,43 @@ func (a *App) announce() {
 }
 
 // stop drains: DNS capture first (DNS fails open: the host's resolver answers
-// while we drain), then every component within the deadline, then capture.
-func (a *App) stop(g *errgroup.Group) error {
-	a.notify.stopping()
-	a.log.Info("agent stopping", "drain_timeout", a.cfg.Load().Node.DrainTimeout.String())
-	a.dns.removeCapture()
+// while we drain), then every server within the deadline, then the background
+// components, then capture. An agent that drained for the one that replaced it
+// leaves every shared rule and table to that one.
+func (a *App) stop(g, bg *errgroup.Group, stopBg context.CancelFunc) error {
+	if a.handedOff.Load() {
+		a.log.Info("draining for the agent that replaced this one", "handoff_drain_timeout", a.cfg.Load().Node.HandoffDrain.String())
+	} else {
+		a.notify.stopping()
+		a.log.Info("agent stopping", "drain_timeout", a.cfg.Load().Node.DrainTimeout.String())
+		a.dns.removeCapture()
+	}
 	err := g.Wait()
-	a.dp.table.exit()
+	stopBg()
+	err = errors.Join(err, bg.Wait())
+	a.exitShared()
 	if err != nil {
 		a.log.Error("agent stopped with an error", "err", err)
 		return err
 	}
+	if a.handedOff.Load() {
+		a.log.Info("agent stopped: drained for the agent that replaced it")
+		return nil
+	}
 	a.log.Info("agent stopped")
 	return nil
+}
+
+// exitShared deals with the capture, zone and DNS tables at exit: this agent's
+// to remove, or another agent's to keep.
+func (a *App) exitShared() {
+	if a.leaveShared.Load() {
+		a.dp.table.leave()
+		a.dns.leave()
+		return
+	}
+	a.dns.removeCapture()
+	a.dp.table.exit()
 }
 
 // alive is what the watchdog checks before it pings systemd: liveness, not

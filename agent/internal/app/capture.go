@@ -25,11 +25,13 @@ import (
 // installed, the watch that puts them back, and what happens to them at exit.
 type captureTable struct {
 	c    *capture.Capture
-	mu   sync.Mutex      // one writer of the table at a time: reload, repair or the cgroup watch
-	spec nft.Spec        // the rules installed, under mu
-	done bool            // exit has run: nothing is put back any more, under mu
-	zone *nft.OwnedTable // the transparent connections' conntrack zone, from before the listeners serve; nil without
-	keep bool            // leave the table in place at exit (RunOptions.KeepCapture)
+	mu   sync.Mutex // one writer of the table at a time: reload, repair or the cgroup watch
+	spec nft.Spec   // the rules installed, under mu
+	done bool       // exit has run: nothing is put back any more, under mu
+	// paused: a new agent is taking over and installs its own rules; nothing is put back, under mu.
+	paused bool
+	zone   *nft.OwnedTable // the transparent connections' conntrack zone, from before the listeners serve; nil without
+	keep   bool            // leave the table in place at exit (RunOptions.KeepCapture)
 
 	cfg     *atomic.Pointer[config.Config]
 	log     *slog.Logger
@@ -124,6 +126,57 @@ func (t *captureTable) exit() {
 	t.log.Info("capture rules removed")
 }
 
+// pause leaves the table to the agent that takes over from this one: nothing
+// is put back, and the live copy goes (the new agent makes its own).
+func (t *captureTable) pause() {
+	if t.c == nil {
+		return
+	}
+	t.mu.Lock()
+	t.paused = true
+	t.mu.Unlock()
+	if err := t.c.Release(); err != nil {
+		t.log.Warn("closing the live copy of the capture table for the agent that takes over", "err", err)
+	}
+}
+
+// resume takes the table back from an agent that failed to take over: this
+// agent's rules again, whatever that one installed, and the live copy.
+func (t *captureTable) resume() {
+	if t.c == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.paused = false
+	t.c.KeepLiveCopy()
+	if err := t.applyLocked(t.spec); err != nil {
+		t.log.Error("capture rules not put back after a failed handoff; trying again on the next change", "err", err)
+		return
+	}
+	t.log.Info("capture rules put back: the agent that was taking over went away")
+}
+
+// leave is the exit of an agent whose table, return path and zone another
+// agent holds: they all stay, and this agent puts nothing back any more.
+func (t *captureTable) leave() {
+	if t.c == nil {
+		return
+	}
+	t.mu.Lock()
+	t.done = true
+	zone := t.zone
+	t.mu.Unlock()
+	var err error
+	if zone != nil {
+		err = zone.Release()
+	}
+	if err = errors.Join(err, t.c.Release()); err != nil {
+		t.log.Warn("closing this agent's sockets of the shared tables", "err", err)
+	}
+	t.log.Info("capture rules left to the agent that holds them", "table", "inet ambient_agent")
+}
+
 // watch puts the table back, within a second, whenever another process
 // changes or removes it; the agent is not ready while it is missing.
 func (t *captureTable) watch(ctx context.Context) error {
@@ -158,6 +211,12 @@ func (t *captureTable) watch(ctx context.Context) error {
 }
 
 func (t *captureTable) repair(ctx context.Context, reason string) {
+	t.mu.Lock()
+	idle := t.paused || t.done
+	t.mu.Unlock()
+	if idle {
+		return // the table is the next agent's
+	}
 	start := time.Now()
 	t.ready.set(condCapture, false)
 	if ok, suppressed := t.warn.Allow("capture-changed"); ok {
@@ -190,7 +249,7 @@ func (t *captureTable) repair(ctx context.Context, reason string) {
 func (t *captureTable) keepReturnPath() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.done {
+	if t.done || t.paused {
 		return
 	}
 	p := capture.AgentReturnPath(t.spec.Mark)
@@ -223,6 +282,9 @@ func (t *captureTable) reinstall(next *config.Config) error {
 	spec := captureSpec(next, state.NewSnapshot(0, state.FromConfig(next)), t.outboundClasses(workloadClasses(next)))
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.paused {
+		return errors.New("capture: a new agent is taking over from this one: its configuration applies")
+	}
 	if err := t.applyLocked(spec); err != nil {
 		return err
 	}
@@ -262,8 +324,8 @@ func (t *captureTable) watchCgroups(ctx context.Context) error {
 func (t *captureTable) refreshClasses() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.c.Installed() == nil {
-		return // not installed yet, or removed at shutdown
+	if t.c.Installed() == nil || t.paused || t.done {
+		return // not installed yet, removed at shutdown, or the next agent's
 	}
 	classes := resolveClasses(workloadClasses(t.cfg.Load()), func(workloadClass, error) {})
 	if reflect.DeepEqual(classes, t.spec.OutboundClasses) {

@@ -2,11 +2,14 @@ package app
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
@@ -56,7 +59,7 @@ func (a *App) bindDataPath(cfg *config.Config) error {
 		workloads = append(workloads, proxy.WorkloadPort{UID: c.uid, Port: c.port})
 	}
 	l, err := proxy.Listen(proxy.ListenConfig{Mark: cfg.Capture.Mark, Limits: cfg.Limits, Workloads: workloads,
-		IDs: a.ids, Log: a.log, Refused: a.refused}, deps)
+		IDs: a.ids, Log: a.log, Refused: a.refused, Sockets: a.sockets}, deps)
 	if err != nil {
 		return err
 	}
@@ -81,13 +84,31 @@ func (a *App) newCaptureTable(cfg *config.Config) *captureTable {
 	if t.spec.ReturnMark != 0 {
 		// Before any listener serves: a transparent connection made outside the zone would clash with itself once
 		// the zone applies. The table touches only the agent's transparent sockets' packets.
-		zone, err := capture.ReturnZone(capture.AgentReturnPath(t.spec.Mark).Mark)
+		zone, err := a.returnZone(capture.AgentReturnPath(t.spec.Mark).Mark)
 		if err != nil {
 			a.log.Warn("no conntrack zone for the connections made from clients' addresses: now and then one may take the port of a client's own connection, which is then reset", "err", err)
 		}
 		t.zone = zone
+		if zone != nil {
+			a.sockets.HoldRaw(sockZone, zone.Dup)
+		}
 	}
 	return t
+}
+
+// returnZone is the zone table of the agent's transparent connections: the
+// running agent's, when this one takes over (its connections keep their zone
+// while they drain), else a new one.
+func (a *App) returnZone(mark uint32) (*nft.OwnedTable, error) {
+	if f := a.sockets.Take(sockZone); f != nil {
+		fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("the zone table of the running agent: %w", err)
+		}
+		return nft.AdoptOwned(nft.ZoneTableName, fd), nil
+	}
+	return capture.ReturnZone(mark)
 }
 
 // dataPathDeps are what the proxies share.

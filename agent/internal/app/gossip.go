@@ -130,8 +130,39 @@ func (a *App) runGossip(ctx context.Context) error {
 	if a.gossip == nil {
 		return nil
 	}
+	select {
+	case <-a.gossipGo: // a taking-over agent: once the old one released the port
+	case <-ctx.Done():
+		return nil
+	}
+	for {
+		if err := a.gossipOnce(ctx); err != nil || ctx.Err() != nil {
+			return err
+		}
+		resumed := a.gossipCtl.released() // a handoff took the port; a failed one gives it back
+		if resumed == nil {
+			return nil
+		}
+		select {
+		case <-resumed:
+			a.log.Info("gossip: the handoff failed; this agent joins the pool again")
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// gossipOnce runs gossip until ctx is done or a handoff releases it.
+func (a *App) gossipOnce(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stopped := make(chan struct{})
+	a.gossipCtl.running(cancel, stopped)
 	errc := make(chan error, 1)
-	go func() { errc <- a.gossip.Run(ctx) }()
+	go func() {
+		defer close(stopped)
+		errc <- a.gossip.Run(ctx)
+	}()
 	// Membership changes without a record change (a seed answering) show in
 	// readiness through the tick.
 	t := time.NewTicker(time.Second)

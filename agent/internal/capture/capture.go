@@ -119,6 +119,14 @@ func (c *Capture) releaseLive() error {
 	return nil
 }
 
+// KeepLiveCopy makes the next Install keep a live copy again after Release: the agent a handoff was for went
+// away, and this one serves on.
+func (c *Capture) KeepLiveCopy() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.wantLive, c.liveErr = true, nil
+}
+
 // Remove deletes the agent's table. It is idempotent: removing when nothing is
 // installed succeeds.
 func (c *Capture) Remove() error {

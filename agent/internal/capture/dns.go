@@ -51,3 +51,19 @@ func (d *DNSCapture) Close() error {
 // Installed returns the installed ruleset; its String method prints it as `nft
 // list table inet ambient_agent_dns` would (less nft's "# progname" comment).
 func (d *DNSCapture) Installed() *nft.DNSRuleset { return d.ruleset }
+
+// Release leaves the table to the process this one handed its socket to (Dup); without one the kernel deletes it.
+func (d *DNSCapture) Release() error { return d.table.Release() }
+
+// Dup is a new descriptor of the socket that owns the table, for the agent that takes over from this one.
+func (d *DNSCapture) Dup() (int, error) { return d.table.Dup() }
+
+// AdoptDNS is the DNS table installed from spec by the agent this one takes over from, through fd, a descriptor
+// of the socket that owns it.
+func AdoptDNS(spec nft.DNSSpec, fd int) (*DNSCapture, error) {
+	rs, err := nft.RenderDNS(spec)
+	if err != nil {
+		return nil, fmt.Errorf("capture: adopt DNS: %w", err)
+	}
+	return &DNSCapture{table: nft.AdoptOwned(nft.DNSTableName, fd), ruleset: rs}, nil
+}

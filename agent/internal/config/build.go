@@ -78,6 +78,7 @@ func (b *builder) node(f NodeFile) Node {
 		ClusterID:    f.ClusterID,
 		Locality:     f.Locality,
 		DrainTimeout: b.duration("node.drain_timeout", f.DrainTimeout, DefaultDrainTimeout),
+		HandoffDrain: b.duration("node.handoff_drain_timeout", f.HandoffDrain, DefaultHandoffDrain),
 	}
 	if n.Name == "" {
 		host, err := os.Hostname()
@@ -108,6 +109,9 @@ func (b *builder) node(f NodeFile) Node {
 	}
 	if n.DrainTimeout <= 0 || n.DrainTimeout > 10*time.Minute {
 		b.addf("node.drain_timeout", "%s is out of range (0s, 10m]", n.DrainTimeout)
+	}
+	if n.HandoffDrain <= 0 || n.HandoffDrain > 7*24*time.Hour {
+		b.addf("node.handoff_drain_timeout", "%s is out of range (0s, 168h]", n.HandoffDrain)
 	}
 	return n
 }
@@ -248,9 +252,10 @@ func (b *builder) admin(f AdminFile) Admin {
 		ReadinessAddress: b.addrPort("admin.readiness_address", orDefault(f.ReadinessAddress, DefaultReadinessAddress)),
 		MetricsAddress:   b.addrPort("admin.metrics_address", orDefault(f.MetricsAddress, DefaultMetricsAddress)),
 	}
-	// The kernel's limit on a unix socket's path (sun_path) is 108 bytes with its NUL.
-	if !filepath.IsAbs(a.Socket) || filepath.Clean(a.Socket) != a.Socket || len(a.Socket) > 107 {
-		b.addf("admin.socket", "%q is not a clean absolute path of at most 107 bytes", a.Socket)
+	// The kernel's limit on a unix socket's path (sun_path) is 108 bytes with its NUL, and the handoff socket
+	// beside it (HandoffSocket) adds 8.
+	if !filepath.IsAbs(a.Socket) || filepath.Clean(a.Socket) != a.Socket || len(a.HandoffSocket()) > 107 {
+		b.addf("admin.socket", "%q is not a clean absolute path of at most 99 bytes", a.Socket)
 	}
 	// Even read-only, the admin port is for this host's operators: loopback only.
 	if a.Address.IsValid() && !a.Address.Addr().IsLoopback() {

@@ -2,6 +2,7 @@ package config
 
 import (
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -34,6 +35,7 @@ const (
 	DefaultNamespace      = "default"
 	DefaultServiceAccount = "default"
 	DefaultDrainTimeout   = 5 * time.Second
+	DefaultHandoffDrain   = time.Hour
 	DefaultIdentitySource = SourceFiles
 	DefaultIdentityDir    = "/etc/ambient-agent/identity"
 	DefaultSpireSocket    = "/run/spire/agent/public/api.sock"
@@ -107,6 +109,9 @@ type Node struct {
 	// services that prefer close endpoints.
 	Locality     string        `json:"locality,omitempty"`
 	DrainTimeout time.Duration `json:"drainTimeout"`
+	// HandoffDrain is how long an agent that a new one replaced (an upgrade,
+	// a restart) goes on relaying the connections it holds.
+	HandoffDrain time.Duration `json:"handoffDrainTimeout"`
 }
 
 // Identity says where the certificates of the local workloads come from.
@@ -194,13 +199,18 @@ type Capture struct {
 	OriginalSource bool `json:"originalSource"`
 }
 
+// HandoffSocket is where the running agent answers the one that replaces it
+// (package handoff): beside the control socket.
+func (a Admin) HandoffSocket() string { return a.Socket + ".handoff" }
+
 // MarshalJSON shows durations as "5s" rather than nanoseconds.
 func (n Node) MarshalJSON() ([]byte, error) {
 	type plain Node
 	return json.Marshal(struct {
 		plain
 		DrainTimeout string `json:"drainTimeout"`
-	}{plain(n), n.DrainTimeout.String()})
+		HandoffDrain string `json:"handoffDrainTimeout"`
+	}{plain(n), n.DrainTimeout.String(), n.HandoffDrain.String()})
 }
 
 // UnmarshalJSON reads what MarshalJSON writes (the CLI reads /config_dump).
@@ -209,12 +219,13 @@ func (n *Node) UnmarshalJSON(b []byte) error {
 	var v struct {
 		plain
 		DrainTimeout string `json:"drainTimeout"`
+		HandoffDrain string `json:"handoffDrainTimeout"`
 	}
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
 	*n = Node(v.plain)
-	return parseDuration(v.DrainTimeout, &n.DrainTimeout)
+	return errors.Join(parseDuration(v.DrainTimeout, &n.DrainTimeout), parseDuration(v.HandoffDrain, &n.HandoffDrain))
 }
 
 // parseDuration parses text ("5s") into d; "" leaves d as it is.

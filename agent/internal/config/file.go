@@ -27,6 +27,7 @@ type NodeFile struct {
 	ClusterID    string `toml:"cluster_id"`
 	Locality     string `toml:"locality"`
 	DrainTimeout string `toml:"drain_timeout"`
+	HandoffDrain string `toml:"handoff_drain_timeout"`
 }
 
 // IdentityFile is the [identity] table.

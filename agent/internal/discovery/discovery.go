@@ -38,6 +38,8 @@ type Discovery struct {
 	ml       atomic.Pointer[memberlist.Memberlist]
 	addr     atomic.Pointer[netip.AddrPort]
 	ran      atomic.Bool
+	handover atomic.Bool // the next end of Run does not leave the pool
+	start    sync.Once
 	started  chan struct{}
 	changed  chan struct{}
 	announce chan struct{}
@@ -112,17 +114,20 @@ func New(opts Options) (*Discovery, error) {
 }
 
 // Run binds the gossip port, joins the pool and keeps this node in it until ctx is done; then it leaves
-// gracefully and stops every goroutine it started. It returns an error only if the pool cannot be started.
+// gracefully (unless Handover was called) and stops every goroutine it started. It returns an error only if the
+// pool cannot be started. Run may be called again once it has returned.
 func (d *Discovery) Run(ctx context.Context) error {
 	if !d.ran.CompareAndSwap(false, true) {
 		return errors.New("gossip: Run called twice")
 	}
+	defer d.ran.Store(false)
+	d.handover.Store(false)
 	ml, err := d.create()
 	if err != nil {
 		return err
 	}
 	d.ml.Store(ml)
-	close(d.started)
+	d.start.Do(func() { close(d.started) })
 	d.log.Info("gossip: listening", "node", d.name, "bind", d.opts.Bind, "advertise", d.LocalAddr(),
 		"encrypted", len(d.keys) > 0, "seeds", strings.Join(d.opts.Join, ","))
 
@@ -134,16 +139,27 @@ func (d *Discovery) Run(ctx context.Context) error {
 	wg.Go(func() { d.replyLoop(loops, ml) })
 	<-ctx.Done()
 	stop()
-	if err := ml.Leave(d.tuning.LeaveTimeout); err != nil {
-		d.log.Warn("gossip: leave", "err", err)
+	handover := d.handover.Load()
+	if !handover {
+		if err := ml.Leave(d.tuning.LeaveTimeout); err != nil {
+			d.log.Warn("gossip: leave", "err", err)
+		}
 	}
 	if err := ml.Shutdown(); err != nil {
 		d.log.Warn("gossip: shutdown", "err", err)
 	}
 	wg.Wait()
+	if handover {
+		d.log.Info("gossip: stopped without leaving the pool: the agent that replaces this one takes this node's place", "node", d.name)
+		return nil
+	}
 	d.log.Info("gossip: left the pool", "node", d.name)
 	return nil
 }
+
+// Handover makes the running Run stop without leaving the pool when its ctx is done: another agent, with this
+// node's name, address and records, takes its place, so peers need not drop the node's workloads meanwhile.
+func (d *Discovery) Handover() { d.handover.Store(true) }
 
 // create builds memberlist: our transport, encryption, delegates and timings.
 func (d *Discovery) create() (*memberlist.Memberlist, error) {

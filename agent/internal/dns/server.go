@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/handoff"
 )
 
 // Lookup answers for mesh hostnames. name is lowercased and fully qualified,
@@ -30,6 +32,9 @@ type Options struct {
 	// AlsoListen are more addresses served the same way; port 0 means Listen's
 	// port. With IPv6 DNS capture, [::1]:<port>: REDIRECT sends IPv6 queries there.
 	AlsoListen []netip.AddrPort
+	// Sockets holds the listening sockets for a handoff, and those inherited
+	// from the agent this one replaces (nil: bind each).
+	Sockets *handoff.Sockets
 	// Upstreams are where other names are resolved, tried in order. Empty: the
 	// nameservers of ResolvConf. The proxy's own addresses are dropped from
 	// them; New fails when that leaves none.
@@ -117,7 +122,7 @@ func New(o Options) (*Server, error) {
 		conns:    map[net.Conn]struct{}{},
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	first, err := bind(o.Listen)
+	first, err := bind(o.Listen, o.Sockets)
 	if err != nil {
 		return nil, err
 	}
@@ -126,7 +131,7 @@ func New(o Options) (*Server, error) {
 		if ap.Port() == 0 {
 			ap = netip.AddrPortFrom(ap.Addr(), first.addr.Port())
 		}
-		more, err := bind(ap)
+		more, err := bind(ap, o.Sockets)
 		if err != nil {
 			_ = s.Close()
 			return nil, err
@@ -146,9 +151,13 @@ func New(o Options) (*Server, error) {
 	return s, nil
 }
 
-// bind opens UDP and TCP on ap. With port 0, TCP takes the port UDP got, and a
+// bind opens UDP and TCP on ap, or takes them from socks when an agent this
+// one replaces handed them over. With port 0, TCP takes the port UDP got, and a
 // few ports are tried in case another process holds that one for TCP.
-func bind(ap netip.AddrPort) (sockets, error) {
+func bind(ap netip.AddrPort, socks *handoff.Sockets) (sockets, error) {
+	if ap.Port() != 0 {
+		return bindFixed(ap, socks)
+	}
 	for try := 0; ; try++ {
 		udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
 		if err != nil {
@@ -165,6 +174,31 @@ func bind(ap netip.AddrPort) (sockets, error) {
 			return sockets{}, fmt.Errorf("dns: %w", err)
 		}
 	}
+}
+
+// bindFixed opens UDP and TCP on ap, a fixed port, through socks.
+func bindFixed(ap netip.AddrPort, socks *handoff.Sockets) (sockets, error) {
+	pc, err := socks.ListenPacket("udp "+ap.String(), func() (net.PacketConn, error) {
+		return net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+	})
+	if err != nil {
+		return sockets{}, fmt.Errorf("dns: %w", err)
+	}
+	ln, err := socks.Listen("tcp "+ap.String(), func() (net.Listener, error) {
+		return net.ListenTCP("tcp", net.TCPAddrFromAddrPort(ap))
+	})
+	if err != nil {
+		pc.Close()
+		return sockets{}, fmt.Errorf("dns: %w", err)
+	}
+	udp, uok := pc.(*net.UDPConn)
+	tcp, tok := ln.(*net.TCPListener)
+	if !uok || !tok {
+		pc.Close()
+		ln.Close()
+		return sockets{}, fmt.Errorf("dns: the sockets handed over for %s are not UDP and TCP", ap)
+	}
+	return sockets{addr: ap, udp: udp, tcp: tcp}, nil
 }
 
 // searchDomains lowercases the domains and drops their dots at either end.

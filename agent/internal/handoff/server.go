@@ -126,14 +126,16 @@ func (s *Server) handle(ctx context.Context, uc *net.UnixConn) (draining bool) {
 		c.send(message{Op: opSockets, Error: err.Error()}, nil)
 		return false
 	}
+	// Before the sockets go: the new agent may install its rules as soon as it has them.
+	s.src.Adopting()
 	err = c.send(message{Op: opSockets, PID: os.Getpid(), Version: s.version, Names: names, State: s.src.State()}, fds)
 	closeAll(fds)
 	if err != nil {
-		log.Warn("handoff: the new agent went away", "err", err)
+		log.Warn("handoff: the new agent went away; this agent goes on serving", "err", err)
+		s.src.Resume()
 		return false
 	}
 	log.Info("handoff: a new agent took this agent's sockets; it serves alongside until it is ready", "sockets", len(names))
-	s.src.Adopting()
 	uc.SetDeadline(time.Time{}) // the new agent takes as long as it needs to become ready
 	for {
 		m, files, err := c.receive()

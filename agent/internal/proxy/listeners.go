@@ -15,6 +15,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
+	"github.com/ambient-agent/ambient-agent/agent/internal/handoff"
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/ports"
@@ -37,6 +38,9 @@ type ListenConfig struct {
 	// Refused is told of each connection or tunnel the HBONE server's limits
 	// closed: stage "handshake", "connection" or "stream" (nil: not told).
 	Refused func(listener string, remote netip.AddrPort, stage, limit string)
+	// Sockets holds the listening sockets for a handoff, and those inherited
+	// from the agent this one replaces (nil: bind each).
+	Sockets *handoff.Sockets
 }
 
 // WorkloadPort is the outbound port of a workload recognised by its processes.
@@ -77,28 +81,32 @@ func Listen(cfg ListenConfig, d *Deps) (_ *Listeners, err error) {
 	}
 	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
 	// through the wildcard; the proxy refuses anything not arriving on loopback.
-	ln, err := l.listen(cfg.Mark, ports.Outbound, "the outbound port")
+	ln, err := l.listen(cfg, ports.Outbound, "the outbound port")
 	if err != nil {
 		return nil, err
 	}
 	l.outbound = append(l.outbound, NewOutbound(ln, d))
 	for _, w := range cfg.Workloads {
-		ln, err := l.listen(cfg.Mark, int(w.Port), "the outbound port of workload "+w.UID)
+		ln, err := l.listen(cfg, int(w.Port), "the outbound port of workload "+w.UID)
 		if err != nil {
 			return nil, err
 		}
 		l.outbound = append(l.outbound, NewWorkloadOutbound(ln, d, w.UID))
 	}
-	if ln, err = l.listen(cfg.Mark, ports.InboundPlaintext, "the inbound plaintext port"); err != nil {
+	if ln, err = l.listen(cfg, ports.InboundPlaintext, "the inbound plaintext port"); err != nil {
 		return nil, err
 	}
 	l.inbound = NewInboundPlain(ln, d)
 	return l, nil
 }
 
-// listen binds a marked listener of a redirected port; Close closes it.
-func (l *Listeners) listen(mark uint32, port int, what string) (net.Listener, error) {
-	ln, err := capture.ListenMarked("tcp", ":"+strconv.Itoa(port), mark)
+// listen binds a marked listener of a redirected port, or takes the one the
+// agent this one replaces handed over; Close closes it.
+func (l *Listeners) listen(cfg ListenConfig, port int, what string) (net.Listener, error) {
+	addr := ":" + strconv.Itoa(port)
+	ln, err := cfg.Sockets.Listen("tcp marked "+addr, func() (net.Listener, error) {
+		return capture.ListenMarked("tcp", addr, cfg.Mark)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: listen on %s (%d): %w", what, port, err)
 	}
@@ -124,7 +132,8 @@ func (l *Listeners) listenHBONE(cfg ListenConfig, d *Deps) error {
 	if err != nil {
 		return fmt.Errorf("hbone: %w", err)
 	}
-	ln, err := net.Listen("tcp", ":"+strconv.Itoa(ports.HBONE))
+	addr := ":" + strconv.Itoa(ports.HBONE)
+	ln, err := cfg.Sockets.Listen("tcp "+addr, func() (net.Listener, error) { return net.Listen("tcp", addr) })
 	if err != nil {
 		return fmt.Errorf("hbone: listen on the HBONE port: %w", err)
 	}
