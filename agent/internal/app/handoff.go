@@ -3,9 +3,11 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
@@ -45,6 +47,13 @@ const handoffReadyTimeout = 50 * time.Second
 func (a *App) dialHandoff(cfg *config.Config) error {
 	a.gate, a.gossipGo = make(chan struct{}), make(chan struct{})
 	tk, err := handoff.Dial(cfg.Admin.HandoffSocket(), Version)
+	var stuck *handoff.StuckError
+	if errors.As(err, &stuck) {
+		// Stopped or deadlocked: what a watchdog would kill. Its connections are lost; the host stays closed
+		// meanwhile (the capture table stays), and this agent starts afresh.
+		a.log.Error("the running agent does not answer: killing it to start afresh", "pid", stuck.PID)
+		err = killAndWait(stuck.PID, 5*time.Second)
+	}
 	if err != nil {
 		return err
 	}
@@ -67,6 +76,19 @@ func (a *App) dialHandoff(cfg *config.Config) error {
 	a.leaveShared.Store(true) // until the takeover completes, everything shared is the running agent's
 	a.log.Info("taking over from the running agent: it serves until this one is ready", "old_pid", tk.PID, "old_version", tk.Version)
 	return nil
+}
+
+// killAndWait kills pid and waits until it is gone.
+func killAndWait(pid int, d time.Duration) error {
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
+		return fmt.Errorf("handoff: kill the stuck agent (pid %d): %w", pid, err)
+	}
+	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if syscall.Kill(pid, 0) != nil {
+			return nil
+		}
+	}
+	return fmt.Errorf("handoff: the stuck agent (pid %d) is still there %s after SIGKILL", pid, d)
 }
 
 // takeOver completes a takeover once the rest of the agent runs: ready but

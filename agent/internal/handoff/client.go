@@ -39,17 +39,32 @@ func Dial(path, version string) (*Takeover, error) {
 	return t, nil
 }
 
+// StuckError: an agent holds the handoff socket and does not answer (stopped,
+// deadlocked). Nothing can be taken over from it; it must go.
+type StuckError struct{ PID int }
+
+func (e *StuckError) Error() string {
+	return fmt.Sprintf("handoff: the running agent (pid %d) does not answer within %s", e.PID, answerTimeout)
+}
+
+// answerTimeout is how long a running agent may take to answer a hello or a probe: a few milliseconds when it
+// is well.
+const answerTimeout = 10 * time.Second
+
 func takeover(uc *net.UnixConn, version string) (*Takeover, error) {
 	pid, err := samePeer(uc)
 	if err != nil {
 		return nil, err
 	}
 	c := conn{uc}
-	uc.SetDeadline(time.Now().Add(handoffTimeout))
+	uc.SetDeadline(time.Now().Add(answerTimeout))
 	if err := c.send(message{Op: opHello, PID: os.Getpid(), Version: version}, nil); err != nil {
 		return nil, err
 	}
 	m, files, err := c.receive()
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, &StuckError{PID: pid}
+	}
 	if err == nil && m.Op != opSockets {
 		err = fmt.Errorf("handoff: the running agent answered %q, not %q", m.Op, opSockets)
 	}
@@ -69,6 +84,36 @@ func takeover(uc *net.UnixConn, version string) (*Takeover, error) {
 		inherited[m.Names[i]] = f
 	}
 	return &Takeover{c: c, Sockets: NewSockets(inherited), State: m.State, PID: pid, Version: m.Version, done: make(chan struct{})}, nil
+}
+
+// Probe says which agent serves at path: its pid and version; pid 0 when
+// none does. An agent that does not answer is a StuckError.
+func Probe(path string) (pid int, version string, err error) {
+	uc, err := net.DialUnix("unixpacket", nil, &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ECONNREFUSED) {
+			return 0, "", nil
+		}
+		return 0, "", fmt.Errorf("handoff: %s: %w", path, err)
+	}
+	defer uc.Close()
+	if pid, err = samePeer(uc); err != nil {
+		return 0, "", err
+	}
+	c := conn{uc}
+	uc.SetDeadline(time.Now().Add(answerTimeout))
+	if err := c.send(message{Op: opProbe}, nil); err != nil {
+		return 0, "", err
+	}
+	m, files, err := c.receive()
+	closeFiles(files)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, "", &StuckError{PID: pid}
+	}
+	if err != nil {
+		return 0, "", err
+	}
+	return pid, m.Version, nil
 }
 
 // ReleaseGossip asks the old agent to give up the gossip port.

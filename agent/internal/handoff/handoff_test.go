@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
@@ -188,5 +189,37 @@ func TestUnclaimedSocketsAreClosed(t *testing.T) {
 	}
 	if _, err := f.Stat(); err == nil {
 		t.Fatal("an unclaimed socket stays open")
+	}
+}
+
+func TestProbeHasNoSideEffect(t *testing.T) {
+	path, _, agent, _ := oldAgent(t)
+	pid, version, err := Probe(path)
+	if err != nil || pid != os.Getpid() || version != "1.0" {
+		t.Fatalf("Probe: pid %d version %q err %v", pid, version, err)
+	}
+	if got := agent.got(); len(got) != 0 {
+		t.Fatalf("a probe reached the agent: %v", got)
+	}
+	if pid, _, err := Probe(filepath.Join(t.TempDir(), "none")); pid != 0 || err != nil {
+		t.Fatalf("Probe with nobody there: %d %v", pid, err)
+	}
+}
+
+func TestAStuckAgentIsNamed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "handoff.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close() // listens, never accepts: a stopped agent
+	start := time.Now()
+	_, err = Dial(path, "2")
+	var stuck *StuckError
+	if !errors.As(err, &stuck) || stuck.PID != os.Getpid() {
+		t.Fatalf("Dial to an agent that never answers: %v, want a StuckError naming pid %d", err, os.Getpid())
+	}
+	if took := time.Since(start); took < answerTimeout {
+		t.Fatalf("gave up after %s", took)
 	}
 }

@@ -115,6 +115,10 @@ func (s *Server) handle(ctx context.Context, uc *net.UnixConn) (draining bool) {
 	uc.SetDeadline(time.Now().Add(handoffTimeout))
 	hello, files, err := c.receive()
 	closeFiles(files)
+	if err == nil && hello.Op == opProbe {
+		c.send(message{Op: opProbe, PID: os.Getpid(), Version: s.version}, nil)
+		return false
+	}
 	if err != nil || hello.Op != opHello {
 		log.Warn("handoff: no hello from the new agent", "err", err, "op", hello.Op)
 		return false

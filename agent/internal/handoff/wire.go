@@ -28,6 +28,7 @@ const (
 	opGossipReleased = "gossip-released"
 	opDrain          = "drain"
 	opDraining       = "draining"
+	opProbe          = "probe" // who serves here? No side effect.
 )
 
 const (
