@@ -11,11 +11,19 @@ import (
 )
 
 func runDaemon(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("run", "run [-config FILE] [-keep-capture]", stderr)
+	fs := newFlags("run", "run [-config FILE] [-keep-capture] [-supervise]", stderr)
 	path := configFlag(fs)
 	keep := fs.Bool("keep-capture", false, "leave the capture table in place when the agent exits, so the host stays closed until an agent runs again (the systemd unit's way)")
+	supervise := fs.Bool("supervise", false, "run the agent as a worker process under this one, so that a systemd restart or upgrade hands over without dropping a connection (the systemd unit's way; docs/operations.md)")
 	if code := parseFlags(fs, args, stdout); code >= 0 {
 		return code
+	}
+	if *supervise {
+		worker := []string{"-config", *path}
+		if *keep {
+			worker = append(worker, "-keep-capture")
+		}
+		return app.Supervise(*path, worker, stderr)
 	}
 	return app.Main(*path, app.RunOptions{KeepCapture: *keep}, stderr)
 }
@@ -52,6 +60,10 @@ func runVersion(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// stopWorkersWithin is how long cleanup gives the agent's processes to drain on a stop, within the unit's
+// TimeoutStopSec (60s).
+const stopWorkersWithin = 50 * time.Second
+
 func runCleanup(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("cleanup", "cleanup [-after-stop UNIT | -force] [-socket PATH]", stderr)
 	unit := fs.String("after-stop", "", "the systemd `unit` whose ExecStopPost this is: remove the table only when systemd is stopping the unit (not after a crash, a restart or an upgrade)")
@@ -68,6 +80,13 @@ func runCleanup(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if *unit != "" {
+		// The unit's processes first (KillMode=process leaves them to this): on a stop and at shutdown they
+		// drain and exit; after a restart they serve on, and the next start's agent takes over.
+		if app.StopsWorkers(context.Background(), *unit) {
+			if err := app.StopWorkers(stdout, stopWorkersWithin); err != nil {
+				fmt.Fprintln(stderr, "ambient-agent cleanup: the agent's processes:", err)
+			}
+		}
 		remove, reason := app.AfterStop(context.Background(), *unit)
 		fmt.Fprintln(stdout, "ambient-agent cleanup:", reason)
 		if !remove {

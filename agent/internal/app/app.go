@@ -86,7 +86,7 @@ func New(cfg *config.Config, log *slog.Logger, level *slog.LevelVar) (*App, erro
 		log:      log,
 		level:    level,
 		ready:    newReadiness(),
-		notify:   notifier{log: log},
+		notify:   newNotifier(log),
 		started:  time.Now(),
 		quit:     make(chan struct{}),
 		registry: prometheus.NewRegistry(),

@@ -3,10 +3,15 @@ package app
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	sddbus "github.com/coreos/go-systemd/v22/dbus"
@@ -155,6 +160,98 @@ func stopJob(jobs []sddbus.JobStatus, unit string) (bool, string) {
 		return false, fmt.Sprintf("a %s job of %s follows: the host stays closed for the next agent%s", j.JobType, unit, result)
 	}
 	return false, "nobody stopped " + unit + " (it ended by itself; systemd starts it again): the host stays closed" + result
+}
+
+// StopsWorkers says, in the unit's ExecStopPost, whether the agent's processes
+// must stop with the supervisor: on a stop an operator asked for and at the
+// system's shutdown. After a restart, an upgrade or an exit of the supervisor
+// nobody asked for they serve on, and the next supervisor's worker takes over.
+// When systemd cannot be asked they serve on.
+func StopsWorkers(ctx context.Context, unit string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	conn, err := sddbus.NewSystemdConnectionContext(ctx)
+	if err != nil {
+		conn, err = sddbus.NewSystemConnectionContext(ctx)
+	}
+	if err != nil {
+		return false
+	}
+	defer conn.Close()
+	jobs, err := conn.ListJobsContext(ctx)
+	if err != nil {
+		return false
+	}
+	for _, j := range jobs {
+		if (j.JobType == "start" && shutdownTargets[j.Unit]) || (j.Unit == unit && j.JobType == "stop") {
+			return true
+		}
+	}
+	return false
+}
+
+// StopWorkers ends every other process of this process's cgroup (the unit's
+// agents, in ExecStopPost): SIGTERM, which drains within node.drain_timeout,
+// then SIGKILL for those still there after within. It says what it did on out.
+func StopWorkers(out io.Writer, within time.Duration) error {
+	procs, err := ownCgroupProcs()
+	if err != nil {
+		return err
+	}
+	others := func() []int {
+		pids, _ := ownCgroupProcs()
+		return slices.DeleteFunc(pids, func(p int) bool { return p == os.Getpid() })
+	}
+	pids := slices.DeleteFunc(procs, func(p int) bool { return p == os.Getpid() })
+	if len(pids) == 0 {
+		return nil
+	}
+	fmt.Fprintf(out, "ambient-agent cleanup: stopping the agent's processes %v\n", pids)
+	for _, p := range pids {
+		_ = syscall.Kill(p, syscall.SIGTERM)
+	}
+	deadline := time.Now().Add(within)
+	for len(others()) > 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if left := others(); len(left) > 0 {
+		fmt.Fprintf(out, "ambient-agent cleanup: killing %v, still there after %s\n", left, within)
+		for _, p := range left {
+			_ = syscall.Kill(p, syscall.SIGKILL)
+		}
+		for end := time.Now().Add(5 * time.Second); len(others()) > 0 && time.Now().Before(end); {
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// ownCgroupProcs are the processes of this process's cgroup (v2).
+func ownCgroupProcs() ([]int, error) {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return nil, err
+	}
+	var path string
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			path = p
+		}
+	}
+	if path == "" {
+		return nil, errors.New("no cgroup v2 path in /proc/self/cgroup")
+	}
+	b, err = os.ReadFile(filepath.Join("/sys/fs/cgroup", path, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(b)) {
+		if p, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, p)
+		}
+	}
+	return pids, nil
 }
 
 // shutdownTargets are the targets a shutdown, a reboot or a kexec starts.
