@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -393,4 +394,149 @@ func rss(pid int) string {
 		}
 	}
 	return "?"
+}
+
+// The supervisor the systemd unit runs (run -supervise), outside systemd: a
+// reload when the binary on disk changed hands over to a worker of the new
+// binary; a reload to a binary that fails at start leaves the running worker
+// serving; the supervisor's end (a restart) leaves the worker serving, and the
+// next supervisor's worker takes over from it. New connections never fail.
+func TestSupervisorHandsOver(t *testing.T) {
+	l := lab.New(t, 2)
+	h1, h2 := l.Hosts[0], l.Hosts[1]
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "ambient-agent")
+	if err := copyFile(agentBin, bin); err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range l.Hosts {
+		h.Issue(agentBin, "default", "app-"+h.Name)
+	}
+	server := h2.StartAgent(agentBin, lab.AgentConfig{Host: h2, Workloads: []lab.Workload{h2.App("app-h2")}, Remote: []lab.Remote{h1.RemoteApp("app-h1")}}.String())
+	server.WaitReady(t, 20*time.Second)
+	config := h1.WriteConfig(lab.AgentConfig{Host: h1, Workloads: []lab.Workload{h1.App("app-h1")}, Remote: []lab.Remote{h2.RemoteApp("app-h2")}}.String())
+	sup := h1.Start("supervisor", bin, "run", "-supervise", "-config", config)
+	supervisor := &lab.Agent{Proc: sup, Host: h1, ConfigPath: config}
+	supervisor.WaitReady(t, 20*time.Second)
+	worker := workerOf(t, sup.Pid())
+
+	ln, err := h2.Listen("tcp", ":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go serveEcho(ln)
+	dial := func() (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return h1.Dial(ctx, "tcp", h2.Addr.String()+":9000")
+	}
+	waitMeshed(t, dial, server)
+	held, err := dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	loop := startConnectLoop(dial, 50*time.Millisecond)
+
+	// A new binary on disk, then a reload: a worker of it takes over.
+	replace := func(content []byte) {
+		t.Helper()
+		tmp := bin + ".new"
+		if err := os.WriteFile(tmp, content, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, bin); err != nil {
+			t.Fatal(err)
+		}
+	}
+	agent, err := os.ReadFile(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop.mark("reload, new binary")
+	replace(agent)
+	sup.Signal(syscall.SIGHUP)
+	supervisor.WaitLog(t, "the new agent serves; the one it replaced drains", 30*time.Second)
+	second := workerOf(t, sup.Pid(), worker)
+
+	// A binary that fails at start: the running worker serves on, and the supervisor says so.
+	loop.mark("reload, broken binary")
+	replace([]byte("#!/bin/sh\necho 'this agent is broken' >&2\nexit 3\n"))
+	sup.Signal(syscall.SIGHUP)
+	supervisor.WaitLog(t, "the new agent exited before it was ready", 10*time.Second)
+	if !strings.Contains(supervisor.Log(), "this agent is broken") {
+		t.Errorf("the broken agent's own words are not in the log:\n%s", supervisor.Log())
+	}
+	if !processAlive(second) || sup.Exited() {
+		t.Fatalf("a failed upgrade stopped the running agent:\n%s", supervisor.Log())
+	}
+
+	// The supervisor ends (a restart): the worker serves on; the next supervisor's worker takes over from it.
+	loop.mark("restart")
+	replace(agent)
+	sup.Signal(syscall.SIGTERM)
+	if _, ok := sup.Wait(5 * time.Second); !ok {
+		t.Fatal("the supervisor did not exit on SIGTERM")
+	}
+	if !processAlive(second) {
+		t.Fatal("the worker ended with its supervisor")
+	}
+	next := h1.Start("supervisor-next", bin, "run", "-supervise", "-config", config)
+	nextSup := &lab.Agent{Proc: next, Host: h1, ConfigPath: config}
+	nextSup.WaitLog(t, "the new agent serves; the one the previous start left drains", 30*time.Second)
+	workerOf(t, next.Pid())
+	loop.mark("after")
+	time.Sleep(500 * time.Millisecond)
+	loop.stop()
+	if err := echoOnce(held, "held across three handoffs\n"); err != nil {
+		t.Errorf("the connection held across the handoffs: %v", err)
+	}
+	loop.report(t)
+	held.Close()
+	// The replaced workers exit once their connection is closed.
+	for _, pid := range []int{worker, second} {
+		deadline := time.Now().Add(15 * time.Second)
+		for processAlive(pid) && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if processAlive(pid) {
+			t.Errorf("the replaced worker %d did not exit once its connections ended", pid)
+		}
+	}
+	next.Signal(syscall.SIGTERM)
+}
+
+// workerOf waits for the one child of the supervisor that is not in not.
+func workerOf(t *testing.T, supervisor int, not ...int) int {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		// Any of the supervisor's threads may have started it.
+		tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", supervisor))
+		var children []string
+		for _, task := range tasks {
+			b, _ := os.ReadFile(task)
+			children = append(children, strings.Fields(string(b))...)
+		}
+		for _, f := range children {
+			if pid, err := strconv.Atoi(f); err == nil && !slices.Contains(not, pid) {
+				return pid
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("the supervisor %d has no new worker", supervisor)
+	return 0
+}
+
+// processAlive says whether pid runs (a zombie does not).
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
 }
