@@ -1,23 +1,20 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/tests/lab"
+	"github.com/ambient-agent/ambient-agent/tests/lab/traffic"
 )
 
 // A restart or an upgrade hands over (docs/operations.md, "Upgrades and
@@ -51,7 +48,7 @@ func TestHandoffDropsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go serveEcho(ln)
+	go traffic.ServeEcho(ln)
 	dst := h2.Addr.String() + ":9000"
 	dial := func() (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -60,26 +57,22 @@ func TestHandoffDropsNothing(t *testing.T) {
 	}
 	waitMeshed(t, dial, agents[h2])
 
-	idle := make([]net.Conn, 50)
-	for i := range idle {
-		c, err := dial()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := echoOnce(c, fmt.Sprintf("idle %d\n", i)); err != nil {
-			t.Fatalf("idle connection %d: %v", i, err)
-		}
-		idle[i] = c
+	idle, err := traffic.Hold(dial, 50)
+	if err != nil {
+		t.Fatal(err)
 	}
-	stream := startStream(t, dial)
-	loop := startConnectLoop(dial, 50*time.Millisecond)
+	defer idle.Close()
+	stream, err := traffic.StartStream(dial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loop := traffic.StartLoop(dial, 50*time.Millisecond)
 
 	time.Sleep(2 * time.Second) // the baseline
 	olds := map[*lab.Host]*lab.Agent{}
 	for _, h := range []*lab.Host{h1, h2} {
 		old := agents[h]
-		loop.mark("handoff " + h.Name)
+		loop.Mark("handoff " + h.Name)
 		n := h.StartNextAgent("agent-next", next, config(h))
 		n.WaitLog(t, "took over", 30*time.Second)
 		old.WaitLog(t, "draining for the agent that replaced this one", 10*time.Second)
@@ -93,28 +86,24 @@ func TestHandoffDropsNothing(t *testing.T) {
 		}
 		olds[h], agents[h] = old, n
 	}
-	loop.mark("after")
+	loop.Mark("after")
 	time.Sleep(time.Second)
-	loop.stop()
-	sent := stream.stop()
-	for i, c := range idle {
-		if err := echoOnce(c, fmt.Sprintf("idle %d again\n", i)); err != nil {
-			t.Errorf("idle connection %d after both handoffs: %v", i, err)
-		}
+	loop.Stop()
+	sent := stream.Stop()
+	for _, err := range idle.Check() {
+		t.Errorf("after both handoffs: %v", err)
 	}
-	if err := stream.err(); err != nil {
+	if err := stream.Err(); err != nil {
 		t.Errorf("the stream across both handoffs: %v", err)
 	}
 	t.Logf("stream: %d bytes echoed byte-exact across both handoffs", sent)
 	if sent < 1<<20 {
 		t.Errorf("the stream moved %d bytes: too little to have crossed the handoffs", sent)
 	}
-	loop.report(t)
+	report(t, loop)
 
 	// The old agents hold nothing more once the connections end: they exit.
-	for _, c := range idle {
-		c.Close()
-	}
+	idle.Close()
 	for h, old := range olds {
 		code, exited := old.Wait(15 * time.Second)
 		if !exited {
@@ -125,7 +114,7 @@ func TestHandoffDropsNothing(t *testing.T) {
 		}
 	}
 	// The new ones serve on, and a third takeover works as the first did.
-	if err := echoThrough(dial, "after the old agents exited\n"); err != nil {
+	if err := traffic.EchoThrough(dial, "after the old agents exited\n"); err != nil {
 		t.Errorf("after the old agents exited: %v", err)
 	}
 }
@@ -138,27 +127,13 @@ func copyFile(src, dst string) error {
 	return os.WriteFile(dst, b, 0o755)
 }
 
-// serveEcho echoes every connection ln accepts.
-func serveEcho(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			io.Copy(c, c)
-		}()
-	}
-}
-
 // waitMeshed waits until a connection through the mesh echoes and the server's
 // agent has seen it arrive over HBONE.
-func waitMeshed(t *testing.T, dial func() (net.Conn, error), server *lab.Agent) {
+func waitMeshed(t *testing.T, dial traffic.Dialer, server *lab.Agent) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		err := echoThrough(dial, "ping\n")
+		err := traffic.EchoThrough(dial, "ping\n")
 		if err == nil && strings.Contains(server.Log(), "inbound") {
 			return
 		}
@@ -169,218 +144,19 @@ func waitMeshed(t *testing.T, dial func() (net.Conn, error), server *lab.Agent) 
 	}
 }
 
-func echoThrough(dial func() (net.Conn, error), msg string) error {
-	c, err := dial()
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return echoOnce(c, msg)
-}
-
-func echoOnce(c net.Conn, msg string) error {
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, msg); err != nil {
-		return err
-	}
-	got := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, got); err != nil {
-		return err
-	}
-	if string(got) != msg {
-		return fmt.Errorf("echoed %q, want %q", got, msg)
-	}
-	return nil
-}
-
-// stream writes a known sequence through one connection and checks every byte
-// that comes back.
-type stream struct {
-	c       net.Conn
-	stopped chan struct{}
-	wg      sync.WaitGroup
-	echoed  atomic.Int64
-	mu      sync.Mutex
-	first   error
-}
-
-func startStream(t *testing.T, dial func() (net.Conn, error)) *stream {
-	c, err := dial()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &stream{c: c, stopped: make(chan struct{})}
-	block := func(i int64) []byte { return bytes.Repeat([]byte{byte(i), byte(i >> 8), byte(i * 7)}, 1365) }
-	var written atomic.Int64
-	s.wg.Go(func() {
-		defer c.(*net.TCPConn).CloseWrite()
-		for i := int64(0); ; i++ {
-			select {
-			case <-s.stopped:
-				return
-			default:
-			}
-			if _, err := c.Write(block(i)); err != nil {
-				s.fail(fmt.Errorf("write block %d: %w", i, err))
-				return
-			}
-			written.Add(1)
-			time.Sleep(time.Millisecond)
-		}
-	})
-	s.wg.Go(func() {
-		got := make([]byte, len(block(0)))
-		for i := int64(0); ; i++ {
-			if _, err := io.ReadFull(c, got); err != nil {
-				if err == io.EOF && i == written.Load() {
-					return
-				}
-				s.fail(fmt.Errorf("read block %d of %d written: %w", i, written.Load(), err))
-				return
-			}
-			if !bytes.Equal(got, block(i)) {
-				s.fail(fmt.Errorf("block %d came back changed", i))
-				return
-			}
-			s.echoed.Add(int64(len(got)))
-		}
-	})
-	return s
-}
-
-func (s *stream) fail(err error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.first == nil {
-		s.first = err
-	}
-}
-
-func (s *stream) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.first
-}
-
-// stop ends the stream once everything written has come back; it returns the
-// bytes echoed.
-func (s *stream) stop() int64 {
-	close(s.stopped)
-	done := make(chan struct{})
-	go func() { s.wg.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		s.fail(fmt.Errorf("the echo of the last blocks did not come back"))
-	}
-	s.c.Close()
-	return s.echoed.Load()
-}
-
-// connectLoop opens a connection every interval, echoes on it and records how
-// long that took, per phase.
-type connectLoop struct {
-	mu     sync.Mutex
-	phase  string
-	phases []string
-	times  map[string][]time.Duration // of the connections opened at a fixed rate
-	probes map[string][]time.Duration // of the back-to-back ones
-	fails  []string
-	done   chan struct{}
-	wg     sync.WaitGroup
-}
-
-func startConnectLoop(dial func() (net.Conn, error), every time.Duration) *connectLoop {
-	l := &connectLoop{phase: "before", phases: []string{"before"}, times: map[string][]time.Duration{},
-		probes: map[string][]time.Duration{}, done: make(chan struct{})}
-	// One more client connects back to back, one connection at a time: its
-	// longest wait is the longest moment nobody accepted.
-	l.wg.Go(func() {
-		for n := 0; ; n++ {
-			select {
-			case <-l.done:
-				return
-			default:
-			}
-			l.connect(dial, "probe", n, l.probes)
-		}
-	})
-	l.wg.Go(func() {
-		tick := time.NewTicker(every)
-		defer tick.Stop()
-		for n := 0; ; n++ {
-			select {
-			case <-l.done:
-				return
-			case <-tick.C:
-			}
-			l.wg.Go(func() { l.connect(dial, "connection", n, l.times) })
-		}
-	})
-	return l
-}
-
-// connect makes one connection, echoes on it, and records how long that took
-// in into, or the failure.
-func (l *connectLoop) connect(dial func() (net.Conn, error), what string, n int, into map[string][]time.Duration) {
-	l.mu.Lock()
-	phase := l.phase
-	l.mu.Unlock()
-	start := time.Now()
-	err := echoThrough(dial, what+" "+strconv.Itoa(n)+"\n")
-	took := time.Since(start)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err != nil {
-		l.fails = append(l.fails, fmt.Sprintf("%s: %s %d: %v", phase, what, n, err))
-		return
-	}
-	into[phase] = append(into[phase], took)
-}
-
-func (l *connectLoop) mark(phase string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.phase = phase
-	l.phases = append(l.phases, phase)
-}
-
-func (l *connectLoop) stop() {
-	close(l.done)
-	l.wg.Wait()
-}
-
-// report fails the test for any failed connection and logs, per phase, the
-// connections made and their median and longest time to an echo.
-func (l *connectLoop) report(t *testing.T) {
+// report logs what the loop saw and fails the test for every failed
+// connection and every phase without one.
+func report(t *testing.T, loop *traffic.Loop) {
 	t.Helper()
-	total := 0
-	for _, p := range l.phases {
-		ts := slices.Clone(l.times[p])
-		slices.Sort(ts)
-		total += len(ts)
-		if len(ts) == 0 {
-			t.Errorf("no connection completed in phase %q", p)
-			continue
-		}
-		ps := slices.Clone(l.probes[p])
-		slices.Sort(ps)
-		if len(ps) == 0 {
-			t.Errorf("no back-to-back connection completed in phase %q", p)
-			continue
-		}
-		total += len(ps)
-		t.Logf("new connections, %-12s %4d at 20/s, time to an echo: median %v, longest %v; %5d back to back: median %v, longest %v",
-			p+":", len(ts), round(ts[len(ts)/2]), round(ts[len(ts)-1]), len(ps), round(ps[len(ps)/2]), round(ps[len(ps)-1]))
-	}
-	t.Logf("new connections: %d made, %d failed", total, len(l.fails))
-	for _, f := range l.fails {
+	r := loop.Report()
+	t.Log("\n" + r.String())
+	for _, f := range r.Failures {
 		t.Error(f)
 	}
+	for _, p := range r.Empty() {
+		t.Errorf("no connection completed in phase %q", p)
+	}
 }
-
-func round(d time.Duration) time.Duration { return d.Round(10 * time.Microsecond) }
 
 // rss is a process's resident memory, as /proc says it.
 func rss(pid int) string {
@@ -425,7 +201,7 @@ func TestSupervisorHandsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go serveEcho(ln)
+	go traffic.ServeEcho(ln)
 	dial := func() (net.Conn, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -437,7 +213,7 @@ func TestSupervisorHandsOver(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer held.Close()
-	loop := startConnectLoop(dial, 50*time.Millisecond)
+	loop := traffic.StartLoop(dial, 50*time.Millisecond)
 
 	// A new binary on disk, then a reload: a worker of it takes over.
 	replace := func(content []byte) {
@@ -454,14 +230,14 @@ func TestSupervisorHandsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	loop.mark("reload, new binary")
+	loop.Mark("reload, new binary")
 	replace(agent)
 	sup.Signal(syscall.SIGHUP)
 	supervisor.WaitLog(t, "the new agent serves; the one it replaced drains", 30*time.Second)
 	second := workerOf(t, sup.Pid(), worker)
 
 	// A binary that fails at start: the running worker serves on, and the supervisor says so.
-	loop.mark("reload, broken binary")
+	loop.Mark("reload, broken binary")
 	replace([]byte("#!/bin/sh\necho 'this agent is broken' >&2\nexit 3\n"))
 	sup.Signal(syscall.SIGHUP)
 	supervisor.WaitLog(t, "the new agent exited before it was ready", 10*time.Second)
@@ -473,7 +249,7 @@ func TestSupervisorHandsOver(t *testing.T) {
 	}
 
 	// The supervisor ends (a restart): the worker serves on; the next supervisor's worker takes over from it.
-	loop.mark("restart")
+	loop.Mark("restart")
 	replace(agent)
 	sup.Signal(syscall.SIGTERM)
 	if _, ok := sup.Wait(5 * time.Second); !ok {
@@ -486,13 +262,13 @@ func TestSupervisorHandsOver(t *testing.T) {
 	nextSup := &lab.Agent{Proc: next, Host: h1, ConfigPath: config}
 	nextSup.WaitLog(t, "the new agent serves; the one the previous start left drains", 30*time.Second)
 	workerOf(t, next.Pid())
-	loop.mark("after")
+	loop.Mark("after")
 	time.Sleep(500 * time.Millisecond)
-	loop.stop()
-	if err := echoOnce(held, "held across three handoffs\n"); err != nil {
+	loop.Stop()
+	if err := traffic.EchoOnce(held, "held across three handoffs\n"); err != nil {
 		t.Errorf("the connection held across the handoffs: %v", err)
 	}
-	loop.report(t)
+	report(t, loop)
 	held.Close()
 	// The replaced workers exit once their connection is closed.
 	for _, pid := range []int{worker, second} {

@@ -8,6 +8,10 @@
 //	loadgen conn  -target IP:PORT -workers 16 -duration 5s
 //	                                               new connections per second (connect, one small exchange, close)
 //	loadgen hold  -target IP:PORT -n 1000          open n connections, one exchange each, then hold them until killed
+//	loadgen survive -target IP:PORT -n 50 -rate 20 checked traffic across what is done to the path meanwhile
+//	                                               (tests/lab/traffic): n idle connections, a byte-exact stream,
+//	                                               rate new connections a second and one client back to back;
+//	                                               SIGUSR1 starts the next phase, SIGTERM ends and reports (text)
 package main
 
 import (
@@ -25,6 +29,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab/traffic"
 )
 
 func main() {
@@ -61,6 +67,8 @@ func main() {
 		out, err = connRate(*target, *workers, *warmup, *duration)
 	case "hold":
 		err = hold(*target, *n)
+	case "survive":
+		err = survive(*target, *n, *rate)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -290,6 +298,52 @@ func hold(target string, n int) error {
 	<-ctx.Done()
 	for _, c := range conns {
 		c.Close()
+	}
+	return nil
+}
+
+// survive runs checked traffic to target until SIGTERM, then prints what it saw: the phases' connections, and a
+// line starting "FAIL" for each failure. Every failure also makes it exit 1.
+func survive(target string, idle int, rate float64) error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	dial := func() (net.Conn, error) { return net.DialTimeout("tcp", target, 5*time.Second) }
+	held, err := traffic.Hold(dial, idle)
+	if err != nil {
+		return err
+	}
+	defer held.Close()
+	stream, err := traffic.StartStream(dial)
+	if err != nil {
+		return err
+	}
+	loop := traffic.StartLoop(dial, time.Duration(float64(time.Second)/rate))
+	fmt.Println("running")
+	for phase := 1; ; phase++ {
+		if sig := <-sigs; sig != syscall.SIGUSR1 {
+			break
+		}
+		loop.Mark(fmt.Sprintf("phase %d", phase))
+	}
+	loop.Stop()
+	echoed := stream.Stop()
+	r := loop.Report()
+	fmt.Println(r)
+	failed := len(r.Failures)
+	for _, f := range r.Failures {
+		fmt.Println("FAIL", f)
+	}
+	for _, e := range held.Check() {
+		fmt.Println("FAIL", e)
+		failed++
+	}
+	if err := stream.Err(); err != nil {
+		fmt.Println("FAIL stream:", err)
+		failed++
+	}
+	fmt.Printf("stream: %d bytes echoed byte-exact\nidle: %d connections\n", echoed, idle)
+	if failed > 0 {
+		return fmt.Errorf("%d failures", failed)
 	}
 	return nil
 }
