@@ -1,6 +1,7 @@
 package packaging
 
 import (
+	"fmt"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -59,9 +60,10 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 	configure(m)
 	serviceLifecycle(m)
 
-	// Upgrade to a newer package: the edited config stays, the running agent is restarted on the new binary.
+	// Upgrade to a newer package: the edited config stays, the running agent hands over to the new binary
+	// (a reload: the unit's main process stays, a new agent process takes over).
 	sum := m.run("sha256sum /etc/ambient-agent/config.toml")
-	pid := mainPID(m)
+	pid, worker := mainPID(m), workerPID(m)
 	addToRepo(t, repo, a.upgrade)
 	m.run("apt-get update -q && apt-get install -y -q ambient-agent")
 	if v := m.run("dpkg-query -W -f='${Version}' ambient-agent"); v != secondVersion+"-"+release {
@@ -71,9 +73,11 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 		t.Fatalf("the upgrade changed the edited config:\n%s", m.run("cat /etc/ambient-agent/config.toml"))
 	}
 	expectActiveAgain(m)
-	if after := mainPID(m); after == pid {
-		t.Fatalf("the upgrade did not restart the running agent (MainPID still %d)", pid)
+	if after := mainPID(m); after != pid {
+		t.Fatalf("the upgrade restarted the unit (MainPID %d -> %d); want a handoff", pid, after)
 	}
+	m.eventually(30*time.Second, "a new agent process serves", fmt.Sprintf(
+		`w=$(cat /proc/%d/task/*/children | tr ' ' '\n' | sort -n | tail -n 1); [ -n "$w" ] && [ "$w" != %d ] && [ "$(readlink /proc/$w/exe)" = /usr/bin/ambient-agent ]`, pid, worker))
 	if v := m.run("ambient-agent version"); !strings.Contains(v, secondVersion) {
 		t.Fatalf("after the upgrade `ambient-agent version` says %q, want %s", strings.TrimSpace(v), secondVersion)
 	}

@@ -93,6 +93,7 @@ func repoRoot(t *testing.T) string {
 type artifacts struct {
 	first    map[string]string // "deb/amd64" -> path, "rpm/amd64", "tarball/amd64": this machine's architecture
 	upgrade  string            // the secondVersion .deb for runtime.GOARCH
+	tools    string            // a directory with loadgen (tests/bench/cmd/loadgen), static, for inside the machines
 	buildLog string
 }
 
@@ -165,6 +166,12 @@ func build(root string) (*artifacts, error) {
 		return nil, fmt.Errorf("build.sh printed %v, want one .deb", paths)
 	}
 	a.upgrade = paths[0]
+	a.tools = filepath.Join(shared.dir, "tools")
+	gobuild := exec.Command("go", "build", "-o", filepath.Join(a.tools, "loadgen"), "./tests/bench/cmd/loadgen")
+	gobuild.Dir, gobuild.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := gobuild.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("building loadgen: %w\n%s", err, out)
+	}
 	a.buildLog = fmt.Sprintf("built in %s:\n%s", time.Since(start).Round(time.Second), log.String())
 	return a, nil
 }

@@ -84,9 +84,10 @@ sed -i 's/^\[node\]$/[node]\nbogus_key = 1/' /etc/ambient-agent/config.toml`)
 	m.eventually(10*time.Second, "the journal names the bad key",
 		"journalctl -u ambient-agent --no-pager -o cat | grep -F 'node.bogus_key'")
 	// Signalled directly (no ExecReload validation), the agent itself keeps its running configuration.
-	m.run("kill -HUP " + strconv.Itoa(pid))
+	worker := workerPID(m)
+	m.run("kill -HUP " + strconv.Itoa(worker))
 	m.eventually(10*time.Second, "the agent logs the refused reload",
-		"journalctl --no-pager -o cat _PID="+strconv.Itoa(pid)+" | grep -F bogus_key")
+		"journalctl --no-pager -o cat _PID="+strconv.Itoa(worker)+" | grep -F bogus_key")
 	expectActive(m, "active")
 	expectTable(m, true)
 	m.run("cp /root/good.toml /etc/ambient-agent/config.toml")
@@ -111,9 +112,10 @@ sed -i 's/^\[node\]$/[node]\nbogus_key = 1/' /etc/ambient-agent/config.toml`)
 	// in plaintext whatever happens to the agent.
 	startLeakProbe(m)
 
-	// A crash: the table stays (the host is closed while no agent runs), systemd restarts the agent.
+	// A crash of the agent: the table stays (the host is closed while no agent runs); its supervisor exits,
+	// and systemd restarts the unit.
 	pid = mainPID(m)
-	m.run("kill -9 " + strconv.Itoa(pid))
+	m.run("kill -9 " + strconv.Itoa(workerPID(m)))
 	expectTable(m, true)
 	expectRestarted(m, pid)
 	if n := m.run("systemctl show -P NRestarts ambient-agent"); strings.TrimSpace(n) == "0" {
@@ -138,9 +140,13 @@ printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nWatchdogSec=3s\nTimeoutAbort
 systemctl daemon-reload`)
 	systemctl(m, "restart")
 	pid = mainPID(m)
-	m.run("kill -STOP " + strconv.Itoa(pid))
+	frozen := workerPID(m)
+	m.run("kill -STOP " + strconv.Itoa(frozen))
 	expectRestarted(m, pid)
 	m.run("journalctl -u ambient-agent --no-pager -o cat | grep -F 'Watchdog timeout'")
+	// The next start's agent finds the frozen one, which cannot hand over, and kills it.
+	m.eventually(30*time.Second, "the frozen agent is gone", "! test -e /proc/"+strconv.Itoa(frozen))
+	m.run("journalctl -u ambient-agent --no-pager -o cat | grep -F 'the running agent does not answer'")
 	m.run("rm -r /run/systemd/system/ambient-agent.service.d && systemctl daemon-reload")
 	systemctl(m, "restart")
 	expectTable(m, true)
@@ -324,6 +330,20 @@ func expectNoAgentProcess(m *machine) {
 	if out, code := m.try("grep -lx ambient-agent /proc/[0-9]*/comm"); code == 0 {
 		m.t.Fatalf("an ambient-agent process is still running: %s", strings.TrimSpace(out))
 	}
+}
+
+// workerPID is the agent process the unit's supervisor (its MainPID) started last.
+func workerPID(m *machine) int {
+	m.t.Helper()
+	var pid int
+	m.eventually(20*time.Second, "the supervisor has started the agent", `cat /proc/$(systemctl show -P MainPID ambient-agent)/task/*/children | grep -q .`)
+	out := m.run(`cat /proc/$(systemctl show -P MainPID ambient-agent)/task/*/children`)
+	for _, f := range strings.Fields(out) {
+		if p, err := strconv.Atoi(f); err == nil && p > pid {
+			pid = p
+		}
+	}
+	return pid
 }
 
 func mainPID(m *machine) int {

@@ -13,7 +13,8 @@ import (
 // TestTwoHostMeshFromInstallGuide follows docs/install.md's first-hour guide on two booted machines on one
 // bridge: install the .deb on both, a mesh CA, one certificate per workload, static [[remote_workload]]
 // entries, enable --now; then an HTTP request from vm-1 to vm-2's server crosses between the agents over
-// HBONE, under the packaged, hardened unit, and vm-2's server sees vm-1's address as its client.
+// HBONE, under the packaged, hardened unit, and vm-2's server sees vm-1's address as its client; then upgrades
+// and restarts of both agents drop nothing (upgradesDropNothing).
 func TestTwoHostMeshFromInstallGuide(t *testing.T) {
 	require(t, true, "systemd-nspawn", "nsenter", "debootstrap", "dpkg-scanpackages", "tar", "ip")
 	t.Parallel()
@@ -43,7 +44,7 @@ func TestTwoHostMeshFromInstallGuide(t *testing.T) {
 	for _, h := range hosts {
 		h.m = boot(t, root, machineOpts{
 			name:     strings.ReplaceAll(h.name, "-", ""),
-			readOnly: map[string]string{repo: "/repo"},
+			readOnly: map[string]string{repo: "/repo", a.tools: "/tools"},
 			writable: map[string]string{shared: "/admin"},
 			bridge:   bridge,
 		})
@@ -108,4 +109,7 @@ chmod 755 /srv/www/cgi-bin/peer`)
 		"journalctl -u ambient-agent -o cat --no-pager | grep 'direction=outbound' | grep -F 'route=hbone'")
 	vm2.eventually(10*time.Second, "vm-2's agent logs the inbound HBONE connection from web's identity",
 		"journalctl -u ambient-agent -o cat --no-pager | grep 'direction=inbound ' | grep -F 'src_identity=spiffe://cluster.local/ns/shop/sa/web'")
+
+	// 7. Upgrades and restarts drop nothing.
+	upgradesDropNothing(t, a, repo, vm1, vm2)
 }

@@ -19,7 +19,7 @@ suite="${NSPAWN_SUITE:-bookworm}"
 cache="${AMBIENT_TOOLS_CACHE:-$HOME/.cache/ambient-agent}"
 # Bump layout when the customisation below changes.
 layout=1
-packages=(systemd systemd-sysv dbus iproute2 nftables init-system-helpers man-db busybox)
+packages=(systemd systemd-sysv dbus iproute2 nftables init-system-helpers man-db busybox iperf3)
 
 key="$(printf '%s\n' "$suite" "$layout" "${packages[@]}" | sha256sum | cut -c1-12)"
 tarball="$cache/nspawn-root-$suite-$key.tar"
