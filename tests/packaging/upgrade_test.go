@@ -64,12 +64,13 @@ systemd-run --quiet --unit=iperf -p StandardOutput=file:/root/iperf.txt iperf3 -
 		time.Sleep(2 * time.Second)
 	}
 
-	// vm-1: a binary that fails at start (it validates, as the shipped one, but does not run).
+	// vm-1: a binary that fails at start (it validates, as the shipped one, but does not run). The good one is
+	// kept where the unit's sandbox can run it (ProtectHome hides /root).
 	phase()
 	serving := agentProcesses(vm1)
 	vm1.run(`set -e
-cp /usr/bin/ambient-agent /root/ambient-agent.good
-printf '#!/bin/sh\ncase "$1" in validate) exec /root/ambient-agent.good "$@" ;; esac\necho "ambient-agent: this build is broken" >&2\nexit 3\n' >/usr/bin/ambient-agent.new
+cp /usr/bin/ambient-agent /usr/local/bin/ambient-agent.good
+printf '#!/bin/sh\ncase "$1" in validate) exec /usr/local/bin/ambient-agent.good "$@" ;; esac\necho "ambient-agent: this build is broken" >&2\nexit 3\n' >/usr/bin/ambient-agent.new
 chmod 755 /usr/bin/ambient-agent.new
 mv /usr/bin/ambient-agent.new /usr/bin/ambient-agent`)
 	systemctl(vm1, "reload")
@@ -82,7 +83,7 @@ mv /usr/bin/ambient-agent.new /usr/bin/ambient-agent`)
 	if now := agentProcesses(vm1); !slices.Equal(now, serving) {
 		t.Fatalf("in vm-1: a failed upgrade changed the agent's processes %v -> %v", serving, now)
 	}
-	vm1.run("cp /root/ambient-agent.good /usr/bin/ambient-agent.new && mv /usr/bin/ambient-agent.new /usr/bin/ambient-agent")
+	vm1.run("cp /usr/local/bin/ambient-agent.good /usr/bin/ambient-agent.new && mv /usr/bin/ambient-agent.new /usr/bin/ambient-agent")
 
 	// vm-2: a restart with a configuration that does not load.
 	phase()

@@ -1,9 +1,9 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -226,29 +226,25 @@ func StopWorkers(out io.Writer, within time.Duration) error {
 	return nil
 }
 
-// ownCgroupProcs are the processes of this process's cgroup (v2).
+// ownCgroupProcs are the processes in this process's cgroup, found through
+// /proc (cgroupfs may not be where /proc/self/cgroup says, in a container).
 func ownCgroupProcs() ([]int, error) {
-	b, err := os.ReadFile("/proc/self/cgroup")
+	own, err := os.ReadFile("/proc/self/cgroup")
 	if err != nil {
 		return nil, err
 	}
-	var path string
-	for _, line := range strings.Split(string(b), "\n") {
-		if p, ok := strings.CutPrefix(line, "0::"); ok {
-			path = p
-		}
-	}
-	if path == "" {
-		return nil, errors.New("no cgroup v2 path in /proc/self/cgroup")
-	}
-	b, err = os.ReadFile(filepath.Join("/sys/fs/cgroup", path, "cgroup.procs"))
+	entries, err := os.ReadDir("/proc")
 	if err != nil {
 		return nil, err
 	}
 	var pids []int
-	for _, f := range strings.Fields(string(b)) {
-		if p, err := strconv.Atoi(f); err == nil {
-			pids = append(pids, p)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if cg, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cgroup")); err == nil && bytes.Equal(cg, own) {
+			pids = append(pids, pid)
 		}
 	}
 	return pids, nil
