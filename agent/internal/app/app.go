@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -59,7 +60,8 @@ type App struct {
 	warn      *telemetry.Limiter // rate-limits warnings: one per key per second
 	registry  *prometheus.Registry
 	metrics   *telemetry.Metrics
-	ctlLn     net.Listener // the control socket's listener
+	carried   *telemetry.Carried // the registry, with what the agents this one replaced counted
+	ctlLn     net.Listener       // the control socket's listener
 
 	// Handoff (handoff.go).
 	sockets     *handoff.Sockets  // the listening sockets, for the agent that replaces this one
@@ -73,6 +75,8 @@ type App struct {
 	// holds them (this one drains for it, or it never took them over).
 	leaveShared atomic.Bool
 	handedOff   atomic.Bool // this agent drains for the one that replaced it
+	carryMu     sync.Mutex
+	carryDone   bool // the final counters are written (under carryMu)
 }
 
 // Condition names reported by readiness.
@@ -216,7 +220,11 @@ func (a *App) bindAdmin(c config.Admin) (err error) {
 	a.ctlSrv = admin.NewServer("control", ctlLn, admin.ControlHandler(hooks, a.log))
 	a.adminSrv = admin.NewServer("admin", adminLn, admin.LocalHandler(hooks, c.Socket))
 	a.readySrv = admin.NewServer("readiness", readyLn, admin.ReadinessHandler(hooks))
-	a.metrSrv = admin.NewServer("metrics", metricsLn, admin.MetricsHandler(a.registry))
+	a.carried = telemetry.NewCarried(a.registry, c.HandoffSocket()+".metrics.")
+	if a.takeover == nil {
+		a.carried.Forget()
+	}
+	a.metrSrv = admin.NewServer("metrics", metricsLn, admin.MetricsHandler(a.carried))
 	return nil
 }
 
@@ -360,6 +368,9 @@ func (a *App) stop(g, bg *errgroup.Group, stopBg context.CancelFunc) error {
 	err := g.Wait()
 	stopBg()
 	err = errors.Join(err, bg.Wait())
+	if a.handedOff.Load() {
+		a.carryMetrics(true)
+	}
 	a.exitShared()
 	if err != nil {
 		a.log.Error("agent stopped with an error", "err", err)

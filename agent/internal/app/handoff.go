@@ -199,8 +199,35 @@ func (s handoffSource) Drain() {
 	a := s.a
 	a.handedOff.Store(true)
 	admin.KeepSocketFile(a.ctlLn)
+	// The DNS table lives with the new agent's socket from now on: if that agent dies, DNS fails open, as it
+	// would without a handoff, rather than being sent to a proxy nobody serves.
+	a.dns.leave()
 	a.notify.status("draining for the agent that replaced this one")
 	a.stopServing()
+	go func() {
+		for a.carryMetrics(false) {
+			time.Sleep(carryInterval)
+		}
+	}()
+}
+
+// carryInterval is how often a draining agent writes its counters for the
+// agent that replaced it (and once more as it exits).
+const carryInterval = 5 * time.Second
+
+// carryMetrics writes this agent's counters for the agent that replaced it.
+// The last write is final: later ones do nothing. It says whether to write again.
+func (a *App) carryMetrics(final bool) bool {
+	a.carryMu.Lock()
+	defer a.carryMu.Unlock()
+	if a.carryDone {
+		return false
+	}
+	a.carryDone = final
+	if err := a.carried.WriteOwn(); err != nil {
+		a.log.Warn("the counters of this draining agent could not be written for the agent that replaced it", "err", err)
+	}
+	return !final
 }
 
 func (s handoffSource) Resume() {

@@ -49,6 +49,9 @@ type Server struct {
 // handoffTimeout bounds each step the new agent waits for, and each it takes.
 const handoffTimeout = 30 * time.Second
 
+// adoptTimeout bounds how long the running agent waits for the new one to be ready and ask for the drain.
+const adoptTimeout = 2 * time.Minute
+
 // Listen binds the handoff socket at path, mode 0600, replacing one an agent
 // this one took over from left there.
 func Listen(path string, sockets *Sockets, src Source, version string, log *slog.Logger) (*Server, error) {
@@ -140,13 +143,18 @@ func (s *Server) handle(ctx context.Context, uc *net.UnixConn) (draining bool) {
 		return false
 	}
 	log.Info("handoff: a new agent took this agent's sockets; it serves alongside until it is ready", "sockets", len(names))
-	uc.SetDeadline(time.Time{}) // the new agent takes as long as it needs to become ready
+	// The new agent has its own deadline to become ready; one that neither drains nor gives up (stopped) does not
+	// keep this agent from repairing its table for ever.
+	uc.SetDeadline(time.Now().Add(adoptTimeout))
 	for {
 		m, files, err := c.receive()
 		closeFiles(files)
 		if err != nil {
-			if errors.Is(err, errClosed) {
+			switch {
+			case errors.Is(err, errClosed):
 				err = errors.New("it exited or gave up")
+			case errors.Is(err, os.ErrDeadlineExceeded):
+				err = fmt.Errorf("not ready within %s", adoptTimeout)
 			}
 			log.Warn("handoff: the new agent went away before it was ready: this agent goes on serving", "err", err)
 			s.src.Resume()
