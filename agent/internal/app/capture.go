@@ -93,7 +93,9 @@ func (t *captureTable) exit() {
 	t.done = true
 	err := capture.AgentReturnPath(t.spec.Mark).Remove()
 	if t.zone != nil {
-		err = errors.Join(err, t.zone.Close())
+		// Its socket goes, not the table: an agent this one replaced, still draining, holds the same socket and
+		// its connections need the zone; the kernel deletes the table with the last holder.
+		err = errors.Join(err, t.zone.Release())
 	}
 	t.mu.Unlock()
 	if err != nil {
