@@ -340,3 +340,87 @@ func processAlive(pid int) bool {
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && i+2 < len(s) && s[i+2] != 'Z'
 }
+
+// A takeover that fails after the running agent released its gossip port (the
+// new agent is stopped, then another is killed, while it waits for a seed that
+// never answers) leaves the running agent serving: its rules back, its gossip
+// place taken again, its connections untouched, new ones accepted throughout.
+func TestAFailedTakeoverLeavesTheRunningAgentServing(t *testing.T) {
+	l := lab.New(t, 2)
+	key := gossipKey(t, l)
+	h1, h2 := l.Hosts[0], l.Hosts[1]
+	config := func(h *lab.Host, g *lab.Gossip) string {
+		return lab.AgentConfig{Host: h, Gossip: g, Workloads: []lab.Workload{h.App("app-" + h.Name)}}.String()
+	}
+	var running, server *lab.Agent
+	for _, h := range l.Hosts {
+		h.Issue(agentBin, "default", "app-"+h.Name)
+	}
+	running = h1.StartAgent(agentBin, config(h1, &lab.Gossip{KeyFile: key, Seed: h2}))
+	server = h2.StartAgent(agentBin, config(h2, &lab.Gossip{KeyFile: key, Seed: h1}))
+	running.WaitReady(t, 20*time.Second)
+	server.WaitReady(t, 20*time.Second)
+	ln, err := h2.Listen("tcp", ":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go traffic.ServeEcho(ln)
+	dial := func() (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return h1.Dial(ctx, "tcp", h2.Addr.String()+":9000")
+	}
+	waitMeshed(t, dial, server)
+	held, err := dial()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	loop := traffic.StartLoop(dial, 50*time.Millisecond)
+	time.Sleep(time.Second) // the baseline
+
+	// A seed nobody answers: the new agent never gets ready once it has the gossip port.
+	stuck := config(h1, &lab.Gossip{KeyFile: key, Keys: `join = ["192.0.2.1:7946"]`})
+	stuck = strings.Replace(stuck, "join = []\n", "", 1)
+	for i, end := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		loop.Mark("failed takeover, " + end.String())
+		released := strings.Count(running.Log(), "gossip released for the new agent")
+		next := h1.StartNextAgent(fmt.Sprintf("agent-next-%d", i), agentBin, stuck)
+		deadline := time.Now().Add(20 * time.Second)
+		for strings.Count(running.Log(), "gossip released for the new agent") == released && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if next.Exited() || time.Now().After(deadline) {
+			t.Fatalf("the new agent never had the gossip port released:\n%s\n%s", next.Log(), running.Log())
+		}
+		next.Signal(end)
+		if _, ok := next.Wait(10 * time.Second); !ok {
+			t.Fatalf("the new agent did not end on %s", end)
+		}
+		running.WaitLog(t, "capture rules put back", 10*time.Second)
+		deadline = time.Now().Add(30 * time.Second)
+		for strings.Count(running.Log(), "gossip: listening") < i+2 && time.Now().Before(deadline) {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if strings.Count(running.Log(), "gossip: listening") < i+2 {
+			t.Fatalf("the running agent did not take its gossip place again after the new one's %s:\n%s", end, running.Log())
+		}
+		if running.Exited() || !running.Ready() {
+			t.Fatalf("the running agent is not serving after a failed takeover (%s):\n%s", end, running.Log())
+		}
+		if strings.Contains(running.Log(), "gossip: left the pool") {
+			t.Fatalf("the running agent left the pool:\n%s", running.Log())
+		}
+	}
+	loop.Mark("after")
+	time.Sleep(time.Second)
+	loop.Stop()
+	report(t, loop)
+	if err := traffic.EchoOnce(held, "held across two failed takeovers\n"); err != nil {
+		t.Errorf("the connection held across the failed takeovers: %v", err)
+	}
+	if strings.Contains(server.Log(), "gossip: node down") {
+		t.Errorf("the peer saw this node leave:\n%s", server.Log())
+	}
+}

@@ -83,7 +83,7 @@ func runCleanup(args []string, stdout, stderr io.Writer) int {
 		// The unit's processes first (KillMode=process leaves them to this): on a stop and at shutdown they
 		// drain and exit; after a restart they serve on, and the next start's agent takes over.
 		if app.StopsWorkers(context.Background(), *unit) {
-			if err := app.StopWorkers(stdout, stopWorkersWithin); err != nil {
+			if err := app.StopWorkers(stdout, *unit, stopWorkersWithin); err != nil {
 				fmt.Fprintln(stderr, "ambient-agent cleanup: the agent's processes:", err)
 			}
 		}

@@ -110,14 +110,16 @@ func InheritedControl(ln net.Listener, path string) (net.Listener, error) {
 		return nil, fmt.Errorf("the inherited control socket %s is not a unix socket", path)
 	}
 	ul.SetUnlinkOnClose(false)
-	return &renamedListener{UnixListener: ul, path: path}, nil
+	l := &renamedListener{UnixListener: ul, path: path}
+	l.keep.Store(true) // the running agent's until the takeover completes (KeepSocketFile)
+	return l, nil
 }
 
-// KeepSocketFile makes ln's Close leave the socket file: another agent, which
-// holds the same socket, serves on it.
-func KeepSocketFile(ln net.Listener) {
+// KeepSocketFile says whether ln's Close leaves the socket file: another
+// agent, which holds the same socket, serves on it.
+func KeepSocketFile(ln net.Listener, keep bool) {
 	if l, ok := ln.(*renamedListener); ok {
-		l.keep.Store(true)
+		l.keep.Store(keep)
 	}
 }
 

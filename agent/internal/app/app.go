@@ -256,12 +256,18 @@ func (a *App) Run(ctx context.Context, hup <-chan os.Signal) error {
 		}
 	}
 	if err != nil {
-		a.abandonTakeover()
+		// A failed takeover gives everything back in order: gossip stopped without leaving (the running agent
+		// keeps this node's place), the ports and the owned tables released, and only then the running agent
+		// told, which takes them back.
+		if a.takeover != nil && a.gossip != nil {
+			a.gossip.Handover()
+		}
 		stopServing()
 		g.Wait()
 		stopBg()
 		bg.Wait()
 		a.exitShared()
+		a.abandonTakeover()
 		return err
 	}
 	g.Go(func() error { return a.dp.table.watch(gctx) })
@@ -401,6 +407,9 @@ func (a *App) exitShared() {
 // restarted by the watchdog; one whose readiness state cannot be read (a
 // deadlock) is not.
 func (a *App) alive() bool {
+	if a.handedOff.Load() {
+		return false // it serves nothing: a supervisor that still counts on it must learn it
+	}
 	done := make(chan struct{})
 	go func() { a.ready.state(); close(done) }()
 	select {

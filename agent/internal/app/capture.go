@@ -32,6 +32,8 @@ type captureTable struct {
 	paused bool
 	zone   *nft.OwnedTable // the transparent connections' conntrack zone, from before the listeners serve; nil without
 	keep   bool            // leave the table in place at exit (RunOptions.KeepCapture)
+	// zoneMade is told of a zone table made after the start (retryZone).
+	zoneMade func(*nft.OwnedTable)
 
 	cfg     *atomic.Pointer[config.Config]
 	log     *slog.Logger
@@ -226,6 +228,10 @@ func (t *captureTable) repair(ctx context.Context, reason string) {
 	}
 	for {
 		t.mu.Lock()
+		if t.paused || t.done {
+			t.mu.Unlock()
+			return // a new agent took the table meanwhile
+		}
 		err := t.c.Repair(ctx)
 		t.mu.Unlock()
 		if err == nil {
@@ -254,6 +260,9 @@ func (t *captureTable) keepReturnPath() {
 	if t.done || t.paused {
 		return
 	}
+	if t.zone == nil {
+		t.retryZone()
+	}
 	p := capture.AgentReturnPath(t.spec.Mark)
 	ok, err := p.Installed()
 	if err != nil {
@@ -273,6 +282,21 @@ func (t *captureTable) keepReturnPath() {
 	if ok, suppressed := t.warn.Allow("return-path-repaired"); ok {
 		t.log.Warn("the return path's rules were removed by another process: put back", "table", p.Table, "suppressed", suppressed)
 	}
+}
+
+// retryZone makes the zone table an earlier agent held when this one started
+// (one it replaced, draining, or one that died: its table goes with its
+// socket). t.mu is held.
+func (t *captureTable) retryZone() {
+	zone, err := capture.ReturnZone(capture.AgentReturnPath(t.spec.Mark).Mark)
+	if err != nil {
+		return
+	}
+	t.zone = zone
+	if t.zoneMade != nil {
+		t.zoneMade(zone)
+	}
+	t.log.Info("conntrack zone table in place for the connections made from clients' addresses", "table", "inet "+nft.ZoneTableName)
 }
 
 // reinstall replaces the capture rules with those of next (atomically;

@@ -193,7 +193,10 @@ func StopsWorkers(ctx context.Context, unit string) bool {
 // StopWorkers ends every other process of this process's cgroup (the unit's
 // agents, in ExecStopPost): SIGTERM, which drains within node.drain_timeout,
 // then SIGKILL for those still there after within. It says what it did on out.
-func StopWorkers(out io.Writer, within time.Duration) error {
+func StopWorkers(out io.Writer, unit string, within time.Duration) error {
+	if own := ownUnitCgroup(); own != unit {
+		return fmt.Errorf("not run in %s's cgroup (in %q): its processes are not ours to stop", unit, own)
+	}
 	procs, err := ownCgroupProcs()
 	if err != nil {
 		return err
@@ -224,6 +227,20 @@ func StopWorkers(out io.Writer, within time.Duration) error {
 		}
 	}
 	return nil
+}
+
+// ownUnitCgroup is the last element of this process's cgroup v2 path.
+func ownUnitCgroup() string {
+	b, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(line, "0::"); ok {
+			return filepath.Base(p)
+		}
+	}
+	return ""
 }
 
 // ownCgroupProcs are the processes in this process's cgroup, found through

@@ -89,8 +89,9 @@ func (a *App) newCaptureTable(cfg *config.Config) *captureTable {
 			a.log.Warn("no conntrack zone for the connections made from clients' addresses: now and then one may take the port of a client's own connection, which is then reset", "err", err)
 		}
 		t.zone = zone
+		t.zoneMade = func(z *nft.OwnedTable) { a.sockets.HoldRaw(sockZone, z.Dup) }
 		if zone != nil {
-			a.sockets.HoldRaw(sockZone, zone.Dup)
+			t.zoneMade(zone)
 		}
 	}
 	return t

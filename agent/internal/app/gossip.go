@@ -124,6 +124,10 @@ func (a *App) republishGossip(cfg *config.Config) {
 	}
 }
 
+// rebindWait bounds how long gossip tries to bind its port again after a
+// failed handoff, while the agent that failed lets go of it.
+const rebindWait = 30 * time.Second
+
 // runGossip keeps this node in the pool and feeds what it learns into the
 // mesh state: every change publishes a new snapshot.
 func (a *App) runGossip(ctx context.Context) error {
@@ -135,8 +139,14 @@ func (a *App) runGossip(ctx context.Context) error {
 	case <-ctx.Done():
 		return nil
 	}
-	for {
-		if err := a.gossipOnce(ctx); err != nil || ctx.Err() != nil {
+	for rejoin := false; ; rejoin = true {
+		err := a.gossipOnce(ctx)
+		// Rejoining after a failed handoff, the port may still be the failed agent's for a moment.
+		for deadline := time.Now().Add(rebindWait); err != nil && rejoin && ctx.Err() == nil && time.Now().Before(deadline); {
+			time.Sleep(200 * time.Millisecond)
+			err = a.gossipOnce(ctx)
+		}
+		if err != nil || ctx.Err() != nil {
 			return err
 		}
 		resumed := a.gossipCtl.released() // a handoff took the port; a failed one gives it back

@@ -1,11 +1,16 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -40,13 +45,16 @@ const (
 )
 
 // handoffReadyTimeout bounds how long a taking-over agent waits to be ready
-// before it gives up and leaves the running one serving.
-const handoffReadyTimeout = 50 * time.Second
+// before it gives up and leaves the running one serving: within the unit's
+// TimeoutStartSec (90 s) with the 10 s a stuck agent is given to answer, and
+// below the 2 minutes the running agent waits (handoff's adoptTimeout).
+const handoffReadyTimeout = 60 * time.Second
 
 // dialHandoff asks a running agent of this configuration for its sockets.
 func (a *App) dialHandoff(cfg *config.Config) error {
 	a.gate, a.gossipGo = make(chan struct{}), make(chan struct{})
-	tk, err := handoff.Dial(cfg.Admin.HandoffSocket(), Version)
+	warnSharedDir(cfg.Admin.Socket, a.log)
+	tk, err := dialPatiently(cfg.Admin.HandoffSocket(), a.log)
 	var stuck *handoff.StuckError
 	if errors.As(err, &stuck) {
 		// Stopped or deadlocked: what a watchdog would kill. Its connections are lost; the host stays closed
@@ -78,13 +86,47 @@ func (a *App) dialHandoff(cfg *config.Config) error {
 	return nil
 }
 
+// busyWait bounds how long an agent waits while another takes over from the
+// running one (a restart during an upgrade): then it takes over from whichever
+// serves.
+const busyWait = 60 * time.Second
+
+// dialPatiently is handoff.Dial, asking again while another agent is taking over.
+func dialPatiently(path string, log *slog.Logger) (*handoff.Takeover, error) {
+	deadline := time.Now().Add(busyWait)
+	for said := false; ; said = true {
+		tk, err := handoff.Dial(path, Version)
+		var busy *handoff.BusyError
+		if !errors.As(err, &busy) || time.Now().After(deadline) {
+			return tk, err
+		}
+		if !said {
+			log.Info("another agent is taking over from the running one: waiting to take over from whichever serves", "pid", busy.PID)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
+// warnSharedDir warns when the control socket's directory is writable by other
+// users: there, another user can keep this agent from starting or from handing
+// over (a file in the way), though never take its sockets.
+func warnSharedDir(socket string, log *slog.Logger) {
+	fi, err := os.Stat(filepath.Dir(socket))
+	if err == nil && fi.Mode().Perm()&0o002 != 0 {
+		log.Warn("the control socket's directory is writable by every user: put admin.socket in a directory of the agent's own (the default /run/ambient-agent)", "dir", filepath.Dir(socket))
+	}
+}
+
 // killAndWait kills pid and waits until it is gone.
 func killAndWait(pid int, d time.Duration) error {
+	if pid <= 1 {
+		return fmt.Errorf("handoff: the running agent does not answer, and its pid (%d) is not one to kill: stop it by hand", pid)
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("handoff: kill the stuck agent (pid %d): %w", pid, err)
 	}
 	for deadline := time.Now().Add(d); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if syscall.Kill(pid, 0) != nil {
+		if !processRunning(pid) {
 			return nil
 		}
 	}
@@ -97,51 +139,85 @@ func killAndWait(pid int, d time.Duration) error {
 func (a *App) takeOver(ctx context.Context) error {
 	tk := a.takeover
 	start := time.Now()
-	if err := a.waitReady(ctx, condGossip, condListeners); err != nil {
-		return err
-	}
-	if a.gossip != nil {
-		if err := tk.ReleaseGossip(); err != nil {
-			return err
-		}
-		close(a.gossipGo)
-		if err := a.waitReady(ctx, condListeners); err != nil {
-			return err
+	ctx, cancel := context.WithTimeout(ctx, handoffReadyTimeout)
+	defer cancel()
+	err := a.waitReady(ctx, condGossip, condListeners)
+	if err == nil && a.gossip != nil {
+		if err = tk.ReleaseGossip(); err == nil {
+			close(a.gossipGo)
+			err = a.waitReady(ctx, condListeners)
 		}
 	}
-	close(a.gate)
-	if err := tk.Drain(); err != nil {
+	if err == nil {
+		close(a.gate)
+		err = tk.Drain()
+	}
+	switch {
+	case errors.Is(err, errOldGone) || (err != nil && !processRunning(tk.PID)):
+		// It died (a crash, kill -9) after handing over: this agent holds every socket, and serves alone.
+		a.log.Warn("the running agent exited during the handoff: this agent serves alone", "old_pid", tk.PID)
+		a.openAlone()
+	case err != nil:
 		return err
+	default:
+		a.log.Info("took over: this agent accepts every new connection; the old one drains what it holds",
+			"old_pid", tk.PID, "old_version", tk.Version, "took", time.Since(start).Round(time.Millisecond).String())
+		go func() {
+			<-tk.Done()
+			a.log.Info("the old agent has exited", "old_pid", tk.PID)
+		}()
 	}
 	a.leaveShared.Store(false)
+	admin.KeepSocketFile(a.ctlLn, false) // this agent's now
 	for _, name := range a.sockets.Unclaimed() {
 		a.log.Info("handoff: closed a socket of the old agent's that this configuration does not use", "socket", name)
 	}
-	a.log.Info("took over: this agent accepts every new connection; the old one drains what it holds",
-		"old_pid", tk.PID, "old_version", tk.Version, "took", time.Since(start).Round(time.Millisecond).String())
-	go func() {
-		select {
-		case <-tk.Done():
-			a.log.Info("the old agent has exited", "old_pid", tk.PID)
-		case <-ctx.Done():
-		}
-	}()
 	return nil
 }
 
-// waitReady waits until no readiness condition but those allowed is missing.
+// openAlone opens what a takeover keeps closed until the old agent lets go:
+// the gossip port and the gate.
+func (a *App) openAlone() {
+	for _, ch := range []chan struct{}{a.gossipGo, a.gate} {
+		select {
+		case <-ch:
+		default:
+			close(ch)
+		}
+	}
+}
+
+// errOldGone: the agent being taken over from exited before the end.
+var errOldGone = errors.New("handoff: the running agent exited")
+
+// processRunning says whether pid runs (a zombie, exited but not yet reaped, does not).
+func processRunning(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	return i > 0 && i+2 < len(b) && b[i+2] != 'Z'
+}
+
+// waitReady waits until no readiness condition but those allowed is missing,
+// or the old agent is gone.
 func (a *App) waitReady(ctx context.Context, allowed ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, handoffReadyTimeout)
-	defer cancel()
 	t := time.NewTicker(5 * time.Millisecond)
 	defer t.Stop()
-	for {
+	for n := 0; ; n++ {
 		_, missing := a.ready.state()
 		if !slices.ContainsFunc(missing, func(c string) bool { return !slices.Contains(allowed, c) }) {
 			return nil
 		}
+		if n%20 == 0 && !processRunning(a.takeover.PID) {
+			return errOldGone
+		}
 		select {
 		case <-ctx.Done():
+			if !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("handoff: stopped before ready, waiting for %v: the running agent goes on serving", missing)
+			}
 			return fmt.Errorf("handoff: not ready within %s, waiting for %v: the running agent goes on serving", handoffReadyTimeout, missing)
 		case <-t.C:
 		}
@@ -198,7 +274,7 @@ func (s handoffSource) ReleaseGossip() error { return s.a.gossipCtl.release() }
 func (s handoffSource) Drain() {
 	a := s.a
 	a.handedOff.Store(true)
-	admin.KeepSocketFile(a.ctlLn)
+	admin.KeepSocketFile(a.ctlLn, true)
 	// The DNS table lives with the new agent's socket from now on: if that agent dies, DNS fails open, as it
 	// would without a handoff, rather than being sent to a proxy nobody serves.
 	a.dns.leave()

@@ -178,6 +178,11 @@ func (s *supervisor) handle(e workerEvent) (code int, done bool) {
 		s.pending = nil
 		s.log.Error("the new agent exited before it was ready (its log says why)", "pid", w.pid(), "code", e.code)
 		if s.current != nil {
+			// It may have died after the running one began to drain for it: then nobody serves.
+			if pid, _, err := handoff.Probe(s.handoffPath); err != nil || pid != s.current.pid() {
+				s.log.Error("the running agent no longer serves (it was draining for the new one): starting afresh", "pid", s.current.pid())
+				return 1, true
+			}
 			s.notify.status(fmt.Sprintf("not upgraded: the new agent exited with %d before it was ready (see the journal); pid %d serves", e.code, s.current.pid()))
 			return 0, false
 		}

@@ -47,6 +47,14 @@ func (e *StuckError) Error() string {
 	return fmt.Sprintf("handoff: the running agent (pid %d) does not answer within %s", e.PID, answerTimeout)
 }
 
+// BusyError: another agent is taking over from the running one; ask again once
+// that is over (the agent that serves then answers).
+type BusyError struct{ PID int }
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("handoff: another agent is taking over from the running one (pid %d)", e.PID)
+}
+
 // answerTimeout is how long a running agent may take to answer a hello or a probe: a few milliseconds when it
 // is well.
 const answerTimeout = 10 * time.Second
@@ -64,6 +72,10 @@ func takeover(uc *net.UnixConn, version string) (*Takeover, error) {
 	m, files, err := c.receive()
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		return nil, &StuckError{PID: pid}
+	}
+	if err == nil && m.Op == opBusy {
+		closeFiles(files)
+		return nil, &BusyError{PID: pid}
 	}
 	if err == nil && m.Op != opSockets {
 		err = fmt.Errorf("handoff: the running agent answered %q, not %q", m.Op, opSockets)

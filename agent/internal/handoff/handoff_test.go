@@ -223,3 +223,32 @@ func TestAStuckAgentIsNamed(t *testing.T) {
 		t.Fatalf("gave up after %s", took)
 	}
 }
+
+// A second agent that asks while one takes over is told to wait, and a probe
+// is answered meanwhile: neither is taken for a stuck agent.
+func TestASecondTakeoverIsToldToWait(t *testing.T) {
+	path, _, agent, _ := oldAgent(t)
+	first, err := Dial(path, "2")
+	if err != nil || first == nil {
+		t.Fatalf("first takeover: %v", err)
+	}
+	start := time.Now()
+	_, err = Dial(path, "3")
+	var busy *BusyError
+	if !errors.As(err, &busy) || time.Since(start) > 2*time.Second {
+		t.Fatalf("a second takeover during the first: %v after %s, want a BusyError at once", err, time.Since(start))
+	}
+	if pid, _, err := Probe(path); err != nil || pid != os.Getpid() {
+		t.Fatalf("a probe during a takeover: %d %v", pid, err)
+	}
+	first.Abort()
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Contains(agent.got(), "resume") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	second, err := Dial(path, "3")
+	if err != nil || second == nil {
+		t.Fatalf("a takeover once the first gave up: %v", err)
+	}
+	second.Abort()
+}

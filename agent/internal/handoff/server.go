@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -41,6 +42,9 @@ type Server struct {
 	src     Source
 	version string
 	log     *slog.Logger
+
+	busy    atomic.Bool // a handoff is under way
+	drained atomic.Bool // this agent drains for the one it handed over to
 
 	mu   sync.Mutex
 	kept *net.UnixConn // the connection of the agent this one drained for: it ends with this process
@@ -79,22 +83,28 @@ func Listen(path string, sockets *Sockets, src Source, version string, log *slog
 }
 
 // Serve answers agents that want to take over until ctx is done or one has:
-// then this agent drains, and serves no other.
+// then this agent drains, and serves no other. Each connection is answered on
+// its own: a probe, or a second agent while one takes over (told it is busy),
+// never waits behind a handoff.
 func (s *Server) Serve(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
 	defer stop()
+	var wg sync.WaitGroup
+	defer wg.Wait()
 	for {
 		c, err := s.ln.AcceptUnix()
 		if err != nil {
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || s.drained.Load() {
 				return nil
 			}
 			return fmt.Errorf("handoff: accept: %w", err)
 		}
-		if s.handle(ctx, c) {
-			s.ln.Close()
-			return nil
-		}
+		wg.Go(func() {
+			if s.handle(ctx, c) {
+				s.drained.Store(true)
+				s.ln.Close()
+			}
+		})
 	}
 }
 
@@ -109,8 +119,8 @@ func (s *Server) handle(ctx context.Context, uc *net.UnixConn) (draining bool) {
 	log := s.log.With("new_pid", pid)
 	stop := context.AfterFunc(ctx, func() { uc.Close() })
 	defer func() {
+		stop()
 		if !draining {
-			stop()
 			uc.Close()
 		}
 	}()
@@ -126,6 +136,16 @@ func (s *Server) handle(ctx context.Context, uc *net.UnixConn) (draining bool) {
 		log.Warn("handoff: no hello from the new agent", "err", err, "op", hello.Op)
 		return false
 	}
+	if !s.busy.CompareAndSwap(false, true) {
+		log.Info("handoff: another agent is taking over already; this one is told to wait")
+		c.send(message{Op: opBusy, PID: os.Getpid()}, nil)
+		return false
+	}
+	defer func() {
+		if !draining {
+			s.busy.Store(false)
+		}
+	}()
 	log = log.With("new_version", hello.Version)
 	names, fds, err := s.sockets.duplicates()
 	if err != nil {
@@ -177,6 +197,7 @@ func (s *Server) handle(ctx context.Context, uc *net.UnixConn) (draining bool) {
 				s.src.Resume()
 				return false
 			}
+			stop() // the connection ends with this process, not with its serving
 			s.mu.Lock()
 			s.kept = uc
 			s.mu.Unlock()
@@ -192,9 +213,13 @@ func (s *Server) handle(ctx context.Context, uc *net.UnixConn) (draining bool) {
 }
 
 // Close stops serving and removes the socket file if it is still this
-// server's (a new agent's replaces it).
+// server's: never after a handoff (the new agent's replaces it, perhaps this
+// very moment).
 func (s *Server) Close() error {
 	err := s.ln.Close()
+	if s.drained.Load() {
+		return err
+	}
 	if ino, ierr := inode(s.path); ierr == nil && ino == s.ino {
 		os.Remove(s.path)
 	}

@@ -29,6 +29,7 @@ const (
 	opDrain          = "drain"
 	opDraining       = "draining"
 	opProbe          = "probe" // who serves here? No side effect.
+	opBusy           = "busy"  // another agent is taking over: ask again later
 )
 
 const (
