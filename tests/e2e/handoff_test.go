@@ -43,19 +43,7 @@ func TestHandoffDropsNothing(t *testing.T) {
 	for _, a := range agents {
 		a.WaitReady(t, 20*time.Second)
 	}
-	ln, err := h2.Listen("tcp", ":9000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go traffic.ServeEcho(ln)
-	dst := h2.Addr.String() + ":9000"
-	dial := func() (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return h1.Dial(ctx, "tcp", dst)
-	}
-	waitMeshed(t, dial, agents[h2])
+	dial := meshedEcho(t, h1, h2, agents[h2])
 
 	idle, err := traffic.Hold(dial, 50)
 	if err != nil {
@@ -151,6 +139,25 @@ func copyFile(src, dst string) error {
 	return os.WriteFile(dst, b, 0o755)
 }
 
+// meshedEcho starts an echo server on server:9000 and returns a dialer to it
+// from client, once a connection through the mesh echoes.
+func meshedEcho(t *testing.T, client, server *lab.Host, serverAgent *lab.Agent) traffic.Dialer {
+	t.Helper()
+	ln, err := server.Listen("tcp", ":9000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go traffic.ServeEcho(ln)
+	dial := func() (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return client.Dial(ctx, "tcp", server.Addr.String()+":9000")
+	}
+	waitMeshed(t, dial, serverAgent)
+	return dial
+}
+
 // waitMeshed waits until a connection through the mesh echoes and the server's
 // agent has seen it arrive over HBONE.
 func waitMeshed(t *testing.T, dial traffic.Dialer, server *lab.Agent) {
@@ -220,18 +227,7 @@ func TestSupervisorHandsOver(t *testing.T) {
 	supervisor.WaitReady(t, 20*time.Second)
 	worker := workerOf(t, sup.Pid())
 
-	ln, err := h2.Listen("tcp", ":9000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go traffic.ServeEcho(ln)
-	dial := func() (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return h1.Dial(ctx, "tcp", h2.Addr.String()+":9000")
-	}
-	waitMeshed(t, dial, server)
+	dial := meshedEcho(t, h1, h2, server)
 	held, err := dial()
 	if err != nil {
 		t.Fatal(err)
@@ -360,18 +356,7 @@ func TestAFailedTakeoverLeavesTheRunningAgentServing(t *testing.T) {
 	server = h2.StartAgent(agentBin, config(h2, &lab.Gossip{KeyFile: key, Seed: h1}))
 	running.WaitReady(t, 20*time.Second)
 	server.WaitReady(t, 20*time.Second)
-	ln, err := h2.Listen("tcp", ":9000")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go traffic.ServeEcho(ln)
-	dial := func() (net.Conn, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return h1.Dial(ctx, "tcp", h2.Addr.String()+":9000")
-	}
-	waitMeshed(t, dial, server)
+	dial := meshedEcho(t, h1, h2, server)
 	held, err := dial()
 	if err != nil {
 		t.Fatal(err)

@@ -104,22 +104,27 @@ func Cleanup() error {
 // shutdown (workloads may still run) keep the host closed. When systemd cannot
 // be asked, the table stays: the error is in the reason.
 func AfterStop(ctx context.Context, unit string) (remove bool, reason string) {
+	jobs, err := systemdJobs(ctx)
+	if err != nil {
+		return false, fmt.Sprintf("cannot ask systemd whether %s is being stopped (%v): the host stays closed; `ambient-agent cleanup` opens it", unit, err)
+	}
+	return stopJob(jobs, unit)
+}
+
+// systemdJobs are systemd's queued jobs, asked over its private socket (root,
+// no D-Bus daemon needed), else over the system bus.
+func systemdJobs(ctx context.Context) ([]sddbus.JobStatus, error) {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	// systemd's private socket (root, no D-Bus daemon needed), else the system bus.
 	conn, err := sddbus.NewSystemdConnectionContext(ctx)
 	if err != nil {
 		conn, err = sddbus.NewSystemConnectionContext(ctx)
 	}
 	if err != nil {
-		return false, fmt.Sprintf("cannot ask systemd whether %s is being stopped (%v): the host stays closed; `ambient-agent cleanup` opens it", unit, err)
+		return nil, err
 	}
 	defer conn.Close()
-	jobs, err := conn.ListJobsContext(ctx)
-	if err != nil {
-		return false, fmt.Sprintf("cannot list systemd's jobs (%v): the host stays closed; `ambient-agent cleanup` opens it", err)
-	}
-	return stopJob(jobs, unit)
+	return conn.ListJobsContext(ctx)
 }
 
 // ownUnit is the systemd service this process runs in, from its cgroup v2
@@ -168,17 +173,7 @@ func stopJob(jobs []sddbus.JobStatus, unit string) (bool, string) {
 // nobody asked for they serve on, and the next supervisor's worker takes over.
 // When systemd cannot be asked they serve on.
 func StopsWorkers(ctx context.Context, unit string) bool {
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	conn, err := sddbus.NewSystemdConnectionContext(ctx)
-	if err != nil {
-		conn, err = sddbus.NewSystemConnectionContext(ctx)
-	}
-	if err != nil {
-		return false
-	}
-	defer conn.Close()
-	jobs, err := conn.ListJobsContext(ctx)
+	jobs, err := systemdJobs(ctx)
 	if err != nil {
 		return false
 	}
