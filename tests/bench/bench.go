@@ -61,6 +61,8 @@ type samples struct {
 	lat      map[path][]Percentiles
 	conn     map[path][]float64
 	cpu      map[path][]PerAgent
+	// perRequest and perConn are the tunnel processes' counts, per request and per new connection.
+	perRequest, perConn map[path][]PerProcess
 }
 
 // Run builds the binaries, sets up the lab and measures. It fails t on any error: a benchmark that cannot
@@ -100,7 +102,8 @@ func Run(t lab.T, o Options) *Result {
 	}
 
 	s := samples{tp1: map[path][]float64{}, tp8: map[path][]float64{}, lat: map[path][]Percentiles{},
-		conn: map[path][]float64{}, cpu: map[path][]PerAgent{}}
+		conn: map[path][]float64{}, cpu: map[path][]PerAgent{},
+		perRequest: map[path][]PerProcess{}, perConn: map[path][]PerProcess{}}
 	for r := range pl.rounds {
 		// Rotate the order of the paths so that no path always runs first (or right after another).
 		order := rotate(tp.paths, r)
@@ -122,11 +125,14 @@ func Run(t lab.T, o Options) *Result {
 			if p == stunnel {
 				continue // a throughput baseline only
 			}
-			lat, cpu, err := tp.latency(p, pl)
+			lat, cpu, counts, err := tp.latency(p, pl)
 			if err != nil {
 				t.Fatal(err)
 			}
 			s.lat[p] = append(s.lat[p], lat)
+			if _, _, ok := tp.processes(p); ok {
+				s.perRequest[p] = append(s.perRequest[p], counts)
+			}
 			if _, ok := tp.agents[p]; ok {
 				s.cpu[p] = append(s.cpu[p], cpu)
 			}
@@ -135,11 +141,14 @@ func Run(t lab.T, o Options) *Result {
 			if p == peer || p == stunnel {
 				continue // compared on throughput (and the peer on latency) only
 			}
-			c, err := tp.connRate(p, pl)
+			c, counts, err := tp.connRate(p, pl)
 			if err != nil {
 				t.Fatal(err)
 			}
 			s.conn[p] = append(s.conn[p], c)
+			if _, _, ok := tp.processes(p); ok {
+				s.perConn[p] = append(s.perConn[p], counts)
+			}
 		}
 	}
 	if pl.profileDir != "" {
@@ -167,8 +176,8 @@ func (tp *topology) profileAll(t lab.T, p path, pl plan) {
 	prof.connDuration = time.Duration(secs) * time.Second
 	tp.profile(t, p, pl.profileDir, "cpu-throughput1", secs, func() error { _, err := tp.iperf(p, 1, prof); return err })
 	tp.profile(t, p, pl.profileDir, "cpu-throughput8", secs, func() error { _, err := tp.iperf(p, 8, prof); return err })
-	tp.profile(t, p, pl.profileDir, "cpu-latency", secs, func() error { _, _, err := tp.latency(p, prof); return err })
-	tp.profile(t, p, pl.profileDir, "cpu-connrate", secs, func() error { _, err := tp.connRate(p, prof); return err })
+	tp.profile(t, p, pl.profileDir, "cpu-latency", secs, func() error { _, _, _, err := tp.latency(p, prof); return err })
+	tp.profile(t, p, pl.profileDir, "cpu-connrate", secs, func() error { _, _, err := tp.connRate(p, prof); return err })
 }
 
 func (s *samples) summarize(res *Result, pl plan) {
@@ -192,6 +201,13 @@ func (s *samples) summarize(res *Result, pl plan) {
 	res.ConnRate = ConnRate{Workers: pl.workers, Direct: median(s.conn[direct]), Meshed: median(s.conn[meshed]),
 		Ratio: median(ratios(s.conn[meshed], s.conn[direct])), DirectRuns: s.conn[direct], MeshedRuns: s.conn[meshed]}
 	res.CPU = medianCPU(s.cpu[meshed], pl.rate)
+	res.Counts = CountsResult{PerRequest: map[string]PerProcess{}, PerConnection: map[string]PerProcess{}}
+	for p, xs := range s.perRequest {
+		res.Counts.PerRequest[p.String()] = medianPerProcess(xs)
+	}
+	for p, xs := range s.perConn {
+		res.Counts.PerConnection[p.String()] = medianPerProcess(xs)
+	}
 }
 
 func medianCPU(xs []PerAgent, rate float64) CPU {
@@ -304,6 +320,23 @@ func (r *Result) Check() []string {
 		pos("latency_1k."+name+".p50_ms", p.P50)
 		want(p.P50 <= p.P90 && p.P90 <= p.P99, "latency_1k.%s: percentiles out of order: %+v", name, p)
 		want(p.P99 < 1000, "latency_1k.%s.p99_ms = %v: over a second", name, p.P99)
+	}
+	for _, k := range []struct {
+		name string
+		m    map[string]PerProcess
+		path string
+	}{{"per_request", r.Counts.PerRequest, "meshed"}, {"per_request", r.Counts.PerRequest, "peer"}, {"per_connection", r.Counts.PerConnection, "meshed"}} {
+		pp, ok := k.m[k.path]
+		want(ok, "counts.%s.%s: missing", k.name, k.path)
+		for side, c := range map[string]Counts{"client": pp.Client, "server": pp.Server} {
+			pos(fmt.Sprintf("counts.%s.%s.%s.reads", k.name, k.path, side), c.Reads)
+			pos(fmt.Sprintf("counts.%s.%s.%s.writes", k.name, k.path, side), c.Writes)
+			pos(fmt.Sprintf("counts.%s.%s.%s.voluntary_switches", k.name, k.path, side), c.Voluntary)
+			want(c.Reads < 1000 && c.Writes < 1000, "counts.%s.%s.%s: %+v per unit: not per request", k.name, k.path, side, c)
+		}
+		if k.path == "meshed" {
+			pos("counts."+k.name+".meshed.client.allocs", pp.Client.Allocs)
+		}
 	}
 	pos("conn_rate.direct_per_s", r.ConnRate.Direct)
 	pos("conn_rate.meshed_per_s", r.ConnRate.Meshed)

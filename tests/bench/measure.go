@@ -55,8 +55,8 @@ type rrResult struct {
 }
 
 // latency runs fixed-rate request/response over p. For a path with agents it also returns the CPU both agents
-// used (vCPU per 1000 requests/s).
-func (tp *topology) latency(p path, pl plan) (Percentiles, PerAgent, error) {
+// used (vCPU per 1000 requests/s); for a tunnel, its processes' counts per request.
+func (tp *topology) latency(p path, pl plan) (Percentiles, PerAgent, PerProcess, error) {
 	var before [2]float64
 	agents, withAgents := tp.agents[p]
 	if withAgents {
@@ -64,10 +64,16 @@ func (tp *topology) latency(p path, pl plan) (Percentiles, PerAgent, error) {
 			before[i] = cpuSeconds(a.Pid())
 		}
 	}
+	countsBefore, counted := tp.countsNow(p)
 	start := time.Now()
 	out, err := tp.loadgen(p, pl.rrDuration+pl.warmup+30*time.Second, "rr", "-rate", fmt.Sprint(pl.rate),
 		"-conns", strconv.Itoa(pl.conns), "-size", "1024", "-duration", pl.rrDuration.String(), "-warmup", pl.warmup.String())
 	elapsed := time.Since(start).Seconds()
+	var counts PerProcess
+	if counted {
+		// Per request: the requests sent during the whole run, warm-up included, at the fixed rate.
+		counts = tp.countsSince(p, countsBefore, pl.rate*elapsed)
+	}
 	var cpu PerAgent
 	if withAgents {
 		// Per 1000 req/s: CPU seconds / elapsed seconds / (rate / 1000). The elapsed time includes loadgen's
@@ -76,24 +82,26 @@ func (tp *topology) latency(p path, pl plan) (Percentiles, PerAgent, error) {
 		cpu = PerAgent{Client: per(0), Server: per(1)}
 	}
 	if err != nil {
-		return Percentiles{}, cpu, err
+		return Percentiles{}, cpu, counts, err
 	}
 	var r rrResult
 	if err := json.Unmarshal(out, &r); err != nil {
-		return Percentiles{}, cpu, fmt.Errorf("loadgen rr %s: %w: %s", p, err, out)
+		return Percentiles{}, cpu, counts, fmt.Errorf("loadgen rr %s: %w: %s", p, err, out)
 	}
 	if r.Errors > 0 || r.Rate < 0.8*pl.rate { // well behind the schedule: the machine could not keep up
-		return Percentiles{}, cpu, fmt.Errorf("loadgen rr %s: %d errors, %.0f req/s of %.0f", p, r.Errors, r.Rate, pl.rate)
+		return Percentiles{}, cpu, counts, fmt.Errorf("loadgen rr %s: %d errors, %.0f req/s of %.0f", p, r.Errors, r.Rate, pl.rate)
 	}
-	return Percentiles{P50: r.P50, P90: r.P90, P99: r.P99}, cpu, nil
+	return Percentiles{P50: r.P50, P90: r.P90, P99: r.P99}, cpu, counts, nil
 }
 
-// connRate runs the connection-rate loop over p and returns connections per second.
-func (tp *topology) connRate(p path, pl plan) (float64, error) {
+// connRate runs the connection-rate loop over p and returns connections per second, and for a tunnel its
+// processes' counts per connection.
+func (tp *topology) connRate(p path, pl plan) (float64, PerProcess, error) {
+	countsBefore, counted := tp.countsNow(p)
 	out, err := tp.loadgen(p, pl.connDuration+pl.warmup+30*time.Second, "conn", "-workers", strconv.Itoa(pl.workers),
 		"-duration", pl.connDuration.String(), "-warmup", pl.warmup.String())
 	if err != nil {
-		return 0, err
+		return 0, PerProcess{}, err
 	}
 	var r struct {
 		Connections int     `json:"connections"`
@@ -101,12 +109,17 @@ func (tp *topology) connRate(p path, pl plan) (float64, error) {
 		PerSecond   float64 `json:"per_second"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, fmt.Errorf("loadgen conn %s: %w: %s", p, err, out)
+		return 0, PerProcess{}, fmt.Errorf("loadgen conn %s: %w: %s", p, err, out)
 	}
 	if r.Errors > r.Connections/100 {
-		return 0, fmt.Errorf("loadgen conn %s: %d errors for %d connections", p, r.Errors, r.Connections)
+		return 0, PerProcess{}, fmt.Errorf("loadgen conn %s: %d errors for %d connections", p, r.Errors, r.Connections)
 	}
-	return r.PerSecond, nil
+	var counts PerProcess
+	if counted {
+		// Per connection: those of the warm-up too, made at the measured rate.
+		counts = tp.countsSince(p, countsBefore, r.PerSecond*(pl.connDuration+pl.warmup).Seconds())
+	}
+	return r.PerSecond, counts, nil
 }
 
 // memory measures both agents of p idle, then holding 1,000 and 10,000 connections through them.

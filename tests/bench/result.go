@@ -26,6 +26,8 @@ type Result struct {
 	TLSBaseline TLSBaseline `json:"tls_baseline"`
 	// Compare is a second agent binary measured in the same rounds (Options.Compare).
 	Compare *Compare `json:"compare,omitempty"`
+	// Counts are the system calls, context switches and allocations of each tunnel's processes.
+	Counts CountsResult `json:"counts"`
 }
 
 // TLSBaseline is the stunnel4 path's throughput.
@@ -268,6 +270,7 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "tls baseline (%s): throughput_1 %.2f Gbit/s (%.2f of direct), throughput_8 %.2f Gbit/s (%.2f of direct); agent/baseline %.2f, %.2f\n",
 		b.Implementation, b.Throughput1.Gbps, b.Throughput1.RatioToDirect, b.Throughput8.Gbps, b.Throughput8.RatioToDirect,
 		b.Throughput1.AgentOverBaseline, b.Throughput8.AgentOverBaseline)
+	r.printCounts(w)
 	if c := r.Compare; c != nil {
 		fmt.Fprintf(w, "\ncompared agent %s, same rounds (ratio to direct; compared/first agent):\n", c.Agent)
 		fmt.Fprintf(w, "  throughput_1 %.2f Gbit/s (%.2f; %.2f)  throughput_8 %.2f Gbit/s (%.2f; %.2f)\n",

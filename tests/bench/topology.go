@@ -45,6 +45,7 @@ type topology struct {
 	client, server map[path]*lab.Host
 	agents         map[path][2]*lab.Agent // meshed and compare: client and server agents
 	tunnel         map[path]*lab.Proc     // peer and stunnel: the client-side process
+	peerServer     *lab.Proc              // the peer's server-side process
 }
 
 func setUp(t lab.T, bins binaries) *topology {
@@ -93,7 +94,7 @@ func setUp(t lab.T, bins binaries) *topology {
 func (tp *topology) startPeer(t lab.T) {
 	t.Helper()
 	c, s := tp.client[peer], tp.server[peer]
-	s.Start("hbonepeer", tp.bins.peer, "server", "-listen", fmt.Sprintf(":%d", hbonePort), "-identity", s.IdentityDir())
+	tp.peerServer = s.Start("hbonepeer", tp.bins.peer, "server", "-listen", fmt.Sprintf(":%d", hbonePort), "-identity", s.IdentityDir())
 	s.WaitListening(hbonePort, 10*time.Second)
 	tp.tunnel[peer] = c.Start("hbonepeer", tp.bins.peer, "client", "-listen", redirectTo[peer],
 		"-gateway", fmt.Sprintf("%s:%d", s.Addr, hbonePort), "-identity", c.IdentityDir())
