@@ -247,10 +247,13 @@ func (c *conn) fill(s *Stream, n int) error {
 		k := min(len(room), n)
 		_, err := io.ReadFull(c.nc, room[:k])
 		c.mu.Lock()
-		if s.rq.commit(k, c.bufs) {
-			s.readCond.Signal()
-		} else {
+		switch {
+		case !s.rq.commit(k, c.bufs):
 			c.creditLocked(nil, k) // released meanwhile: dropped
+		case err == nil && s.directable():
+			c.writeDirectLocked(s) // signals the consumer only if bytes are left
+		default:
+			s.readCond.Signal()
 		}
 		c.mu.Unlock()
 		if err != nil {

@@ -29,7 +29,13 @@ type Stream struct {
 	writeMu sync.Mutex // one writer at a time
 
 	// Under c.mu.
-	readCond    sync.Cond
+	readCond sync.Cond
+	// sink is where WriteTo copies, when it is a socket the read loop may write to itself (direct.go);
+	// sinkWaiting: WriteTo waits for data with an empty queue; direct: the read loop is writing to sink.
+	sink        *directWriter
+	sinkWaiting bool
+	direct      bool
+	awaitDirect bool // someone waits for the direct write to end
 	sendWindow  int64
 	recvWindow  int64
 	recvUnacked int64
@@ -104,24 +110,27 @@ func (s *Stream) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// WriteTo copies the tunnel's bytes to w until EOF, straight from the receive buffers.
+// WriteTo copies the tunnel's bytes to w until EOF, straight from the receive buffers. When w is a socket, the
+// read loop writes what arrives to it itself while it can without blocking (direct.go): no hand-off to this
+// goroutine per message. The count returned includes those bytes.
 func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
-	var total int64
+	start := s.received.Load()
+	s.attachSink(w)
+	defer s.detachSink()
 	for {
 		b, err := s.waitReadable()
 		if err == io.EOF {
-			return total, nil
+			return s.received.Load() - start, nil
 		}
 		if err != nil {
-			return total, err
+			return s.received.Load() - start, err
 		}
 		n, werr := w.Write(b)
 		s.consumed(n)
-		total += int64(n)
 		if werr != nil {
-			return total, werr
+			return s.received.Load() - start, werr
 		}
 	}
 }
@@ -134,6 +143,7 @@ func (s *Stream) waitReadable() ([]byte, error) {
 	defer c.mu.Unlock()
 	for {
 		switch {
+		case s.direct: // the read loop is writing to the sink: it signals when done
 		case s.released:
 			return nil, net.ErrClosed
 		case s.rq.size > 0:
@@ -145,7 +155,10 @@ func (s *Stream) waitReadable() ([]byte, error) {
 		case deadlinePassed(s.readDL):
 			return nil, os.ErrDeadlineExceeded
 		}
+		s.sinkWaiting = s.sink != nil && !s.direct
+		s.awaitDirect = s.awaitDirect || s.direct
 		s.readCond.Wait()
+		s.sinkWaiting = false
 	}
 }
 
