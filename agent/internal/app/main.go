@@ -39,7 +39,9 @@ func Main(path string, opts RunOptions, stderr io.Writer) int {
 		return 1
 	}
 	level := new(slog.LevelVar)
-	log := newLogger(cfg.Log, stderr, level)
+	logOut := newLogWriter(stderr)
+	defer logOut.Close()
+	log := newLogger(cfg.Log, logOut, level)
 
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
