@@ -73,6 +73,10 @@ func readMesh(a *lab.Agent) (meshDump, error) {
 }
 
 // waitMesh waits until the agent's view satisfies ok.
+// gossipConverges bounds how long a changed record takes to reach every member: at once by broadcast, which may
+// miss one, else by memberlist's next push/pull (every 30 s).
+const gossipConverges = 60 * time.Second
+
 func waitMesh(t *testing.T, a *lab.Agent, d time.Duration, what string, ok func(meshDump) bool) meshDump {
 	t.Helper()
 	deadline := time.Now().Add(d)

@@ -183,10 +183,11 @@ func TestWaypoints(t *testing.T) {
 	waitMesh(t, client, 30*time.Second, "service-account waypoint known", func(m meshDump) bool { return len(m.Waypoints) == 2 })
 	w.reviews.WriteConfig(lab.AgentConfig{Host: w.reviews, Gossip: &lab.Gossip{KeyFile: w.key, Seed: w.client}, Tables: w.reviewsConfig("sa-wp", "")}.String())
 	reviewsAgent.Reload(t)
+	// A broadcast can miss a member; memberlist's push/pull (every 30 s) then brings the record: wait past one.
 	for _, a := range []*lab.Agent{client, saAgent} { // the waypoint serves only what it knows names it
-		waitMesh(t, a, 30*time.Second, "reviews names sa-wp", func(m meshDump) bool { return m.workloadWaypoint("reviews") == "sa-wp" })
+		waitMesh(t, a, gossipConverges, "reviews names sa-wp", func(m meshDump) bool { return m.workloadWaypoint("reviews") == "sa-wp" })
 	}
-	waitMesh(t, reviewsAgent, 30*time.Second, "service-account waypoint known by the backend", func(m meshDump) bool { return len(m.Waypoints) == 2 })
+	waitMesh(t, reviewsAgent, gossipConverges, "service-account waypoint known by the backend", func(m meshDump) bool { return len(m.Waypoints) == 2 })
 	before := countLines(nsAgent.Log(), "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr))
 	mustCurl(t, w.client, fmt.Sprintf("http://%s:8080/", w.reviews.Addr), "reviews from h2")
 	waitCount(t, saAgent, 1, 5*time.Second, "route=waypoint", fmt.Sprintf("dst=%s:8080", w.reviews.Addr), "response_flags=-")
