@@ -3,6 +3,7 @@ package hbone
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"time"
 
@@ -43,7 +44,9 @@ func (p *Pool) Dial(ctx context.Context, t Tunnel) (*Stream, error) {
 			return st, nil
 		}
 		lastErr = err
-		if !errors.Is(err, errStreamRefused) {
+		// Refused, or never sent (its connection closed under it, as a draining server's does after GOAWAY):
+		// the server did not see it, another connection may take it.
+		if !errors.Is(err, errStreamRefused) && !errors.Is(err, errNotSent) {
 			break
 		}
 	}
@@ -60,6 +63,9 @@ func (p *Pool) failed(info *TunnelInfo, err error) error {
 	return err
 }
 
+// errNotSent: the CONNECT was not written (its connection failed first); the server never saw it.
+var errNotSent = errors.New("request not sent")
+
 // roundTrip sends the CONNECT on c (whose slot is reserved) and waits for the answer.
 func (p *Pool) roundTrip(ctx context.Context, c *conn, req *Tunnel) (*Stream, error) {
 	st, err := c.writeRequest(requestFields(req))
@@ -68,7 +74,8 @@ func (p *Pool) roundTrip(ctx context.Context, c *conn, req *Tunnel) (*Stream, er
 		if errors.Is(err, errStreamRefused) {
 			return nil, err
 		}
-		return nil, newError(FlagOf(err), "connect", req.Authority, err)
+		// A request that could not be written was not seen by the server: Dial may try another connection.
+		return nil, newError(FlagOf(err), "connect", req.Authority, fmt.Errorf("%w: %w", errNotSent, err))
 	}
 	st.onClose = func(*Stream) { c.releaseSlot() }
 

@@ -239,7 +239,7 @@ func (c *conn) abort(code http2.ErrCode, err error) {
 func (c *conn) tryReserve(limit int) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.goingAway || c.nextID > defaultMaxStreamID {
+	if c.goingAway || c.closed || c.nextID > defaultMaxStreamID {
 		return false
 	}
 	limit = min(limit, c.peerStreams)
