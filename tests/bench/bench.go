@@ -178,6 +178,7 @@ func (tp *topology) profileAll(t lab.T, p path, pl plan) {
 	tp.profile(t, p, pl.profileDir, "cpu-throughput8", secs, func() error { _, err := tp.iperf(p, 8, prof); return err })
 	tp.profile(t, p, pl.profileDir, "cpu-latency", secs, func() error { _, _, _, err := tp.latency(p, prof); return err })
 	tp.profile(t, p, pl.profileDir, "cpu-connrate", secs, func() error { _, _, err := tp.connRate(p, prof); return err })
+	tp.trace(t, p, pl.profileDir, "trace-latency", 2, func() error { _, _, _, err := tp.latency(p, prof); return err })
 }
 
 func (s *samples) summarize(res *Result, pl plan) {

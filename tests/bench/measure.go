@@ -279,6 +279,22 @@ func (tp *topology) saveProfile(t lab.T, p path, dir, name, urlPath string, time
 	}
 }
 
+// trace records execution traces (runtime/trace) of both agents for seconds while load runs on p: what wakes
+// which goroutine, and which thread runs it (go tool trace).
+func (tp *topology) trace(t lab.T, p path, dir, name string, seconds int, load func() error) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		time.Sleep(time.Second) // past the load's warm-up
+		tp.saveProfile(t, p, dir, name, fmt.Sprintf("/debug/pprof/trace?seconds=%d", seconds), time.Duration(seconds+15)*time.Second)
+	}()
+	if err := load(); err != nil {
+		t.Logf("warning: load under trace %s: %v", name, err)
+	}
+	<-done
+}
+
 // profile records CPU profiles of both agents of p while load runs on p.
 func (tp *topology) profile(t lab.T, p path, dir, name string, seconds int, load func() error) {
 	t.Helper()
