@@ -5,6 +5,10 @@
 // borrows a buffer for one read attempt, gives it back at once when the socket has nothing (EAGAIN), and waits for
 // readability with empty hands; a buffer is only out between a read that returned data and the write of that data.
 //
+// Its reads, and Conn (what crypto/tls reads and writes HBONE connections through), make raw system calls: a read
+// or write on a non-blocking socket never blocks, so it skips the scheduler's system-call bookkeeping and the
+// wake-ups of the runtime's monitor thread that come with it (raw.go).
+//
 // bufcopy is a leaf: it imports only the standard library, never an agent package.
 package bufcopy
 
@@ -62,12 +66,7 @@ func FromTCP(dst io.Writer, src *net.TCPConn, p *Pool) (int64, error) {
 		)
 		err := rc.Read(func(fd uintptr) bool {
 			buf = p.Get()
-			for {
-				n, rerr = syscall.Read(int(fd), *buf)
-				if rerr != syscall.EINTR {
-					break
-				}
-			}
+			n, rerr = ReadRaw(fd, *buf)
 			if rerr == syscall.EAGAIN {
 				p.Put(buf)
 				buf = nil

@@ -6,6 +6,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 )
 
 // Direct writes. A stream copied to a socket (WriteTo, what the proxy's relay does for tunnel -> upstream and
@@ -87,8 +89,8 @@ type directWriter struct {
 }
 
 func (d *directWriter) write(fd uintptr) bool {
-	d.n, d.err = unix.Write(int(fd), d.b)
-	return true // one attempt: never wait for room
+	d.n, d.err = bufcopy.WriteRaw(fd, d.b) // no scheduler bookkeeping: see bufcopy.ReadRaw
+	return true                            // one attempt: never wait for room
 }
 
 // try writes what it can of b: EAGAIN is 0 bytes, not an error.

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 )
 
 // PoolKey identifies the HTTP/2 connections a tunnel may share (spec/hbone.md "Connection pooling"): source
@@ -296,7 +298,7 @@ func (p *Pool) dialConn(ctx context.Context, t *Tunnel, key PoolKey) (*conn, err
 		return nil, newError(timeoutFlag(err, FlagDial), "dial", addr, err)
 	}
 	setTCPOptions(nc)
-	tc := tls.Client(nc, withH2(cfg))
+	tc := tls.Client(bufcopy.Wrap(nc), withH2(cfg)) // TLS records read and written with raw system calls
 	if err := tc.HandshakeContext(ctx); err != nil {
 		_ = nc.Close()
 		return nil, newError(timeoutFlag(err, FlagTLS), "handshake", addr, err)

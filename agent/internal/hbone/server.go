@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/net/http2"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 )
 
@@ -301,7 +302,8 @@ func (s *Server) serveConn(nc net.Conn, handshake func()) {
 // fills in the peer's identity. Its errors carry their flag: TLS, or TIMEOUT.
 func (s *Server) handshake(nc net.Conn, info *TunnelInfo) (*tls.Conn, spiffeid.ID, error) {
 	var localID spiffeid.ID
-	tc := tls.Server(nc, &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+	// TLS records are read and written with raw system calls (bufcopy.Conn).
+	tc := tls.Server(bufcopy.Wrap(nc), &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
 		id, cfg, err := s.cfg.Certificate(info.Local.Addr().Unmap(), hello.ServerName)
 		if err != nil {
 			return nil, err
