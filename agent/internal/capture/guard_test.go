@@ -97,7 +97,7 @@ func (ns *netNS) listenMarked(t *testing.T, addr string) *net.TCPListener {
 	t.Helper()
 	var ln net.Listener
 	err := ns.do(nil, func() (err error) {
-		ln, err = ListenMarked("tcp", addr, nft.DefaultMark)
+		ln, err = ListenMarked("tcp", addr, nft.DefaultMark, true)
 		return err
 	})
 	if err != nil {

@@ -59,7 +59,13 @@ func TransparentControl(mark uint32) func(network, address string, c syscall.Raw
 // agent's mark when the table guards them (nft.Spec.GuardListeners): the guard
 // resets every redirected connection that reaches an unmarked socket, so that a
 // local user who binds the agent's port while the agent is down gets none.
-func ListenMarked(network, address string, mark uint32) (net.Listener, error) {
+// keepAlive false accepts connections without TCP keepalive (Go's default sets
+// it, four setsockopt calls per connection): for the ports only local
+// applications reach, where it protects nothing.
+func ListenMarked(network, address string, mark uint32, keepAlive bool) (net.Listener, error) {
 	lc := net.ListenConfig{Control: MarkControl(mark)}
+	if !keepAlive {
+		lc.KeepAlive = -1
+	}
 	return lc.Listen(context.Background(), network, address)
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -65,6 +66,9 @@ type Deps struct {
 	Refused func(listener string, remote netip.AddrPort, limit string)
 
 	settings atomic.Pointer[Settings]
+
+	localOnce sync.Once
+	localDial *localDialers
 }
 
 // Settings are what a reload changes in the data path: a value, swapped whole

@@ -81,19 +81,19 @@ func Listen(cfg ListenConfig, d *Deps) (_ *Listeners, err error) {
 	}
 	// REDIRECT sends captured IPv4 to 127.0.0.1 and IPv6 to ::1: listen on both
 	// through the wildcard; the proxy refuses anything not arriving on loopback.
-	ln, err := l.listen(cfg, ports.Outbound, "the outbound port")
+	ln, err := l.listen(cfg, ports.Outbound, "the outbound port", false)
 	if err != nil {
 		return nil, err
 	}
 	l.outbound = append(l.outbound, NewOutbound(ln, d))
 	for _, w := range cfg.Workloads {
-		ln, err := l.listen(cfg, int(w.Port), "the outbound port of workload "+w.UID)
+		ln, err := l.listen(cfg, int(w.Port), "the outbound port of workload "+w.UID, false)
 		if err != nil {
 			return nil, err
 		}
 		l.outbound = append(l.outbound, NewWorkloadOutbound(ln, d, w.UID))
 	}
-	if ln, err = l.listen(cfg, ports.InboundPlaintext, "the inbound plaintext port"); err != nil {
+	if ln, err = l.listen(cfg, ports.InboundPlaintext, "the inbound plaintext port", true); err != nil {
 		return nil, err
 	}
 	l.inbound = NewInboundPlain(ln, d)
@@ -101,11 +101,12 @@ func Listen(cfg ListenConfig, d *Deps) (_ *Listeners, err error) {
 }
 
 // listen binds a marked listener of a redirected port, or takes the one the
-// agent this one replaces handed over; Close closes it.
-func (l *Listeners) listen(cfg ListenConfig, port int, what string) (net.Listener, error) {
+// agent this one replaces handed over; Close closes it. keepAlive is false for
+// the outbound ports, which only local applications reach (capture.ListenMarked).
+func (l *Listeners) listen(cfg ListenConfig, port int, what string, keepAlive bool) (net.Listener, error) {
 	addr := ":" + strconv.Itoa(port)
 	ln, err := cfg.Sockets.Listen("tcp marked "+addr, func() (net.Listener, error) {
-		return capture.ListenMarked("tcp", addr, cfg.Mark)
+		return capture.ListenMarked("tcp", addr, cfg.Mark, keepAlive)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: listen on %s (%d): %w", what, port, err)
