@@ -8,9 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/meshca"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 )
 
 func caCommands() table {

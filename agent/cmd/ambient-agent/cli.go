@@ -54,21 +54,13 @@ func controlClient(socket string, timeout time.Duration) *http.Client {
 }
 
 func fetchDump(socket string) (*admin.Dump, []byte, error) {
-	resp, err := controlClient(socket, 5*time.Second).Get("http://localhost/config_dump")
+	body, err := controlCall(socket, http.MethodGet, "/config_dump", 5*time.Second)
 	if err != nil {
-		return nil, nil, fmt.Errorf("the agent's control socket %s does not answer (is the agent running, and are you root or in its group? systemctl status ambient-agent): %w", socket, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, nil, fmt.Errorf("admin API: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, nil, fmt.Errorf("admin API: %s", resp.Status)
+		return nil, nil, err
 	}
 	var d admin.Dump
 	if err := json.Unmarshal(body, &d); err != nil {
-		return nil, nil, fmt.Errorf("admin API: bad /config_dump: %w", err)
+		return nil, nil, fmt.Errorf("control API: bad /config_dump: %w", err)
 	}
 	return &d, body, nil
 }
@@ -76,6 +68,13 @@ func fetchDump(socket string) (*admin.Dump, []byte, error) {
 // adminCommand runs a command that reads the dump and prints it as text, or
 // prints the JSON of view(d) with -json.
 func adminCommand(name string, args []string, stdout, stderr io.Writer, view func(*admin.Dump) any, text func(io.Writer, *admin.Dump)) int {
+	return adminCommandExit(name, args, stdout, stderr, view, text, nil)
+}
+
+// adminCommandExit is adminCommand whose exit code, once the dump was printed, is
+// exit(d) (nil: 0).
+func adminCommandExit(name string, args []string, stdout, stderr io.Writer, view func(*admin.Dump) any,
+	text func(io.Writer, *admin.Dump), exit func(*admin.Dump) int) int {
 	fs := newFlags(name, name+" [-socket PATH] [-json]", stderr)
 	f := newCLIFlags(fs)
 	if code := parseFlags(fs, args, stdout); code >= 0 {
@@ -90,11 +89,14 @@ func adminCommand(name string, args []string, stdout, stderr io.Writer, view fun
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(view(d)); err != nil {
-			return 1
+			return failed(stderr, name, err)
 		}
-		return 0
+	} else {
+		text(stdout, d)
 	}
-	text(stdout, d)
+	if exit != nil {
+		return exit(d)
+	}
 	return 0
 }
 

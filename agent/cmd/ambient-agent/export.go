@@ -9,8 +9,9 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 func exportCommands() table {

@@ -8,8 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata/export/*.yaml from the current output")

@@ -9,14 +9,22 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 )
 
+// exitNotReady is status's exit code for an agent that answers but is not ready (as systemctl is-active's 3).
+const exitNotReady = 3
+
 func runStatus(args []string, stdout, stderr io.Writer) int {
-	return adminCommand("status", args, stdout, stderr, func(d *admin.Dump) any {
+	return adminCommandExit("status", args, stdout, stderr, func(d *admin.Dump) any {
 		return map[string]any{
 			"ready": d.Ready, "waitingFor": d.Waiting, "version": d.Version, "uptime": d.Uptime,
 			"node": d.Config.Node.Name, "certificates": d.Certificates, "capture": d.Capture,
 			"workloads": len(d.Workloads),
 		}
-	}, printStatus)
+	}, printStatus, func(d *admin.Dump) int {
+		if !d.Ready {
+			return exitNotReady
+		}
+		return 0
+	})
 }
 
 func printStatus(w io.Writer, d *admin.Dump) {

@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,19 @@ type Hooks struct {
 	Quit func()
 	// Ready reports readiness and, when not ready, what is missing.
 	Ready func() (bool, []string)
+	// Connections returns the open connections (served as /connections, as JSON).
+	Connections func() any
+	// Probe checks an HBONE peer: a TLS handshake with a local identity and the HTTP/2 preface, nothing
+	// carried (served as POST /probe). A failed probe is a result, not an error; the error is for a request
+	// that cannot be made (a bad address, no such local identity).
+	Probe func(ctx context.Context, req ProbeRequest) (any, error)
+}
+
+// ProbeRequest is what POST /probe asks: ?address=IP[:PORT]&expect=SPIFFE-ID&as=SPIFFE-ID-OR-WORKLOAD.
+type ProbeRequest struct {
+	Address string // the peer's HBONE address; port 15008 when none is given
+	Expect  string // the identity the peer must present ("": any of the trust bundle's)
+	As      string // the local identity to present ("": the first local workload's)
 }
 
 // ControlHandler returns the handler of the control API, served only on the
@@ -40,6 +54,26 @@ func ControlHandler(h Hooks, log *slog.Logger) http.Handler {
 	})
 	mux.HandleFunc("/logging", func(w http.ResponseWriter, r *http.Request) {
 		serveLogging(w, r, h, log)
+	})
+	mux.HandleFunc("GET /connections", func(w http.ResponseWriter, r *http.Request) {
+		if h.Connections == nil {
+			http.Error(w, "not available", http.StatusNotFound)
+			return
+		}
+		writeJSON(w, h.Connections())
+	})
+	mux.HandleFunc("POST /probe", func(w http.ResponseWriter, r *http.Request) {
+		if h.Probe == nil {
+			http.Error(w, "not available", http.StatusNotFound)
+			return
+		}
+		q := r.URL.Query()
+		res, err := h.Probe(r.Context(), ProbeRequest{Address: q.Get("address"), Expect: q.Get("expect"), As: q.Get("as")})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, res)
 	})
 	mux.HandleFunc("POST /quitquitquit", func(w http.ResponseWriter, r *http.Request) {
 		log.Info("shutdown requested through the control API")

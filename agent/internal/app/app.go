@@ -435,6 +435,10 @@ func (a *App) adminHooks() admin.Hooks {
 		ParseLevel: config.ParseLevel,
 		Quit:       a.requestQuit,
 		Ready:      a.ready.state,
+		Connections: func() any {
+			return a.metrics.LiveConnections()
+		},
+		Probe: a.probe,
 	}
 }
 

@@ -33,3 +33,13 @@ func ClientTLSConfig(src Source, local spiffeid.ID, expected []spiffeid.ID) *tls
 	cfg.VerifyPeerCertificate = tlsconfig.VerifyPeerCertificate(bundlesOf{src}, tlsconfig.AuthorizeOneOf(slices.Clone(expected)...))
 	return cfg
 }
+
+// ProbeTLSConfig is ClientTLSConfig for a connectivity probe: with expected empty it accepts a server with any
+// SPIFFE ID whose chain verifies against the trust bundles (the probe reports which), else one of expected.
+func ProbeTLSConfig(src Source, local spiffeid.ID, expected []spiffeid.ID) *tls.Config {
+	cfg := ClientTLSConfig(src, local, expected)
+	if len(expected) == 0 {
+		cfg.VerifyPeerCertificate = tlsconfig.VerifyPeerCertificate(bundlesOf{src}, tlsconfig.AuthorizeAny())
+	}
+	return cfg
+}

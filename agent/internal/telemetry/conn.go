@@ -3,6 +3,7 @@ package telemetry
 import (
 	"log/slog"
 	"net/netip"
+	"sort"
 	"sync"
 	"time"
 )
@@ -130,4 +131,45 @@ func orUnknown(s string) string {
 		return Unknown
 	}
 	return s
+}
+
+// LiveConn is one open connection as `ambient-agent connections` shows it.
+type LiveConn struct {
+	Direction   string         `json:"direction"`
+	Src         netip.AddrPort `json:"src"`
+	Dst         netip.AddrPort `json:"dst"`
+	Route       string         `json:"route"`
+	SrcWorkload string         `json:"srcWorkload,omitempty"`
+	SrcIdentity string         `json:"srcIdentity,omitempty"`
+	DstWorkload string         `json:"dstWorkload,omitempty"`
+	DstIdentity string         `json:"dstIdentity,omitempty"`
+	DstService  string         `json:"dstService,omitempty"`
+	Since       time.Time      `json:"since"`
+	// BytesSent went from the client to the server so far, BytesReceived back.
+	BytesSent     int64 `json:"bytesSent"`
+	BytesReceived int64 `json:"bytesReceived"`
+}
+
+// LiveConnections lists the open connections whose bytes are counted as they flow (every proxied TCP
+// connection and inbound tunnel), oldest first.
+func (m *Metrics) LiveConnections() []LiveConn {
+	var out []LiveConn
+	m.live.Range(func(k, _ any) bool {
+		c := k.(*Conn)
+		c.mu.Lock()
+		if !c.done {
+			lc := LiveConn{Direction: c.info.Direction, Src: c.info.Src, Dst: c.info.Dst, Route: c.info.Route,
+				SrcWorkload: c.labels.SourceWorkload, SrcIdentity: c.labels.SourcePrincipal,
+				DstWorkload: c.labels.DestinationWorkload, DstIdentity: c.labels.DestinationPrincipal,
+				DstService: c.labels.DestinationService, Since: c.start}
+			if c.progress != nil {
+				lc.BytesSent, lc.BytesReceived = c.progress()
+			}
+			out = append(out, lc)
+		}
+		c.mu.Unlock()
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].Since.Before(out[j].Since) })
+	return out
 }

@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab"
+)
+
+// cli runs the agent's CLI in h and returns its exit code, stdout and stderr.
+func cli(t *testing.T, h *lab.Host, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd := h.Command(lab.Timeout(30*time.Second), agentBin, args...)
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		return ee.ExitCode(), out.String(), errb.String()
+	case err != nil:
+		t.Fatalf("%v: %v", args, err)
+	}
+	return 0, out.String(), errb.String()
+}
+
+// The operator's live commands against running agents: connections lists a connection carried over HBONE on
+// both sides with its identities; probe checks a peer's HBONE port (its identity, TLS 1.3, HTTP/2) and fails
+// clearly on the wrong identity or a closed port; log-level reads and changes the level of the running agent.
+func TestConnectionsProbeAndLogLevel(t *testing.T) {
+	lab.Require(t, "nft", "nc", "socat", "ss")
+	l := lab.New(t, 2)
+	a, b := l.Hosts[0], l.Hosts[1]
+	for _, h := range []*lab.Host{a, b} {
+		h.Issue(agentBin, "default", "default")
+	}
+	agentA := a.StartAgent(agentBin, meshConfig(a, b).String())
+	agentB := b.StartAgent(agentBin, meshConfig(b, a).String())
+	agentA.WaitReady(t, 15*time.Second)
+	agentB.WaitReady(t, 15*time.Second)
+	id := "spiffe://cluster.local/ns/default/sa/default"
+
+	// A long-lived connection from A to a sink on B, carried over HBONE.
+	b.Start("sink", "socat", "TCP-LISTEN:9000,fork,reuseaddr", "SYSTEM:cat >/dev/null")
+	b.WaitListening(9000, 5*time.Second)
+	client := a.Start("nc", "bash", "-c", fmt.Sprintf("exec nc %s 9000 < <(echo hello; sleep 60)", b.Addr))
+	defer client.Kill()
+
+	type conn struct {
+		Direction, Route, SrcIdentity, DstIdentity string
+		Dst                                        string
+		BytesSent                                  int64
+	}
+	find := func(h *lab.Host, dst string) (conn, string) {
+		var last string
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			code, out, errOut := cli(t, h, "connections", "-json")
+			if code != 0 {
+				t.Fatalf("connections -json on %s: exit %d: %s", h.Name, code, errOut)
+			}
+			var cs []conn
+			if err := json.Unmarshal([]byte(out), &cs); err != nil {
+				t.Fatalf("connections -json on %s: %v\n%s", h.Name, err, out)
+			}
+			for _, c := range cs {
+				if c.Dst == dst && c.BytesSent > 0 {
+					return c, out
+				}
+			}
+			last = out
+		}
+		t.Fatalf("connections on %s shows no connection to %s that carried bytes:\n%s", h.Name, dst, last)
+		return conn{}, ""
+	}
+	dst := fmt.Sprintf("%s:9000", b.Addr)
+	if c, out := find(a, dst); c.Direction != "outbound" || c.Route != "hbone" || c.DstIdentity != id {
+		t.Errorf("A's connection to %s: %+v, want outbound over hbone to %s\n%s", dst, c, id, out)
+	}
+	if c, out := find(b, dst); c.Direction != "inbound" || c.SrcIdentity != id {
+		t.Errorf("B's connection to %s: %+v, want inbound from %s\n%s", dst, c, id, out)
+	}
+	if _, out, _ := cli(t, a, "connections"); !strings.Contains(out, dst) || !strings.Contains(out, "1 open") {
+		t.Errorf("connections on A (text):\n%s", out)
+	}
+
+	// probe: B's HBONE port answers with B's identity.
+	code, out, errOut := cli(t, a, "probe", b.Addr.String())
+	if code != 0 || !strings.Contains(out, "Peer identity:  "+id+" (TLS 1.3, ALPN h2)") || !strings.Contains(out, "HTTP/2:         ok") {
+		t.Errorf("probe %s: exit %d\n%s%s", b.Addr, code, out, errOut)
+	}
+	var res struct {
+		OK           bool   `json:"ok"`
+		PeerIdentity string `json:"peerIdentity"`
+		HTTP2        bool   `json:"http2"`
+		Stage        string `json:"failedStage"`
+	}
+	code, out, _ = cli(t, a, "probe", "-json", "-expect", "spiffe://cluster.local/ns/other/sa/other", b.Addr.String())
+	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 1 || res.OK || res.Stage != "tls" {
+		t.Errorf("probe expecting another identity: exit %d, %+v (%v); want exit 1, failed at tls\n%s", code, res, err, out)
+	}
+	code, out, errOut = cli(t, a, "probe", "127.0.0.1:1") // nothing listens: refused
+	if code != 1 || !strings.Contains(errOut, "connect failed") || !strings.Contains(out, "FAILED") {
+		t.Errorf("probe of a closed port: exit %d\n%s%s", code, out, errOut)
+	}
+	if code, _, errOut := cli(t, a, "probe", "not-an-address"); code != 1 || !strings.Contains(errOut, "is not IP or IP:PORT") {
+		t.Errorf("probe not-an-address: exit %d, %s", code, errOut)
+	}
+
+	// log-level: read, change, read back; a wrong level is refused and changes nothing.
+	if _, out, _ := cli(t, a, "log-level"); strings.TrimSpace(out) != "level: info" {
+		t.Errorf("log-level: %q, want level: info", out)
+	}
+	if code, out, _ := cli(t, a, "log-level", "debug"); code != 0 || strings.TrimSpace(out) != "level: debug" {
+		t.Errorf("log-level debug: exit %d, %q", code, out)
+	}
+	if code, _, errOut := cli(t, a, "log-level", "loud"); code != 1 || !strings.Contains(errOut, "loud") {
+		t.Errorf("log-level loud: exit %d, %q; want 1 and the refusal", code, errOut)
+	}
+	if _, out, _ := cli(t, a, "log-level"); strings.TrimSpace(out) != "level: debug" {
+		t.Errorf("log-level after the refusal: %q, want level: debug", out)
+	}
+	agentA.WaitLog(t, "log level changed through the admin API", 5*time.Second)
+}
