@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.
 LDFLAGS := -X github.com/ambient-agent/ambient-agent/agent/internal/app.Version=$(VERSION)
 BIN     := bin/ambient-agent
 
-.PHONY: build test unit lint demo clean tools
+.PHONY: generate build test unit lint demo clean tools
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./agent/cmd/ambient-agent
@@ -41,6 +41,14 @@ tools:
 # Unit tests only (no root needed; lab tests skip outside CI).
 unit:
 	$(GO) test -count=1 ./agent/... ./nft/...
+
+# The man page and the shell completions, generated from the command table (TestGeneratedFilesAreCurrent checks them).
+generate:
+	$(GO) run ./agent/cmd/ambient-agent help -man > packaging/ambient-agent.8
+	for sh in bash zsh fish; do \
+		f=packaging/completion/ambient-agent.$$sh; [ $$sh = zsh ] && f=packaging/completion/_ambient-agent; \
+		$(GO) run ./agent/cmd/ambient-agent completion $$sh > $$f || exit 1; \
+	done
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

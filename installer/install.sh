@@ -11,6 +11,7 @@
 #   /etc/ambient-agent/config.toml                   only if there is none: yours is never replaced
 #   /usr/local/lib/ambient-agent/uninstall.sh        to remove it again
 #   /usr/local/share/man/man8/ambient-agent.8.gz, /usr/local/share/doc/ambient-agent/
+#   /usr/local/share/{bash-completion/completions,zsh/site-functions,fish/vendor_completions.d}/   shell completion
 # Running it again is safe: it puts the same files in place and restarts the agent if it was running.
 # Checks first: root, systemd running as init, this machine's architecture, kernel nftables support.
 set -euo pipefail
@@ -102,6 +103,9 @@ install_files() {
 	install_file 0644 "$here/doc/ambient-agent.8.gz" /usr/local/share/man/man8/ambient-agent.8.gz
 	install_file 0644 "$here/doc/copyright" /usr/local/share/doc/ambient-agent/copyright
 	install_file 0644 "$here/doc/install.md" /usr/local/share/doc/ambient-agent/install.md
+	install_file 0644 "$here/completion/ambient-agent.bash" /usr/local/share/bash-completion/completions/ambient-agent
+	install_file 0644 "$here/completion/_ambient-agent" /usr/local/share/zsh/site-functions/_ambient-agent
+	install_file 0644 "$here/completion/ambient-agent.fish" /usr/local/share/fish/vendor_completions.d/ambient-agent.fish
 
 	install -d -m 0755 /etc/ambient-agent
 	if [[ -e /etc/ambient-agent/config.toml ]]; then

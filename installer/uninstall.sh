@@ -43,7 +43,8 @@ if [[ -x "$bin" ]]; then
 fi
 
 rm -f "$bin" "/etc/systemd/system/$unit" "/etc/systemd/system/$close_unit" /etc/sysusers.d/ambient-agent.conf /etc/tmpfiles.d/ambient-agent.conf \
-	/usr/local/share/man/man8/ambient-agent.8.gz
+	/usr/local/share/man/man8/ambient-agent.8.gz /usr/local/share/bash-completion/completions/ambient-agent \
+	/usr/local/share/zsh/site-functions/_ambient-agent /usr/local/share/fish/vendor_completions.d/ambient-agent.fish
 rm -rf /usr/local/share/doc/ambient-agent "$libdir"
 if [[ -d /run/systemd/system ]]; then
 	systemctl daemon-reload

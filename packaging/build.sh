@@ -124,13 +124,14 @@ for arch in $archs; do
 			target="$out/ambient-agent_${version}_linux_${arch}.tar.gz"
 			name="ambient-agent_${version}_linux_${arch}"
 			tdir="$work/tar-$arch/$name"
-			mkdir -p "$tdir/systemd" "$tdir/doc"
+			mkdir -p "$tdir/systemd" "$tdir/doc" "$tdir/completion"
 			install -m 0755 "$stage/ambient-agent" "$root/installer/install.sh" "$root/installer/uninstall.sh" "$tdir/"
 			install -m 0644 "$root/systemd/ambient-agent.service" "$root/systemd/ambient-agent-close.service" \
 				"$root/systemd/ambient-agent.sysusers" \
 				"$root/systemd/ambient-agent.tmpfiles" "$tdir/systemd/"
 			install -m 0644 "$root/conf/config.toml" "$tdir/config.toml"
 			install -m 0644 "$stage/ambient-agent.8.gz" "$root/packaging/copyright" "$root/docs/install.md" "$tdir/doc/"
+			install -m 0644 "$root"/packaging/completion/* "$tdir/completion/"
 			printf 'VERSION=%s\nARCH=%s\n' "$version" "$arch" >"$tdir/MANIFEST"
 			tar --owner=0 --group=0 --numeric-owner --sort=name -C "$work/tar-$arch" -czf "$target.tmp" "$name"
 			mv "$target.tmp" "$target"

@@ -37,6 +37,11 @@ func TestDebInstallInBootedSystemd(t *testing.T) {
 		t.Fatalf("/etc/ambient-agent/identity is %s, want ambient-agent:750", owner)
 	}
 	checkUnit(m, "/lib/systemd/system/ambient-agent.service")
+	// The shell completion is installed where bash-completion loads it from, and completes.
+	if out := m.run(`bash -c 'source /usr/share/bash-completion/completions/ambient-agent; COMP_WORDS=(ambient-agent pro); COMP_CWORD=1; _ambient_agent; echo "${COMPREPLY[@]}"'`); strings.TrimSpace(out) != "probe" {
+		t.Errorf("the installed bash completion completes \"ambient-agent pro\" to %q, want probe", out)
+	}
+	m.run("test -s /usr/share/zsh/vendor-completions/_ambient-agent && test -s /usr/share/fish/vendor_completions.d/ambient-agent.fish && test -s /usr/share/man/man8/ambient-agent.8.gz")
 	if out := strings.TrimSpace(m.run("systemctl is-enabled ambient-agent-close.service")); out != "enabled" {
 		t.Fatalf("after install ambient-agent-close.service is %q, want enabled (it closes the host from boot)", out)
 	}

@@ -19,6 +19,12 @@ type command struct {
 	run     func(args []string, stdout, stderr io.Writer) int
 }
 
+// subtables are the commands of subcommands (ca init, ca issue), whose run dispatches to their own table.
+var subtables = map[string]func() table{
+	"ambient-agent ca": caCommands, "ambient-agent authz": authzCommands,
+	"ambient-agent gossip": gossipCommands, "ambient-agent export": exportCommands,
+}
+
 // table is a set of subcommands under one name: the program's, or a command's
 // own (ca init, ca issue). Every level dispatches, answers -h and prints its
 // usage the same way.
@@ -49,6 +55,7 @@ func commands() table {
 		"probe":       {"check a peer's HBONE port: TLS with a local identity, the peer's identity, HTTP/2", runProbe},
 		"log-level":   {"show or change the running agent's log level (debug, info, warn, error)", runLogLevel},
 		"export":      {"print this host's workloads and services as Kubernetes objects (export kubernetes)", exportCommands().run},
+		"completion":  {"print the shell completion script: completion bash|zsh|fish (the packages install them)", runCompletion},
 		"help":        {"show this help", runHelp},
 	}}
 }
@@ -113,6 +120,10 @@ func (t table) nounOr() string {
 }
 
 func runHelp(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 1 && args[0] == "-man" { // the man page, generated (packaging/ambient-agent.8)
+		writeMan(stdout, docs(commands(), nil))
+		return 0
+	}
 	if len(args) > 0 {
 		if cmd, ok := commands().cmds[args[0]]; ok && args[0] != "help" {
 			return cmd.run([]string{"-h"}, stdout, stderr)
