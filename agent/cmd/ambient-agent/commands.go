@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"time"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/app"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 )
 
 func runDaemon(args []string, stdout, stderr io.Writer) int {
@@ -39,16 +43,54 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 		printLoadError(stderr, err)
 		return 1
 	}
+	var problems []string
 	// The policies are part of what a reload applies: check them too.
 	if _, _, err := app.LoadPolicies(cfg.Policy); err != nil {
-		fmt.Fprintln(stderr, err)
-		return 1
+		problems = append(problems, err.Error())
 	}
-	for _, w := range cfg.Warnings() {
+	// The files the agent reads at start: what would stop it is a problem now, what would keep it not ready a
+	// warning.
+	fileErrs, fileWarnings := fileProblems(cfg)
+	problems = append(problems, fileErrs...)
+	for _, w := range append(cfg.Warnings(), fileWarnings...) {
 		fmt.Fprintf(stderr, "%s: warning: %s\n", *path, w)
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintf(stderr, "%s: %s\n", *path, p)
+		}
+		return 1
 	}
 	fmt.Fprintln(stdout, "ok")
 	return 0
+}
+
+// fileProblems checks the files and directories the configuration names that the agent reads at start, as the
+// agent would: a gossip key it could not read stops it (a problem); a certificate directory or istiod's root
+// certificate or token directory that is not there keeps it from being ready (a warning).
+func fileProblems(cfg *config.Config) (ps, warnings []string) {
+	if g := cfg.Gossip; g.Enabled {
+		if _, err := discovery.ReadKeyFile(g.KeyFile); err != nil && !(g.InsecureDevMode && errors.Is(err, fs.ErrNotExist)) {
+			ps = append(ps, fmt.Sprintf("gossip.key_file: %v (the agent would not start; make one with: ambient-agent gossip keygen)", err))
+		}
+	}
+	needDir := func(key, dir string) {
+		if st, err := os.Stat(dir); err != nil {
+			warnings = append(warnings, fmt.Sprintf("%s: %v: the agent will not be ready until it is there", key, err))
+		} else if !st.IsDir() {
+			warnings = append(warnings, fmt.Sprintf("%s: %s is not a directory", key, dir))
+		}
+	}
+	if cfg.Identity.Source == config.SourceFiles && len(cfg.Workloads) > 0 {
+		needDir("identity.dir", cfg.Identity.Dir)
+	}
+	if cfg.Istio.Enabled {
+		if _, err := os.Stat(cfg.Istio.RootCert); err != nil {
+			warnings = append(warnings, fmt.Sprintf("istio.root_cert: %v: the agent cannot reach istiod without it", err))
+		}
+		needDir("istio.token_dir", cfg.Istio.TokenDir)
+	}
+	return ps, warnings
 }
 
 func runVersion(args []string, stdout, stderr io.Writer) int {

@@ -82,3 +82,32 @@ func TestValidate(t *testing.T) {
 		t.Fatalf("validate unbound: exit %d, out %q, stderr %q; want 0, ok and %q", code, out, errOut, want)
 	}
 }
+
+// validate finds what would stop the agent at start beyond the file itself: a gossip key file that is not
+// there (run refuses to start without one), with every type error of the file reported in the same pass.
+func TestValidateChecksTheFilesTheAgentReads(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "gossip.key")
+	cfg := filepath.Join(dir, "config.toml")
+	write := func(src string) {
+		if err := os.WriteFile(cfg, []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("[node]\nname = \"n\"\n[gossip]\nenabled = true\nkey_file = \"" + key + "\"\n")
+	code, out, errOut := run("validate", "-config", cfg)
+	if code != 1 || out != "" || !strings.Contains(errOut, "gossip.key_file: ") || !strings.Contains(errOut, "gossip keygen") {
+		t.Errorf("validate without the gossip key: exit %d, out %q, stderr %q; want 1 naming gossip.key_file", code, out, errOut)
+	}
+	if code, _, errOut := run("gossip", "keygen", "-out", key); code != 0 {
+		t.Fatalf("gossip keygen: %d %s", code, errOut)
+	}
+	if code, out, errOut := run("validate", "-config", cfg); code != 0 || strings.TrimSpace(out) != "ok" {
+		t.Errorf("validate with the key: exit %d, out %q, stderr %q", code, out, errOut)
+	}
+	write("[node]\nname = 5\n[gossip]\nenabled = \"yes\"\n[dns]\nenabled = 1\n")
+	code, _, errOut = run("validate", "-config", cfg)
+	if code != 1 || strings.Count(errOut, "wrong type") != 3 {
+		t.Errorf("validate with three wrong types: exit %d, stderr %q; want all three", code, errOut)
+	}
+}

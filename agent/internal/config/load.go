@@ -27,6 +27,12 @@ func Parse(path string, src []byte) (*Config, error) {
 	var f File
 	md, err := toml.Decode(string(src), &f)
 	if err != nil {
+		var pe toml.ParseError
+		if !errors.As(err, &pe) { // a value of the wrong type: find them all, not only the first
+			if ps := typeProblems(path, string(src), kl); len(ps) > 0 {
+				return nil, ps
+			}
+		}
 		return nil, Problems{decodeProblem(path, err, kl)}
 	}
 	if ps := undecodedProblems(path, md, kl); len(ps) > 0 {
