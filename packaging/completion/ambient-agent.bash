@@ -2,7 +2,7 @@
 _ambient_agent() {
 	local cur=${COMP_WORDS[COMP_CWORD]} flags="" args=""
 	if [[ $COMP_CWORD -eq 1 ]]; then
-		COMPREPLY=($(compgen -W "authz ca certs cleanup close completion connections doctor export gossip help log-level peers policies probe run services status validate version workloads" -- "$cur"))
+		COMPREPLY=($(compgen -W "authz bugreport ca certs cleanup close completion connections doctor export gossip help log-level peers policies probe run services status validate version workloads" -- "$cur"))
 		return
 	fi
 	case "${COMP_WORDS[1]}" in
@@ -11,6 +11,9 @@ _ambient_agent() {
 		case "${COMP_WORDS[2]}" in
 		check) flags="-h -dest -labels -namespace -policy-dir -root-namespace -source-identity -source-ip" ;;
 		esac
+		;;
+	bugreport)
+		flags="-h -config -out -socket" args=""
 		;;
 	ca)
 		if [[ $COMP_CWORD -eq 2 ]]; then COMPREPLY=($(compgen -W "init issue" -- "$cur")); return; fi

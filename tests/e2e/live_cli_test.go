@@ -1,11 +1,17 @@
 package e2e
 
 import (
+	"archive/tar"
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"os/exec"
+	"path"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -32,8 +38,9 @@ func cli(t *testing.T, h *lab.Host, args ...string) (int, string, string) {
 
 // The operator's live commands against running agents: connections lists a connection carried over HBONE on
 // both sides with its identities; probe checks a peer's HBONE port (its identity, TLS 1.3, HTTP/2) and fails
-// clearly on the wrong identity or a closed port; log-level reads and changes the level of the running agent.
-func TestConnectionsProbeAndLogLevel(t *testing.T) {
+// clearly on the wrong identity or a closed port; log-level reads and changes the level of the running agent;
+// bugreport writes one archive of both the agent's and the host's side, without a key.
+func TestOperatorCommands(t *testing.T) {
 	lab.Require(t, "nft", "nc", "socat", "ss")
 	l := lab.New(t, 2)
 	a, b := l.Hosts[0], l.Hosts[1]
@@ -126,4 +133,49 @@ func TestConnectionsProbeAndLogLevel(t *testing.T) {
 		t.Errorf("log-level after the refusal: %q, want level: debug", out)
 	}
 	agentA.WaitLog(t, "log level changed through the admin API", 5*time.Second)
+
+	// bugreport: one archive with the agent's state and the host's rules, no key, mode 0600.
+	out = filepath.Join(t.TempDir(), "report.tar.gz")
+	if code, stdout, errOut := cli(t, a, "bugreport", "-config", agentA.ConfigPath, "-out", out); code != 0 || !strings.Contains(stdout, "wrote "+out) {
+		t.Fatalf("bugreport: exit %d\n%s%s", code, stdout, errOut)
+	}
+	if st, err := os.Stat(out); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("bugreport file: %v %v, want mode 0600", st.Mode(), err)
+	}
+	files := map[string]string{}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := tar.NewReader(zr)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(tr)
+		files[path.Base(h.Name)] = string(b)
+	}
+	for name, want := range map[string]string{
+		"status.txt": "Ready:", "config_dump.json": `"workloads"`, "connections.json": dst, "doctor.txt": "capture rules",
+		"nft.txt": "table inet ambient_agent", "metrics.txt": "istio_tcp_connections_opened_total", "config.toml": "[[workload]]",
+		"goroutines.txt": "goroutine ", "log-level.txt": "level: debug",
+	} {
+		if !strings.Contains(files[name], want) {
+			t.Errorf("the report's %s does not hold %q:\n%.400s", name, want, files[name])
+		}
+	}
+	for name, content := range files {
+		if strings.Contains(content, "PRIVATE KEY") {
+			t.Errorf("the report's %s holds a private key", name)
+		}
+	}
 }

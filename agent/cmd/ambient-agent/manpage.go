@@ -39,6 +39,10 @@ With -keep-capture, as the service runs it, the capture table outlives the proce
 		`(15008 by default). Prints each step and its time; exits 1 naming the step that failed.`,
 	"log-level": `Show the running agent's log level, or set it to LEVEL (debug, info, warn, error) until the next ` +
 		`restart.`,
+	"bugreport": `Write one tar.gz (mode 0600) for a support request: version, status, the configuration dump, open ` +
+		`connections, doctor's checklist, goroutines and metrics from the running agent; the agent's nftables tables, ` +
+		`policy rules and the service's journal from the host; the configuration file. Key and token files are never ` +
+		`read. What cannot be collected is listed in errors.txt inside; the report is written anyway.`,
 	"completion": `Print the completion script of a shell. The packages install them: ` +
 		`/usr/share/bash-completion/completions/ambient-agent, /usr/share/zsh/vendor-completions/_ambient-agent and ` +
 		`/usr/share/fish/vendor_completions.d/ambient-agent.fish.`,
