@@ -2,7 +2,7 @@
 _ambient_agent() {
 	local cur=${COMP_WORDS[COMP_CWORD]} flags="" args=""
 	if [[ $COMP_CWORD -eq 1 ]]; then
-		COMPREPLY=($(compgen -W "authz bugreport ca certs cleanup close completion connections doctor export gossip help log-level peers policies probe run services status validate version workloads" -- "$cur"))
+		COMPREPLY=($(compgen -W "authz bugreport ca certs cleanup close completion connections doctor explain export gossip help log-level peers policies probe run services status validate version workloads" -- "$cur"))
 		return
 	fi
 	case "${COMP_WORDS[1]}" in
@@ -39,6 +39,9 @@ _ambient_agent() {
 		;;
 	doctor)
 		flags="-h -json -socket" args=""
+		;;
+	explain)
+		flags="-h -from -json -socket" args=""
 		;;
 	export)
 		if [[ $COMP_CWORD -eq 2 ]]; then COMPREPLY=($(compgen -W "kubernetes" -- "$cur")); return; fi

@@ -19,6 +19,19 @@ import (
 	"github.com/ambient-agent/ambient-agent/tests/lab"
 )
 
+const deny9001 = `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata:
+  name: deny-9001
+  namespace: default
+spec:
+  action: DENY
+  rules:
+  - to:
+    - operation:
+        ports: ["9001"]
+`
+
 // cli runs the agent's CLI in h and returns its exit code, stdout and stderr.
 func cli(t *testing.T, h *lab.Host, args ...string) (int, string, string) {
 	t.Helper()
@@ -39,7 +52,8 @@ func cli(t *testing.T, h *lab.Host, args ...string) (int, string, string) {
 // The operator's live commands against running agents: connections lists a connection carried over HBONE on
 // both sides with its identities; probe checks a peer's HBONE port (its identity, TLS 1.3, HTTP/2) and fails
 // clearly on the wrong identity or a closed port; log-level reads and changes the level of the running agent;
-// bugreport writes one archive of both the agent's and the host's side, without a key.
+// explain says what a connection would do and what authorization decides, with the deciding policy; bugreport
+// writes one archive of both the agent's and the host's side, without a key.
 func TestOperatorCommands(t *testing.T) {
 	lab.Require(t, "nft", "nc", "socat", "ss")
 	l := lab.New(t, 2)
@@ -47,7 +61,14 @@ func TestOperatorCommands(t *testing.T) {
 	for _, h := range []*lab.Host{a, b} {
 		h.Issue(agentBin, "default", "default")
 	}
-	agentA := a.StartAgent(agentBin, meshConfig(a, b).String())
+	// A's policy set denies port 9001 (explain reports it for a destination on B).
+	policyDir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(policyDir, "deny.yaml"), []byte(deny9001), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgA := meshConfig(a, b)
+	cfgA.Tables = fmt.Sprintf("[policy]\ndir = %q\n", policyDir)
+	agentA := a.StartAgent(agentBin, cfgA.String())
 	agentB := b.StartAgent(agentBin, meshConfig(b, a).String())
 	agentA.WaitReady(t, 15*time.Second)
 	agentB.WaitReady(t, 15*time.Second)
@@ -133,6 +154,44 @@ func TestOperatorCommands(t *testing.T) {
 		t.Errorf("log-level after the refusal: %q, want level: debug", out)
 	}
 	agentA.WaitLog(t, "log level changed through the admin API", 5*time.Second)
+
+	// explain: what A would do with a connection to B's workload, and what authorization says of it.
+	type explained struct {
+		Route, Gateway, Target, Workload, Node, Reason string
+		Expected                                       []string `json:"expectedIdentities"`
+		Policy                                         *struct{ Verdict, Reason, Policy string }
+	}
+	explain := func(dst string) (int, explained, string) {
+		code, out, errOut := cli(t, a, "explain", "-json", dst)
+		var e explained
+		if code == 0 {
+			if err := json.Unmarshal([]byte(out), &e); err != nil {
+				t.Fatalf("explain -json %s: %v\n%s", dst, err, out)
+			}
+		}
+		return code, e, out + errOut
+	}
+	if code, e, out := explain(dst); code != 0 || e.Route != "hbone" || e.Gateway != b.Addr.String()+":15008" || e.Target != dst ||
+		e.Workload != "default/app-h2" || len(e.Expected) != 1 || e.Expected[0] != id || e.Policy == nil || e.Policy.Verdict != "ALLOW" {
+		t.Errorf("explain %s: exit %d, %+v\n%s", dst, code, e, out)
+	}
+	if code, e, out := explain(b.Addr.String() + ":9001"); code != 0 || e.Policy == nil || e.Policy.Verdict != "DENY" ||
+		e.Policy.Policy != "default/deny-9001" {
+		t.Errorf("explain of a denied port: exit %d, %+v\n%s", code, e, out)
+	}
+	if code, e, out := explain("10.77.0.250:80"); code != 0 || e.Route != "passthrough" || e.Policy != nil {
+		t.Errorf("explain of an address outside the mesh: exit %d, %+v\n%s", code, e, out)
+	}
+	if code, e, out := explain("127.0.0.1:15001"); code != 0 || e.Route != "drop" || !strings.Contains(e.Reason, "loopback") {
+		t.Errorf("explain of the agent's own port: exit %d, %+v\n%s", code, e, out)
+	}
+	if code, _, out := explain("nowhere"); code != 1 || !strings.Contains(out, "is not IP:PORT") {
+		t.Errorf("explain nowhere: exit %d\n%s", code, out)
+	}
+	if _, out, _ := cli(t, a, "explain", dst); !strings.Contains(out, "Route:") || !strings.Contains(out, "HBONE to "+b.Addr.String()+":15008") ||
+		!strings.Contains(out, "Authorization:  ALLOW") {
+		t.Errorf("explain %s (text):\n%s", dst, out)
+	}
 
 	// bugreport: one archive with the agent's state and the host's rules, no key, mode 0600.
 	out = filepath.Join(t.TempDir(), "report.tar.gz")

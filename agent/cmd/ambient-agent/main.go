@@ -53,6 +53,7 @@ func commands() table {
 		"doctor":      {"check this host's setup and say what is wrong and how to fix it", runDoctor},
 		"connections": {"list the open connections the local agent carries", runConnections},
 		"probe":       {"check a peer's HBONE port: TLS with a local identity, the peer's identity, HTTP/2", runProbe},
+		"explain":     {"say what the agent would do with a connection to IP:PORT: route, waypoint, peer identity, authorization", runExplain},
 		"bugreport":   {"gather the agent's state, the host's capture rules and the journal into one tar.gz for a support request", runBugreport},
 		"log-level":   {"show or change the running agent's log level (debug, info, warn, error)", runLogLevel},
 		"export":      {"print this host's workloads and services as Kubernetes objects (export kubernetes)", exportCommands().run},

@@ -39,6 +39,11 @@ With -keep-capture, as the service runs it, the capture table outlives the proce
 		`(15008 by default). Prints each step and its time; exits 1 naming the step that failed.`,
 	"log-level": `Show the running agent's log level, or set it to LEVEL (debug, info, warn, error) until the next ` +
 		`restart.`,
+	"explain": `Say what the running agent would do now with a connection from a local workload (-from) to IP:PORT, ` +
+		`without opening it: the identity presented, the service and its endpoints, the waypoint, the route (HBONE ` +
+		`to which peer with which :authority and SNI, plaintext, passthrough, or dropped and why), the identities the ` +
+		`peer must present, and the authorization verdict at the destination with the deciding policy and rule, as ` +
+		`this host's policy set says.`,
 	"bugreport": `Write one tar.gz (mode 0600) for a support request: version, status, the configuration dump, open ` +
 		`connections, doctor's checklist, goroutines and metrics from the running agent; the agent's nftables tables, ` +
 		`policy rules and the service's journal from the host; the configuration file. Key and token files are never ` +

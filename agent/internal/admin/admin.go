@@ -35,6 +35,15 @@ type Hooks struct {
 	// carried (served as POST /probe). A failed probe is a result, not an error; the error is for a request
 	// that cannot be made (a bad address, no such local identity).
 	Probe func(ctx context.Context, req ProbeRequest) (any, error)
+	// Explain says what the agent would do with a connection from a local workload to a destination, and what
+	// authorization would decide (served as GET /explain). The error is for a request that cannot be answered.
+	Explain func(ctx context.Context, req ExplainRequest) (any, error)
+}
+
+// ExplainRequest is what GET /explain asks: ?destination=IP:PORT&from=WORKLOAD.
+type ExplainRequest struct {
+	Destination string // IP:PORT, as a captured connection's original destination
+	From        string // the local workload (name, namespace/name or SPIFFE ID; "": the first)
 }
 
 // ProbeRequest is what POST /probe asks: ?address=IP[:PORT]&expect=SPIFFE-ID&as=SPIFFE-ID-OR-WORKLOAD.
@@ -69,6 +78,19 @@ func ControlHandler(h Hooks, log *slog.Logger) http.Handler {
 		}
 		q := r.URL.Query()
 		res, err := h.Probe(r.Context(), ProbeRequest{Address: q.Get("address"), Expect: q.Get("expect"), As: q.Get("as")})
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(w, res)
+	})
+	mux.HandleFunc("GET /explain", func(w http.ResponseWriter, r *http.Request) {
+		if h.Explain == nil {
+			http.Error(w, "not available", http.StatusNotFound)
+			return
+		}
+		q := r.URL.Query()
+		res, err := h.Explain(r.Context(), ExplainRequest{Destination: q.Get("destination"), From: q.Get("from")})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return

@@ -438,7 +438,8 @@ func (a *App) adminHooks() admin.Hooks {
 		Connections: func() any {
 			return a.metrics.LiveConnections()
 		},
-		Probe: a.probe,
+		Probe:   a.probe,
+		Explain: a.explain,
 	}
 }
 
