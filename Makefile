@@ -64,7 +64,9 @@ clean:
 
 # Packages and the tarball installer (docs/install.md), built by packaging/build.sh into $(DIST):
 #   make deb rpm tarball      ambient-agent_<version>-<release>_<arch>.deb/.rpm, ambient-agent_<version>_linux_<arch>.tar.gz
-#   make apt-repo             $(DIST)/apt: a flat apt repository (deb [trusted=yes] file:$(DIST)/apt ./)
+#   make apt-repo             $(DIST)/apt: a flat apt repository (deb [trusted=yes] file:$(DIST)/apt ./), for tests
+#   make release-repos KEY=<fingerprint>   $(DIST)/repos: signed apt and dnf repositories, the keyring packages and
+#                             signed SHA256SUMS of the tarballs, with the operator's OpenPGP key (GNUPGHOME)
 # The version comes from the latest v* tag (packaging/version.sh); override: make deb PKG_VERSION=1.2.3.
 # Lint them with packaging/lint.sh $(DIST)/*.deb $(DIST)/*.rpm.
 ifeq ($(origin PKG_VERSION),undefined)
@@ -74,13 +76,19 @@ PKG_RELEASE ?= 1
 PKG_ARCHS   ?= amd64 arm64
 DIST        ?= dist
 
-.PHONY: deb rpm tarball apt-repo
+.PHONY: deb rpm tarball apt-repo release-repos
 
 deb rpm tarball:
 	PKG_RELEASE=$(PKG_RELEASE) packaging/build.sh -v "$(PKG_VERSION)" -a "$(PKG_ARCHS)" -o $(DIST) $@ >/dev/null
 
 apt-repo: deb
 	packaging/apt-repo.sh $(DIST)/apt $(foreach a,$(PKG_ARCHS),$(DIST)/ambient-agent_$(PKG_VERSION)-$(PKG_RELEASE)_$(a).deb)
+
+release-repos: deb rpm tarball
+	@test -n "$(KEY)" || { echo "make release-repos: give the signing key: KEY=<fingerprint> (in GNUPGHOME)"; exit 2; }
+	packaging/release-repos.sh -k "$(KEY)" -o $(DIST)/repos \
+		$(foreach a,$(PKG_ARCHS),$(DIST)/ambient-agent_$(PKG_VERSION)-$(PKG_RELEASE)_$(a).deb \
+		$(DIST)/ambient-agent_$(PKG_VERSION)-$(PKG_RELEASE)_$(a).rpm $(DIST)/ambient-agent_$(PKG_VERSION)_linux_$(a).tar.gz)
 
 # Data-path benchmarks on the netns lab (root; needs iperf3 and nft): throughput, latency, connection rate, CPU and
 # memory, direct vs meshed vs Istio's Go HBONE (docs/benchmarks.md). `make bench QUICK=1` is the smoke run (under a
