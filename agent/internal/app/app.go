@@ -133,6 +133,7 @@ func (a *App) build(cfg *config.Config) error {
 		return err
 	}
 	a.ready.requireIf(a.ids != nil, condCertificates)
+	a.registerWorkloadGauges()
 	if a.gossip, err = newDiscovery(cfg, a); err != nil {
 		return err
 	}
