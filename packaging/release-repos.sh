@@ -11,32 +11,42 @@
 # ambient-agent-archive-keyring (deb: /usr/share/keyrings/ambient-agent-archive-keyring.gpg; rpm:
 # /etc/pki/rpm-gpg/ambient-agent-archive-keyring.asc), built with nfpm ($NFPM, or the one packaging/build.sh installed).
 #
-#   packaging/release-repos.sh -k KEY [-o OUT] [-u BASEURL] FILE.deb|FILE.rpm|FILE.tar.gz...
+#   packaging/release-repos.sh -k KEY [-k KEY2] [-o OUT] [-u BASEURL] FILE.deb|FILE.rpm|FILE.tar.gz...
 #
-# KEY is the signing key's id or fingerprint in $GNUPGHOME (or gpg's default home): the secret key must be there and
-# usable without a prompt (an agent holding the passphrase, or none). Nothing is signed with any other key. The rpms
-# are signed in place in OUT (the inputs are copied, never modified). BASEURL (default file://OUT) goes into the .repo.
-# Tools: gpg, apt-ftparchive (apt-utils), createrepo_c (createrepo-c), rpmsign (rpm).
+# KEY is a signing key's fingerprint in $GNUPGHOME (or gpg's default home): the secret key must be there and usable
+# without a prompt (an agent holding the passphrase, or none); an id that matches several keys is refused. Nothing is
+# signed with any other key. To rotate keys, give the new key and the old one: InRelease, Release.gpg, repomd.xml.asc
+# and SHA256SUMS.asc then carry a signature of each, the keyring holds both, and hosts that trust only the old key
+# still verify the repository (and install the keyring package that brings them the new one); the rpms are signed
+# with the first key. OUT is replaced whole once everything is built (a failure leaves the previous OUT as it was);
+# the inputs are copied, never modified. BASEURL (default file://OUT/rpm) goes into the .repo.
+# Tools: gpg, apt-ftparchive (apt-utils), dpkg-deb, createrepo_c (createrepo-c), rpm and rpmsign (rpm).
 set -euo pipefail
 
-key="" out="dist/repos" baseurl=""
+keys=() out="dist/repos" baseurl=""
 usage() { sed -n 's/^#   //p' "$0" >&2; exit 2; }
 while getopts "k:o:u:h" opt; do
 	case "$opt" in
-	k) key="$OPTARG" ;;
+	k) keys+=("$OPTARG") ;;
 	o) out="$OPTARG" ;;
 	u) baseurl="$OPTARG" ;;
 	*) usage ;;
 	esac
 done
 shift $((OPTIND - 1))
-[[ -n "$key" && $# -gt 0 ]] || usage
+[[ ${#keys[@]} -gt 0 && $# -gt 0 ]] || usage
 die() { echo "release-repos: $*" >&2; exit 1; }
-for t in gpg apt-ftparchive createrepo_c rpmsign; do
-	command -v "$t" >/dev/null || die "$t is missing (apt-get install gpg apt-utils createrepo-c rpm)"
+for t in gpg apt-ftparchive dpkg-deb createrepo_c rpm rpmsign sha256sum; do
+	command -v "$t" >/dev/null || die "$t is missing (apt-get install gpg apt-utils dpkg createrepo-c rpm)"
 done
-gpg --batch --list-secret-keys "$key" >/dev/null 2>&1 || die "no secret key $key in ${GNUPGHOME:-~/.gnupg}"
-fpr="$(gpg --batch --with-colons --list-secret-keys "$key" | awk -F: '$1 == "fpr" {print $10; exit}')"
+fprs=()
+for k in "${keys[@]}"; do
+	mapfile -t found < <(gpg --batch --with-colons --list-secret-keys -- "$k" 2>/dev/null | awk -F: '$1 == "sec" {getline; print $10}')
+	[[ ${#found[@]} -gt 0 ]] || die "no secret key $k in ${GNUPGHOME:-~/.gnupg}"
+	[[ ${#found[@]} -eq 1 ]] || die "$k matches ${#found[@]} secret keys (${found[*]}): give a fingerprint"
+	fprs+=("${found[0]}")
+done
+fpr="${fprs[0]}"
 debs=() rpms=() tars=()
 for f in "$@"; do
 	[[ -f "$f" ]] || die "not a file: $f"
@@ -47,21 +57,27 @@ for f in "$@"; do
 	*) die "not a .deb, .rpm or .tar.gz: $f" ;;
 	esac
 done
-mkdir -p "$out"
-out="$(cd "$out" && pwd)"
-baseurl="${baseurl:-file://$out/rpm}"
-sign() { gpg --batch --yes --local-user "$fpr" "$@"; }
+# Built beside OUT, then put in its place: never a mix of new indexes and old signatures.
+mkdir -p "$(dirname "$out")"
+final="$(cd "$(dirname "$out")" && pwd)/$(basename "$out")"
+out="$(mktemp -d "$final.new.XXXXXX")"
+chmod 0755 "$out"
+trap 'rm -rf "$out" "${kwork:-}"' EXIT
+baseurl="${baseurl:-file://$final/rpm}"
+signers=()
+for f in "${fprs[@]}"; do signers+=(--local-user "$f!"); done
+sign() { gpg --batch --yes "${signers[@]}" "$@"; }
 
-gpg --batch --yes --export "$fpr" >"$out/ambient-agent-archive-keyring.gpg"
-gpg --batch --yes --armor --export "$fpr" >"$out/ambient-agent-archive-keyring.asc"
+gpg --batch --yes --export "${fprs[@]}" >"$out/ambient-agent-archive-keyring.gpg"
+gpg --batch --yes --armor --export "${fprs[@]}" >"$out/ambient-agent-archive-keyring.asc"
 
-# The keyring package, versioned by the key's creation date so that a new key upgrades it.
+# The keyring package, versioned by the newest key's creation time and the number of keys, so that a new key (or
+# a rotation's second key) upgrades it.
 nfpm="${NFPM:-${AMBIENT_TOOLS_CACHE:-$HOME/.cache/ambient-agent}/nfpm-v2.45.2/nfpm}"
 [[ -x "$nfpm" ]] || die "nfpm not found at $nfpm: build the packages first (make deb), or set NFPM"
-created="$(gpg --batch --with-colons --list-keys "$fpr" | awk -F: '$1 == "pub" {print $6; exit}')"
-kver="$(date -u -d "@$created" +%Y.%m.%d)"
+created="$(gpg --batch --with-colons --list-keys "${fprs[@]}" | awk -F: '$1 == "pub" && $6 > max {max = $6} END {print max}')"
+kver="$(date -u -d "@$created" +%Y.%m.%d.%H%M%S).${#fprs[@]}"
 kwork="$(mktemp -d)"
-trap 'rm -rf "$kwork"' EXIT
 here="$(cd "$(dirname "$0")" && pwd)"
 cp "$out/ambient-agent-archive-keyring.gpg" "$out/ambient-agent-archive-keyring.asc" "$here/copyright" "$kwork/"
 cat >"$kwork/changelog.yaml" <<YAML
@@ -72,7 +88,7 @@ cat >"$kwork/changelog.yaml" <<YAML
     urgency: medium
     distributions: [stable]
   changes:
-    - note: "The repositories' signing key $fpr."
+    - note: "The repositories' signing keys ${fprs[*]}."
 YAML
 cat >"$kwork/nfpm.yaml" <<YAML
 name: ambient-agent-archive-keyring
@@ -142,7 +158,7 @@ if [[ ${#debs[@]} -gt 1 ]]; then
 		release . >Release.new && mv Release.new Release)
 	sign --clearsign -o "$apt/dists/stable/InRelease" "$apt/dists/stable/Release"
 	sign --armor --detach-sign -o "$apt/dists/stable/Release.gpg" "$apt/dists/stable/Release"
-	echo "release-repos: apt repository in $apt: deb [signed-by=/usr/share/keyrings/ambient-agent-archive-keyring.gpg] <url> stable main" >&2
+	echo "release-repos: apt repository in $final/apt: deb [signed-by=/usr/share/keyrings/ambient-agent-archive-keyring.gpg] <url> stable main" >&2
 fi
 
 if [[ ${#rpms[@]} -gt 1 ]]; then
@@ -165,7 +181,7 @@ gpgcheck=1
 repo_gpgcheck=1
 gpgkey=file:///etc/pki/rpm-gpg/ambient-agent-archive-keyring.asc
 REPO
-	echo "release-repos: dnf repository in $repo ($out/ambient-agent.repo; the key goes to /etc/pki/rpm-gpg/)" >&2
+	echo "release-repos: dnf repository in $final/rpm ($final/ambient-agent.repo; the key goes to /etc/pki/rpm-gpg/)" >&2
 fi
 
 if [[ ${#tars[@]} -gt 0 ]]; then
@@ -173,6 +189,13 @@ if [[ ${#tars[@]} -gt 0 ]]; then
 	cp -f "${tars[@]}" "$out/tarball/"
 	(cd "$out/tarball" && sha256sum -- *.tar.gz >SHA256SUMS)
 	sign --armor --detach-sign -o "$out/tarball/SHA256SUMS.asc" "$out/tarball/SHA256SUMS"
-	echo "release-repos: $out/tarball/SHA256SUMS signed" >&2
+	echo "release-repos: $final/tarball/SHA256SUMS signed" >&2
 fi
-echo "$out"
+# Swap: the old OUT goes aside, the new one takes its name, the old one is removed.
+if [[ -e "$final" ]]; then
+	mv "$final" "$out.old"
+fi
+mv "$out" "$final"
+rm -rf "$out.old"
+trap 'rm -rf "${kwork:-}"' EXIT
+echo "$final"

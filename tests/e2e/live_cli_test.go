@@ -132,9 +132,13 @@ func TestOperatorCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &res); err != nil || code != 1 || res.OK || res.Stage != "tls" {
 		t.Errorf("probe expecting another identity: exit %d, %+v (%v); want exit 1, failed at tls\n%s", code, res, err, out)
 	}
-	code, out, errOut = cli(t, a, "probe", "127.0.0.1:1") // nothing listens: refused
+	code, out, errOut = cli(t, a, "probe", "10.77.0.250") // no host has this address: the connect fails
 	if code != 1 || !strings.Contains(errOut, "connect failed") || !strings.Contains(out, "FAILED") {
-		t.Errorf("probe of a closed port: exit %d\n%s%s", code, out, errOut)
+		t.Errorf("probe of an address nobody has: exit %d\n%s%s", code, out, errOut)
+	}
+	// Only the HBONE port: the probe's socket passes the capture rules, so it must not scan ports.
+	if code, _, errOut := cli(t, a, "probe", b.Addr.String()+":22"); code != 1 || !strings.Contains(errOut, "HBONE port, 15008, only") {
+		t.Errorf("probe of port 22: exit %d, %s", code, errOut)
 	}
 	if code, _, errOut := cli(t, a, "probe", "not-an-address"); code != 1 || !strings.Contains(errOut, "is not IP or IP:PORT") {
 		t.Errorf("probe not-an-address: exit %d, %s", code, errOut)

@@ -107,13 +107,31 @@ func TestSignedRepositories(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// A key rotation: the repository signed by a new key and the old one. Hosts that trust only the old key still
+	// verify it, and its keyring package brings them both keys.
+	gpg(t, home, "", "--passphrase", "", "--quick-generate-key", "ambient-agent new key <release@example.invalid>", "rsa3072", "sign", "never")
+	var newFpr string
+	for _, line := range strings.Split(gpg(t, home, "", "--with-colons", "--list-secret-keys"), "\n") {
+		if f := strings.Split(line, ":"); f[0] == "fpr" && f[9] != fpr && newFpr == "" {
+			newFpr = f[9]
+		}
+	}
+	rotated := filepath.Join(t.TempDir(), "rotated")
+	gpg(t, home, filepath.Join(root, "packaging", "release-repos.sh"), "-k", newFpr, "-k", fpr, "-o", rotated, deb)
+	// A key id that names both keys is refused: the script never guesses which key signs.
+	if out, err := exec.Command("env", "GNUPGHOME="+home, filepath.Join(root, "packaging", "release-repos.sh"), "-k", "ambient-agent", "-o", filepath.Join(t.TempDir(), "x"), deb).CombinedOutput(); err == nil ||
+		!strings.Contains(string(out), "matches 2 secret keys") {
+		t.Errorf("release-repos with an ambiguous key id: %v\n%s", err, out)
+	}
+
 	otherHome, otherFpr := throwawayKey(t, "someone else")
 	otherRepo := filepath.Join(t.TempDir(), "other-repos")
 	gpg(t, otherHome, filepath.Join(root, "packaging", "release-repos.sh"), "-k", otherFpr, "-o", otherRepo, deb)
 
 	m := boot(t, bootableRoot(t), machineOpts{readOnly: map[string]string{
 		aptRepo: "/srv/signed", tamperedRepo: "/srv/tampered", unsignedRepo: "/srv/unsigned",
-		filepath.Join(otherRepo, "apt"): "/srv/other", keyring: "/srv/keyring.gpg",
+		filepath.Join(otherRepo, "apt"): "/srv/other", keyring: "/srv/keyring.gpg", filepath.Join(rotated, "apt"): "/srv/rotated",
+		filepath.Join(rotated, "ambient-agent-archive-keyring.gpg"): "/srv/rotated-keyring.gpg",
 	}})
 	m.run("rm -f /etc/apt/sources.list.d/*.list /etc/apt/sources.list && install -m 0644 /srv/keyring.gpg /usr/share/keyrings/ambient-agent-archive-keyring.gpg")
 	source := func(dir string) {
@@ -141,6 +159,9 @@ func TestSignedRepositories(t *testing.T) {
 	}
 	// The key ships as a package of the repository too, and it is the published key.
 	m.run("apt-get install -y -q ambient-agent-archive-keyring && cmp /usr/share/keyrings/ambient-agent-archive-keyring.gpg /srv/keyring.gpg")
+	// The rotated repository verifies with the old key alone, and its keyring package brings the new key.
+	source("/srv/rotated")
+	m.run("apt-get update -q && apt-get install -y -q ambient-agent-archive-keyring && cmp /usr/share/keyrings/ambient-agent-archive-keyring.gpg /srv/rotated-keyring.gpg")
 	keyrpms, _ := filepath.Glob(filepath.Join(out, "rpm", "ambient-agent-archive-keyring-*.noarch.rpm"))
 	if len(keyrpms) != 1 {
 		t.Fatalf("the rpm repository has keyring packages %v, want one", keyrpms)

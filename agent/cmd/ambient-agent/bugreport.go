@@ -106,7 +106,7 @@ func (r *report) command(name, prog string, args ...string) {
 	r.add(name, out, err)
 }
 
-func (r *report) write(path string) error {
+func (r *report) write(path string) (err error) {
 	if len(r.errors) > 0 {
 		r.add("errors.txt", []byte(strings.Join(r.errors, "\n")+"\n"), nil)
 	}
@@ -114,6 +114,11 @@ func (r *report) write(path string) error {
 	if err != nil {
 		return err
 	}
+	defer func() {
+		if err != nil {
+			_ = os.Remove(path) // never leave a truncated report
+		}
+	}()
 	zw := gzip.NewWriter(f)
 	tw := tar.NewWriter(zw)
 	dir := strings.TrimSuffix(filepath.Base(path), ".tar.gz")

@@ -85,4 +85,11 @@ func TestRefusalsAreErrors(t *testing.T) {
 	if code, out, errOut := run("probe", "-socket", sock, "x"); code != 1 || out != "" || !strings.Contains(errOut, "is not IP or IP:PORT") {
 		t.Errorf("probe x: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
+	// After "--" every word is an argument, one that starts with "-" too; still at most as many as the command takes.
+	if code, _, errOut := run("log-level", "-socket", sock, "--", "loud"); code != 1 || !strings.Contains(errOut, `unknown level "loud"`) {
+		t.Errorf("log-level -- loud: exit %d, stderr %q", code, errOut)
+	}
+	if code, _, errOut := run("log-level", "-socket", sock, "--", "-a", "-b"); code != 2 || !strings.Contains(errOut, `unexpected argument "-b"`) {
+		t.Errorf("log-level -- -a -b: exit %d, stderr %q; want 2", code, errOut)
+	}
 }

@@ -70,7 +70,12 @@ func runValidate(args []string, stdout, stderr io.Writer) int {
 // certificate or token directory that is not there keeps it from being ready (a warning).
 func fileProblems(cfg *config.Config) (ps, warnings []string) {
 	if g := cfg.Gossip; g.Enabled {
-		if _, err := discovery.ReadKeyFile(g.KeyFile); err != nil && !(g.InsecureDevMode && errors.Is(err, fs.ErrNotExist)) {
+		_, err := discovery.ReadKeyFile(g.KeyFile)
+		switch {
+		case err == nil, g.InsecureDevMode && errors.Is(err, fs.ErrNotExist):
+		case errors.Is(err, fs.ErrPermission):
+			warnings = append(warnings, fmt.Sprintf("gossip.key_file: %v: not checked as uid %d (the agent reads it as root)", err, os.Getuid()))
+		default:
 			ps = append(ps, fmt.Sprintf("gossip.key_file: %v (the agent would not start; make one with: ambient-agent gossip keygen)", err))
 		}
 	}

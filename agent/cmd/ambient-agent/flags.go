@@ -44,6 +44,15 @@ func parseFlagsArgs(fs *flag.FlagSet, args []string, stdout io.Writer, max int) 
 			}
 			return pos, code
 		}
+		if rest := fs.Args(); len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			pos = append(pos, rest...) // after "--" every argument is one, even one that starts with "-"
+			if len(pos) > max {
+				fmt.Fprintf(fs.Output(), "ambient-agent %s: unexpected argument %q\n", fs.Name(), pos[max])
+				fs.Usage()
+				return nil, 2
+			}
+			return pos, -1
+		}
 		pos = append(pos, fs.Arg(0))
 		args = fs.Args()[1:]
 	}

@@ -93,7 +93,7 @@ func dash(s string) string {
 }
 
 func runProbe(args []string, stdout, stderr io.Writer) int {
-	fs := newFlags("probe", "probe [-socket PATH] [-json] [-expect SPIFFE-ID] [-as WORKLOAD] ADDRESS", stderr)
+	fs := newFlags("probe", "probe [-socket PATH] [-json] [-expect SPIFFE-ID] [-as WORKLOAD] IP", stderr)
 	f := newCLIFlags(fs)
 	expect := fs.String("expect", "", "the SPIFFE `ID` the peer must present (default: any identity of the trust bundle, reported)")
 	as := fs.String("as", "", "the local `workload` (name, namespace/name or SPIFFE ID) whose certificate to present (default: the first)")
@@ -102,7 +102,7 @@ func runProbe(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if len(pos) == 0 {
-		fmt.Fprintln(stderr, "ambient-agent probe: which peer? give its address, IP or IP:PORT (port 15008 by default)")
+		fmt.Fprintln(stderr, "ambient-agent probe: which peer? give its address (its HBONE port, 15008, is the one probed)")
 		fs.Usage()
 		return 2
 	}

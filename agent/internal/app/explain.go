@@ -175,11 +175,18 @@ func explainSource(snap *state.Snapshot, from string) (*state.Workload, error) {
 		}
 		return local[0], nil
 	}
+	var found []*state.Workload
 	for _, w := range local {
 		id, _ := w.Identity()
 		if from == w.Name || from == w.Namespace+"/"+w.Name || from == id.String() {
-			return w, nil
+			found = append(found, w)
 		}
 	}
-	return nil, errors.New("from: " + strconv.Quote(from) + " is not a local workload (name, namespace/name or SPIFFE ID)")
+	switch len(found) {
+	case 0:
+		return nil, errors.New("from: " + strconv.Quote(from) + " is not a local workload (name, namespace/name or SPIFFE ID)")
+	case 1:
+		return found[0], nil
+	}
+	return nil, errors.New("from: " + strconv.Quote(from) + " names several local workloads: give namespace/name")
 }

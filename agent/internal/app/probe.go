@@ -19,6 +19,9 @@ import (
 // probeTimeout bounds each step of a probe.
 const probeTimeout = 5 * time.Second
 
+// probeSlots bounds the probes under way at once.
+var probeSlots = make(chan struct{}, 4)
+
 // ProbeResult is what `ambient-agent probe` reports. Stage is the step that failed ("" when all passed): connect,
 // tls or http2.
 type ProbeResult struct {
@@ -40,6 +43,12 @@ type ProbeResult struct {
 // with a local workload's certificate and the peer's SPIFFE identity verified, ALPN h2, the HTTP/2 preface and the
 // peer's SETTINGS. It opens no stream and carries nothing.
 func (a *App) probe(ctx context.Context, req admin.ProbeRequest) (any, error) {
+	select {
+	case probeSlots <- struct{}{}:
+		defer func() { <-probeSlots }()
+	default:
+		return nil, errors.New("too many probes at once: try again when the others are done")
+	}
 	addr, err := probeAddress(req.Address)
 	if err != nil {
 		return nil, err
@@ -93,7 +102,7 @@ func (a *App) probe(ctx context.Context, req admin.ProbeRequest) (any, error) {
 	if len(cs.PeerCertificates) > 0 && len(cs.PeerCertificates[0].URIs) == 1 {
 		res.PeerIdentity = cs.PeerCertificates[0].URIs[0].String()
 	}
-	if cs.NegotiatedProtocol != "h2" {
+	if cs.NegotiatedProtocol != "h2" && cs.NegotiatedProtocol != "" { // no ALPN is accepted, as tunnels accept it
 		return fail("tls", fmt.Errorf("the peer negotiated ALPN %q, not h2: not an HBONE server", cs.NegotiatedProtocol))
 	}
 
@@ -102,6 +111,7 @@ func (a *App) probe(ctx context.Context, req admin.ProbeRequest) (any, error) {
 		return fail("http2", err)
 	}
 	fr := http2.NewFramer(tc, tc)
+	fr.SetMaxReadFrameSize(16 << 10) // a SETTINGS frame is small: never buffer a peer's 16 MiB frame
 	if err := fr.WriteSettings(); err != nil {
 		return fail("http2", err)
 	}
@@ -118,7 +128,8 @@ func (a *App) probe(ctx context.Context, req admin.ProbeRequest) (any, error) {
 	return res, nil
 }
 
-// probeAddress parses IP[:PORT]; the port is the HBONE port when none is given.
+// probeAddress parses IP[:PORT]; the port is the HBONE port when none is given, and no other is allowed: the
+// probe connects from the agent's marked sockets, past the capture rules, so it must not become a port scanner.
 func probeAddress(s string) (netip.AddrPort, error) {
 	if s == "" {
 		return netip.AddrPort{}, errors.New("address: give the peer's address, IP or IP:PORT")
@@ -130,8 +141,8 @@ func probeAddress(s string) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("address: %q is not IP or IP:PORT", s)
 	}
-	if ap.Port() == 0 {
-		return netip.AddrPort{}, fmt.Errorf("address: %q has port 0", s)
+	if ap.Port() != ports.HBONE {
+		return netip.AddrPort{}, fmt.Errorf("address: %q: a probe checks a peer's HBONE port, %d, only", s, ports.HBONE)
 	}
 	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
@@ -144,22 +155,31 @@ func (a *App) probeSource(as string) (spiffeid.ID, error) {
 	if err != nil {
 		return spiffeid.ID{}, err
 	}
+	var found []spiffeid.ID
 	for _, w := range cfg.Workloads {
 		id, err := spiffeid.FromSegments(td, "ns", w.Namespace, "sa", w.ServiceAccount)
 		if err != nil {
 			continue
 		}
 		if as == "" || as == id.String() || as == w.Name || as == w.Namespace+"/"+w.Name {
-			if _, ok := a.ids.Snapshot().Certificate(id); !ok {
-				return spiffeid.ID{}, fmt.Errorf("no certificate is held for %s (yet)", id)
+			found = append(found, id)
+			if as == "" {
+				break
 			}
-			return id, nil
 		}
 	}
-	if as == "" {
+	switch {
+	case len(found) == 0 && as == "":
 		return spiffeid.ID{}, errors.New("this host has no local workload to probe as")
+	case len(found) == 0:
+		return spiffeid.ID{}, fmt.Errorf("as: %q is neither a local workload nor its identity", as)
+	case len(found) > 1 && found[0] != found[1]:
+		return spiffeid.ID{}, fmt.Errorf("as: %q names workloads of several identities: give namespace/name or the SPIFFE ID", as)
 	}
-	return spiffeid.ID{}, fmt.Errorf("as: %q is neither a local workload nor its identity", as)
+	if _, ok := a.ids.Snapshot().Certificate(found[0]); !ok {
+		return spiffeid.ID{}, fmt.Errorf("no certificate is held for %s (yet)", found[0])
+	}
+	return found[0], nil
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

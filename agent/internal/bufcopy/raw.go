@@ -33,9 +33,28 @@ func ReadRaw(fd uintptr, b []byte) (int, error) {
 	}
 }
 
+// rawWriteMax is the largest write made raw. A raw system call keeps its P (the scheduler's slot) for as long as it
+// runs: a large write (a full TLS record of bulk data, whose delivery over veth runs the receiver's network stack
+// inside the call) goes through syscall.Write, which lets the scheduler hand the P to other goroutines meanwhile.
+// Bulk transfers keep the process busy, so the monitor thread is awake anyway; the small writes of
+// request/response traffic, where its wake-ups cost, stay raw.
+const rawWriteMax = 8 << 10
+
 // WriteRaw writes b to the non-blocking descriptor fd once, retrying on EINTR. It may write less than len(b);
-// EAGAIN (nothing written) is returned as it is.
+// EAGAIN (nothing written) is returned as it is. Writes over rawWriteMax bytes are ordinary system calls.
 func WriteRaw(fd uintptr, b []byte) (int, error) {
+	if len(b) > rawWriteMax {
+		for {
+			n, err := syscall.Write(int(fd), b)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				return 0, err
+			}
+			return n, nil
+		}
+	}
 	var p unsafe.Pointer
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])

@@ -146,6 +146,8 @@ func TestProblems(t *testing.T) {
 				"test.toml:4: gossip.enabled: wrong type: TOML value has type string; destination has type boolean",
 				"test.toml:7: workload[0].capacity: wrong type: TOML value has type string; destination has type integer",
 				"test.toml:9: workload[1].name: wrong type", "test.toml:10: workload[1].addresses: wrong type"}},
+		{"wrong types in an embedded table's keys", "[node]\nname = 5\n[[remote_workload]]\nname = \"b\"\naddresses = \"10.0.0.9\"\n",
+			[]string{"test.toml:2: node.name: wrong type", "test.toml:5: remote_workload[0].addresses: wrong type"}},
 		{"syntax error", "[node\n", []string{"test.toml:2: expected"}},
 		{"unknown key in second workload", "[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[[workload]]\nname = \"b\"\naddress = \"x\"\n",
 			[]string{"test.toml:6: workload[1].address: unknown key"}},

@@ -35,6 +35,10 @@ func typeProblems(path, src string, kl keyLines) Problems {
 func checkStruct(t reflect.Type, m map[string]any, prefix string, report func(key string, err error)) {
 	for i := range t.NumField() {
 		f := t.Field(i)
+		if f.Anonymous && f.Type.Kind() == reflect.Struct && f.Tag.Get("toml") == "" {
+			checkStruct(f.Type, m, prefix, report) // an embedded struct's keys are the table's own
+			continue
+		}
 		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
 		if name == "" || name == "-" {
 			continue

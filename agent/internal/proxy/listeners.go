@@ -105,11 +105,18 @@ func Listen(cfg ListenConfig, d *Deps) (_ *Listeners, err error) {
 // the outbound ports, which only local applications reach (capture.ListenMarked).
 func (l *Listeners) listen(cfg ListenConfig, port int, what string, keepAlive bool) (net.Listener, error) {
 	addr := ":" + strconv.Itoa(port)
+	fresh := false
 	ln, err := cfg.Sockets.Listen("tcp marked "+addr, func() (net.Listener, error) {
+		fresh = true
 		return capture.ListenMarked("tcp", addr, cfg.Mark, keepAlive)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("proxy: listen on %s (%d): %w", what, port, err)
+	}
+	if !fresh && !keepAlive {
+		// A listener taken over from the agent this one replaces comes back through net.FileListener, whose
+		// accepted connections get Go's default keepalive: switch it off on each, as a fresh listener does.
+		ln = noKeepAlive{ln}
 	}
 	l.closers = append(l.closers, ln)
 	return ln, nil
@@ -185,4 +192,15 @@ func (l *Listeners) Close() {
 	for _, c := range l.closers {
 		_ = c.Close()
 	}
+}
+
+// noKeepAlive accepts connections without TCP keepalive.
+type noKeepAlive struct{ net.Listener }
+
+func (l noKeepAlive) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		_ = tc.SetKeepAlive(false)
+	}
+	return c, err
 }
