@@ -12,6 +12,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/app"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // controlCall makes one request to the control API and returns the body of a 200 answer; any other answer is an
@@ -102,7 +103,7 @@ func runProbe(args []string, stdout, stderr io.Writer) int {
 		return code
 	}
 	if len(pos) == 0 {
-		fmt.Fprintln(stderr, "ambient-agent probe: which peer? give its address (its HBONE port, 15008, is the one probed)")
+		fmt.Fprintf(stderr, "ambient-agent probe: which peer? give its address (its HBONE port, %d, is the one probed)\n", ports.HBONE)
 		fs.Usage()
 		return 2
 	}

@@ -3,7 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+
+	"github.com/ambient-agent/ambient-agent/ports"
 )
 
 // manText is what the man page says of a command beyond its summary (plain text; paragraphs separated by a blank
@@ -36,7 +39,7 @@ With -keep-capture, as the service runs it, the capture table outlives the proce
 	"probe": `Check a peer's HBONE port as a tunnel would start, without carrying anything: TCP from the agent's ` +
 		`marked socket, TLS 1.3 with a local workload's certificate (-as), the peer's SPIFFE identity verified ` +
 		`against the trust bundle (or -expect), ALPN h2, and the peer's HTTP/2 SETTINGS. ADDRESS is the peer's IP ` +
-		`(IP:15008 is accepted; no other port: the probe's socket passes the capture rules, so it scans nothing). At ` +
+		`(IP:` + strconv.Itoa(ports.HBONE) + ` is accepted; no other port: the probe's socket passes the capture rules, so it scans nothing). At ` +
 		`most 4 probes run at once. Prints each step and its time; exits 1 naming the step that failed.`,
 	"log-level": `Show the running agent's log level, or set it to LEVEL (debug, info, warn, error) until the next ` +
 		`restart.`,
