@@ -267,6 +267,9 @@ func TestSupervisorHandsOver(t *testing.T) {
 	if !processAlive(second) || sup.Exited() {
 		t.Fatalf("a failed upgrade stopped the running agent:\n%s", supervisor.Log())
 	}
+	// The running agent must go on serving after the failed upgrade: give the phase a second of traffic (the
+	// failure is logged within milliseconds, shorter than one connection on a loaded machine).
+	time.Sleep(time.Second)
 
 	// The supervisor ends (a restart): the worker serves on; the next supervisor's worker takes over from it.
 	loop.Mark("restart")
