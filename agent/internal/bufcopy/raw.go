@@ -33,12 +33,13 @@ func ReadRaw(fd uintptr, b []byte) (int, error) {
 	}
 }
 
-// rawWriteMax is the largest write made raw. A raw system call keeps its P (the scheduler's slot) for as long as it
-// runs: a large write (a full TLS record of bulk data, whose delivery over veth runs the receiver's network stack
-// inside the call) goes through syscall.Write, which lets the scheduler hand the P to other goroutines meanwhile.
-// Bulk transfers keep the process busy, so the monitor thread is awake anyway; the small writes of
-// request/response traffic, where its wake-ups cost, stay raw.
-const rawWriteMax = 8 << 10
+// rawWriteMax is the largest write made raw. A raw system call keeps its P (the scheduler's slot) while it runs, and
+// delivering a write over veth runs the receiver's network stack inside the call; a write larger than a TLS record
+// (the 64 KiB plaintext writes of bulk data to an application) goes through syscall.Write, which lets the scheduler
+// hand the P on meanwhile. TLS records (at most 16 KiB and their overhead) stay raw: in full benchmark runs, one
+// stream's throughput was 1.15-1.22x the agent before raw calls with them raw, and 0.96x with writes over 8 KiB made
+// ordinary calls (docs/benchmarks.md).
+const rawWriteMax = 32 << 10
 
 // WriteRaw writes b to the non-blocking descriptor fd once, retrying on EINTR. It may write less than len(b);
 // EAGAIN (nothing written) is returned as it is. Writes over rawWriteMax bytes are ordinary system calls.
