@@ -16,13 +16,16 @@ import (
 // (RawSyscall). They are only for non-blocking descriptors (every socket the net package opens is one).
 
 // ReadRaw reads from the non-blocking descriptor fd into b, retrying on EINTR. EAGAIN is returned as it is.
-func ReadRaw(fd uintptr, b []byte) (int, error) {
+func ReadRaw(fd uintptr, b []byte) (int, error) { return rawIO(syscall.SYS_READ, fd, b) }
+
+// rawIO makes the read or write system call trap on fd with b, retrying on EINTR.
+func rawIO(trap, fd uintptr, b []byte) (int, error) {
 	var p unsafe.Pointer
 	if len(b) > 0 {
 		p = unsafe.Pointer(&b[0])
 	}
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(p), uintptr(len(b)))
+		n, _, e := syscall.RawSyscall(trap, fd, uintptr(p), uintptr(len(b)))
 		switch e {
 		case 0:
 			return int(n), nil
@@ -56,20 +59,7 @@ func WriteRaw(fd uintptr, b []byte) (int, error) {
 			return n, nil
 		}
 	}
-	var p unsafe.Pointer
-	if len(b) > 0 {
-		p = unsafe.Pointer(&b[0])
-	}
-	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(p), uintptr(len(b)))
-		switch e {
-		case 0:
-			return int(n), nil
-		case syscall.EINTR:
-			continue
-		}
-		return 0, e
-	}
+	return rawIO(syscall.SYS_WRITE, fd, b)
 }
 
 // Conn is a TCP connection whose Read and Write make raw system calls (ReadRaw, WriteRaw) and wait for the socket
