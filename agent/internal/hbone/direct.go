@@ -19,21 +19,100 @@ import (
 // loop writes only when the queue held nothing else and the copier is parked, and the copier does not peek while
 // the read loop writes (Stream.direct).
 
+//
+// WriteToAsync goes one step further: no goroutine waits for the tunnel's data at all. The read loop writes what
+// the socket takes; a copier goroutine is started only for the rest (a full send buffer), for the end of the
+// stream and for failures, and it ends as soon as the queue is empty again. An idle tunnel then costs one goroutine
+// (the one copying the other way) instead of two.
+
 // attachSink lets the read loop write to w directly when w is a socket.
 func (s *Stream) attachSink(w io.Writer) {
-	sc, ok := w.(syscall.Conn)
-	if !ok {
+	d := sinkFor(w)
+	if d == nil {
 		return
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return
-	}
-	d := &directWriter{rc: rc}
-	d.fn = d.write // bound once per tunnel: a write allocates nothing
 	s.c.mu.Lock()
 	s.sink = d
 	s.c.mu.Unlock()
+}
+
+// sinkFor is a direct writer to w, or nil when w is not a socket.
+func sinkFor(w io.Writer) *directWriter {
+	sc, ok := w.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	d := &directWriter{rc: rc}
+	d.fn = d.write // bound once per tunnel: a write allocates nothing
+	return d
+}
+
+// WriteToAsync copies the tunnel's bytes to w as WriteTo does, and returns at once; done runs once at the end,
+// with what WriteTo would have returned, on a goroutine of its own (it may block). When w is a socket, no
+// goroutine waits for the tunnel's data meanwhile (see above); otherwise one copies as WriteTo does. Nothing
+// else may read s until done runs.
+func (s *Stream) WriteToAsync(w io.Writer, done func(int64, error)) {
+	s.readMu.Lock() // unlocked by the copier, before done
+	d := sinkFor(w)
+	c := s.c
+	c.mu.Lock()
+	s.sink = d
+	s.asyncW, s.asyncDone, s.asyncStart = w, done, s.received.Load()
+	// A first copier looks at what is queued already (or at the end of the stream, or a failure) and hands over.
+	s.wakeReaderLocked()
+	c.mu.Unlock()
+}
+
+// wakeReaderLocked wakes the stream's reader: a waiting Read or WriteTo, or under WriteToAsync the copier, which
+// is started if it is not running. c.mu is held.
+func (s *Stream) wakeReaderLocked() {
+	if s.asyncDone != nil && !s.copying {
+		s.copying = true
+		s.sinkWaiting = false
+		go s.copyAsync()
+		return
+	}
+	s.readCond.Broadcast()
+}
+
+// copyAsync is WriteToAsync's copier: it writes what the read loop could not, and returns when the queue is
+// empty and the read loop can write again, or calls done at the end of the stream or on a failure.
+func (s *Stream) copyAsync() {
+	w := s.asyncW
+	for {
+		b, err := s.waitReadableOr(true)
+		if b == nil && err == nil {
+			return // idle: the read loop writes again
+		}
+		if err == nil {
+			var n int
+			n, err = w.Write(b)
+			s.consumed(n)
+		}
+		if err != nil {
+			s.finishAsync(err)
+			return
+		}
+	}
+}
+
+// finishAsync ends WriteToAsync and calls its done.
+func (s *Stream) finishAsync(err error) {
+	c := s.c
+	c.mu.Lock()
+	done := s.asyncDone
+	n := s.received.Load() - s.asyncStart
+	s.asyncDone, s.asyncW, s.sink, s.sinkWaiting, s.copying = nil, nil, nil, false, false
+	c.mu.Unlock()
+	s.readMu.Unlock()
+	if err == io.EOF {
+		err = nil
+	}
+	done(n, err)
 }
 
 // detachSink ends direct writes; one under way finishes first.
@@ -75,7 +154,7 @@ func (c *conn) writeDirectLocked(s *Stream) {
 	// Wake the copier only when it has something to do (the rest, the error) or waits for this write to end.
 	if s.rq.size > 0 || err != nil || released || s.awaitDirect {
 		s.awaitDirect = false
-		s.readCond.Broadcast()
+		s.wakeReaderLocked()
 	}
 }
 

@@ -149,6 +149,19 @@ func (r *recorder) poke() {
 	}
 }
 
+// failures is how many tunnels failed so far, and the flag and error of the i-th.
+func (r *recorder) failures() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.failed)
+}
+
+func (r *recorder) failure(i int) (Flag, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.failed[i], r.errs[i]
+}
+
 // waitFor polls cond (under r.mu) until it holds or 5 s pass.
 func (r *recorder) waitFor(t testing.TB, what string, cond func(r *recorder) bool) {
 	t.Helper()

@@ -34,34 +34,35 @@ func pipe(st *Stream, up net.Conn, revoker *Revoker) (Flag, error) {
 		defer unbind()
 	}
 
-	upDone := make(chan error, 1)
-	go func() { // upstream -> tunnel
-		var err error
-		if tc, ok := up.(*net.TCPConn); ok {
-			// An idle upstream holds no buffer (a tunnel's ReadFrom would hold 64 KiB for its life).
-			_, err = bufcopy.FromTCP(st, tc, st.c.bufs)
-		} else {
-			_, err = st.ReadFrom(up)
-		}
+	// tunnel -> upstream: the read loop writes to up itself; a goroutine runs only for what up does not take.
+	downDone := make(chan error, 1)
+	st.WriteToAsync(up, func(_ int64, err error) {
 		if err == nil {
-			err = st.CloseWrite()
+			err = closeWrite(up)
 		}
 		if err != nil {
 			st.cancelWith(err)
 			_ = up.Close()
 		}
-		upDone <- err
-	}()
+		downDone <- err
+	})
 
-	_, downErr := st.WriteTo(up) // tunnel -> upstream
-	if downErr == nil {
-		downErr = closeWrite(up)
+	// upstream -> tunnel, on this goroutine.
+	var upErr error
+	if tc, ok := up.(*net.TCPConn); ok {
+		// An idle upstream holds no buffer (a tunnel's ReadFrom would hold 64 KiB for its life).
+		_, upErr = bufcopy.FromTCP(st, tc, st.c.bufs)
+	} else {
+		_, upErr = st.ReadFrom(up)
 	}
-	if downErr != nil {
-		st.cancelWith(downErr)
+	if upErr == nil {
+		upErr = st.CloseWrite()
+	}
+	if upErr != nil {
+		st.cancelWith(upErr)
 		_ = up.Close()
 	}
-	upErr := <-upDone
+	downErr := <-downDone
 
 	switch {
 	case revoked.Load():

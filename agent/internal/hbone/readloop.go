@@ -226,7 +226,7 @@ func (c *conn) endRecv(s *Stream) {
 func (c *conn) endRecvLocked(s *Stream) {
 	if !s.recvEnded {
 		s.recvEnded = true
-		s.readCond.Broadcast()
+		s.wakeReaderLocked()
 		c.forgetLocked(s)
 	}
 }
@@ -253,7 +253,7 @@ func (c *conn) fill(s *Stream, n int) error {
 		case err == nil && s.directable():
 			c.writeDirectLocked(s) // signals the consumer only if bytes are left
 		default:
-			s.readCond.Signal()
+			s.wakeReaderLocked()
 		}
 		c.mu.Unlock()
 		if err != nil {

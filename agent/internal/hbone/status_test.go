@@ -133,7 +133,7 @@ func TestStatusCodes(t *testing.T) {
 			rc := dialRaw(t, sh.harness)
 			calls0 := sh.calls.Load()
 			dials0 := len(sh.dials.list())
-			failed0 := len(sh.srvTel.failed)
+			failed0 := sh.srvTel.failures()
 			start := time.Now()
 			status, end, err := rc.awaitStatus(rc.request(tc.headers...))
 			if err != nil {
@@ -159,9 +159,7 @@ func TestStatusCodes(t *testing.T) {
 			}
 			if tc.flag != FlagNone {
 				sh.srvTel.waitFor(t, "TunnelFailed", func(r *recorder) bool { return len(r.failed) > failed0 })
-				sh.srvTel.mu.Lock()
-				got, gotErr := sh.srvTel.failed[failed0], sh.srvTel.errs[failed0]
-				sh.srvTel.mu.Unlock()
+				got, gotErr := sh.srvTel.failure(failed0)
 				if got != tc.flag {
 					t.Errorf("telemetry flag %v (%v), want %v", got, gotErr, tc.flag)
 				}

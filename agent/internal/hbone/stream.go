@@ -16,6 +16,7 @@ import (
 
 // Stream is one tunnel: an HTTP/2 CONNECT stream used as a byte pipe. It is a net.Conn with CloseWrite
 // (END_STREAM), and implements io.ReaderFrom and io.WriterTo so that io.Copy moves bytes without extra copies.
+// WriteToAsync is WriteTo without a goroutine waiting for the tunnel's bytes (direct.go).
 //
 // Read returns io.EOF once the peer ended its side (END_STREAM), or reset the stream with NO_ERROR or CANCEL.
 // Close ends both directions: gracefully if the peer already ended its side, else with RST_STREAM(CANCEL).
@@ -36,6 +37,11 @@ type Stream struct {
 	sinkWaiting bool
 	direct      bool
 	awaitDirect bool // someone waits for the direct write to end
+	// WriteToAsync: where to copy, what to call at the end, and whether its copier goroutine runs now.
+	asyncW      io.Writer
+	asyncDone   func(int64, error)
+	asyncStart  int64
+	copying     bool
 	sendWindow  int64
 	recvWindow  int64
 	recvUnacked int64
@@ -137,7 +143,11 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 
 // waitReadable waits for buffered bytes and returns the head of the receive queue, marked busy: the caller
 // copies from it and then calls consumed.
-func (s *Stream) waitReadable() ([]byte, error) {
+func (s *Stream) waitReadable() ([]byte, error) { return s.waitReadableOr(false) }
+
+// waitReadableOr is waitReadable; with idleExit, instead of waiting for data while the read loop can write it
+// directly, the caller leaves the copying to the read loop: it returns nil and no error.
+func (s *Stream) waitReadableOr(idleExit bool) ([]byte, error) {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -154,6 +164,10 @@ func (s *Stream) waitReadable() ([]byte, error) {
 			return nil, s.readErrLocked()
 		case deadlinePassed(s.readDL):
 			return nil, os.ErrDeadlineExceeded
+		case idleExit && s.sink != nil:
+			s.copying = false
+			s.sinkWaiting = true
+			return nil, nil
 		}
 		s.sinkWaiting = s.sink != nil && !s.direct
 		s.awaitDirect = s.awaitDirect || s.direct
@@ -307,7 +321,7 @@ func (s *Stream) Close() error {
 		c.creditLocked(nil, dropped)
 	}
 	s.stopTimersLocked()
-	s.readCond.Broadcast()
+	s.wakeReaderLocked()
 	c.sendCond.Broadcast()
 	c.mu.Unlock()
 	if s.cancel != nil {
@@ -329,7 +343,7 @@ func (s *Stream) resetLocked(code http2.ErrCode, remote bool, cause error) {
 	s.resetRemote = remote
 	s.cause = cause
 	s.answeredLocked()
-	s.readCond.Broadcast()
+	s.wakeReaderLocked()
 	s.c.sendCond.Broadcast()
 	if s.cancel != nil {
 		s.cancel(errors.New("stream reset: " + code.String()))
@@ -356,28 +370,28 @@ func (s *Stream) SetDeadline(t time.Time) error {
 }
 
 func (s *Stream) SetReadDeadline(t time.Time) error {
-	s.setDeadline(&s.readDL, &s.readTimer, &s.readCond, t)
+	s.setDeadline(&s.readDL, &s.readTimer, s.wakeReaderLocked, t)
 	return nil
 }
 
 func (s *Stream) SetWriteDeadline(t time.Time) error {
-	s.setDeadline(&s.writeDL, &s.writeTimer, &s.c.sendCond, t)
+	s.setDeadline(&s.writeDL, &s.writeTimer, s.c.sendCond.Broadcast, t)
 	return nil
 }
 
-// setDeadline sets a deadline of the stream and wakes who waits on cond, now
-// and when the deadline passes.
-func (s *Stream) setDeadline(dl *time.Time, timer **time.Timer, cond *sync.Cond, t time.Time) {
+// setDeadline sets a deadline of the stream and wakes who waits for it (wakeLocked, under c.mu), now and when
+// the deadline passes.
+func (s *Stream) setDeadline(dl *time.Time, timer **time.Timer, wakeLocked func(), t time.Time) {
 	c := s.c
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	*dl = t
 	*timer = armDeadline(*timer, t, func() {
 		c.mu.Lock()
-		cond.Broadcast()
+		wakeLocked()
 		c.mu.Unlock()
 	})
-	cond.Broadcast()
+	wakeLocked()
 }
 
 func (s *Stream) stopTimersLocked() {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"io"
 	"net"
-	"sync"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 )
@@ -28,19 +27,33 @@ type Bytes struct {
 func relay(down, up net.Conn, bufs *bufcopy.Pool) (Bytes, error) {
 	var (
 		b    Bytes
-		wg   sync.WaitGroup
 		errs [2]error
+		recv = make(chan error, 1)
 	)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		b.Received, errs[1] = pipe(down, up, bufs)
-	}()
+	if a, ok := up.(asyncWriterTo); ok {
+		// An HBONE stream: its read loop writes to down itself, no goroutine waits for the tunnel's bytes.
+		a.WriteToAsync(down, func(n int64, err error) {
+			b.Received = n
+			recv <- finishPipe(down, up, err)
+		})
+	} else {
+		go func() {
+			var err error
+			b.Received, err = pipe(down, up, bufs)
+			recv <- err
+		}()
+	}
 	b.Sent, errs[0] = pipe(up, down, bufs)
-	wg.Wait()
+	errs[1] = <-recv
 	down.Close()
 	up.Close()
 	return b, errors.Join(errs[0], errs[1])
+}
+
+// asyncWriterTo copies itself to w without a goroutine of the caller's (hbone.Stream.WriteToAsync); done runs
+// once, at the end.
+type asyncWriterTo interface {
+	WriteToAsync(w io.Writer, done func(int64, error))
 }
 
 // pipe copies src to dst, then half-closes dst. On an error it aborts both so
@@ -58,21 +71,25 @@ func pipe(dst, src net.Conn, bufs *bufcopy.Pool) (int64, error) {
 	} else {
 		n, err = io.Copy(dst, src)
 	}
+	return n, finishPipe(dst, src, err)
+}
+
+// finishPipe ends a copy from src to dst that returned err: a half-close of dst after a clean end, else an abort
+// of both.
+func finishPipe(dst, src net.Conn, err error) error {
+	if err == nil {
+		cw, ok := dst.(closeWriter)
+		if !ok {
+			dst.Close()
+			return nil
+		}
+		err = cw.CloseWrite()
+	}
 	if err != nil {
 		abort(dst)
 		abort(src)
-		return n, err
 	}
-	if cw, ok := dst.(closeWriter); ok {
-		if err := cw.CloseWrite(); err != nil {
-			abort(dst)
-			abort(src)
-			return n, err
-		}
-		return n, nil
-	}
-	dst.Close()
-	return n, nil
+	return err
 }
 
 // abort closes c; a TCP connection is reset (SO_LINGER 0).
