@@ -57,26 +57,15 @@ func FromTCP(dst io.Writer, src *net.TCPConn, p *Pool) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
+	r := &tcpReader{p: p}
+	r.fn = r.read // bound once per copy: a read allocates nothing
 	var total int64
 	for {
-		var (
-			buf  *[]byte
-			n    int
-			rerr error
-		)
-		err := rc.Read(func(fd uintptr) bool {
-			buf = p.Get()
-			n, rerr = ReadRaw(fd, *buf)
-			if rerr == syscall.EAGAIN {
-				p.Put(buf)
-				buf = nil
-				return false // wait for data, holding nothing
-			}
-			return true
-		})
-		if err == nil && rerr != nil {
-			err = &net.OpError{Op: "read", Net: "tcp", Source: src.LocalAddr(), Addr: src.RemoteAddr(),
-				Err: os.NewSyscallError("read", rerr)}
+		err := rc.Read(r.fn)
+		buf, n := r.buf, r.n
+		r.buf = nil
+		if err == nil && r.err != nil {
+			err = readError(src, r.err)
 		}
 		if err != nil {
 			if buf != nil {
@@ -98,4 +87,32 @@ func FromTCP(dst io.Writer, src *net.TCPConn, p *Pool) (int64, error) {
 			return total, werr
 		}
 	}
+}
+
+// tcpReader is FromTCP's read: a buffer is borrowed only for a read that returns data (or EOF, or an error).
+type tcpReader struct {
+	p   *Pool
+	fn  func(fd uintptr) bool
+	buf *[]byte
+	n   int
+	err error
+}
+
+func (r *tcpReader) read(fd uintptr) bool {
+	r.buf = r.p.Get()
+	r.n, r.err = ReadRaw(fd, *r.buf)
+	if r.err == syscall.EAGAIN {
+		r.p.Put(r.buf)
+		r.buf = nil
+		return false // wait for data, holding nothing
+	}
+	return true
+}
+
+// readError is the error a failed read of src returns, as net's own reads word it. Not inlined: it keeps FromTCP's
+// frame small (the goroutine parked in it lives as long as the connection).
+//
+//go:noinline
+func readError(src *net.TCPConn, err error) error {
+	return &net.OpError{Op: "read", Net: "tcp", Source: src.LocalAddr(), Addr: src.RemoteAddr(), Err: os.NewSyscallError("read", err)}
 }

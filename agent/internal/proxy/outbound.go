@@ -72,17 +72,31 @@ func (o *Outbound) Run(ctx context.Context, drain func() (context.Context, conte
 func (o *Outbound) Close() error { return o.l.ln.Close() }
 
 func (o *Outbound) handle(ctx context.Context, c net.Conn) {
+	rec, up := o.open(ctx, c)
+	if up == nil {
+		return
+	}
+	b, err := relay(c, up, o.bufs)
+	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
+}
+
+// open decides where a captured connection goes, opens its record and connects; nil when it goes nowhere (the
+// record, if any, is closed). It is apart from handle, and not inlined, so that its large frame is gone from the
+// stack of the goroutine that then relays for the connection's whole life: that stack can shrink to 4 KiB.
+//
+//go:noinline
+func (o *Outbound) open(ctx context.Context, c net.Conn) (*telemetry.Conn, net.Conn) {
 	src := addrPort(c.RemoteAddr())
 	tc, ok := c.(*net.TCPConn)
 	if !ok || !addrPort(c.LocalAddr()).Addr().IsLoopback() {
 		// Only captured local traffic arrives on loopback; a peer reaching
 		// 15001 over the network is not ours to proxy.
-		return
+		return nil, nil
 	}
 	dst, err := capture.OriginalDst(tc)
 	if err != nil {
 		o.d.warn("outbound-origdst", "outbound: no original destination; closing", "src", src, "err", err)
-		return
+		return nil, nil
 	}
 	snap := o.d.Snap()
 	srcW := o.source(snap, src)
@@ -108,10 +122,9 @@ func (o *Outbound) handle(ctx context.Context, c net.Conn) {
 	}
 	if err != nil {
 		rec.Close(0, 0, responseFlag(err, telemetry.FlagConnect), err.Error())
-		return
+		return nil, nil
 	}
-	b, err := relay(c, up, o.bufs)
-	rec.Close(b.Sent, b.Received, telemetry.FlagNone, errString(err))
+	return rec, up
 }
 
 func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, srcW *state.Workload) (net.Conn, error) {
