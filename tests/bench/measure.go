@@ -126,7 +126,8 @@ func (tp *topology) connRate(p path, pl plan) (float64, PerProcess, error) {
 func (tp *topology) memory(t lab.T, p path, pl plan) RSS {
 	t.Helper()
 	var r RSS
-	r.IdleMB, r.Heap.IdleMB = tp.rss(p), tp.heap(t, p)
+	r.IdleMB = tp.rss(p)
+	r.Heap.IdleMB, r.Stack.IdleMB = tp.heap(t, p)
 	var held []*lab.Proc
 	total := 0
 	for i, n := range []int{1000, 10000} {
@@ -137,9 +138,11 @@ func (tp *topology) memory(t lab.T, p path, pl plan) RSS {
 		waitFor(t, h, `"open"`, 120*time.Second)
 		time.Sleep(pl.settle) // let the agents finish setting up and the runtime settle
 		if i == 0 {
-			r.Conns1kMB, r.Heap.Conns1kMB = tp.rss(p), tp.heap(t, p)
+			r.Conns1kMB = tp.rss(p)
+			r.Heap.Conns1kMB, r.Stack.Conns1kMB = tp.heap(t, p)
 		} else {
-			r.Conns10kMB, r.Heap.Conns10kMB = tp.rss(p), tp.heap(t, p)
+			r.Conns10kMB = tp.rss(p)
+			r.Heap.Conns10kMB, r.Stack.Conns10kMB = tp.heap(t, p)
 		}
 		if pl.profileDir != "" {
 			tp.saveProfile(t, p, pl.profileDir, fmt.Sprintf("heap-%dconns", n), "/debug/pprof/heap", 10*time.Second)
@@ -153,6 +156,7 @@ func (tp *topology) memory(t lab.T, p path, pl plan) RSS {
 	}
 	r.PerConnKB = perConn(r.Conns1kMB, r.Conns10kMB)
 	r.Heap.PerConnKB = perConn(r.Heap.Conns1kMB, r.Heap.Conns10kMB)
+	r.Stack.PerConnKB = perConn(r.Stack.Conns1kMB, r.Stack.Conns10kMB)
 	tp.waitIdle(t, p)
 	return r
 }
@@ -192,10 +196,11 @@ func (tp *topology) rss(p path) PerAgent {
 	return PerAgent{Client: vmRSS(a[0].Pid()), Server: vmRSS(a[1].Pid())}
 }
 
-// heap is the Go HeapInuse of p's agents in MB after a garbage collection (from the admin API's heap profile).
-func (tp *topology) heap(t lab.T, p path) PerAgent {
+// heap is the Go HeapInuse and StackInuse of p's agents in MB after a garbage collection (from the admin API's
+// heap profile).
+func (tp *topology) heap(t lab.T, p path) (heap, stack PerAgent) {
 	t.Helper()
-	var mb [2]float64
+	var mb, st [2]float64
 	for i, a := range tp.agents[p] {
 		resp, err := a.ControlClient(20 * time.Second).Get("http://localhost/debug/pprof/heap?debug=1&gc=1")
 		if err != nil {
@@ -211,9 +216,14 @@ func (tp *topology) heap(t lab.T, p path) PerAgent {
 				b, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
 				mb[i] = b / (1 << 20)
 			}
+			if v, ok := strings.CutPrefix(line, "# Stack = "); ok { // "inuse / sys"
+				f := strings.Fields(v)
+				b, _ := strconv.ParseFloat(f[0], 64)
+				st[i] = b / (1 << 20)
+			}
 		}
 	}
-	return PerAgent{Client: mb[0], Server: mb[1]}
+	return PerAgent{Client: mb[0], Server: mb[1]}, PerAgent{Client: st[0], Server: st[1]}
 }
 
 func vmRSS(pid int) float64 {

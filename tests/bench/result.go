@@ -146,9 +146,12 @@ type RSS struct {
 	// process has touched: a buffer allocated from fresh memory and barely used counts little in RSS at first,
 	// and in full once it is reused (as pooled buffers are in a long-running agent). Heap shows that cost.
 	Heap HeapInuse `json:"heap_inuse"`
+	// Stack is the Go runtime's StackInuse at the same moments: the goroutines' stacks, outside the heap.
+	Stack HeapInuse `json:"stack_inuse"`
 }
 
-// HeapInuse is the Go runtime's HeapInuse of each agent, in MB, and its growth per connection.
+// HeapInuse is one of the Go runtime's memory figures (HeapInuse, StackInuse) of each agent, in MB, and its
+// growth per connection.
 type HeapInuse struct {
 	IdleMB     PerAgent `json:"idle_mb"`
 	Conns1kMB  PerAgent `json:"conns_1000_mb"`
@@ -264,6 +267,9 @@ func (r *Result) Print(w io.Writer) {
 	fmt.Fprintf(w, "go heap in use (MB, client/server agent): idle %.1f/%.1f, 1,000 conns %.1f/%.1f, 10,000 conns %.1f/%.1f; per conn %.1f/%.1f KB\n",
 		h.IdleMB.Client, h.IdleMB.Server, h.Conns1kMB.Client, h.Conns1kMB.Server, h.Conns10kMB.Client, h.Conns10kMB.Server,
 		h.PerConnKB.Client, h.PerConnKB.Server)
+	st := r.RSS.Stack
+	fmt.Fprintf(w, "go stacks in use (MB, client/server agent): idle %.1f/%.1f, 10,000 conns %.1f/%.1f; per conn %.1f/%.1f KB\n",
+		st.IdleMB.Client, st.IdleMB.Server, st.Conns10kMB.Client, st.Conns10kMB.Server, st.PerConnKB.Client, st.PerConnKB.Server)
 	fmt.Fprintf(w, "peer: %s; agent/peer throughput_1 %.2f, throughput_8 %.2f\n", r.Peer.Implementation,
 		r.Peer.Throughput1.AgentOverPeer, r.Peer.Throughput8.AgentOverPeer)
 	b := r.TLSBaseline
@@ -280,8 +286,9 @@ func (r *Result) Print(w io.Writer) {
 			c.Latency.P99, c.Latency.Added.P50, c.Latency.Added.P90, c.Latency.Added.P99)
 		fmt.Fprintf(w, "  conn_rate %.0f/s (%.2f; %.2f)  cpu_per_1k_rps %.3f (client %.3f, server %.3f)\n", c.ConnRate.PerSecond,
 			c.ConnRate.RatioToDirect, c.ConnRate.OverAgent, c.CPU.Total, c.CPU.Client, c.CPU.Server)
-		fmt.Fprintf(w, "  rss per conn %.1f/%.1f KB, go heap per conn %.1f/%.1f KB, rss idle %.1f/%.1f MB\n",
+		fmt.Fprintf(w, "  rss per conn %.1f/%.1f KB, go heap per conn %.1f/%.1f KB, go stacks per conn %.1f/%.1f KB, rss idle %.1f/%.1f MB\n",
 			c.RSS.PerConnKB.Client, c.RSS.PerConnKB.Server, c.RSS.Heap.PerConnKB.Client, c.RSS.Heap.PerConnKB.Server,
+			c.RSS.Stack.PerConnKB.Client, c.RSS.Stack.PerConnKB.Server,
 			c.RSS.IdleMB.Client, c.RSS.IdleMB.Server)
 	}
 }
