@@ -32,10 +32,12 @@ func (s *Server) onStream(c *conn, st *Stream, f *http2.MetaHeadersFrame) {
 			return
 		}
 	}
-	go func() {
-		defer release()
-		s.handle(c, st, req)
-	}()
+	req.log = s.log.Error
+	req.finish = func() {
+		release()
+		s.finish(c, st)
+	}
+	go s.handle(req)
 }
 
 // checkRequest applies the checks that need no policy: header list size, method, authority, illegal ports.
@@ -74,8 +76,13 @@ func checkRequest(c *conn, st *Stream, f *http2.MetaHeadersFrame, info *TunnelIn
 
 // handle runs the handler on one request, failing closed: a handler that panics or returns without an answer
 // gets the request refused as FlagInternal.
-func (s *Server) handle(c *conn, st *Stream, req *Request) {
-	defer s.finish(c, st)
+// A request handed to RelayAsync is released when that relay ends, not here.
+func (s *Server) handle(req *Request) {
+	defer func() {
+		if !req.detached {
+			req.finish()
+		}
+	}()
 	defer func() {
 		if p := recover(); p != nil {
 			s.log.Error("hbone: handler panicked", "panic", p, "peer", req.PeerIdentity, "target", req.Target)
@@ -83,7 +90,9 @@ func (s *Server) handle(c *conn, st *Stream, req *Request) {
 		}
 	}()
 	s.cfg.Handler.ServeHBONE(req)
-	s.unanswered(req, errors.New("handler returned without an answer"))
+	if !req.detached {
+		s.unanswered(req, errors.New("handler returned without an answer"))
+	}
 }
 
 // unanswered refuses a request the handler left without an answer, and reports it. One it accepted and left

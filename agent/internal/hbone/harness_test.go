@@ -229,6 +229,8 @@ type decision struct {
 	dial    func(ctx context.Context, target netip.AddrPort) (net.Conn, error) // nil: the handler's dialer
 	revoker *Revoker
 	baggage Baggage
+	// async: relay with RelayAsync (done panics with panicInDone).
+	async, panicInDone bool
 }
 
 func allow(target netip.AddrPort) decision { return decision{target: target} }
@@ -264,13 +266,24 @@ func (h *testHandler) ServeHBONE(r *Request) {
 		h.tel.TunnelFailed(info, e.Flag, e)
 		return
 	}
-	defer up.Close()
 	if err := r.Accept(d.baggage); err != nil {
+		up.Close()
 		h.tel.TunnelFailed(info, FlagOf(err), err)
 		return
 	}
 	info.Target, info.Bytes = d.target, r.Bytes
 	h.tel.TunnelOpened(info)
+	if d.async {
+		r.RelayAsync(up, d.revoker, func(s TunnelStats) {
+			up.Close()
+			if d.panicInDone {
+				panic("done panics")
+			}
+			h.tel.TunnelClosed(info, s)
+		})
+		return
+	}
+	defer up.Close()
 	h.tel.TunnelClosed(info, r.Relay(up, d.revoker))
 }
 

@@ -18,7 +18,17 @@ import (
 // TestShutdownGraceful: Shutdown stops new tunnels (GOAWAY; the listener is closed) while established ones keep
 // working, and returns once they are done.
 func TestShutdownGraceful(t *testing.T) {
-	h := newHarness(t, harnessOpts{})
+	t.Run("Relay", func(t *testing.T) { testShutdownGraceful(t, harnessOpts{}) })
+	// A tunnel handed to RelayAsync outlives its handler: the drain still waits for it.
+	t.Run("RelayAsync", func(t *testing.T) { testShutdownGraceful(t, harnessOpts{authorize: allowAsync}) })
+}
+
+func allowAsync(_ context.Context, req *Request) decision {
+	return decision{target: req.Target.Addr, async: true}
+}
+
+func testShutdownGraceful(t *testing.T, opts harnessOpts) {
+	h := newHarness(t, opts)
 	echo := echoServer(t)
 	st := h.dial(t, echo)
 	done := make(chan error, 1)
@@ -246,5 +256,55 @@ func TestHandlerMisuseFailsClosed(t *testing.T) {
 	_ = st.SetReadDeadline(time.Now().Add(5 * time.Second))
 	if _, err := io.ReadAll(st); FlagOf(err) != FlagReset {
 		t.Errorf("read after the handler panicked: %v, want a reset, not a clean end", err)
+	}
+}
+
+// RelayAsync: the handler returns while the tunnel relays on a goroutine of its own; done reports the tunnel once
+// it ended; a done that panics neither takes the process down nor keeps the tunnel from being released.
+func TestRelayAsync(t *testing.T) {
+	echo, panicky := echoServer(t), echoServer(t)
+	h := newHarness(t, harnessOpts{authorize: func(_ context.Context, req *Request) decision {
+		return decision{target: req.Target.Addr, async: true, panicInDone: req.Target.Addr == panicky}
+	}})
+	st := h.dial(t, echo)
+	h.srvTel.waitFor(t, "tunnel open", func(r *recorder) bool { return len(r.opened) == 1 })
+	for deadline := time.Now().Add(5 * time.Second); goroutinesIn("(*testHandler).ServeHBONE") != 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the handler did not return after RelayAsync")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := goroutinesIn("(*Request).relayDetached"); n != 1 {
+		t.Errorf("%d relay goroutines for one tunnel, want 1", n)
+	}
+	if _, err := st.Write([]byte("after the handler returned")); err != nil {
+		t.Fatal(err)
+	}
+	_ = st.CloseWrite()
+	if got := string(readAll(t, st)); got != "after the handler returned" {
+		t.Fatalf("echo %q", got)
+	}
+	_ = st.Close()
+	h.srvTel.waitFor(t, "tunnel closed", func(r *recorder) bool { return len(r.closed) == 1 })
+	h.srvTel.mu.Lock()
+	s := h.srvTel.closed[0]
+	h.srvTel.mu.Unlock()
+	if s.Flag != FlagNone || s.BytesReceived != int64(len("after the handler returned")) {
+		t.Errorf("done got %+v", s)
+	}
+
+	// done panics: the process survives, the tunnel is released (the drain does not wait for it), the server
+	// goes on.
+	bad := h.dial(t, panicky)
+	_, _ = bad.Write([]byte("x"))
+	_ = bad.CloseWrite()
+	_ = readAll(t, bad)
+	_ = bad.Close()
+	again := h.dial(t, echo)
+	_ = again.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := h.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown after a panicking done: %v (was the tunnel released?)", err)
 	}
 }

@@ -16,8 +16,8 @@ import (
 // besides the certificate choice (ServerConfig.Certificate).
 type Handler interface {
 	// ServeHBONE answers one request that passed hbone's own checks (method, authority syntax, illegal ports,
-	// header list size, limits): Refuse it, or Accept it and Relay. It runs in a goroutine of its own per
-	// request; a request left unanswered when it returns is refused as FlagInternal.
+	// header list size, limits): Refuse it, or Accept it and Relay (or RelayAsync, and return). It runs in a
+	// goroutine of its own per request; a request left unanswered when it returns is refused as FlagInternal.
 	ServeHBONE(r *Request)
 	// Refused is told of every connection or request the server refused on its own, before any ServeHBONE: a
 	// failed TLS handshake or preface (empty Authority), a malformed CONNECT, an illegal port, a limit. It is
@@ -50,6 +50,10 @@ type Request struct {
 	st       *Stream
 	answered bool // by Refuse or Accept; only the handler's goroutine answers
 	accepted bool // answered 200: only then may it relay
+	// detached: RelayAsync took the request over; then finish, not the handler's return, releases it.
+	detached bool
+	finish   func()
+	log      func(msg string, args ...any)
 }
 
 // Header returns the value of the first header with that (case-insensitive) name, or "".
@@ -130,4 +134,29 @@ func (r *Request) Relay(up net.Conn, revoker *Revoker) TunnelStats {
 		Flag:          flag,
 		Err:           err,
 	}
+}
+
+// RelayAsync is Relay on a goroutine of its own, which calls done with what Relay returns; the handler may return
+// at once. The tunnel then lives on a goroutine whose stack holds only the relay, which the runtime keeps small
+// (4 KiB), rather than on the handler's, which grew while deciding and connecting. A request that was not
+// accepted is refused and done is called before RelayAsync returns. done runs once; a panic in it is logged, and
+// resets the tunnel if it is still open, as a panic in ServeHBONE would.
+func (r *Request) RelayAsync(up net.Conn, revoker *Revoker, done func(TunnelStats)) {
+	if !r.accepted || r.finish == nil {
+		done(r.Relay(up, revoker))
+		return
+	}
+	r.detached = true
+	go r.relayDetached(up, revoker, done)
+}
+
+func (r *Request) relayDetached(up net.Conn, revoker *Revoker, done func(TunnelStats)) {
+	defer r.finish()
+	defer func() {
+		if p := recover(); p != nil {
+			r.log("hbone: relay callback panicked", "panic", p, "peer", r.PeerIdentity, "target", r.Target)
+			r.st.cancelWith(fmt.Errorf("relay callback panicked: %v", p))
+		}
+	}()
+	done(r.Relay(up, revoker))
 }

@@ -72,14 +72,14 @@ func (h *InboundHBONE) ServeHBONE(r *hbone.Request) {
 		return
 	}
 	revoker := &hbone.Revoker{}
-	defer h.d.Live.add(conn, revoker.Revoke)()
+	unregister := h.d.Live.add(conn, revoker.Revoke)
 	up, err := h.dialLocal(r.Context(), r.RemoteAddr.Addr(), r.Target.Addr)
 	if err != nil {
+		unregister()
 		h.failed(r, snap, t, r.RefuseDial(r.Target.Addr, err))
 		return
 	}
-	defer up.Close()
-	h.relay(r, snap, t, up, baggage(w), revoker)
+	h.relay(r, snap, t, up, baggage(w), revoker, unregister)
 }
 
 // target is the local workload a tunnel is for: the one serving the target
@@ -113,18 +113,25 @@ func (h *InboundHBONE) dialLocal(ctx context.Context, peer netip.Addr, target ne
 	return h.d.dialFrom(ctx, peer, target)
 }
 
-// relay answers 200 with the destination's baggage and relays the tunnel to
-// up until it ends, a policy change revokes it, or the client goes away.
-func (h *InboundHBONE) relay(r *hbone.Request, snap *state.Snapshot, t *inboundTunnel, up net.Conn, b hbone.Baggage, revoker *hbone.Revoker) {
+// relay answers 200 with the destination's baggage and relays the tunnel to up until it ends, a policy change
+// revokes it, or the client goes away; then it closes up, calls unregister (the tunnel leaves the live
+// connections) and records. It returns at once: the relay runs on a goroutine of its own (hbone's RelayAsync),
+// whose stack holds only the relay.
+func (h *InboundHBONE) relay(r *hbone.Request, snap *state.Snapshot, t *inboundTunnel, up net.Conn, b hbone.Baggage, revoker *hbone.Revoker, unregister func()) {
 	if err := r.Accept(b); err != nil {
+		up.Close()
+		unregister()
 		h.failed(r, snap, t, err)
 		return
 	}
 	rec := h.record(r.Info(), snap, t)
 	// Inbound, the peer is the client: what came from it is the request side.
 	rec.Live(func() (int64, int64) { sent, received := r.Bytes(); return received, sent })
-	s := r.Relay(up, revoker)
-	rec.Close(s.BytesReceived, s.BytesSent, istioFlag(s.Flag), errString(s.Err))
+	r.RelayAsync(up, revoker, func(s hbone.TunnelStats) {
+		up.Close()
+		unregister()
+		rec.Close(s.BytesReceived, s.BytesSent, istioFlag(s.Flag), errString(s.Err))
+	})
 }
 
 // refuse answers the request with the flag's status and records it.

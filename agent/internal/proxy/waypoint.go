@@ -44,14 +44,14 @@ func (h *InboundHBONE) serveWaypoint(r *hbone.Request, snap *state.Snapshot, wp 
 		return
 	}
 	revoker := &hbone.Revoker{}
-	defer h.d.Live.addFunc(call.allowed, revoker.Revoke)()
+	unregister := h.d.Live.addFunc(call.allowed, revoker.Revoke)
 	up, err := h.forwardCall(r.Context(), snap, call, t)
 	if err != nil {
+		unregister()
 		h.failed(r, snap, t, r.RefuseDial(r.Target.Addr, err))
 		return
 	}
-	defer up.Close()
-	h.relay(r, snap, t, up, hbone.Baggage{}, revoker)
+	h.relay(r, snap, t, up, hbone.Baggage{}, revoker, unregister)
 }
 
 // waypointCall is a waypoint tunnel its policies allowed.
