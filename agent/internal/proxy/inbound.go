@@ -90,7 +90,6 @@ func (p *InboundPlain) record(snap *state.Snapshot, src, dst netip.AddrPort, w *
 	}
 	rec := p.d.Metrics.Open(p.d.Access,
 		telemetry.ConnInfo{Direction: "inbound_plaintext", Src: src, Dst: dst, Route: route}, labels)
-	rec.Labels().SourcePrincipal = ""
 	return rec
 }
 

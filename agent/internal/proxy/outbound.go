@@ -114,7 +114,7 @@ func (o *Outbound) open(ctx context.Context, c net.Conn) (*telemetry.Conn, net.C
 	}
 	rec := o.d.Metrics.Open(o.d.Access, info, labels)
 	if route.Hostname != "" {
-		o.d.Metrics.ResolvedOnDemand(rec.Labels(), route.Hostname)
+		o.d.Metrics.ResolvedOnDemand(&labels, route.Hostname)
 	}
 	up, err := o.connect(ctx, route, src, srcW)
 	if err == nil {

@@ -19,11 +19,12 @@ type ConnInfo struct {
 // created and, at Close, as closed (and failed, for any flag but "-") with its
 // bytes, and written as one access-log line.
 type Conn struct {
-	m      *Metrics
-	log    *slog.Logger
-	info   ConnInfo
-	labels ConnLabels
-	start  time.Time
+	m     *Metrics
+	log   *slog.Logger
+	info  ConnInfo
+	set   *labelSet   // the labels it was opened with, shared with the connections that have the same
+	own   *ConnLabels // once Labels was called: the labels as the caller completed them, which Close counts under
+	start time.Time
 
 	// mu orders a scrape's flush against Close; nothing on the data path takes it.
 	mu       sync.Mutex
@@ -34,9 +35,26 @@ type Conn struct {
 
 // Open starts recording a connection.
 func (m *Metrics) Open(log *slog.Logger, info ConnInfo, labels ConnLabels) *Conn {
-	m.opened.WithLabelValues(labels.values(FlagNone)...).Inc()
-	m.open.WithLabelValues(labels.Reporter).Inc()
-	return &Conn{m: m, log: log, info: info, labels: labels, start: time.Now()}
+	set := m.labelSet(labels)
+	set.opened.Inc()
+	set.open.Inc()
+	return &Conn{m: m, log: log, info: info, set: set, start: time.Now()}
+}
+
+// labels are the connection's labels now.
+func (c *Conn) labels() *ConnLabels {
+	if c.own != nil {
+		return c.own
+	}
+	return &c.set.labels
+}
+
+// current is the label set of the connection's labels now.
+func (c *Conn) current() *labelSet {
+	if c.own == nil || *c.own == c.set.labels {
+		return c.set
+	}
+	return c.m.labelSet(*c.own)
 }
 
 // Live makes the connection's bytes count as they are carried, not only at
@@ -55,15 +73,15 @@ func (c *Conn) Live(progress func() (sent, received int64)) {
 // byte counters carry response_flags "-": bytes are counted as they are
 // copied, before the connection's outcome is known. Call with c.mu held.
 func (c *Conn) countBytes(sent, received int64) {
-	v := c.labels.values(FlagNone)
+	set := c.current()
 	// Istio's byte counters are from the reporter's point of view of the
 	// request: received = client to server, sent = server to client.
 	if d := sent - c.counted[0]; d > 0 {
-		c.m.received.WithLabelValues(v...).Add(float64(d))
+		set.child(&set.received, c.m.received).Add(float64(d))
 		c.counted[0] = sent
 	}
 	if d := received - c.counted[1]; d > 0 {
-		c.m.sent.WithLabelValues(v...).Add(float64(d))
+		set.child(&set.sent, c.m.sent).Add(float64(d))
 		c.counted[1] = received
 	}
 }
@@ -78,8 +96,16 @@ func (c *Conn) flush() {
 }
 
 // Labels lets the caller complete labels learned after Open (e.g. the peer
-// identity once the handshake is done). Call before Close.
-func (c *Conn) Labels() *ConnLabels { return &c.labels }
+// identity once the handshake is done): Close and the byte counters use them,
+// the opened counter keeps those of Open. Call before Live and Close. The
+// connection then holds its own copy of the labels.
+func (c *Conn) Labels() *ConnLabels {
+	if c.own == nil {
+		own := c.set.labels
+		c.own = &own
+	}
+	return c.own
+}
 
 // Close records the end of the connection. sent is what went from the client
 // to the server, received the way back. Only the first call counts.
@@ -98,12 +124,16 @@ func (c *Conn) Close(sent, received int64, flag Flag, reason string) {
 	if flag == "" {
 		flag = FlagNone
 	}
-	v := c.labels.values(flag)
-	c.m.closed.WithLabelValues(v...).Inc()
-	if flag != FlagNone {
+	set := c.current()
+	if flag == FlagNone {
+		set.child(&set.closed, c.m.closed).Inc()
+	} else {
+		v := set.labels.values(flag)
+		c.m.closed.WithLabelValues(v...).Inc()
 		c.m.failed.WithLabelValues(v...).Inc()
 	}
-	c.m.open.WithLabelValues(c.labels.Reporter).Dec()
+	set.open.Dec()
+	l := &set.labels
 	level := slog.LevelInfo
 	if flag != FlagNone {
 		level = slog.LevelWarn
@@ -113,11 +143,11 @@ func (c *Conn) Close(sent, received int64, flag Flag, reason string) {
 		"src", c.info.Src.String(),
 		"dst", c.info.Dst.String(),
 		"route", c.info.Route,
-		"src_workload", orUnknown(c.labels.SourceWorkload),
-		"src_identity", orUnknown(c.labels.SourcePrincipal),
-		"dst_workload", orUnknown(c.labels.DestinationWorkload),
-		"dst_identity", orUnknown(c.labels.DestinationPrincipal),
-		"dst_service", orUnknown(c.labels.DestinationService),
+		"src_workload", orUnknown(l.SourceWorkload),
+		"src_identity", orUnknown(l.SourcePrincipal),
+		"dst_workload", orUnknown(l.DestinationWorkload),
+		"dst_identity", orUnknown(l.DestinationPrincipal),
+		"dst_service", orUnknown(l.DestinationService),
 		"bytes_sent", sent,
 		"bytes_received", received,
 		"duration", time.Since(c.start).Round(time.Microsecond).String(),
@@ -158,10 +188,11 @@ func (m *Metrics) LiveConnections() []LiveConn {
 		c := k.(*Conn)
 		c.mu.Lock()
 		if !c.done {
+			l := c.labels()
 			lc := LiveConn{Direction: c.info.Direction, Src: c.info.Src, Dst: c.info.Dst, Route: c.info.Route,
-				SrcWorkload: c.labels.SourceWorkload, SrcIdentity: c.labels.SourcePrincipal,
-				DstWorkload: c.labels.DestinationWorkload, DstIdentity: c.labels.DestinationPrincipal,
-				DstService: c.labels.DestinationService, Since: c.start}
+				SrcWorkload: l.SourceWorkload, SrcIdentity: l.SourcePrincipal,
+				DstWorkload: l.DestinationWorkload, DstIdentity: l.DestinationPrincipal,
+				DstService: l.DestinationService, Since: c.start}
 			if c.progress != nil {
 				lc.BytesSent, lc.BytesReceived = c.progress()
 			}

@@ -20,6 +20,8 @@ type Metrics struct {
 	failed   *prometheus.CounterVec
 	open     *prometheus.GaugeVec
 	live     sync.Map // *Conn -> struct{}: connections whose bytes count as they are carried
+	setsMu   sync.RWMutex
+	sets     map[ConnLabels]*labelSet
 
 	CertExpiry      *prometheus.GaugeVec   // identity, kind -> unix seconds
 	GossipMembers   prometheus.Gauge       // alive members seen
@@ -47,6 +49,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, connLabelNames)
 	}
 	m := &Metrics{
+		sets:     map[ConnLabels]*labelSet{},
 		opened:   counter("istio_tcp_connections_opened_total", "The total number of TCP connections opened."),
 		closed:   counter("istio_tcp_connections_closed_total", "The total number of TCP connections closed."),
 		received: counter("istio_tcp_received_bytes_total", "The size of total bytes received during request in case of a TCP connection."),

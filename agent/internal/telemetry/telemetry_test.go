@@ -160,3 +160,51 @@ func TestCanonicalLabels(t *testing.T) {
 		t.Error(got)
 	}
 }
+
+// Connections with the same labels share one label set; labels completed after Open (Labels) count the close and
+// the bytes under the completed labels, not under the shared set; a series appears only once it counts.
+func TestLabelSets(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg, "test")
+	log := slog.New(slog.DiscardHandler)
+	labels := ConnLabels{Reporter: ReporterSource, SourceWorkload: "client", DestinationWorkload: "web"}
+	a, b := m.Open(log, ConnInfo{}, labels), m.Open(log, ConnInfo{}, labels)
+	if a.set != b.set {
+		t.Error("two connections with the same labels have two label sets")
+	}
+	if n := testutil.CollectAndCount(m.closed); n != 0 {
+		t.Errorf("%d closed series before any close", n)
+	}
+	if n := testutil.CollectAndCount(liveBytes{m}); n != 0 {
+		t.Errorf("%d byte series before any byte", n)
+	}
+
+	b.Labels().DestinationPrincipal = "spiffe://td/ns/web/sa/web"
+	a.Close(10, 20, FlagNone, "")
+	b.Close(1, 2, FlagNone, "")
+	completed := labels
+	completed.DestinationPrincipal = "spiffe://td/ns/web/sa/web"
+	for _, c := range []struct {
+		vec    *prometheus.CounterVec
+		labels ConnLabels
+		want   float64
+	}{
+		{m.opened, labels, 2},
+		{m.opened, completed, 0},
+		{m.closed, labels, 1},
+		{m.closed, completed, 1},
+		{m.received, labels, 10},
+		{m.received, completed, 1},
+		{m.sent, completed, 2},
+	} {
+		if got := testutil.ToFloat64(c.vec.WithLabelValues(c.labels.values(FlagNone)...)); got != c.want {
+			t.Errorf("%v with destination principal %q = %v, want %v", c.vec, c.labels.DestinationPrincipal, got, c.want)
+		}
+	}
+	if got := testutil.ToFloat64(m.open.WithLabelValues(ReporterSource)); got != 0 {
+		t.Errorf("sockets open after both closed = %v", got)
+	}
+	if m.sets[labels] != a.set || len(m.sets) != 2 {
+		t.Errorf("%d label sets, want 2 (opened with, completed)", len(m.sets))
+	}
+}
