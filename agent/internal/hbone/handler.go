@@ -32,11 +32,7 @@ func (s *Server) onStream(c *conn, st *Stream, f *http2.MetaHeadersFrame) {
 			return
 		}
 	}
-	req.log = s.log.Error
-	req.finish = func() {
-		release()
-		s.finish(c, st)
-	}
+	req.srv, req.release = s, release
 	go s.handle(req)
 }
 
@@ -141,6 +137,13 @@ func (s *Server) finish(c *conn, st *Stream) {
 	_ = st.Close()
 	c.releaseSlot()
 	c.handlers.Done()
+}
+
+// finish releases a request handed to a handler goroutine (Server.handle), once its handler, or the relay it
+// handed the request to (RelayAsync), is done.
+func (r *Request) finish() {
+	r.release()
+	r.srv.finish(r.st.c, r.st)
 }
 
 // respond queues the response HEADERS. With end, the response ends the stream; if the client is still sending,

@@ -50,10 +50,11 @@ type Request struct {
 	st       *Stream
 	answered bool // by Refuse or Accept; only the handler's goroutine answers
 	accepted bool // answered 200: only then may it relay
-	// detached: RelayAsync took the request over; then finish, not the handler's return, releases it.
+	// srv and release are set when the request goes to a handler goroutine: release frees its stream limit slot.
+	// detached: RelayAsync took the request over; then its end, not the handler's return, releases it (finish).
+	srv      *Server
+	release  func()
 	detached bool
-	finish   func()
-	log      func(msg string, args ...any)
 }
 
 // Header returns the value of the first header with that (case-insensitive) name, or "".
@@ -142,7 +143,7 @@ func (r *Request) Relay(up net.Conn, revoker *Revoker) TunnelStats {
 // accepted is refused and done is called before RelayAsync returns. done runs once; a panic in it is logged, and
 // resets the tunnel if it is still open, as a panic in ServeHBONE would.
 func (r *Request) RelayAsync(up net.Conn, revoker *Revoker, done func(TunnelStats)) {
-	if !r.accepted || r.finish == nil {
+	if !r.accepted || r.srv == nil {
 		done(r.Relay(up, revoker))
 		return
 	}
@@ -154,7 +155,7 @@ func (r *Request) relayDetached(up net.Conn, revoker *Revoker, done func(TunnelS
 	defer r.finish()
 	defer func() {
 		if p := recover(); p != nil {
-			r.log("hbone: relay callback panicked", "panic", p, "peer", r.PeerIdentity, "target", r.Target)
+			r.srv.log.Error("hbone: relay callback panicked", "panic", p, "peer", r.PeerIdentity, "target", r.Target)
 			r.st.cancelWith(fmt.Errorf("relay callback panicked: %v", p))
 		}
 	}()
