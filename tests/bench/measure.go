@@ -145,7 +145,7 @@ func (tp *topology) memory(t lab.T, p path, pl plan) RSS {
 			r.Heap.Conns10kMB, r.Stack.Conns10kMB = tp.heap(t, p)
 		}
 		if pl.profileDir != "" {
-			tp.saveProfile(t, p, pl.profileDir, fmt.Sprintf("heap-%dconns", n), "/debug/pprof/heap", 10*time.Second)
+			tp.saveProfile(t, p, pl.profileDir, fmt.Sprintf("heap-%dconns", n), "/debug/pprof/heap?gc=1", 10*time.Second)
 		}
 	}
 	for _, h := range held {
