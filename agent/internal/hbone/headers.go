@@ -95,6 +95,9 @@ func requestFields(req *Tunnel) []hpack.HeaderField {
 	if fw := forwardedValue(req.ForwardedFor, req.ForwardedHost); fw != "" {
 		fields = append(fields, hpack.HeaderField{Name: "forwarded", Value: fw})
 	}
+	if req.ForwardedNetwork != "" {
+		fields = append(fields, hpack.HeaderField{Name: "x-forwarded-network", Value: req.ForwardedNetwork})
+	}
 	return append(fields, hpack.HeaderField{Name: "traceparent", Value: newTraceparent(), Sensitive: true})
 }
 

@@ -78,6 +78,9 @@ type Tunnel struct {
 	ForwardedHost string
 	// Baggage describes the source workload (header omitted when empty).
 	Baggage Baggage
+	// ForwardedNetwork is the client's network, sent as x-forwarded-network: only on the inner CONNECT of double
+	// HBONE (DialDouble sets it).
+	ForwardedNetwork string
 }
 
 // Key is the pool key of the connections the tunnel may share: source and expected identities, the peer's
@@ -286,6 +289,21 @@ func (p *Pool) dialConn(ctx context.Context, t *Tunnel, key PoolKey) (*conn, err
 	addr := key.Addr.String()
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
+	cfg, err := p.tlsConfig(t, addr)
+	if err != nil {
+		return nil, err
+	}
+	nc, err := p.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, newError(timeoutFlag(err, FlagDial), "dial", addr, err)
+	}
+	setTCPOptions(nc)
+	// TLS records read and written with raw system calls.
+	return p.handshake(ctx, bufcopy.Wrap(nc), nc, cfg, key, addr)
+}
+
+// tlsConfig is the client configuration of a new connection for t.
+func (p *Pool) tlsConfig(t *Tunnel, addr string) (*tls.Config, error) {
 	if p.cfg.TLS == nil {
 		return nil, newError(FlagTLS, "dial", addr, errors.New("the pool has no TLS configuration"))
 	}
@@ -293,14 +311,15 @@ func (p *Pool) dialConn(ctx context.Context, t *Tunnel, key PoolKey) (*conn, err
 	if err != nil {
 		return nil, newError(FlagTLS, "dial", addr, err)
 	}
-	nc, err := p.dialer.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, newError(timeoutFlag(err, FlagDial), "dial", addr, err)
-	}
-	setTCPOptions(nc)
-	tc := tls.Client(bufcopy.Wrap(nc), withH2(cfg)) // TLS records read and written with raw system calls
+	return cfg, nil
+}
+
+// handshake runs TLS (ALPN h2, cfg) over nc, checks the server's identity against key, and sends the HTTP/2
+// preface. It closes under on failure; addr names the peer in errors.
+func (p *Pool) handshake(ctx context.Context, nc, under net.Conn, cfg *tls.Config, key PoolKey, addr string) (*conn, error) {
+	tc := tls.Client(nc, withH2(cfg))
 	if err := tc.HandshakeContext(ctx); err != nil {
-		_ = nc.Close()
+		_ = under.Close()
 		return nil, newError(timeoutFlag(err, FlagTLS), "handshake", addr, err)
 	}
 	cs := tc.ConnectionState()
@@ -312,12 +331,12 @@ func (p *Pool) dialConn(ctx context.Context, t *Tunnel, key PoolKey) (*conn, err
 		err = errors.New("server identity " + peer.String() + " is not one of " + key.Expected)
 	}
 	if err != nil {
-		_ = nc.Close()
+		_ = under.Close()
 		return nil, newError(FlagTLS, "handshake", addr, err)
 	}
 	c := newConn(tc, connOptions{server: false, lim: p.lim, log: p.log, bufs: p.bufs, peer: peer})
 	if err := c.writePreamble(); err != nil {
-		_ = nc.Close()
+		_ = under.Close()
 		return nil, newError(FlagReset, "preface", addr, err)
 	}
 	return c, nil
