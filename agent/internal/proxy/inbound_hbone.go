@@ -44,6 +44,10 @@ type inboundTunnel struct {
 	// anonymous); zero elsewhere.
 	src       netip.AddrPort
 	anonymous bool
+	// target is where the tunnel goes on this host: the request's address, or for a service hostname (double
+	// HBONE) the local endpoint's; viaGateway: the client came through its network's gateway.
+	target     netip.AddrPort
+	viaGateway bool
 }
 
 // ServeHBONE runs one inbound tunnel (spec/routing.md, inbound over HBONE):
@@ -51,42 +55,89 @@ type inboundTunnel struct {
 // answer, relay, record.
 func (h *InboundHBONE) ServeHBONE(r *hbone.Request) {
 	snap := h.d.Snap()
+	wp, atWaypoint := snap.WaypointByAddr(r.LocalAddr.Addr())
+	atWaypoint = atWaypoint && wp.Local
+	t := &inboundTunnel{route: "hbone", target: r.Target.Addr}
 	if r.Target.IsHostname() {
-		h.refuse(r, snap, &inboundTunnel{route: "hbone"}, hbone.FlagBadRequest, errors.New("hostname targets (double HBONE) are not supported"))
-		return
+		if atWaypoint {
+			h.refuse(r, snap, t, hbone.FlagBadRequest, errors.New("hostname targets (double HBONE) at a waypoint are not supported"))
+			return
+		}
+		target, svc, flag, err := serviceTarget(r, snap)
+		if err != nil {
+			h.refuse(r, snap, t, flag, err)
+			return
+		}
+		t.target, t.svc = target, svc
 	}
-	if wp, ok := snap.WaypointByAddr(r.LocalAddr.Addr()); ok && wp.Local {
+	if atWaypoint {
 		h.serveWaypoint(r, snap, wp)
 		return
 	}
-	t := &inboundTunnel{route: "hbone"}
-	w, flag, err := h.target(r, snap)
+	w, flag, err := h.target(r, snap, t.target)
 	t.dst = w
 	if err != nil {
 		h.refuse(r, snap, t, flag, err)
 		return
 	}
-	conn := authzConn(w, r.Target.Addr, r.PeerIdentity, r.RemoteAddr.Addr().Unmap())
+	// A client on another network came through its gateway (double HBONE): the TCP peer is the gateway, not
+	// the client. Telemetry only: policy sees the inner session's identity and the gateway's address, as in
+	// ztunnel.
+	if n := r.Header(forwardedNetworkHeader); n != "" && n != w.Network {
+		t.viaGateway = true
+	}
+	conn := authzConn(w, t.target, r.PeerIdentity, r.RemoteAddr.Addr().Unmap())
 	if dec := h.d.authorize(conn); !dec.Allow {
 		h.refuse(r, snap, t, hbone.FlagDenied, errors.New(dec.String()))
 		return
 	}
 	revoker := &hbone.Revoker{}
 	unregister := h.d.Live.add(conn, revoker.Revoke)
-	up, err := h.dialLocal(r.Context(), r.RemoteAddr.Addr(), r.Target.Addr)
+	up, err := h.dialLocal(r.Context(), r.RemoteAddr.Addr(), t.target)
 	if err != nil {
 		unregister()
-		h.failed(r, snap, t, r.RefuseDial(r.Target.Addr, err))
+		h.failed(r, snap, t, r.RefuseDial(t.target, err))
 		return
 	}
 	h.relay(r, snap, t, up, baggage(w), revoker, unregister)
 }
 
-// target is the local workload a tunnel is for: the one serving the target
-// address and port, which must be the address the tunnel arrived on and the
-// workload whose certificate the handshake presented.
-func (h *InboundHBONE) target(r *hbone.Request, snap *state.Snapshot) (*state.Workload, hbone.Flag, error) {
-	target := r.Target.Addr
+// forwardedNetworkHeader carries the client's network on the inner CONNECT of double HBONE.
+const forwardedNetworkHeader = "x-forwarded-network"
+
+// serviceTarget is where a tunnel to a service hostname goes on this host (double HBONE: the client is on
+// another network and came through this network's gateway; spec/routing.md, "Inbound over HBONE"): the local
+// workload on the address the connection arrived on whose certificate the handshake presented, if it backs the
+// service, on the port it serves the service port on (its endpoint's mapping, else the service's target port).
+func serviceTarget(r *hbone.Request, snap *state.Snapshot) (netip.AddrPort, *state.Service, hbone.Flag, error) {
+	local := r.LocalAddr.Addr().Unmap()
+	svc, ok := snap.ServiceByHostname(r.Target.Host)
+	if !ok {
+		return netip.AddrPort{}, nil, hbone.FlagWrongTarget, fmt.Errorf("no service %s", r.Target.Host)
+	}
+	for _, e := range svc.Endpoints {
+		w := e.Workload
+		if w == nil || !w.Local || !slices.Contains(w.Addresses, local) {
+			continue
+		}
+		if id, err := w.Identity(); err != nil || id != r.LocalIdentity {
+			continue
+		}
+		port, ok := e.TargetPort(r.Target.Port)
+		if !ok {
+			port = svc.TargetPort(r.Target.Port)
+		}
+		if port == 0 {
+			return netip.AddrPort{}, svc, hbone.FlagUnknownWorkload, fmt.Errorf("workload %s serves no port %d of service %s", w.Name, r.Target.Port, svc.Hostname)
+		}
+		return netip.AddrPortFrom(local, port), svc, hbone.FlagNone, nil
+	}
+	return netip.AddrPort{}, svc, hbone.FlagWrongTarget, fmt.Errorf("service %s has no endpoint on %s presenting %s", svc.Hostname, local, r.LocalIdentity)
+}
+
+// target is the local workload a tunnel to target is for: the one serving the target address and port, which
+// must be the address the tunnel arrived on and the workload whose certificate the handshake presented.
+func (h *InboundHBONE) target(r *hbone.Request, snap *state.Snapshot, target netip.AddrPort) (*state.Workload, hbone.Flag, error) {
 	if target.Addr() != r.LocalAddr.Addr().Unmap() {
 		return nil, hbone.FlagWrongTarget, fmt.Errorf("target %s is not the address the connection arrived on (%s)", target.Addr(), r.LocalAddr.Addr())
 	}
@@ -94,7 +145,7 @@ func (h *InboundHBONE) target(r *hbone.Request, snap *state.Snapshot) (*state.Wo
 	if !ok {
 		return nil, hbone.FlagUnknownWorkload, fmt.Errorf("no local workload has address %s", target.Addr())
 	}
-	if err := presented(w, r); err != nil {
+	if err := presented(w, r, target); err != nil {
 		return w, hbone.FlagWrongTarget, err
 	}
 	if err := h.bypassed(snap, w, r.PeerIdentity); err != nil {
@@ -169,11 +220,17 @@ func (h *InboundHBONE) record(info *hbone.TunnelInfo, snap *state.Snapshot, t *i
 	case info.ForwardedFor.IsValid():
 		src = info.ForwardedFor
 	}
-	srcW, _ := snap.WorkloadByAddr(src.Addr())
+	var srcW *state.Workload
+	if !t.viaGateway { // through a gateway, the address is the gateway's
+		srcW, _ = snap.WorkloadByAddr(src.Addr())
+	}
 	if srcW != nil && principal(srcW) != peer {
 		srcW = nil // gossip says who is where; only the certificate says who it is
 	}
 	dstAddr := info.Target
+	if !dstAddr.IsValid() {
+		dstAddr = t.target
+	}
 	if !dstAddr.IsValid() {
 		dstAddr = info.Local
 	}
@@ -216,13 +273,13 @@ func localIdentity(snap *state.Snapshot, a netip.Addr, serverName string) (spiff
 // presented refuses a tunnel for a workload other than the one whose
 // certificate the TLS handshake presented: on an address several workloads
 // share, the client verified that identity, not the target port's owner's.
-func presented(w *state.Workload, r *hbone.Request) error {
+func presented(w *state.Workload, r *hbone.Request, target netip.AddrPort) error {
 	want, err := w.Identity()
 	if err == nil && r.LocalIdentity == want {
 		return nil
 	}
 	return fmt.Errorf("port %d of %s is served by workload %s (%s), but the handshake presented %s (SNI %q)",
-		r.Target.Addr.Port(), r.Target.Addr.Addr(), w.Name, want, r.LocalIdentity, r.ServerName)
+		target.Port(), target.Addr(), w.Name, want, r.LocalIdentity, r.ServerName)
 }
 
 // bypassed refuses, under hairpin enforcement, an HBONE caller of a

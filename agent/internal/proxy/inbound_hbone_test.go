@@ -44,12 +44,22 @@ type inboundRig struct {
 
 func newInboundRig(t *testing.T, set *policy.Set) *inboundRig {
 	t.Helper()
+	return newInboundRigWith(t, set, nil)
+}
+
+// newInboundRigWith is newInboundRig with the services services declares (given web's application address).
+func newInboundRigWith(t *testing.T, set *policy.Set, services func(echo netip.AddrPort) []state.ServiceDecl) *inboundRig {
+	t.Helper()
 	ids := testIdentities(t, webID, sleepID)
 	echo := echoListener(t)
 	web := &state.Workload{UID: "this/shop/web", Name: "web", Namespace: "shop", ServiceAccount: "web", TrustDomain: "cluster.local",
-		Node: "this", Local: true, Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 1,
+		Node: "this", Local: true, Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 1, Network: "net-b",
 		Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.1")}}
-	snap := state.Build(1, state.Input{Workloads: []*state.Workload{web}})
+	in := state.Input{Workloads: []*state.Workload{web}}
+	if services != nil {
+		in.Services = services(echo)
+	}
+	snap := state.Build(1, in)
 	r := &inboundRig{ids: ids, echo: echo, reg: prometheus.NewRegistry()}
 	r.h = NewInboundHBONE(&Deps{
 		Snap:    func() *state.Snapshot { return snap },
@@ -150,6 +160,76 @@ spec:
 		}
 	})
 	noLeaks()
+}
+
+// A tunnel to a service hostname (the inner CONNECT of double HBONE, through this network's gateway) reaches the
+// local endpoint on its mapping of the service port, is authorized with the client's own identity, and is
+// recorded with the service; the client's network does not make the gateway's address its source. Hostnames
+// that are not services, services the workload does not back and ports it does not serve are refused.
+func TestInboundHBONEServiceHostname(t *testing.T) {
+	deny := loadPolicies(t, `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-sleep-on-8443, namespace: shop}
+spec:
+  action: DENY
+  rules: [{from: [{source: {principals: ["cluster.local/ns/shop/sa/sleep"]}}], to: [{operation: {ports: ["8443"]}}]}]
+`)
+	r := newInboundRigWith(t, deny, func(echo netip.AddrPort) []state.ServiceDecl {
+		return []state.ServiceDecl{
+			{Node: "this", Local: true, Name: "web", Namespace: "shop", Hostname: "web.shop.svc.cluster.local",
+				Ports: []state.ServicePort{{Port: 80, TargetPort: echo.Port()}, {Port: 443, TargetPort: 8443}, {Port: 9}}, Workloads: []string{"this/shop/web"}},
+			{Node: "this", Local: true, Name: "other", Namespace: "shop", Hostname: "other.shop.svc.cluster.local",
+				Ports: []state.ServicePort{{Port: 80, TargetPort: echo.Port()}}},
+		}
+	})
+	dial := func(authority string) (net.Conn, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return r.pool.Dial(ctx, hbone.Tunnel{Source: sleepID, Expected: []spiffeid.ID{webID}, Gateway: r.addr,
+			Authority: authority, ForwardedNetwork: "net-a"})
+	}
+	c, err := dial("web.shop.svc.cluster.local:80")
+	if err != nil {
+		t.Fatalf("tunnel to the service hostname: %v", err)
+	}
+	go func() { _, _ = c.Write([]byte("by name")); _ = c.(interface{ CloseWrite() error }).CloseWrite() }()
+	if got, err := io.ReadAll(c); err != nil || string(got) != "by name" {
+		t.Fatalf("echo: %q, %v", got, err)
+	}
+	c.Close()
+	for _, tc := range []struct{ authority, status string }{
+		{"web.shop.svc.cluster.local:443", "401"},    // mapped to 8443, which the policy denies to sleep
+		{"nothing.shop.svc.cluster.local:80", "400"}, // no such service
+		{"other.shop.svc.cluster.local:80", "400"},   // web does not back it
+		{"web.shop.svc.cluster.local:81", "503"},     // not a service port
+		{"web.shop.svc.cluster.local:9", "503"},      // a service port without a target port
+	} {
+		if _, err := dial(tc.authority); err == nil || !strings.Contains(err.Error(), tc.status) {
+			t.Errorf("%s: %v, want a %s", tc.authority, err, tc.status)
+		}
+	}
+	waitUntil(t, "the tunnels recorded closed", func() bool { return r.sum(t, "istio_tcp_connections_closed_total") == 6 })
+	mfs, err := r.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, mf := range mfs {
+		if mf.GetName() != "istio_tcp_received_bytes_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			found = found || (l["destination_service"] == "web.shop.svc.cluster.local" &&
+				l["source_principal"] == "spiffe://cluster.local/ns/shop/sa/sleep" && m.GetCounter().GetValue() == 7)
+		}
+	}
+	if !found {
+		t.Error("no istio_tcp_received_bytes_total of 7 bytes for the service with the client's principal")
+	}
 }
 
 func loadPolicies(t *testing.T, yaml string) *policy.Set {

@@ -61,6 +61,17 @@ func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
 // HasAddress reports whether a is one of the service's VIPs.
 func (s *Service) HasAddress(a netip.Addr) bool { return slices.Contains(s.Addresses, a.Unmap()) }
 
+// TargetPort is the port the service's endpoints serve service port p on when an endpoint has no mapping of its
+// own (istiod's target_port); 0 when p is not a service port or has none.
+func (s *Service) TargetPort(p uint16) uint16 {
+	for _, sp := range s.Ports {
+		if sp.Port == p {
+			return sp.TargetPort
+		}
+	}
+	return 0
+}
+
 // HasPort reports whether the service exposes port p.
 func (s *Service) HasPort(p uint16) bool {
 	return slices.ContainsFunc(s.Ports, func(sp ServicePort) bool { return sp.Port == p })
