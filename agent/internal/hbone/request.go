@@ -141,8 +141,14 @@ func (r *Request) Relay(up net.Conn, revoker *Revoker) TunnelStats {
 // at once. The tunnel then lives on a goroutine whose stack holds only the relay, which the runtime keeps small
 // (4 KiB), rather than on the handler's, which grew while deciding and connecting. A request that was not
 // accepted is refused and done is called before RelayAsync returns. done runs once; a panic in it is logged, and
-// resets the tunnel if it is still open, as a panic in ServeHBONE would.
+// resets the tunnel if it is still open, as a panic in ServeHBONE would. The server's drain waits for the relay,
+// not for the handler's return: a handler must not work on after RelayAsync. A second call relays nothing
+// (FlagInternal).
 func (r *Request) RelayAsync(up net.Conn, revoker *Revoker, done func(TunnelStats)) {
+	if r.detached {
+		done(TunnelStats{Duration: time.Since(r.Start), Flag: FlagInternal, Err: errors.New("relayed twice")})
+		return
+	}
 	if !r.accepted || r.srv == nil {
 		done(r.Relay(up, revoker))
 		return
@@ -155,8 +161,8 @@ func (r *Request) relayDetached(up net.Conn, revoker *Revoker, done func(TunnelS
 	defer r.finish()
 	defer func() {
 		if p := recover(); p != nil {
-			r.srv.log.Error("hbone: relay callback panicked", "panic", p, "peer", r.PeerIdentity, "target", r.Target)
-			r.st.cancelWith(fmt.Errorf("relay callback panicked: %v", p))
+			r.srv.log.Error("hbone: relay panicked", "panic", p, "peer", r.PeerIdentity, "target", r.Target)
+			r.st.cancelWith(fmt.Errorf("relay panicked: %v", p))
 		}
 	}()
 	done(r.Relay(up, revoker))

@@ -36,7 +36,7 @@ type Conn struct {
 // Open starts recording a connection.
 func (m *Metrics) Open(log *slog.Logger, info ConnInfo, labels ConnLabels) *Conn {
 	set := m.labelSet(labels)
-	set.opened.Inc()
+	set.child(&set.opened, m.opened).Inc()
 	set.open.Inc()
 	return &Conn{m: m, log: log, info: info, set: set, start: time.Now()}
 }

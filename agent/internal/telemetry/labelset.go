@@ -9,13 +9,12 @@ import (
 // labelSet is one distinct set of connection labels, shared by every connection that has it, with its metric
 // children resolved once: opening, closing and counting the bytes of a connection then hash no label values, and
 // a connection holds a pointer rather than its own copy of 26 labels. Sets are never dropped, as the series they
-// name are not. The children of response_flags "-" that are not counted at once (closed, bytes) are resolved on
-// first use, so that no series appears before it counts something.
+// name are not. The counters' children are resolved on first use, so that no series appears before it counts
+// something (a set made for labels completed after Open never counts an opening).
 type labelSet struct {
-	labels                 ConnLabels
-	opened                 prometheus.Counter
-	open                   prometheus.Gauge
-	closed, received, sent atomic.Pointer[prometheus.Counter]
+	labels                         ConnLabels
+	open                           prometheus.Gauge
+	opened, closed, received, sent atomic.Pointer[prometheus.Counter]
 }
 
 // labelSet returns the set of l, made on first use.
@@ -29,7 +28,7 @@ func (m *Metrics) labelSet(l ConnLabels) *labelSet {
 	m.setsMu.Lock()
 	defer m.setsMu.Unlock()
 	if set = m.sets[l]; set == nil {
-		set = &labelSet{labels: l, opened: m.opened.WithLabelValues(l.values(FlagNone)...), open: m.open.WithLabelValues(l.Reporter)}
+		set = &labelSet{labels: l, open: m.open.WithLabelValues(l.Reporter)}
 		m.sets[l] = set
 	}
 	return set

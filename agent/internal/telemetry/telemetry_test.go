@@ -184,6 +184,9 @@ func TestLabelSets(t *testing.T) {
 	b.Close(1, 2, FlagNone, "")
 	completed := labels
 	completed.DestinationPrincipal = "spiffe://td/ns/web/sa/web"
+	if n := testutil.CollectAndCount(m.opened); n != 1 {
+		t.Errorf("%d opened series, want 1: completing labels opens nothing", n)
+	}
 	for _, c := range []struct {
 		vec    *prometheus.CounterVec
 		labels ConnLabels
@@ -206,5 +209,8 @@ func TestLabelSets(t *testing.T) {
 	}
 	if m.sets[labels] != a.set || len(m.sets) != 2 {
 		t.Errorf("%d label sets, want 2 (opened with, completed)", len(m.sets))
+	}
+	if n := testutil.CollectAndCount(m.opened); n != 2 { // labels, and completed made by the loop above
+		t.Errorf("%d opened series, want 2", n)
 	}
 }
