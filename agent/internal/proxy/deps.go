@@ -64,6 +64,8 @@ type Deps struct {
 	InboundLimit, OutboundLimit *connlimit.Limiter
 	// Refused is told of each connection a limit closed (nil: not told).
 	Refused func(listener string, remote netip.AddrPort, limit string)
+	// Gateway is this agent's east-west gateway role (gateway.go); nil: none.
+	Gateway *GatewayRole
 
 	settings atomic.Pointer[Settings]
 

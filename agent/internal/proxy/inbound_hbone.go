@@ -55,6 +55,10 @@ type inboundTunnel struct {
 // answer, relay, record.
 func (h *InboundHBONE) ServeHBONE(r *hbone.Request) {
 	snap := h.d.Snap()
+	if h.d.Gateway.serves(r.LocalAddr.Addr()) {
+		h.serveGateway(r, snap)
+		return
+	}
 	wp, atWaypoint := snap.WaypointByAddr(r.LocalAddr.Addr())
 	atWaypoint = atWaypoint && wp.Local
 	t := &inboundTunnel{route: "hbone", target: r.Target.Addr}
@@ -93,13 +97,22 @@ func (h *InboundHBONE) ServeHBONE(r *hbone.Request) {
 	}
 	revoker := &hbone.Revoker{}
 	unregister := h.d.Live.add(conn, revoker.Revoke)
-	up, err := h.dialLocal(r.Context(), r.RemoteAddr.Addr(), t.target)
+	var up net.Conn
+	handedOff := false // to the relay, which then closes up and unregisters
+	defer func() {
+		if !handedOff { // refused, failed, or a panic on the way
+			if up != nil {
+				up.Close()
+			}
+			unregister()
+		}
+	}()
+	up, err = h.dialLocal(r.Context(), r.RemoteAddr.Addr(), t.target)
 	if err != nil {
-		unregister()
 		h.failed(r, snap, t, r.RefuseDial(t.target, err))
 		return
 	}
-	h.relay(r, snap, t, up, baggage(w), revoker, unregister)
+	handedOff = h.relay(r, snap, t, up, baggage(w), revoker, unregister)
 }
 
 // forwardedNetworkHeader carries the client's network on the inner CONNECT of double HBONE.
@@ -167,13 +180,12 @@ func (h *InboundHBONE) dialLocal(ctx context.Context, peer netip.Addr, target ne
 // relay answers 200 with the destination's baggage and relays the tunnel to up until it ends, a policy change
 // revokes it, or the client goes away; then it closes up, calls unregister (the tunnel leaves the live
 // connections) and records. It returns at once: the relay runs on a goroutine of its own (hbone's RelayAsync),
-// whose stack holds only the relay.
-func (h *InboundHBONE) relay(r *hbone.Request, snap *state.Snapshot, t *inboundTunnel, up net.Conn, b hbone.Baggage, revoker *hbone.Revoker, unregister func()) {
+// whose stack holds only the relay. It reports whether the relay took up and unregister over; if not (the
+// answer failed), the caller still owns them.
+func (h *InboundHBONE) relay(r *hbone.Request, snap *state.Snapshot, t *inboundTunnel, up net.Conn, b hbone.Baggage, revoker *hbone.Revoker, unregister func()) bool {
 	if err := r.Accept(b); err != nil {
-		up.Close()
-		unregister()
 		h.failed(r, snap, t, err)
-		return
+		return false
 	}
 	rec := h.record(r.Info(), snap, t)
 	// Inbound, the peer is the client: what came from it is the request side.
@@ -183,6 +195,7 @@ func (h *InboundHBONE) relay(r *hbone.Request, snap *state.Snapshot, t *inboundT
 		unregister()
 		rec.Close(s.BytesReceived, s.BytesSent, istioFlag(s.Flag), errString(s.Err))
 	})
+	return true
 }
 
 // refuse answers the request with the flag's status and records it.
@@ -248,6 +261,10 @@ func (h *InboundHBONE) record(info *hbone.TunnelInfo, snap *state.Snapshot, t *i
 // among workloads that share the address, the one the SNI names, else the
 // address's primary workload (a client without SNI, such as a ztunnel).
 func (h *InboundHBONE) Certificate(a netip.Addr, serverName string) (spiffeid.ID, *tls.Config, error) {
+	if g := h.d.Gateway; g.serves(a) {
+		cfg, err := identity.ServerConfig(h.ids, g.Identity)
+		return g.Identity, cfg, err
+	}
 	id, err := localIdentity(h.d.Snap(), a, serverName)
 	if err != nil {
 		return spiffeid.ID{}, nil, err

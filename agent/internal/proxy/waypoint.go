@@ -45,13 +45,22 @@ func (h *InboundHBONE) serveWaypoint(r *hbone.Request, snap *state.Snapshot, wp 
 	}
 	revoker := &hbone.Revoker{}
 	unregister := h.d.Live.addFunc(call.allowed, revoker.Revoke)
-	up, err := h.forwardCall(r.Context(), snap, call, t)
+	var up net.Conn
+	handedOff := false // to the relay, which then closes up and unregisters
+	defer func() {
+		if !handedOff {
+			if up != nil {
+				up.Close()
+			}
+			unregister()
+		}
+	}()
+	up, err = h.forwardCall(r.Context(), snap, call, t)
 	if err != nil {
-		unregister()
 		h.failed(r, snap, t, r.RefuseDial(r.Target.Addr, err))
 		return
 	}
-	h.relay(r, snap, t, up, hbone.Baggage{}, revoker, unregister)
+	handedOff = h.relay(r, snap, t, up, hbone.Baggage{}, revoker, unregister)
 }
 
 // waypointCall is a waypoint tunnel its policies allowed.
