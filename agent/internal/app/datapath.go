@@ -125,6 +125,7 @@ func (a *App) dataPathDeps(cfg *config.Config) *proxy.Deps {
 		Policy:    a.policies.Load,
 		Live:      a.live,
 		HostAddrs: newHostAddrs(time.Now, 5*time.Second).get,
+		Gateway:   gatewayRole(cfg),
 		// Inbound per source and in total; outbound comes from this host's
 		// processes only: in total.
 		InboundLimit:  connlimit.New(cfg.Limits.Connections, cfg.Limits.ConnectionsPerSource),

@@ -12,14 +12,15 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
+	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 )
 
 const condCertificates = "certificates"
 
 // localIdentities are the identities of the host's own workloads, of its
-// waypoint and its hairpin identity: the only ones the agent holds
-// certificates for.
+// waypoint, its east-west gateway and its hairpin identity: the only ones the
+// agent holds certificates for.
 func localIdentities(cfg *config.Config) ([]spiffeid.ID, error) {
 	td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
 	if err != nil {
@@ -37,6 +38,13 @@ func localIdentities(cfg *config.Config) ([]spiffeid.ID, error) {
 		id, err := identity.IstioID(td, wp.Namespace, wp.ServiceAccount)
 		if err != nil {
 			return nil, fmt.Errorf("waypoint: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	if g := cfg.Gateway; g.Enabled {
+		id, err := identity.IstioID(td, g.Namespace, g.ServiceAccount)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
 		}
 		ids = append(ids, id)
 	}
@@ -162,4 +170,21 @@ func istioCA(cfg *config.Config) identity.IstioOptions {
 func istiodDialer(cfg *config.Config) func(context.Context, string) (net.Conn, error) {
 	d := markedDialer(cfg.Capture)
 	return func(ctx context.Context, address string) (net.Conn, error) { return d.DialContext(ctx, "tcp", address) }
+}
+
+// gatewayRole is the data path's view of the [gateway] table; nil when the host is no gateway.
+func gatewayRole(cfg *config.Config) *proxy.GatewayRole {
+	g := cfg.Gateway
+	if !g.Enabled {
+		return nil
+	}
+	td, err := spiffeid.TrustDomainFromString(cfg.Node.TrustDomain)
+	if err != nil {
+		return nil
+	}
+	id, err := identity.IstioID(td, g.Namespace, g.ServiceAccount)
+	if err != nil {
+		return nil // localIdentities refused the configuration already
+	}
+	return &proxy.GatewayRole{Addresses: g.Addresses, Identity: id, Network: g.Network}
 }

@@ -43,6 +43,7 @@ func Build(f File) (*Config, Problems) {
 	b.unmeshedWorkloads(cfg.Capture, cfg.Workloads)
 	cfg.Remotes = b.remotes(f.Remote, owners)
 	cfg.Waypoint = b.waypoint(f.Waypoint, cfg.Node, owners)
+	cfg.Gateway = b.gateway(f.Gateway, cfg.Node, owners)
 	cfg.Services = b.services(f.Service, cfg.Workloads, owners)
 	cfg.DNS = b.dns(f.DNS)
 	cfg.Istio = b.istio(f.Istio, cfg.Identity, len(cfg.Workloads) > 0 || cfg.Waypoint.Enabled)

@@ -90,6 +90,7 @@ type Config struct {
 	Remotes   []Remote   `json:"remoteWorkloads"`
 	Services  []Service  `json:"services"`
 	Waypoint  Waypoint   `json:"waypoint"`
+	Gateway   Gateway    `json:"gateway"`
 	DNS       DNS        `json:"dns"`
 	Istio     Istio      `json:"istio"`
 	Policy    Policy     `json:"policy"`

@@ -61,7 +61,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"unhealthy_threshold", "healthy_threshold", "user", "group", "unit", "unmatched", "default_workload",
 		"[istio]", "server_name", "root_cert", "token_dir", "discovery", "insecure_plaintext",
 		"[[service]]", "hostname", "vips", "ports", "target_port", "app_protocol", "workloads",
-		"[waypoint]", "for_service_account", "[dns]", "listen", "capture", "upstreams", "domains", "waypoint_enforcement",
+		"[waypoint]", "for_service_account", "[gateway]", "[dns]", "listen", "capture", "upstreams", "domains", "waypoint_enforcement",
 		"[policy]", "root_namespace", "[admin]", "socket", "address", "readiness_address", "metrics_address", "[log]", "level", "format",
 		"access", "inbound_addresses", "unmeshed_addresses", "[limits]", "handshakes_per_source", "handshakes",
 		"connections_per_source", "connections", "streams_per_source", "streams", "outbound", "original_source",
@@ -69,6 +69,16 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		if !strings.Contains(string(src), key) {
 			t.Errorf("conf/config.toml does not mention %s", key)
 		}
+	}
+}
+
+// A gateway takes the host's network and Istio's east-west gateway identity unless told otherwise.
+func TestGatewayDefaults(t *testing.T) {
+	cfg := mustParse(t, "[node]\nnetwork = \"net-b\"\n[gateway]\nenabled = true\naddresses = [\"10.3.0.2\"]\n")
+	g := cfg.Gateway
+	if !g.Enabled || g.Network != "net-b" || g.Namespace != DefaultGatewayNamespace || g.ServiceAccount != DefaultGatewaySA ||
+		len(g.Addresses) != 1 || g.Addresses[0].String() != "10.3.0.2" {
+		t.Errorf("gateway: %+v", g)
 	}
 }
 
@@ -209,6 +219,16 @@ func TestProblems(t *testing.T) {
 			[]string{"test.toml:6: waypoint.addresses[0]: 10.0.0.1 is already used by workload[0]; a waypoint needs an address of its own",
 				"test.toml:8: dns.listen: 10.0.0.1:53 is not a loopback address",
 				"test.toml:10: policy.waypoint_enforcement: \"strict\" is not one of"}},
+		{"bad gateway", "[node]\nnetwork = \"net-a\"\n[[workload]]\nname = \"a\"\naddresses = [\"10.0.0.1\"]\n[gateway]\nenabled = true\n" +
+			"network = \"net-b\"\nnamespace = \"Not_A_Label\"\naddresses = [\"10.0.0.1\", \"bogus\"]\n",
+			[]string{"gateway.network: \"net-b\" is not this host's network (node.network \"net-a\")",
+				"gateway.namespace: \"Not_A_Label\" is not a DNS label",
+				"gateway.addresses[0]: 10.0.0.1 is already used by workload[0]; a gateway needs an address of its own",
+				"gateway.addresses[1]"}},
+		{"gateway without a network or addresses", "[gateway]\nenabled = true\n",
+			[]string{"gateway.network: a gateway serves a network", "gateway.addresses: at least one address"}},
+		{"gateway table not enabled", "[gateway]\naddresses = [\"10.0.0.9\"]\n",
+			[]string{"gateway.enabled: the [gateway] table is set but not enabled"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

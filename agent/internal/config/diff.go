@@ -33,6 +33,9 @@ func Diff(old, new *Config) []string {
 	if !reflect.DeepEqual(old.Waypoint, new.Waypoint) {
 		out = append(out, "waypoint")
 	}
+	if !reflect.DeepEqual(old.Gateway, new.Gateway) {
+		out = append(out, "gateway")
+	}
 	if !reflect.DeepEqual(old.DNS, new.DNS) {
 		out = append(out, "dns")
 	}

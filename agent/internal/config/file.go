@@ -11,6 +11,7 @@ type File struct {
 	Remote   []RemoteFile   `toml:"remote_workload"`
 	Service  []ServiceFile  `toml:"service"`
 	Waypoint WaypointFile   `toml:"waypoint"`
+	Gateway  GatewayFile    `toml:"gateway"`
 	DNS      DNSFile        `toml:"dns"`
 	Istio    IstioFile      `toml:"istio"`
 	Policy   PolicyFile     `toml:"policy"`
@@ -91,6 +92,15 @@ type WaypointFile struct {
 	ServiceAccount    string   `toml:"service_account"`
 	ForServiceAccount string   `toml:"for_service_account"`
 	Addresses         []string `toml:"addresses"`
+}
+
+// GatewayFile is the [gateway] table.
+type GatewayFile struct {
+	Enabled        *bool    `toml:"enabled"`
+	Namespace      string   `toml:"namespace"`
+	ServiceAccount string   `toml:"service_account"`
+	Network        string   `toml:"network"`
+	Addresses      []string `toml:"addresses"`
 }
 
 // DNSFile is the [dns] table.

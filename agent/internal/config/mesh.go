@@ -25,9 +25,13 @@ const (
 
 // Defaults of services, waypoints, health checks and DNS.
 const (
-	DefaultClusterDomain      = "cluster.local"
-	DefaultWaypointName       = "waypoint"
-	DefaultWaypointSA         = "waypoint"
+	DefaultClusterDomain = "cluster.local"
+	DefaultWaypointName  = "waypoint"
+	DefaultWaypointSA    = "waypoint"
+	// DefaultGatewayNamespace and DefaultGatewaySA are the identity of Istio's east-west gateway
+	// (samples/multicluster/gen-eastwest-gateway.sh).
+	DefaultGatewayNamespace   = "istio-system"
+	DefaultGatewaySA          = "istio-eastwestgateway"
 	DefaultHealthInterval     = 2 * time.Second
 	DefaultHealthTimeout      = time.Second
 	DefaultUnhealthyThreshold = 2
@@ -108,6 +112,17 @@ type Waypoint struct {
 	ServiceAccount    string       `json:"serviceAccount,omitempty"`
 	ForServiceAccount string       `json:"forServiceAccount,omitempty"`
 	Addresses         []netip.Addr `json:"addresses,omitempty"`
+}
+
+// Gateway is this host's east-west gateway role (docs/multi-network.md): on Addresses, clients of other networks'
+// double-HBONE tunnels to services with endpoints on Network are relayed to those endpoints.
+type Gateway struct {
+	Enabled bool `json:"enabled"`
+	// Namespace and ServiceAccount are the gateway's identity (what it presents on Addresses).
+	Namespace      string       `json:"namespace,omitempty"`
+	ServiceAccount string       `json:"serviceAccount,omitempty"`
+	Network        string       `json:"network,omitempty"`
+	Addresses      []netip.Addr `json:"addresses,omitempty"`
 }
 
 // DNS is the DNS proxy setup.

@@ -269,6 +269,50 @@ func (b *builder) waypoint(f WaypointFile, node Node, owners map[netip.Addr]stri
 	return w
 }
 
+func (b *builder) gateway(f GatewayFile, node Node, owners map[netip.Addr]string) Gateway {
+	if f.Enabled == nil || !*f.Enabled {
+		if len(f.Addresses) > 0 || f.Network != "" {
+			b.addf("gateway.enabled", "the [gateway] table is set but not enabled; add enabled = true or remove it")
+		}
+		return Gateway{}
+	}
+	g := Gateway{
+		Enabled:        true,
+		Namespace:      orDefault(f.Namespace, DefaultGatewayNamespace),
+		ServiceAccount: orDefault(f.ServiceAccount, DefaultGatewaySA),
+		Network:        orDefault(f.Network, node.Network),
+	}
+	if !IsDNSLabel(g.Namespace) {
+		b.addf("gateway.namespace", "%q is not a DNS label", g.Namespace)
+	}
+	if !IsDNSSubdomain(g.ServiceAccount) {
+		b.addf("gateway.service_account", "%q is not a DNS name", g.ServiceAccount)
+	}
+	switch {
+	case g.Network == "":
+		b.addf("gateway.network", "a gateway serves a network: set network here or node.network")
+	case node.Network != "" && g.Network != node.Network:
+		b.addf("gateway.network", "%q is not this host's network (node.network %q): a gateway serves the network it is on", g.Network, node.Network)
+	}
+	if len(f.Addresses) == 0 {
+		b.addf("gateway.addresses", "at least one address of this host is required: clients of other networks reach the gateway there")
+	}
+	for j, s := range f.Addresses {
+		akey := fmt.Sprintf("gateway.addresses[%d]", j)
+		a, ok := b.workloadAddr(akey, s)
+		if !ok {
+			continue
+		}
+		if prev, dup := owners[a]; dup {
+			b.addf(akey, "%s is already used by %s; a gateway needs an address of its own", a, prev)
+			continue
+		}
+		owners[a] = "gateway"
+		g.Addresses = append(g.Addresses, a)
+	}
+	return g
+}
+
 func (b *builder) dns(f DNSFile) DNS {
 	d := DNS{
 		Enabled: f.Enabled == nil || *f.Enabled,
