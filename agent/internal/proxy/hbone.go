@@ -30,6 +30,18 @@ func (c *HBONEClient) DialTunnel(ctx context.Context, t hbone.Tunnel) (net.Conn,
 	return s, nil
 }
 
+// DialDouble opens a double-HBONE tunnel: outer to another network's gateway, inner to the destination's node.
+func (c *HBONEClient) DialDouble(ctx context.Context, outer, inner hbone.Tunnel, network string) (net.Conn, error) {
+	if c.IDs == nil {
+		return nil, &RouteError{Route: Route{Kind: RouteDrop, Reason: "this host holds no identity"}}
+	}
+	s, err := c.Pool.DialDouble(ctx, outer, inner, network)
+	if err != nil {
+		return nil, tunnelError{err}
+	}
+	return s, nil
+}
+
 // ClientTLS is the pool's TLS configuration of a tunnel: its source's
 // certificate, its SNI, the peer's identity checked against Expected.
 func ClientTLS(ids identity.Source) func(t *hbone.Tunnel) (*tls.Config, error) {

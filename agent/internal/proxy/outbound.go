@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -25,6 +26,25 @@ const ConnectTimeout = 10 * time.Second
 // carry a response flag through ResponseFlag.
 type TunnelDialer interface {
 	DialTunnel(ctx context.Context, t hbone.Tunnel) (net.Conn, error)
+}
+
+// DoubleDialer opens double-HBONE tunnels (hbone.Pool.DialDouble); a TunnelDialer that is not one cannot reach
+// other networks.
+type DoubleDialer interface {
+	DialDouble(ctx context.Context, outer, inner hbone.Tunnel, network string) (net.Conn, error)
+}
+
+// dialDouble opens the tunnel of a route to another network: both requests name the service,
+// "hostname:port", and carry the same headers; the inner one adds the client's network.
+func (o *Outbound) dialDouble(ctx context.Context, r Route, inner hbone.Tunnel) (net.Conn, error) {
+	dd, ok := o.d.Tunnels.(DoubleDialer)
+	if !ok || r.Service == nil {
+		return nil, &RouteError{Route: Route{Kind: RouteDrop, Reason: "this agent cannot open double HBONE"}}
+	}
+	inner.Authority = r.Service.Hostname + ":" + strconv.Itoa(int(r.Target.Port()))
+	outer := *r.Outer
+	outer.Authority, outer.ForwardedFor, outer.ForwardedHost, outer.Baggage = inner.Authority, inner.ForwardedFor, inner.ForwardedHost, inner.Baggage
+	return dd.DialDouble(ctx, outer, inner, r.Network)
 }
 
 // FlagError is an error that knows its response flag.
@@ -147,6 +167,9 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, src
 		t.Authority, t.ForwardedFor, t.Baggage = r.Target.String(), src, baggage(srcW)
 		if r.Service != nil {
 			t.ForwardedHost = r.Service.Hostname
+		}
+		if r.Outer != nil {
+			return o.dialDouble(ctx, r, t)
 		}
 		return o.d.Tunnels.DialTunnel(ctx, t)
 	case RoutePlain, RoutePassthrough:

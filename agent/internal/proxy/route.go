@@ -54,7 +54,11 @@ type Route struct {
 	// Hostname is Dest's, when Dest is known by name only: Target (and
 	// Gateway) have the port only, the address is resolved at connect time.
 	Hostname string
-	Reason   string // why, for drops and logs
+	// Outer is, for an endpoint on another network (double HBONE), the tunnel to that network's east-west
+	// gateway that carries Tunnel; Network is the client's network, which the inner request names.
+	Outer   *hbone.Tunnel
+	Network string
+	Reason  string // why, for drops and logs
 	// Flag is the response flag of a drop, when it is not telemetry.FlagNoRoute.
 	Flag telemetry.Flag
 }
@@ -174,9 +178,12 @@ func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 	if svc.Passthrough() { // resolution NONE: where the client dialled, as if not captured
 		return Route{Kind: RoutePassthrough, Target: dst, Service: svc}
 	}
-	e, target, ok := state.PickEndpoint(svc, dst.Port(), o.from, o.intn)
+	e, target, ok := state.PickEndpoint(o.reachable(svc), dst.Port(), o.from, o.intn)
 	if !ok {
 		return Route{Kind: RouteDrop, Target: dst, Service: svc, Reason: fmt.Sprintf("service %s has no healthy endpoint for port %d", svc.Hostname, dst.Port())}
+	}
+	if o.offNetwork(e.Workload) {
+		return o.throughGateway(dst, svc, e.Workload)
 	}
 	// Straight to the endpoint, even one with a workload waypoint: a
 	// workload's waypoint is for traffic addressed to the workload, never for
@@ -191,6 +198,83 @@ func (o outbound) service(dst netip.AddrPort, svc *state.Service) Route {
 		r.Expected = append(r.Expected, svc.ExtraIdentities()...)
 	}
 	return r
+}
+
+// network is the network of the local workload that opened the connection ("": unknown, every workload is
+// taken as reachable directly, as before networks were set).
+func (o outbound) network() string {
+	if o.from == nil {
+		return ""
+	}
+	return o.from.Network
+}
+
+// offNetwork reports whether w is on another network than the connection's source: reached only through that
+// network's gateway.
+func (o outbound) offNetwork(w *state.Workload) bool {
+	n := o.network()
+	return n != "" && w.Network != "" && w.Network != n
+}
+
+// reachable is svc with only the endpoints this connection can reach: those on its network, and those of
+// another network that has a known gateway (spec/routing.md, endpoint selection). svc itself, not a copy, when
+// no endpoint is off the network.
+func (o outbound) reachable(svc *state.Service) *state.Service {
+	if !slices.ContainsFunc(svc.Endpoints, func(e *state.Endpoint) bool { return o.offNetwork(e.Workload) }) {
+		return svc
+	}
+	part := *svc
+	part.Endpoints = make([]*state.Endpoint, 0, len(svc.Endpoints))
+	for _, e := range svc.Endpoints {
+		if !o.offNetwork(e.Workload) || len(o.snap.GatewaysOf(e.Workload.Network)) > 0 {
+			part.Endpoints = append(part.Endpoints, e)
+		}
+	}
+	return &part
+}
+
+// throughGateway sends a connection for service svc to its endpoint w on another network by double HBONE: an
+// outer tunnel to that network's gateway naming the service, and inside it the tunnel to w's node, which must
+// present one of the service's identities.
+func (o outbound) throughGateway(dst netip.AddrPort, svc *state.Service, w *state.Workload) Route {
+	source, ok := o.identity()
+	if !ok {
+		return Route{Kind: RouteDrop, Target: dst, Dest: w, Service: svc, Reason: "no local workload identity for an HBONE destination"}
+	}
+	gws := o.snap.GatewaysOf(w.Network)
+	if len(gws) == 0 { // reachable() keeps only endpoints whose network has one
+		return Route{Kind: RouteDrop, Target: dst, Dest: w, Service: svc, Reason: fmt.Sprintf("network %s has no known gateway", w.Network)}
+	}
+	g := gws[o.intn(len(gws))]
+	gwID, err := g.ID()
+	if err != nil {
+		return Route{Kind: RouteDrop, Target: dst, Dest: w, Service: svc, Reason: err.Error()}
+	}
+	expected := serviceIdentities(svc, w)
+	if len(expected) == 0 {
+		return Route{Kind: RouteDrop, Target: dst, Dest: w, Service: svc, Reason: fmt.Sprintf("service %s has no identity to verify its endpoints on network %s by", svc.Hostname, w.Network)}
+	}
+	outer := &hbone.Tunnel{Source: source, Expected: []spiffeid.ID{gwID}, Gateway: netip.AddrPortFrom(sameFamily(g.Addresses, dst.Addr()), HBONEPort)}
+	return Route{Kind: RouteHBONE, Target: dst, Dest: w, Service: svc, Tunnel: hbone.Tunnel{Source: source, Expected: expected},
+		Outer: outer, Network: o.network()}
+}
+
+// serviceIdentities are the identities an endpoint of svc reached across networks may present: the service's
+// subject alt names (istiod lists its workloads' identities there), the accounts that may back it (gossip), and
+// w's own.
+func serviceIdentities(svc *state.Service, w *state.Workload) []spiffeid.ID {
+	out := svc.ExtraIdentities()
+	if td, err := spiffeid.TrustDomainFromString(w.TrustDomain); err == nil {
+		for _, sa := range svc.ServiceAccounts {
+			if id, err := spiffeid.FromSegments(td, "ns", svc.Namespace, "sa", sa); err == nil && !slices.Contains(out, id) {
+				out = append(out, id)
+			}
+		}
+	}
+	if id, err := w.Identity(); err == nil && !slices.Contains(out, id) {
+		out = append(out, id)
+	}
+	return out
 }
 
 // routeWorkload sends a connection for a workload address to the workload's
@@ -211,6 +295,10 @@ func (o outbound) workload(dst netip.AddrPort, w *state.Workload) Route {
 		r := o.viaWaypoint(dst, wps)
 		r.Dest = w
 		return r
+	}
+	if o.offNetwork(w) {
+		// Across networks only service traffic goes, through the gateway, which routes by service name.
+		return Route{Kind: RouteDrop, Target: dst, Dest: w, Reason: fmt.Sprintf("workload %s is on network %s: reachable through its services only", w.UID, w.Network)}
 	}
 	return o.direct(dst, w)
 }

@@ -30,6 +30,7 @@ type Snapshot struct {
 	ranged       []*Service                 // services with CIDR VIPs, in key order
 	svcConflicts []ServiceConflict
 	wps          waypointIndex
+	gateways     map[string][]*NetworkGateway // network -> its east-west gateways
 }
 
 // Input is what a snapshot is built from: workloads (local and learned),
@@ -38,6 +39,8 @@ type Input struct {
 	Workloads []*Workload
 	Services  []ServiceDecl
 	Waypoints []*Waypoint
+	// Gateways are the networks' east-west gateways.
+	Gateways []*NetworkGateway
 	// Previous is the snapshot in use, if any: its owners of addresses,
 	// services and waypoint names are the established ones, which a newcomer
 	// cannot displace (contest.go).
@@ -75,6 +78,7 @@ func Build(version uint64, in Input) *Snapshot {
 	s.indexWorkloads(in.Workloads, in.Previous, waypointAddrs(in.Waypoints), in.Limits.RequireAddressProof)
 	s.wps = newWaypointIndex(in.Waypoints, in.Previous)
 	s.buildServices(in.Services, in.Previous, in.Limits)
+	s.indexGateways(in.Gateways)
 	return s
 }
 
