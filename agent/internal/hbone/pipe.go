@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/net/http2"
 
@@ -75,10 +76,12 @@ func pipe(st *Stream, up net.Conn, revoker *Revoker) (Flag, error) {
 	return FlagNone, nil
 }
 
-// closeWrite half-closes c if it can; a connection without half-close keeps both directions open.
+// closeWrite half-closes c if it can; a connection without half-close keeps both directions open. A peer that
+// already closed the connection (ENOTCONN: it reset it, or closed both ways after its answer) has nothing left to
+// be told: that is no failure of the tunnel.
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
-		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) {
+		if err := cw.CloseWrite(); err != nil && !errors.Is(err, net.ErrClosed) && !errors.Is(err, syscall.ENOTCONN) {
 			return err
 		}
 	}

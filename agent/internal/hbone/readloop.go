@@ -392,7 +392,11 @@ func (c *conn) onGoAway(f *http2.GoAwayFrame) {
 		c.log.Debug("hbone: peer sent GOAWAY", "peer", c.remote, "code", f.ErrCode, "debug", string(f.DebugData()))
 	}
 	if idle {
-		c.closeWithError(errGoAway)
+		// Nothing in flight: end our side too (our GOAWAY, then the TLS close and the peer's EOF), rather than
+		// closing the socket at once. Frames or the TLS close the peer sent after its GOAWAY may still be unread,
+		// and closing over unread bytes makes the kernel reset the connection: a clean end seen as a failure by
+		// whatever relays it (an east-west gateway).
+		c.goAway()
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"syscall"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/bufcopy"
 )
@@ -83,7 +84,10 @@ func finishPipe(dst, src net.Conn, err error) error {
 			dst.Close()
 			return nil
 		}
-		err = cw.CloseWrite()
+		// A peer that already closed both ways (ENOTCONN) has nothing left to be told.
+		if err = cw.CloseWrite(); errors.Is(err, syscall.ENOTCONN) {
+			err = nil
+		}
 	}
 	if err != nil {
 		abort(dst)

@@ -173,3 +173,40 @@ func TestRelayIntoTunnelHoldsNoBufferWhileIdle(t *testing.T) {
 		t.Fatalf("%d buffers not given back", n)
 	}
 }
+
+// A copy that ended cleanly toward a peer that has already reset the connection (it closed with our bytes
+// unread, as a server that answered and closed does) is not a failure: the half-close finds nothing to tell.
+func TestFinishPipeToAPeerThatReset(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	dst, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	peer := <-accepted
+	if _, err := dst.Write([]byte("never read")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond)
+	peer.Close() // unread bytes: the kernel resets the connection
+	_ = dst.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := dst.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the peer's reset did not arrive")
+	}
+	src, other := net.Pipe()
+	defer other.Close()
+	if err := finishPipe(dst, src, nil); err != nil {
+		t.Errorf("finishPipe after the peer's reset: %v, want nil", err)
+	}
+}
