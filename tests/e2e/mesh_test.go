@@ -44,6 +44,10 @@ type meshDump struct {
 		Name string `json:"name"`
 		Node string `json:"node"`
 	} `json:"waypoints"`
+	Gateways []struct {
+		Network string `json:"network"`
+		Node    string `json:"node"`
+	} `json:"gateways"`
 	// GossipSettled: the agent's view counts as established (owners keep what they hold).
 	GossipSettled bool `json:"gossipSettled"`
 	Workloads     []struct {

@@ -26,6 +26,8 @@ type Dump struct {
 	Conflicts   []state.Conflict  `json:"conflicts,omitempty"`
 	Services    []Service         `json:"services"`
 	Waypoints   []*state.Waypoint `json:"waypoints"`
+	// Gateways are the east-west gateways known per network (docs/multi-network.md).
+	Gateways []*state.NetworkGateway `json:"gateways,omitempty"`
 	// ServiceConflicts are services declared differently by two nodes, and VIP collisions.
 	ServiceConflicts []state.ServiceConflict `json:"serviceConflicts,omitempty"`
 	// WaypointConflicts are waypoint instances whose identity is not the one their name is bound to.

@@ -79,6 +79,7 @@ func meshDump(d *admin.Dump, snap *state.Snapshot) {
 	d.Conflicts = snap.Conflicts()
 	d.Services = servicesDump(snap)
 	d.Waypoints = snap.Waypoints()
+	d.Gateways = snap.Gateways()
 	d.ServiceConflicts = snap.ServiceConflicts()
 	d.WaypointConflicts = snap.WaypointConflicts()
 }

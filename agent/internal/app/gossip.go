@@ -84,7 +84,7 @@ func (a *App) identitiesChanged() {
 }
 
 // localRecord is what this host publishes: its own workloads (with their
-// health), the services they back, and its waypoint.
+// health), the services they back, its waypoint and its east-west gateway.
 func (a *App) localRecord(cfg *config.Config) discovery.Record {
 	in := a.localInput(cfg)
 	var local []*state.Workload
@@ -96,6 +96,10 @@ func (a *App) localRecord(cfg *config.Config) discovery.Record {
 	r := discovery.Record{Workloads: local, Services: discovery.LocalServices(in.Services)}
 	if len(in.Waypoints) > 0 {
 		r.Waypoint = discovery.LocalWaypoint(in.Waypoints[0])
+	}
+	if g := cfg.Gateway; g.Enabled {
+		r.Gateway = &discovery.Gateway{Network: g.Network, Addresses: g.Addresses, Namespace: g.Namespace,
+			ServiceAccount: g.ServiceAccount, TrustDomain: cfg.Node.TrustDomain}
 	}
 	return r
 }
@@ -245,6 +249,7 @@ func (a *App) gossipInput(in *state.Input) {
 		in.Workloads = append(in.Workloads, a.gossip.Workloads()...)
 		in.Services = append(in.Services, a.gossip.Services()...)
 		in.Waypoints = append(in.Waypoints, a.gossip.Waypoints()...)
+		in.Gateways = append(in.Gateways, a.gossip.Gateways()...)
 	}
 }
 

@@ -27,7 +27,7 @@ const (
 
 // Field numbers of the record format. Never reuse a number; add new ones.
 const (
-	recNode, recVersion, recAgentVersion, recWorkload, recService, recWaypoint, recAddress protowire.Number = 1, 2, 3, 4, 5, 6, 7
+	recNode, recVersion, recAgentVersion, recWorkload, recService, recWaypoint, recAddress, recGateway protowire.Number = 1, 2, 3, 4, 5, 6, 7, 9
 
 	wlName, wlNamespace, wlServiceAccount, wlTrustDomain, wlAddress, wlNetwork, wlTunnel, wlLabel, wlStatus, wlCapacity, wlUseWaypoint, wlPort protowire.Number = 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12
 	wlCluster, wlRegion, wlZone, wlSubzone                                                                                                     protowire.Number = 13, 14, 15, 16
@@ -39,6 +39,8 @@ const (
 	portPort, portTarget, portAppProtocol protowire.Number = 1, 2, 3
 
 	wpAddress, wpNamespace, wpServiceAccount, wpTrustDomain, wpForServiceAccount, wpName protowire.Number = 1, 2, 3, 4, 5, 6
+
+	gwNetwork, gwAddress, gwNamespace, gwServiceAccount, gwTrustDomain protowire.Number = 1, 2, 3, 4, 5
 )
 
 // Wire values of enums, as istio.workload.TunnelProtocol and WorkloadStatus.
@@ -64,6 +66,14 @@ func encodeRecord(r *Record) []byte {
 	}
 	if r.Waypoint != nil {
 		b = pbwire.AppendMessage(b, recWaypoint, appendWaypoint(nil, r.Waypoint))
+	}
+	if g := r.Gateway; g != nil {
+		gb := pbwire.AppendNonEmpty(nil, gwNetwork, g.Network)
+		gb = appendAddrs(gb, gwAddress, g.Addresses)
+		gb = pbwire.AppendNonEmpty(gb, gwNamespace, g.Namespace)
+		gb = pbwire.AppendNonEmpty(gb, gwServiceAccount, g.ServiceAccount)
+		gb = pbwire.AppendNonEmpty(gb, gwTrustDomain, g.TrustDomain)
+		b = pbwire.AppendMessage(b, recGateway, gb)
 	}
 	return b
 }
@@ -187,6 +197,8 @@ func decodeRecord(raw []byte) (*Record, error) {
 			}
 		case recWaypoint:
 			r.Waypoint, err = decodeWaypoint(f)
+		case recGateway:
+			r.Gateway, err = decodeGateway(f)
 		case recAddress:
 			r.Address, err = decodeAddrPort(f)
 		}
@@ -372,6 +384,27 @@ func decodeWaypoint(f pbwire.Field) (*Waypoint, error) {
 		return err
 	})
 	return w, err
+}
+
+func decodeGateway(f pbwire.Field) (*Gateway, error) {
+	g := &Gateway{}
+	err := eachIn(f, func(f pbwire.Field) error {
+		var err error
+		switch f.Num {
+		case gwNetwork:
+			g.Network, err = f.Str()
+		case gwAddress:
+			g.Addresses, err = appendAddr(g.Addresses, f)
+		case gwNamespace:
+			g.Namespace, err = f.Str()
+		case gwServiceAccount:
+			g.ServiceAccount, err = f.Str()
+		case gwTrustDomain:
+			g.TrustDomain, err = f.Str()
+		}
+		return err
+	})
+	return g, err
 }
 
 // fieldStart is the offset in raw of the field whose value f.B is (f.B aliases raw).

@@ -42,6 +42,10 @@ func fullRecord() *Record {
 			Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.9")}, Namespace: "shop",
 			ServiceAccount: "waypoint", TrustDomain: "example.org", ForServiceAccount: "web-sa",
 		},
+		Gateway: &Gateway{
+			Network: "net-1", Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.10")}, Namespace: "istio-system",
+			ServiceAccount: "istio-eastwestgateway", TrustDomain: "example.org",
+		},
 	}
 }
 
@@ -74,6 +78,17 @@ func TestRecordRoundTrip(t *testing.T) {
 	}
 	if wp := remoteWaypoint(got, proven{signed: true}); wp == nil || wp.Key() != "shop/wp" || wp.Node != "vm-1" || wp.ForServiceAccount != "web-sa" {
 		t.Errorf("derived waypoint: %+v", wp)
+	}
+	g := remoteGateway(got, proven{signed: true}, DefaultGatewayIdentities)
+	if g == nil || g.Network != "net-1" || g.Node != "vm-1" || g.Identity != "spiffe://example.org/ns/istio-system/sa/istio-eastwestgateway" {
+		t.Errorf("derived gateway: %+v", g)
+	}
+	// Only a signed record's, and only of an identity allowed to be a gateway.
+	if g := remoteGateway(got, proven{}, DefaultGatewayIdentities); g != nil {
+		t.Errorf("an unsigned record's gateway was used: %+v", g)
+	}
+	if g := remoteGateway(got, proven{signed: true}, []string{"shop/gw"}); g != nil {
+		t.Errorf("a gateway of an identity not allowed to be one was used: %+v", g)
 	}
 }
 
@@ -215,6 +230,35 @@ func TestRecordRefusesReservedNamesAndNonHostAddresses(t *testing.T) {
 
 // Proofs are one per claimed identity: a duplicate, or a proof of an identity
 // the record claims nothing for, is refused before any signature is checked.
+// A gateway is a claim like a workload: the record must carry its identity's proof.
+func TestGatewayClaimNeedsItsProof(t *testing.T) {
+	r := testRecord(5, 1)
+	r.Node, r.Version = "vm-5", 1
+	r.Gateway = &Gateway{Network: "net-b", Addresses: []netip.Addr{netip.MustParseAddr("10.0.5.99")}, Namespace: "istio-system",
+		ServiceAccount: "istio-eastwestgateway", TrustDomain: "cluster.local"}
+	trust := testTrust()
+	good := signed(t, r)
+	rec, err := decodeRecord(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := verifyProofs(rec, good[:rec.signedLen], &trust, time.Now())
+	if err != nil {
+		t.Fatalf("a gateway signed by its identity: %v", err)
+	}
+	if g := remoteGateway(rec, p, DefaultGatewayIdentities); g == nil || g.Network != "net-b" {
+		t.Errorf("derived gateway: %+v", g)
+	}
+	// Signed by the workload's identity only: the gateway claim is unproven, the record dropped.
+	wid, _ := identityOf("cluster.local", "default", "sa")
+	s, _ := trust.SVID(wid)
+	bad := signedBy(t, r, s)
+	rec, _ = decodeRecord(bad)
+	if _, err := verifyProofs(rec, bad[:rec.signedLen], &trust, time.Now()); reasonOf(err) != reasonUnproven {
+		t.Errorf("a gateway its identity did not sign: %v, want %s", err, reasonUnproven)
+	}
+}
+
 func TestProofsMatchClaims(t *testing.T) {
 	r := testRecord(4, 1)
 	r.Node, r.Version = "vm-4", 1

@@ -73,6 +73,7 @@ type view struct {
 	workloads []*state.Workload
 	services  []state.ServiceDecl
 	waypoints []*state.Waypoint
+	gateways  []*state.NetworkGateway
 	records   []Record
 }
 
@@ -266,6 +267,19 @@ func (d *Discovery) Waypoints() []*state.Waypoint {
 	return d.output().waypoints
 }
 
+// Gateways returns the east-west gateways the other nodes run, of the identities allowed to be one. They are
+// shared: do not modify them.
+func (d *Discovery) Gateways() []*state.NetworkGateway {
+	return d.output().gateways
+}
+
+func (d *Discovery) gatewayIDs() []string {
+	if d.opts.GatewayIdentities == nil {
+		return DefaultGatewayIdentities
+	}
+	return d.opts.GatewayIdentities
+}
+
 // Records returns the other nodes' current records, ordered by node name. They are shared: do not modify them.
 func (d *Discovery) Records() []Record {
 	return d.output().records
@@ -283,6 +297,9 @@ func (d *Discovery) output() *view {
 		v.services = append(v.services, remoteServices(h.rec, h.proof)...)
 		if w := remoteWaypoint(h.rec, h.proof); w != nil {
 			v.waypoints = append(v.waypoints, w)
+		}
+		if g := remoteGateway(h.rec, h.proof, d.gatewayIDs()); g != nil {
+			v.gateways = append(v.gateways, g)
 		}
 		v.records = append(v.records, *h.rec)
 	}

@@ -139,7 +139,7 @@ func (d *Discovery) publish(force bool) error {
 		level = slog.LevelDebug // before Run (published with the gossip address once it is bound), or a renewal
 	}
 	d.log.Log(context.Background(), level, "gossip: publishing this node's record", "version", rec.Version,
-		"bytes", len(raw), "workloads", len(rec.Workloads), "services", len(rec.Services), "waypoint", rec.Waypoint != nil,
+		"bytes", len(raw), "workloads", len(rec.Workloads), "services", len(rec.Services), "waypoint", rec.Waypoint != nil, "gateway", rec.Gateway != nil,
 		"proofs", len(svids))
 	return nil
 }
@@ -150,7 +150,7 @@ func (d *Discovery) publish(force bool) error {
 // them. What it leaves out is logged.
 func (d *Discovery) provable(want *Record, now time.Time) (*Record, []*x509svid.SVID, int) {
 	rec := *want
-	rec.Workloads, rec.Services, rec.Waypoint, rec.Proofs = nil, nil, nil, nil
+	rec.Workloads, rec.Services, rec.Waypoint, rec.Gateway, rec.Proofs = nil, nil, nil, nil, nil
 	var svids []*x509svid.SVID
 	awaited := 0
 	prove := func(what, td, ns, sa string, addrs []netip.Addr) bool {
@@ -197,6 +197,9 @@ func (d *Discovery) provable(want *Record, now time.Time) (*Record, []*x509svid.
 	}
 	if w := want.Waypoint; w != nil && prove("waypoint", w.TrustDomain, w.Namespace, w.ServiceAccount, w.Addresses) {
 		rec.Waypoint = w
+	}
+	if g := want.Gateway; g != nil && prove("gateway", g.TrustDomain, g.Namespace, g.ServiceAccount, g.Addresses) {
+		rec.Gateway = g
 	}
 	return &rec, svids, awaited
 }
@@ -307,6 +310,11 @@ func normalize(r Record) *Record {
 		w := *r.Waypoint
 		w.Addresses = unmapAll(w.Addresses)
 		out.Waypoint = &w
+	}
+	if r.Gateway != nil {
+		g := *r.Gateway
+		g.Addresses = unmapAll(g.Addresses)
+		out.Gateway = &g
 	}
 	return out
 }

@@ -36,9 +36,12 @@ type Options struct {
 	// AgentVersion goes into this node's record when SetLocal's record has none.
 	AgentVersion string
 	// Trust signs this node's claims and checks the peers' (proof.go). Required.
-	Trust  Trust
-	Logger *slog.Logger
-	Tuning Tuning
+	Trust Trust
+	// GatewayIdentities are the identities, "namespace/service_account", a peer's east-west gateway may have:
+	// a gateway declared with any other is ignored. Nil: DefaultGatewayIdentities.
+	GatewayIdentities []string
+	Logger            *slog.Logger
+	Tuning            Tuning
 }
 
 // Tuning holds the protocol timings. Zero fields take the production defaults; tests shorten them.

@@ -157,7 +157,7 @@ func signatureAlgorithm(leaf *x509.Certificate) (x509.SignatureAlgorithm, error)
 // proven. signed is the record's bytes before its first proof.
 func verifyProofs(r *Record, signed []byte, trust *Trust, now time.Time) (proven, error) {
 	if len(r.Proofs) == 0 {
-		if len(r.Workloads) == 0 && len(r.Services) == 0 && r.Waypoint == nil {
+		if len(r.Workloads) == 0 && len(r.Services) == 0 && r.Waypoint == nil && r.Gateway == nil {
 			return proven{signed: true, expires: time.Unix(1<<40, 0)}, nil // claims nothing: nothing to prove
 		}
 		if trust.AcceptUnsigned {
@@ -195,6 +195,11 @@ func proofsMatchClaims(r *Record) error {
 	}
 	if w := r.Waypoint; w != nil {
 		if id, err := identityOf(w.TrustDomain, w.Namespace, w.ServiceAccount); err == nil {
+			claimed[id] = true
+		}
+	}
+	if g := r.Gateway; g != nil {
+		if id, err := identityOf(g.TrustDomain, g.Namespace, g.ServiceAccount); err == nil {
 			claimed[id] = true
 		}
 	}
@@ -257,6 +262,11 @@ func checkClaims(r *Record, p proven) error {
 	if w := r.Waypoint; w != nil {
 		if err := p.check(w.TrustDomain, w.Namespace, w.ServiceAccount, w.Addresses); err != nil {
 			return fmt.Errorf("waypoint: %w", err)
+		}
+	}
+	if g := r.Gateway; g != nil {
+		if err := p.check(g.TrustDomain, g.Namespace, g.ServiceAccount, g.Addresses); err != nil {
+			return fmt.Errorf("gateway: %w", err)
 		}
 	}
 	return nil

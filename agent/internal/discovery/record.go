@@ -2,6 +2,7 @@ package discovery
 
 import (
 	"net/netip"
+	"slices"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
@@ -26,6 +27,7 @@ type Record struct {
 	Workloads []*state.Workload `json:"workloads,omitempty"`
 	Services  []Service         `json:"services,omitempty"`
 	Waypoint  *Waypoint         `json:"waypoint,omitempty"`
+	Gateway   *Gateway          `json:"gateway,omitempty"`
 	// Proofs sign the record, one per identity it claims (proof.go); SetLocal makes them.
 	Proofs []Proof `json:"-"`
 	// signedLen is how many bytes of the received encoding the proofs sign.
@@ -69,6 +71,34 @@ type Waypoint struct {
 	// ForServiceAccount narrows the scope to the workloads of one service account of Namespace
 	// (istio.io/for-service-account); empty serves the whole namespace.
 	ForServiceAccount string `json:"forServiceAccount,omitempty"`
+}
+
+// Gateway is the east-west gateway the publishing node runs for its network (docs/multi-network.md).
+type Gateway struct {
+	Network   string       `json:"network"`
+	Addresses []netip.Addr `json:"addresses"`
+	// Namespace, ServiceAccount and TrustDomain are the gateway's identity.
+	Namespace      string `json:"namespace"`
+	ServiceAccount string `json:"serviceAccount"`
+	TrustDomain    string `json:"trustDomain"`
+}
+
+// DefaultGatewayIdentities is Istio's east-west gateway's identity.
+var DefaultGatewayIdentities = []string{"istio-system/istio-eastwestgateway"}
+
+// remoteGateway derives the network gateway of a record received from another node: only a signed one whose
+// identity is allowed to be a gateway (allowed: namespace/service account pairs), so that no member that holds
+// some other identity can draw other networks' traffic to itself.
+func remoteGateway(r *Record, p proven, allowed []string) *state.NetworkGateway {
+	g := r.Gateway
+	if g == nil || !p.signed || !slices.Contains(allowed, g.Namespace+"/"+g.ServiceAccount) {
+		return nil
+	}
+	id, err := identityOf(g.TrustDomain, g.Namespace, g.ServiceAccount)
+	if err != nil {
+		return nil
+	}
+	return &state.NetworkGateway{Network: g.Network, Addresses: g.Addresses, Identity: id.String(), Node: r.Node, Origin: p.origin()}
 }
 
 // remoteWorkloads derives the state workloads of a record received from another node, with what its proofs

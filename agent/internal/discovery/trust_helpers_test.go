@@ -132,6 +132,9 @@ func signed(t testing.TB, r *Record) []byte {
 	if w := r.Waypoint; w != nil {
 		add(w.TrustDomain, w.Namespace, w.ServiceAccount)
 	}
+	if g := r.Gateway; g != nil {
+		add(g.TrustDomain, g.Namespace, g.ServiceAccount)
+	}
 	return signedBy(t, r, svids...)
 }
 

@@ -92,6 +92,11 @@ func validateRecord(r *Record) error {
 			return fmt.Errorf("waypoint: %w", err)
 		}
 	}
+	if r.Gateway != nil {
+		if err := validateGateway(r.Gateway); err != nil {
+			return fmt.Errorf("gateway: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -231,6 +236,24 @@ func validateWaypoint(w *Waypoint) error {
 		return err
 	}
 	return hostAddrs(w.Addresses)
+}
+
+func validateGateway(g *Gateway) error {
+	switch {
+	case !config.IsDNSSubdomain(g.Network):
+		return fmt.Errorf("network %q is not a DNS name", g.Network)
+	case !config.IsDNSLabel(g.Namespace):
+		return fmt.Errorf("namespace %q is not a DNS label", g.Namespace)
+	case !config.IsDNSSubdomain(g.ServiceAccount):
+		return fmt.Errorf("service account %q is not a DNS name", g.ServiceAccount)
+	}
+	if err := validateTrustDomain(g.TrustDomain); err != nil {
+		return err
+	}
+	if err := validateAddrs(g.Addresses, 1); err != nil {
+		return err
+	}
+	return hostAddrs(g.Addresses)
 }
 
 // hostAddrs refuses, for a workload or a waypoint, the addresses no host of the mesh has: link-local ones (the

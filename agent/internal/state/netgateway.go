@@ -3,6 +3,7 @@ package state
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -50,6 +51,15 @@ func (s *Snapshot) indexGateways(gws []*NetworkGateway) {
 		}
 		s.gateways[g.Network] = append(have, g)
 	}
+}
+
+// Gateways are the gateways in use, by network.
+func (s *Snapshot) Gateways() []*NetworkGateway {
+	var out []*NetworkGateway
+	for _, n := range slices.Sorted(maps.Keys(s.gateways)) {
+		out = append(out, s.gateways[n]...)
+	}
+	return out
 }
 
 // GatewaysOf are the gateways of network, the preferred first; none when the network has none known.
