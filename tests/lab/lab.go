@@ -207,3 +207,29 @@ func (l *Lab) SetLink(h *Host, up bool) {
 	}
 	l.mustIP("-n", l.sw, "link", "set", h.Name, state)
 }
+
+// AddNetwork joins hosts on a second bridge of their own, name, with addresses in prefix (host hN gets the
+// prefix's address 10+N on its link "eth-<name>"), and returns each host's address there. Hosts not on it have
+// no route to it: a network the others cannot reach, as a data centre's is to another's.
+func (l *Lab) AddNetwork(name string, prefix netip.Prefix, hosts ...*Host) []netip.Addr {
+	l.t.Helper()
+	br := "br-" + name
+	l.mustIP("-n", l.sw, "link", "add", br, "type", "bridge")
+	l.mustIP("-n", l.sw, "link", "set", br, "up")
+	link := "eth-" + name
+	var out []netip.Addr
+	for _, h := range hosts {
+		n, err := strconv.Atoi(strings.TrimPrefix(h.Name, "h"))
+		if err != nil {
+			l.t.Fatalf("host %s: %v", h.Name, err)
+		}
+		a := hostAddr(prefix, 10+n)
+		port := h.Name + "-" + name
+		l.mustIP("-n", l.sw, "link", "add", port, "type", "veth", "peer", "name", link, "netns", h.NS)
+		l.mustIP("-n", l.sw, "link", "set", port, "master", br, "up")
+		l.mustIP("-n", h.NS, "addr", "add", fmt.Sprintf("%s/%d", a, prefix.Bits()), "dev", link)
+		l.mustIP("-n", h.NS, "link", "set", link, "up")
+		out = append(out, a)
+	}
+	return out
+}

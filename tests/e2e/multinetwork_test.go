@@ -1,0 +1,122 @@
+package e2e
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab"
+)
+
+// TestServiceAcrossNetworks: h1 runs a client on network net-a; h3 runs the echo service on net-b, at an address
+// only net-b routes (10.78.0.13); h2 is net-b's east-west gateway, on both the transit bridge (where h1 reaches
+// it) and net-b. The client reaches the service by its VIP only through the gateway, by double HBONE: on the
+// transit only HBONE to the gateway, never the destination's address; the destination sees and authorizes the
+// client's own identity, so a DENY for it refuses it there, not at the gateway.
+func TestServiceAcrossNetworks(t *testing.T) {
+	lab.Require(t, "nginx", "curl", "tcpdump")
+	l := lab.New(t, 3)
+	client, gw, dest := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	netB := l.AddNetwork("netb", netip.MustParsePrefix("10.78.0.0/24"), gw, dest)
+	echoAddr := netB[1]
+	client.DefaultRoute()
+	dest.StartNginx("echo from net-b", 8080)
+	client.Issue(agentBin, "default", "client")
+	gw.Issue(agentBin, "istio-system", "istio-eastwestgateway")
+	dest.Issue(agentBin, "default", "echo")
+	key := gossipKey(t, l)
+	policies := filepath.Join(dest.Dir, "policies")
+	if err := os.MkdirAll(policies, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	start := func(h *lab.Host, network, body string) *lab.Agent {
+		a := h.StartAgent(agentBin, lab.AgentConfig{Host: h, Node: fmt.Sprintf("network = %q", network),
+			Gossip: &lab.Gossip{KeyFile: key, Seed: client}, Tables: body}.String())
+		a.WaitReady(t, 20*time.Second)
+		return a
+	}
+	clientAgent := start(client, "net-a", fmt.Sprintf("[[workload]]\nname = \"client\"\nservice_account = \"client\"\naddresses = [%q]\n", client.Addr))
+	gwAgent := start(gw, "net-b", fmt.Sprintf("[gateway]\nenabled = true\naddresses = [%q]\n", gw.Addr))
+	destAgent := start(dest, "net-b", fmt.Sprintf(`[[workload]]
+name = "echo"
+service_account = "echo"
+addresses = [%q]
+[[service]]
+name = "echo"
+ports = [{ port = 80, target_port = 8080 }]
+workloads = ["echo"]
+[policy]
+dir = %q
+`, echoAddr, policies))
+
+	// The client cannot reach the destination's address itself.
+	if out, err := curl(client, fmt.Sprintf("http://%s:8080/", echoAddr)); err == nil {
+		t.Fatalf("net-a reaches net-b's address directly (%q): the lab is not two networks", out)
+	}
+	var vip string
+	waitMesh(t, clientAgent, gossipConverges, "the service and net-b's gateway known", func(m meshDump) bool {
+		vip = m.serviceVIP("echo")
+		return vip != "" && len(m.Gateways) == 1 && m.Gateways[0].Network == "net-b"
+	})
+	waitMesh(t, gwAgent, gossipConverges, "the gateway knows the service", func(m meshDump) bool { return m.serviceVIP("echo") != "" })
+
+	stop := l.Capture("transit", client)
+	mustCurl(t, client, fmt.Sprintf("http://%s:80/", vip), "echo from net-b")
+	pcap := l.PcapSummary(stop())
+	packets := 0
+	for _, line := range strings.Split(strings.TrimSpace(pcap), "\n") {
+		if !strings.Contains(line, " IP ") || strings.Contains(line, ".7946") { // tcpdump's header; gossip
+			continue
+		}
+		packets++
+		if strings.Contains(line, echoAddr.String()) || !strings.Contains(line, gw.Addr.String()+".15008") {
+			t.Errorf("on the transit, a packet other than HBONE to the gateway: %s", line)
+		}
+	}
+	if packets == 0 {
+		t.Errorf("no packet to the gateway on the transit:\n%s", pcap)
+	}
+	clientID := "spiffe://cluster.local/ns/default/sa/client"
+	waitCount(t, gwAgent, 1, 5*time.Second, "msg=access", "route=gateway", "src_identity="+clientID,
+		"dst_service=echo.default.svc.cluster.local", "response_flags=-")
+	waitCount(t, destAgent, 1, 5*time.Second, "msg=access", "direction=inbound", "route=hbone", "src_identity="+clientID,
+		"dst_service=echo.default.svc.cluster.local", "response_flags=-")
+	if v, ok := metricValue(t, scrape(t, dest), "istio_tcp_connections_opened_total", map[string]string{
+		"destination_service": "echo.default.svc.cluster.local", "source_principal": clientID}); !ok || v < 1 {
+		t.Errorf("the destination's metrics do not show the client's identity")
+	}
+
+	// A DENY for the client at the destination refuses it there: the gateway relays, the destination answers 401.
+	deny := `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-client, namespace: default}
+spec:
+  action: DENY
+  rules: [{from: [{source: {principals: ["cluster.local/ns/default/sa/client"]}}]}]
+`
+	if err := os.WriteFile(filepath.Join(policies, "deny.yaml"), []byte(deny), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	destAgent.Reload(t)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		out, err := curl(client, fmt.Sprintf("http://%s:80/", vip))
+		if err != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client still reaches the service after the DENY: %q", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	waitCount(t, destAgent, 1, 5*time.Second, "msg=access", "src_identity="+clientID, "response_flags=DENY")
+	// The gateway relayed both tunnels to their end, the refused one too: the refusal is the destination's.
+	waitCount(t, gwAgent, 2, 5*time.Second, "msg=access", "route=gateway")
+	if all, clean := countLines(gwAgent.Log(), "msg=access", "route=gateway"), countLines(gwAgent.Log(), "msg=access", "route=gateway", "response_flags=-"); clean != all {
+		t.Errorf("the gateway recorded %d of its %d tunnels as failed:\n%s", all-clean, all, gwAgent.Log())
+	}
+}
