@@ -16,11 +16,12 @@ import (
 // only net-b routes (10.78.0.13); h2 is net-b's east-west gateway, on both the transit bridge (where h1 reaches
 // it) and net-b. The client reaches the service by its VIP only through the gateway, by double HBONE: on the
 // transit only HBONE to the gateway, never the destination's address; the destination sees and authorizes the
-// client's own identity, so a DENY for it refuses it there, not at the gateway.
+// client's own identity, so a DENY for it refuses it there, not at the gateway. Then h4 adds an endpoint on
+// net-a, and connections spread over both networks.
 func TestServiceAcrossNetworks(t *testing.T) {
 	lab.Require(t, "nginx", "curl", "tcpdump")
-	l := lab.New(t, 3)
-	client, gw, dest := l.Hosts[0], l.Hosts[1], l.Hosts[2]
+	l := lab.New(t, 4)
+	client, gw, dest, local := l.Hosts[0], l.Hosts[1], l.Hosts[2], l.Hosts[3]
 	netB := l.AddNetwork("netb", netip.MustParsePrefix("10.78.0.0/24"), gw, dest)
 	echoAddr := netB[1]
 	client.DefaultRoute()
@@ -28,6 +29,7 @@ func TestServiceAcrossNetworks(t *testing.T) {
 	client.Issue(agentBin, "default", "client")
 	gw.Issue(agentBin, "istio-system", "istio-eastwestgateway")
 	dest.Issue(agentBin, "default", "echo")
+	local.Issue(agentBin, "default", "echo")
 	key := gossipKey(t, l)
 	policies := filepath.Join(dest.Dir, "policies")
 	if err := os.MkdirAll(policies, 0o755); err != nil {
@@ -41,7 +43,7 @@ func TestServiceAcrossNetworks(t *testing.T) {
 	}
 	clientAgent := start(client, "net-a", fmt.Sprintf("[[workload]]\nname = \"client\"\nservice_account = \"client\"\naddresses = [%q]\n", client.Addr))
 	gwAgent := start(gw, "net-b", fmt.Sprintf("[gateway]\nenabled = true\naddresses = [%q]\n", gw.Addr))
-	destAgent := start(dest, "net-b", fmt.Sprintf(`[[workload]]
+	echoBody := `[[workload]]
 name = "echo"
 service_account = "echo"
 addresses = [%q]
@@ -51,7 +53,8 @@ ports = [{ port = 80, target_port = 8080 }]
 workloads = ["echo"]
 [policy]
 dir = %q
-`, echoAddr, policies))
+`
+	destAgent := start(dest, "net-b", fmt.Sprintf(echoBody, echoAddr, policies))
 
 	// The client cannot reach the destination's address itself.
 	if out, err := curl(client, fmt.Sprintf("http://%s:8080/", echoAddr)); err == nil {
@@ -90,6 +93,30 @@ dir = %q
 		t.Errorf("the destination's metrics do not show the client's identity")
 	}
 
+	// A second endpoint of the service on the client's own network: connections spread over both networks by
+	// capacity (1 each), the local endpoint reached directly, the remote one through the gateway.
+	local.StartNginx("echo from net-a", 8080)
+	start(local, "net-a", fmt.Sprintf(echoBody, local.Addr, filepath.Join(local.Dir, "policies")))
+	waitMesh(t, clientAgent, gossipConverges, "the service's endpoints on both networks", func(m meshDump) bool {
+		for _, s := range m.Services {
+			if s.Name == "echo" {
+				return len(s.Endpoints) == 2
+			}
+		}
+		return false
+	})
+	seen := map[string]int{}
+	for range 20 {
+		out, err := curl(client, fmt.Sprintf("http://%s:80/", vip))
+		if err != nil {
+			t.Fatalf("the service with endpoints on both networks: %v", err)
+		}
+		seen[strings.TrimSpace(out)]++
+	}
+	if seen["echo from net-a"] == 0 || seen["echo from net-b"] == 0 || len(seen) != 2 {
+		t.Errorf("20 connections went %v, want both networks' endpoints", seen)
+	}
+
 	// A DENY for the client at the destination refuses it there: the gateway relays, the destination answers 401.
 	deny := `apiVersion: security.istio.io/v1
 kind: AuthorizationPolicy
@@ -115,7 +142,7 @@ spec:
 	}
 	waitCount(t, destAgent, 1, 5*time.Second, "msg=access", "src_identity="+clientID, "response_flags=DENY")
 	// The gateway relayed both tunnels to their end, the refused one too: the refusal is the destination's.
-	waitCount(t, gwAgent, 2, 5*time.Second, "msg=access", "route=gateway")
+	waitCount(t, gwAgent, 2+seen["echo from net-b"], 5*time.Second, "msg=access", "route=gateway")
 	if all, clean := countLines(gwAgent.Log(), "msg=access", "route=gateway"), countLines(gwAgent.Log(), "msg=access", "route=gateway", "response_flags=-"); clean != all {
 		t.Errorf("the gateway recorded %d of its %d tunnels as failed:\n%s", all-clean, all, gwAgent.Log())
 	}
