@@ -250,23 +250,31 @@ func (b *builder) waypoint(f WaypointFile, node Node, owners map[netip.Addr]stri
 	if w.ForServiceAccount != "" && !IsDNSSubdomain(w.ForServiceAccount) {
 		b.addf("waypoint.for_service_account", "%q is not a DNS name", w.ForServiceAccount)
 	}
-	if len(f.Addresses) == 0 {
-		b.addf("waypoint.addresses", "at least one address of this host is required: peers send HBONE there")
+	w.Addresses = b.roleAddrs("waypoint", "peers send HBONE there", f.Addresses, owners)
+	return w
+}
+
+// roleAddrs are the addresses of a role of this host (the waypoint, the gateway): at least one, valid, and used
+// by nothing else; why says who reaches the role there.
+func (b *builder) roleAddrs(role, why string, addrs []string, owners map[netip.Addr]string) []netip.Addr {
+	if len(addrs) == 0 {
+		b.addf(role+".addresses", "at least one address of this host is required: %s", why)
 	}
-	for j, s := range f.Addresses {
-		akey := fmt.Sprintf("waypoint.addresses[%d]", j)
+	var out []netip.Addr
+	for j, s := range addrs {
+		akey := fmt.Sprintf("%s.addresses[%d]", role, j)
 		a, ok := b.workloadAddr(akey, s)
 		if !ok {
 			continue
 		}
 		if prev, dup := owners[a]; dup {
-			b.addf(akey, "%s is already used by %s; a waypoint needs an address of its own", a, prev)
+			b.addf(akey, "%s is already used by %s; a %s needs an address of its own", a, prev, role)
 			continue
 		}
-		owners[a] = "waypoint"
-		w.Addresses = append(w.Addresses, a)
+		owners[a] = role
+		out = append(out, a)
 	}
-	return w
+	return out
 }
 
 func (b *builder) gateway(f GatewayFile, node Node, owners map[netip.Addr]string) Gateway {
@@ -294,22 +302,7 @@ func (b *builder) gateway(f GatewayFile, node Node, owners map[netip.Addr]string
 	case node.Network != "" && g.Network != node.Network:
 		b.addf("gateway.network", "%q is not this host's network (node.network %q): a gateway serves the network it is on", g.Network, node.Network)
 	}
-	if len(f.Addresses) == 0 {
-		b.addf("gateway.addresses", "at least one address of this host is required: clients of other networks reach the gateway there")
-	}
-	for j, s := range f.Addresses {
-		akey := fmt.Sprintf("gateway.addresses[%d]", j)
-		a, ok := b.workloadAddr(akey, s)
-		if !ok {
-			continue
-		}
-		if prev, dup := owners[a]; dup {
-			b.addf(akey, "%s is already used by %s; a gateway needs an address of its own", a, prev)
-			continue
-		}
-		owners[a] = "gateway"
-		g.Addresses = append(g.Addresses, a)
-	}
+	g.Addresses = b.roleAddrs("gateway", "clients of other networks reach the gateway there", f.Addresses, owners)
 	return g
 }
 
