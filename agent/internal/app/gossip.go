@@ -36,6 +36,8 @@ func newDiscovery(cfg *config.Config, a *App) (*discovery.Discovery, error) {
 		AgentVersion:    Version,
 		Trust:           a.gossipTrust(cfg),
 		Logger:          a.log.With("component", "gossip"),
+		// Never nil here: the configuration resolves the default.
+		GatewayIdentities: cfg.Gossip.GatewayIdentities,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gossip: %w", err)

@@ -265,6 +265,9 @@ type Gossip struct {
 	// AllowedVIPs are where peers may put explicit service VIPs, besides the
 	// allocation ranges.
 	AllowedVIPs []netip.Prefix `json:"allowedVIPs,omitempty"`
+	// GatewayIdentities are the identities, "namespace/service_account", a peer's east-west gateway may have
+	// (docs/multi-network.md); a gateway of another identity is ignored.
+	GatewayIdentities []string `json:"gatewayIdentities"`
 	// RequireAddressProof uses a peer's workload only when its certificate's
 	// IP SANs name its addresses.
 	RequireAddressProof bool `json:"requireAddressProof"`

@@ -61,7 +61,7 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 		"unhealthy_threshold", "healthy_threshold", "user", "group", "unit", "unmatched", "default_workload",
 		"[istio]", "server_name", "root_cert", "token_dir", "discovery", "insecure_plaintext",
 		"[[service]]", "hostname", "vips", "ports", "target_port", "app_protocol", "workloads",
-		"[waypoint]", "for_service_account", "[gateway]", "[dns]", "listen", "capture", "upstreams", "domains", "waypoint_enforcement",
+		"[waypoint]", "for_service_account", "[gateway]", "gateway_identities", "[dns]", "listen", "capture", "upstreams", "domains", "waypoint_enforcement",
 		"[policy]", "root_namespace", "[admin]", "socket", "address", "readiness_address", "metrics_address", "[log]", "level", "format",
 		"access", "inbound_addresses", "unmeshed_addresses", "[limits]", "handshakes_per_source", "handshakes",
 		"connections_per_source", "connections", "streams_per_source", "streams", "outbound", "original_source",
@@ -72,13 +72,21 @@ func TestShippedConfigDocumentsEveryKey(t *testing.T) {
 	}
 }
 
-// A gateway takes the host's network and Istio's east-west gateway identity unless told otherwise.
+// A gateway takes the host's network and Istio's east-west gateway identity unless told otherwise, and peers
+// accept that identity as a gateway's; one its peers would ignore is warned about.
 func TestGatewayDefaults(t *testing.T) {
 	cfg := mustParse(t, "[node]\nnetwork = \"net-b\"\n[gateway]\nenabled = true\naddresses = [\"10.3.0.2\"]\n")
 	g := cfg.Gateway
 	if !g.Enabled || g.Network != "net-b" || g.Namespace != DefaultGatewayNamespace || g.ServiceAccount != DefaultGatewaySA ||
 		len(g.Addresses) != 1 || g.Addresses[0].String() != "10.3.0.2" {
 		t.Errorf("gateway: %+v", g)
+	}
+	if ids := cfg.Gossip.GatewayIdentities; len(ids) != 1 || ids[0] != "istio-system/istio-eastwestgateway" {
+		t.Errorf("gossip.gateway_identities default: %v", ids)
+	}
+	cfg = mustParse(t, "[node]\nnetwork = \"net-b\"\n[gossip]\nenabled = true\n[gateway]\nenabled = true\nservice_account = \"gw\"\naddresses = [\"10.3.0.2\"]\n")
+	if w := strings.Join(cfg.Warnings(), "\n"); !strings.Contains(w, "gateway: identity istio-system/gw is not in gossip.gateway_identities") {
+		t.Errorf("no warning for a gateway identity peers ignore: %q", w)
 	}
 }
 
@@ -229,6 +237,9 @@ func TestProblems(t *testing.T) {
 			[]string{"gateway.network: a gateway serves a network", "gateway.addresses: at least one address"}},
 		{"gateway table not enabled", "[gateway]\naddresses = [\"10.0.0.9\"]\n",
 			[]string{"gateway.enabled: the [gateway] table is set but not enabled"}},
+		{"bad gateway identities", "[gossip]\ngateway_identities = [\"istio-system\", \"ns/sa\", \"Bad/x\"]\n",
+			[]string{"gossip.gateway_identities[0]: \"istio-system\" is not namespace/service_account",
+				"gossip.gateway_identities[2]: \"Bad/x\" is not namespace/service_account"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -163,6 +163,8 @@ type GossipFile struct {
 	AcceptUnsigned   bool     `toml:"accept_unsigned"`
 	AllowedHostnames []string `toml:"allowed_hostnames"`
 	AllowedVIPs      []string `toml:"allowed_vips"`
+	// GatewayIdentities: see Gossip.GatewayIdentities.
+	GatewayIdentities []string `toml:"gateway_identities"`
 	// RequireAddressProof: see Gossip.RequireAddressProof.
 	RequireAddressProof bool `toml:"require_address_proof"`
 }

@@ -10,6 +10,27 @@ import (
 	"time"
 )
 
+// DefaultGatewayIdentity is the identity of Istio's east-west gateway, the one peers' gateways may have unless
+// [gossip] gateway_identities says otherwise.
+const DefaultGatewayIdentity = DefaultGatewayNamespace + "/" + DefaultGatewaySA
+
+// gatewayIdentities checks [gossip] gateway_identities: "namespace/service_account" each (nil: the default).
+func (b *builder) gatewayIdentities(ids []string) []string {
+	if ids == nil {
+		return []string{DefaultGatewayIdentity}
+	}
+	out := []string{}
+	for i, id := range ids {
+		ns, sa, ok := strings.Cut(id, "/")
+		if !ok || !IsDNSLabel(ns) || !IsDNSSubdomain(sa) {
+			b.addf(fmt.Sprintf("gossip.gateway_identities[%d]", i), "%q is not namespace/service_account", id)
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
 func (b *builder) gossip(f GossipFile) Gossip {
 	g := Gossip{
 		Enabled:         f.Enabled != nil && *f.Enabled,
@@ -22,6 +43,7 @@ func (b *builder) gossip(f GossipFile) Gossip {
 		RequireAddressProof: f.RequireAddressProof,
 		AllowedHostnames:    b.allowedHostnames(f.AllowedHostnames),
 		AllowedVIPs:         b.allowedVIPs(f.AllowedVIPs),
+		GatewayIdentities:   b.gatewayIdentities(f.GatewayIdentities),
 	}
 	g.Bind = b.addrPort("gossip.bind", orDefault(f.Bind, "0.0.0.0:"+strconv.Itoa(DefaultGossipPort)))
 	if f.Advertise != "" {

@@ -419,6 +419,10 @@ func (c *Config) Warnings() []string {
 	if c.Policy.WaypointEnforcement == EnforceHairpin && c.Policy.Hairpin == nil {
 		out = append(out, fmt.Sprintf(`policy.waypoint_enforcement = %q without hairpin_service_account: plaintext callers of local workloads with their own waypoint are refused (a hairpin presents a dedicated identity of the host, never the destination's); set hairpin_service_account, or waypoint_enforcement = %q`, EnforceHairpin, EnforcePolicy))
 	}
+	if g := c.Gateway; g.Enabled && c.Gossip.Enabled && !slices.Contains(c.Gossip.GatewayIdentities, g.Namespace+"/"+g.ServiceAccount) {
+		out = append(out, fmt.Sprintf("gateway: identity %s/%s is not in gossip.gateway_identities %v: peers with the same list ignore this gateway",
+			g.Namespace, g.ServiceAccount, c.Gossip.GatewayIdentities))
+	}
 	if wp := c.Waypoint; wp.Enabled {
 		// Before explicit binding (Istio 1.22 semantics), these used the waypoint
 		// of their namespace; now nothing is bound by namespace alone.
