@@ -21,7 +21,7 @@
 //
 // istiod resolves waypoints and scopes itself, so every workload and service carries an explicit UseWaypoint:
 // the "namespace/name" of its waypoint, or "none". Workloads and VIPs on another network than the host's are
-// left out: reaching them needs their network's gateway (double HBONE), which the agent does not do yet.
+// left out: istiod's network gateways are not read yet (the data path's double HBONE serves gossip meshes).
 //
 // The composition root merges the view with local and gossiped state and hands the policies to the policy
 // package. xds may import config, policy and state (lower layers), gRPC and protowire; it must not import app,
