@@ -212,8 +212,7 @@ func (o outbound) network() string {
 // offNetwork reports whether w is on another network than the connection's source: reached only through that
 // network's gateway.
 func (o outbound) offNetwork(w *state.Workload) bool {
-	n := o.network()
-	return n != "" && w.Network != "" && w.Network != n
+	return state.OffNetwork(o.network(), w.Network)
 }
 
 // reachable is svc with only the endpoints this connection can reach: those on its network, and those of

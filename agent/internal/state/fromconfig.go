@@ -56,7 +56,8 @@ func workload(cfg *config.Config, w config.Workload, node string, tunnel TunnelP
 // InputFromConfig is what a configuration declares: its workloads, the
 // services the local workloads back, and this host's waypoint.
 func InputFromConfig(cfg *config.Config) Input {
-	return Input{Workloads: FromConfig(cfg), Services: ServicesFromConfig(cfg), Waypoints: WaypointsFromConfig(cfg)}
+	return Input{Workloads: FromConfig(cfg), Services: ServicesFromConfig(cfg), Waypoints: WaypointsFromConfig(cfg),
+		Network: cfg.Node.Network}
 }
 
 // ServicesFromConfig declares the services this host's workloads back.

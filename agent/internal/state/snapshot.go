@@ -47,6 +47,10 @@ type Input struct {
 	Previous *Snapshot
 	// Limits bound what gossip may declare.
 	Limits Limits
+	// Network is this host's network. Workloads of another network are known by UID alone: their addresses
+	// are another network's, which may overlap this one's (Istio keys addresses by network), so they neither
+	// claim nor contest an address here. "" is one flat network: every workload is on it.
+	Network string
 }
 
 // Conflict records a workload that claims an address another one holds, or
@@ -75,7 +79,7 @@ func NewSnapshot(version uint64, workloads []*Workload) *Snapshot {
 // Build indexes in. Nothing in it may be changed afterwards.
 func Build(version uint64, in Input) *Snapshot {
 	s := &Snapshot{version: version}
-	s.indexWorkloads(in.Workloads, in.Previous, waypointAddrs(in.Waypoints), in.Limits.RequireAddressProof)
+	s.indexWorkloads(in.Workloads, in.Previous, waypointAddrs(in.Waypoints), in.Limits.RequireAddressProof, in.Network)
 	s.wps = newWaypointIndex(in.Waypoints, in.Previous)
 	s.buildServices(in.Services, in.Previous, in.Limits)
 	s.indexGateways(in.Gateways)
@@ -101,6 +105,11 @@ func (s *Snapshot) dropUIDImpostors(ws []*Workload) []*Workload {
 	return out
 }
 
+// OffNetwork reports whether a workload on network w is on another network than here: reached only through
+// that network's gateway, at addresses that mean nothing here. An empty network on either side is one flat
+// network.
+func OffNetwork(here, w string) bool { return here != "" && w != "" && w != here }
+
 // waypointAddrs are the addresses waypoints are reached on: over HBONE.
 func waypointAddrs(ws []*Waypoint) map[netip.Addr]bool {
 	out := map[netip.Addr]bool{}
@@ -112,7 +121,7 @@ func waypointAddrs(ws []*Waypoint) map[netip.Addr]bool {
 	return out
 }
 
-func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone map[netip.Addr]bool, requireProof bool) {
+func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone map[netip.Addr]bool, requireProof bool, network string) {
 	s.byAddr = make(map[netip.Addr]*Workload, len(workloads))
 	s.byUID = make(map[string]*Workload, len(workloads))
 	ws := slices.Clone(workloads)
@@ -135,6 +144,9 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone m
 			for _, a := range w.Addresses {
 				s.conflicts = append(s.conflicts, Conflict{Address: a, Loser: w.UID, Reason: ContestUnproven})
 			}
+			continue
+		}
+		if OffNetwork(network, w.Network) { // its addresses are its network's, not this one's
 			continue
 		}
 		for _, a := range w.Addresses {

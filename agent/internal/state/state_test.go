@@ -221,3 +221,36 @@ func TestSharedAddress(t *testing.T) {
 		t.Error("a workload without ports on a shared address is not a conflict")
 	}
 }
+
+// Addresses are a network's: a workload of another network at the same address neither contests it nor is
+// found by it here, and still backs its services (Istio keys workloads by network and address).
+func TestOverlappingAddressesAcrossNetworks(t *testing.T) {
+	here, there := claim("vm-a/default/x", OriginGossip, TunnelHBONE, true), claim("vm-b/default/x", OriginGossip, TunnelHBONE, true)
+	here.Network, there.Network = "net-a", "net-b"
+	here.Healthy, there.Healthy = true, true
+	in := Input{Workloads: []*Workload{here, there}, Network: "net-a", Limits: meshLimits,
+		Services: []ServiceDecl{decl("vm-a", "x", here.UID), decl("vm-b", "x", there.UID)}}
+	s := Build(1, in)
+	if got, ok := s.WorkloadByAddr(netip.MustParseAddr("10.0.0.9")); !ok || got != here {
+		t.Fatalf("10.0.0.9 on net-a = %v, %v; want net-a's workload", got, ok)
+	}
+	if len(s.Conflicts()) != 0 || s.Contested(netip.MustParseAddr("10.0.0.9")) {
+		t.Errorf("workloads of two networks contest one address: %v", s.Conflicts())
+	}
+	if w, ok := s.WorkloadByUID(there.UID); !ok || w != there {
+		t.Error("the other network's workload is not known by UID")
+	}
+	if svc, ok := s.ServiceByHostname("x.default.svc.cluster.local"); !ok || len(svc.Endpoints) != 2 {
+		t.Errorf("service x should have an endpoint on each network: %+v", svc)
+	}
+	// From net-b, the address is net-b's workload.
+	in.Network = "net-b"
+	if got, _ := Build(2, in).WorkloadByAddr(netip.MustParseAddr("10.0.0.9")); got != there {
+		t.Errorf("10.0.0.9 on net-b = %v; want net-b's workload", got)
+	}
+	// On one flat network (no network here), the two claims contest the address as before.
+	in.Network = ""
+	if s := Build(3, in); len(s.Conflicts()) == 0 {
+		t.Error("a host without a network saw no contest for one address claimed twice")
+	}
+}
