@@ -191,6 +191,7 @@ func (a *App) istiodInput(in *state.Input) {
 		in.Services = append(in.Services, d)
 	}
 	in.Waypoints = append(in.Waypoints, u.Waypoints...)
+	in.Gateways = append(in.Gateways, u.Gateways...)
 }
 
 // ownCopy finds the local workload an istiod workload stands for: same
@@ -198,7 +199,7 @@ func (a *App) istiodInput(in *state.Input) {
 func ownCopy(local map[netip.Addr]int, ws []*state.Workload, w *state.Workload) (int, bool) {
 	for _, addr := range w.Addresses {
 		i, ok := local[addr]
-		if ok && ws[i].Namespace == w.Namespace && ws[i].ServiceAccount == w.ServiceAccount {
+		if ok && ws[i].Namespace == w.Namespace && ws[i].ServiceAccount == w.ServiceAccount && !state.OffNetwork(ws[i].Network, w.Network) {
 			return i, true
 		}
 	}

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
@@ -253,7 +254,7 @@ func (o outbound) throughGateway(dst netip.AddrPort, svc *state.Service, w *stat
 	if len(expected) == 0 {
 		return Route{Kind: RouteDrop, Target: dst, Dest: w, Service: svc, Reason: fmt.Sprintf("service %s has no identity to verify its endpoints on network %s by", svc.Hostname, w.Network)}
 	}
-	outer := &hbone.Tunnel{Source: source, Expected: []spiffeid.ID{gwID}, Gateway: netip.AddrPortFrom(sameFamily(g.Addresses, dst.Addr()), HBONEPort)}
+	outer := &hbone.Tunnel{Source: source, Expected: []spiffeid.ID{gwID}, Gateway: netip.AddrPortFrom(sameFamily(g.Addresses, dst.Addr()), cmp.Or(g.Port, HBONEPort))}
 	return Route{Kind: RouteHBONE, Target: dst, Dest: w, Service: svc, Tunnel: hbone.Tunnel{Source: source, Expected: expected},
 		Outer: outer, Network: o.network()}
 }

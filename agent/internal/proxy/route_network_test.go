@@ -78,3 +78,40 @@ func TestRoutesAcrossNetworks(t *testing.T) {
 		t.Errorf("a workload of net-b by address: %s, want a drop (services only across networks)", r.Kind)
 	}
 }
+
+// istiod's per-network stand-in for a service's endpoints on another network has no address, only a capacity:
+// it is picked by that capacity and reached through its gateway, on the gateway's own HBONE port, verifying
+// the service's subject alt names.
+func TestRoutesToAnAddresslessEndpointOfAnotherNetwork(t *testing.T) {
+	client := &state.Workload{UID: "client", Name: "client", Namespace: "default", ServiceAccount: "client", TrustDomain: "cluster.local",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.1.0.1")}, Tunnel: state.TunnelHBONE, Local: true, Healthy: true, Capacity: 1,
+		Network: "net-a", Origin: state.OriginConfig}
+	local := &state.Workload{UID: "api-a", Name: "api-a", Namespace: "default", ServiceAccount: "api", TrustDomain: "cluster.local",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.1.0.5")}, Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 1,
+		Network: "net-a", Origin: state.OriginIstiod}
+	standIn := &state.Workload{UID: "net-b/SplitHorizonWorkload/gw/default/api", Name: "x", Namespace: "default", ServiceAccount: "default",
+		TrustDomain: "cluster.local", Tunnel: state.TunnelHBONE, Healthy: true, Capacity: 3, Network: "net-b", Origin: state.OriginIstiod}
+	san := "spiffe://cluster.local/ns/default/sa/api"
+	snap := state.Build(1, state.Input{Network: "net-a", Workloads: []*state.Workload{client, local, standIn},
+		Services: []state.ServiceDecl{{Node: state.IstiodNode, Name: "api", Namespace: "default", Hostname: "api.default.svc.cluster.local",
+			VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.7")}, Ports: []state.ServicePort{{Port: 80, TargetPort: 8080}},
+			Workloads: []string{local.UID, standIn.UID}, Traffic: state.Traffic{SubjectAltNames: []string{san}}, Origin: state.OriginIstiod}},
+		Gateways: []*state.NetworkGateway{{Network: "net-b", Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.2")}, Port: 15009,
+			Identity: "spiffe://cluster.local/ns/istio-system/sa/eastwest", Origin: state.OriginIstiod}}})
+	counts := map[string]int{}
+	for i := range 4 {
+		r := decideOutbound(snap, client, ap("10.1.0.1:40000"), ap("10.96.0.7:80"), func(n int) int { return i % n })
+		if r.Kind != RouteHBONE || r.Dest == nil {
+			t.Fatalf("pick %d: %s (%s)", i, r.Kind, r.Reason)
+		}
+		counts[r.Dest.UID]++
+		if r.Dest == standIn {
+			if r.Outer == nil || r.Outer.Gateway != ap("192.0.2.2:15009") || r.Expected[0].String() != san {
+				t.Errorf("the stand-in: %+v (outer %+v), want double HBONE through 192.0.2.2:15009 expecting %s", r, r.Outer, san)
+			}
+		}
+	}
+	if counts[standIn.UID] != 3 || counts[local.UID] != 1 {
+		t.Errorf("picks %v, want 3 of the stand-in (capacity 3) to 1 local", counts)
+	}
+}

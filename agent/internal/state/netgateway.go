@@ -17,6 +17,8 @@ type NetworkGateway struct {
 	Addresses []netip.Addr `json:"addresses"`
 	// Identity is the SPIFFE ID the gateway presents.
 	Identity string `json:"identity"`
+	// Port is the gateway's HBONE port; 0 is the mesh's (15008).
+	Port uint16 `json:"port,omitempty"`
 	// Node is the node that declared it ("" for istiod's).
 	Node   string `json:"node,omitempty"`
 	Origin Origin `json:"origin"`

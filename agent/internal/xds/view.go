@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
@@ -14,9 +15,13 @@ import (
 // Update is what istiod says about the mesh, in the agent's terms. It is immutable: do not modify it or what
 // it points to.
 type Update struct {
-	// Workloads are the cluster's workloads on this host's network that have an address or a hostname
-	// (Local is false).
+	// Workloads are the cluster's workloads on this host's network that have an address or a hostname, and
+	// those of other networks that istiod gives a network gateway (reached only through it, with or without an
+	// address: istiod's per-network stand-ins for a service's remote endpoints have none). Local is false.
 	Workloads []*state.Workload
+	// Gateways are the networks' east-west gateways, from istiod's "NetworkGateway/<network>/<address>/<port>"
+	// workloads (a Gateway of class istio-remote, or a remote cluster's istio-east-west one).
+	Gateways []*state.NetworkGateway
 	// Services are the cluster's services, declared by node "istiod": VIPs on this host's network, and as
 	// endpoints the workloads that list the service. A service whose endpoints map its ports differently
 	// (named target ports) comes as several declarations, one per mapping.
@@ -68,7 +73,7 @@ func build(s *store, network string) Update {
 		waypoints: map[string]bool{},
 		podWPs:    map[string]bool{},
 	}
-	var wls []*workload
+	var wls, gws []*workload
 	for _, a := range s.addresses {
 		switch {
 		case a.Service != nil:
@@ -81,13 +86,15 @@ func build(s *store, network string) Update {
 					v.byVIP[na.Addr] = a.Service // a VIP two services claim: the same one every time
 				}
 			}
-		case a.Workload != nil && v.onNetwork(a.Workload.Network) && (len(a.Workload.Addresses) > 0 || a.Workload.Hostname != ""):
-			// A workload known by hostname only (a DNS ServiceEntry's host) is resolved at connect time.
+		case a.Workload != nil && strings.HasPrefix(a.Workload.UID, networkGatewayUID):
+			gws = append(gws, a.Workload)
+		case a.Workload != nil && v.wanted(a.Workload):
 			wls = append(wls, a.Workload)
 			v.workloads[a.Workload.UID] = a.Workload
 		}
 	}
 	slices.SortFunc(wls, func(a, b *workload) int { return strings.Compare(a.UID, b.UID) })
+	slices.SortFunc(gws, func(a, b *workload) int { return strings.Compare(a.UID, b.UID) })
 	v.names = serviceNames(v.services)
 
 	var u Update
@@ -97,12 +104,53 @@ func build(s *store, network string) Update {
 	u.Services = v.declarations(wls)
 	u.Waypoints = v.waypointInstances(wls)
 	u.Policies = policies(s)
+	for _, g := range gws {
+		if gw := networkGateway(g); gw != nil {
+			u.Gateways = append(u.Gateways, gw)
+		}
+	}
 	return u
 }
 
 // onNetwork reports whether something on network n is reachable from this host without a network gateway.
 // An empty network on either side means one flat network.
-func (v *view) onNetwork(n string) bool { return n == "" || v.network == "" || n == v.network }
+func (v *view) onNetwork(n string) bool { return !state.OffNetwork(v.network, n) }
+
+// wanted reports whether w can be reached from this host: on its network, by an address or a hostname (a DNS
+// ServiceEntry's host, resolved at connect time); on another one, through the gateway istiod gives it (ztunnel
+// reaches no other-network workload without one).
+func (v *view) wanted(w *workload) bool {
+	if !v.onNetwork(w.Network) {
+		return w.NetworkGateway != nil
+	}
+	return len(w.Addresses) > 0 || w.Hostname != ""
+}
+
+// networkGatewayUID starts the UIDs of the workloads istiod makes of network gateways
+// (pilot/pkg/serviceregistry/ambient/workloads.go, gatewayUID).
+const networkGatewayUID = "NetworkGateway/"
+
+// networkGateway is the gateway istiod's gateway workload w stands for, nil for one the agent cannot use: a
+// gateway known by hostname (the agent dials gateways by address), or with no network.
+func networkGateway(w *workload) *state.NetworkGateway {
+	if w.Network == "" || len(w.Addresses) == 0 {
+		return nil
+	}
+	g := &state.NetworkGateway{
+		Network:   w.Network,
+		Addresses: slices.Clone(w.Addresses),
+		Identity: "spiffe://" + cmp.Or(w.TrustDomain, defaultTrustDomain) + "/ns/" + w.Namespace + "/sa/" +
+			cmp.Or(w.ServiceAccount, defaultServiceAccount),
+		Origin: state.OriginIstiod,
+	}
+	// The UID ends in the gateway's HBONE port.
+	if i := strings.LastIndexByte(w.UID, '/'); i >= 0 {
+		if p, err := strconv.ParseUint(w.UID[i+1:], 10, 16); err == nil && p != 0 {
+			g.Port = uint16(p)
+		}
+	}
+	return g
+}
 
 func (v *view) workload(w *workload) *state.Workload {
 	out := &state.Workload{
@@ -176,7 +224,7 @@ func (v *view) waypointRef(g *gatewayAddress) string {
 func (v *view) workloadAt(a netip.Addr) *workload {
 	var found *workload
 	for _, w := range v.workloads {
-		if slices.Contains(w.Addresses, a) && (found == nil || w.UID < found.UID) {
+		if v.onNetwork(w.Network) && slices.Contains(w.Addresses, a) && (found == nil || w.UID < found.UID) {
 			found = w
 		}
 	}
@@ -302,7 +350,7 @@ func appProtocol(p uint64) string {
 func (v *view) waypointInstances(wls []*workload) []*state.Waypoint {
 	var out []*state.Waypoint
 	for _, w := range wls {
-		if len(w.Addresses) == 0 {
+		if len(w.Addresses) == 0 || !v.onNetwork(w.Network) { // a waypoint on another network is not reached by address
 			continue
 		}
 		if v.podWPs[w.UID] {

@@ -169,6 +169,56 @@ func TestBuildLeavesOutOtherNetworksAndAddresslessWorkloads(t *testing.T) {
 	}
 }
 
+// Istio's multi-network view (pilot/pkg/serviceregistry/ambient): workloads of another network come with their
+// network's gateway, and one "NetworkGateway/<network>/<address>/<port>" workload per gateway carries its
+// identity. Those workloads are kept, with or without an address (a per-network stand-in for a service's remote
+// endpoints has none, only a capacity); the gateway workload becomes a gateway, never a workload; one without a
+// gateway stays out, as does a waypoint instance on another network.
+func TestBuildOtherNetworksThroughTheirGateways(t *testing.T) {
+	gwUID := "NetworkGateway/net2/10.9.0.1/15009"
+	s := storeOf(t,
+		addrRes("a", "", workloadAddr(fStr(wlUID, "a"), fStr(wlName, "a"), fStr(wlNamespace, "ns"), fIP(wlAddresses, "10.0.0.1"), fStr(wlNetwork, "net1"))),
+		addrRes("b", "", workloadAddr(fStr(wlUID, "b"), fStr(wlName, "b"), fStr(wlNamespace, "ns"), fIP(wlAddresses, "10.0.0.1"),
+			fStr(wlNetwork, "net2"), gatewayIP(wlNetworkGateway, "net2", "10.9.0.1"), servicesEntry("ns/svc.ns.svc.cluster.local"))),
+		addrRes("c", "", workloadAddr(fStr(wlUID, "c"), fStr(wlName, "c"), fStr(wlNamespace, "ns"), fIP(wlAddresses, "10.0.0.3"), fStr(wlNetwork, "net3"))),
+		addrRes("net2/SplitHorizonWorkload/x/ns/svc", "", workloadAddr(fStr(wlUID, "net2/SplitHorizonWorkload/x/ns/svc"),
+			fStr(wlName, "net2/SplitHorizonWorkload/x/ns/svc"), fStr(wlNamespace, "ns"), fStr(wlNetwork, "net2"), fMsg(wlCapacity, fUint(1, 7)), gatewayIP(wlNetworkGateway, "net2", "10.9.0.1"))),
+		addrRes(gwUID, "", workloadAddr(fStr(wlUID, gwUID), fStr(wlName, gwUID), fStr(wlNamespace, "istio-system"),
+			fStr(wlServiceAccount, "eastwest"), fStr(wlNetwork, "net2"), fStr(wlTrustDomain, "example.org"), fIP(wlAddresses, "10.9.0.1"))),
+		addrRes("NetworkGateway/net3/gw.example/15008", "", workloadAddr(fStr(wlUID, "NetworkGateway/net3/gw.example/15008"),
+			fStr(wlName, "NetworkGateway/net3/gw.example/15008"), fStr(wlNamespace, "istio-system"), fStr(wlNetwork, "net3"), fStr(wlHostname, "gw.example"))),
+		addrRes("ns/svc.ns.svc.cluster.local", "", serviceAddr(fStr(svcName, "svc"), fStr(svcNamespace, "ns"), fStr(svcHostname, "svc.ns.svc.cluster.local"),
+			networkAddr(svcAddresses, "net2", "10.96.0.2"), portMsg(svcPorts, 80, 8080, 0))),
+	)
+	u := build(s, "net1")
+	var uids []string
+	for _, w := range u.Workloads {
+		uids = append(uids, w.UID)
+	}
+	if !reflect.DeepEqual(uids, []string{"a", "b", "net2/SplitHorizonWorkload/x/ns/svc"}) {
+		t.Fatalf("workloads seen from net1: %v", uids)
+	}
+	if sh := u.Workloads[2]; sh.Network != "net2" || sh.Capacity != 7 || len(sh.Addresses) != 0 {
+		t.Errorf("stand-in workload %+v", *sh)
+	}
+	want := []*state.NetworkGateway{{Network: "net2", Addresses: addrs("10.9.0.1"),
+		Identity: "spiffe://example.org/ns/istio-system/sa/eastwest", Port: 15009, Origin: state.OriginIstiod}}
+	if !reflect.DeepEqual(u.Gateways, want) {
+		t.Errorf("gateways %s, want %s", jsonOf(u.Gateways), jsonOf(want))
+	}
+	if len(u.Services) != 1 || len(u.Services[0].VIPs) != 0 {
+		t.Errorf("a VIP of net2 must not be one on net1: %s", jsonOf(u.Services))
+	}
+	// The state keeps both workloads at 10.0.0.1: the address is net1's workload's.
+	snap := state.Build(1, state.Input{Workloads: u.Workloads, Services: u.Services, Gateways: u.Gateways, Network: "net1"})
+	if w, _ := snap.WorkloadByAddr(netip.MustParseAddr("10.0.0.1")); w == nil || w.UID != "a" || len(snap.Conflicts()) > 0 {
+		t.Errorf("10.0.0.1 on net1 = %v, conflicts %v", w, snap.Conflicts())
+	}
+	if len(snap.GatewaysOf("net2")) != 1 {
+		t.Error("net2's gateway is not in the state")
+	}
+}
+
 // A ServiceEntry with two hosts is two istio Services of one name: each takes its hostname as its name, so the
 // agent's "namespace/name" keys do not collide.
 func TestBuildServiceEntryHosts(t *testing.T) {
