@@ -68,19 +68,29 @@ func TestMain(m *testing.M) {
 // istiod runs Istio's discovery server with objs on a loopback TCP listener, behind a proxy the test can cut.
 func istiod(t *testing.T, objs ...runtime.Object) (*istioxds.FakeDiscoveryServer, *cutter) {
 	t.Helper()
-	s := istioxds.NewFakeDiscoveryServer(t, istioxds.FakeOptions{
-		KubernetesObjects: objs,
-		ListenerBuilder:   func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") },
-	})
+	return istiodWith(t, istioxds.FakeOptions{KubernetesObjects: objs})
+}
+
+// istiodWith is istiod with more of the server's options.
+func istiodWith(t *testing.T, opts istioxds.FakeOptions) (*istioxds.FakeDiscoveryServer, *cutter) {
+	t.Helper()
+	opts.ListenerBuilder = func() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+	s := istioxds.NewFakeDiscoveryServer(t, opts)
 	return s, newCutter(t, s.Listener.Addr().String())
 }
 
 // connect runs our client against addr until the test ends. Its log goes to the test's, and is kept.
 func connect(t *testing.T, addr string) (*xds.Client, *testLog) {
 	t.Helper()
+	return connectOn(t, addr, "")
+}
+
+// connectOn is connect for a host on network (its NETWORK metadata, and the view it builds).
+func connectOn(t *testing.T, addr, network string) (*xds.Client, *testLog) {
+	t.Helper()
 	log := &testLog{t: t}
 	c, err := xds.New(xds.Options{Address: addr, Plaintext: true, NodeName: "vm-host", Namespace: "vms", ClusterID: "Kubernetes",
-		Log: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Network: network, Log: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,6 +164,9 @@ func dump(u xds.Update) string {
 	}
 	for _, p := range u.Policies {
 		fmt.Fprintf(&b, "policy %+v\n", p)
+	}
+	for _, g := range u.Gateways {
+		fmt.Fprintf(&b, "gateway %+v\n", *g)
 	}
 	return b.String()
 }
