@@ -17,7 +17,8 @@ FUZZTIME ?= 10s
 FUZZ     := ./agent/internal/hbone:FuzzParseAuthority ./agent/internal/hbone:FuzzServerFrames \
             ./agent/internal/policy:FuzzParse ./agent/internal/discovery:FuzzDecodeRecord \
             ./agent/internal/discovery:FuzzReceive ./agent/internal/dns:FuzzServeDNS \
-            ./agent/internal/xds:FuzzDecode ./agent/internal/xds:FuzzDecodeResponse ./agent/internal/pbwire:FuzzEach
+            ./agent/internal/xds:FuzzDecode ./agent/internal/xds:FuzzDecodeResponse ./agent/internal/pbwire:FuzzEach \
+            ./agent/internal/proxy:FuzzGatewayTarget
 
 test: tools
 	$(GO) test -count=1 -timeout 30m ./...

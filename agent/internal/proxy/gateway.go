@@ -125,6 +125,10 @@ func (h *InboundHBONE) gatewayEndpoint(snap *state.Snapshot, w *state.Workload, 
 	if g.serves(a) {
 		return up, errors.New("is an address of this gateway")
 	}
+	if other, ok := snap.GatewayAt(a); ok {
+		// A tunnel relayed to another gateway would be relayed on: gateways never forward to one another.
+		return up, fmt.Errorf("is an address of network %s's gateway", other.Network)
+	}
 	if wp, ok := snap.WaypointByAddr(a); ok && wp.Local {
 		return up, fmt.Errorf("is an address of waypoint %s on this host", wp.Key())
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
@@ -23,13 +24,10 @@ import (
 
 var gatewayID = spiffeid.RequireFromString("spiffe://cluster.local/ns/istio-system/sa/eastwest")
 
-// The gateway role picks, for a service hostname, an endpoint on its own network that is a captured workload at
-// an address it may reach, and connects to that endpoint's HBONE port; it refuses address targets, unknown
-// services and ports, services with no endpoint on its network, and outer tunnels that carry a client network.
-// It presents its own identity. (The relay itself, across real networks, is the lab's: a unit test has only
-// loopback, which the gateway never forwards to.)
-func TestGatewayRole(t *testing.T) {
-	ids := testIdentities(t, gatewayID, sleepID)
+// gatewayFixture is net-b's gateway at 127.0.0.2 and what it knows: service web has one endpoint it may pick (b1
+// at 192.0.2.11) among endpoints on another network, in plaintext, at loopback, at the gateway's own address and at
+// net-c's gateway's address; only-a has endpoints on net-a only. dial is the gateway's dialer.
+func gatewayFixture(t testing.TB, ids identity.Source, dial func(address string) error) *InboundHBONE {
 	workload := func(name, network, addr string, tunnel state.TunnelProtocol) *state.Workload {
 		return &state.Workload{UID: "other/shop/" + name, Name: name, Namespace: "shop", ServiceAccount: name, TrustDomain: "cluster.local",
 			Node: "other", Tunnel: tunnel, Healthy: true, Capacity: 1, Network: network, Addresses: []netip.Addr{netip.MustParseAddr(addr)}}
@@ -40,6 +38,7 @@ func TestGatewayRole(t *testing.T) {
 		workload("b2", "net-b", "192.0.2.12", state.TunnelNone),  // plaintext
 		workload("b3", "net-b", "127.0.0.5", state.TunnelHBONE),  // loopback
 		workload("b4", "net-b", "127.0.0.2", state.TunnelHBONE),  // the gateway's own address
+		workload("b5", "net-b", "192.0.2.50", state.TunnelHBONE), // net-c's gateway: a loop between gateways
 		workload("a2", "net-a", "192.0.2.22", state.TunnelHBONE),
 	}
 	svc := func(name string, uids ...string) state.ServiceDecl {
@@ -47,21 +46,17 @@ func TestGatewayRole(t *testing.T) {
 			Ports: []state.ServicePort{{Port: 80, TargetPort: 8080}}, Workloads: uids}
 	}
 	snap := state.Build(1, state.Input{Workloads: ws, Services: []state.ServiceDecl{
-		svc("web", "other/shop/b1", "other/shop/a1", "other/shop/b2", "other/shop/b3", "other/shop/b4"),
+		svc("web", "other/shop/b1", "other/shop/a1", "other/shop/b2", "other/shop/b3", "other/shop/b4", "other/shop/b5"),
 		svc("only-a", "other/shop/a2"),
-	}, Limits: state.Limits{Domains: []string{"cluster.local"}}})
+		svc("loop", "other/shop/b5"),
+	}, Gateways: []*state.NetworkGateway{{Network: "net-c", Addresses: []netip.Addr{netip.MustParseAddr("192.0.2.50")},
+		Identity: "spiffe://cluster.local/ns/istio-system/sa/eastwest", Origin: state.OriginConfig}},
+		Limits: state.Limits{Domains: []string{"cluster.local"}}})
 	if c := snap.ServiceConflicts(); len(c) > 0 {
 		t.Fatalf("service conflicts: %v", c)
 	}
-	var mu sync.Mutex
-	var dialed []string
-	dialer := &net.Dialer{Control: func(_, address string, _ syscall.RawConn) error {
-		mu.Lock()
-		dialed = append(dialed, address)
-		mu.Unlock()
-		return errors.New("test: not connected")
-	}}
-	h := NewInboundHBONE(&Deps{
+	dialer := &net.Dialer{Control: func(_, address string, _ syscall.RawConn) error { return dial(address) }}
+	return NewInboundHBONE(&Deps{
 		Snap:    func() *state.Snapshot { return snap },
 		Dialer:  dialer,
 		Metrics: telemetry.NewMetrics(prometheus.NewRegistry(), "test"),
@@ -72,6 +67,23 @@ func TestGatewayRole(t *testing.T) {
 		Live:    NewLive(),
 		Gateway: &GatewayRole{Addresses: []netip.Addr{netip.MustParseAddr("127.0.0.2")}, Identity: gatewayID, Network: "net-b"},
 	}, ids)
+}
+
+// The gateway role picks, for a service hostname, an endpoint on its own network that is a captured workload at
+// an address it may reach, and connects to that endpoint's HBONE port; it refuses address targets (its own ports
+// among them), unknown services and ports, services with no endpoint on its network, endpoints at another
+// gateway's address, and outer tunnels that carry a client network. It presents its own identity. (The relay
+// itself, across real networks, is the lab's: a unit test has only loopback, which the gateway never forwards to.)
+func TestGatewayRole(t *testing.T) {
+	ids := testIdentities(t, gatewayID, sleepID)
+	var mu sync.Mutex
+	var dialed []string
+	h := gatewayFixture(t, ids, func(address string) error {
+		mu.Lock()
+		dialed = append(dialed, address)
+		mu.Unlock()
+		return errors.New("test: not connected")
+	})
 	srv, err := hbone.NewServer(hbone.ServerConfig{Certificate: h.Certificate, Handler: h})
 	if err != nil {
 		t.Fatal(err)
@@ -117,6 +129,10 @@ func TestGatewayRole(t *testing.T) {
 		{"web.shop.svc.cluster.local:81", "", "503"},      // not a service port
 		{"only-a.shop.svc.cluster.local:80", "", "503"},   // no endpoint on this network
 		{"web.shop.svc.cluster.local:80", "net-a", "400"}, // an outer tunnel with a client network
+		{"127.0.0.2:15008", "", "503"},                    // the agent's own ports: ILLEGAL_PORT, for any target
+		{"web.shop.svc.cluster.local:15008", "", "503"},
+		{"127.0.0.2:15000", "", "400"},                // another port of the gateway's own address: an address
+		{"loop.shop.svc.cluster.local:80", "", "503"}, // an endpoint at another network's gateway
 	} {
 		if err := dial(tc.authority, tc.network); err == nil || !strings.Contains(err.Error(), tc.status) {
 			t.Errorf("%s (network %q): %v, want a %s", tc.authority, tc.network, err, tc.status)
@@ -127,4 +143,36 @@ func TestGatewayRole(t *testing.T) {
 	if len(dialed) != 20 {
 		t.Errorf("refused tunnels dialed: %v", dialed[20:])
 	}
+}
+
+// FuzzGatewayTarget: whatever authority and client network an outer tunnel names, the gateway either refuses it
+// or goes to the one endpoint it may reach (b1's HBONE port), for service web's port 80 and no client network.
+func FuzzGatewayTarget(f *testing.F) {
+	for _, seed := range [][2]string{
+		{"web.shop.svc.cluster.local:80", ""}, {"web.shop.svc.cluster.local:80", "net-a"}, {"192.0.2.11:15008", ""},
+		{"127.0.0.2:15008", ""}, {"loop.shop.svc.cluster.local:80", ""}, {"WEB.shop.svc.cluster.local.:80", ""},
+		{"[::ffff:192.0.2.11]:15008", ""}, {"only-a.shop.svc.cluster.local:80", ""},
+	} {
+		f.Add(seed[0], seed[1])
+	}
+	h := gatewayFixture(f, testIdentities(f, gatewayID, sleepID), func(string) error { return errors.New("test: never dialed") })
+	snap := h.d.Snap()
+	f.Fuzz(func(t *testing.T, authority, network string) {
+		target, err := hbone.ParseAuthority(authority)
+		if err != nil {
+			return
+		}
+		r := &hbone.Request{Target: target, LocalAddr: ap("127.0.0.2:15008"), RemoteAddr: ap("192.0.2.99:40000"),
+			PeerIdentity: sleepID}
+		if network != "" {
+			r.Headers = []hbone.Header{{Name: forwardedNetworkHeader, Value: network}}
+		}
+		_, up, _, err := h.gatewayUpstream(r, snap, &inboundTunnel{})
+		if err != nil {
+			return
+		}
+		if up != ap("192.0.2.11:15008") || target.Host != "web.shop.svc.cluster.local" || target.Port != 80 || network != "" {
+			t.Fatalf("%q (network %q) went to %s", authority, network, up)
+		}
+	})
 }

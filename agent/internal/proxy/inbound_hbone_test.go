@@ -246,7 +246,7 @@ func loadPolicies(t *testing.T, yaml string) *policy.Set {
 }
 
 // testIdentities issues certificates for ids from a fresh mesh CA and loads them as the files source does.
-func testIdentities(t *testing.T, ids ...spiffeid.ID) identity.Source {
+func testIdentities(t testing.TB, ids ...spiffeid.ID) identity.Source {
 	t.Helper()
 	dir := t.TempDir()
 	ca, err := meshca.Init(filepath.Join(dir, "ca"), spiffeid.RequireTrustDomainFromString("cluster.local"))

@@ -52,7 +52,21 @@ func (s *Snapshot) indexGateways(gws []*NetworkGateway) {
 			continue // a weaker origin does not add to a stronger one's gateways
 		}
 		s.gateways[g.Network] = append(have, g)
+		for _, a := range g.Addresses {
+			if _, taken := s.gatewayAddrs[a.Unmap()]; !taken {
+				if s.gatewayAddrs == nil {
+					s.gatewayAddrs = map[netip.Addr]*NetworkGateway{}
+				}
+				s.gatewayAddrs[a.Unmap()] = g
+			}
+		}
 	}
+}
+
+// GatewayAt is the gateway in use at address a, if any.
+func (s *Snapshot) GatewayAt(a netip.Addr) (*NetworkGateway, bool) {
+	g, ok := s.gatewayAddrs[a.Unmap()]
+	return g, ok
 }
 
 // Gateways are the gateways in use, by network.

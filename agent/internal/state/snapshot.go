@@ -31,6 +31,7 @@ type Snapshot struct {
 	svcConflicts []ServiceConflict
 	wps          waypointIndex
 	gateways     map[string][]*NetworkGateway // network -> its east-west gateways
+	gatewayAddrs map[netip.Addr]*NetworkGateway
 }
 
 // Input is what a snapshot is built from: workloads (local and learned),
