@@ -48,6 +48,11 @@ type meshDump struct {
 		Network string `json:"network"`
 		Node    string `json:"node"`
 	} `json:"gateways"`
+	// Conflicts are address conflicts (state.Conflict).
+	Conflicts []struct {
+		Address string `json:"address"`
+		Loser   string `json:"loser"`
+	} `json:"conflicts"`
 	// GossipSettled: the agent's view counts as established (owners keep what they hold).
 	GossipSettled bool `json:"gossipSettled"`
 	Workloads     []struct {

@@ -210,7 +210,9 @@ func (l *Lab) SetLink(h *Host, up bool) {
 
 // AddNetwork joins hosts on a second bridge of their own, name, with addresses in prefix (host hN gets the
 // prefix's address 10+N on its link "eth-<name>"), and returns each host's address there. Hosts not on it have
-// no route to it: a network the others cannot reach, as a data centre's is to another's.
+// no route to it: a network the others cannot reach, as a data centre's is to another's. Its hosts answer ARP
+// only for the addresses of the link asked on (arp_ignore 1), so a host with an on-link default route on the
+// transit cannot reach their addresses there either.
 func (l *Lab) AddNetwork(name string, prefix netip.Prefix, hosts ...*Host) []netip.Addr {
 	l.t.Helper()
 	br := "br-" + name
@@ -229,6 +231,7 @@ func (l *Lab) AddNetwork(name string, prefix netip.Prefix, hosts ...*Host) []net
 		l.mustIP("-n", l.sw, "link", "set", port, "master", br, "up")
 		l.mustIP("-n", h.NS, "addr", "add", fmt.Sprintf("%s/%d", a, prefix.Bits()), "dev", link)
 		l.mustIP("-n", h.NS, "link", "set", link, "up")
+		l.mustIP("netns", "exec", h.NS, "sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1")
 		out = append(out, a)
 	}
 	return out
