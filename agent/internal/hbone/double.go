@@ -31,18 +31,20 @@ func (p *Pool) DialDouble(ctx context.Context, outer, inner Tunnel, network stri
 	}
 	inner.ForwardedNetwork = network
 	addr := "inner " + inner.Authority + " via " + outer.Gateway.String()
-	ctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	// The inner handshake has the connect timeout, as a connection's does; the inner CONNECT's answer then has
+	// the response timeout, as a pooled tunnel's (the destination may take its own connect timeout to answer).
+	hctx, cancel := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
 	defer cancel()
 	cfg, err := p.tlsConfig(&inner, addr)
 	if err != nil {
 		_ = os.Close()
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = os.Close() }) // the handshake's deadline: a Stream has none of its own
+	stop := context.AfterFunc(hctx, func() { _ = os.Close() }) // the handshake's deadline: a Stream has none of its own
 	key := NewPoolKey(inner.Source, inner.Expected, outer.Gateway, inner.ForwardedFor.Addr())
-	c, err := p.handshake(ctx, os, os, cfg, key, addr)
+	c, err := p.handshake(hctx, os, os, cfg, key, addr)
 	if !stop() && err == nil {
-		err = newError(FlagTLS, "handshake", addr, ctx.Err())
+		err = newError(FlagTLS, "handshake", addr, hctx.Err())
 		_ = c.nc.Close()
 	}
 	if err != nil {

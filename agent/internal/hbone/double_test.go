@@ -145,3 +145,36 @@ func TestDialDouble(t *testing.T) {
 		t.Errorf("the gateway got %d requests, want 2", len(got))
 	}
 }
+
+// The inner CONNECT's answer waits as long as a tunnel's answer does (ResponseTimeout), not the connect timeout
+// that bounds the inner handshake: a destination may take its own connect timeout before it answers.
+func TestDialDoubleWaitsForASlowAnswer(t *testing.T) {
+	ca := newTestCA(t)
+	echo := echoServer(t)
+	dest, _ := testServer(t, ca, remoteID, func(_ context.Context, r *Request) decision {
+		time.Sleep(2 * time.Second) // longer than the client's connect timeout
+		return allow(echo)
+	})
+	gw, _ := testServer(t, ca, gatewayID, func(context.Context, *Request) decision { return allow(dest) })
+	clientCert := ca.leaf(t, clientID)
+	pool := NewPool(PoolConfig{Telemetry: newRecorder(), ConnectTimeout: time.Second, ResponseTimeout: 10 * time.Second,
+		TLS: func(tn *Tunnel) (*tls.Config, error) {
+			var want []string
+			for _, id := range tn.Expected {
+				want = append(want, id.String())
+			}
+			return ca.clientTLS(clientCert, want...), nil
+		}})
+	t.Cleanup(func() { _ = pool.Close() })
+	client := spiffeid.RequireFromString(clientID)
+	authority := echoHost + ":80"
+	outer := Tunnel{Source: client, Expected: []spiffeid.ID{spiffeid.RequireFromString(gatewayID)}, Gateway: gw, Authority: authority}
+	inner := Tunnel{Source: client, Expected: []spiffeid.ID{spiffeid.RequireFromString(remoteID)}, Authority: authority}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	st, err := pool.DialDouble(ctx, outer, inner, "network-a")
+	if err != nil {
+		t.Fatalf("DialDouble with an answer after 2 s (connect timeout 1 s, response timeout 10 s): %v", err)
+	}
+	_ = st.Close()
+}
