@@ -102,8 +102,8 @@ dir = %q
 	waitCount(t, destAgent, 1, 5*time.Second, "msg=access", "direction=inbound", "route=hbone", "src_identity="+clientID,
 		"dst_service=echo.default.svc.cluster.local", "response_flags=-")
 	if v, ok := metricValue(t, scrape(t, dest), "istio_tcp_connections_opened_total", map[string]string{
-		"destination_service": "echo.default.svc.cluster.local", "source_principal": clientID}); !ok || v < 2 {
-		t.Errorf("the destination's metrics do not show the client's identity on both connections")
+		"destination_service": "echo.default.svc.cluster.local", "source_principal": clientID, "source_workload": "client"}); !ok || v < 2 {
+		t.Errorf("the destination's metrics do not show the client (its identity and workload) on both connections")
 	}
 	if v, ok := metricValue(t, scrape(t, client), "istio_tcp_connections_opened_total", map[string]string{"reporter": "source",
 		"destination_service": "echo.default.svc.cluster.local", "source_principal": clientID,

@@ -45,9 +45,10 @@ type inboundTunnel struct {
 	src       netip.AddrPort
 	anonymous bool
 	// target is where the tunnel goes on this host: the request's address, or for a service hostname (double
-	// HBONE) the local endpoint's; viaGateway: the client came through its network's gateway.
-	target     netip.AddrPort
-	viaGateway bool
+	// HBONE) the local endpoint's; clientNetwork: the client came through its network's gateway from this
+	// network ("" when it did not).
+	target        netip.AddrPort
+	clientNetwork string
 }
 
 // ServeHBONE runs one inbound tunnel (spec/routing.md, inbound over HBONE):
@@ -88,7 +89,7 @@ func (h *InboundHBONE) ServeHBONE(r *hbone.Request) {
 	// the client. Telemetry only: policy sees the inner session's identity and the gateway's address, as in
 	// ztunnel.
 	if n := r.Header(forwardedNetworkHeader); n != "" && n != w.Network {
-		t.viaGateway = true
+		t.clientNetwork = n
 	}
 	conn := authzConn(w, t.target, r.PeerIdentity, r.RemoteAddr.Addr().Unmap())
 	if dec := h.d.authorize(conn); !dec.Allow {
@@ -234,8 +235,11 @@ func (h *InboundHBONE) record(info *hbone.TunnelInfo, snap *state.Snapshot, t *i
 		src = info.ForwardedFor
 	}
 	var srcW *state.Workload
-	if !t.viaGateway { // through a gateway, the address is the gateway's
+	switch {
+	case t.clientNetwork == "":
 		srcW, _ = snap.WorkloadByAddr(src.Addr())
+	case info.ForwardedFor.IsValid(): // through a gateway: the client's address on its own network, as it says
+		srcW, _ = snap.WorkloadOn(t.clientNetwork, src.Addr())
 	}
 	if srcW != nil && principal(srcW) != peer {
 		srcW = nil // gossip says who is where; only the certificate says who it is

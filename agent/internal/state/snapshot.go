@@ -13,7 +13,11 @@ type Snapshot struct {
 	version   uint64
 	workloads []*Workload
 	byUID     map[string]*Workload
-	byAddr    map[netip.Addr]*Workload // the primary workload of each address
+	byAddr    map[netip.Addr]*Workload // the primary workload of each address (of this host's network)
+	network   string                   // this host's network
+	// offNet finds workloads of other networks by their network's address (the first by UID): telemetry's
+	// source of a client that came through a gateway, never a route.
+	offNet map[netAddr]*Workload
 	// byAddrPort finds workloads that declare their ports (those that may share an address).
 	byAddrPort map[netip.AddrPort]*Workload
 	// byServerName finds local workloads by the SNI that selects them.
@@ -79,7 +83,7 @@ func NewSnapshot(version uint64, workloads []*Workload) *Snapshot {
 
 // Build indexes in. Nothing in it may be changed afterwards.
 func Build(version uint64, in Input) *Snapshot {
-	s := &Snapshot{version: version}
+	s := &Snapshot{version: version, network: in.Network}
 	s.indexWorkloads(in.Workloads, in.Previous, waypointAddrs(in.Waypoints), in.Limits.RequireAddressProof, in.Network)
 	s.wps = newWaypointIndex(in.Waypoints, in.Previous)
 	s.buildServices(in.Services, in.Previous, in.Limits)
@@ -104,6 +108,38 @@ func (s *Snapshot) dropUIDImpostors(ws []*Workload) []*Workload {
 		out = append(out, w)
 	}
 	return out
+}
+
+// netAddr is an address on a network.
+type netAddr struct {
+	network string
+	addr    netip.Addr
+}
+
+// indexOffNetwork records where workload w of another network is on its network, unless a workload before it
+// in UID order is there.
+func (s *Snapshot) indexOffNetwork(w *Workload) {
+	for _, a := range w.Addresses {
+		k := netAddr{w.Network, a.Unmap()}
+		if _, taken := s.offNet[k]; taken {
+			continue
+		}
+		if s.offNet == nil {
+			s.offNet = map[netAddr]*Workload{}
+		}
+		s.offNet[k] = w
+	}
+}
+
+// WorkloadOn finds the workload at address a of network: this host's own network's owner of a, or for another
+// network the first workload (by UID) that says it is there. Only for telemetry: a claim on another network's
+// address is not checked against anything here, so it must never decide where traffic goes.
+func (s *Snapshot) WorkloadOn(network string, a netip.Addr) (*Workload, bool) {
+	if !OffNetwork(s.network, network) {
+		return s.WorkloadByAddr(a)
+	}
+	w, ok := s.offNet[netAddr{network, a.Unmap()}]
+	return w, ok
 }
 
 // OffNetwork reports whether a workload on network w is on another network than here: reached only through
@@ -148,6 +184,7 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone m
 			continue
 		}
 		if OffNetwork(network, w.Network) { // its addresses are its network's, not this one's
+			s.indexOffNetwork(w)
 			continue
 		}
 		for _, a := range w.Addresses {

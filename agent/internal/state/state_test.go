@@ -243,6 +243,16 @@ func TestOverlappingAddressesAcrossNetworks(t *testing.T) {
 	if svc, ok := s.ServiceByHostname("x.default.svc.cluster.local"); !ok || len(svc.Endpoints) != 2 {
 		t.Errorf("service x should have an endpoint on each network: %+v", svc)
 	}
+	// Telemetry finds each by its network's address.
+	if w, _ := s.WorkloadOn("net-b", netip.MustParseAddr("10.0.0.9")); w != there {
+		t.Errorf("WorkloadOn(net-b) = %v, want net-b's workload", w)
+	}
+	if w, _ := s.WorkloadOn("net-a", netip.MustParseAddr("10.0.0.9")); w != here {
+		t.Errorf("WorkloadOn(net-a) = %v, want net-a's workload", w)
+	}
+	if _, ok := s.WorkloadOn("net-c", netip.MustParseAddr("10.0.0.9")); ok {
+		t.Error("WorkloadOn(net-c) found a workload")
+	}
 	// From net-b, the address is net-b's workload.
 	in.Network = "net-b"
 	if got, _ := Build(2, in).WorkloadByAddr(netip.MustParseAddr("10.0.0.9")); got != there {
