@@ -27,11 +27,13 @@ var rank = map[string]int{
 	"agent/internal/handoff":   0,
 	"agent/internal/pbwire":    0,
 	"agent/internal/telemetry": 0,
+	"agent/internal/yamldocs":  0,
 	"nft":                      0,
 	"ports":                    -1, // constants only: below every layer
 	"agent/internal/identity":  1,
 	"agent/internal/meshca":    2,
 	"agent/internal/policy":    2,
+	"agent/internal/routes":    2,
 	"agent/internal/state":     3,
 	"agent/internal/discovery": 4,
 	"agent/internal/hbone":     4,
@@ -52,6 +54,7 @@ var forbidden = map[string][]string{
 	// policy and state are pure: no sockets, no HTTP, no gossip, no netlink.
 	"agent/internal/policy": {"net/http", "github.com/hashicorp/memberlist", "github.com/google/nftables", "os/exec"},
 	"agent/internal/state":  {"net/http", "github.com/hashicorp/memberlist", "github.com/google/nftables", "os/exec"},
+	"agent/internal/routes": {"github.com/hashicorp/memberlist", "github.com/google/nftables", "os/exec"},
 }
 
 // onlyIn lists imports allowed in the named packages only (direct imports).

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 )
 
 // DefaultRootNamespace is Istio's default root namespace.
@@ -100,6 +101,8 @@ func (s *Set) convert(res []Resource) (compiled, atWaypoint []*Authorization, pe
 			s.summary = append(s.summary, summarizeAuthorizationPolicy(r, a, ws))
 		case r.Kind == KindPeerAuthentication && r.PeerAuthentication != nil:
 			peerAuthns = append(peerAuthns, r)
+		case isRoute(r):
+			// Gateway API routes are the routes package's (the waypoint's L7 routing), read from the same files.
 		default:
 			name := r.Name
 			if r.Namespace != "" {
@@ -179,4 +182,10 @@ func (s *Set) WaypointPolicies() []Resource {
 		return nil
 	}
 	return slices.Clone(s.waypoint.resources)
+}
+
+// isRoute reports whether r is a Gateway API route that the waypoint reads (package routes).
+func isRoute(r *Resource) bool {
+	group, _, _ := strings.Cut(r.APIVersion, "/")
+	return group == "gateway.networking.k8s.io" && (r.Kind == "HTTPRoute" || r.Kind == "GRPCRoute")
 }

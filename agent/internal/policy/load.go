@@ -2,10 +2,9 @@ package policy
 
 import (
 	"errors"
-	"fmt"
 	"os"
-	"path/filepath"
-	"strings"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/yamldocs"
 )
 
 // This is the only file of the package that touches the filesystem.
@@ -18,36 +17,17 @@ const maxFileSize = 16 << 20
 // define the same resource, it returns no resources and a Problems error listing every problem, so the
 // caller keeps the set it has.
 func LoadDir(dir string) ([]Resource, error) {
-	entries, err := os.ReadDir(dir)
+	files, unreadable, err := yamldocs.ReadDir(dir, maxFileSize)
 	if err != nil {
 		return nil, Problems{{Source: Source{File: dir}, Msg: "cannot read the policy directory: " + unwrapPathError(err), Err: err}}
 	}
 	var resources []Resource
 	var problems Problems
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasPrefix(name, ".") || !(strings.HasSuffix(name, ".yaml") || strings.HasSuffix(name, ".yml")) {
-			continue
-		}
-		path := filepath.Join(dir, name)
-		info, err := os.Stat(path) // follows symlinks, as ConfigMap mounts use them
-		if err != nil {
-			problems = append(problems, Problem{Source: Source{File: path}, Msg: "cannot read: " + unwrapPathError(err), Err: err})
-			continue
-		}
-		if !info.Mode().IsRegular() {
-			continue
-		}
-		if info.Size() > maxFileSize {
-			problems = append(problems, Problem{Source: Source{File: path}, Msg: fmt.Sprintf("%d bytes: larger than the %d a policy file may have", info.Size(), maxFileSize)})
-			continue
-		}
-		data, err := os.ReadFile(path)
-		if err != nil {
-			problems = append(problems, Problem{Source: Source{File: path}, Msg: "cannot read: " + unwrapPathError(err), Err: err})
-			continue
-		}
-		rs, ps := Parse(path, data)
+	for _, u := range unreadable {
+		problems = append(problems, Problem{Source: Source{File: u.Path}, Msg: u.Msg, Err: u.Err})
+	}
+	for _, f := range files {
+		rs, ps := Parse(f.Path, f.Data)
 		resources = append(resources, rs...)
 		problems = append(problems, ps...)
 	}

@@ -10,6 +10,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/yamldocs"
 )
 
 const istioSecurityGroup = "security.istio.io"
@@ -64,61 +65,20 @@ func Duplicates(resources []Resource) []Problem {
 }
 
 // document is one YAML document of a file.
-type document struct {
-	index     int // 1-based, among non-empty documents
-	firstLine int // file line of text's first line
-	text      string
-}
+type document = yamldocs.Doc
 
 // splitDocuments cuts a file at "---" (and "...") lines. We split ourselves rather than ask the YAML
 // library, so every document keeps its line offset in the file.
-func splitDocuments(data []byte) []document {
-	data = bytes.TrimPrefix(data, []byte("\xef\xbb\xbf"))
-	lines := strings.Split(string(data), "\n")
-	var docs []document
-	start := 0
-	flush := func(end int) {
-		text := strings.Join(lines[start:end], "\n")
-		if hasContent(lines[start:end]) {
-			docs = append(docs, document{index: len(docs) + 1, firstLine: start + 1, text: text})
-		}
-	}
-	for i, l := range lines {
-		if isDocumentMarker(l) {
-			flush(i)
-			start = i + 1
-		}
-	}
-	flush(len(lines))
-	return docs
-}
-
-func isDocumentMarker(l string) bool {
-	l = strings.TrimRight(l, " \t\r")
-	if l == "---" || l == "..." {
-		return true
-	}
-	return strings.HasPrefix(l, "--- ") || strings.HasPrefix(l, "---\t")
-}
-
-func hasContent(lines []string) bool {
-	for _, l := range lines {
-		t := strings.TrimSpace(l)
-		if t != "" && t[0] != '#' {
-			return true
-		}
-	}
-	return false
-}
+func splitDocuments(data []byte) []document { return yamldocs.Split(data) }
 
 func parseDocument(file string, doc document) (*Resource, []Problem) {
-	loc := newLineLocator(doc.text, doc.firstLine)
-	d := &decoder{src: Source{File: file, Doc: doc.index}, lines: loc}
+	loc := newLineLocator(doc.Text, doc.FirstLine)
+	d := &decoder{src: Source{File: file, Doc: doc.Index}, lines: loc}
 	top, ok := decodeYAML(d, doc)
 	if !ok {
 		return nil, d.problems
 	}
-	r := &Resource{Source: Source{File: file, Doc: doc.index, Line: loc.firstLine()}}
+	r := &Resource{Source: Source{File: file, Doc: doc.Index, Line: loc.firstLine()}}
 	r.APIVersion = d.str(fieldPath{}.key("apiVersion"), top["apiVersion"])
 	r.Kind = Kind(d.str(fieldPath{}.key("kind"), top["kind"]))
 	if r.APIVersion == "" {
@@ -155,13 +115,13 @@ func parseDocument(file string, doc document) (*Resource, []Problem) {
 
 // decodeYAML turns the document into JSON values; YAML syntax errors and duplicate keys are problems.
 func decodeYAML(d *decoder, doc document) (map[string]any, bool) {
-	j, err := yaml.YAMLToJSONStrict([]byte(doc.text))
+	j, err := yaml.YAMLToJSONStrict([]byte(doc.Text))
 	if err != nil {
 		line, msg := yamlError(err)
 		// The parser may point one past the end of an unterminated document.
-		line = min(line, strings.Count(doc.text, "\n")+1)
+		line = min(line, strings.Count(doc.Text, "\n")+1)
 		src := d.src
-		src.Line = doc.firstLine + line - 1
+		src.Line = doc.FirstLine + line - 1
 		if line <= 0 {
 			src.Line = d.lines.firstLine()
 		}

@@ -1,30 +1,13 @@
 package policy
 
 import (
-	"fmt"
 	"strings"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/yamldocs"
 )
 
 // Source is where a resource, a problem or a warning comes from.
-type Source struct {
-	File string `json:"file,omitempty"` // the name given to Parse (a path for LoadDir)
-	Doc  int    `json:"doc,omitempty"`  // 1-based index of the YAML document in the file
-	Line int    `json:"line,omitempty"` // 1-based line in the file; 0 when unknown
-}
-
-func (s Source) String() string {
-	loc := s.File
-	if loc == "" {
-		loc = "<input>"
-	}
-	if s.Line > 0 {
-		loc = fmt.Sprintf("%s:%d", loc, s.Line)
-	}
-	if s.Doc > 0 {
-		loc = fmt.Sprintf("%s (document %d)", loc, s.Doc)
-	}
-	return loc
-}
+type Source = yamldocs.Source
 
 // Problem is one thing wrong with a policy file: the file cannot be used.
 type Problem struct {
