@@ -5,6 +5,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/routes"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 )
@@ -28,6 +29,8 @@ type Dump struct {
 	Waypoints   []*state.Waypoint `json:"waypoints"`
 	// Gateways are the east-west gateways known per network (docs/multi-network.md).
 	Gateways []*state.NetworkGateway `json:"gateways,omitempty"`
+	// Routes are the Gateway API routes of the policy directory and what became of them (docs/waypoint.md).
+	Routes []routes.Status `json:"routes,omitempty"`
 	// ServiceConflicts are services declared differently by two nodes, and VIP collisions.
 	ServiceConflicts []state.ServiceConflict `json:"serviceConflicts,omitempty"`
 	// WaypointConflicts are waypoint instances whose identity is not the one their name is bound to.

@@ -23,6 +23,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/routes"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
@@ -44,7 +45,8 @@ type App struct {
 	state    *state.Store
 	dp       dataPath
 	dns      *dnsProxy
-	policies *policy.Store // the policy directory's and istiod's, merged
+	policies *policy.Store              // the policy directory's and istiod's, merged
+	routes   atomic.Pointer[routes.Set] // the policy directory's Gateway API routes, for the waypoint at L7
 	live     *proxy.Live
 	gossip   *discovery.Discovery // nil when gossip is off
 	istiod   *xds.Client          // nil without [istio] discovery
@@ -142,6 +144,11 @@ func (a *App) build(cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
+	rs, err := a.loadRoutes(cfg.Policy)
+	if err != nil {
+		return err
+	}
+	a.routes.Store(rs)
 	a.policies = policy.NewStore(set)
 	if a.istiod, err = newIstiod(cfg, a); err != nil {
 		return err

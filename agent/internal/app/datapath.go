@@ -123,6 +123,7 @@ func (a *App) dataPathDeps(cfg *config.Config) *proxy.Deps {
 		Log:       a.log.With("component", "proxy"),
 		Warn:      a.warn,
 		Policy:    a.policies.Load,
+		Routes:    a.routes.Load,
 		Live:      a.live,
 		HostAddrs: newHostAddrs(time.Now, 5*time.Second).get,
 		Gateway:   gatewayRole(cfg),

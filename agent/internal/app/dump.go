@@ -53,6 +53,13 @@ func (a *App) configDump() any {
 		d.Peers, d.GossipSettled, d.GossipRejected = a.gossip.Members(), a.gossipSettled(), rejections(a.gossip.Stats().Dropped)
 	}
 	meshDump(&d, a.state.Load())
+	if rs := a.routes.Load(); rs != nil {
+		snap := a.state.Load()
+		d.Routes = rs.Statuses(func(ns, name string) bool {
+			_, ok := snap.ServiceByKey(ns + "/" + name)
+			return ok
+		})
+	}
 	if a.istiod != nil {
 		st := a.istiod.Status()
 		d.Istiod = &st

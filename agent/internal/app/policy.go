@@ -13,6 +13,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/routes"
 )
 
 // policyPollInterval is how often the policy directory is checked for changes.
@@ -41,6 +42,12 @@ func (a *App) reloadPolicies(why string) error {
 		a.log.Error("policies rejected, keeping the running set", "reason", why, "err", err)
 		return err
 	}
+	rs, err := a.loadRoutes(cfg)
+	if err != nil {
+		a.log.Error("routes rejected, keeping the running policies and routes", "reason", why, "err", err)
+		return err
+	}
+	a.routes.Store(rs)
 	closed := a.enforce(a.policies.SetLocal(set))
 	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(),
 		"waypoint_policies", len(set.WaypointPolicies()), "connections_closed", closed)
@@ -97,4 +104,23 @@ func dirDigest(dir string) [32]byte {
 	var sum [32]byte
 	copy(sum[:], h.Sum(nil))
 	return sum
+}
+
+// loadRoutes compiles the Gateway API routes of the policy directory (a missing directory: none) and logs what
+// is not used of them.
+func (a *App) loadRoutes(cfg config.Policy) (*routes.Set, error) {
+	rs, err := routes.LoadDir(cfg.Dir)
+	if err != nil {
+		if _, statErr := os.Stat(cfg.Dir); errors.Is(statErr, fs.ErrNotExist) {
+			return routes.Compile(nil), nil
+		}
+		return nil, fmt.Errorf("routes in %s: %w", cfg.Dir, err)
+	}
+	set := routes.Compile(rs)
+	for _, st := range set.Statuses(nil) {
+		for _, r := range st.Reasons {
+			a.log.Warn("route", "route", st.Kind+" "+st.Namespace+"/"+st.Name, "source", st.Source, "warning", r)
+		}
+	}
+	return set, nil
 }

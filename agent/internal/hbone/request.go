@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -166,4 +167,38 @@ func (r *Request) relayDetached(up net.Conn, revoker *Revoker, done func(TunnelS
 		}
 	}()
 	done(r.Relay(up, revoker))
+}
+
+// Hijack hands an accepted tunnel over as a connection of its own, for a server that reads and writes it itself
+// (the waypoint's HTTP server) rather than relaying it. Like RelayAsync, the handler returns at once and must not
+// use the request after; the server's drain waits until the connection is closed. Closing it ends the tunnel
+// (once) and calls done with what it carried. A request that was not accepted is not handed over.
+func (r *Request) Hijack(done func(TunnelStats)) (net.Conn, error) {
+	switch {
+	case !r.accepted:
+		return nil, newError(FlagInternal, "hijack", r.RemoteAddr.String(), errors.New("the request was not accepted"))
+	case r.detached:
+		return nil, newError(FlagInternal, "hijack", r.RemoteAddr.String(), errors.New("the request was handed over already"))
+	}
+	r.detached = true
+	return &hijacked{Stream: r.st, r: r, done: done}, nil
+}
+
+// hijacked is a tunnel handed over by Hijack.
+type hijacked struct {
+	*Stream
+	r    *Request
+	done func(TunnelStats)
+	once sync.Once
+}
+
+func (h *hijacked) Close() error {
+	err := h.Stream.Close()
+	h.once.Do(func() {
+		h.done(TunnelStats{BytesSent: h.Stream.BytesSent(), BytesReceived: h.Stream.BytesReceived(), Duration: time.Since(h.r.Start)})
+		if h.r.srv != nil {
+			h.r.finish()
+		}
+	})
+	return err
 }

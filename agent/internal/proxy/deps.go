@@ -15,6 +15,7 @@ import (
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/connlimit"
 	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/routes"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
 )
@@ -36,6 +37,8 @@ type Deps struct {
 	Warn *telemetry.Limiter
 	// Policy returns the current authorization set (nil: no policy).
 	Policy func() *policy.Set
+	// Routes returns the routes attached to services, which the waypoint applies at L7 (nil: none).
+	Routes func() *routes.Set
 	// Live tracks allowed inbound connections for re-evaluation.
 	Live *Live
 	// Resolve looks a hostname up with the host's own resolvers, never the

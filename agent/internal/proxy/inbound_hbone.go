@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
@@ -25,6 +26,9 @@ import (
 type InboundHBONE struct {
 	d   *Deps
 	ids identity.Source
+	// l7srv is the waypoint's HTTP server, started by the first L7 tunnel (l7).
+	l7Once sync.Once
+	l7srv  *l7Server
 }
 
 // NewInboundHBONE returns the handler of the HBONE server, presenting the

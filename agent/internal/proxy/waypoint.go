@@ -45,6 +45,10 @@ func (h *InboundHBONE) serveWaypoint(r *hbone.Request, snap *state.Snapshot, wp 
 	}
 	revoker := &hbone.Revoker{}
 	unregister := h.d.Live.addFunc(call.allowed, revoker.Revoke)
+	if call.wt.svc != nil && isHTTPPort(call.wt.svc, call.target.Port()) {
+		h.serveWaypointL7(r, snap, call, t, unregister)
+		return
+	}
 	var up net.Conn
 	handedOff := false // to the relay, which then closes up and unregisters
 	defer func() {
@@ -68,6 +72,7 @@ type waypointCall struct {
 	wt     waypointTarget
 	target netip.AddrPort
 	caller netip.AddrPort // as authorized: forwarded on as the client
+	peer   spiffeid.ID    // the caller's identity as authorized (zero: anonymous)
 	// allowed re-evaluates the call when policy changes.
 	allowed func(*policy.Set) bool
 }
@@ -93,7 +98,7 @@ func (h *InboundHBONE) authorizeWaypoint(r *hbone.Request, snap *state.Snapshot,
 		return waypointCall{}, hbone.FlagDenied, errors.New(dec.String())
 	}
 	allowed := func(set *policy.Set) bool { return set.EvaluateWaypoint(conn, at).Allow }
-	return waypointCall{wt: wt, target: target, caller: caller, allowed: allowed}, hbone.FlagNone, nil
+	return waypointCall{wt: wt, target: target, caller: caller, peer: id, allowed: allowed}, hbone.FlagNone, nil
 }
 
 // forwardCall forwards an allowed call within the connect timeout, and

@@ -239,6 +239,12 @@ func subset(small, big []string) bool {
 	return true
 }
 
+// ServiceByKey finds a service by "namespace/name".
+func (s *Snapshot) ServiceByKey(key string) (*Service, bool) {
+	svc := s.serviceByKey(key)
+	return svc, svc != nil
+}
+
 func (s *Snapshot) serviceByKey(key string) *Service {
 	if s == nil {
 		return nil

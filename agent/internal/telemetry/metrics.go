@@ -22,6 +22,7 @@ type Metrics struct {
 	live     sync.Map // *Conn -> struct{}: connections whose bytes count as they are carried
 	setsMu   sync.RWMutex
 	sets     map[ConnLabels]*labelSet
+	requests *requestMetrics
 
 	CertExpiry      *prometheus.GaugeVec   // identity, kind -> unix seconds
 	GossipMembers   prometheus.Gauge       // alive members seen
@@ -102,6 +103,7 @@ func NewMetrics(reg prometheus.Registerer, version string) *Metrics {
 		m.CertExpiry, m.GossipMembers, m.GossipEvents, m.PolicyDecisions, m.HealthChanges,
 		m.GossipRejected, m.Conflicts, m.CaptureRepairs, m.Refused, m.OnDemandDNS,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.requests = newRequestMetrics(reg)
 	return m
 }
 

@@ -1,0 +1,436 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/routes"
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+)
+
+// The waypoint at L7 (docs/waypoint.md): a tunnel for a service port whose protocol is HTTP (app protocol http,
+// http2 or grpc) is answered by the waypoint itself, as Envoy's waypoint does: it serves the tunnel as an HTTP
+// connection (HTTP/1.1, or HTTP/2 with prior knowledge: h2c and gRPC), routes each request by the routes
+// attached to the service (package routes; none: the service itself), picks an endpoint of the backend service
+// and sends the request there over HBONE with the waypoint's identity, on connections kept per endpoint. The
+// tunnel was authorized at L4 like any waypoint tunnel; each request is recorded with Istio's request metrics.
+
+// l7Limits bound what one connection may hold.
+const (
+	l7MaxHeaderBytes = 64 << 10
+	l7IdleTimeout    = time.Hour // Envoy's default idle timeout
+	l7HeaderTimeout  = 30 * time.Second
+)
+
+// isHTTPPort reports whether port of svc carries HTTP (its app protocol).
+func isHTTPPort(svc *state.Service, port uint16) bool {
+	switch appProtocol(svc, port) {
+	case "http", "http2", "grpc":
+		return true
+	}
+	return false
+}
+
+// upstreamH2 reports whether requests to port of svc go over HTTP/2 with prior knowledge (its app protocol is
+// http2 or grpc), else HTTP/1.1.
+func upstreamH2(svc *state.Service, port uint16) bool {
+	p := appProtocol(svc, port)
+	return p == "http2" || p == "grpc"
+}
+
+// appProtocol is the app protocol of port of svc ("" when it has none or no such port).
+func appProtocol(svc *state.Service, port uint16) string {
+	for _, p := range svc.Ports {
+		if p.Port == port {
+			return p.AppProtocol
+		}
+	}
+	return ""
+}
+
+// l7Server serves the waypoint's HTTP connections, for every waypoint of the host.
+type l7Server struct {
+	h     *InboundHBONE
+	srv   *http.Server
+	conns *connQueue
+
+	mu         sync.Mutex
+	transports map[spiffeid.ID]*l7Transports // per waypoint identity: connections to endpoints are kept per identity
+}
+
+type l7Transports struct{ h1, h2 *http.Transport }
+
+// l7Conn is one tunnel the waypoint serves at L7.
+type l7Conn struct {
+	net.Conn
+	call waypointCall
+}
+
+type l7ConnKey struct{}
+
+// l7 returns the host's L7 server, started on first use.
+func (h *InboundHBONE) l7() *l7Server {
+	h.l7Once.Do(func() {
+		s := &l7Server{h: h, conns: newConnQueue(), transports: map[spiffeid.ID]*l7Transports{}}
+		var protocols http.Protocols
+		protocols.SetHTTP1(true)
+		protocols.SetUnencryptedHTTP2(true)
+		s.srv = &http.Server{
+			Handler:           s,
+			Protocols:         &protocols,
+			MaxHeaderBytes:    l7MaxHeaderBytes,
+			ReadHeaderTimeout: l7HeaderTimeout,
+			IdleTimeout:       l7IdleTimeout,
+			ErrorLog:          nil,
+			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+				return context.WithValue(ctx, l7ConnKey{}, c)
+			},
+		}
+		go func() { _ = s.srv.Serve(s.conns) }()
+		h.l7srv = s
+	})
+	return h.l7srv
+}
+
+// serveWaypointL7 answers an authorized waypoint tunnel for an HTTP port of a service and hands it to the HTTP
+// server. It owns unregister.
+func (h *InboundHBONE) serveWaypointL7(r *hbone.Request, snap *state.Snapshot, call waypointCall, t *inboundTunnel, unregister func()) {
+	if err := r.Accept(hbone.Baggage{}); err != nil {
+		unregister()
+		h.failed(r, snap, t, err)
+		return
+	}
+	t.route = "waypoint_http"
+	rec := h.record(r.Info(), snap, t)
+	rec.Live(func() (int64, int64) { sent, received := r.Bytes(); return received, sent })
+	conn, err := r.Hijack(func(s hbone.TunnelStats) {
+		unregister()
+		rec.Close(s.BytesReceived, s.BytesSent, istioFlag(s.Flag), errString(s.Err))
+	})
+	if err != nil {
+		unregister()
+		rec.Close(0, 0, istioFlag(hbone.FlagOf(err)), errString(err))
+		return
+	}
+	h.l7().conns.push(&l7Conn{Conn: conn, call: call})
+}
+
+// ServeHTTP handles one request of a waypoint connection: route, pick, send, record.
+func (s *l7Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	c, _ := req.Context().Value(l7ConnKey{}).(*l7Conn)
+	if c == nil {
+		http.Error(w, "not a waypoint connection", http.StatusInternalServerError)
+		return
+	}
+	start := time.Now()
+	rw := &statusRecorder{ResponseWriter: w}
+	snap := s.h.d.Snap()
+	u, err := s.decide(snap, c.call, req)
+	switch {
+	case err != nil:
+		http.Error(rw, err.msg, err.code)
+	case u.redirect != "":
+		http.Redirect(rw, req, u.redirect, u.redirectCode)
+	default:
+		s.forward(rw, req, c.call, u)
+	}
+	s.report(snap, c, req, rw, u, time.Since(start))
+}
+
+// upstream is where one request goes.
+type upstream struct {
+	svc          *state.Service
+	port         uint16 // the service port the request goes to
+	w            *state.Workload
+	addr         netip.AddrPort
+	action       *routes.Action
+	prefix       string
+	redirect     string
+	redirectCode int
+}
+
+type httpError struct {
+	code int
+	msg  string
+}
+
+// decide routes req, a request to the call's service: the rule it matches and the backend that rule picks, or
+// the service itself when no route attaches to it; then an endpoint of that backend the waypoint may reach.
+func (s *l7Server) decide(snap *state.Snapshot, call waypointCall, req *http.Request) (upstream, *httpError) {
+	svc, port := call.wt.svc, call.target.Port()
+	u := upstream{svc: svc}
+	var set *routes.Set
+	if s.h.d.Routes != nil {
+		set = s.h.d.Routes()
+	}
+	res, routed := set.Route(svc.Namespace, svc.Name, port,
+		&routes.Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.Query(), Header: req.Header})
+	switch {
+	case routed && res == nil:
+		return u, &httpError{http.StatusNotFound, "route not found"}
+	case routed:
+		u.action, u.prefix = res.Action, res.Prefix
+		if rd := res.Redirect; rd != nil {
+			u.redirect, u.redirectCode = redirectURL(req, rd, res.Prefix), rd.StatusCode
+			return u, nil
+		}
+		b, ok := res.Pick(rand.IntN)
+		if !ok {
+			return u, &httpError{http.StatusInternalServerError, "no backend"}
+		}
+		if b.Invalid != "" {
+			return u, &httpError{http.StatusInternalServerError, "backend " + b.Key() + ": " + b.Invalid}
+		}
+		backend, ok := snap.ServiceByKey(b.Key())
+		if !ok {
+			return u, &httpError{http.StatusInternalServerError, "backend " + b.Key() + " is not known"}
+		}
+		u.svc, port = backend, b.Port
+	}
+	u.port = port
+	w, addr, err := s.h.pickEndpoint(snap, waypointTarget{wp: call.wt.wp, svc: u.svc}, netip.AddrPortFrom(call.target.Addr(), port))
+	if err != nil {
+		return u, &httpError{http.StatusServiceUnavailable, "no healthy upstream"}
+	}
+	u.w, u.addr = w, addr
+	return u, nil
+}
+
+// redirectURL is where rd sends req.
+func redirectURL(req *http.Request, rd *routes.Redirect, prefix string) string {
+	scheme := "http"
+	if rd.Scheme != "" {
+		scheme = rd.Scheme
+	}
+	host := req.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	if rd.Hostname != "" {
+		host = rd.Hostname
+	}
+	if rd.Port != 0 {
+		host = net.JoinHostPort(host, strconv.Itoa(int(rd.Port)))
+	}
+	path := req.URL.Path
+	if rd.Path != nil {
+		path = rd.Path.RewritePath(path, prefix)
+	}
+	out := scheme + "://" + host + path
+	if req.URL.RawQuery != "" {
+		out += "?" + req.URL.RawQuery
+	}
+	return out
+}
+
+type upstreamKey struct{}
+
+// upstreamDial is what the transport's dialer needs to open a tunnel to the chosen endpoint.
+type upstreamDial struct {
+	w      *state.Workload
+	client netip.AddrPort
+}
+
+// forward sends req to the upstream u and copies the answer back, streaming both bodies.
+func (s *l7Server) forward(w http.ResponseWriter, req *http.Request, call waypointCall, u upstream) {
+	wpID, err := call.wt.wp.Identity()
+	if err != nil {
+		http.Error(w, "waypoint identity: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	ctx := context.WithValue(req.Context(), upstreamKey{}, upstreamDial{w: u.w, client: call.caller})
+	if u.action != nil && u.action.Timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, u.action.Timeout)
+		defer cancel()
+	}
+	rp := &httputil.ReverseProxy{
+		// As Istio: HTTP/2 (with prior knowledge) to a port declared http2 or grpc, HTTP/1.1 to an http one.
+		Transport:     s.transport(wpID, upstreamH2(u.svc, u.port)),
+		FlushInterval: -1, // streams (gRPC, server-sent events) as they come
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", u.addr.String()
+			pr.Out.Host = req.Host
+			if a := u.action; a != nil {
+				a.RequestHeaders.Apply(pr.Out.Header)
+				if rw := a.Rewrite; rw != nil {
+					if rw.Hostname != "" {
+						pr.Out.Host = rw.Hostname
+					}
+					if rw.Path != nil {
+						pr.Out.URL.Path, pr.Out.URL.RawPath = rw.Path.RewritePath(req.URL.Path, u.prefix), ""
+					}
+				}
+			}
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			if a := u.action; a != nil {
+				a.ResponseHeaders.Apply(resp.Header)
+			}
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			code := http.StatusServiceUnavailable
+			if errors.Is(err, context.DeadlineExceeded) {
+				code = http.StatusGatewayTimeout
+			}
+			http.Error(w, "upstream connect error or disconnect/reset before headers", code)
+		},
+		ErrorLog: nil,
+	}
+	rp.ServeHTTP(w, req.WithContext(ctx))
+}
+
+// transport is the waypoint identity id's client for HTTP/1.1 (h2 false) or HTTP/2 with prior knowledge.
+func (s *l7Server) transport(id spiffeid.ID, h2 bool) *http.Transport {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.transports[id]
+	if t == nil {
+		dial := func(ctx context.Context, _, addr string) (net.Conn, error) { return s.dial(ctx, id, addr) }
+		h1 := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
+			ResponseHeaderTimeout: 0, ForceAttemptHTTP2: false}
+		var p http.Protocols
+		p.SetUnencryptedHTTP2(true)
+		h2t := &http.Transport{DialContext: dial, Protocols: &p, IdleConnTimeout: 90 * time.Second}
+		t = &l7Transports{h1: h1, h2: h2t}
+		s.transports[id] = t
+	}
+	if h2 {
+		return t.h2
+	}
+	return t.h1
+}
+
+// dial opens an HBONE tunnel, as waypoint id, to the endpoint the request's context names at addr.
+func (s *l7Server) dial(ctx context.Context, id spiffeid.ID, addr string) (net.Conn, error) {
+	ud, _ := ctx.Value(upstreamKey{}).(upstreamDial)
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || ud.w == nil {
+		return nil, fmt.Errorf("waypoint: no endpoint chosen for %s", addr)
+	}
+	expected, err := ud.w.Identity()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
+	defer cancel()
+	return s.h.d.Tunnels.DialTunnel(ctx, hbone.Tunnel{Source: id, Expected: []spiffeid.ID{expected},
+		Gateway: netip.AddrPortFrom(ap.Addr(), HBONEPort), Authority: addr, ForwardedFor: ud.client, ServerName: ud.w.ServerName()})
+}
+
+// report records one request: Istio's request metrics (reporter waypoint) and an access log line.
+func (s *l7Server) report(snap *state.Snapshot, c *l7Conn, req *http.Request, rw *statusRecorder, u upstream, d time.Duration) {
+	peer := ""
+	if !c.call.peer.IsZero() {
+		peer = c.call.peer.String()
+	}
+	var srcW *state.Workload
+	if w, ok := snap.WorkloadByAddr(c.call.caller.Addr()); ok && principal(w) == peer {
+		srcW = w
+	}
+	labels := connLabels(telemetry.ReporterWaypoint, srcW, peer, u.w, "", true)
+	withService(&labels, u.svc)
+	protocol, grpcStatus := "http", ""
+	if strings.HasPrefix(req.Header.Get("Content-Type"), "application/grpc") {
+		protocol = "grpc"
+		grpcStatus = rw.Header().Get("Grpc-Status")
+		if grpcStatus == "" {
+			grpcStatus = rw.Header().Get(http.TrailerPrefix + "Grpc-Status")
+		}
+	}
+	code := rw.code
+	if code == 0 {
+		code = http.StatusOK
+	}
+	flag := telemetry.FlagNone
+	if code >= 500 && u.w == nil {
+		flag = telemetry.FlagNoRoute
+	}
+	s.h.d.Metrics.Request(&labels, telemetry.Request{Protocol: protocol, Code: code, GRPCStatus: grpcStatus, Flag: flag, Duration: d,
+		RequestBytes: max(req.ContentLength, 0), ResponseBytes: rw.bytes})
+	dst := "-"
+	if u.addr.IsValid() {
+		dst = u.addr.String()
+	}
+	route := "-"
+	if u.action != nil {
+		route = u.action.Route
+	}
+	s.h.d.Access.Info("access", "direction", "waypoint", "route", "waypoint_http", "method", req.Method,
+		"path", req.URL.Path, "protocol", req.Proto, "response_code", code, "src", c.call.caller, "src_identity", peer,
+		"dst", dst, "dst_service", u.svc.Hostname, "http_route", route, "duration", d, "bytes_sent", rw.bytes)
+}
+
+// statusRecorder notes the status and body size of a response; Unwrap keeps the writer's Flush and Hijack
+// (websockets) reachable through http.ResponseController.
+type statusRecorder struct {
+	http.ResponseWriter
+	code  int
+	bytes int64
+}
+
+func (r *statusRecorder) WriteHeader(code int) {
+	if r.code == 0 {
+		r.code = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *statusRecorder) Write(b []byte) (int, error) {
+	if r.code == 0 {
+		r.code = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(b)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// connQueue is a net.Listener of the connections pushed to it.
+type connQueue struct {
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newConnQueue() *connQueue { return &connQueue{ch: make(chan net.Conn), done: make(chan struct{})} }
+
+func (q *connQueue) push(c net.Conn) {
+	select {
+	case q.ch <- c:
+	case <-q.done:
+		_ = c.Close()
+	}
+}
+
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.ch:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
+	return nil
+}
+
+func (q *connQueue) Addr() net.Addr { return &net.TCPAddr{} }

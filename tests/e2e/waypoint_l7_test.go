@@ -1,0 +1,186 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ambient-agent/ambient-agent/tests/lab"
+)
+
+// echoBackend is a host's workload and the services it backs: echo (the waypoint's, HTTP) and its own
+// version's service, echo-vN.
+const echoBackend = `
+[[workload]]
+name = %[1]q
+service_account = "echo"
+addresses = [%[2]q]
+[[service]]
+name = "echo"
+use_waypoint = "wp"
+ports = [{ port = 80, target_port = 8080, app_protocol = "http" }]
+workloads = [%[1]q]
+[[service]]
+name = %[3]q
+ports = [{ port = 80, target_port = 8080, app_protocol = "http" }]
+workloads = [%[1]q]
+`
+
+// The seed's HTTPRoute: every request to echo goes to echo-v1.
+const seedRoute = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: echo
+  namespace: default
+spec:
+  parentRefs:
+  - group: ""
+    kind: Service
+    name: echo
+  rules:
+  - backendRefs:
+    - name: echo-v1
+      port: 80
+`
+
+const weightedRoute = `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: echo, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo}]
+  rules:
+  - matches: [{headers: [{name: x-canary, value: "yes"}]}]
+    backendRefs: [{name: echo-v2, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /missing-only}}]
+    backendRefs: [{name: echo-v1, port: 80}]
+    filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-route, value: missing}]}}]
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    filters: [{type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-route, value: weighted}]}}]
+    backendRefs:
+    - {name: echo-v1, port: 80, weight: 90}
+    - {name: echo-v2, port: 80, weight: 10}
+`
+
+// TestWaypointL7: h1 a captured client, h2 and h3 the two versions of echo, h4 the namespace's waypoint. echo's
+// port is HTTP, so the waypoint serves it at L7: without a route it balances over both versions; the seed's
+// HTTPRoute sends every request to echo-v1; a weighted route splits 90/10 over 500 requests on kept-alive
+// connections (each request routed on its own); a header match takes the canary; a route with only some paths
+// answers the others 404; h2c clients are served too; the waypoint counts requests by response code.
+func TestWaypointL7(t *testing.T) {
+	lab.Require(t, "nginx", "curl")
+	l := lab.New(t, 4)
+	client, v1, v2, wp := l.Hosts[0], l.Hosts[1], l.Hosts[2], l.Hosts[3]
+	for _, h := range l.Hosts {
+		h.DefaultRoute()
+	}
+	v1.StartNginx("echo-v1", 8080)
+	v2.StartNginx("echo-v2", 8080)
+	client.Issue(agentBin, "default", "client")
+	v1.Issue(agentBin, "default", "echo")
+	v2.Issue(agentBin, "default", "echo")
+	wp.Issue(agentBin, "default", "wp")
+	key := gossipKey(t, l)
+	routesDir := filepath.Join(wp.Dir, "policies")
+	if err := os.MkdirAll(routesDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	start := func(h *lab.Host, body string) *lab.Agent {
+		a := h.StartAgent(agentBin, lab.AgentConfig{Host: h, Gossip: &lab.Gossip{KeyFile: key, Seed: client}, Tables: body}.String())
+		a.WaitReady(t, 20*time.Second)
+		return a
+	}
+	clientAgent := start(client, fmt.Sprintf("[[workload]]\nname = \"client\"\nservice_account = \"client\"\naddresses = [%q]\n", client.Addr))
+	start(v1, fmt.Sprintf(echoBackend, "echo1", v1.Addr, "echo-v1"))
+	start(v2, fmt.Sprintf(echoBackend, "echo2", v2.Addr, "echo-v2"))
+	wpAgent := start(wp, fmt.Sprintf(waypointBody, "wp", "wp", "", wp.Addr, routesDir))
+	var vip string
+	waitMesh(t, clientAgent, gossipConverges, "echo and its waypoint", func(m meshDump) bool {
+		vip = m.serviceVIP("echo")
+		return vip != "" && len(m.Waypoints) == 1
+	})
+	waitMesh(t, wpAgent, gossipConverges, "the waypoint knows echo's versions", func(m meshDump) bool {
+		return m.serviceVIP("echo-v1") != "" && m.serviceVIP("echo-v2") != "" && m.serviceVIP("echo") != ""
+	})
+	url := fmt.Sprintf("http://%s/", vip)
+
+	// fetch asks for url n times on one kept-alive connection (one tunnel) and counts the bodies.
+	fetch := func(n int, args ...string) map[string]int {
+		t.Helper()
+		cmd := append([]string{"-sS", "--max-time", "60"}, args...)
+		for range n {
+			cmd = append(cmd, url)
+		}
+		out, err := client.Run(lab.Timeout(90*time.Second), "curl", cmd...)
+		if err != nil {
+			t.Fatalf("curl %v: %v\n%s", args, err, out)
+		}
+		counts := map[string]int{}
+		for _, line := range strings.Fields(out) {
+			counts[line]++
+		}
+		return counts
+	}
+	setRoute := func(doc string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(routesDir, "route.yaml"), []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		wpAgent.Reload(t)
+	}
+
+	// No route: the service itself, both versions.
+	if got := fetch(40); got["echo-v1"] == 0 || got["echo-v2"] == 0 || got["echo-v1"]+got["echo-v2"] != 40 {
+		t.Errorf("echo without a route: %v, want both versions", got)
+	}
+	waitCount(t, wpAgent, 40, 5*time.Second, "msg=access", "route=waypoint_http", "dst_service=echo.default.svc.cluster.local", "response_code=200")
+
+	// The seed's route: all of echo to echo-v1.
+	setRoute(seedRoute)
+	if got := fetch(50); got["echo-v1"] != 50 {
+		t.Errorf("the seed's route: %v, want 50 of echo-v1", got)
+	}
+
+	// 90/10 over 500 requests (sd 6.7: 425..475 is beyond 3.7 sd), the header canary, a 404.
+	setRoute(weightedRoute)
+	got := fetch(500)
+	if got["echo-v1"] < 425 || got["echo-v1"] > 475 || got["echo-v1"]+got["echo-v2"] != 500 {
+		t.Errorf("90/10 over 500 requests: %v", got)
+	}
+	if got := fetch(20, "-H", "x-canary: yes"); got["echo-v2"] != 20 {
+		t.Errorf("the canary header: %v, want 20 of echo-v2", got)
+	}
+	out, err := client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "-i", "--max-time", "10", url)
+	if err != nil || !strings.Contains(strings.ToLower(out), "x-route: weighted") {
+		t.Errorf("the response header filter: %v\n%s", err, out)
+	}
+	// h2c, prior knowledge: served at L7 as well, sent on to nginx over HTTP/1.1.
+	// (One request per curl: curl 7.88 does not send a second request on a prior-knowledge connection; several
+	// requests on one HTTP/2 tunnel are hbone.TestHijackServesHTTP2's.)
+	for range 5 {
+		if got := fetch(1, "--http2-prior-knowledge", "-H", "x-canary: yes"); got["echo-v2"] != 1 {
+			t.Errorf("h2c with the canary header: %v, want echo-v2", got)
+		}
+	}
+	waitCount(t, wpAgent, 5, 5*time.Second, "msg=access", "route=waypoint_http", "protocol=HTTP/2.0", "response_code=200")
+	setRoute(strings.Replace(weightedRoute, "value: /}", "value: /only}", 1))
+	out, err = client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", url)
+	if err != nil || strings.TrimSpace(out) != "404" {
+		t.Errorf("a path no rule matches: %q (%v), want 404", out, err)
+	}
+
+	metrics := scrape(t, wp)
+	// Each label set counts apart: echo-v1's 200s are the seed route's 50 and about 450 of the weighted 500.
+	for code, want := range map[string]map[string]string{
+		"200": {"destination_service": "echo-v1.default.svc.cluster.local", "destination_workload": "echo1"},
+		"404": {},
+	} {
+		want["reporter"], want["response_code"], want["source_principal"] = "waypoint", code, "spiffe://cluster.local/ns/default/sa/client"
+		least := map[string]float64{"200": 400, "404": 1}[code]
+		if v, ok := metricValue(t, metrics, "istio_requests_total", want); !ok || v < least {
+			t.Errorf("istio_requests_total{response_code=%s} = %v, want at least %v:\n%s", code, v, least, grepIstio(metrics))
+		}
+	}
+}
