@@ -21,7 +21,7 @@ addresses = [%[2]q]
 [[service]]
 name = "echo"
 use_waypoint = "wp"
-ports = [{ port = 80, target_port = 8080, app_protocol = "http" }]
+ports = [{ port = 80, target_port = 8080, app_protocol = "http" }, { port = 81, target_port = 8080 }]
 workloads = [%[1]q]
 [[service]]
 name = %[3]q
@@ -68,7 +68,9 @@ spec:
 // port is HTTP, so the waypoint serves it at L7: without a route it balances over both versions; the seed's
 // HTTPRoute sends every request to echo-v1; a weighted route splits 90/10 over 500 requests on kept-alive
 // connections (each request routed on its own); a header match takes the canary; a route with only some paths
-// answers the others 404; h2c clients are served too; the waypoint counts requests by response code.
+// answers the others 404; h2c clients are served too; a DENY on /admin at the waypoint answers 403 there
+// (normalized paths included) and serves the rest; a port of echo that is not HTTP stays L4; the waypoint
+// counts requests by response code.
 func TestWaypointL7(t *testing.T) {
 	lab.Require(t, "nginx", "curl")
 	l := lab.New(t, 4)
@@ -171,14 +173,50 @@ func TestWaypointL7(t *testing.T) {
 		t.Errorf("a path no rule matches: %q (%v), want 404", out, err)
 	}
 
+	// A DENY on /admin at the waypoint (attached to its Gateway): 403 with Envoy's body there, / still served.
+	setRoute(seedRoute)
+	deny := `apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp}]
+  action: DENY
+  rules: [{to: [{operation: {paths: [/admin], ports: ["80"]}}]}]
+`
+	if err := os.WriteFile(filepath.Join(routesDir, "deny.yaml"), []byte(deny), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wpAgent.Reload(t)
+	out, err = client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "-w", " %{http_code}", "--max-time", "10", url+"admin")
+	if err != nil || strings.Join(strings.Fields(out), " ") != "RBAC: access denied 403" {
+		t.Errorf("/admin under the DENY: %q (%v), want Envoy's 403", out, err)
+	}
+	for _, p := range []string{"admin/", "x/../admin"} { // other paths, and one that normalizes to /admin
+		out, _ = client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "--path-as-is", "-w", " %{http_code}", "--max-time", "10", url+p)
+		want := map[string]string{"admin/": "echo-v1 200", "x/../admin": "RBAC: access denied 403"}[p]
+		if strings.Join(strings.Fields(out), " ") != want {
+			t.Errorf("/%s under the DENY: %q, want %q", p, out, want)
+		}
+	}
+	if got := fetch(5); got["echo-v1"] != 5 {
+		t.Errorf("/ under the DENY: %v, want 5 of echo-v1", got)
+	}
+	// echo's port 81 is not HTTP: the waypoint stays L4 there (the DENY, for port 80, does not apply).
+	out, err = client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "--max-time", "10", fmt.Sprintf("http://%s:81/admin", vip))
+	if err != nil || (strings.TrimSpace(out) != "echo-v1" && strings.TrimSpace(out) != "echo-v2") {
+		t.Errorf("port 81: %q (%v)", out, err)
+	}
+	waitCount(t, wpAgent, 1, 5*time.Second, "msg=access", "route=waypoint", "dst="+vip+":81", "response_flags=-")
+
 	metrics := scrape(t, wp)
 	// Each label set counts apart: echo-v1's 200s are the seed route's 50 and about 450 of the weighted 500.
 	for code, want := range map[string]map[string]string{
 		"200": {"destination_service": "echo-v1.default.svc.cluster.local", "destination_workload": "echo1"},
 		"404": {},
+		"403": {"response_flags": "DENY"},
 	} {
 		want["reporter"], want["response_code"], want["source_principal"] = "waypoint", code, "spiffe://cluster.local/ns/default/sa/client"
-		least := map[string]float64{"200": 400, "404": 1}[code]
+		least := map[string]float64{"200": 400, "404": 1, "403": 2}[code]
 		if v, ok := metricValue(t, metrics, "istio_requests_total", want); !ok || v < least {
 			t.Errorf("istio_requests_total{response_code=%s} = %v, want at least %v:\n%s", code, v, least, grepIstio(metrics))
 		}

@@ -20,17 +20,18 @@ import (
 // hijackHandler accepts every tunnel and serves it as an HTTP connection (HTTP/1.1 and h2c), as the waypoint's
 // L7 server does.
 type hijackHandler struct {
-	srv   *http.Server
-	conns chan net.Conn
-	mu    sync.Mutex
-	stats []TunnelStats
+	revoker *Revoker
+	srv     *http.Server
+	conns   chan net.Conn
+	mu      sync.Mutex
+	stats   []TunnelStats
 }
 
 func (h *hijackHandler) ServeHBONE(r *Request) {
 	if err := r.Accept(Baggage{}); err != nil {
 		return
 	}
-	c, err := r.Hijack(func(s TunnelStats) {
+	c, err := r.Hijack(h.revoker, func(s TunnelStats) {
 		h.mu.Lock()
 		h.stats = append(h.stats, s)
 		h.mu.Unlock()
@@ -55,11 +56,11 @@ func (l chanListener) Accept() (net.Conn, error) {
 func (l chanListener) Close() error   { return nil }
 func (l chanListener) Addr() net.Addr { return &net.TCPAddr{} }
 
-// A hijacked tunnel carries an HTTP server's connection: several h2c requests on one tunnel, then its end
-// reported once.
+// A hijacked tunnel carries an HTTP server's connection: several h2c requests on one tunnel, through a reverse
+// proxy to an HTTP/1.1 backend, until it is revoked; its end is reported once.
 func TestHijackServesHTTP2(t *testing.T) {
 	ca := newTestCA(t)
-	h := &hijackHandler{conns: make(chan net.Conn)}
+	h := &hijackHandler{conns: make(chan net.Conn), revoker: &Revoker{}}
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
@@ -104,5 +105,25 @@ func TestHijackServesHTTP2(t *testing.T) {
 			t.Errorf("request %d: %q", i, body)
 		}
 	}
+	// A revoked tunnel (a policy change) ends: the next request fails, and its end says why, once.
+	h.revoker.Revoke()
+	req, _ := http.NewRequest("GET", "http://svc/d", nil)
+	if resp, err := cc.RoundTrip(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("a request on a revoked tunnel succeeded")
+	}
 	_ = cc.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		h.mu.Lock()
+		stats := append([]TunnelStats(nil), h.stats...)
+		h.mu.Unlock()
+		if len(stats) == 1 && stats[0].Flag == FlagRevoked && stats[0].BytesReceived > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hijacked tunnel's end: %+v, want one, revoked", stats)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -172,8 +173,10 @@ func (r *Request) relayDetached(up net.Conn, revoker *Revoker, done func(TunnelS
 // Hijack hands an accepted tunnel over as a connection of its own, for a server that reads and writes it itself
 // (the waypoint's HTTP server) rather than relaying it. Like RelayAsync, the handler returns at once and must not
 // use the request after; the server's drain waits until the connection is closed. Closing it ends the tunnel
-// (once) and calls done with what it carried. A request that was not accepted is not handed over.
-func (r *Request) Hijack(done func(TunnelStats)) (net.Conn, error) {
+// (once) and calls done with what it carried. revoker (nil: none) ends it early: the stream is reset and the
+// server's reads and writes fail, and done reports FlagRevoked. A request that was not accepted is not handed
+// over.
+func (r *Request) Hijack(revoker *Revoker, done func(TunnelStats)) (net.Conn, error) {
 	switch {
 	case !r.accepted:
 		return nil, newError(FlagInternal, "hijack", r.RemoteAddr.String(), errors.New("the request was not accepted"))
@@ -181,21 +184,35 @@ func (r *Request) Hijack(done func(TunnelStats)) (net.Conn, error) {
 		return nil, newError(FlagInternal, "hijack", r.RemoteAddr.String(), errors.New("the request was handed over already"))
 	}
 	r.detached = true
-	return &hijacked{Stream: r.st, r: r, done: done}, nil
+	h := &hijacked{Stream: r.st, r: r, done: done, unbind: func() {}}
+	if revoker != nil {
+		h.unbind = revoker.bind(func() {
+			h.revoked.Store(true)
+			r.st.cancelWith(errRevoked)
+		})
+	}
+	return h, nil
 }
 
 // hijacked is a tunnel handed over by Hijack.
 type hijacked struct {
 	*Stream
-	r    *Request
-	done func(TunnelStats)
-	once sync.Once
+	r       *Request
+	done    func(TunnelStats)
+	unbind  func()
+	revoked atomic.Bool
+	once    sync.Once
 }
 
 func (h *hijacked) Close() error {
 	err := h.Stream.Close()
 	h.once.Do(func() {
-		h.done(TunnelStats{BytesSent: h.Stream.BytesSent(), BytesReceived: h.Stream.BytesReceived(), Duration: time.Since(h.r.Start)})
+		h.unbind()
+		s := TunnelStats{BytesSent: h.Stream.BytesSent(), BytesReceived: h.Stream.BytesReceived(), Duration: time.Since(h.r.Start)}
+		if h.revoked.Load() {
+			s.Flag, s.Err = FlagRevoked, newError(FlagRevoked, "tunnel", h.r.RemoteAddr.String(), errRevoked)
+		}
+		h.done(s)
 		if h.r.srv != nil {
 			h.r.finish()
 		}

@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"net/textproto"
 	"strings"
 )
 
@@ -19,7 +20,7 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 	atWaypoint := len(spec.TargetRefs) > 0
 	l7Hint := "enforce L7 rules with a waypoint"
 	if atWaypoint {
-		l7Hint = "the agent's waypoint is L4 only"
+		l7Hint = "the agent's waypoint enforces them per request on HTTP service ports (app_protocol http, http2, grpc); this is what its other ports do"
 	}
 	switch {
 	case spec.Action != ActionAllow && spec.Action != ActionDeny && atWaypoint:
@@ -44,8 +45,10 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 		warnings = append(warnings, warn("spec.targetRefs", "applies to a waypoint (%s): enforced by the waypoint, not by the node agent", targetRefsString(spec.TargetRefs)))
 		warnings = append(warnings, attachWarnings(r, rootNamespace, warn)...)
 	}
+	withL7 := false
 	for i, rs := range spec.Rules {
 		rule, l7 := convertRule(i, rs, r.Namespace)
+		withL7 = withL7 || len(l7) > 0
 		field := fmt.Sprintf("spec.rules[%d]", i)
 		switch {
 		case len(l7) == 0:
@@ -60,10 +63,72 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in a DENY policy they are removed, which leaves a condition that cannot match, so the rule never denies; %s", strings.Join(l7, ", "), l7Hint))
 		}
 	}
+	if atWaypoint && withL7 {
+		a.L7Rules = make([]Rule, 0, len(spec.Rules))
+		for i, rs := range spec.Rules {
+			a.L7Rules = append(a.L7Rules, convertRuleL7(i, rs, r.Namespace))
+		}
+	}
 	if a.Action == ActionAllow && len(spec.Rules) > 0 && len(a.Rules) == 0 {
 		warnings = append(warnings, warn("spec.rules", "every rule was dropped: this ALLOW policy still applies but allows nothing"))
 	}
 	return a, warnings
+}
+
+// convertRuleL7 is convertRule with the L7 attributes kept, for the waypoint's requests. What the agent cannot
+// know of a request (a JWT's principals and claims) is absent, as on a request without a token: a condition
+// on it never holds, its negation always does.
+func convertRuleL7(index int, rs RuleSpec, namespace string) Rule {
+	rule, _ := convertRule(index, rs, namespace)
+	ci := 0
+	if len(rs.To) > 0 {
+		c := &rule.Clauses[ci]
+		for i, op := range rs.To {
+			m := &c.Matches[i]
+			m.Hosts, m.NotHosts = stringMatches(op.Hosts), stringMatches(op.NotHosts)
+			m.Methods, m.NotMethods = op.Methods, op.NotMethods
+			m.Paths, m.NotPaths = stringMatches(op.Paths), stringMatches(op.NotPaths)
+		}
+		ci++
+	}
+	if len(rs.From) > 0 {
+		c := &rule.Clauses[ci]
+		for i, src := range rs.From {
+			m := &c.Matches[i]
+			// The remote IP is the client's address as the waypoint knows it: the caller's.
+			m.SourceIPs = append(m.SourceIPs, prefixes(src.RemoteIPBlocks)...)
+			m.NotSourceIPs = append(m.NotSourceIPs, prefixes(src.NotRemoteIPBlocks)...)
+			if len(src.RequestPrincipals) > 0 || len(src.NotRequestPrincipals) > 0 {
+				m.Headers = append(m.Headers, HeaderMatch{Name: absentAttribute,
+					Values: stringMatches(src.RequestPrincipals), NotValues: stringMatches(src.NotRequestPrincipals)})
+			}
+		}
+		ci++
+	}
+	for i, cond := range rs.When {
+		m := &rule.Clauses[ci+i].Matches[0]
+		switch name, ok := requestHeader(cond.Key); {
+		case ok:
+			m.Headers = []HeaderMatch{{Name: name, Values: stringMatches(cond.Values), NotValues: stringMatches(cond.NotValues)}}
+		case cond.Key == "remote.ip":
+			m.SourceIPs, m.NotSourceIPs = prefixes(cond.Values), prefixes(cond.NotValues)
+		case strings.HasPrefix(cond.Key, "request.auth."):
+			m.Headers = []HeaderMatch{{Name: absentAttribute, Values: stringMatches(cond.Values), NotValues: stringMatches(cond.NotValues)}}
+		}
+	}
+	return rule
+}
+
+// absentAttribute stands for request attributes the agent never has (a JWT's): no request has this header.
+const absentAttribute = ":absent"
+
+// requestHeader reads a `when` key request.headers[name]: the header's canonical name.
+func requestHeader(key string) (string, bool) {
+	name, ok := strings.CutPrefix(key, "request.headers[")
+	if !ok || !strings.HasSuffix(name, "]") || len(name) < 2 {
+		return "", false
+	}
+	return textproto.CanonicalMIMEHeaderKey(strings.TrimSuffix(name, "]")), true
 }
 
 // scopeOf: a selector makes a WORKLOAD_SELECTOR policy; otherwise the root namespace makes it GLOBAL.

@@ -258,8 +258,8 @@ func TestTargetRefPoliciesAreForWaypoints(t *testing.T) {
 		if set.Len() != 0 {
 			t.Errorf("%s: a waypoint policy was compiled for the node", ref)
 		}
-		// The waypoint is L4 only: the L7 rule is narrowed there as it would be at the node.
-		if len(ws) != 2 || !strings.Contains(ws[0].Msg, "applies to a waypoint") || !strings.Contains(ws[1].Msg, "the rule never denies; the agent's waypoint is L4 only") {
+		// On the waypoint's ports that are not HTTP, the L7 rule is narrowed as it would be at the node.
+		if len(ws) != 2 || !strings.Contains(ws[0].Msg, "applies to a waypoint") || !strings.Contains(ws[1].Msg, "the rule never denies; the agent's waypoint enforces them per request on HTTP service ports") {
 			t.Errorf("%s: warnings:\n%s", ref, warningsString(ws))
 		}
 		wp := set.WaypointPolicies()

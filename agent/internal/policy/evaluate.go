@@ -21,6 +21,17 @@ type Conn struct {
 	// workload (its Workload's authorization_policies): how istiod's WORKLOAD_SELECTOR policies apply.
 	// nil for a workload istiod does not know. Local policies use DestLabels, never this.
 	BoundPolicies []string
+	// Request is the HTTP request, at the waypoint's L7 (EvaluateWaypoint on an HTTP port); nil for a
+	// connection.
+	Request *Request
+}
+
+// Request is what a waypoint policy's L7 attributes match.
+type Request struct {
+	Method string
+	Path   string // normalized, without the query
+	Host   string // the Host header (:authority), with any port
+	Header map[string][]string
 }
 
 // Reason says why a Decision went the way it did: a closed vocabulary for logs, metrics and `authz check`.
@@ -93,7 +104,7 @@ func (s *Set) Evaluate(c Conn) Decision {
 // evaluate runs decide over the applicable policies, and again with the dry-run ones when some apply.
 func evaluate(applicable []*Authorization, c *Conn) Decision {
 	src := peerOf(c.SourceIdentity, c.SourceIP)
-	dst := target{ip: c.DestIP.Unmap(), port: c.DestPort}
+	dst := target{ip: c.DestIP.Unmap(), port: c.DestPort, req: c.Request}
 	d := Decision{Outcome: decide(applicable, &src, dst, false)}
 	if slices.ContainsFunc(applicable, (*Authorization).isDryRun) {
 		dry := decide(applicable, &src, dst, true)

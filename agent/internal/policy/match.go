@@ -35,14 +35,19 @@ func peerOf(id spiffeid.ID, ip netip.Addr) peer {
 type target struct {
 	ip   netip.Addr
 	port uint16
+	req  *Request // the request, at the waypoint's L7; nil for a connection
 }
 
 // matches reports whether the policy matches and, if so, the Index of the first rule that did.
 // No rules: never. A rule with no clauses: always.
 func (a *Authorization) matches(src *peer, dst target) (int, bool) {
-	for i := range a.Rules {
-		if a.Rules[i].matches(src, dst) {
-			return a.Rules[i].Index, true
+	rules := a.Rules
+	if dst.req != nil && a.L7Rules != nil {
+		rules = a.L7Rules
+	}
+	for i := range rules {
+		if rules[i].matches(src, dst) {
+			return rules[i].Index, true
 		}
 	}
 	return -1, false
@@ -106,7 +111,52 @@ func (m *Match) matches(src *peer, dst target) bool {
 			return false
 		}
 	}
+	if fields&hasL7 != 0 {
+		return dst.req != nil && m.matchesRequest(dst.req)
+	}
 	return true
+}
+
+// matchesRequest checks m's L7 attributes against r, as Envoy's RBAC filter does for Istio: methods exactly,
+// paths and hosts with Istio's exact, prefix ("x*"), suffix ("*x") and presence ("*") forms, hosts without
+// case and without the request's port.
+func (m *Match) matchesRequest(r *Request) bool {
+	if len(m.Methods) > 0 && !slices.Contains(m.Methods, r.Method) || slices.Contains(m.NotMethods, r.Method) {
+		return false
+	}
+	if len(m.Paths) > 0 && !anyString(m.Paths, r.Path) || anyString(m.NotPaths, r.Path) {
+		return false
+	}
+	if len(m.Hosts) > 0 || len(m.NotHosts) > 0 {
+		host := strings.ToLower(r.Host)
+		if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
+			host = h
+		}
+		if len(m.Hosts) > 0 && !anyStringFold(m.Hosts, host) || anyStringFold(m.NotHosts, host) {
+			return false
+		}
+	}
+	for _, h := range m.Headers {
+		vals := r.Header[h.Name]
+		if len(h.Values) > 0 && !slices.ContainsFunc(vals, func(v string) bool { return anyString(h.Values, v) }) {
+			return false
+		}
+		if slices.ContainsFunc(vals, func(v string) bool { return anyString(h.NotValues, v) }) {
+			return false
+		}
+	}
+	return true
+}
+
+// anyStringFold is anyString without case (hosts).
+func anyStringFold(ms []StringMatch, v string) bool {
+	for _, m := range ms {
+		m.Value = strings.ToLower(m.Value)
+		if m.matches(v) {
+			return true
+		}
+	}
+	return false
 }
 
 // matches compares s with v. An empty v (no identity) matches nothing, not even presence.

@@ -50,9 +50,13 @@ type Authorization struct {
 	Selector   map[string]string `json:"selector,omitempty"`   // matchLabels, for ScopeWorkloadSelector
 	TargetRefs []TargetRef       `json:"targetRefs,omitempty"` // what a ScopeWaypoint policy attaches to
 	Rules      []Rule            `json:"rules"`
-	DryRun     bool              `json:"dryRun,omitempty"`
-	Source     Source            `json:"source"`
-	Origin     Origin            `json:"origin,omitempty"` // OriginIstiod for istiod's policies (WithXDS)
+	// L7Rules are a waypoint policy's rules with their L7 attributes, for requests on an HTTP port (the
+	// waypoint at L7); nil when the policy has none, and Rules apply to requests as written. Rules are then
+	// the L4 form, for the waypoint's other ports.
+	L7Rules []Rule `json:"l7Rules,omitempty"`
+	DryRun  bool   `json:"dryRun,omitempty"`
+	Source  Source `json:"source"`
+	Origin  Origin `json:"origin,omitempty"` // OriginIstiod for istiod's policies (WithXDS)
 
 	// ord breaks ties deterministically: the position in Set.policies, after them for istiod's policies
 	// (waypoint ones: the position in the waypoint index).
@@ -98,13 +102,32 @@ type Match struct {
 	NotDestinationIPs   []netip.Prefix        `json:"notDestinationIps,omitempty"`
 	DestinationPorts    []uint16              `json:"destinationPorts,omitempty"`
 	NotDestinationPorts []uint16              `json:"notDestinationPorts,omitempty"`
+
+	// L7 attributes, kept only in a waypoint policy's L7Rules: they match a request (Conn.Request), never a
+	// connection.
+	Hosts      []StringMatch `json:"hosts,omitempty"`
+	NotHosts   []StringMatch `json:"notHosts,omitempty"`
+	Methods    []string      `json:"methods,omitempty"`
+	NotMethods []string      `json:"notMethods,omitempty"`
+	Paths      []StringMatch `json:"paths,omitempty"`
+	NotPaths   []StringMatch `json:"notPaths,omitempty"`
+	// Headers are `when` conditions on request.headers[name].
+	Headers []HeaderMatch `json:"headers,omitempty"`
+}
+
+// HeaderMatch is a `when` condition on a request header: some value of the header matches one of Values (if
+// any) and none of NotValues.
+type HeaderMatch struct {
+	Name      string        `json:"name"` // canonical
+	Values    []StringMatch `json:"values,omitempty"`
+	NotValues []StringMatch `json:"notValues,omitempty"`
 }
 
 // IsEmpty reports whether no field is set; such a match never matches.
 func (m *Match) IsEmpty() bool { return m.fields() == 0 }
 
 // fieldMask has a bit per Match field that is set, so evaluation looks only at those.
-type fieldMask uint16
+type fieldMask uint32
 
 const (
 	hasNamespaces fieldMask = 1 << iota
@@ -119,6 +142,7 @@ const (
 	hasNotDestinationIPs
 	hasDestinationPorts
 	hasNotDestinationPorts
+	hasL7    // any L7 attribute
 	prepared // set holds the mask
 )
 
@@ -149,16 +173,19 @@ func (m *Match) fields() fieldMask {
 	set(len(m.NotDestinationIPs), hasNotDestinationIPs)
 	set(len(m.DestinationPorts), hasDestinationPorts)
 	set(len(m.NotDestinationPorts), hasNotDestinationPorts)
+	set(len(m.Hosts)+len(m.NotHosts)+len(m.Methods)+len(m.NotMethods)+len(m.Paths)+len(m.NotPaths)+len(m.Headers), hasL7)
 	return f
 }
 
 // prepare computes what evaluation precomputes; Compile calls it before the Set is shared.
 func (a *Authorization) prepare() {
-	for i := range a.Rules {
-		for j := range a.Rules[i].Clauses {
-			c := &a.Rules[i].Clauses[j]
-			for k := range c.Matches {
-				c.Matches[k].set = c.Matches[k].fields() | prepared
+	for _, rules := range [][]Rule{a.Rules, a.L7Rules} {
+		for i := range rules {
+			for j := range rules[i].Clauses {
+				c := &rules[i].Clauses[j]
+				for k := range c.Matches {
+					c.Matches[k].set = c.Matches[k].fields() | prepared
+				}
 			}
 		}
 	}

@@ -38,6 +38,9 @@ type WaypointTarget struct {
 // PeerAuthentication. c is read as for Evaluate: DestNamespace is the target's namespace, DestIP and
 // DestPort the target's address and port, SourceIdentity the caller's verified identity, SourceIP the
 // caller's address (or the forwarded client's). A nil *Set allows everything.
+//
+// With c.Request set (a request on an HTTP port, at the waypoint's L7), a policy's L7 attributes are matched
+// against the request, as Envoy's waypoint does; without, they are not, as for a ztunnel.
 func (s *Set) EvaluateWaypoint(c Conn, t WaypointTarget) Decision {
 	var buf [maxInlinePolicies]*Authorization
 	return evaluate(s.waypointApplicable(&t, buf[:0]), &c)

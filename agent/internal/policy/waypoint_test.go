@@ -223,46 +223,77 @@ func TestWaypointAttachment(t *testing.T) {
 	}
 }
 
-// The waypoint is L4 only: L7 attributes are handled as the node-agent conversion handles them.
+// L7 attributes at the waypoint: on a connection (a port that is not HTTP) they are handled as the node-agent
+// conversion handles them; on a request (an HTTP port, Conn.Request set) they are matched, as Envoy's waypoint
+// does.
 func TestWaypointL7Rules(t *testing.T) {
 	wp := WaypointTarget{WaypointNamespace: "shop", WaypointName: "waypoint"}
+	req := func(method, path, host string, headers ...string) *Request {
+		r := &Request{Method: method, Path: path, Host: host, Header: map[string][]string{}}
+		for i := 0; i+1 < len(headers); i += 2 {
+			r.Header[headers[i]] = append(r.Header[headers[i]], headers[i+1])
+		}
+		return r
+	}
+	allowed := Outcome{Allow: true, Reason: ReasonNoAllowPolicy, Rule: -1}
 	cases := []struct {
 		name     string
 		yaml     string
 		conn     Conn
 		want     Outcome
 		warnings int
+		requests map[*Request]bool // allowed?
 	}{
 		{
-			name:     "an ALLOW rule with methods is dropped: it allows nothing",
+			name:     "an ALLOW rule with methods is dropped on a connection; on requests it allows GET only",
 			warnings: 3, // and "every rule was dropped"
-			yaml:     targeted("get", "shop", "["+gatewayRef+"]", "ALLOW", "to: [{operation: {methods: [GET]}}]"),
+			yaml:     targeted("get", "shop", "["+gatewayRef+"]", "ALLOW", "to: [{operation: {methods: [GET], paths: [/api/*]}}]"),
 			conn:     through(shopX, "10.0.0.1", 8080),
 			want:     Outcome{Reason: ReasonNoAllowMatched, Rule: -1},
+			requests: map[*Request]bool{req("GET", "/api/x", "h"): true, req("POST", "/api/x", "h"): false, req("GET", "/other", "h"): false},
 		},
 		{
-			name:     "a DENY rule with ports and paths denies the whole port",
-			yaml:     targeted("admin", "shop", "["+gatewayRef+"]", "DENY", "to: [{operation: {ports: [\"8080\"], paths: [/admin]}}]"),
+			name:     "a DENY rule with ports and paths denies the whole port on a connection, /admin on requests",
+			yaml:     targeted("admin", "shop", "["+gatewayRef+"]", "DENY", "to: [{operation: {ports: [\"8080\"], paths: [/admin, \"/secret*\"]}}]"),
 			conn:     through(shopX, "10.0.0.1", 8080),
 			want:     Outcome{Reason: ReasonDenyMatched, Policy: "shop/admin", Kind: KindAuthorizationPolicy, Rule: 0},
 			warnings: 2,
+			requests: map[*Request]bool{req("GET", "/admin", "h"): false, req("GET", "/secret/x", "h"): false, req("GET", "/", "h"): true,
+				req("GET", "/admin/x", "h"): true},
 		},
 		{
-			name:     "a DENY rule with only a header condition never denies",
+			name:     "a DENY rule with only a header condition never denies a connection, denies bob's requests",
 			yaml:     targeted("hdr", "shop", "["+gatewayRef+"]", "DENY", "when: [{key: \"request.headers[x-user]\", values: [bob]}]"),
 			conn:     through(shopX, "10.0.0.1", 8080),
-			want:     Outcome{Allow: true, Reason: ReasonNoAllowPolicy, Rule: -1},
+			want:     allowed,
 			warnings: 2,
+			requests: map[*Request]bool{req("GET", "/", "h", "X-User", "bob"): false, req("GET", "/", "h", "X-User", "alice"): true,
+				req("GET", "/", "h"): true},
+		},
+		{
+			name:     "hosts without case or port; a JWT's principal is never there",
+			yaml:     targeted("hosts", "shop", "["+gatewayRef+"]", "ALLOW", "to: [{operation: {hosts: [\"*.example.com\"]}}]\n  - from: [{source: {requestPrincipals: [\"*\"]}}]"),
+			conn:     through(shopX, "10.0.0.1", 8080),
+			want:     Outcome{Reason: ReasonNoAllowMatched, Rule: -1},
+			warnings: 4,
+			requests: map[*Request]bool{req("GET", "/", "API.Example.com:8080"): true, req("GET", "/", "example.org"): false},
 		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			set, ws := compileYAML(t, tc.yaml)
-			if len(ws) != tc.warnings || !strings.Contains(ws[1].Msg, "the agent's waypoint is L4 only") {
+			if len(ws) != tc.warnings || !strings.Contains(ws[1].Msg, "enforces them per request on HTTP service ports") {
 				t.Errorf("warnings:\n%s", warningsString(ws))
 			}
 			if d := set.EvaluateWaypoint(tc.conn, wp); d.Outcome != tc.want {
-				t.Errorf("got %v, want %v", d, tc.want)
+				t.Errorf("connection: got %v, want %v", d, tc.want)
+			}
+			for r, want := range tc.requests {
+				c := tc.conn
+				c.Request = r
+				if d := set.EvaluateWaypoint(c, wp); d.Allow != want {
+					t.Errorf("%s %s (host %s, headers %v): %v, want allowed %v", r.Method, r.Path, r.Host, r.Header, d, want)
+				}
 			}
 		})
 	}

@@ -45,8 +45,8 @@ func (h *InboundHBONE) serveWaypoint(r *hbone.Request, snap *state.Snapshot, wp 
 	}
 	revoker := &hbone.Revoker{}
 	unregister := h.d.Live.addFunc(call.allowed, revoker.Revoke)
-	if call.wt.svc != nil && isHTTPPort(call.wt.svc, call.target.Port()) {
-		h.serveWaypointL7(r, snap, call, t, unregister)
+	if call.l7 {
+		h.serveWaypointL7(r, snap, call, t, revoker, unregister)
 		return
 	}
 	var up net.Conn
@@ -73,6 +73,10 @@ type waypointCall struct {
 	target netip.AddrPort
 	caller netip.AddrPort // as authorized: forwarded on as the client
 	peer   spiffeid.ID    // the caller's identity as authorized (zero: anonymous)
+	// l7: the target is an HTTP port of a service; its requests are authorized one by one with conn and at.
+	l7   bool
+	conn policy.Conn
+	at   policy.WaypointTarget
 	// allowed re-evaluates the call when policy changes.
 	allowed func(*policy.Set) bool
 }
@@ -94,11 +98,17 @@ func (h *InboundHBONE) authorizeWaypoint(r *hbone.Request, snap *state.Snapshot,
 		conn.DestLabels = wt.dst.Labels
 	}
 	at := wt.policyTarget()
+	call := waypointCall{wt: wt, target: target, caller: caller, peer: id, conn: conn, at: at}
+	if wt.svc != nil && isHTTPPort(wt.svc, target.Port()) {
+		// At L7 every request is authorized, with the policies of its time: nothing to decide or revoke here.
+		call.l7, call.allowed = true, func(*policy.Set) bool { return true }
+		return call, hbone.FlagNone, nil
+	}
 	if dec := h.d.count(conn, h.d.Policy().EvaluateWaypoint(conn, at)); !dec.Allow {
 		return waypointCall{}, hbone.FlagDenied, errors.New(dec.String())
 	}
-	allowed := func(set *policy.Set) bool { return set.EvaluateWaypoint(conn, at).Allow }
-	return waypointCall{wt: wt, target: target, caller: caller, peer: id, allowed: allowed}, hbone.FlagNone, nil
+	call.allowed = func(set *policy.Set) bool { return set.EvaluateWaypoint(conn, at).Allow }
+	return call, hbone.FlagNone, nil
 }
 
 // forwardCall forwards an allowed call within the connect timeout, and

@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/netip"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/hbone"
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/routes"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
@@ -107,8 +110,8 @@ func (h *InboundHBONE) l7() *l7Server {
 }
 
 // serveWaypointL7 answers an authorized waypoint tunnel for an HTTP port of a service and hands it to the HTTP
-// server. It owns unregister.
-func (h *InboundHBONE) serveWaypointL7(r *hbone.Request, snap *state.Snapshot, call waypointCall, t *inboundTunnel, unregister func()) {
+// server. It owns unregister; revoker (a policy change that denies the caller) ends the connection.
+func (h *InboundHBONE) serveWaypointL7(r *hbone.Request, snap *state.Snapshot, call waypointCall, t *inboundTunnel, revoker *hbone.Revoker, unregister func()) {
 	if err := r.Accept(hbone.Baggage{}); err != nil {
 		unregister()
 		h.failed(r, snap, t, err)
@@ -117,7 +120,7 @@ func (h *InboundHBONE) serveWaypointL7(r *hbone.Request, snap *state.Snapshot, c
 	t.route = "waypoint_http"
 	rec := h.record(r.Info(), snap, t)
 	rec.Live(func() (int64, int64) { sent, received := r.Bytes(); return received, sent })
-	conn, err := r.Hijack(func(s hbone.TunnelStats) {
+	conn, err := r.Hijack(revoker, func(s hbone.TunnelStats) {
 		unregister()
 		rec.Close(s.BytesReceived, s.BytesSent, istioFlag(s.Flag), errString(s.Err))
 	})
@@ -139,16 +142,57 @@ func (s *l7Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	start := time.Now()
 	rw := &statusRecorder{ResponseWriter: w}
 	snap := s.h.d.Snap()
-	u, err := s.decide(snap, c.call, req)
+	// Routes and policies see one path: cleaned of dot segments and repeated slashes, as Envoy's default
+	// normalization does, and sent on as cleaned.
+	req.URL.Path, req.URL.RawPath = normalizePath(req.URL.Path), ""
+	var u upstream
+	err := s.authorize(c.call, req)
+	if err == nil {
+		u, err = s.decide(snap, c.call, req)
+	}
+	if u.svc == nil {
+		u.svc = c.call.wt.svc
+	}
 	switch {
 	case err != nil:
-		http.Error(rw, err.msg, err.code)
+		respond(rw, err.code, err.msg)
 	case u.redirect != "":
 		http.Redirect(rw, req, u.redirect, u.redirectCode)
 	default:
 		s.forward(rw, req, c.call, u)
 	}
-	s.report(snap, c, req, rw, u, time.Since(start))
+	s.report(snap, c, req, rw, u, err, time.Since(start))
+}
+
+// authorize decides one request with the waypoint's policies, its L7 attributes included; a denial answers
+// 403 "RBAC: access denied", as Envoy's RBAC filter does.
+func (s *l7Server) authorize(call waypointCall, req *http.Request) *httpError {
+	conn := call.conn
+	conn.Request = &policy.Request{Method: req.Method, Path: req.URL.Path, Host: req.Host, Header: req.Header}
+	if dec := s.h.d.count(conn, s.h.d.Policy().EvaluateWaypoint(conn, call.at)); !dec.Allow {
+		return &httpError{code: http.StatusForbidden, msg: "RBAC: access denied", denied: true}
+	}
+	return nil
+}
+
+// respond answers a request the waypoint decided itself, with Envoy's bodies ("RBAC: access denied").
+func respond(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain")
+	w.Header().Set("Content-Length", strconv.Itoa(len(msg)))
+	w.WriteHeader(code)
+	_, _ = io.WriteString(w, msg)
+}
+
+// normalizePath cleans a request path (dot segments, repeated slashes), keeping a final slash.
+func normalizePath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // upstream is where one request goes.
@@ -164,8 +208,9 @@ type upstream struct {
 }
 
 type httpError struct {
-	code int
-	msg  string
+	code   int
+	msg    string
+	denied bool // by policy
 }
 
 // decide routes req, a request to the call's service: the rule it matches and the backend that rule picks, or
@@ -181,7 +226,7 @@ func (s *l7Server) decide(snap *state.Snapshot, call waypointCall, req *http.Req
 		&routes.Request{Method: req.Method, Path: req.URL.Path, Query: req.URL.Query(), Header: req.Header})
 	switch {
 	case routed && res == nil:
-		return u, &httpError{http.StatusNotFound, "route not found"}
+		return u, &httpError{code: http.StatusNotFound, msg: "route not found"}
 	case routed:
 		u.action, u.prefix = res.Action, res.Prefix
 		if rd := res.Redirect; rd != nil {
@@ -190,21 +235,21 @@ func (s *l7Server) decide(snap *state.Snapshot, call waypointCall, req *http.Req
 		}
 		b, ok := res.Pick(rand.IntN)
 		if !ok {
-			return u, &httpError{http.StatusInternalServerError, "no backend"}
+			return u, &httpError{code: http.StatusInternalServerError, msg: "no backend"}
 		}
 		if b.Invalid != "" {
-			return u, &httpError{http.StatusInternalServerError, "backend " + b.Key() + ": " + b.Invalid}
+			return u, &httpError{code: http.StatusInternalServerError, msg: "backend " + b.Key() + ": " + b.Invalid}
 		}
 		backend, ok := snap.ServiceByKey(b.Key())
 		if !ok {
-			return u, &httpError{http.StatusInternalServerError, "backend " + b.Key() + " is not known"}
+			return u, &httpError{code: http.StatusInternalServerError, msg: "backend " + b.Key() + " is not known"}
 		}
 		u.svc, port = backend, b.Port
 	}
 	u.port = port
 	w, addr, err := s.h.pickEndpoint(snap, waypointTarget{wp: call.wt.wp, svc: u.svc}, netip.AddrPortFrom(call.target.Addr(), port))
 	if err != nil {
-		return u, &httpError{http.StatusServiceUnavailable, "no healthy upstream"}
+		return u, &httpError{code: http.StatusServiceUnavailable, msg: "no healthy upstream"}
 	}
 	u.w, u.addr = w, addr
 	return u, nil
@@ -334,7 +379,7 @@ func (s *l7Server) dial(ctx context.Context, id spiffeid.ID, addr string) (net.C
 }
 
 // report records one request: Istio's request metrics (reporter waypoint) and an access log line.
-func (s *l7Server) report(snap *state.Snapshot, c *l7Conn, req *http.Request, rw *statusRecorder, u upstream, d time.Duration) {
+func (s *l7Server) report(snap *state.Snapshot, c *l7Conn, req *http.Request, rw *statusRecorder, u upstream, herr *httpError, d time.Duration) {
 	peer := ""
 	if !c.call.peer.IsZero() {
 		peer = c.call.peer.String()
@@ -358,7 +403,10 @@ func (s *l7Server) report(snap *state.Snapshot, c *l7Conn, req *http.Request, rw
 		code = http.StatusOK
 	}
 	flag := telemetry.FlagNone
-	if code >= 500 && u.w == nil {
+	switch {
+	case herr != nil && herr.denied:
+		flag = telemetry.FlagDeny
+	case code >= 500 && u.w == nil:
 		flag = telemetry.FlagNoRoute
 	}
 	s.h.d.Metrics.Request(&labels, telemetry.Request{Protocol: protocol, Code: code, GRPCStatus: grpcStatus, Flag: flag, Duration: d,
