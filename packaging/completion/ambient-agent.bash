@@ -2,7 +2,7 @@
 _ambient_agent() {
 	local cur=${COMP_WORDS[COMP_CWORD]} flags="" args=""
 	if [[ $COMP_CWORD -eq 1 ]]; then
-		COMPREPLY=($(compgen -W "authz bugreport ca certs cleanup close completion connections doctor explain export gossip help log-level peers policies probe run services status validate version workloads" -- "$cur"))
+		COMPREPLY=($(compgen -W "authz bugreport ca certs cleanup close completion connections doctor explain export gossip help log-level peers policies probe routes run services status validate version workloads" -- "$cur"))
 		return
 	fi
 	case "${COMP_WORDS[1]}" in
@@ -69,6 +69,9 @@ _ambient_agent() {
 		;;
 	probe)
 		flags="-h -as -expect -json -socket" args=""
+		;;
+	routes)
+		flags="-h -json -socket" args=""
 		;;
 	run)
 		flags="-h -config -keep-capture -supervise" args=""

@@ -3,8 +3,10 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,7 +29,35 @@ workloads = [%[1]q]
 name = %[3]q
 ports = [{ port = 80, target_port = 8080, app_protocol = "http" }]
 workloads = [%[1]q]
+%[4]s`
+
+// streamServices are echo-v1's host's gRPC and websocket services, through the waypoint.
+const streamServices = `[[service]]
+name = "grpc"
+use_waypoint = "wp"
+ports = [{ port = 9000, target_port = 9000, app_protocol = "grpc" }]
+workloads = ["echo1"]
+[[service]]
+name = "ws"
+use_waypoint = "wp"
+ports = [{ port = 9001, target_port = 9001, app_protocol = "http" }]
+workloads = ["echo1"]
 `
+
+// l7Peer is tests/lab/l7peer: grpc-go's interop test service and client, and a websocket echo.
+var l7Peer = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp(scratch, "ambient-l7peer-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "l7peer")
+	cmd := exec.Command("go", "build", "-o", bin, "./tests/lab/l7peer")
+	cmd.Dir = lab.RepoRoot()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("building l7peer: %w\n%s", err, out)
+	}
+	return bin, nil
+})
 
 // The seed's HTTPRoute: every request to echo goes to echo-v1.
 const seedRoute = `apiVersion: gateway.networking.k8s.io/v1
@@ -95,8 +125,14 @@ func TestWaypointL7(t *testing.T) {
 		return a
 	}
 	clientAgent := start(client, fmt.Sprintf("[[workload]]\nname = \"client\"\nservice_account = \"client\"\naddresses = [%q]\n", client.Addr))
-	start(v1, fmt.Sprintf(echoBackend, "echo1", v1.Addr, "echo-v1"))
-	start(v2, fmt.Sprintf(echoBackend, "echo2", v2.Addr, "echo-v2"))
+	peer, err := l7Peer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v1.Start("grpc server", peer, "grpc-server", ":9000")
+	v1.Start("websocket server", peer, "ws-server", ":9001")
+	start(v1, fmt.Sprintf(echoBackend, "echo1", v1.Addr, "echo-v1", streamServices))
+	start(v2, fmt.Sprintf(echoBackend, "echo2", v2.Addr, "echo-v2", ""))
 	wpAgent := start(wp, fmt.Sprintf(waypointBody, "wp", "wp", "", wp.Addr, routesDir))
 	var vip string
 	waitMesh(t, clientAgent, gossipConverges, "echo and its waypoint", func(m meshDump) bool {
@@ -208,15 +244,38 @@ spec:
 	}
 	waitCount(t, wpAgent, 1, 5*time.Second, "msg=access", "route=waypoint", "dst="+vip+":81", "response_flags=-")
 
+	// gRPC (h2c both ways, trailers) with a server-streaming call, and a websocket (HTTP/1.1 Upgrade), through the
+	// waypoint at L7.
+	var grpcVIP, wsVIP string
+	waitMesh(t, clientAgent, gossipConverges, "the grpc and ws services", func(m meshDump) bool {
+		grpcVIP, wsVIP = m.serviceVIP("grpc"), m.serviceVIP("ws")
+		return grpcVIP != "" && wsVIP != ""
+	})
+	out, err = client.Run(lab.Timeout(30*time.Second), peer, "grpc-client", grpcVIP+":9000", "5")
+	if err != nil || !strings.Contains(out, "unary 10") || !strings.Contains(out, "stream 4 104") || !strings.Contains(out, "stream done 5") {
+		t.Errorf("gRPC through the waypoint: %v\n%s", err, out)
+	}
+	waitCount(t, wpAgent, 2, 5*time.Second, "msg=access", "route=waypoint_http", "protocol=HTTP/2.0", "dst_service=grpc.default.svc.cluster.local", "response_code=200")
+	out, err = client.Run(lab.Timeout(30*time.Second), peer, "ws-client", fmt.Sprintf("ws://%s:9001/echo", wsVIP), "one", "two", "three")
+	if err != nil || strings.Join(strings.Fields(out), " ") != "echo: one echo: two echo: three" {
+		t.Errorf("a websocket through the waypoint: %v\n%s", err, out)
+	}
+	waitCount(t, wpAgent, 1, 5*time.Second, "msg=access", "route=waypoint_http", "path=/echo", "response_code=101")
+
 	metrics := scrape(t, wp)
 	// Each label set counts apart: echo-v1's 200s are the seed route's 50 and about 450 of the weighted 500.
 	for code, want := range map[string]map[string]string{
-		"200": {"destination_service": "echo-v1.default.svc.cluster.local", "destination_workload": "echo1"},
-		"404": {},
-		"403": {"response_flags": "DENY"},
+		"200":      {"destination_service": "echo-v1.default.svc.cluster.local", "destination_workload": "echo1"},
+		"404":      {},
+		"403":      {"response_flags": "DENY"},
+		"200 grpc": {"request_protocol": "grpc", "grpc_response_status": "0", "destination_service": "grpc.default.svc.cluster.local"},
 	} {
+		code, _, _ = strings.Cut(code, " ")
 		want["reporter"], want["response_code"], want["source_principal"] = "waypoint", code, "spiffe://cluster.local/ns/default/sa/client"
 		least := map[string]float64{"200": 400, "404": 1, "403": 2}[code]
+		if want["request_protocol"] == "grpc" {
+			least = 2
+		}
 		if v, ok := metricValue(t, metrics, "istio_requests_total", want); !ok || v < least {
 			t.Errorf("istio_requests_total{response_code=%s} = %v, want at least %v:\n%s", code, v, least, grepIstio(metrics))
 		}

@@ -50,6 +50,7 @@ func commands() table {
 		"policies":    {"list the authorization policies the local agent enforces", runPolicies},
 		"peers":       {"list the gossip peers the local agent sees", runPeers},
 		"services":    {"list the mesh services, their VIPs, endpoints and waypoints", runServices},
+		"routes":      {"list the Gateway API routes the waypoint applies, and what is not used of them", runRoutes},
 		"doctor":      {"check this host's setup and say what is wrong and how to fix it", runDoctor},
 		"connections": {"list the open connections the local agent carries", runConnections},
 		"probe":       {"check a peer's HBONE port: TLS with a local identity, the peer's identity, HTTP/2", runProbe},

@@ -34,6 +34,9 @@ With -keep-capture, as the service runs it, the capture table outlives the proce
 		`addresses only for those addresses.`,
 	"status": `Ask the running agent whether it is ready and why not, over its control socket (root or the group ` +
 		`ambient-agent). Exit status 3 when it answers but is not ready.`,
+	"routes": `List the Gateway API routes (HTTPRoute, GRPCRoute) of the policy directory that the waypoint applies ` +
+		`at L7: their parent services, backends, whether they are accepted, and every part that is not used or ` +
+		`does not resolve (docs/waypoint.md).`,
 	"connections": `List the connections the running agent carries now: direction, client and destination, route ` +
 		`(hbone, plaintext, passthrough), identities, service, age and bytes each way.`,
 	"probe": `Check a peer's HBONE port as a tunnel would start, without carrying anything: TCP from the agent's ` +

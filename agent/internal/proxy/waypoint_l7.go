@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -37,6 +38,7 @@ const (
 	l7MaxHeaderBytes = 64 << 10
 	l7IdleTimeout    = time.Hour // Envoy's default idle timeout
 	l7HeaderTimeout  = 30 * time.Second
+	l7MaxStreams     = 250 // HTTP/2 streams at once on one connection
 )
 
 // isHTTPPort reports whether port of svc carries HTTP (its app protocol).
@@ -98,6 +100,7 @@ func (h *InboundHBONE) l7() *l7Server {
 			MaxHeaderBytes:    l7MaxHeaderBytes,
 			ReadHeaderTimeout: l7HeaderTimeout,
 			IdleTimeout:       l7IdleTimeout,
+			HTTP2:             &http.HTTP2Config{MaxConcurrentStreams: l7MaxStreams},
 			ErrorLog:          nil,
 			ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 				return context.WithValue(ctx, l7ConnKey{}, c)
@@ -449,6 +452,16 @@ func (r *statusRecorder) Write(b []byte) (int, error) {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Hijack takes the connection over for an upgrade (a websocket): the reverse proxy writes the upstream's 101
+// itself.
+func (r *statusRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(r.ResponseWriter).Hijack()
+	if err == nil && r.code == 0 {
+		r.code = http.StatusSwitchingProtocols
+	}
+	return c, brw, err
+}
 
 // connQueue is a net.Listener of the connections pushed to it.
 type connQueue struct {

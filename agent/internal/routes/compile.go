@@ -35,7 +35,6 @@ type Action struct {
 	ResponseHeaders HeaderModifier
 	Redirect        *Redirect
 	Rewrite         *Rewrite
-	Mirrors         []Backend
 	// Timeout bounds the whole request (spec.rules[].timeouts.request); 0: none.
 	Timeout time.Duration
 }
@@ -212,7 +211,7 @@ func compileHTTPRule(r *Route, index int, rule gatewayv1.HTTPRouteRule) compiled
 		return cr
 	}
 	a := cr.action
-	if err := compileFilters(a, r.Namespace, rule.Filters); err != nil {
+	if err := compileFilters(a, rule.Filters); err != nil {
 		return compiledRule{err: err.Error()}
 	}
 	if a.Redirect != nil && len(a.Backends) > 0 {
@@ -298,7 +297,7 @@ func backend(ns string, ref gatewayv1.BackendRef) Backend {
 	return b
 }
 
-func compileFilters(a *Action, ns string, fs []gatewayv1.HTTPRouteFilter) error {
+func compileFilters(a *Action, fs []gatewayv1.HTTPRouteFilter) error {
 	for i, f := range fs {
 		switch f.Type {
 		case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
@@ -331,12 +330,8 @@ func compileFilters(a *Action, ns string, fs []gatewayv1.HTTPRouteFilter) error 
 				return fmt.Errorf("filters[%d]: %w", i, err)
 			}
 			a.Rewrite = &Rewrite{Hostname: string(ptrOr(rw.Hostname, "")), Path: pm}
-		case gatewayv1.HTTPRouteFilterRequestMirror:
-			if f.RequestMirror == nil {
-				return fmt.Errorf("filters[%d]: RequestMirror without requestMirror", i)
-			}
-			a.Mirrors = append(a.Mirrors, backend(ns, gatewayv1.BackendRef{BackendObjectReference: f.RequestMirror.BackendRef}))
-		default:
+		default: // RequestMirror among them: not yet
+
 			return fmt.Errorf("filters[%d]: %s is not supported", i, f.Type)
 		}
 	}
