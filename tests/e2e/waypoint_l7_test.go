@@ -237,6 +237,12 @@ spec:
 	if got := fetch(5); got["echo-v1"] != 5 {
 		t.Errorf("/ under the DENY: %v, want 5 of echo-v1", got)
 	}
+	// An upgrade to h2c would carry requests past routing and authorization: refused.
+	out, _ = client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
+		"-H", "Connection: Upgrade, HTTP2-Settings", "-H", "Upgrade: h2c", "-H", "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA", url)
+	if strings.TrimSpace(out) != "403" {
+		t.Errorf("an upgrade to h2c: %q, want 403", out)
+	}
 	// echo's port 81 is not HTTP: the waypoint stays L4 there (the DENY, for port 80, does not apply).
 	out, err = client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "--max-time", "10", fmt.Sprintf("http://%s:81/admin", vip))
 	if err != nil || (strings.TrimSpace(out) != "echo-v1" && strings.TrimSpace(out) != "echo-v2") {

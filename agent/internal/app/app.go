@@ -47,6 +47,7 @@ type App struct {
 	dns      *dnsProxy
 	policies *policy.Store              // the policy directory's and istiod's, merged
 	routes   atomic.Pointer[routes.Set] // the policy directory's Gateway API routes, for the waypoint at L7
+	policyMu sync.Mutex                 // one policy directory load at a time
 	live     *proxy.Live
 	gossip   *discovery.Discovery // nil when gossip is off
 	istiod   *xds.Client          // nil without [istio] discovery

@@ -36,6 +36,8 @@ func LoadPolicies(cfg config.Policy) (*policy.Set, []policy.Warning, error) {
 // in and closes the live connections it no longer allows. A bad directory
 // changes nothing.
 func (a *App) reloadPolicies(why string) error {
+	a.policyMu.Lock() // SIGHUP and the file watcher: one load at a time, so an older one never lands last
+	defer a.policyMu.Unlock()
 	cfg := a.cfg.Load().Policy
 	set, err := a.loadPolicies(cfg)
 	if err != nil {
@@ -47,8 +49,8 @@ func (a *App) reloadPolicies(why string) error {
 		a.log.Error("routes rejected, keeping the running policies and routes", "reason", why, "err", err)
 		return err
 	}
-	a.routes.Store(rs)
 	closed := a.enforce(a.policies.SetLocal(set))
+	a.routes.Store(rs)
 	a.log.Info("policies loaded", "reason", why, "dir", cfg.Dir, "policies", set.Len(),
 		"waypoint_policies", len(set.WaypointPolicies()), "connections_closed", closed)
 	return nil

@@ -96,8 +96,7 @@ func convertRuleL7(index int, rs RuleSpec, namespace string) Rule {
 		for i, src := range rs.From {
 			m := &c.Matches[i]
 			// The remote IP is the client's address as the waypoint knows it: the caller's.
-			m.SourceIPs = append(m.SourceIPs, prefixes(src.RemoteIPBlocks)...)
-			m.NotSourceIPs = append(m.NotSourceIPs, prefixes(src.NotRemoteIPBlocks)...)
+			m.RemoteIPs, m.NotRemoteIPs = prefixes(src.RemoteIPBlocks), prefixes(src.NotRemoteIPBlocks)
 			if len(src.RequestPrincipals) > 0 || len(src.NotRequestPrincipals) > 0 {
 				m.Headers = append(m.Headers, HeaderMatch{Name: absentAttribute,
 					Values: stringMatches(src.RequestPrincipals), NotValues: stringMatches(src.NotRequestPrincipals)})
@@ -111,7 +110,7 @@ func convertRuleL7(index int, rs RuleSpec, namespace string) Rule {
 		case ok:
 			m.Headers = []HeaderMatch{{Name: name, Values: stringMatches(cond.Values), NotValues: stringMatches(cond.NotValues)}}
 		case cond.Key == "remote.ip":
-			m.SourceIPs, m.NotSourceIPs = prefixes(cond.Values), prefixes(cond.NotValues)
+			m.RemoteIPs, m.NotRemoteIPs = prefixes(cond.Values), prefixes(cond.NotValues)
 		case strings.HasPrefix(cond.Key, "request.auth."):
 			m.Headers = []HeaderMatch{{Name: absentAttribute, Values: stringMatches(cond.Values), NotValues: stringMatches(cond.NotValues)}}
 		}

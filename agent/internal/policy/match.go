@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -112,46 +113,68 @@ func (m *Match) matches(src *peer, dst target) bool {
 		}
 	}
 	if fields&hasL7 != 0 {
-		return dst.req != nil && m.matchesRequest(dst.req)
+		return dst.req != nil && m.matchesRequest(dst.req, src.ip)
 	}
 	return true
 }
 
-// matchesRequest checks m's L7 attributes against r, as Envoy's RBAC filter does for Istio: methods exactly,
-// paths and hosts with Istio's exact, prefix ("x*"), suffix ("*x") and presence ("*") forms, hosts without
-// case and without the request's port.
-func (m *Match) matchesRequest(r *Request) bool {
+// matchesRequest checks m's L7 attributes against r from the caller at remote, as Envoy's RBAC filter does for
+// Istio: methods exactly; paths with Istio's exact, prefix ("x*"), suffix ("*x") and presence ("*") forms; hosts
+// without case, a pattern without a port matching the host with any port; a header's values joined with ","
+// as Envoy sees them, Host among them.
+func (m *Match) matchesRequest(r *Request, remote netip.Addr) bool {
 	if len(m.Methods) > 0 && !slices.Contains(m.Methods, r.Method) || slices.Contains(m.NotMethods, r.Method) {
 		return false
 	}
 	if len(m.Paths) > 0 && !anyString(m.Paths, r.Path) || anyString(m.NotPaths, r.Path) {
 		return false
 	}
-	if len(m.Hosts) > 0 || len(m.NotHosts) > 0 {
-		host := strings.ToLower(r.Host)
-		if h, _, ok := strings.Cut(host, ":"); ok && !strings.HasPrefix(host, "[") {
-			host = h
-		}
-		if len(m.Hosts) > 0 && !anyStringFold(m.Hosts, host) || anyStringFold(m.NotHosts, host) {
-			return false
-		}
+	if len(m.Hosts) > 0 && !anyHost(m.Hosts, r.Host) || anyHost(m.NotHosts, r.Host) {
+		return false
+	}
+	if len(m.RemoteIPs) > 0 && !anyPrefix(m.RemoteIPs, remote) || anyPrefix(m.NotRemoteIPs, remote) {
+		return false
 	}
 	for _, h := range m.Headers {
-		vals := r.Header[h.Name]
-		if len(h.Values) > 0 && !slices.ContainsFunc(vals, func(v string) bool { return anyString(h.Values, v) }) {
-			return false
+		vals, present := r.Header[h.Name]
+		if h.Name == "Host" {
+			vals, present = []string{r.Host}, r.Host != ""
 		}
-		if slices.ContainsFunc(vals, func(v string) bool { return anyString(h.NotValues, v) }) {
+		v := strings.Join(vals, ",")
+		if len(h.Values) > 0 && !(present && anyHeaderValue(h.Values, v)) || present && anyHeaderValue(h.NotValues, v) {
 			return false
 		}
 	}
 	return true
 }
 
-// anyStringFold is anyString without case (hosts).
-func anyStringFold(ms []StringMatch, v string) bool {
+// anyHeaderValue is anyString where presence ("*") holds for any value of a present header, even empty.
+func anyHeaderValue(ms []StringMatch, v string) bool {
+	for _, m := range ms {
+		if m.Type == MatchPresence || m.matches(v) {
+			return true
+		}
+	}
+	return false
+}
+
+// anyHost matches an authority (host, or host:port) without case: a pattern with a port against the whole
+// authority, one without against the host alone.
+func anyHost(ms []StringMatch, authority string) bool {
+	authority = strings.ToLower(authority)
+	host := authority
+	if h, _, err := net.SplitHostPort(authority); err == nil {
+		host = h
+		if strings.Contains(h, ":") { // an IPv6 literal: as written, in brackets
+			host = "[" + h + "]"
+		}
+	}
 	for _, m := range ms {
 		m.Value = strings.ToLower(m.Value)
+		v := host
+		if _, _, err := net.SplitHostPort(m.Value); err == nil {
+			v = authority
+		}
 		if m.matches(v) {
 			return true
 		}

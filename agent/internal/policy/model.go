@@ -113,6 +113,9 @@ type Match struct {
 	NotPaths   []StringMatch `json:"notPaths,omitempty"`
 	// Headers are `when` conditions on request.headers[name].
 	Headers []HeaderMatch `json:"headers,omitempty"`
+	// RemoteIPs are remoteIpBlocks and remote.ip: the caller's address, as the waypoint knows it.
+	RemoteIPs    []netip.Prefix `json:"remoteIps,omitempty"`
+	NotRemoteIPs []netip.Prefix `json:"notRemoteIps,omitempty"`
 }
 
 // HeaderMatch is a `when` condition on a request header: some value of the header matches one of Values (if
@@ -173,7 +176,8 @@ func (m *Match) fields() fieldMask {
 	set(len(m.NotDestinationIPs), hasNotDestinationIPs)
 	set(len(m.DestinationPorts), hasDestinationPorts)
 	set(len(m.NotDestinationPorts), hasNotDestinationPorts)
-	set(len(m.Hosts)+len(m.NotHosts)+len(m.Methods)+len(m.NotMethods)+len(m.Paths)+len(m.NotPaths)+len(m.Headers), hasL7)
+	set(len(m.Hosts)+len(m.NotHosts)+len(m.Methods)+len(m.NotMethods)+len(m.Paths)+len(m.NotPaths)+len(m.Headers)+
+		len(m.RemoteIPs)+len(m.NotRemoteIPs), hasL7)
 	return f
 }
 

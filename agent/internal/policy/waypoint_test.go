@@ -278,6 +278,23 @@ func TestWaypointL7Rules(t *testing.T) {
 			warnings: 4,
 			requests: map[*Request]bool{req("GET", "/", "API.Example.com:8080"): true, req("GET", "/", "example.org"): false},
 		},
+		{
+			name:     "a host with a port is the whole authority; several values of a header are one, joined",
+			yaml:     targeted("mixed", "shop", "["+gatewayRef+"]", "DENY", "to: [{operation: {hosts: [\"admin.x:8080\"]}}]\n  - when: [{key: \"request.headers[x-tenant]\", values: [a]}]"),
+			conn:     through(shopX, "10.0.0.1", 8080),
+			want:     allowed,
+			warnings: 3,
+			requests: map[*Request]bool{req("GET", "/", "Admin.X:8080"): false, req("GET", "/", "admin.x:9090"): true, req("GET", "/", "admin.x"): true,
+				req("GET", "/", "h", "X-Tenant", "a"): false, req("GET", "/", "h", "X-Tenant", "b", "X-Tenant", "a"): true},
+		},
+		{
+			name:     "remoteIpBlocks and ipBlocks of one source must both hold",
+			yaml:     targeted("both", "shop", "["+gatewayRef+"]", "ALLOW", "from: [{source: {ipBlocks: [10.0.0.0/8], remoteIpBlocks: [192.168.0.0/16]}}]"),
+			conn:     through(shopX, "10.0.0.1", 8080),
+			want:     Outcome{Reason: ReasonNoAllowMatched, Rule: -1},
+			warnings: 3,
+			requests: map[*Request]bool{req("GET", "/", "h"): false},
+		},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

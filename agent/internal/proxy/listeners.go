@@ -57,9 +57,11 @@ type Listeners struct {
 	inbound  *InboundPlain
 	hbone    *hbone.Server // nil without local identities
 	hboneLn  net.Listener
-	pool     *hbone.Pool
-	log      *slog.Logger
-	closers  []io.Closer
+	// inboundHBONE is hbone's handler (the waypoint's HTTP server stops with it).
+	inboundHBONE *InboundHBONE
+	pool         *hbone.Pool
+	log          *slog.Logger
+	closers      []io.Closer
 }
 
 // Listen binds every listener of the data path, or none. d.Tunnels is set to
@@ -145,7 +147,7 @@ func (l *Listeners) listenHBONE(cfg ListenConfig, d *Deps) error {
 	if err != nil {
 		return fmt.Errorf("hbone: listen on the HBONE port: %w", err)
 	}
-	l.hbone, l.hboneLn = srv, ln
+	l.hbone, l.hboneLn, l.inboundHBONE = srv, ln, inbound
 	l.closers = append(l.closers, ln)
 	return nil
 }
@@ -177,6 +179,7 @@ func (l *Listeners) runHBONE(ctx context.Context, drain func() (context.Context,
 	}
 	dctx, cancel := drain()
 	defer cancel()
+	go l.inboundHBONE.shutdownL7(dctx) // the waypoint's HTTP connections: they hold tunnels the drain waits for
 	if err := l.hbone.Shutdown(dctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		l.log.Warn("hbone: shutdown", "err", err)
 	}

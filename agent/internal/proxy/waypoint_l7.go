@@ -109,7 +109,25 @@ func (h *InboundHBONE) l7() *l7Server {
 		go func() { _ = s.srv.Serve(s.conns) }()
 		h.l7srv = s
 	})
-	return h.l7srv
+	return h.l7srv // nil once shutdownL7 ran first
+}
+
+// shutdownL7 stops the waypoint's HTTP server when the agent drains: idle connections close now, requests
+// finish within ctx (hijacked ones, websockets, end with the HBONE server). No L7 server starts after it.
+func (h *InboundHBONE) shutdownL7(ctx context.Context) {
+	h.l7Once.Do(func() {})
+	s := h.l7srv
+	if s == nil {
+		return
+	}
+	s.conns.Close()
+	_ = s.srv.Shutdown(ctx)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, t := range s.transports {
+		t.h1.CloseIdleConnections()
+		t.h2.CloseIdleConnections()
+	}
 }
 
 // serveWaypointL7 answers an authorized waypoint tunnel for an HTTP port of a service and hands it to the HTTP
@@ -132,7 +150,12 @@ func (h *InboundHBONE) serveWaypointL7(r *hbone.Request, snap *state.Snapshot, c
 		rec.Close(0, 0, istioFlag(hbone.FlagOf(err)), errString(err))
 		return
 	}
-	h.l7().conns.push(&l7Conn{Conn: conn, call: call})
+	srv := h.l7()
+	if srv == nil { // draining
+		_ = conn.Close()
+		return
+	}
+	srv.conns.push(&l7Conn{Conn: conn, call: call})
 }
 
 // ServeHTTP handles one request of a waypoint connection: route, pick, send, record.
@@ -149,12 +172,15 @@ func (s *l7Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// normalization does, and sent on as cleaned.
 	req.URL.Path, req.URL.RawPath = normalizePath(req.URL.Path), ""
 	var u upstream
-	err := s.authorize(c.call, req)
+	call, err := current(snap, c.call, req)
 	if err == nil {
-		u, err = s.decide(snap, c.call, req)
+		err = s.authorize(call, req)
+	}
+	if err == nil {
+		u, err = s.decide(snap, call, req)
 	}
 	if u.svc == nil {
-		u.svc = c.call.wt.svc
+		u.svc = call.wt.svc
 	}
 	switch {
 	case err != nil:
@@ -165,6 +191,25 @@ func (s *l7Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		s.forward(rw, req, c.call, u)
 	}
 	s.report(snap, c, req, rw, u, err, time.Since(start))
+}
+
+// current is the call as the mesh has it now: a connection outlives the service state it started with, so each
+// request finds the target again (the service may be gone, or no longer bound to this waypoint: 503). It also
+// refuses what the waypoint never passes on: CONNECT (405), and upgrades other than to websocket (403, so that
+// an upgrade to h2c cannot carry requests past routing and authorization).
+func current(snap *state.Snapshot, call waypointCall, req *http.Request) (waypointCall, *httpError) {
+	if req.Method == http.MethodConnect {
+		return call, &httpError{code: http.StatusMethodNotAllowed, msg: "CONNECT is not allowed through the waypoint"}
+	}
+	if up := req.Header.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
+		return call, &httpError{code: http.StatusForbidden, msg: "upgrade to " + up + " is not allowed through the waypoint"}
+	}
+	wt, err := managedTarget(snap, call.wt.wp, call.target)
+	if err != nil || wt.svc == nil {
+		return call, &httpError{code: http.StatusServiceUnavailable, msg: "no healthy upstream"}
+	}
+	call.wt = wt
+	return call, nil
 }
 
 // authorize decides one request with the waypoint's policies, its L7 attributes included; a denial answers
@@ -232,6 +277,9 @@ func (s *l7Server) decide(snap *state.Snapshot, call waypointCall, req *http.Req
 		return u, &httpError{code: http.StatusNotFound, msg: "route not found"}
 	case routed:
 		u.action, u.prefix = res.Action, res.Prefix
+		if res.Invalid != "" {
+			return u, &httpError{code: http.StatusInternalServerError, msg: "route rule not supported: " + res.Invalid}
+		}
 		if rd := res.Redirect; rd != nil {
 			u.redirect, u.redirectCode = redirectURL(req, rd, res.Prefix), rd.StatusCode
 			return u, nil
@@ -287,10 +335,10 @@ func redirectURL(req *http.Request, rd *routes.Redirect, prefix string) string {
 
 type upstreamKey struct{}
 
-// upstreamDial is what the transport's dialer needs to open a tunnel to the chosen endpoint.
+// upstreamDial is what the transport's dialer needs to open a tunnel to the chosen endpoint. The tunnel carries
+// no `forwarded` client: it is kept for the requests of every client, as Envoy's upstream connections are.
 type upstreamDial struct {
-	w      *state.Workload
-	client netip.AddrPort
+	w *state.Workload
 }
 
 // forward sends req to the upstream u and copies the answer back, streaming both bodies.
@@ -300,7 +348,7 @@ func (s *l7Server) forward(w http.ResponseWriter, req *http.Request, call waypoi
 		http.Error(w, "waypoint identity: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	ctx := context.WithValue(req.Context(), upstreamKey{}, upstreamDial{w: u.w, client: call.caller})
+	ctx := context.WithValue(req.Context(), upstreamKey{}, upstreamDial{w: u.w})
 	if u.action != nil && u.action.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, u.action.Timeout)
@@ -378,7 +426,7 @@ func (s *l7Server) dial(ctx context.Context, id spiffeid.ID, addr string) (net.C
 	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
 	return s.h.d.Tunnels.DialTunnel(ctx, hbone.Tunnel{Source: id, Expected: []spiffeid.ID{expected},
-		Gateway: netip.AddrPortFrom(ap.Addr(), HBONEPort), Authority: addr, ForwardedFor: ud.client, ServerName: ud.w.ServerName()})
+		Gateway: netip.AddrPortFrom(ap.Addr(), HBONEPort), Authority: addr, ServerName: ud.w.ServerName()})
 }
 
 // report records one request: Istio's request metrics (reporter waypoint) and an access log line.
@@ -396,10 +444,7 @@ func (s *l7Server) report(snap *state.Snapshot, c *l7Conn, req *http.Request, rw
 	protocol, grpcStatus := "http", ""
 	if strings.HasPrefix(req.Header.Get("Content-Type"), "application/grpc") {
 		protocol = "grpc"
-		grpcStatus = rw.Header().Get("Grpc-Status")
-		if grpcStatus == "" {
-			grpcStatus = rw.Header().Get(http.TrailerPrefix + "Grpc-Status")
-		}
+		grpcStatus = grpcCode(rw.Header().Get("Grpc-Status"), rw.Header().Get(http.TrailerPrefix+"Grpc-Status"))
 	}
 	code := rw.code
 	if code == 0 {
@@ -495,3 +540,14 @@ func (q *connQueue) Close() error {
 }
 
 func (q *connQueue) Addr() net.Addr { return &net.TCPAddr{} }
+
+// grpcCode is the gRPC status of a response (its trailer, or a trailers-only header) when it is one of gRPC's
+// codes (0 to 16), else "": an upstream's word never makes a label value of its own.
+func grpcCode(values ...string) string {
+	for _, v := range values {
+		if n, err := strconv.Atoi(v); err == nil && n >= 0 && n <= 16 {
+			return v
+		}
+	}
+	return ""
+}

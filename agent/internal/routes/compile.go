@@ -37,6 +37,8 @@ type Action struct {
 	Rewrite         *Rewrite
 	// Timeout bounds the whole request (spec.rules[].timeouts.request); 0: none.
 	Timeout time.Duration
+	// Invalid says why the rule cannot be honoured ("" when it can): its requests are answered 500.
+	Invalid string
 }
 
 // Backend is a service a rule sends requests to.
@@ -177,9 +179,15 @@ func (s *Set) compileRoute(r *Route, order int) {
 	}
 	for ri, cr := range rules {
 		if cr.err != "" {
+			// A rule the waypoint cannot honour is never skipped (its requests would reach a broader rule, or the
+			// service, without what it asks for): its requests are answered 500, as the Gateway API says. When its
+			// matches are what failed, every request to the parents is.
 			st.Accepted = false
-			st.Reasons = append(st.Reasons, fmt.Sprintf("rules[%d]: %s: the rule is not used", ri, cr.err))
-			continue
+			st.Reasons = append(st.Reasons, fmt.Sprintf("rules[%d]: %s: its requests are answered 500", ri, cr.err))
+			cr.action = &Action{Route: r.Kind + " " + r.Key(), Rule: ri, Invalid: cr.err}
+			if cr.matches == nil {
+				cr.matches = []match{{pathType: pathPrefix, path: "/"}}
+			}
 		}
 		for _, b := range cr.action.Backends {
 			st.Backends = append(st.Backends, fmt.Sprintf("%s:%d", b.Key(), b.Port))
@@ -212,15 +220,15 @@ func compileHTTPRule(r *Route, index int, rule gatewayv1.HTTPRouteRule) compiled
 	}
 	a := cr.action
 	if err := compileFilters(a, rule.Filters); err != nil {
-		return compiledRule{err: err.Error()}
+		return compiledRule{matches: cr.matches, err: err.Error()}
 	}
 	if a.Redirect != nil && len(a.Backends) > 0 {
-		return compiledRule{err: "a RequestRedirect filter with backendRefs"}
+		return compiledRule{matches: cr.matches, err: "a RequestRedirect filter with backendRefs"}
 	}
 	if rule.Timeouts != nil && rule.Timeouts.Request != nil {
 		d, err := time.ParseDuration(string(*rule.Timeouts.Request))
 		if err != nil {
-			return compiledRule{err: fmt.Sprintf("timeouts.request %q: %v", *rule.Timeouts.Request, err)}
+			return compiledRule{matches: cr.matches, err: fmt.Sprintf("timeouts.request %q: %v", *rule.Timeouts.Request, err)}
 		}
 		a.Timeout = d
 	}
@@ -242,7 +250,7 @@ func compileGRPCRule(r *Route, index int, rule gatewayv1.GRPCRouteRule) compiled
 		case gatewayv1.GRPCRouteFilterResponseHeaderModifier:
 			cr.action.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
 		default:
-			return compiledRule{err: fmt.Sprintf("filters[%d]: %s is not supported", i, f.Type)}
+			return compiledRule{matches: cr.matches, err: fmt.Sprintf("filters[%d]: %s is not supported", i, f.Type)}
 		}
 	}
 	return cr
@@ -262,19 +270,19 @@ func backendRefs[B any](bs []B, ref func(B) (gatewayv1.BackendRef, bool)) ([]gat
 
 // newRule compiles what HTTP and gRPC rules share: their matches (none: every request) and backends.
 func newRule[M any](r *Route, index int, matches []M, compile func(M) (match, error), refs []gatewayv1.BackendRef, filtered bool) compiledRule {
-	if filtered {
-		return compiledRule{err: "filters on a backendRef are not supported"}
-	}
 	cr := compiledRule{action: &Action{Route: r.Kind + " " + r.Key(), Rule: index}}
 	for _, m := range matches {
 		cm, err := compile(m)
 		if err != nil {
-			return compiledRule{err: err.Error()}
+			return compiledRule{err: err.Error()} // no matches: every request of the parents
 		}
 		cr.matches = append(cr.matches, cm)
 	}
 	if len(cr.matches) == 0 {
 		cr.matches = []match{{pathType: pathPrefix, path: "/"}}
+	}
+	if filtered {
+		return compiledRule{matches: cr.matches, err: "filters on a backendRef are not supported"}
 	}
 	for _, b := range refs {
 		cr.action.Backends = append(cr.action.Backends, backend(r.Namespace, b))

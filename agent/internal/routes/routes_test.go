@@ -203,10 +203,21 @@ spec:
 			t.Errorf("reasons lack %q:\n%s", want, all)
 		}
 	}
-	// The rules left out are never matched: the remaining rule's backends, all invalid, answer 500.
+	// A rule the waypoint cannot honour is never skipped: its requests answer 500 (Invalid), and a rule whose
+	// match does not compile takes every request of the parent.
 	res, routed := s.Route("ns", "svc", 80, req("GET", "/x"))
-	if !routed || res == nil {
-		t.Fatal("not routed")
+	if !routed || res == nil || !strings.Contains(res.Invalid, "path") {
+		t.Fatalf("a request to svc: %+v, want the invalid regex rule's 500", res)
+	}
+	cors := mustCompile(t, strings.Replace(seed, "  - backendRefs:", "  - filters: [{type: CORS, cors: {}}]\n    backendRefs:", 1))
+	if res, routed := cors.Route("default", "echo", 80, req("GET", "/")); !routed || res == nil || !strings.Contains(res.Invalid, "CORS") {
+		t.Errorf("a request under a CORS rule: %+v, want a 500 (the rule is not skipped)", res)
+	}
+	// The last rule's backends, all invalid, answer 500 when picked.
+	last := mustCompile(t, strings.Replace(strings.Replace(bad, `value: "(("`, `value: "/ok"`, 1), "filters: [{type: CORS, cors: {}}]", "matches: [{path: {value: /c}}]", 1))
+	res, _ = last.Route("ns", "svc", 80, req("GET", "/x"))
+	if res == nil || res.Invalid != "" {
+		t.Fatalf("/x: %+v", res)
 	}
 	if b, ok := res.Pick(func(int) int { return 0 }); !ok || b.Invalid == "" {
 		t.Errorf("picked %+v, want an invalid backend", b)
