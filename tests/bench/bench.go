@@ -157,6 +157,8 @@ func Run(t lab.T, o Options) *Result {
 			tp.profileAll(t, p, pl)
 		}
 	}
+	progress("waypoint: 1 KiB HTTP requests through a waypoint, at L4 (port 81) and at L7 (port 80), on a lab of its own")
+	res.Waypoint = measureWaypoint(t, bins, pl)
 	s.summarize(res, pl)
 	if o.Compare != "" {
 		res.Compare = s.compared(o.Compare, cmpRSS, pl.rate)
@@ -349,5 +351,14 @@ func (r *Result) Check() []string {
 	}
 	want(r.RSS.Conns10kMB.Client >= r.RSS.IdleMB.Client, "rss: the client agent holds 10,000 connections in less memory than idle")
 	pos("tls_baseline.throughput_1.gbps", r.TLSBaseline.Throughput1.Gbps)
+	want(r.Waypoint != nil, "waypoint: missing")
+	if w := r.Waypoint; w != nil {
+		for name, p := range map[string]WaypointPath{"l4": w.L4, "l7": w.L7} {
+			pos("waypoint."+name+".max_rps", p.MaxRPS)
+			pos("waypoint."+name+".latency_ms.p50", p.Latency.P50)
+			pos("waypoint."+name+".waypoint_cpu_per_1k_rps", p.CPU)
+			want(p.Latency.P50 <= p.Latency.P90 && p.Latency.P90 <= p.Latency.P99, "waypoint.%s: percentiles out of order: %+v", name, p.Latency)
+		}
+	}
 	return bad
 }

@@ -27,7 +27,7 @@ func TestQuickBench(t *testing.T) {
 	if err := json.Unmarshal(b, &keys); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"throughput_1", "throughput_8", "latency_1k", "conn_rate", "cpu_per_1k_rps", "rss", "peer"} {
+	for _, k := range []string{"throughput_1", "throughput_8", "latency_1k", "conn_rate", "cpu_per_1k_rps", "rss", "peer", "waypoint"} {
 		if _, ok := keys[k]; !ok {
 			t.Errorf("results have no %q key:\n%s", k, b)
 		}

@@ -28,6 +28,8 @@ type Result struct {
 	Compare *Compare `json:"compare,omitempty"`
 	// Counts are the system calls, context switches and allocations of each tunnel's processes.
 	Counts CountsResult `json:"counts"`
+	// Waypoint is HTTP through a waypoint, at L7 against L4.
+	Waypoint *WaypointResult `json:"waypoint,omitempty"`
 }
 
 // TLSBaseline is the stunnel4 path's throughput.
@@ -277,6 +279,10 @@ func (r *Result) Print(w io.Writer) {
 		b.Implementation, b.Throughput1.Gbps, b.Throughput1.RatioToDirect, b.Throughput8.Gbps, b.Throughput8.RatioToDirect,
 		b.Throughput1.AgentOverBaseline, b.Throughput8.AgentOverBaseline)
 	r.printCounts(w)
+	if r.Waypoint != nil {
+		fmt.Fprintln(w)
+		r.Waypoint.Print(w)
+	}
 	if c := r.Compare; c != nil {
 		fmt.Fprintf(w, "\ncompared agent %s, same rounds (ratio to direct; compared/first agent):\n", c.Agent)
 		fmt.Fprintf(w, "  throughput_1 %.2f Gbit/s (%.2f; %.2f)  throughput_8 %.2f Gbit/s (%.2f; %.2f)\n",

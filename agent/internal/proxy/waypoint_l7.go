@@ -356,8 +356,8 @@ func (s *l7Server) forward(w http.ResponseWriter, req *http.Request, call waypoi
 	}
 	rp := &httputil.ReverseProxy{
 		// As Istio: HTTP/2 (with prior knowledge) to a port declared http2 or grpc, HTTP/1.1 to an http one.
-		Transport:     s.transport(wpID, upstreamH2(u.svc, u.port)),
-		FlushInterval: -1, // streams (gRPC, server-sent events) as they come
+		Transport: s.transport(wpID, upstreamH2(u.svc, u.port)),
+		// FlushInterval 0: a body of unknown length (gRPC, server-sent events) is still flushed as it comes.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", u.addr.String()
 			pr.Out.Host = req.Host

@@ -24,6 +24,7 @@ func main() {
 	flag.StringVar(&o.ProfileDir, "profile", "", "write CPU and heap profiles of both agents into this directory")
 	out := flag.String("out", filepath.Join(lab.RepoRoot(), "tests", "bench", "results.json"), "write the results as JSON here")
 	markdown := flag.Bool("markdown", false, "also print the table as Markdown (for docs/benchmarks.md)")
+	waypointOnly := flag.Bool("waypoint-only", false, "measure only the waypoint (HTTP at L7 against L4) and print it")
 	flag.Parse()
 	o.Progress = func(format string, args ...any) { fmt.Fprintf(os.Stderr, "==> "+format+"\n", args...) }
 
@@ -40,6 +41,12 @@ func main() {
 			t.runCleanups()
 			os.Exit(130)
 		}()
+		if *waypointOnly {
+			w := bench.RunWaypoint(t, o)
+			fmt.Println()
+			w.Print(os.Stdout)
+			return
+		}
 		res := bench.Run(t, o)
 		if err := res.WriteJSON(*out); err != nil {
 			t.Fatal(err)

@@ -12,6 +12,11 @@
 //	                                               (tests/lab/traffic): n idle connections, a byte-exact stream,
 //	                                               rate new connections a second and one client back to back;
 //	                                               SIGUSR1 starts the next phase, SIGTERM ends and reports (text)
+//	loadgen http-serve -listen :7080 -size 1024    HTTP/1.1 server: every request answered with size bytes
+//	loadgen http  -target IP:PORT -rate 1000 -conns 16 -size 1024 -duration 10s
+//	                                               HTTP/1.1 POSTs of size bytes on conns kept-alive connections:
+//	                                               at a fixed rate, latency percentiles; with -rate 0, as fast
+//	                                               as the connections go (requests/s)
 package main
 
 import (
@@ -69,6 +74,10 @@ func main() {
 		err = hold(*target, *n)
 	case "survive":
 		err = survive(*target, *n, *rate)
+	case "http-serve":
+		err = httpServe(*listen, *size)
+	case "http":
+		out, err = httpLoad(*target, *rate, *conns, *size, *warmup, *duration)
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
