@@ -109,7 +109,7 @@ func TestWaypointL7(t *testing.T) {
 		h.DefaultRoute()
 	}
 	v1.StartNginx("echo-v1", 8080)
-	v2.StartNginx("echo-v2", 8080)
+	v2nginx := v2.StartNginx("echo-v2", 8080)
 	client.Issue(agentBin, "default", "client")
 	v1.Issue(agentBin, "default", "echo")
 	v2.Issue(agentBin, "default", "echo")
@@ -285,5 +285,13 @@ spec:
 		if v, ok := metricValue(t, metrics, "istio_requests_total", want); !ok || v < least {
 			t.Errorf("istio_requests_total{response_code=%s} = %v, want at least %v:\n%s", code, v, least, grepIstio(metrics))
 		}
+	}
+
+	// Istio's default retries: with echo-v2's server gone, requests to echo (no route: both versions) that are
+	// sent to echo-v2 and refused there go again to echo-v1; none fails.
+	setRoute("")
+	v2nginx.Kill()
+	if got := fetch(20); got["echo-v1"] != 20 {
+		t.Errorf("echo with one version down: %v, want 20 of echo-v1 (retried)", got)
 	}
 }

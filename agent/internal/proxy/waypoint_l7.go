@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -188,7 +189,7 @@ func (s *l7Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	case u.redirect != "":
 		http.Redirect(rw, req, u.redirect, u.redirectCode)
 	default:
-		s.forward(rw, req, c.call, u)
+		s.forward(rw, req, snap, call, &u)
 	}
 	s.report(snap, c, req, rw, u, err, time.Since(start))
 }
@@ -342,24 +343,25 @@ type upstreamDial struct {
 }
 
 // forward sends req to the upstream u and copies the answer back, streaming both bodies.
-func (s *l7Server) forward(w http.ResponseWriter, req *http.Request, call waypointCall, u upstream) {
+func (s *l7Server) forward(w http.ResponseWriter, req *http.Request, snap *state.Snapshot, call waypointCall, u *upstream) {
 	wpID, err := call.wt.wp.Identity()
 	if err != nil {
 		http.Error(w, "waypoint identity: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
-	ctx := context.WithValue(req.Context(), upstreamKey{}, upstreamDial{w: u.w})
+	ctx := req.Context()
 	if u.action != nil && u.action.Timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, u.action.Timeout)
 		defer cancel()
 	}
 	rp := &httputil.ReverseProxy{
-		// As Istio: HTTP/2 (with prior knowledge) to a port declared http2 or grpc, HTTP/1.1 to an http one.
-		Transport: s.transport(wpID, upstreamH2(u.svc, u.port)),
+		// As Istio: HTTP/2 (with prior knowledge) to a port declared http2 or grpc, HTTP/1.1 to an http one;
+		// retried as Istio's default retry policy says (retrier).
+		Transport: &retrier{s: s, snap: snap, call: call, u: u, next: s.transport(wpID, upstreamH2(u.svc, u.port))},
 		// FlushInterval 0: a body of unknown length (gRPC, server-sent events) is still flushed as it comes.
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", u.addr.String()
+			pr.Out.URL.Scheme = "http" // the retrier sets the endpoint
 			pr.Out.Host = req.Host
 			if a := u.action; a != nil {
 				a.RequestHeaders.Apply(pr.Out.Header)
@@ -390,6 +392,91 @@ func (s *l7Server) forward(w http.ResponseWriter, req *http.Request, call waypoi
 	}
 	rp.ServeHTTP(w, req.WithContext(ctx))
 }
+
+// retryAttempts is Istio's default: two retries.
+const retryAttempts = 2
+
+// retrier sends a request to the picked endpoint and retries as Istio's default retry policy does: up to
+// retryAttempts more times, each on another endpoint of the service, when the request could not be sent (a
+// connection that failed or was refused) while nothing of its body was read, or was answered 503 and has no body:
+// the waypoint does not buffer bodies to send them again. u follows the endpoint that answered, for the record.
+type retrier struct {
+	s    *l7Server
+	snap *state.Snapshot
+	call waypointCall
+	u    *upstream
+	next http.RoundTripper
+}
+
+func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
+	body := &replayBody{ReadCloser: req.Body}
+	if req.Body == nil || req.Body == http.NoBody {
+		body = nil
+	}
+	tried := map[string]bool{}
+	for attempt := 0; ; attempt++ {
+		tried[rt.u.w.UID] = true
+		out := req.WithContext(context.WithValue(req.Context(), upstreamKey{}, upstreamDial{w: rt.u.w}))
+		out.URL.Host = rt.u.addr.String()
+		if body != nil {
+			out.Body = body
+		}
+		resp, err := rt.next.RoundTrip(out)
+		// A 503 is retried only for a request without a body: its body might still be being sent.
+		retry := attempt < retryAttempts && req.Context().Err() == nil &&
+			(err != nil && (body == nil || !body.read.Load()) || err == nil && body == nil && resp.StatusCode == http.StatusServiceUnavailable)
+		if !retry {
+			if body != nil {
+				body.closeOnce()
+			}
+			return resp, err
+		}
+		w, addr, perr := rt.s.h.pickEndpoint(rt.snap, waypointTarget{wp: rt.call.wt.wp, svc: without(rt.u.svc, tried)},
+			netip.AddrPortFrom(rt.call.target.Addr(), rt.u.port))
+		if perr != nil { // no other endpoint: the answer stands
+			if body != nil {
+				body.closeOnce()
+			}
+			return resp, err
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
+		rt.u.w, rt.u.addr = w, addr
+	}
+}
+
+// without is svc with only the endpoints whose workload is not in uids.
+func without(svc *state.Service, uids map[string]bool) *state.Service {
+	part := *svc
+	part.Endpoints = make([]*state.Endpoint, 0, len(svc.Endpoints))
+	for _, e := range svc.Endpoints {
+		if !uids[e.Workload.UID] {
+			part.Endpoints = append(part.Endpoints, e)
+		}
+	}
+	return &part
+}
+
+// replayBody is a request body a retry may send again while none of it was read: the transport closes the
+// body it was given even when it sent nothing, so Close waits for closeOnce.
+type replayBody struct {
+	io.ReadCloser
+	read   atomic.Bool
+	closed sync.Once
+}
+
+func (b *replayBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if n > 0 || err == io.EOF {
+		b.read.Store(true)
+	}
+	return n, err
+}
+
+func (b *replayBody) Close() error { return nil }
+
+func (b *replayBody) closeOnce() { b.closed.Do(func() { _ = b.ReadCloser.Close() }) }
 
 // transport is the waypoint identity id's client for HTTP/1.1 (h2 false) or HTTP/2 with prior knowledge.
 func (s *l7Server) transport(id spiffeid.ID, h2 bool) *http.Transport {
