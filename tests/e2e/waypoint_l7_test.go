@@ -287,6 +287,25 @@ spec:
 		}
 	}
 
+	// A TCPRoute on echo's port 81 (L4 at the waypoint): every connection to echo-v2's port 80.
+	tcpRoute := `apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: echo-tcp, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: echo, port: 81}]
+  rules: [{backendRefs: [{name: echo-v2, port: 80}]}]
+`
+	if err := os.WriteFile(filepath.Join(routesDir, "tcp.yaml"), []byte(tcpRoute), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	wpAgent.Reload(t)
+	for range 10 {
+		out, err := client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "--max-time", "10", fmt.Sprintf("http://%s:81/", vip))
+		if err != nil || strings.TrimSpace(out) != "echo-v2" {
+			t.Errorf("port 81 under the TCPRoute: %q (%v), want echo-v2", out, err)
+		}
+	}
+
 	// Istio's default retries: with echo-v2's server gone, requests to echo (no route: both versions) that are
 	// sent to echo-v2 and refused there go again to echo-v1; none fails.
 	setRoute("")

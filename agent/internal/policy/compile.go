@@ -187,5 +187,5 @@ func (s *Set) WaypointPolicies() []Resource {
 // isRoute reports whether r is a Gateway API route that the waypoint reads (package routes).
 func isRoute(r *Resource) bool {
 	group, _, _ := strings.Cut(r.APIVersion, "/")
-	return group == "gateway.networking.k8s.io" && (r.Kind == "HTTPRoute" || r.Kind == "GRPCRoute")
+	return group == "gateway.networking.k8s.io" && (r.Kind == "HTTPRoute" || r.Kind == "GRPCRoute" || r.Kind == "TCPRoute")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 
@@ -223,8 +224,11 @@ func (wt waypointTarget) policyTarget() policy.WaypointTarget {
 func (h *InboundHBONE) forward(ctx context.Context, snap *state.Snapshot, wt waypointTarget, t, client netip.AddrPort) (net.Conn, *state.Workload, error) {
 	w, upstream := wt.dst, t
 	if wt.svc != nil {
-		var err error
-		if w, upstream, err = h.pickEndpoint(snap, wt, t); err != nil {
+		target, err := h.tcpRoute(snap, wt, t)
+		if err != nil {
+			return nil, nil, err
+		}
+		if w, upstream, err = h.pickEndpoint(snap, target.waypointTarget, netip.AddrPortFrom(t.Addr(), target.port)); err != nil {
 			return nil, nil, err
 		}
 	} else if err := h.upstreamRefusal(snap, wt.wp, w, upstream); err != nil {
@@ -245,6 +249,42 @@ func (h *InboundHBONE) forward(ctx context.Context, snap *state.Snapshot, wt way
 	}
 	up, err := h.d.Tunnels.DialTunnel(ctx, tun)
 	return up, w, err
+}
+
+// tcpRoute is where a connection for service target wt at t goes: the backend a TCPRoute attached to that
+// service port picks by weight (docs/waypoint.md), or the service itself. A backend that cannot be used refuses
+// the connection, as the Gateway API says.
+func (h *InboundHBONE) tcpRoute(snap *state.Snapshot, wt waypointTarget, t netip.AddrPort) (routedTarget, error) {
+	out := routedTarget{waypointTarget: wt, port: t.Port()}
+	if h.d.Routes == nil {
+		return out, nil
+	}
+	a, ok := h.d.Routes().TCPRoute(wt.svc.Namespace, wt.svc.Name, t.Port())
+	if !ok {
+		return out, nil
+	}
+	if a.Invalid != "" {
+		return out, fmt.Errorf("waypoint: %s: %s", a.Route, a.Invalid)
+	}
+	b, ok := a.Pick(rand.IntN)
+	switch {
+	case !ok:
+		return out, fmt.Errorf("waypoint: %s has no backend", a.Route)
+	case b.Invalid != "":
+		return out, fmt.Errorf("waypoint: %s: backend %s: %s", a.Route, b.Key(), b.Invalid)
+	}
+	svc, ok := snap.ServiceByKey(b.Key())
+	if !ok {
+		return out, fmt.Errorf("waypoint: %s: backend %s is not known", a.Route, b.Key())
+	}
+	out.svc, out.port = svc, b.Port
+	return out, nil
+}
+
+// routedTarget is a service target after its TCPRoute: the service and port the connection goes to.
+type routedTarget struct {
+	waypointTarget
+	port uint16
 }
 
 // pickEndpoint chooses the endpoint of the service target that port t.Port()

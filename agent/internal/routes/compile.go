@@ -14,6 +14,7 @@ import (
 // Set is the compiled routes, per parent service. It is immutable.
 type Set struct {
 	byParent map[string][]*entry // "namespace/name" of the service -> its rules' matches, in precedence order
+	tcp      map[string][]*entry // TCPRoutes: "namespace/name" -> one entry per parent port, in route order
 	status   []Status
 }
 
@@ -117,7 +118,7 @@ type Status struct {
 // Gateways, are for a gateway, not the node agent); a rule with a filter or a match it cannot honour is left
 // out, so that a route never does less than it says: its requests then match another rule or none (404).
 func Compile(routes []Route) *Set {
-	s := &Set{byParent: map[string][]*entry{}}
+	s := &Set{byParent: map[string][]*entry{}, tcp: map[string][]*entry{}}
 	sorted := slices.Clone(routes)
 	slices.SortStableFunc(sorted, func(a, b Route) int {
 		return cmp.Or(strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name), strings.Compare(a.Kind, b.Kind))
@@ -138,12 +139,23 @@ func (s *Set) compileRoute(r *Route, order int) {
 	st := Status{Kind: r.Kind, Namespace: r.Namespace, Name: r.Name, Source: r.Source.String(), Accepted: true}
 	var parents []gatewayv1.ParentReference
 	var rules []compiledRule
-	if r.HTTP != nil {
+	byParent := s.byParent
+	switch {
+	case r.TCP != nil:
+		parents, byParent = r.TCP.Spec.ParentRefs, s.tcp
+		for i, rule := range r.TCP.Spec.Rules {
+			cr := newRule[gatewayv1.HTTPRouteMatch](r, i, nil, nil, rule.BackendRefs, false)
+			if i > 0 { // a TCP connection has nothing to match rules by: the first rule is the route
+				cr = compiledRule{err: "a TCPRoute's rules after the first are not used"}
+			}
+			rules = append(rules, cr)
+		}
+	case r.HTTP != nil:
 		parents = r.HTTP.Spec.ParentRefs
 		for i, rule := range r.HTTP.Spec.Rules {
 			rules = append(rules, compileHTTPRule(r, i, rule))
 		}
-	} else {
+	default:
 		parents = r.GRPC.Spec.ParentRefs
 		for i, rule := range r.GRPC.Spec.Rules {
 			rules = append(rules, compileGRPCRule(r, i, rule))
@@ -178,6 +190,10 @@ func (s *Set) compileRoute(r *Route, order int) {
 		st.Reasons = append(st.Reasons, "no parentRef names a Service")
 	}
 	for ri, cr := range rules {
+		if r.TCP != nil && ri > 0 {
+			st.Reasons = append(st.Reasons, fmt.Sprintf("rules[%d]: %s", ri, cr.err))
+			continue
+		}
 		if cr.err != "" {
 			// A rule the waypoint cannot honour is never skipped (its requests would reach a broader rule, or the
 			// service, without what it asks for): its requests are answered 500, as the Gateway API says. When its
@@ -197,7 +213,7 @@ func (s *Set) compileRoute(r *Route, order int) {
 		}
 		for _, p := range ps {
 			for mi, m := range cr.matches {
-				s.byParent[p.key] = append(s.byParent[p.key], &entry{port: p.port, match: m, action: cr.action, order: order<<20 | ri<<10 | mi})
+				byParent[p.key] = append(byParent[p.key], &entry{port: p.port, match: m, action: cr.action, order: order<<20 | ri<<10 | mi})
 			}
 		}
 	}
@@ -412,6 +428,20 @@ func (s *Set) Statuses(exists func(namespace, name string) bool) []Status {
 		out = append(out, st)
 	}
 	return out
+}
+
+// TCPRoute is the TCPRoute rule for connections to port of service "namespace/name": of the routes attached to
+// that port (or to every port), the first by namespace and name. false: none, the service itself.
+func (s *Set) TCPRoute(namespace, name string, port uint16) (*Action, bool) {
+	if s == nil {
+		return nil, false
+	}
+	for _, e := range s.tcp[namespace+"/"+name] {
+		if e.port == 0 || e.port == port {
+			return e.action, true
+		}
+	}
+	return nil, false
 }
 
 // HasRoutes reports whether any route attaches to service "namespace/name".

@@ -17,9 +17,10 @@ const Group = "gateway.networking.k8s.io"
 const (
 	KindHTTPRoute = "HTTPRoute"
 	KindGRPCRoute = "GRPCRoute"
+	KindTCPRoute  = "TCPRoute"
 )
 
-// Route is one route resource of a file: exactly one of HTTP and GRPC is set.
+// Route is one route resource of a file: exactly one of HTTP, GRPC and TCP is set.
 type Route struct {
 	Source    Source
 	Kind      string
@@ -27,6 +28,7 @@ type Route struct {
 	Name      string
 	HTTP      *gatewayv1.HTTPRoute
 	GRPC      *gatewayv1.GRPCRoute
+	TCP       *gatewayv1.TCPRoute
 }
 
 // Key is "namespace/name".
@@ -66,8 +68,8 @@ type typeMeta struct {
 	Kind       string `json:"kind"`
 }
 
-// Parse reads the HTTPRoute and GRPCRoute documents of one file (gateway.networking.k8s.io/v1; v1beta1 for
-// HTTPRoute) and skips every other document (the policy package reads those). Each is decoded strictly into
+// Parse reads the HTTPRoute, GRPCRoute and TCPRoute documents of one file (gateway.networking.k8s.io/v1;
+// v1beta1 for HTTPRoute, v1alpha2 for TCPRoute) and skips every other document (the policy package reads those). Each is decoded strictly into
 // the Gateway API's types: an unknown or misspelt field is a problem. If anything is wrong, Parse returns no
 // routes and every problem: a file is used whole or not at all.
 func Parse(name string, data []byte) ([]Route, []Problem) {
@@ -80,7 +82,7 @@ func Parse(name string, data []byte) ([]Route, []Problem) {
 			continue // not YAML the policy package can read either: it reports it
 		}
 		group, version, _ := strings.Cut(tm.APIVersion, "/")
-		if group != Group || (tm.Kind != KindHTTPRoute && tm.Kind != KindGRPCRoute) {
+		if group != Group || (tm.Kind != KindHTTPRoute && tm.Kind != KindGRPCRoute && tm.Kind != KindTCPRoute) {
 			continue
 		}
 		r, err := decode(tm.Kind, version, []byte(doc.Text))
@@ -116,6 +118,12 @@ func decode(kind, version string, data []byte) (*Route, error) {
 			return nil, fmt.Errorf("GRPCRoute: %w", err)
 		}
 		return &Route{Kind: kind, Namespace: gr.Namespace, Name: gr.Name, GRPC: &gr}, nil
+	case kind == KindTCPRoute && (version == "v1" || version == "v1alpha2"):
+		var tr gatewayv1.TCPRoute
+		if err := yaml.UnmarshalStrict(data, &tr); err != nil {
+			return nil, fmt.Errorf("TCPRoute: %w", err)
+		}
+		return &Route{Kind: kind, Namespace: tr.Namespace, Name: tr.Name, TCP: &tr}, nil
 	}
 	return nil, fmt.Errorf("%s/%s %s is not supported: use %s/v1", Group, version, kind, Group)
 }

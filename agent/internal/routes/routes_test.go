@@ -250,3 +250,39 @@ func FuzzRoute(f *testing.F) {
 		}
 	})
 }
+
+// A TCPRoute attached to a service port sends its connections to the backends by weight; only its first rule
+// counts (a connection has nothing to match rules by).
+func TestTCPRoute(t *testing.T) {
+	s := mustCompile(t, `apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: db, port: 5432}]
+  rules:
+  - backendRefs: [{name: db-a, port: 5432, weight: 3}, {name: db-b, port: 5433, weight: 1}]
+  - backendRefs: [{name: db-c, port: 5432}]
+`)
+	if _, ok := s.TCPRoute("shop", "db", 5433); ok {
+		t.Error("a connection to another port was routed")
+	}
+	a, ok := s.TCPRoute("shop", "db", 5432)
+	if !ok || a.Invalid != "" {
+		t.Fatalf("TCPRoute: %+v, %v", a, ok)
+	}
+	counts := map[string]int{}
+	for i := range 4 {
+		b, _ := a.Pick(func(n int) int { return i % n })
+		counts[b.Name+":"+string(rune('0'+b.Port%10))]++
+	}
+	if counts["db-a:2"] != 3 || counts["db-b:3"] != 1 {
+		t.Errorf("picks %v, want 3 of db-a and 1 of db-b", counts)
+	}
+	if _, routed := s.Route("shop", "db", 5432, req("GET", "/")); routed {
+		t.Error("a TCPRoute routed an HTTP request")
+	}
+	st := s.Statuses(nil)
+	if len(st) != 1 || !st[0].Accepted || !strings.Contains(strings.Join(st[0].Reasons, "\n"), "rules[1]: a TCPRoute's rules after the first are not used") {
+		t.Errorf("status %+v", st)
+	}
+}
