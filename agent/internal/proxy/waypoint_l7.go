@@ -397,9 +397,10 @@ func (s *l7Server) forward(w http.ResponseWriter, req *http.Request, snap *state
 const retryAttempts = 2
 
 // retrier sends a request to the picked endpoint and retries as Istio's default retry policy does: up to
-// retryAttempts more times, each on another endpoint of the service, when the request could not be sent (a
-// connection that failed or was refused) while nothing of its body was read, or was answered 503 and has no body:
-// the waypoint does not buffer bodies to send them again. u follows the endpoint that answered, for the record.
+// retryAttempts more times, each on another endpoint of the service, when the request could not be sent (its
+// tunnel could not be opened: the endpoint's agent refused it, the connection failed) while nothing has read its
+// body, or was answered 503 and has no body: the waypoint does not buffer bodies to send them again. u follows
+// the endpoint that answered, for the record.
 type retrier struct {
 	s    *l7Server
 	snap *state.Snapshot
@@ -417,26 +418,25 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 	for attempt := 0; ; attempt++ {
 		tried[rt.u.w.UID] = true
 		out := req.WithContext(context.WithValue(req.Context(), upstreamKey{}, upstreamDial{w: rt.u.w}))
-		out.URL.Host = rt.u.addr.String()
+		u := *req.URL
+		u.Host = rt.u.addr.String()
+		out.URL = &u
 		if body != nil {
 			out.Body = body
 		}
 		resp, err := rt.next.RoundTrip(out)
-		// A 503 is retried only for a request without a body: its body might still be being sent.
+		// Retried: a request whose connection could not be opened (nothing of it was sent) while none of its body
+		// was read, and a request without a body answered 503. Never one that may have reached an endpoint.
+		var de *dialError
 		retry := attempt < retryAttempts && req.Context().Err() == nil &&
-			(err != nil && (body == nil || !body.read.Load()) || err == nil && body == nil && resp.StatusCode == http.StatusServiceUnavailable)
+			(err != nil && errors.As(err, &de) && (body == nil || !body.read.Load()) ||
+				err == nil && body == nil && resp.StatusCode == http.StatusServiceUnavailable)
 		if !retry {
-			if body != nil {
-				body.closeOnce()
-			}
 			return resp, err
 		}
 		w, addr, perr := rt.s.h.pickEndpoint(rt.snap, waypointTarget{wp: rt.call.wt.wp, svc: without(rt.u.svc, tried)},
 			netip.AddrPortFrom(rt.call.target.Addr(), rt.u.port))
 		if perr != nil { // no other endpoint: the answer stands
-			if body != nil {
-				body.closeOnce()
-			}
 			return resp, err
 		}
 		if resp != nil {
@@ -445,6 +445,12 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		rt.u.w, rt.u.addr = w, addr
 	}
 }
+
+// dialError is a connection to an endpoint that could not be opened: nothing of the request was sent.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
 
 // without is svc with only the endpoints whose workload is not in uids.
 func without(svc *state.Service, uids map[string]bool) *state.Service {
@@ -458,25 +464,20 @@ func without(svc *state.Service, uids map[string]bool) *state.Service {
 	return &part
 }
 
-// replayBody is a request body a retry may send again while none of it was read: the transport closes the
-// body it was given even when it sent nothing, so Close waits for closeOnce.
+// replayBody is a request body a retry may send again while nothing has read it: the transport closes the body
+// it was given even when it sent nothing, so Close does nothing (the reverse proxy and the server close the
+// request's own body when the request ends). A read counts from its start, even one still blocked.
 type replayBody struct {
 	io.ReadCloser
-	read   atomic.Bool
-	closed sync.Once
+	read atomic.Bool
 }
 
 func (b *replayBody) Read(p []byte) (int, error) {
-	n, err := b.ReadCloser.Read(p)
-	if n > 0 || err == io.EOF {
-		b.read.Store(true)
-	}
-	return n, err
+	b.read.Store(true)
+	return b.ReadCloser.Read(p)
 }
 
 func (b *replayBody) Close() error { return nil }
-
-func (b *replayBody) closeOnce() { b.closed.Do(func() { _ = b.ReadCloser.Close() }) }
 
 // transport is the waypoint identity id's client for HTTP/1.1 (h2 false) or HTTP/2 with prior knowledge.
 func (s *l7Server) transport(id spiffeid.ID, h2 bool) *http.Transport {
@@ -512,8 +513,12 @@ func (s *l7Server) dial(ctx context.Context, id spiffeid.ID, addr string) (net.C
 	}
 	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
-	return s.h.d.Tunnels.DialTunnel(ctx, hbone.Tunnel{Source: id, Expected: []spiffeid.ID{expected},
+	c, err := s.h.d.Tunnels.DialTunnel(ctx, hbone.Tunnel{Source: id, Expected: []spiffeid.ID{expected},
 		Gateway: netip.AddrPortFrom(ap.Addr(), HBONEPort), Authority: addr, ServerName: ud.w.ServerName()})
+	if err != nil {
+		return nil, &dialError{err}
+	}
+	return c, nil
 }
 
 // report records one request: Istio's request metrics (reporter waypoint) and an access log line.
