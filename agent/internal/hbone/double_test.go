@@ -81,19 +81,8 @@ func TestDialDouble(t *testing.T) {
 		}
 		return allow(dest) // the destination node's HBONE port: the inner session goes through untouched
 	})
-	clientCert := ca.leaf(t, clientID)
-	pool := NewPool(PoolConfig{Telemetry: newRecorder(), TLS: func(tn *Tunnel) (*tls.Config, error) {
-		var want []string
-		for _, id := range tn.Expected {
-			want = append(want, id.String())
-		}
-		return ca.clientTLS(clientCert, want...), nil
-	}})
-	t.Cleanup(func() { _ = pool.Close() })
-	client := spiffeid.RequireFromString(clientID)
-	authority := echoHost + ":80"
-	outer := Tunnel{Source: client, Expected: []spiffeid.ID{spiffeid.RequireFromString(gatewayID)}, Gateway: gw, Authority: authority}
-	inner := Tunnel{Source: client, Expected: []spiffeid.ID{spiffeid.RequireFromString(remoteID)}, Authority: authority}
+	pool, outer, inner := doubleClient(t, ca, PoolConfig{}, gw)
+	client, authority := outer.Source, outer.Authority
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -156,20 +145,7 @@ func TestDialDoubleWaitsForASlowAnswer(t *testing.T) {
 		return allow(echo)
 	})
 	gw, _ := testServer(t, ca, gatewayID, func(context.Context, *Request) decision { return allow(dest) })
-	clientCert := ca.leaf(t, clientID)
-	pool := NewPool(PoolConfig{Telemetry: newRecorder(), ConnectTimeout: time.Second, ResponseTimeout: 10 * time.Second,
-		TLS: func(tn *Tunnel) (*tls.Config, error) {
-			var want []string
-			for _, id := range tn.Expected {
-				want = append(want, id.String())
-			}
-			return ca.clientTLS(clientCert, want...), nil
-		}})
-	t.Cleanup(func() { _ = pool.Close() })
-	client := spiffeid.RequireFromString(clientID)
-	authority := echoHost + ":80"
-	outer := Tunnel{Source: client, Expected: []spiffeid.ID{spiffeid.RequireFromString(gatewayID)}, Gateway: gw, Authority: authority}
-	inner := Tunnel{Source: client, Expected: []spiffeid.ID{spiffeid.RequireFromString(remoteID)}, Authority: authority}
+	pool, outer, inner := doubleClient(t, ca, PoolConfig{ConnectTimeout: time.Second, ResponseTimeout: 10 * time.Second}, gw)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	st, err := pool.DialDouble(ctx, outer, inner, "network-a")
@@ -177,4 +153,26 @@ func TestDialDoubleWaitsForASlowAnswer(t *testing.T) {
 		t.Fatalf("DialDouble with an answer after 2 s (connect timeout 1 s, response timeout 10 s): %v", err)
 	}
 	_ = st.Close()
+}
+
+// doubleClient is a pool (cfg, with the test CA's client certificate for clientID) and the outer and inner tunnels
+// of a double-HBONE call to the echo service through the gateway at gw.
+func doubleClient(t *testing.T, ca *testCA, cfg PoolConfig, gw netip.AddrPort) (*Pool, Tunnel, Tunnel) {
+	t.Helper()
+	clientCert := ca.leaf(t, clientID)
+	cfg.Telemetry = newRecorder()
+	cfg.TLS = func(tn *Tunnel) (*tls.Config, error) {
+		var want []string
+		for _, id := range tn.Expected {
+			want = append(want, id.String())
+		}
+		return ca.clientTLS(clientCert, want...), nil
+	}
+	pool := NewPool(cfg)
+	t.Cleanup(func() { _ = pool.Close() })
+	client := spiffeid.RequireFromString(clientID)
+	authority := echoHost + ":80"
+	outer := Tunnel{Source: client, Expected: []spiffeid.ID{spiffeid.RequireFromString(gatewayID)}, Gateway: gw, Authority: authority}
+	inner := Tunnel{Source: client, Expected: []spiffeid.ID{spiffeid.RequireFromString(remoteID)}, Authority: authority}
+	return pool, outer, inner
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"sync"
 	"time"
 )
@@ -93,13 +92,5 @@ func httpLoad(target string, rate float64, conns, size int, warmup, duration tim
 		}()
 	}
 	wg.Wait()
-	if len(samples) == 0 {
-		return nil, fmt.Errorf("no request completed (%d errors)", errs)
-	}
-	slices.Sort(samples)
-	q := func(p float64) float64 {
-		return float64(samples[min(len(samples)-1, int(p*float64(len(samples))))]) / 1e6
-	}
-	return &RR{Requests: len(samples), Errors: errs, Rate: float64(len(samples)) / duration.Seconds(),
-		P50: q(0.50), P90: q(0.90), P99: q(0.99), P999: q(0.999), Max: q(1)}, nil
+	return summarize(samples, errs, duration)
 }

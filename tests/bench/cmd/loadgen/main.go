@@ -217,6 +217,11 @@ func requestResponse(target string, rate float64, conns, size int, warmup, durat
 		}()
 	}
 	wg.Wait()
+	return summarize(samples, errs, duration)
+}
+
+// summarize is the RR of a run's timed exchanges.
+func summarize(samples []time.Duration, errs int, duration time.Duration) (*RR, error) {
 	if len(samples) == 0 {
 		return nil, fmt.Errorf("no request completed (%d errors)", errs)
 	}
