@@ -74,11 +74,16 @@ type l7Server struct {
 	srv   *http.Server
 	conns *connQueue
 
-	mu         sync.Mutex
-	transports map[spiffeid.ID]*l7Transports // per waypoint identity: connections to endpoints are kept per identity
+	mu sync.Mutex
+	// transports keep the connections to endpoints, per waypoint identity and endpoint identity: a kept
+	// connection only ever carries requests for the identity it verified when it opened.
+	transports map[identityPair]*l7Transports
 }
 
 type l7Transports struct{ h1, h2 *http.Transport }
+
+// identityPair is a waypoint's identity and an endpoint's.
+type identityPair struct{ waypoint, endpoint spiffeid.ID }
 
 // l7Conn is one tunnel the waypoint serves at L7.
 type l7Conn struct {
@@ -91,7 +96,7 @@ type l7ConnKey struct{}
 // l7 returns the host's L7 server, started on first use.
 func (h *InboundHBONE) l7() *l7Server {
 	h.l7Once.Do(func() {
-		s := &l7Server{h: h, conns: newConnQueue(), transports: map[spiffeid.ID]*l7Transports{}}
+		s := &l7Server{h: h, conns: newConnQueue(), transports: map[identityPair]*l7Transports{}}
 		var protocols http.Protocols
 		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true)
@@ -358,7 +363,7 @@ func (s *l7Server) forward(w http.ResponseWriter, req *http.Request, snap *state
 	rp := &httputil.ReverseProxy{
 		// As Istio: HTTP/2 (with prior knowledge) to a port declared http2 or grpc, HTTP/1.1 to an http one;
 		// retried as Istio's default retry policy says (retrier).
-		Transport: &retrier{s: s, snap: snap, call: call, u: u, next: s.transport(wpID, upstreamH2(u.svc, u.port))},
+		Transport: &retrier{s: s, snap: snap, call: call, u: u, wpID: wpID, h2: upstreamH2(u.svc, u.port)},
 		// FlushInterval 0: a body of unknown length (gRPC, server-sent events) is still flushed as it comes.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http" // the retrier sets the endpoint
@@ -406,7 +411,8 @@ type retrier struct {
 	snap *state.Snapshot
 	call waypointCall
 	u    *upstream
-	next http.RoundTripper
+	wpID spiffeid.ID
+	h2   bool
 }
 
 func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
@@ -424,7 +430,11 @@ func (rt *retrier) RoundTrip(req *http.Request) (*http.Response, error) {
 		if body != nil {
 			out.Body = body
 		}
-		resp, err := rt.next.RoundTrip(out)
+		expected, err := rt.u.w.Identity()
+		if err != nil {
+			return nil, err
+		}
+		resp, err := rt.s.transport(identityPair{rt.wpID, expected}, rt.h2).RoundTrip(out)
 		// Retried: a request whose connection could not be opened (nothing of it was sent) while none of its body
 		// was read, and a request without a body answered 503. Never one that may have reached an endpoint.
 		var de *dialError
@@ -479,20 +489,21 @@ func (b *replayBody) Read(p []byte) (int, error) {
 
 func (b *replayBody) Close() error { return nil }
 
-// transport is the waypoint identity id's client for HTTP/1.1 (h2 false) or HTTP/2 with prior knowledge.
-func (s *l7Server) transport(id spiffeid.ID, h2 bool) *http.Transport {
+// transport is the client of the waypoint identity to endpoints of the endpoint identity of ids, for HTTP/1.1 (h2
+// false) or HTTP/2 with prior knowledge.
+func (s *l7Server) transport(ids identityPair, h2 bool) *http.Transport {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	t := s.transports[id]
+	t := s.transports[ids]
 	if t == nil {
-		dial := func(ctx context.Context, _, addr string) (net.Conn, error) { return s.dial(ctx, id, addr) }
+		dial := func(ctx context.Context, _, addr string) (net.Conn, error) { return s.dial(ctx, ids, addr) }
 		h1 := &http.Transport{DialContext: dial, MaxIdleConnsPerHost: 64, IdleConnTimeout: 90 * time.Second,
 			ResponseHeaderTimeout: 0, ForceAttemptHTTP2: false}
 		var p http.Protocols
 		p.SetUnencryptedHTTP2(true)
 		h2t := &http.Transport{DialContext: dial, Protocols: &p, IdleConnTimeout: 90 * time.Second}
 		t = &l7Transports{h1: h1, h2: h2t}
-		s.transports[id] = t
+		s.transports[ids] = t
 	}
 	if h2 {
 		return t.h2
@@ -500,17 +511,18 @@ func (s *l7Server) transport(id spiffeid.ID, h2 bool) *http.Transport {
 	return t.h1
 }
 
-// dial opens an HBONE tunnel, as waypoint id, to the endpoint the request's context names at addr.
-func (s *l7Server) dial(ctx context.Context, id spiffeid.ID, addr string) (net.Conn, error) {
+// dial opens an HBONE tunnel, as the waypoint identity of ids, to the endpoint the request's context names at
+// addr, which must present the endpoint identity of ids.
+func (s *l7Server) dial(ctx context.Context, ids identityPair, addr string) (net.Conn, error) {
 	ud, _ := ctx.Value(upstreamKey{}).(upstreamDial)
 	ap, err := netip.ParseAddrPort(addr)
 	if err != nil || ud.w == nil {
 		return nil, fmt.Errorf("waypoint: no endpoint chosen for %s", addr)
 	}
-	expected, err := ud.w.Identity()
-	if err != nil {
-		return nil, err
+	if id, err := ud.w.Identity(); err != nil || id != ids.endpoint {
+		return nil, fmt.Errorf("waypoint: endpoint %s is not %s", ud.w.UID, ids.endpoint)
 	}
+	id, expected := ids.waypoint, ids.endpoint
 	ctx, cancel := context.WithTimeout(ctx, ConnectTimeout)
 	defer cancel()
 	c, err := s.h.d.Tunnels.DialTunnel(ctx, hbone.Tunnel{Source: id, Expected: []spiffeid.ID{expected},
