@@ -63,9 +63,6 @@ type HeaderModifier struct {
 // Header is one header name and value.
 type Header struct{ Name, Value string }
 
-// Empty reports whether m changes nothing.
-func (m HeaderModifier) Empty() bool { return len(m.Set) == 0 && len(m.Add) == 0 && len(m.Remove) == 0 }
-
 // Apply changes h as m says: remove, then set, then add.
 func (m HeaderModifier) Apply(h map[string][]string) {
 	for _, n := range m.Remove {
@@ -442,9 +439,4 @@ func (s *Set) TCPRoute(namespace, name string, port uint16) (*Action, bool) {
 		}
 	}
 	return nil, false
-}
-
-// HasRoutes reports whether any route attaches to service "namespace/name".
-func (s *Set) HasRoutes(namespace, name string) bool {
-	return s != nil && len(s.byParent[namespace+"/"+name]) > 0
 }
