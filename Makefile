@@ -18,7 +18,7 @@ FUZZ     := ./agent/internal/hbone:FuzzParseAuthority ./agent/internal/hbone:Fuz
             ./agent/internal/policy:FuzzParse ./agent/internal/discovery:FuzzDecodeRecord \
             ./agent/internal/discovery:FuzzReceive ./agent/internal/dns:FuzzServeDNS \
             ./agent/internal/xds:FuzzDecode ./agent/internal/xds:FuzzDecodeResponse ./agent/internal/pbwire:FuzzEach \
-            ./agent/internal/proxy:FuzzGatewayTarget
+            ./agent/internal/proxy:FuzzGatewayTarget ./agent/internal/proxy:FuzzWaypointRequest
 
 test: tools
 	$(GO) test -count=1 -timeout 30m ./...

@@ -98,7 +98,7 @@ spec:
 // port is HTTP, so the waypoint serves it at L7: without a route it balances over both versions; the seed's
 // HTTPRoute sends every request to echo-v1; a weighted route splits 90/10 over 500 requests on kept-alive
 // connections (each request routed on its own); a header match takes the canary; a route with only some paths
-// answers the others 404; h2c clients are served too; a DENY on /admin at the waypoint answers 403 there
+// answers the others 404; a mirror copies requests to echo-v2; h2c clients are served too; a DENY on /admin at the waypoint answers 403 there
 // (normalized paths included) and serves the rest; a port of echo that is not HTTP stays L4; the waypoint
 // counts requests by response code.
 func TestWaypointL7(t *testing.T) {
@@ -209,6 +209,23 @@ func TestWaypointL7(t *testing.T) {
 		t.Errorf("a path no rule matches: %q (%v), want 404", out, err)
 	}
 
+	// A mirror: the seed's route with a copy of each request to echo-v2, whose answers are dropped.
+	before := len(v2.NginxAccessLog())
+	setRoute(strings.Replace(seedRoute, "  - backendRefs:",
+		"  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: echo-v2, port: 80}}}]\n    backendRefs:", 1))
+	if got := fetch(20); got["echo-v1"] != 20 {
+		t.Errorf("the mirrored route: %v, want 20 of echo-v1", got)
+	}
+	mirrored := 0
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if mirrored = len(v2.NginxAccessLog()) - before; mirrored >= 20 {
+			break
+		}
+	}
+	if mirrored != 20 {
+		t.Errorf("echo-v2 got %d copies of the 20 mirrored requests", mirrored)
+	}
+
 	// A DENY on /admin at the waypoint (attached to its Gateway): 403 with Envoy's body there, / still served.
 	setRoute(seedRoute)
 	deny := `apiVersion: security.istio.io/v1
@@ -218,6 +235,14 @@ spec:
   targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp}]
   action: DENY
   rules: [{to: [{operation: {paths: [/admin], ports: ["80"]}}]}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: audit-x, namespace: default}
+spec:
+  targetRefs: [{group: gateway.networking.k8s.io, kind: Gateway, name: wp}]
+  action: AUDIT
+  rules: [{to: [{operation: {paths: [/x/*]}}]}]
 `
 	if err := os.WriteFile(filepath.Join(routesDir, "deny.yaml"), []byte(deny), 0o644); err != nil {
 		t.Fatal(err)
@@ -237,6 +262,11 @@ spec:
 	if got := fetch(5); got["echo-v1"] != 5 {
 		t.Errorf("/ under the DENY: %v, want 5 of echo-v1", got)
 	}
+	// The AUDIT policy marks its requests in the access log and decides nothing.
+	if out, err := client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "--max-time", "10", url+"x/y"); err != nil || strings.TrimSpace(out) != "echo-v1" {
+		t.Errorf("/x/y under the AUDIT policy: %q (%v), want echo-v1", out, err)
+	}
+	waitCount(t, wpAgent, 1, 5*time.Second, "msg=access", "path=/x/y", "response_code=200", "audit=default/audit-x")
 	// An upgrade to h2c would carry requests past routing and authorization: refused.
 	out, _ = client.Run(lab.Timeout(20*time.Second), "curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10",
 		"-H", "Connection: Upgrade, HTTP2-Settings", "-H", "Upgrade: h2c", "-H", "HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA", url)

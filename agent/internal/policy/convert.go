@@ -9,8 +9,9 @@ import (
 
 // convertAuthorizationPolicy compiles one AuthorizationPolicy into the L4 form, as istiod does for ztunnel
 // (pilot/pkg/serviceregistry/kube/controller/ambient, convertAuthorizationPolicy). A policy with
-// targetRef/targetRefs compiles the same way, with ScopeWaypoint: it is for the waypoint role, which is L4
-// only too. It returns nil for a policy with action AUDIT or CUSTOM, which neither enforces. Each such
+// targetRef/targetRefs compiles the same way, with ScopeWaypoint, and its L7 rules apart (L7Rules): it is for
+// the waypoint role. It returns nil for a policy with action AUDIT or CUSTOM, which the node agent does not
+// enforce; at a waypoint an AUDIT policy compiles (it marks requests, EvaluateWaypoint). Each such
 // decision, each L7 attribute dropped and each target that attaches to nothing is a warning.
 func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorization, []Warning) {
 	spec := r.AuthorizationPolicy
@@ -23,8 +24,10 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 		l7Hint = "the agent's waypoint enforces them per request on HTTP service ports (app_protocol http, http2, grpc); this is what its other ports do"
 	}
 	switch {
+	case spec.Action == ActionAudit && atWaypoint:
+		// Compiled: it decides nothing; the waypoint marks the requests it matches in its access log.
 	case spec.Action != ActionAllow && spec.Action != ActionDeny && atWaypoint:
-		return nil, []Warning{warn("spec.action", "action %s is not an L4 action and the agent's waypoint is L4 only (Istio's Envoy waypoint enforces it); policy skipped", spec.Action)}
+		return nil, []Warning{warn("spec.action", "action %s is not supported at the agent's waypoint; policy skipped", spec.Action)}
 	case spec.Action != ActionAllow && spec.Action != ActionDeny:
 		return nil, []Warning{warn("spec.action", "action %s is not an L4 action (ztunnel does not enforce it either); policy skipped", spec.Action)}
 	}
@@ -67,6 +70,10 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 		a.L7Rules = make([]Rule, 0, len(spec.Rules))
 		for i, rs := range spec.Rules {
 			a.L7Rules = append(a.L7Rules, convertRuleL7(i, rs, r.Namespace))
+			if absent := absentAtWaypoint(rs); len(absent) > 0 {
+				warnings = append(warnings, warn(fmt.Sprintf("spec.rules[%d]", i), "the agent's waypoint has no JWT, SNI or Envoy metadata: %s never hold (their negations always do)",
+					strings.Join(absent, ", ")))
+			}
 		}
 	}
 	if a.Action == ActionAllow && len(spec.Rules) > 0 && len(a.Rules) == 0 {
@@ -111,11 +118,26 @@ func convertRuleL7(index int, rs RuleSpec, namespace string) Rule {
 			m.Headers = []HeaderMatch{{Name: name, Values: stringMatches(cond.Values), NotValues: stringMatches(cond.NotValues)}}
 		case cond.Key == "remote.ip":
 			m.RemoteIPs, m.NotRemoteIPs = prefixes(cond.Values), prefixes(cond.NotValues)
-		case strings.HasPrefix(cond.Key, "request.auth."):
+		case strings.HasPrefix(cond.Key, "request.auth."), cond.Key == "connection.sni", strings.HasPrefix(cond.Key, "experimental."):
 			m.Headers = []HeaderMatch{{Name: absentAttribute, Values: stringMatches(cond.Values), NotValues: stringMatches(cond.NotValues)}}
 		}
 	}
 	return rule
+}
+
+// absentAtWaypoint names the conditions of rs on what the waypoint never has (absentAttribute).
+func absentAtWaypoint(rs RuleSpec) []string {
+	var out []string
+	for i, src := range rs.From {
+		out = append(out, present(fmt.Sprintf("from[%d].source", i), []namedValues{{"requestPrincipals", src.RequestPrincipals},
+			{"notRequestPrincipals", src.NotRequestPrincipals}})...)
+	}
+	for i, cond := range rs.When {
+		if strings.HasPrefix(cond.Key, "request.auth.") || cond.Key == "connection.sni" || strings.HasPrefix(cond.Key, "experimental.") {
+			out = append(out, fmt.Sprintf("when[%d] %s", i, cond.Key))
+		}
+	}
+	return out
 }
 
 // absentAttribute stands for request attributes the agent never has (a JWT's): no request has this header.

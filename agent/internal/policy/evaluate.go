@@ -51,6 +51,9 @@ type Decision struct {
 	// DryRun is set when dry-run policies apply to the connection: the outcome if they were enforced along
 	// with the others. Log it; never enforce it.
 	DryRun *Outcome
+	// Audit is the first AUDIT policy (a waypoint's) that matches, "namespace/name": the request is to be
+	// marked in the access log. It changes nothing else.
+	Audit string
 }
 
 // Outcome is a verdict and what decided it.
@@ -106,6 +109,14 @@ func evaluate(applicable []*Authorization, c *Conn) Decision {
 	src := peerOf(c.SourceIdentity, c.SourceIP)
 	dst := target{ip: c.DestIP.Unmap(), port: c.DestPort, req: c.Request}
 	d := Decision{Outcome: decide(applicable, &src, dst, false)}
+	for _, a := range applicable {
+		if a.Action == ActionAudit {
+			if _, ok := a.matches(&src, dst); ok {
+				d.Audit = a.Key()
+				break
+			}
+		}
+	}
 	if slices.ContainsFunc(applicable, (*Authorization).isDryRun) {
 		dry := decide(applicable, &src, dst, true)
 		d.DryRun = &dry

@@ -189,10 +189,10 @@ func TestWaypointAttachment(t *testing.T) {
 			target: WaypointTarget{"shop", "waypoint", "", ""},
 		},
 		{
-			name:     "AUDIT and CUSTOM are skipped at the waypoint too",
-			yaml:     targeted("audit", "shop", "["+gatewayRef+"]", "AUDIT", "{}") + "---\n" + strings.Replace(targeted("ext", "shop", "["+gatewayRef+"]", "CUSTOM", "{}"), "  rules:", "  provider: {name: opa}\n  rules:", 1),
-			target:   WaypointTarget{"shop", "waypoint", "", ""},
-			warnings: []string{"action AUDIT is not an L4 action and the agent's waypoint is L4 only", "action CUSTOM is not an L4 action and the agent's waypoint is L4 only"},
+			name:   "AUDIT attaches at the waypoint (it decides nothing, EvaluateWaypoint names it)",
+			yaml:   targeted("audit", "shop", "["+gatewayRef+"]", "AUDIT", "{}"),
+			target: WaypointTarget{"shop", "waypoint", "", ""},
+			want:   []string{"shop/audit"},
 		},
 	}
 	for _, tc := range cases {
@@ -228,13 +228,6 @@ func TestWaypointAttachment(t *testing.T) {
 // does.
 func TestWaypointL7Rules(t *testing.T) {
 	wp := WaypointTarget{WaypointNamespace: "shop", WaypointName: "waypoint"}
-	req := func(method, path, host string, headers ...string) *Request {
-		r := &Request{Method: method, Path: path, Host: host, Header: map[string][]string{}}
-		for i := 0; i+1 < len(headers); i += 2 {
-			r.Header[headers[i]] = append(r.Header[headers[i]], headers[i+1])
-		}
-		return r
-	}
 	allowed := Outcome{Allow: true, Reason: ReasonNoAllowPolicy, Rule: -1}
 	cases := []struct {
 		name     string
@@ -275,7 +268,7 @@ func TestWaypointL7Rules(t *testing.T) {
 			yaml:     targeted("hosts", "shop", "["+gatewayRef+"]", "ALLOW", "to: [{operation: {hosts: [\"*.example.com\"]}}]\n  - from: [{source: {requestPrincipals: [\"*\"]}}]"),
 			conn:     through(shopX, "10.0.0.1", 8080),
 			want:     Outcome{Reason: ReasonNoAllowMatched, Rule: -1},
-			warnings: 4,
+			warnings: 5, // the targetRefs, the two L7 rules, that none is left at L4, that a JWT's principal is absent
 			requests: map[*Request]bool{req("GET", "/", "API.Example.com:8080"): true, req("GET", "/", "example.org"): false},
 		},
 		{
@@ -369,4 +362,37 @@ func TestEvaluateWaypointDoesNotAllocate(t *testing.T) {
 	if allocs > 0 {
 		t.Errorf("EvaluateWaypoint allocates %.1f times per call", allocs)
 	}
+}
+
+// An AUDIT policy at the waypoint marks the requests it matches (Decision.Audit) and decides nothing; the
+// conditions on what the waypoint never has (SNI, Envoy metadata) never hold, their negations always do.
+func TestWaypointAudit(t *testing.T) {
+	wp := WaypointTarget{WaypointNamespace: "shop", WaypointName: "waypoint"}
+	set, ws := compileYAML(t, targeted("audit", "shop", "["+gatewayRef+"]", "AUDIT", "to: [{operation: {paths: [/audited/*]}}]")+"---\n"+
+		targeted("sni", "shop", "["+gatewayRef+"]", "AUDIT", "when: [{key: connection.sni, notValues: [x]}, {key: \"request.headers[x-audit]\", values: [\"1\"]}]")+"---\n"+
+		targeted("meta", "shop", "["+gatewayRef+"]", "DENY", "when: [{key: \"experimental.envoy.filters.network.mysql_proxy[db.table]\", values: [t]}]"))
+	if !strings.Contains(warningsString(ws), "when[0] connection.sni never hold") || !strings.Contains(warningsString(ws), "when[0] experimental.envoy.filters") {
+		t.Errorf("warnings lack the absent attributes:\n%s", warningsString(ws))
+	}
+	for r, want := range map[*Request]string{
+		req("GET", "/audited/x", "h"):             "shop/audit",
+		req("GET", "/other", "h"):                 "",
+		req("GET", "/other", "h", "X-Audit", "1"): "shop/sni",
+	} {
+		c := through("spiffe://cluster.local/ns/shop/sa/x", "10.0.0.1", 8080)
+		c.Request = r
+		d := set.EvaluateWaypoint(c, wp)
+		if d.Audit != want || !d.Allow || d.Reason != ReasonNoAllowPolicy {
+			t.Errorf("%s %s: %v, audit %q; want allowed (no ALLOW policy), audit %q", r.Path, r.Header, d, d.Audit, want)
+		}
+	}
+}
+
+// req is a request to the waypoint with headers as name, value pairs.
+func req(method, path, host string, headers ...string) *Request {
+	r := &Request{Method: method, Path: path, Host: host, Header: map[string][]string{}}
+	for i := 0; i+1 < len(headers); i += 2 {
+		r.Header[headers[i]] = append(r.Header[headers[i]], headers[i+1])
+	}
+	return r
 }

@@ -40,6 +40,7 @@ const (
 	l7IdleTimeout    = time.Hour // Envoy's default idle timeout
 	l7HeaderTimeout  = 30 * time.Second
 	l7MaxStreams     = 250 // HTTP/2 streams at once on one connection
+	l7MaxHeaders     = 100 // header fields of one request, Envoy's default max_headers_count
 )
 
 // isHTTPPort reports whether port of svc carries HTTP (its app protocol).
@@ -73,6 +74,10 @@ type l7Server struct {
 	h     *InboundHBONE
 	srv   *http.Server
 	conns *connQueue
+	// ctx ends with the server (shutdownL7): the mirrored requests' context; mirrorSlots bounds them.
+	ctx         context.Context
+	stop        context.CancelFunc
+	mirrorSlots chan struct{}
 
 	mu sync.Mutex
 	// transports keep the connections to endpoints, per waypoint identity and endpoint identity: a kept
@@ -96,7 +101,8 @@ type l7ConnKey struct{}
 // l7 returns the host's L7 server, started on first use.
 func (h *InboundHBONE) l7() *l7Server {
 	h.l7Once.Do(func() {
-		s := &l7Server{h: h, conns: newConnQueue(), transports: map[identityPair]*l7Transports{}}
+		s := &l7Server{h: h, conns: newConnQueue(), transports: map[identityPair]*l7Transports{}, mirrorSlots: make(chan struct{}, l7MaxMirrors)}
+		s.ctx, s.stop = context.WithCancel(context.Background())
 		var protocols http.Protocols
 		protocols.SetHTTP1(true)
 		protocols.SetUnencryptedHTTP2(true)
@@ -128,6 +134,7 @@ func (h *InboundHBONE) shutdownL7(ctx context.Context) {
 	}
 	s.conns.Close()
 	_ = s.srv.Shutdown(ctx)
+	s.stop()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for _, t := range s.transports {
@@ -178,9 +185,10 @@ func (s *l7Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	// normalization does, and sent on as cleaned.
 	req.URL.Path, req.URL.RawPath = normalizePath(req.URL.Path), ""
 	var u upstream
+	audit := ""
 	call, err := current(snap, c.call, req)
 	if err == nil {
-		err = s.authorize(call, req)
+		audit, err = s.authorize(call, req)
 	}
 	if err == nil {
 		u, err = s.decide(snap, call, req)
@@ -194,21 +202,18 @@ func (s *l7Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	case u.redirect != "":
 		http.Redirect(rw, req, u.redirect, u.redirectCode)
 	default:
+		s.sendMirrors(req, snap, call, &u)
 		s.forward(rw, req, snap, call, &u)
 	}
-	s.report(snap, c, req, rw, u, err, time.Since(start))
+	s.report(snap, c, req, rw, u, err, audit, time.Since(start))
 }
 
 // current is the call as the mesh has it now: a connection outlives the service state it started with, so each
-// request finds the target again (the service may be gone, or no longer bound to this waypoint: 503). It also
-// refuses what the waypoint never passes on: CONNECT (405), and upgrades other than to websocket (403, so that
-// an upgrade to h2c cannot carry requests past routing and authorization).
+// request finds the target again (the service may be gone, or no longer bound to this waypoint: 503). It first
+// refuses what the waypoint never passes on (refusal).
 func current(snap *state.Snapshot, call waypointCall, req *http.Request) (waypointCall, *httpError) {
-	if req.Method == http.MethodConnect {
-		return call, &httpError{code: http.StatusMethodNotAllowed, msg: "CONNECT is not allowed through the waypoint"}
-	}
-	if up := req.Header.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
-		return call, &httpError{code: http.StatusForbidden, msg: "upgrade to " + up + " is not allowed through the waypoint"}
+	if err := refusal(req); err != nil {
+		return call, err
 	}
 	wt, err := managedTarget(snap, call.wt.wp, call.target)
 	if err != nil || wt.svc == nil {
@@ -218,15 +223,36 @@ func current(snap *state.Snapshot, call waypointCall, req *http.Request) (waypoi
 	return call, nil
 }
 
-// authorize decides one request with the waypoint's policies, its L7 attributes included; a denial answers
-// 403 "RBAC: access denied", as Envoy's RBAC filter does.
-func (s *l7Server) authorize(call waypointCall, req *http.Request) *httpError {
-	conn := call.conn
-	conn.Request = &policy.Request{Method: req.Method, Path: req.URL.Path, Host: req.Host, Header: req.Header}
-	if dec := s.h.d.count(conn, s.h.d.Policy().EvaluateWaypoint(conn, call.at)); !dec.Allow {
-		return &httpError{code: http.StatusForbidden, msg: "RBAC: access denied", denied: true}
+// refusal refuses what the waypoint never passes on: more than l7MaxHeaders header fields (431, as Envoy's
+// max_headers_count), CONNECT (403, as Envoy without CONNECT support), and upgrades other than to websocket (403, so that an upgrade to h2c
+// cannot carry requests past routing and authorization).
+func refusal(req *http.Request) *httpError {
+	n := 0
+	for _, vs := range req.Header {
+		n += len(vs)
+	}
+	switch {
+	case n > l7MaxHeaders:
+		return &httpError{code: http.StatusRequestHeaderFieldsTooLarge, msg: "too many header fields"}
+	case req.Method == http.MethodConnect:
+		return &httpError{code: http.StatusForbidden, msg: "CONNECT is not allowed through the waypoint"}
+	}
+	if up := req.Header.Get("Upgrade"); up != "" && !strings.EqualFold(up, "websocket") {
+		return &httpError{code: http.StatusForbidden, msg: "upgrade to " + up + " is not allowed through the waypoint"}
 	}
 	return nil
+}
+
+// authorize decides one request with the waypoint's policies, its L7 attributes included; a denial answers
+// 403 "RBAC: access denied", as Envoy's RBAC filter does. audit is the AUDIT policy that matched, if any.
+func (s *l7Server) authorize(call waypointCall, req *http.Request) (audit string, _ *httpError) {
+	conn := call.conn
+	conn.Request = &policy.Request{Method: req.Method, Path: req.URL.Path, Host: req.Host, Header: req.Header}
+	dec := s.h.d.count(conn, s.h.d.Policy().EvaluateWaypoint(conn, call.at))
+	if !dec.Allow {
+		return dec.Audit, &httpError{code: http.StatusForbidden, msg: "RBAC: access denied", denied: true}
+	}
+	return dec.Audit, nil
 }
 
 // respond answers a request the waypoint decided itself, with Envoy's bodies ("RBAC: access denied").
@@ -339,6 +365,24 @@ func redirectURL(req *http.Request, rd *routes.Redirect, prefix string) string {
 	return out
 }
 
+// prepare makes out, a copy of in, what the rule sends on: its host, request header modifiers and rewrite.
+func (u *upstream) prepare(out, in *http.Request) {
+	out.Host = in.Host
+	a := u.action
+	if a == nil {
+		return
+	}
+	a.RequestHeaders.Apply(out.Header)
+	if rw := a.Rewrite; rw != nil {
+		if rw.Hostname != "" {
+			out.Host = rw.Hostname
+		}
+		if rw.Path != nil {
+			out.URL.Path, out.URL.RawPath = rw.Path.RewritePath(in.URL.Path, u.prefix), ""
+		}
+	}
+}
+
 type upstreamKey struct{}
 
 // upstreamDial is what the transport's dialer needs to open a tunnel to the chosen endpoint. The tunnel carries
@@ -367,18 +411,7 @@ func (s *l7Server) forward(w http.ResponseWriter, req *http.Request, snap *state
 		// FlushInterval 0: a body of unknown length (gRPC, server-sent events) is still flushed as it comes.
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.Out.URL.Scheme = "http" // the retrier sets the endpoint
-			pr.Out.Host = req.Host
-			if a := u.action; a != nil {
-				a.RequestHeaders.Apply(pr.Out.Header)
-				if rw := a.Rewrite; rw != nil {
-					if rw.Hostname != "" {
-						pr.Out.Host = rw.Hostname
-					}
-					if rw.Path != nil {
-						pr.Out.URL.Path, pr.Out.URL.RawPath = rw.Path.RewritePath(req.URL.Path, u.prefix), ""
-					}
-				}
-			}
+			u.prepare(pr.Out, req)
 		},
 		ModifyResponse: func(resp *http.Response) error {
 			if a := u.action; a != nil {
@@ -534,7 +567,7 @@ func (s *l7Server) dial(ctx context.Context, ids identityPair, addr string) (net
 }
 
 // report records one request: Istio's request metrics (reporter waypoint) and an access log line.
-func (s *l7Server) report(snap *state.Snapshot, c *l7Conn, req *http.Request, rw *statusRecorder, u upstream, herr *httpError, d time.Duration) {
+func (s *l7Server) report(snap *state.Snapshot, c *l7Conn, req *http.Request, rw *statusRecorder, u upstream, herr *httpError, audit string, d time.Duration) {
 	peer := ""
 	if !c.call.peer.IsZero() {
 		peer = c.call.peer.String()
@@ -571,9 +604,12 @@ func (s *l7Server) report(snap *state.Snapshot, c *l7Conn, req *http.Request, rw
 	if u.action != nil {
 		route = u.action.Route
 	}
+	if audit == "" {
+		audit = "-"
+	}
 	s.h.d.Access.Info("access", "direction", "waypoint", "route", "waypoint_http", "method", req.Method,
 		"path", req.URL.Path, "protocol", req.Proto, "response_code", code, "src", c.call.caller, "src_identity", peer,
-		"dst", dst, "dst_service", u.svc.Hostname, "http_route", route, "duration", d, "bytes_sent", rw.bytes)
+		"dst", dst, "dst_service", u.svc.Hostname, "http_route", route, "duration", d, "bytes_sent", rw.bytes, "audit", audit)
 }
 
 // statusRecorder notes the status and body size of a response; Unwrap keeps the writer's Flush and Hijack

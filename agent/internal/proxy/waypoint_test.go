@@ -144,7 +144,7 @@ spec:
 }
 
 // compilePolicies loads YAML policies as the agent does (a directory of files).
-func compilePolicies(t *testing.T, yaml string) *policy.Set {
+func compilePolicies(t testing.TB, yaml string) *policy.Set {
 	t.Helper()
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "p.yaml"), []byte(yaml), 0o644); err != nil {

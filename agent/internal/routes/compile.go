@@ -36,6 +36,9 @@ type Action struct {
 	ResponseHeaders HeaderModifier
 	Redirect        *Redirect
 	Rewrite         *Rewrite
+	// Mirrors are services that get a copy of a share of the requests (RequestMirror filters); their answers
+	// are dropped.
+	Mirrors []Mirror
 	// Timeout bounds the whole request (spec.rules[].timeouts.request); 0: none.
 	Timeout time.Duration
 	// Invalid says why the rule cannot be honoured ("" when it can): its requests are answered 500.
@@ -74,6 +77,42 @@ func (m HeaderModifier) Apply(h map[string][]string) {
 	for _, a := range m.Add {
 		h[a.Name] = append(h[a.Name], a.Value)
 	}
+}
+
+// Mirror sends a copy of Numerator/Denominator of the requests to Backend (Weight unused).
+type Mirror struct {
+	Backend                Backend
+	Numerator, Denominator int32
+}
+
+// Sample reports whether this request is copied, with intn (rand.IntN).
+func (m Mirror) Sample(intn func(int) int) bool {
+	return m.Numerator >= m.Denominator || m.Numerator > 0 && intn(int(m.Denominator)) < int(m.Numerator)
+}
+
+// mirror compiles a RequestMirror filter of a rule of namespace ns. A mirror the waypoint could not honour
+// (its backend, its share) makes the rule invalid, as a backend would.
+func mirror(ns string, f *gatewayv1.HTTPRequestMirrorFilter) (Mirror, error) {
+	if f == nil {
+		return Mirror{}, fmt.Errorf("RequestMirror without requestMirror")
+	}
+	m := Mirror{Backend: backend(ns, gatewayv1.BackendRef{BackendObjectReference: f.BackendRef}), Numerator: 100, Denominator: 100}
+	switch {
+	case m.Backend.Invalid != "":
+		return Mirror{}, fmt.Errorf("requestMirror.backendRef %s: %s", m.Backend.Key(), m.Backend.Invalid)
+	case f.Percent != nil && f.Fraction != nil:
+		return Mirror{}, fmt.Errorf("requestMirror: percent and fraction are exclusive")
+	case f.Percent != nil && (*f.Percent < 0 || *f.Percent > 100):
+		return Mirror{}, fmt.Errorf("requestMirror.percent %d: 0 to 100", *f.Percent)
+	case f.Percent != nil:
+		m.Numerator = *f.Percent
+	case f.Fraction != nil:
+		m.Numerator, m.Denominator = f.Fraction.Numerator, ptrOr(f.Fraction.Denominator, 100)
+		if m.Numerator < 0 || m.Denominator < 1 || m.Numerator > m.Denominator {
+			return Mirror{}, fmt.Errorf("requestMirror.fraction %d/%d: 0 <= numerator <= denominator, denominator >= 1", m.Numerator, m.Denominator)
+		}
+	}
+	return m, nil
 }
 
 // Redirect answers the request with a redirect instead of sending it anywhere.
@@ -208,6 +247,9 @@ func (s *Set) compileRoute(r *Route, order int) {
 				st.Reasons = append(st.Reasons, fmt.Sprintf("rules[%d]: backend %s: %s", ri, b.Key(), b.Invalid))
 			}
 		}
+		for _, m := range cr.action.Mirrors {
+			st.Backends = append(st.Backends, fmt.Sprintf("%s:%d", m.Backend.Key(), m.Backend.Port))
+		}
 		for _, p := range ps {
 			for mi, m := range cr.matches {
 				byParent[p.key] = append(byParent[p.key], &entry{port: p.port, match: m, action: cr.action, order: order<<20 | ri<<10 | mi})
@@ -232,7 +274,7 @@ func compileHTTPRule(r *Route, index int, rule gatewayv1.HTTPRouteRule) compiled
 		return cr
 	}
 	a := cr.action
-	if err := compileFilters(a, rule.Filters); err != nil {
+	if err := compileFilters(a, r.Namespace, rule.Filters); err != nil {
 		return compiledRule{matches: cr.matches, err: err.Error()}
 	}
 	if a.Redirect != nil && len(a.Backends) > 0 {
@@ -262,6 +304,12 @@ func compileGRPCRule(r *Route, index int, rule gatewayv1.GRPCRouteRule) compiled
 			cr.action.RequestHeaders = headerModifier(f.RequestHeaderModifier)
 		case gatewayv1.GRPCRouteFilterResponseHeaderModifier:
 			cr.action.ResponseHeaders = headerModifier(f.ResponseHeaderModifier)
+		case gatewayv1.GRPCRouteFilterRequestMirror:
+			m, err := mirror(r.Namespace, f.RequestMirror)
+			if err != nil {
+				return compiledRule{matches: cr.matches, err: fmt.Sprintf("filters[%d]: %v", i, err)}
+			}
+			cr.action.Mirrors = append(cr.action.Mirrors, m)
 		default:
 			return compiledRule{matches: cr.matches, err: fmt.Sprintf("filters[%d]: %s is not supported", i, f.Type)}
 		}
@@ -318,7 +366,7 @@ func backend(ns string, ref gatewayv1.BackendRef) Backend {
 	return b
 }
 
-func compileFilters(a *Action, fs []gatewayv1.HTTPRouteFilter) error {
+func compileFilters(a *Action, ns string, fs []gatewayv1.HTTPRouteFilter) error {
 	for i, f := range fs {
 		switch f.Type {
 		case gatewayv1.HTTPRouteFilterRequestHeaderModifier:
@@ -351,8 +399,13 @@ func compileFilters(a *Action, fs []gatewayv1.HTTPRouteFilter) error {
 				return fmt.Errorf("filters[%d]: %w", i, err)
 			}
 			a.Rewrite = &Rewrite{Hostname: string(ptrOr(rw.Hostname, "")), Path: pm}
-		default: // RequestMirror among them: not yet
-
+		case gatewayv1.HTTPRouteFilterRequestMirror:
+			m, err := mirror(ns, f.RequestMirror)
+			if err != nil {
+				return fmt.Errorf("filters[%d]: %w", i, err)
+			}
+			a.Mirrors = append(a.Mirrors, m)
+		default:
 			return fmt.Errorf("filters[%d]: %s is not supported", i, f.Type)
 		}
 	}

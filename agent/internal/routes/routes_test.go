@@ -2,6 +2,7 @@ package routes
 
 import (
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -284,5 +285,69 @@ spec:
 	st := s.Statuses(nil)
 	if len(st) != 1 || !st[0].Accepted || !strings.Contains(strings.Join(st[0].Reasons, "\n"), "rules[1]: a TCPRoute's rules after the first are not used") {
 		t.Errorf("status %+v", st)
+	}
+}
+
+func TestRequestMirror(t *testing.T) {
+	doc := `apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: ns}
+spec:
+  parentRefs: [{group: "", kind: Service, name: svc}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /all}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 8080}}}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /tenth}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 8080}, fraction: {numerator: 1, denominator: 10}}}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /none}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 8080}, percent: 0}}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /elsewhere}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, namespace: other, port: 8080}}}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /both}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 8080}, percent: 5, fraction: {numerator: 1}}}]
+    backendRefs: [{name: a, port: 80}]
+  - matches: [{path: {type: PathPrefix, value: /over}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 8080}, fraction: {numerator: 3, denominator: 2}}}]
+    backendRefs: [{name: a, port: 80}]
+`
+	s := mustCompile(t, doc)
+	sampled := func(path string) int {
+		res, _ := s.Route("ns", "svc", 80, req("GET", path))
+		if res == nil || res.Invalid != "" || len(res.Mirrors) != 1 {
+			t.Fatalf("%s: %+v, want one mirror", path, res)
+		}
+		m := res.Mirrors[0]
+		if m.Backend.Key() != "ns/shadow" || m.Backend.Port != 8080 {
+			t.Errorf("%s: mirror %+v", path, m)
+		}
+		n := 0
+		for i := range 1000 {
+			if m.Sample(func(k int) int { return i % k }) {
+				n++
+			}
+		}
+		return n
+	}
+	if n := sampled("/all"); n != 1000 {
+		t.Errorf("a mirror without a share copied %d of 1000", n)
+	}
+	if n := sampled("/tenth"); n != 100 {
+		t.Errorf("a mirror of 1/10 copied %d of 1000", n)
+	}
+	if n := sampled("/none"); n != 0 {
+		t.Errorf("a mirror of 0%% copied %d of 1000", n)
+	}
+	for path, want := range map[string]string{"/elsewhere": "ReferenceGrant", "/both": "exclusive", "/over": "numerator <= denominator"} {
+		if res, _ := s.Route("ns", "svc", 80, req("GET", path)); res == nil || !strings.Contains(res.Invalid, want) {
+			t.Errorf("%s: %+v, want a 500 for %q", path, res, want)
+		}
+	}
+	st := s.Statuses(nil)
+	if len(st) != 1 || !slices.Contains(st[0].Backends, "ns/shadow:8080") {
+		t.Errorf("status %+v, want the mirror among the backends", st)
 	}
 }
