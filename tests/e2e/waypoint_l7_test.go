@@ -216,14 +216,19 @@ func TestWaypointL7(t *testing.T) {
 	if got := fetch(20); got["echo-v1"] != 20 {
 		t.Errorf("the mirrored route: %v, want 20 of echo-v1", got)
 	}
+	for range 5 { // HTTP/2 requests without a body: copies without one either
+		if got := fetch(1, "--http2-prior-knowledge"); got["echo-v1"] != 1 {
+			t.Errorf("a mirrored h2c request: %v, want echo-v1", got)
+		}
+	}
 	mirrored := 0
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if mirrored = len(v2.NginxAccessLog()) - before; mirrored >= 20 {
+		if mirrored = len(v2.NginxAccessLog()) - before; mirrored >= 25 {
 			break
 		}
 	}
-	if mirrored != 20 {
-		t.Errorf("echo-v2 got %d copies of the 20 mirrored requests", mirrored)
+	if mirrored != 25 {
+		t.Errorf("echo-v2 got %d copies of the 25 mirrored requests", mirrored)
 	}
 
 	// A DENY on /admin at the waypoint (attached to its Gateway): 403 with Envoy's body there, / still served.

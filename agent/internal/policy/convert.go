@@ -23,9 +23,17 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 	if atWaypoint {
 		l7Hint = "the agent's waypoint enforces them per request on HTTP service ports (app_protocol http, http2, grpc); this is what its other ports do"
 	}
+	action := spec.Action
+	var warnings []Warning
 	switch {
 	case spec.Action == ActionAudit && atWaypoint:
 		// Compiled: it decides nothing; the waypoint marks the requests it matches in its access log.
+	case spec.Action == ActionCustom && atWaypoint:
+		// Refused, failing closed: what it would send to the external authorizer is denied, as istiod makes Envoy
+		// deny when a CUSTOM policy's provider cannot be used.
+		action = ActionDeny
+		warnings = append(warnings, warn("spec.action", "CUSTOM (external authorization by %q) is not supported by the agent's waypoint, "+
+			"which has no external authorizer: the requests its rules match are denied (403)", spec.Provider))
 	case spec.Action != ActionAllow && spec.Action != ActionDeny && atWaypoint:
 		return nil, []Warning{warn("spec.action", "action %s is not supported at the agent's waypoint; policy skipped", spec.Action)}
 	case spec.Action != ActionAllow && spec.Action != ActionDeny:
@@ -36,13 +44,12 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 		Namespace: r.Namespace,
 		Kind:      KindAuthorizationPolicy,
 		Scope:     scopeOf(r.Namespace, spec.Selector, rootNamespace),
-		Action:    spec.Action,
+		Action:    action,
 		Selector:  spec.Selector,
 		DryRun:    r.DryRun(),
 		Source:    r.Source,
 		Rules:     []Rule{},
 	}
-	var warnings []Warning
 	if atWaypoint {
 		a.Scope, a.TargetRefs = ScopeWaypoint, spec.TargetRefs
 		warnings = append(warnings, warn("spec.targetRefs", "applies to a waypoint (%s): enforced by the waypoint, not by the node agent", targetRefsString(spec.TargetRefs)))
@@ -56,6 +63,8 @@ func convertAuthorizationPolicy(r *Resource, rootNamespace string) (*Authorizati
 		switch {
 		case len(l7) == 0:
 			a.Rules = append(a.Rules, rule)
+		case a.Action == ActionAudit:
+			// Marks requests only (L7Rules): on a connection it marks nothing, so nothing is narrowed.
 		case a.Action == ActionAllow:
 			warnings = append(warnings, warn(field, "uses L7 attributes (%s): in an ALLOW policy the whole rule is dropped and can no longer allow anything; %s", strings.Join(l7, ", "), l7Hint))
 		case ruleCanMatch(rule):

@@ -110,7 +110,7 @@ func evaluate(applicable []*Authorization, c *Conn) Decision {
 	dst := target{ip: c.DestIP.Unmap(), port: c.DestPort, req: c.Request}
 	d := Decision{Outcome: decide(applicable, &src, dst, false)}
 	for _, a := range applicable {
-		if a.Action == ActionAudit {
+		if a.Action == ActionAudit && !a.DryRun {
 			if _, ok := a.matches(&src, dst); ok {
 				d.Audit = a.Key()
 				break

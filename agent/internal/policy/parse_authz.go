@@ -35,10 +35,7 @@ func (d *decoder) authorizationPolicy(p fieldPath, spec map[string]any) *Authori
 	case out.Action == ActionCustom && out.Provider == "":
 		d.fail(p.key("provider").key("name"), "required with action CUSTOM")
 	}
-	if out.Action == ActionCustom && len(out.TargetRefs) > 0 {
-		d.fail(p.key("action"), "CUSTOM at a waypoint (targetRefs) is not supported: the agent's waypoint has no external authorizer to ask, "+
-			"and a policy it cannot enforce is refused rather than skipped")
-	}
+
 	return out
 }
 

@@ -182,12 +182,6 @@ func TestParseProblems(t *testing.T) {
 			},
 		},
 		{
-			name: "CUSTOM at a waypoint",
-			file: header + "spec:\n  action: CUSTOM\n  provider: {name: opa}\n  targetRefs: [{kind: Service, name: web}]\n  rules: [{}]\n",
-			want: []string{"f.yaml:7 (document 1): default/p: spec.action: CUSTOM at a waypoint (targetRefs) is not supported: the agent's waypoint has no external authorizer to ask, " +
-				"and a policy it cannot enforce is refused rather than skipped"},
-		},
-		{
 			name: "targetRefs as istiod's webhook and CRD check them",
 			file: header + "spec:\n  targetRefs:\n  - {kind: Gateway, name: wp}\n  - {kind: Pod, name: web}\n" +
 				"  - {group: gateway.networking.k8s.io, kind: Gateway, name: wp, namespace: other}\n" +

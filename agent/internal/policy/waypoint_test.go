@@ -189,6 +189,13 @@ func TestWaypointAttachment(t *testing.T) {
 			target: WaypointTarget{"shop", "waypoint", "", ""},
 		},
 		{
+			name:     "CUSTOM at the waypoint fails closed: a DENY of its rules",
+			yaml:     strings.Replace(targeted("ext", "shop", "["+gatewayRef+"]", "CUSTOM", "{}"), "  rules:", "  provider: {name: opa}\n  rules:", 1),
+			target:   WaypointTarget{"shop", "waypoint", "", ""},
+			want:     []string{"shop/ext"},
+			warnings: []string{`CUSTOM (external authorization by "opa") is not supported by the agent's waypoint`},
+		},
+		{
 			name:   "AUDIT attaches at the waypoint (it decides nothing, EvaluateWaypoint names it)",
 			yaml:   targeted("audit", "shop", "["+gatewayRef+"]", "AUDIT", "{}"),
 			target: WaypointTarget{"shop", "waypoint", "", ""},
@@ -395,4 +402,16 @@ func req(method, path, host string, headers ...string) *Request {
 		r.Header[headers[i]] = append(r.Header[headers[i]], headers[i+1])
 	}
 	return r
+}
+
+func TestCustomAtWaypointDenies(t *testing.T) {
+	set, _ := compileYAML(t, strings.Replace(targeted("ext", "shop", "["+gatewayRef+"]", "CUSTOM", "to: [{operation: {paths: [/ext/*]}}]"), "  rules:", "  provider: {name: opa}\n  rules:", 1))
+	wp := WaypointTarget{WaypointNamespace: "shop", WaypointName: "waypoint"}
+	for path, allow := range map[string]bool{"/ext/x": false, "/other": true} {
+		c := through("spiffe://cluster.local/ns/shop/sa/x", "10.0.0.1", 8080)
+		c.Request = req("GET", path, "h")
+		if d := set.EvaluateWaypoint(c, wp); d.Allow != allow {
+			t.Errorf("%s under a CUSTOM policy: %v, want allowed %v", path, d, allow)
+		}
+	}
 }

@@ -202,8 +202,9 @@ func (s *l7Server) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	case u.redirect != "":
 		http.Redirect(rw, req, u.redirect, u.redirectCode)
 	default:
-		s.sendMirrors(req, snap, call, &u)
+		end := s.sendMirrors(req, snap, call, &u)
 		s.forward(rw, req, snap, call, &u)
+		end()
 	}
 	s.report(snap, c, req, rw, u, err, audit, time.Since(start))
 }
@@ -508,8 +509,8 @@ func without(svc *state.Service, uids map[string]bool) *state.Service {
 }
 
 // replayBody is a request body a retry may send again while nothing has read it: the transport closes the body
-// it was given even when it sent nothing, so Close does nothing (the reverse proxy and the server close the
-// request's own body when the request ends). A read counts from its start, even one still blocked.
+// it was given even when it sent nothing, so Close does nothing (the server closes the request's own body when
+// the request ends). A read counts from its start, even one still blocked.
 type replayBody struct {
 	io.ReadCloser
 	read atomic.Bool

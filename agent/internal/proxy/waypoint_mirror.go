@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
 
@@ -37,18 +39,22 @@ var (
 	errMirrorAborted = errors.New("mirror: the request ended before its body did")
 )
 
-// sendMirrors sends the copies of req that u's rule asks for, and makes req's body feed theirs. Nothing it does
-// fails the request.
-func (s *l7Server) sendMirrors(req *http.Request, snap *state.Snapshot, call waypointCall, u *upstream) {
+// sendMirrors sends the copies of req that u's rule asks for, and makes req's body feed theirs; the caller calls
+// the returned end once the request is done, which aborts the copies whose body did not end. Nothing it does fails
+// the request.
+func (s *l7Server) sendMirrors(req *http.Request, snap *state.Snapshot, call waypointCall, u *upstream) (end func()) {
+	end = func() {}
 	a := u.action
 	if a == nil || len(a.Mirrors) == 0 || req.Header.Get("Upgrade") != "" {
-		return
+		return end
 	}
 	wpID, err := call.wt.wp.Identity()
 	if err != nil {
-		return
+		return end
 	}
-	hasBody := req.Body != nil && req.Body != http.NoBody
+	// As the reverse proxy decides: a request of length 0 (an HTTP/2 request ended with its headers among them)
+	// sends no body.
+	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0
 	var tee *teeBody
 	for _, m := range a.Mirrors {
 		if !m.Sample(rand.IntN) {
@@ -81,8 +87,17 @@ func (s *l7Server) sendMirrors(req *http.Request, snap *state.Snapshot, call way
 		ctx, cancel := context.WithTimeout(context.WithValue(s.ctx, upstreamKey{}, upstreamDial{w: w}), timeout)
 		out := req.Clone(ctx)
 		out.RequestURI = ""
-		u.prepare(out, req)
+		// What the reverse proxy does to the request itself, in its order: hop-by-hop headers out (a `te: trailers`
+		// kept), the client's forwarding headers out, then the rule's changes.
+		trailers := httpguts.HeaderValuesContainsToken(req.Header["Te"], "trailers")
 		removeHopByHop(out.Header)
+		if trailers {
+			out.Header.Set("Te", "trailers")
+		}
+		for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto"} {
+			out.Header.Del(h)
+		}
+		u.prepare(out, req)
 		out.Host = shadowHost(out.Host)
 		out.URL.Scheme, out.URL.Host = "http", addr.String()
 		out.Body = http.NoBody
@@ -91,7 +106,9 @@ func (s *l7Server) sendMirrors(req *http.Request, snap *state.Snapshot, call way
 				tee = &teeBody{ReadCloser: req.Body}
 				req.Body = tee
 			}
-			out.Body = tee.copy()
+			body := tee.copy()
+			context.AfterFunc(ctx, func() { _ = body.Close() }) // a copy never outlives its context
+			out.Body = body
 		}
 		t := s.transport(identityPair{wpID, expected}, upstreamH2(svc, m.Backend.Port))
 		go func() {
@@ -107,6 +124,10 @@ func (s *l7Server) sendMirrors(req *http.Request, snap *state.Snapshot, call way
 			s.h.d.Log.Debug("waypoint: mirrored request", "service", m.Backend.Key(), "dst", addr, "response_code", resp.StatusCode)
 		}()
 	}
+	if tee != nil {
+		end = tee.end
+	}
+	return end
 }
 
 // shadowHost is host with "-shadow" appended to its name, as Envoy names its shadow requests' authority.
@@ -134,8 +155,8 @@ func removeHopByHop(h http.Header) {
 	}
 }
 
-// teeBody is a request body whose reads also feed its copies' bodies; closing it ends the copies that have not
-// had their whole body.
+// teeBody is a request body whose reads also feed its copies' bodies; end (when the request is done) aborts the
+// copies that have not had their whole body. (The reverse proxy never closes the body it is given.)
 type teeBody struct {
 	io.ReadCloser
 	copies []*mirrorBody
@@ -156,10 +177,14 @@ func (t *teeBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
-func (t *teeBody) Close() error {
+func (t *teeBody) end() {
 	for _, c := range t.copies {
 		c.feed(nil, errMirrorAborted)
 	}
+}
+
+func (t *teeBody) Close() error {
+	t.end()
 	return t.ReadCloser.Close()
 }
 
