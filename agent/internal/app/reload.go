@@ -43,11 +43,28 @@ func (a *App) reload() {
 	if len(restart) > 0 {
 		a.log.Warn("reloaded; some changes take effect only after a restart", "keys", restart)
 	}
+	a.reloadGossipKeys()
 	a.log.Info("configuration reloaded", "changed", changed)
 	// Compiled again now, so that a change the file watcher installed
 	// meanwhile is not replaced by an older set.
 	_ = a.reloadPolicies("reload")
 	a.notify.status(a.statusLine())
+}
+
+// reloadGossipKeys installs the gossip key file's keys as they are now (a key rotation); a file that does not read
+// keeps the running keys.
+func (a *App) reloadGossipKeys() {
+	if a.gossip == nil {
+		return
+	}
+	n, err := a.gossip.ReloadKeys()
+	if err != nil {
+		a.log.Error("gossip keys not reloaded, keeping the running keys", "err", err)
+		return
+	}
+	if n > 0 {
+		a.log.Info("gossip keys reloaded", "keys", n)
+	}
 }
 
 // rejectReload logs why a reload changed nothing: each problem of a bad file,

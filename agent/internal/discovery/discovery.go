@@ -29,9 +29,13 @@ type Discovery struct {
 	name   string
 	opts   Options
 	tuning Tuning
-	keys   [][]byte
-	log    *slog.Logger
-	warn   *limiter
+	// keys are the gossip keys, the first one sends; keyring is memberlist's, once created. ReloadKeys changes
+	// both, under keysMu.
+	keysMu  sync.Mutex
+	keys    [][]byte
+	keyring *memberlist.Keyring
+	log     *slog.Logger
+	warn    *limiter
 
 	queue    *memberlist.TransmitLimitedQueue
 	numAlive atomic.Int64
@@ -170,13 +174,16 @@ func (d *Discovery) create() (*memberlist.Memberlist, error) {
 	conf.Logger = memberlistLogger(d.warn)
 	g := &delegate{d}
 	conf.Delegate, conf.Events, conf.Conflict = g, g, g
+	d.keysMu.Lock()
 	if len(d.keys) > 0 {
 		kr, err := newKeyring(d.keys)
 		if err != nil {
+			d.keysMu.Unlock()
 			return nil, err
 		}
-		conf.Keyring = kr
+		conf.Keyring, d.keyring = kr, kr
 	}
+	d.keysMu.Unlock()
 	// memberlist compresses every packet with a fresh LZW table: measured, that costs a pool of 200 more CPU and
 	// garbage than everything else it does, to save little on compact records and tiny probes (docs/gossip.md).
 	conf.EnableCompression = false

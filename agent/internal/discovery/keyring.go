@@ -62,3 +62,47 @@ func newKeyring(keys [][]byte) (*memberlist.Keyring, error) {
 	}
 	return kr, nil
 }
+
+// ReloadKeys reads the key file again and installs its keys in the running keyring: new keys are added, the
+// file's first key sends, and keys no longer in the file are removed. This is how a key rotates without a
+// partition (docs/gossip.md). A file that cannot be read, or holds a bad key or none, changes nothing and is the
+// error. It returns how many keys are installed; (0, nil) when the node has no key file (keys given in Options,
+// or an unencrypted test mesh).
+func (d *Discovery) ReloadKeys() (int, error) {
+	if d.opts.KeyFile == "" || d.opts.Keys != nil {
+		return 0, nil
+	}
+	keys, err := ReadKeyFile(d.opts.KeyFile)
+	if err != nil {
+		return 0, err
+	}
+	if len(keys) == 0 {
+		return 0, fmt.Errorf("gossip key file %s holds no key", d.opts.KeyFile)
+	}
+	if _, err := newKeyring(keys); err != nil { // every key valid before any is installed
+		return 0, err
+	}
+	d.keysMu.Lock()
+	defer d.keysMu.Unlock()
+	d.keys = keys
+	kr := d.keyring
+	if kr == nil { // not created yet: it will be with these keys
+		return len(keys), nil
+	}
+	for _, k := range keys {
+		if err := kr.AddKey(k); err != nil {
+			return 0, fmt.Errorf("gossip keyring: %w", err)
+		}
+	}
+	if err := kr.UseKey(keys[0]); err != nil {
+		return 0, fmt.Errorf("gossip keyring: %w", err)
+	}
+	for _, k := range kr.GetKeys() {
+		if !slices.ContainsFunc(keys, func(x []byte) bool { return bytes.Equal(x, k) }) {
+			if err := kr.RemoveKey(k); err != nil {
+				return 0, fmt.Errorf("gossip keyring: %w", err)
+			}
+		}
+	}
+	return len(keys), nil
+}

@@ -1,6 +1,9 @@
 package discovery
 
 import (
+	"encoding/base64"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,5 +70,48 @@ func TestKeyRotation(t *testing.T) {
 	})
 	if c.hasWorkload("a/default/w0") && len(c.d.Members()) != 3 {
 		t.Error("c uses a's record without knowing a")
+	}
+}
+
+// Rotation by the key file and a reload (ReloadKeys), as docs/gossip.md tells operators: the new key second on
+// every node, then first, then alone. Afterwards a node with only the new key joins, one with only the old key
+// does not, and a key file that does not read changes nothing.
+func TestKeyRotationByReload(t *testing.T) {
+	leak.AtCleanup(t, discoveryLeaks)
+	old, fresh := base64.StdEncoding.EncodeToString(testKey), base64.StdEncoding.EncodeToString(otherKey)
+	files := map[string]string{}
+	withKeyFile := func(n *testNode, o *Options) {
+		o.Keys, o.KeyFile = nil, writeFile(t, old+"\n")
+		files[n.name] = o.KeyFile
+	}
+	a := startNode(t, "a", testRecord(1, 1), withKeyFile)
+	b := startNode(t, "b", testRecord(2, 1), withSeeds(a), withKeyFile)
+	waitFor(t, 20*time.Second, "a and b converge", func() bool {
+		return a.hasWorkload("b/default/w0") && b.hasWorkload("a/default/w0")
+	})
+	for _, content := range []string{old + "\n" + fresh + "\n", fresh + "\n" + old + "\n", fresh + "\n"} {
+		for _, n := range []*testNode{a, b} {
+			if err := os.WriteFile(files[n.name], []byte(content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if k, err := n.d.ReloadKeys(); err != nil || k != strings.Count(content, "\n") {
+				t.Fatalf("ReloadKeys on %s: %d keys, %v", n.name, k, err)
+			}
+		}
+	}
+	if err := os.WriteFile(files["a"], []byte("not a key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.d.ReloadKeys(); err == nil || strings.Contains(err.Error(), fresh) {
+		t.Errorf("ReloadKeys of a bad file: %v, want an error that shows no key", err)
+	}
+	c := startNode(t, "c", testRecord(3, 1), withSeeds(a), withKeys(otherKey))
+	waitFor(t, 20*time.Second, "c, with only the new key, joins", func() bool {
+		return a.hasWorkload("c/default/w0") && c.hasWorkload("b/default/w0")
+	})
+	m := startNode(t, "m", testRecord(4, 1), withSeeds(a), withKeys(testKey))
+	time.Sleep(3 * time.Second)
+	if a.hasWorkload("m/default/w0") || m.hasWorkload("a/default/w0") {
+		t.Error("a node with only the retired key was admitted")
 	}
 }
