@@ -6,7 +6,7 @@ VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.
 LDFLAGS := -X github.com/ambient-agent/ambient-agent/agent/internal/app.Version=$(VERSION)
 BIN     := bin/ambient-agent
 
-.PHONY: generate build test unit lint demo clean tools
+.PHONY: generate build test unit lint demo clean tools fuzz soak
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./agent/cmd/ambient-agent
@@ -18,7 +18,8 @@ FUZZ     := ./agent/internal/hbone:FuzzParseAuthority ./agent/internal/hbone:Fuz
             ./agent/internal/policy:FuzzParse ./agent/internal/discovery:FuzzDecodeRecord \
             ./agent/internal/discovery:FuzzReceive ./agent/internal/dns:FuzzServeDNS \
             ./agent/internal/xds:FuzzDecode ./agent/internal/xds:FuzzDecodeResponse ./agent/internal/pbwire:FuzzEach \
-            ./agent/internal/proxy:FuzzGatewayTarget ./agent/internal/proxy:FuzzWaypointRequest
+            ./agent/internal/proxy:FuzzGatewayTarget ./agent/internal/proxy:FuzzWaypointRequest \
+            ./agent/internal/policy:FuzzXDS ./agent/internal/routes:FuzzRoute ./agent/internal/config:FuzzParse
 
 test: tools
 	$(GO) test -count=1 -timeout 30m ./...
@@ -33,6 +34,20 @@ test: tools
 			else cat /tmp/fuzz-$$fn.log; exit 1; fi; \
 		fi; \
 	done
+
+# Every fuzz target of the module, FUZZTIME each (default 1m here), one after the other: a table of the CPU
+# time, executions and new corpus entries of each (also in fuzz-report.md); a crasher fails it. FUZZ_ONLY=<regexp>
+# picks targets. `make test` runs the FUZZ list above for 10s each.
+fuzz:
+	FUZZTIME=$(if $(filter command line,$(origin FUZZTIME)),$(FUZZTIME),1m) GO=$(GO) tests/tools/fuzz.sh
+
+# The soak (docs/reliability.md): SOAK of checked traffic under random faults (default 30m; `make test` runs 2m),
+# seeded by SOAK_SEED (default: the time, printed). Its table and JSON go to soak-report.md and soak-report.json,
+# the whole log (the agents' too, on failure) to soak-report.log.
+SOAK ?= 30m
+soak:
+	SOAK=$(SOAK) SOAK_SEED=$(SOAK_SEED) SOAK_REPORT=$(CURDIR)/soak-report $(GO) test -count=1 -timeout 3h -run '^TestSoak$$' -v ./tests/e2e/ \
+		>soak-report.log 2>&1; rc=$$?; grep -v 'level=' soak-report.log; exit $$rc
 
 # Slow-to-build test tools (real SPIRE), cached outside the repository
 # ($$AMBIENT_TOOLS_CACHE, default ~/.cache/ambient-agent): only the first run pays.

@@ -27,8 +27,18 @@ func RepoRoot() string {
 // user and group names resolved by Go's own /etc/passwd and /etc/group reader,
 // Go's resolver, and the memory a PIE's relocations cost.
 func BuildAgent(dir string) (string, error) {
-	bin := filepath.Join(dir, "ambient-agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-ldflags=-s -w", "-o", bin, "./agent/cmd/ambient-agent")
+	return BuildAgentWithTags(dir, "")
+}
+
+// BuildAgentWithTags is BuildAgent with build tags (comma-separated; "" for none): the soak's deliberately broken
+// agents. The binary is named after the tags.
+func BuildAgentWithTags(dir, tags string) (string, error) {
+	name := "ambient-agent"
+	if tags != "" {
+		name += "-" + strings.ReplaceAll(tags, ",", "-")
+	}
+	bin := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-trimpath", "-buildmode=pie", "-ldflags=-s -w", "-tags="+tags, "-o", bin, "./agent/cmd/ambient-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	cmd.Dir = RepoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {

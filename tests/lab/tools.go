@@ -115,9 +115,13 @@ func (h *Host) WaitListening(port int, d time.Duration) {
 // the pcap file's path.
 func (l *Lab) Capture(name string, h *Host) func() string {
 	l.t.Helper()
+	return l.capture(name, h, "tcp")
+}
+
+func (l *Lab) capture(name string, h *Host, filter string) func() string {
+	l.t.Helper()
 	path := filepath.Join(l.dir, name+".pcap")
-	sw := &Host{lab: l, Name: "switch", NS: l.sw, Dir: l.dir}
-	p := sw.Start("tcpdump-"+name, "tcpdump", "--immediate-mode", "-i", h.Name, "-U", "-n", "-s", "0", "-w", path, "tcp")
+	p := l.switchHost().Start("tcpdump-"+name, "tcpdump", "--immediate-mode", "-i", h.Name, "-U", "-n", "-s", "0", "-w", path, filter)
 	// tcpdump says "listening on br0" once the capture runs.
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		if strings.Contains(p.Log(), "listening on") {

@@ -163,6 +163,9 @@ func (o *Outbound) connect(ctx context.Context, r Route, src netip.AddrPort, src
 	}
 	switch r.Kind {
 	case RouteHBONE:
+		if brokenOutbound != nil {
+			brokenOutbound(o, r)
+		}
 		t := r.Tunnel
 		t.Authority, t.ForwardedFor, t.Baggage = r.Target.String(), src, baggage(srcW)
 		if r.Service != nil {
