@@ -89,14 +89,18 @@ func (o IstioOptions) serverName() string {
 	return host
 }
 
-// istioSource asks istiod's CA for a certificate per wanted identity, each authenticated by that identity's own
-// service-account token (istiod issues for the caller's identity only), and renews each at half its lifetime.
+// istioSource asks istiod's CA for a certificate per wanted identity and renews each at half its lifetime. A
+// renewal is authenticated by the identity's current certificate, presented as the TLS client certificate (istiod's
+// client-certificate authenticator, as Istio's own VM agent renews); the identity's service-account token is needed
+// only for the first certificate, or when none is held that is still valid, or when istiod refuses the certificate.
+// istiod issues for the caller's identity only, whichever way it authenticated.
 // Each identity has its own renewal loop, so a refused token holds back only its own identity.
 type istioSource struct {
 	*store
 	opts    IstioOptions
 	trusted []*x509.Certificate // RootCert's roots: they verify istiod, and peers
 	creds   credentials.TransportCredentials
+	rootCAs *x509.CertPool // trusted, to verify istiod on the connections that present a held certificate
 	log     *slog.Logger
 
 	mu     sync.Mutex                          // serialises building and publishing Snapshots
@@ -122,6 +126,7 @@ func newIstioSource(opts IstioOptions, td spiffeid.TrustDomain, want []spiffeid.
 		for _, r := range s.trusted {
 			pool.AddCert(r)
 		}
+		s.rootCAs = pool
 		s.creds = credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: opts.serverName(), MinVersion: tls.VersionTLS12})
 	}
 	return s, nil

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -17,7 +18,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -27,16 +30,75 @@ import (
 // istioRequestTimeout bounds one CreateCertificate call, connecting included.
 const istioRequestTimeout = 30 * time.Second
 
-// request asks istiod for a certificate for id with a fresh key, authenticated by id's service-account token,
-// and validates the answer.
+// renewalMargin is how long a held certificate must still be valid to authenticate its own renewal: one about
+// to expire could expire during the handshake.
+const renewalMargin = time.Second
+
+// request asks istiod for a certificate for id with a fresh key, and validates the answer. It is authenticated by
+// id's current certificate when one is held that is valid for renewalMargin more, else (or when istiod refuses it)
+// by id's service-account token.
 func (s *istioSource) request(ctx context.Context, client pb.IstioCertificateServiceClient, id spiffeid.ID) (issuedSVID, error) {
-	ns, sa, _ := ParseIstioID(id)
-	tokenPath := IstioTokenPath(s.opts.TokenDir, ns, sa)
-	token, err := readToken(tokenPath)
+	var certErr error
+	if cert := s.renewable(id); cert != nil {
+		r, err := s.requestWithCertificate(ctx, id, cert)
+		if err == nil {
+			return r, nil
+		}
+		certErr = err
+		s.log.Warn("identity: renewal with the current certificate failed; trying the service-account token",
+			"identity", id.String(), "err", err)
+	}
+	r, err := s.requestWithToken(ctx, client, id)
+	if err != nil && certErr != nil {
+		return issuedSVID{}, fmt.Errorf("%w; with the current certificate: %v", err, certErr)
+	}
+	return r, err
+}
+
+// renewable is id's held certificate when it can authenticate a renewal: valid now and for renewalMargin more,
+// over TLS (a plaintext connection presents no certificate).
+func (s *istioSource) renewable(id spiffeid.ID) *tls.Certificate {
+	if s.opts.Plaintext {
+		return nil
+	}
+	h, ok := s.Snapshot().svids[id]
+	if !ok || h.cert == nil {
+		return nil
+	}
+	now, leaf := s.now(), h.svid.Certificates[0]
+	if checkValidity(leaf, now) != nil || leaf.NotAfter.Before(now.Add(renewalMargin)) {
+		return nil
+	}
+	return h.cert
+}
+
+// requestWithCertificate asks for id's next certificate on a connection of its own that presents cert, id's
+// current one: istiod authenticates the caller as id by it. The connection is closed after the request, so a
+// renewal always presents the certificate held at its time.
+func (s *istioSource) requestWithCertificate(ctx context.Context, id spiffeid.ID, cert *tls.Certificate) (issuedSVID, error) {
+	creds := credentials.NewTLS(&tls.Config{RootCAs: s.rootCAs, ServerName: s.opts.serverName(), MinVersion: tls.VersionTLS12,
+		Certificates: []tls.Certificate{*cert}})
+	opts := []grpc.DialOption{grpc.WithTransportCredentials(creds)}
+	if s.opts.Dial != nil {
+		opts = append(opts, grpc.WithContextDialer(s.opts.Dial))
+	}
+	conn, err := grpc.NewClient(s.opts.Address, opts...)
 	if err != nil {
 		return issuedSVID{}, err
 	}
-	key, csr, err := newCSR(id)
+	defer conn.Close()
+	var md []string
+	if s.opts.ClusterID != "" {
+		md = append(md, "clusterid", s.opts.ClusterID)
+	}
+	return s.create(metadata.AppendToOutgoingContext(ctx, md...), pb.NewIstioCertificateServiceClient(conn), id, "")
+}
+
+// requestWithToken asks for id's certificate authenticated by id's service-account token.
+func (s *istioSource) requestWithToken(ctx context.Context, client pb.IstioCertificateServiceClient, id spiffeid.ID) (issuedSVID, error) {
+	ns, sa, _ := ParseIstioID(id)
+	tokenPath := IstioTokenPath(s.opts.TokenDir, ns, sa)
+	token, err := readToken(tokenPath)
 	if err != nil {
 		return issuedSVID{}, err
 	}
@@ -44,7 +106,17 @@ func (s *istioSource) request(ctx context.Context, client pb.IstioCertificateSer
 	if s.opts.ClusterID != "" {
 		md = append(md, "clusterid", s.opts.ClusterID)
 	}
-	ctx, cancel := context.WithTimeout(metadata.AppendToOutgoingContext(ctx, md...), istioRequestTimeout)
+	return s.create(metadata.AppendToOutgoingContext(ctx, md...), client, id, tokenPath)
+}
+
+// create sends one CreateCertificate for id with a fresh key and validates the answer; tokenPath names the token
+// that authenticated it, if one did, for the error.
+func (s *istioSource) create(ctx context.Context, client pb.IstioCertificateServiceClient, id spiffeid.ID, tokenPath string) (issuedSVID, error) {
+	key, csr, err := newCSR(id)
+	if err != nil {
+		return issuedSVID{}, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, istioRequestTimeout)
 	defer cancel()
 	resp, err := client.CreateCertificate(ctx, &pb.IstioCertificateRequest{
 		Csr:              string(csr),
@@ -97,6 +169,9 @@ func (s *istioSource) istiodError(err error, tokenPath string) error {
 	msg := fmt.Sprintf("istiod %s answered %s: %s", s.opts.Address, st.Code(), st.Message())
 	switch st.Code() {
 	case codes.Unauthenticated, codes.PermissionDenied:
+		if tokenPath == "" {
+			return fmt.Errorf("%s (the current certificate was refused)", msg)
+		}
 		return fmt.Errorf("%s (is %s a current service-account token of this identity, with audience istio-ca?)", msg, tokenPath)
 	}
 	return errors.New(msg)

@@ -6,6 +6,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"math/big"
@@ -78,11 +79,16 @@ func startIstiod(t *testing.T) *istiod {
 	if err != nil {
 		t.Fatalf("JWT authenticator: %v", err)
 	}
-	server, err := caserver.New(istioCA, 24*time.Hour, []security.Authenticator{authn}, nil)
+	// As istiod (pilot/pkg/bootstrap): the client-certificate authenticator first, then the JWT one; a client
+	// certificate is verified against the mesh's root when one is given.
+	server, err := caserver.New(istioCA, 24*time.Hour, []security.Authenticator{&authenticate.ClientCertAuthenticator{}, authn}, nil)
 	if err != nil {
 		t.Fatalf("CA server: %v", err)
 	}
-	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serving}})))
+	clientCAs := x509.NewCertPool()
+	clientCAs.AppendCertsFromPEM(d.rootPEM)
+	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serving},
+		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: clientCAs})))
 	server.Register(gs)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -125,11 +131,17 @@ func rsaKey(t *testing.T) *rsa.PrivateKey {
 // audience istio-ca), signed with key.
 func token(t *testing.T, key *rsa.PrivateKey, ns, sa string) string {
 	t.Helper()
+	return tokenFor(t, key, ns, sa, time.Hour)
+}
+
+// tokenFor is token, valid for ttl.
+func tokenFor(t *testing.T, key *rsa.PrivateKey, ns, sa string, ttl time.Duration) string {
+	t.Helper()
 	b64 := base64.RawURLEncoding.EncodeToString
 	header, _ := json.Marshal(map[string]string{"alg": "RS256", "typ": "JWT", "kid": "cluster"})
 	claims, _ := json.Marshal(map[string]any{
 		"iss": tokenIssuer, "sub": "system:serviceaccount:" + ns + ":" + sa, "aud": []string{tokenAudience},
-		"iat": time.Now().Unix(), "exp": time.Now().Add(time.Hour).Unix(),
+		"iat": time.Now().Unix(), "exp": time.Now().Add(ttl).Unix(),
 	})
 	signed := b64(header) + "." + b64(claims)
 	digest := sha256.Sum256([]byte(signed))
