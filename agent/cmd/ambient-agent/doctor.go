@@ -1,18 +1,24 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
+	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"github.com/ambient-agent/ambient-agent/nft"
 	"github.com/ambient-agent/ambient-agent/ports"
@@ -86,6 +92,9 @@ func diagnose(socket string, now time.Time) []check {
 	}
 	out = append(out, checkClock(d, now))
 	out = append(out, checkCerts(d, now)...)
+	if d.Config.Identity.Source == config.SourceIstio {
+		out = append(out, checkTokens(d, now)...)
+	}
 	if len(d.Services) > 0 {
 		out = append(out, checkVIPRoutes(d))
 	}
@@ -335,21 +344,140 @@ func checkClock(d *admin.Dump, now time.Time) check {
 
 func checkCerts(d *admin.Dump, now time.Time) []check {
 	var out []check
+	istio := d.Config != nil && d.Config.Identity.Source == config.SourceIstio
 	for _, c := range d.Certificates {
 		if c.Kind != "workload" {
 			continue
 		}
-		left := c.NotAfter.Sub(now)
-		ck := check{Name: "certificate " + c.Identity, OK: left > 24*time.Hour, Detail: "expires " + until(c.NotAfter)}
-		if !ck.OK {
-			ck.Fix = "renew it (ambient-agent ca issue ..., or check the SPIRE agent); the agent picks up new files by itself"
-		}
-		out = append(out, ck)
+		out = append(out, checkCert(c, istio, now))
 	}
 	if len(out) == 0 {
 		out = append(out, check{Name: "certificates", OK: true, Detail: "no local workload, no certificate needed"})
 	}
 	return out
+}
+
+// checkCert judges one workload certificate by its remaining life. The agent renews istiod's at half their
+// lifetime (Istio backdates NotBefore by two minutes, so a little after): past three quarters of it, a renewal is
+// overdue. Other sources' certificates are renewed outside the agent: a day is the margin.
+func checkCert(c identity.CertInfo, istio bool, now time.Time) check {
+	left := c.NotAfter.Sub(now)
+	ck := check{Name: "certificate " + c.Identity, Detail: "expires " + until(c.NotAfter)}
+	if !istio {
+		ck.OK = left > 24*time.Hour
+		if !ck.OK {
+			ck.Fix = "renew it (ambient-agent ca issue ..., or check the SPIRE agent); the agent picks up new files by itself"
+		}
+		return ck
+	}
+	life := c.NotAfter.Sub(c.NotBefore)
+	ck.Detail += fmt.Sprintf(" (a %s certificate from istiod, renewed at half its life with itself)", life.Round(time.Minute))
+	ck.OK = left > life/4
+	if !ck.OK {
+		ck.Fix = "its renewal is overdue: is istiod reachable, and does it answer (journalctl -u ambient-agent, \"renewal from istiod failed\")? " +
+			"Once it expires, only a current token in [istio] token_dir gets a new one"
+	}
+	return ck
+}
+
+// checkTokens reads each local identity's service-account token (without verifying it: istiod does) for what
+// makes istiod refuse it: an expiry passed, an audience without istio-ca. A token is needed only for an
+// identity's first certificate, or once its certificate expired (docs/interop.md): an expired one is a note
+// while a valid certificate is held.
+func checkTokens(d *admin.Dump, now time.Time) []check {
+	held := map[string]time.Time{}
+	for _, c := range d.Certificates {
+		if c.Kind == "workload" {
+			held[c.Identity] = c.NotAfter
+		}
+	}
+	var out []check
+	for _, id := range localIstioIdentities(d) {
+		ns, sa, _ := identity.ParseIstioID(id)
+		path := identity.IstioTokenPath(d.Config.Istio.TokenDir, ns, sa)
+		name := "token " + id.String()
+		certValid := held[id.String()].After(now)
+		claims, err := readTokenClaims(path)
+		switch {
+		case err != nil && certValid:
+			out = append(out, check{Name: name, OK: true, Note: true, Detail: err.Error() + "; not needed while the certificate is valid (renewed with itself)",
+				Fix: "keep a current token there for restarts and long istiod outages"})
+		case err != nil:
+			out = append(out, check{Name: name, Detail: err.Error(), Fix: "place a service-account token (audience istio-ca) at " + path})
+		case !slices.Contains(claims.audiences(), "istio-ca"):
+			out = append(out, check{Name: name, Detail: fmt.Sprintf("audience %v, not istio-ca: istiod refuses it", claims.audiences()),
+				Fix: "create it with --audience istio-ca (kubectl create token SA -n NS --audience istio-ca)"})
+		case claims.Exp != 0 && time.Unix(claims.Exp, 0).Before(now):
+			ck := check{Name: name, Detail: "expired " + time.Unix(claims.Exp, 0).UTC().Format(time.RFC3339),
+				Fix: "refresh it before the agent restarts or the certificate expires"}
+			if certValid {
+				ck.OK, ck.Note = true, true
+				ck.Detail += "; not needed while the certificate is valid (renewed with itself)"
+			}
+			out = append(out, ck)
+		case claims.Exp != 0:
+			out = append(out, check{Name: name, OK: true, Detail: "audience istio-ca, expires " + until(time.Unix(claims.Exp, 0))})
+		default:
+			out = append(out, check{Name: name, OK: true, Detail: "audience istio-ca, no expiry"})
+		}
+	}
+	return out
+}
+
+// localIstioIdentities are the identities of the host's workloads (and waypoint), as the istio source asks for them.
+func localIstioIdentities(d *admin.Dump) []spiffeid.ID {
+	seen := map[spiffeid.ID]bool{}
+	var out []spiffeid.ID
+	for _, c := range d.Certificates {
+		if id, err := spiffeid.FromString(c.Identity); err == nil && c.Kind == "workload" && !seen[id] {
+			seen[id] = true
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// tokenClaims are the parts of a JWT's claims the checks read.
+type tokenClaims struct {
+	Exp int64 `json:"exp"`
+	Aud any   `json:"aud"` // a string or a list of strings
+}
+
+func (c tokenClaims) audiences() []string {
+	switch a := c.Aud.(type) {
+	case string:
+		return []string{a}
+	case []any:
+		var out []string
+		for _, v := range a {
+			if s, ok := v.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}
+
+// readTokenClaims decodes the claims of the JWT at path, unverified.
+func readTokenClaims(path string) (tokenClaims, error) {
+	var c tokenClaims
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("token: %w", err)
+	}
+	parts := strings.Split(strings.TrimSpace(string(data)), ".")
+	if len(parts) != 3 {
+		return c, fmt.Errorf("token %s is not a JWT (%d parts, want 3)", path, len(parts))
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(parts[1], "="))
+	if err != nil {
+		return c, fmt.Errorf("token %s: claims are not base64url: %v", path, err)
+	}
+	if err := json.Unmarshal(payload, &c); err != nil {
+		return c, fmt.Errorf("token %s: claims are not JSON: %v", path, err)
+	}
+	return c, nil
 }
 
 // checkGossipKey reads the key file the way the agent does (base64, 32 bytes).

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +15,7 @@ import (
 	"github.com/ambient-agent/ambient-agent/agent/internal/admin"
 	"github.com/ambient-agent/ambient-agent/agent/internal/capture"
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
+	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 	"github.com/ambient-agent/ambient-agent/nft"
@@ -140,5 +145,60 @@ func TestCheckReturnPath(t *testing.T) {
 	}
 	if c := checkReturnPath(capture.AgentReturnPath(0), false, errors.New("netlink: permission denied"), true); c.OK || !strings.Contains(c.Detail, "permission denied") {
 		t.Errorf("unreadable: %+v", c)
+	}
+}
+
+// With istiod's certificates, doctor judges a certificate by its renewal (half its life) and each identity's
+// token by what istiod would refuse; an expired token is only a note while the certificate is valid.
+func TestDoctorIstioCertificatesAndTokens(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	web := "spiffe://cluster.local/ns/shop/sa/web"
+	cert := func(issued time.Time) identity.CertInfo {
+		return identity.CertInfo{Kind: "workload", Identity: web, NotBefore: issued.Add(-2 * time.Minute), NotAfter: issued.Add(24 * time.Hour)}
+	}
+	if c := checkCert(cert(now.Add(-13*time.Hour)), true, now); !c.OK {
+		t.Errorf("an istiod certificate at 13 h of 24: %+v, want OK (renewal due at 12 h, retried)", c)
+	}
+	if c := checkCert(cert(now.Add(-19*time.Hour)), true, now); c.OK || !strings.Contains(c.Fix, "overdue") {
+		t.Errorf("an istiod certificate at 19 h of 24: %+v, want an overdue renewal", c)
+	}
+	if c := checkCert(cert(now.Add(-13*time.Hour)), false, now); c.OK {
+		t.Errorf("a file certificate with 11 h left: %+v, want a warning", c)
+	}
+
+	dir := t.TempDir()
+	jwt := func(claims string) string {
+		enc := base64.RawURLEncoding.EncodeToString
+		return enc([]byte(`{"alg":"RS256"}`)) + "." + enc([]byte(claims)) + ".c2ln"
+	}
+	write := func(content string) {
+		if err := os.MkdirAll(filepath.Join(dir, "shop"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "shop", "web"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := &admin.Dump{Config: &config.Config{}}
+	d.Config.Identity.Source, d.Config.Istio.TokenDir = config.SourceIstio, dir
+	valid, expired := cert(now.Add(-time.Hour)), cert(now.Add(-25*time.Hour))
+	for _, tc := range []struct {
+		token string
+		cert  identity.CertInfo
+		ok    bool
+		want  string
+	}{
+		{jwt(fmt.Sprintf(`{"aud":["istio-ca"],"exp":%d}`, now.Add(time.Hour).Unix())), valid, true, "audience istio-ca, expires"},
+		{jwt(fmt.Sprintf(`{"aud":"kubernetes","exp":%d}`, now.Add(time.Hour).Unix())), valid, false, "not istio-ca"},
+		{jwt(fmt.Sprintf(`{"aud":["istio-ca"],"exp":%d}`, now.Add(-time.Hour).Unix())), valid, true, "not needed while the certificate is valid"},
+		{jwt(fmt.Sprintf(`{"aud":["istio-ca"],"exp":%d}`, now.Add(-time.Hour).Unix())), expired, false, "expired"},
+		{"not a jwt", expired, false, "is not a JWT"},
+	} {
+		write(tc.token)
+		d.Certificates = []identity.CertInfo{tc.cert}
+		cs := checkTokens(d, now)
+		if len(cs) != 1 || cs[0].OK != tc.ok || !strings.Contains(cs[0].Detail, tc.want) {
+			t.Errorf("token %q: %+v, want ok %v and %q", tc.token, cs, tc.ok, tc.want)
+		}
 	}
 }
