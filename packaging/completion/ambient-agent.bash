@@ -2,7 +2,7 @@
 _ambient_agent() {
 	local cur=${COMP_WORDS[COMP_CWORD]} flags="" args=""
 	if [[ $COMP_CWORD -eq 1 ]]; then
-		COMPREPLY=($(compgen -W "authz bugreport ca certs cleanup close completion connections doctor explain export gossip help log-level peers policies probe routes run services status validate version workloads" -- "$cur"))
+		COMPREPLY=($(compgen -W "authz bugreport ca certs cleanup close completion connections doctor explain export gossip help join log-level peers policies probe routes run services status validate version workloads" -- "$cur"))
 		return
 	fi
 	case "${COMP_WORDS[1]}" in
@@ -57,6 +57,12 @@ _ambient_agent() {
 		;;
 	help)
 		flags="-h" args=""
+		;;
+	join)
+		if [[ $COMP_CWORD -eq 2 ]]; then COMPREPLY=($(compgen -W "istio" -- "$cur")); return; fi
+		case "${COMP_WORDS[2]}" in
+		istio) flags="-h -address -config -dry-run -force -from -istio-dir -node" ;;
+		esac
 		;;
 	log-level)
 		flags="-h -socket" args="debug info warn error"

@@ -28,6 +28,7 @@ var rank = map[string]int{
 	"agent/internal/pbwire":    0,
 	"agent/internal/telemetry": 0,
 	"agent/internal/yamldocs":  0,
+	"agent/internal/vmjoin":    0,
 	"nft":                      0,
 	"ports":                    -1, // constants only: below every layer
 	"agent/internal/identity":  1,

@@ -23,6 +23,7 @@ type command struct {
 var subtables = map[string]func() table{
 	"ambient-agent ca": caCommands, "ambient-agent authz": authzCommands,
 	"ambient-agent gossip": gossipCommands, "ambient-agent export": exportCommands,
+	"ambient-agent join": joinCommands,
 }
 
 // table is a set of subcommands under one name: the program's, or a command's
@@ -58,6 +59,7 @@ func commands() table {
 		"bugreport":   {"gather the agent's state, the host's capture rules and the journal into one tar.gz for a support request", runBugreport},
 		"log-level":   {"show or change the running agent's log level (debug, info, warn, error)", runLogLevel},
 		"export":      {"print this host's workloads and services as Kubernetes objects (export kubernetes)", exportCommands().run},
+		"join":        {"configure this host to join a cluster from its onboarding files (join istio)", joinCommands().run},
 		"completion":  {"print the shell completion script: completion bash|zsh|fish (the packages install them)", runCompletion},
 		"help":        {"show this help", runHelp},
 	}}
