@@ -127,8 +127,8 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 // notes says what the join does not do by itself.
 func notes(w io.Writer, j *vmjoin.Join, p vmjoin.Paths) {
 	for _, g := range j.Groups {
-		if g.AutoRegister != "" {
-			fmt.Fprintf(w, "note: %s asks istiod to register the WorkloadEntry (--autoregister); the agent does not: apply `ambient-agent export kubernetes` (docs/kubernetes.md)\n", g.Dir)
+		if g.AutoRegister == "" {
+			fmt.Fprintf(w, "note: %s was made without --autoregister: create the WorkloadEntry with `ambient-agent export kubernetes | kubectl apply -f -` (docs/kubernetes.md)\n", g.Dir)
 		}
 	}
 	fmt.Fprintf(w, "note: the tokens get the first certificates; renewals use the certificates themselves (docs/interop.md). Keep a current token in %s for restarts.\n", p.TokenDir)

@@ -51,7 +51,9 @@ type App struct {
 	live     *proxy.Live
 	gossip   *discovery.Discovery // nil when gossip is off
 	istiod   *xds.Client          // nil without [istio] discovery
-	health   *health.Checker
+	// registrations register the local workloads with auto_register through their WorkloadGroups.
+	registrations []*xds.Client
+	health        *health.Checker
 	// gossipAlive is the alive member count last seen, for member events.
 	gossipAlive atomic.Int64
 	// gossipMet is when this agent first saw another member (Unix nanoseconds; 0: not yet).
@@ -152,6 +154,9 @@ func (a *App) build(cfg *config.Config) error {
 	a.routes.Store(rs)
 	a.policies = policy.NewStore(set)
 	if a.istiod, err = newIstiod(cfg, a); err != nil {
+		return err
+	}
+	if a.registrations, err = newRegistrations(cfg, a); err != nil {
 		return err
 	}
 	a.ready.requireIf(a.istiod != nil, condIstiod)
@@ -327,6 +332,7 @@ func (a *App) startBackground(bg *errgroup.Group, ctx context.Context) {
 	bg.Go(func() error { return a.runIdentity(ctx) })
 	bg.Go(func() error { return a.watchPolicies(ctx) })
 	bg.Go(func() error { return a.runIstiod(ctx) })
+	bg.Go(func() error { return a.runRegistrations(ctx) })
 }
 
 // start runs the servers and what feeds them in g; the servers accept once

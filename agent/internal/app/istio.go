@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -63,6 +64,62 @@ func newIstiod(cfg *config.Config, a *App) (*xds.Client, error) {
 		return nil, fmt.Errorf("istio: %w", err)
 	}
 	return c, nil
+}
+
+// newRegistrations builds a registration client (xds.Options.Registration) for each local workload with
+// auto_register: a stream of its own to istiod, authenticated as the workload, for as long as the agent runs.
+func newRegistrations(cfg *config.Config, a *App) ([]*xds.Client, error) {
+	if !cfg.Istio.Enabled {
+		return nil, nil
+	}
+	var out []*xds.Client
+	for _, w := range cfg.Workloads {
+		if w.AutoRegister == "" {
+			continue
+		}
+		o := xds.Options{
+			Address:    cfg.Istio.Address,
+			ServerName: cfg.Istio.ServerName,
+			RootCert:   cfg.Istio.RootCert,
+			Plaintext:  cfg.Istio.InsecurePlaintext,
+			ClusterID:  cfg.Node.ClusterID,
+			Network:    cfg.Node.Network,
+			Namespace:  w.Namespace,
+			NodeName:   cfg.Node.Name,
+			NodeID:     xds.NodeIDFor(w.Addresses[0], w.Name, w.Namespace),
+			Log:        a.log.With("component", "istiod-registration", "workload", w.Namespace+"/"+w.Name),
+			Dial:       istiodDialer(cfg),
+			Registration: &xds.Registration{Group: w.AutoRegister, ServiceAccount: w.ServiceAccount,
+				Addresses: w.Addresses, Labels: w.Labels},
+		}
+		if o.Plaintext {
+			o.RootCert = ""
+		}
+		o.Token = istiodToken(identity.IstioTokenPath(cfg.Istio.TokenDir, w.Namespace, w.ServiceAccount), w.Namespace, w.ServiceAccount, a.ids != nil)
+		if a.ids != nil {
+			var err error
+			if o.TLS, err = istiodClientCert(cfg, a.ids, w.Namespace, w.ServiceAccount); err != nil {
+				return nil, fmt.Errorf("istio: registration of %s: %w", w.Name, err)
+			}
+		}
+		c, err := xds.New(o)
+		if err != nil {
+			return nil, fmt.Errorf("istio: registration of %s: %w", w.Name, err)
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// runRegistrations keeps the registration streams open until ctx ends: closing them is how istiod learns that
+// the workloads left (it deletes their WorkloadEntries after its grace period).
+func (a *App) runRegistrations(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, c := range a.registrations {
+		wg.Go(func() { _ = c.Run(ctx) })
+	}
+	wg.Wait()
+	return nil
 }
 
 // istiodToken reads the service-account token of ns/sa at each request: the

@@ -196,6 +196,8 @@ func needsRestart(prev, next *config.Config, k string) string {
 			return "workload (identities changed)"
 		case !sameRecognition(prev, next):
 			return "workload (user, group or unit changed)"
+		case !sameRegistrations(prev, next):
+			return "workload (auto_register, or a registered workload, changed)"
 		}
 		return ""
 	}
@@ -206,6 +208,24 @@ func sameIdentities(a, b *config.Config) bool {
 	ia, errA := localIdentities(a)
 	ib, errB := localIdentities(b)
 	return errA == nil && errB == nil && maps.Equal(dedupe(ia), dedupe(ib))
+}
+
+// sameRegistrations reports whether the workloads istiod registers (auto_register), as the registration streams
+// present them, are unchanged: the streams are opened at start.
+func sameRegistrations(a, b *config.Config) bool {
+	registered := func(c *config.Config) []config.Workload {
+		var out []config.Workload
+		for _, w := range c.Workloads {
+			if w.AutoRegister != "" {
+				out = append(out, w)
+			}
+		}
+		return out
+	}
+	return slices.EqualFunc(registered(a), registered(b), func(x, y config.Workload) bool {
+		return x.AutoRegister == y.AutoRegister && x.Name == y.Name && x.Namespace == y.Namespace &&
+			x.ServiceAccount == y.ServiceAccount && slices.Equal(x.Addresses, y.Addresses) && maps.Equal(x.Labels, y.Labels)
+	})
 }
 
 // sameRecognition reports whether the workloads recognised by their

@@ -47,6 +47,11 @@ func Build(f File) (*Config, Problems) {
 	cfg.Services = b.services(f.Service, cfg.Workloads, owners)
 	cfg.DNS = b.dns(f.DNS)
 	cfg.Istio = b.istio(f.Istio, cfg.Identity, len(cfg.Workloads) > 0 || cfg.Waypoint.Enabled)
+	for i, w := range cfg.Workloads {
+		if w.AutoRegister != "" && !cfg.Istio.Enabled {
+			b.addf(fmt.Sprintf("workload[%d].auto_register", i), "needs [istio] enabled: istiod registers the workload")
+		}
+	}
 	cfg.Policy.WaypointEnforcement, cfg.Policy.Hairpin = b.enforcement(f.Policy, cfg)
 	b.publishable(cfg)
 	if len(b.problems) > 0 {
@@ -156,6 +161,15 @@ func (b *builder) workloads(table string, fs []WorkloadFile, owners map[netip.Ad
 			Processes:      b.processMatch(key, f),
 		}
 		b.useWaypoint(key+".use_waypoint", f.UseWaypoint)
+		if f.AutoRegister != "" {
+			w.AutoRegister = f.AutoRegister
+			switch {
+			case table != "workload":
+				b.addf(key+".auto_register", "is for a local [[workload]]: istiod registers the workloads of the host that connects")
+			case !IsDNSSubdomain(f.AutoRegister):
+				b.addf(key+".auto_register", "%q is not a WorkloadGroup name (a DNS name)", f.AutoRegister)
+			}
+		}
 		b.workloadNames(key, w, names)
 		w.Addresses = b.workloadAddrs(table, key, f.Addresses, owners)
 		for k := range f.Labels {

@@ -133,6 +133,9 @@ type Workload struct {
 	// "namespace/name"; "" and "none" mean none (spec/routing.md: explicit
 	// binding only).
 	UseWaypoint string `json:"useWaypoint,omitempty"`
+	// AutoRegister is the WorkloadGroup (of the workload's namespace) through which istiod creates the
+	// workload's WorkloadEntry while the agent is connected ([istio]; "" registers nothing).
+	AutoRegister string `json:"autoRegister,omitempty"`
 	// Capacity weighs the workload among a service's endpoints.
 	Capacity uint32       `json:"capacity"`
 	Health   *HealthCheck `json:"health,omitempty"`

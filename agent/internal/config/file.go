@@ -52,6 +52,7 @@ type WorkloadFile struct {
 	User           string            `toml:"user"`
 	Group          string            `toml:"group"`
 	Unit           string            `toml:"unit"`
+	AutoRegister   string            `toml:"auto_register"`
 }
 
 // HealthFile is a workload's [workload.health] table.

@@ -379,6 +379,9 @@ func (j *Join) Config(node string, p Paths) string {
 	for _, g := range j.Groups {
 		fmt.Fprintf(&b, "\n[[workload]]\nname = %s\nnamespace = %s\nservice_account = %s\naddresses = [%s]\n",
 			quote(g.Name), quote(g.Namespace), quote(g.ServiceAccount), quote(g.Address.String()))
+		if g.AutoRegister != "" {
+			fmt.Fprintf(&b, "auto_register = %s\n", quote(g.AutoRegister))
+		}
 		if len(g.Labels) > 0 {
 			keys := make([]string, 0, len(g.Labels))
 			for k := range g.Labels {

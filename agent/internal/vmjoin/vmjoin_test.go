@@ -42,7 +42,7 @@ func group(name, ns, extra string) map[string]string {
 }
 
 func TestReadTwoGroups(t *testing.T) {
-	web := writeDir(t, group("web", "shop", "ISTIO_SVC_IP='10.0.0.7'\n"))
+	web := writeDir(t, group("web", "shop", "ISTIO_META_AUTO_REGISTER_GROUP='web'\nISTIO_SVC_IP='10.0.0.7'\n"))
 	db := writeDir(t, group("db", "shop", ""))
 	j, err := Read([]string{web, db}, netip.MustParseAddr("10.0.0.7"))
 	if err != nil {
@@ -57,6 +57,7 @@ func TestReadTwoGroups(t *testing.T) {
 		`address = "10.0.0.2:15012"`, `server_name = "istiod.istio-system.svc"`, `source = "istio"`, `network = "vm-net"`,
 		`name = "web"` + "\nnamespace = \"shop\"\nservice_account = \"web-sa\"\naddresses = [\"10.0.0.7\"]",
 		`labels = { "app" = "web", "service.istio.io/canonical-name" = "web", "service.istio.io/canonical-revision" = "latest" }`,
+		`addresses = ["10.0.0.7"]` + "\nauto_register = \"web\"",
 		"[dns]\ncapture = true",
 	} {
 		if !strings.Contains(text, want) {

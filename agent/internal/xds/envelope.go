@@ -27,7 +27,7 @@ const (
 	nodeID, nodeMetadata, nodeUserAgentName = 1, 3, 6
 
 	// google.protobuf.Struct: map<string, Value> fields = 1; Value: oneof kind { ... string string_value = 3; }.
-	structFields, valueString = 1, 3
+	structFields, valueString, valueStruct = 1, 3, 5
 	// google.rpc.Status: int32 code = 1, string message = 2 (3 details: not sent).
 	statusCode, statusMessage = 1, 2
 	// google.protobuf.Any
@@ -46,7 +46,8 @@ const (
 // node is the xDS node the client presents.
 type node struct {
 	id, userAgentName string
-	metadata          map[string]string // string values only: all istiod reads from a ztunnel
+	metadata          map[string]string // string values: all istiod reads from a ztunnel
+	labels            map[string]string // LABELS, a struct of strings (a registration's)
 }
 
 // deltaRequest is a DeltaDiscoveryRequest: a subscription (with the node, first on a stream) or the ACK/NACK
@@ -94,9 +95,16 @@ func (r *deltaRequest) marshal() []byte {
 func (n *node) marshal() []byte {
 	b := pbwire.AppendNonEmpty(nil, nodeID, n.id)
 	if n.metadata != nil {
-		md := appendStringMap(nil, structFields, n.metadata, func(b []byte, v string) []byte {
+		stringValue := func(b []byte, v string) []byte {
 			return pbwire.AppendMessage(b, entryValue, pbwire.AppendString(nil, valueString, v))
-		})
+		}
+		md := appendStringMap(nil, structFields, n.metadata, stringValue)
+		if n.labels != nil {
+			labels := appendStringMap(nil, structFields, n.labels, stringValue)
+			entry := pbwire.AppendString(nil, entryKey, "LABELS")
+			entry = pbwire.AppendMessage(entry, entryValue, pbwire.AppendMessage(nil, valueStruct, labels))
+			md = pbwire.AppendMessage(md, structFields, entry)
+		}
 		b = pbwire.AppendMessage(b, nodeMetadata, md)
 	}
 	return pbwire.AppendNonEmpty(b, nodeUserAgentName, n.userAgentName)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/netip"
 	"strings"
@@ -53,7 +54,26 @@ type Options struct {
 	// Registerer, if set, gets istio_xds_connection_terminations_total, istio_xds_message_total and
 	// istio_xds_message_bytes_total.
 	Registerer prometheus.Registerer
+
+	// Registration, when set, makes the client register one local workload instead of learning the mesh
+	// (istiod's WorkloadEntry auto-registration): it presents the workload (its namespace, which must be
+	// Namespace, service account, addresses, labels and WorkloadGroup) in the node metadata, authenticated as
+	// the workload itself, and subscribes only to the workload's own addresses. istiod creates the WorkloadEntry
+	// when the stream opens and deletes it a grace period after the last stream for it closes.
+	Registration *Registration
 }
+
+// Registration is the workload a registration client presents (Options.Registration).
+type Registration struct {
+	Group          string // the WorkloadGroup, in Options.Namespace
+	ServiceAccount string
+	Addresses      []netip.Addr
+	Labels         map[string]string
+}
+
+// tunnelLabel, "http", makes istiod give a WorkloadEntry the HBONE tunnel protocol: peers send HBONE to its
+// address on port 15008, where this host's agent answers. istiod sets it on the entries a ztunnel registers.
+const tunnelLabel = "networking.istio.io/tunnel"
 
 // Type URLs of the resources a ztunnel subscribes to (ztunnel src/xds/types.rs; istio pilot/pkg/model).
 const (
@@ -87,6 +107,9 @@ func (o *Options) validate() error {
 	if o.NodeID == "" && (o.NodeName == "" || o.Namespace == "") {
 		return errors.New("xds: a node name and a namespace are needed to build the node id")
 	}
+	if r := o.Registration; r != nil && (r.Group == "" || r.ServiceAccount == "" || len(r.Addresses) == 0) {
+		return errors.New("xds: a registration needs a WorkloadGroup, a service account and an address")
+	}
 	if o.NodeID != "" {
 		if parts := strings.Split(o.NodeID, "~"); len(parts) != 4 || parts[0] != "ztunnel" {
 			return fmt.Errorf("xds: node id %q is not ztunnel~<ip>~<name>.<namespace>~<domain>", o.NodeID)
@@ -119,13 +142,28 @@ func (o *Options) node() (*node, error) {
 	if o.Network != "" {
 		md["NETWORK"] = o.Network
 	}
+	var labels map[string]string
+	if r := o.Registration; r != nil {
+		ips := make([]string, len(r.Addresses))
+		for i, a := range r.Addresses {
+			ips[i] = a.String()
+		}
+		md["INSTANCE_IPS"], md["SERVICE_ACCOUNT"], md["AUTO_REGISTER_GROUP"] = strings.Join(ips, ","), r.ServiceAccount, r.Group
+		labels = maps.Clone(r.Labels)
+		if labels == nil {
+			labels = map[string]string{}
+		}
+		labels[tunnelLabel] = "http"
+	}
 	if !utf8.ValidString(id) {
 		return nil, fmt.Errorf("node id %q: invalid UTF-8", id)
 	}
-	for k, v := range md {
-		if !utf8.ValidString(v) { // protobuf strings must be UTF-8: istiod would refuse the request
-			return nil, fmt.Errorf("%s %q: invalid UTF-8", k, v)
+	for _, m := range []map[string]string{md, labels} {
+		for k, v := range m {
+			if !utf8.ValidString(k) || !utf8.ValidString(v) { // protobuf strings must be UTF-8: istiod would refuse the request
+				return nil, fmt.Errorf("%s %q: invalid UTF-8", k, v)
+			}
 		}
 	}
-	return &node{id: id, metadata: md, userAgentName: "ambient-agent"}, nil
+	return &node{id: id, metadata: md, labels: labels, userAgentName: "ambient-agent"}, nil
 }

@@ -28,6 +28,14 @@ var keepalives = keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 
 // subscriptions are the types the client asks for, in the order ztunnel asks.
 var subscriptions = []string{AddressType, AuthorizationType}
 
+// subscriptions are the types the client subscribes to: both, or the addresses alone for a registration.
+func (c *Client) subscriptions() []string {
+	if c.opts.Registration != nil {
+		return subscriptions[:1]
+	}
+	return subscriptions
+}
+
 // deltaADS is the delta ADS method of envoy's AggregatedDiscoveryService, opened with plain gRPC: the messages
 // are encoded here (envelope.go), not by generated code.
 var deltaADS = &grpc.StreamDesc{StreamName: "DeltaAggregatedResources", ServerStreams: true, ClientStreams: true}
@@ -55,7 +63,10 @@ func (c *Client) session(ctx context.Context) (progressed bool, err error) {
 	if err := c.subscribe(stream); err != nil {
 		return false, err
 	}
-	waiting := map[string]bool{AddressType: true, AuthorizationType: true}
+	waiting := map[string]bool{}
+	for _, t := range c.subscriptions() {
+		waiting[t] = true
+	}
 	for {
 		resp, err := c.receive(stream)
 		if err != nil {
@@ -93,12 +104,18 @@ func (c *Client) subscribe(stream grpc.ClientStream) error {
 	if err != nil {
 		return fmt.Errorf("xds: node metadata: %w", err)
 	}
-	for _, t := range subscriptions {
+	for _, t := range c.subscriptions() {
 		req := &deltaRequest{
 			node:            node,
 			typeURL:         t,
 			subscribe:       []string{"*"},
 			initialVersions: c.store.initialVersions(t),
+		}
+		if r := c.opts.Registration; r != nil { // the workload's own addresses only: "<network>/<ip>"
+			req.subscribe = make([]string, len(r.Addresses))
+			for i, a := range r.Addresses {
+				req.subscribe[i] = c.opts.Network + "/" + a.String()
+			}
 		}
 		if err := send(stream, req); err != nil {
 			return fmt.Errorf("xds: %s: subscribe: %w", c.opts.Address, recvError(stream, err))
@@ -152,6 +169,11 @@ func (c *Client) handle(stream grpc.ClientStream, resp *deltaResponse, waiting m
 func (c *Client) markConnected() {
 	c.connected.Store(true)
 	c.status.update(func(s *Status) { s.Connected, s.Since = true, time.Now() })
+	if r := c.opts.Registration; r != nil {
+		c.log.Info("xds: registered with istiod", "address", c.opts.Address, "workloadGroup", c.opts.Namespace+"/"+r.Group,
+			"addresses", r.Addresses, "known", len(c.store.addresses) > 0)
+		return
+	}
 	c.log.Info("xds: connected to istiod", "address", c.opts.Address, "resources", len(c.store.addresses),
 		"policies", len(c.store.policies))
 }
