@@ -100,6 +100,9 @@ func diagnose(socket string, now time.Time) []check {
 	}
 	if d.Istiod != nil {
 		out = append(out, checkIstiod(d.Istiod, now))
+		if d.Istiod.Connected {
+			out = append(out, checkIstiodEntries(d))
+		}
 	}
 	if d.Config.Gossip.Enabled {
 		out = append(out, checkGossipKey(d.Config.Gossip.KeyFile), checkPeers(d), checkRejected(d))
@@ -154,6 +157,45 @@ func checkIstiod(s *xds.Status, now time.Time) check {
 	}
 	return check{Name: "istiod", Detail: detail,
 		Fix: "check [istio] address and root_cert, that istiod is reachable from this host, and the token or certificate (journalctl -u ambient-agent)"}
+}
+
+// checkIstiodEntries says whether istiod knows each local workload: it sends a WorkloadEntry (or an
+// auto-registered one) at the workload's address. Without one, the cluster cannot reach the workload.
+func checkIstiodEntries(d *admin.Dump) check {
+	var missing, registering []string
+	for _, w := range d.Workloads {
+		if !w.Local {
+			continue
+		}
+		if _, ok := d.IstiodEntries[w.UID]; ok {
+			continue
+		}
+		name := w.Namespace + "/" + w.Name
+		if cw := configWorkload(d, w.Namespace, w.Name); cw != nil && cw.AutoRegister != "" {
+			registering = append(registering, name+" (auto_register "+cw.AutoRegister+")")
+			continue
+		}
+		missing = append(missing, name)
+	}
+	switch {
+	case len(missing) == 0 && len(registering) == 0:
+		return check{Name: "istiod's WorkloadEntries", OK: true, Detail: "istiod knows every local workload"}
+	case len(missing) == 0:
+		return check{Name: "istiod's WorkloadEntries", Detail: "istiod has not registered " + strings.Join(registering, ", "),
+			Fix: "check that the WorkloadGroup exists in the workload's namespace, with no other serviceAccount (journalctl -u ambient-agent, istiod-registration)"}
+	}
+	return check{Name: "istiod's WorkloadEntries", Detail: "istiod has no WorkloadEntry for " + strings.Join(append(missing, registering...), ", "),
+		Fix: "ambient-agent export kubernetes | kubectl apply -f -, or set auto_register (docs/kubernetes.md)"}
+}
+
+// configWorkload is the configured local workload ns/name, or nil.
+func configWorkload(d *admin.Dump, ns, name string) *config.Workload {
+	for i := range d.Config.Workloads {
+		if w := &d.Config.Workloads[i]; w.Namespace == ns && w.Name == name {
+			return w
+		}
+	}
+	return nil
 }
 
 // checkRejected reports the peers' records this agent dropped: unsigned, mis-signed, expired, claiming an

@@ -202,3 +202,22 @@ func TestDoctorIstioCertificatesAndTokens(t *testing.T) {
 		}
 	}
 }
+
+// doctor says which local workloads istiod knows no WorkloadEntry of, and which it has yet to auto-register.
+func TestDoctorIstiodEntries(t *testing.T) {
+	d := &admin.Dump{Config: &config.Config{Workloads: []config.Workload{{Name: "web", Namespace: "shop"}, {Name: "db", Namespace: "shop", AutoRegister: "db"}}},
+		Workloads: []*state.Workload{{UID: "vm-1/shop/web", Name: "web", Namespace: "shop", Local: true}, {UID: "vm-1/shop/db", Name: "db", Namespace: "shop", Local: true},
+			{UID: "Kubernetes//Pod/shop/x", Name: "x", Namespace: "shop"}},
+		IstiodEntries: map[string]string{"vm-1/shop/web": "Kubernetes/networking.istio.io/WorkloadEntry/shop/web"}}
+	if c := checkIstiodEntries(d); c.OK || !strings.Contains(c.Detail, "has not registered shop/db (auto_register db)") {
+		t.Errorf("db not yet auto-registered: %+v", c)
+	}
+	d.IstiodEntries["vm-1/shop/db"] = "Kubernetes/networking.istio.io/WorkloadEntry/shop/db-10.0.0.8"
+	if c := checkIstiodEntries(d); !c.OK {
+		t.Errorf("both known: %+v", c)
+	}
+	delete(d.IstiodEntries, "vm-1/shop/web")
+	if c := checkIstiodEntries(d); c.OK || !strings.Contains(c.Detail, "no WorkloadEntry for shop/web") || !strings.Contains(c.Fix, "export kubernetes") {
+		t.Errorf("web unknown to istiod: %+v", c)
+	}
+}

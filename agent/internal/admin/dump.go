@@ -44,6 +44,9 @@ type Dump struct {
 	Peers         []discovery.Member     `json:"peers"`
 	// Istiod is the link to istiod and what it delivered ([istio] discovery only).
 	Istiod *xds.Status `json:"istiod,omitempty"`
+	// IstiodEntries maps each local workload's UID to istiod's copy of it (its WorkloadEntry's UID): a local
+	// workload missing here is one istiod does not know ([istio] discovery only).
+	IstiodEntries map[string]string `json:"istiodEntries,omitempty"`
 }
 
 // Service is a service with the health of its endpoints and the waypoint it uses.

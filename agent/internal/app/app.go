@@ -53,7 +53,10 @@ type App struct {
 	istiod   *xds.Client          // nil without [istio] discovery
 	// registrations register the local workloads with auto_register through their WorkloadGroups.
 	registrations []*xds.Client
-	health        *health.Checker
+	// istiodCopies maps each local workload's UID to the UID of istiod's copy of it (its WorkloadEntry), as the
+	// last state built saw them: what doctor checks istiod knows.
+	istiodCopies atomic.Pointer[map[string]string]
+	health       *health.Checker
 	// gossipAlive is the alive member count last seen, for member events.
 	gossipAlive atomic.Int64
 	// gossipMet is when this agent first saw another member (Unix nanoseconds; 0: not yet).

@@ -63,6 +63,10 @@ func (a *App) configDump() any {
 	if a.istiod != nil {
 		st := a.istiod.Status()
 		d.Istiod = &st
+		d.IstiodEntries = map[string]string{}
+		if c := a.istiodCopies.Load(); c != nil {
+			d.IstiodEntries = *c
+		}
 	}
 	d.Capture = captureDump(a.dp.table.c)
 	return d

@@ -243,6 +243,11 @@ func (a *App) istiodInput(in *state.Input) {
 		}
 		in.Workloads = append(in.Workloads, w)
 	}
+	copies := make(map[string]string, len(dropped))
+	for istiodUID, localUID := range dropped {
+		copies[localUID] = istiodUID
+	}
+	a.istiodCopies.Store(&copies)
 	for _, d := range u.Services {
 		d.Workloads = renameEndpoints(d.Workloads, dropped)
 		in.Services = append(in.Services, d)
