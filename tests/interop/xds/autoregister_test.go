@@ -27,18 +27,23 @@ import (
 	"istio.io/istio/pkg/config/schema/gvk"
 	"istio.io/istio/pkg/security"
 	pkica "istio.io/istio/security/pkg/pki/ca"
+	caserver "istio.io/istio/security/pkg/server/ca"
 	"istio.io/istio/security/pkg/server/ca/authenticate"
 	"k8s.io/apimachinery/pkg/runtime"
 
 	agentxds "github.com/ambient-agent/ambient-agent/agent/internal/xds"
 )
 
-// istiodTLS serves s's discovery as istiod serves it on 15012: TLS with a certificate of the mesh's CA, a client
-// certificate verified against the mesh root when one is given, and istiod's client-certificate authenticator.
-// It returns the address, the root's PEM file and a function that issues a workload certificate.
-func istiodTLS(t *testing.T, s *istioxds.FakeDiscoveryServer) (string, string, func(id string) tls.Certificate) {
+// meshCA is istiod's self-signed CA (as pilot/pkg/bootstrap makes it) with its root in a PEM file.
+type meshCA struct {
+	ca       *pkica.IstioCA
+	rootPEM  []byte
+	rootPath string
+}
+
+func newMeshCA(t *testing.T) *meshCA {
 	t.Helper()
-	opts, err := pkica.NewSelfSignedDebugIstioCAOptions("", time.Hour, time.Hour, 2*time.Hour, "cluster.local", 2048)
+	opts, err := pkica.NewSelfSignedDebugIstioCAOptions("", 24*time.Hour, 24*time.Hour, 48*time.Hour, "cluster.local", 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,12 +51,19 @@ func istiodTLS(t *testing.T, s *istioxds.FakeDiscoveryServer) (string, string, f
 	if err != nil {
 		t.Fatal(err)
 	}
-	rootPEM := ca.GetCAKeyCertBundle().GetRootCertPem()
-	rootPath := filepath.Join(t.TempDir(), "root-cert.pem")
-	if err := os.WriteFile(rootPath, rootPEM, 0o644); err != nil {
+	m := &meshCA{ca: ca, rootPEM: ca.GetCAKeyCertBundle().GetRootCertPem(), rootPath: filepath.Join(t.TempDir(), "root-cert.pem")}
+	if err := os.WriteFile(m.rootPath, m.rootPEM, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	certPEM, keyPEM, err := ca.GenKeyCert([]string{"istiod.istio-system.svc"}, time.Hour, false)
+	return m
+}
+
+// serve serves s's discovery (and Istio's CA server, when ca is set) on ln as istiod serves 15012: TLS with a
+// certificate of the mesh's CA, a client certificate verified against the mesh root when one is given, and
+// istiod's authenticators (the client certificate's first, then the others).
+func (m *meshCA) serve(t *testing.T, s *istioxds.FakeDiscoveryServer, ln net.Listener, others []security.Authenticator, ca *caserver.Server) {
+	t.Helper()
+	certPEM, keyPEM, err := m.ca.GenKeyCert([]string{"istiod.istio-system.svc"}, time.Hour, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,35 +72,36 @@ func istiodTLS(t *testing.T, s *istioxds.FakeDiscoveryServer) (string, string, f
 		t.Fatal(err)
 	}
 	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(rootPEM)
-	s.Discovery.Authenticators = []security.Authenticator{&authenticate.ClientCertAuthenticator{}}
+	pool.AppendCertsFromPEM(m.rootPEM)
+	s.Discovery.Authenticators = append([]security.Authenticator{&authenticate.ClientCertAuthenticator{}}, others...)
 	gs := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serving},
 		ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: pool})))
 	s.Discovery.Register(gs)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	if ca != nil {
+		ca.Register(gs)
 	}
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
-	issue := func(id string) tls.Certificate {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		u, _ := url.Parse(id)
-		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		leafPEM, err := ca.Sign(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), pkica.CertOpts{SubjectIDs: []string{id}, TTL: time.Hour})
-		if err != nil {
-			t.Fatal(err)
-		}
-		block, _ := pem.Decode(leafPEM)
-		return tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: key}
+}
+
+// issue is a workload certificate of the mesh's CA for the SPIFFE ID id.
+func (m *meshCA) issue(t *testing.T, id string) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ln.Addr().String(), rootPath, issue
+	u, _ := url.Parse(id)
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{u}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafPEM, err := m.ca.Sign(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), pkica.CertOpts{SubjectIDs: []string{id}, TTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(leafPEM)
+	return tls.Certificate{Certificate: [][]byte{block.Bytes}, PrivateKey: key}
 }
 
 // register runs the agent's registration client for workload ns/name (service account sa) at ip, presenting
@@ -136,8 +149,14 @@ func TestAutoRegistration(t *testing.T) {
 		KubernetesObjects: []runtime.Object{namespace("vms")},
 		Configs:           []config.Config{group("web", "web"), group("db", "db")},
 	})
-	addr, root, issue := istiodTLS(t, s)
-	web := issue("spiffe://cluster.local/ns/vms/sa/web")
+	mesh := newMeshCA(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh.serve(t, s, ln, nil, nil)
+	addr, root := ln.Addr().String(), mesh.rootPath
+	web := mesh.issue(t, "spiffe://cluster.local/ns/vms/sa/web")
 
 	entry := func(name string) *istioapi.WorkloadEntry {
 		c := s.Store().Get(gvk.WorkloadEntry, name, "vms")
