@@ -112,8 +112,9 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	_, werr := f.Write(data)
+	serr := f.Sync()
 	cerr := f.Close()
-	if err := errors.Join(werr, cerr, os.Chmod(f.Name(), mode)); err != nil {
+	if err := errors.Join(werr, serr, cerr, os.Chmod(f.Name(), mode)); err != nil {
 		os.Remove(f.Name())
 		return err
 	}
@@ -121,7 +122,13 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		os.Remove(f.Name())
 		return err
 	}
-	return nil
+	// The rename itself survives a power loss once the directory is synced.
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // notes says what the join does not do by itself.

@@ -1,10 +1,19 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // vmFiles writes what istioctl x workload entry configure writes for WorkloadGroup shop/web, with ISTIO_SVC_IP.
@@ -16,7 +25,7 @@ func vmFiles(t *testing.T) string {
 			"ISTIO_META_CLUSTER_ID='Kubernetes'\nISTIO_META_NETWORK=''\nISTIO_META_WORKLOAD_NAME='web'\nISTIO_NAMESPACE='shop'\n" +
 			"ISTIO_SVC_IP='10.0.0.7'\nPOD_NAMESPACE='shop'\nSERVICE_ACCOUNT='web'\nTRUST_DOMAIN='cluster.local'\n",
 		"mesh.yaml":     "defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n",
-		"root-cert.pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+		"root-cert.pem": selfSignedCA(),
 		"istio-token":   "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsiaXN0aW8tY2EiXX0.c2ln",
 		"hosts":         "10.0.0.2 istiod.istio-system.svc\n",
 	}
@@ -63,3 +72,19 @@ func TestJoinIstio(t *testing.T) {
 		t.Errorf("an empty directory: %d %s", code, stderr)
 	}
 }
+
+// selfSignedCA is a PEM root certificate, as istiod's CA makes one.
+var selfSignedCA = sync.OnceValue(func() string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{"cluster.local"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+})

@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"net/netip"
+
 	"github.com/ambient-agent/ambient-agent/agent/internal/config"
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/identity"
@@ -42,6 +44,9 @@ type Dump struct {
 	Capture       Capture                `json:"capture"`
 	Policies      []policy.PolicySummary `json:"policies"`
 	Peers         []discovery.Member     `json:"peers"`
+	// Unreachable are the addresses of workloads of nodes that failed or were cut off, by node: refused, never
+	// passed through (docs/gossip.md).
+	Unreachable map[netip.Addr]string `json:"unreachable,omitempty"`
 	// Istiod is the link to istiod and what it delivered ([istio] discovery only).
 	Istiod *xds.Status `json:"istiod,omitempty"`
 	// IstiodEntries maps each local workload's UID to istiod's copy of it (its WorkloadEntry's UID): a local

@@ -60,6 +60,9 @@ func (a *App) configDump() any {
 			return ok
 		})
 	}
+	if a.gossip != nil {
+		d.Unreachable = a.gossip.Unreachable()
+	}
 	if a.istiod != nil {
 		st := a.istiod.Status()
 		d.Istiod = &st

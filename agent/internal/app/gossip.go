@@ -250,6 +250,7 @@ func (a *App) gossipInput(in *state.Input) {
 	if a.gossip != nil {
 		in.Workloads = append(in.Workloads, a.gossip.Workloads()...)
 		in.Services = append(in.Services, a.gossip.Services()...)
+		in.Unreachable = a.gossip.Unreachable()
 		in.Waypoints = append(in.Waypoints, a.gossip.Waypoints()...)
 		in.Gateways = append(in.Gateways, a.gossip.Gateways()...)
 	}

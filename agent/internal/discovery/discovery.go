@@ -79,6 +79,8 @@ type view struct {
 	waypoints []*state.Waypoint
 	gateways  []*state.NetworkGateway
 	records   []Record
+	// unreachable are the addresses of failed or cut-off nodes' workloads (table.unreachable).
+	unreachable map[netip.Addr]string
 }
 
 // New validates the options and reads the key file. It binds nothing; Run does.
@@ -287,6 +289,13 @@ func (d *Discovery) gatewayIDs() []string {
 	return d.opts.GatewayIdentities
 }
 
+// Unreachable returns the addresses of the workloads of nodes that failed or were cut off (not those that left)
+// and whose records are no longer in use, with the node of each: the mesh's still, until the node comes back or
+// is forgotten (Tuning.ReconnectTimeout). Shared: do not modify it.
+func (d *Discovery) Unreachable() map[netip.Addr]string {
+	return d.output().unreachable
+}
+
 // Records returns the other nodes' current records, ordered by node name. They are shared: do not modify them.
 func (d *Discovery) Records() []Record {
 	return d.output().records
@@ -311,6 +320,7 @@ func (d *Discovery) output() *view {
 		v.records = append(v.records, *h.rec)
 	}
 	slices.SortFunc(v.workloads, func(a, b *state.Workload) int { return strings.Compare(a.UID, b.UID) })
+	v.unreachable = d.table.unreachable()
 	d.view = v
 	return v
 }

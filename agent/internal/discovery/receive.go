@@ -51,7 +51,7 @@ func (d *Discovery) memberDown(n *memberlist.Node) {
 	}
 	d.mu.Lock()
 	gen := d.table.gen
-	d.table.down(n.Name, time.Now())
+	d.table.down(n.Name, time.Now(), n.State == memberlist.StateLeft)
 	changed := gen != d.table.gen
 	d.numAlive.Store(int64(d.table.alive()))
 	d.mu.Unlock()

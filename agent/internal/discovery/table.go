@@ -33,7 +33,7 @@ func (h *held) expiredProofs(now time.Time) bool {
 // memberStatus is what memberlist last told us about a node.
 type memberStatus int
 
-// memberlist does not tell a node that left from one that failed in its events, so neither do we.
+// A node that left or failed is down; peer.left tells them apart.
 const (
 	statusAlive memberStatus = iota
 	statusDown
@@ -57,8 +57,13 @@ type peer struct {
 	verifiedAhead time.Time
 	current       *held // the record in use
 	pending       *held // a newer record whose advertisement has not arrived yet
-	missing       time.Time
-	requested     time.Time
+	// left: the node said it was leaving (memberlist's StateLeft), rather than failing or being cut off.
+	left bool
+	// unreachable are the addresses of the workloads of a record dropped because its node failed or was cut off
+	// (not left): never sent to in plaintext while the node may come back (see unreachable).
+	unreachable []netip.Addr
+	missing     time.Time
+	requested   time.Time
 }
 
 func (p *peer) holds(a advert) bool { return p.current != nil && p.current.advert.digest == a.digest }
@@ -100,9 +105,9 @@ func (t *table) up(name string, addr netip.AddrPort, a advert, ok bool, now time
 	}
 	if p.status != statusAlive {
 		if now.Sub(p.since) >= t.grace {
-			t.setCurrent(p, nil) // expired, though expire has not run yet
+			t.drop(p) // expired, though expire has not run yet
 		}
-		p.status, p.since = statusAlive, now
+		p.status, p.since, p.left = statusAlive, now, false
 	}
 	p.addr = addr
 	p.advertised, p.hasAdvert = a, ok
@@ -154,7 +159,7 @@ func (t *table) expireProofs(now time.Time) []string {
 			p.pending = nil
 		}
 		if p.current != nil && p.current.expiredProofs(now) {
-			t.setCurrent(p, nil)
+			t.drop(p)
 			p.missing = now // asked for again, in case its node re-signed it meanwhile
 			gone = append(gone, name)
 		}
@@ -163,17 +168,49 @@ func (t *table) expireProofs(now time.Time) []string {
 	return gone
 }
 
-// down records that a node failed or left. Its record stays in use for the grace period.
-func (t *table) down(name string, now time.Time) {
+// down records that a node failed or left (left: it said so). Its record stays in use for the grace period.
+func (t *table) down(name string, now time.Time, left bool) {
 	p := t.peers[name]
 	if p == nil || p.status == statusDown {
 		return
 	}
-	p.status, p.since = statusDown, now
+	p.status, p.since, p.left = statusDown, now, left
 	p.pending, p.missing = nil, time.Time{}
 	if t.grace == 0 {
-		t.setCurrent(p, nil)
+		t.drop(p)
 	}
+}
+
+// drop stops using p's record. Unless p left, its workloads' addresses stay unreachable: a node that failed, or
+// is cut off, may come back with them, and a connection to one of them meanwhile must not go out in plaintext as
+// if the address had never been the mesh's (the route refuses it instead).
+func (t *table) drop(p *peer) {
+	if p.current != nil && !p.left {
+		var addrs []netip.Addr
+		for _, w := range p.current.workloads {
+			addrs = append(addrs, w.Addresses...)
+		}
+		p.unreachable = addrs
+	}
+	t.setCurrent(p, nil)
+}
+
+// unreachable are the addresses of the workloads of failed or cut-off nodes whose records are dropped (by node),
+// for as long as those nodes are remembered (the reconnect period) and have no record in use.
+func (t *table) unreachable() map[netip.Addr]string {
+	var out map[netip.Addr]string
+	for name, p := range t.peers {
+		if p.current != nil || len(p.unreachable) == 0 {
+			continue
+		}
+		if out == nil {
+			out = map[netip.Addr]string{}
+		}
+		for _, a := range p.unreachable {
+			out[a] = name
+		}
+	}
+	return out
 }
 
 // offer proposes a record received from the network. err is a *dropError when the outcome is dropped.
@@ -234,17 +271,20 @@ func (t *table) expire(now time.Time) []string {
 	for name, p := range t.peers {
 		if p.status == statusAlive {
 			if !p.unadvertised.IsZero() && now.Sub(p.unadvertised) >= t.grace && p.current != nil {
-				t.setCurrent(p, nil)
+				t.drop(p)
 				gone = append(gone, name)
 			}
 			continue
 		}
 		age := now.Sub(p.since)
 		if age >= t.grace && p.current != nil {
-			t.setCurrent(p, nil)
+			t.drop(p)
 			gone = append(gone, name)
 		}
 		if age >= t.reconnect {
+			if len(p.unreachable) > 0 {
+				t.gen++ // its addresses are no longer held unreachable
+			}
 			delete(t.peers, name)
 		}
 	}
@@ -285,6 +325,9 @@ func (t *table) setCurrent(p *peer, h *held) {
 		return
 	}
 	p.current = h
+	if h != nil {
+		p.unreachable = nil
+	}
 	t.gen++
 }
 

@@ -91,7 +91,7 @@ func TestTableGracePeriod(t *testing.T) {
 	tb.up("b", addrB, v1.advert, true, t0)
 	mustOutcome(t, tb, v1, accepted, "")
 
-	tb.down("b", t0)
+	tb.down("b", t0, false)
 	if gone := tb.expire(t0.Add(grace - time.Second)); len(gone) != 0 || len(tb.current()) != 1 {
 		t.Fatal("records dropped within the grace period")
 	}
@@ -113,7 +113,7 @@ func TestTableGracePeriod(t *testing.T) {
 	}
 	mustOutcome(t, tb, v1, accepted, "")
 	// Forgotten after the reconnect period.
-	tb.down("b", t0.Add(3*grace))
+	tb.down("b", t0.Add(3*grace), false)
 	tb.expire(t0.Add(3*grace + time.Hour))
 	if len(tb.peers) != 0 {
 		t.Error("a node down for longer than the reconnect period is still kept")
@@ -125,7 +125,7 @@ func TestTableBackWithinGraceKeepsRecord(t *testing.T) {
 	v1 := rec("b", 1, false, 1)
 	tb.up("b", addrB, v1.advert, true, t0)
 	mustOutcome(t, tb, v1, accepted, "")
-	tb.down("b", t0)
+	tb.down("b", t0, false)
 	gen := tb.gen
 	tb.up("b", addrB, v1.advert, true, t0.Add(10*time.Second))
 	tb.expire(t0.Add(2 * time.Minute))
@@ -139,7 +139,7 @@ func TestTableZeroGrace(t *testing.T) {
 	v1 := rec("b", 1, false, 1)
 	tb.up("b", addrB, v1.advert, true, t0)
 	mustOutcome(t, tb, v1, accepted, "")
-	tb.down("b", t0)
+	tb.down("b", t0, false)
 	if len(tb.current()) != 0 {
 		t.Fatal("grace 0 kept the record")
 	}
@@ -240,5 +240,57 @@ func TestOlderRecordNeverReturns(t *testing.T) {
 	mustOutcome(t, tb, v1, dropped, reasonStale)
 	if cur := tb.current(); len(cur) != 1 || cur[0] != v2 {
 		t.Fatalf("current = %v", cur)
+	}
+}
+
+// A node that failed or was cut off leaves its workloads' addresses unreachable once its record is dropped, until
+// it is back with a record or forgotten; a node that left leaves none.
+func TestTableUnreachableAddresses(t *testing.T) {
+	grace := 30 * time.Second
+	tb := newTable("a", grace, time.Hour)
+	v1 := rec("b", 1, false, 1)
+	tb.up("b", addrB, v1.advert, true, t0)
+	mustOutcome(t, tb, v1, accepted, "")
+	want := v1.workloads[0].Addresses
+	if len(want) == 0 || tb.unreachable() != nil {
+		t.Fatalf("addresses %v, unreachable %v while the node is up", want, tb.unreachable())
+	}
+	tb.down("b", t0, false)
+	if tb.unreachable() != nil {
+		t.Error("unreachable within the grace period, while the record is in use")
+	}
+	gen := tb.gen
+	tb.expire(t0.Add(grace))
+	got := tb.unreachable()
+	if len(got) != len(want) || got[want[0]] != "b" || tb.gen == gen {
+		t.Fatalf("after the grace period: unreachable %v, want %v of b (and a new generation)", got, want)
+	}
+	tb.up("b", addrB, v1.advert, true, t0.Add(2*grace))
+	if tb.unreachable() == nil {
+		t.Error("back, but without its record yet: the addresses must stay unreachable")
+	}
+	mustOutcome(t, tb, v1, accepted, "")
+	if tb.unreachable() != nil {
+		t.Errorf("back with its record: unreachable %v", tb.unreachable())
+	}
+	// Forgotten after the reconnect period.
+	tb.down("b", t0.Add(3*grace), false)
+	tb.expire(t0.Add(4 * grace))
+	if tb.unreachable() == nil {
+		t.Fatal("no unreachable addresses after a second failure")
+	}
+	tb.expire(t0.Add(3*grace + time.Hour))
+	if tb.unreachable() != nil {
+		t.Error("still unreachable after the reconnect period")
+	}
+
+	// A node that left: nothing held.
+	tb = newTable("a", grace, time.Hour)
+	tb.up("b", addrB, v1.advert, true, t0)
+	mustOutcome(t, tb, v1, accepted, "")
+	tb.down("b", t0, true)
+	tb.expire(t0.Add(grace))
+	if tb.unreachable() != nil {
+		t.Errorf("a node that left: unreachable %v", tb.unreachable())
 	}
 }

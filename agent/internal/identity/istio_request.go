@@ -41,8 +41,8 @@ func (s *istioSource) request(ctx context.Context, client pb.IstioCertificateSer
 	var certErr error
 	if cert := s.renewable(id); cert != nil {
 		r, err := s.requestWithCertificate(ctx, id, cert)
-		if err == nil {
-			return r, nil
+		if err == nil || ctx.Err() != nil {
+			return r, err
 		}
 		certErr = err
 		s.log.Warn("identity: renewal with the current certificate failed; trying the service-account token",

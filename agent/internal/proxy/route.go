@@ -125,6 +125,10 @@ func decideOutbound(snap *state.Snapshot, from *state.Workload, src, dst netip.A
 			return Route{Kind: RouteDrop, Target: dst, Flag: telemetry.FlagContested,
 				Reason: "address contested: claimed by workloads none of which proves it or holds it (ambient-agent doctor)"}
 		}
+		if node, ok := snap.Unreachable(dstIP); ok { // nor to one whose node is only out of reach
+			return Route{Kind: RouteDrop, Target: dst, Flag: telemetry.FlagConnect,
+				Reason: fmt.Sprintf("address of a workload of node %s, which failed or is cut off: not sent in plaintext until it is back or forgotten", node)}
+		}
 		// A CIDR VIP, after workload addresses: a workload inside the range is
 		// reached as itself.
 		if svc, ok := snap.ServiceByRange(dstIP, o.namespace()); ok {

@@ -3,6 +3,7 @@ package proxy
 import (
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
@@ -233,6 +234,29 @@ func TestContestedAddressIsDropped(t *testing.T) {
 	}
 	if f := (&RouteError{Route: r}).ResponseFlag(); f != "CONTESTED" {
 		t.Errorf("response flag %q", f)
+	}
+}
+
+// The address of a workload whose node failed or is cut off (its record dropped, gossip's Unreachable) is never
+// passed through in plaintext: the connection is refused; once another workload holds the address, it is that
+// workload's; an address never the mesh's passes through.
+func TestUnreachableMeshAddressIsDropped(t *testing.T) {
+	client := &state.Workload{UID: "me/default/c", Name: "c", Namespace: "default", ServiceAccount: "c", TrustDomain: "cluster.local",
+		Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Tunnel: state.TunnelHBONE, Local: true, Origin: state.OriginConfig}
+	unreachable := map[netip.Addr]string{netip.MustParseAddr("10.0.0.9"): "h2"}
+	snap := state.Build(1, state.Input{Workloads: []*state.Workload{client}, Unreachable: unreachable})
+	r := DecideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.9:80"))
+	if r.Kind != RouteDrop || !strings.Contains(r.Reason, "node h2") {
+		t.Errorf("an unreachable mesh address: %+v, want a drop naming h2", r)
+	}
+	if r := DecideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.8:80")); r.Kind != RoutePassthrough {
+		t.Errorf("an address never the mesh's: %+v, want passthrough", r)
+	}
+	back := &state.Workload{UID: "h2/default/w", Name: "w", Namespace: "default", ServiceAccount: "w", TrustDomain: "cluster.local",
+		Node: "h2", Addresses: []netip.Addr{netip.MustParseAddr("10.0.0.9")}, Tunnel: state.TunnelHBONE, Origin: state.OriginGossip}
+	snap = state.Build(2, state.Input{Workloads: []*state.Workload{client, back}, Unreachable: unreachable})
+	if r := DecideOutbound(snap, ap("10.0.0.1:5000"), ap("10.0.0.9:80")); r.Kind != RouteHBONE {
+		t.Errorf("the address held again: %+v, want HBONE", r)
 	}
 }
 

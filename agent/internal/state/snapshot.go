@@ -23,8 +23,9 @@ type Snapshot struct {
 	// byServerName finds local workloads by the SNI that selects them.
 	byServerName map[string]*Workload
 	conflicts    []Conflict
-	contested    map[netip.Addr]bool // addresses no claimant could be given
-	lost         map[string]bool     // UIDs of workloads that lost a claim on one of their addresses
+	contested    map[netip.Addr]bool   // addresses no claimant could be given
+	unreachable  map[netip.Addr]string // Input.Unreachable
+	lost         map[string]bool       // UIDs of workloads that lost a claim on one of their addresses
 
 	services     []*Service
 	svcByKey     map[string]*Service // "namespace/name"
@@ -56,6 +57,9 @@ type Input struct {
 	// are another network's, which may overlap this one's (Istio keys addresses by network), so they neither
 	// claim nor contest an address here. "" is one flat network: every workload is on it.
 	Network string
+	// Unreachable are addresses of the mesh's workloads whose node failed or is cut off (gossip's, by node):
+	// no workload holds them now, and a connection to one is refused rather than sent in plaintext.
+	Unreachable map[netip.Addr]string
 }
 
 // Conflict records a workload that claims an address another one holds, or
@@ -83,7 +87,7 @@ func NewSnapshot(version uint64, workloads []*Workload) *Snapshot {
 
 // Build indexes in. Nothing in it may be changed afterwards.
 func Build(version uint64, in Input) *Snapshot {
-	s := &Snapshot{version: version, network: in.Network}
+	s := &Snapshot{version: version, network: in.Network, unreachable: in.Unreachable}
 	s.indexWorkloads(in.Workloads, in.Previous, waypointAddrs(in.Waypoints), in.Limits.RequireAddressProof, in.Network)
 	s.wps = newWaypointIndex(in.Waypoints, in.Previous)
 	s.buildServices(in.Services, in.Previous, in.Limits)
@@ -283,6 +287,13 @@ func (s *Snapshot) Conflicts() []Conflict { return s.conflicts }
 // Contested reports whether address a is claimed by workloads none of which
 // could be given it: connections to it are refused, never sent in plaintext.
 func (s *Snapshot) Contested(a netip.Addr) bool { return s.contested[a.Unmap()] }
+
+// Unreachable reports whether a is the address of a mesh workload whose node failed or is cut off (Input.Unreachable),
+// and that node.
+func (s *Snapshot) Unreachable(a netip.Addr) (node string, ok bool) {
+	node, ok = s.unreachable[a.Unmap()]
+	return node, ok
+}
 
 // WorkloadByUID finds a workload by its UID.
 func (s *Snapshot) WorkloadByUID(uid string) (*Workload, bool) {

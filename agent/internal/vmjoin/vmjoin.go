@@ -13,9 +13,12 @@ package vmjoin
 import (
 	"bufio"
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -23,6 +26,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"sigs.k8s.io/yaml"
@@ -147,9 +151,9 @@ func (j *Join) merge() error {
 func readGroup(dir string) (Group, error) {
 	g := Group{Dir: dir}
 	read := func(name string, required bool) ([]byte, error) {
-		b, err := os.ReadFile(filepath.Join(dir, name))
+		b, err := readRegular(filepath.Join(dir, name))
 		if err != nil && (required || !errors.Is(err, os.ErrNotExist)) {
-			return nil, fmt.Errorf("%s: %w", dir, err)
+			return nil, err
 		}
 		return b, nil
 	}
@@ -203,6 +207,37 @@ func (g *Group) fromEnv(env map[string]string) {
 	}
 }
 
+// maxFileSize bounds each file read: istioctl's are a few KiB.
+const maxFileSize = 1 << 20
+
+// readRegular reads a regular file of at most maxFileSize, never through a symbolic link: the directory may be
+// one a user could write to (istioctl's output left in /tmp), and join runs as root, copying what it reads into
+// /etc. A link, a FIFO or a device is refused.
+func readRegular(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ELOOP) {
+			return nil, fmt.Errorf("%s: a symbolic link; give the file itself", path)
+		}
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		return nil, err
+	case !fi.Mode().IsRegular():
+		return nil, fmt.Errorf("%s: not a regular file (%s)", path, fi.Mode().Type())
+	case fi.Size() > maxFileSize:
+		return nil, fmt.Errorf("%s: %d bytes, more than an istioctl file holds (%d at most)", path, fi.Size(), maxFileSize)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err == nil && len(b) > maxFileSize {
+		err = fmt.Errorf("%s: more than %d bytes", path, maxFileSize)
+	}
+	return b, err
+}
+
 // validate checks what the agent needs of a group.
 func (g *Group) validate(env map[string]string) error {
 	envPath := filepath.Join(g.Dir, ClusterEnv)
@@ -220,13 +255,66 @@ func (g *Group) validate(env map[string]string) error {
 			errs = append(errs, fmt.Errorf("%s: ISTIO_METAJSON_LABELS is not a JSON object of strings: %v", envPath, err))
 		}
 	}
-	if len(g.Token) == 0 {
-		errs = append(errs, fmt.Errorf("%s: empty: istioctl writes the token it asked the cluster for (audience istio-ca)", filepath.Join(g.Dir, Token)))
+	if err := checkToken(g.Token); err != nil {
+		errs = append(errs, fmt.Errorf("%s: %v", filepath.Join(g.Dir, Token), err))
 	}
-	if !bytes.Contains(g.RootCert, []byte("-----BEGIN CERTIFICATE-----")) {
-		errs = append(errs, fmt.Errorf("%s: no PEM certificate", filepath.Join(g.Dir, RootCert)))
+	root, err := certificatesOnly(g.RootCert)
+	if err != nil {
+		errs = append(errs, fmt.Errorf("%s: %v", filepath.Join(g.Dir, RootCert), err))
 	}
+	g.RootCert = root
 	return errors.Join(errs...)
+}
+
+// checkToken checks that a token has a JWT's shape (three base64url parts, one line): istioctl writes the token
+// it asked the cluster for, and the agent sends it to istiod; anything else is refused.
+func checkToken(t []byte) error {
+	if len(t) == 0 {
+		return errors.New("empty: istioctl writes the token it asked the cluster for (audience istio-ca)")
+	}
+	parts := bytes.Split(t, []byte("."))
+	if len(parts) != 3 {
+		return fmt.Errorf("not a JWT (%d parts, want 3)", len(parts))
+	}
+	for _, p := range parts {
+		for _, c := range p {
+			if !(c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '=') {
+				return errors.New("not a JWT (a character outside base64url)")
+			}
+		}
+	}
+	return nil
+}
+
+// certificatesOnly is the root file's CERTIFICATE blocks, each a CA certificate, re-encoded: anything else in
+// it (a key, text) is refused rather than copied into the world-readable root file.
+func certificatesOnly(b []byte) ([]byte, error) {
+	var out []byte
+	for rest := b; ; {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			if len(bytes.TrimSpace(rest)) > 0 {
+				return nil, errors.New("something other than PEM blocks in it")
+			}
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("a %q block: the root file holds certificates only", block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("a certificate that does not parse: %v", err)
+		}
+		if !c.IsCA {
+			return nil, fmt.Errorf("certificate %q is not a CA", c.Subject)
+		}
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: block.Bytes})...)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no PEM certificate")
+	}
+	return out, nil
 }
 
 // parseEnv reads cluster.env: KEY=VALUE lines, VALUE as a POSIX shell word (single and double quotes,
@@ -355,7 +443,7 @@ func (j *Join) Config(node string, p Paths) string {
 	var b strings.Builder
 	b.WriteString("# Written by `ambient-agent join istio` from the files of `istioctl x workload entry configure`:\n")
 	for _, g := range j.Groups {
-		fmt.Fprintf(&b, "#   %s (WorkloadGroup %s/%s)\n", g.Dir, g.Namespace, g.Name)
+		fmt.Fprintf(&b, "#   %q (WorkloadGroup %s/%s)\n", g.Dir, g.Namespace, g.Name)
 	}
 	fmt.Fprintf(&b, "\n[node]\nname = %s\n", quote(node))
 	if j.TrustDomain != "" {

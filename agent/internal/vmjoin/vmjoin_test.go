@@ -1,14 +1,38 @@
 package vmjoin
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
+	"time"
 )
 
-const rootPEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+// selfSignedCA is a PEM root certificate, as istiod's CA makes one.
+var selfSignedCA = sync.OnceValue(func() string {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{Organization: []string{"cluster.local"}},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+})
 
 // clusterEnv is cluster.env as istioctl writes it (sorted, every value shell-quoted), for group name in ns.
 func clusterEnv(name, ns, extra string) string {
@@ -35,7 +59,7 @@ func group(name, ns, extra string) map[string]string {
 	return map[string]string{
 		ClusterEnv: clusterEnv(name, ns, extra),
 		MeshYAML:   "defaultConfig:\n  discoveryAddress: istiod.istio-system.svc:15012\n  proxyMetadata:\n    POD_NAMESPACE: " + ns + "\n",
-		RootCert:   rootPEM,
+		RootCert:   selfSignedCA(),
 		Token:      "eyJhbGciOiJSUzI1NiJ9.eyJhdWQiOlsiaXN0aW8tY2EiXX0.c2ln",
 		Hosts:      "10.0.0.2 istiod.istio-system.svc\n",
 	}
@@ -91,7 +115,9 @@ func TestReadRefuses(t *testing.T) {
 		{with(ClusterEnv, "POD_NAMESPACE='shop'\n"), "ISTIO_META_WORKLOAD_NAME is missing"},
 		{with(ClusterEnv, clusterEnv("web", "shop", "ISTIO_SVC_IP='10.0.0.7'\nNOPE='unterminated\n")), "line 15 (NOPE): unterminated single quote"},
 		{with(MeshYAML, "defaultConfig: {}\n"), "discoveryAddress is missing"},
-		{with(RootCert, "not a certificate"), "no PEM certificate"},
+		{with(RootCert, "not a certificate"), "something other than PEM blocks"},
+		{with(RootCert, selfSignedCA()+"-----BEGIN EC PRIVATE KEY-----\nMHc=\n-----END EC PRIVATE KEY-----\n"), `a "EC PRIVATE KEY" block`},
+		{with(Token, "not a token"), "not a JWT"},
 		{with(Hosts, "not-an-ip istiod.istio-system.svc\n"), `"not-an-ip" is not an IP address`},
 		{group("web", "shop", ""), "no ISTIO_SVC_IP"},
 	} {
@@ -99,6 +125,25 @@ func TestReadRefuses(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Read: %v, want %q", err, tc.want)
 		}
+	}
+	// A link (to a root-only file, say) or a FIFO in place of a file: refused, never read through.
+	linked := writeDir(t, ok)
+	if err := os.Remove(filepath.Join(linked, RootCert)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/etc/shadow", filepath.Join(linked, RootCert)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read([]string{linked}, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "a symbolic link") {
+		t.Errorf("a linked root certificate: %v", err)
+	}
+	fifo := writeDir(t, ok)
+	os.Remove(filepath.Join(fifo, Token))
+	if err := syscall.Mkfifo(filepath.Join(fifo, Token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Read([]string{fifo}, netip.Addr{}); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("a FIFO token: %v", err)
 	}
 	// Two groups that disagree on the network, or name the same WorkloadGroup.
 	other := group("db", "shop", "ISTIO_SVC_IP='10.0.0.7'\n")
