@@ -73,7 +73,11 @@ type soakFault struct {
 	Bound time.Duration `json:"bound"`
 	// Converged: after a cut or a partition heals, the time until every agent sees every member alive again.
 	Converged time.Duration `json:"converged,omitempty"`
-	Err       string        `json:"error,omitempty"` // the injection itself failed
+	// OutOfMesh: the hosts left the mesh meanwhile (a graceful stop removes their capture, and their peers pass
+	// connections to them through as to any host outside the mesh): plaintext to or from them is theirs, until
+	// 5 s after End.
+	OutOfMesh bool   `json:"out_of_mesh,omitempty"`
+	Err       string `json:"error,omitempty"` // the injection itself failed
 }
 
 type soakSample struct {
@@ -537,7 +541,7 @@ func (s *soak) injectors() []soakInjector {
 		}},
 		{"stop (drain) and start an agent", 2, func(rng *mrand.Rand) *soakFault {
 			h := pick(rng, agentHosts)
-			f := &soakFault{Name: "stop and start " + h.Name, Hosts: []string{h.Name}, Start: time.Now(), Bound: 15 * time.Second}
+			f := &soakFault{Name: "stop and start " + h.Name, Hosts: []string{h.Name}, Start: time.Now(), Bound: 15 * time.Second, OutOfMesh: true}
 			s.agent(h).Kill()
 			time.Sleep(pause(rng, 1, 5))
 			if err := s.restartAgent(h, false); err != nil {
@@ -899,7 +903,9 @@ type soakReport struct {
 	Growth         []soakGrowth  `json:"growth"`
 	PlaintextBytes int64         `json:"plaintext_bytes"`
 	PlaintextSeen  []string      `json:"plaintext_packets,omitempty"`
-	Problems       []string      `json:"problems"`
+	// PlaintextOutOfMesh are plaintext bytes to or from a host while it was out of the mesh (a graceful stop).
+	PlaintextOutOfMesh int64    `json:"plaintext_bytes_out_of_mesh"`
+	Problems           []string `json:"problems"`
 	// Samples are every agent's descriptors, memory and goroutines every 10 s, by host.
 	Samples map[string][]soakSample `json:"samples"`
 }
@@ -963,25 +969,53 @@ func (s *soak) run(d time.Duration, faults bool) *soakReport {
 
 	rep := &soakReport{Seed: s.seed, Duration: d, Flows: s.flows, Faults: s.faults, Growth: s.growth(), Samples: s.samples}
 	for _, stop := range []func() string{stopClient, stopMulti} {
-		out, err := s.l.Switch().Run(lab.Timeout(time.Minute), "tcpdump", "-r", stop(), "-n", "-q")
+		out, err := s.l.Switch().Run(lab.Timeout(time.Minute), "tcpdump", "-r", stop(), "-n", "-q", "-tt")
 		if err != nil {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("reading the capture: %v", err))
 		}
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-			f := strings.Fields(line) // "<time> IP <src> > <dst>: tcp <payload length>"
-			if len(f) < 2 || f[len(f)-2] != "tcp" {
+			f := strings.Fields(line) // "<unix time> IP <src>.<port> > <dst>.<port>: tcp <payload length>"
+			if len(f) < 7 || f[len(f)-2] != "tcp" {
 				continue
 			}
-			if n, err := strconv.ParseInt(f[len(f)-1], 10, 64); err == nil && n > 0 {
-				rep.PlaintextBytes += n
-				if len(rep.PlaintextSeen) < 10 {
-					rep.PlaintextSeen = append(rep.PlaintextSeen, line)
-				}
+			n, err := strconv.ParseInt(f[len(f)-1], 10, 64)
+			if err != nil || n == 0 {
+				continue
+			}
+			if s.outOfMesh(rep.Faults, f[0], f[2], strings.TrimSuffix(f[4], ":")) {
+				rep.PlaintextOutOfMesh += n
+				continue
+			}
+			rep.PlaintextBytes += n
+			if len(rep.PlaintextSeen) < 10 {
+				rep.PlaintextSeen = append(rep.PlaintextSeen, line)
 			}
 		}
 	}
 	s.judge(rep)
 	return rep
+}
+
+// outOfMesh reports whether a packet at unix time ts between src and dst ("ip.port") touched a host while a fault
+// had it out of the mesh.
+func (s *soak) outOfMesh(faults []*soakFault, ts, src, dst string) bool {
+	sec, err := strconv.ParseFloat(ts, 64)
+	if err != nil {
+		return false
+	}
+	at := time.Unix(0, int64(sec*1e9))
+	ip := func(a string) string { return a[:max(strings.LastIndexByte(a, '.'), 0)] }
+	for _, f := range faults {
+		if !f.OutOfMesh || at.Before(f.Start) || at.After(f.End.Add(5*time.Second)) {
+			continue
+		}
+		for _, name := range f.Hosts {
+			if h := s.hosts[name]; h != nil && (h.Addr.String() == ip(src) || h.Addr.String() == ip(dst)) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // judge attributes every failure to a fault, or leaves it unexplained, and lists the problems.
@@ -1087,7 +1121,8 @@ func (rep *soakReport) table() string {
 	for _, g := range rep.Growth {
 		fmt.Fprintf(&b, "| %s | %d | %s | %.1f | %.1f | %.2f |\n", g.Host, g.Pid, g.Span, g.Goroutines, g.FDs, g.RSSMiB)
 	}
-	fmt.Fprintf(&b, "\nplaintext bytes of captured traffic on the wire: %d\n", rep.PlaintextBytes)
+	fmt.Fprintf(&b, "\nplaintext bytes of captured traffic on the wire: %d (and %d to or from a host while it was out of the mesh)\n",
+		rep.PlaintextBytes, rep.PlaintextOutOfMesh)
 	if len(rep.Problems) == 0 {
 		b.WriteString("problems: none\n")
 	} else {
