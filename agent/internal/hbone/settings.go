@@ -45,8 +45,11 @@ const (
 	defaultServerIdle        = 10 * time.Minute // longer than clients keep idle connections
 	tcpKeepAlive             = 180 * time.Second
 	tcpKeepAliveCount        = 9
-	goAwayFlushTimeout       = time.Second
 )
+
+// goAwayFlushTimeout is how long a connection whose final GOAWAY is written waits for its peer to close
+// (closeAfterGoAway). A variable for FuzzServerFrames alone, whose every aborted input would wait it out.
+var goAwayFlushTimeout = time.Second
 
 // connLimits are the per-connection parameters both sides share.
 type connLimits struct {
