@@ -973,6 +973,9 @@ func (s *soak) run(d time.Duration, faults bool) *soakReport {
 		if err != nil {
 			rep.Problems = append(rep.Problems, fmt.Sprintf("reading the capture: %v", err))
 		}
+		// A connection is judged by its first plaintext segment: one begun while a host of it was out of the
+		// mesh stays plaintext for its life (a connection is never moved into a tunnel once established).
+		outside := map[[2]string]bool{}
 		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 			f := strings.Fields(line) // "<unix time> IP <src>.<port> > <dst>.<port>: tcp <payload length>"
 			if len(f) < 7 || f[len(f)-2] != "tcp" {
@@ -982,7 +985,14 @@ func (s *soak) run(d time.Duration, faults bool) *soakReport {
 			if err != nil || n == 0 {
 				continue
 			}
-			if s.outOfMesh(rep.Faults, f[0], f[2], strings.TrimSuffix(f[4], ":")) {
+			src, dst := f[2], strings.TrimSuffix(f[4], ":")
+			conn := [2]string{min(src, dst), max(src, dst)}
+			out, seen := outside[conn]
+			if !seen {
+				out = s.outOfMesh(rep.Faults, f[0], src, dst)
+				outside[conn] = out
+			}
+			if out {
 				rep.PlaintextOutOfMesh += n
 				continue
 			}
