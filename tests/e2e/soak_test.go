@@ -987,12 +987,12 @@ func (s *soak) run(d time.Duration, faults bool) *soakReport {
 			}
 			src, dst := f[2], strings.TrimSuffix(f[4], ":")
 			conn := [2]string{min(src, dst), max(src, dst)}
-			out, seen := outside[conn]
+			wasOut, seen := outside[conn]
 			if !seen {
-				out = s.outOfMesh(rep.Faults, f[0], src, dst)
-				outside[conn] = out
+				wasOut = s.outOfMesh(rep.Faults, f[0], src, dst)
+				outside[conn] = wasOut
 			}
-			if out {
+			if wasOut {
 				rep.PlaintextOutOfMesh += n
 				continue
 			}
