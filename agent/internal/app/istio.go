@@ -35,30 +35,13 @@ func newIstiod(cfg *config.Config, a *App) (*xds.Client, error) {
 	if !ok {
 		return nil, errors.New("istio: discovery needs a local workload or waypoint to authenticate to istiod as")
 	}
-	o := xds.Options{
-		Address:    cfg.Istio.Address,
-		ServerName: cfg.Istio.ServerName,
-		RootCert:   cfg.Istio.RootCert,
-		Plaintext:  cfg.Istio.InsecurePlaintext,
-		ClusterID:  cfg.Node.ClusterID,
-		Network:    cfg.Node.Network,
-		Namespace:  ns,
-		NodeName:   cfg.Node.Name,
-		NodeID:     xds.NodeIDFor(nodeIP(cfg), cfg.Node.Name, ns),
-		Log:        a.log.With("component", "istiod"),
+	o, err := istiodOptions(cfg, a, ns, sa)
+	if err != nil {
+		return nil, fmt.Errorf("istio: %w", err)
 	}
-	if o.Plaintext {
-		o.RootCert = ""
-	}
-	o.Token = istiodToken(identity.IstioTokenPath(cfg.Istio.TokenDir, ns, sa), ns, sa, a.ids != nil)
-	if a.ids != nil {
-		var err error
-		if o.TLS, err = istiodClientCert(cfg, a.ids, ns, sa); err != nil {
-			return nil, fmt.Errorf("istio: %w", err)
-		}
-	}
+	o.NodeID = xds.NodeIDFor(nodeIP(cfg), cfg.Node.Name, ns)
+	o.Log = a.log.With("component", "istiod")
 	o.Registerer = a.registry
-	o.Dial = istiodDialer(cfg)
 	c, err := xds.New(o)
 	if err != nil {
 		return nil, fmt.Errorf("istio: %w", err)
@@ -77,31 +60,14 @@ func newRegistrations(cfg *config.Config, a *App) ([]*xds.Client, error) {
 		if w.AutoRegister == "" {
 			continue
 		}
-		o := xds.Options{
-			Address:    cfg.Istio.Address,
-			ServerName: cfg.Istio.ServerName,
-			RootCert:   cfg.Istio.RootCert,
-			Plaintext:  cfg.Istio.InsecurePlaintext,
-			ClusterID:  cfg.Node.ClusterID,
-			Network:    cfg.Node.Network,
-			Namespace:  w.Namespace,
-			NodeName:   cfg.Node.Name,
-			NodeID:     xds.NodeIDFor(w.Addresses[0], w.Name, w.Namespace),
-			Log:        a.log.With("component", "istiod-registration", "workload", w.Namespace+"/"+w.Name),
-			Dial:       istiodDialer(cfg),
-			Registration: &xds.Registration{Group: w.AutoRegister, ServiceAccount: w.ServiceAccount,
-				Addresses: w.Addresses, Labels: w.Labels},
+		o, err := istiodOptions(cfg, a, w.Namespace, w.ServiceAccount)
+		if err != nil {
+			return nil, fmt.Errorf("istio: registration of %s: %w", w.Name, err)
 		}
-		if o.Plaintext {
-			o.RootCert = ""
-		}
-		o.Token = istiodToken(identity.IstioTokenPath(cfg.Istio.TokenDir, w.Namespace, w.ServiceAccount), w.Namespace, w.ServiceAccount, a.ids != nil)
-		if a.ids != nil {
-			var err error
-			if o.TLS, err = istiodClientCert(cfg, a.ids, w.Namespace, w.ServiceAccount); err != nil {
-				return nil, fmt.Errorf("istio: registration of %s: %w", w.Name, err)
-			}
-		}
+		o.NodeID = xds.NodeIDFor(w.Addresses[0], w.Name, w.Namespace)
+		o.Log = a.log.With("component", "istiod-registration", "workload", w.Namespace+"/"+w.Name)
+		o.Registration = &xds.Registration{Group: w.AutoRegister, ServiceAccount: w.ServiceAccount,
+			Addresses: w.Addresses, Labels: w.Labels}
 		c, err := xds.New(o)
 		if err != nil {
 			return nil, fmt.Errorf("istio: registration of %s: %w", w.Name, err)
@@ -120,6 +86,33 @@ func (a *App) runRegistrations(ctx context.Context) error {
 	}
 	wg.Wait()
 	return nil
+}
+
+// istiodOptions are the options of a stream to istiod authenticated as ns/sa: istiod's address and what
+// verifies it, the identity's certificate (once held) and token, the agent's marked dialer.
+func istiodOptions(cfg *config.Config, a *App, ns, sa string) (xds.Options, error) {
+	o := xds.Options{
+		Address:    cfg.Istio.Address,
+		ServerName: cfg.Istio.ServerName,
+		RootCert:   cfg.Istio.RootCert,
+		Plaintext:  cfg.Istio.InsecurePlaintext,
+		ClusterID:  cfg.Node.ClusterID,
+		Network:    cfg.Node.Network,
+		Namespace:  ns,
+		NodeName:   cfg.Node.Name,
+		Dial:       istiodDialer(cfg),
+		Token:      istiodToken(identity.IstioTokenPath(cfg.Istio.TokenDir, ns, sa), ns, sa, a.ids != nil),
+	}
+	if o.Plaintext {
+		o.RootCert = ""
+	}
+	if a.ids != nil {
+		var err error
+		if o.TLS, err = istiodClientCert(cfg, a.ids, ns, sa); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
 }
 
 // istiodToken reads the service-account token of ns/sa at each request: the
