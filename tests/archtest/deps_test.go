@@ -43,6 +43,7 @@ var rank = map[string]int{
 	"agent/internal/health":    4,
 	"agent/internal/xds":       4,
 	"agent/internal/proxy":     5,
+	"agent/internal/scalegen":  5, // the scale harness's meshes: imported by tests only
 	"agent/internal/admin":     6,
 	"agent/internal/app":       7,
 	"agent/cmd/ambient-agent":  8,

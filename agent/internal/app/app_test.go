@@ -20,7 +20,7 @@ import (
 )
 
 // testConfig writes a config file and returns it loaded, with ephemeral ports.
-func testConfig(t *testing.T, src string) *config.Config {
+func testConfig(t testing.TB, src string) *config.Config {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "config.toml")
 	if err := os.WriteFile(path, []byte(src), 0o644); err != nil {

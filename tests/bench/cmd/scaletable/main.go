@@ -1,0 +1,162 @@
+// Command scaletable reads the output of the scale harness's benchmarks (go test -bench Scale, build tag
+// scaleharness) on its standard input, passes it through, and prints the table of docs/scale.md after it.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// line matches "BenchmarkScaleX/n=1000-2  20  123 ns/op  4.5 cpu-ms/op ...".
+var line = regexp.MustCompile(`^Benchmark(Scale\w+)/n=(\d+)(?:-\d+)?\s+\d+\s+(.*)$`)
+
+// results holds benchmark -> mesh size -> unit -> value.
+type results map[string]map[int]map[string]float64
+
+func main() {
+	res, err := parse(io.TeeReader(os.Stdin, os.Stdout))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "scaletable:", err)
+		os.Exit(1)
+	}
+	if len(res) == 0 {
+		fmt.Fprintln(os.Stderr, "scaletable: no scale benchmark results in the input")
+		os.Exit(1)
+	}
+	fmt.Print("\n" + table(res))
+}
+
+func parse(r io.Reader) (results, error) {
+	res := results{}
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		m := line.FindStringSubmatch(strings.TrimSpace(sc.Text()))
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.Atoi(m[2])
+		f := strings.Fields(m[3])
+		for i := 0; i+1 < len(f); i += 2 {
+			v, err := strconv.ParseFloat(f[i], 64)
+			if err != nil {
+				return nil, fmt.Errorf("benchmark %s: value %q: %w", m[1], f[i], err)
+			}
+			if res[m[1]] == nil {
+				res[m[1]] = map[int]map[string]float64{}
+			}
+			if res[m[1]][n] == nil {
+				res[m[1]][n] = map[string]float64{}
+			}
+			res[m[1]][n][f[i+1]] = v
+		}
+	}
+	return res, sc.Err()
+}
+
+// changesPerSecond is the churn of the table's second row: 1,000 hosts each changing once a minute.
+const changesPerSecond = 1000.0 / 60
+
+func table(res results) string {
+	var sizes []int
+	for _, byN := range res {
+		for n := range byN {
+			if !slices.Contains(sizes, n) {
+				sizes = append(sizes, n)
+			}
+		}
+	}
+	slices.Sort(sizes)
+	var b strings.Builder
+	b.WriteString("| cost |")
+	for _, n := range sizes {
+		fmt.Fprintf(&b, " %s workloads |", group(n))
+	}
+	b.WriteString("\n|---|")
+	for range sizes {
+		b.WriteString("---|")
+	}
+	b.WriteString("\n")
+	row := func(name string, cell func(n int) string) {
+		fmt.Fprintf(&b, "| %s |", name)
+		for _, n := range sizes {
+			fmt.Fprintf(&b, " %s |", cell(n))
+		}
+		b.WriteString("\n")
+	}
+	get := func(bench string, n int, unit string) (float64, bool) {
+		v, ok := res[bench][n][unit]
+		return v, ok
+	}
+	row("one changed gossip record, whole update path (CPU; allocated)", func(n int) string {
+		cpu, ok := get("ScaleGossipUpdate", n, "cpu-ms/op")
+		alloc, _ := get("ScaleGossipUpdate", n, "B/op")
+		if !ok {
+			return "-"
+		}
+		return fmt.Sprintf("%s ms; %.1f MB", ms(cpu), alloc/1e6)
+	})
+	row("1,000 hosts each changing once a minute (CPU demand)", func(n int) string {
+		cpu, ok := get("ScaleGossipUpdate", n, "cpu-ms/op")
+		if !ok {
+			return "-"
+		}
+		core := cpu * changesPerSecond / 1000
+		if core >= 1 {
+			return fmt.Sprintf("%.2f cores: saturated", core)
+		}
+		return fmt.Sprintf("%.3f core", core)
+	})
+	row("istiod delta of one workload, end to end (CPU; allocated)", func(n int) string {
+		cpu, ok := get("ScaleIstiodDelta", n, "cpu-ms/op")
+		alloc, _ := get("ScaleIstiodDelta", n, "B/op")
+		if !ok {
+			return "-"
+		}
+		return fmt.Sprintf("%s ms; %.1f MB", ms(cpu), alloc/1e6)
+	})
+	row("per-connection lookups: source fallback / hairpin check / route to a VIP", func(n int) string {
+		s, ok1 := get("ScaleSourceFallback", n, "ns/op")
+		h, ok2 := get("ScaleHairpinCheck", n, "ns/op")
+		r, ok3 := get("ScaleRoute", n, "ns/op")
+		if !ok1 || !ok2 || !ok3 {
+			return "-"
+		}
+		return fmt.Sprintf("%s / %s / %s", us(s), us(h), us(r))
+	})
+	row("heap per remote workload", func(n int) string {
+		v, ok := get("ScaleMemory", n, "B/workload")
+		if !ok {
+			return "-"
+		}
+		return fmt.Sprintf("%.1f KB", v/1000)
+	})
+	return b.String()
+}
+
+func group(n int) string {
+	s := strconv.Itoa(n)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
+func ms(v float64) string {
+	if v < 10 {
+		return strconv.FormatFloat(v, 'f', 2, 64)
+	}
+	return strconv.FormatFloat(v, 'f', 0, 64)
+}
+
+func us(ns float64) string {
+	if ns < 1000 {
+		return fmt.Sprintf("%.0f ns", ns)
+	}
+	return fmt.Sprintf("%.1f us", ns/1000)
+}
