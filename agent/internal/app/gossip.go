@@ -206,12 +206,7 @@ func (a *App) updateGossipReadiness() {
 	default:
 		return
 	}
-	alive := 0
-	for _, m := range a.gossip.Members() {
-		if m.State == "alive" || m.State == "suspect" || m.State == "self" {
-			alive++
-		}
-	}
+	alive := a.gossip.Alive()
 	prev := a.gossipAlive.Swap(int64(alive))
 	switch {
 	case int64(alive) > prev && prev > 0:

@@ -25,6 +25,9 @@ type Member struct {
 	AgentVersion  string `json:"agentVersion,omitempty"`
 }
 
+// Alive counts the members alive (or suspect) in this node's view, itself included, without listing them.
+func (d *Discovery) Alive() int { return int(d.numAlive.Load()) }
+
 // Members returns this node and the others it knows, ordered by name.
 func (d *Discovery) Members() []Member {
 	suspect := map[string]bool{}

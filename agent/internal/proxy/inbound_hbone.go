@@ -333,17 +333,13 @@ func isIdentityOf(id spiffeid.ID, wps []*state.Waypoint) bool {
 	})
 }
 
-// serviceWaypoints are the waypoints of the services w backs: a service's
-// waypoint forwards to its endpoints directly, whatever their own waypoint.
+// serviceWaypoints are the waypoints of the services local workload w backs:
+// a service's waypoint forwards to its endpoints directly, whatever their own
+// waypoint.
 func serviceWaypoints(snap *state.Snapshot, w *state.Workload) []*state.Waypoint {
 	var out []*state.Waypoint
-	for _, svc := range snap.Services() {
-		for _, e := range svc.Endpoints {
-			if e.Workload == w {
-				out = append(out, snap.BoundWaypoints(svc)...)
-				break
-			}
-		}
+	for _, svc := range snap.BackedBy(w) {
+		out = append(out, snap.BoundWaypoints(svc)...)
 	}
 	return out
 }

@@ -65,6 +65,19 @@ func (s *Snapshot) indexLocalEndpoints() {
 	}
 }
 
+// BackedBy returns the services local workload w is an endpoint of, in service order (none for a workload of
+// another host).
+func (s *Snapshot) BackedBy(w *Workload) []*Service {
+	les := s.localSvcs[w.UID]
+	out := make([]*Service, 0, len(les))
+	for _, le := range les {
+		if le.ep.Workload == w {
+			out = append(out, le.svc)
+		}
+	}
+	return out
+}
+
 // InboundService is the service a connection to local workload w on its
 // port was for, as ztunnel guesses it (telemetry only): among the services w
 // backs, the one named host (the forwarded header's host=), else the first

@@ -22,6 +22,7 @@ type Snapshot struct {
 	byAddrPort map[netip.AddrPort]*Workload
 	// byServerName finds local workloads by the SNI that selects them.
 	byServerName map[string]*Workload
+	local        []*Workload // this host's, in UID order
 	conflicts    []Conflict
 	contested    map[netip.Addr]bool   // addresses no claimant could be given
 	unreachable  map[netip.Addr]string // Input.Unreachable
@@ -171,12 +172,15 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone m
 	slices.SortStableFunc(ws, func(a, b *Workload) int { return cmp.Or(strings.Compare(a.UID, b.UID), a.rank()-b.rank()) })
 	ws = s.dropUIDImpostors(ws)
 	s.workloads = ws
-	s.byAddrPort = map[netip.AddrPort]*Workload{}
+	s.byAddrPort = make(map[netip.AddrPort]*Workload, 2*len(ws))
 	s.byServerName = map[string]*Workload{}
-	var addrs []netip.Addr // in the order first claimed, for a stable conflict list
-	claims := map[netip.Addr][]*Workload{}
+	addrs := make([]netip.Addr, 0, 2*len(ws)) // in the order first claimed, for a stable conflict list
+	claims := make(map[netip.Addr][]*Workload, 2*len(ws))
 	for _, w := range ws {
 		s.byUID[w.UID] = w
+		if w.Local {
+			s.local = append(s.local, w)
+		}
 		if sn := w.ServerName(); sn != "" && w.Local {
 			s.byServerName[sn] = w
 		}
@@ -343,13 +347,5 @@ func (s *Snapshot) LocalByAddr(a netip.Addr) (*Workload, bool) {
 	return w, true
 }
 
-// Local returns the workloads of this host.
-func (s *Snapshot) Local() []*Workload {
-	var out []*Workload
-	for _, w := range s.workloads {
-		if w.Local {
-			out = append(out, w)
-		}
-	}
-	return out
-}
+// Local returns the workloads of this host, ordered by UID. Do not modify.
+func (s *Snapshot) Local() []*Workload { return s.local }
