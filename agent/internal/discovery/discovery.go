@@ -64,6 +64,8 @@ type Discovery struct {
 	view     *view
 	drops    map[string]uint64
 	rejected rejectedCache
+	// assembling are the records being put together from fragments (fragment.go).
+	assembling assemblies
 }
 
 // counters count what discovery did, for status and tests.

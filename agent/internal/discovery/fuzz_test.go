@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"bytes"
 	"net"
 	"net/netip"
 	"reflect"
@@ -64,6 +65,10 @@ func FuzzReceive(f *testing.F) {
 	f.Add(encodeState([][]byte{encodeRecord(fullRecord()), []byte("x")}))
 	f.Add(encodeRequest(request{from: "vm-2", addr: netip.MustParseAddrPort("10.0.0.2:7946")}))
 	f.Add(encodeMeta(advertOf([]byte("r"), 1)))
+	big := fullRecord()
+	big.Node = "vm-1"
+	f.Add(fragments("vm-1", 1, encodeRecord(big))[0])
+	f.Add(fragments("vm-1", 1, bytes.Repeat([]byte{0xA6}, 20000))[0])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		d, err := New(Options{NodeName: "self", Bind: netip.MustParseAddrPort("127.0.0.1:0"), InsecureDevMode: true, Trust: testTrust()})
 		if err != nil {

@@ -127,9 +127,7 @@ func (d *Discovery) publish(force bool) error {
 		resignAt: now.Add(max(min(resignAfter, expires.Sub(now)/2), minResign))}
 	d.mu.Unlock()
 
-	if msg := encodeMessage(kindBroadcast, raw); len(msg) <= maxBroadcastBytes {
-		d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + d.name, msg: msg})
-	}
+	d.broadcast(d.name, rec.Version, raw)
 	select {
 	case d.announce <- struct{}{}:
 	default:

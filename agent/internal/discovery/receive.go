@@ -72,6 +72,8 @@ func (d *Discovery) receive(b []byte) {
 	switch kind {
 	case kindBroadcast:
 		d.offer(body, true)
+	case kindFragment:
+		d.receiveFragment(body)
 	case kindReply:
 		d.offer(body, false)
 	case kindRecords:
@@ -338,14 +340,21 @@ func (d *Discovery) dropped(err error, node, what string) {
 	}
 }
 
-// relay queues a verified record for gossip, if it fits a packet.
+// relay queues a verified record for gossip: whole if it fits a packet, else in fragments.
 func (d *Discovery) relay(h *held) {
-	msg := encodeMessage(kindBroadcast, h.raw)
-	if len(msg) > maxBroadcastBytes {
-		return
+	if d.broadcast(h.rec.Node, h.rec.Version, h.raw) {
+		d.stats.relayed.Add(1)
 	}
-	d.stats.relayed.Add(1)
-	d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + h.rec.Node, msg: msg})
+}
+
+// broadcast queues a record for gossip, whole or in fragments; false when it is too large even for those (its
+// receivers pull it).
+func (d *Discovery) broadcast(node string, version uint64, raw []byte) bool {
+	if msg := encodeMessage(kindBroadcast, raw); len(msg) <= maxBroadcastBytes {
+		d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + node, msg: msg})
+		return true
+	}
+	return d.broadcastFragments(node, version, raw)
 }
 
 // recordBroadcast is one node's record in the gossip queue; a newer one of the same node replaces it.

@@ -35,6 +35,7 @@ func (d *Discovery) maintainLoop(ctx context.Context, ml *memberlist.Memberlist)
 		gen := d.table.gen
 		gone := d.table.expire(now)
 		unsigned := d.table.expireProofs(now)
+		d.assembling.expire(now)
 		want := d.table.wanted(now, delay, 2*delay)
 		var peer target
 		if len(want) > maxRequests {

@@ -306,9 +306,11 @@ func (t *table) wanted(now time.Time, delay, retry time.Duration) []target {
 		if p.status != statusAlive || p.missing.IsZero() {
 			continue
 		}
+		// Every record travels by gossip, whole or in fragments (fragment.go): asked for only when late. Fragments
+		// hop by hop take longer than a whole record: they are given twice as long.
 		wait := delay
 		if p.advertised.size > maxBroadcastBytes {
-			wait = 0
+			wait = 2 * delay
 		}
 		if now.Sub(p.missing) >= wait && now.Sub(p.requested) >= retry {
 			p.requested = now
