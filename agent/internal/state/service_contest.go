@@ -242,7 +242,7 @@ func subset(small, big []string) bool {
 // ServiceByKey finds a service by "namespace/name".
 func (s *Snapshot) ServiceByKey(key string) (*Service, bool) {
 	svc := s.serviceByKey(key)
-	return svc, svc != nil
+	return s.freshService(svc), svc != nil
 }
 
 func (s *Snapshot) serviceByKey(key string) *Service {

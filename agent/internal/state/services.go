@@ -72,7 +72,7 @@ func (s *Snapshot) BackedBy(w *Workload) []*Service {
 	out := make([]*Service, 0, len(les))
 	for _, le := range les {
 		if le.ep.Workload == w {
-			out = append(out, le.svc)
+			out = append(out, s.freshService(le.svc))
 		}
 	}
 	return out
@@ -87,14 +87,14 @@ func (s *Snapshot) InboundService(w *Workload, host string, port uint16) *Servic
 	if host != "" {
 		for _, le := range les {
 			if le.svc.Hostname == host {
-				return le.svc
+				return s.freshService(le.svc)
 			}
 		}
 	}
 	for _, le := range les {
 		for _, p := range le.ep.Ports {
 			if p.TargetPort == port {
-				return le.svc
+				return s.freshService(le.svc)
 			}
 		}
 	}
@@ -314,7 +314,16 @@ func (s *Snapshot) hasV6Endpoint(svc *Service) bool {
 }
 
 // Services returns every service, ordered by namespace/name. Do not modify.
-func (s *Snapshot) Services() []*Service { return s.services }
+func (s *Snapshot) Services() []*Service {
+	if s.over == nil {
+		return s.services
+	}
+	out := make([]*Service, len(s.services))
+	for i, svc := range s.services {
+		out[i] = s.freshService(svc)
+	}
+	return out
+}
 
 // ServiceConflicts returns the service conflicts found when the snapshot was built.
 func (s *Snapshot) ServiceConflicts() []ServiceConflict { return s.svcConflicts }
@@ -322,11 +331,11 @@ func (s *Snapshot) ServiceConflicts() []ServiceConflict { return s.svcConflicts 
 // ServiceByVIP finds the service that owns VIP a.
 func (s *Snapshot) ServiceByVIP(a netip.Addr) (*Service, bool) {
 	svc, ok := s.byVIP[a.Unmap()]
-	return svc, ok
+	return s.freshService(svc), ok
 }
 
 // ServiceByHostname finds a service by hostname (lowercase, no trailing dot).
 func (s *Snapshot) ServiceByHostname(name string) (*Service, bool) {
 	svc, ok := s.byHostname[name]
-	return svc, ok
+	return s.freshService(svc), ok
 }

@@ -38,6 +38,11 @@ type Snapshot struct {
 	wps          waypointIndex
 	gateways     map[string][]*NetworkGateway // network -> its east-west gateways
 	gatewayAddrs map[netip.Addr]*NetworkGateway
+
+	// Patches (patch.go): what they replaced, and what they replace by gossip node.
+	over     *overlay
+	nodeUIDs map[string][]string // gossip node -> the UIDs of its workloads in use, sorted
+	nodeSvcs map[string][]string // gossip node -> the keys of the services its workloads are endpoints of
 }
 
 // Input is what a snapshot is built from: workloads (local and learned),
@@ -93,6 +98,7 @@ func Build(version uint64, in Input) *Snapshot {
 	s.wps = newWaypointIndex(in.Waypoints, in.Previous)
 	s.buildServices(in.Services, in.Previous, in.Limits)
 	s.indexGateways(in.Gateways)
+	s.indexNodes()
 	return s
 }
 
@@ -144,7 +150,7 @@ func (s *Snapshot) WorkloadOn(network string, a netip.Addr) (*Workload, bool) {
 		return s.WorkloadByAddr(a)
 	}
 	w, ok := s.offNet[netAddr{network, a.Unmap()}]
-	return w, ok
+	return s.fresh(w), ok
 }
 
 // OffNetwork reports whether a workload on network w is on another network than here: reached only through
@@ -283,7 +289,16 @@ func MarkPrimaries(ws []*Workload) {
 func (s *Snapshot) Version() uint64 { return s.version }
 
 // Workloads returns every workload, ordered by UID. Do not modify.
-func (s *Snapshot) Workloads() []*Workload { return s.workloads }
+func (s *Snapshot) Workloads() []*Workload {
+	if s.over == nil {
+		return s.workloads
+	}
+	out := make([]*Workload, len(s.workloads))
+	for i, w := range s.workloads {
+		out[i] = s.fresh(w)
+	}
+	return out
+}
 
 // Conflicts returns the address conflicts found when the snapshot was built.
 func (s *Snapshot) Conflicts() []Conflict { return s.conflicts }
@@ -302,20 +317,20 @@ func (s *Snapshot) Unreachable(a netip.Addr) (node string, ok bool) {
 // WorkloadByUID finds a workload by its UID.
 func (s *Snapshot) WorkloadByUID(uid string) (*Workload, bool) {
 	w, ok := s.byUID[uid]
-	return w, ok
+	return s.fresh(w), ok
 }
 
 // WorkloadByAddr finds the workload that owns address a.
 func (s *Snapshot) WorkloadByAddr(a netip.Addr) (*Workload, bool) {
 	w, ok := s.byAddr[a.Unmap()]
-	return w, ok
+	return s.fresh(w), ok
 }
 
 // WorkloadFor finds the workload a connection to ap is for: the one that
 // declares the port on that address, else the address's primary workload.
 func (s *Snapshot) WorkloadFor(ap netip.AddrPort) (*Workload, bool) {
 	if w, ok := s.byAddrPort[netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())]; ok {
-		return w, true
+		return s.fresh(w), true
 	}
 	return s.WorkloadByAddr(ap.Addr())
 }

@@ -38,6 +38,25 @@ func (s *Store) Rebuild(assemble func(current *Snapshot) Input, report func(curr
 	}
 }
 
+// Patch publishes the snapshot patch makes of the current one with the next version, when it can (ok); else it
+// rebuilds as Rebuild does. Patches change no contest, so report is told of rebuilds only.
+func (s *Store) Patch(patch func(current *Snapshot, version uint64) (*Snapshot, bool),
+	assemble func(current *Snapshot) Input, report func(current, next *Snapshot)) (patched bool) {
+	s.build.Lock()
+	defer s.build.Unlock()
+	current := s.cur.Load()
+	s.version++
+	next, ok := patch(current, s.version)
+	if !ok {
+		next = Build(s.version, assemble(current))
+	}
+	s.Publish(next)
+	if !ok && report != nil {
+		report(current, next)
+	}
+	return ok
+}
+
 // Load returns the current snapshot.
 func (s *Store) Load() *Snapshot { return s.cur.Load() }
 

@@ -98,7 +98,7 @@ func (s *Snapshot) ServiceByRange(a netip.Addr, ns string) (*Service, bool) {
 			}
 		}
 	}
-	return best, best != nil
+	return s.freshService(best), best != nil
 }
 
 // ParseLocality reads "region/zone/subzone" (trailing parts may be left out).

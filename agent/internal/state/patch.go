@@ -1,0 +1,146 @@
+package state
+
+import (
+	"slices"
+	"strings"
+)
+
+// Patches. Most changes of a mesh are of a workload's attributes: its health flips, its labels or capacity
+// change, it is bound to a waypoint. None of these decide a contest (who holds an address, a hostname, a VIP, a
+// service's definition), so a snapshot can take them without being built again: Patch puts the new versions of
+// the workloads, and copies of the services they are endpoints of, over the snapshot it patches, and every
+// lookup returns the newest version. A change of anything a contest reads (addresses, ports, identity, tunnel,
+// origin, the workloads a node has, its service declarations) is not a patch: the caller builds.
+
+// overlay is what the patches since the last build replaced: the newest version of each workload (by UID) and of
+// each service (by key). Never changed once a snapshot holds it.
+type overlay struct {
+	workloads map[string]*Workload
+	services  map[string]*Service
+}
+
+// maxOverlay bounds the workloads an overlay holds: each patch copies it, so past this many the caller builds
+// the snapshot anew (which folds the overlay in). Building costs O(N log N), copying the overlay O(overlay).
+const maxOverlay = 4096
+
+// fresh is the newest version of w (w itself when no patch replaced it).
+func (s *Snapshot) fresh(w *Workload) *Workload {
+	if s.over != nil && w != nil {
+		if n, ok := s.over.workloads[w.UID]; ok {
+			return n
+		}
+	}
+	return w
+}
+
+// freshService is the newest version of svc.
+func (s *Snapshot) freshService(svc *Service) *Service {
+	if s.over != nil && svc != nil {
+		if n, ok := s.over.services[svc.Key()]; ok {
+			return n
+		}
+	}
+	return svc
+}
+
+// Patch returns s with the workloads of the gossip nodes in nodes (node name -> all its workloads now, as
+// discovery derives them) replaced, numbered version, when every change is of attributes only (see above);
+// ok is false otherwise, and the caller builds the snapshot from its whole input instead.
+func (s *Snapshot) Patch(version uint64, nodes map[string][]*Workload) (_ *Snapshot, ok bool) {
+	repl := map[string]*Workload{}
+	var touched []string // nodes whose workloads changed
+	for node, ws := range nodes {
+		uids := s.nodeUIDs[node]
+		if len(ws) != len(uids) {
+			return nil, false
+		}
+		ws = slices.SortedFunc(slices.Values(ws), func(a, b *Workload) int { return strings.Compare(a.UID, b.UID) })
+		changed := false
+		for i, w := range ws {
+			if w.UID != uids[i] {
+				return nil, false
+			}
+			cur := s.fresh(s.byUID[w.UID])
+			if cur == w {
+				continue
+			}
+			if !sameClaims(cur, w) {
+				return nil, false
+			}
+			repl[w.UID] = w
+			changed = true
+		}
+		if changed {
+			touched = append(touched, node)
+		}
+	}
+	next := *s
+	next.version = version
+	if len(repl) == 0 {
+		return &next, true
+	}
+	over := &overlay{workloads: make(map[string]*Workload, len(repl)), services: map[string]*Service{}}
+	if s.over != nil {
+		over.workloads = make(map[string]*Workload, len(s.over.workloads)+len(repl))
+		for k, v := range s.over.workloads {
+			over.workloads[k] = v
+		}
+		for k, v := range s.over.services {
+			over.services[k] = v
+		}
+	}
+	if len(over.workloads)+len(repl) > maxOverlay {
+		return nil, false
+	}
+	for uid, w := range repl {
+		over.workloads[uid] = w
+	}
+	for _, node := range touched {
+		for _, key := range s.nodeSvcs[node] {
+			svc := s.freshService(s.svcByKey[key])
+			c := *svc
+			c.Endpoints = slices.Clone(svc.Endpoints)
+			for i, e := range c.Endpoints {
+				if w, ok := repl[e.UID]; ok {
+					ep := *e
+					ep.Workload = w
+					c.Endpoints[i] = &ep
+				}
+			}
+			over.services[key] = &c
+		}
+	}
+	next.over = over
+	return &next, true
+}
+
+// sameClaims reports whether b differs from a, the same workload, only in attributes no contest reads.
+func sameClaims(a, b *Workload) bool {
+	return a.UID == b.UID && a.Name == b.Name && a.Namespace == b.Namespace && a.ServiceAccount == b.ServiceAccount &&
+		a.TrustDomain == b.TrustDomain && slices.Equal(a.Addresses, b.Addresses) && a.Hostname == b.Hostname &&
+		a.Network == b.Network && a.Node == b.Node && a.Tunnel == b.Tunnel && slices.Equal(a.Ports, b.Ports) &&
+		a.Primary == b.Primary && a.Local == b.Local && a.Origin == b.Origin && a.AddressProven == b.AddressProven
+}
+
+// indexNodes lists, per gossip node, the UIDs of its workloads in use and the services they are endpoints of:
+// what Patch replaces.
+func (s *Snapshot) indexNodes() {
+	s.nodeUIDs = map[string][]string{}
+	for _, w := range s.workloads {
+		if !w.Local && (w.Origin == OriginGossip || w.Origin == OriginUnsigned) {
+			s.nodeUIDs[w.Node] = append(s.nodeUIDs[w.Node], w.UID)
+		}
+	}
+	s.nodeSvcs = map[string][]string{}
+	for _, svc := range s.services {
+		var last string
+		for _, e := range svc.Endpoints {
+			if w := e.Workload; w.Node != last && s.nodeUIDs[w.Node] != nil && !w.Local {
+				if keys := s.nodeSvcs[w.Node]; len(keys) == 0 || keys[len(keys)-1] != svc.Key() {
+					s.nodeSvcs[w.Node] = append(keys, svc.Key())
+				}
+				last = w.Node
+			}
+		}
+	}
+}
