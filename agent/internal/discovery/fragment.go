@@ -3,9 +3,9 @@ package discovery
 import (
 	"bytes"
 	"compress/flate"
+	"crypto/sha256"
 	"io"
 	"math"
-	"strconv"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -16,14 +16,17 @@ import (
 // Fragments. A record larger than a broadcast (maxBroadcastBytes: about five workloads with their services) is
 // compressed and gossiped in pieces that each fit one, so that its change spreads epidemically like a small one
 // instead of being pulled from its node by every member (repair.go), which answers at most replyRate a second.
-// Receivers put the pieces back together, inflate them (never past MaxRecordBytes) and offer the record as if it
-// had come whole: it is checked against its node's advertisement and verified as any record is. Only a record
-// accepted that way is passed on, piece by piece, so unverifiable pieces are never amplified by honest members.
-// An agent that does not know fragments ignores them and pulls the record as before.
+// Every piece names the record's version and digest, and a receiver keeps only pieces of the record the node
+// advertises (memberlist metadata: version, digest, size): pieces of anything else are dropped before they cost
+// anything. Put back together, the record must inflate to exactly the advertised size and digest; then it is
+// offered as if it had come whole, and verified as any record is. Only a record accepted that way is passed on,
+// piece by piece, so unverifiable pieces are never amplified by honest members. A forged piece spoils its
+// assembly at worst: the record is then pulled from its node (repair.go), and that node's failed assemblies are
+// paced. An agent that does not know fragments ignores them and pulls the record as before.
 const (
 	kindFragment byte = 6 // body: fragment; one piece of a compressed record
 
-	fragmentNode, fragmentVersion, fragmentIndex, fragmentCount, fragmentData protowire.Number = 1, 2, 3, 4, 5
+	fragmentNode, fragmentVersion, fragmentIndex, fragmentCount, fragmentData, fragmentDigest protowire.Number = 1, 2, 3, 4, 5, 6
 
 	// fragmentData bounds the compressed bytes of one piece: with the node name (at most 63 bytes), the version
 	// and the framing, a piece stays within maxBroadcastBytes.
@@ -34,12 +37,16 @@ const (
 	// unfinished after assemblyTimeout is dropped (its record is then pulled).
 	maxAssemblyBytes = 8 << 20
 	assemblyTimeout  = 30 * time.Second
+	// failedPace is how long after an assembly of a node that did not inflate to its advertised record the node's
+	// pieces are dropped: forged pieces cost one inflation a second at most.
+	failedPace = time.Second
 )
 
 // fragment is one piece of a record.
 type fragment struct {
 	node    string
 	version uint64
+	digest  [sha256.Size]byte // of the whole record, as advertised
 	index   int
 	count   int
 	data    []byte
@@ -51,11 +58,13 @@ func encodeFragment(f fragment) []byte {
 	b = pbwire.AppendNonZero(b, fragmentIndex, uint64(f.index))
 	b = pbwire.AppendNonZero(b, fragmentCount, uint64(f.count))
 	b = pbwire.AppendBytes(b, fragmentData, f.data)
+	b = pbwire.AppendBytes(b, fragmentDigest, f.digest[:])
 	return encodeMessage(kindFragment, b)
 }
 
 func decodeFragment(body []byte) (fragment, error) {
 	var f fragment
+	var digest []byte
 	err := eachField(body, func(fl pbwire.Field) error {
 		var err error
 		var v uint64
@@ -72,19 +81,24 @@ func decodeFragment(body []byte) (fragment, error) {
 			f.count = int(v)
 		case fragmentData:
 			f.data, err = fl.Bytes()
+		case fragmentDigest:
+			digest, err = fl.Bytes()
 		}
 		return err
 	})
 	switch {
 	case err != nil:
 		return fragment{}, err
-	case f.node == "" || f.version == 0:
-		return fragment{}, drop(reasonMalformed, "a record fragment without its node or version")
+	case f.node == "" || f.version == 0 || len(digest) != sha256.Size:
+		return fragment{}, drop(reasonMalformed, "a record fragment without its node, version or digest")
 	case f.count == 0 || f.index >= f.count:
 		return fragment{}, drop(reasonMalformed, "record fragment %d of %d", f.index, f.count)
-	case len(f.data) == 0 || len(f.data) > fragmentBytes:
+	case len(f.data) == 0:
+		return fragment{}, drop(reasonMalformed, "an empty record fragment")
+	case len(f.data) > fragmentBytes:
 		return fragment{}, drop(reasonTooLarge, "a record fragment of %d bytes", len(f.data))
 	}
+	copy(f.digest[:], digest)
 	return f, nil
 }
 
@@ -92,8 +106,8 @@ func decodeFragment(body []byte) (fragment, error) {
 // when the compressed record needs more than maxFragments of them.
 func fragments(node string, version uint64, raw []byte) [][]byte {
 	var z bytes.Buffer
-	w, _ := flate.NewWriter(&z, flate.BestCompression) // only an invalid level fails
-	_, _ = w.Write(raw)                                // a bytes.Buffer does not fail
+	w, _ := flate.NewWriter(&z, flate.DefaultCompression) // only an invalid level fails
+	_, _ = w.Write(raw)                                   // a bytes.Buffer does not fail
 	_ = w.Close()
 	data := z.Bytes()
 	count := (len(data) + fragmentBytes - 1) / fragmentBytes
@@ -101,9 +115,10 @@ func fragments(node string, version uint64, raw []byte) [][]byte {
 		return nil
 	}
 	out := make([][]byte, 0, count)
+	digest := sha256.Sum256(raw)
 	for i := range count {
 		piece := data[i*fragmentBytes : min((i+1)*fragmentBytes, len(data))]
-		out = append(out, encodeFragment(fragment{node: node, version: version, index: i, count: count, data: piece}))
+		out = append(out, encodeFragment(fragment{node: node, version: version, digest: digest, index: i, count: count, data: piece}))
 	}
 	return out
 }
@@ -111,6 +126,7 @@ func fragments(node string, version uint64, raw []byte) [][]byte {
 // assembly is a record being put together from its fragments.
 type assembly struct {
 	version uint64
+	digest  [sha256.Size]byte
 	parts   [][]byte
 	have    int
 	bytes   int
@@ -121,29 +137,31 @@ type assembly struct {
 type assemblies struct {
 	byNode map[string]*assembly
 	bytes  int
-	// done is the last version put together per node: relays repeat its pieces after it is complete.
-	done map[string]uint64
+	// failed is when an assembly of a node last failed to inflate to the record advertised (see failedPace).
+	failed map[string]time.Time
 }
 
-// add takes fragment f of a node whose record in use (if any) has version current, and returns the complete
-// compressed record when f was its last missing piece.
-func (as *assemblies) add(f fragment, current uint64, now time.Time) ([]byte, error) {
-	if f.version <= as.done[f.node] {
-		return nil, nil // a piece of a record put together already, relayed again
-	}
-	if f.version <= current {
-		return nil, drop(reasonStale, "a fragment of version %d of node %q, which holds %d", f.version, f.node, current)
+// add takes fragment f, a piece of the record its node advertises, and returns the complete compressed record
+// when f was its last missing piece.
+func (as *assemblies) add(f fragment, now time.Time) ([]byte, error) {
+	if t, ok := as.failed[f.node]; ok {
+		if now.Sub(t) < failedPace {
+			return nil, drop(reasonStale, "a fragment of node %q, whose last assembly failed less than %s ago", f.node, failedPace)
+		}
+		delete(as.failed, f.node)
 	}
 	a := as.byNode[f.node]
 	switch {
-	case a != nil && a.version > f.version:
-		return nil, drop(reasonStale, "a fragment of version %d of node %q, which is putting %d together", f.version, f.node, a.version)
-	case a != nil && a.version == f.version && len(a.parts) != f.count:
+	case a != nil && (a.version != f.version || a.digest != f.digest):
+		as.remove(f.node) // the node advertises another record now
+		a = nil
+	case a != nil && len(a.parts) != f.count:
 		as.remove(f.node)
+		as.fail(f.node, now)
 		return nil, drop(reasonMalformed, "fragments of version %d of node %q disagree on their count", f.version, f.node)
-	case a == nil || a.version < f.version:
-		as.remove(f.node)
-		a = &assembly{version: f.version, parts: make([][]byte, f.count), started: now}
+	}
+	if a == nil {
+		a = &assembly{version: f.version, digest: f.digest, parts: make([][]byte, f.count), started: now}
 		if as.byNode == nil {
 			as.byNode = map[string]*assembly{}
 		}
@@ -164,11 +182,15 @@ func (as *assemblies) add(f fragment, current uint64, now time.Time) ([]byte, er
 		return nil, nil
 	}
 	as.remove(f.node)
-	if as.done == nil || len(as.done) >= maxStateRecords {
-		as.done = map[string]uint64{} // bounded: members only reach here, and a reset costs repeats only
-	}
-	as.done[f.node] = f.version
 	return bytes.Join(a.parts, nil), nil
+}
+
+// fail records that an assembly of node did not give the record advertised.
+func (as *assemblies) fail(node string, now time.Time) {
+	if as.failed == nil || len(as.failed) >= maxStateRecords {
+		as.failed = map[string]time.Time{} // bounded: only members' pieces reach here
+	}
+	as.failed[node] = now
 }
 
 func (as *assemblies) remove(node string) {
@@ -187,16 +209,18 @@ func (as *assemblies) expire(now time.Time) {
 	}
 }
 
-// inflate decompresses a record put together from fragments, refusing one that inflates past MaxRecordBytes.
-func inflate(data []byte) ([]byte, error) {
+// inflate decompresses a record put together from fragments, refusing one that inflates past size bytes (the
+// advertised size, at most MaxRecordBytes).
+func inflate(data []byte, size int) ([]byte, error) {
+	size = min(size, MaxRecordBytes)
 	r := flate.NewReader(bytes.NewReader(data))
 	defer func() { _ = r.Close() }()
-	raw, err := io.ReadAll(io.LimitReader(r, MaxRecordBytes+1))
+	raw, err := io.ReadAll(io.LimitReader(r, int64(size)+1))
 	switch {
 	case err != nil:
 		return nil, drop(reasonMalformed, "a record put together from fragments does not inflate: %v", err)
-	case len(raw) > MaxRecordBytes:
-		return nil, drop(reasonTooLarge, "a record put together from fragments inflates past %d bytes", MaxRecordBytes)
+	case len(raw) > size:
+		return nil, drop(reasonTooLarge, "a record put together from fragments inflates past %d bytes", size)
 	}
 	return raw, nil
 }
@@ -215,17 +239,17 @@ func (d *Discovery) receiveFragment(body []byte) {
 	d.mu.Lock()
 	p := d.table.peers[f.node]
 	var data []byte
+	var size int
 	switch {
 	case p == nil:
 		err = drop(reasonUnknownNode, "a fragment of node %q, not a member", f.node)
-	case f.version > uint64(now.Add(maxClockSkew).UnixNano()):
-		err = drop(reasonInvalid, "version %d of node %q is from the future", f.version, f.node)
+	case p.current != nil && p.current.advert.version >= f.version:
+		// a piece of the record in use (relays repeat it) or of an older one
+	case !p.hasAdvert || p.advertised.version != f.version || p.advertised.digest != f.digest:
+		err = drop(reasonStale, "a fragment of version %d of node %q, which advertises another record", f.version, f.node)
 	default:
-		var current uint64
-		if p.current != nil {
-			current = p.current.rec.Version
-		}
-		data, err = d.assembling.add(f, current, now)
+		size = p.advertised.size
+		data, err = d.assembling.add(f, now)
 	}
 	d.mu.Unlock()
 	if err != nil {
@@ -235,20 +259,24 @@ func (d *Discovery) receiveFragment(body []byte) {
 	if data == nil {
 		return
 	}
-	raw, err := inflate(data)
+	raw, err := inflate(data, size)
+	if err == nil && (len(raw) != size || sha256.Sum256(raw) != f.digest) {
+		err = drop(reasonMismatch, "fragments of version %d of node %q put together are not the record it advertises", f.version, f.node)
+	}
 	if err != nil {
+		d.mu.Lock()
+		d.assembling.fail(f.node, now)
+		d.mu.Unlock()
 		d.dropped(err, f.node, "record fragment")
 		return
 	}
 	d.offer(raw, true)
 }
 
-// broadcastFragments queues the record in pieces: its node publishing it, or a member relaying it. A newer
-// version's piece replaces the queued piece of the same index.
-func (d *Discovery) broadcastFragments(node string, version uint64, raw []byte) bool {
-	pieces := fragments(node, version, raw)
-	for i, msg := range pieces {
-		d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + node + "/" + strconv.Itoa(i), msg: msg})
+// cut is the fragments of a record too large to broadcast whole; nil for one that fits.
+func cut(node string, version uint64, raw []byte) [][]byte {
+	if len(raw)+3 <= maxBroadcastBytes {
+		return nil
 	}
-	return pieces != nil
+	return fragments(node, version, raw)
 }

@@ -1,10 +1,13 @@
 package discovery
 
 import (
+	"net"
+
 	"bytes"
 	"compress/flate"
 	crand "crypto/rand"
 	"fmt"
+	"github.com/hashicorp/memberlist"
 	"math/rand/v2"
 	"net/netip"
 	"testing"
@@ -41,7 +44,8 @@ func TestFragmentsRoundTrip(t *testing.T) {
 	var as assemblies
 	var out []byte
 	order := rand.Perm(len(pieces))
-	for k, i := range append(order, order[0]) { // out of order, one repeated
+	order = append([]int{order[0]}, order...) // out of order, one repeated
+	for k, i := range order {
 		if len(pieces[i]) > maxBroadcastBytes {
 			t.Fatalf("fragment %d is %d bytes, over a broadcast", i, len(pieces[i]))
 		}
@@ -53,15 +57,15 @@ func TestFragmentsRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		data, err := as.add(f, 0, time.Now())
+		data, err := as.add(f, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
 		if data != nil {
-			if k != len(pieces)-1 {
-				t.Fatalf("complete after %d of %d fragments", k+1, len(pieces))
+			if k != len(order)-1 {
+				t.Fatalf("complete after %d of %d fragments", k+1, len(order))
 			}
-			if out, err = inflate(data); err != nil {
+			if out, err = inflate(data, len(raw)); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -78,25 +82,25 @@ func TestFragmentsRoundTrip(t *testing.T) {
 func TestFragmentsRefused(t *testing.T) {
 	now := time.Now()
 	piece := func(version uint64, index, count int) fragment {
-		return fragment{node: "n1", version: version, index: index, count: count, data: []byte{1, 2, 3}}
+		return fragment{node: "n1", version: version, digest: [32]byte{byte(version)}, index: index, count: count, data: []byte{1, 2, 3}}
 	}
 	var as assemblies
-	if _, err := as.add(piece(5, 0, 2), 5, now); reasonOf(err) != reasonStale {
-		t.Errorf("a fragment of the version in use: %v, want stale", err)
-	}
-	if _, err := as.add(piece(6, 0, 2), 5, now); err != nil {
+	if _, err := as.add(piece(6, 0, 2), now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := as.add(piece(6, 1, 3), 5, now); reasonOf(err) != reasonMalformed || as.byNode["n1"] != nil {
+	if _, err := as.add(piece(6, 1, 3), now); reasonOf(err) != reasonMalformed || as.byNode["n1"] != nil {
 		t.Errorf("fragments that disagree on their count: %v, assembly %v; want malformed and dropped", err, as.byNode["n1"])
 	}
-	if _, err := as.add(piece(7, 0, 2), 5, now); err != nil {
-		t.Fatal(err)
+	if _, err := as.add(piece(6, 0, 2), now.Add(failedPace/2)); reasonOf(err) != reasonStale {
+		t.Errorf("a fragment of a node whose assembly just failed: %v, want stale (paced)", err)
 	}
-	if _, err := as.add(piece(6, 1, 2), 5, now); reasonOf(err) != reasonStale {
-		t.Errorf("a fragment older than the assembly's: %v, want stale", err)
+	if _, err := as.add(piece(6, 0, 2), now.Add(failedPace)); err != nil {
+		t.Errorf("a fragment after the pace: %v", err)
 	}
-	as.expire(now.Add(assemblyTimeout + time.Second))
+	if _, err := as.add(piece(7, 0, 2), now.Add(failedPace)); err != nil || as.byNode["n1"].version != 7 || as.bytes != 3 {
+		t.Errorf("a piece of the record the node advertises now: %v, want it to replace the older assembly", err)
+	}
+	as.expire(now.Add(failedPace + assemblyTimeout + time.Second))
 	if len(as.byNode) != 0 || as.bytes != 0 {
 		t.Errorf("an unfinished assembly outlived its timeout: %d bytes", as.bytes)
 	}
@@ -104,36 +108,95 @@ func TestFragmentsRefused(t *testing.T) {
 	// The bytes held over all nodes are bounded: pieces of many nodes' records that never finish.
 	big := make([]byte, fragmentBytes)
 	for i := range maxAssemblyBytes/fragmentBytes + 10 {
-		_, err := as.add(fragment{node: fmt.Sprintf("n%d", i), version: 1, count: 2, data: big}, 0, now)
+		_, err := as.add(fragment{node: fmt.Sprintf("n%d", i), version: 1, count: 2, data: big}, now)
 		if as.bytes > maxAssemblyBytes {
 			t.Fatalf("%d bytes held after %d nodes' fragments (%v)", as.bytes, i, err)
 		}
 	}
 
-	for name, body := range map[string][]byte{
-		"no node":       encodeFragment(fragment{version: 1, count: 1, data: []byte{1}})[3:],
-		"index ≥ count": encodeFragment(fragment{node: "n", version: 1, index: 2, count: 2, data: []byte{1}})[3:],
-		"too many":      encodeFragment(fragment{node: "n", version: 1, count: maxFragments + 1, data: []byte{1}})[3:],
-		"no data":       encodeFragment(fragment{node: "n", version: 1, count: 1})[3:],
-		"large":         encodeFragment(fragment{node: "n", version: 1, count: 1, data: make([]byte, fragmentBytes+1)})[3:],
+	ok := fragment{node: "n", version: 1, count: 1, data: []byte{1}}
+	for name, f := range map[string]fragment{
+		"no node":       {version: 1, count: 1, data: []byte{1}},
+		"index ≥ count": {node: "n", version: 1, index: 2, count: 2, data: []byte{1}},
+		"too many":      {node: "n", version: 1, count: maxFragments + 1, data: []byte{1}},
+		"no data":       {node: "n", version: 1, count: 1},
+		"large":         {node: "n", version: 1, count: 1, data: make([]byte, fragmentBytes+1)},
 	} {
-		if _, err := decodeFragment(body); err == nil {
+		if _, err := decodeFragment(encodeFragment(f)[3:]); err == nil {
 			t.Errorf("%s: decoded", name)
 		}
 	}
+	if _, err := decodeFragment(encodeFragment(ok)[3:]); err != nil {
+		t.Errorf("a good fragment: %v", err)
+	}
+	noDigest := encodeFragment(ok)[3:]
+	if _, err := decodeFragment(noDigest[:len(noDigest)-34]); err == nil {
+		t.Error("a fragment without its digest decoded")
+	}
 
-	// A compressed bomb inflates no further than a record may be.
+	// A compressed bomb inflates no further than the advertised size.
 	var z bytes.Buffer
 	w, _ := flate.NewWriter(&z, flate.BestCompression)
 	_, _ = w.Write(make([]byte, 10*MaxRecordBytes))
 	_ = w.Close()
-	if _, err := inflate(z.Bytes()); reasonOf(err) != reasonTooLarge {
+	if _, err := inflate(z.Bytes(), 1<<30); reasonOf(err) != reasonTooLarge {
 		t.Errorf("a bomb of %d compressed bytes: %v, want too_large", z.Len(), err)
+	}
+	if _, err := inflate(z.Bytes(), 2000); reasonOf(err) != reasonTooLarge {
+		t.Errorf("more than the advertised size: %v, want too_large", err)
 	}
 	noise := make([]byte, 512)
 	_, _ = crand.Read(noise)
-	if _, err := inflate(noise); err == nil {
+	if _, err := inflate(noise, MaxRecordBytes); err == nil {
 		t.Error("random bytes inflated")
+	}
+}
+
+// Pieces count only for the record their node advertises: forged ones spoil an assembly at most, and the
+// record still arrives whole from honest pieces once the failure's pace has passed.
+func TestForgedFragments(t *testing.T) {
+	d, err := New(Options{NodeName: "self", Bind: netip.MustParseAddrPort("127.0.0.1:0"), Keys: [][]byte{testKey}, Trust: testTrust()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := largeRecord(1, 50)
+	rec.Node, rec.Version = "vm-1", uint64(time.Now().UnixNano())
+	raw := signed(t, rec)
+	d.memberUp(&memberlist.Node{Name: "vm-1", Addr: net.IPv4(10, 0, 0, 1), Port: 7946, Meta: encodeMeta(advertOf(raw, rec.Version))})
+	honest := fragments("vm-1", rec.Version, raw)
+	if len(honest) < 2 {
+		t.Fatalf("%d fragments", len(honest))
+	}
+	// Pieces of a record it does not advertise: dropped before they are held.
+	other := fragments("vm-1", rec.Version+1, raw)
+	for _, m := range other {
+		d.receive(m)
+	}
+	if d.assembling.bytes != 0 {
+		t.Fatalf("pieces of an unadvertised record are held: %d bytes", d.assembling.bytes)
+	}
+	// A forged piece with the advertised version and digest spoils the assembly.
+	kind, body, _ := decodeMessage(honest[0])
+	f, _ := decodeFragment(body)
+	if kind != kindFragment {
+		t.Fatal(kind)
+	}
+	f.data = bytes.Repeat([]byte{0xff}, len(f.data))
+	d.receive(encodeFragment(f))
+	for _, m := range honest[1:] {
+		d.receive(m)
+	}
+	if len(d.Workloads()) != 0 || d.assembling.failed["vm-1"].IsZero() {
+		t.Fatalf("forged piece: %d workloads in use, failure %v", len(d.Workloads()), d.assembling.failed["vm-1"])
+	}
+	d.mu.Lock()
+	d.assembling.failed["vm-1"] = time.Now().Add(-failedPace)
+	d.mu.Unlock()
+	for _, m := range honest {
+		d.receive(m)
+	}
+	if got := len(d.Workloads()); got != 50 {
+		t.Fatalf("the honest pieces gave %d workloads, want 50", got)
 	}
 }
 

@@ -127,7 +127,7 @@ func (d *Discovery) publish(force bool) error {
 		resignAt: now.Add(max(min(resignAfter, expires.Sub(now)/2), minResign))}
 	d.mu.Unlock()
 
-	d.broadcast(d.name, rec.Version, raw)
+	d.broadcast(d.name, raw, cut(d.name, rec.Version, raw))
 	select {
 	case d.announce <- struct{}{}:
 	default:

@@ -3,6 +3,7 @@ package discovery
 import (
 	"bytes"
 	"log/slog"
+	"strconv"
 	"time"
 
 	"github.com/hashicorp/memberlist"
@@ -167,7 +168,11 @@ func (d *Discovery) offer(b []byte, relay bool) {
 		d.droppedRecord(err, rec)
 		return
 	}
-	d.install(newHeld(rec, raw, relay, p), relay)
+	h := newHeld(rec, raw, relay, p)
+	if relay {
+		h.pieces = cut(rec.Node, rec.Version, raw)
+	}
+	d.install(h, relay)
 }
 
 // precheck says whether the record is one this node holds already, and else
@@ -340,21 +345,25 @@ func (d *Discovery) dropped(err error, node, what string) {
 	}
 }
 
-// relay queues a verified record for gossip: whole if it fits a packet, else in fragments.
+// relay queues a verified record for gossip: whole if it fits a packet, else in the fragments cut when it was
+// received (relay may run under memberlist's locks: nothing is compressed here).
 func (d *Discovery) relay(h *held) {
-	if d.broadcast(h.rec.Node, h.rec.Version, h.raw) {
+	if d.broadcast(h.rec.Node, h.raw, h.pieces) {
 		d.stats.relayed.Add(1)
 	}
 }
 
-// broadcast queues a record for gossip, whole or in fragments; false when it is too large even for those (its
-// receivers pull it).
-func (d *Discovery) broadcast(node string, version uint64, raw []byte) bool {
+// broadcast queues a record for gossip, whole or in its fragments (pieces); false when it is neither small
+// enough nor cut (its receivers pull it).
+func (d *Discovery) broadcast(node string, raw []byte, pieces [][]byte) bool {
 	if msg := encodeMessage(kindBroadcast, raw); len(msg) <= maxBroadcastBytes {
 		d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + node, msg: msg})
 		return true
 	}
-	return d.broadcastFragments(node, version, raw)
+	for i, msg := range pieces {
+		d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + node + "/" + strconv.Itoa(i), msg: msg})
+	}
+	return pieces != nil
 }
 
 // recordBroadcast is one node's record in the gossip queue; a newer one of the same node replaces it.

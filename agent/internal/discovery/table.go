@@ -18,7 +18,8 @@ type held struct {
 	advert    advert
 	workloads []*state.Workload
 	proof     proven
-	relay     bool // arrived as a gossip broadcast: pass it on once it is verified
+	relay     bool     // arrived as a gossip broadcast: pass it on once it is verified
+	pieces    [][]byte // the fragments it is relayed in, when it is too large to broadcast whole (fragment.go)
 }
 
 func newHeld(rec *Record, raw []byte, relay bool, p proven) *held {
@@ -307,10 +308,10 @@ func (t *table) wanted(now time.Time, delay, retry time.Duration) []target {
 			continue
 		}
 		// Every record travels by gossip, whole or in fragments (fragment.go): asked for only when late. Fragments
-		// hop by hop take longer than a whole record: they are given twice as long.
+		// hop by hop take longer than a whole record: they are given three times as long.
 		wait := delay
 		if p.advertised.size > maxBroadcastBytes {
-			wait = 2 * delay
+			wait = 3 * delay
 		}
 		if now.Sub(p.missing) >= wait && now.Sub(p.requested) >= retry {
 			p.requested = now

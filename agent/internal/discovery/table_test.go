@@ -153,17 +153,17 @@ func TestTableWanted(t *testing.T) {
 	tb.up("c", netip.MustParseAddrPort("10.9.0.3:7946"), big, true, t0)
 	tb.up("d", netip.MustParseAddrPort("10.9.0.4:7946"), advert{}, false, t0) // publishes nothing
 
-	delay, retry := 2*time.Second, 4*time.Second
+	delay, retry := 2*time.Second, 5*time.Second
 	if w := tb.wanted(t0, delay, retry); len(w) != 0 {
 		t.Fatalf("asked at once: %v", w)
 	}
 	if w := tb.wanted(t0.Add(delay), delay, retry); len(w) != 1 || w[0].name != "b" {
-		t.Fatalf("after the delay the missing small one (c travels in fragments: twice the delay): %v", w)
+		t.Fatalf("after the delay the missing small one (c travels in fragments: three times the delay): %v", w)
 	}
-	if w := tb.wanted(t0.Add(2*delay), delay, retry); len(w) != 1 || w[0].name != "c" {
-		t.Fatalf("after twice the delay the large one (b was just asked): %v", w)
+	if w := tb.wanted(t0.Add(3*delay), delay, retry); len(w) != 1 || w[0].name != "c" {
+		t.Fatalf("after three times the delay the large one (b was just asked): %v", w)
 	}
-	if w := tb.wanted(t0.Add(2*delay+time.Second), delay, retry); len(w) != 0 {
+	if w := tb.wanted(t0.Add(3*delay+500*time.Millisecond), delay, retry); len(w) != 0 {
 		t.Fatalf("asked again within the retry interval: %v", w)
 	}
 	mustOutcome(t, tb, small, accepted, "")
