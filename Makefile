@@ -23,6 +23,7 @@ FUZZ     := ./agent/internal/hbone:FuzzParseAuthority ./agent/internal/hbone:Fuz
 
 test: tools
 	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -tags scaleharness -run '^TestScale' ./agent/internal/app
 	cd tests/interop && $(GO) test -count=1 -timeout 20m ./...
 	@for f in $(FUZZ); do pkg=$${f%%:*}; fn=$${f##*:}; \
 		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \

@@ -61,6 +61,9 @@ type App struct {
 	gossipAlive atomic.Int64
 	// gossipMet is when this agent first saw another member (Unix nanoseconds; 0: not yet).
 	gossipMet atomic.Int64
+	// gossipGen is the generation of gossip's table the current snapshot holds (under the state store's build
+	// lock: only its Rebuild and Patch callbacks touch it).
+	gossipGen uint64
 	adminSrv  *admin.Server
 	ctlSrv    *admin.Server // the control API, on the unix socket
 	readySrv  *admin.Server

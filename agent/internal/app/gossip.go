@@ -190,7 +190,7 @@ func (a *App) gossipOnce(ctx context.Context) error {
 			return err
 		case <-a.gossip.Changed():
 			a.metrics.GossipEvents.WithLabelValues("records_changed").Inc()
-			a.publishState()
+			a.publishGossip()
 		case <-t.C:
 			dropped = a.countRejected(dropped)
 		}
@@ -240,15 +240,34 @@ func (a *App) stateInput(current *state.Snapshot) state.Input {
 	return in
 }
 
-// gossipInput adds what the peers declare to in.
+// gossipInput adds what the peers declare to in, and notes which generation of gossip's table it is.
 func (a *App) gossipInput(in *state.Input) {
 	if a.gossip != nil {
-		in.Workloads = append(in.Workloads, a.gossip.Workloads()...)
-		in.Services = append(in.Services, a.gossip.Services()...)
-		in.Unreachable = a.gossip.Unreachable()
-		in.Waypoints = append(in.Waypoints, a.gossip.Waypoints()...)
-		in.Gateways = append(in.Gateways, a.gossip.Gateways()...)
+		v := a.gossip.Current()
+		in.Workloads = append(in.Workloads, v.Workloads...)
+		in.Services = append(in.Services, v.Services...)
+		in.Unreachable = v.Unreachable
+		in.Waypoints = append(in.Waypoints, v.Waypoints...)
+		in.Gateways = append(in.Gateways, v.Gateways...)
+		a.gossipGen = v.Generation
 	}
+}
+
+// publishGossip takes what gossip changed into the mesh snapshot: as a patch when the changes are only of
+// workloads' attributes (state.Snapshot.Patch: a cost of what changed), else by rebuilding. It reports whether
+// it patched.
+func (a *App) publishGossip() bool {
+	return a.state.Patch(func(current *state.Snapshot, version uint64) (*state.Snapshot, bool) {
+		gen, nodes, ok := a.gossip.Changes(a.gossipGen)
+		if !ok || current == nil {
+			return nil, false
+		}
+		next, ok := current.Patch(version, nodes)
+		if ok {
+			a.gossipGen = gen
+		}
+		return next, ok
+	}, a.stateInput, a.reportConflicts)
 }
 
 // settleAfterMeeting is how long after meeting another member (with its

@@ -3,17 +3,22 @@
 package app
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"runtime"
+	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
 	"github.com/ambient-agent/ambient-agent/agent/internal/scalegen"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
@@ -87,9 +92,33 @@ func cpuTime() time.Duration {
 }
 
 // BenchmarkScaleGossipUpdate: one host's record changes (a workload's health flips; 64 hosts take turns) and the
-// agent takes it in: discovery receives and checks it, the mesh state is built and published, conflicts are
-// reported. cpu-ms/op is the process's CPU time per change (concurrent GC included).
+// agent takes it in as it does on gossip's Changed: discovery receives and checks it, the mesh snapshot is
+// patched (or built) and published. cpu-ms/op is the process's CPU time per change (concurrent GC included).
 func BenchmarkScaleGossipUpdate(b *testing.B) {
+	benchGossipChanges(b, func(i, h int) discovery.Record {
+		unhealthy := -1 // every workload healthy, then the first not, in turns
+		if i/64%2 == 1 {
+			unhealthy = 0
+		}
+		return scalegen.Record(h, unhealthy)
+	})
+}
+
+// BenchmarkScaleGossipStructural: one host's record changes what contests read (a workload moves to a new
+// address and back, in turns): the snapshot is built from everything.
+func BenchmarkScaleGossipStructural(b *testing.B) {
+	benchGossipChanges(b, func(i, h int) discovery.Record {
+		r := scalegen.Record(h, -1)
+		if i/64%2 == 1 {
+			w := *r.Workloads[0]
+			w.Addresses = []netip.Addr{netip.AddrFrom4([4]byte{11, byte(h >> 8), byte(h), 1})}
+			r.Workloads[0] = &w
+		}
+		return r
+	})
+}
+
+func benchGossipChanges(b *testing.B, record func(i, h int) discovery.Record) {
 	for _, n := range scaleSizes {
 		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
 			a := scaleApp(b, n)
@@ -99,19 +128,23 @@ func BenchmarkScaleGossipUpdate(b *testing.B) {
 			cpu := cpuTime()
 			for i := 0; b.Loop(); i++ {
 				h := i % 64
-				unhealthy := -1 // every workload healthy, then the first not, in turns
-				if i/64%2 == 1 {
-					unhealthy = 0
-				}
-				r := scalegen.Record(h, unhealthy)
+				r := record(i, h)
 				version++
 				r.Version = version
 				if err := a.gossip.Deliver(r, hostAddr(h)); err != nil {
 					b.Fatal(err)
 				}
-				a.publishState()
+				a.publishGossip()
 			}
 			b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
+			w, ok := a.state.Load().WorkloadByUID(scalegen.HostName(0) + "/" + scalegen.Record(0, -1).Workloads[0].Namespace + "/" + scalegen.Record(0, -1).Workloads[0].Name)
+			if !ok {
+				b.Fatal("host 0's first workload is not in the snapshot")
+			}
+			if want := record(b.N-1-(b.N-1)%64, 0).Workloads[0]; b.N > 0 && (w.Healthy != want.Healthy || w.Addresses[0] != want.Addresses[0]) {
+				b.Fatalf("host 0's first workload in the snapshot: healthy %v at %v; its last record says %v at %v",
+					w.Healthy, w.Addresses[0], want.Healthy, want.Addresses[0])
+			}
 		})
 	}
 }
@@ -139,4 +172,71 @@ func liveHeap() uint64 {
 	runtime.GC()
 	runtime.ReadMemStats(&m)
 	return m.HeapAlloc
+}
+
+// TestScalePatchesReadAsBuilds: an agent that takes gossip changes as patches (and builds when they are not only
+// of attributes) holds the snapshot it would have built from everything, change after change.
+func TestScalePatchesReadAsBuilds(t *testing.T) {
+	a := scaleApp(t, 1000)
+	var version uint64 = 1 << 62
+	rng := rand.New(rand.NewPCG(3, 4))
+	patched := 0
+	for i := range 200 {
+		h := rng.IntN(scalegen.Hosts(1000))
+		r := scalegen.Record(h, rng.IntN(scalegen.PerHost+1)-1)
+		r.Workloads[1].Labels = map[string]string{"round": strconv.Itoa(i)}
+		if rng.IntN(10) == 0 { // now and then a change no patch takes
+			w := *r.Workloads[2]
+			w.Addresses = []netip.Addr{netip.AddrFrom4([4]byte{11, byte(h >> 8), byte(h), byte(i)})}
+			r.Workloads[2] = &w
+		}
+		version++
+		r.Version = version
+		if err := a.gossip.Deliver(r, hostAddr(h)); err != nil {
+			t.Fatal(err)
+		}
+		before := a.state.Load().Version()
+		if a.publishGossip() {
+			patched++
+		}
+		got := a.state.Load()
+		if got.Version() != before+1 {
+			t.Fatalf("change %d published version %d after %d", i, got.Version(), before)
+		}
+		built := state.Build(got.Version(), a.stateInput(got))
+		if g, w := snapshotText(t, got), snapshotText(t, built); g != w {
+			t.Fatalf("change %d (host %d): the snapshot in use differs from the one built from everything", i, h)
+		}
+	}
+	if patched < 150 {
+		t.Errorf("%d of 200 changes were patches; about 180 take no contest", patched)
+	}
+	t.Logf("%d of 200 changes patched, the others built", patched)
+}
+
+// snapshotText is what the snapshot's readers see of every workload and service.
+func snapshotText(t *testing.T, s *state.Snapshot) string {
+	t.Helper()
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	for _, w := range s.Workloads() {
+		_ = enc.Encode(w)
+		if o, ok := s.WorkloadByAddr(w.Addresses[0]); ok {
+			_ = enc.Encode(o)
+		}
+	}
+	for _, svc := range s.Services() {
+		_ = enc.Encode(svc)
+		for _, e := range svc.Endpoints {
+			_ = enc.Encode(e.Workload)
+		}
+		if o, ok := s.ServiceByHostname(svc.Hostname); ok {
+			for _, e := range o.Endpoints {
+				_ = enc.Encode(e.Workload)
+			}
+		}
+	}
+	_ = enc.Encode(s.Conflicts())
+	_ = enc.Encode(s.ServiceConflicts())
+	return b.String()
 }

@@ -298,6 +298,24 @@ func (d *Discovery) Unreachable() map[netip.Addr]string {
 	return d.output().unreachable
 }
 
+// View is the output of one generation of the table: what Workloads, Services, Waypoints, Gateways and
+// Unreachable return, all of that generation. Shared: do not modify.
+type View struct {
+	Generation  uint64
+	Workloads   []*state.Workload
+	Services    []state.ServiceDecl
+	Waypoints   []*state.Waypoint
+	Gateways    []*state.NetworkGateway
+	Unreachable map[netip.Addr]string
+}
+
+// Current returns the view of the table's current generation (from which Changes tells what changed next).
+func (d *Discovery) Current() View {
+	v := d.output()
+	return View{Generation: v.gen, Workloads: v.workloads, Services: v.services, Waypoints: v.waypoints,
+		Gateways: v.gateways, Unreachable: v.unreachable}
+}
+
 // Records returns the other nodes' current records, ordered by node name. They are shared: do not modify them.
 func (d *Discovery) Records() []Record {
 	return d.output().records

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"math"
+	"sync"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -102,13 +103,20 @@ func decodeFragment(body []byte) (fragment, error) {
 	return f, nil
 }
 
+var deflaters = sync.Pool{New: func() any {
+	w, _ := flate.NewWriter(nil, flate.DefaultCompression) // only an invalid level fails
+	return w
+}}
+
 // fragments compresses raw, the encoding of version of node's record, and cuts it into broadcast messages; nil
 // when the compressed record needs more than maxFragments of them.
 func fragments(node string, version uint64, raw []byte) [][]byte {
 	var z bytes.Buffer
-	w, _ := flate.NewWriter(&z, flate.DefaultCompression) // only an invalid level fails
-	_, _ = w.Write(raw)                                   // a bytes.Buffer does not fail
+	w := deflaters.Get().(*flate.Writer) // a writer's state is large (about 600 KB): reused
+	w.Reset(&z)
+	_, _ = w.Write(raw) // a bytes.Buffer does not fail
 	_ = w.Close()
+	deflaters.Put(w)
 	data := z.Bytes()
 	count := (len(data) + fragmentBytes - 1) / fragmentBytes
 	if count > maxFragments {

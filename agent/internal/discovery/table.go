@@ -86,7 +86,9 @@ type table struct {
 	grace     time.Duration
 	reconnect time.Duration // how long a failed node's address is kept for rejoining
 	peers     map[string]*peer
-	gen       uint64 // changes whenever the set of current records changes
+	gen       uint64   // changes whenever the set of current records changes
+	changes   []change // what the last generations changed (changes.go)
+	nAlive    int      // peers with statusAlive
 }
 
 func newTable(self string, grace, reconnect time.Duration) *table {
@@ -103,12 +105,14 @@ func (t *table) up(name string, addr netip.AddrPort, a advert, ok bool, now time
 	if p == nil {
 		p = &peer{name: name, since: now}
 		t.peers[name] = p
+		t.nAlive++
 	}
 	if p.status != statusAlive {
 		if now.Sub(p.since) >= t.grace {
 			t.drop(p) // expired, though expire has not run yet
 		}
 		p.status, p.since, p.left = statusAlive, now, false
+		t.nAlive++
 	}
 	p.addr = addr
 	p.advertised, p.hasAdvert = a, ok
@@ -176,6 +180,7 @@ func (t *table) down(name string, now time.Time, left bool) {
 		return
 	}
 	p.status, p.since, p.left = statusDown, now, left
+	t.nAlive--
 	p.pending, p.missing = nil, time.Time{}
 	if t.grace == 0 {
 		t.drop(p)
@@ -285,6 +290,7 @@ func (t *table) expire(now time.Time) []string {
 		if age >= t.reconnect {
 			if len(p.unreachable) > 0 {
 				t.gen++ // its addresses are no longer held unreachable
+				t.logChange("", false)
 			}
 			delete(t.peers, name)
 		}
@@ -327,11 +333,13 @@ func (t *table) setCurrent(p *peer, h *held) {
 		p.current = h
 		return
 	}
+	workloads := workloadsOnly(p.current, h) && len(p.unreachable) == 0
 	p.current = h
 	if h != nil {
 		p.unreachable = nil
 	}
 	t.gen++
+	t.logChange(p.name, workloads)
 }
 
 // current returns the records in use, ordered by node name.
@@ -358,15 +366,7 @@ func (t *table) aliveAddrs() map[netip.AddrPort]bool {
 }
 
 // alive counts the alive members, this node included.
-func (t *table) alive() int {
-	n := 1
-	for _, p := range t.peers {
-		if p.status == statusAlive {
-			n++
-		}
-	}
-	return n
-}
+func (t *table) alive() int { return 1 + t.nAlive }
 
 // downAddrs returns the addresses of nodes that are down, candidates for rejoining.
 func (t *table) downAddrs() []netip.AddrPort {
