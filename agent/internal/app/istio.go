@@ -184,13 +184,21 @@ func (a *App) runIstiod(ctx context.Context) error {
 	a.istiodMetrics()
 	errc := make(chan error, 1)
 	go func() { errc <- a.istiod.Run(ctx) }()
+	var policyGen uint64
+	var enforced bool
 	for {
 		select {
 		case err := <-errc:
 			return err
 		case <-a.istiod.Changed():
 			u := a.istiod.Current()
-			closed := a.enforce(a.policies.SetXDS(u.Policies))
+			closed := 0
+			// Policies are compiled and live connections judged again only when istiod's policies changed: most
+			// deltas are of addresses.
+			if !enforced || u.PolicyGeneration != policyGen {
+				closed = a.enforce(a.policies.SetXDS(u.Policies))
+				policyGen, enforced = u.PolicyGeneration, true
+			}
 			a.publishState()
 			a.ready.set(condIstiod, a.istiod.Connected())
 			a.log.Info("istiod: update applied", "workloads", len(u.Workloads), "services", len(u.Services),

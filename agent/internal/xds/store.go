@@ -17,6 +17,8 @@ type store struct {
 	addresses map[string]*address                 // by resource name: a workload uid, or "namespace/hostname"
 	policies  map[string]*policy.XDSAuthorization // by resource name: "namespace/name"
 	versions  map[string]map[string]string        // type URL -> resource name -> version
+	// policyGen counts the responses that changed the policies.
+	policyGen uint64
 }
 
 func newStore() *store {
@@ -108,6 +110,9 @@ func (s *store) apply(resp *deltaResponse) (changed bool, rejected []rejection) 
 			delete(s.policies, name)
 		}
 		changed = changed || had
+	}
+	if changed && resp.typeURL == AuthorizationType {
+		s.policyGen++
 	}
 	return changed, rejected
 }

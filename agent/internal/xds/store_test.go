@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 )
 
 // TestRejectionDetailIsBounded: a hostile istiod that sends resources with names of megabytes must get a
@@ -53,5 +55,32 @@ func TestClip(t *testing.T) {
 		if got := clip(tc.in, tc.n); got != tc.want {
 			t.Errorf("clip(%q, %d) = %q, want %q", tc.in, tc.n, got, tc.want)
 		}
+	}
+}
+
+// The policy generation moves with the policies only: the agent compiles them and judges live connections
+// again when it moves.
+func TestPolicyGeneration(t *testing.T) {
+	s := newStore()
+	apply := func(r *discoveryv3.DeltaDiscoveryResponse) {
+		t.Helper()
+		if _, rejected := s.apply(wire(t, r)); len(rejected) > 0 {
+			t.Fatal(rejected)
+		}
+	}
+	apply(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: AuthorizationType, Resources: []*discoveryv3.Resource{
+		authzRes("ns/allow", "1", allowFrom("ns", "allow", "cluster.local/ns/ns/sa/b"))}})
+	if g := build(s, "").PolicyGeneration; g != 1 {
+		t.Fatalf("generation %d after the first policy, want 1", g)
+	}
+	apply(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: AddressType, Resources: []*discoveryv3.Resource{
+		addrRes("w1", "1", basicWorkload("w1", "ns", "a", "10.0.0.1"))}})
+	apply(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: AuthorizationType, RemovedResources: []string{"ns/unknown"}})
+	if g := build(s, "").PolicyGeneration; g != 1 {
+		t.Errorf("generation %d after an address and the removal of a policy never held, want 1", g)
+	}
+	apply(&discoveryv3.DeltaDiscoveryResponse{TypeUrl: AuthorizationType, RemovedResources: []string{"ns/allow"}})
+	if u := build(s, ""); u.PolicyGeneration != 2 || len(u.Policies) != 0 {
+		t.Errorf("generation %d and %d policies after the removal, want 2 and none", u.PolicyGeneration, len(u.Policies))
 	}
 }

@@ -31,6 +31,8 @@ type Update struct {
 	Waypoints []*state.Waypoint
 	// Policies are istiod's compiled authorization policies, by "namespace/name".
 	Policies []policy.XDSAuthorization
+	// PolicyGeneration changes whenever Policies does: an Update of the same generation has the same policies.
+	PolicyGeneration uint64
 }
 
 // IstiodNode is the node name of the services learned from istiod.
@@ -103,7 +105,7 @@ func build(s *store, network string) Update {
 	}
 	u.Services = v.declarations(wls)
 	u.Waypoints = v.waypointInstances(wls)
-	u.Policies = policies(s)
+	u.Policies, u.PolicyGeneration = policies(s), s.policyGen
 	for _, g := range gws {
 		if gw := networkGateway(g); gw != nil {
 			u.Gateways = append(u.Gateways, gw)

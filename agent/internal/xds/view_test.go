@@ -126,6 +126,7 @@ func TestBuildMapsEveryField(t *testing.T) {
 				Principals: []policy.XDSStringMatch{{Exact: "cluster.local/ns/ns2/sa/client"}},
 			}}}}}},
 		}},
+		PolicyGeneration: 1,
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("got\n%s\nwant\n%s", jsonOf(got), jsonOf(want))
