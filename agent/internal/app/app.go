@@ -64,15 +64,18 @@ type App struct {
 	// gossipGen is the generation of gossip's table the current snapshot holds (under the state store's build
 	// lock: only its Rebuild and Patch callbacks touch it).
 	gossipGen uint64
-	adminSrv  *admin.Server
-	ctlSrv    *admin.Server // the control API, on the unix socket
-	readySrv  *admin.Server
-	metrSrv   *admin.Server
-	warn      *telemetry.Limiter // rate-limits warnings: one per key per second
-	registry  *prometheus.Registry
-	metrics   *telemetry.Metrics
-	carried   *telemetry.Carried // the registry, with what the agents this one replaced counted
-	ctlLn     net.Listener       // the control socket's listener
+	// istiodBase is the generation of the last istiod update built from everything that the current snapshot
+	// holds (xds.Patch.Base; under the state store's build lock, as gossipGen).
+	istiodBase uint64
+	adminSrv   *admin.Server
+	ctlSrv     *admin.Server // the control API, on the unix socket
+	readySrv   *admin.Server
+	metrSrv    *admin.Server
+	warn       *telemetry.Limiter // rate-limits warnings: one per key per second
+	registry   *prometheus.Registry
+	metrics    *telemetry.Metrics
+	carried    *telemetry.Carried // the registry, with what the agents this one replaced counted
+	ctlLn      net.Listener       // the control socket's listener
 
 	// Handoff (handoff.go).
 	sockets     *handoff.Sockets  // the listening sockets, for the agent that replaces this one

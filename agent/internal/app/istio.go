@@ -184,27 +184,58 @@ func (a *App) runIstiod(ctx context.Context) error {
 	a.istiodMetrics()
 	errc := make(chan error, 1)
 	go func() { errc <- a.istiod.Run(ctx) }()
-	var policyGen uint64
-	var enforced bool
+	var last istiodApplied
 	for {
 		select {
 		case err := <-errc:
 			return err
 		case <-a.istiod.Changed():
-			u := a.istiod.Current()
-			closed := 0
-			// Policies are compiled and live connections judged again only when istiod's policies changed: most
-			// deltas are of addresses.
-			if !enforced || u.PolicyGeneration != policyGen {
-				closed = a.enforce(a.policies.SetXDS(u.Policies))
-				policyGen, enforced = u.PolicyGeneration, true
-			}
-			a.publishState()
-			a.ready.set(condIstiod, a.istiod.Connected())
-			a.log.Info("istiod: update applied", "workloads", len(u.Workloads), "services", len(u.Services),
-				"waypoints", len(u.Waypoints), "policies", len(u.Policies), "connections_closed", closed)
+			a.applyIstiod(&last)
 		}
 	}
+}
+
+// istiodApplied is what the agent took in of istiod's last update.
+type istiodApplied struct {
+	policyGen uint64
+	enforced  bool
+}
+
+// applyIstiod takes istiod's current update in: its policies (compiled, and live connections judged again, only
+// when they changed: most deltas are of addresses) and the mesh snapshot.
+func (a *App) applyIstiod(last *istiodApplied) {
+	u := a.istiod.Current()
+	closed := 0
+	if !last.enforced || u.PolicyGeneration != last.policyGen {
+		closed = a.enforce(a.policies.SetXDS(u.Policies))
+		last.policyGen, last.enforced = u.PolicyGeneration, true
+	}
+	a.publishIstiod()
+	a.ready.set(condIstiod, a.istiod.Connected())
+	a.log.Info("istiod: update applied", "workloads", len(u.Workloads), "services", len(u.Services),
+		"waypoints", len(u.Waypoints), "policies", len(u.Policies), "connections_closed", closed)
+}
+
+// publishIstiod takes istiod's current update into the mesh snapshot: as a patch when it changed workloads'
+// attributes only since the update the snapshot was built with (xds.Patch), else by rebuilding. It reports
+// whether it patched.
+func (a *App) publishIstiod() bool {
+	return a.state.Patch(func(current *state.Snapshot, version uint64) (*state.Snapshot, bool) {
+		p := a.istiod.Current().Patch
+		if p == nil || current == nil || p.Base != a.istiodBase {
+			return nil, false
+		}
+		if copies := a.istiodCopies.Load(); copies != nil && len(*copies) > 0 {
+			for _, w := range p.Workloads { // istiod's copies of local workloads are merged into them: build
+				for _, uid := range *copies {
+					if uid == w.UID {
+						return nil, false
+					}
+				}
+			}
+		}
+		return current.PatchIstiod(version, p.Workloads)
+	}, a.stateInput, a.reportConflicts)
 }
 
 // istiodInput is what istiod sent last, minus its copies of this host's own
@@ -216,6 +247,10 @@ func (a *App) istiodInput(in *state.Input) {
 		return
 	}
 	u := a.istiod.Current()
+	a.istiodBase = u.Generation // the update the snapshot holds, of the lineage patches start from
+	if u.Patch != nil {
+		a.istiodBase = u.Patch.Base
+	}
 	local := map[netip.Addr]int{}
 	for i, w := range in.Workloads {
 		if w.Local {

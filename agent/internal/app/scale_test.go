@@ -19,9 +19,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/discovery"
+	"github.com/ambient-agent/ambient-agent/agent/internal/policy"
+	"github.com/ambient-agent/ambient-agent/agent/internal/proxy"
 	"github.com/ambient-agent/ambient-agent/agent/internal/scalegen"
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 	"github.com/ambient-agent/ambient-agent/agent/internal/telemetry"
+	"github.com/ambient-agent/ambient-agent/agent/internal/xds"
 )
 
 // The scale harness (make bench-scale, docs/scale.md): the agent's own update path, fed the records of a mesh
@@ -145,6 +148,92 @@ func benchGossipChanges(b *testing.B, record func(i, h int) discovery.Record) {
 				b.Fatalf("host 0's first workload in the snapshot: healthy %v at %v; its last record says %v at %v",
 					w.Healthy, w.Addresses[0], want.Healthy, want.Addresses[0])
 			}
+		})
+	}
+}
+
+// istiodApp is an agent that knows the cluster of n workloads from istiod (xds's harness), not yet applied.
+func istiodApp(tb testing.TB, n int) (*App, *xds.Client) {
+	tb.Helper()
+	cfg := testConfig(tb, "[node]\nname = \"local\"\n[[workload]]\nname = \"web\"\naddresses = [\"192.168.77.1\"]\n")
+	a := &App{log: slog.New(slog.NewTextHandler(io.Discard, nil)), metrics: telemetry.NewMetrics(prometheus.NewRegistry(), "scale"),
+		ready: newReadiness(), live: proxy.NewLive(), policies: policy.NewStore(nil)}
+	a.cfg.Store(cfg)
+	a.state = state.NewStore(a.localInput(cfg))
+	c, err := xds.New(xds.Options{Address: "127.0.0.1:15012", NodeName: "local", Namespace: "default"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a.istiod = c
+	if err := c.Apply(xds.HarnessMesh(n, -1)); err != nil {
+		tb.Fatal(err)
+	}
+	return a, c
+}
+
+// TestScaleIstiodPatchesReadAsBuilds: istiod's deltas of workloads' health are taken as patches (a removal and
+// the workload's return are built), and the snapshot in use is always the one built from everything.
+func TestScaleIstiodPatchesReadAsBuilds(t *testing.T) {
+	a, c := istiodApp(t, 1000)
+	var last istiodApplied
+	a.applyIstiod(&last)
+	rng := rand.New(rand.NewPCG(5, 6))
+	patched, removed := 0, -1
+	for i := range 200 {
+		var delta []byte
+		switch {
+		case removed >= 0:
+			delta, removed = xds.HarnessWorkloadDelta(removed, true), -1
+		case rng.IntN(10) == 0:
+			removed = rng.IntN(1000)
+			delta = xds.HarnessRemoval(removed)
+		default:
+			delta = xds.HarnessWorkloadDelta(rng.IntN(1000), rng.IntN(2) == 0)
+		}
+		if err := c.Apply(delta); err != nil {
+			t.Fatal(err)
+		}
+		before := a.state.Load().Version()
+		u := a.istiod.Current()
+		if !last.enforced || u.PolicyGeneration != last.policyGen {
+			t.Fatal("policies compiled again for a delta of addresses")
+		}
+		if a.publishIstiod() {
+			patched++
+		}
+		got := a.state.Load()
+		if got.Version() != before+1 {
+			t.Fatalf("change %d published version %d after %d", i, got.Version(), before)
+		}
+		built := state.Build(got.Version(), a.stateInput(got))
+		if g, w := snapshotText(t, got), snapshotText(t, built); g != w {
+			t.Fatalf("change %d: the snapshot in use differs from the one built from everything", i)
+		}
+	}
+	if patched < 140 {
+		t.Errorf("%d of 200 deltas were patches; about 160 are of health only", patched)
+	}
+	t.Logf("%d of 200 istiod deltas patched, the others built", patched)
+}
+
+// BenchmarkScaleIstiodDelta: istiod sends one workload's new health (64 workloads take turns) and the agent takes
+// it in as it does from its stream: decoded, applied, its view built, the snapshot built, policies as needed.
+func BenchmarkScaleIstiodDelta(b *testing.B) {
+	for _, n := range scaleSizes {
+		b.Run(fmt.Sprintf("n=%d", n), func(b *testing.B) {
+			a, c := istiodApp(b, n)
+			var last istiodApplied
+			a.applyIstiod(&last)
+			b.ReportAllocs()
+			b.ResetTimer()
+			cpu := cpuTime()
+			for i := 0; b.Loop(); i++ {
+				if err := c.Apply(xds.HarnessWorkloadDelta(i%64, i/64%2 == 0)); err != nil {
+					b.Fatal(err)
+				}
+				a.applyIstiod(&last)
+			}
+			b.ReportMetric(float64((cpuTime()-cpu).Microseconds())/1000/float64(b.N), "cpu-ms/op")
 		})
 	}
 }

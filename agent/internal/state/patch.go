@@ -48,7 +48,7 @@ func (s *Snapshot) freshService(svc *Service) *Service {
 // ok is false otherwise, and the caller builds the snapshot from its whole input instead.
 func (s *Snapshot) Patch(version uint64, nodes map[string][]*Workload) (_ *Snapshot, ok bool) {
 	repl := map[string]*Workload{}
-	var touched []string // nodes whose workloads changed
+	var keys []string // of the services to copy
 	for node, ws := range nodes {
 		uids := s.nodeUIDs[node]
 		if len(ws) != len(uids) {
@@ -71,17 +71,48 @@ func (s *Snapshot) Patch(version uint64, nodes map[string][]*Workload) (_ *Snaps
 			changed = true
 		}
 		if changed {
-			touched = append(touched, node)
+			keys = append(keys, s.nodeSvcs[node]...)
 		}
 	}
+	return s.patch(version, repl, keys)
+}
+
+// PatchIstiod is Patch for workloads learned from istiod: ws replace the workloads of their UIDs, when each
+// is known from istiod and differs in attributes only.
+func (s *Snapshot) PatchIstiod(version uint64, ws []*Workload) (_ *Snapshot, ok bool) {
+	repl := make(map[string]*Workload, len(ws))
+	var keys []string
+	for _, w := range ws {
+		cur := s.fresh(s.byUID[w.UID])
+		switch {
+		case cur == w:
+			continue
+		case cur == nil || cur.Origin != OriginIstiod || !sameClaims(cur, w):
+			return nil, false
+		}
+		repl[w.UID] = w
+		keys = append(keys, s.uidSvcs[w.UID]...)
+	}
+	return s.patch(version, repl, keys)
+}
+
+// patch is s with the workloads of repl (by UID) and copies of the services of keys that have them as
+// endpoints put over it, numbered version.
+func (s *Snapshot) patch(version uint64, repl map[string]*Workload, keys []string) (*Snapshot, bool) {
 	next := *s
 	next.version = version
 	if len(repl) == 0 {
 		return &next, true
 	}
-	over := &overlay{workloads: make(map[string]*Workload, len(repl)), services: map[string]*Service{}}
+	base := 0
 	if s.over != nil {
-		over.workloads = make(map[string]*Workload, len(s.over.workloads)+len(repl))
+		base = len(s.over.workloads)
+	}
+	if base+len(repl) > maxOverlay {
+		return nil, false
+	}
+	over := &overlay{workloads: make(map[string]*Workload, base+len(repl)), services: map[string]*Service{}}
+	if s.over != nil {
 		for k, v := range s.over.workloads {
 			over.workloads[k] = v
 		}
@@ -89,26 +120,24 @@ func (s *Snapshot) Patch(version uint64, nodes map[string][]*Workload) (_ *Snaps
 			over.services[k] = v
 		}
 	}
-	if len(over.workloads)+len(repl) > maxOverlay {
-		return nil, false
-	}
 	for uid, w := range repl {
 		over.workloads[uid] = w
 	}
-	for _, node := range touched {
-		for _, key := range s.nodeSvcs[node] {
-			svc := s.freshService(s.svcByKey[key])
-			c := *svc
-			c.Endpoints = slices.Clone(svc.Endpoints)
-			for i, e := range c.Endpoints {
-				if w, ok := repl[e.UID]; ok {
-					ep := *e
-					ep.Workload = w
-					c.Endpoints[i] = &ep
-				}
-			}
-			over.services[key] = &c
+	for _, key := range keys {
+		svc := s.freshService(s.svcByKey[key])
+		if svc == nil {
+			continue
 		}
+		c := *svc
+		c.Endpoints = slices.Clone(svc.Endpoints)
+		for i, e := range c.Endpoints {
+			if w, ok := repl[e.UID]; ok {
+				ep := *e
+				ep.Workload = w
+				c.Endpoints[i] = &ep
+			}
+		}
+		over.services[key] = &c
 	}
 	next.over = over
 	return &next, true
@@ -122,25 +151,33 @@ func sameClaims(a, b *Workload) bool {
 		a.Primary == b.Primary && a.Local == b.Local && a.Origin == b.Origin && a.AddressProven == b.AddressProven
 }
 
-// indexNodes lists, per gossip node, the UIDs of its workloads in use and the services they are endpoints of:
-// what Patch replaces.
+// indexNodes lists, per gossip node, the UIDs of its workloads in use and the services they are endpoints of,
+// and per workload from istiod the services it is an endpoint of: what patches replace.
 func (s *Snapshot) indexNodes() {
 	s.nodeUIDs = map[string][]string{}
 	for _, w := range s.workloads {
-		if !w.Local && (w.Origin == OriginGossip || w.Origin == OriginUnsigned) {
+		if gossiped(w) {
 			s.nodeUIDs[w.Node] = append(s.nodeUIDs[w.Node], w.UID)
 		}
 	}
-	s.nodeSvcs = map[string][]string{}
+	s.nodeSvcs, s.uidSvcs = map[string][]string{}, map[string][]string{}
 	for _, svc := range s.services {
-		var last string
+		key := svc.Key()
 		for _, e := range svc.Endpoints {
-			if w := e.Workload; w.Node != last && s.nodeUIDs[w.Node] != nil && !w.Local {
-				if keys := s.nodeSvcs[w.Node]; len(keys) == 0 || keys[len(keys)-1] != svc.Key() {
-					s.nodeSvcs[w.Node] = append(keys, svc.Key())
+			switch w := e.Workload; {
+			case gossiped(w):
+				if keys := s.nodeSvcs[w.Node]; len(keys) == 0 || keys[len(keys)-1] != key {
+					s.nodeSvcs[w.Node] = append(keys, key)
 				}
-				last = w.Node
+			case w.Origin == OriginIstiod && !w.Local:
+				if keys := s.uidSvcs[w.UID]; len(keys) == 0 || keys[len(keys)-1] != key {
+					s.uidSvcs[w.UID] = append(keys, key)
+				}
 			}
 		}
 	}
+}
+
+func gossiped(w *Workload) bool {
+	return !w.Local && (w.Origin == OriginGossip || w.Origin == OriginUnsigned)
 }

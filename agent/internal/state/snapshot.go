@@ -43,6 +43,7 @@ type Snapshot struct {
 	over     *overlay
 	nodeUIDs map[string][]string // gossip node -> the UIDs of its workloads in use, sorted
 	nodeSvcs map[string][]string // gossip node -> the keys of the services its workloads are endpoints of
+	uidSvcs  map[string][]string // workload from istiod -> the keys of the services it is an endpoint of
 }
 
 // Input is what a snapshot is built from: workloads (local and learned),

@@ -30,7 +30,8 @@ type Client struct {
 
 	// Owned by the Run goroutine.
 	store  *store
-	synced bool // the first view of both types has been published
+	synced bool  // the first view of both types has been published
+	view   *view // of the current Update's last build (patches change its workloads)
 }
 
 // New validates the options. It connects to nothing; Run does.
@@ -111,9 +112,16 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// publish computes and swaps in the view of the store, and wakes the reader of Changed.
+// publish computes and swaps in the view of the store, and wakes the reader of Changed: as a patch of the
+// current one when only workloads' attributes changed (patch.go), else built from everything.
 func (c *Client) publish() {
-	u := build(c.store, c.opts.Network)
+	prev := c.current.Load()
+	u, ok := c.patch(prev)
+	if !ok {
+		u, c.view = buildView(c.store, c.opts.Network)
+		u.Generation = prev.Generation + 1
+	}
+	c.store.touched, c.store.reshaped = nil, false
 	c.current.Store(&u)
 	select {
 	case c.changed <- struct{}{}:

@@ -19,6 +19,10 @@ type store struct {
 	versions  map[string]map[string]string        // type URL -> resource name -> version
 	// policyGen counts the responses that changed the policies.
 	policyGen uint64
+	// touched are the workload resources replaced since the view was last built, each with its version then;
+	// reshaped says something else of the addresses changed (a service, a removal, a new resource).
+	touched  map[string]*address
+	reshaped bool
 }
 
 func newStore() *store {
@@ -101,6 +105,7 @@ func (s *store) apply(resp *deltaResponse) (changed bool, rejected []rejection) 
 		delete(versions, name)
 		switch resp.typeURL {
 		case AddressType:
+			s.reshaped = true
 			_, had2 := s.addresses[name]
 			had = had || had2
 			delete(s.addresses, name)
@@ -133,6 +138,7 @@ func (s *store) put(typeURL string, r resource) error {
 		if err != nil {
 			return err
 		}
+		s.touch(r.name, a)
 		s.addresses[r.name] = a
 	case AuthorizationType:
 		p, err := decodeAuthorization(r.payload)
@@ -151,4 +157,19 @@ func (s *store) initialVersions(typeURL string) map[string]string {
 		return nil
 	}
 	return maps.Clone(v)
+}
+
+// touch notes that address resource name is replaced by a, for the next view (patch.go).
+func (s *store) touch(name string, a *address) {
+	old := s.addresses[name]
+	if old == nil || old.Workload == nil || a.Workload == nil {
+		s.reshaped = true
+		return
+	}
+	if s.touched == nil {
+		s.touched = map[string]*address{}
+	}
+	if _, ok := s.touched[name]; !ok {
+		s.touched[name] = old
+	}
 }

@@ -33,6 +33,10 @@ type Update struct {
 	Policies []policy.XDSAuthorization
 	// PolicyGeneration changes whenever Policies does: an Update of the same generation has the same policies.
 	PolicyGeneration uint64
+	// Generation numbers the Updates; Patch, when not nil, says what this one changed since the last one built
+	// from everything.
+	Generation uint64
+	Patch      *Patch
 }
 
 // IstiodNode is the node name of the services learned from istiod.
@@ -63,10 +67,17 @@ type view struct {
 	names     map[string]string // "namespace/hostname" -> the service's name in the agent (see serviceName)
 	waypoints map[string]bool   // "namespace/hostname" of services used as a waypoint
 	podWPs    map[string]bool   // uids of workloads used as a waypoint by address, without a service
+	index     map[string]int    // uid -> its place in the Update's Workloads
 }
 
 // build computes the Update for the store's current content.
 func build(s *store, network string) Update {
+	u, _ := buildView(s, network)
+	return u
+}
+
+// buildView computes the Update for the store's current content, and the view it is of.
+func buildView(s *store, network string) (Update, *view) {
 	v := &view{
 		network:   network,
 		workloads: map[string]*workload{},
@@ -100,8 +111,10 @@ func build(s *store, network string) Update {
 	v.names = serviceNames(v.services)
 
 	var u Update
-	for _, w := range wls {
+	v.index = make(map[string]int, len(wls))
+	for i, w := range wls {
 		u.Workloads = append(u.Workloads, v.workload(w))
+		v.index[w.UID] = i
 	}
 	u.Services = v.declarations(wls)
 	u.Waypoints = v.waypointInstances(wls)
@@ -111,7 +124,7 @@ func build(s *store, network string) Update {
 			u.Gateways = append(u.Gateways, gw)
 		}
 	}
-	return u
+	return u, v
 }
 
 // onNetwork reports whether something on network n is reachable from this host without a network gateway.

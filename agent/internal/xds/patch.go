@@ -1,0 +1,87 @@
+package xds
+
+import (
+	"maps"
+	"reflect"
+	"slices"
+	"strings"
+
+	"github.com/ambient-agent/ambient-agent/agent/internal/state"
+)
+
+// Patch is what an Update changed since the last Update built from everything (generation Base): the newest
+// version of each workload istiod replaced since with one that differs only in attributes no contest reads
+// (health, capacity, locality, bound policies, canonical names, cluster), so that the agent can patch its mesh
+// snapshot (state.Snapshot.PatchIstiod) instead of building it. Anything else builds the next Update from
+// everything, with no Patch.
+type Patch struct {
+	Base      uint64
+	Workloads []*state.Workload
+}
+
+// maxPatch bounds the workloads a Patch carries: past it the next Update is built from everything.
+const maxPatch = 4096
+
+// patch makes the next Update from prev when the store's changes since are workloads' attributes only.
+func (c *Client) patch(prev *Update) (Update, bool) {
+	s, v := c.store, c.view
+	if v == nil || s.reshaped || prev.Generation == 0 {
+		return Update{}, false
+	}
+	u := *prev
+	u.Generation = prev.Generation + 1
+	u.Policies, u.PolicyGeneration = policies(s), s.policyGen
+	p := &Patch{Base: prev.Generation}
+	replaced := map[string]*state.Workload{}
+	if prev.Patch != nil {
+		p.Base = prev.Patch.Base
+		for _, w := range prev.Patch.Workloads {
+			replaced[w.UID] = w
+		}
+	}
+	if len(s.touched) > 0 {
+		u.Workloads = slices.Clone(prev.Workloads)
+	}
+	for name, old := range s.touched {
+		w := s.addresses[name].Workload
+		i, kept := v.index[w.UID]
+		if !kept || w.UID != old.Workload.UID || !attributesOnly(old.Workload, w) || v.waypointPod(w) {
+			return Update{}, false
+		}
+		v.workloads[w.UID] = w
+		sw := v.workload(w)
+		u.Workloads[i] = sw
+		replaced[w.UID] = sw
+	}
+	if len(replaced) > maxPatch {
+		return Update{}, false
+	}
+	p.Workloads = slices.SortedFunc(maps.Values(replaced), func(a, b *state.Workload) int { return strings.Compare(a.UID, b.UID) })
+	u.Patch = p
+	return u, true
+}
+
+// attributesOnly reports whether b, a new version of workload a, differs from it only in attributes no contest
+// and no other part of the Update reads.
+func attributesOnly(a, b *workload) bool {
+	x, y := *a, *b
+	for _, w := range []*workload{&x, &y} {
+		w.Status, w.Capacity, w.Locality, w.AuthorizationPolicies, w.ClusterID = 0, 0, state.Locality{}, nil, ""
+		w.CanonicalName, w.CanonicalRevision, w.WorkloadName = "", "", ""
+	}
+	return reflect.DeepEqual(x, y)
+}
+
+// waypointPod reports whether w is an instance of a waypoint (by a service or by its address): its Update's
+// waypoints are made from it.
+func (v *view) waypointPod(w *workload) bool {
+	if v.podWPs[w.UID] {
+		return true
+	}
+	for key := range w.Services {
+		if v.waypoints[key] {
+			return true
+		}
+	}
+	return false
+}
