@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"io"
 	"math"
+	"strconv"
 	"sync"
 	"time"
 
@@ -19,11 +20,13 @@ import (
 // instead of being pulled from its node by every member (repair.go), which answers at most replyRate a second.
 // Every piece names the record's version and digest, and a receiver keeps only pieces of the record the node
 // advertises (memberlist metadata: version, digest, size): pieces of anything else are dropped before they cost
-// anything. Put back together, the record must inflate to exactly the advertised size and digest; then it is
-// offered as if it had come whole, and verified as any record is. Only a record accepted that way is passed on,
-// piece by piece, so unverifiable pieces are never amplified by honest members. A forged piece spoils its
-// assembly at worst: the record is then pulled from its node (repair.go), and that node's failed assemblies are
-// paced. An agent that does not know fragments ignores them and pulls the record as before.
+// anything. A member passes each piece of the advertised record on the first time it sees it (pieces travel in
+// separate packets to random members: relayed only once the whole record is in hand, they rarely all meet), so a
+// forged piece is relayed no more than an honest one would be. Put back together, the record must inflate to
+// exactly the advertised size and digest; then it is offered as if it had come whole, and verified as any record
+// is. A forged piece spoils its assembly at worst: the record is then pulled from its node (repair.go), and that
+// node's failed assemblies are paced. An agent that does not know fragments ignores them and pulls the record as
+// before.
 const (
 	kindFragment byte = 6 // body: fragment; one piece of a compressed record
 
@@ -150,11 +153,11 @@ type assemblies struct {
 }
 
 // add takes fragment f, a piece of the record its node advertises, and returns the complete compressed record
-// when f was its last missing piece.
-func (as *assemblies) add(f fragment, now time.Time) ([]byte, error) {
+// when f was its last missing piece; fresh says f was not seen before (and is to be passed on).
+func (as *assemblies) add(f fragment, now time.Time) (data []byte, fresh bool, err error) {
 	if t, ok := as.failed[f.node]; ok {
 		if now.Sub(t) < failedPace {
-			return nil, drop(reasonStale, "a fragment of node %q, whose last assembly failed less than %s ago", f.node, failedPace)
+			return nil, false, drop(reasonStale, "a fragment of node %q, whose last assembly failed less than %s ago", f.node, failedPace)
 		}
 		delete(as.failed, f.node)
 	}
@@ -166,7 +169,7 @@ func (as *assemblies) add(f fragment, now time.Time) ([]byte, error) {
 	case a != nil && len(a.parts) != f.count:
 		as.remove(f.node)
 		as.fail(f.node, now)
-		return nil, drop(reasonMalformed, "fragments of version %d of node %q disagree on their count", f.version, f.node)
+		return nil, false, drop(reasonMalformed, "fragments of version %d of node %q disagree on their count", f.version, f.node)
 	}
 	if a == nil {
 		a = &assembly{version: f.version, digest: f.digest, parts: make([][]byte, f.count), started: now}
@@ -176,21 +179,21 @@ func (as *assemblies) add(f fragment, now time.Time) ([]byte, error) {
 		as.byNode[f.node] = a
 	}
 	if a.parts[f.index] != nil {
-		return nil, nil // a piece seen already: relays repeat it
+		return nil, false, nil // a piece seen already: relays repeat it
 	}
 	if as.bytes+len(f.data) > maxAssemblyBytes {
 		as.remove(f.node)
-		return nil, drop(reasonTooLarge, "fragments held over %d bytes", maxAssemblyBytes)
+		return nil, false, drop(reasonTooLarge, "fragments held over %d bytes", maxAssemblyBytes)
 	}
 	a.parts[f.index] = bytes.Clone(f.data)
 	a.have++
 	a.bytes += len(f.data)
 	as.bytes += len(f.data)
 	if a.have < len(a.parts) {
-		return nil, nil
+		return nil, true, nil
 	}
 	as.remove(f.node)
-	return bytes.Join(a.parts, nil), nil
+	return bytes.Join(a.parts, nil), true, nil
 }
 
 // fail records that an assembly of node did not give the record advertised.
@@ -248,6 +251,7 @@ func (d *Discovery) receiveFragment(body []byte) {
 	p := d.table.peers[f.node]
 	var data []byte
 	var size int
+	var fresh bool
 	switch {
 	case p == nil:
 		err = drop(reasonUnknownNode, "a fragment of node %q, not a member", f.node)
@@ -257,12 +261,15 @@ func (d *Discovery) receiveFragment(body []byte) {
 		err = drop(reasonStale, "a fragment of version %d of node %q, which advertises another record", f.version, f.node)
 	default:
 		size = p.advertised.size
-		data, err = d.assembling.add(f, now)
+		data, fresh, err = d.assembling.add(f, now)
 	}
 	d.mu.Unlock()
 	if err != nil {
 		d.dropped(err, f.node, "record fragment")
 		return
+	}
+	if fresh { // passed on as it came: every member forwards the node's own pieces
+		d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + f.node + "/" + strconv.Itoa(f.index), msg: encodeMessage(kindFragment, body)})
 	}
 	if data == nil {
 		return
@@ -278,7 +285,8 @@ func (d *Discovery) receiveFragment(body []byte) {
 		d.dropped(err, f.node, "record fragment")
 		return
 	}
-	d.offer(raw, true)
+	d.stats.relayed.Add(1) // its pieces were
+	d.offer(raw, false)
 }
 
 // cut is the fragments of a record too large to broadcast whole; nil for one that fits.

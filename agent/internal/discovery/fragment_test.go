@@ -57,7 +57,7 @@ func TestFragmentsRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		data, err := as.add(f, time.Now())
+		data, _, err := as.add(f, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,19 +85,19 @@ func TestFragmentsRefused(t *testing.T) {
 		return fragment{node: "n1", version: version, digest: [32]byte{byte(version)}, index: index, count: count, data: []byte{1, 2, 3}}
 	}
 	var as assemblies
-	if _, err := as.add(piece(6, 0, 2), now); err != nil {
+	if _, _, err := as.add(piece(6, 0, 2), now); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := as.add(piece(6, 1, 3), now); reasonOf(err) != reasonMalformed || as.byNode["n1"] != nil {
+	if _, _, err := as.add(piece(6, 1, 3), now); reasonOf(err) != reasonMalformed || as.byNode["n1"] != nil {
 		t.Errorf("fragments that disagree on their count: %v, assembly %v; want malformed and dropped", err, as.byNode["n1"])
 	}
-	if _, err := as.add(piece(6, 0, 2), now.Add(failedPace/2)); reasonOf(err) != reasonStale {
+	if _, _, err := as.add(piece(6, 0, 2), now.Add(failedPace/2)); reasonOf(err) != reasonStale {
 		t.Errorf("a fragment of a node whose assembly just failed: %v, want stale (paced)", err)
 	}
-	if _, err := as.add(piece(6, 0, 2), now.Add(failedPace)); err != nil {
+	if _, _, err := as.add(piece(6, 0, 2), now.Add(failedPace)); err != nil {
 		t.Errorf("a fragment after the pace: %v", err)
 	}
-	if _, err := as.add(piece(7, 0, 2), now.Add(failedPace)); err != nil || as.byNode["n1"].version != 7 || as.bytes != 3 {
+	if _, _, err := as.add(piece(7, 0, 2), now.Add(failedPace)); err != nil || as.byNode["n1"].version != 7 || as.bytes != 3 {
 		t.Errorf("a piece of the record the node advertises now: %v, want it to replace the older assembly", err)
 	}
 	as.expire(now.Add(failedPace + assemblyTimeout + time.Second))
@@ -108,7 +108,7 @@ func TestFragmentsRefused(t *testing.T) {
 	// The bytes held over all nodes are bounded: pieces of many nodes' records that never finish.
 	big := make([]byte, fragmentBytes)
 	for i := range maxAssemblyBytes/fragmentBytes + 10 {
-		_, err := as.add(fragment{node: fmt.Sprintf("n%d", i), version: 1, count: 2, data: big}, now)
+		_, _, err := as.add(fragment{node: fmt.Sprintf("n%d", i), version: 1, count: 2, data: big}, now)
 		if as.bytes > maxAssemblyBytes {
 			t.Fatalf("%d bytes held after %d nodes' fragments (%v)", as.bytes, i, err)
 		}

@@ -23,7 +23,11 @@ type held struct {
 }
 
 func newHeld(rec *Record, raw []byte, relay bool, p proven) *held {
-	return &held{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), workloads: remoteWorkloads(rec, p), proof: p, relay: relay}
+	ws := remoteWorkloads(rec, p)
+	// The record keeps the derived workloads rather than a second copy of each: they carry the same claims
+	// (names, identity, addresses), which is what the record's workloads are read for once it is held.
+	rec.Workloads = ws
+	return &held{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), workloads: ws, proof: p, relay: relay}
 }
 
 // expiredProofs reports whether the record's signatures no longer count at now.

@@ -112,8 +112,9 @@ func (s *Snapshot) mergeService(ds []*ServiceDecl, prev *Snapshot) (*Service, in
 		}
 		return nil, best
 	}
+	kept := *def // a copy: a pointer into the input's declarations would keep them all alive with the snapshot
 	svc := &Service{Name: def.Name, Namespace: def.Namespace, Hostname: def.Hostname, Addresses: slices.Clone(def.VIPs),
-		Ports: slices.Clone(def.Ports), UseWaypoint: def.UseWaypoint, ServiceAccounts: allowed, Traffic: def.Traffic, def: def}
+		Ports: slices.Clone(def.Ports), UseWaypoint: def.UseWaypoint, ServiceAccounts: allowed, Traffic: def.Traffic, def: &kept}
 	for _, d := range ds {
 		if d != def {
 			if why := s.joins(d, def, allowed); why != "" {
