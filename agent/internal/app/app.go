@@ -67,6 +67,7 @@ type App struct {
 	// istiodBase is the generation of the last istiod update built from everything that the current snapshot
 	// holds (xds.Patch.Base; under the state store's build lock, as gossipGen).
 	istiodBase uint64
+	istiodGen  uint64 // the generation of the istiod update the current snapshot holds (same lock)
 	adminSrv   *admin.Server
 	ctlSrv     *admin.Server // the control API, on the unix socket
 	readySrv   *admin.Server

@@ -221,20 +221,17 @@ func (a *App) applyIstiod(last *istiodApplied) {
 // whether it patched.
 func (a *App) publishIstiod() bool {
 	return a.state.Patch(func(current *state.Snapshot, version uint64) (*state.Snapshot, bool) {
-		p := a.istiod.Current().Patch
-		if p == nil || current == nil || p.Base != a.istiodBase {
+		u := a.istiod.Current()
+		if u.Patch == nil || current == nil || u.Patch.Base != a.istiodBase {
 			return nil, false
 		}
-		if copies := a.istiodCopies.Load(); copies != nil && len(*copies) > 0 {
-			for _, w := range p.Workloads { // istiod's copies of local workloads are merged into them: build
-				for _, uid := range *copies {
-					if uid == w.UID {
-						return nil, false
-					}
-				}
-			}
+		// istiod's copies of local workloads are merged into them: PatchIstiod finds no such workload, and
+		// the snapshot is built
+		next, ok := current.PatchIstiod(version, u.Patch.Since(a.istiodGen))
+		if ok {
+			a.istiodGen = u.Generation
 		}
-		return current.PatchIstiod(version, p.Workloads)
+		return next, ok
 	}, a.stateInput, a.reportConflicts)
 }
 
@@ -247,7 +244,7 @@ func (a *App) istiodInput(in *state.Input) {
 		return
 	}
 	u := a.istiod.Current()
-	a.istiodBase = u.Generation // the update the snapshot holds, of the lineage patches start from
+	a.istiodBase, a.istiodGen = u.Generation, u.Generation // the update the snapshot holds, and its lineage
 	if u.Patch != nil {
 		a.istiodBase = u.Patch.Base
 	}

@@ -1,6 +1,7 @@
 package state
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -67,6 +68,9 @@ func (s *Snapshot) Patch(version uint64, nodes map[string][]*Workload) (_ *Snaps
 			if !sameClaims(cur, w) {
 				return nil, false
 			}
+			if reflect.DeepEqual(cur, w) { // a record signed again, its workloads as they were
+				continue
+			}
 			repl[w.UID] = w
 			changed = true
 		}
@@ -89,6 +93,8 @@ func (s *Snapshot) PatchIstiod(version uint64, ws []*Workload) (_ *Snapshot, ok 
 			continue
 		case cur == nil || cur.Origin != OriginIstiod || !sameClaims(cur, w):
 			return nil, false
+		case reflect.DeepEqual(cur, w):
+			continue
 		}
 		repl[w.UID] = w
 		keys = append(keys, s.uidSvcs[w.UID]...)
@@ -123,7 +129,12 @@ func (s *Snapshot) patch(version uint64, repl map[string]*Workload, keys []strin
 	for uid, w := range repl {
 		over.workloads[uid] = w
 	}
+	copied := make(map[string]bool, len(keys))
 	for _, key := range keys {
+		if copied[key] {
+			continue
+		}
+		copied[key] = true
 		svc := s.freshService(s.svcByKey[key])
 		if svc == nil {
 			continue

@@ -4,7 +4,6 @@ import (
 	"maps"
 	"reflect"
 	"slices"
-	"strings"
 
 	"github.com/ambient-agent/ambient-agent/agent/internal/state"
 )
@@ -17,6 +16,20 @@ import (
 type Patch struct {
 	Base      uint64
 	Workloads []*state.Workload
+	// Changed is the generation of the Update in which each of Workloads last changed: a reader that took in
+	// generation g needs only those changed after it.
+	Changed []uint64
+}
+
+// Since returns the workloads of the patch that changed after generation g.
+func (p *Patch) Since(g uint64) []*state.Workload {
+	var out []*state.Workload
+	for i, w := range p.Workloads {
+		if p.Changed[i] > g {
+			out = append(out, w)
+		}
+	}
+	return out
 }
 
 // maxPatch bounds the workloads a Patch carries: past it the next Update is built from everything.
@@ -32,11 +45,15 @@ func (c *Client) patch(prev *Update) (Update, bool) {
 	u.Generation = prev.Generation + 1
 	u.Policies, u.PolicyGeneration = policies(s), s.policyGen
 	p := &Patch{Base: prev.Generation}
-	replaced := map[string]*state.Workload{}
+	type entry struct {
+		w   *state.Workload
+		gen uint64
+	}
+	replaced := map[string]entry{}
 	if prev.Patch != nil {
 		p.Base = prev.Patch.Base
-		for _, w := range prev.Patch.Workloads {
-			replaced[w.UID] = w
+		for i, w := range prev.Patch.Workloads {
+			replaced[w.UID] = entry{w, prev.Patch.Changed[i]}
 		}
 	}
 	if len(s.touched) > 0 {
@@ -48,15 +65,21 @@ func (c *Client) patch(prev *Update) (Update, bool) {
 		if !kept || w.UID != old.Workload.UID || !attributesOnly(old.Workload, w) || v.waypointPod(w) {
 			return Update{}, false
 		}
+		if reflect.DeepEqual(old.Workload, w) {
+			continue // sent again as it was (a reconnection): nothing to patch
+		}
 		v.workloads[w.UID] = w
 		sw := v.workload(w)
 		u.Workloads[i] = sw
-		replaced[w.UID] = sw
+		replaced[w.UID] = entry{sw, u.Generation}
 	}
 	if len(replaced) > maxPatch {
 		return Update{}, false
 	}
-	p.Workloads = slices.SortedFunc(maps.Values(replaced), func(a, b *state.Workload) int { return strings.Compare(a.UID, b.UID) })
+	for _, uid := range slices.Sorted(maps.Keys(replaced)) {
+		p.Workloads = append(p.Workloads, replaced[uid].w)
+		p.Changed = append(p.Changed, replaced[uid].gen)
+	}
 	u.Patch = p
 	return u, true
 }
