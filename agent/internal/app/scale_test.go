@@ -94,14 +94,14 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
-// BenchmarkScaleGossipUpdate: one host's record changes (a workload's health flips; 64 hosts take turns) and the
+// BenchmarkScaleGossipUpdate: one host's record changes (a workload's health flips, at every change; 64 hosts take turns) and the
 // agent takes it in as it does on gossip's Changed: discovery receives and checks it, the mesh snapshot is
 // patched (or built) and published. cpu-ms/op is the process's CPU time per change (concurrent GC included).
 func BenchmarkScaleGossipUpdate(b *testing.B) {
 	benchGossipChanges(b, func(i, h int) discovery.Record {
-		unhealthy := -1 // every workload healthy, then the first not, in turns
+		unhealthy := 0 // the first workload unhealthy, then healthy again, in turns: every change is one
 		if i/64%2 == 1 {
-			unhealthy = 0
+			unhealthy = -1
 		}
 		return scalegen.Record(h, unhealthy)
 	})
@@ -112,7 +112,7 @@ func BenchmarkScaleGossipUpdate(b *testing.B) {
 func BenchmarkScaleGossipStructural(b *testing.B) {
 	benchGossipChanges(b, func(i, h int) discovery.Record {
 		r := scalegen.Record(h, -1)
-		if i/64%2 == 1 {
+		if i/64%2 == 0 { // moved, then back, in turns: every change is one
 			w := *r.Workloads[0]
 			w.Addresses = []netip.Addr{netip.AddrFrom4([4]byte{11, byte(h >> 8), byte(h), 1})}
 			r.Workloads[0] = &w
@@ -228,7 +228,7 @@ func BenchmarkScaleIstiodDelta(b *testing.B) {
 			b.ResetTimer()
 			cpu := cpuTime()
 			for i := 0; b.Loop(); i++ {
-				if err := c.Apply(xds.HarnessWorkloadDelta(i%64, i/64%2 == 0)); err != nil {
+				if err := c.Apply(xds.HarnessWorkloadDelta(i%64, i/64%2 == 1)); err != nil { // a flip every time
 					b.Fatal(err)
 				}
 				a.applyIstiod(&last)

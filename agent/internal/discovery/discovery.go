@@ -328,9 +328,16 @@ func (d *Discovery) output() *view {
 		return d.view
 	}
 	v := &view{gen: d.table.gen}
-	for _, h := range d.table.current() {
+	current := d.table.current()
+	nw, ns := 0, 0
+	for _, h := range current {
+		nw, ns = nw+len(h.workloads), ns+len(h.services)
+	}
+	v.workloads, v.services = make([]*state.Workload, 0, nw), make([]state.ServiceDecl, 0, ns)
+	v.records = make([]Record, 0, len(current))
+	for _, h := range current {
 		v.workloads = append(v.workloads, h.workloads...)
-		v.services = append(v.services, remoteServices(h.rec, h.proof)...)
+		v.services = append(v.services, h.services...)
 		if w := remoteWaypoint(h.rec, h.proof); w != nil {
 			v.waypoints = append(v.waypoints, w)
 		}

@@ -93,7 +93,7 @@ func table(res results) string {
 		v, ok := res[bench][n][unit]
 		return v, ok
 	}
-	row("one changed gossip record, whole update path (CPU; allocated)", func(n int) string {
+	row("one changed gossip record (a health flip), whole update path (CPU; allocated)", func(n int) string {
 		cpu, ok := get("ScaleGossipUpdate", n, "cpu-ms/op")
 		alloc, _ := get("ScaleGossipUpdate", n, "B/op")
 		if !ok {
@@ -101,7 +101,7 @@ func table(res results) string {
 		}
 		return fmt.Sprintf("%s ms; %.1f MB", ms(cpu), alloc/1e6)
 	})
-	row("1,000 hosts each changing once a minute (CPU demand)", func(n int) string {
+	row("1,000 hosts each flipping a health once a minute (CPU demand)", func(n int) string {
 		cpu, ok := get("ScaleGossipUpdate", n, "cpu-ms/op")
 		if !ok {
 			return "-"
@@ -111,6 +111,14 @@ func table(res results) string {
 			return fmt.Sprintf("%.2f cores: saturated", core)
 		}
 		return fmt.Sprintf("%.3f core", core)
+	})
+	row("one changed gossip record that moves a workload (a claim: full build; CPU; allocated)", func(n int) string {
+		cpu, ok := get("ScaleGossipStructural", n, "cpu-ms/op")
+		alloc, _ := get("ScaleGossipStructural", n, "B/op")
+		if !ok {
+			return "-"
+		}
+		return fmt.Sprintf("%s ms; %.1f MB", ms(cpu), alloc/1e6)
 	})
 	row("istiod delta of one workload, end to end (CPU; allocated)", func(n int) string {
 		cpu, ok := get("ScaleIstiodDelta", n, "cpu-ms/op")
