@@ -70,7 +70,7 @@ generate:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) vet -tags scaleharness ./agent/internal/app ./agent/internal/proxy ./agent/internal/discovery
+	$(GO) vet -tags scaleharness ./agent/internal/app ./agent/internal/proxy ./agent/internal/discovery ./agent/internal/xds
 	$(GO) test -count=1 -run '^TestPortLiteralsOnlyInPorts$$' ./tests/archtest
 
 # A small mesh of lab hosts on this machine; Ctrl-C stops it and cleans up.
