@@ -270,10 +270,6 @@ func decodeWorkload(f pbwire.Field) (*state.Workload, error) {
 		}
 		return err
 	})
-	if err == nil {
-		w.Labels = internLabels(w.Labels)
-		w.Namespace, w.ServiceAccount, w.TrustDomain = intern(w.Namespace), intern(w.ServiceAccount), intern(w.TrustDomain)
-	}
 	return w, err
 }
 

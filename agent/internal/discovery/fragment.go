@@ -20,9 +20,10 @@ import (
 // instead of being pulled from its node by every member (repair.go), which answers at most replyRate a second.
 // Every piece names the record's version and digest, and a receiver keeps only pieces of the record the node
 // advertises (memberlist metadata: version, digest, size): pieces of anything else are dropped before they cost
-// anything. A member passes each piece of the advertised record on the first time it sees it (pieces travel in
-// separate packets to random members: relayed only once the whole record is in hand, they rarely all meet), so a
-// forged piece is relayed no more than an honest one would be. Put back together, the record must inflate to
+// anything. A member passes each piece of the advertised record on once, the first time it sees it, whatever
+// becomes of the record (pieces travel in separate packets to random members: relayed only once the whole record
+// is in hand, they rarely all meet), so a forged piece is relayed no more than an honest one would be, and a
+// refused record's pieces die out as any broadcast does. Put back together, the record must inflate to
 // exactly the advertised size and digest; then it is offered as if it had come whole, and verified as any record
 // is. A forged piece spoils its assembly at worst: the record is then pulled from its node (repair.go), and that
 // node's failed assemblies are paced. An agent that does not know fragments ignores them and pulls the record as
@@ -150,14 +151,42 @@ type assemblies struct {
 	bytes  int
 	// failed is when an assembly of a node last failed to inflate to the record advertised (see failedPace).
 	failed map[string]time.Time
+	// relayed are the pieces of each node's advertised record this member has passed on: each once, whatever
+	// becomes of the assemblies (a record refused would otherwise be passed on again at each copy, for ever).
+	relayed map[string]*relayMark
+}
+
+// relayMark is the pieces of one record passed on.
+type relayMark struct {
+	version uint64
+	digest  [sha256.Size]byte
+	pieces  uint64 // bit i: piece i (at most maxFragments = 64)
+}
+
+// relayOnce reports whether f is to be passed on: the first time this member sees its piece of that record.
+func (as *assemblies) relayOnce(f fragment) bool {
+	m := as.relayed[f.node]
+	if m == nil || m.version != f.version || m.digest != f.digest {
+		if as.relayed == nil || len(as.relayed) >= maxStateRecords {
+			as.relayed = map[string]*relayMark{} // bounded: members only reach here
+		}
+		m = &relayMark{version: f.version, digest: f.digest}
+		as.relayed[f.node] = m
+	}
+	bit := uint64(1) << f.index
+	if m.pieces&bit != 0 {
+		return false
+	}
+	m.pieces |= bit
+	return true
 }
 
 // add takes fragment f, a piece of the record its node advertises, and returns the complete compressed record
-// when f was its last missing piece; fresh says f was not seen before (and is to be passed on).
-func (as *assemblies) add(f fragment, now time.Time) (data []byte, fresh bool, err error) {
+// when f was its last missing piece.
+func (as *assemblies) add(f fragment, now time.Time) (data []byte, err error) {
 	if t, ok := as.failed[f.node]; ok {
 		if now.Sub(t) < failedPace {
-			return nil, false, drop(reasonStale, "a fragment of node %q, whose last assembly failed less than %s ago", f.node, failedPace)
+			return nil, drop(reasonStale, "a fragment of node %q, whose last assembly failed less than %s ago", f.node, failedPace)
 		}
 		delete(as.failed, f.node)
 	}
@@ -169,7 +198,7 @@ func (as *assemblies) add(f fragment, now time.Time) (data []byte, fresh bool, e
 	case a != nil && len(a.parts) != f.count:
 		as.remove(f.node)
 		as.fail(f.node, now)
-		return nil, false, drop(reasonMalformed, "fragments of version %d of node %q disagree on their count", f.version, f.node)
+		return nil, drop(reasonMalformed, "fragments of version %d of node %q disagree on their count", f.version, f.node)
 	}
 	if a == nil {
 		a = &assembly{version: f.version, digest: f.digest, parts: make([][]byte, f.count), started: now}
@@ -179,21 +208,21 @@ func (as *assemblies) add(f fragment, now time.Time) (data []byte, fresh bool, e
 		as.byNode[f.node] = a
 	}
 	if a.parts[f.index] != nil {
-		return nil, false, nil // a piece seen already: relays repeat it
+		return nil, nil // a piece seen already: relays repeat it
 	}
 	if as.bytes+len(f.data) > maxAssemblyBytes {
 		as.remove(f.node)
-		return nil, false, drop(reasonTooLarge, "fragments held over %d bytes", maxAssemblyBytes)
+		return nil, drop(reasonTooLarge, "fragments held over %d bytes", maxAssemblyBytes)
 	}
 	a.parts[f.index] = bytes.Clone(f.data)
 	a.have++
 	a.bytes += len(f.data)
 	as.bytes += len(f.data)
 	if a.have < len(a.parts) {
-		return nil, true, nil
+		return nil, nil
 	}
 	as.remove(f.node)
-	return bytes.Join(a.parts, nil), true, nil
+	return bytes.Join(a.parts, nil), nil
 }
 
 // fail records that an assembly of node did not give the record advertised.
@@ -261,15 +290,18 @@ func (d *Discovery) receiveFragment(body []byte) {
 		err = drop(reasonStale, "a fragment of version %d of node %q, which advertises another record", f.version, f.node)
 	default:
 		size = p.advertised.size
-		data, fresh, err = d.assembling.add(f, now)
+		if data, err = d.assembling.add(f, now); err == nil {
+			fresh = d.assembling.relayOnce(f)
+		}
 	}
 	d.mu.Unlock()
 	if err != nil {
 		d.dropped(err, f.node, "record fragment")
 		return
 	}
-	if fresh { // passed on as it came: every member forwards the node's own pieces
-		d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + f.node + "/" + strconv.Itoa(f.index), msg: encodeMessage(kindFragment, body)})
+	// Passed on once, encoded anew from what was read (nothing else a sender put in it travels further).
+	if msg := encodeFragment(f); fresh && len(msg) <= maxBroadcastBytes {
+		d.queue.QueueBroadcast(&recordBroadcast{name: "record/" + f.node + "/" + strconv.Itoa(f.index), msg: msg})
 	}
 	if data == nil {
 		return

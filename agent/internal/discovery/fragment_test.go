@@ -57,7 +57,7 @@ func TestFragmentsRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		data, _, err := as.add(f, time.Now())
+		data, err := as.add(f, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -85,20 +85,32 @@ func TestFragmentsRefused(t *testing.T) {
 		return fragment{node: "n1", version: version, digest: [32]byte{byte(version)}, index: index, count: count, data: []byte{1, 2, 3}}
 	}
 	var as assemblies
-	if _, _, err := as.add(piece(6, 0, 2), now); err != nil {
+	if _, err := as.add(piece(6, 0, 2), now); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := as.add(piece(6, 1, 3), now); reasonOf(err) != reasonMalformed || as.byNode["n1"] != nil {
+	if _, err := as.add(piece(6, 1, 3), now); reasonOf(err) != reasonMalformed || as.byNode["n1"] != nil {
 		t.Errorf("fragments that disagree on their count: %v, assembly %v; want malformed and dropped", err, as.byNode["n1"])
 	}
-	if _, _, err := as.add(piece(6, 0, 2), now.Add(failedPace/2)); reasonOf(err) != reasonStale {
+	if _, err := as.add(piece(6, 0, 2), now.Add(failedPace/2)); reasonOf(err) != reasonStale {
 		t.Errorf("a fragment of a node whose assembly just failed: %v, want stale (paced)", err)
 	}
-	if _, _, err := as.add(piece(6, 0, 2), now.Add(failedPace)); err != nil {
+	if _, err := as.add(piece(6, 0, 2), now.Add(failedPace)); err != nil {
 		t.Errorf("a fragment after the pace: %v", err)
 	}
-	if _, _, err := as.add(piece(7, 0, 2), now.Add(failedPace)); err != nil || as.byNode["n1"].version != 7 || as.bytes != 3 {
+	if _, err := as.add(piece(7, 0, 2), now.Add(failedPace)); err != nil || as.byNode["n1"].version != 7 || as.bytes != 3 {
 		t.Errorf("a piece of the record the node advertises now: %v, want it to replace the older assembly", err)
+	}
+	// Each piece of a record is passed on once, whatever becomes of its assemblies: a refused record's pieces die
+	// out instead of being passed on again at every copy.
+	one := fragment{node: "n2", version: 9, digest: [32]byte{9}, count: 1, data: []byte{1}}
+	if !as.relayOnce(one) || as.relayOnce(one) {
+		t.Error("a piece is not passed on exactly once")
+	}
+	if data, err := as.add(one, now); err != nil || data == nil || as.relayOnce(one) {
+		t.Errorf("after its record was put together (%v), the piece is passed on again", err)
+	}
+	if next := (fragment{node: "n2", version: 10, digest: [32]byte{10}, count: 1, data: []byte{1}}); !as.relayOnce(next) {
+		t.Error("a piece of the node's next record is not passed on")
 	}
 	as.expire(now.Add(failedPace + assemblyTimeout + time.Second))
 	if len(as.byNode) != 0 || as.bytes != 0 {
@@ -108,7 +120,7 @@ func TestFragmentsRefused(t *testing.T) {
 	// The bytes held over all nodes are bounded: pieces of many nodes' records that never finish.
 	big := make([]byte, fragmentBytes)
 	for i := range maxAssemblyBytes/fragmentBytes + 10 {
-		_, _, err := as.add(fragment{node: fmt.Sprintf("n%d", i), version: 1, count: 2, data: big}, now)
+		_, err := as.add(fragment{node: fmt.Sprintf("n%d", i), version: 1, count: 2, data: big}, now)
 		if as.bytes > maxAssemblyBytes {
 			t.Fatalf("%d bytes held after %d nodes' fragments (%v)", as.bytes, i, err)
 		}

@@ -13,13 +13,14 @@ import (
 // many times over: each decoded workload shares the one copy of each instead of holding its own (a map of four
 // labels is about 300 bytes). What is shared is never modified: decoded workloads are read-only.
 
-// maxLabelSets bounds the label sets kept for sharing; past it the table starts again (sets already shared stay
-// valid, new ones are shared anew).
-const maxLabelSets = 1 << 16
+// maxLabelBytes bounds the label sets kept for sharing (their keys, about their size); past it the table starts
+// again (sets already shared stay valid, new ones are shared anew).
+const maxLabelBytes = 4 << 20
 
 var labelSets struct {
 	sync.Mutex
-	m map[string]map[string]string
+	m     map[string]map[string]string
+	bytes int
 }
 
 // internLabels returns the shared map with the content of labels (nil for none).
@@ -43,10 +44,11 @@ func internLabels(labels map[string]string) map[string]string {
 	if shared, ok := labelSets.m[key]; ok {
 		return shared
 	}
-	if labelSets.m == nil || len(labelSets.m) >= maxLabelSets {
-		labelSets.m = map[string]map[string]string{}
+	if labelSets.m == nil || labelSets.bytes+len(key) > maxLabelBytes {
+		labelSets.m, labelSets.bytes = map[string]map[string]string{}, 0
 	}
 	labelSets.m[key] = labels
+	labelSets.bytes += len(key)
 	return labels
 }
 

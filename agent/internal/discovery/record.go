@@ -107,6 +107,9 @@ func remoteWorkloads(r *Record, p proven) []*state.Workload {
 	out := make([]*state.Workload, 0, len(r.Workloads))
 	for _, w := range r.Workloads {
 		c := *w
+		// Shared with the other workloads that have the same (intern.go): only a verified record's reach here.
+		c.Labels = internLabels(w.Labels)
+		c.Namespace, c.ServiceAccount, c.TrustDomain = intern(w.Namespace), intern(w.ServiceAccount), intern(w.TrustDomain)
 		c.UID = r.Node + "/" + w.Namespace + "/" + w.Name
 		c.Node = r.Node
 		c.Local = false
