@@ -61,7 +61,7 @@ func workloadsOnly(a, b *held) bool {
 	if a == nil || b == nil || a.rec.Gateway != nil || b.rec.Gateway != nil {
 		return false
 	}
-	return reflect.DeepEqual(a.services, b.services) &&
+	return reflect.DeepEqual(remoteServices(a.rec, a.proof), remoteServices(b.rec, b.proof)) &&
 		reflect.DeepEqual(remoteWaypoint(a.rec, a.proof), remoteWaypoint(b.rec, b.proof))
 }
 

@@ -331,13 +331,13 @@ func (d *Discovery) output() *view {
 	current := d.table.current()
 	nw, ns := 0, 0
 	for _, h := range current {
-		nw, ns = nw+len(h.workloads), ns+len(h.services)
+		nw, ns = nw+len(h.workloads), ns+len(h.rec.Services)
 	}
 	v.workloads, v.services = make([]*state.Workload, 0, nw), make([]state.ServiceDecl, 0, ns)
 	v.records = make([]Record, 0, len(current))
 	for _, h := range current {
 		v.workloads = append(v.workloads, h.workloads...)
-		v.services = append(v.services, h.services...)
+		v.services = append(v.services, remoteServices(h.rec, h.proof)...) // derived here only: held twice, they weigh
 		if w := remoteWaypoint(h.rec, h.proof); w != nil {
 			v.waypoints = append(v.waypoints, w)
 		}

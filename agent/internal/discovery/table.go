@@ -17,7 +17,6 @@ type held struct {
 	raw       []byte
 	advert    advert
 	workloads []*state.Workload
-	services  []state.ServiceDecl // the record's services, as this node derives them
 	proof     proven
 	relay     bool     // arrived as a gossip broadcast: pass it on once it is verified
 	pieces    [][]byte // the fragments it is relayed in, when it is too large to broadcast whole (fragment.go)
@@ -28,8 +27,7 @@ func newHeld(rec *Record, raw []byte, relay bool, p proven) *held {
 	// The record keeps the derived workloads rather than a second copy of each: they carry the same claims
 	// (names, identity, addresses), which is what the record's workloads are read for once it is held.
 	rec.Workloads = ws
-	return &held{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), workloads: ws, services: remoteServices(rec, p),
-		proof: p, relay: relay}
+	return &held{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), workloads: ws, proof: p, relay: relay}
 }
 
 // expiredProofs reports whether the record's signatures no longer count at now.

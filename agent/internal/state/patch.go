@@ -51,17 +51,18 @@ func (s *Snapshot) Patch(version uint64, nodes map[string][]*Workload) (_ *Snaps
 	repl := map[string]*Workload{}
 	var keys []string // of the services to copy
 	for node, ws := range nodes {
-		uids := s.nodeUIDs[node]
-		if len(ws) != len(uids) {
+		if len(ws) != s.nodeCount[node] {
 			return nil, false
 		}
 		ws = slices.SortedFunc(slices.Values(ws), func(a, b *Workload) int { return strings.Compare(a.UID, b.UID) })
 		changed := false
 		for i, w := range ws {
-			if w.UID != uids[i] {
+			// The same number of workloads, each of the node's and none twice: the same set.
+			base := s.byUID[w.UID]
+			if base == nil || base.Node != node || !gossiped(base) || (i > 0 && ws[i-1].UID == w.UID) {
 				return nil, false
 			}
-			cur := s.fresh(s.byUID[w.UID])
+			cur := s.fresh(base)
 			if cur == w {
 				continue
 			}
@@ -162,13 +163,13 @@ func sameClaims(a, b *Workload) bool {
 		a.Primary == b.Primary && a.Local == b.Local && a.Origin == b.Origin && a.AddressProven == b.AddressProven
 }
 
-// indexNodes lists, per gossip node, the UIDs of its workloads in use and the services they are endpoints of,
+// indexNodes counts, per gossip node, its workloads in use and lists the services they are endpoints of,
 // and per workload from istiod the services it is an endpoint of: what patches replace.
 func (s *Snapshot) indexNodes() {
-	s.nodeUIDs = map[string][]string{}
+	s.nodeCount = map[string]int{}
 	for _, w := range s.workloads {
 		if gossiped(w) {
-			s.nodeUIDs[w.Node] = append(s.nodeUIDs[w.Node], w.UID)
+			s.nodeCount[w.Node]++
 		}
 	}
 	s.nodeSvcs, s.uidSvcs = map[string][]string{}, map[string][]string{}
@@ -176,7 +177,7 @@ func (s *Snapshot) indexNodes() {
 		key := svc.Key()
 		for _, e := range svc.Endpoints {
 			switch w := e.Workload; {
-			case gossiped(w):
+			case gossiped(w) && s.byUID[w.UID] == w:
 				if keys := s.nodeSvcs[w.Node]; len(keys) == 0 || keys[len(keys)-1] != key {
 					s.nodeSvcs[w.Node] = append(keys, key)
 				}

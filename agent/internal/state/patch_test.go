@@ -197,16 +197,24 @@ func TestPatchRefusesClaims(t *testing.T) {
 	if _, ok := cur.Patch(2, map[string][]*Workload{"n04": append(slices.Clone(m.nodes["n04"]), &extra)}); ok {
 		t.Error("a new workload was patched")
 	}
+	twice := slices.Clone(m.nodes["n04"])
+	twice[3] = twice[2] // as many workloads, one of them twice and one missing
+	if _, ok := cur.Patch(2, map[string][]*Workload{"n04": twice}); ok {
+		t.Error("a workload listed twice in place of another was patched")
+	}
+	if _, ok := cur.Patch(2, map[string][]*Workload{"n05": m.nodes["n04"]}); ok {
+		t.Error("another node's workloads were patched in")
+	}
 	if _, ok := cur.Patch(2, map[string][]*Workload{"n99": m.nodes["n04"]}); ok {
 		t.Error("a new node was patched")
 	}
 	// The overlay is bounded: past maxOverlay workloads the caller builds.
-	big := &Snapshot{nodeUIDs: map[string][]string{}, byUID: map[string]*Workload{}, over: &overlay{workloads: map[string]*Workload{}}}
+	big := &Snapshot{nodeCount: map[string]int{}, byUID: map[string]*Workload{}, over: &overlay{workloads: map[string]*Workload{}}}
 	for i := range maxOverlay {
 		big.over.workloads[fmt.Sprint(i)] = &Workload{}
 	}
 	w := *m.nodes["n04"][0]
-	big.nodeUIDs["n04"], big.byUID[w.UID] = []string{w.UID}, m.nodes["n04"][0]
+	big.nodeCount["n04"], big.byUID[w.UID] = 1, m.nodes["n04"][0]
 	w.Healthy = false
 	if _, ok := big.Patch(2, map[string][]*Workload{"n04": {&w}}); ok {
 		t.Error("an overlay past its bound grew")

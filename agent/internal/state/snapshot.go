@@ -40,10 +40,10 @@ type Snapshot struct {
 	gatewayAddrs map[netip.Addr]*NetworkGateway
 
 	// Patches (patch.go): what they replaced, and what they replace by gossip node.
-	over     *overlay
-	nodeUIDs map[string][]string // gossip node -> the UIDs of its workloads in use, sorted
-	nodeSvcs map[string][]string // gossip node -> the keys of the services its workloads are endpoints of
-	uidSvcs  map[string][]string // workload from istiod -> the keys of the services it is an endpoint of
+	over      *overlay
+	nodeCount map[string]int      // gossip node -> how many of its workloads are in use
+	nodeSvcs  map[string][]string // gossip node -> the keys of the services its workloads are endpoints of
+	uidSvcs   map[string][]string // workload from istiod -> the keys of the services it is an endpoint of
 }
 
 // Input is what a snapshot is built from: workloads (local and learned),
