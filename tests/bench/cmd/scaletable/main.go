@@ -93,14 +93,18 @@ func table(res results) string {
 		v, ok := res[bench][n][unit]
 		return v, ok
 	}
-	row("one changed gossip record (a health flip), whole update path (CPU; allocated)", func(n int) string {
-		cpu, ok := get("ScaleGossipUpdate", n, "cpu-ms/op")
-		alloc, _ := get("ScaleGossipUpdate", n, "B/op")
-		if !ok {
-			return "-"
+	// cost is a cell of a change's CPU and allocated bytes.
+	cost := func(bench string) func(n int) string {
+		return func(n int) string {
+			cpu, ok := get(bench, n, "cpu-ms/op")
+			alloc, _ := get(bench, n, "B/op")
+			if !ok {
+				return "-"
+			}
+			return fmt.Sprintf("%s ms; %.1f MB", ms(cpu), alloc/1e6)
 		}
-		return fmt.Sprintf("%s ms; %.1f MB", ms(cpu), alloc/1e6)
-	})
+	}
+	row("one changed gossip record (a health flip), whole update path (CPU; allocated)", cost("ScaleGossipUpdate"))
 	row("1,000 hosts each flipping a health once a minute (CPU demand)", func(n int) string {
 		cpu, ok := get("ScaleGossipUpdate", n, "cpu-ms/op")
 		if !ok {
@@ -112,22 +116,8 @@ func table(res results) string {
 		}
 		return fmt.Sprintf("%.3f core", core)
 	})
-	row("one changed gossip record that moves a workload (a claim: full build; CPU; allocated)", func(n int) string {
-		cpu, ok := get("ScaleGossipStructural", n, "cpu-ms/op")
-		alloc, _ := get("ScaleGossipStructural", n, "B/op")
-		if !ok {
-			return "-"
-		}
-		return fmt.Sprintf("%s ms; %.1f MB", ms(cpu), alloc/1e6)
-	})
-	row("istiod delta of one workload, end to end (CPU; allocated)", func(n int) string {
-		cpu, ok := get("ScaleIstiodDelta", n, "cpu-ms/op")
-		alloc, _ := get("ScaleIstiodDelta", n, "B/op")
-		if !ok {
-			return "-"
-		}
-		return fmt.Sprintf("%s ms; %.1f MB", ms(cpu), alloc/1e6)
-	})
+	row("one changed gossip record that moves a workload (a claim: full build; CPU; allocated)", cost("ScaleGossipStructural"))
+	row("istiod delta of one workload, end to end (CPU; allocated)", cost("ScaleIstiodDelta"))
 	row("per-connection lookups: source fallback / hairpin check / route to a VIP", func(n int) string {
 		s, ok1 := get("ScaleSourceFallback", n, "ns/op")
 		h, ok2 := get("ScaleHairpinCheck", n, "ns/op")
