@@ -70,7 +70,7 @@ generate:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) vet -tags scaleharness ./agent/internal/app ./agent/internal/proxy ./agent/internal/discovery ./agent/internal/xds
+	$(GO) vet -tags scaleharness ./agent/internal/app ./agent/internal/proxy ./agent/internal/discovery ./agent/internal/xds ./agent/internal/policy
 	$(GO) test -count=1 -run '^TestPortLiteralsOnlyInPorts$$' ./tests/archtest
 
 # A small mesh of lab hosts on this machine; Ctrl-C stops it and cleans up.
@@ -119,11 +119,14 @@ bench:
 	$(GO) run ./tests/bench/cmd/bench $(if $(QUICK),-quick) -out $(BENCH_OUT) $(BENCH_FLAGS)
 
 # The control plane's costs against mesh size (docs/scale.md): the agent's own update path, per-connection lookups
-# and heap, in-process at 1,000, 10,000 and 50,000 workloads, then the table. SCALE_BENCHTIME: changes per update-path benchmark.
+# and heap, in-process at 1,000, 10,000 and 50,000 workloads, and policy decisions among 10,003 policies, then the table. SCALE_BENCHTIME: changes per update-path benchmark.
 SCALE_BENCHTIME ?= 20x
 
 .PHONY: bench-scale
 bench-scale: SHELL := /bin/bash
 bench-scale:
 	set -o pipefail; { $(GO) test -tags scaleharness -run '^$$' -bench Scale -benchtime $(SCALE_BENCHTIME) ./agent/internal/app && \
-		$(GO) test -tags scaleharness -run '^$$' -bench Scale ./agent/internal/proxy; } | $(GO) run ./tests/bench/cmd/scaletable
+		$(GO) test -tags scaleharness -run '^$$' -bench Scale ./agent/internal/proxy && \
+		$(GO) test -tags scaleharness -run '^$$' -bench 'ScalePolicy$$' ./agent/internal/policy && \
+		$(GO) test -tags scaleharness -run '^$$' -bench ScalePolicyCold -benchtime 300x ./agent/internal/policy; } | \
+		$(GO) run ./tests/bench/cmd/scaletable
