@@ -179,7 +179,7 @@ func (s *supervisor) handle(e workerEvent) (code int, done bool) {
 		s.log.Error("the new agent exited before it was ready (its log says why)", "pid", w.pid(), "code", e.code)
 		if s.current != nil {
 			// It may have died after the running one began to drain for it: then nobody serves.
-			if pid, _, err := handoff.Probe(s.handoffPath); err != nil || pid != s.current.pid() {
+			if !s.serving(s.current.pid()) {
 				s.log.Error("the running agent no longer serves (it was draining for the new one): starting afresh", "pid", s.current.pid())
 				return 1, true
 			}
@@ -256,6 +256,24 @@ func (s *supervisor) reload() {
 		return
 	}
 	s.pending = w
+}
+
+// servingWait bounds how long the supervisor waits for an agent to answer on the handoff socket: one that has
+// just taken over binds it a moment after it serves.
+const servingWait = 2 * time.Second
+
+// serving reports whether agent pid answers on the handoff socket as the agent that serves. Nobody answering is
+// asked again for servingWait.
+func (s *supervisor) serving(pid int) bool {
+	for deadline := time.Now().Add(servingWait); ; time.Sleep(100 * time.Millisecond) {
+		got, _, err := handoff.Probe(s.handoffPath)
+		if err == nil && got != 0 {
+			return got == pid
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
 }
 
 // checkLeft keeps systemd's watchdog fed while the agent the previous start
