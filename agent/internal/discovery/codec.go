@@ -156,6 +156,7 @@ func decodeRecord(raw []byte) (*Record, error) {
 	}
 	r := &Record{}
 	r.signedLen = len(raw)
+	presize(body, r)
 	err = eachField(body, func(f pbwire.Field) error {
 		if len(r.Proofs) > 0 && f.Num != recProof {
 			return drop(reasonMalformed, "field %d after the proofs", f.Num)
@@ -296,6 +297,27 @@ func decodeLabel(f pbwire.Field, w *state.Workload) error {
 	}
 	w.Labels[k] = v
 	return nil
+}
+
+// presize gives r room for exactly the workloads and services body holds (up to the limits): a record is held
+// as long as its node is up, and slices grown by appending keep on average a third of their room unused.
+func presize(body []byte, r *Record) {
+	nw, ns := 0, 0
+	_ = pbwire.Each(body, func(f pbwire.Field) error { // what does not decode fails the decoding proper
+		switch f.Num {
+		case recWorkload:
+			nw++
+		case recService:
+			ns++
+		}
+		return nil
+	})
+	if nw > 0 {
+		r.Workloads = make([]*state.Workload, 0, min(nw, MaxWorkloads))
+	}
+	if ns > 0 {
+		r.Services = make([]Service, 0, min(ns, MaxServices))
+	}
 }
 
 func decodeService(f pbwire.Field) (Service, error) {

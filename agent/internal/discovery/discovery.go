@@ -61,7 +61,6 @@ type Discovery struct {
 	table    *table
 	local    *localRecord
 	replying map[string]bool
-	view     *view
 	drops    map[string]uint64
 	rejected rejectedCache
 	// assembling are the records being put together from fragments (fragment.go).
@@ -73,7 +72,9 @@ type counters struct {
 	accepted, relayed, requested, replied atomic.Uint64
 }
 
-// view is the output computed for one generation of the table.
+// view is the output of one generation of the table. It is computed for each call and never kept: held, its
+// copies of the services' declarations would weigh as much as the records (docs/scale.md), and a caller builds
+// once from it.
 type view struct {
 	gen       uint64
 	workloads []*state.Workload
@@ -295,7 +296,9 @@ func (d *Discovery) gatewayIDs() []string {
 // and whose records are no longer in use, with the node of each: the mesh's still, until the node comes back or
 // is forgotten (Tuning.ReconnectTimeout). Shared: do not modify it.
 func (d *Discovery) Unreachable() map[netip.Addr]string {
-	return d.output().unreachable
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.table.unreachable()
 }
 
 // View is the output of one generation of the table: what Workloads, Services, Waypoints, Gateways and
@@ -324,9 +327,6 @@ func (d *Discovery) Records() []Record {
 func (d *Discovery) output() *view {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.view != nil && d.view.gen == d.table.gen {
-		return d.view
-	}
 	v := &view{gen: d.table.gen}
 	current := d.table.current()
 	nw, ns := 0, 0
@@ -348,7 +348,6 @@ func (d *Discovery) output() *view {
 	}
 	slices.SortFunc(v.workloads, func(a, b *state.Workload) int { return strings.Compare(a.UID, b.UID) })
 	v.unreachable = d.table.unreachable()
-	d.view = v
 	return v
 }
 
