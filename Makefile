@@ -128,5 +128,6 @@ bench-scale:
 	set -o pipefail; { $(GO) test -tags scaleharness -run '^$$' -bench Scale -benchtime $(SCALE_BENCHTIME) ./agent/internal/app && \
 		$(GO) test -tags scaleharness -run '^$$' -bench Scale ./agent/internal/proxy && \
 		$(GO) test -tags scaleharness -run '^$$' -bench 'ScalePolicy$$' ./agent/internal/policy && \
-		$(GO) test -tags scaleharness -run '^$$' -bench 'ScalePolicyCold' -benchtime 300x ./agent/internal/policy; } | \
+		$(GO) test -tags scaleharness -run '^$$' -bench 'ScalePolicyCold' -benchtime 300x ./agent/internal/policy && \
+		$(GO) test -tags scaleharness -run '^$$' -bench ScalePoolSpread -benchtime 1x ./agent/internal/discovery; } | \
 		$(GO) run ./tests/bench/cmd/scaletable

@@ -190,7 +190,14 @@ func (d *Discovery) workloadCount() int {
 
 // hasWorkload reports whether n sees the workload uid.
 func (n *testNode) hasWorkload(uid string) bool {
-	return slices.ContainsFunc(n.d.Workloads(), func(w *state.Workload) bool { return w.UID == uid })
+	n.d.mu.Lock() // not Workloads: it derives the whole view, and large pools poll every member
+	defer n.d.mu.Unlock()
+	for _, p := range n.d.table.peers {
+		if p.current != nil && slices.ContainsFunc(p.current.workloads, func(w *state.Workload) bool { return w.UID == uid }) {
+			return true
+		}
+	}
+	return false
 }
 
 // waitFor polls cond until it holds or the bound passes; it returns how long it took.

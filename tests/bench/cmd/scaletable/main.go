@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -13,8 +14,12 @@ import (
 	"strings"
 )
 
-// line matches "BenchmarkScaleX/n=1000-2  20  123 ns/op  4.5 cpu-ms/op ...".
-var line = regexp.MustCompile(`^Benchmark(Scale\w+)/n=(\d+)(?:-\d+)?\s+\d+\s+(.*)$`)
+// line matches "BenchmarkScaleX/n=1000-2  20  123 ns/op  4.5 cpu-ms/op ..." (mesh sizes) and
+// "BenchmarkScalePoolSpread/members=50-2 ..." (pool sizes).
+var line = regexp.MustCompile(`^Benchmark(Scale\w+)/(?:n|members)=(\d+)(?:-\d+)?\s+\d+\s+(.*)$`)
+
+// poolBench is the benchmark whose sizes are a gossip pool's members, printed in a table of its own.
+const poolBench = "ScalePoolSpread"
 
 // results holds benchmark -> mesh size -> unit -> value.
 type results map[string]map[int]map[string]float64
@@ -29,7 +34,40 @@ func main() {
 		fmt.Fprintln(os.Stderr, "scaletable: no scale benchmark results in the input")
 		os.Exit(1)
 	}
-	fmt.Print("\n" + table(res))
+	pool := res[poolBench]
+	delete(res, poolBench)
+	if len(res) > 0 {
+		fmt.Print("\n" + table(res))
+	}
+	if len(pool) > 0 {
+		fmt.Print("\n" + poolTable(pool))
+	}
+}
+
+// poolTable prints how long one change takes to reach a pool's members, measured and as the model estimates it.
+func poolTable(pool map[int]map[string]float64) string {
+	var b strings.Builder
+	b.WriteString("| members | record in one broadcast: median / last member, measured | model | record in two fragments: median / last member, measured | model | members the gossip misses per change, left to the repair (model: one broadcast / two fragments) | requests for records while the changes spread (measured) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|\n")
+	for _, n := range slices.Sorted(maps.Keys(pool)) {
+		m := pool[n]
+		cell := func(suffix string) string {
+			p50, ok1 := m["s-p50-"+suffix]
+			all, ok2 := m["s-all-"+suffix]
+			if !ok1 || !ok2 {
+				return "-"
+			}
+			return fmt.Sprintf("%.2f s / %.2f s", p50, all)
+		}
+		requests := "-"
+		if v, ok := m["requests"]; ok {
+			requests = strconv.FormatFloat(v, 'f', 0, 64)
+		}
+		missed := fmt.Sprintf("%.3f / %.3f", m["missed-small-model"], m["missed-large-model"])
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s |\n", group(n), cell("small"), cell("small-model"), cell("large"),
+			cell("large-model"), missed, requests)
+	}
+	return b.String()
 }
 
 func parse(r io.Reader) (results, error) {
