@@ -212,7 +212,7 @@ func (a *App) applyIstiod(last *istiodApplied) {
 	}
 	a.publishIstiod()
 	a.ready.set(condIstiod, a.istiod.Connected())
-	a.log.Info("istiod: update applied", "workloads", len(u.Workloads), "services", len(u.Services),
+	a.log.Info("istiod: update applied", "workloads", u.WorkloadCount(), "services", len(u.Services),
 		"waypoints", len(u.Waypoints), "policies", len(u.Policies), "connections_closed", closed)
 }
 
@@ -257,7 +257,7 @@ func (a *App) istiodInput(in *state.Input) {
 		}
 	}
 	dropped := map[string]string{} // istiod UID -> local UID
-	for _, w := range u.Workloads {
+	for _, w := range u.Workloads() {
 		if i, ok := ownCopy(local, in.Workloads, w); ok {
 			lw := *in.Workloads[i]
 			lw.AuthorizationPolicies = w.AuthorizationPolicies

@@ -27,8 +27,8 @@ func BenchmarkBuild(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if u := build(s, ""); len(u.Workloads) != 10000 {
-			b.Fatal(len(u.Workloads))
+		if u := build(s, ""); len(u.Workloads()) != 10000 {
+			b.Fatal(len(u.Workloads()))
 		}
 	}
 }

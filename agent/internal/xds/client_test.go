@@ -200,7 +200,7 @@ func noChange(t *testing.T, c *Client) {
 
 func uids(u Update) []string {
 	var out []string
-	for _, w := range u.Workloads {
+	for _, w := range u.Workloads() {
 		out = append(out, w.UID)
 	}
 	return out
@@ -241,7 +241,7 @@ func TestClientSubscribesAcksAndApplies(t *testing.T) {
 	if ack.ErrorDetail != nil {
 		t.Fatalf("NACK: %v", ack.ErrorDetail)
 	}
-	if c.Connected() || len(c.Current().Workloads) != 0 {
+	if c.Connected() || len(c.Current().Workloads()) != 0 {
 		t.Fatal("a view published before istiod answered both subscriptions")
 	}
 	s.send(t, &discoveryv3.DeltaDiscoveryResponse{TypeUrl: AuthorizationType, Nonce: "n2", Resources: []*discoveryv3.Resource{
@@ -298,7 +298,7 @@ func TestClientNacksCorruptResource(t *testing.T) {
 		t.Fatalf("answer to a corrupt resource: %v", ack)
 	}
 	noChange(t, c)
-	if got := c.Current(); !slices.Equal(uids(got), uids(before)) || got.Workloads[0] != before.Workloads[0] {
+	if got := c.Current(); !slices.Equal(uids(got), uids(before)) || got.Workloads()[0] != before.Workloads()[0] {
 		t.Fatalf("view changed: %s", jsonOf(got))
 	}
 
@@ -323,7 +323,7 @@ func TestClientNacksCorruptResource(t *testing.T) {
 	if ack.ErrorDetail != nil {
 		t.Fatalf("NACK: %v", ack.ErrorDetail)
 	}
-	if u := waitChanged(t, c); u.Workloads[0].Addresses[0].String() != "10.0.0.7" {
+	if u := waitChanged(t, c); u.Workloads()[0].Addresses[0].String() != "10.0.0.7" {
 		t.Fatalf("after a good version: %s", jsonOf(u))
 	}
 }

@@ -19,6 +19,8 @@ type Patch struct {
 	// Changed is the generation of the Update in which each of Workloads last changed: a reader that took in
 	// generation g needs only those changed after it.
 	Changed []uint64
+	// at is where each of Workloads is in the Update's list (Update.Workloads).
+	at []int
 }
 
 // Since returns the workloads of the patch that changed after generation g.
@@ -48,16 +50,14 @@ func (c *Client) patch(prev *Update) (Update, bool) {
 	type entry struct {
 		w   *state.Workload
 		gen uint64
+		at  int
 	}
 	replaced := map[string]entry{}
 	if prev.Patch != nil {
 		p.Base = prev.Patch.Base
 		for i, w := range prev.Patch.Workloads {
-			replaced[w.UID] = entry{w, prev.Patch.Changed[i]}
+			replaced[w.UID] = entry{w, prev.Patch.Changed[i], prev.Patch.at[i]}
 		}
-	}
-	if len(s.touched) > 0 {
-		u.Workloads = slices.Clone(prev.Workloads)
 	}
 	for name, old := range s.touched {
 		w := s.addresses[name].Workload
@@ -69,9 +69,7 @@ func (c *Client) patch(prev *Update) (Update, bool) {
 			continue // sent again as it was (a reconnection): nothing to patch
 		}
 		v.workloads[w.UID] = w
-		sw := v.workload(w)
-		u.Workloads[i] = sw
-		replaced[w.UID] = entry{sw, u.Generation}
+		replaced[w.UID] = entry{v.workload(w), u.Generation, i}
 	}
 	if len(replaced) > maxPatch {
 		return Update{}, false
@@ -79,6 +77,7 @@ func (c *Client) patch(prev *Update) (Update, bool) {
 	for _, uid := range slices.Sorted(maps.Keys(replaced)) {
 		p.Workloads = append(p.Workloads, replaced[uid].w)
 		p.Changed = append(p.Changed, replaced[uid].gen)
+		p.at = append(p.at, replaced[uid].at)
 	}
 	u.Patch = p
 	return u, true

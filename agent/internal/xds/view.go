@@ -15,10 +15,11 @@ import (
 // Update is what istiod says about the mesh, in the agent's terms. It is immutable: do not modify it or what
 // it points to.
 type Update struct {
-	// Workloads are the cluster's workloads on this host's network that have an address or a hostname, and
+	// workloads are the cluster's workloads on this host's network that have an address or a hostname, and
 	// those of other networks that istiod gives a network gateway (reached only through it, with or without an
 	// address: istiod's per-network stand-ins for a service's remote endpoints have none). Local is false.
-	Workloads []*state.Workload
+	// They are those of the last Update built from everything: Patch's replace them (Workloads).
+	workloads []*state.Workload
 	// Gateways are the networks' east-west gateways, from istiod's "NetworkGateway/<network>/<address>/<port>"
 	// workloads (a Gateway of class istio-remote, or a remote cluster's istio-east-west one).
 	Gateways []*state.NetworkGateway
@@ -38,6 +39,23 @@ type Update struct {
 	Generation uint64
 	Patch      *Patch
 }
+
+// Workloads returns the Update's workloads (see the field): those of the last Update built from everything, with
+// Patch's newer versions in their places. With a Patch it copies the list, O(N): a reader that only needs what
+// changed reads Patch.
+func (u Update) Workloads() []*state.Workload {
+	if u.Patch == nil || len(u.Patch.Workloads) == 0 {
+		return u.workloads
+	}
+	out := slices.Clone(u.workloads)
+	for i, w := range u.Patch.Workloads {
+		out[u.Patch.at[i]] = w
+	}
+	return out
+}
+
+// WorkloadCount is len(Workloads()), without the copy.
+func (u Update) WorkloadCount() int { return len(u.workloads) }
 
 // IstiodNode is the node name of the services learned from istiod.
 const IstiodNode = state.IstiodNode
@@ -113,7 +131,7 @@ func buildView(s *store, network string) (Update, *view) {
 	var u Update
 	v.index = make(map[string]int, len(wls))
 	for i, w := range wls {
-		u.Workloads = append(u.Workloads, v.workload(w))
+		u.workloads = append(u.workloads, v.workload(w))
 		v.index[w.UID] = i
 	}
 	u.Services = v.declarations(wls)

@@ -83,7 +83,7 @@ func TestBuildMapsEveryField(t *testing.T) {
 	got := build(s, "net1")
 
 	want := Update{
-		Workloads: []*state.Workload{
+		workloads: []*state.Workload{
 			{
 				UID: wpUID, Name: "waypoint-abc", Namespace: "ns1", ServiceAccount: "waypoint", TrustDomain: "cluster.local",
 				Addresses: addrs("10.244.0.9"), Network: "net1", ClusterID: "Kubernetes", Node: "node-b",
@@ -133,7 +133,7 @@ func TestBuildMapsEveryField(t *testing.T) {
 	}
 
 	// The update resolves in a state snapshot: the workload's waypoint, the service's endpoint and target port.
-	snap := state.Build(1, state.Input{Workloads: got.Workloads, Services: got.Services, Waypoints: got.Waypoints})
+	snap := state.Build(1, state.Input{Workloads: got.Workloads(), Services: got.Services, Waypoints: got.Waypoints})
 	vm, _ := snap.WorkloadByUID(vmUID)
 	if wps := snap.WaypointOf(vm); len(wps) != 1 || wps[0].Addresses[0] != netip.MustParseAddr("10.244.0.9") {
 		t.Fatalf("waypoint of the workload: %+v", wps)
@@ -159,13 +159,13 @@ func TestBuildLeavesOutOtherNetworksAndAddresslessWorkloads(t *testing.T) {
 		addrRes("e", "", workloadAddr(fStr(wlUID, "e"), fStr(wlName, "e"), fStr(wlNamespace, "ns"))),
 	)
 	var uids []string
-	for _, w := range build(s, "net1").Workloads {
+	for _, w := range build(s, "net1").Workloads() {
 		uids = append(uids, w.UID)
 	}
 	if !reflect.DeepEqual(uids, []string{"a", "c", "d"}) {
 		t.Fatalf("workloads on net1: %v", uids)
 	}
-	if ws := build(s, "").Workloads; len(ws) != 4 || ws[3].Hostname != "d.example" {
+	if ws := build(s, "").Workloads(); len(ws) != 4 || ws[3].Hostname != "d.example" {
 		t.Fatalf("with no network: %d workloads, want every one with an address or a hostname", len(ws))
 	}
 }
@@ -193,13 +193,13 @@ func TestBuildOtherNetworksThroughTheirGateways(t *testing.T) {
 	)
 	u := build(s, "net1")
 	var uids []string
-	for _, w := range u.Workloads {
+	for _, w := range u.Workloads() {
 		uids = append(uids, w.UID)
 	}
 	if !reflect.DeepEqual(uids, []string{"a", "b", "net2/SplitHorizonWorkload/x/ns/svc"}) {
 		t.Fatalf("workloads seen from net1: %v", uids)
 	}
-	if sh := u.Workloads[2]; sh.Network != "net2" || sh.Capacity != 7 || len(sh.Addresses) != 0 {
+	if sh := u.Workloads()[2]; sh.Network != "net2" || sh.Capacity != 7 || len(sh.Addresses) != 0 {
 		t.Errorf("stand-in workload %+v", *sh)
 	}
 	want := []*state.NetworkGateway{{Network: "net2", Addresses: addrs("10.9.0.1"),
@@ -211,7 +211,7 @@ func TestBuildOtherNetworksThroughTheirGateways(t *testing.T) {
 		t.Errorf("a VIP of net2 must not be one on net1: %s", jsonOf(u.Services))
 	}
 	// The state keeps both workloads at 10.0.0.1: the address is net1's workload's.
-	snap := state.Build(1, state.Input{Workloads: u.Workloads, Services: u.Services, Gateways: u.Gateways, Network: "net1"})
+	snap := state.Build(1, state.Input{Workloads: u.Workloads(), Services: u.Services, Gateways: u.Gateways, Network: "net1"})
 	if w, _ := snap.WorkloadByAddr(netip.MustParseAddr("10.0.0.1")); w == nil || w.UID != "a" || len(snap.Conflicts()) > 0 {
 		t.Errorf("10.0.0.1 on net1 = %v, conflicts %v", w, snap.Conflicts())
 	}
@@ -245,8 +245,8 @@ func TestBuildWaypointByWorkloadAddress(t *testing.T) {
 		addrRes("x", "", workloadAddr(fStr(wlUID, "x"), fStr(wlName, "x"), fStr(wlNamespace, "ns"), fIP(wlAddresses, "10.0.0.2"), gatewayHostname(wlWaypoint, "ns", "missing.ns.svc"))),
 	)
 	u := build(s, "")
-	if u.Workloads[0].UseWaypoint != "ns/wp-pod" || u.Workloads[2].UseWaypoint != "ns/missing.ns.svc" {
-		t.Fatalf("use_waypoint: %q, %q", u.Workloads[0].UseWaypoint, u.Workloads[2].UseWaypoint)
+	if u.Workloads()[0].UseWaypoint != "ns/wp-pod" || u.Workloads()[2].UseWaypoint != "ns/missing.ns.svc" {
+		t.Fatalf("use_waypoint: %q, %q", u.Workloads()[0].UseWaypoint, u.Workloads()[2].UseWaypoint)
 	}
 	if len(u.Waypoints) != 1 || u.Waypoints[0].Key() != "ns/wp-pod" || u.Waypoints[0].ServiceAccount != "wp-sa" {
 		t.Fatalf("waypoints: %s", jsonOf(u.Waypoints))
