@@ -244,8 +244,8 @@ func (a *App) stateInput(current *state.Snapshot) state.Input {
 func (a *App) gossipInput(in *state.Input) {
 	if a.gossip != nil {
 		v := a.gossip.Current()
-		in.Workloads = append(in.Workloads, v.Workloads...)
-		in.Services = append(in.Services, v.Services...)
+		in.Workloads = append(slices.Grow(in.Workloads, len(v.Workloads)), v.Workloads...)
+		in.Services = append(slices.Grow(in.Services, len(v.Services)), v.Services...)
 		in.Unreachable = v.Unreachable
 		in.Waypoints = append(in.Waypoints, v.Waypoints...)
 		in.Gateways = append(in.Gateways, v.Gateways...)

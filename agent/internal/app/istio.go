@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 
@@ -257,6 +258,8 @@ func (a *App) istiodInput(in *state.Input) {
 		}
 	}
 	dropped := map[string]string{} // istiod UID -> local UID
+	in.Workloads = slices.Grow(in.Workloads, u.WorkloadCount())
+	in.Services = slices.Grow(in.Services, len(u.Services))
 	for _, w := range u.Workloads() {
 		if i, ok := ownCopy(local, in.Workloads, w); ok {
 			lw := *in.Workloads[i]

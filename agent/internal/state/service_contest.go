@@ -81,8 +81,15 @@ func (s *Snapshot) refuseDecl(d *ServiceDecl, lim Limits) string {
 // first: the form <name>.<namespace>.svc.<domain>, which a gossip service may
 // use only for its own name and namespace.
 func kubernetesStyle(host string) bool {
-	labels := strings.Split(host, ".")
-	return slices.Contains(labels[1:], "svc")
+	_, rest, ok := strings.Cut(host, ".")
+	for ok {
+		var label string
+		label, rest, ok = strings.Cut(rest, ".")
+		if label == "svc" {
+			return true
+		}
+	}
+	return false
 }
 
 // mergeService builds one service from its declarations (one key). The

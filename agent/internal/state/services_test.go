@@ -210,3 +210,16 @@ func TestOriginsOutrankGossip(t *testing.T) {
 		t.Errorf("VIP is %v's, want the established default/bbb's", got)
 	}
 }
+
+// TestKubernetesStyle: a hostname is of the <name>.<namespace>.svc.<domain> form when a label past its first is
+// "svc".
+func TestKubernetesStyle(t *testing.T) {
+	for host, want := range map[string]bool{
+		"a.ns.svc.cluster.local": true, "a.svc": true, "a..svc": true, "a.ns.svc": true,
+		"svc.example.org": false, "svc": false, "a": false, "": false, "a.svcs.example": false, "a.ns.svc2.local": false,
+	} {
+		if got := kubernetesStyle(host); got != want {
+			t.Errorf("kubernetesStyle(%q) = %v, want %v", host, got, want)
+		}
+	}
+}

@@ -171,7 +171,6 @@ func waypointAddrs(ws []*Waypoint) map[netip.Addr]bool {
 }
 
 func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone map[netip.Addr]bool, requireProof bool, network string) {
-	s.byAddr = make(map[netip.Addr]*Workload, len(workloads))
 	s.byUID = make(map[string]*Workload, len(workloads))
 	ws := slices.Clone(workloads)
 	// By UID, the stronger source first: of two sources that name one UID (a peer named as a
@@ -179,17 +178,23 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone m
 	slices.SortStableFunc(ws, func(a, b *Workload) int { return cmp.Or(strings.Compare(a.UID, b.UID), a.rank()-b.rank()) })
 	ws = s.dropUIDImpostors(ws)
 	s.workloads = ws
-	s.byAddrPort = make(map[netip.AddrPort]*Workload, 2*len(ws))
+	nAddrs, nAddrPorts := 0, 0
+	for _, w := range ws {
+		nAddrs += len(w.Addresses)
+		nAddrPorts += len(w.Addresses) * len(w.Ports)
+	}
+	s.byAddr = make(map[netip.Addr]*Workload, nAddrs)
+	s.byAddrPort = make(map[netip.AddrPort]*Workload, nAddrPorts)
 	s.byServerName = map[string]*Workload{}
-	addrs := make([]netip.Addr, 0, 2*len(ws)) // in the order first claimed, for a stable conflict list
-	claims := make(map[netip.Addr][]*Workload, 2*len(ws))
+	var c claims
+	c.init(nAddrs)
 	for _, w := range ws {
 		s.byUID[w.UID] = w
 		if w.Local {
 			s.local = append(s.local, w)
-		}
-		if sn := w.ServerName(); sn != "" && w.Local {
-			s.byServerName[sn] = w
+			if sn := w.ServerName(); sn != "" {
+				s.byServerName[sn] = w
+			}
 		}
 		if requireProof && w.rank() > rankProven { // a gossip claim its certificate does not prove: not used
 			s.lose(w)
@@ -203,18 +208,57 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone m
 			continue
 		}
 		for _, a := range w.Addresses {
-			c := claims[a]
-			if len(c) == 0 {
-				addrs = append(addrs, a)
-			} else if c[len(c)-1] == w { // an address listed twice
-				continue
-			}
-			claims[a] = append(c, w)
+			c.add(a, w)
 		}
 	}
-	for _, a := range addrs {
-		s.indexAddress(a, claims[a], prev, hbone[a])
+	var buf []*Workload
+	for i, a := range c.addrs {
+		buf = c.of(i, buf[:0])
+		s.indexAddress(a, buf, prev, hbone[a])
 	}
+}
+
+// claims are the workloads that claim each address, in the order they claim it: one list of claimants chained
+// per address, which takes a handful of allocations where a slice per address took one per address.
+type claims struct {
+	addrs      []netip.Addr       // in the order first claimed, for a stable conflict list
+	pos        map[netip.Addr]int // address -> its index in addrs
+	head, tail []int              // per address, its first and last claimant in chain
+	chain      []claimant         // chain[0] is unused: 0 ends a list
+}
+
+type claimant struct {
+	w    *Workload
+	next int
+}
+
+func (c *claims) init(n int) {
+	c.addrs, c.pos = make([]netip.Addr, 0, n), make(map[netip.Addr]int, n)
+	c.head, c.tail, c.chain = make([]int, 0, n), make([]int, 0, n), make([]claimant, 1, n+1)
+}
+
+// add records that w claims a; a second claim of w's on a (an address listed twice) is one.
+func (c *claims) add(a netip.Addr, w *Workload) {
+	i, ok := c.pos[a]
+	if ok && c.chain[c.tail[i]].w == w {
+		return
+	}
+	c.chain = append(c.chain, claimant{w: w})
+	at := len(c.chain) - 1
+	if !ok {
+		c.pos[a] = len(c.addrs)
+		c.addrs, c.head, c.tail = append(c.addrs, a), append(c.head, at), append(c.tail, at)
+		return
+	}
+	c.chain[c.tail[i]].next, c.tail[i] = at, at
+}
+
+// of appends the claimants of the i-th address to out.
+func (c *claims) of(i int, out []*Workload) []*Workload {
+	for j := c.head[i]; j != 0; j = c.chain[j].next {
+		out = append(out, c.chain[j].w)
+	}
+	return out
 }
 
 // indexAddress decides who holds address a among the workloads that claim it
