@@ -129,5 +129,5 @@ bench-scale:
 		$(GO) test -tags scaleharness -run '^$$' -bench Scale ./agent/internal/proxy && \
 		$(GO) test -tags scaleharness -run '^$$' -bench 'ScalePolicy$$' ./agent/internal/policy && \
 		$(GO) test -tags scaleharness -run '^$$' -bench 'ScalePolicyCold' -benchtime 300x ./agent/internal/policy && \
-		$(GO) test -tags scaleharness -run '^$$' -bench ScalePoolSpread -benchtime 1x ./agent/internal/discovery; } | \
+		$(GO) test -tags scaleharness -run '^$$' -bench 'ScalePool(Spread|Churn)$$' -benchtime 1x ./agent/internal/discovery; } | \
 		$(GO) run ./tests/bench/cmd/scaletable

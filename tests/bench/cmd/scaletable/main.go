@@ -14,12 +14,17 @@ import (
 	"strings"
 )
 
-// line matches "BenchmarkScaleX/n=1000-2  20  123 ns/op  4.5 cpu-ms/op ..." (mesh sizes) and
-// "BenchmarkScalePoolSpread/members=50-2 ..." (pool sizes).
-var line = regexp.MustCompile(`^Benchmark(Scale\w+)/(?:n|members)=(\d+)(?:-\d+)?\s+\d+\s+(.*)$`)
+// line matches "BenchmarkScaleX/n=1000-2  20  123 ns/op  4.5 cpu-ms/op ..." (mesh sizes),
+// "BenchmarkScalePoolSpread/members=50-2 ..." (pool sizes) and "BenchmarkScalePoolChurn/members=200/per_s=5-2 ..."
+// (pool sizes and rates of change, kept as benchmark "ScalePoolChurn/per_s=5").
+var line = regexp.MustCompile(`^Benchmark(Scale\w+)/(?:n|members)=(\d+)(/per_s=\d+)?(?:-\d+)?\s+\d+\s+(.*)$`)
 
-// poolBench is the benchmark whose sizes are a gossip pool's members, printed in a table of its own.
-const poolBench = "ScalePoolSpread"
+// poolBench and churnBench are the benchmarks whose sizes are a gossip pool's members, printed in tables of their
+// own.
+const (
+	poolBench  = "ScalePoolSpread"
+	churnBench = "ScalePoolChurn"
+)
 
 // results holds benchmark -> mesh size -> unit -> value.
 type results map[string]map[int]map[string]float64
@@ -36,12 +41,55 @@ func main() {
 	}
 	pool := res[poolBench]
 	delete(res, poolBench)
+	churn := map[int]map[int]map[string]float64{} // rate -> members -> unit -> value
+	for name, byN := range res {
+		if rate, ok := strings.CutPrefix(name, churnBench+"/per_s="); ok {
+			r, _ := strconv.Atoi(rate)
+			churn[r] = byN
+			delete(res, name)
+		}
+	}
 	if len(res) > 0 {
 		fmt.Print("\n" + table(res))
 	}
 	if len(pool) > 0 {
 		fmt.Print("\n" + poolTable(pool))
 	}
+	if len(churn) > 0 {
+		fmt.Print("\n" + churnTable(churn))
+	}
+}
+
+// churnTable prints, per pool size and rate of changes, the share of deliveries the gossip left to requests, and
+// when members used the changes.
+func churnTable(churn map[int]map[int]map[string]float64) string {
+	var b strings.Builder
+	b.WriteString("| members | changes a second (pool-wide) | not delivered by gossip within the repair delay: measured (requests) / model | used after (model): median / 99th percentile |\n")
+	b.WriteString("|---|---|---|---|\n")
+	var sizes []int
+	for _, byN := range churn {
+		for n := range byN {
+			if !slices.Contains(sizes, n) {
+				sizes = append(sizes, n)
+			}
+		}
+	}
+	slices.Sort(sizes)
+	for _, n := range sizes {
+		for _, rate := range slices.Sorted(maps.Keys(churn)) {
+			m, ok := churn[rate][n]
+			if !ok {
+				continue
+			}
+			measured := "-"
+			if v, ok := m["pulled"]; ok {
+				measured = fmt.Sprintf("%.0f%%", 100*v)
+			}
+			fmt.Fprintf(&b, "| %s | %d | %s / %.1f%% | %.2f s / %.2f s |\n", group(n), rate, measured, 100*m["pulled-model"],
+				m["s-p50-model"], m["s-p99-model"])
+		}
+	}
+	return b.String()
 }
 
 // poolTable prints how long one change takes to reach a pool's members, measured and as the model estimates it.
@@ -79,7 +127,8 @@ func parse(r io.Reader) (results, error) {
 			continue
 		}
 		n, _ := strconv.Atoi(m[2])
-		f := strings.Fields(m[3])
+		m[1] += m[3]
+		f := strings.Fields(m[4])
 		for i := 0; i+1 < len(f); i += 2 {
 			v, err := strconv.ParseFloat(f[i], 64)
 			if err != nil {
