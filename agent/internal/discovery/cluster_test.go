@@ -95,6 +95,7 @@ func startNode(t testing.TB, name string, rec *Record, cfgs ...nodeConfig) *test
 			RepairDelay:    time.Second,
 			LeaveTimeout:   time.Second,
 			WarnInterval:   time.Second,
+			PublishEvery:   50 * time.Millisecond, // TestPublishPace tests the pace
 		},
 	}
 	for _, c := range cfgs {

@@ -55,7 +55,9 @@ type Discovery struct {
 	pubMu   sync.Mutex // serializes publishing this node's record (held before mu)
 	// nextAttempt paces publishing after a failure (under pubMu).
 	nextAttempt time.Time
-	want        *Record // this node's record as SetLocal was given it, before what it cannot prove is left out
+	// pace paces this node's record changes (under pubMu; Tuning.PublishBurst).
+	pace publishPace
+	want *Record // this node's record as SetLocal was given it, before what it cannot prove is left out
 
 	mu       sync.Mutex
 	table    *table

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func writeFile(t *testing.T, content string) string {
@@ -116,5 +117,31 @@ func TestSetLocal(t *testing.T) {
 	}
 	if l, _ := d.Local(); len(l.Workloads) != 0 {
 		t.Error("a refused record replaced the published one")
+	}
+}
+
+// TestPublishPace: this node's record changes are paced (Tuning.PublishBurst, PublishEvery): past the burst a
+// change waits for its turn, and is then published with whatever followed it, by the maintenance tick.
+func TestPublishPace(t *testing.T) {
+	n := startNode(t, "n0", testRecord(0, 1), func(_ *testNode, o *Options) {
+		o.Tuning.PublishBurst, o.Tuning.PublishEvery = 2, 2*time.Second
+	})
+	workloads := func() int {
+		l, _ := n.d.Local()
+		return len(l.Workloads)
+	}
+	waitFor(t, 5*time.Second, "the first record is published", func() bool { return workloads() == 1 })
+	time.Sleep(4 * time.Second) // the bucket fills again
+	for i := 2; i <= 6; i++ {
+		if err := n.d.SetLocal(*testRecord(0, i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := workloads(); got != 3 {
+		t.Fatalf("after five changes at once the record has %d workloads, want 3: two changes (the burst) published, three waiting", got)
+	}
+	took := waitFor(t, 5*time.Second, "the last change is published", func() bool { return workloads() == 6 })
+	if took < time.Second {
+		t.Errorf("the waiting changes were published %s later, before their turn (one every 2s)", took)
 	}
 }

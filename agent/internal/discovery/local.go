@@ -72,12 +72,9 @@ func (d *Discovery) resignIfDue(now time.Time) {
 	due := d.local != nil && !now.Before(d.local.resignAt)
 	waiting := d.local == nil
 	d.mu.Unlock()
-	if !due && !waiting {
-		return
-	}
 	d.pubMu.Lock()
 	defer d.pubMu.Unlock()
-	if now.Before(d.nextAttempt) {
+	if now.Before(d.nextAttempt) || !due && !waiting && !d.pace.deferred {
 		return
 	}
 	if err := d.publish(due); err != nil {
@@ -110,8 +107,10 @@ func (d *Discovery) publish(force bool) error {
 	d.mu.Lock()
 	if !force && d.local != nil && bytes.Equal(d.local.content, content) && now.Before(d.local.resignAt) {
 		d.mu.Unlock()
+		d.pace.deferred = false
 		return nil
 	}
+	first := d.local == nil
 	rec.Version = max(uint64(now.UnixNano()), d.lastVersion()+1)
 	d.mu.Unlock()
 	raw, expires, err := signRecord(encodeRecord(rec), svids, now)
@@ -122,6 +121,14 @@ func (d *Discovery) publish(force bool) error {
 		return fmt.Errorf("gossip: local record is %d bytes encoded, the limit is %d (%d workloads, %d services, %d proofs)",
 			len(raw), MaxRecordBytes, len(rec.Workloads), len(rec.Services), len(svids))
 	}
+	// A change waits for its turn (renewals and the first record do not); the maintenance tick publishes the
+	// record wanted then. Checked once the record is known to be publishable, so that SetLocal refuses what
+	// could never be published, whether it waits or not.
+	if !d.pace.take(now, d.tuning.PublishBurst, d.tuning.PublishEvery, force || first) {
+		d.pace.deferred = true
+		return nil
+	}
+	d.pace.deferred, d.nextAttempt = false, time.Time{}
 	d.mu.Lock()
 	d.local = &localRecord{rec: rec, raw: raw, advert: advertOf(raw, rec.Version), content: content,
 		resignAt: now.Add(max(min(resignAfter, expires.Sub(now)/2), minResign))}
@@ -140,6 +147,31 @@ func (d *Discovery) publish(force bool) error {
 		"bytes", len(raw), "workloads", len(rec.Workloads), "services", len(rec.Services), "waypoint", rec.Waypoint != nil, "gateway", rec.Gateway != nil,
 		"proofs", len(svids))
 	return nil
+}
+
+// publishPace is a token bucket of this node's record changes: burst at once, then one every interval.
+type publishPace struct {
+	tokens   float64
+	at       time.Time // when tokens was counted
+	deferred bool      // a change waits for a token: the maintenance tick publishes the record wanted then
+}
+
+// take reports whether a change may be published at now, and takes its token; free ones (renewals, the first
+// record) always may, and take one if there is one.
+func (p *publishPace) take(now time.Time, burst int, every time.Duration, free bool) bool {
+	if p.at.IsZero() {
+		p.tokens = float64(burst)
+	} else {
+		p.tokens = min(float64(burst), p.tokens+float64(now.Sub(p.at))/float64(every))
+	}
+	p.at = now
+	switch {
+	case p.tokens >= 1:
+		p.tokens--
+	case !free:
+		return false
+	}
+	return true
 }
 
 // provable is the part of want this node can prove now, the SVIDs that prove it, and how many claims it leaves

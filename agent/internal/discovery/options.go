@@ -62,6 +62,12 @@ type Tuning struct {
 	RepairDelay time.Duration
 	// LeaveTimeout bounds the graceful leave on shutdown (default 3s).
 	LeaveTimeout time.Duration
+	// PublishBurst and PublishEvery pace this node's record changes (defaults 5 and 5s): up to PublishBurst at
+	// once, then one every PublishEvery; a change past them is published, with any that follow it, when its
+	// turn comes. A pool carries only a few record changes a second by gossip (docs/scale.md), so one host
+	// whose workloads' health flaps must not take them all.
+	PublishBurst int
+	PublishEvery time.Duration
 	// WarnInterval is the rate limit of repeated warnings about dropped input (default 10s).
 	WarnInterval time.Duration
 }
@@ -79,6 +85,10 @@ func (t Tuning) withDefaults() Tuning {
 	def(&t.RepairDelay, 2*time.Second)
 	def(&t.LeaveTimeout, 3*time.Second)
 	def(&t.WarnInterval, 10*time.Second)
+	def(&t.PublishEvery, 5*time.Second)
+	if t.PublishBurst <= 0 {
+		t.PublishBurst = 5
+	}
 	t.JoinBackoffMax = max(t.JoinBackoffMax, t.JoinBackoffMin)
 	return t
 }

@@ -178,10 +178,12 @@ func (s *Snapshot) indexWorkloads(workloads []*Workload, prev *Snapshot, hbone m
 	slices.SortStableFunc(ws, func(a, b *Workload) int { return cmp.Or(strings.Compare(a.UID, b.UID), a.rank()-b.rank()) })
 	ws = s.dropUIDImpostors(ws)
 	s.workloads = ws
-	nAddrs, nAddrPorts := 0, 0
+	nAddrs, nAddrPorts := 0, 0 // of the claims that contest an address here
 	for _, w := range ws {
-		nAddrs += len(w.Addresses)
-		nAddrPorts += len(w.Addresses) * len(w.Ports)
+		if !(requireProof && w.rank() > rankProven) && !OffNetwork(network, w.Network) {
+			nAddrs += len(w.Addresses)
+			nAddrPorts += len(w.Addresses) * len(w.Ports)
+		}
 	}
 	s.byAddr = make(map[netip.Addr]*Workload, nAddrs)
 	s.byAddrPort = make(map[netip.AddrPort]*Workload, nAddrPorts)
