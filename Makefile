@@ -24,6 +24,7 @@ FUZZ     := ./agent/internal/hbone:FuzzParseAuthority ./agent/internal/hbone:Fuz
 test: tools
 	$(GO) test -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -tags scaleharness -run '^TestScale' ./agent/internal/app
+	$(GO) test -count=1 -tags scaleharness -run '^TestSpreadModel$$' ./agent/internal/discovery
 	cd tests/interop && $(GO) test -count=1 -timeout 20m ./...
 	@for f in $(FUZZ); do pkg=$${f%%:*}; fn=$${f##*:}; \
 		echo "fuzz $$fn ($$pkg) for $(FUZZTIME)"; \
@@ -119,7 +120,9 @@ bench:
 	$(GO) run ./tests/bench/cmd/bench $(if $(QUICK),-quick) -out $(BENCH_OUT) $(BENCH_FLAGS)
 
 # The control plane's costs against mesh size (docs/scale.md): the agent's own update path, per-connection lookups
-# and heap, in-process at 1,000, 10,000 and 50,000 workloads, and policy decisions among 10,003 policies, then the table. SCALE_BENCHTIME: changes per update-path benchmark.
+# and heap, in-process at 1,000, 10,000 and 50,000 workloads, policy decisions among 10,003 policies, and how changes
+# spread through gossip pools (measured at 50 to 200 members, modelled to 5,000), then the tables. About 25 minutes.
+# SCALE_BENCHTIME: changes per update-path benchmark.
 SCALE_BENCHTIME ?= 20x
 
 .PHONY: bench-scale

@@ -582,3 +582,22 @@ func (h *turnHeap) Pop() any {
 	*h = old[:len(old)-1]
 	return t
 }
+
+// TestSpreadModel checks the model on what it must show: one change in a pool reaches every member, each member
+// sending each broadcast at most its limit, and many changes at once saturate the members' packets.
+func TestSpreadModel(t *testing.T) {
+	m := productionModel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, pieces := range [][]int{{646}, {1131, 673}} {
+		p50, all, missed := m.trials(200, pieces, 20, rng)
+		if missed > 0.1 || p50 <= 0 || all < p50 || all > 3 {
+			t.Errorf("%v: one change in 200 members: median %.2f s, last %.2f s, %.2f members missed", pieces, p50, all, missed)
+		}
+	}
+	if pulled, _, _ := m.churn(200, 1, []int{933}, rng); pulled > 0.01 {
+		t.Errorf("one change a second: %.1f%% not delivered by gossip, want none", 100*pulled)
+	}
+	if pulled, _, _ := m.churn(200, 20, []int{933}, rng); pulled < 0.5 {
+		t.Errorf("20 changes a second: %.1f%% not delivered by gossip; 15 packets a second a member cannot carry them", 100*pulled)
+	}
+}
