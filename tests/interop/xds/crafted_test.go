@@ -3,6 +3,7 @@ package xds
 import (
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -94,7 +95,7 @@ func TestCraftedWorkloadAPI(t *testing.T) {
 		t.Fatalf("drained workload's capacity %d, want 0", w.Capacity)
 	}
 	host0 := hostWorkload()
-	snap := state.Build(1, state.Input{Workloads: append(u.Workloads, host0), Services: u.Services})
+	snap := state.Build(1, state.Input{Workloads: append(slices.Clone(u.Workloads()), host0), Services: u.Services})
 	for range 50 {
 		r := proxy.DecideOutboundFrom(snap, host0, netip.AddrPortFrom(host0.Addresses[0], 40000), netip.MustParseAddrPort("10.96.9.1:80"))
 		if r.Kind != proxy.RouteHBONE || r.Target != netip.MustParseAddrPort("10.50.0.2:8080") {

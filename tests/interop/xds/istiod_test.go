@@ -153,7 +153,7 @@ func await(t *testing.T, c *xds.Client, what string, ok func(xds.Update) bool) x
 
 func dump(u xds.Update) string {
 	var b strings.Builder
-	for _, w := range u.Workloads {
+	for _, w := range u.Workloads() {
 		fmt.Fprintf(&b, "workload %+v\n", *w)
 	}
 	for _, s := range u.Services {
@@ -172,7 +172,7 @@ func dump(u xds.Update) string {
 }
 
 func workloadNamed(u xds.Update, ns, name string) *state.Workload {
-	for _, w := range u.Workloads {
+	for _, w := range u.Workloads() {
 		if w.Namespace == ns && w.Name == name {
 			return w
 		}
@@ -297,7 +297,7 @@ func TestIstiodWorkloadServicePolicy(t *testing.T) {
 		t.Fatalf("CompileXDS: %d of %d, warnings %v", len(compiled), len(u.Policies), warnings)
 	}
 	// The whole view builds a state snapshot without conflicts, and the service routes to the WorkloadEntry.
-	snap := state.Build(1, state.Input{Workloads: u.Workloads, Services: u.Services, Waypoints: u.Waypoints})
+	snap := state.Build(1, state.Input{Workloads: u.Workloads(), Services: u.Services, Waypoints: u.Waypoints})
 	svc, ok := snap.ServiceByVIP(netip.MustParseAddr("240.240.10.1"))
 	if !ok || len(snap.ServiceConflicts()) > 0 || len(snap.Conflicts()) > 0 {
 		t.Fatalf("snapshot: service %v, conflicts %v %v", svc, snap.ServiceConflicts(), snap.Conflicts())
@@ -429,7 +429,7 @@ func testWaypoint(t *testing.T, status gatewayv1.GatewayStatusAddress) {
 		!slices.Equal(wp.Addresses, []netip.Addr{netip.MustParseAddr("10.244.0.9")}) || wp.Node != "node-1" {
 		t.Fatalf("waypoint %+v", *wp)
 	}
-	snap := state.Build(1, state.Input{Workloads: u.Workloads, Services: u.Services, Waypoints: u.Waypoints})
+	snap := state.Build(1, state.Input{Workloads: u.Workloads(), Services: u.Services, Waypoints: u.Waypoints})
 	w, _ := snap.WorkloadByUID(vm1UID)
 	if wps := snap.WaypointOf(w); len(wps) != 1 || wps[0] != wp {
 		t.Fatalf("the state does not resolve the workload's waypoint: %v\n%s", wps, dump(u))

@@ -81,7 +81,7 @@ func TestIstiodTwoNetworks(t *testing.T) {
 			t.Errorf("gateway %d: %+v, want %+v", i, *g, *w)
 		}
 	}
-	for _, w := range u.Workloads {
+	for _, w := range u.Workloads() {
 		if strings.HasPrefix(w.UID, "NetworkGateway/") {
 			t.Errorf("istiod's gateway workload %s became a workload", w.UID)
 		}
@@ -103,7 +103,7 @@ func TestIstiodTwoNetworks(t *testing.T) {
 	// three endpoints, and gets a VIP of the agent's range (reached by name).
 	host := hostWorkload()
 	host.Network = "vm-net"
-	snap := state.Build(1, state.Input{Network: "vm-net", Workloads: append([]*state.Workload{host}, u.Workloads...),
+	snap := state.Build(1, state.Input{Network: "vm-net", Workloads: append([]*state.Workload{host}, u.Workloads()...),
 		Services: u.Services, Waypoints: u.Waypoints, Gateways: u.Gateways})
 	if w, ok := snap.WorkloadByAddr(netip.MustParseAddr(overlap)); !ok || w.Name != "vm-1" || len(snap.Conflicts()) > 0 {
 		t.Fatalf("%s on vm-net: %v (conflicts %v), want vm-1", overlap, w, snap.Conflicts())
@@ -166,11 +166,11 @@ func TestIstiodMultiNetworkStandIns(t *testing.T) {
 	c, _ := connectOn(t, cut.addr, "kube-net")
 	u := await(t, c, "echo's pods and vm-net's stand-in", func(u xds.Update) bool {
 		return len(endpoints(serviceNamed(u, "vms", "echo"))) > 0 && workloadNamed(u, "vms", "echo-1") != nil &&
-			slices.ContainsFunc(u.Workloads, func(w *state.Workload) bool { return w.Network == "vm-net" })
+			slices.ContainsFunc(u.Workloads(), func(w *state.Workload) bool { return w.Network == "vm-net" })
 	})
 	t.Log(dump(u))
 	var standIn *state.Workload
-	for _, w := range u.Workloads {
+	for _, w := range u.Workloads() {
 		switch {
 		case w.Network != "vm-net":
 		case standIn != nil || len(w.Addresses) != 0 || w.Capacity != 2:
@@ -182,7 +182,7 @@ func TestIstiodMultiNetworkStandIns(t *testing.T) {
 	if workloadNamed(u, "vms", "vm-1") != nil {
 		t.Error("istiod sent vm-1 itself to another network")
 	}
-	snap := state.Build(1, state.Input{Network: "kube-net", Workloads: u.Workloads, Services: u.Services, Waypoints: u.Waypoints,
+	snap := state.Build(1, state.Input{Network: "kube-net", Workloads: u.Workloads(), Services: u.Services, Waypoints: u.Waypoints,
 		Gateways: u.Gateways})
 	client := &state.Workload{UID: "client", Name: "client", Namespace: "vms", ServiceAccount: "client", TrustDomain: "cluster.local",
 		Addresses: []netip.Addr{netip.MustParseAddr("10.244.9.9")}, Network: "kube-net", Tunnel: state.TunnelHBONE, Healthy: true,

@@ -178,7 +178,7 @@ func TestIstiodAmbientSemantics(t *testing.T) {
 			len(endpoints(serviceNamed(u, "lb", "close"))) == 2 && len(endpoints(serviceNamed(u, "vms", "dns"))) == 1
 	})
 	host := hostWorkload()
-	snap := state.Build(1, state.Input{Workloads: append(slices.Clone(u.Workloads), host), Services: u.Services, Waypoints: u.Waypoints})
+	snap := state.Build(1, state.Input{Workloads: append(slices.Clone(u.Workloads()), host), Services: u.Services, Waypoints: u.Waypoints})
 	from := netip.AddrPortFrom(host.Addresses[0], 40000)
 	route := func(dst string) proxy.Route {
 		return proxy.DecideOutboundFrom(snap, host, from, netip.MustParseAddrPort(dst))
