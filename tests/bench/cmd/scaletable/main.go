@@ -66,16 +66,7 @@ func churnTable(churn map[int]map[int]map[string]float64) string {
 	var b strings.Builder
 	b.WriteString("| members | changes a second (pool-wide) | not delivered by gossip within the repair delay: measured (requests) / model | used after (model): median / 99th percentile |\n")
 	b.WriteString("|---|---|---|---|\n")
-	var sizes []int
-	for _, byN := range churn {
-		for n := range byN {
-			if !slices.Contains(sizes, n) {
-				sizes = append(sizes, n)
-			}
-		}
-	}
-	slices.Sort(sizes)
-	for _, n := range sizes {
+	for _, n := range sizesOf(churn) {
 		for _, rate := range slices.Sorted(maps.Keys(churn)) {
 			m, ok := churn[rate][n]
 			if !ok {
@@ -146,10 +137,8 @@ func parse(r io.Reader) (results, error) {
 	return res, sc.Err()
 }
 
-// changesPerSecond is the churn of the table's second row: 1,000 hosts each changing once a minute.
-const changesPerSecond = 1000.0 / 60
-
-func table(res results) string {
+// sizesOf lists the sizes any benchmark of res has results for, in order.
+func sizesOf[K comparable](res map[K]map[int]map[string]float64) []int {
 	var sizes []int
 	for _, byN := range res {
 		for n := range byN {
@@ -159,6 +148,14 @@ func table(res results) string {
 		}
 	}
 	slices.Sort(sizes)
+	return sizes
+}
+
+// changesPerSecond is the churn of the table's second row: 1,000 hosts each changing once a minute.
+const changesPerSecond = 1000.0 / 60
+
+func table(res results) string {
+	sizes := sizesOf(res)
 	var b strings.Builder
 	b.WriteString("| cost |")
 	for _, n := range sizes {
